@@ -1,0 +1,55 @@
+//! Settings of the api-gateway: authentication, the dashboard, CRM credentials.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// API gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiSettings {
+    /// E-mail of the admin created at start-up when no user exists yet.
+    pub admin_email: String,
+    /// Password of that admin. Empty means no bootstrap admin is created.
+    #[serde(default, deserialize_with = "crate::optional_secret", skip_serializing)]
+    pub admin_password: Option<SecretString>,
+    /// Hours a dashboard session lives.
+    pub session_ttl_hours: u32,
+    /// Folder with the built dashboard (index.html, pkg/).
+    pub dashboard_dir: String,
+    /// Allowed CORS origins, comma separated; empty allows none but the same origin.
+    pub cors_origins: String,
+    /// Login attempts allowed per client address per minute.
+    pub login_attempts_per_minute: u32,
+    /// Set the `Secure` flag on session cookies (turn on behind HTTPS).
+    pub cookie_secure: bool,
+    /// Twilio account SID for outbound WhatsApp.
+    pub twilio_account_sid: String,
+    /// Twilio auth token for outbound WhatsApp.
+    #[serde(default, deserialize_with = "crate::optional_secret", skip_serializing)]
+    pub twilio_auth_token: Option<SecretString>,
+    /// Base URL of the Twilio API (tests point it at a mock server).
+    pub twilio_api_base: String,
+    /// HubSpot private-app token for CRM sync.
+    #[serde(default, deserialize_with = "crate::optional_secret", skip_serializing)]
+    pub hubspot_token: Option<SecretString>,
+    /// Base URL of the HubSpot API.
+    pub hubspot_api_base: String,
+}
+
+impl ApiSettings {
+    pub(crate) fn defaults() -> Self {
+        Self {
+            admin_email: "admin@constintel.local".into(),
+            admin_password: None,
+            session_ttl_hours: 12,
+            dashboard_dir: "dashboard/dist".into(),
+            cors_origins: String::new(),
+            login_attempts_per_minute: 10,
+            cookie_secure: false,
+            twilio_account_sid: String::new(),
+            twilio_auth_token: None,
+            twilio_api_base: "https://api.twilio.com".into(),
+            hubspot_token: None,
+            hubspot_api_base: "https://api.hubapi.com".into(),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Settings of identity resolution (the identity-merger service and `ctl identity`).
+
+use serde::{Deserialize, Serialize};
+
+/// Identity resolution settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentitySettings {
+    /// Extra junk identifier values, comma separated, on top of the built-in blocklist.
+    pub identity_blocklist_extra: String,
+    /// An identifier seen with more than this many distinct strong identifiers of one
+    /// kind is marked suspect and stops merging.
+    pub identity_suspect_threshold: u32,
+    /// An event linking more profiles than this goes to the review queue.
+    pub identity_max_auto_merge: u32,
+    /// Most e-mails one profile may hold before a merge needs review.
+    pub identity_max_emails: u32,
+    /// Most phones one profile may hold before a merge needs review.
+    pub identity_max_phones: u32,
+    /// Most customer ids per source one profile may hold.
+    pub identity_max_customer_ids_per_source: u32,
+    /// Milliseconds to collect changes of one profile before asking for new predictions.
+    pub identity_predictions_debounce_ms: u64,
+}
+
+impl IdentitySettings {
+    pub(crate) fn defaults() -> Self {
+        Self {
+            identity_blocklist_extra: String::new(),
+            identity_suspect_threshold: 5,
+            identity_max_auto_merge: 3,
+            identity_max_emails: 3,
+            identity_max_phones: 3,
+            identity_max_customer_ids_per_source: 1,
+            identity_predictions_debounce_ms: 2_000,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Settings of the ingest service and the normalizer.
+
+use serde::{Deserialize, Serialize};
+
+/// Ingest and normalizer settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestSettings {
+    /// The public base URL brands reach ingest on (`https://ingest.example.com`). Used
+    /// for Twilio signatures (a proxy may change host or scheme) and in webhook URLs.
+    pub public_base_url: String,
+    /// Largest request body ingest reads, in bytes (Segment batches are 500 KB).
+    pub ingest_max_body_bytes: usize,
+    /// Most raw events written in one group-commit INSERT.
+    pub ingest_commit_batch: usize,
+    /// Longest a request waits for others to share its commit, in microseconds.
+    pub ingest_commit_linger_us: u64,
+    /// Seconds an unpublished raw event waits before the outbox relay republishes it.
+    pub outbox_relay_after_secs: u64,
+}
+
+impl IngestSettings {
+    pub(crate) fn defaults() -> Self {
+        Self {
+            public_base_url: "http://127.0.0.1:8081".into(),
+            ingest_max_body_bytes: 1024 * 1024,
+            ingest_commit_batch: 512,
+            ingest_commit_linger_us: 2_000,
+            outbox_relay_after_secs: 5,
+        }
+    }
+}

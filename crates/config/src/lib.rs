@@ -1,0 +1,237 @@
+//! Typed settings for every ConstIntel binary.
+//!
+//! One loader for the whole fleet: `.env` in the working directory is read if present
+//! (it never overrides a variable already set), then every setting comes from an
+//! environment variable of the same name in upper case (`DATABASE_URL`,
+//! `STREAM_PREFIX`, ...). `env.template` at the repository root lists each one with its
+//! default and meaning. Secrets are [`SecretString`]s: their `Debug` prints
+//! `[REDACTED]`, so settings can be logged whole.
+//!
+//! Settings that belong to one subsystem live in their own module and are flattened
+//! into [`Settings`], so they are still plain top-level variables.
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+pub mod api;
+pub mod identity;
+pub mod ingest;
+pub mod ml;
+
+pub use secrecy::ExposeSecret;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, one line per event, service name first.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A setting was missing or malformed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(#[from] Box<figment::Error>);
+
+/// Every setting of the fleet. Each binary reads the parts it needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Postgres connection string.
+    pub database_url: String,
+    /// Connections per service pool.
+    pub database_max_connections: u32,
+    /// Redis connection string.
+    pub redis_url: String,
+    /// Prefix of every Redis key and stream this fleet uses (tests use a random one).
+    pub stream_prefix: String,
+    /// Approximate cap on each stream's length (`XADD MAXLEN ~`).
+    pub stream_maxlen: usize,
+    /// Deliveries after which a failing stream entry goes to `<topic>.dlq`.
+    pub stream_max_deliveries: u32,
+    /// Entries read per `XREADGROUP`.
+    pub stream_batch_size: usize,
+    /// Milliseconds an entry may stay pending on a silent consumer before another
+    /// consumer claims it.
+    pub stream_claim_idle_ms: u64,
+    /// Region for phone numbers written without a country code (ISO 3166 alpha-2).
+    pub default_phone_region: String,
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// Bind address of the api-gateway (REST API and dashboard).
+    pub api_gateway_bind: SocketAddr,
+    /// Bind address of ingest (webhooks, tracking API).
+    pub ingest_bind: SocketAddr,
+    /// Bind address of the normalizer's health and metrics port.
+    pub normalizer_bind: SocketAddr,
+    /// Bind address of the identity-merger's health and metrics port.
+    pub identity_merger_bind: SocketAddr,
+    /// Bind address of ml-inference's health and metrics port.
+    pub ml_inference_bind: SocketAddr,
+    /// Subsystem settings.
+    #[serde(flatten)]
+    pub ingest: ingest::IngestSettings,
+    /// Identity resolution settings.
+    #[serde(flatten)]
+    pub identity: identity::IdentitySettings,
+    /// Machine learning settings.
+    #[serde(flatten)]
+    pub ml: ml::MlSettings,
+    /// API gateway, authentication and CRM settings.
+    #[serde(flatten)]
+    pub api: api::ApiSettings,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    database_url: &'static str,
+    database_max_connections: u32,
+    redis_url: &'static str,
+    stream_prefix: &'static str,
+    stream_maxlen: usize,
+    stream_max_deliveries: u32,
+    stream_batch_size: usize,
+    stream_claim_idle_ms: u64,
+    default_phone_region: &'static str,
+    log_format: LogFormat,
+    api_gateway_bind: &'static str,
+    ingest_bind: &'static str,
+    normalizer_bind: &'static str,
+    identity_merger_bind: &'static str,
+    ml_inference_bind: &'static str,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    database_url: "postgres://postgres@127.0.0.1:5432/constintel",
+    database_max_connections: 10,
+    redis_url: "redis://127.0.0.1:6379",
+    stream_prefix: "",
+    stream_maxlen: 1_000_000,
+    stream_max_deliveries: 5,
+    stream_batch_size: 256,
+    stream_claim_idle_ms: 30_000,
+    default_phone_region: "IN",
+    log_format: LogFormat::Pretty,
+    api_gateway_bind: "127.0.0.1:8080",
+    ingest_bind: "127.0.0.1:8081",
+    normalizer_bind: "127.0.0.1:9102",
+    identity_merger_bind: "127.0.0.1:9103",
+    ml_inference_bind: "127.0.0.1:9104",
+};
+
+impl Settings {
+    /// Loads `.env` (if present) and then the environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        // A missing .env is normal; a malformed one is reported by the variables it
+        // failed to set, so the error is ignored here on purpose.
+        let _ = dotenvy::dotenv();
+        Self::from_figment(Figment::new().merge(Env::raw()))
+    }
+
+    /// Builds settings from the defaults overlaid with `overrides` only (no process
+    /// environment): tests use this to run many fleets side by side.
+    pub fn from_pairs<'a>(
+        overrides: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut fig = Figment::new();
+        for (k, v) in overrides {
+            // Parsed like environment values, so "8" is a number and "true" a bool.
+            let value: figment::value::Value = v.parse().unwrap_or_else(|never| match never {});
+            fig = fig.merge((k.to_ascii_lowercase(), value));
+        }
+        Self::from_figment(fig)
+    }
+
+    fn from_figment(overlay: Figment) -> Result<Self, SettingsError> {
+        Figment::new()
+            .merge(Serialized::defaults(DEFAULTS))
+            .merge(Serialized::defaults(ingest::IngestSettings::defaults()))
+            .merge(Serialized::defaults(identity::IdentitySettings::defaults()))
+            .merge(Serialized::defaults(ml::MlSettings::defaults()))
+            .merge(Serialized::defaults(api::ApiSettings::defaults()))
+            .merge(overlay)
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
+    }
+
+    /// The Postgres URL with any password replaced by `***`, for logs.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url_password(&self.database_url)
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((creds, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Deserialises an optional secret, treating an empty string as absent.
+pub(crate) fn optional_secret<'de, D>(de: D) -> Result<Option<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: Option<String> = Option::deserialize(de)?;
+    Ok(raw.filter(|s| !s.is_empty()).map(SecretString::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_brief() {
+        let s = Settings::from_pairs([]).unwrap();
+        assert_eq!(
+            s.database_url,
+            "postgres://postgres@127.0.0.1:5432/constintel"
+        );
+        assert_eq!(s.api_gateway_bind.port(), 8080);
+        assert_eq!(s.ingest_bind.port(), 8081);
+        assert_eq!(s.normalizer_bind.port(), 9102);
+        assert_eq!(s.identity_merger_bind.port(), 9103);
+        assert_eq!(s.ml_inference_bind.port(), 9104);
+        assert_eq!(s.stream_max_deliveries, 5);
+        assert_eq!(s.default_phone_region, "IN");
+        assert_eq!(s.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn overrides_and_bad_values() {
+        let s = Settings::from_pairs([
+            ("STREAM_PREFIX", "t1:".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(s.stream_prefix, "t1:");
+        assert_eq!(s.log_format, LogFormat::Json);
+        let err = Settings::from_pairs([("INGEST_BIND", "not-an-address".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest_bind"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_pairs([("ADMIN_PASSWORD", "hunter2-secret".to_owned())]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2-secret"));
+        assert_eq!(
+            redact_url_password("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url_password("redis://h:6379"), "redis://h:6379");
+    }
+}

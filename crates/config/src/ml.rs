@@ -1,0 +1,31 @@
+//! Settings of training and scoring (ml-inference and `ctl ml`).
+
+use serde::{Deserialize, Serialize};
+
+/// Machine learning settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MlSettings {
+    /// Days after the cutoff that define churn (no order) and future LTV (spend).
+    pub churn_horizon_days: u32,
+    /// Hours between scheduled retrains; 0 turns the schedule off.
+    pub ml_retrain_interval_hours: u32,
+    /// Seed for every random choice in training, so runs are reproducible.
+    pub ml_seed: u64,
+    /// Profiles scored per batch.
+    pub ml_batch_size: usize,
+    /// How far below the active model's main metric a candidate may be and still be
+    /// activated.
+    pub ml_activation_tolerance: f64,
+}
+
+impl MlSettings {
+    pub(crate) fn defaults() -> Self {
+        Self {
+            churn_horizon_days: 90,
+            ml_retrain_interval_hours: 24,
+            ml_seed: 42,
+            ml_batch_size: 512,
+            ml_activation_tolerance: 0.005,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Pure ConstIntel types and rules shared by every service and the dashboard.
+//!
+//! Nothing in this crate does I/O: it holds the vocabulary of the product (sources,
+//! channels, event types, identifiers, normalised events, orders) and the parsers that
+//! turn untrusted values into those types. It compiles to `wasm32-unknown-unknown` so the
+//! Leptos dashboard reuses the same types for API payloads (build it with
+//! `default-features = false` there to leave phone metadata out of the bundle).
+
+pub mod event;
+pub mod identifier;
+pub mod source;
+
+pub use event::{EventType, NormalizedEvent, Order, OrderItem, OrderStatus};
+pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
+pub use source::{Channel, Source};

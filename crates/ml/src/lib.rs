@@ -1,0 +1,3 @@
+//! Features, training, metrics and scoring.
+//!
+//! (Being built: see issue "ML".)

@@ -1,0 +1,158 @@
+//! The pieces every ConstIntel service shares, so each `main` stays a few lines.
+//!
+//! - [`ServiceContext`]: settings, the Postgres pool, a Redis connection and the
+//!   shutdown token, built once by [`ServiceContext::connect`] (which also migrates).
+//! - [`ops_router`]: `GET /healthz` (alive), `GET /readyz` (Postgres and Redis answer)
+//!   and `GET /metrics` (Prometheus text).
+//! - [`serve`]: runs an axum router on a listener until the token is cancelled, then
+//!   drains in-flight requests. Tests bind port 0 and pass their own token.
+//! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
+//! - [`ApiError`]: the one JSON error shape of every HTTP surface.
+
+mod error;
+mod ops;
+
+pub use error::{ApiError, ErrorBody};
+pub use ops::{Readiness, ops_router};
+pub use tokio_util::sync::CancellationToken;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use config::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// What a running service holds: settings, connections and the shutdown token.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// The loaded settings.
+    pub settings: Settings,
+    /// Pool of Postgres connections.
+    pub db: PgPool,
+    /// Multiplexed, auto-reconnecting Redis connection.
+    pub redis: redis::aio::ConnectionManager,
+    /// Cancelled when the service must stop.
+    pub shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    /// Connects to Postgres (applying pending migrations) and Redis.
+    pub async fn connect(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let db = storage::connect(&settings.database_url, settings.database_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to Postgres at {}",
+                    settings.database_url_redacted()
+                )
+            })?;
+        storage::migrate(&db).await.context("applying migrations")?;
+        let redis = connect_redis(&settings.redis_url).await?;
+        Ok(Self {
+            settings,
+            db,
+            redis,
+            shutdown,
+        })
+    }
+
+    /// The readiness checks of this context's connections.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            db: self.db.clone(),
+            redis: self.redis.clone(),
+        }
+    }
+}
+
+/// Opens a managed Redis connection (reconnects on its own after a drop).
+pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).with_context(|| format!("invalid REDIS_URL {url}"))?;
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .with_context(|| format!("connecting to Redis at {url}"))
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "listening");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("serving HTTP")
+}
+
+/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        // If the handler cannot be installed the process is still stoppable by SIGTERM.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// The standard `main` of a long-running service: loads settings, initialises
+/// telemetry, binds `bind(&settings)`, connects, and runs `run` until SIGINT/SIGTERM.
+///
+/// `run` receives the context and the bound listener and must return when the
+/// context's shutdown token is cancelled.
+pub async fn main<F, Fut>(
+    service: &'static str,
+    bind: fn(&Settings) -> SocketAddr,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceContext, TcpListener) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let settings = Settings::load()?;
+    telemetry::init(service, settings.log_format);
+    let addr = bind(&settings);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let shutdown = CancellationToken::new();
+    let ctx = ServiceContext::connect(settings, shutdown.clone()).await?;
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "{service} starting");
+    let result = run(ctx, listener).await;
+    match &result {
+        Ok(()) => tracing::info!("{service} stopped"),
+        Err(e) => tracing::error!(error = format!("{e:#}"), "{service} failed"),
+    }
+    result
+}

@@ -1,0 +1,111 @@
+//! Postgres access shared by the fleet.
+//!
+//! Postgres is the system of record: every service connects through [`connect`], and
+//! every schema change is a file in `migrations/` embedded here by [`MIGRATOR`]. Each
+//! service applies pending migrations at start-up ([`migrate`]); sqlx takes a Postgres
+//! advisory lock while migrating, so several services starting together apply each
+//! migration exactly once. Queries use bound parameters only.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+pub use sqlx;
+
+/// Every migration in `migrations/`, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The connection string could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// Postgres refused or failed a statement.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A migration failed to apply.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens a pool of at most `max_connections` to `database_url`.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
+    let options = connect_options(database_url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
+}
+
+fn connect_options(database_url: &str) -> Result<PgConnectOptions, StorageError> {
+    PgConnectOptions::from_str(database_url)
+        .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
+        .map_err(|e| StorageError::InvalidUrl(e.to_string()))
+}
+
+/// Applies every pending migration. Idempotent.
+pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Creates the database named in `database_url` if it does not exist yet, connecting
+/// to the server's `postgres` database to do so. Returns whether it was created.
+pub async fn ensure_database(database_url: &str) -> Result<bool, StorageError> {
+    let options = connect_options(database_url)?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| StorageError::InvalidUrl("no database name in URL".into()))?
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if exists {
+        return Ok(false);
+    }
+    // Identifiers cannot be bound as parameters; quote it as an identifier instead.
+    let statement = format!("CREATE DATABASE {}", quote_ident(&name));
+    match sqlx::query(&statement).execute(&mut admin).await {
+        Ok(_) => Ok(true),
+        // Another process created it between the check and the CREATE.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Quotes a Postgres identifier (`"name"`, doubling inner quotes).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Checks the database answers, for readiness probes.
+pub async fn ping(pool: &PgPool) -> Result<(), StorageError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("abc"), "\"abc\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn migrations_are_embedded_in_order() {
+        let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        assert!(!versions.is_empty());
+        assert!(versions.windows(2).all(|w| w[0] < w[1]));
+    }
+}

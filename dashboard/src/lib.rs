@@ -1,0 +1,1 @@
+//! The analyst dashboard (being built: see issue "Dashboard").

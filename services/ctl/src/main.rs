@@ -1,0 +1,40 @@
+//! `ctl`: the operator's tool.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use config::Settings;
+
+#[derive(Parser)]
+#[command(name = "ctl", version, about = "Operate a ConstIntel fleet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if needed and apply every pending migration.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    telemetry::init("ctl", settings.log_format);
+    match cli.command {
+        Command::Migrate => {
+            let created = storage::ensure_database(&settings.database_url).await?;
+            let pool = storage::connect(&settings.database_url, 2)
+                .await
+                .context("connecting to Postgres")?;
+            storage::migrate(&pool).await.context("migrating")?;
+            println!(
+                "database {} ({}), migrations applied",
+                settings.database_url_redacted(),
+                if created { "created" } else { "existing" }
+            );
+        }
+    }
+    Ok(())
+}
