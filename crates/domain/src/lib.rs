@@ -8,8 +8,10 @@
 
 pub mod event;
 pub mod identifier;
+pub mod profile;
 pub mod source;
 
 pub use event::{EventType, NormalizedEvent, Order, OrderItem, OrderStatus};
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
+pub use profile::{Customer360, MergeRequest, PredictionRequest};
 pub use source::{Channel, Source};

@@ -13,6 +13,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
+pub mod integrations;
+
 pub use sqlx;
 
 /// Every migration in `migrations/`, compiled into the binary.
@@ -30,6 +32,12 @@ pub enum StorageError {
     /// A migration failed to apply.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The input was rejected (unknown kind, empty name, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The row would break a uniqueness rule.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Opens a pool of at most `max_connections` to `database_url`.

@@ -1,0 +1,223 @@
+//! Customer 360 and the messages that change or re-score profiles.
+//!
+//! [`Customer360`] is the document the identity merger keeps in the Redis cache
+//! (`{STREAM_PREFIX}c360:{profile_id}`), the api-gateway serves at
+//! `GET /api/v1/profiles/{id}` and the dashboard renders. [`MergeRequest`] is the
+//! payload of `profiles.merge_requests`; [`PredictionRequest`] of
+//! `predictions.requests`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{EventType, OrderItem, OrderStatus};
+use crate::identifier::IdentifierKind;
+use crate::source::Channel;
+
+/// One identifier as a profile holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileIdentifier {
+    /// Kind of identifier.
+    pub kind: IdentifierKind,
+    /// Normalised value.
+    pub value: String,
+    /// Source that first supplied it.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// First time it was seen.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last time it was seen.
+    pub last_seen_at: DateTime<Utc>,
+    /// Learned to be shared by many people; never merges.
+    #[serde(default)]
+    pub suspect: bool,
+}
+
+/// One order in a profile's purchase history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PurchaseSummary {
+    /// The source's order id.
+    pub order_id: String,
+    /// Source system.
+    pub source: String,
+    /// Channel it was placed through.
+    pub channel: Channel,
+    /// Current status.
+    pub status: OrderStatus,
+    /// When it was placed.
+    pub placed_at: DateTime<Utc>,
+    /// Total in `currency`.
+    pub total: Decimal,
+    /// Amount refunded so far.
+    #[serde(default)]
+    pub refunded_total: Decimal,
+    /// ISO currency.
+    pub currency: String,
+    /// Store, for POS orders.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Order lines.
+    #[serde(default)]
+    pub items: Vec<OrderItem>,
+}
+
+/// One recent browsing or cart event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrowsingEntry {
+    /// What happened (product_viewed, added_to_cart, page_viewed, ...).
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Product SKU, when about a product.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// Product or page name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Product category.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Page URL, for page views.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The latest prediction of one task for a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionSummary {
+    /// `churn`, `ltv`, `segment` or `recommend`.
+    pub task: String,
+    /// Numeric score (churn probability, predicted spend), when the task has one.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// Label (segment name, churn band), when the task has one.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The model version that produced it.
+    pub model_version_id: Uuid,
+    /// When it was scored.
+    pub scored_at: DateTime<Utc>,
+    /// Task-specific details (top churn reasons, recommended SKUs, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// A recommended product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Product SKU.
+    pub sku: String,
+    /// Product name.
+    pub name: String,
+    /// Category.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Relevance score (higher first).
+    pub score: f64,
+}
+
+/// Everything known about one person, as one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer360 {
+    /// Profile id (the survivor's id if the requested one was merged away).
+    pub profile_id: Uuid,
+    /// Display name, when known.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Every identifier with source and first/last seen.
+    pub identifiers: Vec<ProfileIdentifier>,
+    /// Person traits (name, city, consent, ...).
+    #[serde(default)]
+    pub traits: serde_json::Map<String, serde_json::Value>,
+    /// First activity.
+    #[serde(default)]
+    pub first_seen_at: Option<DateTime<Utc>>,
+    /// Latest activity.
+    #[serde(default)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Orders placed (cancelled ones excluded).
+    pub total_orders: i64,
+    /// Realised lifetime value: spend net of refunds.
+    pub lifetime_value: Decimal,
+    /// Average order value.
+    pub average_order_value: Decimal,
+    /// Currency of the money figures (the profile's most used).
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Last order time.
+    #[serde(default)]
+    pub last_order_at: Option<DateTime<Utc>>,
+    /// Channels the person used.
+    pub channels: Vec<Channel>,
+    /// Category affinity, recency-decayed weights normalised to sum to 1.
+    pub category_affinity: BTreeMap<String, f64>,
+    /// Most recent orders first.
+    pub purchase_history: Vec<PurchaseSummary>,
+    /// Most recent browsing and cart activity first.
+    pub browsing_history: Vec<BrowsingEntry>,
+    /// Latest prediction per task.
+    #[serde(default)]
+    pub predictions: Vec<PredictionSummary>,
+    /// Recommended products, best first.
+    #[serde(default)]
+    pub recommendations: Vec<Recommendation>,
+    /// Ids of profiles merged into this one (tombstones that resolve here).
+    #[serde(default)]
+    pub merged_profile_ids: Vec<Uuid>,
+    /// When this document was built.
+    pub computed_at: DateTime<Utc>,
+}
+
+/// A decision for the identity merger, published on `profiles.merge_requests`.
+/// All profile writes go through the merger; the api-gateway and `ctl` only publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum MergeRequest {
+    /// Apply the merge a review item proposes.
+    ApproveReview {
+        /// The review item (manual_merge_queue id).
+        review_id: Uuid,
+        /// Who decided (user e-mail or token name).
+        actor: String,
+    },
+    /// Close a review item without merging.
+    RejectReview {
+        /// The review item.
+        review_id: Uuid,
+        /// Who decided.
+        actor: String,
+    },
+    /// Merge the given profiles by hand (the oldest survives).
+    ManualMerge {
+        /// Profiles to merge (two or more).
+        profile_ids: Vec<Uuid>,
+        /// Who decided.
+        actor: String,
+    },
+    /// Undo a past merge: restore the absorbed profiles with their identifiers and events.
+    Unmerge {
+        /// The merge_history row to undo.
+        merge_id: Uuid,
+        /// Who decided.
+        actor: String,
+    },
+    /// GDPR erasure: delete the profile's events, identifiers, orders and predictions,
+    /// and suppress its identifiers so they never come back.
+    Erase {
+        /// The profile to erase.
+        profile_id: Uuid,
+        /// Who asked.
+        actor: String,
+    },
+}
+
+/// A profile whose facts changed, published on `predictions.requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PredictionRequest {
+    /// The profile to (re-)score.
+    pub profile_id: Uuid,
+}
