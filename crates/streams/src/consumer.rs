@@ -1,0 +1,711 @@
+//! The consumer-group runner: the one loop every consumer of the fleet runs.
+//!
+//! [`run_consumer`] creates the group (`XGROUP CREATE … 0 MKSTREAM`), then repeats:
+//!
+//! 1. every `claim_idle / 2`: `XAUTOCLAIM` entries idle longer than `claim_idle` on any
+//!    consumer (a dead replica's pending entries become ours) and process them; refresh
+//!    the pending/lag gauges;
+//! 2. when a retry is due: re-read this consumer's own pending entries (`XREADGROUP …
+//!    0`) and process them again — a failing entry is retried after a short exponential
+//!    backoff, not after the claim timeout;
+//! 3. otherwise: `XREADGROUP … BLOCK … >` for new entries and process them.
+//!
+//! Processing a batch: undecodable bodies and unknown envelope versions are
+//! dead-lettered at once (poison never reaches the handler and never stops the loop);
+//! the handler commits the rest and returns one result per delivery; exactly the `Ok`
+//! entries are `XACK`ed; `Permanent` errors and `Retry` errors on the last allowed
+//! delivery go to `<topic>.dlq` (the dead letter is written and the entry acked in one
+//! `MULTI`). Delivery counts come from Redis itself (`XPENDING`), so they survive
+//! restarts and move with claimed entries.
+//!
+//! Redis errors never end the runner: it backs off and carries on, and re-creates its
+//! group if Redis was wiped. It returns once the shutdown token is cancelled and the
+//! batch in hand is settled.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use redis::aio::ConnectionManager;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::DeadLetterDraft;
+use crate::wire::{self, BODY_FIELD, RawEntry};
+use crate::{ENVELOPE_VERSION, Envelope, StreamError, Streams, Topic};
+
+/// One entry handed to a [`Handler`].
+#[derive(Debug, Clone)]
+pub struct Delivery<T> {
+    /// The stream entry id (`<ms>-<seq>`).
+    pub entry_id: String,
+    /// The decoded envelope.
+    pub envelope: Envelope<T>,
+    /// How many times this entry has been delivered to the group, this time included
+    /// (1 on first delivery).
+    pub delivery_count: u64,
+}
+
+/// Why a handler could not process one delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A transient failure (database down, lock timeout): nothing was committed, the
+    /// entry stays pending and is delivered again; after `max_deliveries` deliveries it
+    /// is dead-lettered with this error.
+    #[error("{0:#}")]
+    Retry(anyhow::Error),
+    /// The entry can never be processed (it violates the topic's contract): it goes to
+    /// the dead-letter stream at once with this reason.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(e: anyhow::Error) -> Self {
+        HandlerError::Retry(e)
+    }
+}
+
+/// What a consumer does with its deliveries.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The envelope payload type of the topic consumed.
+    type Payload: DeserializeOwned + Send + Sync + 'static;
+
+    /// Commit the batch's effects (idempotently: an entry may be seen twice) and return
+    /// one result per delivery, same order.
+    async fn handle(&self, batch: &[Delivery<Self::Payload>]) -> Vec<Result<(), HandlerError>>;
+}
+
+/// How a consumer reads its topic.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Consumer group (one per consuming service: replicas share it).
+    pub group: String,
+    /// This replica's name within the group; unique per running process.
+    pub consumer: String,
+    /// Entries read per `XREADGROUP` (and handed to the handler at once).
+    pub batch_size: usize,
+    /// Longest an `XREADGROUP` blocks waiting for new entries; also bounds how long a
+    /// cancelled consumer takes to notice.
+    pub block: Duration,
+    /// Deliveries after which a failing entry is dead-lettered.
+    pub max_deliveries: u32,
+    /// How long an entry may stay pending on a consumer before another claims it. Must
+    /// be longer than the slowest handler batch, or live work gets claimed twice.
+    pub claim_idle: Duration,
+}
+
+impl ConsumerOptions {
+    /// Default for [`ConsumerOptions::block`].
+    pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+
+    /// Options from the fleet's settings (`STREAM_BATCH_SIZE`, `STREAM_MAX_DELIVERIES`,
+    /// `STREAM_CLAIM_IDLE_MS`) for `group`; the consumer is named after the host and the
+    /// process id, so replicas on one host never share a name.
+    pub fn from_settings(s: &config::Settings, group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            consumer: default_consumer_name(),
+            batch_size: s.stream_batch_size.max(1),
+            block: Self::DEFAULT_BLOCK,
+            max_deliveries: s.stream_max_deliveries.max(1),
+            claim_idle: Duration::from_millis(s.stream_claim_idle_ms.max(1)),
+        }
+    }
+}
+
+fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// How long an idle consumer without a dedicated connection sleeps between polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs a consumer of `topic` until `shutdown` is cancelled. See the module doc.
+pub async fn run_consumer<H: Handler>(
+    streams: Streams,
+    topic: Topic,
+    opts: ConsumerOptions,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.batch_size > 0, "batch_size must be at least 1");
+    anyhow::ensure!(opts.max_deliveries > 0, "max_deliveries must be at least 1");
+    anyhow::ensure!(!opts.group.is_empty(), "the consumer group needs a name");
+    anyhow::ensure!(!opts.consumer.is_empty(), "the consumer needs a name");
+
+    let span = tracing::info_span!("consumer", topic = topic.name(), group = %opts.group, consumer = %opts.consumer);
+    async move {
+        let Some((conn, blocking)) = reader_connection(&streams, &shutdown).await else {
+            return Ok(());
+        };
+        let mut runner = Runner::new(streams, topic, opts, handler, conn, blocking);
+        tracing::info!(blocking, "consumer started");
+        runner.run(&shutdown).await;
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+    .instrument_in(span)
+    .await
+}
+
+/// Small helper so the span wraps the whole future without importing
+/// `tracing::Instrument` at every call site.
+trait InstrumentIn: std::future::Future + Sized {
+    fn instrument_in(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
+        tracing::Instrument::instrument(self, span)
+    }
+}
+impl<F: std::future::Future> InstrumentIn for F {}
+
+/// The connection this consumer reads on: its own when the handle can open one (a
+/// blocking read must not stall other users of a shared multiplexed connection),
+/// otherwise the shared one in polling mode. `None` if cancelled while connecting.
+async fn reader_connection(
+    streams: &Streams,
+    shutdown: &CancellationToken,
+) -> Option<(ConnectionManager, bool)> {
+    let Some(client) = &streams.client else {
+        return Some((streams.conn(), false));
+    };
+    let mut failures = 0;
+    loop {
+        match ConnectionManager::new(client.clone()).await {
+            Ok(conn) => return Some((conn, true)),
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "consumer cannot connect to redis; retrying");
+                if sleep_or_cancel(error_backoff(failures), shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `d` unless cancelled first; returns whether it was cancelled.
+pub(crate) async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Back-off after the `n`th consecutive Redis failure: 100 ms doubling to 5 s.
+pub(crate) fn error_backoff(n: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << n.saturating_sub(1).min(10));
+    Duration::from_millis(ms.min(5_000))
+}
+
+/// Delay before re-reading own pending entries after a retryable failure on delivery
+/// `count`: a twentieth of `claim_idle` (10 ms to 1 s), doubling per delivery, and never
+/// longer than half of `claim_idle` so this consumer retries before anyone claims.
+pub(crate) fn retry_backoff(claim_idle: Duration, count: u64) -> Duration {
+    let base = (claim_idle / 20).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let factor = 1u32 << count.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min((claim_idle / 2).max(base))
+}
+
+/// Decodes an entry's envelope, or says why it never can be.
+pub(crate) fn decode<T: DeserializeOwned>(raw: &RawEntry) -> Result<Envelope<T>, String> {
+    if raw.fields.is_none() {
+        return Err(
+            "the entry was trimmed by MAXLEN before it was processed, so its body is \
+                    lost; republish it from Postgres"
+                .into(),
+        );
+    }
+    let Some(body) = raw.field(BODY_FIELD) else {
+        return Err(format!(
+            "the entry has no `{BODY_FIELD}` field, so it was not written by this runtime"
+        ));
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "unsupported envelope version {v} (this build reads version {ENVELOPE_VERSION})"
+            ));
+        }
+        None => return Err("the envelope has no numeric version `v`".into()),
+    }
+    serde_json::from_value(value)
+        .map_err(|e| format!("the envelope does not match this topic's payload: {e}"))
+}
+
+/// Per-consumer metric handles, labelled by topic and group.
+struct Meters {
+    processed: metrics::Counter,
+    failed: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    claimed: metrics::Counter,
+    pending: metrics::Gauge,
+    lag: metrics::Gauge,
+}
+
+impl Meters {
+    fn new(topic: Topic, group: &str) -> Self {
+        let labels = [
+            ("topic", topic.name().to_owned()),
+            ("group", group.to_owned()),
+        ];
+        Self {
+            processed: metrics::counter!("streams_entries_processed_total", &labels),
+            failed: metrics::counter!("streams_entries_failed_total", &labels),
+            dead_lettered: metrics::counter!("streams_entries_dead_lettered_total", &labels),
+            claimed: metrics::counter!("streams_entries_claimed_total", &labels),
+            pending: metrics::gauge!("streams_pending_entries", &labels),
+            lag: metrics::gauge!("streams_lag_entries", &labels),
+        }
+    }
+}
+
+struct Runner<H: Handler> {
+    streams: Streams,
+    topic: Topic,
+    key: String,
+    opts: ConsumerOptions,
+    handler: Arc<H>,
+    conn: ConnectionManager,
+    blocking: bool,
+    meters: Meters,
+    claim_cursor: String,
+    housekeeping_every: Duration,
+    next_housekeeping: Instant,
+    retry_due: Option<Instant>,
+    group_ready: bool,
+}
+
+impl<H: Handler> Runner<H> {
+    fn new(
+        streams: Streams,
+        topic: Topic,
+        opts: ConsumerOptions,
+        handler: Arc<H>,
+        conn: ConnectionManager,
+        blocking: bool,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            key: streams.key(topic),
+            meters: Meters::new(topic, &opts.group),
+            housekeeping_every: (opts.claim_idle / 2)
+                .clamp(Duration::from_millis(10), Duration::from_secs(30)),
+            streams,
+            topic,
+            opts,
+            handler,
+            conn,
+            blocking,
+            claim_cursor: "0-0".into(),
+            next_housekeeping: now,
+            // A restarted consumer first settles what it left pending last time.
+            retry_due: Some(now),
+            group_ready: false,
+        }
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) {
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.step(shutdown).await {
+                Ok(()) => failures = 0,
+                Err(e) if e.is_missing_group() => {
+                    tracing::warn!(
+                        "consumer group vanished (stream deleted or redis wiped); re-creating it"
+                    );
+                    self.group_ready = false;
+                    self.claim_cursor = "0-0".into();
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "consumer hit a redis error; backing off");
+                    if sleep_or_cancel(error_backoff(failures), shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self, shutdown: &CancellationToken) -> Result<(), StreamError> {
+        if !self.group_ready {
+            crate::ensure_group(&mut self.conn, &self.key, &self.opts.group).await?;
+            self.group_ready = true;
+        }
+        let now = Instant::now();
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + self.housekeeping_every;
+            self.reclaim().await?;
+            self.report_gauges().await?;
+            return Ok(());
+        }
+        if self.retry_due.is_some_and(|due| now >= due) {
+            self.retry_due = None;
+            let entries = self.read(ReadFrom::OwnPending, Duration::ZERO).await?;
+            if entries.len() >= self.opts.batch_size {
+                // More of our pending entries may follow this batch.
+                self.retry_due = Some(now);
+            }
+            if !entries.is_empty() {
+                let counts = self.delivery_counts(&entries).await?;
+                self.process(entries, &counts).await?;
+            }
+            return Ok(());
+        }
+        let mut wait = self.opts.block.min(self.next_housekeeping - now);
+        if let Some(due) = self.retry_due {
+            wait = wait.min(due.saturating_duration_since(now));
+        }
+        let entries = self.read(ReadFrom::New, wait).await?;
+        if entries.is_empty() {
+            if !self.blocking {
+                sleep_or_cancel(wait.min(POLL_INTERVAL), shutdown).await;
+            }
+            return Ok(());
+        }
+        // Entries read with `>` are on their first delivery.
+        self.process(entries, &HashMap::new()).await
+    }
+
+    async fn read(&mut self, from: ReadFrom, wait: Duration) -> Result<Vec<RawEntry>, StreamError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.opts.group)
+            .arg(&self.opts.consumer)
+            .arg("COUNT")
+            .arg(self.opts.batch_size);
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        // BLOCK 0 would block forever, so a zero wait reads without blocking.
+        if matches!(from, ReadFrom::New) && self.blocking && wait_ms > 0 {
+            cmd.arg("BLOCK").arg(wait_ms);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(match from {
+            ReadFrom::New => ">",
+            ReadFrom::OwnPending => "0",
+        });
+        let reply: redis::Value = cmd.query_async(&mut self.conn).await?;
+        wire::parse_read_reply(&reply)
+    }
+
+    /// Delivery counts of entries already in this consumer's pending list.
+    async fn delivery_counts(
+        &mut self,
+        entries: &[RawEntry],
+    ) -> Result<HashMap<String, u64>, StreamError> {
+        let mut pipe = redis::pipe();
+        for e in entries {
+            pipe.cmd("XPENDING")
+                .arg(&self.key)
+                .arg(&self.opts.group)
+                .arg(&e.id)
+                .arg(&e.id)
+                .arg(1);
+        }
+        let replies: Vec<redis::streams::StreamPendingCountReply> =
+            pipe.query_async(&mut self.conn).await?;
+        Ok(replies
+            .into_iter()
+            .flat_map(|r| r.ids)
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect())
+    }
+
+    /// Takes over entries idle on other (presumably dead) consumers and processes them.
+    async fn reclaim(&mut self) -> Result<(), StreamError> {
+        let idle_ms = u64::try_from(self.opts.claim_idle.as_millis()).unwrap_or(u64::MAX);
+        let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.key)
+            .arg(&self.opts.group)
+            .arg(&self.opts.consumer)
+            .arg(idle_ms)
+            .arg(&self.claim_cursor)
+            .arg("COUNT")
+            .arg(self.opts.batch_size)
+            .query_async(&mut self.conn)
+            .await?;
+        let (cursor, claimed, deleted) = wire::parse_autoclaim_reply(&reply)?;
+        self.claim_cursor = cursor;
+        // Redis has already dropped these from the pending list: their bodies were
+        // trimmed away. Record them so the loss is visible in `ctl dlq list`.
+        for id in deleted {
+            let raw = RawEntry { id, fields: None };
+            let reason = decode::<serde_json::Value>(&raw).err().unwrap_or_default();
+            self.dead_letter(DeadLetterDraft::new(&raw, reason, 0))
+                .await?;
+        }
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = claimed.len(),
+            "claimed entries left pending by another consumer"
+        );
+        self.meters.claimed.increment(claimed.len() as u64);
+        let counts = self.delivery_counts(&claimed).await?;
+        self.process(claimed, &counts).await
+    }
+
+    async fn report_gauges(&mut self) -> Result<(), StreamError> {
+        let reply: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.key)
+            .query_async(&mut self.conn)
+            .await?;
+        if let Some(g) = reply.groups.iter().find(|g| g.name == self.opts.group) {
+            self.meters.pending.set(g.pending as f64);
+            if let Some(lag) = g.lag {
+                self.meters.lag.set(lag as f64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes, hands to the handler, acks the successes and dead-letters what must go.
+    /// `counts` holds delivery counts of re-delivered entries; absent ids are on their
+    /// first delivery.
+    async fn process(
+        &mut self,
+        entries: Vec<RawEntry>,
+        counts: &HashMap<String, u64>,
+    ) -> Result<(), StreamError> {
+        let max = u64::from(self.opts.max_deliveries);
+        let mut dead = Vec::new();
+        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut bodies = HashMap::new();
+        for raw in entries {
+            let count = counts.get(&raw.id).copied().unwrap_or(1);
+            match decode::<H::Payload>(&raw) {
+                Err(reason) => {
+                    tracing::warn!(entry_id = %raw.id, %reason, "dead-lettering an undecodable entry");
+                    dead.push(DeadLetterDraft::new(&raw, reason, count));
+                }
+                Ok(_) if count > max => {
+                    // Delivered more often than allowed without an outcome: the consumer
+                    // died (or was killed) while handling it, maybe because of it.
+                    let reason = format!(
+                        "delivered {count} times without an outcome (max {max}); a consumer \
+                         may have crashed while handling it"
+                    );
+                    dead.push(DeadLetterDraft::new(&raw, reason, count));
+                }
+                Ok(envelope) => {
+                    let entry_id = raw.id.clone();
+                    bodies.insert(entry_id.clone(), raw);
+                    deliveries.push(Delivery {
+                        entry_id,
+                        envelope,
+                        delivery_count: count,
+                    });
+                }
+            }
+        }
+        let results = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            self.call_handler(&deliveries).await
+        };
+
+        let mut acks = Vec::new();
+        let mut retry_after: Option<Duration> = None;
+        for (d, result) in deliveries.iter().zip(results) {
+            match result {
+                Ok(()) => acks.push(d.entry_id.clone()),
+                Err(HandlerError::Permanent(reason)) => {
+                    self.meters.failed.increment(1);
+                    tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, "handler rejected an entry; dead-lettering it");
+                    dead.push(DeadLetterDraft::new(
+                        &bodies[&d.entry_id],
+                        reason,
+                        d.delivery_count,
+                    ));
+                }
+                Err(HandlerError::Retry(e)) if d.delivery_count >= max => {
+                    self.meters.failed.increment(1);
+                    let reason = format!("{e:#}");
+                    tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, deliveries = d.delivery_count, "entry failed its last allowed delivery; dead-lettering it");
+                    dead.push(DeadLetterDraft::new(
+                        &bodies[&d.entry_id],
+                        reason,
+                        d.delivery_count,
+                    ));
+                }
+                Err(HandlerError::Retry(e)) => {
+                    self.meters.failed.increment(1);
+                    tracing::info!(entry_id = %d.entry_id, event_id = %d.envelope.id, error = format!("{e:#}"), deliveries = d.delivery_count, "entry failed; it stays pending and will be retried");
+                    let backoff = retry_backoff(self.opts.claim_idle, d.delivery_count);
+                    retry_after = Some(retry_after.map_or(backoff, |r| r.min(backoff)));
+                }
+            }
+        }
+
+        if !acks.is_empty() {
+            let _: i64 = redis::cmd("XACK")
+                .arg(&self.key)
+                .arg(&self.opts.group)
+                .arg(&acks)
+                .query_async(&mut self.conn)
+                .await?;
+            self.meters.processed.increment(acks.len() as u64);
+        }
+        for draft in dead {
+            self.dead_letter(draft).await?;
+        }
+        if let Some(after) = retry_after {
+            let due = Instant::now() + after;
+            self.retry_due = Some(self.retry_due.map_or(due, |d| d.min(due)));
+        }
+        Ok(())
+    }
+
+    /// Calls the handler, turning a panic or a wrong number of results into retryable
+    /// failures. A batch that panics is retried one delivery at a time, so one bad entry
+    /// cannot drag its batch-mates to the dead-letter stream.
+    async fn call_handler(&self, batch: &[Delivery<H::Payload>]) -> Vec<Result<(), HandlerError>> {
+        match self.try_handle(batch).await {
+            Ok(results) => results,
+            Err(panic) if batch.len() == 1 => {
+                vec![Err(HandlerError::Retry(anyhow::anyhow!(
+                    "handler panicked: {panic}"
+                )))]
+            }
+            Err(panic) => {
+                tracing::error!(%panic, size = batch.len(), "handler panicked; retrying the batch one delivery at a time");
+                let mut results = Vec::with_capacity(batch.len());
+                for d in batch {
+                    match self.try_handle(std::slice::from_ref(d)).await {
+                        Ok(mut r) => results.push(r.pop().unwrap_or(Ok(()))),
+                        Err(panic) => results.push(Err(HandlerError::Retry(anyhow::anyhow!(
+                            "handler panicked: {panic}"
+                        )))),
+                    }
+                }
+                results
+            }
+        }
+    }
+
+    async fn try_handle(
+        &self,
+        batch: &[Delivery<H::Payload>],
+    ) -> Result<Vec<Result<(), HandlerError>>, String> {
+        let results = AssertUnwindSafe(self.handler.handle(batch))
+            .catch_unwind()
+            .await
+            .map_err(|p| panic_message(p.as_ref()))?;
+        if results.len() == batch.len() {
+            return Ok(results);
+        }
+        tracing::error!(
+            results = results.len(),
+            deliveries = batch.len(),
+            "handler returned the wrong number of results; treating the batch as failed"
+        );
+        Ok(batch
+            .iter()
+            .map(|_| {
+                Err(HandlerError::Retry(anyhow::anyhow!(
+                    "handler returned {} results for {} deliveries",
+                    results.len(),
+                    batch.len()
+                )))
+            })
+            .collect())
+    }
+
+    async fn dead_letter(&mut self, draft: DeadLetterDraft) -> Result<(), StreamError> {
+        draft
+            .write(
+                &mut self.conn,
+                &self.key,
+                &self.streams.dlq_key(self.topic),
+                self.topic,
+                &self.opts.group,
+                &self.opts.consumer,
+            )
+            .await?;
+        self.meters.dead_lettered.increment(1);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ReadFrom {
+    /// Entries never delivered to the group (`>`).
+    New,
+    /// This consumer's own pending entries (`0`).
+    OwnPending,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: Option<&str>) -> RawEntry {
+        RawEntry {
+            id: "1-0".into(),
+            fields: Some(
+                body.map(|b| vec![(BODY_FIELD.to_owned(), b.as_bytes().to_vec())])
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    #[test]
+    fn decode_explains_every_poison() {
+        let ok = serde_json::to_string(&Envelope::new(uuid::Uuid::nil(), "t", "k", 7u32)).unwrap();
+        assert_eq!(decode::<u32>(&entry(Some(&ok))).unwrap().payload, 7);
+        let err = decode::<String>(&entry(Some(&ok))).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+        let v2 = ok.replace("\"v\":1", "\"v\":2");
+        let err = decode::<u32>(&entry(Some(&v2))).unwrap_err();
+        assert!(err.contains("unsupported envelope version 2"), "{err}");
+        assert!(
+            decode::<u32>(&entry(Some("{nope")))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(
+            decode::<u32>(&entry(None))
+                .unwrap_err()
+                .contains("no `e` field")
+        );
+        let trimmed = RawEntry {
+            id: "1-0".into(),
+            fields: None,
+        };
+        assert!(decode::<u32>(&trimmed).unwrap_err().contains("trimmed"));
+    }
+
+    #[test]
+    fn retry_backoff_grows_and_stays_under_the_claim_timeout() {
+        let idle = Duration::from_secs(30);
+        assert_eq!(retry_backoff(idle, 1), Duration::from_secs(1));
+        assert_eq!(retry_backoff(idle, 2), Duration::from_secs(2));
+        assert_eq!(retry_backoff(idle, 10), Duration::from_secs(15));
+        let small = Duration::from_millis(100);
+        assert_eq!(retry_backoff(small, 1), Duration::from_millis(10));
+        assert!(retry_backoff(small, 30) <= Duration::from_millis(50));
+        assert_eq!(error_backoff(1), Duration::from_millis(100));
+        assert_eq!(error_backoff(40), Duration::from_secs(5));
+    }
+}
