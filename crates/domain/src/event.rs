@@ -14,6 +14,7 @@ use crate::source::{Channel, Source, UnknownName};
 
 /// What the customer (or the brand, for outbound messages) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     /// Looked at a product page.
@@ -107,6 +108,7 @@ impl FromStr for EventType {
 
 /// The lifecycle state of an order as last reported by its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Placed, not yet known to be paid.
@@ -137,6 +139,7 @@ impl OrderStatus {
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderItem {
     /// Stock keeping unit (falls back to the source's product id).
     pub sku: String,
@@ -153,6 +156,7 @@ pub struct OrderItem {
 
 /// The order carried by `order_placed`, `order_cancelled` and `refund_issued` events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     /// The source's order id (Shopify order id, POS bill number prefixed by store).
     pub order_id: String,

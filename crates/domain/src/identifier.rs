@@ -14,6 +14,7 @@ use crate::source::UnknownName;
 
 /// The kinds of identifier the identity graph understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifierKind {
     /// An e-mail address, trimmed and lower-cased.
@@ -137,6 +138,7 @@ pub enum IdentifierError {
 
 /// A normalised identifier: a kind and a canonical value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Identifier {
     /// What kind of identifier this is.
     pub kind: IdentifierKind,

@@ -6,6 +6,7 @@
 //! Leptos dashboard reuses the same types for API payloads (build it with
 //! `default-features = false` there to leave phone metadata out of the bundle).
 
+pub mod api;
 pub mod event;
 pub mod identifier;
 pub mod profile;

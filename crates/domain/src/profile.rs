@@ -19,6 +19,7 @@ use crate::source::Channel;
 
 /// One identifier as a profile holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProfileIdentifier {
     /// Kind of identifier.
     pub kind: IdentifierKind,
@@ -38,6 +39,7 @@ pub struct ProfileIdentifier {
 
 /// One order in a profile's purchase history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurchaseSummary {
     /// The source's order id.
     pub order_id: String,
@@ -66,6 +68,7 @@ pub struct PurchaseSummary {
 
 /// One recent browsing or cart event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrowsingEntry {
     /// What happened (product_viewed, added_to_cart, page_viewed, ...).
     #[serde(rename = "type")]
@@ -88,6 +91,7 @@ pub struct BrowsingEntry {
 
 /// The latest prediction of one task for a profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictionSummary {
     /// `churn`, `ltv`, `segment` or `recommend`.
     pub task: String,
@@ -108,6 +112,7 @@ pub struct PredictionSummary {
 
 /// A recommended product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recommendation {
     /// Product SKU.
     pub sku: String,
@@ -122,6 +127,7 @@ pub struct Recommendation {
 
 /// Everything known about one person, as one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Customer360 {
     /// Profile id (the survivor's id if the requested one was merged away).
     pub profile_id: Uuid,
