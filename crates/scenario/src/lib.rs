@@ -1,0 +1,16 @@
+//! Deterministic simulators of a believable brand, for tests, benchmarks and the demo.
+//!
+//! Everything here is pure: given the same configuration (and seed) it returns the same
+//! people, products and activities, byte for byte, and it never touches a database,
+//! the network or the clock. Callers turn the output into whatever they need — rows in
+//! Postgres, webhook payloads, normalised events, a feature matrix.
+//!
+//! - [`brand`]: the catalogue, stores, people (with a ground-truth behaviour archetype)
+//!   and their time-ordered activities: orders, cancellations, refunds, browsing, cart,
+//!   WhatsApp messages, QR scans and store visits.
+
+pub mod brand;
+
+pub use brand::{
+    Activity, ActivityKind, Archetype, Brand, BrandConfig, Person, Product, Store, generate,
+};
