@@ -8,6 +8,9 @@
 //! deletes the prefix's Redis keys. `TEST_DATABASE_URL` / `TEST_REDIS_URL` choose the
 //! servers (defaults: `postgres://postgres@127.0.0.1:5432/postgres`,
 //! `redis://127.0.0.1:6379`).
+//!
+//! [`EmptyDatabase`] is a database with no migrations applied, for tests of the
+//! migrations themselves; [`process`] runs the real binaries as child processes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +23,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
+
+pub mod process;
 
 /// The admin database URL tests create their databases through.
 pub fn admin_database_url() -> String {
@@ -49,6 +54,8 @@ pub struct TestEnv {
     pub settings: Settings,
     /// Cancelled when the env drops; services spawned through it stop then.
     pub shutdown: CancellationToken,
+    /// The `(KEY, value)` pairs `settings` was built from, for child processes.
+    vars: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -88,6 +95,10 @@ impl TestEnv {
             ("ML_INFERENCE_BIND", "127.0.0.1:0".into()),
         ];
         pairs.extend(overrides);
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         let settings = Settings::from_pairs(pairs)?;
         let db =
             storage::connect(&settings.database_url, settings.database_max_connections).await?;
@@ -98,6 +109,7 @@ impl TestEnv {
             redis,
             settings,
             shutdown: CancellationToken::new(),
+            vars,
         })
     }
 
@@ -141,28 +153,70 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        let db_name = self.db_name.clone();
-        let prefix = self.settings.stream_prefix.clone();
-        // Drop cannot be async: clean up on a helper thread with its own runtime and wait
-        // for it, so the database is gone before the test process exits.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
-                    let drop_db = format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        storage::quote_ident(&db_name)
-                    );
-                    let _ = sqlx::query(&drop_db).execute(&mut admin).await;
-                }
-                let _ = delete_prefix(&prefix).await;
-            });
-        });
-        let _ = cleanup.join();
+        // Waits, so the database is gone before the test process exits.
+        drop_database_blocking(
+            self.db_name.clone(),
+            Some(self.settings.stream_prefix.clone()),
+        );
     }
+}
+
+/// A database with nothing in it (no migrations applied), dropped with the value.
+pub struct EmptyDatabase {
+    /// The database's name.
+    pub name: String,
+    /// URL of the database.
+    pub url: String,
+}
+
+impl EmptyDatabase {
+    /// Creates a new, empty database on the test server.
+    pub async fn create() -> Self {
+        let admin_url = admin_database_url();
+        let name = format!("test_empty_{}", uuid::Uuid::new_v4().simple());
+        let created = async {
+            let mut admin = PgConnection::connect(&admin_url).await?;
+            sqlx::query(&format!("CREATE DATABASE {}", storage::quote_ident(&name)))
+                .execute(&mut admin)
+                .await?;
+            admin.close().await?;
+            database_url_for(&admin_url, &name)
+        }
+        .await;
+        let url =
+            created.expect("creating an empty database (is Postgres on 127.0.0.1:5432 running?)");
+        Self { name, url }
+    }
+}
+
+impl Drop for EmptyDatabase {
+    fn drop(&mut self) {
+        drop_database_blocking(self.name.clone(), None);
+    }
+}
+
+/// Drops database `db_name` and, if given, the Redis keys under `prefix`, from a helper
+/// thread with its own runtime (Drop cannot be async); returns when both are gone.
+fn drop_database_blocking(db_name: String, prefix: Option<String>) {
+    let cleanup = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime");
+        rt.block_on(async move {
+            if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                let drop_db = format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    storage::quote_ident(&db_name)
+                );
+                let _ = sqlx::query(&drop_db).execute(&mut admin).await;
+            }
+            if let Some(prefix) = prefix {
+                let _ = delete_prefix(&prefix).await;
+            }
+        });
+    });
+    let _ = cleanup.join();
 }
 
 /// Deletes every Redis key starting with `prefix`.

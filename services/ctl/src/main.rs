@@ -1,4 +1,7 @@
-//! `ctl`: the operator's tool.
+//! `ctl`: the operator's tool. Each subcommand lives in its own module; this file only
+//! parses the command line, loads settings and dispatches.
+
+mod supervisor;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -15,6 +18,8 @@ struct Cli {
 enum Command {
     /// Create the database if needed and apply every pending migration.
     Migrate,
+    /// Run every service under one supervisor until Ctrl-C (restarts crashed ones).
+    Up(supervisor::UpArgs),
 }
 
 #[tokio::main]
@@ -35,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
                 if created { "created" } else { "existing" }
             );
         }
+        Command::Up(args) => supervisor::up(&settings, args).await?,
     }
     Ok(())
 }
