@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentitySettings {
     /// Extra junk identifier values, comma separated, on top of the built-in blocklist.
+    /// Each entry is a bare value (junk for every kind) or `kind:value`.
     pub identity_blocklist_extra: String,
     /// An identifier seen with more than this many distinct strong identifiers of one
     /// kind is marked suspect and stops merging.
@@ -18,8 +19,16 @@ pub struct IdentitySettings {
     pub identity_max_phones: u32,
     /// Most customer ids per source one profile may hold.
     pub identity_max_customer_ids_per_source: u32,
+    /// Most loyalty ids one profile may hold before a merge needs review.
+    pub identity_max_loyalty_ids: u32,
+    /// Never join profiles whose people's first names clearly differ (family members
+    /// typing one phone number); such links become review items.
+    pub identity_name_guard: bool,
     /// Milliseconds to collect changes of one profile before asking for new predictions.
     pub identity_predictions_debounce_ms: u64,
+    /// Seconds a Customer 360 document stays in the Redis cache before a read rebuilds
+    /// it from Postgres (bounds staleness if a refresh was ever missed).
+    pub customer360_cache_ttl_secs: u64,
 }
 
 impl IdentitySettings {
@@ -31,7 +40,10 @@ impl IdentitySettings {
             identity_max_emails: 3,
             identity_max_phones: 3,
             identity_max_customer_ids_per_source: 1,
+            identity_max_loyalty_ids: 1,
+            identity_name_guard: true,
             identity_predictions_debounce_ms: 2_000,
+            customer360_cache_ttl_secs: 86_400,
         }
     }
 }

@@ -227,3 +227,73 @@ pub struct PredictionRequest {
     /// The profile to (re-)score.
     pub profile_id: Uuid,
 }
+
+/// A recency-decayed weight: `weight` as of `as_of`, halving every
+/// [`AFFINITY_HALF_LIFE_DAYS`]. Adding weights decayed to a common instant is
+/// commutative, so the result does not depend on the order events arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DecayedWeight {
+    /// The weight at `as_of`.
+    pub weight: f64,
+    /// The instant `weight` is expressed at.
+    pub as_of: DateTime<Utc>,
+}
+
+/// Days after which a category signal counts half as much.
+pub const AFFINITY_HALF_LIFE_DAYS: f64 = 90.0;
+
+impl DecayedWeight {
+    /// The weight decayed (or, for an earlier instant, grown back) to `at`.
+    pub fn at(&self, at: DateTime<Utc>) -> f64 {
+        let days = (at - self.as_of).num_seconds() as f64 / 86_400.0;
+        self.weight * 0.5_f64.powf(days / AFFINITY_HALF_LIFE_DAYS)
+    }
+
+    /// Adds `weight` observed at `at`, keeping the later of the two instants.
+    pub fn add(&mut self, weight: f64, at: DateTime<Utc>) {
+        if at > self.as_of {
+            self.weight = self.at(at) + weight;
+            self.as_of = at;
+        } else {
+            self.weight += DecayedWeight { weight, as_of: at }.at(self.as_of);
+        }
+    }
+}
+
+/// The Customer 360 facts the identity merger keeps per profile in
+/// `customer_profile.state` (beside the aggregate columns), updated on every event and
+/// merge so a Customer 360 read never scans events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileState {
+    /// Events attached to the profile.
+    #[serde(default)]
+    pub events_count: i64,
+    /// Most recent browsing and cart activity first (bounded).
+    #[serde(default)]
+    pub recent_browsing: Vec<BrowsingEntry>,
+    /// Raw recency-decayed category weights; [`ProfileState::category_affinity`]
+    /// normalises them.
+    #[serde(default)]
+    pub category_weights: BTreeMap<String, DecayedWeight>,
+    /// When each trait was last set, so the latest value wins whatever the arrival
+    /// order.
+    #[serde(default)]
+    pub trait_times: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl ProfileState {
+    /// Category affinity at `at`: decayed weights normalised to sum to 1 (empty when
+    /// nothing is known).
+    pub fn category_affinity(&self, at: DateTime<Utc>) -> BTreeMap<String, f64> {
+        let decayed: BTreeMap<String, f64> = self
+            .category_weights
+            .iter()
+            .map(|(c, w)| (c.clone(), w.at(at).max(0.0)))
+            .collect();
+        let total: f64 = decayed.values().sum();
+        if total <= 0.0 {
+            return BTreeMap::new();
+        }
+        decayed.into_iter().map(|(c, w)| (c, w / total)).collect()
+    }
+}

@@ -1,0 +1,448 @@
+//! Identity resolution with the whole graph in memory.
+//!
+//! Two uses. [`MemoryResolver::rebuild`] resolves a complete event set in canonical
+//! order, with the final suspect set known up front — what `ctl identity rebuild`
+//! computes before writing it to Postgres. [`MemoryResolver::ingest`] takes events
+//! one at a time in any arrival order, exactly as the streaming resolver does (apply
+//! when in order, otherwise replay the affected region; replay when an identifier
+//! turns suspect), so property tests can check that arrival order never changes the
+//! result without a database.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use domain::Identifier;
+use uuid::Uuid;
+
+use crate::engine::{
+    Constraints, Engine, Graph, MergeRecord, Outcome, PartnerSet, ReviewRecord, observe_partners,
+};
+use crate::model::{EventKey, Observation, ProfileId};
+use crate::rules::Withheld;
+
+/// Everything known, in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryResolver {
+    engine: Engine,
+    /// The graph.
+    pub graph: Graph,
+    partners: HashMap<Identifier, PartnerSet>,
+    events: HashMap<Uuid, Observation>,
+    assignment: HashMap<Uuid, ProfileId>,
+    members: HashMap<ProfileId, BTreeSet<EventKey>>,
+    /// Events carrying an identifier their profile does not hold.
+    refused: HashMap<Identifier, BTreeSet<Uuid>>,
+    /// Every merge performed, in order.
+    pub merges: Vec<MergeRecord>,
+    /// Every review item raised (replays may raise one again for the same event).
+    pub reviews: Vec<ReviewRecord>,
+    /// Regions replayed because an event arrived late or an identifier turned suspect.
+    pub replays: usize,
+}
+
+impl MemoryResolver {
+    /// An empty resolver.
+    pub fn new(engine: Engine, constraints: Constraints) -> Self {
+        Self {
+            engine,
+            graph: Graph {
+                constraints,
+                ..Graph::default()
+            },
+            partners: HashMap::new(),
+            events: HashMap::new(),
+            assignment: HashMap::new(),
+            members: HashMap::new(),
+            refused: HashMap::new(),
+            merges: Vec::new(),
+            reviews: Vec::new(),
+            replays: 0,
+        }
+    }
+
+    /// Resolves a complete event set in canonical order.
+    pub fn rebuild(engine: Engine, constraints: Constraints, mut events: Vec<Observation>) -> Self {
+        let mut me = Self::new(engine, constraints);
+        events.sort_by_key(|o| o.key);
+        events.dedup_by_key(|o| o.key);
+        if me.engine.policy.guards.suspect {
+            for obs in &events {
+                let usable = me.engine.policy.usable(&obs.identifiers);
+                for id in observe_partners(&me.engine.policy, &mut me.partners, &usable) {
+                    me.graph.identifiers.entry(id).or_default().suspect = true;
+                }
+            }
+        }
+        for obs in events {
+            let outcome = me.engine.apply(&mut me.graph, &obs);
+            me.record(&obs, outcome);
+            me.events.insert(obs.key.event_id, obs);
+        }
+        me
+    }
+
+    /// Takes one event in arrival order, as the streaming resolver does.
+    pub fn ingest(&mut self, obs: Observation) {
+        if self.events.contains_key(&obs.key.event_id) {
+            return; // redelivery
+        }
+        let usable = self.engine.policy.usable(&obs.identifiers);
+        let mut newly = Vec::new();
+        if self.engine.policy.guards.suspect {
+            newly = observe_partners(&self.engine.policy, &mut self.partners, &usable);
+        }
+        if newly.is_empty() && self.engine.in_order(&self.graph, &obs) {
+            let outcome = self.engine.apply(&mut self.graph, &obs);
+            self.record(&obs, outcome);
+            self.events.insert(obs.key.event_id, obs);
+            return;
+        }
+        // Seed: what the event touches, and whatever the new suspects linked.
+        let mut seed_ids: Vec<Identifier> = usable.clone();
+        for id in &newly {
+            self.graph
+                .identifiers
+                .entry(id.clone())
+                .or_default()
+                .suspect = true;
+        }
+        seed_ids.extend(newly.iter().cloned());
+        let region = self.closure(&seed_ids, &newly);
+        let mut events: Vec<Observation> = region
+            .iter()
+            .flat_map(|p| self.members.get(p).into_iter().flatten())
+            .map(|k| self.events[&k.event_id].clone())
+            .collect();
+        events.push(obs.clone());
+        self.events.insert(obs.key.event_id, obs);
+        self.replay(&region, events);
+    }
+
+    /// The live profiles whose events must be replayed together with an event
+    /// carrying `seed` (plus the owners of `also`, identifiers that just turned
+    /// suspect): closed under "an event of the region carries a non-suspect identifier
+    /// held by, or refused by an event of, another profile".
+    fn closure(&self, seed: &[Identifier], also: &[Identifier]) -> BTreeSet<ProfileId> {
+        let mut region = BTreeSet::new();
+        let mut queue: Vec<Identifier> = seed.to_vec();
+        let mut seen_ids: BTreeSet<Identifier> = BTreeSet::new();
+        let add_profile =
+            |p: ProfileId, region: &mut BTreeSet<ProfileId>, queue: &mut Vec<Identifier>| {
+                if region.insert(p) {
+                    for k in self.members.get(&p).into_iter().flatten() {
+                        queue.extend(self.events[&k.event_id].identifiers.iter().cloned());
+                    }
+                    if let Some(node) = self.graph.profiles.get(&p) {
+                        queue.extend(node.identifiers.iter().cloned());
+                    }
+                }
+            };
+        for id in also {
+            if let Some(owner) = self.graph.identifiers.get(id).and_then(|n| n.owner) {
+                add_profile(owner, &mut region, &mut queue);
+            }
+        }
+        while let Some(id) = queue.pop() {
+            if !seen_ids.insert(id.clone()) || self.engine.policy.is_junk(&id) {
+                continue;
+            }
+            let node = self.graph.identifiers.get(&id);
+            if node.is_some_and(|n| n.suspect && self.engine.policy.guards.suspect)
+                && !also.contains(&id)
+            {
+                continue;
+            }
+            if let Some(owner) = node.and_then(|n| n.owner) {
+                add_profile(owner, &mut region, &mut queue);
+            }
+            for e in self.refused.get(&id).into_iter().flatten() {
+                if let Some(p) = self.assignment.get(e) {
+                    add_profile(*p, &mut region, &mut queue);
+                }
+            }
+            // Analysts' must-links pull the other side in.
+            for c in self.graph.constraints.iter() {
+                if c.left.contains(&id) || c.right.contains(&id) {
+                    queue.extend(c.left.iter().chain(c.right.iter()).cloned());
+                }
+            }
+        }
+        region
+    }
+
+    fn replay(&mut self, region: &BTreeSet<ProfileId>, mut events: Vec<Observation>) {
+        self.replays += 1;
+        events.sort_by_key(|o| o.key);
+        events.dedup_by_key(|o| o.key);
+        for p in region {
+            for k in self.members.remove(p).unwrap_or_default() {
+                self.assignment.remove(&k.event_id);
+                if let Some(obs) = self.events.get(&k.event_id) {
+                    for id in &obs.identifiers {
+                        if let Some(set) = self.refused.get_mut(id) {
+                            set.remove(&k.event_id);
+                        }
+                    }
+                }
+            }
+        }
+        let keys: Vec<Observation> = events.clone();
+        let outcomes = self.engine.replay(&mut self.graph, region, events);
+        for (obs, outcome) in keys.iter().zip(outcomes) {
+            debug_assert_eq!(obs.key.event_id, outcome.event_id);
+            self.record(obs, outcome);
+        }
+    }
+
+    fn record(&mut self, obs: &Observation, outcome: Outcome) {
+        for m in &outcome.merges {
+            let mut moved = BTreeSet::new();
+            for a in &m.absorbed {
+                moved.extend(self.members.remove(&a.profile_id).unwrap_or_default());
+            }
+            for k in &moved {
+                self.assignment.insert(k.event_id, m.survivor);
+            }
+            self.members.entry(m.survivor).or_default().extend(moved);
+        }
+        self.merges.extend(outcome.merges.iter().cloned());
+        self.assignment.insert(obs.key.event_id, outcome.profile_id);
+        self.members
+            .entry(outcome.profile_id)
+            .or_default()
+            .insert(obs.key);
+        for (id, why) in &outcome.withheld {
+            if *why != Withheld::Suspect {
+                self.refused
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(obs.key.event_id);
+            }
+        }
+        if let Some(r) = outcome.review {
+            self.reviews.push(r);
+        }
+    }
+
+    /// The profile each event belongs to.
+    pub fn assignment(&self) -> &HashMap<Uuid, ProfileId> {
+        &self.assignment
+    }
+
+    /// The partition of events into profiles, as sorted sets of event ids (comparable
+    /// between runs whatever the profile ids).
+    pub fn partition(&self) -> BTreeSet<BTreeSet<Uuid>> {
+        partition_of(self.assignment.iter().map(|(e, p)| (*e, *p)))
+    }
+
+    /// Identifiers currently suspect.
+    pub fn suspects(&self) -> BTreeSet<Identifier> {
+        self.graph
+            .identifiers
+            .iter()
+            .filter(|(_, n)| n.suspect)
+            .map(|(i, _)| i.clone())
+            .collect()
+    }
+
+    /// The partner sets learned so far.
+    pub fn partners(&self) -> &HashMap<Identifier, PartnerSet> {
+        &self.partners
+    }
+}
+
+/// Groups `(event, profile)` pairs into the partition of events (profile ids dropped).
+pub fn partition_of(
+    pairs: impl IntoIterator<Item = (Uuid, ProfileId)>,
+) -> BTreeSet<BTreeSet<Uuid>> {
+    let mut by_profile: BTreeMap<ProfileId, BTreeSet<Uuid>> = BTreeMap::new();
+    for (e, p) in pairs {
+        by_profile.entry(p).or_default().insert(e);
+    }
+    by_profile.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Guards, Policy};
+    use chrono::{TimeZone, Utc};
+    use domain::IdentifierKind::{self, *};
+    use proptest::prelude::*;
+
+    fn id(kind: IdentifierKind, v: &str) -> Identifier {
+        Identifier::parse(kind, v, "IN").unwrap()
+    }
+
+    fn obs(n: u32, ids: Vec<Identifier>, name: Option<&str>) -> Observation {
+        Observation {
+            key: EventKey {
+                occurred_at: Utc
+                    .timestamp_opt(1_700_000_000 + i64::from(n) * 60, 0)
+                    .unwrap(),
+                event_id: Uuid::from_u128(u128::from(n) + 1),
+            },
+            identifiers: ids,
+            name: name.map(str::to_owned),
+        }
+    }
+
+    /// A pool of identifiers events draw from: few enough that events collide.
+    fn pool(kind_ix: u8, n: u8) -> Identifier {
+        match kind_ix % 6 {
+            0 => id(Email, &format!("p{n}@mail.in")),
+            1 => id(Phone, &format!("+9198100{:05}", u32::from(n) * 7 + 11)),
+            2 => id(LoyaltyId, &format!("L-{n}")),
+            3 => id(DeviceId, &format!("dev-{n}")),
+            4 => id(CookieId, &format!("ck-{n}")),
+            _ => id(CustomerId, &format!("shop:{n}")),
+        }
+    }
+
+    fn events_strategy(
+        max_events: usize,
+        pool_size: u8,
+    ) -> impl Strategy<Value = Vec<Observation>> {
+        prop::collection::vec(
+            (
+                prop::collection::vec((0u8..6, 0..pool_size), 1..4),
+                prop::option::of(prop::sample::select(vec!["asha", "ravi", "meena"])),
+            ),
+            1..max_events,
+        )
+        .prop_map(|raw| {
+            raw.into_iter()
+                .enumerate()
+                .map(|(n, (ids, name))| {
+                    obs(
+                        n as u32,
+                        ids.into_iter().map(|(k, v)| pool(k, v)).collect(),
+                        name,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn engine(guards: Guards) -> Engine {
+        Engine::new(Policy::default().with_guards(guards))
+    }
+
+    fn canonical(engine: &Engine, events: &[Observation]) -> MemoryResolver {
+        MemoryResolver::rebuild(engine.clone(), Constraints::default(), events.to_vec())
+    }
+
+    fn streamed(engine: &Engine, events: &[Observation], order: &[usize]) -> MemoryResolver {
+        let mut m = MemoryResolver::new(engine.clone(), Constraints::default());
+        for &i in order {
+            m.ingest(events[i].clone());
+        }
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever order events arrive in, streaming equals canonical rebuild, with every
+        /// guard on (review items included): late events replay their region.
+        #[test]
+        fn arrival_order_never_changes_the_profiles(
+            events in events_strategy(40, 6),
+            seed in any::<u64>(),
+        ) {
+            let engine = engine(Guards::ALL);
+            let mut order: Vec<usize> = (0..events.len()).collect();
+            let mut rng = seed;
+            for i in (1..order.len()).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(i, (rng >> 33) as usize % (i + 1));
+            }
+            let expected = canonical(&engine, &events);
+            let got = streamed(&engine, &events, &order);
+            prop_assert_eq!(got.partition(), expected.partition());
+            prop_assert_eq!(got.assignment(), expected.assignment(), "profile ids agree too");
+        }
+
+        /// Merging is order-independent where no review item is raised: without guards the
+        /// profiles are the connected components of shared identifiers, whatever the
+        /// processing order (checked by processing in canonical and reversed time).
+        #[test]
+        fn merging_is_order_independent_without_review_items(events in events_strategy(40, 8)) {
+            let engine = Engine::new(Policy {
+                max_auto_merge: u32::MAX,
+                ..Policy::default().with_guards(Guards::NONE)
+            });
+            let forward = canonical(&engine, &events);
+            prop_assume!(forward.reviews.is_empty());
+            let mut reversed = events.clone();
+            let n = reversed.len() as i64;
+            for (i, o) in reversed.iter_mut().enumerate() {
+                o.key.occurred_at = Utc.timestamp_opt(1_800_000_000 + (n - i as i64) * 60, 0).unwrap();
+            }
+            let backward = canonical(&engine, &reversed);
+            prop_assert_eq!(forward.partition(), backward.partition());
+            // And it is the connected components of shared identifiers.
+            prop_assert_eq!(forward.partition(), components(&events));
+        }
+    }
+
+    /// Connected components of events sharing an identifier (union-find).
+    fn components(events: &[Observation]) -> BTreeSet<BTreeSet<Uuid>> {
+        let mut parent: Vec<usize> = (0..events.len()).collect();
+        fn find(p: &mut Vec<usize>, x: usize) -> usize {
+            if p[x] != x {
+                let r = find(p, p[x]);
+                p[x] = r;
+            }
+            p[x]
+        }
+        let mut first: HashMap<&Identifier, usize> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            for id in &e.identifiers {
+                if let Some(&j) = first.get(id) {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a] = b;
+                } else {
+                    first.insert(id, i);
+                }
+            }
+        }
+        partition_of((0..events.len()).map(|i| {
+            let root = find(&mut parent, i);
+            (events[i].key.event_id, Uuid::from_u128(root as u128))
+        }))
+    }
+
+    #[test]
+    fn a_counter_phone_turning_suspect_splits_what_it_joined() {
+        let engine = engine(Guards::ALL);
+        let counter = id(Phone, "+918040001234");
+        let threshold = engine.policy.suspect_threshold;
+        let events: Vec<Observation> = (0..=threshold)
+            .map(|n| {
+                obs(
+                    n,
+                    vec![counter.clone(), id(LoyaltyId, &format!("L-{n}"))],
+                    None,
+                )
+            })
+            .collect();
+        let mut m = MemoryResolver::new(engine.clone(), Constraints::default());
+        for (n, e) in events.iter().enumerate() {
+            m.ingest(e.clone());
+            if (n as u32) < threshold {
+                assert_eq!(
+                    m.partition().len(),
+                    1,
+                    "before it is known, the phone links"
+                );
+            }
+        }
+        assert_eq!(
+            m.partition().len(),
+            events.len(),
+            "once suspect, every bill stands alone"
+        );
+        assert!(m.suspects().contains(&counter));
+        assert_eq!(m.partition(), canonical(&engine, &events).partition());
+    }
+}
