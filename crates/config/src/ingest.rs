@@ -1,4 +1,4 @@
-//! Settings of the ingest service and the normalizer.
+//! Settings of the ingest service, the normalizer and the CSV importer.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +14,19 @@ pub struct IngestSettings {
     pub ingest_commit_batch: usize,
     /// Longest a request waits for others to share its commit, in microseconds.
     pub ingest_commit_linger_us: u64,
+    /// Group-commit writer tasks: while one INSERT commits, the next batch collects.
+    pub ingest_commit_writers: usize,
+    /// Tasks publishing committed raw events to `events.raw`.
+    pub ingest_publishers: usize,
+    /// Milliseconds an integration (secret, enabled flag) is cached by ingest; a
+    /// disabled or rotated integration takes effect within this time.
+    pub ingest_integration_cache_ms: u64,
     /// Seconds an unpublished raw event waits before the outbox relay republishes it.
     pub outbox_relay_after_secs: u64,
+    /// Largest CSV file an import accepts, in bytes.
+    pub csv_max_bytes: u64,
+    /// CSV rows written per INSERT during an import.
+    pub csv_batch_rows: usize,
 }
 
 impl IngestSettings {
@@ -25,7 +36,12 @@ impl IngestSettings {
             ingest_max_body_bytes: 1024 * 1024,
             ingest_commit_batch: 512,
             ingest_commit_linger_us: 2_000,
+            ingest_commit_writers: 2,
+            ingest_publishers: 2,
+            ingest_integration_cache_ms: 1_000,
             outbox_relay_after_secs: 5,
+            csv_max_bytes: 2 * 1024 * 1024 * 1024,
+            csv_batch_rows: 1_000,
         }
     }
 }

@@ -1,10 +1,148 @@
-//! The ingest service.
+//! The ingest service: the HTTP edge where every source's events arrive.
+//!
+//! | endpoint | source | authenticity |
+//! |---|---|---|
+//! | `POST /webhooks/shopify/{integration}` | Shopify | `X-Shopify-Hmac-Sha256` |
+//! | `POST /webhooks/woocommerce/{integration}` | WooCommerce | `X-WC-Webhook-Signature` |
+//! | `POST /webhooks/twilio/{integration}[/status]` | Twilio WhatsApp | `X-Twilio-Signature` |
+//! | `POST /v1/{track,identify,page,screen,group,alias,batch,import}` | Segment-compatible SDKs | write key |
+//! | `POST /pos/{integration}/bills` | point of sale | bearer token |
+//!
+//! A delivery is answered 2xx only after its raw event is committed to
+//! `customer_raw_event` (group commit, see `ingestion::raw`); it is then published to
+//! `events.raw`, and an outbox relay running here republishes whatever a crash or a
+//! Redis outage left unpublished. Bad signatures (401), unknown integrations (404),
+//! disabled ones (403), malformed bodies (400) and oversize bodies (413) store nothing.
+//! Every delivery naming a known integration is recorded in its connection log.
+//!
+//! Shutdown: the server stops accepting, in-flight requests finish (their events are
+//! committed), then the writer and publisher drain and the relay stops.
 
+mod delivery;
+mod integrations;
+mod pos;
+mod tracking;
+mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, header};
+use axum::routing::post;
+use ingestion::connection_log::ConnectionLog;
+use ingestion::outbox::RawEventOutbox;
+use ingestion::raw::{RawEventStore, WriterOptions};
 use service_kit::ServiceContext;
+use streams::{OutboxOptions, Streams};
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use integrations::Integrations;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    store: RawEventStore,
+    connection_log: ConnectionLog,
+    integrations: Arc<Integrations>,
+    /// `PUBLIC_BASE_URL` without a trailing slash.
+    public_base_url: Arc<str>,
+    max_body: usize,
+}
+
+/// The public webhook URL of an integration of `kind` under `public_base_url`
+/// (`ctl integration add` prints it; the dashboard shows it).
+pub fn webhook_url(public_base_url: &str, kind: &str, integration: uuid::Uuid) -> String {
+    let base = public_base_url.trim_end_matches('/');
+    match kind {
+        "shopify" => format!("{base}/webhooks/shopify/{integration}"),
+        "woocommerce" => format!("{base}/webhooks/woocommerce/{integration}"),
+        "twilio" => format!("{base}/webhooks/twilio/{integration}"),
+        "pos" => format!("{base}/pos/{integration}/bills"),
+        "segment" => format!("{base}/v1"),
+        _ => base.to_owned(),
+    }
+}
+
+fn router(app: App) -> Router {
+    // Browser SDKs post from the brand's own site, so any origin may call the tracking
+    // API; the write key, not the origin, authenticates it.
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::CONTENT_ENCODING,
+        ])
+        .max_age(Duration::from_secs(86_400));
+    let tracking = Router::new()
+        .route("/v1/{call}", post(tracking::tracking))
+        .layer(cors);
+    Router::new()
+        .route("/webhooks/shopify/{integration}", post(webhooks::shopify))
+        .route(
+            "/webhooks/woocommerce/{integration}",
+            post(webhooks::woocommerce),
+        )
+        .route(
+            "/webhooks/twilio/{integration}",
+            post(webhooks::twilio_inbound),
+        )
+        .route(
+            "/webhooks/twilio/{integration}/status",
+            post(webhooks::twilio_status),
+        )
+        .route("/pos/{integration}/bills", post(pos::bills))
+        .merge(tracking)
+        // Bodies are read with an explicit limit in each handler (JSON 413 answers).
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let router = service_kit::ops_router(ctx.readiness());
-    service_kit::serve(listener, router, ctx.shutdown.clone()).await
+    let settings = &ctx.settings;
+    let streams = Streams::from_context(&ctx);
+    let (store, store_tasks) = RawEventStore::start(
+        ctx.db.clone(),
+        Some(streams.clone()),
+        WriterOptions::from_settings(settings),
+    );
+    let (connection_log, log_task) =
+        ConnectionLog::start(ctx.db.clone(), 500, Duration::from_millis(200));
+    let app = App {
+        store,
+        connection_log,
+        integrations: Arc::new(Integrations::new(
+            ctx.db.clone(),
+            Duration::from_millis(settings.ingest.ingest_integration_cache_ms),
+        )),
+        public_base_url: Arc::from(settings.ingest.public_base_url.trim_end_matches('/')),
+        max_body: settings.ingest.ingest_max_body_bytes,
+    };
+    let relay = tokio::spawn(streams::run_outbox_relay_with(
+        streams,
+        Arc::new(RawEventOutbox::new(ctx.db.clone())),
+        OutboxOptions {
+            interval: Duration::from_secs(1),
+            older_than: Duration::from_secs(settings.ingest.outbox_relay_after_secs),
+            batch: 500,
+        },
+        ctx.shutdown.clone(),
+    ));
+    let router = router(app).merge(service_kit::ops_router(ctx.readiness()));
+    let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
+    // The router (and with it every store handle) is gone: queued events commit and
+    // publish, the log flushes.
+    store_tasks.drained().await;
+    let _ = log_task.await;
+    match relay.await {
+        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "outbox relay stopped"),
+        Err(e) => tracing::warn!(error = %e, "outbox relay panicked"),
+        Ok(Ok(())) => {}
+    }
+    served
 }

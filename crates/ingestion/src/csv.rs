@@ -1,0 +1,872 @@
+//! The CSV bulk importer, shared by `ctl import csv` and the api-gateway's
+//! `POST /api/v1/imports/csv` upload.
+//!
+//! [`import`] streams any `AsyncRead` (a file, a multipart field) and never holds the
+//! file in memory:
+//!
+//! 1. a `csv_imports` row is created (`running`), so progress is visible at once;
+//! 2. the input is copied to a temporary file while its SHA-256 is computed: the hash
+//!    keys every row, so it must be known before the first row is stored;
+//! 3. the file is parsed on a blocking thread with the `csv` crate, one row at a time,
+//!    through the column mapping; each row is validated on its own by the same rules the
+//!    normalizer applies. Good rows become raw events keyed `csv:<sha256>:<line>`; bad
+//!    rows are reported with their line number and reason in `csv_import_errors`;
+//! 4. rows are written in batches of `batch_rows` (one INSERT each, duplicates skipped),
+//!    progress counters are updated per batch, and new rows are published on
+//!    `events.raw` (or left to the outbox relay);
+//! 5. the import is marked `completed` (or `failed` with the reason).
+//!
+//! Re-importing the same file adds nothing: every row is a duplicate of its earlier self.
+//! Order exports with one row per order line (Shopify's, most tills') are understood:
+//! consecutive rows sharing an order id form one order.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use domain::Source;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use streams::Streams;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::normalize::{self, RawRecord, parse_decimal};
+use crate::raw::{self, NewRawEvent};
+use crate::sources::csv_rows::{
+    self, CUSTOMER_FIELDS, KIND_CUSTOMERS, KIND_ORDERS, LINE_FIELDS, ORDER_FIELDS,
+    ORDER_LEVEL_FIELDS,
+};
+
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsvKind {
+    /// One customer per row.
+    Customers,
+    /// Orders: one row per order, or one row per order line with the order's columns
+    /// repeated (consecutive rows with the same order id are one order).
+    Orders,
+    /// Order lines: like `orders`, but every row must be a line (sku and price mapped).
+    OrderLines,
+}
+
+impl CsvKind {
+    /// The name stored in `csv_imports.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CsvKind::Customers => "customers",
+            CsvKind::Orders => "orders",
+            CsvKind::OrderLines => "order_lines",
+        }
+    }
+
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            CsvKind::Customers => &CUSTOMER_FIELDS,
+            CsvKind::Orders | CsvKind::OrderLines => &ORDER_FIELDS,
+        }
+    }
+}
+
+impl std::str::FromStr for CsvKind {
+    type Err = CsvError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "customers" => Ok(CsvKind::Customers),
+            "orders" => Ok(CsvKind::Orders),
+            "order_lines" => Ok(CsvKind::OrderLines),
+            other => Err(CsvError::Mapping(format!(
+                "unknown import kind `{other}` (customers, orders, order_lines)"
+            ))),
+        }
+    }
+}
+
+/// How a file's columns map onto import fields.
+///
+/// A field not named in `columns` is read from a column whose header, lower-cased with
+/// spaces and punctuation as `_`, equals the field name (`Email`, `Order ID`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvMapping {
+    /// Field → column header.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Currency of orders whose file has no currency column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_currency: Option<String>,
+    /// Namespace of customer ids that are not namespaced already (default `csv`; use
+    /// `shopify` for a Shopify export so the ids match its webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id_namespace: Option<String>,
+}
+
+impl CsvMapping {
+    /// Parses `field=Column,field2=Column 2` (the `ctl import csv --mapping` form).
+    pub fn parse_pairs(spec: &str) -> Result<Self, CsvError> {
+        let mut mapping = CsvMapping::default();
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, column) = pair
+                .split_once('=')
+                .ok_or_else(|| CsvError::Mapping(format!("`{pair}` is not field=Column")))?;
+            mapping
+                .columns
+                .insert(field.trim().to_owned(), column.trim().to_owned());
+        }
+        Ok(mapping)
+    }
+}
+
+/// One rejected row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RowError {
+    /// Line number in the file (the header is line 1).
+    pub line: i64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// The state of an import, as kept in `csv_imports`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ImportSummary {
+    /// Import id.
+    pub id: Uuid,
+    /// `customers`, `orders` or `order_lines`.
+    pub kind: String,
+    /// The uploaded file's name.
+    pub filename: String,
+    /// SHA-256 of the file (hex), once known.
+    pub file_sha256: Option<String>,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// Data rows read so far.
+    pub total_rows: i64,
+    /// Rows stored as new raw events.
+    pub imported_rows: i64,
+    /// Rows already stored by an earlier import of the same file.
+    pub duplicate_rows: i64,
+    /// Rows rejected (see `csv_import_errors`).
+    pub error_rows: i64,
+    /// Why the import failed, when it did.
+    pub error: Option<String>,
+    /// Who started it.
+    pub created_by: Option<String>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished, when it has.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// An import could not run (per-row problems are not errors: they are reported rows).
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The mapping or the header is unusable (400).
+    #[error("{0}")]
+    Mapping(String),
+    /// The file is larger than allowed (413).
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The input could not be read or is not CSV.
+    #[error("reading the file: {0}")]
+    Read(String),
+    /// Postgres failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Limits and context of an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Region for phone numbers without a country code.
+    pub region: String,
+    /// Largest accepted file.
+    pub max_bytes: u64,
+    /// Rows per INSERT.
+    pub batch_rows: usize,
+}
+
+impl ImportOptions {
+    /// Options from the settings (`DEFAULT_PHONE_REGION`, `CSV_MAX_BYTES`,
+    /// `CSV_BATCH_ROWS`).
+    pub fn from_settings(s: &config::Settings) -> Self {
+        Self {
+            region: s.default_phone_region.clone(),
+            max_bytes: s.ingest.csv_max_bytes,
+            batch_rows: s.ingest.csv_batch_rows.max(1),
+        }
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "id, kind, filename, file_sha256, status, total_rows, imported_rows, \
+     duplicate_rows, error_rows, error, created_by, started_at, finished_at";
+
+/// Imports a CSV file: see the module documentation. Returns the final summary; the
+/// import's progress is visible in `csv_imports` while it runs. `streams` of `None`
+/// leaves new rows to the outbox relay.
+#[allow(clippy::too_many_arguments)]
+pub async fn import<R: AsyncRead + Unpin + Send>(
+    db: &PgPool,
+    streams: Option<&Streams>,
+    reader: R,
+    kind: CsvKind,
+    mapping: &CsvMapping,
+    filename: &str,
+    actor: &str,
+    opts: &ImportOptions,
+) -> Result<ImportSummary, CsvError> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO csv_imports (id, kind, filename, mapping, status, created_by) \
+         VALUES ($1, $2, $3, $4, 'running', $5)",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(filename)
+    .bind(sqlx::types::Json(mapping))
+    .bind(actor)
+    .execute(db)
+    .await?;
+    match run(db, streams, id, reader, kind, mapping, opts).await {
+        Ok(()) => {}
+        Err(e) => {
+            sqlx::query(
+                "UPDATE csv_imports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(e.to_string())
+            .execute(db)
+            .await?;
+            return Err(e);
+        }
+    }
+    sqlx::query("UPDATE csv_imports SET status = 'completed', finished_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(summary(db, id).await?.expect("the import row exists"))
+}
+
+/// The summary of an import.
+pub async fn summary(db: &PgPool, id: Uuid) -> Result<Option<ImportSummary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM csv_imports WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Rejected rows of an import after line `after_line`, in line order.
+pub async fn row_errors(
+    db: &PgPool,
+    id: Uuid,
+    after_line: i64,
+    limit: i64,
+) -> Result<Vec<RowError>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT line, reason FROM csv_import_errors WHERE import_id = $1 AND line > $2 \
+         ORDER BY line LIMIT $3",
+    )
+    .bind(id)
+    .bind(after_line)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A parsed unit handed from the parser thread to the writer.
+enum Item {
+    /// A raw event standing for `rows` rows of the file.
+    Event { event: NewRawEvent, rows: i64 },
+    /// A rejected row.
+    Bad(RowError),
+}
+
+async fn run<R: AsyncRead + Unpin + Send>(
+    db: &PgPool,
+    streams: Option<&Streams>,
+    id: Uuid,
+    reader: R,
+    kind: CsvKind,
+    mapping: &CsvMapping,
+    opts: &ImportOptions,
+) -> Result<(), CsvError> {
+    let (file, sha) = spool(reader, opts.max_bytes).await?;
+    sqlx::query("UPDATE csv_imports SET file_sha256 = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&sha)
+        .execute(db)
+        .await?;
+
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
+    let parser = {
+        let mapping = mapping.clone();
+        let opts = opts.clone();
+        let sha = sha.clone();
+        tokio::task::spawn_blocking(move || {
+            let path: PathBuf = file.path().to_owned();
+            let result = parse_file(&path, kind, &mapping, &opts, id, &sha, &tx);
+            drop(file);
+            result
+        })
+    };
+    let mut write_error = None;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = write_chunk(db, streams, id, chunk).await {
+            write_error = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let parsed = parser
+        .await
+        .map_err(|e| CsvError::Read(format!("the parser stopped: {e}")))?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    parsed
+}
+
+/// Copies the input to a temporary file, hashing it on the way.
+async fn spool<R: AsyncRead + Unpin + Send>(
+    mut reader: R,
+    max_bytes: u64,
+) -> Result<(tempfile::NamedTempFile, String), CsvError> {
+    let read_err = |e: std::io::Error| CsvError::Read(e.to_string());
+    let mut file = tempfile::NamedTempFile::new().map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = reader.read(&mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max_bytes {
+            return Err(CsvError::TooLarge(max_bytes));
+        }
+        hasher.update(&buf[..n]);
+        // Small synchronous writes to a local temporary file; the 64 KB chunking keeps
+        // each one short.
+        file.write_all(&buf[..n]).map_err(read_err)?;
+    }
+    file.flush().map_err(read_err)?;
+    Ok((file, hex::encode(hasher.finalize())))
+}
+
+async fn write_chunk(
+    db: &PgPool,
+    streams: Option<&Streams>,
+    id: Uuid,
+    chunk: Vec<Item>,
+) -> Result<(), CsvError> {
+    let mut events = Vec::new();
+    let mut weights = Vec::new();
+    let mut bad = Vec::new();
+    for item in chunk {
+        match item {
+            Item::Event { event, rows } => {
+                events.push(event);
+                weights.push(rows);
+            }
+            Item::Bad(e) => bad.push(e),
+        }
+    }
+    let outcomes = raw::insert_batch(db, &events).await?;
+    let (mut imported, mut duplicates) = (0i64, 0i64);
+    for (o, rows) in outcomes.iter().zip(&weights) {
+        if o.duplicate {
+            duplicates += rows;
+        } else {
+            imported += rows;
+        }
+    }
+    if !bad.is_empty() {
+        let lines: Vec<i64> = bad.iter().map(|e| e.line).collect();
+        let reasons: Vec<&str> = bad.iter().map(|e| e.reason.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO csv_import_errors (import_id, line, reason) \
+             SELECT $1, * FROM UNNEST($2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&lines)
+        .bind(&reasons)
+        .execute(db)
+        .await?;
+    }
+    let errors = bad.len() as i64;
+    sqlx::query(
+        "UPDATE csv_imports SET total_rows = total_rows + $2, imported_rows = imported_rows + $3, \
+             duplicate_rows = duplicate_rows + $4, error_rows = error_rows + $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(imported + duplicates + errors)
+    .bind(imported)
+    .bind(duplicates)
+    .bind(errors)
+    .execute(db)
+    .await?;
+    if let Some(streams) = streams {
+        let fresh: Vec<NewRawEvent> = events
+            .into_iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| !o.duplicate)
+            .map(|(e, _)| e)
+            .collect();
+        raw::publish_stored(streams, db, &fresh).await;
+    }
+    Ok(())
+}
+
+/// Header text as a field name: lower case, runs of anything but letters and digits
+/// as one `_`.
+fn field_name(header: &str) -> String {
+    let mut out = String::new();
+    for c in header.trim().chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_owned()
+}
+
+/// Field name → column index, checked against the kind's needs.
+fn resolve(
+    kind: CsvKind,
+    mapping: &CsvMapping,
+    headers: &csv::StringRecord,
+) -> Result<BTreeMap<&'static str, usize>, CsvError> {
+    let fields = kind.fields();
+    for field in mapping.columns.keys() {
+        if !fields.contains(&field.as_str()) {
+            return Err(CsvError::Mapping(format!(
+                "unknown field `{field}` for a {} import (fields: {})",
+                kind.as_str(),
+                fields.join(", ")
+            )));
+        }
+    }
+    let mut resolved = BTreeMap::new();
+    for &field in fields {
+        let index = match mapping.columns.get(field) {
+            Some(column) => Some(
+                headers
+                    .iter()
+                    .position(|h| h.trim() == column.trim())
+                    .ok_or_else(|| {
+                        CsvError::Mapping(format!(
+                            "column `{column}` (for `{field}`) is not in the header"
+                        ))
+                    })?,
+            ),
+            None => headers.iter().position(|h| field_name(h) == field),
+        };
+        if let Some(i) = index {
+            resolved.insert(field, i);
+        }
+    }
+    let has = |f: &str| resolved.contains_key(f);
+    let missing = |what: &str| {
+        Err(CsvError::Mapping(format!(
+            "{} import needs {what}",
+            kind.as_str()
+        )))
+    };
+    match kind {
+        CsvKind::Customers => {
+            if !["email", "phone", "customer_id", "loyalty_id"]
+                .iter()
+                .any(|f| has(f))
+            {
+                return missing("an email, phone, customer_id or loyalty_id column");
+            }
+        }
+        CsvKind::Orders | CsvKind::OrderLines => {
+            for f in ["order_id", "placed_at"] {
+                if !has(f) {
+                    return missing(&format!("a `{f}` column"));
+                }
+            }
+            if !has("currency") && mapping.default_currency.is_none() {
+                return missing("a `currency` column or a default currency");
+            }
+            if kind == CsvKind::OrderLines && !(has("sku") && has("price")) {
+                return missing("`sku` and `price` columns");
+            }
+            if !has("total") && !has("price") {
+                return missing("a `total` column or line `price` columns");
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+/// Reads mapped fields of one row; blank cells are left out.
+fn pick(
+    row: &csv::StringRecord,
+    columns: &BTreeMap<&'static str, usize>,
+    fields: &[&str],
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for &f in fields {
+        if let Some(v) = columns
+            .get(f)
+            .and_then(|&i| row.get(i))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            out.insert(f.to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    out
+}
+
+/// Namespaces a bare customer id (`123` → `csv:123`).
+fn namespace_customer_id(record: &mut Map<String, Value>, namespace: &str) {
+    if let Some(Value::String(id)) = record.get_mut("customer_id")
+        && !id.contains(':')
+    {
+        *id = format!("{namespace}:{id}");
+    }
+}
+
+struct Parser<'a> {
+    kind: CsvKind,
+    columns: BTreeMap<&'static str, usize>,
+    mapping: &'a CsvMapping,
+    opts: &'a ImportOptions,
+    import_id: Uuid,
+    sha: &'a str,
+    out: Vec<Item>,
+    tx: &'a mpsc::Sender<Vec<Item>>,
+    group: Option<OrderGroup>,
+}
+
+/// Consecutive rows of one order.
+struct OrderGroup {
+    order_id: String,
+    order: Map<String, Value>,
+    items: Vec<Value>,
+    lines: Vec<i64>,
+    /// The first bad line of the group and its reason.
+    bad: Option<(i64, String)>,
+}
+
+const MAX_LINES_PER_ORDER: usize = 10_000;
+
+impl Parser<'_> {
+    fn emit(&mut self, item: Item) -> Result<(), CsvError> {
+        self.out.push(item);
+        if self.out.len() >= self.opts.batch_rows {
+            let chunk = std::mem::take(&mut self.out);
+            self.tx
+                .blocking_send(chunk)
+                .map_err(|_| CsvError::Read("the writer stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), CsvError> {
+        if !self.out.is_empty() {
+            let chunk = std::mem::take(&mut self.out);
+            self.tx
+                .blocking_send(chunk)
+                .map_err(|_| CsvError::Read("the writer stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    fn event(&self, kind: &str, key_line: i64, body: Value) -> Result<NewRawEvent, String> {
+        let mut ev = NewRawEvent::new(
+            None,
+            Source::Csv,
+            format!("{}:{key_line}", self.sha),
+            kind,
+            body,
+        );
+        let normalized = normalize::normalize(
+            &RawRecord {
+                id: ev.id,
+                source: Source::Csv,
+                kind,
+                received_at: ev.received_at,
+                occurred_at: None,
+                integration_id: None,
+                headers: &ev.headers,
+                body: &ev.body,
+            },
+            &self.opts.region,
+        )
+        .map_err(|e| match e {
+            normalize::MapError::Malformed(m) | normalize::MapError::Unsupported(m) => m,
+        })?;
+        ev.occurred_at = normalized
+            .event
+            .as_ref()
+            .filter(|_| kind == KIND_ORDERS)
+            .map(|e| e.occurred_at);
+        Ok(ev)
+    }
+
+    fn customer_row(&mut self, line: i64, row: &csv::StringRecord) -> Result<(), CsvError> {
+        let mut record = pick(row, &self.columns, &CUSTOMER_FIELDS);
+        namespace_customer_id(&mut record, self.namespace());
+        let checked = csv_rows::check_customer(&record, &self.opts.region).and_then(|()| {
+            let body =
+                serde_json::json!({"import_id": self.import_id, "line": line, "record": record});
+            self.event(KIND_CUSTOMERS, line, body)
+        });
+        match checked {
+            Ok(event) => self.emit(Item::Event { event, rows: 1 }),
+            Err(reason) => self.emit(Item::Bad(RowError { line, reason })),
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        self.mapping
+            .customer_id_namespace
+            .as_deref()
+            .unwrap_or("csv")
+    }
+
+    fn order_row(&mut self, line: i64, row: &csv::StringRecord) -> Result<(), CsvError> {
+        let mut order = pick(row, &self.columns, &ORDER_LEVEL_FIELDS);
+        let item = pick(row, &self.columns, &LINE_FIELDS);
+        let Some(order_id) = order
+            .get("order_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            self.finish_group()?;
+            return self.emit(Item::Bad(RowError {
+                line,
+                reason: "missing `order_id`".into(),
+            }));
+        };
+        if self.group.as_ref().is_some_and(|g| g.order_id != order_id) {
+            self.finish_group()?;
+        }
+        let line_problem = line_problem(self.kind, &item);
+        let group = self.group.get_or_insert_with(|| {
+            if let Some(default) = &self.mapping.default_currency {
+                order
+                    .entry("currency")
+                    .or_insert_with(|| Value::String(default.clone()));
+            }
+            namespace_customer_id(
+                &mut order,
+                self.mapping
+                    .customer_id_namespace
+                    .as_deref()
+                    .unwrap_or("csv"),
+            );
+            OrderGroup {
+                order_id,
+                order,
+                items: Vec::new(),
+                lines: Vec::new(),
+                bad: None,
+            }
+        });
+        group.lines.push(line);
+        if let Some(reason) = line_problem {
+            group.bad.get_or_insert((line, reason));
+        } else if !item.is_empty() {
+            group.items.push(Value::Object(item));
+        }
+        if group.lines.len() > MAX_LINES_PER_ORDER {
+            group.bad.get_or_insert((
+                line,
+                format!("more than {MAX_LINES_PER_ORDER} lines in one order"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish_group(&mut self) -> Result<(), CsvError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let first = group.lines[0];
+        let verdict = match group.bad {
+            Some(bad) => Err(bad),
+            None => {
+                let body = serde_json::json!({
+                    "import_id": self.import_id,
+                    "lines": group.lines,
+                    "order": group.order,
+                    "items": group.items,
+                });
+                self.event(KIND_ORDERS, first, body)
+                    .map_err(|reason| (first, reason))
+            }
+        };
+        match verdict {
+            Ok(event) => self.emit(Item::Event {
+                event,
+                rows: group.lines.len() as i64,
+            }),
+            Err((bad_line, reason)) => {
+                for &line in &group.lines {
+                    let reason = if line == bad_line {
+                        reason.clone()
+                    } else {
+                        format!(
+                            "order `{}` rejected: line {bad_line} is invalid",
+                            group.order_id
+                        )
+                    };
+                    self.emit(Item::Bad(RowError { line, reason }))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why an order line cannot be used, if it cannot.
+fn line_problem(kind: CsvKind, item: &Map<String, Value>) -> Option<String> {
+    let get = |f: &str| item.get(f).and_then(Value::as_str);
+    if item.is_empty() {
+        return (kind == CsvKind::OrderLines).then(|| "missing `sku` and `price`".to_owned());
+    }
+    if get("sku").is_none() {
+        return Some("an order line without `sku`".into());
+    }
+    match get("price") {
+        None => return Some("an order line without `price`".into()),
+        Some(p) if parse_decimal(p).is_none() => {
+            return Some(format!("`price` {p} is not a number"));
+        }
+        _ => {}
+    }
+    if let Some(q) = get("qty") {
+        let whole = parse_decimal(q)
+            .is_some_and(|d| d.fract().is_zero() && d >= rust_decimal::Decimal::ZERO);
+        if !whole {
+            return Some(format!("`qty` {q} is not a whole number"));
+        }
+    }
+    None
+}
+
+fn parse_file(
+    path: &std::path::Path,
+    kind: CsvKind,
+    mapping: &CsvMapping,
+    opts: &ImportOptions,
+    import_id: Uuid,
+    sha: &str,
+    tx: &mpsc::Sender<Vec<Item>>,
+) -> Result<(), CsvError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::None)
+        .from_path(path)
+        .map_err(|e| CsvError::Read(e.to_string()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| CsvError::Read(format!("the header: {e}")))?
+        .clone();
+    let columns = resolve(kind, mapping, &headers)?;
+    let mut parser = Parser {
+        kind,
+        columns,
+        mapping,
+        opts,
+        import_id,
+        sha,
+        out: Vec::with_capacity(opts.batch_rows),
+        tx,
+        group: None,
+    };
+    let mut row = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line() as i64;
+        match reader.read_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = row.position().map_or(line, |p| p.line() as i64);
+                if row.iter().all(|c| c.trim().is_empty()) {
+                    continue;
+                }
+                match kind {
+                    CsvKind::Customers => parser.customer_row(line, &row)?,
+                    CsvKind::Orders | CsvKind::OrderLines => parser.order_row(line, &row)?,
+                }
+            }
+            // A row the csv crate cannot read (bad UTF-8, broken quoting) is a bad row;
+            // the reader carries on with the next record.
+            Err(e) => {
+                let line = e.position().map_or(line, |p| p.line() as i64);
+                parser.finish_group()?;
+                parser.emit(Item::Bad(RowError {
+                    line,
+                    reason: format!("unreadable row: {}", e.kind_description()),
+                }))?;
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(CsvError::Read(e.to_string()));
+                }
+            }
+        }
+    }
+    parser.finish_group()?;
+    parser.flush()
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for csv::Error {
+    fn kind_description(&self) -> String {
+        match self.kind() {
+            csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".into(),
+            csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields".into(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_become_field_names() {
+        assert_eq!(field_name(" Order ID "), "order_id");
+        assert_eq!(field_name("E-mail"), "e_mail");
+        assert_eq!(field_name("Placed At (UTC)"), "placed_at_utc");
+        assert_eq!(field_name("email"), "email");
+    }
+
+    #[test]
+    fn mapping_pairs_parse() {
+        let m = CsvMapping::parse_pairs("email=E-mail Address, phone=Mobile").unwrap();
+        assert_eq!(m.columns["email"], "E-mail Address");
+        assert_eq!(m.columns["phone"], "Mobile");
+        assert!(CsvMapping::parse_pairs("email").is_err());
+    }
+
+    #[test]
+    fn resolve_checks_the_kind_needs() {
+        let headers = csv::StringRecord::from(vec!["Order ID", "Placed At", "Total"]);
+        let err = resolve(CsvKind::Orders, &CsvMapping::default(), &headers).unwrap_err();
+        assert!(err.to_string().contains("currency"), "{err}");
+        let m = CsvMapping {
+            default_currency: Some("INR".into()),
+            ..Default::default()
+        };
+        let cols = resolve(CsvKind::Orders, &m, &headers).unwrap();
+        assert_eq!(cols["order_id"], 0);
+        let bad = CsvMapping::parse_pairs("email=Nope").unwrap();
+        assert!(resolve(CsvKind::Customers, &bad, &headers).is_err());
+    }
+}

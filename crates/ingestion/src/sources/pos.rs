@@ -1,0 +1,232 @@
+//! Point-of-sale bills: the documented JSON bill, its validation at the edge and its
+//! mapping to an `order_placed` event on the POS channel.
+//!
+//! A request to `POST /pos/{integration}/bills` carries one bill, an array of bills, or
+//! `{"bills": [...]}`, authorised by the integration's bearer token. A bill:
+//!
+//! ```json
+//! {
+//!   "store": "BLR-01", "bill_no": "B-1001", "billed_at": "2026-11-20T18:42:10+05:30",
+//!   "currency": "INR",
+//!   "customer": {"phone": "98450 12345", "email": "asha@example.com",
+//!                "loyalty_id": "LOY-88812", "code": "C-1043", "name": "Asha Rao"},
+//!   "lines": [{"sku": "TEE-BLK-M", "name": "Black tee M", "category": "Apparel",
+//!              "qty": 2, "price": "799.00"}],
+//!   "totals": {"subtotal": "1598.00", "discount": "100.00", "tax": "74.90", "total": "1572.90"},
+//!   "payment": "upi", "cashier": "S-07"
+//! }
+//! ```
+//!
+//! `store`, `bill_no`, `billed_at`, `currency`, `lines` and `totals.total` are required;
+//! every `customer` field is optional. The bill is keyed by integration, store and bill
+//! number, so a till that resends a bill stores it once. The store customer code becomes
+//! the `pos_customer` identifier `store:code`.
+
+use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::normalize::{
+    Identifiers, MapError, Normalized, OrderState, OrderWrite, RawRecord, copy_fields, decimal,
+    event_of, products_of, quantity, required, s, text, time,
+};
+use crate::raw::NewRawEvent;
+
+/// The largest number of bills in one request.
+pub const MAX_BILLS: usize = 1000;
+
+/// Splits a request body into bills.
+pub fn bills_of(body: Value) -> Result<Vec<Value>, String> {
+    match body {
+        Value::Array(bills) => Ok(bills),
+        Value::Object(mut obj) => match obj.remove("bills") {
+            Some(Value::Array(bills)) => Ok(bills),
+            Some(_) => Err("`bills` must be an array".into()),
+            None => Ok(vec![Value::Object(obj)]),
+        },
+        _ => Err("the body must be a bill, an array of bills or {\"bills\": [...]}".into()),
+    }
+}
+
+/// Builds the raw events of a request's bills. All-or-nothing: one invalid bill rejects
+/// the request with its index and reason.
+pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>, String> {
+    let bills = bills_of(body)?;
+    if bills.is_empty() {
+        return Err("no bills".into());
+    }
+    if bills.len() > MAX_BILLS {
+        return Err(format!(
+            "{} bills in one request; at most {MAX_BILLS}",
+            bills.len()
+        ));
+    }
+    let many = bills.len() > 1;
+    bills
+        .into_iter()
+        .enumerate()
+        .map(|(i, bill)| {
+            validate(&bill).map_err(|e| if many { format!("bills[{i}]: {e}") } else { e })?;
+            let store = text(&bill, &["store"]).unwrap_or_default();
+            let bill_no = text(&bill, &["bill_no"]).unwrap_or_default();
+            let key = format!("{integration_id}:{store}:{bill_no}");
+            let mut ev = NewRawEvent::new(Some(integration_id), Source::Pos, key, "bill", bill);
+            ev.occurred_at = time(&ev.body, &["billed_at"]);
+            Ok(ev)
+        })
+        .collect()
+}
+
+/// Checks a bill has everything the mapping needs, so nothing accepted fails later.
+pub fn validate(bill: &Value) -> Result<(), String> {
+    if !bill.is_object() {
+        return Err("a bill must be a JSON object".into());
+    }
+    // The mapping itself is the validator: the same rules at the edge and in the
+    // normalizer. Identifier problems are not errors (they are dropped and counted).
+    let raw = RawRecord {
+        id: Uuid::nil(),
+        source: Source::Pos,
+        kind: "bill",
+        received_at: chrono::Utc::now(),
+        occurred_at: None,
+        integration_id: None,
+        headers: &serde_json::Map::new(),
+        body: bill,
+    };
+    normalize(&raw, "IN").map(|_| ()).map_err(|e| match e {
+        MapError::Malformed(m) | MapError::Unsupported(m) => m,
+    })
+}
+
+/// Maps a POS bill.
+pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+    let bill = raw.body;
+    let store = required(text(bill, &["store"]), "store")?;
+    let bill_no = required(text(bill, &["bill_no"]), "bill_no")?;
+    let billed_at = required(time(bill, &["billed_at"]), "billed_at")?;
+    let currency = required(text(bill, &["currency"]), "currency")?.to_uppercase();
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(MapError::Malformed(format!(
+            "`currency` {currency} is not an ISO 4217 code"
+        )));
+    }
+    let total = required(decimal(bill, &["totals", "total"]), "totals.total")?;
+    let lines = bill
+        .get("lines")
+        .and_then(Value::as_array)
+        .ok_or_else(|| MapError::Malformed("missing or invalid `lines`".into()))?;
+    let items = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let sku = text(line, &["sku"])
+                .ok_or_else(|| MapError::Malformed(format!("lines[{i}] has no `sku`")))?;
+            let price = decimal(line, &["price"])
+                .ok_or_else(|| MapError::Malformed(format!("lines[{i}] has no valid `price`")))?;
+            Ok(OrderItem {
+                name: text(line, &["name"]).unwrap_or_else(|| sku.clone()),
+                sku,
+                category: text(line, &["category"]),
+                qty: quantity(line, &["qty"])?,
+                price,
+            })
+        })
+        .collect::<Result<Vec<_>, MapError>>()?;
+    let order_id = format!("{store}:{bill_no}");
+
+    let mut ev = event_of(
+        raw,
+        Channel::Pos,
+        EventType::OrderPlaced,
+        Some("bill".into()),
+        Some(billed_at),
+    );
+    let mut ids = Identifiers::new(region);
+    if let Some(customer) = bill.get("customer").filter(|c| c.is_object()) {
+        ids.add(IdentifierKind::Phone, text(customer, &["phone"]).as_deref());
+        ids.add(IdentifierKind::Email, text(customer, &["email"]).as_deref());
+        ids.add(
+            IdentifierKind::LoyaltyId,
+            text(customer, &["loyalty_id"]).as_deref(),
+        );
+        if let Some(code) = text(customer, &["code"]) {
+            ids.add(
+                IdentifierKind::PosCustomer,
+                Some(&format!("{store}:{code}")),
+            );
+        }
+        copy_fields(&mut ev.traits, customer, &[("name", "name")]);
+    }
+    let p = &mut ev.properties;
+    p.insert("store".into(), s(store.clone()));
+    p.insert("bill_no".into(), s(bill_no));
+    copy_fields(
+        p,
+        bill,
+        &[
+            ("payment", "payment"),
+            ("cashier", "cashier"),
+            ("terminal", "terminal"),
+        ],
+    );
+    if let Some(totals) = bill.get("totals").filter(|t| t.is_object()) {
+        copy_fields(
+            p,
+            totals,
+            &[
+                ("subtotal", "subtotal"),
+                ("discount", "discount"),
+                ("tax", "tax"),
+            ],
+        );
+    }
+    let products = products_of(&items, &currency);
+    ev.order = Some(Order {
+        order_id: order_id.clone(),
+        total,
+        currency: currency.clone(),
+        status: OrderStatus::Paid,
+        store: Some(store.clone()),
+        items: items.clone(),
+    });
+    let dropped = ids.finish(&mut ev);
+    Ok(Normalized {
+        event: Some(ev),
+        dropped,
+        order: Some(OrderWrite {
+            external_order_id: order_id,
+            state: Some(OrderState {
+                status: OrderStatus::Paid,
+                channel: Channel::Pos,
+                store: Some(store),
+                placed_at: billed_at,
+                currency,
+                total,
+                items,
+                version: billed_at,
+            }),
+            refunds: Vec::new(),
+            deleted: false,
+        }),
+        products,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn invalid_bills_are_named() {
+        let good = json!({"store": "S1", "bill_no": "1", "billed_at": "2026-01-01T10:00:00Z",
+            "currency": "INR", "lines": [], "totals": {"total": "10"}});
+        let bad = json!({"store": "S1", "bill_no": "2", "billed_at": "nope",
+            "currency": "INR", "lines": [], "totals": {"total": "10"}});
+        let err = raw_events(Uuid::nil(), json!({"bills": [good.clone(), bad]})).unwrap_err();
+        assert_eq!(err, "bills[1]: missing or invalid `billed_at`");
+        let events = raw_events(Uuid::nil(), json!([good])).unwrap();
+        assert_eq!(events[0].source_event_id, format!("{}:S1:1", Uuid::nil()));
+    }
+}

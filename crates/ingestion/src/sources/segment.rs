@@ -1,0 +1,706 @@
+//! The Segment-compatible tracking API: request parsing, limits and deduplication at the
+//! edge, and the mapping of the Segment spec (track, identify, page, screen, group,
+//! alias) to normalised events.
+//!
+//! Compatibility targets: Segment's HTTP Tracking API (`/v1/track`, `/v1/batch`, ...;
+//! write key as the Basic-auth user name), analytics.js (short paths `/v1/t`, `/v1/b`,
+//! write key in the JSON body, `text/plain` content type) and RudderStack SDKs (same API,
+//! `originalTimestamp`). Limits as Segment's: 32 KB per message, 500 KB per batch.
+//!
+//! Each message is one raw event keyed by its `messageId` (a message without one is keyed
+//! by the SHA-256 of its content, so an identical retry is still stored once). The write
+//! key is removed from stored bodies; batch-level `sentAt` and `context` are copied into
+//! each message so the normaliser sees one self-contained message. The time of a message
+//! is corrected for the device's clock skew: `receivedAt - (sentAt - timestamp)`.
+//!
+//! E-commerce spec events get their own types: `Product Viewed`, `Product Added`,
+//! `Checkout Started`, `Order Completed` (with the order), `Order Cancelled`,
+//! `Order Refunded`; store touchpoints `QR Code Scanned` and `Store Visited` become
+//! `qr_scanned` and `store_visit` on the store channel. Identifiers: `userId` →
+//! `customer_id` `segment:<userId>`, `anonymousId` → `cookie_id`, `context.device.id` →
+//! `device_id`, and e-mail, phone and loyalty id from traits.
+
+use chrono::{DateTime, Utc};
+use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::normalize::{
+    Identifiers, MapError, Normalized, OrderState, OrderWrite, Product, RawRecord, Refund, decimal,
+    event_of, products_of, quantity, s, text, time,
+};
+use crate::raw::NewRawEvent;
+
+/// Largest message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// Largest batch, in bytes (after decompression).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// The call types of the Segment spec.
+pub const CALLS: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// One message of the given call type (`/v1/track`, `/v1/t`, ...).
+    Single(&'static str),
+    /// `/v1/batch` or `/v1/b`.
+    Batch,
+    /// `/v1/import`: a batch of historical messages (channel `import`).
+    Import,
+}
+
+impl Endpoint {
+    /// The endpoint of a path segment after `/v1/` (`track`, `t`, `batch`, ...).
+    pub fn from_path(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "track" | "t" => Endpoint::Single("track"),
+            "identify" | "i" => Endpoint::Single("identify"),
+            "page" | "p" => Endpoint::Single("page"),
+            "screen" | "s" => Endpoint::Single("screen"),
+            "group" | "g" => Endpoint::Single("group"),
+            "alias" | "a" => Endpoint::Single("alias"),
+            "batch" | "b" => Endpoint::Batch,
+            "import" => Endpoint::Import,
+            _ => return None,
+        })
+    }
+
+    /// The largest body this endpoint accepts.
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Endpoint::Single(_) => MAX_MESSAGE_BYTES,
+            Endpoint::Batch | Endpoint::Import => MAX_BATCH_BYTES,
+        }
+    }
+
+    /// Name for logs and connection logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Single(call) => call,
+            Endpoint::Batch => "batch",
+            Endpoint::Import => "import",
+        }
+    }
+}
+
+/// A request the tracking API refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Over a size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not a valid request (400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The write key a body carries (analytics.js puts it there instead of the header).
+pub fn body_write_key(body: &Value) -> Option<&str> {
+    body.get("writeKey")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+}
+
+/// Turns a parsed request body into one raw event per message. `body_len` is the
+/// decompressed size; the caller has checked it against [`Endpoint::max_bytes`].
+/// All-or-nothing: one invalid message rejects the request, naming its index.
+pub fn raw_events(
+    integration_id: Uuid,
+    endpoint: Endpoint,
+    mut body: Value,
+    body_len: usize,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<NewRawEvent>, Rejection> {
+    let Value::Object(obj) = &mut body else {
+        return Err(Rejection::Invalid("the body must be a JSON object".into()));
+    };
+    obj.remove("writeKey");
+    let (messages, batch_sent_at, batch_context) = match endpoint {
+        Endpoint::Single(call) => {
+            match obj.get("type").and_then(Value::as_str) {
+                Some(t) if t != call => {
+                    return Err(Rejection::Invalid(format!(
+                        "a `{t}` message sent to /v1/{call}"
+                    )));
+                }
+                _ => {
+                    obj.insert("type".into(), s(call));
+                }
+            }
+            (vec![body], None, None)
+        }
+        Endpoint::Batch | Endpoint::Import => {
+            let batch = match obj.remove("batch") {
+                Some(Value::Array(batch)) => batch,
+                _ => {
+                    return Err(Rejection::Invalid(
+                        "`batch` must be an array of messages".into(),
+                    ));
+                }
+            };
+            if batch.is_empty() {
+                return Err(Rejection::Invalid("`batch` is empty".into()));
+            }
+            (batch, obj.remove("sentAt"), obj.remove("context"))
+        }
+    };
+    // A message can only exceed the per-message limit if the whole body does.
+    let check_sizes = body_len > MAX_MESSAGE_BYTES;
+    let channel_hint = (endpoint == Endpoint::Import).then_some("import");
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, msg)| {
+            let at = |e: String| {
+                if matches!(endpoint, Endpoint::Single(_)) {
+                    e
+                } else {
+                    format!("batch[{i}]: {e}")
+                }
+            };
+            message_event(
+                integration_id,
+                msg,
+                batch_sent_at.as_ref(),
+                batch_context.as_ref(),
+                check_sizes,
+                channel_hint,
+                received_at,
+            )
+            .map_err(|r| match r {
+                Rejection::TooLarge(e) => Rejection::TooLarge(at(e)),
+                Rejection::Invalid(e) => Rejection::Invalid(at(e)),
+            })
+        })
+        .collect()
+}
+
+fn message_event(
+    integration_id: Uuid,
+    mut msg: Value,
+    batch_sent_at: Option<&Value>,
+    batch_context: Option<&Value>,
+    check_size: bool,
+    channel_hint: Option<&str>,
+    received_at: DateTime<Utc>,
+) -> Result<NewRawEvent, Rejection> {
+    if check_size {
+        let len = serde_json::to_vec(&msg)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if len > MAX_MESSAGE_BYTES {
+            return Err(Rejection::TooLarge(format!(
+                "message of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
+            )));
+        }
+    }
+    let Value::Object(obj) = &mut msg else {
+        return Err(Rejection::Invalid("a message must be a JSON object".into()));
+    };
+    obj.remove("writeKey");
+    let call = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Rejection::Invalid("message without `type`".into()))?
+        .to_owned();
+    if !CALLS.contains(&call.as_str()) {
+        return Err(Rejection::Invalid(format!("unknown message type `{call}`")));
+    }
+    let has_id =
+        obj.get("userId").is_some_and(non_blank) || obj.get("anonymousId").is_some_and(non_blank);
+    match call.as_str() {
+        "alias"
+            if !obj.get("userId").is_some_and(non_blank)
+                || !obj.get("previousId").is_some_and(non_blank) =>
+        {
+            return Err(Rejection::Invalid(
+                "alias needs `userId` and `previousId`".into(),
+            ));
+        }
+        "alias" => {}
+        _ if !has_id => {
+            return Err(Rejection::Invalid(format!(
+                "{call} needs `userId` or `anonymousId`"
+            )));
+        }
+        "track" if !obj.get("event").is_some_and(non_blank) => {
+            return Err(Rejection::Invalid("track needs `event`".into()));
+        }
+        "group" if !obj.get("groupId").is_some_and(non_blank) => {
+            return Err(Rejection::Invalid("group needs `groupId`".into()));
+        }
+        _ => {}
+    }
+    for key in ["timestamp", "originalTimestamp", "sentAt"] {
+        if let Some(v) = obj.get(key).filter(|v| !v.is_null())
+            && time(v, &[]).is_none()
+        {
+            return Err(Rejection::Invalid(format!("`{key}` is not a timestamp")));
+        }
+    }
+    if !obj.contains_key("sentAt")
+        && let Some(sent) = batch_sent_at.filter(|v| !v.is_null())
+    {
+        if time(sent, &[]).is_none() {
+            return Err(Rejection::Invalid("`sentAt` is not a timestamp".into()));
+        }
+        obj.insert("sentAt".into(), sent.clone());
+    }
+    if let Some(ctx) = batch_context.and_then(Value::as_object) {
+        let msg_ctx = obj
+            .entry("context")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = msg_ctx {
+            for (k, v) in ctx {
+                m.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    if let Some(hint) = channel_hint {
+        obj.insert("_channel".into(), s(hint));
+    }
+    let key = match obj.get("messageId").and_then(|v| text(v, &[])) {
+        Some(id) => id,
+        None => format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(msg.to_string().as_bytes()))
+        ),
+    };
+    let occurred_at = corrected_timestamp(&msg, received_at);
+    let mut ev = NewRawEvent::new(Some(integration_id), Source::Segment, key, call, msg);
+    ev.received_at = received_at;
+    ev.occurred_at = occurred_at;
+    Ok(ev)
+}
+
+fn non_blank(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Number(_) => true,
+        _ => false,
+    }
+}
+
+/// When a message happened: the device's `timestamp` (or RudderStack's
+/// `originalTimestamp`) moved by the device's clock skew, `receivedAt - sentAt`. Without
+/// `sentAt` the timestamp is taken as is; without a timestamp, `None`.
+pub fn corrected_timestamp(msg: &Value, received_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let ts = time(msg, &["originalTimestamp"]).or_else(|| time(msg, &["timestamp"]))?;
+    match time(msg, &["sentAt"]) {
+        Some(sent) => Some(received_at - (sent - ts)),
+        None => Some(ts),
+    }
+}
+
+/// Maps a Segment raw event.
+pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+    let msg = raw.body;
+    let at = raw
+        .occurred_at
+        .or_else(|| corrected_timestamp(msg, raw.received_at));
+    let import = text(msg, &["_channel"]).as_deref() == Some("import");
+    let base_channel = if import {
+        Channel::Import
+    } else {
+        Channel::Web
+    };
+    let empty = Value::Object(Map::new());
+    let props_in = msg
+        .get("properties")
+        .filter(|p| p.is_object())
+        .unwrap_or(&empty);
+
+    let (event_type, channel, name) = match raw.kind {
+        "track" => {
+            let event = text(msg, &["event"]).unwrap_or_default();
+            let (t, c) = track_type(&event);
+            (
+                t,
+                if import {
+                    Channel::Import
+                } else {
+                    c.unwrap_or(base_channel)
+                },
+                Some(event),
+            )
+        }
+        "identify" => (EventType::Identify, base_channel, None),
+        "page" => (EventType::PageViewed, base_channel, text(msg, &["name"])),
+        "screen" => (EventType::PageViewed, base_channel, text(msg, &["name"])),
+        "group" => (EventType::Custom, base_channel, Some("group".into())),
+        "alias" => (EventType::Identify, base_channel, Some("alias".into())),
+        other => return Err(MapError::Unsupported(format!("segment call `{other}`"))),
+    };
+    let mut ev = event_of(raw, channel, event_type, name, at);
+
+    let mut ids = Identifiers::new(region);
+    let user_id = text(msg, &["userId"]);
+    let anonymous_id = text(msg, &["anonymousId"]);
+    if let Some(uid) = &user_id {
+        ids.add_customer_id("segment", Some(uid));
+    }
+    ids.add(IdentifierKind::CookieId, anonymous_id.as_deref());
+    ids.add(
+        IdentifierKind::DeviceId,
+        text(msg, &["context", "device", "id"]).as_deref(),
+    );
+    if raw.kind == "alias" {
+        // The previous id is the anonymous id when an anonymous visitor signs up, and an
+        // older user id otherwise.
+        if let Some(prev) = text(msg, &["previousId"]) {
+            if anonymous_id.as_deref() == Some(prev.as_str()) {
+                ids.add(IdentifierKind::CookieId, Some(&prev));
+            } else {
+                ids.add_customer_id("segment", Some(&prev));
+            }
+        }
+    }
+    // Traits: the context's (sent with every call by client libraries), then the
+    // identify/group call's own, which win.
+    let mut traits = Map::new();
+    if let Some(Value::Object(t)) = msg.get("context").and_then(|c| c.get("traits")) {
+        traits.extend(t.clone());
+    }
+    if raw.kind == "identify"
+        && let Some(Value::Object(t)) = msg.get("traits")
+    {
+        traits.extend(t.clone());
+    }
+    person_traits(&mut ids, &traits);
+    ev.traits = traits;
+
+    let p = &mut ev.properties;
+    if let Value::Object(props) = props_in {
+        p.extend(props.clone());
+    }
+    match raw.kind {
+        "page" | "screen" => {
+            if let Some(Value::Object(page)) = msg.get("context").and_then(|c| c.get("page")) {
+                for (k, v) in page {
+                    p.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            if let Some(c) = text(msg, &["category"]) {
+                p.insert("category".into(), s(c));
+            }
+            if raw.kind == "screen" {
+                p.insert("screen".into(), Value::Bool(true));
+            }
+        }
+        "group" => {
+            if let Some(g) = text(msg, &["groupId"]) {
+                p.insert("group_id".into(), s(g));
+            }
+            if let Some(t) = msg.get("traits").filter(|t| t.is_object()) {
+                p.insert("group_traits".into(), t.clone());
+            }
+        }
+        _ => {}
+    }
+    p.insert("call".into(), s(raw.kind));
+    if let Some(id) = text(msg, &["messageId"]) {
+        p.insert("message_id".into(), s(id));
+    }
+    let context = context_summary(msg);
+    if !context.is_empty() {
+        p.insert("context".into(), Value::Object(context));
+    }
+
+    let mut order = None;
+    let mut products = Vec::new();
+    match event_type {
+        EventType::ProductViewed | EventType::AddedToCart => {
+            if let Some(product) = product_of(props_in) {
+                products.push(product);
+            }
+        }
+        EventType::OrderPlaced
+        | EventType::OrderCancelled
+        | EventType::RefundIssued
+        | EventType::CheckoutStarted => {
+            let items = order_items(props_in)?;
+            let currency = text(props_in, &["currency"]);
+            products = products_of(&items, currency.as_deref().unwrap_or_default());
+            if currency.is_none() {
+                products.iter_mut().for_each(|p| p.currency = None);
+            }
+            if event_type != EventType::CheckoutStarted {
+                if let (Some(order_id), Some(currency)) = (text(props_in, &["order_id"]), currency)
+                {
+                    let total = order_total(props_in, &items);
+                    let refund_key =
+                        text(msg, &["messageId"]).unwrap_or_else(|| raw.id.to_string());
+                    let (status, write) = order_write(
+                        event_type,
+                        &order_id,
+                        props_in,
+                        &items,
+                        total,
+                        &currency,
+                        channel,
+                        ev.occurred_at,
+                        &refund_key,
+                    );
+                    ev.order = Some(Order {
+                        order_id,
+                        total: if event_type == EventType::RefundIssued {
+                            write.refunds.first().map_or(total, |r| r.amount)
+                        } else {
+                            total
+                        },
+                        currency,
+                        status,
+                        store: text(props_in, &["store"]),
+                        items,
+                    });
+                    order = Some(write);
+                } else {
+                    return Err(MapError::Malformed(format!(
+                        "`{}` needs properties.order_id and properties.currency",
+                        ev.name.clone().unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    let dropped = ids.finish(&mut ev);
+    Ok(Normalized {
+        event: Some(ev),
+        dropped,
+        order,
+        products,
+    })
+}
+
+/// The normalised type (and channel, for store touchpoints) of a track event name.
+fn track_type(event: &str) -> (EventType, Option<Channel>) {
+    match event {
+        "Product Viewed" => (EventType::ProductViewed, None),
+        "Product Added" => (EventType::AddedToCart, None),
+        "Checkout Started" => (EventType::CheckoutStarted, None),
+        "Order Completed" => (EventType::OrderPlaced, None),
+        "Order Cancelled" => (EventType::OrderCancelled, None),
+        "Order Refunded" => (EventType::RefundIssued, None),
+        "QR Code Scanned" => (EventType::QrScanned, Some(Channel::Store)),
+        "Store Visited" => (EventType::StoreVisit, Some(Channel::Store)),
+        _ => (EventType::Custom, None),
+    }
+}
+
+fn person_traits(ids: &mut Identifiers<'_>, traits: &Map<String, Value>) {
+    let t = Value::Object(traits.clone());
+    ids.add(IdentifierKind::Email, text(&t, &["email"]).as_deref());
+    ids.add(IdentifierKind::Phone, text(&t, &["phone"]).as_deref());
+    for key in ["loyaltyId", "loyalty_id", "loyaltyCardNumber"] {
+        ids.add(IdentifierKind::LoyaltyId, text(&t, &[key]).as_deref());
+    }
+}
+
+/// The parts of `context` worth keeping: where and on what the call was made.
+fn context_summary(msg: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Some(ctx) = msg.get("context").filter(|c| c.is_object()) else {
+        return out;
+    };
+    for (key, name) in [
+        ("ip", "ip"),
+        ("userAgent", "user_agent"),
+        ("locale", "locale"),
+        ("timezone", "timezone"),
+        ("page", "page"),
+        ("campaign", "campaign"),
+        ("library", "library"),
+        ("device", "device"),
+        ("os", "os"),
+        ("app", "app"),
+        ("location", "location"),
+        ("referrer", "referrer"),
+    ] {
+        if let Some(v) = ctx.get(key).filter(|v| !v.is_null()) {
+            out.insert(name.into(), v.clone());
+        }
+    }
+    out
+}
+
+fn product_of(props: &Value) -> Option<Product> {
+    let sku = text(props, &["sku"]).or_else(|| text(props, &["product_id"]))?;
+    Some(Product {
+        name: text(props, &["name"]).unwrap_or_else(|| sku.clone()),
+        sku,
+        category: text(props, &["category"]),
+        price: decimal(props, &["price"]),
+        currency: text(props, &["currency"]),
+    })
+}
+
+fn order_items(props: &Value) -> Result<Vec<OrderItem>, MapError> {
+    props
+        .get("products")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let sku = text(p, &["sku"]).or_else(|| text(p, &["product_id"]))?;
+            Some(quantity(p, &["quantity"]).map(|qty| OrderItem {
+                name: text(p, &["name"]).unwrap_or_else(|| sku.clone()),
+                sku,
+                category: text(p, &["category"]),
+                qty,
+                price: decimal(p, &["price"]).unwrap_or_default(),
+            }))
+        })
+        .collect()
+}
+
+/// The order total by the spec's precedence: `total`, then `revenue`, then `value`, then
+/// the sum of the lines.
+fn order_total(props: &Value, items: &[OrderItem]) -> Decimal {
+    decimal(props, &["total"])
+        .or_else(|| decimal(props, &["revenue"]))
+        .or_else(|| decimal(props, &["value"]))
+        .unwrap_or_else(|| items.iter().map(|i| i.price * Decimal::from(i.qty)).sum())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn order_write(
+    event_type: EventType,
+    order_id: &str,
+    props: &Value,
+    items: &[OrderItem],
+    total: Decimal,
+    currency: &str,
+    channel: Channel,
+    occurred_at: DateTime<Utc>,
+    message_key: &str,
+) -> (OrderStatus, OrderWrite) {
+    match event_type {
+        EventType::RefundIssued => {
+            // A refund's own id when the sender gives one; otherwise the message is the
+            // refund, so a redelivery of the same message counts once.
+            let refund_id =
+                text(props, &["refund_id"]).unwrap_or_else(|| format!("segment:{message_key}"));
+            (
+                OrderStatus::PartiallyRefunded,
+                OrderWrite {
+                    external_order_id: order_id.to_owned(),
+                    state: None,
+                    refunds: vec![Refund {
+                        refund_id,
+                        amount: total.abs(),
+                    }],
+                    deleted: false,
+                },
+            )
+        }
+        _ => {
+            let status = if event_type == EventType::OrderCancelled {
+                OrderStatus::Cancelled
+            } else {
+                OrderStatus::Paid
+            };
+            (
+                status,
+                OrderWrite {
+                    external_order_id: order_id.to_owned(),
+                    state: Some(OrderState {
+                        status,
+                        channel,
+                        store: text(props, &["store"]),
+                        placed_at: occurred_at,
+                        currency: currency.to_owned(),
+                        total,
+                        items: items.to_vec(),
+                        version: occurred_at,
+                    }),
+                    refunds: Vec::new(),
+                    deleted: false,
+                },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn clock_skew_is_corrected_from_sent_at() {
+        // The device clock runs 10 minutes fast: sent at 10:15 by its clock, received at 10:05.
+        let msg = json!({"timestamp": "2026-05-01T10:10:00Z", "sentAt": "2026-05-01T10:15:00Z"});
+        let received = t("2026-05-01T10:05:00Z");
+        assert_eq!(
+            corrected_timestamp(&msg, received),
+            Some(t("2026-05-01T10:00:00Z"))
+        );
+        let no_sent = json!({"timestamp": "2026-05-01T10:10:00Z"});
+        assert_eq!(
+            corrected_timestamp(&no_sent, received),
+            Some(t("2026-05-01T10:10:00Z"))
+        );
+        assert_eq!(corrected_timestamp(&json!({}), received), None);
+    }
+
+    #[test]
+    fn batches_are_all_or_nothing() {
+        let now = Utc::now();
+        let id = Uuid::nil();
+        let body = json!({"batch": [
+            {"type": "track", "event": "A", "userId": "u1", "messageId": "m1"},
+            {"type": "track", "userId": "u1", "messageId": "m2"}
+        ]});
+        let err = raw_events(id, Endpoint::Batch, body, 100, now).unwrap_err();
+        assert_eq!(
+            err,
+            Rejection::Invalid("batch[1]: track needs `event`".into())
+        );
+
+        let body = json!({"writeKey": "k", "sentAt": "2026-05-01T10:00:00Z", "context": {"ip": "1.2.3.4"},
+            "batch": [
+            {"type": "identify", "anonymousId": "a1", "traits": {"email": "x@y.com"}},
+            {"type": "page", "userId": "u1", "messageId": "m3", "writeKey": "k"}
+        ]});
+        let events = raw_events(id, Endpoint::Batch, body, 200, now).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events[0].source_event_id.starts_with("sha256:"));
+        assert_eq!(events[1].source_event_id, "m3");
+        assert_eq!(events[1].body["sentAt"], "2026-05-01T10:00:00Z");
+        assert_eq!(events[1].body["context"]["ip"], "1.2.3.4");
+        assert!(
+            events[1].body.get("writeKey").is_none(),
+            "write keys are never stored"
+        );
+    }
+
+    #[test]
+    fn oversize_messages_are_refused() {
+        let big = "x".repeat(MAX_MESSAGE_BYTES);
+        let body = json!({"batch": [{"type": "track", "event": "A", "userId": "u", "properties": {"blob": big}}]});
+        let err = raw_events(
+            Uuid::nil(),
+            Endpoint::Batch,
+            body,
+            MAX_MESSAGE_BYTES + 100,
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Rejection::TooLarge(_)), "{err:?}");
+    }
+
+    #[test]
+    fn short_paths_match_long_ones() {
+        assert_eq!(Endpoint::from_path("t"), Endpoint::from_path("track"));
+        assert_eq!(Endpoint::from_path("b"), Some(Endpoint::Batch));
+        assert_eq!(Endpoint::from_path("nope"), None);
+    }
+}

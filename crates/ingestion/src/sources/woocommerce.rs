@@ -1,0 +1,352 @@
+//! WooCommerce webhooks: accepted topics, the save-time ping, deduplication keys, and the
+//! mapping of orders, customers and products.
+//!
+//! WooCommerce signs the raw body like Shopify (`X-WC-Webhook-Signature`) and names the
+//! topic in `X-WC-Webhook-Topic`. Its delivery id changes on every attempt, so the
+//! deduplication key is the resource and its modification time
+//! (`order.updated:123:2026-11-20T10:00:00`), falling back to a hash of the body: the
+//! same state delivered twice is stored once. When a webhook is saved WooCommerce sends
+//! an unsigned form-encoded `webhook_id=<n>` ping, which is answered 200 and not stored.
+//!
+//! Payloads are the REST API v3 resources. Orders map to `order_placed` (or
+//! `order_cancelled` for cancelled/failed/trashed orders and `order.deleted`), with
+//! `date_modified_gmt` as the order's version and its `refunds` as refunds; customers to
+//! `identify`; products only update the product catalogue.
+
+use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::normalize::{
+    Identifiers, MapError, Normalized, OrderState, OrderWrite, Product, RawRecord, Refund,
+    copy_fields, decimal, event_of, products_of, quantity, required, s, text, time,
+};
+use crate::raw::NewRawEvent;
+
+/// The webhook topics ingest accepts.
+pub const TOPICS: [&str; 7] = [
+    "order.created",
+    "order.updated",
+    "order.deleted",
+    "customer.created",
+    "customer.updated",
+    "product.created",
+    "product.updated",
+];
+
+/// The WooCommerce headers ingest keeps with the raw event.
+pub const KEPT_HEADERS: [&str; 5] = [
+    "x-wc-webhook-topic",
+    "x-wc-webhook-source",
+    "x-wc-webhook-id",
+    "x-wc-webhook-delivery-id",
+    "x-wc-webhook-resource",
+];
+
+/// Whether `body` is the ping WooCommerce sends when a webhook is saved: a
+/// form-encoded body whose only field is `webhook_id`.
+pub fn is_ping(body: &[u8]) -> bool {
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+        return false;
+    };
+    matches!(pairs.as_slice(), [(k, v)] if k == "webhook_id" && !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Builds the raw event of a verified delivery.
+pub fn raw_event(
+    integration_id: Uuid,
+    topic: &str,
+    headers: Map<String, Value>,
+    raw_body: &[u8],
+    body: Value,
+) -> Result<NewRawEvent, String> {
+    if !TOPICS.contains(&topic) {
+        return Err(format!(
+            "unsupported topic `{topic}` (accepted: {})",
+            TOPICS.join(", ")
+        ));
+    }
+    if !body.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    let id = text(&body, &["id"]).ok_or("the resource has no `id`")?;
+    let key = match text(&body, &["date_modified_gmt"]) {
+        Some(modified) => format!("{topic}:{id}:{modified}"),
+        None => format!(
+            "{topic}:{id}:sha256:{}",
+            hex::encode(Sha256::digest(raw_body))
+        ),
+    };
+    let mut ev = NewRawEvent::new(Some(integration_id), Source::Woocommerce, key, topic, body);
+    ev.occurred_at =
+        time(&ev.body, &["date_modified_gmt"]).or_else(|| time(&ev.body, &["date_created_gmt"]));
+    ev.headers = headers;
+    Ok(ev)
+}
+
+/// Maps a WooCommerce raw event.
+pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+    match raw.kind {
+        "order.created" | "order.updated" => order_event(raw, region),
+        "order.deleted" => {
+            let order_id = required(text(raw.body, &["id"]), "id")?;
+            let mut ev = event_of(
+                raw,
+                Channel::Web,
+                EventType::OrderCancelled,
+                Some(raw.kind.into()),
+                None,
+            );
+            ev.properties.insert("topic".into(), s(raw.kind));
+            ev.properties.insert("order_id".into(), s(order_id.clone()));
+            site(raw, &mut ev.properties);
+            Ok(Normalized {
+                event: Some(ev),
+                dropped: Vec::new(),
+                order: Some(OrderWrite {
+                    external_order_id: order_id,
+                    state: None,
+                    refunds: Vec::new(),
+                    deleted: true,
+                }),
+                products: Vec::new(),
+            })
+        }
+        "customer.created" | "customer.updated" => {
+            let body = raw.body;
+            let mut ev = event_of(
+                raw,
+                Channel::Web,
+                EventType::Identify,
+                Some(raw.kind.into()),
+                None,
+            );
+            let mut ids = Identifiers::new(region);
+            customer_id(&mut ids, text(body, &["id"]));
+            ids.add(IdentifierKind::Email, text(body, &["email"]).as_deref());
+            copy_fields(
+                &mut ev.traits,
+                body,
+                &[
+                    ("first_name", "first_name"),
+                    ("last_name", "last_name"),
+                    ("username", "username"),
+                    ("is_paying_customer", "is_paying_customer"),
+                ],
+            );
+            if let Some(billing) = body.get("billing") {
+                contact(&mut ids, &mut ev.traits, billing);
+            }
+            ev.properties.insert("topic".into(), s(raw.kind));
+            site(raw, &mut ev.properties);
+            let dropped = ids.finish(&mut ev);
+            Ok(Normalized {
+                event: Some(ev),
+                dropped,
+                order: None,
+                products: Vec::new(),
+            })
+        }
+        "product.created" | "product.updated" => {
+            let body = raw.body;
+            let id = required(text(body, &["id"]), "id")?;
+            let sku = text(body, &["sku"]).unwrap_or_else(|| format!("woocommerce:{id}"));
+            let product = Product {
+                name: text(body, &["name"]).unwrap_or_else(|| sku.clone()),
+                sku,
+                category: body
+                    .get("categories")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find_map(|c| text(c, &["name"]))),
+                price: decimal(body, &["price"]).or_else(|| decimal(body, &["regular_price"])),
+                currency: None,
+            };
+            Ok(Normalized {
+                event: None,
+                dropped: Vec::new(),
+                order: None,
+                products: vec![product],
+            })
+        }
+        other => Err(MapError::Unsupported(format!(
+            "woocommerce topic `{other}`"
+        ))),
+    }
+}
+
+fn site(raw: &RawRecord<'_>, props: &mut Map<String, Value>) {
+    if let Some(src) = raw
+        .headers
+        .get("x-wc-webhook-source")
+        .and_then(Value::as_str)
+    {
+        props.insert("site".into(), s(src));
+    }
+}
+
+/// Guests have customer id 0, which identifies nobody.
+fn customer_id(ids: &mut Identifiers<'_>, id: Option<String>) {
+    if let Some(id) = id.filter(|id| id != "0") {
+        ids.add_customer_id("woocommerce", Some(&id));
+    }
+}
+
+fn contact(ids: &mut Identifiers<'_>, traits: &mut Map<String, Value>, address: &Value) {
+    ids.add(IdentifierKind::Email, text(address, &["email"]).as_deref());
+    ids.add(IdentifierKind::Phone, text(address, &["phone"]).as_deref());
+    for (key, name) in [
+        ("first_name", "first_name"),
+        ("last_name", "last_name"),
+        ("city", "city"),
+        ("state", "region"),
+        ("country", "country"),
+        ("postcode", "postal_code"),
+    ] {
+        if let Some(v) = text(address, &[key]) {
+            traits.entry(name).or_insert_with(|| s(v));
+        }
+    }
+}
+
+fn order_status(status: &str) -> OrderStatus {
+    match status {
+        "processing" | "completed" => OrderStatus::Paid,
+        "cancelled" | "failed" | "trash" => OrderStatus::Cancelled,
+        "refunded" => OrderStatus::Refunded,
+        _ => OrderStatus::Placed,
+    }
+}
+
+fn order_event(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+    let body = raw.body;
+    let order_id = required(text(body, &["id"]), "id")?;
+    let currency = required(text(body, &["currency"]), "currency")?;
+    let total = required(decimal(body, &["total"]), "total")?;
+    let placed_at = required(
+        time(body, &["date_created_gmt"]).or_else(|| time(body, &["date_created"])),
+        "date_created_gmt",
+    )?;
+    let version = time(body, &["date_modified_gmt"]).unwrap_or(placed_at);
+    let wc_status = text(body, &["status"]).unwrap_or_default();
+    let mut status = order_status(&wc_status);
+    let items = body
+        .get("line_items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|line| {
+            let sku = text(line, &["sku"])
+                .or_else(|| {
+                    text(line, &["variation_id"])
+                        .filter(|v| v != "0")
+                        .or_else(|| text(line, &["product_id"]))
+                        .map(|id| format!("woocommerce:{id}"))
+                })
+                .ok_or_else(|| MapError::Malformed("line item without sku or product id".into()))?;
+            let qty = quantity(line, &["quantity"])?;
+            let price = decimal(line, &["price"]).or_else(|| {
+                decimal(line, &["total"])
+                    .filter(|_| qty != 0)
+                    .map(|t| t / rust_decimal::Decimal::from(qty))
+            });
+            Ok(OrderItem {
+                name: text(line, &["name"]).unwrap_or_else(|| sku.clone()),
+                sku,
+                category: None,
+                qty,
+                price: price.unwrap_or_default().round_dp(2),
+            })
+        })
+        .collect::<Result<Vec<_>, MapError>>()?;
+    let refunds: Vec<Refund> = body
+        .get("refunds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(Refund {
+                refund_id: text(r, &["id"])?,
+                amount: decimal(r, &["total"])?.abs(),
+            })
+        })
+        .collect();
+    let refunded: rust_decimal::Decimal = refunds.iter().map(|r| r.amount).sum();
+    if status == OrderStatus::Paid && !refunded.is_zero() {
+        status = if refunded >= total {
+            OrderStatus::Refunded
+        } else {
+            OrderStatus::PartiallyRefunded
+        };
+    }
+    let event_type = if status == OrderStatus::Cancelled {
+        EventType::OrderCancelled
+    } else {
+        EventType::OrderPlaced
+    };
+    let mut ev = event_of(raw, Channel::Web, event_type, Some(raw.kind.into()), None);
+    let mut ids = Identifiers::new(region);
+    customer_id(&mut ids, text(body, &["customer_id"]));
+    if let Some(billing) = body.get("billing") {
+        contact(&mut ids, &mut ev.traits, billing);
+    }
+    let p = &mut ev.properties;
+    p.insert("topic".into(), s(raw.kind));
+    p.insert("woocommerce_status".into(), s(wc_status));
+    copy_fields(
+        p,
+        body,
+        &[
+            ("number", "order_number"),
+            ("payment_method", "payment_method"),
+            ("created_via", "created_via"),
+            ("total_tax", "tax"),
+            ("discount_total", "discount"),
+            ("shipping_total", "shipping"),
+        ],
+    );
+    site(raw, p);
+    let products = products_of(&items, &currency);
+    ev.order = Some(Order {
+        order_id: order_id.clone(),
+        total,
+        currency: currency.clone(),
+        status,
+        store: None,
+        items: items.clone(),
+    });
+    let dropped = ids.finish(&mut ev);
+    Ok(Normalized {
+        event: Some(ev),
+        dropped,
+        order: Some(OrderWrite {
+            external_order_id: order_id,
+            state: Some(OrderState {
+                status,
+                channel: Channel::Web,
+                store: None,
+                placed_at,
+                currency,
+                total,
+                items,
+                version,
+            }),
+            refunds,
+            deleted: false,
+        }),
+        products,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_save_ping_is_recognised() {
+        assert!(is_ping(b"webhook_id=17"));
+        assert!(!is_ping(b"webhook_id="));
+        assert!(!is_ping(br#"{"webhook_id": 17}"#));
+        assert!(!is_ping(b"webhook_id=17&x=1"));
+    }
+}

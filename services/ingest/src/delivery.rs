@@ -1,0 +1,171 @@
+//! What every endpoint does around its own logic: time the delivery, answer errors in
+//! the one JSON shape, record the delivery in the integration's connection log and count
+//! it in the metrics.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use ingestion::connection_log::DeliveryLog;
+use ingestion::raw::{NewRawEvent, StoreError, StoreOutcome};
+use service_kit::ApiError;
+use uuid::Uuid;
+
+use crate::App;
+
+/// One delivery in progress.
+pub(crate) struct Delivery {
+    endpoint: &'static str,
+    started: Instant,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    integration: Option<Uuid>,
+}
+
+/// An endpoint's successful answer and the first raw event it stored (for the log).
+pub(crate) struct Accepted {
+    pub response: Response,
+    pub raw_event_id: Option<Uuid>,
+}
+
+impl Delivery {
+    pub(crate) fn start(endpoint: &'static str) -> Self {
+        Self {
+            endpoint,
+            started: Instant::now(),
+            received_at: Utc::now(),
+            integration: None,
+        }
+    }
+
+    /// From here on the delivery is logged against `integration`.
+    pub(crate) fn for_integration(&mut self, integration: Uuid) {
+        self.integration = Some(integration);
+    }
+
+    /// Answers, logs and counts.
+    pub(crate) fn finish(self, app: &App, result: Result<Accepted, ApiError>) -> Response {
+        let (response, raw_event_id, error) = match result {
+            Ok(a) => (a.response, a.raw_event_id, None),
+            Err(e) => {
+                let message = e.message.clone();
+                (e.into_response(), None, Some(message))
+            }
+        };
+        let status = response.status();
+        metrics::counter!(
+            "ingest_requests_total",
+            "endpoint" => self.endpoint,
+            "status" => status.as_u16().to_string()
+        )
+        .increment(1);
+        let elapsed = self.started.elapsed();
+        metrics::histogram!("ingest_request_seconds", "endpoint" => self.endpoint)
+            .record(elapsed.as_secs_f64());
+        if let Some(integration_id) = self.integration {
+            app.connection_log.record(DeliveryLog {
+                integration_id,
+                at: self.received_at,
+                endpoint: self.endpoint.to_owned(),
+                status: status.as_u16(),
+                latency_ms: elapsed.as_secs_f32() * 1000.0,
+                error,
+                raw_event_id,
+            });
+        }
+        response
+    }
+}
+
+/// Reads a request body of at most `limit` bytes; longer bodies are refused with 413
+/// before they are read whole.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::too_large(format!("the request body is larger than {limit} bytes"))
+        } else {
+            ApiError::bad_request("unreadable_body", format!("reading the body failed: {e}"))
+        }
+    })
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A header's value as text, if present and printable.
+pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The named headers present in `headers`, as a JSON object with lower-case names.
+pub(crate) fn kept_headers(
+    headers: &HeaderMap,
+    names: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    names
+        .iter()
+        .filter_map(|&name| {
+            header(headers, name)
+                .map(|v| (name.to_owned(), serde_json::Value::String(v.to_owned())))
+        })
+        .collect()
+}
+
+/// Stores events through the group commit; a storage failure answers 503 so the sender
+/// retries (nothing was stored).
+pub(crate) async fn store(
+    app: &App,
+    events: Vec<NewRawEvent>,
+) -> Result<Vec<StoreOutcome>, ApiError> {
+    app.store.store(events).await.map_err(|e| match e {
+        StoreError::Stopped => ApiError::unavailable("ingest is shutting down; retry"),
+        StoreError::Database(cause) => {
+            tracing::error!(error = %cause, "raw event commit failed");
+            ApiError::unavailable("events could not be stored; retry")
+        }
+    })
+}
+
+/// A JSON answer with status 200.
+pub(crate) fn ok_json(body: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Parses a JSON body, answering 400 with the parser's reason.
+pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    if contains_nul(&value) {
+        // Postgres JSONB cannot hold U+0000; refusing here keeps one bad request from
+        // failing a whole group commit.
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "the body contains a U+0000 character, which cannot be stored",
+        ));
+    }
+    Ok(value)
+}
+
+fn contains_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(contains_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
