@@ -1,0 +1,477 @@
+//! The Customer 360 document: built from Postgres, cached in Redis.
+//!
+//! One way to build it and one cache key, shared by everyone who needs it: the
+//! identity merger refreshes a profile's document after every change, the api-gateway
+//! reads through the cache (a miss builds from Postgres and refills), ml-inference
+//! refreshes it after scoring. The cache key is `{STREAM_PREFIX}c360:{profile_id}` and
+//! holds the JSON of [`domain::Customer360`] with a TTL, so a refresh that was ever
+//! missed cannot keep a stale document forever. Redis holds no truth: losing it only
+//! costs the rebuild on the next read.
+//!
+//! Merged-away ids follow their `merged_into` chain to the live survivor: reading a
+//! tombstone returns the survivor's document (and says so), and documents are cached
+//! under live ids only.
+//!
+//! The document is assembled from what the merger maintains, never from a scan of
+//! events: the profile row (order aggregates, channels, normalised category affinity,
+//! and [`domain::profile::ProfileState`] in `state`), its identifier index rows, its
+//! latest orders with their lines, its predictions, and its tombstones.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::profile::{
+    PredictionSummary, ProfileIdentifier, ProfileState, PurchaseSummary, Recommendation,
+};
+use domain::{Channel, Customer360, IdentifierKind, OrderItem, OrderStatus};
+use redis::AsyncCommands as _;
+use redis::aio::ConnectionManager;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Orders listed in the document, newest first (the timeline shows the rest).
+pub const PURCHASES_SHOWN: i64 = 20;
+
+/// Longest `merged_into` chain followed (merges make chains short; this only guards
+/// against a corrupt cycle).
+const MAX_CHAIN: i32 = 64;
+
+/// Building or caching a document failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Customer360Error {
+    /// Postgres failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Redis failed (only [`Customer360Cache::refresh`] and
+    /// [`Customer360Cache::invalidate`] report it; reads fall back to Postgres).
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The document could not be serialised.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// The cache key of a profile's document.
+pub fn cache_key(prefix: &str, profile_id: Uuid) -> String {
+    format!("{prefix}c360:{profile_id}")
+}
+
+/// A document as read through the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer360Read {
+    /// The document of the live profile.
+    pub doc: Customer360,
+    /// The survivor, when the requested id was merged away.
+    pub merged_into: Option<Uuid>,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Reads and refreshes Customer 360 documents.
+#[derive(Clone)]
+pub struct Customer360Cache {
+    db: PgPool,
+    redis: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl Customer360Cache {
+    /// A cache over `db` and `redis`, keys under `prefix` (the `STREAM_PREFIX`),
+    /// documents kept for `ttl` (`CUSTOMER360_CACHE_TTL_SECS`).
+    pub fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        prefix: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            db,
+            redis,
+            prefix: prefix.into(),
+            ttl: ttl.max(Duration::from_secs(1)),
+        }
+    }
+
+    /// The document of `id` (or of the survivor it was merged into): from the cache,
+    /// else built from Postgres and written back. `None` when no such profile exists.
+    /// A Redis failure is logged and the read served from Postgres.
+    pub async fn load(&self, id: Uuid) -> Result<Option<Customer360Read>, Customer360Error> {
+        if let Some(doc) = self.cached(id).await
+            && doc.profile_id == id
+        {
+            return Ok(Some(Customer360Read {
+                doc,
+                merged_into: None,
+                cached: true,
+            }));
+        }
+        let Some(live) = resolve(&self.db, id).await? else {
+            return Ok(None);
+        };
+        let merged_into = (live != id).then_some(live);
+        if merged_into.is_some()
+            && let Some(doc) = self.cached(live).await
+        {
+            return Ok(Some(Customer360Read {
+                doc,
+                merged_into,
+                cached: true,
+            }));
+        }
+        let Some(doc) = build(&self.db, live).await? else {
+            return Ok(None);
+        };
+        if let Err(e) = self.write(&doc).await {
+            // The read still succeeds from Postgres; the next read retries the fill.
+            tracing::warn!(error = %e, profile_id = %live, "refilling the Customer 360 cache failed");
+        }
+        Ok(Some(Customer360Read {
+            doc,
+            merged_into,
+            cached: false,
+        }))
+    }
+
+    /// Rebuilds the document of `id` (following tombstones) from Postgres and writes
+    /// it to the cache. Returns it, or `None` (and removes any cached copy of `id`)
+    /// when the profile does not exist.
+    pub async fn refresh(&self, id: Uuid) -> Result<Option<Customer360>, Customer360Error> {
+        let Some(live) = resolve(&self.db, id).await? else {
+            self.invalidate(&[id]).await?;
+            return Ok(None);
+        };
+        let Some(doc) = build(&self.db, live).await? else {
+            return Ok(None);
+        };
+        self.write(&doc).await?;
+        if live != id {
+            self.invalidate(&[id]).await?;
+        }
+        Ok(Some(doc))
+    }
+
+    /// Removes the cached documents of `ids` (merged-away or erased profiles).
+    pub async fn invalidate(&self, ids: &[Uuid]) -> Result<(), Customer360Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| cache_key(&self.prefix, *id)).collect();
+        let mut redis = self.redis.clone();
+        redis.del::<_, ()>(keys).await?;
+        Ok(())
+    }
+
+    async fn write(&self, doc: &Customer360) -> Result<(), Customer360Error> {
+        let json = serde_json::to_string(doc)?;
+        let mut redis = self.redis.clone();
+        redis
+            .set_ex::<_, _, ()>(
+                cache_key(&self.prefix, doc.profile_id),
+                json,
+                self.ttl.as_secs(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cached(&self, id: Uuid) -> Option<Customer360> {
+        let mut redis = self.redis.clone();
+        let raw: redis::RedisResult<Option<String>> = redis.get(cache_key(&self.prefix, id)).await;
+        match raw {
+            Ok(Some(json)) => match serde_json::from_str(&json) {
+                Ok(doc) => Some(doc),
+                Err(e) => {
+                    // A document of another shape (older build): rebuild rather than fail.
+                    tracing::warn!(error = %e, profile_id = %id, "unreadable Customer 360 cache entry");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the Customer 360 cache failed; using Postgres");
+                None
+            }
+        }
+    }
+}
+
+/// The live profile `id` resolves to: itself, or the end of its `merged_into` chain.
+/// `None` when no such profile exists.
+pub async fn resolve(db: &PgPool, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE chain (id, merged_into, depth) AS ( \
+             SELECT id, merged_into, 0 FROM customer_profile WHERE id = $1 \
+             UNION ALL \
+             SELECT p.id, p.merged_into, c.depth + 1 FROM customer_profile p \
+             JOIN chain c ON p.id = c.merged_into WHERE c.depth < $2) \
+         SELECT id FROM chain WHERE merged_into IS NULL LIMIT 1",
+    )
+    .bind(id)
+    .bind(MAX_CHAIN)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every profile merged into `id`, directly or through a chain (not `id` itself).
+pub async fn merged_profiles(db: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE absorbed (id, depth) AS ( \
+             SELECT id, 1 FROM customer_profile WHERE merged_into = $1 \
+             UNION ALL \
+             SELECT p.id, a.depth + 1 FROM customer_profile p \
+             JOIN absorbed a ON p.merged_into = a.id WHERE a.depth < $2) \
+         SELECT DISTINCT id FROM absorbed ORDER BY id",
+    )
+    .bind(id)
+    .bind(MAX_CHAIN)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    id: Uuid,
+    merged_into: Option<Uuid>,
+    display_name: Option<String>,
+    traits: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+    first_seen_at: Option<DateTime<Utc>>,
+    last_seen_at: Option<DateTime<Utc>>,
+    orders_count: i32,
+    total_spent: Decimal,
+    currency: Option<String>,
+    last_order_at: Option<DateTime<Utc>>,
+    channels: Vec<String>,
+    state: sqlx::types::Json<serde_json::Value>,
+}
+
+#[derive(sqlx::FromRow)]
+struct IdentifierRow {
+    kind: String,
+    value: String,
+    source: Option<String>,
+    first_seen_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    suspect: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    source: String,
+    external_order_id: String,
+    status: String,
+    channel: String,
+    store: Option<String>,
+    placed_at: DateTime<Utc>,
+    currency: String,
+    total: Decimal,
+    refunded_total: Decimal,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    order_id: Uuid,
+    sku: String,
+    name: String,
+    category: Option<String>,
+    qty: i32,
+    price: Decimal,
+}
+
+#[derive(sqlx::FromRow)]
+struct PredictionRow {
+    task: String,
+    score: Option<f64>,
+    label: Option<String>,
+    model_version_id: Uuid,
+    scored_at: DateTime<Utc>,
+    details: sqlx::types::Json<serde_json::Value>,
+}
+
+/// Builds the document of `id` from Postgres, following `merged_into` to the live
+/// profile (the document's `profile_id` is the survivor). `None` when no such profile
+/// exists.
+pub async fn build(db: &PgPool, id: Uuid) -> Result<Option<Customer360>, sqlx::Error> {
+    let Some(live) = resolve(db, id).await? else {
+        return Ok(None);
+    };
+    let Some(p) = sqlx::query_as::<_, ProfileRow>(
+        "SELECT id, merged_into, display_name, traits, first_seen_at, last_seen_at, \
+                orders_count, total_spent, currency, last_order_at, channels, state \
+         FROM customer_profile WHERE id = $1",
+    )
+    .bind(live)
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if p.merged_into.is_some() {
+        // Merged away between the two reads: the next refresh sees the survivor.
+        return Ok(None);
+    }
+    let identifiers: Vec<IdentifierRow> = sqlx::query_as(
+        "SELECT kind, value, source, first_seen_at, last_seen_at, suspect \
+         FROM profile_identifier WHERE profile_id = $1 ORDER BY kind, value",
+    )
+    .bind(live)
+    .fetch_all(db)
+    .await?;
+    let merged_profile_ids = merged_profiles(db, live).await?;
+    let purchase_history = purchases(db, live).await?;
+    let predictions: Vec<PredictionRow> = sqlx::query_as(
+        "SELECT task, score, label, model_version_id, scored_at, details \
+         FROM predictions WHERE profile_id = $1 ORDER BY task",
+    )
+    .bind(live)
+    .fetch_all(db)
+    .await?;
+
+    let computed_at = Utc::now();
+    let state: ProfileState = serde_json::from_value(p.state.0).unwrap_or_default();
+    let recommendations = predictions
+        .iter()
+        .find(|r| r.task == "recommend")
+        .map(|r| recommendations_of(&r.details.0))
+        .unwrap_or_default();
+    let total_orders = i64::from(p.orders_count);
+    Ok(Some(Customer360 {
+        profile_id: p.id,
+        display_name: p.display_name,
+        identifiers: identifiers
+            .into_iter()
+            .filter_map(|i| {
+                Some(ProfileIdentifier {
+                    kind: i.kind.parse::<IdentifierKind>().ok()?,
+                    value: i.value,
+                    source: i.source,
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                    suspect: i.suspect,
+                })
+            })
+            .collect(),
+        traits: p.traits.0,
+        first_seen_at: p.first_seen_at,
+        last_seen_at: p.last_seen_at,
+        total_orders,
+        lifetime_value: p.total_spent,
+        average_order_value: if total_orders > 0 {
+            (p.total_spent / Decimal::from(total_orders)).round_dp(2)
+        } else {
+            Decimal::ZERO
+        },
+        currency: p.currency,
+        last_order_at: p.last_order_at,
+        channels: p
+            .channels
+            .iter()
+            .filter_map(|c| c.parse::<Channel>().ok())
+            .collect(),
+        category_affinity: state.category_affinity(computed_at),
+        purchase_history,
+        browsing_history: state.recent_browsing,
+        predictions: predictions
+            .into_iter()
+            .map(|r| PredictionSummary {
+                task: r.task,
+                score: r.score,
+                label: r.label,
+                model_version_id: r.model_version_id,
+                scored_at: r.scored_at,
+                details: r.details.0,
+            })
+            .collect(),
+        recommendations,
+        merged_profile_ids,
+        computed_at,
+    }))
+}
+
+/// The profile's latest orders with their lines.
+async fn purchases(db: &PgPool, profile: Uuid) -> Result<Vec<PurchaseSummary>, sqlx::Error> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "SELECT id, source, external_order_id, status, channel, store, placed_at, currency, \
+                total, refunded_total \
+         FROM orders WHERE profile_id = $1 ORDER BY placed_at DESC, id DESC LIMIT $2",
+    )
+    .bind(profile)
+    .bind(PURCHASES_SHOWN)
+    .fetch_all(db)
+    .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_id, sku, name, category, qty, price FROM order_items \
+         WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let mut by_order: BTreeMap<Uuid, Vec<OrderItem>> = BTreeMap::new();
+    for i in items {
+        by_order.entry(i.order_id).or_default().push(OrderItem {
+            sku: i.sku,
+            name: i.name,
+            category: i.category,
+            qty: i.qty,
+            price: i.price,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| PurchaseSummary {
+            items: by_order.remove(&r.id).unwrap_or_default(),
+            order_id: r.external_order_id,
+            source: r.source,
+            channel: r.channel.parse().unwrap_or(Channel::Web),
+            status: order_status(&r.status),
+            placed_at: r.placed_at,
+            total: r.total,
+            refunded_total: r.refunded_total,
+            currency: r.currency,
+            store: r.store,
+        })
+        .collect())
+}
+
+fn order_status(s: &str) -> OrderStatus {
+    match s {
+        "paid" => OrderStatus::Paid,
+        "cancelled" => OrderStatus::Cancelled,
+        "refunded" => OrderStatus::Refunded,
+        "partially_refunded" => OrderStatus::PartiallyRefunded,
+        _ => OrderStatus::Placed,
+    }
+}
+
+/// Recommendations carried in a `recommend` prediction's details: a list under
+/// `recommendations` or `items` of `{sku, name, category?, score}`.
+fn recommendations_of(details: &serde_json::Value) -> Vec<Recommendation> {
+    ["recommendations", "items"]
+        .iter()
+        .find_map(|k| details.get(*k))
+        .and_then(|v| serde_json::from_value::<Vec<Recommendation>>(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_recommendations() {
+        let id = Uuid::nil();
+        assert_eq!(
+            cache_key("t-1:", id),
+            "t-1:c360:00000000-0000-0000-0000-000000000000"
+        );
+        let details = serde_json::json!({"items": [{"sku": "A", "name": "a", "score": 0.5}]});
+        assert_eq!(recommendations_of(&details)[0].sku, "A");
+        assert!(recommendations_of(&serde_json::json!({})).is_empty());
+        assert_eq!(order_status("refunded"), OrderStatus::Refunded);
+        assert_eq!(order_status("whatever"), OrderStatus::Placed);
+    }
+}

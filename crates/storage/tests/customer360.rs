@@ -1,0 +1,143 @@
+//! Customer 360 documents: built from Postgres, read through the Redis cache, merged-away
+//! ids resolving to their survivor.
+
+use std::time::Duration;
+
+use domain::profile::{BrowsingEntry, DecayedWeight, ProfileState};
+use domain::{Channel, EventType};
+use redis::AsyncCommands as _;
+use storage::customer360::{Customer360Cache, cache_key};
+use test_support::TestEnv;
+use uuid::Uuid;
+
+async fn seed_profile(env: &TestEnv) -> (Uuid, Uuid) {
+    let live = Uuid::now_v7();
+    let tombstone = Uuid::now_v7();
+    let now = chrono::Utc::now();
+    let mut state = ProfileState {
+        events_count: 3,
+        ..ProfileState::default()
+    };
+    state.recent_browsing.push(BrowsingEntry {
+        event_type: EventType::ProductViewed,
+        occurred_at: now,
+        sku: Some("TEE-1".into()),
+        name: Some("Tee".into()),
+        category: Some("Apparel".into()),
+        url: None,
+    });
+    state.category_weights.insert(
+        "Apparel".into(),
+        DecayedWeight {
+            weight: 3.0,
+            as_of: now,
+        },
+    );
+    state.category_weights.insert(
+        "Shoes".into(),
+        DecayedWeight {
+            weight: 1.0,
+            as_of: now,
+        },
+    );
+    sqlx::query(
+        "INSERT INTO customer_profile (id, display_name, orders_count, total_spent, currency, \
+         channels, state, first_seen_at, last_seen_at) \
+         VALUES ($1, 'Asha Rao', 2, 1500.50, 'INR', '{web,pos}', $2, $3, $3)",
+    )
+    .bind(live)
+    .bind(sqlx::types::Json(&state))
+    .bind(now)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO customer_profile (id, merged_into, merged_at) VALUES ($1, $2, now())")
+        .bind(tombstone)
+        .bind(live)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
+         VALUES ('email', 'asha@mail.in', $1, 'shopify', now(), now())",
+    )
+    .bind(live)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let order = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders (id, source, external_order_id, profile_id, event_id, status, channel, \
+         placed_at, currency, total) VALUES ($1, 'shopify', '1001', $2, $3, 'paid', 'web', now(), 'INR', 1500.50)",
+    )
+    .bind(order)
+    .bind(live)
+    .bind(Uuid::now_v7())
+    .execute(&env.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, line_no, sku, name, category, qty, price) \
+         VALUES ($1, 1, 'TEE-1', 'Tee', 'Apparel', 1, 1500.50)",
+    )
+    .bind(order)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    (live, tombstone)
+}
+
+#[tokio::test]
+async fn documents_are_built_cached_and_follow_tombstones() {
+    let env = TestEnv::new().await;
+    let (live, tombstone) = seed_profile(&env).await;
+    let cache = Customer360Cache::new(
+        env.db.clone(),
+        env.redis.clone(),
+        env.prefix(),
+        Duration::from_secs(60),
+    );
+
+    let first = cache.load(live).await.unwrap().unwrap();
+    assert!(!first.cached && first.merged_into.is_none());
+    let doc = &first.doc;
+    assert_eq!(doc.profile_id, live);
+    assert_eq!(doc.total_orders, 2);
+    assert_eq!(doc.lifetime_value.to_string(), "1500.50");
+    assert_eq!(doc.average_order_value.to_string(), "750.25");
+    assert_eq!(doc.channels, vec![Channel::Web, Channel::Pos]);
+    assert_eq!(doc.identifiers[0].value, "asha@mail.in");
+    assert_eq!(doc.purchase_history[0].items[0].sku, "TEE-1");
+    assert_eq!(doc.browsing_history.len(), 1);
+    assert_eq!(doc.merged_profile_ids, vec![tombstone]);
+    let affinity = &doc.category_affinity;
+    assert!((affinity["Apparel"] - 0.75).abs() < 1e-6, "{affinity:?}");
+
+    let second = cache.load(live).await.unwrap().unwrap();
+    assert!(second.cached);
+    let via_tombstone = cache.load(tombstone).await.unwrap().unwrap();
+    assert_eq!(via_tombstone.merged_into, Some(live));
+    assert_eq!(via_tombstone.doc.profile_id, live);
+
+    // A refresh sees new facts; an emptied Redis refills from Postgres.
+    sqlx::query("UPDATE customer_profile SET orders_count = 3 WHERE id = $1")
+        .bind(live)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(cache.refresh(live).await.unwrap().unwrap().total_orders, 3);
+    assert_eq!(cache.load(live).await.unwrap().unwrap().doc.total_orders, 3);
+    let mut redis = env.redis.clone();
+    redis
+        .del::<_, ()>(cache_key(env.prefix(), live))
+        .await
+        .unwrap();
+    let refilled = cache.load(live).await.unwrap().unwrap();
+    assert!(!refilled.cached);
+    let ttl: i64 = redis.ttl(cache_key(env.prefix(), live)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60, "documents expire: {ttl}");
+
+    assert!(cache.load(Uuid::now_v7()).await.unwrap().is_none());
+    cache.invalidate(&[live]).await.unwrap();
+    assert!(!cache.load(live).await.unwrap().unwrap().cached);
+}
