@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    EventKey, Observation, ProfileId, identifier_key, names_compatible, profile_id_for,
+    EventKey, Observation, ProfileId, identifier_key, is_order_ref, names_compatible,
+    profile_id_for,
 };
 use crate::policy::Policy;
 use crate::rules::{
@@ -574,7 +575,7 @@ impl PartnerSet {
         let cap = threshold as usize + 1;
         let mut changed = false;
         for other in partners {
-            if other == me || other.strength() < Strength::Medium {
+            if other == me || other.strength() < Strength::Medium || is_order_ref(other) {
                 continue;
             }
             let set = self.by_kind.entry(other.kind).or_default();
@@ -598,7 +599,7 @@ pub fn observe_partners(
     if usable.len() < 2 {
         return newly;
     }
-    for id in usable {
+    for id in usable.iter().filter(|i| !is_order_ref(i)) {
         let set = partners.entry(id.clone()).or_default();
         let was = set.is_suspect(threshold);
         set.observe(id, usable, threshold);

@@ -18,9 +18,11 @@
 
 pub mod blocklist;
 pub mod engine;
+pub mod facts;
 pub mod memory;
 pub mod model;
 pub mod policy;
+pub mod quality;
 pub mod rules;
 
 pub use engine::{Engine, Graph, Outcome};

@@ -86,6 +86,9 @@ impl Class {
     /// The class of a strong or medium identifier; `None` for weak ones (devices and
     /// cookies are many per person and say nothing on their own).
     pub fn of(identifier: &Identifier) -> Option<Class> {
+        if crate::model::is_order_ref(identifier) {
+            return None;
+        }
         match identifier.kind {
             IdentifierKind::DeviceId | IdentifierKind::CookieId => None,
             IdentifierKind::CustomerId | IdentifierKind::PosCustomer => Some(Class {
@@ -147,7 +150,9 @@ impl Policy {
 
     /// Whether `identifier` is junk under this policy.
     pub fn is_junk(&self, identifier: &Identifier) -> bool {
-        self.guards.blocklist && self.blocklist.is_junk(identifier)
+        self.guards.blocklist
+            && !crate::model::is_order_ref(identifier)
+            && self.blocklist.is_junk(identifier)
     }
 
     /// The identifiers of an event resolution considers: junk removed, sorted, unique.

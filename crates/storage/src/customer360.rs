@@ -15,7 +15,9 @@
 //! The document is assembled from what the merger maintains, never from a scan of
 //! events: the profile row (order aggregates, channels, normalised category affinity,
 //! and [`domain::profile::ProfileState`] in `state`), its identifier index rows, its
-//! latest orders with their lines, its predictions, and its tombstones.
+//! latest orders with their lines, its predictions, and its tombstones. Order
+//! references (`customer_id` values in the `@order` namespace, which the merger uses to
+//! tie an order's events together) are not listed as identifiers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -315,7 +317,9 @@ pub async fn build(db: &PgPool, id: Uuid) -> Result<Option<Customer360>, sqlx::E
     }
     let identifiers: Vec<IdentifierRow> = sqlx::query_as(
         "SELECT kind, value, source, first_seen_at, last_seen_at, suspect \
-         FROM profile_identifier WHERE profile_id = $1 ORDER BY kind, value",
+         FROM profile_identifier WHERE profile_id = $1 \
+           AND NOT (kind = 'customer_id' AND value LIKE '@order:%') \
+         ORDER BY kind, value",
     )
     .bind(live)
     .fetch_all(db)
