@@ -38,9 +38,10 @@
 //!
 //! **Redis loss.** Redis holds no truth. Every topic is derived from Postgres rows (the
 //! raw events, normalised events, review decisions, profiles), so a wiped Redis loses
-//! only in-flight entries, which are republished from Postgres (the outbox relay does it
-//! for raw events automatically; the rest by `ctl`). Consumers re-create their groups
-//! when they find them gone and carry on.
+//! only in-flight entries, and those are republished from Postgres: the outbox relay
+//! publishes every raw event not marked published, and clearing `published_at` on recent
+//! rows makes it publish them again (consumers being idempotent, re-sent work is
+//! harmless). Consumers re-create their groups when they find them gone and carry on.
 
 mod consumer;
 mod dlq;
@@ -57,7 +58,9 @@ pub use dlq::DeadLetter;
 pub use envelope::{ENVELOPE_VERSION, Envelope};
 pub use error::StreamError;
 pub use inspect::{GroupStats, StreamEntry, TopicStats};
-pub use outbox::{OutboxOptions, OutboxStore, relay_once, run_outbox_relay, run_outbox_relay_with};
+pub use outbox::{
+    OutboxOptions, OutboxRow, OutboxStore, relay_once, run_outbox_relay, run_outbox_relay_with,
+};
 pub use publisher::Streams;
 pub use topic::Topic;
 pub use wire::BODY_FIELD;

@@ -18,6 +18,9 @@ use uuid::Uuid;
 use crate::consumer::{error_backoff, sleep_or_cancel};
 use crate::{Envelope, Streams, Topic};
 
+/// One unpublished row: its id in the store, the topic it belongs on, its envelope.
+pub type OutboxRow = (Uuid, Topic, Envelope<serde_json::Value>);
+
 /// Where the relay finds unpublished rows and records published ones.
 #[async_trait::async_trait]
 pub trait OutboxStore: Send + Sync + 'static {
@@ -27,7 +30,7 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         limit: usize,
         older_than: Duration,
-    ) -> anyhow::Result<Vec<(Uuid, Topic, Envelope<serde_json::Value>)>>;
+    ) -> anyhow::Result<Vec<OutboxRow>>;
 
     /// Records that these rows are on their topic now.
     async fn mark_published(&self, ids: &[Uuid]) -> anyhow::Result<()>;
