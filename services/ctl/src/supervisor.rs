@@ -165,6 +165,8 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
         missing.join(", ")
     );
 
+    // Installed before any child starts, so an early Ctrl-C still stops them in order.
+    let mut signals = StopSignals::install()?;
     let out = Output::new(settings.log_format == config::LogFormat::Json);
     let shutdown = CancellationToken::new();
     let fleet = Fleet {
@@ -179,7 +181,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
         tasks.spawn(fleet.clone().keep_running(instance));
     }
     tokio::select! {
-        () = stop_signal() => {}
+        () = signals.recv() => {}
         // Every instance task only ends after shutdown, so this arm means one failed.
         Some(joined) = tasks.join_next() => {
             tracing::error!(?joined, "an instance supervisor ended unexpectedly");
@@ -482,24 +484,33 @@ impl Output {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C), SIGTERM or SIGHUP (terminal closed).
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let wait = |kind: SignalKind, name: &'static str| async move {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-                name
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let name = tokio::select! {
-        n = wait(SignalKind::interrupt(), "SIGINT") => n,
-        n = wait(SignalKind::terminate(), "SIGTERM") => n,
-        n = wait(SignalKind::hangup(), "SIGHUP") => n,
-    };
-    tracing::info!("{name} received");
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (terminal closed), the signals that stop the fleet.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Replaces the default action (exit at once) of the three signals.
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("handling SIGHUP")?,
+        })
+    }
+
+    /// Resolves when one of them arrives.
+    async fn recv(&mut self) {
+        let name = tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        };
+        tracing::info!("{name} received");
+    }
 }
 
 #[cfg(test)]

@@ -90,3 +90,51 @@ async fn up_restarts_a_killed_child_and_stops_all_on_sigint() {
         );
     }
 }
+
+/// A child that ignores SIGTERM is killed once the grace period is over, and `ctl up`
+/// still exits cleanly. Stand-in services (shell scripts) make the child stubborn.
+#[tokio::test]
+async fn up_kills_children_that_ignore_sigterm() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let bin_dir = std::env::temp_dir().join(format!("ctl-up-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    for (service, _) in SERVICES {
+        let path = bin_dir.join(service);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.2; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut vars = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
+    for (_, bind_var) in SERVICES {
+        vars.push((
+            bind_var.to_owned(),
+            format!("127.0.0.1:{}", process::free_port()),
+        ));
+    }
+    let bin_arg = bin_dir.to_string_lossy().into_owned();
+    let mut ctl = Process::spawn(
+        env!("CARGO_BIN_EXE_ctl"),
+        &["up", "--bin-dir", &bin_arg, "--stop-timeout", "1"],
+        &vars,
+    );
+    let pids = test_support::eventually(30, "five stand-in services", || {
+        let now = children(&ctl);
+        async move { (now.len() == 5).then_some(now) }
+    })
+    .await;
+
+    ctl.signal(Signal::SIGINT);
+    let status = ctl.wait_exit(60).await;
+    assert!(status.success(), "ctl up exited with {status}");
+    for (service, pid) in pids {
+        assert!(
+            !process::pid_exists(pid),
+            "{service} ({pid}) survived SIGTERM + grace period"
+        );
+    }
+    std::fs::remove_dir_all(&bin_dir).unwrap();
+}
