@@ -309,7 +309,12 @@ async fn run<R: AsyncRead + Unpin + Send>(
         let sha = sha.clone();
         tokio::task::spawn_blocking(move || {
             let path: PathBuf = file.path().to_owned();
-            let result = parse_file(&path, kind, &mapping, &opts, id, &sha, &tx);
+            let mut send = |chunk: Vec<Item>| {
+                tx.blocking_send(chunk)
+                    .map_err(|_| CsvError::Read("the writer stopped".into()))
+            };
+            let opened = std::fs::File::open(&path).map_err(|e| CsvError::Read(e.to_string()));
+            let result = opened.and_then(|f| parse(f, kind, &mapping, &opts, id, &sha, &mut send));
             drop(file);
             result
         })
@@ -545,7 +550,7 @@ struct Parser<'a> {
     import_id: Uuid,
     sha: &'a str,
     out: Vec<Item>,
-    tx: &'a mpsc::Sender<Vec<Item>>,
+    sink: &'a mut dyn FnMut(Vec<Item>) -> Result<(), CsvError>,
     group: Option<OrderGroup>,
 }
 
@@ -566,9 +571,7 @@ impl Parser<'_> {
         self.out.push(item);
         if self.out.len() >= self.opts.batch_rows {
             let chunk = std::mem::take(&mut self.out);
-            self.tx
-                .blocking_send(chunk)
-                .map_err(|_| CsvError::Read("the writer stopped".into()))?;
+            (self.sink)(chunk)?;
         }
         Ok(())
     }
@@ -576,9 +579,7 @@ impl Parser<'_> {
     fn flush(&mut self) -> Result<(), CsvError> {
         if !self.out.is_empty() {
             let chunk = std::mem::take(&mut self.out);
-            self.tx
-                .blocking_send(chunk)
-                .map_err(|_| CsvError::Read("the writer stopped".into()))?;
+            (self.sink)(chunk)?;
         }
         Ok(())
     }
@@ -757,20 +758,45 @@ fn line_problem(kind: CsvKind, item: &Map<String, Value>) -> Option<String> {
     None
 }
 
-fn parse_file(
-    path: &std::path::Path,
+/// Parses a whole CSV input into raw events and rejected rows, without storing
+/// anything: the same rows [`import`] would write, all in memory, so only for small
+/// inputs (previews, tests). `sha` is the file hash the rows are keyed by.
+pub fn parse_all<R: std::io::Read>(
+    input: R,
     kind: CsvKind,
     mapping: &CsvMapping,
     opts: &ImportOptions,
     import_id: Uuid,
     sha: &str,
-    tx: &mpsc::Sender<Vec<Item>>,
+) -> Result<(Vec<NewRawEvent>, Vec<RowError>), CsvError> {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    let mut collect = |chunk: Vec<Item>| {
+        for item in chunk {
+            match item {
+                Item::Event { event, .. } => events.push(event),
+                Item::Bad(e) => errors.push(e),
+            }
+        }
+        Ok(())
+    };
+    parse(input, kind, mapping, opts, import_id, sha, &mut collect)?;
+    Ok((events, errors))
+}
+
+fn parse<R: std::io::Read>(
+    input: R,
+    kind: CsvKind,
+    mapping: &CsvMapping,
+    opts: &ImportOptions,
+    import_id: Uuid,
+    sha: &str,
+    sink: &mut dyn FnMut(Vec<Item>) -> Result<(), CsvError>,
 ) -> Result<(), CsvError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::None)
-        .from_path(path)
-        .map_err(|e| CsvError::Read(e.to_string()))?;
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| CsvError::Read(format!("the header: {e}")))?
@@ -784,7 +810,7 @@ fn parse_file(
         import_id,
         sha,
         out: Vec::with_capacity(opts.batch_rows),
-        tx,
+        sink,
         group: None,
     };
     let mut row = csv::StringRecord::new();

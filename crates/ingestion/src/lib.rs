@@ -20,3 +20,18 @@ pub mod outbox;
 pub mod raw;
 pub mod signing;
 pub mod sources;
+
+/// The URL a brand configures for an integration of `kind` (`ctl integration add`
+/// prints it; the dashboard shows it): ingest's public base URL plus the kind's path.
+/// Segment-compatible SDKs take the base of the tracking API (`…/v1`).
+pub fn webhook_url(public_base_url: &str, kind: &str, integration: uuid::Uuid) -> String {
+    let base = public_base_url.trim_end_matches('/');
+    match kind {
+        "shopify" => format!("{base}/webhooks/shopify/{integration}"),
+        "woocommerce" => format!("{base}/webhooks/woocommerce/{integration}"),
+        "twilio" => format!("{base}/webhooks/twilio/{integration}"),
+        "pos" => format!("{base}/pos/{integration}/bills"),
+        "segment" => format!("{base}/v1"),
+        _ => base.to_owned(),
+    }
+}

@@ -1,6 +1,8 @@
 //! `ctl`: the operator's tool. Each subcommand lives in its own module; this file only
 //! parses the command line, loads settings and dispatches.
 
+mod import;
+mod integration;
 mod supervisor;
 
 use anyhow::Context as _;
@@ -20,6 +22,10 @@ enum Command {
     Migrate,
     /// Run every service under one supervisor until Ctrl-C (restarts crashed ones).
     Up(supervisor::UpArgs),
+    /// Add and list integrations (the sources that deliver to ingest).
+    Integration(integration::IntegrationArgs),
+    /// Bulk-import CSV files (customers, orders).
+    Import(import::ImportArgs),
 }
 
 #[tokio::main]
@@ -41,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Up(args) => supervisor::up(&settings, args).await?,
+        Command::Integration(args) => integration::run(&settings, args).await?,
+        Command::Import(args) => import::run(&settings, args).await?,
     }
     Ok(())
 }

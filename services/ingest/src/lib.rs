@@ -52,20 +52,6 @@ pub(crate) struct App {
     max_body: usize,
 }
 
-/// The public webhook URL of an integration of `kind` under `public_base_url`
-/// (`ctl integration add` prints it; the dashboard shows it).
-pub fn webhook_url(public_base_url: &str, kind: &str, integration: uuid::Uuid) -> String {
-    let base = public_base_url.trim_end_matches('/');
-    match kind {
-        "shopify" => format!("{base}/webhooks/shopify/{integration}"),
-        "woocommerce" => format!("{base}/webhooks/woocommerce/{integration}"),
-        "twilio" => format!("{base}/webhooks/twilio/{integration}"),
-        "pos" => format!("{base}/pos/{integration}/bills"),
-        "segment" => format!("{base}/v1"),
-        _ => base.to_owned(),
-    }
-}
-
 fn router(app: App) -> Router {
     // Browser SDKs post from the brand's own site, so any origin may call the tracking
     // API; the write key, not the origin, authenticates it.

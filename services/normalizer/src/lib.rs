@@ -1,10 +1,46 @@
-//! The normalizer service.
+//! The normalizer service: consumes `events.raw` (consumer group `normalizer`), maps
+//! every source and kind to the normalised event (see `ingestion::normalize`), writes
+//! `normalized_event`, `orders`, `order_items`, `order_refunds` and `products`, and
+//! publishes each event on `events.normalized` (envelope id = raw event id). Raw events
+//! it cannot map go to `events.raw.dlq` with the reason.
+//!
+//! Its port serves only `/healthz`, `/readyz` and `/metrics`.
+
+mod handler;
+mod store;
+
+use std::sync::Arc;
 
 use service_kit::ServiceContext;
+use streams::{ConsumerOptions, Streams, Topic};
 use tokio::net::TcpListener;
+
+pub use handler::RawEventHandler;
+
+/// The consumer group of the normalizer on `events.raw`.
+pub const GROUP: &str = "normalizer";
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
+    let streams = Streams::from_context(&ctx);
+    let handler = Arc::new(RawEventHandler {
+        db: ctx.db.clone(),
+        streams: streams.clone(),
+        region: Arc::from(ctx.settings.default_phone_region.as_str()),
+    });
+    let consumer = tokio::spawn(streams::run_consumer(
+        streams,
+        Topic::EventsRaw,
+        ConsumerOptions::from_settings(&ctx.settings, GROUP),
+        handler,
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
-    service_kit::serve(listener, router, ctx.shutdown.clone()).await
+    let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
+    ctx.shutdown.cancel();
+    match consumer.await {
+        Ok(result) => result?,
+        Err(e) => anyhow::bail!("the events.raw consumer panicked: {e}"),
+    }
+    served
 }

@@ -1,0 +1,153 @@
+//! The `events.raw` consumer: maps each raw event, writes the batch, then publishes the
+//! normalised events on `events.normalized`.
+//!
+//! - An event that cannot be mapped (unknown kind, payload missing what the mapping
+//!   needs) is permanent: it goes to the dead-letter stream with the reason.
+//! - The batch is written in one transaction; if that fails, each event is retried in a
+//!   transaction of its own so one poisoned event cannot hold back the rest.
+//! - Publishing happens after the commit. If it fails, the deliveries are retried: the
+//!   writes are idempotent and the events are published again (at least once).
+//! - Identifier values that do not parse are dropped and counted by kind and reason
+//!   (`normalizer_identifiers_dropped_total`).
+
+use std::sync::Arc;
+
+use ingestion::normalize::{self, MapError};
+use ingestion::raw::RawPayload;
+use sqlx::PgPool;
+use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
+
+use crate::store::{self, Mapped};
+
+/// Maps `events.raw` to normalised events.
+pub struct RawEventHandler {
+    /// Postgres.
+    pub db: PgPool,
+    /// Where normalised events are published.
+    pub streams: Streams,
+    /// `DEFAULT_PHONE_REGION`.
+    pub region: Arc<str>,
+}
+
+#[async_trait::async_trait]
+impl Handler for RawEventHandler {
+    type Payload = RawPayload;
+
+    async fn handle(&self, batch: &[Delivery<RawPayload>]) -> Vec<Result<(), HandlerError>> {
+        let mut results: Vec<Result<(), HandlerError>> = Vec::with_capacity(batch.len());
+        let mut mapped: Vec<Mapped> = Vec::new();
+        let mut positions: Vec<usize> = Vec::new();
+        for (i, delivery) in batch.iter().enumerate() {
+            match map(&delivery.envelope, &self.region) {
+                Ok(m) => {
+                    mapped.push(m);
+                    positions.push(i);
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    metrics::counter!("normalizer_unmappable_total", "source" => delivery.envelope.source.clone())
+                        .increment(1);
+                    tracing::warn!(event_id = %delivery.envelope.id, error = %e, "raw event cannot be mapped");
+                    results.push(Err(HandlerError::Permanent(e.to_string())));
+                }
+            }
+        }
+        if mapped.is_empty() {
+            return results;
+        }
+
+        if let Err(e) = store::write_batch(&self.db, &mut mapped).await {
+            tracing::warn!(error = %e, events = mapped.len(), "batch write failed; writing events one by one");
+            let mut written = Vec::new();
+            let mut written_positions = Vec::new();
+            for (m, pos) in mapped.into_iter().zip(positions) {
+                let mut one = [m];
+                match store::write_batch(&self.db, &mut one).await {
+                    Ok(()) => {
+                        let [m] = one;
+                        written.push(m);
+                        written_positions.push(pos);
+                    }
+                    Err(e) => {
+                        results[pos] = Err(HandlerError::Retry(
+                            anyhow::Error::new(e).context("writing the normalised event"),
+                        ));
+                    }
+                }
+            }
+            mapped = written;
+            positions = written_positions;
+        }
+
+        let envelopes: Vec<Envelope<&domain::NormalizedEvent>> = mapped
+            .iter()
+            .filter_map(|m| m.normalized.event.as_ref())
+            .map(|ev| Envelope {
+                v: streams::ENVELOPE_VERSION,
+                id: ev.event_id,
+                source: ev.source.as_str().to_owned(),
+                kind: ev.event_type.as_str().to_owned(),
+                received_at: ev.received_at,
+                occurred_at: Some(ev.occurred_at),
+                payload: ev,
+            })
+            .collect();
+        if let Err(e) = self
+            .streams
+            .publish_many(Topic::EventsNormalized, &envelopes)
+            .await
+        {
+            tracing::warn!(error = %e, "publishing normalised events failed; the batch will be redelivered");
+            let shared = e.to_string();
+            for &pos in &positions {
+                results[pos] = Err(HandlerError::Retry(anyhow::anyhow!(
+                    "publishing to events.normalized: {shared}"
+                )));
+            }
+            return results;
+        }
+        for m in &mapped {
+            count(m);
+        }
+        results
+    }
+}
+
+fn map(env: &Envelope<RawPayload>, region: &str) -> Result<Mapped, MapError> {
+    let normalized = normalize::normalize_envelope(env, region)?;
+    let source = env
+        .source
+        .parse()
+        .map_err(|_| MapError::Unsupported(format!("source `{}`", env.source)))?;
+    let occurred_at = normalized
+        .event
+        .as_ref()
+        .map_or(env.occurred_at.unwrap_or(env.received_at), |e| {
+            e.occurred_at
+        });
+    Ok(Mapped {
+        event_id: env.id,
+        source,
+        occurred_at,
+        normalized,
+    })
+}
+
+fn count(m: &Mapped) {
+    for d in &m.normalized.dropped {
+        metrics::counter!(
+            "normalizer_identifiers_dropped_total",
+            "kind" => d.kind.as_str(),
+            "reason" => d.reason
+        )
+        .increment(1);
+    }
+    if let Some(ev) = &m.normalized.event {
+        metrics::counter!(
+            "normalizer_events_total",
+            "source" => ev.source.as_str(),
+            "type" => ev.event_type.as_str()
+        )
+        .increment(1);
+    }
+}

@@ -1,0 +1,242 @@
+//! The normalizer against the real Postgres and Redis: raw events in on `events.raw`,
+//! normalised events, orders and products out; repeated and out-of-order deliveries of
+//! one order converge; unmappable events are dead-lettered with the reason.
+
+use std::path::Path;
+
+use domain::NormalizedEvent;
+use ingestion::raw::NewRawEvent;
+use ingestion::sources::{pos, shopify};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use streams::{Envelope, Streams, Topic};
+use test_support::{TestEnv, eventually};
+use uuid::Uuid;
+
+fn fixture(path: &str) -> Value {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/ingestion/tests/fixtures")
+        .join(path);
+    serde_json::from_slice(&std::fs::read(full).unwrap()).unwrap()
+}
+
+fn shopify_event(topic: &str, webhook_id: &str, file: &str) -> NewRawEvent {
+    let mut headers = Map::new();
+    headers.insert("x-shopify-topic".into(), Value::String(topic.into()));
+    shopify::raw_event(Uuid::now_v7(), topic, webhook_id, headers, fixture(file)).unwrap()
+}
+
+async fn publish(streams: &Streams, events: &[&NewRawEvent]) {
+    let envs: Vec<_> = events.iter().map(|e| e.envelope()).collect();
+    streams.publish_many(Topic::EventsRaw, &envs).await.unwrap();
+}
+
+async fn count(env: &TestEnv, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&env.db).await.unwrap()
+}
+
+async fn stream_entries(env: &TestEnv, key: String) -> Vec<Value> {
+    let mut conn = env.redis.clone();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == streams::BODY_FIELD)
+                .map(|(_, v)| serde_json::from_str(&v).unwrap_or(Value::String(v)))
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_order_is_normalised_stored_and_published() {
+    let env = TestEnv::new().await;
+    let _base = env.spawn(normalizer::run).await;
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
+    let order = shopify_event("orders/create", "wh-1", "shopify/orders_create.json");
+    publish(&streams, &[&order]).await;
+
+    let published = eventually(15, "events.normalized", || async {
+        let entries = stream_entries(&env, Topic::EventsNormalized.key(env.prefix())).await;
+        (!entries.is_empty()).then_some(entries)
+    })
+    .await;
+    assert_eq!(published.len(), 1);
+    let envelope: Envelope<NormalizedEvent> = serde_json::from_value(published[0].clone()).unwrap();
+    assert_eq!(envelope.id, order.id, "the raw id travels on");
+    let ev = envelope.payload;
+    assert_eq!(ev.event_id, order.id);
+    assert_eq!(ev.event_type.as_str(), "order_placed");
+    assert!(
+        ev.identifiers
+            .iter()
+            .any(|i| i.value == "shopify:7211204280482")
+    );
+
+    let (ty, identifiers): (String, Value) =
+        sqlx::query_as("SELECT type, identifiers FROM normalized_event WHERE event_id = $1")
+            .bind(order.id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(ty, "order_placed");
+    assert_eq!(identifiers.as_array().unwrap().len(), 3);
+    let (total, status, profile): (Decimal, String, Option<Uuid>) = sqlx::query_as(
+        "SELECT total, status, profile_id FROM orders WHERE source = 'shopify' AND external_order_id = '5940139491234'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(total, Decimal::new(246691, 2));
+    assert_eq!(status, "paid");
+    assert_eq!(profile, None, "left for the identity merger");
+    assert_eq!(count(&env, "SELECT count(*) FROM order_items").await, 2);
+    let (name, price): (String, Decimal) =
+        sqlx::query_as("SELECT name, price FROM products WHERE sku = 'KURTA-LIN-IND-M'")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), price),
+        ("Linen Kurta - Indigo / M", Decimal::new(89900, 2))
+    );
+}
+
+#[tokio::test]
+async fn repeated_and_out_of_order_deliveries_converge() {
+    let env = TestEnv::new().await;
+    let _base = env.spawn(normalizer::run).await;
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
+    let created = shopify_event("orders/create", "wh-c", "shopify/orders_create.json");
+    let paid = shopify_event("orders/paid", "wh-p", "shopify/orders_paid.json");
+    let updated = shopify_event("orders/updated", "wh-u", "shopify/orders_updated.json");
+    let refund = shopify_event("refunds/create", "wh-r", "shopify/refunds_create.json");
+
+    // The newest state and the refund first, then older reports, each twice.
+    publish(
+        &streams,
+        &[
+            &refund, &updated, &updated, &created, &paid, &refund, &created,
+        ],
+    )
+    .await;
+    let settled = || async {
+        let n = count(&env, "SELECT count(*) FROM normalized_event").await;
+        (n == 4).then_some(())
+    };
+    eventually(15, "four normalised events", settled).await;
+
+    let (total, refunded, status): (Decimal, Decimal, String) = sqlx::query_as(
+        "SELECT total, refunded_total, status FROM orders WHERE external_order_id = '5940139491234'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(total, Decimal::new(246691, 2));
+    assert_eq!(refunded, Decimal::new(64793, 2), "the refund counts once");
+    assert_eq!(status, "partially_refunded", "the newest report wins");
+    assert_eq!(count(&env, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(count(&env, "SELECT count(*) FROM order_refunds").await, 1);
+    assert_eq!(count(&env, "SELECT count(*) FROM order_items").await, 2);
+
+    // The refund event is published with the order's status as stored.
+    let published = stream_entries(&env, Topic::EventsNormalized.key(env.prefix())).await;
+    let refund_status = published
+        .iter()
+        .find(|e| e["payload"]["type"] == "refund_issued")
+        .map(|e| e["payload"]["order"]["status"].clone());
+    assert_eq!(
+        refund_status,
+        Some(Value::String("partially_refunded".into()))
+    );
+
+    // A newer cancellation applies; a late, older report does not undo it.
+    let mut cancelled = shopify_event("orders/cancelled", "wh-x", "shopify/orders_cancelled.json");
+    for key in ["updated_at", "cancelled_at"] {
+        cancelled.body[key] = Value::String("2026-11-25T10:00:00+05:30".into());
+    }
+    let late = shopify_event("orders/paid", "wh-p2", "shopify/orders_paid.json");
+    publish(&streams, &[&cancelled, &late]).await;
+    eventually(15, "six normalised events", || async {
+        (count(&env, "SELECT count(*) FROM normalized_event").await == 6).then_some(())
+    })
+    .await;
+    let (status, refunded): (String, Decimal) = sqlx::query_as(
+        "SELECT status, refunded_total FROM orders WHERE external_order_id = '5940139491234'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(status, "cancelled");
+    assert_eq!(
+        refunded,
+        Decimal::new(64793, 2),
+        "refunds survive the cancellation"
+    );
+}
+
+#[tokio::test]
+async fn unmappable_events_are_dead_lettered_and_bad_identifiers_counted() {
+    let env = TestEnv::new().await;
+    let base = env.spawn(normalizer::run).await;
+    let client = reqwest::Client::new();
+    // Installs the metrics recorder before anything is counted.
+    client.get(format!("{base}/metrics")).send().await.unwrap();
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
+
+    let mut broken = shopify_event("orders/create", "wh-b", "shopify/orders_create.json");
+    broken.body.as_object_mut().unwrap().remove("total_price");
+    let bills = pos::raw_events(Uuid::now_v7(), fixture("pos/bills_batch.json")).unwrap();
+    let mut all: Vec<&NewRawEvent> = vec![&broken];
+    all.extend(bills.iter());
+    publish(&streams, &all).await;
+
+    let dead = eventually(15, "a dead letter", || async {
+        let entries = stream_entries(&env, Topic::EventsRaw.dlq_key(env.prefix())).await;
+        (!entries.is_empty()).then_some(entries)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].to_string().contains("total_price"),
+        "the reason names the problem: {}",
+        dead[0]
+    );
+    eventually(15, "the bills normalised", || async {
+        (count(&env, "SELECT count(*) FROM normalized_event").await == 3).then_some(())
+    })
+    .await;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE event_id = $1")
+            .bind(broken.id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped_phone = metrics.lines().any(|l| {
+        l.starts_with("normalizer_identifiers_dropped_total")
+            && l.contains("kind=\"phone\"")
+            && l.contains("reason=\"invalid_phone\"")
+    });
+    assert!(dropped_phone, "{metrics}");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM orders WHERE source = 'pos'").await,
+        3
+    );
+}
