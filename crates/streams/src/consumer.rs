@@ -3,8 +3,8 @@
 //! [`run_consumer`] creates the group (`XGROUP CREATE … 0 MKSTREAM`), then repeats:
 //!
 //! 1. every `claim_idle / 2`: `XAUTOCLAIM` entries idle longer than `claim_idle` on any
-//!    consumer (a dead replica's pending entries become ours) and process them; refresh
-//!    the pending/lag gauges;
+//!    consumer (a dead replica's pending entries become ours) and process them; forget
+//!    consumers that left the group holding nothing; refresh the pending/lag gauges;
 //! 2. when a retry is due: re-read this consumer's own pending entries (`XREADGROUP …
 //!    0`) and process them again — a failing entry is retried after a short exponential
 //!    backoff, not after the claim timeout;
@@ -348,7 +348,13 @@ impl<H: Handler> Runner<H> {
         let now = Instant::now();
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + self.housekeeping_every;
-            self.reclaim().await?;
+            if self.reclaim().await? {
+                // More of the pending list is left to scan: carry on at once, so a dead
+                // replica's backlog is taken over in one go, not a batch per tick.
+                self.next_housekeeping = now;
+                return Ok(());
+            }
+            self.forget_departed_consumers().await?;
             self.report_gauges().await?;
             return Ok(());
         }
@@ -424,7 +430,8 @@ impl<H: Handler> Runner<H> {
     }
 
     /// Takes over entries idle on other (presumably dead) consumers and processes them.
-    async fn reclaim(&mut self) -> Result<(), StreamError> {
+    /// Returns whether the scan of the pending list is unfinished.
+    async fn reclaim(&mut self) -> Result<bool, StreamError> {
         let idle_ms = u64::try_from(self.opts.claim_idle.as_millis()).unwrap_or(u64::MAX);
         let reply: redis::Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.key)
@@ -437,6 +444,7 @@ impl<H: Handler> Runner<H> {
             .query_async(&mut self.conn)
             .await?;
         let (cursor, claimed, deleted) = wire::parse_autoclaim_reply(&reply)?;
+        let unfinished = cursor != "0-0";
         self.claim_cursor = cursor;
         // Redis has already dropped these from the pending list: their bodies were
         // trimmed away. Record them so the loss is visible in `ctl dlq list`.
@@ -447,7 +455,7 @@ impl<H: Handler> Runner<H> {
                 .await?;
         }
         if claimed.is_empty() {
-            return Ok(());
+            return Ok(unfinished);
         }
         tracing::info!(
             count = claimed.len(),
@@ -455,7 +463,30 @@ impl<H: Handler> Runner<H> {
         );
         self.meters.claimed.increment(claimed.len() as u64);
         let counts = self.delivery_counts(&claimed).await?;
-        self.process(claimed, &counts).await
+        self.process(claimed, &counts).await?;
+        Ok(unfinished)
+    }
+
+    /// Removes consumers of the group that hold nothing and have been idle for ten claim
+    /// timeouts: mostly replicas that exited or crashed (each process has its own name,
+    /// so without this every restart would leave one behind). The check and the removal
+    /// run in one script, so a consumer that receives entries in between keeps them. A
+    /// live replica may be removed too when its topic is quiet (before Redis 7.2, `idle`
+    /// counts from the last delivery, not the last read); holding nothing, it loses
+    /// nothing and is re-created by its next delivery.
+    async fn forget_departed_consumers(&mut self) -> Result<(), StreamError> {
+        let idle_ms = u64::try_from((self.opts.claim_idle * 10).as_millis()).unwrap_or(u64::MAX);
+        let removed: u64 = redis::Script::new(FORGET_CONSUMERS_SCRIPT)
+            .key(&self.key)
+            .arg(&self.opts.group)
+            .arg(idle_ms)
+            .arg(&self.opts.consumer)
+            .invoke_async(&mut self.conn)
+            .await?;
+        if removed > 0 {
+            tracing::info!(removed, "forgot consumers that left the group");
+        }
+        Ok(())
     }
 
     async fn report_gauges(&mut self) -> Result<(), StreamError> {
@@ -640,6 +671,21 @@ impl<H: Handler> Runner<H> {
         Ok(())
     }
 }
+
+/// Deletes consumers of group `ARGV[1]` on stream `KEYS[1]` with no pending entries and
+/// idle longer than `ARGV[2]` ms, except `ARGV[3]` (the caller). Returns how many.
+const FORGET_CONSUMERS_SCRIPT: &str = r"
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[3] and f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed = removed + 1
+  end
+end
+return removed
+";
 
 #[derive(Clone, Copy)]
 enum ReadFrom {

@@ -48,7 +48,8 @@ impl TopicStats {
 pub struct GroupStats {
     /// Group name.
     pub name: String,
-    /// Consumers known to the group (live or not).
+    /// Consumers known to the group: replicas that hold entries or received some within
+    /// the last ten claim timeouts (runners forget the others, see `run_consumer`).
     pub consumers: u64,
     /// Entries delivered but not yet acknowledged.
     pub pending: u64,

@@ -779,3 +779,64 @@ async fn the_outbox_relay_publishes_old_unpublished_rows_once() {
     env.shutdown.cancel();
     relay.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn consumers_that_left_holding_nothing_are_forgotten() {
+    let env = TestEnv::new().await;
+    let streams = Streams::from_context(&env.context());
+    let key = streams.key(TOPIC);
+    let mut conn = env.redis.clone();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // A replica that handled an entry and exited (holding nothing), and one that died
+    // holding an entry: the first may be forgotten at once, the second only after its
+    // entry has been taken over (forgetting it earlier would lose the entry).
+    let read_as = |consumer: &'static str| {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move {
+            let reply: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg(consumer)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(">")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            reply
+        }
+    };
+    let early = streams.publish(TOPIC, &envelope("early")).await.unwrap();
+    read_as("gone").await;
+    let _: i64 = conn.clone().xack(&key, "g", &[&early]).await.unwrap();
+    streams.publish(TOPIC, &envelope("held")).await.unwrap();
+    read_as("crashed").await;
+
+    let handler = Recorder::accepting();
+    let mut opts = options("g", "live");
+    opts.claim_idle = Duration::from_millis(100);
+    let task = spawn(&streams, opts, handler.clone(), &env.shutdown);
+    eventually(15, "departed consumers forgotten", || async {
+        let consumers: redis::streams::StreamInfoConsumersReply =
+            conn.clone().xinfo_consumers(&key, "g").await.unwrap();
+        let names: Vec<String> = consumers.consumers.into_iter().map(|c| c.name).collect();
+        (names == ["live"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        handler.committed(),
+        ["held"],
+        "the crashed replica's entry was taken over"
+    );
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

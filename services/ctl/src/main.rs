@@ -3,6 +3,7 @@
 
 mod import;
 mod integration;
+mod streams;
 mod supervisor;
 
 use anyhow::Context as _;
@@ -22,6 +23,10 @@ enum Command {
     Migrate,
     /// Run every service under one supervisor until Ctrl-C (restarts crashed ones).
     Up(supervisor::UpArgs),
+    /// Show each topic's length, consumer groups, pending entries, lag and dead letters.
+    Streams,
+    /// List or replay a topic's dead letters.
+    Dlq(streams::DlqArgs),
     /// Add and list integrations (the sources that deliver to ingest).
     Integration(integration::IntegrationArgs),
     /// Bulk-import CSV files (customers, orders).
@@ -47,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Up(args) => supervisor::up(&settings, args).await?,
+        Command::Streams => streams::show(&settings).await?,
+        Command::Dlq(args) => streams::dlq(&settings, args).await?,
         Command::Integration(args) => integration::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
     }
