@@ -23,7 +23,9 @@ pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod quality;
+pub mod resolver;
 pub mod rules;
+pub mod seed;
 
 pub use engine::{Engine, Graph, Outcome};
 pub use model::{EventKey, Observation, ProfileId};

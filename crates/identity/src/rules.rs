@@ -283,10 +283,13 @@ impl<'a> Group<'a> {
         }
         // Limits decide for existing profiles; fresh identifiers are only withheld.
         if guards.limits && item.candidate.is_some() {
+            // Only a join that puts two sides' identifiers of one class together can
+            // break a limit; a profile already over it (an analyst merged it) still
+            // takes its own events.
             let over = item_classes.iter().any(|(class, values)| {
                 let limit = policy.limits.of(class).unwrap_or(u32::MAX) as usize;
                 let held = self.classes.get(class).map_or(0, BTreeSet::len);
-                held + values.len() > limit
+                held > 0 && held + values.len() > limit
             });
             if over {
                 return Some(Objection::Review(ReviewReason::LimitExceeded));
@@ -852,6 +855,25 @@ mod tests {
             set(&mut roomy.limits, 2);
             assert_eq!(run(&roomy, &world, &e, None).absorb, vec![pid(2)], "{kind}");
         }
+    }
+
+    #[test]
+    fn a_profile_over_a_limit_still_takes_its_events() {
+        // An analyst merged two loyalty members; their bills still attach.
+        let world = [p(
+            1,
+            1,
+            &[
+                id(LoyaltyId, "L-1"),
+                id(LoyaltyId, "L-2"),
+                id(Phone, "+919812345678"),
+            ],
+            &[],
+        )];
+        let e = [id(LoyaltyId, "L-1"), id(Phone, "+919812345678")];
+        let d = run(&policy(), &world, &e, None);
+        assert_eq!(d.target, Target::Existing(pid(1)));
+        assert!(d.review.is_none());
     }
 
     #[test]

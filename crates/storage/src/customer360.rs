@@ -155,6 +155,37 @@ impl Customer360Cache {
         Ok(Some(doc))
     }
 
+    /// Rebuilds and caches the documents of many profiles at once (a fixed number of
+    /// queries and one Redis pipeline): live ids are refreshed, tombstones and unknown
+    /// ids have their cached copies removed. Returns how many documents were written.
+    pub async fn refresh_many(&self, ids: &[Uuid]) -> Result<usize, Customer360Error> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let docs = build_many(&self.db, ids).await?;
+        let live: std::collections::BTreeSet<Uuid> = docs.iter().map(|d| d.profile_id).collect();
+        let gone: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
+        let mut pipe = redis::pipe();
+        for doc in &docs {
+            pipe.set_ex(
+                cache_key(&self.prefix, doc.profile_id),
+                serde_json::to_string(doc)?,
+                self.ttl.as_secs(),
+            )
+            .ignore();
+        }
+        for id in &gone {
+            pipe.del(cache_key(&self.prefix, *id)).ignore();
+        }
+        let mut redis = self.redis.clone();
+        pipe.query_async::<()>(&mut redis).await?;
+        Ok(docs.len())
+    }
+
     /// Removes the cached documents of `ids` (merged-away or erased profiles).
     pub async fn invalidate(&self, ids: &[Uuid]) -> Result<(), Customer360Error> {
         if ids.is_empty() {
@@ -236,7 +267,6 @@ pub async fn merged_profiles(db: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::E
 #[derive(sqlx::FromRow)]
 struct ProfileRow {
     id: Uuid,
-    merged_into: Option<Uuid>,
     display_name: Option<String>,
     traits: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
     first_seen_at: Option<DateTime<Utc>>,
@@ -251,6 +281,7 @@ struct ProfileRow {
 
 #[derive(sqlx::FromRow)]
 struct IdentifierRow {
+    profile_id: Uuid,
     kind: String,
     value: String,
     source: Option<String>,
@@ -262,6 +293,7 @@ struct IdentifierRow {
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
+    profile_id: Uuid,
     source: String,
     external_order_id: String,
     status: String,
@@ -285,6 +317,7 @@ struct ItemRow {
 
 #[derive(sqlx::FromRow)]
 struct PredictionRow {
+    profile_id: Uuid,
     task: String,
     score: Option<f64>,
     label: Option<String>,
@@ -300,109 +333,152 @@ pub async fn build(db: &PgPool, id: Uuid) -> Result<Option<Customer360>, sqlx::E
     let Some(live) = resolve(db, id).await? else {
         return Ok(None);
     };
-    let Some(p) = sqlx::query_as::<_, ProfileRow>(
-        "SELECT id, merged_into, display_name, traits, first_seen_at, last_seen_at, \
-                orders_count, total_spent, currency, last_order_at, channels, state \
-         FROM customer_profile WHERE id = $1",
-    )
-    .bind(live)
-    .fetch_optional(db)
-    .await?
-    else {
-        return Ok(None);
-    };
-    if p.merged_into.is_some() {
-        // Merged away between the two reads: the next refresh sees the survivor.
-        return Ok(None);
+    Ok(build_many(db, &[live]).await?.pop())
+}
+
+/// Builds the documents of the live profiles among `ids` with a fixed number of
+/// queries (tombstones and unknown ids are skipped). What the merger uses after each
+/// batch.
+pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    let identifiers: Vec<IdentifierRow> = sqlx::query_as(
-        "SELECT kind, value, source, first_seen_at, last_seen_at, suspect \
-         FROM profile_identifier WHERE profile_id = $1 \
-           AND NOT (kind = 'customer_id' AND value LIKE '@order:%') \
-         ORDER BY kind, value",
+    let profiles: Vec<ProfileRow> = sqlx::query_as(
+        "SELECT id, display_name, traits, first_seen_at, last_seen_at, \
+                orders_count, total_spent, currency, last_order_at, channels, state \
+         FROM customer_profile WHERE id = ANY($1) AND merged_into IS NULL ORDER BY id",
     )
-    .bind(live)
+    .bind(ids)
     .fetch_all(db)
     .await?;
-    let merged_profile_ids = merged_profiles(db, live).await?;
-    let purchase_history = purchases(db, live).await?;
-    let predictions: Vec<PredictionRow> = sqlx::query_as(
-        "SELECT task, score, label, model_version_id, scored_at, details \
-         FROM predictions WHERE profile_id = $1 ORDER BY task",
+    let live: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+    if live.is_empty() {
+        return Ok(Vec::new());
+    }
+    let identifiers: Vec<IdentifierRow> = sqlx::query_as(
+        "SELECT profile_id, kind, value, source, first_seen_at, last_seen_at, suspect \
+         FROM profile_identifier WHERE profile_id = ANY($1) \
+           AND NOT (kind = 'customer_id' AND value LIKE '@order:%') \
+         ORDER BY profile_id, kind, value",
     )
-    .bind(live)
+    .bind(&live)
+    .fetch_all(db)
+    .await?;
+    let tombstones: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "WITH RECURSIVE absorbed (root, id, depth) AS ( \
+             SELECT merged_into, id, 1 FROM customer_profile WHERE merged_into = ANY($1) \
+             UNION ALL \
+             SELECT a.root, p.id, a.depth + 1 FROM customer_profile p \
+             JOIN absorbed a ON p.merged_into = a.id WHERE a.depth < $2) \
+         SELECT DISTINCT root, id FROM absorbed ORDER BY root, id",
+    )
+    .bind(&live)
+    .bind(MAX_CHAIN)
+    .fetch_all(db)
+    .await?;
+    let mut purchases = purchases(db, &live).await?;
+    let predictions: Vec<PredictionRow> = sqlx::query_as(
+        "SELECT profile_id, task, score, label, model_version_id, scored_at, details \
+         FROM predictions WHERE profile_id = ANY($1) ORDER BY profile_id, task",
+    )
+    .bind(&live)
     .fetch_all(db)
     .await?;
 
-    let computed_at = Utc::now();
-    let state: ProfileState = serde_json::from_value(p.state.0).unwrap_or_default();
-    let recommendations = predictions
-        .iter()
-        .find(|r| r.task == "recommend")
-        .map(|r| recommendations_of(&r.details.0))
-        .unwrap_or_default();
-    let total_orders = i64::from(p.orders_count);
-    Ok(Some(Customer360 {
-        profile_id: p.id,
-        display_name: p.display_name,
-        identifiers: identifiers
-            .into_iter()
-            .filter_map(|i| {
-                Some(ProfileIdentifier {
-                    kind: i.kind.parse::<IdentifierKind>().ok()?,
+    let mut identifiers_of: BTreeMap<Uuid, Vec<ProfileIdentifier>> = BTreeMap::new();
+    for i in identifiers {
+        if let Ok(kind) = i.kind.parse::<IdentifierKind>() {
+            identifiers_of
+                .entry(i.profile_id)
+                .or_default()
+                .push(ProfileIdentifier {
+                    kind,
                     value: i.value,
                     source: i.source,
                     first_seen_at: i.first_seen_at,
                     last_seen_at: i.last_seen_at,
                     suspect: i.suspect,
-                })
-            })
-            .collect(),
-        traits: p.traits.0,
-        first_seen_at: p.first_seen_at,
-        last_seen_at: p.last_seen_at,
-        total_orders,
-        lifetime_value: p.total_spent,
-        average_order_value: if total_orders > 0 {
-            (p.total_spent / Decimal::from(total_orders)).round_dp(2)
-        } else {
-            Decimal::ZERO
-        },
-        currency: p.currency,
-        last_order_at: p.last_order_at,
-        channels: p
-            .channels
-            .iter()
-            .filter_map(|c| c.parse::<Channel>().ok())
-            .collect(),
-        category_affinity: state.category_affinity(computed_at),
-        purchase_history,
-        browsing_history: state.recent_browsing,
-        predictions: predictions
-            .into_iter()
-            .map(|r| PredictionSummary {
-                task: r.task,
-                score: r.score,
-                label: r.label,
-                model_version_id: r.model_version_id,
-                scored_at: r.scored_at,
-                details: r.details.0,
-            })
-            .collect(),
-        recommendations,
-        merged_profile_ids,
-        computed_at,
-    }))
+                });
+        }
+    }
+    let mut tombstones_of: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for (root, id) in tombstones {
+        tombstones_of.entry(root).or_default().push(id);
+    }
+    let mut predictions_of: BTreeMap<Uuid, Vec<PredictionRow>> = BTreeMap::new();
+    for p in predictions {
+        predictions_of.entry(p.profile_id).or_default().push(p);
+    }
+
+    let computed_at = Utc::now();
+    Ok(profiles
+        .into_iter()
+        .map(|p| {
+            let state: ProfileState = serde_json::from_value(p.state.0).unwrap_or_default();
+            let predictions = predictions_of.remove(&p.id).unwrap_or_default();
+            let recommendations = predictions
+                .iter()
+                .find(|r| r.task == "recommend")
+                .map(|r| recommendations_of(&r.details.0))
+                .unwrap_or_default();
+            let total_orders = i64::from(p.orders_count);
+            Customer360 {
+                profile_id: p.id,
+                display_name: p.display_name,
+                identifiers: identifiers_of.remove(&p.id).unwrap_or_default(),
+                traits: p.traits.0,
+                first_seen_at: p.first_seen_at,
+                last_seen_at: p.last_seen_at,
+                total_orders,
+                lifetime_value: p.total_spent,
+                average_order_value: if total_orders > 0 {
+                    (p.total_spent / Decimal::from(total_orders)).round_dp(2)
+                } else {
+                    Decimal::ZERO
+                },
+                currency: p.currency,
+                last_order_at: p.last_order_at,
+                channels: p
+                    .channels
+                    .iter()
+                    .filter_map(|c| c.parse::<Channel>().ok())
+                    .collect(),
+                category_affinity: state.category_affinity(computed_at),
+                purchase_history: purchases.remove(&p.id).unwrap_or_default(),
+                browsing_history: state.recent_browsing,
+                predictions: predictions
+                    .into_iter()
+                    .map(|r| PredictionSummary {
+                        task: r.task,
+                        score: r.score,
+                        label: r.label,
+                        model_version_id: r.model_version_id,
+                        scored_at: r.scored_at,
+                        details: r.details.0,
+                    })
+                    .collect(),
+                recommendations,
+                merged_profile_ids: tombstones_of.remove(&p.id).unwrap_or_default(),
+                computed_at,
+            }
+        })
+        .collect())
 }
 
-/// The profile's latest orders with their lines.
-async fn purchases(db: &PgPool, profile: Uuid) -> Result<Vec<PurchaseSummary>, sqlx::Error> {
+/// The latest orders (with their lines) of each profile.
+async fn purchases(
+    db: &PgPool,
+    profiles: &[Uuid],
+) -> Result<BTreeMap<Uuid, Vec<PurchaseSummary>>, sqlx::Error> {
     let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT id, source, external_order_id, status, channel, store, placed_at, currency, \
-                total, refunded_total \
-         FROM orders WHERE profile_id = $1 ORDER BY placed_at DESC, id DESC LIMIT $2",
+        "SELECT id, profile_id, source, external_order_id, status, channel, store, placed_at, \
+                currency, total, refunded_total \
+         FROM (SELECT o.*, row_number() OVER (PARTITION BY profile_id \
+                                              ORDER BY placed_at DESC, id DESC) AS rank \
+               FROM orders o WHERE profile_id = ANY($1)) ranked \
+         WHERE rank <= $2 ORDER BY profile_id, placed_at DESC, id DESC",
     )
-    .bind(profile)
+    .bind(profiles)
     .bind(PURCHASES_SHOWN)
     .fetch_all(db)
     .await?;
@@ -424,9 +500,9 @@ async fn purchases(db: &PgPool, profile: Uuid) -> Result<Vec<PurchaseSummary>, s
             price: i.price,
         });
     }
-    Ok(rows
-        .into_iter()
-        .map(|r| PurchaseSummary {
+    let mut out: BTreeMap<Uuid, Vec<PurchaseSummary>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.profile_id).or_default().push(PurchaseSummary {
             items: by_order.remove(&r.id).unwrap_or_default(),
             order_id: r.external_order_id,
             source: r.source,
@@ -437,8 +513,9 @@ async fn purchases(db: &PgPool, profile: Uuid) -> Result<Vec<PurchaseSummary>, s
             refunded_total: r.refunded_total,
             currency: r.currency,
             store: r.store,
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
 fn order_status(s: &str) -> OrderStatus {

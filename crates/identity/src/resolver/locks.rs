@@ -1,0 +1,112 @@
+//! Advisory locks: how merger replicas (and analysts' decisions) serialise on what they
+//! touch.
+//!
+//! Every lock is transaction-scoped (`pg_advisory_xact_lock`), so a crash or rollback
+//! releases it. Keys are 64-bit hashes: of `kind:value` for an identifier, of
+//! `profile:<uuid>` for a profile. A transaction first takes the keys it knows about in
+//! ascending order (blocking) — two transactions can never wait on each other in a
+//! cycle that way. Keys discovered later (the profiles that own the event's
+//! identifiers, a replay region) are only *tried*; if one is busy the transaction rolls
+//! back and starts again, taking the larger set in order from the start. On top, every
+//! resolver transaction holds the shared *fleet lock*; `ctl identity rebuild` takes it
+//! exclusively, so a rebuild never interleaves with streaming.
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use domain::Identifier;
+
+use crate::model::identifier_key;
+
+/// The two-key advisory lock every resolver transaction holds shared and a rebuild holds
+/// exclusively (`pg_advisory_xact_lock(FLEET_LOCK.0, FLEET_LOCK.1)`; two-key locks never
+/// collide with the one-key identifier and profile locks).
+pub const FLEET_LOCK: (i32, i32) = (0x1D_E7, 1);
+
+/// The lock key of an identifier.
+pub fn identifier_lock(identifier: &Identifier) -> i64 {
+    identifier_key(identifier)
+}
+
+/// The lock key of a profile.
+pub fn profile_lock(profile: Uuid) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(b"profile:")
+        .chain_update(profile.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// Takes the fleet lock shared.
+pub async fn fleet_shared(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the fleet lock exclusively (rebuild).
+pub async fn fleet_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes every key, in ascending order, waiting as needed.
+pub async fn lock_all(conn: &mut PgConnection, keys: &BTreeSet<i64>) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = keys.iter().copied().collect();
+    // A function scan over the array returns its elements in order, and the aggregate
+    // consumes them in that order: the locks are taken ascending.
+    sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k")
+        .bind(&keys)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Tries to take every key without waiting. Returns whether all were taken (on
+/// `false` the caller must roll back: some may be held).
+pub async fn try_lock_all(
+    conn: &mut PgConnection,
+    keys: &BTreeSet<i64>,
+) -> Result<bool, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(true);
+    }
+    let keys: Vec<i64> = keys.iter().copied().collect();
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_try_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+    )
+    .bind(&keys)
+    .fetch_one(conn)
+    .await?;
+    Ok(taken == keys.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_separate() {
+        let p = Uuid::from_u128(7);
+        assert_eq!(profile_lock(p), profile_lock(p));
+        assert_ne!(profile_lock(p), profile_lock(Uuid::from_u128(8)));
+        let e = Identifier::parse(domain::IdentifierKind::Email, "asha@mail.in", "IN").unwrap();
+        assert_eq!(identifier_lock(&e), identifier_lock(&e.clone()));
+        assert_ne!(identifier_lock(&e), profile_lock(p));
+    }
+}

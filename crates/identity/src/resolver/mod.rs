@@ -1,0 +1,635 @@
+//! The resolver: applies the identity engine to Postgres, for a batch of normalised
+//! events at a time.
+//!
+//! For each batch, in one transaction: skip events already resolved (redelivery) or
+//! missing, drop events carrying a suppressed (erased) identifier, lock the batch's
+//! identifiers and the profiles owning them (see [`locks`]), load that neighbourhood of
+//! the identity graph, and apply the events in canonical order with
+//! [`Engine::apply`]. The first event that is *late* (something it touches already saw
+//! a later event) or that makes an identifier suspect ends the transaction early; it
+//! is then resolved on its own by a region replay ([`replay`]): every event of the
+//! profiles it could affect is re-applied in canonical order, so the result is what
+//! processing all events in time order gives, whatever order they arrived in and
+//! however many replicas shared the work.
+//!
+//! Everything a change implies is written in the same transaction: events' profiles,
+//! the identifier index, merged-away profiles as tombstones (with their events,
+//! identifiers and orders moved), merge history with snapshots, review items, orders'
+//! profiles, Customer 360 facts and order aggregates, and the queued prediction
+//! request. After commit the changed profiles' Customer 360 documents are rewritten in
+//! Redis. A crash at any point loses nothing: the stream entries are redelivered and
+//! resolved events are skipped.
+
+pub mod locks;
+mod replay;
+pub mod requests;
+pub(crate) mod store;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use domain::{Identifier, NormalizedEvent};
+use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, PgPool, Row};
+use storage::customer360::Customer360Cache;
+use uuid::Uuid;
+
+use crate::engine::{
+    Engine, Graph, MergeRecord, Outcome, PartnerSet, ReviewRecord, observe_partners,
+};
+use crate::facts::ProfileFacts;
+use crate::model::{EventKey, Observation, ProfileId, is_order_ref, suppression_hash};
+use crate::policy::Policy;
+use crate::rules::Withheld;
+use locks::{fleet_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
+use store::{ProfileWrite, Sighting};
+
+/// Attempts at one transaction before giving up (each retry takes more locks up front).
+const MAX_ATTEMPTS: usize = 50;
+
+/// The resolver failed; nothing of the failed step was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Postgres failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The locks an event needs stayed contended for every attempt.
+    #[error("could not take the locks of event {0} after {MAX_ATTEMPTS} attempts")]
+    Contended(Uuid),
+}
+
+/// What a call resolved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResolveReport {
+    /// Events attached to a profile.
+    pub resolved: usize,
+    /// Events already resolved (redeliveries).
+    pub already_resolved: usize,
+    /// Events with no stored row (not written by the normalizer, or erased).
+    pub missing: usize,
+    /// Events dropped because they carry an erased identifier.
+    pub suppressed: usize,
+    /// Merges performed.
+    pub merges: usize,
+    /// Review items raised.
+    pub reviews: usize,
+    /// Regions replayed.
+    pub replays: usize,
+    /// Merge history rows written by region rewrites.
+    pub merge_ids: Vec<Uuid>,
+    /// Live profiles changed (their documents were refreshed).
+    pub changed: BTreeSet<ProfileId>,
+    /// Profiles that became tombstones.
+    pub removed: BTreeSet<ProfileId>,
+}
+
+impl ResolveReport {
+    fn absorb(&mut self, other: ResolveReport) {
+        self.resolved += other.resolved;
+        self.already_resolved += other.already_resolved;
+        self.missing += other.missing;
+        self.suppressed += other.suppressed;
+        self.merges += other.merges;
+        self.reviews += other.reviews;
+        self.replays += other.replays;
+        self.merge_ids.extend(other.merge_ids);
+        self.removed.extend(other.removed);
+        self.changed.extend(other.changed);
+        self.changed.retain(|p| !self.removed.contains(p));
+    }
+}
+
+/// Applies identity resolution to Postgres and keeps the Customer 360 cache fresh.
+#[derive(Clone)]
+pub struct Resolver {
+    pub(crate) db: PgPool,
+    pub(crate) engine: Engine,
+    pub(crate) cache: Customer360Cache,
+    pub(crate) debounce: Duration,
+    pub(crate) actor: String,
+}
+
+/// Where each event of a batch stands before resolution.
+enum Status {
+    Pending,
+    Resolved(Option<ProfileId>),
+    Missing,
+}
+
+impl Resolver {
+    /// A resolver with the policy and cache settings of `settings`.
+    pub fn new(db: PgPool, redis: ConnectionManager, settings: &config::Settings) -> Self {
+        Self::with_policy(
+            db,
+            redis,
+            settings,
+            Policy::from_settings(&settings.identity),
+        )
+    }
+
+    /// A resolver with an explicit policy (`ctl identity eval` switches guards off).
+    pub fn with_policy(
+        db: PgPool,
+        redis: ConnectionManager,
+        settings: &config::Settings,
+        policy: Policy,
+    ) -> Self {
+        let cache = Customer360Cache::new(
+            db.clone(),
+            redis,
+            settings.stream_prefix.clone(),
+            Duration::from_secs(settings.identity.customer360_cache_ttl_secs),
+        );
+        Self {
+            db,
+            engine: Engine::new(policy),
+            cache,
+            debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
+            actor: "identity-merger".to_owned(),
+        }
+    }
+
+    /// The engine (and its policy) this resolver applies.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Resolves a batch of events (any order, duplicates allowed). Each committed step
+    /// refreshes its profiles' Customer 360 documents before the next begins.
+    pub async fn resolve(&self, events: &[NormalizedEvent]) -> Result<ResolveReport, ResolveError> {
+        let mut pending: Vec<&NormalizedEvent> = events.iter().collect();
+        pending.sort_by_key(|e| EventKey::of(e));
+        pending.dedup_by_key(|e| e.event_id);
+        let mut report = ResolveReport::default();
+        while !pending.is_empty() {
+            let (consumed, step) = self.step(&pending).await?;
+            self.after_commit(&step).await;
+            report.absorb(step);
+            pending.drain(..consumed.max(1));
+        }
+        Ok(report)
+    }
+
+    /// Rewrites the cached documents of what a step changed. A Redis failure is only
+    /// logged: documents expire, and the next change or read rebuilds them.
+    pub(crate) async fn after_commit(&self, step: &ResolveReport) {
+        let ids: Vec<ProfileId> = step
+            .changed
+            .iter()
+            .chain(step.removed.iter())
+            .copied()
+            .collect();
+        if let Err(e) = self.cache.refresh_many(&ids).await {
+            tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
+        }
+    }
+
+    /// One transaction over a prefix of `pending`. Returns how many events it consumed.
+    async fn step(
+        &self,
+        pending: &[&NormalizedEvent],
+    ) -> Result<(usize, ResolveReport), ResolveError> {
+        let mut extra: BTreeSet<i64> = BTreeSet::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut tx = self.db.begin().await?;
+            fleet_shared(&mut tx).await?;
+            let mut report = ResolveReport::default();
+            let statuses = statuses(&mut tx, pending).await?;
+            let suppressed = self.suppressed_events(&mut tx, pending, &statuses).await?;
+
+            let mut candidates: Vec<(usize, Observation, Vec<Identifier>)> = Vec::new();
+            for (i, ev) in pending.iter().enumerate() {
+                match &statuses[i] {
+                    Status::Missing => report.missing += 1,
+                    Status::Resolved(p) => {
+                        report.already_resolved += 1;
+                        report.changed.extend(*p);
+                    }
+                    Status::Pending if suppressed.contains(&ev.event_id) => report.suppressed += 1,
+                    Status::Pending => {
+                        let obs = Observation::of(ev);
+                        let usable = self.engine.policy.usable(&obs.identifiers);
+                        candidates.push((i, obs, usable));
+                    }
+                }
+            }
+            if !suppressed.is_empty() {
+                drop_events(&mut tx, &suppressed.iter().copied().collect::<Vec<_>>()).await?;
+            }
+            if candidates.is_empty() {
+                tx.commit().await?;
+                return Ok((pending.len(), report));
+            }
+
+            // Lock the identifiers, then the profiles that own them.
+            let all_ids: BTreeSet<Identifier> = candidates
+                .iter()
+                .flat_map(|c| c.2.iter().cloned())
+                .collect();
+            let all_ids: Vec<Identifier> = all_ids.into_iter().collect();
+            let mut keys: BTreeSet<i64> = all_ids.iter().map(identifier_lock).collect();
+            keys.extend(extra.iter().copied());
+            lock_all(&mut tx, &keys).await?;
+            let owners = store::owners(&mut tx, &all_ids).await?;
+            let mut wanted: BTreeSet<ProfileId> = owners.values().copied().collect();
+            let loaded =
+                store::profiles(&mut tx, &wanted.iter().copied().collect::<Vec<_>>()).await?;
+            let held: Vec<Identifier> = loaded
+                .iter()
+                .flat_map(|p| p.node.identifiers.iter().cloned())
+                .collect();
+            let constraints = store::constraints_touching(
+                &mut tx,
+                &held
+                    .iter()
+                    .chain(all_ids.iter())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+            // Analysts' must-links may pull in the profile on the other side.
+            let linked: Vec<Identifier> = constraints
+                .iter()
+                .filter(|c| c.rule == crate::engine::ConstraintRule::MustLink)
+                .flat_map(|c| c.left.iter().chain(c.right.iter()).cloned())
+                .collect();
+            let linked_owners = store::owners(&mut tx, &linked).await?;
+            let mut more: Vec<ProfileId> = linked_owners
+                .values()
+                .copied()
+                .filter(|p| !wanted.contains(p))
+                .collect();
+            more.sort();
+            more.dedup();
+            let mut loaded = loaded;
+            if !more.is_empty() {
+                wanted.extend(more.iter().copied());
+                loaded.extend(store::profiles(&mut tx, &more).await?);
+            }
+            let profile_keys: BTreeSet<i64> = wanted
+                .iter()
+                .map(|p| profile_lock(*p))
+                .filter(|k| !keys.contains(k))
+                .collect();
+            if !try_lock_all(&mut tx, &profile_keys).await? {
+                tx.rollback().await?;
+                extra.extend(keys);
+                extra.extend(wanted.iter().map(|p| profile_lock(*p)));
+                continue;
+            }
+            // Between reading the owners and locking them another replica may have merged
+            // one away: then start again with the new owners in the locked set.
+            let owners_now = store::owners(&mut tx, &all_ids).await?;
+            let live: BTreeSet<ProfileId> = loaded.iter().map(|p| p.id).collect();
+            if owners_now != owners || owners.values().any(|p| !live.contains(p)) {
+                tx.rollback().await?;
+                extra.extend(keys);
+                extra.extend(owners_now.values().map(|p| profile_lock(*p)));
+                continue;
+            }
+
+            // The neighbourhood of the graph.
+            let states = store::identifier_states(&mut tx, &all_ids).await?;
+            let mut graph = Graph::default();
+            let mut partners: HashMap<Identifier, PartnerSet> = HashMap::new();
+            for id in &all_ids {
+                let (mut node, set) = states.get(id).cloned().unwrap_or_default();
+                node.owner = owners.get(id).copied();
+                graph.identifiers.insert(id.clone(), node);
+                partners.insert(id.clone(), set);
+            }
+            for (id, p) in &linked_owners {
+                graph.identifiers.entry(id.clone()).or_default().owner = Some(*p);
+            }
+            let mut facts: HashMap<ProfileId, ProfileFacts> = HashMap::new();
+            for p in loaded {
+                for id in &p.node.identifiers {
+                    graph.identifiers.entry(id.clone()).or_default().owner = Some(p.id);
+                }
+                graph.profiles.insert(p.id, p.node);
+                facts.insert(p.id, p.facts);
+            }
+            for c in constraints {
+                graph.constraints.push(c);
+            }
+
+            // Apply in canonical order until an event needs a replay.
+            let mut changes = Changes::default();
+            let mut stop_at = None;
+            for (i, obs, usable) in &candidates {
+                let mut trial: HashMap<Identifier, PartnerSet> = usable
+                    .iter()
+                    .map(|id| (id.clone(), partners.get(id).cloned().unwrap_or_default()))
+                    .collect();
+                let newly = if self.engine.policy.guards.suspect {
+                    observe_partners(&self.engine.policy, &mut trial, usable)
+                } else {
+                    Vec::new()
+                };
+                if !newly.is_empty() || !self.engine.in_order(&graph, obs) {
+                    stop_at = Some(*i);
+                    break;
+                }
+                partners.extend(trial);
+                let outcome = self.engine.apply(&mut graph, obs);
+                changes.record(pending[*i], usable, &outcome, &graph, &mut facts);
+                changes.outcomes.push(outcome);
+            }
+            if stop_at == candidates.first().map(|c| c.0) {
+                // The very first event is late: resolve it alone by replaying its region.
+                tx.rollback().await?;
+                let (i, _, _) = &candidates[0];
+                let mut replayed = self.replay(pending[*i]).await?;
+                replayed.missing += report.missing;
+                replayed.already_resolved += report.already_resolved;
+                replayed.suppressed += report.suppressed;
+                replayed.changed.extend(report.changed);
+                return Ok((i + 1, replayed));
+            }
+            let consumed = stop_at.unwrap_or(pending.len());
+            changes
+                .write(&mut tx, &graph, &partners, &facts, self)
+                .await?;
+            tx.commit().await?;
+            report.resolved += changes.outcomes.len();
+            report.merges += changes.merges.len();
+            report.reviews += changes.reviews_raised;
+            report
+                .removed
+                .extend(changes.final_tombstones().into_iter().map(|(a, _)| a));
+            report.changed.extend(changes.live_touched(&graph));
+            report.changed.retain(|p| !report.removed.contains(p));
+            return Ok((consumed, report));
+        }
+        Err(ResolveError::Contended(pending[0].event_id))
+    }
+
+    /// The events of `pending` (still unresolved) that carry a suppressed identifier.
+    async fn suppressed_events(
+        &self,
+        conn: &mut PgConnection,
+        pending: &[&NormalizedEvent],
+        statuses: &[Status],
+    ) -> Result<BTreeSet<Uuid>, sqlx::Error> {
+        let mut by_hash: HashMap<Vec<u8>, Vec<Uuid>> = HashMap::new();
+        for (ev, status) in pending.iter().zip(statuses) {
+            if !matches!(status, Status::Pending) {
+                continue;
+            }
+            for id in ev.identifiers.iter().filter(|i| !is_order_ref(i)) {
+                by_hash
+                    .entry(suppression_hash(id))
+                    .or_default()
+                    .push(ev.event_id);
+            }
+        }
+        if by_hash.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let hashes: Vec<Vec<u8>> = by_hash.keys().cloned().collect();
+        let hits: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT identifier_sha256 FROM suppression WHERE identifier_sha256 = ANY($1)",
+        )
+        .bind(&hashes)
+        .fetch_all(conn)
+        .await?;
+        Ok(hits
+            .iter()
+            .flat_map(|h| by_hash.get(h).into_iter().flatten().copied())
+            .collect())
+    }
+}
+
+/// Whether each event is pending, already resolved, or missing.
+async fn statuses(
+    conn: &mut PgConnection,
+    pending: &[&NormalizedEvent],
+) -> Result<Vec<Status>, sqlx::Error> {
+    let ids: Vec<Uuid> = pending.iter().map(|e| e.event_id).collect();
+    let rows = sqlx::query("SELECT event_id, profile_id, resolved_at IS NOT NULL AS resolved FROM normalized_event WHERE event_id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?;
+    let mut found: HashMap<Uuid, (Option<Uuid>, bool)> = HashMap::new();
+    for r in rows {
+        found.insert(r.get("event_id"), (r.get("profile_id"), r.get("resolved")));
+    }
+    Ok(pending
+        .iter()
+        .map(|e| match found.get(&e.event_id) {
+            None => Status::Missing,
+            Some((p, true)) => Status::Resolved(*p),
+            Some((_, false)) => Status::Pending,
+        })
+        .collect())
+}
+
+/// Deletes events that carry an erased identifier (and their raw events, and orders no
+/// profile holds): a person who asked to be forgotten is not re-ingested.
+pub(crate) async fn drop_events(
+    conn: &mut PgConnection,
+    events: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM orders o USING normalized_event e \
+         WHERE e.event_id = ANY($1) AND e.order_data IS NOT NULL AND o.source = e.source \
+           AND o.external_order_id = e.order_data->>'order_id' AND o.profile_id IS NULL",
+    )
+    .bind(events)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM normalized_event WHERE event_id = ANY($1)")
+        .bind(events)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM customer_raw_event WHERE id = ANY($1)")
+        .bind(events)
+        .execute(&mut *conn)
+        .await?;
+    tracing::info!(
+        count = events.len(),
+        "dropped events carrying erased identifiers"
+    );
+    Ok(())
+}
+
+/// What a step of incremental resolution changed, written at its end.
+#[derive(Default)]
+pub(crate) struct Changes {
+    pub outcomes: Vec<Outcome>,
+    assignment: Vec<(Uuid, ProfileId)>,
+    created: BTreeSet<ProfileId>,
+    tombstones: Vec<(ProfileId, ProfileId)>,
+    merges: Vec<MergeRecord>,
+    sightings: Vec<(
+        Identifier,
+        Uuid,
+        domain::Source,
+        chrono::DateTime<chrono::Utc>,
+    )>,
+    refused: Vec<(Identifier, Uuid, Withheld)>,
+    reviews: Vec<ReviewRecord>,
+    reviews_raised: usize,
+    touched: BTreeSet<ProfileId>,
+    states: BTreeSet<Identifier>,
+    orders: Vec<(domain::Source, String, Uuid)>,
+}
+
+impl Changes {
+    fn record(
+        &mut self,
+        ev: &NormalizedEvent,
+        usable: &[Identifier],
+        outcome: &Outcome,
+        graph: &Graph,
+        facts: &mut HashMap<ProfileId, ProfileFacts>,
+    ) {
+        for m in &outcome.merges {
+            for a in &m.absorbed {
+                self.tombstones.push((a.profile_id, m.survivor));
+                let absorbed = facts.remove(&a.profile_id).unwrap_or_default();
+                facts.entry(m.survivor).or_default().absorb(absorbed);
+            }
+            self.merges.push(m.clone());
+        }
+        if outcome.created {
+            self.created.insert(outcome.profile_id);
+        }
+        facts.entry(outcome.profile_id).or_default().observe(ev);
+        self.assignment.push((ev.event_id, outcome.profile_id));
+        self.touched.insert(outcome.profile_id);
+        for id in usable {
+            if graph.identifiers.get(id).and_then(|n| n.owner) == Some(outcome.profile_id) {
+                self.sightings
+                    .push((id.clone(), outcome.profile_id, ev.source, ev.occurred_at));
+            }
+            self.states.insert(id.clone());
+        }
+        for (id, why) in &outcome.withheld {
+            self.refused.push((id.clone(), ev.event_id, *why));
+        }
+        if let Some(order) = &ev.order {
+            // The order belongs to whoever holds its reference (normally this event's
+            // profile; another one if a guard kept the reference where it was).
+            let reference = crate::model::order_ref(ev.source, &order.order_id);
+            let owner = graph
+                .identifiers
+                .get(&reference)
+                .and_then(|n| n.owner)
+                .unwrap_or(outcome.profile_id);
+            self.orders.push((ev.source, order.order_id.clone(), owner));
+        }
+        if let Some(r) = &outcome.review {
+            self.reviews.push(r.clone());
+        }
+    }
+
+    /// The survivor a profile of this step ended up in.
+    fn final_of(&self, p: ProfileId) -> ProfileId {
+        let map: HashMap<ProfileId, ProfileId> = self.tombstones.iter().copied().collect();
+        let mut p = p;
+        for _ in 0..=map.len() {
+            match map.get(&p) {
+                Some(next) => p = *next,
+                None => break,
+            }
+        }
+        p
+    }
+
+    fn final_tombstones(&self) -> Vec<(ProfileId, ProfileId)> {
+        self.tombstones
+            .iter()
+            .map(|(a, _)| (*a, self.final_of(*a)))
+            .collect()
+    }
+
+    fn live_touched(&self, graph: &Graph) -> BTreeSet<ProfileId> {
+        self.touched
+            .iter()
+            .chain(self.tombstones.iter().map(|(_, s)| s))
+            .map(|p| self.final_of(*p))
+            .filter(|p| graph.profiles.contains_key(p))
+            .collect()
+    }
+
+    async fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        graph: &Graph,
+        partners: &HashMap<Identifier, PartnerSet>,
+        facts: &HashMap<ProfileId, ProfileFacts>,
+        resolver: &Resolver,
+    ) -> Result<(), sqlx::Error> {
+        let live = self.live_touched(graph);
+        // Rows for every profile created in the step (some were absorbed at once and
+        // only ever exist as tombstones), then the tombstones, then the live profiles.
+        let created: Vec<ProfileId> = self.created.iter().copied().collect();
+        sqlx::query(
+            "INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&created)
+        .execute(&mut *conn)
+        .await?;
+        let tombstones = self.final_tombstones();
+        store::tombstone(conn, &tombstones).await?;
+        let empty = ProfileFacts::default();
+        let writes: Vec<ProfileWrite<'_>> = live
+            .iter()
+            .map(|p| ProfileWrite {
+                id: *p,
+                node: &graph.profiles[p],
+                facts: facts.get(p).unwrap_or(&empty),
+            })
+            .collect();
+        store::upsert_profiles(conn, &writes).await?;
+
+        let assignment: Vec<(Uuid, ProfileId)> = self
+            .assignment
+            .iter()
+            .map(|(e, p)| (*e, self.final_of(*p)))
+            .collect();
+        store::assign_events(conn, &assignment).await?;
+        let sightings: Vec<Sighting<'_>> = self
+            .sightings
+            .iter()
+            .map(|(id, p, source, at)| Sighting {
+                identifier: id,
+                profile: self.final_of(*p),
+                source: *source,
+                at: *at,
+            })
+            .collect();
+        store::upsert_holdings(conn, &sightings).await?;
+        let states: BTreeMap<Identifier, (EventKey, PartnerSet, bool)> = self
+            .states
+            .iter()
+            .filter_map(|id| {
+                let node = graph.identifiers.get(id)?;
+                Some((
+                    id.clone(),
+                    (
+                        node.last_key?,
+                        partners.get(id).cloned().unwrap_or_default(),
+                        node.suspect,
+                    ),
+                ))
+            })
+            .collect();
+        store::upsert_identifier_states(conn, &states).await?;
+        store::insert_refused(conn, &self.refused).await?;
+        store::insert_merges(conn, &self.merges, &resolver.actor).await?;
+        self.reviews_raised =
+            store::insert_reviews(conn, &self.reviews, &|p| self.final_of(p)).await?;
+        let orders: Vec<(domain::Source, String, ProfileId)> = self
+            .orders
+            .iter()
+            .map(|(s, o, p)| (*s, o.clone(), self.final_of(*p)))
+            .collect();
+        store::attribute_orders(conn, &orders).await?;
+        let live: Vec<ProfileId> = live.into_iter().collect();
+        store::refresh_order_aggregates(conn, &live).await?;
+        store::queue_predictions(conn, &live, resolver.debounce).await?;
+        Ok(())
+    }
+}

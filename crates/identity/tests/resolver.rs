@@ -1,0 +1,275 @@
+//! The resolver on the real Postgres and Redis: profiles, merges, orders, the cache,
+//! redelivery, and late events replayed into canonical order.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::{
+    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus,
+    Source,
+};
+use identity::engine::Constraints;
+use identity::memory::{MemoryResolver, partition_of};
+use identity::resolver::Resolver;
+use identity::{Engine, Observation, Policy};
+use redis::AsyncCommands as _;
+use rust_decimal::Decimal;
+use sqlx::Row;
+use test_support::TestEnv;
+use uuid::Uuid;
+
+fn id(kind: IdentifierKind, v: &str) -> Identifier {
+    Identifier::parse(kind, v, "IN").unwrap()
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+}
+
+fn event(n: u32, ids: Vec<Identifier>) -> NormalizedEvent {
+    NormalizedEvent {
+        event_id: Uuid::from_u128(0xE000_0000 + u128::from(n)),
+        occurred_at: at(i64::from(n)),
+        received_at: at(i64::from(n)),
+        source: Source::Segment,
+        integration_id: None,
+        channel: Channel::Web,
+        event_type: EventType::PageViewed,
+        name: None,
+        identifiers: ids,
+        traits: Default::default(),
+        properties: Default::default(),
+        order: None,
+    }
+}
+
+fn order_event(
+    n: u32,
+    ids: Vec<Identifier>,
+    order_id: &str,
+    total: i64,
+    t: EventType,
+) -> NormalizedEvent {
+    let mut e = event(n, ids);
+    e.source = Source::Shopify;
+    e.event_type = t;
+    e.order = Some(Order {
+        order_id: order_id.into(),
+        total: Decimal::new(total, 0),
+        currency: "INR".into(),
+        status: OrderStatus::Paid,
+        store: None,
+        items: vec![OrderItem {
+            sku: "TEE-1".into(),
+            name: "Tee".into(),
+            category: Some("Apparel".into()),
+            qty: 1,
+            price: Decimal::new(total, 0),
+        }],
+    });
+    e
+}
+
+async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
+    let rows = sqlx::query("SELECT event_id, profile_id FROM normalized_event")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    partition_of(rows.iter().map(|r| {
+        (
+            r.get("event_id"),
+            r.get::<Option<Uuid>, _>("profile_id")
+                .expect("every event resolved"),
+        )
+    }))
+}
+
+#[tokio::test]
+async fn events_make_profiles_merges_and_orders() {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let email = id(IdentifierKind::Email, "asha@mail.in");
+    let phone = id(IdentifierKind::Phone, "+919812345678");
+    let cookie = id(IdentifierKind::CookieId, "ck-1");
+    let events = vec![
+        event(1, vec![cookie.clone()]),
+        order_event(
+            2,
+            vec![email.clone(), cookie.clone()],
+            "1001",
+            500,
+            EventType::OrderPlaced,
+        ),
+        event(3, vec![phone.clone()]),
+        order_event(
+            4,
+            vec![phone.clone(), email.clone()],
+            "1002",
+            300,
+            EventType::OrderPlaced,
+        ),
+        // A refund carrying no customer identifier still finds the order's profile.
+        order_event(5, vec![], "1001", 200, EventType::RefundIssued),
+    ];
+    identity::seed::store_events(&env.db, &events)
+        .await
+        .unwrap();
+    let report = resolver.resolve(&events).await.unwrap();
+    assert_eq!(report.resolved, 5);
+    assert_eq!(
+        report.merges, 1,
+        "the phone profile merges into the cookie's"
+    );
+    let parts = partition(&env).await;
+    assert_eq!(parts.len(), 1, "{parts:?}");
+
+    let live: Vec<(Uuid, i32, Decimal)> = sqlx::query_as(
+        "SELECT id, orders_count, total_spent FROM customer_profile WHERE merged_into IS NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(live.len(), 1);
+    let (profile, orders, spent) = live[0];
+    assert_eq!(profile, identity::model::profile_id_for(events[0].event_id));
+    assert_eq!(
+        (orders, spent),
+        (2, Decimal::new(600, 0)),
+        "500 + 300 - 200 refunded"
+    );
+    let tombstones: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customer_profile WHERE merged_into = $1")
+            .bind(profile)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(tombstones, 1);
+    let history: (String, Vec<Uuid>) =
+        sqlx::query_as("SELECT rule, absorbed_ids FROM merge_history")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(history.0, "strong_identifier");
+    let order_owners: Vec<Option<Uuid>> = sqlx::query_scalar("SELECT profile_id FROM orders")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    assert!(order_owners.iter().all(|p| *p == Some(profile)));
+
+    // The document is in the cache, and a prediction request is queued.
+    let mut redis = env.redis.clone();
+    let doc: Option<String> = redis
+        .get(storage::customer360::cache_key(env.prefix(), profile))
+        .await
+        .unwrap();
+    let doc: domain::Customer360 = serde_json::from_str(&doc.expect("cached")).unwrap();
+    assert_eq!(doc.total_orders, 2);
+    assert_eq!(
+        doc.identifiers.len(),
+        3,
+        "order references are not listed: {:?}",
+        doc.identifiers
+    );
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM identity_prediction_outbox")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+
+    // Redelivery changes nothing.
+    let again = resolver.resolve(&events).await.unwrap();
+    assert_eq!(
+        (again.resolved, again.already_resolved, again.merges),
+        (0, 5, 0)
+    );
+    assert_eq!(partition(&env).await, parts);
+}
+
+#[tokio::test]
+async fn late_events_are_replayed_into_time_order() {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let e = |n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>| {
+        let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
+        if let Some(name) = name {
+            ev.traits.insert("first_name".into(), name.into());
+        }
+        ev
+    };
+    use IdentifierKind::*;
+    let events = vec![
+        e(1, &[(CookieId, "c1")], None),
+        e(
+            2,
+            &[(CookieId, "c1"), (Email, "asha@mail.in")],
+            Some("Asha"),
+        ),
+        e(
+            3,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            None,
+        ),
+        e(
+            4,
+            &[(Phone, "+919812345678"), (Email, "ravi@mail.in")],
+            Some("Ravi"),
+        ),
+        e(
+            5,
+            &[(DeviceId, "d1"), (Email, "ravi@mail.in")],
+            Some("Ravi"),
+        ),
+        e(
+            6,
+            &[(DeviceId, "d1"), (Email, "meena@mail.in")],
+            Some("Meena"),
+        ),
+        e(7, &[(LoyaltyId, "L-1"), (Phone, "+919812345678")], None),
+        e(8, &[(LoyaltyId, "L-1")], None),
+    ];
+    identity::seed::store_events(&env.db, &events)
+        .await
+        .unwrap();
+    // Arrive backwards, one at a time: every event is late for the ones before it.
+    let mut replays = 0;
+    for ev in events.iter().rev() {
+        replays += resolver
+            .resolve(std::slice::from_ref(ev))
+            .await
+            .unwrap()
+            .replays;
+    }
+    assert!(replays > 0);
+    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let expected = MemoryResolver::rebuild(
+        engine,
+        Constraints::default(),
+        events.iter().map(Observation::of).collect(),
+    );
+    assert_eq!(partition(&env).await, expected.partition());
+    let ids: HashMap<Uuid, Uuid> =
+        sqlx::query_as::<_, (Uuid, Uuid)>("SELECT event_id, profile_id FROM normalized_event")
+            .fetch_all(&env.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(
+        &ids,
+        expected.assignment(),
+        "the same profile ids as time order gives"
+    );
+    // The identifier index agrees with the profiles.
+    let holders: Vec<(String, String, Uuid)> =
+        sqlx::query_as("SELECT kind, value, profile_id FROM profile_identifier")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    for (kind, value, p) in holders {
+        let ident = Identifier {
+            kind: kind.parse().unwrap(),
+            value,
+        };
+        assert_eq!(expected.graph.identifiers[&ident].owner, Some(p), "{ident}");
+    }
+}
