@@ -16,6 +16,10 @@ pub struct MlSettings {
     /// How far below the active model's main metric a candidate may be and still be
     /// activated.
     pub ml_activation_tolerance: f64,
+    /// Fewest customer segments KMeans tries (k is chosen by silhouette).
+    pub ml_segments_min: usize,
+    /// Most customer segments KMeans tries (at most 8: one per business name).
+    pub ml_segments_max: usize,
 }
 
 impl MlSettings {
@@ -26,6 +30,8 @@ impl MlSettings {
             ml_seed: 42,
             ml_batch_size: 512,
             ml_activation_tolerance: 0.005,
+            ml_segments_min: 4,
+            ml_segments_max: 8,
         }
     }
 }

@@ -1,3 +1,70 @@
-//! Features, training, metrics and scoring.
+//! Machine learning for ConstIntel: features, churn and LTV with LightGBM, KMeans
+//! segments, metrics, the model registry and scoring.
 //!
-//! (Being built: see issue "ML".)
+//! Pure core, thin edges:
+//! - [`history`] is the input of every model — a profile's orders and events — and
+//!   [`features`] the one function that turns it into features as of a time, for
+//!   training and scoring alike.
+//! - [`metrics`], [`gbm`] (LightGBM), [`segments`] (KMeans) and [`train`] learn and
+//!   measure, with no I/O; [`scoring`] applies active models to features.
+//! - [`store`] (Postgres/Redis), [`registry`] (`model_version`) and [`pipeline`] (train
+//!   and register, score and write) are the edges the services call.
+//! - [`synthetic`] and [`load`] turn a simulated brand into histories or database rows
+//!   (tests, benchmarks); [`eval`] reads a brand's own transaction log.
+
+pub mod eval;
+pub mod features;
+pub mod gbm;
+pub mod history;
+pub mod load;
+pub mod metrics;
+pub mod pipeline;
+pub mod registry;
+pub mod scoring;
+pub mod segments;
+pub mod store;
+pub mod synthetic;
+pub mod train;
+
+pub use features::{FEATURE_NAMES, FEATURE_SET_VERSION, Features};
+pub use history::ProfileHistory;
+pub use registry::Task;
+pub use scoring::ActiveModels;
+
+/// Anything the ML subsystem can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum MlError {
+    /// LightGBM refused or failed.
+    #[error(transparent)]
+    Gbm(#[from] gbm::GbmError),
+    /// Segmentation failed.
+    #[error(transparent)]
+    Segments(#[from] segments::SegmentError),
+    /// Too little data to train or evaluate.
+    #[error("not enough data: {0}")]
+    NotEnoughData(String),
+    /// Input was rejected (unknown task, bad CSV header, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A model version or other row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A stored artefact cannot be used.
+    #[error("unusable model artefact: {0}")]
+    Artefact(String),
+    /// Postgres failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// JSON (de)serialisation failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Refreshing the Customer 360 cache failed.
+    #[error("Customer 360 cache: {0}")]
+    Cache(String),
+    /// A blocking worker thread panicked or was cancelled.
+    #[error("worker thread: {0}")]
+    Task(String),
+}

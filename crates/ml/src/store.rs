@@ -1,0 +1,248 @@
+//! Postgres and Redis I/O of the ML subsystem, apart from the registry: reading profile
+//! histories, writing features (the `features` table and the Redis feature store
+//! `{prefix}features:{profile_id}`), writing predictions, and invalidating the
+//! Customer 360 cache of re-scored profiles.
+//!
+//! Histories come from `orders` + `order_items` (the normalizer's de-duplicated orders)
+//! and `normalized_event` (everything else; `order_placed` rows are skipped because the
+//! order is already counted, outbound messages because they are the brand's doing),
+//! attributed to profiles through `profile_id`, which the identity merger sets. Only
+//! live profiles are read: merged-away ids are resolved to their survivor first.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use domain::Channel;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::MlError;
+use crate::features::{FEATURE_SET_VERSION, Features};
+use crate::history::{EventFact, EventKind, OrderFact, ProfileHistory, order_key};
+use crate::scoring::Prediction;
+
+/// Live profile ids after `after` (keyset paging, ascending), at most `limit`.
+pub async fn live_profiles(
+    db: &PgPool,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>, MlError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM customer_profile WHERE merged_into IS NULL AND ($1::uuid IS NULL OR id > $1) \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Maps each id to the live profile it is (or was merged into); unknown ids are
+/// dropped. The result is de-duplicated and sorted.
+pub async fn resolve_live(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, MlError> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "WITH RECURSIVE chain(start, id, merged_into, depth) AS ( \
+             SELECT p.id, p.id, p.merged_into, 0 FROM customer_profile p WHERE p.id = ANY($1) \
+           UNION ALL \
+             SELECT c.start, p.id, p.merged_into, c.depth + 1 \
+             FROM chain c JOIN customer_profile p ON p.id = c.merged_into WHERE c.depth < 32) \
+         SELECT DISTINCT id FROM chain WHERE merged_into IS NULL ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+type OrderRow = (
+    Uuid,
+    String,
+    String,
+    DateTime<Utc>,
+    String,
+    f64,
+    Vec<String>,
+);
+type EventRow = (
+    Uuid,
+    DateTime<Utc>,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<f64>,
+);
+
+fn channel(name: &str) -> Channel {
+    Channel::from_str(name).unwrap_or(Channel::Api)
+}
+
+/// The histories of `ids` (one per id, in the same order; empty for a profile with no
+/// facts), reading facts before `until` only when given.
+pub async fn load_histories(
+    db: &PgPool,
+    ids: &[Uuid],
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<ProfileHistory>, MlError> {
+    let orders: Vec<OrderRow> = sqlx::query_as(
+        "SELECT o.profile_id, o.source, o.external_order_id, o.placed_at, o.channel, o.total::float8, \
+                COALESCE(array_agg(DISTINCT i.category) FILTER (WHERE i.category IS NOT NULL), '{}') \
+         FROM orders o LEFT JOIN order_items i ON i.order_id = o.id \
+         WHERE o.profile_id = ANY($1) AND ($2::timestamptz IS NULL OR o.placed_at < $2) \
+         GROUP BY o.id",
+    )
+    .bind(ids)
+    .bind(until)
+    .fetch_all(db)
+    .await?;
+    let events: Vec<EventRow> = sqlx::query_as(
+        "SELECT profile_id, occurred_at, channel, type, source, order_data->>'order_id', \
+                (order_data->>'total')::float8 \
+         FROM normalized_event \
+         WHERE profile_id = ANY($1) AND ($2::timestamptz IS NULL OR occurred_at < $2) \
+           AND type NOT IN ('order_placed', 'message_sent', 'message_status')",
+    )
+    .bind(ids)
+    .bind(until)
+    .fetch_all(db)
+    .await?;
+
+    let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut out: Vec<ProfileHistory> = ids
+        .iter()
+        .map(|id| ProfileHistory {
+            profile_id: *id,
+            ..ProfileHistory::default()
+        })
+        .collect();
+    for (profile, source, external, placed_at, ch, total, mut categories) in orders {
+        let Some(&i) = index.get(&profile) else {
+            continue;
+        };
+        categories.sort();
+        out[i].orders.push(OrderFact {
+            order_key: order_key(&source, &external),
+            placed_at,
+            channel: channel(&ch),
+            total,
+            categories,
+        });
+    }
+    for (profile, at, ch, kind, source, order_id, amount) in events {
+        let Some(&i) = index.get(&profile) else {
+            continue;
+        };
+        let key = || order_key(&source, order_id.as_deref().unwrap_or_default());
+        let kind = match kind.as_str() {
+            "product_viewed" => EventKind::ProductViewed,
+            "added_to_cart" => EventKind::AddedToCart,
+            "checkout_started" => EventKind::CheckoutStarted,
+            "page_viewed" => EventKind::PageViewed,
+            "message_received" => EventKind::MessageReceived,
+            "qr_scanned" => EventKind::QrScanned,
+            "store_visit" => EventKind::StoreVisit,
+            "order_cancelled" if order_id.is_some() => {
+                EventKind::OrderCancelled { order_key: key() }
+            }
+            "refund_issued" if order_id.is_some() => EventKind::RefundIssued {
+                order_key: key(),
+                amount: amount.unwrap_or(0.0),
+            },
+            _ => EventKind::Other,
+        };
+        out[i].events.push(EventFact {
+            at,
+            channel: channel(&ch),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// The Redis key of a profile's feature vector.
+pub fn feature_key(prefix: &str, profile_id: Uuid) -> String {
+    format!("{prefix}features:{profile_id}")
+}
+
+/// Writes feature vectors to the `features` table and the Redis feature store.
+pub async fn save_features(
+    db: &PgPool,
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    rows: &[(Uuid, Features)],
+    as_of: DateTime<Utc>,
+) -> Result<(), MlError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let values: Vec<serde_json::Value> = rows.iter().map(|(_, f)| f.to_json()).collect();
+    sqlx::query(
+        "INSERT INTO features (profile_id, feature_set_version, as_of, values, computed_at) \
+         SELECT id, $3, $4, v, now() FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(id, v) \
+         ON CONFLICT (profile_id, feature_set_version) DO UPDATE \
+           SET as_of = EXCLUDED.as_of, values = EXCLUDED.values, computed_at = EXCLUDED.computed_at",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .bind(FEATURE_SET_VERSION)
+    .bind(as_of)
+    .execute(db)
+    .await?;
+    let mut pipe = redis::pipe();
+    for (id, v) in ids.iter().zip(&values) {
+        let doc = serde_json::json!({"feature_set_version": FEATURE_SET_VERSION, "as_of": as_of, "values": v});
+        pipe.set(feature_key(prefix, *id), doc.to_string()).ignore();
+    }
+    pipe.query_async::<()>(redis).await?;
+    Ok(())
+}
+
+/// Upserts the latest prediction per profile and task.
+pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result<(), MlError> {
+    if predictions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = predictions.iter().map(|p| p.profile_id).collect();
+    let tasks: Vec<&str> = predictions.iter().map(|p| p.task.as_str()).collect();
+    let models: Vec<Uuid> = predictions.iter().map(|p| p.model_version_id).collect();
+    let scores: Vec<Option<f64>> = predictions.iter().map(|p| p.score).collect();
+    let labels: Vec<Option<String>> = predictions.iter().map(|p| p.label.clone()).collect();
+    let details: Vec<serde_json::Value> = predictions.iter().map(|p| p.details.clone()).collect();
+    sqlx::query(
+        "INSERT INTO predictions (profile_id, task, model_version_id, scored_at, score, label, details) \
+         SELECT id, t, m, now(), s, l, d \
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $5::text[], $6::jsonb[]) AS x(id, t, m, s, l, d) \
+         ON CONFLICT (profile_id, task) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, \
+           scored_at = EXCLUDED.scored_at, score = EXCLUDED.score, label = EXCLUDED.label, details = EXCLUDED.details",
+    )
+    .bind(&ids)
+    .bind(&tasks)
+    .bind(&models)
+    .bind(&scores)
+    .bind(&labels)
+    .bind(&details)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Drops the cached Customer 360 documents of `ids`, so the next read rebuilds them
+/// with the new predictions.
+pub async fn invalidate_customer360(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    ids: &[Uuid],
+) -> Result<(), MlError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| storage::customer360::cache_key(prefix, *id))
+        .collect();
+    redis::cmd("DEL").arg(keys).query_async::<()>(redis).await?;
+    Ok(())
+}
