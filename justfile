@@ -12,8 +12,10 @@ export PATH := justfile_directory() + "/.data/tools/bin:" + env_var_or_default("
 # Under CI a Cargo.lock that does not match the manifests is an error, not an update.
 locked := if env_var_or_default("CI", "") =~ '^(true|1|yes)$' { "--locked" } else { "" }
 
-# The dashboard builds only for wasm32; host builds, lints and tests leave it out.
-host := "--workspace --exclude dashboard"
+# The dashboard builds only for wasm32, and its browser tests (dashboard-e2e) need the
+# built bundle and Chromium: host builds, lints and tests leave both out (lint-dashboard
+# and test-browser cover them).
+host := "--workspace --exclude dashboard --exclude dashboard-e2e"
 
 # List the recipes.
 default:
@@ -94,6 +96,7 @@ lint:
 # Clippy on the dashboard for its real target, wasm32.
 lint-dashboard:
     cargo clippy {{ locked }} -p dashboard --target wasm32-unknown-unknown -- -D warnings
+    cargo clippy {{ locked }} -p dashboard-e2e --all-targets -- -D warnings
 
 # The whole test suite against the real Postgres and Redis (binaries built first: some tests run them).
 test-suite: build
@@ -120,7 +123,7 @@ check-compose:
     fi
     echo "compose: infra/docker-compose.yml is valid"
 
-# Browser end-to-end tests of the dashboard: runs dashboard/e2e/run once the dashboard issue provides it.
+# Browser end-to-end tests of the dashboard in headless Chromium (builds the bundle first; screenshots go to docs/screenshots).
 test-browser:
     #!/usr/bin/env bash
     set -euo pipefail

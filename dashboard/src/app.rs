@@ -73,6 +73,16 @@ fn is_current(href: &str, path: &str) -> bool {
             .any(|(other, _)| other.len() > href.len() && matches(other))
 }
 
+/// `/path?query` from the router's path and search (which it gives without the `?`).
+fn path_and_query(path: &str, search: &str) -> String {
+    let search = search.trim_start_matches('?');
+    if search.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{search}")
+    }
+}
+
 /// The frame around every signed-in page.
 #[component]
 fn Shell() -> impl IntoView {
@@ -84,10 +94,9 @@ fn Shell() -> impl IntoView {
     // Not signed in: go to the login page, remembering where we were.
     Effect::new(move |_| {
         if session.checked.get() && session.me.with(Option::is_none) {
-            let here = format!(
-                "{}{}",
-                location.pathname.get_untracked(),
-                location.search.get_untracked()
+            let here = path_and_query(
+                &location.pathname.get_untracked(),
+                &location.search.get_untracked(),
             );
             navigate(&login_url(&here), Default::default());
         }
@@ -175,6 +184,13 @@ fn UserMenu(session: Session) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_way_back_keeps_the_query() {
+        assert_eq!(path_and_query("/profiles", "q=asha"), "/profiles?q=asha");
+        assert_eq!(path_and_query("/profiles", "?q=asha"), "/profiles?q=asha");
+        assert_eq!(path_and_query("/models", ""), "/models");
+    }
 
     #[test]
     fn the_most_specific_nav_entry_is_current() {

@@ -350,7 +350,7 @@ pub fn IntegrationDetail() -> impl IntoView {
             let url = i.webhook_url.clone().unwrap_or_default();
             let enabled = i.enabled;
             view! {
-                <section class="card stack">
+                <section class="card stack" data-testid="integration">
                     <div class="row">
                         <h2 style="margin:0">{i.name.clone()}</h2>
                         <Badge text=source_label(i.kind) tone="info"/>
@@ -365,10 +365,9 @@ pub fn IntegrationDetail() -> impl IntoView {
                         </div>
                     })}
                     <p><small>{format!("Authentication: {} · secret ends in …{}", i.authentication, i.secret_hint)}</small></p>
+                    <Show when=move || session.can(Role::Analyst)>
                     <div class="row" data-testid="integration-actions">
-                        <Show when=move || session.can(Role::Analyst)>
-                            <button type="button" class="button ghost" disabled=move || busy.get() on:click=move |_| run("test")>"Send test event"</button>
-                        </Show>
+                        <button type="button" class="button ghost" disabled=move || busy.get() on:click=move |_| run("test")>"Send test event"</button>
                         <Show when=move || session.can(Role::Admin)>
                             <button type="button" class="button ghost" disabled=move || busy.get() on:click=move |_| run("reveal")>"Reveal secret"</button>
                             <button
@@ -386,6 +385,7 @@ pub fn IntegrationDetail() -> impl IntoView {
                             }}
                         </Show>
                     </div>
+                    </Show>
                     {move || message.get().map(|m| match m {
                         Ok(text) => view! { <p class="notice ok" role="status">{text}</p> }.into_any(),
                         Err(error) => view! { <ErrorNotice error/> }.into_any(),

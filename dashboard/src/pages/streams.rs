@@ -54,6 +54,16 @@ pub fn Streams() -> impl IntoView {
     });
     leptos::task::spawn_local(async move {
         stats.set(Some(api::get::<StreamsOverview>("/streams").await));
+        // Start the feed with what already went through, newest first.
+        for topic in ["events.normalized", "events.raw"] {
+            if let Ok(page) =
+                api::get::<Page<StreamEntry>>(&format!("/streams/{topic}/entries?limit=20")).await
+                && !page.items.is_empty()
+            {
+                feed.set(page.items.into_iter().collect());
+                break;
+            }
+        }
         let watch = follow(stats, feed, live);
         futures::pin_mut!(watch);
         let _ = futures::future::select(watch, cancel_rx).await;

@@ -1,0 +1,77 @@
+// Search by a phone number typed with spaces, and Customer 360 of a person seen on the
+// web shop, on WhatsApp and in a store, merged into one profile.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { launch, withPage, login, seed, settled } from "./helpers.mjs";
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+let profileUrl;
+
+test("searching a phone number typed with spaces finds the profile", async () => {
+  await withPage(browser, "search", async (page) => {
+    await login(page, seed.users.analyst);
+    await page.getByRole("link", { name: "Profiles" }).click();
+    await page.getByRole("searchbox").fill(seed.star_phone_typed);
+    await page.getByRole("searchbox").press("Enter");
+    await page.waitForURL((u) => u.searchParams.get("q") === seed.star_phone_typed);
+    const rows = page.locator("[data-testid=profiles] tbody tr");
+    await rows.first().waitFor();
+    assert.equal(await rows.count(), 1, "exactly one person has that phone");
+    assert.match(await rows.first().textContent(), new RegExp(seed.star_email));
+    await rows.first().click();
+    await page.waitForURL((u) => /^\/profiles\/[0-9a-f-]{36}$/.test(u.pathname));
+    profileUrl = new URL(page.url()).pathname;
+  });
+});
+
+test("Customer 360 shows identifiers from web, WhatsApp and POS merged", async () => {
+  assert.ok(profileUrl, "the search test found the profile");
+  await withPage(browser, "customer-360", async (page) => {
+    await login(page, seed.users.analyst, { next: profileUrl });
+    await page.waitForURL((u) => u.pathname === profileUrl);
+    const ids = page.locator("[data-testid=identifiers] tbody tr");
+    await ids.first().waitFor();
+    const sources = new Set(await ids.evaluateAll((rows) => rows.map((r) => r.dataset.source)));
+    for (const s of ["shopify", "twilio", "pos"]) {
+      assert.ok(sources.has(s), `an identifier came from ${s} (saw ${[...sources]})`);
+    }
+    const kinds = new Set(await ids.evaluateAll((rows) => rows.map((r) => r.dataset.kind)));
+    for (const k of ["email", "phone", "loyalty_id"]) assert.ok(kinds.has(k), `has a ${k}`);
+    assert.match(await page.locator("[data-testid=identifiers]").textContent(), /\+919876543210/);
+    const channels = await page.locator("[data-testid=channels]").textContent();
+    for (const c of ["Web", "WhatsApp", "Store POS"]) assert.ok(channels.includes(c), `channel ${c}: ${channels}`);
+    assert.equal(await page.locator("[data-testid=orders]").textContent(), "2");
+    await page.locator("[data-testid=merge-history] tbody tr").first().waitFor();
+    await page.locator("[data-testid=timeline] li").first().waitFor();
+    assert.ok(await page.locator("[data-testid=purchases] tbody tr").count() >= 2);
+
+    // A deep link: the same page after a reload.
+    await page.reload();
+    await page.locator("[data-testid=identifiers] tbody tr").first().waitFor();
+    await settled(page);
+  });
+});
+
+test("a viewer sees the profile but no unmerge or admin actions", async () => {
+  assert.ok(profileUrl);
+  await withPage(browser, "customer-360-viewer", async (page) => {
+    await login(page, seed.users.viewer, { next: profileUrl });
+    await page.locator("[data-testid=merge-history] tbody tr").first().waitFor();
+    await settled(page);
+    assert.equal(await page.getByRole("button", { name: "Unmerge" }).count(), 0);
+    assert.equal(await page.locator("[data-testid=admin-actions]").count(), 0);
+  });
+});
+
+test("an admin is offered unmerge, export and erase", async () => {
+  assert.ok(profileUrl);
+  await withPage(browser, "customer-360-admin", async (page) => {
+    await login(page, seed.users.admin, { next: profileUrl });
+    await page.locator("[data-testid=merge-history] tbody tr").first().waitFor();
+    assert.ok((await page.getByRole("button", { name: "Unmerge" }).count()) >= 1);
+    await page.locator("[data-testid=admin-actions]").waitFor();
+  });
+});

@@ -1,0 +1,654 @@
+//! The test brand, "Loom & Co", put in through the front door.
+//!
+//! Users and integrations are created through the API as an admin would; customer
+//! events arrive as the platforms send them: Shopify webhooks signed with the
+//! integration's secret, Twilio WhatsApp messages signed with the auth token over the
+//! public URL, POS bills with the bearer token, Segment-compatible tracking calls with
+//! the write key (signatures from `ingestion::signing`, the same helpers ingest
+//! verifies with). What the dashboard then shows is whatever the pipeline made of them.
+//!
+//! The people:
+//! - **Asha Rao**, the Customer 360 case: she orders on the web shop (e-mail only),
+//!   writes on WhatsApp (phone only) — two profiles — then pays in store with both on
+//!   the bill, which merges them.
+//! - **Vikram Nair**, the review case: four profiles (web e-mail, WhatsApp phone, a
+//!   store loyalty card, an app user id) that one identify call links at once — more
+//!   than the merger joins on its own, so it becomes a review item.
+//! - a handful of other shoppers, so KPIs and charts have something to show.
+
+use anyhow::bail;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use domain::Source;
+use domain::api::{
+    CreateIntegrationRequest, CreateUserRequest, IntegrationSecret, Page, ProfileSummary, Role,
+    UserView,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::fleet::{ADMIN_EMAIL, Fleet, PASSWORD, Session};
+
+/// Sign-in names of the brand's dashboard users (all with [`PASSWORD`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Users {
+    /// The bootstrap admin.
+    pub admin: String,
+    /// An analyst.
+    pub analyst: String,
+    /// A viewer.
+    pub viewer: String,
+    /// Their password.
+    pub password: String,
+}
+
+/// Creates an analyst and a viewer through `POST /users`.
+pub async fn users(admin: &Session) -> anyhow::Result<Users> {
+    let mut made = Vec::new();
+    for (email, role) in [
+        ("analyst@loomandco.example", Role::Analyst),
+        ("viewer@loomandco.example", Role::Viewer),
+    ] {
+        let user: UserView = admin
+            .post(
+                "/users",
+                &CreateUserRequest {
+                    email: email.to_owned(),
+                    password: PASSWORD.to_owned(),
+                    role,
+                },
+            )
+            .await?;
+        made.push(user.email);
+    }
+    Ok(Users {
+        admin: ADMIN_EMAIL.to_owned(),
+        analyst: made[0].clone(),
+        viewer: made[1].clone(),
+        password: PASSWORD.to_owned(),
+    })
+}
+
+/// One integration and its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct Integration {
+    /// Integration id (in its webhook path).
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Signing secret, auth token, write key or bearer token.
+    #[serde(skip)]
+    pub secret: String,
+}
+
+/// The brand's sources.
+#[derive(Debug, Clone, Serialize)]
+pub struct Integrations {
+    /// The web shop.
+    pub shopify: Integration,
+    /// The WhatsApp number.
+    pub twilio: Integration,
+    /// The stores' tills.
+    pub pos: Integration,
+    /// The mobile app's tracking SDK.
+    pub segment: Integration,
+}
+
+/// Creates the brand's integrations through `POST /integrations`.
+pub async fn integrations(admin: &Session) -> anyhow::Result<Integrations> {
+    let create = |kind: Source, name: &str, secret: Option<&str>| {
+        let body = CreateIntegrationRequest {
+            kind,
+            name: name.to_owned(),
+            secret: secret.map(str::to_owned),
+        };
+        async move {
+            let made: IntegrationSecret = admin.post("/integrations", &body).await?;
+            anyhow::Ok(Integration {
+                id: made.integration.id,
+                name: made.integration.name,
+                secret: made.secret,
+            })
+        }
+    };
+    Ok(Integrations {
+        // Shopify and Twilio bring their own secrets (the shop's signing secret, the
+        // account's auth token); the others are generated.
+        shopify: create(
+            Source::Shopify,
+            "Loom & Co web shop",
+            Some("shpss_loom_and_co_signing_secret"),
+        )
+        .await?,
+        twilio: create(
+            Source::Twilio,
+            "WhatsApp +1 415 523 8886",
+            Some("twilio_auth_token_loom_and_co"),
+        )
+        .await?,
+        pos: create(Source::Pos, "Store tills", None).await?,
+        segment: create(Source::Segment, "Loom & Co app", None).await?,
+    })
+}
+
+/// Sends events to ingest the way each platform does.
+pub struct Sender<'a> {
+    fleet: &'a Fleet,
+    sources: &'a Integrations,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl<'a> Sender<'a> {
+    /// A sender for `fleet`'s ingest with `sources`' secrets.
+    pub fn new(fleet: &'a Fleet, sources: &'a Integrations) -> Self {
+        Self { fleet, sources }
+    }
+
+    async fn expect_ok(what: &str, resp: reqwest::Response) -> anyhow::Result<()> {
+        let status = resp.status();
+        if !status.is_success() {
+            bail!(
+                "{what} answered {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// A Shopify webhook (`topic` such as `orders/create`), signed.
+    pub async fn shopify(&self, topic: &str, webhook_id: &str, body: &Value) -> anyhow::Result<()> {
+        let s = &self.sources.shopify;
+        let body = serde_json::to_vec(body)?;
+        let resp = self
+            .fleet
+            .http
+            .post(format!("{}/webhooks/shopify/{}", self.fleet.ingest, s.id))
+            .header("content-type", "application/json")
+            .header("x-shopify-topic", topic)
+            .header("x-shopify-webhook-id", webhook_id)
+            .header("x-shopify-shop-domain", "loom-and-co.myshopify.com")
+            .header(
+                "x-shopify-hmac-sha256",
+                ingestion::signing::sign_shopify(&s.secret, &body),
+            )
+            .body(body)
+            .send()
+            .await?;
+        Self::expect_ok(&format!("Shopify {topic}"), resp).await
+    }
+
+    /// An inbound WhatsApp message through Twilio, signed over the public URL.
+    pub async fn whatsapp(
+        &self,
+        sid: &str,
+        phone_e164: &str,
+        profile_name: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let s = &self.sources.twilio;
+        let url = format!("{}/webhooks/twilio/{}", self.fleet.ingest, s.id);
+        let params: Vec<(String, String)> = [
+            ("MessageSid", sid),
+            ("SmsMessageSid", sid),
+            ("AccountSid", "ACloomandco00000000000000000000000"),
+            ("From", &format!("whatsapp:{phone_e164}")),
+            ("To", "whatsapp:+14155238886"),
+            ("WaId", phone_e164.trim_start_matches('+')),
+            ("ProfileName", profile_name),
+            ("Body", text),
+            ("NumMedia", "0"),
+            ("MessageType", "text"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let signature = ingestion::signing::sign_twilio(&s.secret, &url, &params);
+        let resp = self
+            .fleet
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&params)
+            .send()
+            .await?;
+        Self::expect_ok("Twilio message", resp).await
+    }
+
+    /// A POS bill with the tills' bearer token.
+    pub async fn pos_bill(&self, bill: &Value) -> anyhow::Result<()> {
+        let s = &self.sources.pos;
+        let resp = self
+            .fleet
+            .http
+            .post(format!("{}/pos/{}/bills", self.fleet.ingest, s.id))
+            .bearer_auth(&s.secret)
+            .json(bill)
+            .send()
+            .await?;
+        Self::expect_ok("POS bill", resp).await
+    }
+
+    /// A Segment-compatible tracking call (`identify`, `track`, ...) with the write key.
+    pub async fn tracking(&self, call: &str, body: &Value) -> anyhow::Result<()> {
+        let s = &self.sources.segment;
+        let resp = self
+            .fleet
+            .http
+            .post(format!("{}/v1/{call}", self.fleet.ingest))
+            .basic_auth(&s.secret, Some(""))
+            .json(body)
+            .send()
+            .await?;
+        Self::expect_ok(&format!("tracking {call}"), resp).await
+    }
+}
+
+/// A Shopify `orders/create` body.
+#[allow(clippy::too_many_arguments)]
+fn shopify_order(
+    order_id: u64,
+    number: u32,
+    placed: DateTime<Utc>,
+    customer_id: u64,
+    email: &str,
+    first: &str,
+    last: &str,
+    lines: &[(&str, &str, &str, u32, &str)],
+) -> Value {
+    let total: f64 = lines
+        .iter()
+        .map(|(_, _, _, qty, price)| *qty as f64 * price.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    json!({
+        "id": order_id,
+        "name": format!("#{number}"),
+        "order_number": number,
+        "email": email,
+        "contact_email": email,
+        "created_at": rfc3339(placed),
+        "processed_at": rfc3339(placed),
+        "updated_at": rfc3339(placed),
+        "currency": "INR",
+        "presentment_currency": "INR",
+        "financial_status": "paid",
+        "source_name": "web",
+        "total_price": format!("{total:.2}"),
+        "subtotal_price": format!("{total:.2}"),
+        "customer": {
+            "id": customer_id,
+            "email": email,
+            "first_name": first,
+            "last_name": last,
+            "phone": null,
+            "created_at": rfc3339(placed - Duration::days(30)),
+            "updated_at": rfc3339(placed),
+        },
+        "line_items": lines.iter().enumerate().map(|(i, (sku, name, category, qty, price))| json!({
+            "id": order_id * 10 + i as u64,
+            "sku": sku,
+            "name": name,
+            "title": name,
+            "product_type": category,
+            "quantity": qty,
+            "price": price,
+            "vendor": "Loom & Co",
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A POS bill.
+fn pos_bill(
+    store: &str,
+    bill_no: &str,
+    billed: DateTime<Utc>,
+    customer: Value,
+    lines: &[(&str, &str, &str, u32, &str)],
+) -> Value {
+    let total: f64 = lines
+        .iter()
+        .map(|(_, _, _, qty, price)| *qty as f64 * price.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    json!({
+        "store": store,
+        "bill_no": bill_no,
+        "billed_at": rfc3339(billed),
+        "currency": "INR",
+        "customer": customer,
+        "lines": lines.iter().map(|(sku, name, category, qty, price)| json!({
+            "sku": sku, "name": name, "category": category, "qty": qty, "price": price,
+        })).collect::<Vec<_>>(),
+        "totals": { "total": format!("{total:.2}") },
+        "payment": "upi",
+    })
+}
+
+/// What the browser specs need to know about the seeded brand.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seed {
+    /// Dashboard users.
+    pub users: Users,
+    /// Integrations (without secrets).
+    pub integrations: Integrations,
+    /// Asha's phone as a person would type it.
+    pub star_phone_typed: String,
+    /// Asha's display name, as the profile shows it.
+    pub star_name: String,
+    /// Asha's e-mail.
+    pub star_email: String,
+}
+
+/// Asha's phone as she types it.
+pub const STAR_PHONE_TYPED: &str = "+91 98765 43210";
+
+/// Asha: web order (e-mail), WhatsApp (phone), then a store bill with both.
+pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    send.shopify(
+        "orders/create",
+        "e2e-asha-order-1",
+        &shopify_order(
+            5_500_001,
+            1001,
+            now - Duration::days(6),
+            8_800_001,
+            "asha.rao@example.in",
+            "Asha",
+            "Rao",
+            &[
+                (
+                    "KURTA-LIN-IND-M",
+                    "Linen Kurta Indigo M",
+                    "Kurtas",
+                    1,
+                    "1499.00",
+                ),
+                ("DUP-SLK-RUST", "Silk Dupatta Rust", "Dupattas", 1, "899.00"),
+            ],
+        ),
+    )
+    .await?;
+    send.whatsapp(
+        "SMe2easha0000000000000000000000001",
+        "+919876543210",
+        "Asha",
+        "Hi! Is the rust silk dupatta available in the Indiranagar store?",
+    )
+    .await?;
+    send.pos_bill(&pos_bill(
+        "BLR-01",
+        "B-2026-0001",
+        now - Duration::days(2),
+        json!({"phone": "98765 43210", "email": "asha.rao@example.in", "loyalty_id": "LOY-44100", "name": "Asha Rao"}),
+        &[
+            ("DUP-SLK-RUST", "Silk Dupatta Rust", "Dupattas", 1, "899.00"),
+            ("SOCKS-3P", "Cotton Socks (3 pack)", "Accessories", 2, "249.00"),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Vikram: four profiles, then one identify call that links them all.
+pub async fn review_case(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    send.shopify(
+        "orders/create",
+        "e2e-vikram-order-1",
+        &shopify_order(
+            5_500_101,
+            1101,
+            now - Duration::days(9),
+            8_800_101,
+            "vikram.nair@example.in",
+            "Vikram",
+            "Nair",
+            &[(
+                "SHIRT-OXF-WHT-L",
+                "Oxford Shirt White L",
+                "Shirts",
+                1,
+                "1299.00",
+            )],
+        ),
+    )
+    .await?;
+    send.whatsapp(
+        "SMe2evikram00000000000000000000001",
+        "+919900011122",
+        "Vikram",
+        "Do you have the oxford shirt in blue?",
+    )
+    .await?;
+    send.pos_bill(&pos_bill(
+        "BLR-02",
+        "B-2026-0101",
+        now - Duration::days(5),
+        json!({"loyalty_id": "LOY-77881", "name": "Vikram N"}),
+        &[(
+            "BELT-LTH-BRN",
+            "Leather Belt Brown",
+            "Accessories",
+            1,
+            "799.00",
+        )],
+    ))
+    .await?;
+    send.tracking(
+        "identify",
+        &json!({"userId": "vik-42", "messageId": "e2e-vikram-app-1", "timestamp": rfc3339(now - Duration::days(4)), "traits": {"firstName": "Vikram"}}),
+    )
+    .await?;
+    // The app learns everything at once: this links the four profiles above.
+    send.tracking(
+        "identify",
+        &json!({
+            "userId": "vik-42",
+            "messageId": "e2e-vikram-app-2",
+            "timestamp": rfc3339(now - Duration::days(1)),
+            "traits": {
+                "email": "vikram.nair@example.in",
+                "phone": "99000 11122",
+                "loyaltyId": "LOY-77881",
+                "firstName": "Vikram",
+                "lastName": "Nair"
+            }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Other shoppers, so the overview's KPIs and charts have some substance.
+pub async fn shoppers(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let people = [
+        (
+            "Meera",
+            "Iyer",
+            "meera.iyer@example.in",
+            "Kurtas",
+            "KURTA-COT-MUS-S",
+            "Cotton Kurta Mustard S",
+            "1199.00",
+        ),
+        (
+            "Rohan",
+            "Das",
+            "rohan.das@example.in",
+            "Shirts",
+            "SHIRT-LIN-SKY-M",
+            "Linen Shirt Sky M",
+            "1599.00",
+        ),
+        (
+            "Fatima",
+            "Sheikh",
+            "fatima.sheikh@example.in",
+            "Dupattas",
+            "DUP-CHI-IVR",
+            "Chikankari Dupatta Ivory",
+            "1099.00",
+        ),
+        (
+            "Karan",
+            "Mehta",
+            "karan.mehta@example.in",
+            "Trousers",
+            "TRS-CHN-KHK-32",
+            "Chinos Khaki 32",
+            "1399.00",
+        ),
+        (
+            "Divya",
+            "Pillai",
+            "divya.pillai@example.in",
+            "Kurtas",
+            "KURTA-LIN-IND-S",
+            "Linen Kurta Indigo S",
+            "1499.00",
+        ),
+        (
+            "Arjun",
+            "Kapoor",
+            "arjun.kapoor@example.in",
+            "Accessories",
+            "BAG-JUT-NAT",
+            "Jute Tote Natural",
+            "499.00",
+        ),
+    ];
+    for (i, (first, last, email, category, sku, name, price)) in people.into_iter().enumerate() {
+        let n = i as u64;
+        send.shopify(
+            "orders/create",
+            &format!("e2e-shopper-{i}"),
+            &shopify_order(
+                5_600_000 + n,
+                1200 + i as u32,
+                now - Duration::days(1 + (i as i64 * 3) % 20) - Duration::hours(i as i64 * 5),
+                8_900_000 + n,
+                email,
+                first,
+                last,
+                &[(sku, name, category, 1 + (i as u32 % 2), price)],
+            ),
+        )
+        .await?;
+    }
+    for i in 0..4u32 {
+        send.pos_bill(&pos_bill(
+            if i % 2 == 0 { "BLR-01" } else { "BLR-02" },
+            &format!("B-2026-05{i:02}"),
+            now - Duration::days(i64::from(i) * 2 + 1),
+            json!({"phone": format!("98450 1{i:04}"), "name": format!("Walk-in {}", i + 1)}),
+            &[(
+                "TEE-COT-BLK-M",
+                "Cotton Tee Black M",
+                "T-shirts",
+                1 + i,
+                "599.00",
+            )],
+        ))
+        .await?;
+    }
+    for i in 0..5u32 {
+        send.tracking(
+            "track",
+            &json!({
+                "anonymousId": format!("e2e-visitor-{i}"),
+                "messageId": format!("e2e-view-{i}"),
+                "event": "Product Viewed",
+                "timestamp": rfc3339(now - Duration::hours(i64::from(i) * 7)),
+                "properties": {"sku": "KURTA-LIN-IND-M", "name": "Linen Kurta Indigo M", "category": "Kurtas", "price": 1499}
+            }),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates users and integrations and sends every person's events.
+pub async fn everything(fleet: &Fleet) -> anyhow::Result<Seed> {
+    let admin = fleet.admin().await?;
+    let users = users(&admin).await?;
+    let sources = integrations(&admin).await?;
+    let send = Sender::new(fleet, &sources);
+    let now = Utc::now();
+    star_customer(&send, now).await?;
+    review_case(&send, now).await?;
+    shoppers(&send, now).await?;
+    Ok(Seed {
+        users,
+        integrations: sources.clone(),
+        star_phone_typed: STAR_PHONE_TYPED.to_owned(),
+        star_name: "Asha Rao".to_owned(),
+        star_email: "asha.rao@example.in".to_owned(),
+    })
+}
+
+/// Users and integrations only (for the tests that need no customer data).
+pub async fn accounts(fleet: &Fleet) -> anyhow::Result<Seed> {
+    let admin = fleet.admin().await?;
+    let users = users(&admin).await?;
+    let sources = integrations(&admin).await?;
+    Ok(Seed {
+        users,
+        integrations: sources,
+        star_phone_typed: STAR_PHONE_TYPED.to_owned(),
+        star_name: "Asha Rao".to_owned(),
+        star_email: "asha.rao@example.in".to_owned(),
+    })
+}
+
+/// Waits (through the API) until the pipeline has merged Asha's web, WhatsApp and POS
+/// identities into one profile, and returns it.
+pub async fn wait_for_star(admin: &Session, secs: u64) -> anyhow::Result<ProfileSummary> {
+    let path = format!(
+        "/profiles?{}",
+        serde_urlencoded::to_string([("q", STAR_PHONE_TYPED)])?
+    );
+    let mut last = None;
+    for _ in 0..secs * 4 {
+        match admin.get::<Page<ProfileSummary>>(&path).await {
+            Ok(page) => {
+                if let Some(p) = page.items.into_iter().find(|p| {
+                    let kinds: Vec<&str> = p.identifiers.iter().map(|i| i.kind.as_str()).collect();
+                    kinds.contains(&"email") && kinds.contains(&"phone")
+                }) {
+                    return Ok(p);
+                }
+                last = Some("no profile with both her e-mail and phone yet".to_owned());
+            }
+            Err(e) => last = Some(format!("{e:#}")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    bail!(
+        "after {secs}s the pipeline had not merged Asha's web, WhatsApp and POS identities: {}",
+        last.unwrap_or_default()
+    )
+}
+
+/// Waits (through the API) until a pending review item exists.
+pub async fn wait_for_review(admin: &Session, secs: u64) -> anyhow::Result<Uuid> {
+    let mut last = None;
+    for _ in 0..secs * 4 {
+        match admin
+            .get::<Page<domain::api::ReviewItem>>("/reviews?status=pending")
+            .await
+        {
+            Ok(page) => {
+                if let Some(item) = page.items.first() {
+                    return Ok(item.id);
+                }
+                last = Some("the queue is empty".to_owned());
+            }
+            Err(e) => last = Some(format!("{e:#}")),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    bail!(
+        "after {secs}s no review item was raised for Vikram's four profiles: {}",
+        last.unwrap_or_default()
+    )
+}

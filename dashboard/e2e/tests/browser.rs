@@ -1,0 +1,78 @@
+//! The dashboard in headless Chromium against a real fleet: each test starts the
+//! services on random ports with a fresh database and stream prefix, seeds what it
+//! needs through the front door, and runs its browser specs (`specs/*.test.mjs`).
+//!
+//! Needs the built bundle (`just build-dashboard`), `npm ci` in `dashboard/e2e`, and
+//! Chromium; `just test-browser` does all three. Tests that need customer data wait
+//! (through the API) for the pipeline to have processed it before the browser starts,
+//! so a failure says which part of the pipeline did not deliver.
+
+use dashboard_e2e::{Fleet, brand, browser};
+
+/// Seconds the pipeline gets to turn the seeded events into profiles and review items.
+const PIPELINE_SECS: u64 = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_deep_links_and_sign_out() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::accounts(&fleet).await.unwrap();
+    browser::run_specs(&fleet, &seed, &["auth.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_is_offered_only_its_actions() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::accounts(&fleet).await.unwrap();
+    browser::run_specs(&fleet, &seed, &["roles.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_upload_reaches_100_percent_and_lists_row_errors() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::accounts(&fleet).await.unwrap();
+    browser::run_specs(&fleet, &seed, &["csv.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_search_and_customer_360_of_a_merged_customer() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::everything(&fleet).await.unwrap();
+    let admin = fleet.admin().await.unwrap();
+    brand::wait_for_star(&admin, PIPELINE_SECS).await.unwrap();
+    browser::run_specs(
+        &fleet,
+        &seed,
+        &["overview.test.mjs", "customer360.test.mjs"],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_review_item_applies_the_merge() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::everything(&fleet).await.unwrap();
+    let admin = fleet.admin().await.unwrap();
+    brand::wait_for_review(&admin, PIPELINE_SECS).await.unwrap();
+    browser::run_specs(&fleet, &seed, &["review.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_of_every_page() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::everything(&fleet).await.unwrap();
+    let admin = fleet.admin().await.unwrap();
+    brand::wait_for_star(&admin, PIPELINE_SECS).await.unwrap();
+    brand::wait_for_review(&admin, PIPELINE_SECS).await.unwrap();
+    browser::run_specs(&fleet, &seed, &["screenshots.test.mjs"])
+        .await
+        .unwrap();
+}
