@@ -230,19 +230,27 @@ pub(crate) fn decode<T: DeserializeOwned>(raw: &RawEntry) -> Result<Envelope<T>,
             "the entry has no `{BODY_FIELD}` field, so it was not written by this runtime"
         ));
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    match value.get("v").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-                "unsupported envelope version {v} (this build reads version {ENVELOPE_VERSION})"
-            ));
+    // The happy path parses once, straight into the payload type; only a failure pays
+    // for a second look to say precisely why.
+    match serde_json::from_slice::<Envelope<T>>(body) {
+        Ok(env) if env.v == ENVELOPE_VERSION => Ok(env),
+        Ok(env) => Err(unsupported_version(u64::from(env.v))),
+        Err(typed) => {
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+            match value.get("v").and_then(serde_json::Value::as_u64) {
+                Some(v) if v == u64::from(ENVELOPE_VERSION) => Err(format!(
+                    "the envelope does not match this topic's payload: {typed}"
+                )),
+                Some(v) => Err(unsupported_version(v)),
+                None => Err("the envelope has no numeric version `v`".into()),
+            }
         }
-        None => return Err("the envelope has no numeric version `v`".into()),
     }
-    serde_json::from_value(value)
-        .map_err(|e| format!("the envelope does not match this topic's payload: {e}"))
+}
+
+fn unsupported_version(v: u64) -> String {
+    format!("unsupported envelope version {v} (this build reads version {ENVELOPE_VERSION})")
 }
 
 /// Per-consumer metric handles, labelled by topic and group.
@@ -403,7 +411,7 @@ impl<H: Handler> Runner<H> {
             ReadFrom::OwnPending => "0",
         });
         let reply: redis::Value = cmd.query_async(&mut self.conn).await?;
-        wire::parse_read_reply(&reply)
+        wire::parse_read_reply(reply)
     }
 
     /// Delivery counts of entries already in this consumer's pending list.
@@ -443,7 +451,7 @@ impl<H: Handler> Runner<H> {
             .arg(self.opts.batch_size)
             .query_async(&mut self.conn)
             .await?;
-        let (cursor, claimed, deleted) = wire::parse_autoclaim_reply(&reply)?;
+        let (cursor, claimed, deleted) = wire::parse_autoclaim_reply(reply)?;
         let unfinished = cursor != "0-0";
         self.claim_cursor = cursor;
         // Redis has already dropped these from the pending list: their bodies were

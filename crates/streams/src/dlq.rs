@@ -167,7 +167,7 @@ impl Streams {
             .arg(limit)
             .query_async(&mut self.conn())
             .await?;
-        Ok(wire::parse_entries(&reply)?
+        Ok(wire::parse_entries(reply)?
             .iter()
             .map(DeadLetter::from_raw)
             .collect())
@@ -204,7 +204,7 @@ impl Streams {
             .arg(1)
             .query_async(&mut self.conn())
             .await?;
-        let Some(last) = wire::parse_entries(&newest)?.pop().map(|e| e.id) else {
+        let Some(last) = wire::parse_entries(newest)?.pop().map(|e| e.id) else {
             return Ok(0);
         };
         let mut replayed = 0;
@@ -217,7 +217,7 @@ impl Streams {
                 .arg(100)
                 .query_async(&mut self.conn())
                 .await?;
-            let ids: Vec<String> = wire::parse_entries(&page)?
+            let ids: Vec<String> = wire::parse_entries(page)?
                 .into_iter()
                 .map(|e| e.id)
                 .collect();

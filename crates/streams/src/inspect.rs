@@ -117,7 +117,7 @@ impl Streams {
             topic: topic.name().to_owned(),
             key,
             length,
-            last_entry_id: wire::parse_entries(&newest)?.pop().map(|e| e.id),
+            last_entry_id: wire::parse_entries(newest)?.pop().map(|e| e.id),
             groups,
             dlq_length,
         })
@@ -146,7 +146,7 @@ impl Streams {
             .arg(n)
             .query_async(&mut self.conn())
             .await?;
-        Ok(wire::parse_entries(&reply)?
+        Ok(wire::parse_entries(reply)?
             .into_iter()
             .map(|raw| {
                 let body = raw

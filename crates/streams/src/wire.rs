@@ -59,100 +59,112 @@ fn protocol(what: &str, v: &Value) -> StreamError {
     StreamError::Protocol(format!("{what}: {v:?}"))
 }
 
-fn as_string(v: &Value) -> Result<String, StreamError> {
+fn as_string(v: Value) -> Result<String, StreamError> {
     match v {
-        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Ok(s.clone()),
+        Value::BulkString(b) => {
+            String::from_utf8(b).or_else(|e| Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        }
+        Value::SimpleString(s) => Ok(s),
         Value::Okay => Ok("OK".into()),
         Value::Int(i) => Ok(i.to_string()),
-        other => Err(protocol("expected a string", other)),
+        other => Err(protocol("expected a string", &other)),
     }
 }
 
-fn as_bytes(v: &Value) -> Result<Vec<u8>, StreamError> {
+fn as_bytes(v: Value) -> Result<Vec<u8>, StreamError> {
     match v {
-        Value::BulkString(b) => Ok(b.clone()),
+        // Moved, not copied: bodies are the bulk of every reply.
+        Value::BulkString(b) => Ok(b),
         other => as_string(other).map(String::into_bytes),
     }
 }
 
 /// Parses one `[id, [field, value, ...] | nil]` entry.
-fn parse_entry(v: &Value) -> Result<RawEntry, StreamError> {
+fn parse_entry(v: Value) -> Result<RawEntry, StreamError> {
     let Value::Array(parts) = v else {
-        return Err(protocol("expected an entry", v));
+        return Err(protocol("expected an entry", &v));
     };
+    let mut parts = parts.into_iter();
     let id = as_string(
         parts
-            .first()
-            .ok_or_else(|| protocol("entry without id", v))?,
+            .next()
+            .ok_or_else(|| StreamError::Protocol("entry without id".into()))?,
     )?;
-    let fields = match parts.get(1) {
+    let fields = match parts.next() {
         None | Some(Value::Nil) => None,
-        Some(Value::Array(flat)) => Some(
-            flat.chunks(2)
-                .map(|kv| match kv {
-                    [k, v] => Ok((as_string(k)?, as_bytes(v)?)),
-                    _ => Err(protocol("odd number of fields", v)),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(Value::Array(flat)) => {
+            if flat.len() % 2 != 0 {
+                return Err(StreamError::Protocol(format!(
+                    "entry {id} has an odd number of field items"
+                )));
+            }
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                fields.push((as_string(k)?, as_bytes(v)?));
+            }
+            Some(fields)
+        }
         Some(Value::Map(pairs)) => Some(
             pairs
-                .iter()
+                .into_iter()
                 .map(|(k, v)| Ok((as_string(k)?, as_bytes(v)?)))
                 .collect::<Result<Vec<_>, StreamError>>()?,
         ),
-        Some(other) => return Err(protocol("expected entry fields", other)),
+        Some(other) => return Err(protocol("expected entry fields", &other)),
     };
     Ok(RawEntry { id, fields })
 }
 
 /// Parses an array of entries (`XRANGE`, `XREVRANGE`, the middle of `XAUTOCLAIM`).
-pub(crate) fn parse_entries(v: &Value) -> Result<Vec<RawEntry>, StreamError> {
+pub(crate) fn parse_entries(v: Value) -> Result<Vec<RawEntry>, StreamError> {
     match v {
         Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => items.iter().map(parse_entry).collect(),
-        other => Err(protocol("expected a list of entries", other)),
+        Value::Array(items) => items.into_iter().map(parse_entry).collect(),
+        other => Err(protocol("expected a list of entries", &other)),
     }
 }
 
 /// Parses an `XREAD`/`XREADGROUP` reply for a single stream (nil on timeout).
-pub(crate) fn parse_read_reply(v: &Value) -> Result<Vec<RawEntry>, StreamError> {
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => {
-            let mut out = Vec::new();
-            for s in streams {
-                match s {
-                    Value::Array(kv) if kv.len() == 2 => out.extend(parse_entries(&kv[1])?),
-                    other => return Err(protocol("expected [key, entries]", other)),
+pub(crate) fn parse_read_reply(v: Value) -> Result<Vec<RawEntry>, StreamError> {
+    let per_stream: Vec<Value> = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => {
+                    Ok(kv.into_iter().nth(1).unwrap_or(Value::Nil))
                 }
-            }
-            Ok(out)
-        }
-        Value::Map(pairs) => {
-            let mut out = Vec::new();
-            for (_, entries) in pairs {
-                out.extend(parse_entries(entries)?);
-            }
-            Ok(out)
-        }
-        other => Err(protocol("expected a read reply", other)),
+                other => Err(protocol("expected [key, entries]", &other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => return Err(protocol("expected a read reply", &other)),
+    };
+    let mut out = Vec::new();
+    for entries in per_stream {
+        out.extend(parse_entries(entries)?);
     }
+    Ok(out)
 }
 
 /// Parses an `XAUTOCLAIM` reply: next cursor, claimed entries, ids no longer in the
 /// stream (Redis has already removed those from the pending list).
 pub(crate) fn parse_autoclaim_reply(
-    v: &Value,
+    v: Value,
 ) -> Result<(String, Vec<RawEntry>, Vec<String>), StreamError> {
     let Value::Array(parts) = v else {
-        return Err(protocol("expected an XAUTOCLAIM reply", v));
+        return Err(protocol("expected an XAUTOCLAIM reply", &v));
     };
-    let cursor = as_string(parts.first().ok_or_else(|| protocol("no cursor", v))?)?;
-    let claimed = parse_entries(parts.get(1).unwrap_or(&Value::Nil))?;
-    let deleted = match parts.get(2) {
-        Some(Value::Array(ids)) => ids.iter().map(as_string).collect::<Result<_, _>>()?,
+    let mut parts = parts.into_iter();
+    let cursor = as_string(
+        parts
+            .next()
+            .ok_or_else(|| StreamError::Protocol("XAUTOCLAIM reply without cursor".into()))?,
+    )?;
+    let claimed = parse_entries(parts.next().unwrap_or(Value::Nil))?;
+    let deleted = match parts.next() {
+        Some(Value::Array(ids)) => ids.into_iter().map(as_string).collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
     Ok((cursor, claimed, deleted))
@@ -180,14 +192,14 @@ mod tests {
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        let entries = parse_read_reply(&reply).unwrap();
+        let entries = parse_read_reply(reply).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].field(BODY_FIELD), Some(&b"{}"[..]));
         assert!(
             entries[1].fields.is_none(),
             "trimmed entry keeps a nil body"
         );
-        assert!(parse_read_reply(&Value::Nil).unwrap().is_empty());
+        assert!(parse_read_reply(Value::Nil).unwrap().is_empty());
     }
 
     #[test]
@@ -200,13 +212,13 @@ mod tests {
             ])]),
             Value::Array(vec![bulk("4-0")]),
         ]);
-        let (cursor, claimed, deleted) = parse_autoclaim_reply(&reply).unwrap();
+        let (cursor, claimed, deleted) = parse_autoclaim_reply(reply).unwrap();
         assert_eq!(cursor, "0-0");
         assert_eq!(claimed[0].id, "5-1");
         assert_eq!(claimed[0].field(BODY_FIELD), None);
         assert_eq!(claimed[0].fields_json(), r#"{"x":"y"}"#);
         assert_eq!(deleted, vec!["4-0".to_owned()]);
-        assert!(parse_read_reply(&Value::Int(3)).is_err());
+        assert!(parse_read_reply(Value::Int(3)).is_err());
         assert_eq!(id_millis("1700000000000-3"), Some(1_700_000_000_000));
     }
 }
