@@ -1,4 +1,5 @@
-//! Settings of the api-gateway: authentication, the dashboard, CRM credentials.
+//! Settings of the api-gateway: authentication, the dashboard, the OpenAPI viewer, live
+//! feeds, and CRM credentials.
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,11 @@ pub struct ApiSettings {
     pub login_attempts_per_minute: u32,
     /// Set the `Secure` flag on session cookies (turn on behind HTTPS).
     pub cookie_secure: bool,
+    /// Folder holding the OpenAPI viewer's assets (the npm package `swagger-ui-dist`),
+    /// served at `/api/docs/`.
+    pub openapi_viewer_dir: String,
+    /// Milliseconds between updates of the server-sent-event feeds (streams, imports).
+    pub live_interval_ms: u64,
     /// Twilio account SID for outbound WhatsApp.
     pub twilio_account_sid: String,
     /// Twilio auth token for outbound WhatsApp.
@@ -45,6 +51,8 @@ impl ApiSettings {
             cors_origins: String::new(),
             login_attempts_per_minute: 10,
             cookie_secure: false,
+            openapi_viewer_dir: ".data/swagger-ui/node_modules/swagger-ui-dist".into(),
+            live_interval_ms: 1000,
             twilio_account_sid: String::new(),
             twilio_auth_token: None,
             twilio_api_base: "https://api.twilio.com".into(),

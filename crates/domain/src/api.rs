@@ -1110,9 +1110,17 @@ pub struct CsvUploadForm {
     /// What the file holds.
     pub kind: CsvImportKind,
     /// JSON object mapping CSV column headers to fields (e.g.
-    /// `{"Mobile": "phone", "E-mail": "email"}`); absent uses the headers as field names.
+    /// `{"Mobile": "phone", "E-mail": "email"}`); a field left unmapped is read from the
+    /// column whose header, lower-cased with spaces and punctuation as `_`, is its name.
     #[serde(default)]
     pub mapping: Option<String>,
+    /// Currency of orders when the file has no currency column (ISO 4217).
+    #[serde(default)]
+    pub default_currency: Option<String>,
+    /// Namespace of customer ids that are not namespaced already (default `csv`; use
+    /// `shopify` for a Shopify export so its ids match the webhooks').
+    #[serde(default)]
+    pub customer_id_namespace: Option<String>,
     /// The CSV file.
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = Binary))]
     pub file: Vec<u8>,
@@ -1463,8 +1471,9 @@ pub struct ReplayAccepted {
 }
 
 /// Server-sent event names of `GET /streams/live`: `stats` carries a
-/// [`StreamsOverview`] every second, `entry` a [`StreamEntry`] of `events.normalized`
-/// (falling back to `events.raw`) as it arrives.
+/// [`StreamsOverview`] every `LIVE_INTERVAL_MS` (default one second), `entry` a
+/// [`StreamEntry`] of `events.raw` or `events.normalized` as it arrives (at most 50 per
+/// topic and tick: the feed is a viewer, not a consumer).
 pub mod live_events {
     /// Event name of a [`super::StreamsOverview`] tick.
     pub const STATS: &str = "stats";

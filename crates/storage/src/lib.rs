@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod customer360;
 pub mod integrations;
+pub mod users;
 
 pub use sqlx;
 

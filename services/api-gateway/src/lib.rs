@@ -1,10 +1,142 @@
-//! The api-gateway service.
+//! The api-gateway: the REST API under `/api/v1` that the dashboard and brands' own
+//! systems use, its OpenAPI document and viewer, and the web server of the built
+//! dashboard.
+//!
+//! Layout:
+//! - [`api`]: the route table. Every route is declared there with its minimum role;
+//!   the same declaration mounts the handler, guards it and documents it, so the
+//!   router, the authorisation rules and the OpenAPI document cannot disagree.
+//! - `auth`: who is calling (session cookie or bearer token), the guard that enforces
+//!   roles and CSRF rules, and the login rate limiter.
+//! - `handlers/*`: one module per endpoint group.
+//! - `records`: reads around a profile beyond its Customer 360 (family, orders,
+//!   predictions); the Customer 360 itself comes from `storage::customer360`.
+//! - `web`: the dashboard's files and the OpenAPI viewer.
+//!
+//! The gateway writes only what it owns (users, sessions, tokens, integrations, its
+//! record of published requests); every profile change is a request on
+//! `profiles.merge_requests` that the identity merger applies.
 
+pub mod api;
+mod auth;
+mod extract;
+mod handlers;
+mod records;
+mod state;
+mod web;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use config::ExposeSecret as _;
 use service_kit::ServiceContext;
 use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
-/// Runs the service on `listener` until `ctx.shutdown` is cancelled.
+pub use state::AppState;
+
+/// Header carrying each request's id (set when the client sends none, echoed back).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Runs the gateway on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let router = service_kit::ops_router(ctx.readiness());
-    service_kit::serve(listener, router, ctx.shutdown.clone()).await
+    bootstrap_admin(&ctx).await?;
+    let state = AppState::new(&ctx);
+    tokio::spawn(purge_sessions(ctx.clone()));
+    let served = service_kit::serve(listener, app(&ctx, state.clone()), ctx.shutdown.clone()).await;
+    // Imports whose upload already finished keep running until their file is read.
+    state.background.close();
+    state.background.wait().await;
+    served
+}
+
+/// The whole HTTP surface: ops endpoints, `/api/v1`, the OpenAPI viewer and the
+/// dashboard, with CORS, compression, request ids and tracing.
+pub fn app(ctx: &ServiceContext, state: AppState) -> Router {
+    let api = api::build(state.clone());
+    Router::new()
+        .merge(service_kit::ops_router(ctx.readiness()))
+        .nest("/api/v1", api.router)
+        .merge(web::router(&ctx.settings))
+        .layer(cors(&ctx.settings.api.cors_origins))
+        .layer(CompressionLayer::new())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// CORS for the origins in `CORS_ORIGINS` (comma separated); none means same-origin
+/// only. Credentials are allowed for those origins, so the CSRF header check and the
+/// SameSite cookie remain the defence for everyone else.
+fn cors(origins: &str) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static(domain::api::CSRF_HEADER),
+        ])
+}
+
+/// Creates `ADMIN_EMAIL` as admin when no user exists and `ADMIN_PASSWORD` is set.
+async fn bootstrap_admin(ctx: &ServiceContext) -> anyhow::Result<()> {
+    let Some(password) = &ctx.settings.api.admin_password else {
+        return Ok(());
+    };
+    let created = storage::users::ensure_first_admin(
+        &ctx.db,
+        &ctx.settings.api.admin_email,
+        password.expose_secret(),
+    )
+    .await
+    .context("creating the first admin from ADMIN_EMAIL / ADMIN_PASSWORD")?;
+    if let Some(user) = created {
+        tracing::info!(email = %user.email, "created the first admin");
+    }
+    Ok(())
+}
+
+/// Deletes expired sessions every hour until shutdown.
+async fn purge_sessions(ctx: ServiceContext) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                match storage::users::purge_expired_sessions(&ctx.db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+                    Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+                }
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod import;
 mod integration;
 mod streams;
 mod supervisor;
+mod user;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ enum Command {
     Integration(integration::IntegrationArgs),
     /// Bulk-import CSV files (customers, orders).
     Import(import::ImportArgs),
+    /// Add dashboard users (`ctl user add --email E --role R [--password P]`).
+    User(user::UserArgs),
+    /// Create API tokens for machines (`ctl token create --name N --role R`).
+    Token(user::TokenArgs),
 }
 
 #[tokio::main]
@@ -56,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => streams::dlq(&settings, args).await?,
         Command::Integration(args) => integration::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
+        Command::User(args) => user::user(&settings, args).await?,
+        Command::Token(args) => user::token(&settings, args).await?,
     }
     Ok(())
 }

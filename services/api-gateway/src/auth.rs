@@ -1,0 +1,423 @@
+//! Who is calling, and may they: authentication by session cookie or bearer token, the
+//! per-route guard that enforces each route's minimum role and the CSRF rules, and the
+//! login rate limiter.
+//!
+//! The guard runs before the handler and its extractors, so an anonymous caller gets
+//! 401 and a too-weak role 403 whatever the request carries. Cookie-authenticated
+//! state-changing requests must also prove they come from the dashboard's own origin
+//! (see [`check_csrf`]); bearer tokens are not sent by browsers on their own, so they
+//! need no such proof.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
+use chrono::{DateTime, Utc};
+use domain::api::{CSRF_HEADER, Me, PrincipalKind, Role, SESSION_COOKIE};
+use service_kit::ApiError;
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+/// Who a route admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Callers with at least this role.
+    Role(Role),
+}
+
+impl Access {
+    /// `public` or the role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Role(r) => r.as_str(),
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User or token.
+    pub kind: PrincipalKind,
+    /// User id or token id.
+    pub id: Uuid,
+    /// E-mail or token name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Session expiry (users).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Principal {
+    /// How the caller is named in records of what they did (`merge_history.actor`,
+    /// `csv_imports.created_by`, ...).
+    pub fn actor(&self) -> String {
+        match self.kind {
+            PrincipalKind::User => self.name.clone(),
+            PrincipalKind::Token => format!("token:{}", self.name),
+        }
+    }
+
+    /// The user id, for users.
+    pub fn user_id(&self) -> Option<Uuid> {
+        (self.kind == PrincipalKind::User).then_some(self.id)
+    }
+
+    /// The `GET /auth/me` view.
+    pub fn me(&self) -> Me {
+        Me {
+            kind: self.kind,
+            id: self.id,
+            name: self.name.clone(),
+            role: self.role,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// Extracts the caller the guard authenticated. Only usable on guarded routes.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::unauthorized("unauthorized", "sign in first"))
+    }
+}
+
+/// State of one route's guard.
+#[derive(Clone)]
+pub struct Guard {
+    /// Shared state.
+    pub app: AppState,
+    /// Who the route admits.
+    pub access: Access,
+}
+
+/// The per-route middleware: authenticate, check the role, check CSRF, then run the
+/// handler with the [`Principal`] in the request's extensions.
+pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    let Access::Role(required) = guard.access else {
+        return next.run(req).await;
+    };
+    let (principal, by_cookie) = match authenticate(&guard.app, req.headers()).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return ApiError::unauthorized(
+                "unauthorized",
+                "sign in, or send an API token as `Authorization: Bearer <token>`",
+            )
+            .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    if !principal.role.allows(required) {
+        return ApiError::forbidden(format!(
+            "this needs the {required} role; you are {}",
+            principal.role
+        ))
+        .into_response();
+    }
+    if by_cookie
+        && is_state_changing(req.method())
+        && let Err(e) = check_csrf(req.headers(), &guard.app.settings.api.cors_origins)
+    {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn is_state_changing(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Finds the caller: a bearer token if the request has an `Authorization` header (a
+/// bad one is refused, never ignored), else the session cookie. Returns the principal
+/// and whether it came from the cookie.
+async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Principal, bool)>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let Some(row) = storage::users::find_token(&app.db, token)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                "unknown or revoked API token",
+            ));
+        };
+        let principal = Principal {
+            kind: PrincipalKind::Token,
+            id: row.id,
+            role: row.role(),
+            name: row.name,
+            expires_at: None,
+        };
+        return Ok(Some((principal, false)));
+    }
+    let Some(token) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let Some(session) = storage::users::find_session(&app.db, &token)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(None);
+    };
+    let principal = Principal {
+        kind: PrincipalKind::User,
+        id: session.user.id,
+        role: session.user.role(),
+        name: session.user.email,
+        expires_at: Some(session.expires_at),
+    };
+    Ok(Some((principal, true)))
+}
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `Set-Cookie` value of a new session. The token is hex, so it needs no quoting.
+pub fn session_set_cookie(token: &str, ttl: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        ttl.as_secs()
+    )
+}
+
+/// `Set-Cookie` value that removes the session cookie.
+pub fn session_clear_cookie(secure: bool) -> String {
+    session_set_cookie("", Duration::ZERO, secure)
+}
+
+/// CSRF rules for cookie-authenticated state-changing requests: the custom header
+/// [`CSRF_HEADER`] must be present (a cross-site form or `fetch` cannot add it without
+/// a CORS preflight, which only `CORS_ORIGINS` pass), and an `Origin` header, when the
+/// browser sends one, must be the gateway's own origin or one of `CORS_ORIGINS`. The
+/// session cookie is also `SameSite=Strict`, so browsers do not send it cross-site at
+/// all; these checks are the second line.
+pub fn check_csrf(headers: &HeaderMap, cors_origins: &str) -> Result<(), ApiError> {
+    let has_header = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if !has_header {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf",
+            format!("cookie-authenticated changes must send the `{CSRF_HEADER}` header"),
+        ));
+    }
+    check_origin(headers, cors_origins)
+}
+
+/// An `Origin` header, when present, must name this host or an allowed CORS origin.
+pub fn check_origin(headers: &HeaderMap, cors_origins: &str) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same_host = origin
+        .split_once("://")
+        .map(|(_, authority)| authority.trim_end_matches('/'))
+        .zip(host)
+        .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
+    let allowed = cors_origins
+        .split(',')
+        .map(str::trim)
+        .any(|o| !o.is_empty() && o.eq_ignore_ascii_case(origin));
+    if same_host || allowed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf",
+            format!("requests from origin {origin} are not accepted"),
+        ))
+    }
+}
+
+/// The client address of a request: the TCP peer (proxies are not trusted, so a
+/// forged `X-Forwarded-For` cannot dodge the login limit).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |ci| ci.0.ip()),
+        ))
+    }
+}
+
+/// Allows each client address `per_minute` login attempts per minute: a token bucket
+/// of that size refilled continuously, so a burst is possible but the long-run rate is
+/// bounded. State is per gateway process.
+pub struct LoginLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl LoginLimiter {
+    /// A limiter of `per_minute` attempts per address (0 blocks every login).
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one attempt for `ip`; `Err(wait)` when none is left, with the time until
+    /// the next one.
+    pub fn attempt(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.attempt_at(ip, Instant::now())
+    }
+
+    fn attempt_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.per_minute);
+        if capacity == 0.0 {
+            return Err(Duration::from_secs(60));
+        }
+        let per_sec = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 10_000 {
+            // Forget addresses whose bucket has refilled: they are indistinguishable
+            // from new ones.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < capacity
+            });
+        }
+        let bucket = buckets.entry(ip).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_sec).min(capacity);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn limiter_allows_a_burst_then_refills() {
+        let limiter = LoginLimiter::new(3);
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.attempt_at(a, t0).is_ok());
+        }
+        let wait = limiter.attempt_at(a, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(20) && wait > Duration::from_secs(19));
+        assert!(
+            limiter.attempt_at(b, t0).is_ok(),
+            "addresses are independent"
+        );
+        assert!(limiter.attempt_at(a, t0 + Duration::from_secs(20)).is_ok());
+        assert!(limiter.attempt_at(a, t0 + Duration::from_secs(20)).is_err());
+        assert!(LoginLimiter::new(0).attempt_at(a, t0).is_err());
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn csrf_needs_the_header_and_a_friendly_origin() {
+        let ok = headers(&[("x-requested-with", "constintel"), ("host", "gw:8080")]);
+        assert!(check_csrf(&ok, "").is_ok());
+        let missing = headers(&[("host", "gw:8080")]);
+        assert_eq!(check_csrf(&missing, "").unwrap_err().code, "csrf");
+        let same = headers(&[
+            ("x-requested-with", "1"),
+            ("host", "gw:8080"),
+            ("origin", "http://gw:8080"),
+        ]);
+        assert!(check_csrf(&same, "").is_ok());
+        let foreign = headers(&[
+            ("x-requested-with", "1"),
+            ("host", "gw:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(check_csrf(&foreign, "").is_err());
+        assert!(check_csrf(&foreign, "https://app.example, https://evil.example").is_ok());
+    }
+
+    #[test]
+    fn cookies_are_strict_and_http_only() {
+        let c = session_set_cookie("abc", Duration::from_secs(3600), true);
+        for part in [
+            "ci_session=abc",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+            "Max-Age=3600",
+        ] {
+            assert!(c.contains(part), "{c} lacks {part}");
+        }
+        assert!(session_clear_cookie(false).contains("Max-Age=0"));
+    }
+}

@@ -1,0 +1,650 @@
+//! Profiles: search and list, Customer 360, timeline, merge history, predictions, and
+//! the GDPR export and erasure.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::api::{
+    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, ExportedOrder, MergeAction, MergeLogEntry,
+    ModelTask, Page, PageQuery, PredictionView, ProfileExport, ProfileQuery, ProfileSort,
+    ProfileSummary, ProfileView, SortOrder, TimelineEvent, TimelineQuery,
+};
+use domain::profile::ProfileIdentifier;
+use domain::{Channel, EventType, Identifier, IdentifierKind, MergeRequest, Order};
+use rust_decimal::Decimal;
+use service_kit::ApiError;
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
+use crate::handlers::conflict;
+use crate::handlers::merges::{MergeRow, publish_merge_request};
+use crate::records;
+use crate::state::AppState;
+
+/// The columns of a [`SummaryRow`], over `customer_profile p` joined with the latest
+/// churn (`pc`) and segment (`ps`) predictions.
+pub const SUMMARY_SELECT: &str = "SELECT p.id, p.display_name, p.identifiers, p.first_seen_at, \
+     p.last_seen_at, p.orders_count, p.total_spent, p.currency, p.channels, \
+     pc.score AS churn_probability, ps.label AS segment \
+     FROM customer_profile p \
+     LEFT JOIN predictions pc ON pc.profile_id = p.id AND pc.task = 'churn' \
+     LEFT JOIN predictions ps ON ps.profile_id = p.id AND ps.task = 'segment' ";
+
+/// A profile-list row.
+#[derive(sqlx::FromRow)]
+pub struct SummaryRow {
+    id: Uuid,
+    display_name: Option<String>,
+    identifiers: sqlx::types::Json<serde_json::Value>,
+    first_seen_at: Option<DateTime<Utc>>,
+    last_seen_at: Option<DateTime<Utc>>,
+    orders_count: i32,
+    total_spent: Decimal,
+    currency: Option<String>,
+    channels: Vec<String>,
+    churn_probability: Option<f64>,
+    segment: Option<String>,
+}
+
+impl SummaryRow {
+    /// The API view.
+    pub fn into_summary(self) -> ProfileSummary {
+        // Entries that are not `{kind, value}` of a known kind are skipped, not fatal.
+        let identifiers = self
+            .identifiers
+            .0
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| serde_json::from_value::<Identifier>(v.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ProfileSummary {
+            id: self.id,
+            display_name: self.display_name,
+            identifiers,
+            first_seen_at: self.first_seen_at,
+            last_seen_at: self.last_seen_at,
+            total_orders: i64::from(self.orders_count),
+            lifetime_value: self.total_spent,
+            currency: self.currency,
+            channels: self
+                .channels
+                .iter()
+                .filter_map(|c| c.parse::<Channel>().ok())
+                .collect(),
+            churn_probability: self.churn_probability,
+            churn_band: self.churn_probability.map(ChurnBand::of),
+            segment: self.segment,
+        }
+    }
+}
+
+/// Summaries of the given profiles (live ones only), in no particular order.
+pub async fn summaries(app: &AppState, ids: &[Uuid]) -> sqlx::Result<Vec<ProfileSummary>> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+        "{SUMMARY_SELECT} WHERE p.id = ANY($1) AND p.merged_into IS NULL"
+    ))
+    .bind(ids)
+    .fetch_all(&app.db)
+    .await?;
+    Ok(rows.into_iter().map(SummaryRow::into_summary).collect())
+}
+
+/// Every identifier `q` can be, normalised as ingest does, or just `kind` when given.
+fn identifier_candidates(
+    q: &str,
+    kind: Option<IdentifierKind>,
+    region: &str,
+) -> Result<Vec<Identifier>, ApiError> {
+    match kind {
+        Some(kind) => Identifier::parse(kind, q, region)
+            .map(|i| vec![i])
+            .map_err(|e| ApiError::bad_request("bad_filter", format!("q: {e}"))),
+        None => {
+            let mut all: Vec<Identifier> = IdentifierKind::ALL
+                .into_iter()
+                .filter_map(|k| Identifier::parse(k, q, region).ok())
+                .collect();
+            all.sort();
+            all.dedup();
+            Ok(all)
+        }
+    }
+}
+
+/// The sort key of a profile-list row, as the cursor carries it.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SortKey {
+    /// Last seen (absent sorts first ascending, last descending).
+    LastSeen(Option<DateTime<Utc>>, Uuid),
+    /// Lifetime value, as a decimal string (exact).
+    Ltv(String, Uuid),
+    /// Orders.
+    Orders(i32, Uuid),
+}
+
+/// Lists profiles: search by identifier or name, filter, sort, page.
+#[utoipa::path(
+    get,
+    path = "/profiles",
+    tag = "profiles",
+    summary = "Search and list profiles",
+    description = "`q` matches any identifier normalised exactly as ingest does \
+                   (`+91 98765 43210`, `User@Mail.com`, `shopify:123`, ...) or the start \
+                   of a display name. Filters combine with AND. Only live profiles are \
+                   listed (merged-away ones resolve through `GET /profiles/{id}`).",
+    params(ProfileQuery),
+    responses(
+        (status = 200, description = "A page of profiles", body = Page<ProfileSummary>),
+        (status = 400, description = "A bad filter, sort, cursor or limit, with the reason (`bad_filter`, `bad_cursor`)", body = ApiErrorBody),
+    )
+)]
+pub async fn list_profiles(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ProfileQuery>,
+) -> Result<Json<Page<ProfileSummary>>, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let sort = q.sort.unwrap_or_default();
+    let order = q.order.unwrap_or_default();
+    let list = format!("profiles:{sort:?}:{order:?}");
+    let after: Option<SortKey> = decode_cursor(&list, q.cursor.as_deref())?;
+    if let (Some(from), Some(to)) = (q.last_seen_from, q.last_seen_to)
+        && from > to
+    {
+        return Err(ApiError::bad_request(
+            "bad_filter",
+            "last_seen_from is after last_seen_to",
+        ));
+    }
+    if q.kind.is_some() && q.q.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "bad_filter",
+            "kind needs q: the identifier to look for",
+        ));
+    }
+
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(SUMMARY_SELECT);
+    sql.push("WHERE p.merged_into IS NULL");
+    if let Some(text) = q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let ids = identifier_candidates(text, q.kind, &app.settings.default_phone_region)?;
+        let (kinds, values): (Vec<String>, Vec<String>) = ids
+            .into_iter()
+            .map(|i| (i.kind.as_str().to_owned(), i.value))
+            .unzip();
+        // An identifier may still point at a profile merged away since: follow it.
+        sql.push(
+            " AND (p.id IN (SELECT COALESCE(cp.merged_into, cp.id) FROM profile_identifier pi \
+               JOIN customer_profile cp ON cp.id = pi.profile_id \
+               WHERE (pi.kind, pi.value) IN (SELECT * FROM UNNEST(",
+        );
+        sql.push_bind(kinds);
+        sql.push("::text[], ");
+        sql.push_bind(values);
+        sql.push("::text[])))");
+        if q.kind.is_none() {
+            sql.push(" OR lower(p.display_name) LIKE ");
+            sql.push_bind(format!("{}%", escape_like(&text.to_lowercase())));
+        }
+        sql.push(")");
+    }
+    if let Some(segment) = q.segment.as_deref().filter(|s| !s.is_empty()) {
+        sql.push(" AND ps.label = ");
+        sql.push_bind(segment.to_owned());
+    }
+    if let Some(band) = q.churn_band {
+        let (lo, hi) = band.range();
+        sql.push(" AND pc.score >= ");
+        sql.push_bind(lo);
+        sql.push(" AND pc.score < ");
+        sql.push_bind(hi);
+    }
+    if let Some(channel) = q.channel {
+        sql.push(" AND p.channels @> ARRAY[");
+        sql.push_bind(channel.as_str());
+        sql.push("]::text[]");
+    }
+    if let Some(from) = q.last_seen_from {
+        sql.push(" AND p.last_seen_at >= ");
+        sql.push_bind(from);
+    }
+    if let Some(to) = q.last_seen_to {
+        sql.push(" AND p.last_seen_at < ");
+        sql.push_bind(to);
+    }
+    let key_expr = match sort {
+        ProfileSort::LastSeen => "COALESCE(p.last_seen_at, '-infinity'::timestamptz)",
+        ProfileSort::Ltv => "p.total_spent",
+        ProfileSort::Orders => "p.orders_count",
+    };
+    let (op, dir_sql) = match order {
+        SortOrder::Desc => ("<", "DESC"),
+        SortOrder::Asc => (">", "ASC"),
+    };
+    match after {
+        None => {}
+        Some(SortKey::LastSeen(at, id)) if sort == ProfileSort::LastSeen => {
+            sql.push(format!(" AND ({key_expr}, p.id) {op} (COALESCE("));
+            sql.push_bind(at);
+            sql.push("::timestamptz, '-infinity'::timestamptz), ");
+            sql.push_bind(id);
+            sql.push(")");
+        }
+        Some(SortKey::Ltv(v, id)) if sort == ProfileSort::Ltv => {
+            let v: Decimal = v.parse().map_err(|_| {
+                ApiError::bad_request("bad_cursor", "the cursor is not one this list handed out")
+            })?;
+            sql.push(format!(" AND ({key_expr}, p.id) {op} ("));
+            sql.push_bind(v);
+            sql.push(", ");
+            sql.push_bind(id);
+            sql.push(")");
+        }
+        Some(SortKey::Orders(n, id)) if sort == ProfileSort::Orders => {
+            sql.push(format!(" AND ({key_expr}, p.id) {op} ("));
+            sql.push_bind(n);
+            sql.push(", ");
+            sql.push_bind(id);
+            sql.push(")");
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_cursor",
+                "the cursor is not one this list handed out",
+            ));
+        }
+    }
+    sql.push(format!(
+        " ORDER BY {key_expr} {dir_sql}, p.id {dir_sql} LIMIT "
+    ));
+    sql.push_bind(limit + 1);
+    let rows: Vec<SummaryRow> = sql.build_query_as().fetch_all(&app.db).await?;
+    let page = paginate(rows, limit, &list, |r| match sort {
+        ProfileSort::LastSeen => SortKey::LastSeen(r.last_seen_at, r.id),
+        ProfileSort::Ltv => SortKey::Ltv(r.total_spent.to_string(), r.id),
+        ProfileSort::Orders => SortKey::Orders(r.orders_count, r.id),
+    });
+    Ok(Json(crate::extract::map_page(
+        page,
+        SummaryRow::into_summary,
+    )))
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// The Customer 360 of a profile.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}",
+    tag = "profiles",
+    summary = "Customer 360",
+    description = "Served from the Redis cache, falling back to Postgres and refilling \
+                   the cache (header `x-cache: hit|miss`). A merged-away id answers with \
+                   the survivor's document and `merged_into` set.",
+    params(("id" = Uuid, Path, description = "Profile id (a merged-away id resolves to its survivor)")),
+    responses(
+        (status = 200, description = "The Customer 360", body = ProfileView,
+         headers(("x-cache" = String, description = "`hit` or `miss`"))),
+        (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn get_profile(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let read = app
+        .customer360
+        .load(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))?;
+    let mut resp = Json(ProfileView {
+        requested_id: id,
+        merged_into: read.merged_into,
+        profile: read.doc,
+    })
+    .into_response();
+    resp.headers_mut().insert(
+        CACHE_HEADER,
+        HeaderValue::from_static(if read.cached { "hit" } else { "miss" }),
+    );
+    Ok(resp)
+}
+
+/// The live profile `id` resolves to, or 404.
+async fn live(app: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
+    storage::customer360::resolve(&app.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    source: String,
+    channel: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    name: Option<String>,
+    profile_id: Option<Uuid>,
+    identifiers: sqlx::types::Json<serde_json::Value>,
+    properties: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+    order_data: Option<sqlx::types::Json<serde_json::Value>>,
+}
+
+impl EventRow {
+    fn into_event(self, fallback_profile: Uuid) -> TimelineEvent {
+        TimelineEvent {
+            event_id: self.event_id,
+            occurred_at: self.occurred_at,
+            received_at: self.received_at,
+            source: self.source,
+            channel: self.channel.parse().unwrap_or(Channel::Api),
+            event_type: self.event_type.parse().unwrap_or(EventType::Custom),
+            name: self.name,
+            profile_id: self.profile_id.unwrap_or(fallback_profile),
+            identifiers: serde_json::from_value(self.identifiers.0).unwrap_or_default(),
+            properties: self.properties.0,
+            order: self
+                .order_data
+                .and_then(|o| serde_json::from_value::<Order>(o.0).ok()),
+        }
+    }
+}
+
+const EVENT_COLUMNS: &str = "event_id, occurred_at, received_at, source, channel, type, name, \
+     profile_id, identifiers, properties, order_data";
+
+/// A profile's timeline.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/timeline",
+    tag = "profiles",
+    summary = "Timeline of a profile",
+    description = "Every normalised event of the profile and of the profiles merged into \
+                   it, newest first.",
+    params(("id" = Uuid, Path, description = "Profile id"), TimelineQuery),
+    responses(
+        (status = 200, description = "A page of events", body = Page<TimelineEvent>),
+        (status = 400, description = "Bad type, cursor, limit or id (`bad_filter`, `bad_cursor`, `bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn timeline(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<TimelineQuery>,
+) -> Result<Json<Page<TimelineEvent>>, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = decode_cursor("timeline", q.cursor.as_deref())?;
+    let survivor = live(&app, id).await?;
+    let family = records::family(&app.db, survivor).await?;
+    let (at, after_id) = after.unzip();
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM normalized_event \
+         WHERE profile_id = ANY($1) \
+           AND ($2::text IS NULL OR type = $2) \
+           AND ($3::timestamptz IS NULL OR (occurred_at, event_id) < ($3, $4)) \
+         ORDER BY occurred_at DESC, event_id DESC LIMIT $5"
+    ))
+    .bind(&family)
+    .bind(q.event_type.map(EventType::as_str))
+    .bind(at)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(&app.db)
+    .await?;
+    let page = paginate(rows, limit, "timeline", |r| (r.occurred_at, r.event_id));
+    Ok(Json(crate::extract::map_page(page, |r| {
+        r.into_event(survivor)
+    })))
+}
+
+/// The merges that involved a profile.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/merges",
+    tag = "profiles",
+    summary = "Merge history of a profile",
+    description = "Merges in which the profile, or a profile merged into it, survived or \
+                   was absorbed; newest first.",
+    params(("id" = Uuid, Path, description = "Profile id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of merges", body = Page<MergeLogEntry>),
+        (status = 400, description = "Bad cursor, limit or id (`bad_filter`, `bad_cursor`, `bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn profile_merges(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<MergeLogEntry>>, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> =
+        decode_cursor("profile-merges", q.cursor.as_deref())?;
+    let survivor = live(&app, id).await?;
+    let family = records::family(&app.db, survivor).await?;
+    let rows = merges_of(&app, &family, after, limit + 1).await?;
+    let page = paginate(rows, limit, "profile-merges", |r| (r.created_at, r.id));
+    Ok(Json(crate::extract::map_page(page, MergeRow::into_entry)))
+}
+
+async fn merges_of(
+    app: &AppState,
+    family: &[Uuid],
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<MergeRow>> {
+    let (at, after_id) = after.unzip();
+    sqlx::query_as(&format!(
+        "SELECT {} FROM merge_history \
+         WHERE (survivor_id = ANY($1) OR absorbed_ids && $1) \
+           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+        crate::handlers::merges::MERGE_COLUMNS
+    ))
+    .bind(family)
+    .bind(at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&app.db)
+    .await
+}
+
+fn prediction_view(r: records::PredictionRow) -> Option<PredictionView> {
+    Some(PredictionView {
+        task: r.task.parse::<ModelTask>().ok()?,
+        score: r.score,
+        label: r.label,
+        model_version_id: r.model_version_id,
+        algorithm: r.algorithm,
+        scored_at: r.scored_at,
+        details: r.details.0,
+    })
+}
+
+/// A profile's latest predictions.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/predictions",
+    tag = "models",
+    summary = "Predictions of a profile",
+    description = "The latest prediction per task (at most one per task, so not paged), \
+                   with the model version that made it.",
+    params(("id" = Uuid, Path, description = "Profile id")),
+    responses(
+        (status = 200, description = "Predictions, one per task", body = Vec<PredictionView>),
+        (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn profile_predictions(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Vec<PredictionView>>, ApiError> {
+    let survivor = live(&app, id).await?;
+    let rows = records::predictions(&app.db, survivor).await?;
+    Ok(Json(rows.into_iter().filter_map(prediction_view).collect()))
+}
+
+#[derive(sqlx::FromRow)]
+struct ExportProfileRow {
+    display_name: Option<String>,
+    traits: sqlx::types::Json<serde_json::Value>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExportIdentifierRow {
+    kind: String,
+    value: String,
+    source: Option<String>,
+    first_seen_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    suspect: bool,
+}
+
+/// Everything stored about a person (GDPR access request).
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/export",
+    tag = "profiles",
+    summary = "Export a profile (GDPR)",
+    description = "The profile and the profiles merged into it: traits, identifiers, \
+                   every event, every order, predictions and merges, as one JSON document.",
+    params(("id" = Uuid, Path, description = "Profile id")),
+    responses(
+        (status = 200, description = "The export", body = ProfileExport),
+        (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn export_profile(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ProfileExport>, ApiError> {
+    let survivor = live(&app, id).await?;
+    let family = records::family(&app.db, survivor).await?;
+    let profile: ExportProfileRow =
+        sqlx::query_as("SELECT display_name, traits FROM customer_profile WHERE id = $1")
+            .bind(survivor)
+            .fetch_one(&app.db)
+            .await?;
+    let identifiers: Vec<ExportIdentifierRow> = sqlx::query_as(
+        "SELECT kind, value, source, first_seen_at, last_seen_at, suspect \
+         FROM profile_identifier WHERE profile_id = ANY($1) ORDER BY kind, value",
+    )
+    .bind(&family)
+    .fetch_all(&app.db)
+    .await?;
+    let events: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM normalized_event WHERE profile_id = ANY($1) \
+         ORDER BY occurred_at DESC, event_id DESC"
+    ))
+    .bind(&family)
+    .fetch_all(&app.db)
+    .await?;
+    let orders = records::orders(&app.db, &family, None).await?;
+    let predictions = records::predictions(&app.db, survivor).await?;
+    let merges = merges_of(&app, &family, None, i64::MAX).await?;
+    tracing::info!(profile_id = %survivor, by = %caller.actor(), "profile exported");
+    Ok(Json(ProfileExport {
+        exported_at: Utc::now(),
+        profile_id: survivor,
+        merged_profile_ids: family.iter().copied().filter(|f| *f != survivor).collect(),
+        display_name: profile.display_name,
+        traits: profile.traits.0,
+        identifiers: identifiers
+            .into_iter()
+            .filter_map(|i| {
+                Some(ProfileIdentifier {
+                    kind: i.kind.parse().ok()?,
+                    value: i.value,
+                    source: i.source,
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                    suspect: i.suspect,
+                })
+            })
+            .collect(),
+        events: events.into_iter().map(|e| e.into_event(survivor)).collect(),
+        orders: orders
+            .into_iter()
+            .map(|(o, items)| ExportedOrder {
+                source: o.source,
+                order_id: o.order_id,
+                status: o.status,
+                channel: o.channel,
+                store: o.store,
+                placed_at: o.placed_at,
+                currency: o.currency,
+                total: o.total,
+                refunded_total: o.refunded_total,
+                items,
+            })
+            .collect(),
+        predictions: predictions
+            .into_iter()
+            .filter_map(prediction_view)
+            .collect(),
+        merges: merges.into_iter().map(MergeRow::into_entry).collect(),
+    }))
+}
+
+/// Asks the identity merger to erase a profile (GDPR erasure).
+#[utoipa::path(
+    post,
+    path = "/profiles/{id}/erase",
+    tag = "profiles",
+    summary = "Erase a profile (GDPR)",
+    description = "Publishes an `erase` request on `profiles.merge_requests`. The merger \
+                   deletes the profile's events, identifiers, orders and predictions, \
+                   drops its cache entry, and suppresses its identifiers so they are never \
+                   ingested again. Answers 202; the profile answers 404 once erased. A \
+                   merged-away id is refused: erase the survivor it names.",
+    params(("id" = Uuid, Path, description = "Profile id")),
+    responses(
+        (status = 202, description = "Erasure requested", body = Accepted),
+        (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "The profile was merged into another (`conflict`)", body = ApiErrorBody),
+        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
+    )
+)]
+pub async fn erase_profile(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let survivor = live(&app, id).await?;
+    if survivor != id {
+        return Err(conflict(format!(
+            "profile {id} was merged into {survivor}; erase that profile"
+        )));
+    }
+    let accepted = publish_merge_request(
+        &app,
+        MergeAction::Erase,
+        MergeRequest::Erase {
+            profile_id: id,
+            actor: caller.actor(),
+        },
+        Default::default(),
+        format!("/api/v1/profiles/{id}"),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}

@@ -1,0 +1,230 @@
+//! Integrations through the HTTP surface: create, list, enable/disable, secrets,
+//! webhook URLs, delivery logs and the test event.
+
+mod common;
+
+use common::{Gateway, code};
+use domain::api::Role;
+use serde_json::{Value, json};
+use streams::Topic;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn integrations_lifecycle_and_secrets() {
+    let gw = Gateway::start_with(vec![("PUBLIC_BASE_URL", "https://in.example.com/".into())]).await;
+    let admin = gw.session(Role::Admin).await;
+    let viewer = gw.token(Role::Viewer).await;
+
+    let (status, created) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "shopify", "name": "Main store"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["integration"]["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 32);
+    assert_eq!(
+        created["integration"]["webhook_url"],
+        format!("https://in.example.com/webhooks/shopify/{id}")
+    );
+    assert_eq!(
+        created["integration"]["secret_hint"],
+        format!("…{}", &secret[secret.len() - 4..])
+    );
+
+    let (status, page) = gw.get("/integrations", &viewer).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    assert!(
+        !page.to_string().contains(&secret),
+        "lists never carry secrets"
+    );
+    let (status, one) = gw.get(&format!("/integrations/{id}"), &viewer).await;
+    assert_eq!(status, 200);
+    assert!(
+        one["authentication"]
+            .as_str()
+            .unwrap()
+            .contains("X-Shopify-Hmac-Sha256")
+    );
+
+    let (status, shown) = gw.get(&format!("/integrations/{id}/secret"), &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["secret"], secret.as_str());
+
+    let (status, rotated) = gw
+        .post(
+            &format!("/integrations/{id}/rotate-secret"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let new_secret = rotated["secret"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+    let found = storage::integrations::find_by_secret(gw.db(), "shopify", &secret)
+        .await
+        .unwrap();
+    assert!(found.is_none(), "the old secret is gone");
+
+    let (status, off) = gw
+        .patch(
+            &format!("/integrations/{id}"),
+            &admin,
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(off["enabled"], false);
+
+    // Bad input.
+    let (status, body) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "shopify", "name": "Main store"}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (409, "conflict"));
+    let (status, _) = gw
+        .post("/integrations", &admin, json!({"kind": "fax", "name": "x"}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "pos", "name": "  "}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "pos", "name": "x", "secret": "short"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = gw
+        .patch(
+            &format!("/integrations/{id}"),
+            &admin,
+            json!({"enabled": "yes"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    for path in ["", "/secret", "/deliveries"] {
+        let (status, body) = gw
+            .get(&format!("/integrations/{}{path}", Uuid::now_v7()), &admin)
+            .await;
+        assert_eq!((status, code(&body)), (404, "not_found"), "{path}");
+    }
+    // A CSV integration has no webhook.
+    let (_, csv) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "csv", "name": "exports"}),
+        )
+        .await;
+    assert!(csv["integration"]["webhook_url"].is_null());
+}
+
+#[tokio::test]
+async fn delivery_log_pages_newest_first() {
+    let gw = Gateway::start().await;
+    let integration = storage::integrations::create(gw.db(), "pos", "tills", None)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        sqlx::query(
+            "INSERT INTO connection_logs (integration_id, at, endpoint, status, latency_ms, error) \
+             VALUES ($1, now() - make_interval(secs => $2), 'pos', $3, 1.5, $4)",
+        )
+        .bind(integration.id)
+        .bind(f64::from(i))
+        .bind(if i == 0 { 401_i16 } else { 202 })
+        .bind(if i == 0 { Some("bad token") } else { None })
+        .execute(gw.db())
+        .await
+        .unwrap();
+    }
+    let viewer = gw.token(Role::Viewer).await;
+    let path = format!("/integrations/{}/deliveries?limit=3", integration.id);
+    let (status, first) = gw.get(&path, &viewer).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    assert_eq!(first["items"][0]["status"], 401);
+    assert_eq!(first["items"][0]["error"], "bad token");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = gw.get(&format!("{path}&cursor={cursor}"), &viewer).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert!(second["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
+    let gw = Gateway::start().await;
+    let integration = storage::integrations::create(gw.db(), "segment", "web", None)
+        .await
+        .unwrap();
+    let analyst = gw.session(Role::Analyst).await;
+    let (status, accepted) = gw
+        .post(
+            &format!("/integrations/{}/test-event", integration.id),
+            &analyst,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let raw_id: Uuid = accepted["raw_event_id"].as_str().unwrap().parse().unwrap();
+
+    let (source, kind, payload, integration_id): (String, String, Value, Option<Uuid>) =
+        sqlx::query_as(
+            "SELECT source, kind, payload, integration_id FROM customer_raw_event WHERE id = $1",
+        )
+        .bind(raw_id)
+        .fetch_one(gw.db())
+        .await
+        .unwrap();
+    assert_eq!((source.as_str(), kind.as_str()), ("segment", "identify"));
+    assert_eq!(payload["constintel_test"], true);
+    assert_eq!(integration_id, Some(integration.id));
+
+    let entries = gw.stream_entries(Topic::EventsRaw).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], raw_id.to_string());
+    let published: bool =
+        sqlx::query_scalar("SELECT published_at IS NOT NULL FROM customer_raw_event WHERE id = $1")
+            .bind(raw_id)
+            .fetch_one(gw.db())
+            .await
+            .unwrap();
+    assert!(published);
+
+    let (_, log) = gw
+        .get(
+            &format!("/integrations/{}/deliveries", integration.id),
+            &analyst,
+        )
+        .await;
+    assert_eq!(log["items"][0]["raw_event_id"], raw_id.to_string());
+    assert_eq!(log["items"][0]["status"], 202);
+
+    storage::integrations::set_enabled(gw.db(), integration.id, false)
+        .await
+        .unwrap();
+    let (status, _) = gw
+        .post(
+            &format!("/integrations/{}/test-event", integration.id),
+            &analyst,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 409, "disabled integrations take no events");
+    assert_eq!(gw.stream_entries(Topic::EventsRaw).await.len(), 1);
+}
