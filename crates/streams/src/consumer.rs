@@ -32,6 +32,7 @@ use redis::aio::ConnectionManager;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dlq::DeadLetterDraft;
 use crate::wire::{self, BODY_FIELD, RawEntry};
@@ -155,18 +156,9 @@ pub async fn run_consumer<H: Handler>(
         tracing::info!("consumer stopped");
         Ok(())
     }
-    .instrument_in(span)
+    .instrument(span)
     .await
 }
-
-/// Small helper so the span wraps the whole future without importing
-/// `tracing::Instrument` at every call site.
-trait InstrumentIn: std::future::Future + Sized {
-    fn instrument_in(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
-        tracing::Instrument::instrument(self, span)
-    }
-}
-impl<F: std::future::Future> InstrumentIn for F {}
 
 /// The connection this consumer reads on: its own when the handle can open one (a
 /// blocking read must not stall other users of a shared multiplexed connection),
@@ -292,7 +284,11 @@ struct Runner<H: Handler> {
     claim_cursor: String,
     housekeeping_every: Duration,
     next_housekeeping: Instant,
+    /// When this consumer's failed entries are due for another delivery.
     retry_due: Option<Instant>,
+    /// Where a scan of this consumer's own pending entries continues (an entry id; the
+    /// scan reads entries after it), while one is under way.
+    pending_scan: Option<String>,
     group_ready: bool,
 }
 
@@ -319,8 +315,9 @@ impl<H: Handler> Runner<H> {
             blocking,
             claim_cursor: "0-0".into(),
             next_housekeeping: now,
+            retry_due: None,
             // A restarted consumer first settles what it left pending last time.
-            retry_due: Some(now),
+            pending_scan: Some("0".into()),
             group_ready: false,
         }
     }
@@ -366,12 +363,19 @@ impl<H: Handler> Runner<H> {
             self.report_gauges().await?;
             return Ok(());
         }
-        if self.retry_due.is_some_and(|due| now >= due) {
+        if self.pending_scan.is_none() && self.retry_due.is_some_and(|due| now >= due) {
+            // Failures of this scan set the next due time afresh.
             self.retry_due = None;
-            let entries = self.read(ReadFrom::OwnPending, Duration::ZERO).await?;
+            self.pending_scan = Some("0".into());
+        }
+        if let Some(after) = self.pending_scan.take() {
+            let entries = self
+                .read(ReadFrom::OwnPending(&after), Duration::ZERO)
+                .await?;
             if entries.len() >= self.opts.batch_size {
-                // More of our pending entries may follow this batch.
-                self.retry_due = Some(now);
+                // More of our pending entries may follow: continue after this batch
+                // (entries of this batch that fail again wait for `retry_due`).
+                self.pending_scan = entries.last().map(|e| e.id.clone());
             }
             if !entries.is_empty() {
                 let counts = self.delivery_counts(&entries).await?;
@@ -394,7 +398,11 @@ impl<H: Handler> Runner<H> {
         self.process(entries, &HashMap::new()).await
     }
 
-    async fn read(&mut self, from: ReadFrom, wait: Duration) -> Result<Vec<RawEntry>, StreamError> {
+    async fn read(
+        &mut self,
+        from: ReadFrom<'_>,
+        wait: Duration,
+    ) -> Result<Vec<RawEntry>, StreamError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.opts.group)
@@ -408,7 +416,7 @@ impl<H: Handler> Runner<H> {
         }
         cmd.arg("STREAMS").arg(&self.key).arg(match from {
             ReadFrom::New => ">",
-            ReadFrom::OwnPending => "0",
+            ReadFrom::OwnPending(after) => after,
         });
         let reply: redis::Value = cmd.query_async(&mut self.conn).await?;
         wire::parse_read_reply(reply)
@@ -696,11 +704,11 @@ return removed
 ";
 
 #[derive(Clone, Copy)]
-enum ReadFrom {
+enum ReadFrom<'a> {
     /// Entries never delivered to the group (`>`).
     New,
-    /// This consumer's own pending entries (`0`).
-    OwnPending,
+    /// This consumer's own pending entries with ids after the given one (`0`: all).
+    OwnPending(&'a str),
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

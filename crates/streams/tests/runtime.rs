@@ -840,3 +840,54 @@ async fn consumers_that_left_holding_nothing_are_forgotten() {
     env.shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_restarted_consumer_settles_everything_it_left_pending() {
+    let env = TestEnv::new().await;
+    let streams = Streams::from_context(&env.context());
+    let names = ["p1", "p2", "p3", "p4", "p5"];
+    let batch: Vec<_> = names.iter().map(|n| envelope(n)).collect();
+    streams.publish_many(TOPIC, &batch).await.unwrap();
+    // The previous run of consumer `c1` read all five and died before acking.
+    let mut conn = env.redis.clone();
+    let key = streams.key(TOPIC);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("g")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c1")
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Same name, batches of two, and a claim timeout far beyond the test: only its own
+    // pending scan can deliver them.
+    let mut opts = options("g", "c1");
+    opts.batch_size = 2;
+    opts.claim_idle = Duration::from_secs(600);
+    let handler = Recorder::accepting();
+    let task = spawn(&streams, opts, handler.clone(), &env.shutdown);
+    eventually(10, "all five settled", || async {
+        (handler.committed().len() == 5).then_some(())
+    })
+    .await;
+    assert_eq!(handler.committed(), names);
+    assert!(
+        handler.seen().iter().all(|(_, count)| *count == 2),
+        "{:?}",
+        handler.seen()
+    );
+    assert_eq!(pending(&env, &streams, "g").await, 0);
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
