@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -86,7 +87,9 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerOptions {
     /// Consumer group (one per consuming service: replicas share it).
     pub group: String,
-    /// This replica's name within the group; unique per running process.
+    /// This consumer's name within the group; must be unique among running consumers
+    /// (two runners sharing a name would take each other's in-flight entries for their
+    /// own pending ones).
     pub consumer: String,
     /// Entries read per `XREADGROUP` (and handed to the handler at once).
     pub batch_size: usize,
@@ -105,8 +108,9 @@ impl ConsumerOptions {
     pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
 
     /// Options from the fleet's settings (`STREAM_BATCH_SIZE`, `STREAM_MAX_DELIVERIES`,
-    /// `STREAM_CLAIM_IDLE_MS`) for `group`; the consumer is named after the host and the
-    /// process id, so replicas on one host never share a name.
+    /// `STREAM_CLAIM_IDLE_MS`) for `group`. The consumer is named `host-pid-n` (`n` counts
+    /// calls in this process), so no two consumers share a name — not replicas on one
+    /// host, nor several runners in one process (tests start whole fleets in one).
     pub fn from_settings(s: &config::Settings, group: &str) -> Self {
         Self {
             group: group.to_owned(),
@@ -126,7 +130,9 @@ fn default_consumer_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_owned());
-    format!("{host}-{}", std::process::id())
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{host}-{}-{n}", std::process::id())
 }
 
 /// How long an idle consumer without a dedicated connection sleeps between polls.
@@ -756,6 +762,15 @@ mod tests {
             fields: None,
         };
         assert!(decode::<u32>(&trimmed).unwrap_err().contains("trimmed"));
+    }
+
+    #[test]
+    fn consumer_names_are_unique_per_call() {
+        let s = config::Settings::from_pairs([]).unwrap();
+        let a = ConsumerOptions::from_settings(&s, "g");
+        let b = ConsumerOptions::from_settings(&s, "g");
+        assert_ne!(a.consumer, b.consumer);
+        assert!(a.consumer.contains(&std::process::id().to_string()));
     }
 
     #[test]
