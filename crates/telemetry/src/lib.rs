@@ -8,7 +8,9 @@
 //! span, which is how one event is followed through the fleet.
 //!
 //! [`metrics_handle`] installs the process-wide Prometheus recorder once; services
-//! render it at `GET /metrics`.
+//! render it at `GET /metrics`. [`init`] installs it too, before anything is recorded:
+//! a metric handle taken before the recorder exists (a consumer's meters, created when
+//! it starts) stays bound to the no-op recorder for good.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -21,8 +23,8 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Installs the global tracing subscriber for `service`. Calling it again (tests start
-/// several services in one process) keeps the first subscriber.
+/// Installs the global tracing subscriber for `service`, and the Prometheus recorder.
+/// Calling it again (tests start several services in one process) keeps the first.
 pub fn init(service: &'static str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
@@ -48,6 +50,7 @@ pub fn init(service: &'static str, format: LogFormat) {
     };
     // Err only means a subscriber is already installed (several services in one test).
     drop(result);
+    metrics_handle();
 }
 
 /// Prefixes every human-readable line with the service name.
