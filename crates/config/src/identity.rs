@@ -8,8 +8,9 @@ pub struct IdentitySettings {
     /// Extra junk identifier values, comma separated, on top of the built-in blocklist.
     /// Each entry is a bare value (junk for every kind) or `kind:value`.
     pub identity_blocklist_extra: String,
-    /// An identifier seen with more than this many distinct strong identifiers of one
-    /// kind is marked suspect and stops merging.
+    /// An identifier seen with more distinct strong identifiers of one kind than one
+    /// person may hold (the per-profile limit of that kind) plus this many is marked
+    /// suspect and stops merging.
     pub identity_suspect_threshold: u32,
     /// An event linking more profiles than this goes to the review queue.
     pub identity_max_auto_merge: u32,
@@ -35,7 +36,7 @@ impl IdentitySettings {
     pub(crate) fn defaults() -> Self {
         Self {
             identity_blocklist_extra: String::new(),
-            identity_suspect_threshold: 5,
+            identity_suspect_threshold: 2,
             identity_max_auto_merge: 3,
             identity_max_emails: 3,
             identity_max_phones: 3,

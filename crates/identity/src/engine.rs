@@ -38,8 +38,11 @@ const MAX_NAMES: usize = 4;
 pub struct IdentifierNode {
     /// The live profile that holds it.
     pub owner: Option<ProfileId>,
-    /// Shared by many people: links nothing.
+    /// Shared by many people (learned from the whole event set): links nothing.
     pub suspect: bool,
+    /// Seen joining different people (learned in canonical order from conflicts):
+    /// links nothing from then on.
+    pub shared: bool,
     /// The latest event (canonical order) that carried it.
     pub last_key: Option<EventKey>,
 }
@@ -254,7 +257,11 @@ impl Engine {
         for id in &usable {
             let node = graph.identifiers.entry(id.clone()).or_default();
             if self.suspect(node) {
-                suspects.push(id.clone());
+                suspects.push((id.clone(), Withheld::Suspect));
+                continue;
+            }
+            if node.shared {
+                suspects.push((id.clone(), Withheld::Shared));
                 continue;
             }
             match node.owner {
@@ -293,6 +300,9 @@ impl Engine {
             },
         );
 
+        for id in &decision.shared {
+            graph.identifiers.entry(id.clone()).or_default().shared = true;
+        }
         let mut merges = Vec::new();
         let (target, created) = match decision.target {
             Target::New => {
@@ -347,7 +357,7 @@ impl Engine {
         let profile_id = follow(&merges, target);
 
         let mut withheld = decision.withheld;
-        withheld.extend(suspects.into_iter().map(|i| (i, Withheld::Suspect)));
+        withheld.extend(suspects);
         withheld.sort();
         let review = decision.review.map(|r| {
             let mut profiles = vec![profile_id];
@@ -476,7 +486,9 @@ impl Engine {
                     {
                         n.owner = None;
                     }
+                    // Learned from these very events: the replay learns it again (or not).
                     n.last_key = None;
+                    n.shared = false;
                 }
             }
         }
@@ -559,9 +571,12 @@ pub struct PartnerSet {
 }
 
 impl PartnerSet {
-    /// Whether more than `threshold` distinct partners of one kind were seen.
-    pub fn is_suspect(&self, threshold: u32) -> bool {
-        self.by_kind.values().any(|s| s.len() > threshold as usize)
+    /// Whether more distinct partners of one kind were seen than the policy allows
+    /// (see [`Policy::partner_threshold`]).
+    pub fn is_suspect(&self, policy: &Policy) -> bool {
+        self.by_kind
+            .iter()
+            .any(|(kind, s)| s.len() > policy.partner_threshold(*kind))
     }
 
     /// Records `partners` (the other identifiers of one event). Returns whether the
@@ -570,14 +585,14 @@ impl PartnerSet {
         &mut self,
         me: &Identifier,
         partners: impl IntoIterator<Item = &'a Identifier>,
-        threshold: u32,
+        policy: &Policy,
     ) -> bool {
-        let cap = threshold as usize + 1;
         let mut changed = false;
         for other in partners {
             if other == me || other.strength() < Strength::Medium || is_order_ref(other) {
                 continue;
             }
+            let cap = policy.partner_threshold(other.kind) + 1;
             let set = self.by_kind.entry(other.kind).or_default();
             if set.len() < cap {
                 changed |= set.insert(identifier_key(other));
@@ -594,16 +609,15 @@ pub fn observe_partners(
     partners: &mut HashMap<Identifier, PartnerSet>,
     usable: &[Identifier],
 ) -> Vec<Identifier> {
-    let threshold = policy.suspect_threshold;
     let mut newly = Vec::new();
     if usable.len() < 2 {
         return newly;
     }
     for id in usable.iter().filter(|i| !is_order_ref(i)) {
         let set = partners.entry(id.clone()).or_default();
-        let was = set.is_suspect(threshold);
-        set.observe(id, usable, threshold);
-        if !was && set.is_suspect(threshold) {
+        let was = set.is_suspect(policy);
+        set.observe(id, usable, policy);
+        if !was && set.is_suspect(policy) {
             newly.push(id.clone());
         }
     }
@@ -713,7 +727,12 @@ mod tests {
         let mut partners = HashMap::new();
         let counter = id(Phone, "+918040001234");
         let mut became = Vec::new();
-        for n in 0..=policy.suspect_threshold {
+        let loyalty_threshold = policy.partner_threshold(LoyaltyId) as u32;
+        assert_eq!(
+            loyalty_threshold,
+            policy.limits.loyalty_ids + policy.suspect_threshold
+        );
+        for n in 0..=loyalty_threshold {
             let loyalty = id(LoyaltyId, &format!("L-{n}"));
             became.extend(observe_partners(
                 &policy,
@@ -735,7 +754,7 @@ mod tests {
         // Weak partners never count.
         let cookie_partner = id(CookieId, "c");
         let set = partners.entry(phone.clone()).or_default();
-        assert!(!set.observe(&phone, [&cookie_partner], 5));
+        assert!(!set.observe(&phone, [&cookie_partner], &policy));
     }
 
     #[test]

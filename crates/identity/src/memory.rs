@@ -416,7 +416,7 @@ mod tests {
     fn a_counter_phone_turning_suspect_splits_what_it_joined() {
         let engine = engine(Guards::ALL);
         let counter = id(Phone, "+918040001234");
-        let threshold = engine.policy.suspect_threshold;
+        let threshold = engine.policy.partner_threshold(LoyaltyId) as u32;
         let events: Vec<Observation> = (0..=threshold)
             .map(|n| {
                 obs(

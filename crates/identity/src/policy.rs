@@ -113,8 +113,8 @@ pub struct Policy {
     pub guards: Guards,
     /// Junk values.
     pub blocklist: Blocklist,
-    /// An identifier seen with more than this many distinct strong or medium
-    /// identifiers of one kind is suspect.
+    /// An identifier seen with more distinct strong or medium identifiers of one kind
+    /// than one person may hold (the limit of that kind) plus this many is suspect.
     pub suspect_threshold: u32,
     /// Most existing profiles one event may merge automatically.
     pub max_auto_merge: u32,
@@ -140,6 +140,25 @@ impl Policy {
                 loyalty_ids: s.identity_max_loyalty_ids,
             },
         }
+    }
+
+    /// Most distinct partners of `kind` an identifier may be seen with before it is
+    /// suspect: what one person may hold of that kind (a household's members together
+    /// may add a few) plus `suspect_threshold`. A store's counter phone typed on bills
+    /// with loyalty cards is suspect after `1 + threshold` cards; a person's loyalty card
+    /// seen with the counter phones of a few stores stays trusted.
+    pub fn partner_threshold(&self, kind: IdentifierKind) -> usize {
+        let one_person = match kind {
+            IdentifierKind::Email => self.limits.emails,
+            IdentifierKind::Phone => self.limits.phones,
+            IdentifierKind::LoyaltyId => self.limits.loyalty_ids,
+            // One account per source, and a person meets a few sources.
+            IdentifierKind::CustomerId | IdentifierKind::PosCustomer => {
+                self.limits.customer_ids_per_source.saturating_mul(3)
+            }
+            IdentifierKind::DeviceId | IdentifierKind::CookieId => 0,
+        };
+        (one_person + self.suspect_threshold) as usize
     }
 
     /// The same policy with other guards.

@@ -181,6 +181,9 @@ pub enum Withheld {
     Separated,
     /// It is shared by many people and links nothing.
     Suspect,
+    /// It was seen joining different people (a family computer, a family phone) and
+    /// links nothing any more.
+    Shared,
 }
 
 /// A review item the decision raises.
@@ -209,6 +212,11 @@ pub struct Decision {
     pub withheld: Vec<(Identifier, Withheld)>,
     /// A review item to raise.
     pub review: Option<ReviewProposal>,
+    /// Identifiers this event shows to be used by different people: the device or
+    /// cookie of a shared-weak-identifier conflict, or the identifier through which a
+    /// profile matched an event that names a different person. From now on they link
+    /// nothing.
+    pub shared: Vec<Identifier>,
 }
 
 /// One side of a join: an existing profile or the event's fresh identifiers.
@@ -225,7 +233,12 @@ struct Item<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Objection {
     Separated,
-    Review(ReviewReason),
+    /// A review item; `different_person` when the evidence says the item is someone
+    /// else (so the identifiers tying it in are shared).
+    Review {
+        reason: ReviewReason,
+        different_person: bool,
+    },
 }
 
 /// The identifiers, classes and names gathered so far.
@@ -233,7 +246,12 @@ enum Objection {
 struct Group<'a> {
     ids: Vec<&'a Identifier>,
     classes: BTreeMap<Class, BTreeSet<&'a str>>,
+    /// The event's name and the names of the profiles joined so far.
     names: BTreeSet<&'a str>,
+    /// The names of the profiles joined so far.
+    profile_names: BTreeSet<&'a str>,
+    /// How many existing profiles joined so far.
+    profiles: usize,
     best_priority: u8,
 }
 
@@ -246,6 +264,10 @@ impl<'a> Group<'a> {
             }
         }
         self.names.extend(item.names.iter().copied());
+        if item.candidate.is_some() {
+            self.profile_names.extend(item.names.iter().copied());
+            self.profiles += 1;
+        }
         self.best_priority = self.best_priority.max(item.priority);
     }
 
@@ -267,7 +289,10 @@ impl<'a> Group<'a> {
                 .iter()
                 .any(|a| self.names.iter().any(|b| names_compatible(a, b)))
         {
-            return Some(Objection::Review(ReviewReason::NameConflict));
+            return Some(Objection::Review {
+                reason: ReviewReason::NameConflict,
+                different_person: true,
+            });
         }
         let link = self.best_priority.min(item.priority);
         let item_classes = classes(&item.ids);
@@ -277,8 +302,26 @@ impl<'a> Group<'a> {
                     .get(class)
                     .is_some_and(|g| !g.is_empty() && g != values)
             });
-            if clash {
-                return Some(Objection::Review(ReviewReason::SharedWeakIdentifier));
+            // The same first name on both sides says it is one person with another
+            // e-mail on their own device: fresh identifiers join, and a merge of two
+            // profiles still needs review but the device is not shared.
+            let compatible = |a: &BTreeSet<&str>, b: &[&str]| {
+                b.iter().any(|x| a.iter().any(|y| names_compatible(x, y)))
+            };
+            let same_person = guards.names
+                && !item.names.is_empty()
+                && match item.candidate {
+                    None => compatible(&self.profile_names, &item.names),
+                    Some(_) => compatible(&self.names, &item.names),
+                };
+            // Two existing profiles never merge through a device; fresh identifiers (or
+            // a profile meeting only the event's fresh identifiers) join one person.
+            let merge_of_profiles = item.candidate.is_some() && self.profiles > 0;
+            if clash && (merge_of_profiles || !same_person) {
+                return Some(Objection::Review {
+                    reason: ReviewReason::SharedWeakIdentifier,
+                    different_person: !same_person,
+                });
             }
         }
         // Limits decide for existing profiles; fresh identifiers are only withheld.
@@ -292,7 +335,10 @@ impl<'a> Group<'a> {
                 held > 0 && held + values.len() > limit
             });
             if over {
-                return Some(Objection::Review(ReviewReason::LimitExceeded));
+                return Some(Objection::Review {
+                    reason: ReviewReason::LimitExceeded,
+                    different_person: false,
+                });
             }
         }
         None
@@ -367,6 +413,7 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
     let mut fresh_joined = false;
     let mut fresh_separated = false;
     let mut objections: Vec<(ProfileId, ReviewReason)> = Vec::new();
+    let mut shared: Vec<Identifier> = Vec::new();
     for item in &items {
         let link = if group.ids.is_empty() && joined.is_empty() && !fresh_joined {
             item.priority
@@ -382,8 +429,24 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
                 }
             }
             Some(objection) => match (item.candidate, objection) {
-                (Some(i), Objection::Review(reason)) => {
-                    objections.push((input.candidates[i].profile, reason));
+                (
+                    Some(i),
+                    Objection::Review {
+                        reason,
+                        different_person,
+                    },
+                ) => {
+                    let c = &input.candidates[i];
+                    objections.push((c.profile, reason));
+                    // The identifiers that tied this profile to an event of someone else.
+                    let someone_else = match reason {
+                        ReviewReason::SharedWeakIdentifier => different_person,
+                        ReviewReason::NameConflict => event_name.is_some() && !item.name_fits_event,
+                        _ => false,
+                    };
+                    if someone_else {
+                        shared.extend(c.matched.iter().map(|id| (*id).clone()));
+                    }
                 }
                 (Some(_), Objection::Separated) => {}
                 (None, _) => fresh_separated = true,
@@ -475,6 +538,8 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
     }
     matched.sort();
     withheld.sort();
+    shared.sort();
+    shared.dedup();
 
     let review = (!objections.is_empty()).then(|| {
         let reason = if too_many {
@@ -495,6 +560,7 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
         add,
         withheld,
         review,
+        shared,
     }
 }
 
@@ -740,6 +806,37 @@ mod tests {
     }
 
     #[test]
+    fn a_second_email_on_ones_own_device_joins_when_the_names_agree() {
+        let world = [p(
+            1,
+            1,
+            &[id(Email, "a@x.in"), id(CookieId, "c1")],
+            &["asha"],
+        )];
+        let e = [id(Email, "b@x.in"), id(CookieId, "c1")];
+        let d = run(&policy(), &world, &e, Some("Asha").map(|_| "asha"));
+        assert_eq!(d.target, Target::Existing(pid(1)));
+        assert_eq!(d.add, vec![id(Email, "b@x.in")]);
+        assert!(d.review.is_none() && d.shared.is_empty());
+        // Another name, or none, is someone else on that device.
+        for name in [Some("ravi"), None] {
+            let d = run(&policy(), &world, &e, name);
+            assert_eq!(d.target, Target::New, "{name:?}");
+            assert_eq!(d.shared, vec![id(CookieId, "c1")], "{name:?}");
+        }
+        // Two existing profiles of one name still only meet in a review item, and the
+        // device stays usable.
+        let world = [
+            p(1, 1, &[id(Email, "a@x.in"), id(CookieId, "c1")], &["asha"]),
+            p(2, 2, &[id(Email, "b@x.in")], &["asha"]),
+        ];
+        let d = run(&policy(), &world, &e, Some("asha"));
+        assert!(d.absorb.is_empty());
+        assert_eq!(d.review.unwrap().reason, ReviewReason::SharedWeakIdentifier);
+        assert!(d.shared.is_empty());
+    }
+
+    #[test]
     fn a_device_joins_an_anonymous_profile_to_a_known_one() {
         // Browsing before signing up: the cookie profile has no strong identifier.
         let world = [
@@ -927,6 +1024,11 @@ mod tests {
         assert_eq!(d.target, Target::New);
         assert_eq!(d.add, vec![id(Email, "son@x.in")]);
         assert_eq!(d.review.unwrap().reason, ReviewReason::NameConflict);
+        assert_eq!(
+            d.shared,
+            vec![id(Phone, "+919812345678")],
+            "the family phone is shared"
+        );
         // His own profile, when it exists, gets the event.
         let world = [
             p(

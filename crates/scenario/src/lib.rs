@@ -8,8 +8,12 @@
 //! - [`brand`]: the catalogue, stores, people (with a ground-truth behaviour archetype)
 //!   and their time-ordered activities: orders, cancellations, refunds, browsing, cart,
 //!   WhatsApp messages, QR scans and store visits.
+//! - [`identity`]: who each person is to the brand's systems (e-mails, phones,
+//!   cookies, devices, loyalty cards, households, counter phones, junk) and the
+//!   normalised events their activities become, with the truth of who did what.
 
 pub mod brand;
+pub mod identity;
 
 pub use brand::{
     Activity, ActivityKind, Archetype, Brand, BrandConfig, Person, Product, Store, generate,

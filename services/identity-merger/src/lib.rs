@@ -1,10 +1,142 @@
-//! The identity-merger service.
+//! The identity-merger service: one true profile per person.
+//!
+//! Runs, until shutdown, in one process:
+//! - a consumer of `events.normalized` (group `identity-merger`) handing each batch to
+//!   the [`Resolver`], which attaches events to profiles, merges, raises review items
+//!   and keeps Customer 360 facts and the cache fresh;
+//! - a consumer of `profiles.merge_requests` (same group) applying analysts' decisions
+//!   (approve/reject review items, manual merges, unmerges, GDPR erasure), so every
+//!   profile write goes through this service;
+//! - the outbox relay publishing debounced `predictions.requests`;
+//! - the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Any number of replicas may run in the group: they serialise on the identifiers and
+//! profiles they touch (see `identity::resolver::locks`) and produce the same profiles
+//! as one replica.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{MergeRequest, NormalizedEvent};
+use identity::resolver::Resolver;
+use identity::resolver::outbox::PredictionOutbox;
 use service_kit::ServiceContext;
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Streams, Topic};
 use tokio::net::TcpListener;
+
+/// The consumer group of every merger replica.
+pub const GROUP: &str = "identity-merger";
+
+/// Hands batches of normalised events to the resolver.
+pub struct EventHandler {
+    resolver: Resolver,
+}
+
+#[async_trait::async_trait]
+impl Handler for EventHandler {
+    type Payload = NormalizedEvent;
+
+    async fn handle(&self, batch: &[Delivery<NormalizedEvent>]) -> Vec<Result<(), HandlerError>> {
+        let events: Vec<NormalizedEvent> = batch.iter().map(|d| d.envelope.payload.clone()).collect();
+        match self.resolver.resolve(&events).await {
+            Ok(report) => {
+                metrics::counter!("identity_events_resolved_total").increment(report.resolved as u64);
+                metrics::counter!("identity_events_redelivered_total").increment(report.already_resolved as u64);
+                metrics::counter!("identity_events_missing_total").increment(report.missing as u64);
+                metrics::counter!("identity_events_suppressed_total").increment(report.suppressed as u64);
+                metrics::counter!("identity_merges_total").increment(report.merges as u64);
+                metrics::counter!("identity_review_items_total").increment(report.reviews as u64);
+                metrics::counter!("identity_replays_total").increment(report.replays as u64);
+                if report.missing > 0 {
+                    tracing::warn!(missing = report.missing, "events without a stored row were skipped");
+                }
+                batch.iter().map(|_| Ok(())).collect()
+            }
+            Err(e) => {
+                // Nothing of the failed step was committed; earlier steps were, and their
+                // events are skipped as resolved when the batch comes back.
+                tracing::warn!(error = %e, events = batch.len(), "resolving a batch failed; it will be redelivered");
+                let message = e.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(HandlerError::Retry(anyhow::anyhow!(message.clone()))))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Applies analysts' decisions.
+pub struct RequestHandler {
+    resolver: Resolver,
+}
+
+#[async_trait::async_trait]
+impl Handler for RequestHandler {
+    type Payload = MergeRequest;
+
+    async fn handle(&self, batch: &[Delivery<MergeRequest>]) -> Vec<Result<(), HandlerError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for d in batch {
+            let request = &d.envelope.payload;
+            match self.resolver.apply_request(d.envelope.id, request).await {
+                Ok(outcome) => {
+                    metrics::counter!("identity_requests_applied_total").increment(1);
+                    tracing::info!(request_id = %d.envelope.id, ?request, outcome = %outcome.detail, "merge request applied");
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(HandlerError::Retry(anyhow::Error::new(e)))),
+            }
+        }
+        results
+    }
+}
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
+    let streams = Streams::from_context(&ctx);
+    let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
+    // Replicas of one host (and tests running several in one process) need distinct
+    // consumer names.
+    let name = |topic: &str| {
+        let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
+        opts.consumer = format!("{}-{topic}-{}", opts.consumer, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        opts
+    };
+    let events = tokio::spawn(streams::run_consumer(
+        streams.clone(),
+        Topic::EventsNormalized,
+        name("events"),
+        Arc::new(EventHandler {
+            resolver: resolver.clone(),
+        }),
+        ctx.shutdown.clone(),
+    ));
+    let requests = tokio::spawn(streams::run_consumer(
+        streams.clone(),
+        Topic::MergeRequests,
+        name("requests"),
+        Arc::new(RequestHandler { resolver }),
+        ctx.shutdown.clone(),
+    ));
+    let debounce = Duration::from_millis(ctx.settings.identity.identity_predictions_debounce_ms);
+    let pass = (debounce / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let relay = tokio::spawn(streams::run_outbox_relay_with(
+        streams,
+        Arc::new(PredictionOutbox::new(ctx.db.clone())),
+        OutboxOptions {
+            interval: pass,
+            older_than: Duration::ZERO,
+            batch: 500,
+        },
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
-    service_kit::serve(listener, router, ctx.shutdown.clone()).await
+    let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
+    // The HTTP server returns on shutdown; the workers settle their batches and follow.
+    ctx.shutdown.cancel();
+    for task in [events, requests, relay] {
+        task.await??;
+    }
+    served
 }

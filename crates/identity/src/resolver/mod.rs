@@ -21,6 +21,7 @@
 //! resolved events are skipped.
 
 pub mod locks;
+pub mod outbox;
 mod replay;
 pub mod requests;
 pub(crate) mod store;
@@ -601,18 +602,17 @@ impl Changes {
             })
             .collect();
         store::upsert_holdings(conn, &sightings).await?;
-        let states: BTreeMap<Identifier, (EventKey, PartnerSet, bool)> = self
+        let states: BTreeMap<Identifier, store::IdentifierWrite> = self
             .states
             .iter()
             .filter_map(|id| {
                 let node = graph.identifiers.get(id)?;
                 Some((
                     id.clone(),
-                    (
-                        node.last_key?,
+                    store::IdentifierWrite::of(
+                        node,
                         partners.get(id).cloned().unwrap_or_default(),
-                        node.suspect,
-                    ),
+                    )?,
                 ))
             })
             .collect();

@@ -390,17 +390,16 @@ impl Resolver {
             })
             .collect();
         store::upsert_holdings(conn, &sightings).await?;
-        let identifier_states: BTreeMap<Identifier, (EventKey, PartnerSet, bool)> = all_ids
+        let identifier_states: BTreeMap<Identifier, store::IdentifierWrite> = all_ids
             .iter()
             .filter_map(|id| {
                 let node = graph.identifiers.get(id)?;
                 Some((
                     id.clone(),
-                    (
-                        node.last_key?,
+                    store::IdentifierWrite::of(
+                        node,
                         partners.get(id).cloned().unwrap_or_default(),
-                        node.suspect,
-                    ),
+                    )?,
                 ))
             })
             .collect();

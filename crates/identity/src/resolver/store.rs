@@ -76,7 +76,7 @@ pub(crate) async fn identifier_states(
     }
     let (kinds, values) = split(ids);
     let rows = sqlx::query(
-        "SELECT t.kind, t.value, t.last_event_at, t.last_event_id, t.partners, t.suspect \
+        "SELECT t.kind, t.value, t.last_event_at, t.last_event_id, t.partners, t.suspect, t.shared \
          FROM identity_identifier t \
          JOIN unnest($1::text[], $2::text[]) AS u(kind, value) USING (kind, value)",
     )
@@ -93,6 +93,7 @@ pub(crate) async fn identifier_states(
         let node = IdentifierNode {
             owner: None,
             suspect: r.get("suspect"),
+            shared: r.get("shared"),
             last_key: Some(EventKey {
                 occurred_at: r.get("last_event_at"),
                 event_id: r.get("last_event_id"),
@@ -504,25 +505,52 @@ pub(crate) async fn upsert_holdings(
     Ok(())
 }
 
+/// What the merger writes about one identifier.
+pub(crate) struct IdentifierWrite {
+    /// The latest event carrying it.
+    pub last_key: EventKey,
+    /// Its partners.
+    pub partners: PartnerSet,
+    /// Suspect (sticky: never cleared).
+    pub suspect: bool,
+    /// Shared (as recomputed: a replay may clear it).
+    pub shared: bool,
+}
+
+impl IdentifierWrite {
+    /// The write for a graph node.
+    pub fn of(node: &IdentifierNode, partners: PartnerSet) -> Option<Self> {
+        Some(Self {
+            last_key: node.last_key?,
+            partners,
+            suspect: node.suspect,
+            shared: node.shared,
+        })
+    }
+}
+
 /// Writes identifier states (latest event kept as the later of stored and given; the
-/// partner set and suspect flag as given, since they were read and merged under the
-/// identifier's lock).
+/// partner set as given, since it was read and merged under the identifier's lock),
+/// and flags the index rows of suspect or shared identifiers.
 pub(crate) async fn upsert_identifier_states(
     conn: &mut PgConnection,
-    states: &BTreeMap<Identifier, (EventKey, PartnerSet, bool)>,
+    states: &BTreeMap<Identifier, IdentifierWrite>,
 ) -> Result<(), sqlx::Error> {
     let rows: Vec<_> = states.iter().collect();
     for chunk in rows.chunks(5_000) {
         let (kinds, values) = split(chunk.iter().map(|(i, _)| *i));
-        let at: Vec<DateTime<Utc>> = chunk.iter().map(|(_, s)| s.0.occurred_at).collect();
-        let ids: Vec<Uuid> = chunk.iter().map(|(_, s)| s.0.event_id).collect();
-        let partners: Vec<Json<&PartnerSet>> = chunk.iter().map(|(_, s)| Json(&s.1)).collect();
-        let suspect: Vec<bool> = chunk.iter().map(|(_, s)| s.2).collect();
+        let at: Vec<DateTime<Utc>> = chunk.iter().map(|(_, s)| s.last_key.occurred_at).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|(_, s)| s.last_key.event_id).collect();
+        let partners: Vec<Json<&PartnerSet>> =
+            chunk.iter().map(|(_, s)| Json(&s.partners)).collect();
+        let suspect: Vec<bool> = chunk.iter().map(|(_, s)| s.suspect).collect();
+        let shared: Vec<bool> = chunk.iter().map(|(_, s)| s.shared).collect();
         sqlx::query(
-            "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners, suspect, suspect_since) \
-             SELECT k, v, a, i, p, s, CASE WHEN s THEN now() END \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::jsonb[], $6::bool[]) \
-                  AS u(k, v, a, i, p, s) \
+            "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners, suspect, \
+                                             suspect_since, shared) \
+             SELECT k, v, a, i, p, s, CASE WHEN s THEN now() END, sh \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::jsonb[], $6::bool[], \
+                         $7::bool[]) AS u(k, v, a, i, p, s, sh) \
              ON CONFLICT (kind, value) DO UPDATE SET \
                  last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
                                            > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
@@ -530,7 +558,8 @@ pub(crate) async fn upsert_identifier_states(
                  last_event_at = GREATEST(identity_identifier.last_event_at, EXCLUDED.last_event_at), \
                  partners = EXCLUDED.partners, \
                  suspect = identity_identifier.suspect OR EXCLUDED.suspect, \
-                 suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since)",
+                 suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since), \
+                 shared = EXCLUDED.shared",
         )
         .bind(&kinds)
         .bind(&values)
@@ -538,6 +567,23 @@ pub(crate) async fn upsert_identifier_states(
         .bind(&ids)
         .bind(&partners)
         .bind(&suspect)
+        .bind(&shared)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE profile_identifier pi SET suspect = u.flag \
+             FROM unnest($1::text[], $2::text[], $3::bool[]) AS u(k, v, flag) \
+             WHERE pi.kind = u.k AND pi.value = u.v AND pi.suspect <> u.flag",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(
+            suspect
+                .iter()
+                .zip(&shared)
+                .map(|(a, b)| *a || *b)
+                .collect::<Vec<bool>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
@@ -640,7 +686,7 @@ pub(crate) async fn insert_merges(
 pub(crate) async fn insert_reviews(
     conn: &mut PgConnection,
     reviews: &[ReviewRecord],
-    final_of: &dyn Fn(ProfileId) -> ProfileId,
+    final_of: &(dyn Fn(ProfileId) -> ProfileId + Sync),
 ) -> Result<usize, sqlx::Error> {
     let mut raised = 0;
     for r in reviews {
