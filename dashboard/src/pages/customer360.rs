@@ -9,13 +9,13 @@
 //! so and moves the URL to the survivor's.
 
 use domain::api::{Accepted, MergeLogEntry, Page, ProfileView, Role, TimelineEvent};
-use domain::profile::{Customer360, PredictionSummary};
+use domain::profile::{Customer360, PredictionSummary, ProfileIdentifier};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use uuid_js::Uuid;
 
-use super::profiles::churn_tone;
+use super::profiles::{churn_tone, is_order_reference};
 use crate::api::{self, ApiError};
 use crate::charts::HBars;
 use crate::format;
@@ -76,6 +76,20 @@ pub fn Customer360Page() -> impl IntoView {
             view! { <Profile c=v.profile refresh/> }
         })}
     }
+}
+
+/// The identifiers table's rows: a person's own identifiers by strength, then the
+/// merger's order references.
+fn identifier_rows(ids: &[ProfileIdentifier]) -> Vec<ProfileIdentifier> {
+    let mut rows = ids.to_vec();
+    rows.sort_by_key(|i| {
+        (
+            is_order_reference(&i.value),
+            std::cmp::Reverse(i.kind.priority()),
+            i.first_seen_at,
+        )
+    });
+    rows
 }
 
 /// The latest prediction of `task`.
@@ -243,9 +257,12 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
                     </tr>
                 </thead>
                 <tbody>
-                    {c.identifiers.iter().map(|i| view! {
-                        <tr data-kind=i.kind.as_str() data-source=i.source.clone().unwrap_or_default()>
-                            <td>{format::identifier_kind(i.kind)}</td>
+                    {identifier_rows(&c.identifiers).into_iter().map(|i| view! {
+                        <tr
+                            data-kind=if is_order_reference(&i.value) { "order_reference" } else { i.kind.as_str() }
+                            data-source=i.source.clone().unwrap_or_default()
+                        >
+                            <td>{if is_order_reference(&i.value) { "Order reference" } else { format::identifier_kind(i.kind) }}</td>
                             <td class="mono">{i.value.clone()}</td>
                             <td>{i.source.clone().map(|s| format::humanize(&s)).unwrap_or_else(|| "—".into())}</td>
                             <td class="hide-phone">{format::datetime(i.first_seen_at)}</td>

@@ -98,9 +98,20 @@ fn api_query(
     }
 }
 
-/// The identifiers worth showing in a list row: strongest kinds first, at most `n`.
+/// Whether an identifier is the merger's reference to an order (`@order:source:id`),
+/// which ties an order's events together rather than naming a person.
+pub fn is_order_reference(value: &str) -> bool {
+    value.starts_with("@order:")
+}
+
+/// The identifiers worth showing in a list row: strongest kinds first, order references
+/// left out, at most `n`.
 pub fn best_identifiers(ids: &[Identifier], n: usize) -> Vec<Identifier> {
-    let mut ids = ids.to_vec();
+    let mut ids: Vec<Identifier> = ids
+        .iter()
+        .filter(|i| !is_order_reference(&i.value))
+        .cloned()
+        .collect();
     ids.sort_by_key(|i| std::cmp::Reverse(i.kind.priority()));
     ids.truncate(n);
     ids
@@ -420,6 +431,27 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn best_identifiers_are_strong_personal_ones() {
+        let id = |kind, value: &str| Identifier {
+            kind,
+            value: value.into(),
+        };
+        use domain::IdentifierKind::*;
+        let ids = [
+            id(CookieId, "c-1"),
+            id(CustomerId, "@order:shopify:55"),
+            id(Phone, "+919845031277"),
+            id(LoyaltyId, "LOY-1"),
+            id(Email, "a@b.in"),
+        ];
+        let best: Vec<String> = best_identifiers(&ids, 3)
+            .into_iter()
+            .map(|i| i.value)
+            .collect();
+        assert_eq!(best, ["+919845031277", "a@b.in", "LOY-1"]);
     }
 
     #[test]
