@@ -121,17 +121,30 @@ pub fn LineChart(
     // A handful of x labels: first, last and evenly between.
     let n = points.len();
     let every = (n / 5).max(1);
-    let x_labels: Vec<(f64, String)> = points
+    // The last label is always shown, so a regular one too close to it is left out; the
+    // first and last are anchored inwards so they stay inside the chart.
+    let x_labels: Vec<(f64, String, &'static str)> = points
         .iter()
         .enumerate()
-        .filter(|(i, _)| i.is_multiple_of(every) || *i + 1 == n)
+        .filter(|(i, _)| {
+            *i + 1 == n || (i.is_multiple_of(every) && n - 1 - *i >= every.div_ceil(2))
+        })
         .map(|(i, (l, _))| {
             let x = if n > 1 {
                 i as f64 * plot_w / (n - 1) as f64
             } else {
                 plot_w / 2.0
             };
-            (x, l.clone())
+            let anchor = if n == 1 {
+                "middle"
+            } else if i == 0 {
+                "start"
+            } else if i + 1 == n {
+                "end"
+            } else {
+                "middle"
+            };
+            (x, l.clone(), anchor)
         })
         .collect();
     let title = label.clone();
@@ -155,9 +168,9 @@ pub fn LineChart(
                 <path class="line" d=line></path>
                 {x_labels
                     .into_iter()
-                    .map(|(x, l)| {
+                    .map(|(x, l, anchor)| {
                         view! {
-                            <text class="axis" x=x y=plot_h + 16.0 text-anchor="middle">
+                            <text class="axis" x=x y=plot_h + 16.0 text-anchor=anchor>
                                 {l}
                             </text>
                         }

@@ -45,7 +45,14 @@ pub fn compact(v: f64) -> String {
     } else {
         (v, "")
     };
-    if suffix.is_empty() && scaled.fract().abs() > 1e-9 && a < 10.0 {
+    if suffix.is_empty() && a > 0.0 && a < 1.0 {
+        // Two significant digits, so small rates (0.0042 events a minute) do not all
+        // read "0.0".
+        let decimals = (1.0 - a.log10().floor()).max(1.0) as usize;
+        let text = format!("{scaled:.decimals$}");
+        let text = text.trim_end_matches('0');
+        text.trim_end_matches('.').to_owned()
+    } else if suffix.is_empty() && scaled.fract().abs() > 1e-9 && a < 10.0 {
         format!("{scaled:.1}")
     } else if suffix.is_empty() {
         format!("{scaled:.0}")
@@ -196,6 +203,10 @@ mod tests {
         assert_eq!(compact(0.0), "0");
         assert_eq!(compact(950.0), "950");
         assert_eq!(compact(2.5), "2.5");
+        assert_eq!(compact(0.25), "0.25");
+        assert_eq!(compact(0.5), "0.5");
+        assert_eq!(compact(0.0042), "0.0042");
+        assert_eq!(compact(0.00125), "0.0013");
         assert_eq!(compact(1200.0), "1.2k");
         assert_eq!(compact(40000.0), "40k");
         assert_eq!(compact(3_400_000.0), "3.4M");

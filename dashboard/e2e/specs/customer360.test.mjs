@@ -40,7 +40,7 @@ test("Customer 360 shows identifiers from web, WhatsApp and POS merged", async (
     }
     const kinds = new Set(await ids.evaluateAll((rows) => rows.map((r) => r.dataset.kind)));
     for (const k of ["email", "phone", "loyalty_id"]) assert.ok(kinds.has(k), `has a ${k}`);
-    assert.match(await page.locator("[data-testid=identifiers]").textContent(), /\+919876543210/);
+    assert.match(await page.locator("[data-testid=identifiers]").textContent(), /\+919845031277/);
     const channels = await page.locator("[data-testid=channels]").textContent();
     for (const c of ["Web", "WhatsApp", "Store POS"]) assert.ok(channels.includes(c), `channel ${c}: ${channels}`);
     assert.equal(await page.locator("[data-testid=orders]").textContent(), "2");

@@ -62,7 +62,7 @@ export async function login(page, email, { next } = {}) {
   await page.getByLabel("Password").fill(seed.users.password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL((u) => !u.pathname.startsWith("/login"));
-  await page.locator("[data-testid=user-name]").waitFor();
+  await page.locator("main.content").waitFor();
 }
 
 /** Waits until no loading indicator is left on the page. */

@@ -138,7 +138,7 @@ pub struct Sender<'a> {
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl<'a> Sender<'a> {
@@ -341,9 +341,13 @@ pub struct Seed {
 }
 
 /// Asha's phone as she types it.
-pub const STAR_PHONE_TYPED: &str = "+91 98765 43210";
+pub const STAR_PHONE_TYPED: &str = "+91 98450 31277";
 
 /// Asha: web order (e-mail), WhatsApp (phone), then a store bill with both.
+///
+/// The merger orders events by when they happened; a WhatsApp message carries no time of
+/// its own (it happened when it arrived), so the bill is dated after it: only then are
+/// there two profiles for the bill to merge.
 pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
     send.shopify(
         "orders/create",
@@ -371,7 +375,7 @@ pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Res
     .await?;
     send.whatsapp(
         "SMe2easha0000000000000000000000001",
-        "+919876543210",
+        "+919845031277",
         "Asha",
         "Hi! Is the rust silk dupatta available in the Indiranagar store?",
     )
@@ -379,8 +383,9 @@ pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Res
     send.pos_bill(&pos_bill(
         "BLR-01",
         "B-2026-0001",
-        now - Duration::days(2),
-        json!({"phone": "98765 43210", "email": "asha.rao@example.in", "loyalty_id": "LOY-44100", "name": "Asha Rao"}),
+        // A moment after the message arrived (ingest stamps it with its own clock).
+        Utc::now() + Duration::seconds(1),
+        json!({"phone": "98450 31277", "email": "asha.rao@example.in", "loyalty_id": "LOY-44100", "name": "Asha Rao"}),
         &[
             ("DUP-SLK-RUST", "Silk Dupatta Rust", "Dupattas", 1, "899.00"),
             ("SOCKS-3P", "Cotton Socks (3 pack)", "Accessories", 2, "249.00"),
@@ -390,7 +395,9 @@ pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Res
     Ok(())
 }
 
-/// Vikram: four profiles, then one identify call that links them all.
+/// Vikram: four profiles, then one identify call that links them all. The identify call
+/// carries no timestamp (it happened when it arrived), so it comes after the WhatsApp
+/// message in the merger's order and finds all four profiles.
 pub async fn review_case(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
     send.shopify(
         "orders/create",
@@ -445,7 +452,6 @@ pub async fn review_case(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Resul
         &json!({
             "userId": "vik-42",
             "messageId": "e2e-vikram-app-2",
-            "timestamp": rfc3339(now - Duration::days(1)),
             "traits": {
                 "email": "vikram.nair@example.in",
                 "phone": "99000 11122",
@@ -600,9 +606,78 @@ pub async fn accounts(fleet: &Fleet) -> anyhow::Result<Seed> {
     })
 }
 
+/// What the pipeline has made so far, for the message of a test that waited in vain:
+/// rows per stage and the dead letters' reasons.
+pub async fn pipeline_report(fleet: &Fleet) -> String {
+    let db = &fleet.env.db;
+    let mut lines = Vec::new();
+    for (what, sql) in [
+        ("raw events", "SELECT count(*) FROM customer_raw_event"),
+        (
+            "unpublished raw events",
+            "SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL",
+        ),
+        ("normalized events", "SELECT count(*) FROM normalized_event"),
+        (
+            "events attached to a profile",
+            "SELECT count(*) FROM normalized_event WHERE profile_id IS NOT NULL",
+        ),
+        (
+            "live profiles",
+            "SELECT count(*) FROM customer_profile WHERE merged_into IS NULL",
+        ),
+        ("identifiers", "SELECT count(*) FROM profile_identifier"),
+        ("merges", "SELECT count(*) FROM merge_history"),
+        ("review items", "SELECT count(*) FROM manual_merge_queue"),
+        ("orders", "SELECT count(*) FROM orders"),
+    ] {
+        let n: Result<i64, _> = sqlx_count(db, sql).await;
+        lines.push(format!(
+            "{what}: {}",
+            n.map_or_else(|e| format!("? ({e})"), |n| n.to_string())
+        ));
+    }
+    let mut redis = fleet.env.redis.clone();
+    for topic in [
+        "events.raw",
+        "events.normalized",
+        "profiles.merge_requests",
+        "predictions.requests",
+    ] {
+        let key = format!("{}{topic}.dlq", fleet.env.prefix());
+        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(3)
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        for (id, fields) in dead {
+            let error = fields
+                .iter()
+                .filter(|(k, _)| k != "e")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            lines.push(format!("dead letter on {topic} {id}: {error}"));
+        }
+    }
+    lines.join("; ")
+}
+
+async fn sqlx_count(db: &sqlx::PgPool, sql: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sql).fetch_one(db).await
+}
+
 /// Waits (through the API) until the pipeline has merged Asha's web, WhatsApp and POS
 /// identities into one profile, and returns it.
-pub async fn wait_for_star(admin: &Session, secs: u64) -> anyhow::Result<ProfileSummary> {
+pub async fn wait_for_star(
+    fleet: &Fleet,
+    admin: &Session,
+    secs: u64,
+) -> anyhow::Result<ProfileSummary> {
     let path = format!(
         "/profiles?{}",
         serde_urlencoded::to_string([("q", STAR_PHONE_TYPED)])?
@@ -624,13 +699,14 @@ pub async fn wait_for_star(admin: &Session, secs: u64) -> anyhow::Result<Profile
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     bail!(
-        "after {secs}s the pipeline had not merged Asha's web, WhatsApp and POS identities: {}",
-        last.unwrap_or_default()
+        "after {secs}s the pipeline had not merged Asha's web, WhatsApp and POS identities: {} [{}]",
+        last.unwrap_or_default(),
+        pipeline_report(fleet).await
     )
 }
 
 /// Waits (through the API) until a pending review item exists.
-pub async fn wait_for_review(admin: &Session, secs: u64) -> anyhow::Result<Uuid> {
+pub async fn wait_for_review(fleet: &Fleet, admin: &Session, secs: u64) -> anyhow::Result<Uuid> {
     let mut last = None;
     for _ in 0..secs * 4 {
         match admin
@@ -648,7 +724,8 @@ pub async fn wait_for_review(admin: &Session, secs: u64) -> anyhow::Result<Uuid>
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     bail!(
-        "after {secs}s no review item was raised for Vikram's four profiles: {}",
-        last.unwrap_or_default()
+        "after {secs}s no review item was raised for Vikram's four profiles: {} [{}]",
+        last.unwrap_or_default(),
+        pipeline_report(fleet).await
     )
 }

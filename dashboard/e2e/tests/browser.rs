@@ -44,7 +44,9 @@ async fn overview_search_and_customer_360_of_a_merged_customer() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
     let admin = fleet.admin().await.unwrap();
-    brand::wait_for_star(&admin, PIPELINE_SECS).await.unwrap();
+    brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
     browser::run_specs(
         &fleet,
         &seed,
@@ -59,7 +61,9 @@ async fn approving_a_review_item_applies_the_merge() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
     let admin = fleet.admin().await.unwrap();
-    brand::wait_for_review(&admin, PIPELINE_SECS).await.unwrap();
+    brand::wait_for_review(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
     browser::run_specs(&fleet, &seed, &["review.test.mjs"])
         .await
         .unwrap();
@@ -70,8 +74,12 @@ async fn screenshots_of_every_page() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
     let admin = fleet.admin().await.unwrap();
-    brand::wait_for_star(&admin, PIPELINE_SECS).await.unwrap();
-    brand::wait_for_review(&admin, PIPELINE_SECS).await.unwrap();
+    brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
+    brand::wait_for_review(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
     browser::run_specs(&fleet, &seed, &["screenshots.test.mjs"])
         .await
         .unwrap();

@@ -472,9 +472,17 @@ pub fn MergeRow(
         <tr data-merge-id=m.id.to_string()>
             <td>{format::datetime(m.created_at)}</td>
             <td>{format::humanize(&m.rule)}<br/><small>{m.actor.clone()}</small></td>
-            <td class="ids">
-                {absorbed.into_iter().map(|a| view! { <a class="mono" href=format!("/profiles/{a}")>{a.to_string()[..8].to_owned()}"…"</a> }).collect_view()}
+            {detailed.then(|| view! {
+                <td><a class="mono" href=format!("/profiles/{survivor}")>{short_id(survivor)}</a></td>
+            })}
+            <td>
+                <div class="ids">
+                    {absorbed.into_iter().map(|a| view! { <a class="mono" href=format!("/profiles/{a}")>{short_id(a)}</a> }).collect_view()}
+                </div>
             </td>
+            {detailed.then(|| view! {
+                <td class="hide-phone"><div class="ids">{matched.into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}</div></td>
+            })}
             <td>
                 {match m.undone_at {
                     Some(t) => view! { <Badge text=format!("undone {}", format::date(t))/> }.into_any(),
@@ -488,12 +496,13 @@ pub fn MergeRow(
                     None => ().into_any(),
                 }}
             </td>
-            {detailed.then(|| view! {
-                <td><a class="mono" href=format!("/profiles/{survivor}")>{survivor.to_string()[..8].to_owned()}"…"</a></td>
-                <td class="hide-phone ids">{matched.into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}</td>
-            })}
         </tr>
     }
+}
+
+/// The first characters of a profile id, enough to tell profiles apart in a list.
+fn short_id(id: Uuid) -> String {
+    format!("{}…", &id.simple().to_string()[..8])
 }
 
 /// Admin-only: GDPR export and erasure.

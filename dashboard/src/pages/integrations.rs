@@ -364,7 +364,7 @@ pub fn IntegrationDetail() -> impl IntoView {
                             <div class="secret-box"><code>{url.clone()}</code><CopyButton text=url.clone()/></div>
                         </div>
                     })}
-                    <p><small>{format!("Authentication: {} · secret ends in …{}", i.authentication, i.secret_hint)}</small></p>
+                    <p><small>{format!("Authentication: {} · secret ends in …{}", i.authentication, i.secret_hint.trim_start_matches('…'))}</small></p>
                     <Show when=move || session.can(Role::Analyst)>
                     <div class="row" data-testid="integration-actions">
                         <button type="button" class="button ghost" disabled=move || busy.get() on:click=move |_| run("test")>"Send test event"</button>

@@ -132,10 +132,10 @@ pub fn MergeLog() -> impl IntoView {
                             <tr>
                                 <th>"When"</th>
                                 <th>"Rule"</th>
-                                <th>"Absorbed"</th>
-                                <th></th>
                                 <th>"Survivor"</th>
+                                <th>"Absorbed"</th>
                                 <th class="hide-phone">"Matched on"</th>
+                                <th></th>
                             </tr>
                         </thead>
                         <tbody>
