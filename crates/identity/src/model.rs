@@ -118,7 +118,10 @@ pub fn person_name(
         return None;
     }
     let text = |k: &str| traits.get(k).and_then(|v| v.as_str());
-    let raw = text("first_name").or_else(|| text("name"))?;
+    // `firstName` is the Segment spec's trait, which the tracking API keeps as sent.
+    let raw = text("first_name")
+        .or_else(|| text("firstName"))
+        .or_else(|| text("name"))?;
     name_key(raw)
 }
 
@@ -235,6 +238,16 @@ mod tests {
         assert_eq!(
             person_name(Channel::Web, profile_name.as_object().unwrap()),
             None
+        );
+    }
+
+    #[test]
+    fn segment_spec_first_names_count() {
+        // The tracking API keeps SDK traits as sent: `firstName` in the Segment spec.
+        let traits = json!({"firstName": "Meera", "lastName": "S"});
+        assert_eq!(
+            person_name(Channel::Web, traits.as_object().unwrap()),
+            Some("meera".into())
         );
     }
 }
