@@ -29,8 +29,8 @@ pub struct MemoryResolver {
     events: HashMap<Uuid, Observation>,
     assignment: HashMap<Uuid, ProfileId>,
     members: HashMap<ProfileId, BTreeSet<EventKey>>,
-    /// Events carrying an identifier their profile does not hold.
-    refused: HashMap<Identifier, BTreeSet<Uuid>>,
+    /// Events carrying an identifier their profile does not hold, and why.
+    refused: HashMap<Identifier, BTreeMap<Uuid, Withheld>>,
     /// Every merge performed, in order.
     pub merges: Vec<MergeRecord>,
     /// Every review item raised (replays may raise one again for the same event).
@@ -154,7 +154,7 @@ impl MemoryResolver {
             if let Some(owner) = node.and_then(|n| n.owner) {
                 add_profile(owner, &mut region, &mut queue);
             }
-            for e in self.refused.get(&id).into_iter().flatten() {
+            for e in self.refused.get(&id).into_iter().flat_map(|m| m.keys()) {
                 if let Some(p) = self.assignment.get(e) {
                     add_profile(*p, &mut region, &mut queue);
                 }
@@ -215,7 +215,7 @@ impl MemoryResolver {
                 self.refused
                     .entry(id.clone())
                     .or_default()
-                    .insert(obs.key.event_id);
+                    .insert(obs.key.event_id, *why);
             }
         }
         if let Some(r) = outcome.review {
@@ -247,6 +247,11 @@ impl MemoryResolver {
     /// The partner sets learned so far.
     pub fn partners(&self) -> &HashMap<Identifier, PartnerSet> {
         &self.partners
+    }
+
+    /// Events carrying an identifier their profile does not hold, and why.
+    pub fn refused(&self) -> &HashMap<Identifier, BTreeMap<Uuid, Withheld>> {
+        &self.refused
     }
 }
 

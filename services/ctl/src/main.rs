@@ -1,6 +1,7 @@
 //! `ctl`: the operator's tool. Each subcommand lives in its own module; this file only
 //! parses the command line, loads settings and dispatches.
 
+mod identity;
 mod import;
 mod integration;
 mod streams;
@@ -32,6 +33,8 @@ enum Command {
     Integration(integration::IntegrationArgs),
     /// Bulk-import CSV files (customers, orders).
     Import(import::ImportArgs),
+    /// Rebuild profiles from the stored events, or measure identity quality.
+    Identity(identity::IdentityArgs),
     /// Add dashboard users (`ctl user add --email E --role R [--password P]`).
     User(user::UserArgs),
     /// Create API tokens for machines (`ctl token create --name N --role R`).
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dlq(args) => streams::dlq(&settings, args).await?,
         Command::Integration(args) => integration::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
+        Command::Identity(args) => identity::run(&settings, args).await?,
         Command::User(args) => user::user(&settings, args).await?,
         Command::Token(args) => user::token(&settings, args).await?,
     }

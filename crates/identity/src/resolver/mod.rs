@@ -22,6 +22,7 @@
 
 pub mod locks;
 pub mod outbox;
+pub mod rebuild;
 mod replay;
 pub mod requests;
 pub(crate) mod store;
@@ -314,9 +315,14 @@ impl Resolver {
                 graph.constraints.push(c);
             }
 
-            // Apply in canonical order until an event needs a replay.
+            // Apply in canonical order. An event that is late, that makes an identifier
+            // suspect, or that touches what such an event touched, waits for the one
+            // region replay of this step.
             let mut changes = Changes::default();
-            let mut stop_at = None;
+            let mut late: Vec<&NormalizedEvent> = Vec::new();
+            let mut newly_suspect: Vec<Identifier> = Vec::new();
+            let mut tainted_ids: BTreeSet<Identifier> = BTreeSet::new();
+            let mut tainted_profiles: BTreeSet<ProfileId> = BTreeSet::new();
             for (i, obs, usable) in &candidates {
                 let mut trial: HashMap<Identifier, PartnerSet> = usable
                     .iter()
@@ -327,31 +333,28 @@ impl Resolver {
                 } else {
                     Vec::new()
                 };
-                if !newly.is_empty() || !self.engine.in_order(&graph, obs) {
-                    stop_at = Some(*i);
-                    break;
-                }
                 partners.extend(trial);
+                let owners_of: Vec<ProfileId> = usable
+                    .iter()
+                    .filter_map(|id| graph.identifiers.get(id).and_then(|n| n.owner))
+                    .collect();
+                let tainted = usable.iter().any(|id| tainted_ids.contains(id))
+                    || owners_of.iter().any(|p| tainted_profiles.contains(p));
+                if tainted || !newly.is_empty() || !self.engine.in_order(&graph, obs) {
+                    late.push(pending[*i]);
+                    tainted_ids.extend(usable.iter().cloned());
+                    tainted_ids.extend(newly.iter().cloned());
+                    tainted_profiles.extend(owners_of);
+                    newly_suspect.extend(newly);
+                    continue;
+                }
                 let outcome = self.engine.apply(&mut graph, obs);
                 changes.record(pending[*i], usable, &outcome, &graph, &mut facts);
                 changes.outcomes.push(outcome);
             }
-            if stop_at == candidates.first().map(|c| c.0) {
-                // The very first event is late: resolve it alone by replaying its region.
-                tx.rollback().await?;
-                let (i, _, _) = &candidates[0];
-                let mut replayed = self.replay(pending[*i]).await?;
-                replayed.missing += report.missing;
-                replayed.already_resolved += report.already_resolved;
-                replayed.suppressed += report.suppressed;
-                replayed.changed.extend(report.changed);
-                return Ok((i + 1, replayed));
-            }
-            let consumed = stop_at.unwrap_or(pending.len());
             changes
                 .write(&mut tx, &graph, &partners, &facts, self)
                 .await?;
-            tx.commit().await?;
             report.resolved += changes.outcomes.len();
             report.merges += changes.merges.len();
             report.reviews += changes.reviews_raised;
@@ -359,8 +362,35 @@ impl Resolver {
                 .removed
                 .extend(changes.final_tombstones().into_iter().map(|(a, _)| a));
             report.changed.extend(changes.live_touched(&graph));
+            if !late.is_empty() {
+                let seed: Vec<Identifier> = tainted_ids.iter().cloned().collect();
+                let Some(region) = self
+                    .lock_region(&mut tx, &seed, &newly_suspect, &mut keys)
+                    .await?
+                else {
+                    tx.rollback().await?;
+                    extra = keys;
+                    continue;
+                };
+                let late_partners: HashMap<Identifier, PartnerSet> = seed
+                    .iter()
+                    .filter_map(|id| Some((id.clone(), partners.get(id)?.clone())))
+                    .collect();
+                let replayed = self
+                    .rewrite_region(
+                        &mut tx,
+                        &late,
+                        region,
+                        late_partners,
+                        &newly_suspect,
+                        &replay::History::replay(),
+                    )
+                    .await?;
+                report.absorb(replayed);
+            }
+            tx.commit().await?;
             report.changed.retain(|p| !report.removed.contains(p));
-            return Ok((consumed, report));
+            return Ok((pending.len(), report));
         }
         Err(ResolveError::Contended(pending[0].event_id))
     }
@@ -401,16 +431,21 @@ impl Resolver {
     }
 }
 
-/// Whether each event is pending, already resolved, or missing.
+/// Whether each event is pending, already resolved, or missing. Locks the events' rows
+/// (in id order), so a delivery claimed by a second replica while the first is still
+/// resolving it waits, then finds it resolved: an event is never applied twice.
 async fn statuses(
     conn: &mut PgConnection,
     pending: &[&NormalizedEvent],
 ) -> Result<Vec<Status>, sqlx::Error> {
     let ids: Vec<Uuid> = pending.iter().map(|e| e.event_id).collect();
-    let rows = sqlx::query("SELECT event_id, profile_id, resolved_at IS NOT NULL AS resolved FROM normalized_event WHERE event_id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT event_id, profile_id, resolved_at IS NOT NULL AS resolved FROM normalized_event \
+         WHERE event_id = ANY($1) ORDER BY event_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
     let mut found: HashMap<Uuid, (Option<Uuid>, bool)> = HashMap::new();
     for r in rows {
         found.insert(r.get("event_id"), (r.get("profile_id"), r.get("resolved")));

@@ -75,9 +75,13 @@ impl OutboxStore for PredictionOutbox {
                 .filter_map(|id| read.remove(id).map(|t| (*id, t)))
                 .unzip()
         };
+        // Rows a resolver is writing right now are skipped (their change is published on
+        // the next pass): the relay never waits on, or deadlocks with, a resolver.
         sqlx::query(
-            "DELETE FROM identity_prediction_outbox o USING unnest($1::uuid[], $2::timestamptz[]) AS u(p, c) \
-             WHERE o.profile_id = u.p AND o.changed_at <= u.c",
+            "DELETE FROM identity_prediction_outbox WHERE profile_id IN ( \
+                 SELECT o.profile_id FROM identity_prediction_outbox o \
+                 JOIN unnest($1::uuid[], $2::timestamptz[]) AS u(p, c) ON o.profile_id = u.p \
+                 WHERE o.changed_at <= u.c ORDER BY o.profile_id FOR UPDATE OF o SKIP LOCKED)",
         )
         .bind(&profiles)
         .bind(&changed)

@@ -1,5 +1,6 @@
-//! Region replay: resolving an event that arrived late, or that made an identifier
-//! suspect, so the outcome is what canonical (time) order gives.
+//! Region replay: resolving events that arrived late, or that made an identifier
+//! suspect, so the outcome is what canonical (time) order gives. One replay per
+//! resolver step takes all of its late events together.
 //!
 //! The region is every live profile the event could affect, closed under "one of the
 //! region's events carries a non-suspect identifier held by another profile, or
@@ -17,12 +18,10 @@ use domain::{Identifier, NormalizedEvent};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::locks::{fleet_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
+use super::locks::{identifier_lock, profile_lock, try_lock_all};
 use super::store::{self, ProfileWrite, Sighting};
-use super::{MAX_ATTEMPTS, ResolveError, ResolveReport, Resolver, Status, statuses};
-use crate::engine::{
-    AbsorbedProfile, Graph, MergeRecord, PartnerSet, ProfileNode, observe_partners,
-};
+use super::{ResolveReport, Resolver};
+use crate::engine::{AbsorbedProfile, Graph, MergeRecord, PartnerSet, ProfileNode};
 use crate::facts::ProfileFacts;
 use crate::model::{EventKey, Observation, ProfileId, order_ref};
 use crate::rules::MergeRule;
@@ -36,7 +35,7 @@ pub(crate) struct History {
 }
 
 impl History {
-    fn replay() -> Self {
+    pub(crate) fn replay() -> Self {
         Self {
             rule: MergeRule::Replay,
             actor: "identity-merger".to_owned(),
@@ -69,81 +68,6 @@ impl Region {
 }
 
 impl Resolver {
-    /// Resolves one event by replaying its region (see the module doc).
-    pub(crate) async fn replay(&self, ev: &NormalizedEvent) -> Result<ResolveReport, ResolveError> {
-        let obs = Observation::of(ev);
-        let usable = self.engine.policy.usable(&obs.identifiers);
-        let mut extra: BTreeSet<i64> = BTreeSet::new();
-        for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
-            fleet_shared(&mut tx).await?;
-            let mut report = ResolveReport::default();
-            match statuses(&mut tx, &[ev]).await?.remove(0) {
-                Status::Missing => {
-                    report.missing = 1;
-                    tx.commit().await?;
-                    return Ok(report);
-                }
-                Status::Resolved(p) => {
-                    report.already_resolved = 1;
-                    report.changed.extend(p);
-                    tx.commit().await?;
-                    return Ok(report);
-                }
-                Status::Pending => {}
-            }
-            let suppressed = self
-                .suppressed_events(&mut tx, &[ev], &[Status::Pending])
-                .await?;
-            if !suppressed.is_empty() {
-                super::drop_events(&mut tx, &[ev.event_id]).await?;
-                tx.commit().await?;
-                report.suppressed = 1;
-                return Ok(report);
-            }
-
-            let mut keys: BTreeSet<i64> = usable.iter().map(identifier_lock).collect();
-            keys.extend(extra.iter().copied());
-            lock_all(&mut tx, &keys).await?;
-            let states = store::identifier_states(&mut tx, &usable).await?;
-            let mut partners: HashMap<Identifier, PartnerSet> = usable
-                .iter()
-                .map(|id| {
-                    (
-                        id.clone(),
-                        states.get(id).map(|s| s.1.clone()).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let newly = if self.engine.policy.guards.suspect {
-                observe_partners(&self.engine.policy, &mut partners, &usable)
-            } else {
-                Vec::new()
-            };
-            let Some(region) = self
-                .lock_region(&mut tx, &usable, &newly, &mut keys)
-                .await?
-            else {
-                tx.rollback().await?;
-                extra = keys;
-                continue;
-            };
-            let step = self
-                .rewrite_region(
-                    &mut tx,
-                    Some(ev),
-                    region,
-                    partners,
-                    &newly,
-                    &History::replay(),
-                )
-                .await?;
-            tx.commit().await?;
-            return Ok(step);
-        }
-        Err(ResolveError::Contended(ev.event_id))
-    }
-
     /// Computes the closed region of `seed` and try-locks everything it needs beyond
     /// `keys` (which grows by what was needed). `None` when a lock was busy or the region
     /// grew meanwhile: the caller rolls back and starts again with `keys` taken up front.
@@ -232,7 +156,7 @@ impl Resolver {
     pub(crate) async fn rewrite_region(
         &self,
         conn: &mut PgConnection,
-        ev: Option<&NormalizedEvent>,
+        new_events: &[&NormalizedEvent],
         region: Region,
         mut partners: HashMap<Identifier, PartnerSet>,
         newly: &[Identifier],
@@ -240,7 +164,7 @@ impl Resolver {
     ) -> Result<ResolveReport, sqlx::Error> {
         let policy = &self.engine.policy;
         let mut all: Vec<&NormalizedEvent> = region.events.iter().map(|(_, e)| e).collect();
-        all.extend(ev);
+        all.extend(new_events.iter().copied());
         all.sort_by_key(|e| EventKey::of(e));
         let observations: Vec<Observation> = all.iter().map(|e| Observation::of(e)).collect();
         let mut all_ids: BTreeSet<Identifier> = BTreeSet::new();
@@ -447,7 +371,7 @@ impl Resolver {
                 absorbed,
                 rule: history.rule,
                 matched: Vec::new(),
-                trigger_event_id: ev.map(|e| e.event_id),
+                trigger_event_id: new_events.first().map(|e| e.event_id),
             });
         }
         let merge_ids = store::insert_merges(conn, &merges, &history.actor).await?;
@@ -468,7 +392,7 @@ impl Resolver {
             );
         }
         Ok(ResolveReport {
-            resolved: usize::from(ev.is_some()),
+            resolved: new_events.len(),
             merge_ids,
             merges: merges.len(),
             reviews: raised,

@@ -221,7 +221,7 @@ impl Resolver {
                 continue;
             };
             let report = self
-                .rewrite_region(&mut tx, None, region, Default::default(), &[], &history)
+                .rewrite_region(&mut tx, &[], region, Default::default(), &[], &history)
                 .await?;
             tx.commit().await?;
             let survivor = report.changed.iter().find(|p| live.contains(p)).copied();
@@ -312,7 +312,7 @@ impl Resolver {
                 continue;
             };
             let report = self
-                .rewrite_region(&mut tx, None, region, Default::default(), &[], &history)
+                .rewrite_region(&mut tx, &[], region, Default::default(), &[], &history)
                 .await?;
             sqlx::query("UPDATE merge_history SET undone_at = now(), undone_by = $2 WHERE id = $1")
                 .bind(merge_id)

@@ -206,6 +206,18 @@ pub(crate) async fn constraints_touching(
     Ok(rows.into_iter().filter_map(constraint_of).collect())
 }
 
+/// Every constraint (rebuild).
+pub(crate) async fn all_constraints(
+    conn: &mut PgConnection,
+) -> Result<Vec<Constraint>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, rule, left_identifiers, right_identifiers FROM identity_constraint ORDER BY created_at, id",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().filter_map(constraint_of).collect())
+}
+
 fn constraint_of(r: sqlx::postgres::PgRow) -> Option<Constraint> {
     let rule = match r.get::<&str, _>("rule") {
         "must_link" => ConstraintRule::MustLink,
@@ -451,6 +463,9 @@ pub(crate) struct Sighting<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// Holder, source of the first sighting, first and last time, count.
+pub(crate) type Seen = (ProfileId, Source, DateTime<Utc>, DateTime<Utc>, i64);
+
 /// Records sightings in the identifier index: claims or moves the identifier to its
 /// profile, widens first/last seen, counts it.
 pub(crate) async fn upsert_holdings(
@@ -458,8 +473,6 @@ pub(crate) async fn upsert_holdings(
     sightings: &[Sighting<'_>],
 ) -> Result<(), sqlx::Error> {
     // Aggregate per identifier first: one row each per statement.
-    /// Holder, source of the first sighting, first and last time, count.
-    type Seen = (ProfileId, Source, DateTime<Utc>, DateTime<Utc>, i64);
     let mut agg: BTreeMap<&Identifier, Seen> = BTreeMap::new();
     for s in sightings {
         let e = agg
@@ -473,7 +486,15 @@ pub(crate) async fn upsert_holdings(
         e.3 = e.3.max(s.at);
         e.4 += 1;
     }
-    let rows: Vec<_> = agg.into_iter().collect();
+    let rows: Vec<(&Identifier, Seen)> = agg.into_iter().collect();
+    upsert_seen(conn, &rows).await
+}
+
+/// Writes aggregated sightings (see [`upsert_holdings`]).
+pub(crate) async fn upsert_seen(
+    conn: &mut PgConnection,
+    rows: &[(&Identifier, Seen)],
+) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(5_000) {
         let (kinds, values) = split(chunk.iter().map(|(i, _)| *i));
         let profiles: Vec<Uuid> = chunk.iter().map(|(_, a)| a.0).collect();

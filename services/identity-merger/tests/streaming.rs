@@ -1,0 +1,239 @@
+//! The merger as a service on the real Postgres and Redis, fed the scenario generator's
+//! events through `events.normalized`: any number of replicas give the profiles one
+//! replica gives (and canonical time order gives), `ctl identity rebuild` reproduces
+//! them, and a replica killed mid-stream loses and doubles nothing.
+
+use std::collections::BTreeSet;
+
+use domain::NormalizedEvent;
+use identity::engine::Constraints;
+use identity::memory::{MemoryResolver, partition_of};
+use identity::resolver::Resolver;
+use identity::{Engine, Observation, Policy};
+use rust_decimal::Decimal;
+use scenario::identity::{IdentityConfig, IdentityScenario, generate};
+use sqlx::Row;
+use streams::{Envelope, Streams, Topic};
+use test_support::TestEnv;
+use test_support::process::{Process, Signal};
+use uuid::Uuid;
+
+/// About 20,000 events.
+fn scenario() -> IdentityScenario {
+    generate(&IdentityConfig::with_customers(250))
+}
+
+/// Stores the events as the normalizer does and publishes them, in time order.
+async fn feed(env: &TestEnv, events: &[NormalizedEvent]) {
+    identity::seed::store_events(&env.db, events).await.unwrap();
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000_000);
+    for chunk in events.chunks(2_000) {
+        let envs: Vec<Envelope<&NormalizedEvent>> = chunk
+            .iter()
+            .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), e))
+            .collect();
+        streams
+            .publish_many(Topic::EventsNormalized, &envs)
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait_resolved(env: &TestEnv, total: usize, secs: u64) {
+    test_support::eventually(secs, "every event resolved", || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
+                .fetch_one(&env.db)
+                .await
+                .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM normalized_event")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, total);
+}
+
+async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
+    let rows = sqlx::query("SELECT event_id, profile_id FROM normalized_event")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    partition_of(rows.iter().map(|r| {
+        (
+            r.get("event_id"),
+            r.get::<Option<Uuid>, _>("profile_id").expect("resolved"),
+        )
+    }))
+}
+
+/// Runs `replicas` merger replicas in this process until `env` drops.
+async fn replicas(env: &TestEnv, replicas: usize) {
+    for _ in 0..replicas {
+        env.spawn(identity_merger::run).await;
+    }
+}
+
+fn canonical(env: &TestEnv, s: &IdentityScenario) -> MemoryResolver {
+    MemoryResolver::rebuild(
+        Engine::new(Policy::from_settings(&env.settings.identity)),
+        Constraints::default(),
+        s.events.iter().map(Observation::of).collect(),
+    )
+}
+
+/// Every profile's facts and order aggregates add up to the events and orders.
+async fn assert_totals_exact(env: &TestEnv, s: &IdentityScenario) {
+    let events: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum((state->>'events_count')::bigint), 0)::bigint FROM customer_profile WHERE merged_into IS NULL",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(events as usize, s.events.len(), "each event counted once");
+    let (orders, spent): (i64, Decimal) = sqlx::query_as(
+        "SELECT COALESCE(sum(orders_count), 0)::bigint, COALESCE(sum(total_spent), 0) FROM customer_profile \
+         WHERE merged_into IS NULL",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    let (expected_orders, expected_spent): (i64, Decimal) = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(total - refunded_total), 0) FROM orders WHERE status <> 'cancelled'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (orders, spent),
+        (expected_orders, expected_spent),
+        "order totals exact"
+    );
+    let unattributed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE profile_id IS NULL")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(unattributed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_give_the_profiles_of_one_and_rebuild_reproduces_them() {
+    let s = scenario();
+    assert!(s.events.len() >= 19_000, "{} events", s.events.len());
+    let one = TestEnv::new().await;
+    let three = TestEnv::new().await;
+    feed(&one, &s.events).await;
+    feed(&three, &s.events).await;
+    replicas(&one, 1).await;
+    replicas(&three, 3).await;
+    wait_resolved(&one, s.events.len(), 600).await;
+    wait_resolved(&three, s.events.len(), 600).await;
+
+    let expected = canonical(&one, &s);
+    let by_one = partition(&one).await;
+    assert_eq!(by_one, partition(&three).await, "3 replicas = 1 replica");
+    assert_eq!(by_one, expected.partition(), "= canonical time order");
+    assert_totals_exact(&one, &s).await;
+    assert_totals_exact(&three, &s).await;
+
+    // Rebuilding from the stored events changes nothing.
+    let resolver = Resolver::new(three.db.clone(), three.redis.clone(), &three.settings);
+    let report = resolver.rebuild().await.unwrap();
+    assert_eq!(report.events, s.events.len());
+    assert_eq!(report.moved_events, 0, "{report:?}");
+    assert_eq!(report.retired_profiles, 0, "{report:?}");
+    assert_eq!(partition(&three).await, by_one, "rebuild = streaming");
+    assert_totals_exact(&three, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merger_killed_mid_stream_loses_and_doubles_nothing() {
+    let s = generate(&IdentityConfig::with_customers(120));
+    let env = TestEnv::with_settings([("STREAM_BATCH_SIZE", "64".to_owned())]).await;
+    feed(&env, &s.events).await;
+    let binary = env!("CARGO_BIN_EXE_identity-merger");
+    let mut first = Process::spawn(binary, &[], &env.process_vars());
+    // Kill it hard once it is well into the stream.
+    test_support::eventually(300, "the first replica to resolve some events", || async {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM normalized_event WHERE resolved_at IS NOT NULL",
+        )
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+        (done > (s.events.len() / 4) as i64).then_some(())
+    })
+    .await;
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(30).await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert!(left > 0, "killed before the end");
+    // A new replica takes over the dead one's pending entries and the rest.
+    let _second = Process::spawn(binary, &[], &env.process_vars());
+    wait_resolved(&env, s.events.len(), 600).await;
+    assert_eq!(partition(&env).await, canonical(&env, &s).partition());
+    assert_totals_exact(&env, &s).await;
+    let history: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT unnest(absorbed_ids) AS a FROM merge_history WHERE undone_at IS NULL) m \
+         GROUP BY a HAVING count(*) > 1",
+    )
+    .fetch_optional(&env.db)
+    .await
+    .unwrap()
+    .unwrap_or(0);
+    assert_eq!(history, 0, "no profile was merged away twice");
+}
+
+#[tokio::test]
+async fn prediction_requests_are_debounced_per_profile() {
+    let s = generate(&IdentityConfig::with_customers(10));
+    let env =
+        TestEnv::with_settings([("IDENTITY_PREDICTIONS_DEBOUNCE_MS", "200".to_owned())]).await;
+    feed(&env, &s.events).await;
+    replicas(&env, 1).await;
+    wait_resolved(&env, s.events.len(), 120).await;
+    let live: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customer_profile WHERE merged_into IS NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 1_000_000);
+    let requested: BTreeSet<Uuid> =
+        test_support::eventually(30, "prediction requests for every profile", || async {
+            let entries = streams
+                .recent_entries(Topic::PredictionsRequests, 100_000)
+                .await
+                .unwrap();
+            let ids: BTreeSet<Uuid> = entries
+                .iter()
+                .filter_map(|e| e.envelope.as_ref())
+                .filter_map(|env| {
+                    env.payload["profile_id"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                })
+                .collect();
+            live.is_subset(&ids).then_some(ids)
+        })
+        .await;
+    let entries = streams
+        .recent_entries(Topic::PredictionsRequests, 100_000)
+        .await
+        .unwrap();
+    assert!(
+        entries.len() < s.events.len() / 2,
+        "{} requests for {} events: debounced",
+        entries.len(),
+        s.events.len()
+    );
+    assert!(live.is_subset(&requested));
+}
