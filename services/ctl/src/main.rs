@@ -1,9 +1,11 @@
 //! `ctl`: the operator's tool. Each subcommand lives in its own module; this file only
 //! parses the command line, loads settings and dispatches.
 
+mod demo;
 mod identity;
 mod import;
 mod integration;
+mod republish;
 mod streams;
 mod supervisor;
 mod user;
@@ -35,6 +37,10 @@ enum Command {
     Import(import::ImportArgs),
     /// Rebuild profiles from the stored events, or measure identity quality.
     Identity(identity::IdentityArgs),
+    /// Load the demo brand through the real front door, wait for the pipeline, train.
+    Demo(demo::DemoArgs),
+    /// Re-drive unfinished work from Postgres after Redis lost stream entries.
+    Republish(republish::RepublishArgs),
     /// Add dashboard users (`ctl user add --email E --role R [--password P]`).
     User(user::UserArgs),
     /// Create API tokens for machines (`ctl token create --name N --role R`).
@@ -65,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Integration(args) => integration::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
         Command::Identity(args) => identity::run(&settings, args).await?,
+        Command::Demo(args) => demo::run(&settings, args).await?,
+        Command::Republish(args) => republish::run(&settings, args).await?,
         Command::User(args) => user::user(&settings, args).await?,
         Command::Token(args) => user::token(&settings, args).await?,
     }

@@ -1,0 +1,203 @@
+//! Waiting until the pipeline has drained: every stored raw event normalised and
+//! attached to a profile, nothing left to publish, and no stream entry waiting in any
+//! consumer group of the event topics.
+//!
+//! The answer comes from both sides: Postgres says what is done (rows), Redis what is
+//! still moving (lag and pending per group). Events that a consumer gave up on sit in a
+//! dead-letter stream; they count as settled (the summary reports them) so a poisoned
+//! event cannot make the wait endless.
+//!
+//! When nothing moves for a while although work remains, stream entries were lost (a
+//! Redis wipe or restart): the wait re-drives the unfinished events from Postgres
+//! ([`crate::republish`]) and carries on, at most a few times.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use streams::{Streams, Topic, TopicStats};
+
+/// The event topics whose groups must be empty for the pipeline to be drained
+/// (`predictions.requests` is left out: it only flows once models exist).
+pub const EVENT_TOPICS: [Topic; 3] = [
+    Topic::EventsRaw,
+    Topic::EventsNormalized,
+    Topic::MergeRequests,
+];
+
+/// The pipeline at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Raw events stored.
+    pub raw: i64,
+    /// Raw events not yet published on `events.raw`.
+    pub unpublished: i64,
+    /// Normalised events stored.
+    pub normalized: i64,
+    /// Raw events without a normalised event yet.
+    pub missing: i64,
+    /// Normalised events not yet attached to a profile by the merger.
+    pub unresolved: i64,
+    /// Statistics of the event topics.
+    pub topics: Vec<TopicStats>,
+}
+
+impl Snapshot {
+    fn dlq(&self, topic: Topic) -> i64 {
+        self.topics
+            .iter()
+            .find(|t| t.topic == topic.name())
+            .map_or(0, |t| i64::try_from(t.dlq_length).unwrap_or(i64::MAX))
+    }
+
+    /// Entries delivered-but-unacknowledged or not yet delivered, over every group.
+    pub fn in_flight(&self) -> u64 {
+        self.topics
+            .iter()
+            .flat_map(|t| &t.groups)
+            .map(|g| g.pending + g.lag.unwrap_or(0))
+            .sum()
+    }
+
+    /// Dead letters of the event topics.
+    pub fn dead_letters(&self) -> u64 {
+        self.topics.iter().map(|t| t.dlq_length).sum()
+    }
+
+    /// Whether everything stored has gone all the way through (or to a dead letter).
+    pub fn drained(&self) -> bool {
+        self.unpublished == 0
+            && self.missing <= self.dlq(Topic::EventsRaw)
+            && self.unresolved <= self.dlq(Topic::EventsNormalized)
+            && self.in_flight() == 0
+    }
+
+    fn progress(&self) -> (i64, i64, i64, i64) {
+        (self.raw, self.normalized, self.unresolved, self.unpublished)
+    }
+}
+
+/// Reads the pipeline's state.
+pub async fn snapshot(db: &PgPool, streams: &Streams) -> anyhow::Result<Snapshot> {
+    let (raw, unpublished, normalized, missing, unresolved): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM customer_raw_event), \
+                    (SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL), \
+                    (SELECT count(*) FROM normalized_event), \
+                    (SELECT count(*) FROM customer_raw_event r WHERE NOT EXISTS \
+                        (SELECT 1 FROM normalized_event n WHERE n.event_id = r.id)), \
+                    (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
+        )
+        .fetch_one(db)
+        .await
+        .context("counting events")?;
+    let mut topics = Vec::new();
+    for topic in EVENT_TOPICS {
+        topics.push(
+            streams
+                .topic_stats(topic)
+                .await
+                .with_context(|| format!("reading {topic}"))?,
+        );
+    }
+    Ok(Snapshot {
+        raw,
+        unpublished,
+        normalized,
+        missing,
+        unresolved,
+        topics,
+    })
+}
+
+/// How long to wait, and when to re-drive.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Re-drive from Postgres after nothing moved for this long.
+    pub stall: Duration,
+    /// At most this many re-drives.
+    pub max_republish: u32,
+}
+
+/// The drained pipeline and how many re-drives it took.
+#[derive(Debug, Clone)]
+pub struct Drained {
+    /// The final state.
+    pub snapshot: Snapshot,
+    /// Re-drives from Postgres.
+    pub republished: u32,
+    /// How long the wait took.
+    pub waited: Duration,
+}
+
+/// Waits until the pipeline has drained (two polls in a row say so).
+pub async fn wait(db: &PgPool, streams: &Streams, opts: &DrainOptions) -> anyhow::Result<Drained> {
+    let started = Instant::now();
+    let mut last_move = Instant::now();
+    let mut last_progress = None;
+    let mut last_print = Instant::now();
+    let mut republished = 0;
+    let mut confirmed = false;
+    loop {
+        let snap = snapshot(db, streams).await?;
+        if snap.drained() {
+            if confirmed {
+                return Ok(Drained {
+                    snapshot: snap,
+                    republished,
+                    waited: started.elapsed(),
+                });
+            }
+            confirmed = true;
+        } else {
+            confirmed = false;
+        }
+        if last_progress != Some(snap.progress()) {
+            last_progress = Some(snap.progress());
+            last_move = Instant::now();
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            eprintln!(
+                "demo: draining — {} raw events, {} normalised, {} waiting for the merger, \
+                 {} unpublished, {} stream entries in flight, {} dead letters",
+                snap.raw,
+                snap.normalized,
+                snap.unresolved,
+                snap.unpublished,
+                snap.in_flight(),
+                snap.dead_letters()
+            );
+        }
+        if !snap.drained() && last_move.elapsed() >= opts.stall {
+            anyhow::ensure!(
+                republished < opts.max_republish,
+                "the pipeline stopped moving with work left ({} raw events without a \
+                 normalised event, {} not attached to a profile) even after {republished} \
+                 re-drives; is every service running? (`ctl streams`, the services' logs)",
+                snap.missing,
+                snap.unresolved
+            );
+            let done = crate::republish::republish(db, None).await?;
+            republished += 1;
+            eprintln!(
+                "demo: nothing moved for {:?} with work left: stream entries were lost \
+                 (Redis wiped or restarted?); re-driving {} raw events from Postgres",
+                opts.stall, done.raw_events
+            );
+            last_move = Instant::now();
+        }
+        anyhow::ensure!(
+            started.elapsed() < opts.timeout,
+            "the pipeline did not drain within {:?}: {} raw events without a normalised \
+             event, {} not attached to a profile, {} stream entries in flight",
+            opts.timeout,
+            snap.missing,
+            snap.unresolved,
+            snap.in_flight()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,63 @@
+//! Training after the load: the same library calls as `ctl ml train` and
+//! `ctl ml score-all` (`ml::pipeline`), so the dashboard opens on a brand whose every
+//! profile already has churn, lifetime-value and segment predictions.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use config::Settings;
+use sqlx::PgPool;
+
+/// Trains and registers every model as of `as_of` (the end of the simulated history),
+/// then scores every live profile with the active models. Returns one line per model.
+pub async fn train_and_score(
+    settings: &Settings,
+    db: &PgPool,
+    as_of: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    eprintln!("demo: training churn, lifetime value and segments as of {as_of}");
+    let run = ml::pipeline::train_and_register(db, &settings.ml, as_of)
+        .await
+        .context("training the models")?;
+    let lines = run
+        .models
+        .iter()
+        .map(|m| {
+            let decision = match &m.decision {
+                ml::registry::Decision::Activated { .. } => "active",
+                ml::registry::Decision::Candidate { .. } => "candidate (the active one is better)",
+            };
+            let metric = m.task.main_metric();
+            let value = m.metrics[metric]
+                .as_f64()
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
+            format!(
+                "{:<8} {metric} {value}, {decision} ({})",
+                m.task.to_string(),
+                m.version_id
+            )
+        })
+        .collect();
+    let models = Arc::new(
+        ml::pipeline::load_active(db)
+            .await
+            .context("loading the active models")?,
+    );
+    let mut redis = service_kit::connect_redis(&settings.redis_url).await?;
+    let scored = ml::pipeline::score_all(
+        db,
+        &mut redis,
+        &settings.stream_prefix,
+        &models,
+        settings.ml.ml_batch_size,
+        as_of,
+    )
+    .await
+    .context("scoring every profile")?;
+    eprintln!(
+        "demo: {} profiles trained on, {scored} scored",
+        run.profiles
+    );
+    Ok(lines)
+}
