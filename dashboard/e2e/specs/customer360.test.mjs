@@ -75,3 +75,15 @@ test("an admin is offered unmerge, export and erase", async () => {
     await page.locator("[data-testid=admin-actions]").waitFor();
   });
 });
+
+test("an analyst unmerges and the merge shows as undone", async () => {
+  assert.ok(profileUrl);
+  await withPage(browser, "customer-360-unmerge", async (page) => {
+    await login(page, seed.users.analyst, { next: profileUrl });
+    const history = page.locator("[data-testid=merge-history]");
+    await history.locator("tbody tr").first().waitFor();
+    page.once("dialog", (d) => d.accept());
+    await history.getByRole("button", { name: "Unmerge" }).first().click();
+    await history.getByText(/^undone /).waitFor({ timeout: 30_000 });
+  });
+});

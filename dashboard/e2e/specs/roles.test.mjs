@@ -74,3 +74,25 @@ test("an analyst sends a test event and sees it in the delivery log", async () =
     await page.locator("[data-testid=deliveries] tbody tr").first().waitFor();
   });
 });
+
+test("an admin rotates a secret and disables then re-enables an integration", async () => {
+  await withPage(browser, "roles-rotate-disable", async (page) => {
+    await login(page, seed.users.admin);
+    await page.goto(`/integrations/${seed.integrations.pos.id}`);
+    await page.locator("[data-testid=integration-actions]").waitFor();
+
+    await page.getByRole("button", { name: "Reveal secret" }).click();
+    const before = await page.locator("[data-testid=integration-secret] [data-testid=secret]").textContent();
+
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Rotate secret" }).click();
+    await page.getByRole("status").filter({ hasText: "New secret issued" }).waitFor();
+    const after = await page.locator("[data-testid=integration-secret] [data-testid=secret]").textContent();
+    assert.notEqual(after, before, "a new secret is shown");
+
+    await page.getByRole("button", { name: "Disable" }).click();
+    await page.locator("[data-testid=integration]").getByText("disabled", { exact: true }).waitFor();
+    await page.getByRole("button", { name: "Enable" }).click();
+    await page.locator("[data-testid=integration]").getByText("enabled", { exact: true }).waitFor();
+  });
+});
