@@ -259,6 +259,7 @@ struct Meters {
     claimed: metrics::Counter,
     pending: metrics::Gauge,
     lag: metrics::Gauge,
+    dead_letters: metrics::Gauge,
 }
 
 impl Meters {
@@ -274,6 +275,7 @@ impl Meters {
             claimed: metrics::counter!("streams_entries_claimed_total", &labels),
             pending: metrics::gauge!("streams_pending_entries", &labels),
             lag: metrics::gauge!("streams_lag_entries", &labels),
+            dead_letters: metrics::gauge!("streams_dlq_entries", &labels),
         }
     }
 }
@@ -523,6 +525,12 @@ impl<H: Handler> Runner<H> {
                 self.meters.lag.set(lag as f64);
             }
         }
+        // The topic's dead-letter stream, as every group of the topic sees it.
+        let dead_letters: u64 = redis::cmd("XLEN")
+            .arg(self.streams.dlq_key(self.topic))
+            .query_async(&mut self.conn)
+            .await?;
+        self.meters.dead_letters.set(dead_letters as f64);
         Ok(())
     }
 

@@ -630,7 +630,7 @@ async fn stats_and_recent_entries_describe_the_topic() {
 }
 
 #[tokio::test]
-async fn metrics_count_processed_failed_and_dead_lettered_entries() {
+async fn metrics_count_processed_failed_and_dead_lettered_entries_and_the_dlq_size() {
     let metrics = telemetry::metrics_handle();
     let env = TestEnv::new().await;
     let streams = Streams::from_context(&env.context());
@@ -663,7 +663,8 @@ async fn metrics_count_processed_failed_and_dead_lettered_entries() {
         .map(|n| (n, line(n, &text)))
         .collect();
         (values.values().all(|v| v.as_deref() == Some("1"))
-            && line("streams_pending_entries", &text).as_deref() == Some("0"))
+            && line("streams_pending_entries", &text).as_deref() == Some("0")
+            && line("streams_dlq_entries", &text).as_deref() == Some("1"))
         .then_some(())
     })
     .await;
