@@ -100,7 +100,17 @@ impl Customer360Cache {
     /// The document of `id` (or of the survivor it was merged into): from the cache,
     /// else built from Postgres and written back. `None` when no such profile exists.
     /// A Redis failure is logged and the read served from Postgres.
+    /// Every read counts as a hit or a miss in `customer360_cache_reads_total{result}`.
     pub async fn load(&self, id: Uuid) -> Result<Option<Customer360Read>, Customer360Error> {
+        let read = self.load_uncounted(id).await?;
+        if let Some(r) = &read {
+            let result = if r.cached { "hit" } else { "miss" };
+            metrics::counter!("customer360_cache_reads_total", "result" => result).increment(1);
+        }
+        Ok(read)
+    }
+
+    async fn load_uncounted(&self, id: Uuid) -> Result<Option<Customer360Read>, Customer360Error> {
         if let Some(doc) = self.cached(id).await
             && doc.profile_id == id
         {
