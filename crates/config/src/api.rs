@@ -27,6 +27,10 @@ pub struct ApiSettings {
     pub openapi_viewer_dir: String,
     /// Milliseconds between updates of the server-sent-event feeds (streams, imports).
     pub live_interval_ms: u64,
+    /// Milliseconds a verified session or API token is trusted without asking Postgres
+    /// again (0 checks every request). Changes made through this gateway apply at once;
+    /// a revocation made elsewhere (another gateway, `ctl`) within this time.
+    pub auth_cache_ms: u64,
     /// Twilio account SID for outbound WhatsApp.
     pub twilio_account_sid: String,
     /// Twilio auth token for outbound WhatsApp.
@@ -53,6 +57,7 @@ impl ApiSettings {
             cookie_secure: false,
             openapi_viewer_dir: ".data/swagger-ui/node_modules/swagger-ui-dist".into(),
             live_interval_ms: 1000,
+            auth_cache_ms: 5000,
             twilio_account_sid: String::new(),
             twilio_auth_token: None,
             twilio_api_base: "https://api.twilio.com".into(),

@@ -150,10 +150,86 @@ fn is_state_changing(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Entries kept at most (a full cache is emptied, not grown).
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Credentials this gateway verified in the last `AUTH_CACHE_MS`, keyed by the SHA-256
+/// of what the caller presented, so a busy API client does not cost a Postgres round
+/// trip per request. Every change this gateway makes to users, sessions or tokens
+/// empties it at once; a change made elsewhere (another gateway, `ctl`) takes effect
+/// within the TTL. A session's own expiry is always checked.
+pub struct AuthCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Vec<u8>, (Principal, bool, Instant)>>,
+}
+
+impl AuthCache {
+    /// A cache trusting verified credentials for `ttl` (zero disables it).
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(kind: &str, secret: &str) -> Vec<u8> {
+        storage::users::token_sha256(&format!("{kind}:{secret}"))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<(Principal, bool)> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (principal, by_cookie, at) = entries.get(key)?;
+        let session_live = principal
+            .expires_at
+            .is_none_or(|exp| exp > chrono::Utc::now());
+        (at.elapsed() < self.ttl && session_live).then(|| (principal.clone(), *by_cookie))
+    }
+
+    fn put(&self, key: Vec<u8>, principal: &Principal, by_cookie: bool) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= AUTH_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, (principal.clone(), by_cookie, Instant::now()));
+    }
+
+    /// Forgets every verified credential (after a logout, a revocation, a user change).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
 /// Finds the caller: a bearer token if the request has an `Authorization` header (a
 /// bad one is refused, never ignored), else the session cookie. Returns the principal
-/// and whether it came from the cookie.
+/// and whether it came from the cookie. Verified credentials are remembered briefly
+/// ([`AuthCache`]); unknown ones are always checked against Postgres.
 async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Principal, bool)>, ApiError> {
+    let presented = match headers.get(header::AUTHORIZATION) {
+        Some(v) => v.to_str().ok().map(|t| AuthCache::key("bearer", t)),
+        None => session_cookie(headers).map(|c| AuthCache::key("cookie", &c)),
+    };
+    if let Some(key) = &presented
+        && let Some(hit) = app.auth_cache.get(key)
+    {
+        return Ok(Some(hit));
+    }
+    let found = authenticate_in_db(app, headers).await?;
+    if let (Some(key), Some((principal, by_cookie))) = (presented, &found) {
+        app.auth_cache.put(key, principal, *by_cookie);
+    }
+    Ok(found)
+}
+
+async fn authenticate_in_db(
     app: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Principal, bool)>, ApiError> {

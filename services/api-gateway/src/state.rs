@@ -13,7 +13,7 @@ use streams::Streams;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::LoginLimiter;
+use crate::auth::{AuthCache, LoginLimiter};
 
 /// The gateway's shared state.
 #[derive(Clone)]
@@ -33,6 +33,8 @@ pub struct Shared {
     pub customer360: Customer360Cache,
     /// Per-client-address limit on login attempts.
     pub(crate) login_limiter: LoginLimiter,
+    /// Recently verified sessions and tokens.
+    pub(crate) auth_cache: AuthCache,
     /// The OpenAPI document, serialised once when the API is built.
     pub(crate) openapi: OnceLock<bytes::Bytes>,
     /// Cancelled at shutdown: ends the server-sent-event feeds so the server can drain.
@@ -57,6 +59,7 @@ impl AppState {
                 Duration::from_secs(ctx.settings.identity.customer360_cache_ttl_secs),
             ),
             login_limiter: LoginLimiter::new(ctx.settings.api.login_attempts_per_minute),
+            auth_cache: AuthCache::new(Duration::from_millis(ctx.settings.api.auth_cache_ms)),
             openapi: OnceLock::new(),
             shutdown: ctx.shutdown.clone(),
             background: TaskTracker::new(),

@@ -117,7 +117,8 @@ async fn wrong_passwords_unknown_users_and_disabled_users_are_refused_alike() {
 
 #[tokio::test]
 async fn expired_sessions_and_disabled_users_lose_access() {
-    let gw = Gateway::start().await;
+    // The expiry is changed in Postgres behind the gateway's back: check every request.
+    let gw = Gateway::start_with(vec![("AUTH_CACHE_MS", "0".into())]).await;
     let user = gw.user(Role::Viewer).await;
     let who = gw.session_of(user.id).await;
     assert_eq!(gw.get("/auth/me", &who).await.0, 200);
@@ -430,4 +431,30 @@ async fn admins_manage_users_but_not_the_last_admin() {
     assert_eq!(code(&body), "bad_cursor");
     let (status, _) = gw.get("/users?limit=0", &admin).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn verified_credentials_are_remembered_but_revocations_here_apply_at_once() {
+    let gw = Gateway::start_with(vec![("AUTH_CACHE_MS", "600000".into())]).await;
+    let admin = gw.token(Role::Admin).await;
+    let (_, created) = gw
+        .post("/tokens", &admin, json!({"name": "m", "role": "viewer"}))
+        .await;
+    let machine = Credentials::Bearer(created["token"].as_str().unwrap().to_owned());
+    assert_eq!(gw.get("/auth/me", &machine).await.0, 200);
+    // Revoked behind the gateway's back: the remembered verification still holds...
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE name = 'm'")
+        .execute(gw.db())
+        .await
+        .unwrap();
+    assert_eq!(gw.get("/auth/me", &machine).await.0, 200);
+    // ...but a revocation through the gateway applies to the very next request.
+    let id = created["info"]["id"].as_str().unwrap();
+    let resp = gw
+        .request(Method::DELETE, &format!("/tokens/{id}"), &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(gw.get("/auth/me", &machine).await.0, 401);
 }

@@ -114,6 +114,7 @@ pub async fn logout(
         storage::users::delete_session(&app.db, &token)
             .await
             .map_err(ApiError::internal)?;
+        app.auth_cache.clear();
     }
     let cookie = auth::session_clear_cookie(app.settings.api.cookie_secure);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())

@@ -149,6 +149,8 @@ pub async fn update_user(
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    // A new role, a disabled account or a new password must apply to the next request.
+    app.auth_cache.clear();
     Ok(Json(user_view(&user)))
 }
 
@@ -229,5 +231,6 @@ pub async fn revoke_token(
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no API token {id}")))?;
+    app.auth_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }
