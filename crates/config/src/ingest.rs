@@ -36,7 +36,7 @@ impl IngestSettings {
             ingest_max_body_bytes: 1024 * 1024,
             ingest_commit_batch: 512,
             ingest_commit_linger_us: 2_000,
-            ingest_commit_writers: 2,
+            ingest_commit_writers: 4,
             ingest_publishers: 2,
             ingest_integration_cache_ms: 1_000,
             outbox_relay_after_secs: 5,

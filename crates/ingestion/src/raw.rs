@@ -77,6 +77,25 @@ impl NewRawEvent {
         }
     }
 
+    /// The `events.raw` envelope of this event, borrowing its body (publishing
+    /// serialises it without copying the JSON tree).
+    pub fn envelope_ref(&self) -> Envelope<RawPayloadRef<'_>> {
+        Envelope {
+            v: streams::ENVELOPE_VERSION,
+            id: self.id,
+            source: self.source.as_str().to_owned(),
+            kind: self.kind.clone(),
+            received_at: self.received_at,
+            occurred_at: self.occurred_at,
+            payload: RawPayloadRef {
+                integration_id: self.integration_id,
+                source_event_id: &self.source_event_id,
+                headers: &self.headers,
+                body: &self.body,
+            },
+        }
+    }
+
     /// The `events.raw` envelope of this event.
     pub fn envelope(&self) -> Envelope<RawPayload> {
         Envelope {
@@ -110,6 +129,19 @@ pub struct RawPayload {
     pub headers: serde_json::Map<String, serde_json::Value>,
     /// The body as JSON.
     pub body: serde_json::Value,
+}
+
+/// [`RawPayload`] borrowed from a [`NewRawEvent`]; serialises to the same JSON.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RawPayloadRef<'a> {
+    /// The integration it arrived through.
+    pub integration_id: Option<Uuid>,
+    /// The source's id of the delivery.
+    pub source_event_id: &'a str,
+    /// Headers that matter.
+    pub headers: &'a serde_json::Map<String, serde_json::Value>,
+    /// The body as JSON.
+    pub body: &'a serde_json::Value,
 }
 
 /// What happened to one event handed to the store.
@@ -260,7 +292,8 @@ pub async fn publish_stored(streams: &Streams, db: &PgPool, events: &[NewRawEven
     if events.is_empty() {
         return true;
     }
-    let envelopes: Vec<Envelope<RawPayload>> = events.iter().map(NewRawEvent::envelope).collect();
+    let envelopes: Vec<Envelope<RawPayloadRef<'_>>> =
+        events.iter().map(NewRawEvent::envelope_ref).collect();
     if let Err(e) = streams.publish_many(Topic::EventsRaw, &envelopes).await {
         metrics::counter!("ingest_publish_failures_total").increment(events.len() as u64);
         tracing::warn!(error = %e, events = events.len(), "publishing to events.raw failed; the outbox relay will retry");
@@ -505,5 +538,28 @@ async fn publisher_loop(
             batch
         };
         publish_stored(&streams, &db, &batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_and_owned_envelopes_serialise_alike() {
+        let mut ev = NewRawEvent::new(
+            Some(Uuid::now_v7()),
+            Source::Segment,
+            "m-1",
+            "track",
+            serde_json::json!({"type": "track", "event": "A", "properties": {"n": 1}}),
+        );
+        ev.headers
+            .insert("x-k".into(), serde_json::Value::String("v".into()));
+        let owned = serde_json::to_value(ev.envelope()).unwrap();
+        let borrowed = serde_json::to_value(ev.envelope_ref()).unwrap();
+        assert_eq!(owned, borrowed);
+        let back: Envelope<RawPayload> = serde_json::from_value(borrowed).unwrap();
+        assert_eq!(back.payload.body, ev.body);
     }
 }

@@ -131,13 +131,26 @@ pub(crate) async fn store(
     app: &App,
     events: Vec<NewRawEvent>,
 ) -> Result<Vec<StoreOutcome>, ApiError> {
-    app.store.store(events).await.map_err(|e| match e {
+    // Each event's line at debug level, so `grep <event id>` finds where it came in.
+    let keys: Vec<(&'static str, String)> = if tracing::enabled!(tracing::Level::DEBUG) {
+        events
+            .iter()
+            .map(|e| (e.source.as_str(), e.source_event_id.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let outcomes = app.store.store(events).await.map_err(|e| match e {
         StoreError::Stopped => ApiError::unavailable("ingest is shutting down; retry"),
         StoreError::Database(cause) => {
             tracing::error!(error = %cause, "raw event commit failed");
             ApiError::unavailable("events could not be stored; retry")
         }
-    })
+    })?;
+    for ((source, key), o) in keys.iter().zip(&outcomes) {
+        tracing::debug!(event_id = %o.id, source, key = %key, duplicate = o.duplicate, "raw event stored");
+    }
+    Ok(outcomes)
 }
 
 /// A JSON answer with status 200.
