@@ -154,8 +154,8 @@ impl ProfileFacts {
         }
     }
 
-    /// The person's display name from the traits (`first_name last_name`, else
-    /// `name`).
+    /// The person's display name from the traits (`first_name last_name` or the
+    /// Segment spec's `firstName lastName`, else `name`).
     pub fn display_name(&self) -> Option<String> {
         let text = |k: &str| {
             self.traits
@@ -164,7 +164,10 @@ impl ProfileFacts {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        match (text("first_name"), text("last_name")) {
+        // `firstName`/`lastName` are the Segment spec's traits, kept as sent.
+        let first = text("first_name").or_else(|| text("firstName"));
+        let last = text("last_name").or_else(|| text("lastName"));
+        match (first, last) {
             (Some(f), Some(l)) => Some(format!("{f} {l}")),
             (Some(f), None) => Some(f.to_owned()),
             _ => text("name").map(str::to_owned),

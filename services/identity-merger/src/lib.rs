@@ -37,18 +37,25 @@ impl Handler for EventHandler {
     type Payload = NormalizedEvent;
 
     async fn handle(&self, batch: &[Delivery<NormalizedEvent>]) -> Vec<Result<(), HandlerError>> {
-        let events: Vec<NormalizedEvent> = batch.iter().map(|d| d.envelope.payload.clone()).collect();
+        let events: Vec<NormalizedEvent> =
+            batch.iter().map(|d| d.envelope.payload.clone()).collect();
         match self.resolver.resolve(&events).await {
             Ok(report) => {
-                metrics::counter!("identity_events_resolved_total").increment(report.resolved as u64);
-                metrics::counter!("identity_events_redelivered_total").increment(report.already_resolved as u64);
+                metrics::counter!("identity_events_resolved_total")
+                    .increment(report.resolved as u64);
+                metrics::counter!("identity_events_redelivered_total")
+                    .increment(report.already_resolved as u64);
                 metrics::counter!("identity_events_missing_total").increment(report.missing as u64);
-                metrics::counter!("identity_events_suppressed_total").increment(report.suppressed as u64);
+                metrics::counter!("identity_events_suppressed_total")
+                    .increment(report.suppressed as u64);
                 metrics::counter!("identity_merges_total").increment(report.merges as u64);
                 metrics::counter!("identity_review_items_total").increment(report.reviews as u64);
                 metrics::counter!("identity_replays_total").increment(report.replays as u64);
                 if report.missing > 0 {
-                    tracing::warn!(missing = report.missing, "events without a stored row were skipped");
+                    tracing::warn!(
+                        missing = report.missing,
+                        "events without a stored row were skipped"
+                    );
                 }
                 batch.iter().map(|_| Ok(())).collect()
             }
@@ -100,7 +107,11 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     // consumer names.
     let name = |topic: &str| {
         let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
-        opts.consumer = format!("{}-{topic}-{}", opts.consumer, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        opts.consumer = format!(
+            "{}-{topic}-{}",
+            opts.consumer,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         opts
     };
     let events = tokio::spawn(streams::run_consumer(

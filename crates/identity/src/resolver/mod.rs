@@ -341,6 +341,7 @@ impl Resolver {
                 let tainted = usable.iter().any(|id| tainted_ids.contains(id))
                     || owners_of.iter().any(|p| tainted_profiles.contains(p));
                 if tainted || !newly.is_empty() || !self.engine.in_order(&graph, obs) {
+                    tracing::debug!(event_id = %obs.key.event_id, "event resolved with its region's replay");
                     late.push(pending[*i]);
                     tainted_ids.extend(usable.iter().cloned());
                     tainted_ids.extend(newly.iter().cloned());
@@ -349,6 +350,14 @@ impl Resolver {
                     continue;
                 }
                 let outcome = self.engine.apply(&mut graph, obs);
+                tracing::debug!(
+                    event_id = %outcome.event_id,
+                    profile_id = %outcome.profile_id,
+                    created = outcome.created,
+                    merges = outcome.merges.len(),
+                    review = outcome.review.is_some(),
+                    "event resolved"
+                );
                 changes.record(pending[*i], usable, &outcome, &graph, &mut facts);
                 changes.outcomes.push(outcome);
             }

@@ -223,6 +223,11 @@ impl Resolver {
             .map(|o| (o.event_id, final_of(o.profile_id)))
             .collect();
         let profile_of: HashMap<Uuid, ProfileId> = assignment.iter().copied().collect();
+        for e in new_events {
+            if let Some(profile_id) = profile_of.get(&e.event_id) {
+                tracing::debug!(event_id = %e.event_id, %profile_id, "event resolved by a region replay");
+            }
+        }
         let new_profiles: BTreeSet<ProfileId> = assignment.iter().map(|(_, p)| *p).collect();
         let mut facts: HashMap<ProfileId, ProfileFacts> = HashMap::new();
         for e in &all {
