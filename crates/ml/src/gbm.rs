@@ -54,6 +54,10 @@ pub struct GbmParams {
     pub learning_rate: f64,
     /// Maximum leaves per tree.
     pub num_leaves: u32,
+    /// Maximum depth of a tree. Bounded because the cost of explaining a prediction
+    /// (TreeSHAP, [`GbmModel::contributions`]) grows with the square of the depth, and
+    /// every churn score is explained.
+    pub max_depth: u32,
     /// Minimum rows per leaf.
     pub min_data_in_leaf: u32,
     /// Share of features tried per tree.
@@ -75,9 +79,10 @@ impl GbmParams {
     pub fn new(objective: Objective, seed: u64) -> Self {
         Self {
             objective,
-            num_iterations: 200,
-            learning_rate: 0.05,
+            num_iterations: 100,
+            learning_rate: 0.1,
             num_leaves: 31,
+            max_depth: 6,
             min_data_in_leaf: 20,
             feature_fraction: 0.9,
             bagging_fraction: 0.8,
@@ -107,6 +112,7 @@ impl GbmParams {
             "num_iterations": self.num_iterations,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
             "min_data_in_leaf": self.min_data_in_leaf,
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,

@@ -5,6 +5,7 @@ mod demo;
 mod identity;
 mod import;
 mod integration;
+mod ml;
 mod republish;
 mod streams;
 mod supervisor;
@@ -37,6 +38,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Rebuild profiles from the stored events, or measure identity quality.
     Identity(identity::IdentityArgs),
+    /// Train, score, inspect, activate and evaluate the ML models.
+    Ml(ml::MlArgs),
     /// Load the demo brand through the real front door, wait for the pipeline, train.
     Demo(demo::DemoArgs),
     /// Re-drive unfinished work from Postgres after Redis lost stream entries.
@@ -71,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Integration(args) => integration::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
         Command::Identity(args) => identity::run(&settings, args).await?,
+        Command::Ml(args) => ml::run(&settings, args).await?,
         Command::Demo(args) => demo::run(&settings, args).await?,
         Command::Republish(args) => republish::run(&settings, args).await?,
         Command::User(args) => user::user(&settings, args).await?,

@@ -179,6 +179,9 @@ impl Handler for Scorer {
         ids.dedup();
         match self.score(&ids).await {
             Ok(n) => {
+                for d in batch {
+                    tracing::debug!(profile_id = %d.envelope.payload.profile_id, request_id = %d.envelope.id, "profile scored");
+                }
                 tracing::debug!(requests = batch.len(), profiles = n, "scored");
                 batch.iter().map(|_| Ok(())).collect()
             }
