@@ -108,6 +108,9 @@ impl Handler for RawEventHandler {
         }
         for m in &mapped {
             count(m);
+            if let Some(ev) = &m.normalized.event {
+                tracing::debug!(event_id = %ev.event_id, source = ev.source.as_str(), event_type = ev.event_type.as_str(), "event normalised");
+            }
         }
         results
     }
