@@ -606,6 +606,51 @@ pub async fn accounts(fleet: &Fleet) -> anyhow::Result<Seed> {
     })
 }
 
+/// Loads a generated brand (`ctl demo`: the scenario simulator's people over `months`,
+/// sent through the same front door, then the models trained and every profile scored)
+/// into `fleet`. Runs the `ctl` binary the workspace builds (`cargo build -p ctl`).
+pub async fn generated(fleet: &Fleet, customers: usize, months: u32) -> anyhow::Result<()> {
+    let ctl = crate::fleet::repo_root().join("target/debug/ctl");
+    if !ctl.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p ctl` (`dashboard/e2e/run` does)",
+            ctl.display()
+        );
+    }
+    let s = &fleet.env.settings;
+    let out = tokio::process::Command::new(&ctl)
+        .arg("demo")
+        .args(["--customers", &customers.to_string()])
+        .args(["--months", &months.to_string()])
+        // A seed whose small brand has enough buyers for every model to train.
+        .args(["--seed", "11"])
+        .args(["--whatsapp-days", "120"])
+        .args(["--ingest-url", &fleet.ingest])
+        .args(["--api-url", &fleet.gateway])
+        .args(["--drain-timeout", "240"])
+        .arg("--force")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &s.database_url)
+        .env("REDIS_URL", &s.redis_url)
+        .env("STREAM_PREFIX", &s.stream_prefix)
+        .env("PUBLIC_BASE_URL", &fleet.ingest)
+        .env("LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "ctl demo failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// What the pipeline has made so far, for the message of a test that waited in vain:
 /// rows per stage and the dead letters' reasons.
 pub async fn pipeline_report(fleet: &Fleet) -> String {

@@ -2,8 +2,11 @@
 //! services on random ports with a fresh database and stream prefix, seeds what it
 //! needs through the front door, and runs its browser specs (`specs/*.test.mjs`).
 //!
-//! Needs the built bundle (`just build-dashboard`), `npm ci` in `dashboard/e2e`, and
-//! Chromium; `just test-browser` does all three. Tests that need customer data wait
+//! The overview and the screenshots also load a generated brand (`ctl demo`: the
+//! scenario simulator's customers through the same front door, models trained).
+//!
+//! Needs the built bundle (`just build-dashboard`), the `ctl` binary, `npm ci` in
+//! `dashboard/e2e`, and Chromium; `just test-browser` sees to all four. Tests that need customer data wait
 //! (through the API) for the pipeline to have processed it before the browser starts,
 //! so a failure says which part of the pipeline did not deliver.
 
@@ -11,6 +14,10 @@ use dashboard_e2e::{Fleet, brand, browser};
 
 /// Seconds the pipeline gets to turn the seeded events into profiles and review items.
 const PIPELINE_SECS: u64 = 60;
+
+/// The generated brand (`ctl demo`) the overview and the screenshots show: people and
+/// months of history, about 15,000 deliveries, enough for every model to train.
+const GENERATED: (usize, u32) = (250, 10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_deep_links_and_sign_out() {
@@ -43,6 +50,9 @@ async fn csv_upload_reaches_100_percent_and_lists_row_errors() {
 async fn overview_search_and_customer_360_of_a_merged_customer() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
+    brand::generated(&fleet, GENERATED.0, GENERATED.1)
+        .await
+        .unwrap();
     let admin = fleet.admin().await.unwrap();
     brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
         .await
@@ -73,6 +83,9 @@ async fn approving_a_review_item_applies_the_merge() {
 async fn screenshots_of_every_page() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
+    brand::generated(&fleet, GENERATED.0, GENERATED.1)
+        .await
+        .unwrap();
     let admin = fleet.admin().await.unwrap();
     brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
         .await
