@@ -87,17 +87,20 @@ async fn profile_identifiers_have_a_gin_index() {
         .map(|(name, _)| name.clone())
         .unwrap_or_else(|| panic!("no GIN index on customer_profile.identifiers: {indexes:?}"));
     // The planner can use it for containment search, the query the gateway runs.
-    sqlx::query("SET enable_seqscan = off")
-        .execute(&pool)
+    // On one connection (a transaction): the setting must hold for the EXPLAIN.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
         .await
         .unwrap();
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN SELECT id FROM customer_profile \
          WHERE identifiers @> '[{\"kind\": \"email\", \"value\": \"a@b.c\"}]'::jsonb",
     )
-    .fetch_all(&pool)
+    .fetch_all(&mut *tx)
     .await
     .unwrap();
+    tx.rollback().await.unwrap();
     assert!(
         plan.iter().any(|line| line.contains(&gin)),
         "containment search does not use {gin}: {plan:?}"
