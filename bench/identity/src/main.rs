@@ -1,0 +1,325 @@
+//! `bench-identity`: how fast identity resolution runs on this machine, next to what
+//! this machine's Postgres does at all and what the pure engine does without it,
+//! measured in the same run. `bench/identity/run.sh` wraps it (release build).
+//!
+//! - `stream --people N --replicas 1,3`: for each replica count, a fresh database gets
+//!   the scenario's events stored (as the normalizer would) and published on
+//!   `events.normalized`; that many `identity-merger` processes (the release binary) are
+//!   started and timed until every event is resolved. Prints events/s and the ratio to
+//!   the pure engine's events/s on the same events (the ceiling of the rules alone),
+//!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
+//!   shaped like the identifier index.
+//! - `rebuild --events N`: stores about N scenario events (streamed person by person,
+//!   never all in memory), then times `ctl identity rebuild` (the release binary) on
+//!   them, and the time it takes just to read the events back (the read ceiling).
+
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use config::Settings;
+use domain::NormalizedEvent;
+use identity::engine::Constraints;
+use identity::memory::MemoryResolver;
+use identity::{Engine, Observation, Policy};
+use scenario::brand::Simulator;
+use scenario::identity::{IdentityConfig, generate, person_events};
+use sqlx::PgPool;
+use streams::{Envelope, Streams, Topic};
+
+#[derive(Parser)]
+#[command(name = "bench-identity", about = "Identity resolution benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Events/s through N merger replicas (one fresh database per run).
+    Stream {
+        /// People in the scenario (750 gives about 60,000 events).
+        #[arg(long, default_value_t = 750)]
+        people: usize,
+        /// Replica counts to run, comma separated.
+        #[arg(long, default_value = "1,3")]
+        replicas: String,
+    },
+    /// Time `ctl identity rebuild` on about this many stored events.
+    Rebuild {
+        /// Events to store.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    match cli.command {
+        Command::Stream { people, replicas } => {
+            let counts: Vec<usize> = replicas
+                .split(',')
+                .map(|r| r.trim().parse())
+                .collect::<Result<_, _>>()
+                .context("--replicas is a comma separated list of numbers")?;
+            stream(&settings, people, &counts).await
+        }
+        Command::Rebuild { events } => rebuild(&settings, events).await,
+    }
+}
+
+fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.parent().context("binary folder")?.join(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} missing: cargo build --release -p {name}",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A fresh database for one run (dropped first if a previous run left it).
+async fn fresh_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let admin = with_database(&settings.database_url, "postgres")?;
+    let name = database_name(&settings.database_url)?;
+    let pool = storage::connect(&admin, 1).await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        storage::quote_ident(&name)
+    ))
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    storage::ensure_database(&settings.database_url).await?;
+    let db = storage::connect(&settings.database_url, 8).await?;
+    storage::migrate(&db).await?;
+    Ok(db)
+}
+
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (base, _) = url
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    Ok(format!("{base}/{name}"))
+}
+
+fn database_name(url: &str) -> anyhow::Result<String> {
+    let (_, name) = url
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    Ok(name.split('?').next().unwrap_or(name).to_owned())
+}
+
+async fn clear_prefix(settings: &Settings) -> anyhow::Result<()> {
+    let client = redis::Client::open(settings.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", settings.stream_prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Sequential round trips/s, and rows/s of a batched upsert like the identifier index.
+async fn postgres_ceilings(db: &PgPool) -> anyhow::Result<(f64, f64)> {
+    let n = 2_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        sqlx::query("SELECT 1").execute(db).await?;
+    }
+    let round_trips = f64::from(n) / started.elapsed().as_secs_f64();
+    let mut conn = db.acquire().await?;
+    sqlx::query("CREATE TEMP TABLE ceiling (kind TEXT, value TEXT, profile_id UUID, seen BIGINT, PRIMARY KEY (kind, value))")
+        .execute(&mut *conn)
+        .await?;
+    let rows = 200_000usize;
+    let started = Instant::now();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(5_000) {
+        let kinds: Vec<&str> = chunk.iter().map(|_| "email").collect();
+        let values: Vec<String> = chunk.iter().map(|i| format!("person{i}@mail.in")).collect();
+        let profiles: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
+        sqlx::query(
+            "INSERT INTO ceiling SELECT k, v, p, 1 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(k, v, p) \
+             ON CONFLICT (kind, value) DO UPDATE SET seen = ceiling.seen + 1",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&profiles)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let upserts = rows as f64 / started.elapsed().as_secs_f64();
+    Ok((round_trips, upserts))
+}
+
+async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow::Result<()> {
+    let merger = release_binary("identity-merger")?;
+    let s = generate(&IdentityConfig::with_customers(people));
+    let events = s.events.len();
+    println!("scenario: {people} people, {events} events");
+
+    // The rules alone: the whole event set through the pure engine, in memory.
+    let started = Instant::now();
+    let engine = Engine::new(Policy::from_settings(&settings.identity));
+    let m = MemoryResolver::rebuild(
+        engine,
+        Constraints::default(),
+        s.events.iter().map(Observation::of).collect(),
+    );
+    let engine_rate = events as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "pure engine: {engine_rate:.0} events/s ({} profiles)",
+        m.graph.profiles.len()
+    );
+
+    for &replicas in counts {
+        let db = fresh_database(settings).await?;
+        clear_prefix(settings).await?;
+        let (round_trips, upserts) = postgres_ceilings(&db).await?;
+        identity::seed::store_events(&db, &s.events).await?;
+        let streams = Streams::connect(
+            &settings.redis_url,
+            settings.stream_prefix.clone(),
+            10_000_000,
+        )
+        .await?;
+        for chunk in s.events.chunks(5_000) {
+            let envs: Vec<Envelope<&NormalizedEvent>> = chunk
+                .iter()
+                .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), e))
+                .collect();
+            streams.publish_many(Topic::EventsNormalized, &envs).await?;
+        }
+        let started = Instant::now();
+        let mut children: Vec<Child> = (0..replicas)
+            .map(|_| {
+                Process::new(&merger)
+                    .env("IDENTITY_MERGER_BIND", "127.0.0.1:0")
+                    .stdout(Stdio::null())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL",
+            )
+            .fetch_one(&db)
+            .await?;
+            if left == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(1_800),
+                "not done after 30 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let elapsed = started.elapsed();
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rate = events as f64 / elapsed.as_secs_f64();
+        let (replays, merges): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM merge_history WHERE rule = 'replay'), (SELECT count(*) FROM merge_history)",
+        )
+        .fetch_one(&db)
+        .await?;
+        println!(
+            "{replicas} replica(s): {events} events in {:.1}s = {rate:.0} events/s | {:.1}% of the pure engine | \
+             Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s | \
+             {:.3} events per round trip | {merges} merges ({replays} from replays)",
+            elapsed.as_secs_f64(),
+            100.0 * rate / engine_rate,
+            rate / round_trips,
+        );
+        db.close().await;
+    }
+    clear_prefix(settings).await?;
+    Ok(())
+}
+
+async fn rebuild(settings: &Settings, target: usize) -> anyhow::Result<()> {
+    let ctl = release_binary("ctl")?;
+    let db = fresh_database(settings).await?;
+    let (round_trips, upserts) = postgres_ceilings(&db).await?;
+    // About 80 events per person in the default brand.
+    let people = (target / 80).max(1);
+    let cfg = IdentityConfig::with_customers(people);
+    let sim = Simulator::new(&cfg.brand);
+    let started = Instant::now();
+    let mut stored = 0usize;
+    let mut pending: Vec<NormalizedEvent> = Vec::new();
+    for person in 0..people as u32 {
+        pending.extend(person_events(&cfg, &sim, person));
+        if pending.len() >= 20_000 || person + 1 == people as u32 {
+            stored += identity::seed::store_events(&db, &pending).await?;
+            pending.clear();
+        }
+        if stored >= target {
+            break;
+        }
+    }
+    println!(
+        "stored {stored} events of {people} people in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE normalized_event")
+        .execute(&db)
+        .await?;
+
+    // The read ceiling: every event back, in canonical order, nothing else.
+    let started = Instant::now();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT event_id, identifiers, traits, properties, order_data \
+         FROM normalized_event ORDER BY occurred_at, event_id) e",
+    )
+    .fetch_one(&db)
+    .await?;
+    let read = started.elapsed();
+    db.close().await;
+
+    for run in [
+        "first (every event unresolved)",
+        "again (rebuild of a rebuilt graph)",
+    ] {
+        let started = Instant::now();
+        let out = Process::new(&ctl).args(["identity", "rebuild"]).output()?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            out.status.success(),
+            "ctl identity rebuild failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "ctl identity rebuild, {run}: {:.1}s for {n} events ({:.0} events/s; reading them alone takes {:.1}s) — {}",
+            elapsed.as_secs_f64(),
+            n as f64 / elapsed.as_secs_f64(),
+            read.as_secs_f64(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    println!("Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s");
+    Ok(())
+}
