@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -377,7 +377,7 @@ pub struct Overview {
     pub to: DateTime<Utc>,
     /// Live (not merged-away) profiles now.
     pub profiles_total: i64,
-    /// Live profiles created in the period.
+    /// Live profiles first seen in the period (their first event; else their creation).
     pub profiles_new: i64,
     /// Normalised events that occurred in the period.
     pub events_total: i64,
@@ -387,6 +387,9 @@ pub struct Overview {
     pub orders: i64,
     /// Revenue of those orders net of refunds, per currency.
     pub revenue: Vec<MoneyTotal>,
+    /// The same revenue per UTC day of the period, for each currency in `revenue`
+    /// (days without orders included, at zero), oldest day first.
+    pub revenue_per_day: Vec<DayRevenue>,
     /// Merges made in the period (automatic and manual, not undone).
     pub merges: i64,
     /// Review items created in the period.
@@ -413,6 +416,20 @@ pub struct RatePoint {
     pub count: i64,
     /// `count` divided by the bucket's length in minutes.
     pub per_minute: f64,
+}
+
+/// Revenue of one day in one currency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DayRevenue {
+    /// The day (UTC).
+    pub day: NaiveDate,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// Orders placed that day (cancelled excluded).
+    pub orders: i64,
+    /// Their revenue net of refunds.
+    pub amount: Decimal,
 }
 
 /// An amount of money in one currency.

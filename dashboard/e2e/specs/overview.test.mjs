@@ -16,6 +16,9 @@ test("the overview shows non-zero KPIs and charts for the period", async () => {
       assert.ok((await kpi(page, name)) > 0, `${name} is not zero`);
     }
     await page.locator('svg[aria-label="Events per minute"]').waitFor();
+    const revenue = page.locator('svg[aria-label="Revenue per day"]');
+    await revenue.waitFor();
+    assert.ok((await revenue.locator("rect").count()) >= 1, "revenue per day has bars");
     assert.ok(await page.locator('[aria-label="Revenue per category"] .hbar-row').count() >= 3);
 
     await page.getByRole("link", { name: "Last 7 days" }).click();

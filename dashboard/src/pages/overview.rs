@@ -5,33 +5,12 @@
 use chrono::Duration;
 use domain::api::{ChurnBand, Overview as OverviewData, OverviewQuery};
 use leptos::prelude::*;
-use serde::Deserialize;
 
 use super::{href, query_param};
 use crate::api;
 use crate::charts::{BarChart, Donut, HBars, LineChart};
 use crate::format;
 use crate::widgets::{Empty, Kpi, loaded};
-
-/// `GET /overview`'s answer with the daily revenue series, which `domain::api::Overview`
-/// does not carry yet: read it when the gateway sends it, so the chart appears without
-/// a dashboard change.
-#[derive(Debug, Clone, Deserialize)]
-struct OverviewPayload {
-    #[serde(flatten)]
-    overview: OverviewData,
-    #[serde(default)]
-    revenue_per_day: Option<Vec<DayRevenue>>,
-}
-
-/// Revenue of one day.
-#[derive(Debug, Clone, Deserialize)]
-struct DayRevenue {
-    /// The day (`2026-11-27` or an RFC 3339 time).
-    day: String,
-    /// Revenue net of refunds.
-    amount: f64,
-}
 
 /// The Overview page.
 #[component]
@@ -46,7 +25,7 @@ pub fn Overview() -> impl IntoView {
                 from: Some(to - Duration::days(days)),
                 to: Some(to),
             };
-            api::get::<OverviewPayload>(&api::with_query("/overview", &query)).await
+            api::get::<OverviewData>(&api::with_query("/overview", &query)).await
         }
     });
 
@@ -70,16 +49,12 @@ pub fn Overview() -> impl IntoView {
                     .collect_view()}
             </nav>
         </div>
-        {loaded(overview, move |p| view! { <OverviewBody o=p.overview revenue_per_day=p.revenue_per_day days=format::period_days(&period_value())/> })}
+        {loaded(overview, move |o| view! { <OverviewBody o=o days=format::period_days(&period_value())/> })}
     }
 }
 
 #[component]
-fn OverviewBody(
-    o: OverviewData,
-    revenue_per_day: Option<Vec<DayRevenue>>,
-    days: i64,
-) -> impl IntoView {
+fn OverviewBody(o: OverviewData, days: i64) -> impl IntoView {
     let revenue_main = o.revenue.first().cloned();
     let revenue_text = revenue_main
         .as_ref()
@@ -105,11 +80,21 @@ fn OverviewBody(
             (label, p.per_minute)
         })
         .collect();
-    let has_revenue_series = revenue_per_day.is_some();
-    let revenue_days: Vec<(String, f64)> = revenue_per_day
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| (d.day.chars().skip(5).take(5).collect(), d.amount))
+    // The main currency's days (the one with the most revenue, as on the KPI card).
+    let revenue_days: Vec<(String, f64)> = o
+        .revenue_per_day
+        .iter()
+        .filter(|d| {
+            revenue_main
+                .as_ref()
+                .is_some_and(|m| m.currency == d.currency)
+        })
+        .map(|d| {
+            (
+                d.day.format("%d %b").to_string(),
+                d.amount.to_string().parse().unwrap_or(0.0),
+            )
+        })
         .collect();
     let churn: Vec<(String, f64, &'static str)> = ChurnBand::ALL
         .iter()
@@ -220,10 +205,8 @@ fn OverviewBody(
                 <h2>"Revenue per day"</h2>
                 {if revenue_days.iter().any(|d| d.1 > 0.0) {
                     view! { <BarChart label="Revenue per day".into() bars=revenue_days/> }.into_any()
-                } else if has_revenue_series {
-                    view! { <p class="muted">"No orders in this period."</p> }.into_any()
                 } else {
-                    view! { <p class="muted">"This gateway does not report revenue per day yet."</p> }.into_any()
+                    view! { <p class="muted">"No orders in this period."</p> }.into_any()
                 }}
             </div>
             <div class="card">

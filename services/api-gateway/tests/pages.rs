@@ -92,6 +92,22 @@ async fn overview_counts_the_period() {
     let (status, o) = gw.get("/overview", &viewer).await;
     assert_eq!(status, 200);
     assert_eq!(o["orders"], 2, "default period is 30 days");
+    // Revenue per day: every day of the period, the orders on theirs.
+    let days = o["revenue_per_day"].as_array().unwrap();
+    assert!((30..=31).contains(&days.len()), "{}", days.len());
+    assert!(days.iter().all(|d| d["currency"] == "INR"));
+    let amounts: f64 = days.iter().map(|d| d["amount"].as_f64().unwrap()).sum();
+    assert!((amounts - 150.5).abs() < 1e-9, "{amounts}");
+    let order_day = (now - Duration::hours(1)).date_naive().to_string();
+    let busy = days
+        .iter()
+        .find(|d| d["day"] == order_day.as_str())
+        .unwrap();
+    assert_eq!(busy["orders"], 2);
+    assert!(
+        days.windows(2)
+            .all(|w| w[0]["day"].as_str() < w[1]["day"].as_str())
+    );
     let (status, body) = gw
         .get(&format!("/overview?from={from}&to={from}"), &viewer)
         .await;

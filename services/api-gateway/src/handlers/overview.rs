@@ -7,8 +7,8 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
 use domain::api::{
-    ApiErrorBody, CategorySales, ChurnBand, ChurnBandCount, MoneyTotal, Overview, OverviewQuery,
-    ProductSales, RatePoint, SegmentCount,
+    ApiErrorBody, CategorySales, ChurnBand, ChurnBandCount, DayRevenue, MoneyTotal, Overview,
+    OverviewQuery, ProductSales, RatePoint, SegmentCount,
 };
 use rust_decimal::Decimal;
 use service_kit::ApiError;
@@ -26,6 +26,41 @@ fn bucket_minutes(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
     let seconds = (to - from).num_seconds().max(1);
     let per_bucket = MAX_BUCKETS * 60;
     ((seconds + per_bucket - 1) / per_bucket).max(1)
+}
+
+/// Every UTC day of `[from, to)` for each currency of `totals` (in that order), with
+/// the day's orders and revenue from `daily` or zero.
+fn revenue_days(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    totals: &[(String, i64, Decimal)],
+    daily: Vec<(chrono::NaiveDate, String, i64, Decimal)>,
+) -> Vec<DayRevenue> {
+    let by_day: HashMap<(chrono::NaiveDate, String), (i64, Decimal)> = daily
+        .into_iter()
+        .map(|(day, currency, orders, amount)| ((day, currency), (orders, amount)))
+        .collect();
+    let last = (to - Duration::microseconds(1)).date_naive();
+    totals
+        .iter()
+        .flat_map(|(currency, _, _)| {
+            from.date_naive()
+                .iter_days()
+                .take_while(move |day| *day <= last)
+                .map(|day| {
+                    let (orders, amount) = by_day
+                        .get(&(day, currency.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    DayRevenue {
+                        day,
+                        currency: currency.clone(),
+                        orders,
+                        amount,
+                    }
+                })
+        })
+        .collect()
 }
 
 /// KPIs for a period.
@@ -68,7 +103,10 @@ pub async fn overview(
     let db = &app.db;
 
     let (profiles_total, profiles_new): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE created_at >= $1 AND created_at < $2) \
+        // New = first seen in the period: the profile's first event (a brand's history
+        // loaded today is not all "new"), else when the profile was created.
+        "SELECT count(*), count(*) FILTER (WHERE COALESCE(first_event_at, created_at) >= $1 \
+                AND COALESCE(first_event_at, created_at) < $2) \
          FROM customer_profile WHERE merged_into IS NULL",
     )
     .bind(from)
@@ -109,6 +147,18 @@ pub async fn overview(
     .bind(to)
     .fetch_all(db)
     .await?;
+
+    let daily: Vec<(chrono::NaiveDate, String, i64, Decimal)> = sqlx::query_as(
+        "SELECT (placed_at AT TIME ZONE 'UTC')::date, currency, count(*), \
+                COALESCE(sum(total - refunded_total), 0) FROM orders \
+         WHERE placed_at >= $1 AND placed_at < $2 AND status <> 'cancelled' \
+         GROUP BY 1, 2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let revenue_per_day = revenue_days(from, to, &money, daily);
 
     let merges: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM merge_history \
@@ -193,6 +243,7 @@ pub async fn overview(
             .into_iter()
             .map(|(currency, _, amount)| MoneyTotal { currency, amount })
             .collect(),
+        revenue_per_day,
         merges,
         review_items_created,
         review_items_pending,
@@ -226,6 +277,44 @@ pub async fn overview(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revenue_days_cover_the_period_for_each_currency() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let at = |d: u32, h: u32| day(d).and_hms_opt(h, 0, 0).unwrap().and_utc();
+        let totals = vec![
+            ("INR".to_owned(), 3, Decimal::new(300, 0)),
+            ("USD".to_owned(), 1, Decimal::new(5, 0)),
+        ];
+        let daily = vec![
+            (day(2), "INR".to_owned(), 2, Decimal::new(200, 0)),
+            (day(4), "INR".to_owned(), 1, Decimal::new(100, 0)),
+            (day(3), "USD".to_owned(), 1, Decimal::new(5, 0)),
+        ];
+        // 1 Nov 12:00 to 4 Nov 06:00: four days, the last one partial.
+        let days = revenue_days(at(1, 12), at(4, 6), &totals, daily);
+        let inr: Vec<(u32, i64, Decimal)> = days
+            .iter()
+            .filter(|d| d.currency == "INR")
+            .map(|d| (chrono::Datelike::day(&d.day), d.orders, d.amount))
+            .collect();
+        assert_eq!(
+            inr,
+            vec![
+                (1, 0, Decimal::ZERO),
+                (2, 2, Decimal::new(200, 0)),
+                (3, 0, Decimal::ZERO),
+                (4, 1, Decimal::new(100, 0)),
+            ]
+        );
+        assert_eq!(days.len(), 8, "USD has its four days too");
+        // A period ending exactly at midnight does not include the next day.
+        assert_eq!(
+            revenue_days(at(1, 0), at(3, 0), &totals[..1], vec![]).len(),
+            2
+        );
+        assert!(revenue_days(at(1, 0), at(3, 0), &[], vec![]).is_empty());
+    }
 
     #[test]
     fn buckets_are_whole_minutes_and_at_most_240() {
