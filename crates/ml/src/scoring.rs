@@ -8,6 +8,7 @@
 //!
 //! Churn reasons are LightGBM's per-feature contributions (SHAP values in log-odds):
 //! the three with the largest magnitude, positive meaning "pushes towards churn".
+//! Features that do not move the score (a model too small to use them) are no reason.
 
 use serde_json::json;
 use uuid::Uuid;
@@ -229,6 +230,7 @@ fn top_reasons(f: &Features, contributions: &[f64]) -> serde_json::Value {
             .then(a.cmp(&b))
     });
     idx.into_iter()
+        .filter(|&i| contributions[i] != 0.0)
         .take(TOP_REASONS)
         .map(|i| json!({"feature": FEATURE_NAMES[i], "value": finite(values[i]), "contribution": contributions[i]}))
         .collect()
@@ -256,5 +258,11 @@ mod tests {
         assert_eq!(r[1]["contribution"], -0.7);
         assert_eq!(r[2]["feature"], FEATURE_NAMES[5]);
         assert_eq!(r.as_array().unwrap().len(), TOP_REASONS);
+        // A model without splits explains nothing: no reasons rather than zeros.
+        let none = top_reasons(&f, &vec![0.0; N_FEATURES]);
+        assert!(none.as_array().unwrap().is_empty());
+        c[1] = 0.0;
+        c[5] = 0.0;
+        assert_eq!(top_reasons(&f, &c).as_array().unwrap().len(), 1);
     }
 }

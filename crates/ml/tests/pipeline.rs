@@ -282,6 +282,18 @@ async fn train_register_score_and_activation_rule() {
             .unwrap();
     assert_eq!(model, churn.id);
     assert_eq!(details["top_reasons"].as_array().unwrap().len(), 3);
+    // The reasons are real explanations: the strongest one moves the score.
+    let explained: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM predictions WHERE task = 'churn' \
+         AND abs((details->'top_reasons'->0->>'contribution')::float8) > 1e-6",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        explained, buyers,
+        "every churn score has a non-zero top reason"
+    );
     let stored: Option<String> = redis
         .get(ml::store::feature_key(env.prefix(), profile))
         .await
