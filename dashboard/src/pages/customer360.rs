@@ -230,7 +230,7 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
                 }}
                 <h2 style="margin-top:1rem">"Recommended products"</h2>
                 {if c.recommendations.is_empty() {
-                    view! { <p class="muted">"No recommendations yet: they appear once the recommendation model has scored this profile."</p> }.into_any()
+                    view! { <p class="muted">"No recommendations for this profile: they are shown when a recommendation model (task recommend) has scored it; ConstIntel does not train one yet."</p> }.into_any()
                 } else {
                     view! {
                         <ol class="steps">
