@@ -98,20 +98,7 @@ impl NewRawEvent {
 
     /// The `events.raw` envelope of this event.
     pub fn envelope(&self) -> Envelope<RawPayload> {
-        Envelope {
-            v: streams::ENVELOPE_VERSION,
-            id: self.id,
-            source: self.source.as_str().to_owned(),
-            kind: self.kind.clone(),
-            received_at: self.received_at,
-            occurred_at: self.occurred_at,
-            payload: RawPayload {
-                integration_id: self.integration_id,
-                source_event_id: self.source_event_id.clone(),
-                headers: self.headers.clone(),
-                body: self.body.clone(),
-            },
-        }
+        self.envelope_ref().map(RawPayloadRef::into_owned)
     }
 }
 
@@ -142,6 +129,18 @@ pub struct RawPayloadRef<'a> {
     pub headers: &'a serde_json::Map<String, serde_json::Value>,
     /// The body as JSON.
     pub body: &'a serde_json::Value,
+}
+
+impl RawPayloadRef<'_> {
+    /// The owned payload.
+    pub fn into_owned(self) -> RawPayload {
+        RawPayload {
+            integration_id: self.integration_id,
+            source_event_id: self.source_event_id.to_owned(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
+    }
 }
 
 /// What happened to one event handed to the store.

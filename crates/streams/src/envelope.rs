@@ -43,4 +43,17 @@ impl<T> Envelope<T> {
             payload,
         }
     }
+
+    /// The same envelope with its payload turned into another type.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
+        Envelope {
+            v: self.v,
+            id: self.id,
+            source: self.source,
+            kind: self.kind,
+            received_at: self.received_at,
+            occurred_at: self.occurred_at,
+            payload: f(self.payload),
+        }
+    }
 }

@@ -189,12 +189,33 @@ async fn score_all(
     db: &sqlx::PgPool,
     as_of: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let models = Arc::new(pipeline::load_active(db).await?);
+    let started = std::time::Instant::now();
+    let n = score_everyone(settings, db, as_of).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "scored {n} profiles in {secs:.1}s ({:.0} profiles/s)",
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Scores every live profile as of `as_of` with the active models (refreshing the
+/// feature store and the Customer 360 cache); returns how many were scored. Shared by
+/// `ctl ml score-all`, `ctl ml train` and `ctl demo`.
+pub(crate) async fn score_everyone(
+    settings: &Settings,
+    db: &sqlx::PgPool,
+    as_of: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let models = Arc::new(
+        pipeline::load_active(db)
+            .await
+            .context("loading the active models")?,
+    );
     if models.is_empty() {
         anyhow::bail!("no active models to score with: run `ctl ml train` first");
     }
     let mut redis = service_kit::connect_redis(&settings.redis_url).await?;
-    let started = std::time::Instant::now();
     let n = pipeline::score_all(
         db,
         &mut redis,
@@ -203,13 +224,9 @@ async fn score_all(
         settings.ml.ml_batch_size,
         as_of,
     )
-    .await?;
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "scored {n} profiles in {secs:.1}s ({:.0} profiles/s)",
-        n as f64 / secs.max(1e-9)
-    );
-    Ok(())
+    .await
+    .context("scoring every profile")?;
+    Ok(n)
 }
 
 fn print_version(v: &ModelVersion) {

@@ -2,8 +2,6 @@
 //! `ctl ml score-all` (`ml::pipeline`), so the dashboard opens on a brand whose every
 //! profile already has churn, lifetime-value and segment predictions.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use config::Settings;
@@ -39,22 +37,7 @@ pub async fn train_and_score(
             )
         })
         .collect();
-    let models = Arc::new(
-        ml::pipeline::load_active(db)
-            .await
-            .context("loading the active models")?,
-    );
-    let mut redis = service_kit::connect_redis(&settings.redis_url).await?;
-    let scored = ml::pipeline::score_all(
-        db,
-        &mut redis,
-        &settings.stream_prefix,
-        &models,
-        settings.ml.ml_batch_size,
-        as_of,
-    )
-    .await
-    .context("scoring every profile")?;
+    let scored = crate::ml::score_everyone(settings, db, as_of).await?;
     eprintln!(
         "demo: {} profiles trained on, {scored} scored",
         run.profiles
