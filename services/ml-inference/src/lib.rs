@@ -221,6 +221,9 @@ async fn retrain_schedule(ctx: ServiceContext, scorer: Arc<Scorer>) {
         match scorer.retrain_and_rescore().await {
             Ok(_) => {}
             // Too little data is normal on a young fleet; the next round tries again.
+            Err(e) if matches!(e.downcast_ref(), Some(ml::MlError::NotEnoughData(_))) => {
+                tracing::info!(reason = format!("{e:#}"), "scheduled training skipped");
+            }
             Err(e) => tracing::warn!(error = format!("{e:#}"), "scheduled training failed"),
         }
         match interval {

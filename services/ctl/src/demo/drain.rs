@@ -52,11 +52,7 @@ impl Snapshot {
 
     /// Entries delivered-but-unacknowledged or not yet delivered, over every group.
     pub fn in_flight(&self) -> u64 {
-        self.topics
-            .iter()
-            .flat_map(|t| &t.groups)
-            .map(|g| g.pending + g.lag.unwrap_or(0))
-            .sum()
+        in_flight(&self.topics)
     }
 
     /// Dead letters of the event topics.
@@ -77,20 +73,36 @@ impl Snapshot {
     }
 }
 
-/// Reads the pipeline's state.
-pub async fn snapshot(db: &PgPool, streams: &Streams) -> anyhow::Result<Snapshot> {
-    let (raw, unpublished, normalized, missing, unresolved): (i64, i64, i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT (SELECT count(*) FROM customer_raw_event), \
-                    (SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL), \
-                    (SELECT count(*) FROM normalized_event), \
-                    (SELECT count(*) FROM customer_raw_event r WHERE NOT EXISTS \
-                        (SELECT 1 FROM normalized_event n WHERE n.event_id = r.id)), \
-                    (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
-        )
-        .fetch_one(db)
-        .await
-        .context("counting events")?;
+/// What Postgres says is done: (raw, unpublished, normalized, missing, unresolved).
+type Counts = (i64, i64, i64, i64, i64);
+
+/// Counts the stored events at each stage. Scans the event tables (about a second for
+/// 400,000 events), so [`wait`] asks only every few seconds while entries are moving.
+async fn counts(db: &PgPool) -> anyhow::Result<Counts> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_raw_event), \
+                (SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL), \
+                (SELECT count(*) FROM normalized_event), \
+                (SELECT count(*) FROM customer_raw_event r WHERE NOT EXISTS \
+                    (SELECT 1 FROM normalized_event n WHERE n.event_id = r.id)), \
+                (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
+    )
+    .fetch_one(db)
+    .await
+    .context("counting events")
+}
+
+/// Entries delivered-but-unacknowledged or not yet delivered, over every group.
+fn in_flight(topics: &[TopicStats]) -> u64 {
+    topics
+        .iter()
+        .flat_map(|t| &t.groups)
+        .map(|g| g.pending + g.lag.unwrap_or(0))
+        .sum()
+}
+
+/// Reads the event topics' statistics (cheap: a few Redis calls).
+async fn topics(streams: &Streams) -> anyhow::Result<Vec<TopicStats>> {
     let mut topics = Vec::new();
     for topic in EVENT_TOPICS {
         topics.push(
@@ -100,15 +112,23 @@ pub async fn snapshot(db: &PgPool, streams: &Streams) -> anyhow::Result<Snapshot
                 .with_context(|| format!("reading {topic}"))?,
         );
     }
-    Ok(Snapshot {
+    Ok(topics)
+}
+
+fn snapshot_of(counts: Counts, topics: Vec<TopicStats>) -> Snapshot {
+    let (raw, unpublished, normalized, missing, unresolved) = counts;
+    Snapshot {
         raw,
         unpublished,
         normalized,
         missing,
         unresolved,
         topics,
-    })
+    }
 }
+
+/// Seconds between counts in Postgres while stream entries are still in flight.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// How long to wait, and when to re-drive.
 #[derive(Debug, Clone)]
@@ -140,8 +160,21 @@ pub async fn wait(db: &PgPool, streams: &Streams, opts: &DrainOptions) -> anyhow
     let mut last_print = Instant::now();
     let mut republished = 0;
     let mut confirmed = false;
+    let mut counted: Option<(Instant, Counts)> = None;
     loop {
-        let snap = snapshot(db, streams).await?;
+        // Redis every second; Postgres when nothing is in flight (the pipeline may be
+        // drained, or entries were lost) or every COUNT_EVERY, so the wait does not
+        // compete with the merger for Postgres.
+        let topics = topics(streams).await?;
+        let counts = match counted {
+            Some((at, c)) if in_flight(&topics) > 0 && at.elapsed() < COUNT_EVERY => c,
+            _ => {
+                let c = counts(db).await?;
+                counted = Some((Instant::now(), c));
+                c
+            }
+        };
+        let snap = snapshot_of(counts, topics);
         if snap.drained() {
             if confirmed {
                 return Ok(Drained {
