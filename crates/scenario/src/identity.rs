@@ -87,7 +87,7 @@ impl IdentityConfig {
 }
 
 /// Normalised events with the truth of who is who.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct IdentityScenario {
     /// Every event, in time order.
     pub events: Vec<NormalizedEvent>,
@@ -141,31 +141,22 @@ pub struct Household {
 /// Generates the whole scenario in memory.
 pub fn generate(cfg: &IdentityConfig) -> IdentityScenario {
     let sim = Simulator::new(&cfg.brand);
-    let mut events = Vec::new();
-    let mut truth = HashMap::new();
-    let mut identities = Vec::new();
+    let mut scenario = IdentityScenario::default();
     for person_id in 0..cfg.brand.customers as u32 {
         let (person, activities) = sim.person(person_id);
         let identity = identity_of(cfg, &person);
-        for ev in events_of(
+        let events = events_of(
             cfg,
             sim.stores(),
             sim.catalogue(),
             &person,
             &identity,
             &activities,
-        ) {
-            truth.insert(ev.event_id, person_id);
-            events.push(ev);
-        }
-        identities.push(identity);
+        );
+        scenario.add_person(person_id, identity, events);
     }
-    events.sort_by_key(|e| (e.occurred_at, e.event_id));
-    IdentityScenario {
-        events,
-        truth,
-        identities,
-    }
+    scenario.sort();
+    scenario
 }
 
 /// The events of one person (time order), for streaming very large scenarios.
@@ -192,30 +183,42 @@ pub fn dress(cfg: &IdentityConfig, brand: &Brand) -> IdentityScenario {
     for a in &brand.activities {
         by_person.entry(a.person_id).or_default().push(a.clone());
     }
-    let mut events = Vec::new();
-    let mut truth = HashMap::new();
-    let mut identities = Vec::new();
+    let mut scenario = IdentityScenario::default();
     for person in &brand.people {
         let identity = identity_of(cfg, person);
         let acts = by_person.remove(&person.person_id).unwrap_or_default();
-        for ev in events_of(
+        let events = events_of(
             cfg,
             &brand.stores,
             &brand.catalogue,
             person,
             &identity,
             &acts,
-        ) {
-            truth.insert(ev.event_id, person.person_id);
-            events.push(ev);
-        }
-        identities.push(identity);
+        );
+        scenario.add_person(person.person_id, identity, events);
     }
-    events.sort_by_key(|e| (e.occurred_at, e.event_id));
-    IdentityScenario {
-        events,
-        truth,
-        identities,
+    scenario.sort();
+    scenario
+}
+
+impl IdentityScenario {
+    /// Adds one person's identity and events, recording who did each.
+    fn add_person(
+        &mut self,
+        person_id: u32,
+        identity: PersonIdentity,
+        events: Vec<NormalizedEvent>,
+    ) {
+        for ev in events {
+            self.truth.insert(ev.event_id, person_id);
+            self.events.push(ev);
+        }
+        self.identities.push(identity);
+    }
+
+    /// Puts the events in canonical order (time, then event id).
+    fn sort(&mut self) {
+        self.events.sort_by_key(|e| (e.occurred_at, e.event_id));
     }
 }
 
