@@ -19,6 +19,12 @@ test("searching a phone number typed with spaces finds the profile", async () =>
     await page.waitForURL((u) => u.searchParams.get("q") === seed.star_phone_typed);
     const rows = page.locator("[data-testid=profiles] tbody tr");
     await rows.first().waitFor();
+    // The unfiltered list can still be on screen while the search's answer is on its way:
+    // give the filtered rows time to replace it, then judge what is shown.
+    await page
+      .waitForFunction(() => document.querySelectorAll("[data-testid=profiles] tbody tr").length === 1, null, { timeout: 15_000 })
+      .catch(() => {});
+    await settled(page);
     assert.equal(await rows.count(), 1, "exactly one person has that phone");
     assert.match(await rows.first().textContent(), new RegExp(seed.star_email));
     await rows.first().click();
