@@ -7,49 +7,6 @@
 
 use domain::api::CsvImportKind;
 
-/// Fields a customers file can map to (the importer's `CUSTOMER_FIELDS`).
-pub const CUSTOMER_FIELDS: [&str; 10] = [
-    "email",
-    "phone",
-    "customer_id",
-    "loyalty_id",
-    "first_name",
-    "last_name",
-    "name",
-    "city",
-    "country",
-    "created_at",
-];
-
-/// Fields an orders or order-lines file can map to (the importer's `ORDER_FIELDS`).
-pub const ORDER_FIELDS: [&str; 17] = [
-    "order_id",
-    "placed_at",
-    "total",
-    "currency",
-    "status",
-    "store",
-    "email",
-    "phone",
-    "customer_id",
-    "loyalty_id",
-    "first_name",
-    "last_name",
-    "sku",
-    "name",
-    "category",
-    "qty",
-    "price",
-];
-
-/// The fields a file of `kind` can map its columns to.
-pub fn fields(kind: CsvImportKind) -> &'static [&'static str] {
-    match kind {
-        CsvImportKind::Customers => &CUSTOMER_FIELDS,
-        CsvImportKind::Orders | CsvImportKind::OrderLines => &ORDER_FIELDS,
-    }
-}
-
 /// The start of a file, as the preview shows it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Preview {
@@ -148,7 +105,7 @@ pub fn suggest_field(header: &str, kind: CsvImportKind) -> Option<&'static str> 
         "product" | "product_name" | "item" => "name",
         other => other,
     };
-    fields(kind).iter().copied().find(|f| *f == synonym)
+    kind.fields().iter().copied().find(|f| *f == synonym)
 }
 
 /// The `mapping` form field: a JSON object from column header to field, for the

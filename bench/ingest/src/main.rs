@@ -693,7 +693,7 @@ fn write_customers(path: &std::path::Path, rows: usize) -> anyhow::Result<u64> {
 async fn csv_memory(settings: &Settings, rows: usize) -> anyhow::Result<()> {
     let db = storage::connect(&settings.database_url, 4).await?;
     let dir = tempfile_dir()?;
-    let mapping = ingestion::csv::CsvMapping::parse_pairs("loyalty_id=Loyalty Card")?;
+    let mapping = domain::api::CsvMapping::parse_pairs("loyalty_id=Loyalty Card")?;
     let opts = ingestion::csv::ImportOptions::from_settings(settings);
     println!("rss at start: {} MiB", rss_kib() / 1024);
     for n in [rows / 10, rows] {
@@ -717,7 +717,7 @@ async fn csv_memory(settings: &Settings, rows: usize) -> anyhow::Result<()> {
             &db,
             None,
             file,
-            ingestion::csv::CsvKind::Customers,
+            domain::api::CsvImportKind::Customers,
             &mapping,
             "bench.csv",
             "bench",

@@ -125,6 +125,15 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status.
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Cancelled,
+        OrderStatus::Refunded,
+        OrderStatus::PartiallyRefunded,
+    ];
+
     /// The snake_case name used in JSON and Postgres.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -134,6 +143,19 @@ impl OrderStatus {
             OrderStatus::Refunded => "refunded",
             OrderStatus::PartiallyRefunded => "partially_refunded",
         }
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrderStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "order status",
+                value: s.to_owned(),
+            })
     }
 }
 
@@ -271,5 +293,17 @@ mod tests {
         for t in EventType::ALL {
             assert_eq!(t.as_str().parse::<EventType>().unwrap(), t);
         }
+    }
+
+    #[test]
+    fn order_statuses_round_trip() {
+        for s in OrderStatus::ALL {
+            assert_eq!(s.as_str().parse::<OrderStatus>().unwrap(), s);
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert!("shipped".parse::<OrderStatus>().is_err());
     }
 }

@@ -148,6 +148,21 @@ pub struct Identifier {
 
 const MAX_LEN: usize = 256;
 
+/// Namespace of order references: customer ids the identity merger mints as
+/// `@order:<source>:<order id>` to tie every event of one order together, so a refund
+/// or cancellation that carries no customer identifier still lands on the profile that
+/// placed the order. No source can produce it; Customer 360 identifier lists leave
+/// these out.
+pub const ORDER_NAMESPACE: &str = "@order";
+
+/// Whether an identifier of `kind` and `value` is an order reference.
+pub fn is_order_reference(kind: IdentifierKind, value: &str) -> bool {
+    kind == IdentifierKind::CustomerId
+        && value
+            .strip_prefix(ORDER_NAMESPACE)
+            .is_some_and(|rest| rest.starts_with(':'))
+}
+
 impl Identifier {
     /// Normalises a raw value of the given kind.
     ///
@@ -269,6 +284,20 @@ fn normalize_phone(raw: &str, _default_region: &str) -> Result<String, Identifie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_references_are_told_apart() {
+        assert!(is_order_reference(
+            IdentifierKind::CustomerId,
+            "@order:shopify:1001"
+        ));
+        assert!(!is_order_reference(
+            IdentifierKind::CustomerId,
+            "shopify:42"
+        ));
+        assert!(!is_order_reference(IdentifierKind::CustomerId, "@orders:x"));
+        assert!(!is_order_reference(IdentifierKind::Email, "@order:x"));
+    }
 
     fn parse(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {
         Identifier::parse(kind, raw, "IN").map(|i| i.value)

@@ -13,9 +13,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api::ModelTask;
 use crate::event::{EventType, OrderItem, OrderStatus};
 use crate::identifier::IdentifierKind;
-use crate::source::Channel;
+use crate::source::{Channel, Source};
 
 /// One identifier as a profile holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ pub struct ProfileIdentifier {
     pub value: String,
     /// Source that first supplied it.
     #[serde(default)]
-    pub source: Option<String>,
+    pub source: Option<Source>,
     /// First time it was seen.
     pub first_seen_at: DateTime<Utc>,
     /// Last time it was seen.
@@ -44,7 +45,7 @@ pub struct PurchaseSummary {
     /// The source's order id.
     pub order_id: String,
     /// Source system.
-    pub source: String,
+    pub source: Source,
     /// Channel it was placed through.
     pub channel: Channel,
     /// Current status.
@@ -89,12 +90,13 @@ pub struct BrowsingEntry {
     pub url: Option<String>,
 }
 
-/// The latest prediction of one task for a profile.
+/// The latest prediction of one task for a profile (in the Customer 360 document and at
+/// `GET /profiles/{id}/predictions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictionSummary {
-    /// `churn`, `ltv`, `segment` or `recommend`.
-    pub task: String,
+    /// What was predicted.
+    pub task: ModelTask,
     /// Numeric score (churn probability, predicted spend), when the task has one.
     #[serde(default)]
     pub score: Option<f64>,
@@ -103,6 +105,9 @@ pub struct PredictionSummary {
     pub label: Option<String>,
     /// The model version that produced it.
     pub model_version_id: Uuid,
+    /// That model's algorithm (`lightgbm`, `kmeans`, ...).
+    #[serde(default)]
+    pub algorithm: String,
     /// When it was scored.
     pub scored_at: DateTime<Utc>,
     /// Task-specific details (top churn reasons, recommended SKUs, ...).

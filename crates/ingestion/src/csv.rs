@@ -1,5 +1,5 @@
 //! The CSV bulk importer, shared by `ctl import csv` and the api-gateway's
-//! `POST /api/v1/imports/csv` upload.
+//! `POST /api/v1/imports` upload.
 //!
 //! [`import`] streams any `AsyncRead` (a file, a multipart field) and never holds the
 //! file in memory:
@@ -26,10 +26,14 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use domain::Source;
-use serde::{Deserialize, Serialize};
+use domain::api::{
+    CUSTOMER_FIELDS, CsvImportKind, CsvImportRowError, CsvImportStatus, CsvImportView, CsvMapping,
+    LINE_FIELDS, ORDER_LEVEL_FIELDS,
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use storage::Named;
 use streams::Streams;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -37,129 +41,7 @@ use uuid::Uuid;
 
 use crate::normalize::{self, RawRecord, parse_decimal};
 use crate::raw::{self, NewRawEvent};
-use crate::sources::csv_rows::{
-    self, CUSTOMER_FIELDS, KIND_CUSTOMERS, KIND_ORDERS, LINE_FIELDS, ORDER_FIELDS,
-    ORDER_LEVEL_FIELDS,
-};
-
-/// What a file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CsvKind {
-    /// One customer per row.
-    Customers,
-    /// Orders: one row per order, or one row per order line with the order's columns
-    /// repeated (consecutive rows with the same order id are one order).
-    Orders,
-    /// Order lines: like `orders`, but every row must be a line (sku and price mapped).
-    OrderLines,
-}
-
-impl CsvKind {
-    /// The name stored in `csv_imports.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CsvKind::Customers => "customers",
-            CsvKind::Orders => "orders",
-            CsvKind::OrderLines => "order_lines",
-        }
-    }
-
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            CsvKind::Customers => &CUSTOMER_FIELDS,
-            CsvKind::Orders | CsvKind::OrderLines => &ORDER_FIELDS,
-        }
-    }
-}
-
-impl std::str::FromStr for CsvKind {
-    type Err = CsvError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "customers" => Ok(CsvKind::Customers),
-            "orders" => Ok(CsvKind::Orders),
-            "order_lines" => Ok(CsvKind::OrderLines),
-            other => Err(CsvError::Mapping(format!(
-                "unknown import kind `{other}` (customers, orders, order_lines)"
-            ))),
-        }
-    }
-}
-
-/// How a file's columns map onto import fields.
-///
-/// A field not named in `columns` is read from a column whose header, lower-cased with
-/// spaces and punctuation as `_`, equals the field name (`Email`, `Order ID`, ...).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CsvMapping {
-    /// Field → column header.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-    /// Currency of orders whose file has no currency column.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_currency: Option<String>,
-    /// Namespace of customer ids that are not namespaced already (default `csv`; use
-    /// `shopify` for a Shopify export so the ids match its webhooks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id_namespace: Option<String>,
-}
-
-impl CsvMapping {
-    /// Parses `field=Column,field2=Column 2` (the `ctl import csv --mapping` form).
-    pub fn parse_pairs(spec: &str) -> Result<Self, CsvError> {
-        let mut mapping = CsvMapping::default();
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (field, column) = pair
-                .split_once('=')
-                .ok_or_else(|| CsvError::Mapping(format!("`{pair}` is not field=Column")))?;
-            mapping
-                .columns
-                .insert(field.trim().to_owned(), column.trim().to_owned());
-        }
-        Ok(mapping)
-    }
-}
-
-/// One rejected row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct RowError {
-    /// Line number in the file (the header is line 1).
-    pub line: i64,
-    /// Why it was rejected.
-    pub reason: String,
-}
-
-/// The state of an import, as kept in `csv_imports`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct ImportSummary {
-    /// Import id.
-    pub id: Uuid,
-    /// `customers`, `orders` or `order_lines`.
-    pub kind: String,
-    /// The uploaded file's name.
-    pub filename: String,
-    /// SHA-256 of the file (hex), once known.
-    pub file_sha256: Option<String>,
-    /// `running`, `completed` or `failed`.
-    pub status: String,
-    /// Data rows read so far.
-    pub total_rows: i64,
-    /// Rows stored as new raw events.
-    pub imported_rows: i64,
-    /// Rows already stored by an earlier import of the same file.
-    pub duplicate_rows: i64,
-    /// Rows rejected (see `csv_import_errors`).
-    pub error_rows: i64,
-    /// Why the import failed, when it did.
-    pub error: Option<String>,
-    /// Who started it.
-    pub created_by: Option<String>,
-    /// Started.
-    pub started_at: DateTime<Utc>,
-    /// Finished, when it has.
-    pub finished_at: Option<DateTime<Utc>>,
-}
+use crate::sources::csv_rows::{self, KIND_CUSTOMERS, KIND_ORDERS};
 
 /// An import could not run (per-row problems are not errors: they are reported rows).
 #[derive(Debug, thiserror::Error)]
@@ -201,8 +83,48 @@ impl ImportOptions {
     }
 }
 
-const SUMMARY_COLUMNS: &str = "id, kind, filename, file_sha256, status, total_rows, imported_rows, \
-     duplicate_rows, error_rows, error, created_by, started_at, finished_at";
+const VIEW_COLUMNS: &str = "id, kind, filename, file_sha256, mapping, status, total_rows, \
+     imported_rows, duplicate_rows, error_rows, error, created_by, started_at, finished_at";
+
+/// A `csv_imports` row.
+#[derive(sqlx::FromRow)]
+struct ImportRow {
+    id: Uuid,
+    kind: Named<CsvImportKind>,
+    filename: String,
+    file_sha256: Option<String>,
+    mapping: sqlx::types::Json<CsvMapping>,
+    status: Named<CsvImportStatus>,
+    total_rows: i64,
+    imported_rows: i64,
+    duplicate_rows: i64,
+    error_rows: i64,
+    error: Option<String>,
+    created_by: Option<String>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<ImportRow> for CsvImportView {
+    fn from(r: ImportRow) -> Self {
+        CsvImportView {
+            id: r.id,
+            kind: r.kind.0,
+            filename: r.filename,
+            file_sha256: r.file_sha256,
+            mapping: r.mapping.0,
+            status: r.status.0,
+            total_rows: r.total_rows,
+            imported_rows: r.imported_rows,
+            duplicate_rows: r.duplicate_rows,
+            error_rows: r.error_rows,
+            error: r.error,
+            created_by: r.created_by,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
 
 /// Imports a CSV file: see the module documentation. Returns the final summary; the
 /// import's progress is visible in `csv_imports` while it runs. `streams` of `None`
@@ -212,12 +134,12 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     db: &PgPool,
     streams: Option<&Streams>,
     reader: R,
-    kind: CsvKind,
+    kind: CsvImportKind,
     mapping: &CsvMapping,
     filename: &str,
     actor: &str,
     opts: &ImportOptions,
-) -> Result<ImportSummary, CsvError> {
+) -> Result<CsvImportView, CsvError> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO csv_imports (id, kind, filename, mapping, status, created_by) \
@@ -250,14 +172,36 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     Ok(summary(db, id).await?.expect("the import row exists"))
 }
 
-/// The summary of an import.
-pub async fn summary(db: &PgPool, id: Uuid) -> Result<Option<ImportSummary>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM csv_imports WHERE id = $1"
+/// An import and its progress.
+pub async fn summary(db: &PgPool, id: Uuid) -> Result<Option<CsvImportView>, sqlx::Error> {
+    let row: Option<ImportRow> = sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM csv_imports WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(CsvImportView::from))
+}
+
+/// At most `limit` imports started before `before` (a `(started_at, id)` keyset
+/// position), newest first.
+pub async fn list(
+    db: &PgPool,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<CsvImportView>, sqlx::Error> {
+    let (at, id) = before.unzip();
+    let rows: Vec<ImportRow> = sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM csv_imports \
+         WHERE $1::timestamptz IS NULL OR (started_at, id) < ($1, $2) \
+         ORDER BY started_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(CsvImportView::from).collect())
 }
 
 /// Rejected rows of an import after line `after_line`, in line order.
@@ -266,8 +210,8 @@ pub async fn row_errors(
     id: Uuid,
     after_line: i64,
     limit: i64,
-) -> Result<Vec<RowError>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<CsvImportRowError>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT line, reason FROM csv_import_errors WHERE import_id = $1 AND line > $2 \
          ORDER BY line LIMIT $3",
     )
@@ -275,7 +219,11 @@ pub async fn row_errors(
     .bind(after_line)
     .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(line, reason)| CsvImportRowError { line, reason })
+        .collect())
 }
 
 /// A parsed unit handed from the parser thread to the writer.
@@ -283,7 +231,7 @@ enum Item {
     /// A raw event standing for `rows` rows of the file.
     Event { event: NewRawEvent, rows: i64 },
     /// A rejected row.
-    Bad(RowError),
+    Bad(CsvImportRowError),
 }
 
 async fn run<R: AsyncRead + Unpin + Send>(
@@ -291,7 +239,7 @@ async fn run<R: AsyncRead + Unpin + Send>(
     streams: Option<&Streams>,
     id: Uuid,
     reader: R,
-    kind: CsvKind,
+    kind: CsvImportKind,
     mapping: &CsvMapping,
     opts: &ImportOptions,
 ) -> Result<(), CsvError> {
@@ -444,7 +392,7 @@ fn field_name(header: &str) -> String {
 
 /// Field name → column index, checked against the kind's needs.
 fn resolve(
-    kind: CsvKind,
+    kind: CsvImportKind,
     mapping: &CsvMapping,
     headers: &csv::StringRecord,
 ) -> Result<BTreeMap<&'static str, usize>, CsvError> {
@@ -485,7 +433,7 @@ fn resolve(
         )))
     };
     match kind {
-        CsvKind::Customers => {
+        CsvImportKind::Customers => {
             if !["email", "phone", "customer_id", "loyalty_id"]
                 .iter()
                 .any(|f| has(f))
@@ -493,7 +441,7 @@ fn resolve(
                 return missing("an email, phone, customer_id or loyalty_id column");
             }
         }
-        CsvKind::Orders | CsvKind::OrderLines => {
+        CsvImportKind::Orders | CsvImportKind::OrderLines => {
             for f in ["order_id", "placed_at"] {
                 if !has(f) {
                     return missing(&format!("a `{f}` column"));
@@ -502,7 +450,7 @@ fn resolve(
             if !has("currency") && mapping.default_currency.is_none() {
                 return missing("a `currency` column or a default currency");
             }
-            if kind == CsvKind::OrderLines && !(has("sku") && has("price")) {
+            if kind == CsvImportKind::OrderLines && !(has("sku") && has("price")) {
                 return missing("`sku` and `price` columns");
             }
             if !has("total") && !has("price") {
@@ -543,7 +491,7 @@ fn namespace_customer_id(record: &mut Map<String, Value>, namespace: &str) {
 }
 
 struct Parser<'a> {
-    kind: CsvKind,
+    kind: CsvImportKind,
     columns: BTreeMap<&'static str, usize>,
     mapping: &'a CsvMapping,
     opts: &'a ImportOptions,
@@ -626,7 +574,7 @@ impl Parser<'_> {
         });
         match checked {
             Ok(event) => self.emit(Item::Event { event, rows: 1 }),
-            Err(reason) => self.emit(Item::Bad(RowError { line, reason })),
+            Err(reason) => self.emit(Item::Bad(CsvImportRowError { line, reason })),
         }
     }
 
@@ -646,7 +594,7 @@ impl Parser<'_> {
             .map(str::to_owned)
         else {
             self.finish_group()?;
-            return self.emit(Item::Bad(RowError {
+            return self.emit(Item::Bad(CsvImportRowError {
                 line,
                 reason: "missing `order_id`".into(),
             }));
@@ -724,7 +672,7 @@ impl Parser<'_> {
                             group.order_id
                         )
                     };
-                    self.emit(Item::Bad(RowError { line, reason }))?;
+                    self.emit(Item::Bad(CsvImportRowError { line, reason }))?;
                 }
                 Ok(())
             }
@@ -733,10 +681,10 @@ impl Parser<'_> {
 }
 
 /// Why an order line cannot be used, if it cannot.
-fn line_problem(kind: CsvKind, item: &Map<String, Value>) -> Option<String> {
+fn line_problem(kind: CsvImportKind, item: &Map<String, Value>) -> Option<String> {
     let get = |f: &str| item.get(f).and_then(Value::as_str);
     if item.is_empty() {
-        return (kind == CsvKind::OrderLines).then(|| "missing `sku` and `price`".to_owned());
+        return (kind == CsvImportKind::OrderLines).then(|| "missing `sku` and `price`".to_owned());
     }
     if get("sku").is_none() {
         return Some("an order line without `sku`".into());
@@ -763,12 +711,12 @@ fn line_problem(kind: CsvKind, item: &Map<String, Value>) -> Option<String> {
 /// inputs (previews, tests). `sha` is the file hash the rows are keyed by.
 pub fn parse_all<R: std::io::Read>(
     input: R,
-    kind: CsvKind,
+    kind: CsvImportKind,
     mapping: &CsvMapping,
     opts: &ImportOptions,
     import_id: Uuid,
     sha: &str,
-) -> Result<(Vec<NewRawEvent>, Vec<RowError>), CsvError> {
+) -> Result<(Vec<NewRawEvent>, Vec<CsvImportRowError>), CsvError> {
     let mut events = Vec::new();
     let mut errors = Vec::new();
     let mut collect = |chunk: Vec<Item>| {
@@ -786,7 +734,7 @@ pub fn parse_all<R: std::io::Read>(
 
 fn parse<R: std::io::Read>(
     input: R,
-    kind: CsvKind,
+    kind: CsvImportKind,
     mapping: &CsvMapping,
     opts: &ImportOptions,
     import_id: Uuid,
@@ -824,8 +772,10 @@ fn parse<R: std::io::Read>(
                     continue;
                 }
                 match kind {
-                    CsvKind::Customers => parser.customer_row(line, &row)?,
-                    CsvKind::Orders | CsvKind::OrderLines => parser.order_row(line, &row)?,
+                    CsvImportKind::Customers => parser.customer_row(line, &row)?,
+                    CsvImportKind::Orders | CsvImportKind::OrderLines => {
+                        parser.order_row(line, &row)?
+                    }
                 }
             }
             // A row the csv crate cannot read (bad UTF-8, broken quoting) is a bad row;
@@ -833,7 +783,7 @@ fn parse<R: std::io::Read>(
             Err(e) => {
                 let line = e.position().map_or(line, |p| p.line() as i64);
                 parser.finish_group()?;
-                parser.emit(Item::Bad(RowError {
+                parser.emit(Item::Bad(CsvImportRowError {
                     line,
                     reason: format!("unreadable row: {}", e.kind_description()),
                 }))?;
@@ -874,25 +824,17 @@ mod tests {
     }
 
     #[test]
-    fn mapping_pairs_parse() {
-        let m = CsvMapping::parse_pairs("email=E-mail Address, phone=Mobile").unwrap();
-        assert_eq!(m.columns["email"], "E-mail Address");
-        assert_eq!(m.columns["phone"], "Mobile");
-        assert!(CsvMapping::parse_pairs("email").is_err());
-    }
-
-    #[test]
     fn resolve_checks_the_kind_needs() {
         let headers = csv::StringRecord::from(vec!["Order ID", "Placed At", "Total"]);
-        let err = resolve(CsvKind::Orders, &CsvMapping::default(), &headers).unwrap_err();
+        let err = resolve(CsvImportKind::Orders, &CsvMapping::default(), &headers).unwrap_err();
         assert!(err.to_string().contains("currency"), "{err}");
         let m = CsvMapping {
             default_currency: Some("INR".into()),
             ..Default::default()
         };
-        let cols = resolve(CsvKind::Orders, &m, &headers).unwrap();
+        let cols = resolve(CsvImportKind::Orders, &m, &headers).unwrap();
         assert_eq!(cols["order_id"], 0);
         let bad = CsvMapping::parse_pairs("email=Nope").unwrap();
-        assert!(resolve(CsvKind::Customers, &bad, &headers).is_err());
+        assert!(resolve(CsvImportKind::Customers, &bad, &headers).is_err());
     }
 }

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use ingestion::csv::{CsvKind, CsvMapping, ImportOptions, import, row_errors};
+use domain::api::{CsvImportKind, CsvImportStatus, CsvMapping};
+use ingestion::csv::{ImportOptions, import, row_errors};
 use streams::Streams;
 use test_support::TestEnv;
 
@@ -43,7 +44,7 @@ async fn customers_with_three_bad_rows_import_the_good_ones() {
         &env.db,
         Some(&streams),
         file,
-        CsvKind::Customers,
+        CsvImportKind::Customers,
         &mapping,
         "customers.csv",
         "test",
@@ -51,7 +52,7 @@ async fn customers_with_three_bad_rows_import_the_good_ones() {
     )
     .await
     .unwrap();
-    assert_eq!(summary.status, "completed");
+    assert_eq!(summary.status, CsvImportStatus::Completed);
     assert_eq!(summary.total_rows, 7);
     assert_eq!(summary.imported_rows, 4);
     assert_eq!(summary.error_rows, 3);
@@ -96,7 +97,7 @@ async fn customers_with_three_bad_rows_import_the_good_ones() {
         &env.db,
         Some(&streams),
         file,
-        CsvKind::Customers,
+        CsvImportKind::Customers,
         &mapping,
         "customers.csv",
         "test",
@@ -130,7 +131,7 @@ async fn order_exports_group_lines_into_orders() {
         &env.db,
         None,
         file,
-        CsvKind::Orders,
+        CsvImportKind::Orders,
         &mapping,
         "orders_export.csv",
         "test",
@@ -185,7 +186,7 @@ async fn an_unusable_mapping_fails_the_import_with_a_reason() {
         &env.db,
         None,
         &b"Name,Mail\nx,y@z.com\n"[..],
-        CsvKind::Customers,
+        CsvImportKind::Customers,
         &mapping,
         "bad.csv",
         "test",

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use ingestion::csv::{CsvKind, CsvMapping, ImportOptions, parse_all};
+use domain::api::{CsvImportKind, CsvMapping};
+use ingestion::csv::{ImportOptions, parse_all};
 use ingestion::normalize::{Normalized, RawRecord, normalize};
 use ingestion::raw::NewRawEvent;
 use ingestion::sources::{pos, segment, shopify, twilio, woocommerce};
@@ -159,10 +160,14 @@ fn csv() {
         batch_rows: 100,
     };
     let cases = [
-        ("customers", CsvKind::Customers, "loyalty_id=Loyalty Card"),
+        (
+            "customers",
+            CsvImportKind::Customers,
+            "loyalty_id=Loyalty Card",
+        ),
         (
             "orders",
-            CsvKind::Orders,
+            CsvImportKind::Orders,
             "order_id=Name,placed_at=Paid at,status=Financial Status,qty=Lineitem quantity,\
              name=Lineitem name,price=Lineitem price,sku=Lineitem sku",
         ),

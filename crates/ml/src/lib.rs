@@ -68,3 +68,9 @@ pub enum MlError {
     #[error("worker thread: {0}")]
     Task(String),
 }
+
+impl From<domain::source::UnknownName> for MlError {
+    fn from(e: domain::source::UnknownName) -> Self {
+        MlError::Invalid(e.to_string())
+    }
+}

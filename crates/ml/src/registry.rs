@@ -9,75 +9,17 @@
 //! transaction-scoped advisory lock, and a unique index allows one active row per task,
 //! so two trainers finishing together cannot both win.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use domain::api::ModelStatus;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::MlError;
 
-/// What a model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    /// Probability of no order in the horizon.
-    Churn,
-    /// Spend in the horizon.
-    Ltv,
-    /// RFM segment.
-    Segment,
-    /// Product recommendations.
-    Recommend,
-}
-
-impl Task {
-    /// Every task.
-    pub const ALL: [Task; 4] = [Task::Churn, Task::Ltv, Task::Segment, Task::Recommend];
-
-    /// The name stored in Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Churn => "churn",
-            Task::Ltv => "ltv",
-            Task::Segment => "segment",
-            Task::Recommend => "recommend",
-        }
-    }
-
-    /// The metric (a key of the version's `metrics`) that decides activation; higher
-    /// is better.
-    pub fn main_metric(self) -> &'static str {
-        match self {
-            Task::Churn => "roc_auc",
-            Task::Ltv => "r2",
-            Task::Segment => "silhouette",
-            Task::Recommend => "recall_at_10",
-        }
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Task {
-    type Err = MlError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Task::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                MlError::Invalid(format!(
-                    "unknown task `{s}` (churn, ltv, segment, recommend)"
-                ))
-            })
-    }
-}
+/// What a model predicts: the API's [`domain::api::ModelTask`] (one definition for the
+/// registry, the API and the dashboard), named `Task` in this crate. Its `main_metric`
+/// decides activation.
+pub use domain::api::ModelTask as Task;
 
 /// A model version to register.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,8 +71,8 @@ pub struct ModelVersion {
     pub metrics: serde_json::Value,
     /// The artefact.
     pub artefact: String,
-    /// `candidate`, `active`, `retired` or `rejected`.
-    pub status: String,
+    /// Candidate, active, retired or rejected.
+    pub status: ModelStatus,
     /// When registered.
     pub created_at: DateTime<Utc>,
     /// When last activated.
@@ -217,7 +159,7 @@ fn from_row(r: Row) -> Result<ModelVersion, MlError> {
         test_rows: r.8,
         metrics: r.9,
         artefact: r.10,
-        status: r.11,
+        status: r.11.parse()?,
         created_at: r.12,
         activated_at: r.13,
     })

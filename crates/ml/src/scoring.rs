@@ -10,6 +10,7 @@
 //! the three with the largest magnitude, positive meaning "pushes towards churn".
 //! Features that do not move the score (a model too small to use them) are no reason.
 
+use domain::api::ModelStatus;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -86,7 +87,7 @@ impl ActiveModels {
     /// Builds the scorers from registry rows (the active ones; others are ignored).
     pub fn from_versions(versions: &[ModelVersion]) -> Result<Self, MlError> {
         let mut models = ActiveModels::default();
-        for v in versions.iter().filter(|v| v.status == "active") {
+        for v in versions.iter().filter(|v| v.status == ModelStatus::Active) {
             let artefact = |e: &dyn std::fmt::Display| {
                 MlError::Artefact(format!("model version {}: {e}", v.id))
             };

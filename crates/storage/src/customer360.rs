@@ -18,20 +18,28 @@
 //! latest orders with their lines, its predictions, and its tombstones. Order
 //! references (`customer_id` values in the `@order` namespace, which the merger uses to
 //! tie an order's events together) are not listed as identifiers.
+//!
+//! The readers the document is built from ([`family`], [`identifiers`], [`orders`],
+//! [`predictions`]) are public: the api-gateway's predictions and GDPR export endpoints
+//! read the same rows through them, so each of those tables has one reader.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use domain::api::ModelTask;
+use domain::identifier::is_order_reference;
 use domain::profile::{
     PredictionSummary, ProfileIdentifier, ProfileState, PurchaseSummary, Recommendation,
 };
-use domain::{Channel, Customer360, IdentifierKind, OrderItem, OrderStatus};
+use domain::{Channel, Customer360, IdentifierKind, OrderItem, OrderStatus, Source};
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::Named;
 
 /// Orders listed in the document, newest first (the timeline shows the rest).
 pub const PURCHASES_SHOWN: i64 = 20;
@@ -274,6 +282,14 @@ pub async fn merged_profiles(db: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::E
     .await
 }
 
+/// `id` and every profile merged into it, directly or through a chain: the profiles
+/// whose events, orders and merges make up `id`'s history.
+pub async fn family(db: &PgPool, id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut all = merged_profiles(db, id).await?;
+    all.insert(0, id);
+    Ok(all)
+}
+
 #[derive(sqlx::FromRow)]
 struct ProfileRow {
     id: Uuid,
@@ -292,22 +308,53 @@ struct ProfileRow {
 #[derive(sqlx::FromRow)]
 struct IdentifierRow {
     profile_id: Uuid,
-    kind: String,
+    kind: Named<IdentifierKind>,
     value: String,
-    source: Option<String>,
+    source: Option<Named<Source>>,
     first_seen_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
     suspect: bool,
+}
+
+/// Every identifier `profiles` hold, with the profile holding it, by kind and value.
+/// Order references (see the module documentation) are included.
+pub async fn identifiers(
+    db: &PgPool,
+    profiles: &[Uuid],
+) -> Result<Vec<(Uuid, ProfileIdentifier)>, sqlx::Error> {
+    let rows: Vec<IdentifierRow> = sqlx::query_as(
+        "SELECT profile_id, kind, value, source, first_seen_at, last_seen_at, suspect \
+         FROM profile_identifier WHERE profile_id = ANY($1) ORDER BY kind, value",
+    )
+    .bind(profiles)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|i| {
+            (
+                i.profile_id,
+                ProfileIdentifier {
+                    kind: i.kind.0,
+                    value: i.value,
+                    source: i.source.map(|s| s.0),
+                    first_seen_at: i.first_seen_at,
+                    last_seen_at: i.last_seen_at,
+                    suspect: i.suspect,
+                },
+            )
+        })
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
     profile_id: Uuid,
-    source: String,
+    source: Named<Source>,
     external_order_id: String,
-    status: String,
-    channel: String,
+    status: Named<OrderStatus>,
+    channel: Named<Channel>,
     store: Option<String>,
     placed_at: DateTime<Utc>,
     currency: String,
@@ -325,15 +372,109 @@ struct ItemRow {
     price: Decimal,
 }
 
+/// The orders of `profiles` with their lines and the profile each belongs to, newest
+/// first; at most `per_profile` of each profile (`i64::MAX` for all of them).
+pub async fn orders(
+    db: &PgPool,
+    profiles: &[Uuid],
+    per_profile: i64,
+) -> Result<Vec<(Uuid, PurchaseSummary)>, sqlx::Error> {
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "SELECT id, profile_id, source, external_order_id, status, channel, store, placed_at, \
+                currency, total, refunded_total \
+         FROM (SELECT o.*, row_number() OVER (PARTITION BY profile_id \
+                                              ORDER BY placed_at DESC, id DESC) AS rank \
+               FROM orders o WHERE profile_id = ANY($1)) ranked \
+         WHERE rank <= $2 ORDER BY placed_at DESC, id DESC",
+    )
+    .bind(profiles)
+    .bind(per_profile)
+    .fetch_all(db)
+    .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_id, sku, name, category, qty, price FROM order_items \
+         WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    let mut by_order: BTreeMap<Uuid, Vec<OrderItem>> = BTreeMap::new();
+    for i in items {
+        by_order.entry(i.order_id).or_default().push(OrderItem {
+            sku: i.sku,
+            name: i.name,
+            category: i.category,
+            qty: i.qty,
+            price: i.price,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.profile_id,
+                PurchaseSummary {
+                    items: by_order.remove(&r.id).unwrap_or_default(),
+                    order_id: r.external_order_id,
+                    source: r.source.0,
+                    channel: r.channel.0,
+                    status: r.status.0,
+                    placed_at: r.placed_at,
+                    total: r.total,
+                    refunded_total: r.refunded_total,
+                    currency: r.currency,
+                    store: r.store,
+                },
+            )
+        })
+        .collect())
+}
+
 #[derive(sqlx::FromRow)]
 struct PredictionRow {
     profile_id: Uuid,
-    task: String,
+    task: Named<ModelTask>,
     score: Option<f64>,
     label: Option<String>,
     model_version_id: Uuid,
+    algorithm: String,
     scored_at: DateTime<Utc>,
     details: sqlx::types::Json<serde_json::Value>,
+}
+
+/// The latest prediction of each task for each of `profiles`, with the profile and the
+/// algorithm of the model that made it, by profile and task.
+pub async fn predictions(
+    db: &PgPool,
+    profiles: &[Uuid],
+) -> Result<Vec<(Uuid, PredictionSummary)>, sqlx::Error> {
+    let rows: Vec<PredictionRow> = sqlx::query_as(
+        "SELECT p.profile_id, p.task, p.score, p.label, p.model_version_id, m.algorithm, \
+                p.scored_at, p.details \
+         FROM predictions p JOIN model_version m ON m.id = p.model_version_id \
+         WHERE p.profile_id = ANY($1) ORDER BY p.profile_id, p.task",
+    )
+    .bind(profiles)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.profile_id,
+                PredictionSummary {
+                    task: r.task.0,
+                    score: r.score,
+                    label: r.label,
+                    model_version_id: r.model_version_id,
+                    algorithm: r.algorithm,
+                    scored_at: r.scored_at,
+                    details: r.details.0,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Builds the document of `id` from Postgres, following `merged_into` to the live
@@ -365,15 +506,6 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
     if live.is_empty() {
         return Ok(Vec::new());
     }
-    let identifiers: Vec<IdentifierRow> = sqlx::query_as(
-        "SELECT profile_id, kind, value, source, first_seen_at, last_seen_at, suspect \
-         FROM profile_identifier WHERE profile_id = ANY($1) \
-           AND NOT (kind = 'customer_id' AND value LIKE '@order:%') \
-         ORDER BY profile_id, kind, value",
-    )
-    .bind(&live)
-    .fetch_all(db)
-    .await?;
     let tombstones: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "WITH RECURSIVE absorbed (root, id, depth) AS ( \
              SELECT merged_into, id, 1 FROM customer_profile WHERE merged_into = ANY($1) \
@@ -386,39 +518,16 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
     .bind(MAX_CHAIN)
     .fetch_all(db)
     .await?;
-    let mut purchases = purchases(db, &live).await?;
-    let predictions: Vec<PredictionRow> = sqlx::query_as(
-        "SELECT profile_id, task, score, label, model_version_id, scored_at, details \
-         FROM predictions WHERE profile_id = ANY($1) ORDER BY profile_id, task",
-    )
-    .bind(&live)
-    .fetch_all(db)
-    .await?;
 
-    let mut identifiers_of: BTreeMap<Uuid, Vec<ProfileIdentifier>> = BTreeMap::new();
-    for i in identifiers {
-        if let Ok(kind) = i.kind.parse::<IdentifierKind>() {
-            identifiers_of
-                .entry(i.profile_id)
-                .or_default()
-                .push(ProfileIdentifier {
-                    kind,
-                    value: i.value,
-                    source: i.source,
-                    first_seen_at: i.first_seen_at,
-                    last_seen_at: i.last_seen_at,
-                    suspect: i.suspect,
-                });
-        }
-    }
-    let mut tombstones_of: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
-    for (root, id) in tombstones {
-        tombstones_of.entry(root).or_default().push(id);
-    }
-    let mut predictions_of: BTreeMap<Uuid, Vec<PredictionRow>> = BTreeMap::new();
-    for p in predictions {
-        predictions_of.entry(p.profile_id).or_default().push(p);
-    }
+    let mut identifiers_of = by_profile(
+        identifiers(db, &live)
+            .await?
+            .into_iter()
+            .filter(|(_, i)| !is_order_reference(i.kind, &i.value)),
+    );
+    let mut tombstones_of = by_profile(tombstones);
+    let mut purchases_of = by_profile(orders(db, &live, PURCHASES_SHOWN).await?);
+    let mut predictions_of = by_profile(predictions(db, &live).await?);
 
     let computed_at = Utc::now();
     Ok(profiles
@@ -428,8 +537,8 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
             let predictions = predictions_of.remove(&p.id).unwrap_or_default();
             let recommendations = predictions
                 .iter()
-                .find(|r| r.task == "recommend")
-                .map(|r| recommendations_of(&r.details.0))
+                .find(|r| r.task == ModelTask::Recommend)
+                .map(|r| recommendations_of(&r.details))
                 .unwrap_or_default();
             let total_orders = i64::from(p.orders_count);
             Customer360 {
@@ -454,19 +563,9 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
                     .filter_map(|c| c.parse::<Channel>().ok())
                     .collect(),
                 category_affinity: state.category_affinity(computed_at),
-                purchase_history: purchases.remove(&p.id).unwrap_or_default(),
+                purchase_history: purchases_of.remove(&p.id).unwrap_or_default(),
                 browsing_history: state.recent_browsing,
-                predictions: predictions
-                    .into_iter()
-                    .map(|r| PredictionSummary {
-                        task: r.task,
-                        score: r.score,
-                        label: r.label,
-                        model_version_id: r.model_version_id,
-                        scored_at: r.scored_at,
-                        details: r.details.0,
-                    })
-                    .collect(),
+                predictions,
                 recommendations,
                 merged_profile_ids: tombstones_of.remove(&p.id).unwrap_or_default(),
                 computed_at,
@@ -475,67 +574,13 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
         .collect())
 }
 
-/// The latest orders (with their lines) of each profile.
-async fn purchases(
-    db: &PgPool,
-    profiles: &[Uuid],
-) -> Result<BTreeMap<Uuid, Vec<PurchaseSummary>>, sqlx::Error> {
-    let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT id, profile_id, source, external_order_id, status, channel, store, placed_at, \
-                currency, total, refunded_total \
-         FROM (SELECT o.*, row_number() OVER (PARTITION BY profile_id \
-                                              ORDER BY placed_at DESC, id DESC) AS rank \
-               FROM orders o WHERE profile_id = ANY($1)) ranked \
-         WHERE rank <= $2 ORDER BY profile_id, placed_at DESC, id DESC",
-    )
-    .bind(profiles)
-    .bind(PURCHASES_SHOWN)
-    .fetch_all(db)
-    .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<ItemRow> = sqlx::query_as(
-        "SELECT order_id, sku, name, category, qty, price FROM order_items \
-         WHERE order_id = ANY($1) ORDER BY order_id, line_no",
-    )
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
-    let mut by_order: BTreeMap<Uuid, Vec<OrderItem>> = BTreeMap::new();
-    for i in items {
-        by_order.entry(i.order_id).or_default().push(OrderItem {
-            sku: i.sku,
-            name: i.name,
-            category: i.category,
-            qty: i.qty,
-            price: i.price,
-        });
+/// Groups `(profile, item)` pairs by profile, keeping their order.
+fn by_profile<T>(pairs: impl IntoIterator<Item = (Uuid, T)>) -> BTreeMap<Uuid, Vec<T>> {
+    let mut out: BTreeMap<Uuid, Vec<T>> = BTreeMap::new();
+    for (profile, item) in pairs {
+        out.entry(profile).or_default().push(item);
     }
-    let mut out: BTreeMap<Uuid, Vec<PurchaseSummary>> = BTreeMap::new();
-    for r in rows {
-        out.entry(r.profile_id).or_default().push(PurchaseSummary {
-            items: by_order.remove(&r.id).unwrap_or_default(),
-            order_id: r.external_order_id,
-            source: r.source,
-            channel: r.channel.parse().unwrap_or(Channel::Web),
-            status: order_status(&r.status),
-            placed_at: r.placed_at,
-            total: r.total,
-            refunded_total: r.refunded_total,
-            currency: r.currency,
-            store: r.store,
-        });
-    }
-    Ok(out)
-}
-
-fn order_status(s: &str) -> OrderStatus {
-    match s {
-        "paid" => OrderStatus::Paid,
-        "cancelled" => OrderStatus::Cancelled,
-        "refunded" => OrderStatus::Refunded,
-        "partially_refunded" => OrderStatus::PartiallyRefunded,
-        _ => OrderStatus::Placed,
-    }
+    out
 }
 
 /// Recommendations carried in a `recommend` prediction's details: a list under
@@ -562,7 +607,5 @@ mod tests {
         let details = serde_json::json!({"items": [{"sku": "A", "name": "a", "score": 0.5}]});
         assert_eq!(recommendations_of(&details)[0].sku, "A");
         assert!(recommendations_of(&serde_json::json!({})).is_empty());
-        assert_eq!(order_status("refunded"), OrderStatus::Refunded);
-        assert_eq!(order_status("whatever"), OrderStatus::Placed);
     }
 }

@@ -15,8 +15,10 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod customer360;
 pub mod integrations;
+pub mod names;
 pub mod users;
 
+pub use names::Named;
 pub use sqlx;
 
 /// Every migration in `migrations/`, compiled into the binary.

@@ -8,14 +8,15 @@
 //! A merged-away id still works: the gateway answers with the survivor, the page says
 //! so and moves the URL to the survivor's.
 
-use domain::api::{Accepted, MergeLogEntry, Page, ProfileView, Role, TimelineEvent};
+use domain::api::{Accepted, MergeLogEntry, ModelTask, Page, ProfileView, Role, TimelineEvent};
+use domain::identifier::is_order_reference;
 use domain::profile::{Customer360, PredictionSummary, ProfileIdentifier};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use uuid_js::Uuid;
 
-use super::profiles::{churn_tone, is_order_reference};
+use super::profiles::churn_tone;
 use crate::api::{self, ApiError};
 use crate::charts::HBars;
 use crate::format;
@@ -84,7 +85,7 @@ fn identifier_rows(ids: &[ProfileIdentifier]) -> Vec<ProfileIdentifier> {
     let mut rows = ids.to_vec();
     rows.sort_by_key(|i| {
         (
-            is_order_reference(&i.value),
+            is_order_reference(i.kind, &i.value),
             std::cmp::Reverse(i.kind.priority()),
             i.first_seen_at,
         )
@@ -93,7 +94,7 @@ fn identifier_rows(ids: &[ProfileIdentifier]) -> Vec<ProfileIdentifier> {
 }
 
 /// The latest prediction of `task`.
-fn prediction<'a>(c: &'a Customer360, task: &str) -> Option<&'a PredictionSummary> {
+fn prediction(c: &Customer360, task: ModelTask) -> Option<&PredictionSummary> {
     c.predictions.iter().find(|p| p.task == task)
 }
 
@@ -137,9 +138,9 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
         .clone()
         .unwrap_or_else(|| "Unnamed profile".into());
     let currency = c.currency.clone();
-    let churn = prediction(&c, "churn").cloned();
-    let ltv = prediction(&c, "ltv").cloned();
-    let segment = prediction(&c, "segment").and_then(|p| p.label.clone());
+    let churn = prediction(&c, ModelTask::Churn).cloned();
+    let ltv = prediction(&c, ModelTask::Ltv).cloned();
+    let segment = prediction(&c, ModelTask::Segment).and_then(|p| p.label.clone());
     let churn_reasons = churn
         .as_ref()
         .map(|p| reasons(&p.details))
@@ -259,12 +260,12 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
                 <tbody>
                     {identifier_rows(&c.identifiers).into_iter().map(|i| view! {
                         <tr
-                            data-kind=if is_order_reference(&i.value) { "order_reference" } else { i.kind.as_str() }
-                            data-source=i.source.clone().unwrap_or_default()
+                            data-kind=if is_order_reference(i.kind, &i.value) { "order_reference" } else { i.kind.as_str() }
+                            data-source=i.source.map(|s| s.as_str()).unwrap_or_default()
                         >
-                            <td>{if is_order_reference(&i.value) { "Order reference" } else { format::identifier_kind(i.kind) }}</td>
+                            <td>{if is_order_reference(i.kind, &i.value) { "Order reference" } else { format::identifier_kind(i.kind) }}</td>
                             <td class="mono">{i.value.clone()}</td>
-                            <td>{i.source.clone().map(|s| format::humanize(&s)).unwrap_or_else(|| "—".into())}</td>
+                            <td>{i.source.map(|s| format::humanize(s.as_str())).unwrap_or_else(|| "—".into())}</td>
                             <td class="hide-phone">{format::datetime(i.first_seen_at)}</td>
                             <td class="hide-phone">{format::ago(i.last_seen_at, now)}</td>
                             <td>{i.suspect.then(|| view! { <span title="Seen with many different people (a shop's counter phone, a shared device): kept, but never used to merge."><Badge text="shared — not used to merge" tone="warn"/></span> })}</td>
@@ -375,7 +376,7 @@ fn Timeline(id: Uuid) -> impl IntoView {
                     <span>
                         <b>{format::humanize(&serde_json::to_value(e.event_type).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())}</b>
                         " " <Badge text=format::channel(e.channel)/> " "
-                        <small>{format::humanize(&e.source)}</small>
+                        <small>{format::humanize(e.source.as_str())}</small>
                         {e.order.as_ref().map(|o| view! { " " <span>{format::money(o.total, Some(&o.currency))}</span> })}
                         {e.name.clone().map(|n| view! { " " <small>{n}</small> })}
                     </span>
@@ -471,7 +472,7 @@ pub fn MergeRow(
     view! {
         <tr data-merge-id=m.id.to_string()>
             <td>{format::datetime(m.created_at)}</td>
-            <td>{format::humanize(&m.rule)}<br/><small>{m.actor.clone()}</small></td>
+            <td>{format::humanize(m.rule.as_str())}<br/><small>{m.actor.clone()}</small></td>
             {detailed.then(|| view! {
                 <td><a class="mono" href=format!("/profiles/{survivor}")>{short_id(survivor)}</a></td>
             })}

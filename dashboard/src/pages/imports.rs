@@ -237,7 +237,7 @@ fn UploadForm(expected_rows: RwSignal<Option<(String, usize)>>) -> impl IntoView
                         <p class="muted">"Which field each column holds. Columns left on “ignore” are not imported."</p>
                         <div class="mapping" data-testid="mapping">
                             {move || {
-                                let fields = csv_preview::fields(kind_value());
+                                let fields = kind_value().fields();
                                 mapping.get().into_iter().enumerate().map(|(idx, (header, field))| {
                                     view! {
                                         <label>

@@ -4,7 +4,8 @@
 //! ([`super::reviews`]).
 
 use chrono::Duration;
-use domain::api::{MergeLogEntry, MergeLogQuery, Page, Role};
+use domain::Identifier;
+use domain::api::{MergeLogEntry, MergeLogQuery, MergeRule, Page, Role};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use uuid_js::Uuid;
@@ -29,24 +30,12 @@ pub fn MergeTabs() -> impl IntoView {
     }
 }
 
-/// The matched identifiers of a merge as `kind: value` lines (the merger writes a list
-/// of `{kind, value}`; anything else is shown as JSON).
-pub fn matched_lines(v: &serde_json::Value) -> Vec<String> {
-    match v.as_array() {
-        Some(list) => list
-            .iter()
-            .map(
-                |i| match (i.get("kind").and_then(|k| k.as_str()), i.get("value")) {
-                    (Some(k), Some(serde_json::Value::String(val))) => {
-                        format!("{}: {val}", format::humanize(k))
-                    }
-                    _ => i.to_string(),
-                },
-            )
-            .collect(),
-        None if v.is_null() => Vec::new(),
-        None => vec![v.to_string()],
-    }
+/// The matched identifiers of a merge as `kind: value` lines.
+pub fn matched_lines(matched: &[Identifier]) -> Vec<String> {
+    matched
+        .iter()
+        .map(|i| format!("{}: {}", format::identifier_kind(i.kind), i.value))
+        .collect()
 }
 
 /// The merge log page (`/merges`).
@@ -59,7 +48,7 @@ pub fn MergeLog() -> impl IntoView {
     let merges = LocalResource::new(move || {
         let now = format::now();
         let q = MergeLogQuery {
-            rule: get("rule"),
+            rule: get("rule").and_then(|r| r.parse::<MergeRule>().ok()),
             profile_id: get("profile_id").and_then(|p| Uuid::parse_str(p.trim()).ok()),
             from: get("period").map(|p| now - Duration::days(format::period_days(&p))),
             cursor: get("cursor"),
@@ -97,7 +86,10 @@ pub fn MergeLog() -> impl IntoView {
         <form class="filters" on:submit=apply>
             <label>
                 "Rule"
-                <input type="text" placeholder="e.g. manual" bind:value=rule/>
+                <select bind:value=rule>
+                    <option value="">"Any rule"</option>
+                    {MergeRule::ALL.into_iter().map(|r| view! { <option value=r.as_str()>{format::humanize(r.as_str())}</option> }).collect_view()}
+                </select>
             </label>
             <label class="search">
                 "Profile id"
@@ -158,13 +150,14 @@ mod tests {
 
     #[test]
     fn matched_identifiers_read_as_lines() {
+        let matched: Vec<Identifier> = serde_json::from_value(
+            json!([{"kind": "phone", "value": "+919876543210"}, {"kind": "email", "value": "a@b.in"}]),
+        )
+        .unwrap();
         assert_eq!(
-            matched_lines(
-                &json!([{"kind": "phone", "value": "+919876543210"}, {"kind": "email", "value": "a@b.in"}])
-            ),
-            ["Phone: +919876543210", "Email: a@b.in"]
+            matched_lines(&matched),
+            ["Phone: +919876543210", "E-mail: a@b.in"]
         );
-        assert!(matched_lines(&json!(null)).is_empty());
-        assert_eq!(matched_lines(&json!({"x": 1})), [r#"{"x":1}"#]);
+        assert!(matched_lines(&[]).is_empty());
     }
 }

@@ -7,6 +7,7 @@ use chrono::Duration;
 use domain::api::{
     ChurnBand, Overview, OverviewQuery, Page, ProfileQuery, ProfileSort, ProfileSummary, SortOrder,
 };
+use domain::identifier::is_order_reference;
 use domain::{Channel, Identifier};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_query_map};
@@ -98,18 +99,12 @@ fn api_query(
     }
 }
 
-/// Whether an identifier is the merger's reference to an order (`@order:source:id`),
-/// which ties an order's events together rather than naming a person.
-pub fn is_order_reference(value: &str) -> bool {
-    value.starts_with("@order:")
-}
-
 /// The identifiers worth showing in a list row: strongest kinds first, order references
 /// left out, at most `n`.
 pub fn best_identifiers(ids: &[Identifier], n: usize) -> Vec<Identifier> {
     let mut ids: Vec<Identifier> = ids
         .iter()
-        .filter(|i| !is_order_reference(&i.value))
+        .filter(|i| !is_order_reference(i.kind, &i.value))
         .cloned()
         .collect();
     ids.sort_by_key(|i| std::cmp::Reverse(i.kind.priority()));

@@ -192,7 +192,7 @@ fn Review(item: ReviewItem) -> impl IntoView {
                 let status = i.status;
                 view! {
                     <div class="row">
-                        <h2 style="margin:0">{format::humanize(&i.reason)}</h2>
+                        <h2 style="margin:0">{format::humanize(i.reason.as_str())}</h2>
                         <span data-testid="review-status" data-status=status.as_str()>
                             <Badge text=format::humanize(status.as_str()) tone=status_tone(status)/>
                         </span>

@@ -8,9 +8,9 @@
 //!   router, the authorisation rules and the OpenAPI document cannot disagree.
 //! - `auth`: who is calling (session cookie or bearer token), the guard that enforces
 //!   roles and CSRF rules, and the login rate limiter.
-//! - `handlers/*`: one module per endpoint group.
-//! - `records`: reads around a profile beyond its Customer 360 (family, orders,
-//!   predictions); the Customer 360 itself comes from `storage::customer360`.
+//! - `handlers/*`: one module per endpoint group, named like the `domain::api` file of
+//!   the payloads it serves. Reads around a profile (its family, orders, identifiers,
+//!   predictions) go through `storage::customer360`, which also builds the Customer 360.
 //! - `web`: the dashboard's files and the OpenAPI viewer.
 //!
 //! The gateway writes only what it owns (users, sessions, tokens, integrations, its
@@ -21,7 +21,6 @@ pub mod api;
 mod auth;
 mod extract;
 mod handlers;
-mod records;
 mod state;
 mod web;
 

@@ -7,7 +7,7 @@ mod common;
 use chrono::{Duration, Utc};
 use common::{Gateway, ProfileSeed, code};
 use domain::MergeRequest;
-use domain::api::Role;
+use domain::api::{MergeRule, Role};
 use serde_json::{Value, json};
 use streams::Topic;
 use uuid::Uuid;
@@ -26,8 +26,8 @@ async fn merge_log_filters_and_pages() {
     let a = common::seed_profile(db, ProfileSeed::default()).await;
     let b = common::seed_profile(db, ProfileSeed::default()).await;
     let c = common::seed_profile(db, ProfileSeed::default()).await;
-    let m1 = common::seed_merge(db, a, b, "shared_strong_identifier").await;
-    let m2 = common::seed_merge(db, a, c, "manual").await;
+    let m1 = common::seed_merge(db, a, b, MergeRule::StrongIdentifier).await;
+    let m2 = common::seed_merge(db, a, c, MergeRule::Manual).await;
     sqlx::query("UPDATE merge_history SET created_at = now() - interval '3 days' WHERE id = $1")
         .bind(m1)
         .execute(db)
@@ -63,7 +63,11 @@ async fn merge_log_filters_and_pages() {
     let (status, one) = gw.get(&format!("/merges/{m1}"), &viewer).await;
     assert_eq!(status, 200);
     assert_eq!(one["survivor_id"], a.to_string());
-    assert_eq!(one["matched_identifiers"][0]["kind"], "email");
+    assert_eq!(one["rule"], "strong_identifier");
+    assert_eq!(
+        one["matched_identifiers"],
+        json!([{"kind": "email", "value": "a@b.com"}])
+    );
     let (status, _) = gw
         .get(&format!("/merges/{}", Uuid::now_v7()), &viewer)
         .await;
@@ -172,7 +176,7 @@ async fn manual_merges_and_unmerges_are_validated_then_published() {
     let a = common::seed_profile(db, ProfileSeed::default()).await;
     let b = common::seed_profile(db, ProfileSeed::default()).await;
     let gone = common::seed_profile(db, ProfileSeed::default()).await;
-    let merge = common::seed_merge(db, a, gone, "shared_strong_identifier").await;
+    let merge = common::seed_merge(db, a, gone, MergeRule::StrongIdentifier).await;
     let analyst = gw.token(Role::Analyst).await;
 
     for (body, status) in [

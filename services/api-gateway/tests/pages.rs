@@ -6,7 +6,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{Credentials, Gateway, ProfileSeed, code};
-use domain::api::Role;
+use domain::api::{MergeRule, Role};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -31,7 +31,7 @@ async fn overview_counts_the_period() {
     )
     .await;
     let c = common::seed_profile(db, ProfileSeed::default()).await;
-    common::seed_merge(db, a, c, "shared_strong_identifier").await;
+    common::seed_merge(db, a, c, MergeRule::StrongIdentifier).await;
     common::seed_order(db, a, "100.00", "Apparel", now - Duration::hours(1)).await;
     common::seed_order(db, b, "50.50", "Shoes", now - Duration::hours(1)).await;
     common::seed_order(db, b, "999.00", "Shoes", now - Duration::days(60)).await;

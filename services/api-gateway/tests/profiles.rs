@@ -7,7 +7,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::{Credentials, Gateway, ProfileSeed, code};
-use domain::api::Role;
+use domain::api::{MergeRule, Role};
 use redis::AsyncCommands as _;
 use serde_json::Value;
 use uuid::Uuid;
@@ -57,7 +57,7 @@ async fn search_finds_profiles_by_any_identifier_as_typed() {
         },
     )
     .await;
-    common::seed_merge(db, asha, absorbed, "shared_strong_identifier").await;
+    common::seed_merge(db, asha, absorbed, MergeRule::StrongIdentifier).await;
 
     let viewer = gw.session(Role::Viewer).await;
     for q in [
@@ -278,7 +278,7 @@ async fn customer_360_comes_from_postgres_then_the_cache_and_follows_merges() {
     )
     .await;
     let absorbed = common::seed_profile(db, ProfileSeed::default()).await;
-    common::seed_merge(db, survivor, absorbed, "shared_strong_identifier").await;
+    common::seed_merge(db, survivor, absorbed, MergeRule::StrongIdentifier).await;
     common::seed_order(
         db,
         survivor,
@@ -382,9 +382,9 @@ async fn timeline_merge_history_and_predictions() {
     let db = gw.db();
     let survivor = common::seed_profile(db, ProfileSeed::default()).await;
     let absorbed = common::seed_profile(db, ProfileSeed::default()).await;
-    let merge = common::seed_merge(db, survivor, absorbed, "shared_strong_identifier").await;
+    let merge = common::seed_merge(db, survivor, absorbed, MergeRule::StrongIdentifier).await;
     let unrelated = common::seed_profile(db, ProfileSeed::default()).await;
-    common::seed_merge_log(db, unrelated, Uuid::now_v7(), "manual").await;
+    common::seed_merge_log(db, unrelated, Uuid::now_v7(), MergeRule::Manual).await;
     let now = Utc::now();
     let mut events = Vec::new();
     for i in 0..5 {
@@ -485,7 +485,7 @@ async fn gdpr_export_and_erase_request() {
         },
     )
     .await;
-    common::seed_merge(db, survivor, absorbed, "shared_strong_identifier").await;
+    common::seed_merge(db, survivor, absorbed, MergeRule::StrongIdentifier).await;
     common::seed_event(db, absorbed, "page_viewed", Utc::now()).await;
     common::seed_order(db, survivor, "12.00", "Apparel", Utc::now()).await;
     let admin = gw.session(Role::Admin).await;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Credentials, Gateway, ProfileSeed, seed_dead_letter};
-use domain::api::Role;
+use domain::api::{MergeRule, Role};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -40,7 +40,7 @@ async fn world(gw: &Gateway) -> World {
     )
     .await;
     let absorbed = common::seed_profile(db, ProfileSeed::default()).await;
-    let merge = common::seed_merge(db, profile, absorbed, "shared_strong_identifier").await;
+    let merge = common::seed_merge(db, profile, absorbed, MergeRule::StrongIdentifier).await;
     let others = [
         common::seed_profile(db, ProfileSeed::default()).await,
         common::seed_profile(db, ProfileSeed::default()).await,

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use config::Settings;
-use ingestion::csv::{CsvKind, CsvMapping, ImportOptions};
+use domain::api::{CsvImportKind, CsvMapping};
+use ingestion::csv::ImportOptions;
 
 /// `ctl import`.
 #[derive(Args)]
@@ -48,7 +49,7 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
         currency,
         customer_id_namespace,
     } = args.command;
-    let kind: CsvKind = kind.parse()?;
+    let kind: CsvImportKind = kind.parse()?;
     let mut mapping = CsvMapping::parse_pairs(&mapping)?;
     mapping.default_currency = currency;
     mapping.customer_id_namespace = customer_id_namespace;

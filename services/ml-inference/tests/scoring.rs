@@ -137,7 +137,7 @@ async fn scores_requested_profiles_and_reloads_when_the_active_model_changes() {
     assert!(
         doc.predictions
             .iter()
-            .any(|p| p.task == "churn" && p.model_version_id == churn.id),
+            .any(|p| p.task == ml::Task::Churn && p.model_version_id == churn.id),
         "{doc:?}"
     );
     let features: Option<String> = redis

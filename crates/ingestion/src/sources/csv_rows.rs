@@ -27,60 +27,6 @@ pub const KIND_CUSTOMERS: &str = "customers";
 /// Kind of an order (one or more order-line rows).
 pub const KIND_ORDERS: &str = "orders";
 
-/// Fields of a customer row.
-pub const CUSTOMER_FIELDS: [&str; 10] = [
-    "email",
-    "phone",
-    "customer_id",
-    "loyalty_id",
-    "first_name",
-    "last_name",
-    "name",
-    "city",
-    "country",
-    "created_at",
-];
-
-/// Fields of an order row (order fields, then line fields).
-pub const ORDER_FIELDS: [&str; 17] = [
-    "order_id",
-    "placed_at",
-    "total",
-    "currency",
-    "status",
-    "store",
-    "email",
-    "phone",
-    "customer_id",
-    "loyalty_id",
-    "first_name",
-    "last_name",
-    "sku",
-    "name",
-    "category",
-    "qty",
-    "price",
-];
-
-/// The order-level fields among [`ORDER_FIELDS`].
-pub const ORDER_LEVEL_FIELDS: [&str; 12] = [
-    "order_id",
-    "placed_at",
-    "total",
-    "currency",
-    "status",
-    "store",
-    "email",
-    "phone",
-    "customer_id",
-    "loyalty_id",
-    "first_name",
-    "last_name",
-];
-
-/// The line-level fields among [`ORDER_FIELDS`].
-pub const LINE_FIELDS: [&str; 5] = ["sku", "name", "category", "qty", "price"];
-
 /// Checks the identifiers of a customer record: at least one must parse. Returns the
 /// reason a row is refused.
 pub fn check_customer(record: &Map<String, Value>, region: &str) -> Result<(), String> {

@@ -21,11 +21,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use domain::api::{
     ApiErrorBody, CsvImportAccepted, CsvImportKind, CsvImportRowError, CsvImportStatus,
-    CsvImportView, CsvUploadForm, Page, PageQuery, import_events,
+    CsvImportView, CsvMapping, CsvUploadForm, Page, PageQuery, import_events,
 };
 use futures::Stream;
 use futures::StreamExt as _;
-use ingestion::csv::{CsvError, CsvKind, CsvMapping, ImportOptions};
+use ingestion::csv::{CsvError, ImportOptions};
 use service_kit::ApiError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,60 +36,8 @@ use crate::auth::Caller;
 use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
 use crate::state::AppState;
 
-const VIEW_COLUMNS: &str = "id, kind, filename, file_sha256, mapping, status, total_rows, \
-     imported_rows, duplicate_rows, error_rows, error, created_by, started_at, finished_at";
-
-#[derive(sqlx::FromRow)]
-struct ImportRow {
-    id: Uuid,
-    kind: String,
-    filename: String,
-    file_sha256: Option<String>,
-    mapping: sqlx::types::Json<serde_json::Value>,
-    status: String,
-    total_rows: i64,
-    imported_rows: i64,
-    duplicate_rows: i64,
-    error_rows: i64,
-    error: Option<String>,
-    created_by: Option<String>,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl ImportRow {
-    fn into_view(self) -> CsvImportView {
-        CsvImportView {
-            id: self.id,
-            kind: self.kind.parse().unwrap_or(CsvImportKind::Customers),
-            filename: self.filename,
-            file_sha256: self.file_sha256,
-            mapping: self.mapping.0,
-            status: match self.status.as_str() {
-                "completed" => CsvImportStatus::Completed,
-                "failed" => CsvImportStatus::Failed,
-                _ => CsvImportStatus::Running,
-            },
-            total_rows: self.total_rows,
-            imported_rows: self.imported_rows,
-            duplicate_rows: self.duplicate_rows,
-            error_rows: self.error_rows,
-            error: self.error,
-            created_by: self.created_by,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-        }
-    }
-}
-
 async fn find(app: &AppState, id: Uuid) -> Result<Option<CsvImportView>, sqlx::Error> {
-    let row: Option<ImportRow> = sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM csv_imports WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&app.db)
-    .await?;
-    Ok(row.map(ImportRow::into_view))
+    ingestion::csv::summary(&app.db, id).await
 }
 
 fn csv_error(e: CsvError) -> ApiError {
@@ -99,6 +47,12 @@ fn csv_error(e: CsvError) -> ApiError {
         CsvError::TooLarge(n) => ApiError::too_large(format!("the file is larger than {n} bytes")),
         CsvError::Database(e) => ApiError::internal(e),
     }
+}
+
+/// Why a form's `kind` is refused, with the kinds that are accepted.
+fn kind_error(e: domain::source::UnknownName) -> String {
+    let kinds: Vec<&str> = CsvImportKind::ALL.iter().map(|k| k.as_str()).collect();
+    format!("{e} (one of: {})", kinds.join(", "))
 }
 
 /// The importer's mapping from the form's `{header: field}` object.
@@ -164,7 +118,7 @@ pub async fn upload(
     let bad_form = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), "bad_request", e.body_text())
     };
-    let mut kind: Option<CsvKind> = None;
+    let mut kind: Option<CsvImportKind> = None;
     let mut mapping_json: Option<String> = None;
     let mut default_currency = None;
     let mut namespace = None;
@@ -182,9 +136,10 @@ pub async fn upload(
                 let text = field.text().await.map_err(bad_form)?;
                 match name.as_str() {
                     "kind" => {
-                        kind = Some(text.trim().parse().map_err(|e: CsvError| {
-                            ApiError::bad_request("bad_request", e.to_string())
-                        })?);
+                        kind =
+                            Some(text.trim().parse().map_err(|e| {
+                                ApiError::bad_request("bad_request", kind_error(e))
+                            })?);
                     }
                     "mapping" => mapping_json = Some(text),
                     "default_currency" => default_currency = Some(text.trim().to_uppercase()),
@@ -345,19 +300,10 @@ pub async fn list_imports(
 ) -> Result<Json<Page<CsvImportView>>, ApiError> {
     let limit = page_limit(q.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = decode_cursor("imports", q.cursor.as_deref())?;
-    let (at, after_id) = after.unzip();
-    let rows: Vec<ImportRow> = sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM csv_imports \
-         WHERE $1::timestamptz IS NULL OR (started_at, id) < ($1, $2) \
-         ORDER BY started_at DESC, id DESC LIMIT $3"
-    ))
-    .bind(at)
-    .bind(after_id)
-    .bind(limit + 1)
-    .fetch_all(&app.db)
-    .await?;
-    let page = paginate(rows, limit, "imports", |r| (r.started_at, r.id));
-    Ok(Json(crate::extract::map_page(page, ImportRow::into_view)))
+    let rows = ingestion::csv::list(&app.db, after, limit + 1).await?;
+    Ok(Json(paginate(rows, limit, "imports", |r| {
+        (r.started_at, r.id)
+    })))
 }
 
 /// One import and its progress.
@@ -408,13 +354,7 @@ pub async fn import_errors(
         return Err(ApiError::not_found(format!("no import {id}")));
     }
     let rows = ingestion::csv::row_errors(&app.db, id, after.unwrap_or(0), limit + 1).await?;
-    let page = paginate(rows, limit, "import-errors", |r| r.line);
-    Ok(Json(crate::extract::map_page(page, |r| {
-        CsvImportRowError {
-            line: r.line,
-            reason: r.reason,
-        }
-    })))
+    Ok(Json(paginate(rows, limit, "import-errors", |r| r.line)))
 }
 
 /// Progress of an import as server-sent events.

@@ -14,12 +14,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use domain::MergeRequest;
 use domain::api::{
-    Accepted, ApiErrorBody, ManualMergeRequest, MergeAction, MergeLogEntry, MergeLogQuery, Page,
-    RequestedDecision, ReviewItem, ReviewQuery, ReviewStatus,
+    Accepted, ApiErrorBody, ManualMergeRequest, MergeAction, MergeLogEntry, MergeLogQuery,
+    MergeRule, Page, RequestedDecision, ReviewItem, ReviewQuery, ReviewReason, ReviewStatus,
 };
+use domain::{Identifier, MergeRequest};
 use service_kit::ApiError;
+use storage::Named;
 use streams::{Envelope, Topic};
 use uuid::Uuid;
 
@@ -45,8 +46,8 @@ pub struct MergeRow {
     pub created_at: DateTime<Utc>,
     survivor_id: Uuid,
     absorbed_ids: Vec<Uuid>,
-    rule: String,
-    matched_identifiers: sqlx::types::Json<serde_json::Value>,
+    rule: Named<MergeRule>,
+    matched_identifiers: sqlx::types::Json<Vec<Identifier>>,
     trigger_event_id: Option<Uuid>,
     actor: String,
     undone_at: Option<DateTime<Utc>>,
@@ -61,7 +62,7 @@ impl MergeRow {
             created_at: self.created_at,
             survivor_id: self.survivor_id,
             absorbed_ids: self.absorbed_ids,
-            rule: self.rule,
+            rule: self.rule.0,
             matched_identifiers: self.matched_identifiers.0,
             trigger_event_id: self.trigger_event_id,
             actor: self.actor,
@@ -169,7 +170,7 @@ pub async fn merge_log(
            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6)) \
          ORDER BY created_at DESC, id DESC LIMIT $7"
     ))
-    .bind(q.rule.as_deref().filter(|r| !r.is_empty()))
+    .bind(q.rule.map(MergeRule::as_str))
     .bind(q.profile_id)
     .bind(q.from)
     .bind(q.to)
@@ -329,8 +330,8 @@ pub async fn unmerge(
 struct ReviewRow {
     id: Uuid,
     created_at: DateTime<Utc>,
-    status: String,
-    reason: String,
+    status: Named<ReviewStatus>,
+    reason: Named<ReviewReason>,
     candidate_profile_ids: Vec<Uuid>,
     evidence: sqlx::types::Json<serde_json::Value>,
     trigger_event_id: Option<Uuid>,
@@ -338,7 +339,7 @@ struct ReviewRow {
     decided_by: Option<String>,
     outcome: Option<sqlx::types::Json<serde_json::Value>>,
     request_id: Option<Uuid>,
-    request_action: Option<String>,
+    request_action: Option<Named<MergeAction>>,
     request_actor: Option<String>,
     requested_at: Option<DateTime<Utc>>,
 }
@@ -367,16 +368,12 @@ async fn review_items(app: &AppState, rows: Vec<ReviewRow>) -> Result<Vec<Review
     Ok(rows
         .into_iter()
         .map(|r| {
-            let status = r.status.parse().unwrap_or(ReviewStatus::Pending);
-            let requested = match (status, r.request_id, r.request_action.as_deref()) {
-                (ReviewStatus::Pending, Some(request_id), Some(action)) => {
+            let status = r.status.0;
+            let requested = match (status, r.request_id, r.request_action) {
+                (ReviewStatus::Pending, Some(request_id), Some(Named(action))) => {
                     Some(RequestedDecision {
                         request_id,
-                        action: if action == MergeAction::RejectReview.as_str() {
-                            MergeAction::RejectReview
-                        } else {
-                            MergeAction::ApproveReview
-                        },
+                        action,
                         actor: r.request_actor.clone().unwrap_or_default(),
                         requested_at: r.requested_at.unwrap_or(r.created_at),
                     })
@@ -387,7 +384,7 @@ async fn review_items(app: &AppState, rows: Vec<ReviewRow>) -> Result<Vec<Review
                 id: r.id,
                 created_at: r.created_at,
                 status,
-                reason: r.reason,
+                reason: r.reason.0,
                 candidates: r
                     .candidate_profile_ids
                     .iter()

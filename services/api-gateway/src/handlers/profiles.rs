@@ -7,22 +7,23 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::api::{
-    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, ExportedOrder, MergeAction, MergeLogEntry,
-    ModelTask, Page, PageQuery, PredictionView, ProfileExport, ProfileQuery, ProfileSort,
-    ProfileSummary, ProfileView, SortOrder, TimelineEvent, TimelineQuery,
+    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, MergeAction, MergeLogEntry, Page, PageQuery,
+    ProfileExport, ProfileQuery, ProfileSort, ProfileSummary, ProfileView, SortOrder,
+    TimelineEvent, TimelineQuery,
 };
-use domain::profile::ProfileIdentifier;
-use domain::{Channel, EventType, Identifier, IdentifierKind, MergeRequest, Order};
+use domain::profile::PredictionSummary;
+use domain::{Channel, EventType, Identifier, IdentifierKind, MergeRequest, Order, Source};
 use rust_decimal::Decimal;
 use service_kit::ApiError;
 use sqlx::{Postgres, QueryBuilder};
+use storage::Named;
+use storage::customer360 as c360;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
 use crate::handlers::conflict;
 use crate::handlers::merges::{MergeRow, publish_merge_request};
-use crate::records;
 use crate::state::AppState;
 
 /// The columns of a [`SummaryRow`], over `customer_profile p` joined with the latest
@@ -333,10 +334,10 @@ struct EventRow {
     event_id: Uuid,
     occurred_at: DateTime<Utc>,
     received_at: DateTime<Utc>,
-    source: String,
-    channel: String,
+    source: Named<Source>,
+    channel: Named<Channel>,
     #[sqlx(rename = "type")]
-    event_type: String,
+    event_type: Named<EventType>,
     name: Option<String>,
     profile_id: Option<Uuid>,
     identifiers: sqlx::types::Json<serde_json::Value>,
@@ -350,9 +351,9 @@ impl EventRow {
             event_id: self.event_id,
             occurred_at: self.occurred_at,
             received_at: self.received_at,
-            source: self.source,
-            channel: self.channel.parse().unwrap_or(Channel::Api),
-            event_type: self.event_type.parse().unwrap_or(EventType::Custom),
+            source: self.source.0,
+            channel: self.channel.0,
+            event_type: self.event_type.0,
             name: self.name,
             profile_id: self.profile_id.unwrap_or(fallback_profile),
             identifiers: serde_json::from_value(self.identifiers.0).unwrap_or_default(),
@@ -390,7 +391,7 @@ pub async fn timeline(
     let limit = page_limit(q.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = decode_cursor("timeline", q.cursor.as_deref())?;
     let survivor = live(&app, id).await?;
-    let family = records::family(&app.db, survivor).await?;
+    let family = c360::family(&app.db, survivor).await?;
     let (at, after_id) = after.unzip();
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM normalized_event \
@@ -436,7 +437,7 @@ pub async fn profile_merges(
     let after: Option<(DateTime<Utc>, Uuid)> =
         decode_cursor("profile-merges", q.cursor.as_deref())?;
     let survivor = live(&app, id).await?;
-    let family = records::family(&app.db, survivor).await?;
+    let family = c360::family(&app.db, survivor).await?;
     let rows = merges_of(&app, &family, after, limit + 1).await?;
     let page = paginate(rows, limit, "profile-merges", |r| (r.created_at, r.id));
     Ok(Json(crate::extract::map_page(page, MergeRow::into_entry)))
@@ -464,18 +465,6 @@ async fn merges_of(
     .await
 }
 
-fn prediction_view(r: records::PredictionRow) -> Option<PredictionView> {
-    Some(PredictionView {
-        task: r.task.parse::<ModelTask>().ok()?,
-        score: r.score,
-        label: r.label,
-        model_version_id: r.model_version_id,
-        algorithm: r.algorithm,
-        scored_at: r.scored_at,
-        details: r.details.0,
-    })
-}
-
 /// A profile's latest predictions.
 #[utoipa::path(
     get,
@@ -486,7 +475,7 @@ fn prediction_view(r: records::PredictionRow) -> Option<PredictionView> {
                    with the model version that made it.",
     params(("id" = Uuid, Path, description = "Profile id")),
     responses(
-        (status = 200, description = "Predictions, one per task", body = Vec<PredictionView>),
+        (status = 200, description = "Predictions, one per task", body = Vec<PredictionSummary>),
         (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
         (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
     )
@@ -494,26 +483,20 @@ fn prediction_view(r: records::PredictionRow) -> Option<PredictionView> {
 pub async fn profile_predictions(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Vec<PredictionView>>, ApiError> {
+) -> Result<Json<Vec<PredictionSummary>>, ApiError> {
     let survivor = live(&app, id).await?;
-    let rows = records::predictions(&app.db, survivor).await?;
-    Ok(Json(rows.into_iter().filter_map(prediction_view).collect()))
+    Ok(Json(latest_predictions(&app, survivor).await?))
+}
+
+async fn latest_predictions(app: &AppState, id: Uuid) -> sqlx::Result<Vec<PredictionSummary>> {
+    let rows = c360::predictions(&app.db, &[id]).await?;
+    Ok(rows.into_iter().map(|(_, p)| p).collect())
 }
 
 #[derive(sqlx::FromRow)]
 struct ExportProfileRow {
     display_name: Option<String>,
     traits: sqlx::types::Json<serde_json::Value>,
-}
-
-#[derive(sqlx::FromRow)]
-struct ExportIdentifierRow {
-    kind: String,
-    value: String,
-    source: Option<String>,
-    first_seen_at: DateTime<Utc>,
-    last_seen_at: DateTime<Utc>,
-    suspect: bool,
 }
 
 /// Everything stored about a person (GDPR access request).
@@ -537,19 +520,13 @@ pub async fn export_profile(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ProfileExport>, ApiError> {
     let survivor = live(&app, id).await?;
-    let family = records::family(&app.db, survivor).await?;
+    let family = c360::family(&app.db, survivor).await?;
     let profile: ExportProfileRow =
         sqlx::query_as("SELECT display_name, traits FROM customer_profile WHERE id = $1")
             .bind(survivor)
             .fetch_one(&app.db)
             .await?;
-    let identifiers: Vec<ExportIdentifierRow> = sqlx::query_as(
-        "SELECT kind, value, source, first_seen_at, last_seen_at, suspect \
-         FROM profile_identifier WHERE profile_id = ANY($1) ORDER BY kind, value",
-    )
-    .bind(&family)
-    .fetch_all(&app.db)
-    .await?;
+    let identifiers = c360::identifiers(&app.db, &family).await?;
     let events: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM normalized_event WHERE profile_id = ANY($1) \
          ORDER BY occurred_at DESC, event_id DESC"
@@ -557,8 +534,8 @@ pub async fn export_profile(
     .bind(&family)
     .fetch_all(&app.db)
     .await?;
-    let orders = records::orders(&app.db, &family, None).await?;
-    let predictions = records::predictions(&app.db, survivor).await?;
+    let orders = c360::orders(&app.db, &family, i64::MAX).await?;
+    let predictions = latest_predictions(&app, survivor).await?;
     let merges = merges_of(&app, &family, None, i64::MAX).await?;
     tracing::info!(profile_id = %survivor, by = %caller.actor(), "profile exported");
     Ok(Json(ProfileExport {
@@ -567,39 +544,10 @@ pub async fn export_profile(
         merged_profile_ids: family.iter().copied().filter(|f| *f != survivor).collect(),
         display_name: profile.display_name,
         traits: profile.traits.0,
-        identifiers: identifiers
-            .into_iter()
-            .filter_map(|i| {
-                Some(ProfileIdentifier {
-                    kind: i.kind.parse().ok()?,
-                    value: i.value,
-                    source: i.source,
-                    first_seen_at: i.first_seen_at,
-                    last_seen_at: i.last_seen_at,
-                    suspect: i.suspect,
-                })
-            })
-            .collect(),
+        identifiers: identifiers.into_iter().map(|(_, i)| i).collect(),
         events: events.into_iter().map(|e| e.into_event(survivor)).collect(),
-        orders: orders
-            .into_iter()
-            .map(|(o, items)| ExportedOrder {
-                source: o.source,
-                order_id: o.order_id,
-                status: o.status,
-                channel: o.channel,
-                store: o.store,
-                placed_at: o.placed_at,
-                currency: o.currency,
-                total: o.total,
-                refunded_total: o.refunded_total,
-                items,
-            })
-            .collect(),
-        predictions: predictions
-            .into_iter()
-            .filter_map(prediction_view)
-            .collect(),
+        orders: orders.into_iter().map(|(_, o)| o).collect(),
+        predictions,
         merges: merges.into_iter().map(MergeRow::into_entry).collect(),
     }))
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, Utc};
-use domain::api::{CSRF_HEADER, CSRF_HEADER_VALUE, Role, SESSION_COOKIE};
+use domain::api::{CSRF_HEADER, CSRF_HEADER_VALUE, MergeRule, Role, SESSION_COOKIE};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -280,7 +280,7 @@ pub async fn seed_profile(db: &PgPool, seed: ProfileSeed<'_>) -> Uuid {
 }
 
 /// Marks `absorbed` merged into `survivor` and logs the merge; returns the merge id.
-pub async fn seed_merge(db: &PgPool, survivor: Uuid, absorbed: Uuid, rule: &str) -> Uuid {
+pub async fn seed_merge(db: &PgPool, survivor: Uuid, absorbed: Uuid, rule: MergeRule) -> Uuid {
     sqlx::query("UPDATE customer_profile SET merged_into = $2, merged_at = now() WHERE id = $1")
         .bind(absorbed)
         .bind(survivor)
@@ -291,16 +291,16 @@ pub async fn seed_merge(db: &PgPool, survivor: Uuid, absorbed: Uuid, rule: &str)
 }
 
 /// Logs a merge without changing profiles.
-pub async fn seed_merge_log(db: &PgPool, survivor: Uuid, absorbed: Uuid, rule: &str) -> Uuid {
+pub async fn seed_merge_log(db: &PgPool, survivor: Uuid, absorbed: Uuid, rule: MergeRule) -> Uuid {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO merge_history (id, survivor_id, absorbed_ids, rule, matched_identifiers) \
-         VALUES ($1, $2, $3, $4, '[{\"kind\": \"email\"}]')",
+         VALUES ($1, $2, $3, $4, '[{\"kind\": \"email\", \"value\": \"a@b.com\"}]')",
     )
     .bind(id)
     .bind(survivor)
     .bind(vec![absorbed])
-    .bind(rule)
+    .bind(rule.as_str())
     .execute(db)
     .await
     .unwrap();

@@ -1,0 +1,202 @@
+//! The model registry (`/models`): what each version predicts, how it scored, and
+//! which one serves.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::source::UnknownName;
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ModelTask {
+    /// Churn probability.
+    Churn,
+    /// Predicted lifetime value.
+    Ltv,
+    /// Customer segment.
+    Segment,
+    /// Product recommendations.
+    Recommend,
+}
+
+impl ModelTask {
+    /// Every task.
+    pub const ALL: [ModelTask; 4] = [
+        ModelTask::Churn,
+        ModelTask::Ltv,
+        ModelTask::Segment,
+        ModelTask::Recommend,
+    ];
+
+    /// The lower-case name used in JSON and Postgres.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelTask::Churn => "churn",
+            ModelTask::Ltv => "ltv",
+            ModelTask::Segment => "segment",
+            ModelTask::Recommend => "recommend",
+        }
+    }
+
+    /// The metric (a key of a version's `metrics`) that decides which version of the
+    /// task serves; higher is better.
+    pub fn main_metric(self) -> &'static str {
+        match self {
+            ModelTask::Churn => "roc_auc",
+            ModelTask::Ltv => "r2",
+            ModelTask::Segment => "silhouette",
+            ModelTask::Recommend => "recall_at_10",
+        }
+    }
+}
+
+impl fmt::Display for ModelTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for ModelTask {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelTask::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "model task",
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// Registry status of a model version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Trained, not (yet) serving.
+    Candidate,
+    /// Serving its task.
+    Active,
+    /// Served before, replaced.
+    Retired,
+    /// Worse than the active model; never served.
+    Rejected,
+}
+
+impl ModelStatus {
+    /// Every status.
+    pub const ALL: [ModelStatus; 4] = [
+        ModelStatus::Candidate,
+        ModelStatus::Active,
+        ModelStatus::Retired,
+        ModelStatus::Rejected,
+    ];
+
+    /// The lower-case name used in JSON and Postgres.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Candidate => "candidate",
+            ModelStatus::Active => "active",
+            ModelStatus::Retired => "retired",
+            ModelStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for ModelStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelStatus::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "model status",
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// `GET /models` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct ModelQuery {
+    /// Only models of this task.
+    #[serde(default)]
+    pub task: Option<ModelTask>,
+    /// Only models in this status.
+    #[serde(default)]
+    pub status: Option<ModelStatus>,
+    /// Cursor from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Items per page (1–200, default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A model version of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelVersionView {
+    /// Model version id.
+    pub id: Uuid,
+    /// Task.
+    pub task: ModelTask,
+    /// Algorithm (`lightgbm`, `kmeans`, `item2vec`, ...).
+    pub algorithm: String,
+    /// Training parameters.
+    pub params: serde_json::Value,
+    /// Feature-set version it was trained on.
+    pub feature_set_version: i32,
+    /// Start of the training data window.
+    #[serde(default)]
+    pub data_window_start: Option<DateTime<Utc>>,
+    /// End of the training data window.
+    #[serde(default)]
+    pub data_window_end: Option<DateTime<Utc>>,
+    /// Training rows.
+    pub train_rows: i32,
+    /// Test rows.
+    pub test_rows: i32,
+    /// Evaluation metrics (accuracy, roc_auc, rmse, silhouette, recall_at_10, ...).
+    pub metrics: serde_json::Value,
+    /// Registry status.
+    pub status: ModelStatus,
+    /// Trained.
+    pub created_at: DateTime<Utc>,
+    /// Made active.
+    #[serde(default)]
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in ModelTask::ALL {
+            assert_eq!(t.as_str().parse::<ModelTask>().unwrap(), t);
+        }
+        for s in ModelStatus::ALL {
+            assert_eq!(s.as_str().parse::<ModelStatus>().unwrap(), s);
+        }
+    }
+}
