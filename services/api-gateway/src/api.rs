@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
-use domain::api::{ApiErrorBody, Role};
+use domain::api::{ApiErrorBody, ProfileSort, Role, SortOrder};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
@@ -296,9 +296,16 @@ fn describe(doc: &mut OpenApi) {
                 .build(),
         ),
     );
-    components
-        .schemas
-        .insert(ApiErrorBody::name().into_owned(), ApiErrorBody::schema());
+    // Schemas that no body names: the error body (added to responses by hand) and the
+    // enums that only query parameters use (utoipa links parameters to them without
+    // collecting them).
+    for (name, schema) in [
+        (ApiErrorBody::name(), ApiErrorBody::schema()),
+        (ProfileSort::name(), ProfileSort::schema()),
+        (SortOrder::name(), SortOrder::schema()),
+    ] {
+        components.schemas.insert(name.into_owned(), schema);
+    }
     // Paths are relative to the server (`/api/v1`); keep them so.
     let tags = [
         ("auth", "Sign-in, the current caller, users and API tokens"),

@@ -130,6 +130,61 @@ async fn every_documented_route_is_served() {
     }
 }
 
+/// Every `$ref` of the document names a schema the document defines (a parameter or body
+/// type missing from `components.schemas` leaves clients and viewers guessing).
+#[tokio::test]
+async fn every_schema_reference_resolves() {
+    fn refs(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.insert(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let gw = Gateway::start().await;
+    let (_, doc) = gw.get("/openapi.json", &Credentials::Anonymous).await;
+    let mut found = BTreeSet::new();
+    refs(&doc, &mut found);
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for r in &found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r} is not a schema reference"));
+        assert!(
+            schemas.contains_key(name),
+            "{r} is referenced but not defined"
+        );
+    }
+    for name in [
+        "ProfileSort",
+        "SortOrder",
+        "MergeRule",
+        "ReviewReason",
+        "CsvMapping",
+    ] {
+        assert!(
+            found.contains(&format!("#/components/schemas/{name}")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        schemas["MergeRule"]["enum"],
+        serde_json::json!([
+            "strong_identifier",
+            "medium_identifier",
+            "weak_identifier",
+            "manual",
+            "review_approved",
+            "replay"
+        ])
+    );
+}
+
 #[tokio::test]
 async fn unknown_api_paths_answer_json_404() {
     let gw = Gateway::start().await;
