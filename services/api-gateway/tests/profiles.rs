@@ -325,6 +325,7 @@ async fn customer_360_comes_from_postgres_then_the_cache_and_follows_merges() {
     assert_eq!(doc["purchase_history"][0]["items"][0]["sku"], "TEE-1");
     assert_eq!(doc["predictions"][0]["task"], "churn");
     assert_eq!(doc["predictions"][0]["model_version_id"], model.to_string());
+    assert_eq!(doc["predictions"][0]["algorithm"], "lightgbm");
     assert_eq!(
         doc["merged_profile_ids"],
         serde_json::json!([absorbed.to_string()])
@@ -498,6 +499,9 @@ async fn gdpr_export_and_erase_request() {
     assert_eq!(export["identifiers"].as_array().unwrap().len(), 2);
     assert_eq!(export["events"].as_array().unwrap().len(), 1);
     assert_eq!(export["orders"][0]["items"][0]["sku"], "TEE-1");
+    assert_eq!(export["orders"][0]["source"], "shopify");
+    assert_eq!(export["orders"][0]["status"], "paid");
+    assert_eq!(export["orders"][0]["channel"], "web");
     assert_eq!(export["merges"].as_array().unwrap().len(), 1);
     assert_eq!(export["traits"]["city"], "Pune");
 
