@@ -16,6 +16,15 @@ pub struct MlSettings {
     /// How far below the active model's main metric a candidate may be and still be
     /// activated.
     pub ml_activation_tolerance: f64,
+    /// By how much a new model's main metric (churn ROC-AUC, LTV R²) must beat chance
+    /// and each baseline (recency, BG/NBD, Gamma-Gamma × BG/NBD, past spend rate) on its
+    /// cross-fitted evaluation to serve.
+    pub ml_baseline_margin: f64,
+    /// Calibrated churn probability from which a buyer is in the `high` risk tier.
+    pub ml_churn_tier_high: f64,
+    /// Calibrated churn probability from which a buyer is in the `medium` risk tier
+    /// (below it: `low`).
+    pub ml_churn_tier_medium: f64,
     /// Fewest customer segments KMeans tries (k is chosen by silhouette).
     pub ml_segments_min: usize,
     /// Most customer segments KMeans tries (at most 8: one per business name).
@@ -30,6 +39,9 @@ impl MlSettings {
             ml_seed: 42,
             ml_batch_size: 512,
             ml_activation_tolerance: 0.005,
+            ml_baseline_margin: 0.005,
+            ml_churn_tier_high: 0.7,
+            ml_churn_tier_medium: 0.4,
             ml_segments_min: 4,
             ml_segments_max: 8,
         }

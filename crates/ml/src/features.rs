@@ -20,7 +20,7 @@ use domain::Channel;
 use crate::history::{EventKind, ProfileHistory};
 
 /// Version of the feature definitions below (stored with features and models).
-pub const FEATURE_SET_VERSION: i32 = 1;
+pub const FEATURE_SET_VERSION: i32 = 2;
 
 macro_rules! feature_set {
     ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
@@ -62,6 +62,9 @@ feature_set! {
     monetary_max,
     /// Days since the profile was first seen.
     tenure_days,
+    /// Days since the first order (missing without orders): the customer's age `T` in
+    /// the BG/NBD model.
+    first_order_days,
     /// Mean days between consecutive orders (missing below two orders).
     gap_mean_days,
     /// Standard deviation of those gaps (missing below two orders).
@@ -71,6 +74,9 @@ feature_set! {
     /// Recency divided by the mean gap: how overdue the next order is (missing below
     /// two orders).
     recency_over_gap,
+    /// Regularity of the rhythm: standard deviation of the gaps over their mean (0 is
+    /// clockwork; missing below two orders).
+    gap_cv,
     /// Orders in the last 30 days.
     orders_30d,
     /// Orders in the last 90 days.
@@ -255,9 +261,10 @@ pub fn compute(history: &ProfileHistory, as_of: DateTime<Utc>) -> Features {
     }
 
     match (orders.first(), orders.last()) {
-        (Some(_), Some(last)) => {
+        (Some(first), Some(last)) => {
             let recency = days_between(last.placed_at, as_of);
             f.recency_days = recency as f32;
+            f.first_order_days = days_between(first.placed_at, as_of) as f32;
             f.monetary_avg = (gross / orders.len() as f64) as f32;
             f.monetary_max = orders.iter().map(|o| o.total).fold(f64::MIN, f64::max) as f32;
             let web = orders.iter().filter(|o| o.channel == Channel::Web).count();
@@ -271,6 +278,7 @@ pub fn compute(history: &ProfileHistory, as_of: DateTime<Utc>) -> Features {
                 f.gap_std_days = f32::NAN;
                 f.gap_last_days = f32::NAN;
                 f.recency_over_gap = f32::NAN;
+                f.gap_cv = f32::NAN;
             } else {
                 let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
                 let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
@@ -278,10 +286,13 @@ pub fn compute(history: &ProfileHistory, as_of: DateTime<Utc>) -> Features {
                 f.gap_std_days = var.sqrt() as f32;
                 f.gap_last_days = gaps[gaps.len() - 1] as f32;
                 f.recency_over_gap = (recency / mean.max(1.0)) as f32;
+                f.gap_cv = (var.sqrt() / mean.max(1.0)) as f32;
             }
         }
         _ => {
             f.recency_days = f32::NAN;
+            f.first_order_days = f32::NAN;
+            f.gap_cv = f32::NAN;
             f.monetary_avg = f32::NAN;
             f.monetary_max = f32::NAN;
             f.web_order_share = f32::NAN;
@@ -432,6 +443,8 @@ mod tests {
         assert_eq!(f.gap_std_days, 15.0);
         assert_eq!(f.gap_last_days, 60.0);
         assert!((f.recency_over_gap - 20.0 / 45.0).abs() < 1e-6);
+        assert!((f.gap_cv - 15.0 / 45.0).abs() < 1e-6);
+        assert_eq!(f.first_order_days, 110.0); // first order on day 10
         // Windows look back from day 120: [90, 120) holds order 3, [30, 120) orders 2-3.
         assert_eq!((f.orders_30d, f.orders_90d, f.orders_180d), (1.0, 2.0, 3.0));
         assert_eq!(
@@ -482,6 +495,7 @@ mod tests {
         let f = compute(&h, day(10));
         assert_eq!(f.frequency, 0.0);
         assert!(f.recency_days.is_nan() && f.monetary_avg.is_nan() && f.gap_mean_days.is_nan());
+        assert!(f.first_order_days.is_nan() && f.gap_cv.is_nan());
         assert_eq!(f.tenure_days, 7.0);
         assert!(!f.has_ordered());
         let json = f.to_json();

@@ -72,6 +72,10 @@ pub struct GbmParams {
     pub seed: u64,
     /// Threads (0: LightGBM's default, every core).
     pub num_threads: u32,
+    /// Rounds without improvement on the validation rows after which training stops
+    /// (0: no early stopping; `num_iterations` is then the number of rounds).
+    #[serde(default)]
+    pub early_stopping_rounds: u32,
 }
 
 impl GbmParams {
@@ -90,7 +94,28 @@ impl GbmParams {
             lambda_l2: 1.0,
             seed,
             num_threads: 0,
+            early_stopping_rounds: 0,
         }
+    }
+
+    /// Parameters sized for `rows` training rows: small data gets fewer, larger leaves
+    /// and stronger regularisation (a 31-leaf tree on 2,000 rows memorises noise),
+    /// large data the full capacity; rounds are chosen by early stopping on a
+    /// validation fold (up to 2,000 at a learning rate of 0.03).
+    pub fn adapted(objective: Objective, seed: u64, rows: usize) -> Self {
+        let r = rows as f64;
+        Self {
+            num_iterations: 2_000,
+            learning_rate: 0.03,
+            // 4 leaves at 1,000 rows, 31 from 25,000.
+            num_leaves: ((r / 800.0) as u32).clamp(4, 31),
+            min_data_in_leaf: ((r / 100.0) as u32).clamp(10, 100),
+            lambda_l2: if rows < 20_000 { 10.0 } else { 1.0 },
+            feature_fraction: 0.8,
+            early_stopping_rounds: 100,
+            ..Self::new(objective, seed)
+        }
+        .sized_for(rows)
     }
 
     /// These parameters with a thread count suited to `rows` training rows: one thread
@@ -104,7 +129,7 @@ impl GbmParams {
 
     /// The parameter object LightGBM is trained with.
     pub fn to_lightgbm(&self) -> Value {
-        json!({
+        let mut params = json!({
             "objective": match self.objective {
                 Objective::Binary => "binary",
                 Objective::Regression => "regression",
@@ -120,10 +145,19 @@ impl GbmParams {
             "lambda_l2": self.lambda_l2,
             "seed": self.seed,
             "num_threads": self.num_threads,
+            "metric": match self.objective {
+                Objective::Binary => "binary_logloss",
+                Objective::Regression => "l2",
+            },
             "deterministic": true,
             "force_col_wise": true,
             "verbosity": -1,
-        })
+        });
+        // lightgbm3 stops at the first round without improvement when the key is 0.
+        if self.early_stopping_rounds > 0 {
+            params["early_stopping_rounds"] = json!(self.early_stopping_rounds);
+        }
+        params
     }
 }
 
@@ -176,6 +210,42 @@ impl GbmModel {
             booster: SharedBooster(booster),
             n_features,
         })
+    }
+
+    /// Trains on `x`/`y`, stopping when the loss on the validation rows `vx`/`vy` has
+    /// not improved for `params.early_stopping_rounds` rounds (the rounds since the best
+    /// are rolled back).
+    pub fn train_with_validation(
+        (x, y): (&[f32], &[f32]),
+        (vx, vy): (&[f32], &[f32]),
+        n_features: usize,
+        params: &GbmParams,
+    ) -> Result<Self, GbmError> {
+        if y.is_empty() || x.len() != y.len() * n_features || vx.len() != vy.len() * n_features {
+            return Err(GbmError(format!(
+                "{} and {} values do not make {} and {} rows of {n_features} features",
+                x.len(),
+                vx.len(),
+                y.len(),
+                vy.len()
+            )));
+        }
+        if vy.is_empty() {
+            return Self::train(x, y, n_features, params);
+        }
+        let dataset = Dataset::from_slice(x, y, n_features as i32, true)?;
+        let valid =
+            Dataset::from_slice_with_reference(vx, vy, n_features as i32, true, Some(&dataset))?;
+        let booster = Booster::train_with_valid(dataset, Some(valid), &params.to_lightgbm())?;
+        Ok(Self {
+            booster: SharedBooster(booster),
+            n_features,
+        })
+    }
+
+    /// Boosting rounds in the model (after early stopping).
+    pub fn rounds(&self) -> usize {
+        usize::try_from(self.booster.0.num_iterations()).unwrap_or(0)
     }
 
     /// Loads a model from its text (as saved by [`GbmModel::to_text`]).

@@ -5,19 +5,24 @@
 //! - [`history`] is the input of every model — a profile's orders and events — and
 //!   [`features`] the one function that turns it into features as of a time, for
 //!   training and scoring alike.
-//! - [`metrics`], [`gbm`] (LightGBM), [`segments`] (KMeans) and [`train`] learn and
-//!   measure, with no I/O; [`scoring`] applies active models to features.
+//! - [`metrics`], [`gbm`] (LightGBM), [`btyd`] (BG/NBD and Gamma-Gamma, the classic
+//!   baselines), [`calibration`], [`segments`] (KMeans), [`crossfit`] and [`train`]
+//!   learn and measure, with no I/O; [`scoring`] applies active models to features.
 //! - [`store`] (Postgres/Redis), [`registry`] (`model_version`) and [`pipeline`] (train
 //!   and register, score and write) are the edges the services call.
 //! - [`synthetic`] and [`load`] turn a simulated brand into histories or database rows
 //!   (tests, benchmarks); [`eval`] reads a brand's own transaction log.
 
+pub mod btyd;
+pub mod calibration;
+pub mod crossfit;
 pub mod eval;
 pub mod features;
 pub mod gbm;
 pub mod history;
 pub mod load;
 pub mod metrics;
+pub mod optimise;
 pub mod pipeline;
 pub mod registry;
 pub mod scoring;
@@ -29,7 +34,7 @@ pub mod train;
 pub use features::{FEATURE_NAMES, FEATURE_SET_VERSION, Features};
 pub use history::ProfileHistory;
 pub use registry::Task;
-pub use scoring::ActiveModels;
+pub use scoring::{ActiveModels, RiskTiers};
 
 /// Anything the ML subsystem can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,12 @@ use storage::customer360::Customer360Cache;
 use uuid::Uuid;
 
 use crate::MlError;
-use crate::features::{self, FEATURE_NAMES, FEATURE_SET_VERSION};
+use crate::features::{self, FEATURE_SET_VERSION};
 use crate::history::ProfileHistory;
-use crate::registry::{self, Decision, NewModelVersion, Task};
-use crate::scoring::ActiveModels;
+use crate::registry::{self, ActivationPolicy, Decision, NewModelVersion, Task};
+use crate::scoring::{ActiveModels, ChurnArtefact, LtvArtefact, RiskTiers};
 use crate::store;
-use crate::train::{self, TrainOptions, TrainedModels};
+use crate::train::{self, TrainOptions, TrainedModels, input_names};
 
 /// Profiles read per query when loading everyone.
 const PAGE: i64 = 2_000;
@@ -49,6 +49,8 @@ pub struct RegisteredModel {
     pub task: Task,
     /// Its new registry id.
     pub version_id: Uuid,
+    /// Its algorithm (`lightgbm`, or a baseline offered in its place).
+    pub algorithm: String,
     /// Whether it became active.
     pub decision: Decision,
     /// Its metrics.
@@ -60,63 +62,155 @@ pub struct RegisteredModel {
 pub struct TrainingRun {
     /// Profiles read.
     pub profiles: usize,
-    /// The models, churn, LTV and segments in that order.
+    /// The models in registration order: churn, its fallback if LightGBM was rejected,
+    /// LTV, its fallback, segments.
     pub models: Vec<RegisteredModel>,
 }
 
-/// The registry rows of a training run's three models.
+/// A version to register and, should the gate reject it, the baseline offered in its
+/// place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// The trained model.
+    pub primary: NewModelVersion,
+    /// The baseline that serves if the trained model does not beat it.
+    pub fallback: Option<NewModelVersion>,
+}
+
+fn merged(mut base: serde_json::Value, extra: &serde_json::Value) -> serde_json::Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    base
+}
+
+/// The registry rows of a training run: churn and LTV (each with its baseline
+/// fallback) and segments.
 pub fn model_versions(
     trained: &TrainedModels,
     opts: &TrainOptions,
-) -> Result<Vec<NewModelVersion>, MlError> {
-    let window_end = Some(opts.as_of);
-    let split = json!({
-        "horizon_days": opts.horizon_days,
-        "train_cutoff": trained.train_cutoff,
-        "test_cutoff": trained.test_cutoff,
-        "features": FEATURE_NAMES,
-    });
-    let with = |mut base: serde_json::Value, extra: serde_json::Value| {
-        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        base
-    };
+) -> Result<Vec<Offer>, MlError> {
     let rows = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    Ok(vec![
-        NewModelVersion {
-            task: Task::Churn,
-            algorithm: "lightgbm".into(),
-            params: with(
-                json!({"lightgbm": trained.churn_params.to_lightgbm()}),
-                split.clone(),
-            ),
-            feature_set_version: FEATURE_SET_VERSION,
-            data_window_start: trained.data_start,
-            data_window_end: window_end,
-            train_rows: rows(
-                trained.churn_report.train_rows + trained.churn_report.validation_rows,
-            ),
-            test_rows: rows(trained.test_rows),
-            metrics: serde_json::to_value(&trained.churn_report)?,
-            artefact: trained.churn.model.to_text()?,
-        },
-        NewModelVersion {
-            task: Task::Ltv,
-            algorithm: "lightgbm".into(),
-            params: with(json!({"lightgbm": trained.ltv_params.to_lightgbm()}), split),
-            feature_set_version: FEATURE_SET_VERSION,
-            data_window_start: trained.data_start,
-            data_window_end: window_end,
-            train_rows: rows(trained.ltv_report.train_rows),
-            test_rows: rows(trained.test_rows),
-            metrics: serde_json::to_value(&trained.ltv_report)?,
-            artefact: trained.ltv.to_text()?,
-        },
-        NewModelVersion {
-            task: Task::Segment,
-            algorithm: "kmeans".into(),
-            params: json!({
+    let version = |task, algorithm: &str, params, train_rows, test_rows, metrics, artefact| NewModelVersion {
+        task,
+        algorithm: algorithm.into(),
+        params,
+        feature_set_version: FEATURE_SET_VERSION,
+        data_window_start: trained.data_start,
+        data_window_end: Some(opts.as_of),
+        train_rows,
+        test_rows,
+        metrics,
+        artefact,
+    };
+    let mut offers = Vec::new();
+    match &trained.predictive {
+        Ok(ev) => {
+            let split = json!({
+                "horizon_days": opts.horizon_days,
+                "cutoff": ev.cutoff,
+                "rolling_cutoffs": ev.rolling_cutoffs,
+                "evaluation": format!("cross-fitted over {} customer folds", ev.churn.folds),
+                "inputs": input_names(),
+            });
+            let btyd = serde_json::to_value(ev.churn_model.btyd)?;
+            let churn_artefact = ChurnArtefact::Lightgbm {
+                btyd: ev.churn_model.btyd,
+                calibrator: ev.churn_model.calibrator.clone(),
+                threshold: ev.churn_model.threshold,
+                model: ev.churn_model.model.to_text()?,
+            };
+            let churn_fallback = ev.churn.baselines.bgnbd.as_ref().map(|b| {
+                version(
+                    Task::Churn,
+                    "bgnbd",
+                    merged(json!({"btyd": btyd}), &split),
+                    rows(ev.customers),
+                    rows(ev.customers),
+                    json!({
+                        "roc_auc": b.roc_auc,
+                        "roc_auc_ci": b.roc_auc_ci,
+                        "pr_auc": b.pr_auc,
+                        "brier": b.brier,
+                        "positive_rate": ev.churn.metrics.positive_rate,
+                        "rows": ev.customers,
+                    }),
+                    serde_json::to_string(&ChurnArtefact::Bgnbd { btyd: ev.churn_model.btyd })
+                        .unwrap_or_default(),
+                )
+            });
+            offers.push(Offer {
+                primary: version(
+                    Task::Churn,
+                    "lightgbm",
+                    merged(
+                        json!({"lightgbm": ev.churn_model.params.to_lightgbm(), "btyd": btyd,
+                               "calibration": ev.churn_model.calibrator}),
+                        &split,
+                    ),
+                    rows(ev.churn.train_rows),
+                    rows(ev.customers),
+                    serde_json::to_value(&ev.churn)?,
+                    serde_json::to_string(&churn_artefact)?,
+                ),
+                fallback: churn_fallback,
+            });
+            let ltv_btyd = serde_json::to_value(ev.ltv_model.btyd)?;
+            let ltv_fallback = ev.ltv.baselines.bgnbd_gamma_gamma.as_ref().map(|b| {
+                version(
+                    Task::Ltv,
+                    "bgnbd_gamma_gamma",
+                    merged(json!({"btyd": ltv_btyd}), &split),
+                    rows(ev.customers),
+                    rows(ev.customers),
+                    serde_json::to_value(b).unwrap_or_default(),
+                    serde_json::to_string(&LtvArtefact::BgnbdGammaGamma { btyd: ev.ltv_model.btyd })
+                        .unwrap_or_default(),
+                )
+            });
+            offers.push(Offer {
+                primary: version(
+                    Task::Ltv,
+                    "lightgbm",
+                    merged(json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd}), &split),
+                    rows(ev.ltv.train_rows),
+                    rows(ev.customers),
+                    serde_json::to_value(&ev.ltv)?,
+                    serde_json::to_string(&LtvArtefact::Lightgbm {
+                        btyd: ev.ltv_model.btyd,
+                        model: ev.ltv_model.model.to_text()?,
+                    })?,
+                ),
+                fallback: ltv_fallback,
+            });
+        }
+        Err(e) => {
+            // Recorded so the Models page and the API can say why nothing serves.
+            let why = match e {
+                MlError::NotEnoughData(m) => m.clone(),
+                other => other.to_string(),
+            };
+            for task in [Task::Churn, Task::Ltv] {
+                offers.push(Offer {
+                    primary: version(
+                        task,
+                        "lightgbm",
+                        json!({"horizon_days": opts.horizon_days}),
+                        0,
+                        0,
+                        json!({"not_enough_data": why}),
+                        String::new(),
+                    ),
+                    fallback: None,
+                });
+            }
+        }
+    }
+    offers.push(Offer {
+        primary: version(
+            Task::Segment,
+            "kmeans",
+            json!({
                 "k_min": opts.segments_min,
                 "k_max": opts.segments_max,
                 "seed": opts.seed,
@@ -124,19 +218,35 @@ pub fn model_versions(
                 "transform": "ln(1+x), standardised",
                 "as_of": opts.as_of,
             }),
-            feature_set_version: FEATURE_SET_VERSION,
-            data_window_start: trained.data_start,
-            data_window_end: window_end,
-            train_rows: rows(trained.segment_metrics.rows),
-            test_rows: 0,
-            metrics: serde_json::to_value(&trained.segment_metrics)?,
-            artefact: trained.segments.to_artefact(),
-        },
-    ])
+            rows(trained.segment_metrics.rows),
+            0,
+            serde_json::to_value(&trained.segment_metrics)?,
+            trained.segments.to_artefact(),
+        ),
+        fallback: None,
+    });
+    Ok(offers)
+}
+
+/// The activation policy of these settings.
+pub fn policy(settings: &MlSettings) -> ActivationPolicy {
+    ActivationPolicy {
+        tolerance: settings.ml_activation_tolerance,
+        baseline_margin: settings.ml_baseline_margin,
+    }
+}
+
+/// The churn risk tiers of these settings.
+pub fn tiers(settings: &MlSettings) -> RiskTiers {
+    RiskTiers {
+        high: settings.ml_churn_tier_high,
+        medium: settings.ml_churn_tier_medium,
+    }
 }
 
 /// Trains churn, LTV and segments on every live profile's history up to `as_of` and
-/// registers them (each activated or kept as a candidate by the registry's rule).
+/// registers them: each goes through the registry's gate and activation rule, and when
+/// the gate rejects LightGBM the BG/NBD baseline is offered in its place.
 pub async fn train_and_register(
     db: &PgPool,
     settings: &MlSettings,
@@ -151,23 +261,29 @@ pub async fn train_and_register(
         segments_min: settings.ml_segments_min,
         segments_max: settings.ml_segments_max,
     };
-    let versions = tokio::task::spawn_blocking(move || {
+    let offers = tokio::task::spawn_blocking(move || {
         let trained = train::train_all(&histories, &opts)?;
         model_versions(&trained, &opts)
     })
     .await
     .map_err(|e| MlError::Task(e.to_string()))??;
     let mut models = Vec::new();
-    for v in &versions {
-        let (version_id, decision) =
-            registry::register(db, v, settings.ml_activation_tolerance).await?;
-        tracing::info!(task = %v.task, %version_id, ?decision, metrics = %v.metrics, "model registered");
-        models.push(RegisteredModel {
-            task: v.task,
-            version_id,
-            decision,
-            metrics: v.metrics.clone(),
-        });
+    for offer in &offers {
+        for v in std::iter::once(&offer.primary).chain(&offer.fallback) {
+            let (version_id, decision) = registry::register(db, v, policy(settings)).await?;
+            tracing::info!(task = %v.task, algorithm = %v.algorithm, %version_id, ?decision, "model registered");
+            let rejected = matches!(decision, Decision::Rejected { .. });
+            models.push(RegisteredModel {
+                task: v.task,
+                version_id,
+                algorithm: v.algorithm.clone(),
+                decision,
+                metrics: v.metrics.clone(),
+            });
+            if !rejected {
+                break;
+            }
+        }
     }
     Ok(TrainingRun { profiles, models })
 }
@@ -258,7 +374,7 @@ pub async fn score_all(
     Ok(scored)
 }
 
-/// Loads the active models from the registry.
-pub async fn load_active(db: &PgPool) -> Result<ActiveModels, MlError> {
-    ActiveModels::from_versions(&registry::active(db).await?)
+/// Loads the active models from the registry, with the settings' risk tiers.
+pub async fn load_active(db: &PgPool, settings: &MlSettings) -> Result<ActiveModels, MlError> {
+    ActiveModels::from_versions(&registry::active(db).await?, tiers(settings))
 }

@@ -1,11 +1,23 @@
 //! The model registry (`model_version`): every training run's models with their
 //! parameters, data window, metrics and artefact, and which one per task is active.
 //!
-//! Activation rule: a new version becomes active when there is no active version, or
-//! when its main metric (churn ROC-AUC, LTV R², segment silhouette) is at least the
-//! active one's minus `ML_ACTIVATION_TOLERANCE`; otherwise it stays a candidate. The
-//! replaced version is `retired`, so `ctl ml activate --rollback TASK` can bring back
-//! the most recently retired one. Registration and activation serialise per task on a
+//! Activation rule, in two steps ([`judge`], then [`should_activate`]):
+//!
+//! 1. **The gate.** A version must beat chance (churn: the lower end of its ROC-AUC
+//!    interval above 0.5; LTV: R² above 0) and every baseline recorded in its metrics
+//!    (`metrics.baselines.<name>.<main metric>`: recency and BG/NBD for churn,
+//!    BG/NBD × Gamma-Gamma and the past spend rate for LTV, whatever a future task
+//!    lists) by `ML_BASELINE_MARGIN` on its main metric. A version that fails, or was
+//!    trained on too little data, is `rejected` and never serves; the training run
+//!    then offers the best baseline instead (see [`crate::pipeline`]).
+//! 2. **The active version.** A version that passed becomes active when there is no
+//!    active version, or when its main metric (churn ROC-AUC, LTV R², segment
+//!    silhouette) is at least the active one's minus `ML_ACTIVATION_TOLERANCE`;
+//!    otherwise it stays a candidate. The replaced version is `retired`, so
+//!    `ctl ml activate --rollback TASK` can bring back the most recently retired one.
+//!
+//! Every version records why it has its status (`status_reason`), which the API and the
+//! Models page show. Registration and activation serialise per task on a
 //! transaction-scoped advisory lock, and a unique index allows one active row per task,
 //! so two trainers finishing together cannot both win.
 
@@ -73,6 +85,8 @@ pub struct ModelVersion {
     pub artefact: String,
     /// Candidate, active, retired or rejected.
     pub status: ModelStatus,
+    /// Why it has that status.
+    pub status_reason: Option<String>,
     /// When registered.
     pub created_at: DateTime<Utc>,
     /// When last activated.
@@ -93,12 +107,18 @@ fn main_metric(task: Task, metrics: &serde_json::Value) -> Option<f64> {
 }
 
 /// What registration decided.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The new version is active; `replaced` was active before.
     Activated {
         /// The previously active version, now retired.
         replaced: Option<Uuid>,
+    },
+    /// The new version failed the gate (no better than chance or a baseline, or too
+    /// little data) and will never serve.
+    Rejected {
+        /// Why, in words.
+        reason: String,
     },
     /// The new version stays a candidate: the active one is better by more than the
     /// tolerance.
@@ -110,6 +130,60 @@ pub enum Decision {
         /// The new version's main metric (`NaN` if missing).
         new_metric: f64,
     },
+}
+
+/// What the activation gate needs to know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActivationPolicy {
+    /// How far below the active version's main metric a new one may be and still
+    /// replace it.
+    pub tolerance: f64,
+    /// By how much a new version's main metric must beat chance and each baseline.
+    pub baseline_margin: f64,
+}
+
+/// The gate (step 1 of the module doc): `Ok` with a summary of what the version beat,
+/// or `Err` with why it may not serve.
+pub fn judge(task: Task, metrics: &serde_json::Value, margin: f64) -> Result<String, String> {
+    if let Some(why) = metrics["not_enough_data"].as_str() {
+        return Err(format!("not enough data: {why}"));
+    }
+    let name = task.main_metric_label();
+    let Some(value) = main_metric(task, metrics) else {
+        return Err(format!("no {name} was measured"));
+    };
+    let mut beaten = Vec::new();
+    if let Some(chance) = task.chance_level() {
+        // With an interval, its lower end must clear chance: a lucky estimate is not
+        // evidence of skill.
+        let low = metrics[format!("{}_ci", task.main_metric())]["low"]
+            .as_f64()
+            .unwrap_or(value);
+        if low <= chance || value < chance + margin {
+            return Err(format!(
+                "{name} {value:.3} (interval from {low:.3}) is no better than chance ({chance})"
+            ));
+        }
+    }
+    if let Some(baselines) = metrics["baselines"].as_object() {
+        for (baseline, m) in baselines {
+            let Some(theirs) = m[task.main_metric()].as_f64().filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let label = baseline.replace('_', " ");
+            if value < theirs + margin {
+                return Err(format!(
+                    "{name} {value:.3} does not beat {label} ({theirs:.3}) by the margin of {margin}"
+                ));
+            }
+            beaten.push(format!("{label} {theirs:.3}"));
+        }
+    }
+    Ok(if beaten.is_empty() {
+        format!("{name} {value:.3}")
+    } else {
+        format!("{name} {value:.3} beats {}", beaten.join(" and "))
+    })
 }
 
 /// The activation rule: activate unless an active model's main metric beats the new
@@ -127,7 +201,7 @@ pub fn should_activate(
 }
 
 const COLUMNS: &str = "id, task, algorithm, params, feature_set_version, data_window_start, data_window_end, \
-                       train_rows, test_rows, metrics, artefact, status, created_at, activated_at";
+                       train_rows, test_rows, metrics, artefact, status, status_reason, created_at, activated_at";
 
 type Row = (
     Uuid,
@@ -142,6 +216,7 @@ type Row = (
     serde_json::Value,
     String,
     String,
+    Option<String>,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
 );
@@ -160,8 +235,9 @@ fn from_row(r: Row) -> Result<ModelVersion, MlError> {
         metrics: r.9,
         artefact: r.10,
         status: r.11.parse()?,
-        created_at: r.12,
-        activated_at: r.13,
+        status_reason: r.12,
+        created_at: r.13,
+        activated_at: r.14,
     })
 }
 
@@ -185,31 +261,69 @@ async fn active_in(
     .await?)
 }
 
-/// Stores `new` and activates it if the rule allows (see the module doc).
+/// Stores `new` and activates it if the gate and the rule allow (see the module doc).
 pub async fn register(
     db: &PgPool,
     new: &NewModelVersion,
-    tolerance: f64,
+    policy: ActivationPolicy,
 ) -> Result<(Uuid, Decision), MlError> {
     let mut tx = db.begin().await?;
     lock_task(&mut tx, new.task).await?;
     let active = active_in(&mut tx, new.task).await?;
     let new_metric = main_metric(new.task, &new.metrics);
     let active_metric = active.as_ref().and_then(|(_, m)| main_metric(new.task, m));
-    let activate = should_activate(new_metric, active_metric, tolerance);
     let id = Uuid::now_v7();
-    if activate {
-        sqlx::query(
-            "UPDATE model_version SET status = 'retired' WHERE task = $1 AND status = 'active'",
-        )
-        .bind(new.task.as_str())
-        .execute(&mut *tx)
-        .await?;
-    }
+    let name = new.task.main_metric_label();
+    let (decision, reason) = match judge(new.task, &new.metrics, policy.baseline_margin) {
+        Err(reason) => (Decision::Rejected { reason: reason.clone() }, reason),
+        Ok(beaten) if should_activate(new_metric, active_metric, policy.tolerance) => {
+            let replaced = active.as_ref().map(|(id, _)| *id);
+            let reason = match (replaced, active_metric) {
+                (Some(old), Some(m)) => format!("{beaten}; replaces {old} ({name} {m:.3})"),
+                (Some(old), None) => format!("{beaten}; replaces {old}"),
+                (None, _) => beaten,
+            };
+            (Decision::Activated { replaced }, reason)
+        }
+        Ok(beaten) => {
+            let (active_id, active_metric) = (
+                active.as_ref().map(|(id, _)| *id).expect("should_activate is true without an active version"),
+                active_metric.unwrap_or(f64::NAN),
+            );
+            let reason = format!(
+                "{beaten}, but the active version {active_id} has {name} {active_metric:.3} \
+                 (more than {} better)",
+                policy.tolerance
+            );
+            (
+                Decision::Candidate {
+                    active: active_id,
+                    active_metric,
+                    new_metric: new_metric.unwrap_or(f64::NAN),
+                },
+                reason,
+            )
+        }
+    };
+    let status = match decision {
+        Decision::Activated { .. } => {
+            sqlx::query(
+                "UPDATE model_version SET status = 'retired', status_reason = $2 \
+                 WHERE task = $1 AND status = 'active'",
+            )
+            .bind(new.task.as_str())
+            .bind(format!("replaced by {id}"))
+            .execute(&mut *tx)
+            .await?;
+            "active"
+        }
+        Decision::Candidate { .. } => "candidate",
+        Decision::Rejected { .. } => "rejected",
+    };
     sqlx::query(
         "INSERT INTO model_version (id, task, algorithm, params, feature_set_version, data_window_start, \
-           data_window_end, train_rows, test_rows, metrics, artefact, status, activated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $12 = 'active' THEN now() END)",
+           data_window_end, train_rows, test_rows, metrics, artefact, status, status_reason, activated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, CASE WHEN $12 = 'active' THEN now() END)",
     )
     .bind(id)
     .bind(new.task.as_str())
@@ -222,50 +336,52 @@ pub async fn register(
     .bind(new.test_rows)
     .bind(&new.metrics)
     .bind(&new.artefact)
-    .bind(if activate { "active" } else { "candidate" })
+    .bind(status)
+    .bind(&reason)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let decision = match (activate, active) {
-        (true, active) => Decision::Activated {
-            replaced: active.map(|(id, _)| id),
-        },
-        (false, Some((active, _))) => Decision::Candidate {
-            active,
-            active_metric: active_metric.unwrap_or(f64::NAN),
-            new_metric: new_metric.unwrap_or(f64::NAN),
-        },
-        (false, None) => unreachable!("should_activate is true without an active version"),
-    };
     Ok((id, decision))
 }
 
 /// Makes version `id` active for its task, retiring the active one (manual activation
-/// and rollback). Returns the task and the replaced version.
+/// and rollback). Returns the task and the replaced version. A rejected version (no
+/// better than chance or a baseline, or no model at all) cannot be activated.
 pub async fn activate(db: &PgPool, id: Uuid) -> Result<(Task, Option<Uuid>), MlError> {
     let mut tx = db.begin().await?;
-    let task: Option<String> = sqlx::query_scalar("SELECT task FROM model_version WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let task: Task = task
-        .ok_or_else(|| MlError::NotFound(format!("model version {id}")))?
-        .parse()?;
+    let row: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT task, status, status_reason FROM model_version WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (task, status, reason) = row.ok_or_else(|| MlError::NotFound(format!("model version {id}")))?;
+    if status == "rejected" {
+        return Err(MlError::Invalid(format!(
+            "model version {id} was rejected and cannot serve: {}",
+            reason.unwrap_or_default()
+        )));
+    }
+    let task: Task = task.parse()?;
     lock_task(&mut tx, task).await?;
     let active = active_in(&mut tx, task).await?.map(|(a, _)| a);
     if active == Some(id) {
         return Ok((task, None));
     }
     sqlx::query(
-        "UPDATE model_version SET status = 'retired' WHERE task = $1 AND status = 'active'",
+        "UPDATE model_version SET status = 'retired', status_reason = $2 \
+         WHERE task = $1 AND status = 'active'",
     )
     .bind(task.as_str())
+    .bind(format!("replaced by hand with {id}"))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE model_version SET status = 'active', activated_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE model_version SET status = 'active', activated_at = now(), \
+         status_reason = 'activated by hand' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((task, active))
 }
@@ -366,5 +482,33 @@ mod tests {
             assert_eq!(t.as_str().parse::<Task>().unwrap(), t);
         }
         assert!("forecast".parse::<Task>().is_err());
+    }
+
+    #[test]
+    fn the_gate_wants_chance_and_every_baseline_beaten_by_the_margin() {
+        let churn = |auc: f64, low: f64, recency: f64, bgnbd: f64| {
+            serde_json::json!({
+                "roc_auc": auc,
+                "roc_auc_ci": {"low": low, "high": auc + 0.02},
+                "baselines": {"recency": {"roc_auc": recency}, "bgnbd": {"roc_auc": bgnbd}},
+            })
+        };
+        let ok = judge(Task::Churn, &churn(0.80, 0.78, 0.72, 0.77), 0.005).unwrap();
+        assert!(ok.contains("recency 0.720") && ok.contains("bgnbd 0.770"), "{ok}");
+        let worse = judge(Task::Churn, &churn(0.709, 0.68, 0.727, 0.77), 0.005).unwrap_err();
+        assert!(worse.contains("does not beat"), "{worse}");
+        let within_margin = judge(Task::Churn, &churn(0.773, 0.75, 0.72, 0.77), 0.005);
+        assert!(within_margin.is_err(), "a tie with a baseline is not a win");
+        let chance = judge(Task::Churn, &churn(0.53, 0.49, 0.5, 0.5), 0.005).unwrap_err();
+        assert!(chance.contains("chance"), "{chance}");
+        // A task whose baselines are listed differently is judged the same way.
+        let ltv = serde_json::json!({"r2": 0.3, "baselines": {"bgnbd_gamma_gamma": {"r2": 0.35}}});
+        assert!(judge(Task::Ltv, &ltv, 0.005).unwrap_err().contains("bgnbd gamma gamma"));
+        let no_skill = serde_json::json!({"r2": -0.003});
+        assert!(judge(Task::Ltv, &no_skill, 0.005).is_err());
+        let thin = serde_json::json!({"not_enough_data": "12 customers"});
+        assert_eq!(judge(Task::Churn, &thin, 0.005).unwrap_err(), "not enough data: 12 customers");
+        // Segments have no chance level and no baseline.
+        assert!(judge(Task::Segment, &serde_json::json!({"silhouette": 0.1}), 0.005).is_ok());
     }
 }

@@ -1,25 +1,38 @@
-//! Scoring with the active models: churn probability with its strongest reasons, the
-//! predicted spend over the horizon, and the segment.
+//! Scoring with the active models: churn probability with its risk tier and strongest
+//! reasons, the predicted spend over the horizon, and the segment.
 //!
 //! Who gets what: every profile gets a segment (those who never ordered are
 //! "Prospects"); churn and LTV are only predicted for profiles with at least one order,
 //! the population those models were trained on — a churn probability for someone who
 //! never bought would be a number without a meaning.
 //!
-//! Churn reasons are LightGBM's per-feature contributions (SHAP values in log-odds):
+//! What serves a task is whatever the registry activated: LightGBM over the features and
+//! the BTYD outputs, or — when LightGBM did not beat it — the BG/NBD baseline itself
+//! (churn: its probability of no purchase in the horizon; LTV: BG/NBD × Gamma-Gamma).
+//! Artefacts are JSON ([`ChurnArtefact`], [`LtvArtefact`]) holding the fitted BTYD
+//! parameters, the LightGBM model text and the calibration.
+//!
+//! Risk tiers are cut-offs on the *calibrated* probability ([`RiskTiers`], configurable),
+//! so they mean the same at every brand: "high" is at least `ML_CHURN_TIER_HIGH` likely
+//! to churn, whatever the brand's base rate.
+//!
+//! Churn reasons (LightGBM only) are per-input contributions (SHAP values in log-odds):
 //! the three with the largest magnitude, positive meaning "pushes towards churn".
-//! Features that do not move the score (a model too small to use them) are no reason.
+//! Inputs that do not move the score (a model too small to use them) are no reason.
 
 use domain::api::ModelStatus;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::MlError;
-use crate::features::{FEATURE_NAMES, Features, N_FEATURES};
+use crate::btyd::Btyd;
+use crate::calibration::Calibrator;
+use crate::features::{FEATURE_SET_VERSION, Features};
 use crate::gbm::GbmModel;
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
-use crate::train::matrix;
+use crate::train::{N_INPUTS, input_names, inputs};
 
 /// Churn reasons reported per profile.
 const TOP_REASONS: usize = 3;
@@ -35,10 +48,100 @@ pub struct Prediction {
     pub model_version_id: Uuid,
     /// Churn probability or predicted spend.
     pub score: Option<f64>,
-    /// Churn band (`high`, `medium`, `low`) or segment name.
+    /// Churn tier (`high`, `medium`, `low`) or segment name.
     pub label: Option<String>,
     /// Task-specific details (churn reasons, horizon, centroid distances).
     pub details: serde_json::Value,
+}
+
+/// Cut-offs of calibrated churn probability that define the risk tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RiskTiers {
+    /// From this probability up: `high`.
+    pub high: f64,
+    /// From this probability up (below `high`): `medium`; below: `low`.
+    pub medium: f64,
+}
+
+impl Default for RiskTiers {
+    fn default() -> Self {
+        Self {
+            high: 0.7,
+            medium: 0.4,
+        }
+    }
+}
+
+impl RiskTiers {
+    /// The tier of a calibrated churn probability.
+    pub fn tier(&self, probability: f64) -> &'static str {
+        if probability >= self.high {
+            "high"
+        } else if probability >= self.medium {
+            "medium"
+        } else {
+            "low"
+        }
+    }
+}
+
+/// What a churn version's artefact holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChurnArtefact {
+    /// LightGBM over features and BTYD outputs, with its calibration.
+    Lightgbm {
+        /// BTYD models whose outputs are inputs.
+        btyd: Btyd,
+        /// Calibration of LightGBM's probability.
+        calibrator: Calibrator,
+        /// F1-best threshold on the calibrated probability.
+        threshold: f64,
+        /// LightGBM model text.
+        model: String,
+    },
+    /// BG/NBD's probability of no purchase in the horizon.
+    Bgnbd {
+        /// The fitted models.
+        btyd: Btyd,
+    },
+}
+
+/// What an LTV version's artefact holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LtvArtefact {
+    /// LightGBM regression over features and BTYD outputs.
+    Lightgbm {
+        /// BTYD models whose outputs are inputs.
+        btyd: Btyd,
+        /// LightGBM model text.
+        model: String,
+    },
+    /// BG/NBD expected purchases × Gamma-Gamma expected order value.
+    BgnbdGammaGamma {
+        /// The fitted models.
+        btyd: Btyd,
+    },
+}
+
+/// How the active churn version scores.
+#[derive(Debug)]
+pub enum ChurnScorer {
+    /// LightGBM, calibrated.
+    Gbm {
+        /// BTYD models whose outputs are inputs.
+        btyd: Btyd,
+        /// The classifier.
+        model: GbmModel,
+        /// Its calibration.
+        calibrator: Calibrator,
+    },
+    /// The BG/NBD baseline.
+    Bgnbd {
+        /// The fitted models.
+        btyd: Btyd,
+    },
 }
 
 /// The active churn model.
@@ -46,10 +149,27 @@ pub struct Prediction {
 pub struct ActiveChurn {
     /// Its registry id.
     pub version_id: Uuid,
-    /// The classifier.
-    pub model: GbmModel,
-    /// Its decision threshold.
+    /// What scores.
+    pub scorer: ChurnScorer,
+    /// Its decision threshold (reported; tiers use [`RiskTiers`]).
     pub threshold: f64,
+}
+
+/// How the active LTV version scores.
+#[derive(Debug)]
+pub enum LtvScorer {
+    /// LightGBM regression.
+    Gbm {
+        /// BTYD models whose outputs are inputs.
+        btyd: Btyd,
+        /// The regression.
+        model: GbmModel,
+    },
+    /// BG/NBD × Gamma-Gamma.
+    BgnbdGammaGamma {
+        /// The fitted models.
+        btyd: Btyd,
+    },
 }
 
 /// The active LTV model.
@@ -57,8 +177,8 @@ pub struct ActiveChurn {
 pub struct ActiveLtv {
     /// Its registry id.
     pub version_id: Uuid,
-    /// The regression.
-    pub model: GbmModel,
+    /// What scores.
+    pub scorer: LtvScorer,
     /// Days of spend it predicts.
     pub horizon_days: u32,
 }
@@ -81,32 +201,73 @@ pub struct ActiveModels {
     pub ltv: Option<ActiveLtv>,
     /// Segments, if active.
     pub segments: Option<ActiveSegments>,
+    /// Churn risk tiers.
+    pub tiers: RiskTiers,
+}
+
+fn gbm(text: &str) -> Result<GbmModel, String> {
+    let model = GbmModel::from_text(text).map_err(|e| e.to_string())?;
+    if model.n_features() != N_INPUTS {
+        return Err(format!(
+            "model expects {} inputs, this build computes {N_INPUTS}",
+            model.n_features()
+        ));
+    }
+    Ok(model)
 }
 
 impl ActiveModels {
     /// Builds the scorers from registry rows (the active ones; others are ignored).
-    pub fn from_versions(versions: &[ModelVersion]) -> Result<Self, MlError> {
-        let mut models = ActiveModels::default();
+    /// Churn and LTV versions trained on another feature set cannot be scored by this
+    /// build and are skipped (with a warning): the next training run replaces them.
+    pub fn from_versions(versions: &[ModelVersion], tiers: RiskTiers) -> Result<Self, MlError> {
+        let mut models = ActiveModels {
+            tiers,
+            ..ActiveModels::default()
+        };
         for v in versions.iter().filter(|v| v.status == ModelStatus::Active) {
-            let artefact = |e: &dyn std::fmt::Display| {
-                MlError::Artefact(format!("model version {}: {e}", v.id))
-            };
+            let artefact =
+                |e: &dyn std::fmt::Display| MlError::Artefact(format!("model version {}: {e}", v.id));
+            if matches!(v.task, Task::Churn | Task::Ltv) && v.feature_set_version != FEATURE_SET_VERSION {
+                tracing::warn!(
+                    version = %v.id, task = %v.task, feature_set = v.feature_set_version,
+                    "active model was trained on another feature set; not serving it until retrained"
+                );
+                continue;
+            }
             match v.task {
                 Task::Churn => {
-                    let model = GbmModel::from_text(&v.artefact).map_err(|e| artefact(&e))?;
-                    let threshold = v.metrics["threshold"].as_f64().unwrap_or(0.5);
+                    let scorer = match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
+                        ChurnArtefact::Lightgbm {
+                            btyd,
+                            calibrator,
+                            threshold: _,
+                            model,
+                        } => ChurnScorer::Gbm {
+                            btyd,
+                            model: gbm(&model).map_err(|e| artefact(&e))?,
+                            calibrator,
+                        },
+                        ChurnArtefact::Bgnbd { btyd } => ChurnScorer::Bgnbd { btyd },
+                    };
                     models.churn = Some(ActiveChurn {
                         version_id: v.id,
-                        model,
-                        threshold,
+                        scorer,
+                        threshold: v.metrics["threshold"].as_f64().unwrap_or(0.5),
                     });
                 }
                 Task::Ltv => {
-                    let model = GbmModel::from_text(&v.artefact).map_err(|e| artefact(&e))?;
+                    let scorer = match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
+                        LtvArtefact::Lightgbm { btyd, model } => LtvScorer::Gbm {
+                            btyd,
+                            model: gbm(&model).map_err(|e| artefact(&e))?,
+                        },
+                        LtvArtefact::BgnbdGammaGamma { btyd } => LtvScorer::BgnbdGammaGamma { btyd },
+                    };
                     let horizon_days = v.params["horizon_days"].as_u64().unwrap_or(90) as u32;
                     models.ltv = Some(ActiveLtv {
                         version_id: v.id,
-                        model,
+                        scorer,
                         horizon_days,
                     });
                 }
@@ -119,20 +280,6 @@ impl ActiveModels {
                     });
                 }
                 Task::Recommend => {}
-            }
-        }
-        for m in [
-            models.churn.as_ref().map(|c| &c.model),
-            models.ltv.as_ref().map(|l| &l.model),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if m.n_features() != N_FEATURES {
-                return Err(MlError::Artefact(format!(
-                    "model expects {} features, this build computes {N_FEATURES}",
-                    m.n_features()
-                )));
             }
         }
         Ok(models)
@@ -157,40 +304,66 @@ impl ActiveModels {
     pub fn score(&self, rows: &[(Uuid, Features)]) -> Result<Vec<Prediction>, MlError> {
         let mut out = Vec::new();
         let buyers: Vec<&(Uuid, Features)> = rows.iter().filter(|(_, f)| f.has_ordered()).collect();
-        let x = matrix(&buyers.iter().map(|(_, f)| *f).collect::<Vec<_>>());
+        let features: Vec<Features> = buyers.iter().map(|(_, f)| *f).collect();
 
         if let (Some(churn), false) = (&self.churn, buyers.is_empty()) {
-            let p = churn.model.predict(&x)?;
-            let contrib = churn.model.contributions(&x)?;
-            for (i, (id, f)) in buyers.iter().enumerate() {
-                let row = &contrib[i * (N_FEATURES + 1)..i * (N_FEATURES + 1) + N_FEATURES];
-                let band = if p[i] >= churn.threshold {
-                    "high"
-                } else if p[i] >= churn.threshold / 2.0 {
-                    "medium"
-                } else {
-                    "low"
-                };
+            let (p, reasons, model) = match &churn.scorer {
+                ChurnScorer::Gbm {
+                    btyd,
+                    model,
+                    calibrator,
+                } => {
+                    let x = inputs(&features, btyd);
+                    let p = calibrator.apply_all(&model.predict(&x)?);
+                    let contrib = model.contributions(&x)?;
+                    let reasons: Vec<serde_json::Value> = (0..features.len())
+                        .map(|i| {
+                            top_reasons(
+                                &x[i * N_INPUTS..(i + 1) * N_INPUTS],
+                                &contrib[i * (N_INPUTS + 1)..i * (N_INPUTS + 1) + N_INPUTS],
+                            )
+                        })
+                        .collect();
+                    (p, reasons, "lightgbm")
+                }
+                ChurnScorer::Bgnbd { btyd } => {
+                    let p: Vec<f64> = btyd.derived(&features).iter().map(|d| d[1]).collect();
+                    (p, vec![json!([]); features.len()], "bgnbd")
+                }
+            };
+            for (i, (id, _)) in buyers.iter().enumerate() {
                 out.push(Prediction {
                     profile_id: *id,
                     task: Task::Churn,
                     model_version_id: churn.version_id,
                     score: Some(p[i]),
-                    label: Some(band.to_owned()),
-                    details: json!({"threshold": churn.threshold, "top_reasons": top_reasons(f, row)}),
+                    label: Some(self.tiers.tier(p[i]).to_owned()),
+                    details: json!({
+                        "model": model,
+                        "tiers": self.tiers,
+                        "threshold": churn.threshold,
+                        "top_reasons": reasons[i],
+                    }),
                 });
             }
         }
         if let (Some(ltv), false) = (&self.ltv, buyers.is_empty()) {
-            let spend = ltv.model.predict(&x)?;
+            let (spend, model) = match &ltv.scorer {
+                LtvScorer::Gbm { btyd, model } => (model.predict(&inputs(&features, btyd))?, "lightgbm"),
+                LtvScorer::BgnbdGammaGamma { btyd } => (
+                    btyd.derived(&features).iter().map(|d| d[4]).collect(),
+                    "bgnbd_gamma_gamma",
+                ),
+            };
             for (i, (id, _)) in buyers.iter().enumerate() {
+                let value = spend[i];
                 out.push(Prediction {
                     profile_id: *id,
                     task: Task::Ltv,
                     model_version_id: ltv.version_id,
-                    score: Some(spend[i].max(0.0)),
+                    score: value.is_finite().then_some(value.max(0.0)),
                     label: None,
-                    details: json!({"horizon_days": ltv.horizon_days}),
+                    details: json!({"model": model, "horizon_days": ltv.horizon_days}),
                 });
             }
         }
@@ -220,9 +393,9 @@ fn finite(v: f32) -> Option<f32> {
     v.is_finite().then_some(v)
 }
 
-/// The strongest contributions of one row, largest magnitude first.
-fn top_reasons(f: &Features, contributions: &[f64]) -> serde_json::Value {
-    let values = f.to_vec();
+/// The strongest contributions of one row of inputs, largest magnitude first.
+fn top_reasons(values: &[f32], contributions: &[f64]) -> serde_json::Value {
+    let names = input_names();
     let mut idx: Vec<usize> = (0..contributions.len()).collect();
     idx.sort_by(|&a, &b| {
         contributions[b]
@@ -233,7 +406,7 @@ fn top_reasons(f: &Features, contributions: &[f64]) -> serde_json::Value {
     idx.into_iter()
         .filter(|&i| contributions[i] != 0.0)
         .take(TOP_REASONS)
-        .map(|i| json!({"feature": FEATURE_NAMES[i], "value": finite(values[i]), "contribution": contributions[i]}))
+        .map(|i| json!({"feature": names[i], "value": finite(values[i]), "contribution": contributions[i]}))
         .collect()
 }
 
@@ -243,27 +416,31 @@ mod tests {
 
     #[test]
     fn reasons_are_the_largest_contributions() {
-        let f = Features {
-            recency_days: 200.0,
-            frequency: 2.0,
-            ..Features::default()
-        };
-        let mut c = vec![0.0; N_FEATURES];
+        let mut x = vec![0.0_f32; N_INPUTS];
+        x[0] = 200.0;
+        x[1] = 2.0;
+        let mut c = vec![0.0; N_INPUTS];
         c[0] = 1.5; // recency pushes towards churn
         c[1] = -0.7; // frequency away from it
-        c[5] = 0.2;
-        let r = top_reasons(&f, &c);
+        c[N_INPUTS - 1] = 0.2; // a BTYD output
+        let r = top_reasons(&x, &c);
         assert_eq!(r[0]["feature"], "recency_days");
         assert_eq!(r[0]["value"], 200.0);
         assert_eq!(r[1]["feature"], "frequency");
         assert_eq!(r[1]["contribution"], -0.7);
-        assert_eq!(r[2]["feature"], FEATURE_NAMES[5]);
+        assert_eq!(r[2]["feature"], "bgnbd_gg_expected_spend");
         assert_eq!(r.as_array().unwrap().len(), TOP_REASONS);
         // A model without splits explains nothing: no reasons rather than zeros.
-        let none = top_reasons(&f, &vec![0.0; N_FEATURES]);
+        let none = top_reasons(&x, &vec![0.0; N_INPUTS]);
         assert!(none.as_array().unwrap().is_empty());
         c[1] = 0.0;
-        c[5] = 0.0;
-        assert_eq!(top_reasons(&f, &c).as_array().unwrap().len(), 1);
+        c[N_INPUTS - 1] = 0.0;
+        assert_eq!(top_reasons(&x, &c).as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tiers_follow_the_calibrated_probability() {
+        let t = RiskTiers::default();
+        assert_eq!((t.tier(0.95), t.tier(0.7), t.tier(0.5), t.tier(0.39)), ("high", "high", "medium", "low"));
     }
 }

@@ -2,47 +2,79 @@
 //! database, so `ctl ml train`, `ctl ml eval`, ml-inference and the benchmark all run
 //! exactly this code on histories they loaded their own way.
 //!
-//! Time split (registry training, [`train_all`]): with `T` the end of the data and `H`
-//! the horizon, training rows are the features of every buyer as of `T − 2H` labelled
-//! by what they did in `[T − 2H, T − H)`; test rows are features as of `T − H` labelled
-//! by `[T − H, T)`. The model is judged on a later period than it learnt from, as it
-//! will be used. The churn decision threshold is the F1-best one on a validation slice
-//! (15% of training profiles, chosen by a seeded hash), never on the test rows.
+//! One procedure, [`evaluate_and_fit`], serves the registry and `ctl ml eval` alike:
 //!
-//! Customer split ([`evaluate_holdout`], for `ctl ml eval`): one cutoff, profiles split
-//! into training and held-out sets by a seeded hash.
+//! - **Rows.** With `c` the cutoff (for a live brand: now − H, the latest point whose
+//!   horizon has fully happened), every customer who bought before `c` gives a row of
+//!   features as of `c` labelled by what they did in `[c, c + H)`. Where history allows,
+//!   earlier cutoffs `c − kΔ` ([`rolling_cutoffs`]) add more rows per customer: more to
+//!   learn from on small data.
+//! - **Fitting** ([`ChurnModel::fit`], [`LtvModel::fit`]): BG/NBD and Gamma-Gamma on the
+//!   training customers, whose outputs join the features; 20 % of the training
+//!   customers are a validation fold for early stopping and for calibrating the churn
+//!   probability; LightGBM's capacity follows the number of rows
+//!   ([`GbmParams::adapted`]).
+//! - **Evaluation by cross-fitting** ([`crate::crossfit`]): customers are split into k
+//!   folds; each fold is scored by a model fitted on the other folds only (all of a
+//!   customer's rows, at every cutoff, stay on one side), so every customer is scored
+//!   by a model that never saw them. The model, recency alone and BG/NBD (Gamma-Gamma ×
+//!   BG/NBD for spend) are measured on the same customers, with bootstrap intervals.
+//! - **The served model** is then fitted the same way on every customer; the
+//!   cross-fitted figures estimate how it does on customers it has not seen.
 //!
 //! Population: churn and LTV rows are profiles with at least one order before the
 //! cutoff — "churn" means nothing for someone who never bought. Everyone is still
-//! scored (see [`crate::scoring`]).
+//! scored for segments (see [`crate::scoring`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::MlError;
-use crate::features::{self, Features, N_FEATURES, Outcome};
+use crate::btyd::{Btyd, DERIVED_NAMES};
+use crate::calibration::{Calibrator, ReliabilityBin, reliability};
+use crate::crossfit::{self, Interval};
+use crate::features::{self, FEATURE_NAMES, Features, N_FEATURES, Outcome};
 use crate::gbm::{GbmModel, GbmParams, Objective};
 use crate::history::ProfileHistory;
 use crate::metrics::{
-    ClassificationMetrics, RegressionMetrics, average_precision, best_f1_threshold, roc_auc,
+    ClassificationMetrics, RegressionMetrics, average_precision, best_f1_threshold, brier,
+    roc_auc,
 };
 use crate::segments::{self, SegmentMetrics, SegmentModel};
 
-/// Share of training profiles held back to choose the churn threshold.
-const VALIDATION_SHARE: f64 = 0.15;
-/// Fewest labelled rows worth training on.
-const MIN_ROWS: usize = 50;
+/// Share of training customers held back for early stopping and calibration.
+const VALIDATION_SHARE: f64 = 0.2;
+/// Fewest buyers at the cutoff worth training churn and LTV on.
+pub const MIN_BUYERS: usize = 100;
+/// Fewest customers of each churn outcome worth training on.
+pub const MIN_PER_CLASS: usize = 15;
+/// Earlier cutoffs added for more training rows, at most.
+const MAX_EXTRA_WINDOWS: usize = 3;
+/// Reliability curve bins.
+const RELIABILITY_BINS: usize = 10;
+/// Bootstrap resamples for the intervals.
+const BOOTSTRAP: usize = 200;
 
-/// Features and outcomes of the buyers among some profiles, at one cutoff.
+/// Number of model inputs: the features, then the BTYD outputs.
+pub const N_INPUTS: usize = N_FEATURES + DERIVED_NAMES.len();
+
+/// Names of the model inputs, in column order.
+pub fn input_names() -> Vec<&'static str> {
+    FEATURE_NAMES.iter().copied().chain(DERIVED_NAMES).collect()
+}
+
+/// Features and outcomes of the buyers among some profiles, at one or more cutoffs.
 #[derive(Debug, Clone, Default)]
 pub struct LabelledRows {
     /// The profiles, one per row.
     pub profile_ids: Vec<Uuid>,
-    /// Their features as of the cutoff.
+    /// Their features as of the row's cutoff.
     pub features: Vec<Features>,
     /// What they did in the horizon after it.
     pub outcomes: Vec<Outcome>,
+    /// Which cutoff: 0 for the main one, k for the k-th earlier one.
+    pub window: Vec<u8>,
 }
 
 impl LabelledRows {
@@ -56,11 +88,6 @@ impl LabelledRows {
         self.features.is_empty()
     }
 
-    /// The feature matrix, row-major.
-    pub fn matrix(&self) -> Vec<f32> {
-        matrix(&self.features)
-    }
-
     /// Churn labels (1 = no order in the horizon).
     pub fn churned(&self) -> Vec<bool> {
         self.outcomes.iter().map(Outcome::churned).collect()
@@ -72,18 +99,31 @@ impl LabelledRows {
     }
 
     /// The rows whose index satisfies `keep`.
-    fn select(&self, keep: impl Fn(usize) -> bool) -> Self {
+    pub fn select(&self, keep: impl Fn(usize) -> bool) -> Self {
         let mut out = Self::default();
         for i in (0..self.len()).filter(|i| keep(*i)) {
             out.profile_ids.push(self.profile_ids[i]);
             out.features.push(self.features[i]);
             out.outcomes.push(self.outcomes[i]);
+            out.window.push(self.window[i]);
         }
         out
     }
+
+    /// The rows at the main cutoff.
+    pub fn main_window(&self) -> Self {
+        self.select(|i| self.window[i] == 0)
+    }
+
+    fn append(&mut self, mut other: Self) {
+        self.profile_ids.append(&mut other.profile_ids);
+        self.features.append(&mut other.features);
+        self.outcomes.append(&mut other.outcomes);
+        self.window.append(&mut other.window);
+    }
 }
 
-/// Row-major matrix of feature vectors.
+/// Row-major matrix of feature vectors (the features alone, without BTYD outputs).
 pub fn matrix(features: &[Features]) -> Vec<f32> {
     let mut x = Vec::with_capacity(features.len() * N_FEATURES);
     for f in features {
@@ -92,8 +132,19 @@ pub fn matrix(features: &[Features]) -> Vec<f32> {
     x
 }
 
+/// Row-major matrix of model inputs: each profile's features, then what `btyd` says
+/// of them.
+pub fn inputs(features: &[Features], btyd: &Btyd) -> Vec<f32> {
+    let mut x = Vec::with_capacity(features.len() * N_INPUTS);
+    for (f, d) in features.iter().zip(btyd.derived(features)) {
+        x.extend(f.to_vec());
+        x.extend(d.iter().map(|v| *v as f32));
+    }
+    x
+}
+
 /// Runs `f` over `items` on every core, keeping order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = items.len().div_ceil(threads).max(256);
     std::thread::scope(|s| {
@@ -109,11 +160,20 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 /// Features as of `cutoff` and outcomes over the horizon after it, for every profile
-/// that had ordered before `cutoff`.
+/// that had ordered before `cutoff` (all in window 0).
 pub fn labelled_rows(
     histories: &[ProfileHistory],
     cutoff: DateTime<Utc>,
     horizon_days: u32,
+) -> LabelledRows {
+    rows_at(histories, cutoff, horizon_days, 0)
+}
+
+fn rows_at(
+    histories: &[ProfileHistory],
+    cutoff: DateTime<Utc>,
+    horizon_days: u32,
+    window: u8,
 ) -> LabelledRows {
     let rows = par_map(histories, |h| {
         let f = features::compute(h, cutoff);
@@ -125,8 +185,42 @@ pub fn labelled_rows(
         out.profile_ids.push(id);
         out.features.push(f);
         out.outcomes.push(o);
+        out.window.push(window);
     }
     out
+}
+
+/// The earlier cutoffs that add training rows: every Δ = max(H/3, 30 days) before
+/// `cutoff`, at most [`MAX_EXTRA_WINDOWS`] of them, each leaving at least Δ of history
+/// after `data_start` (a cutoff with almost no history teaches nothing about the
+/// customers scored at `cutoff`).
+pub fn rolling_cutoffs(
+    cutoff: DateTime<Utc>,
+    horizon_days: u32,
+    data_start: Option<DateTime<Utc>>,
+) -> Vec<DateTime<Utc>> {
+    let Some(start) = data_start else {
+        return Vec::new();
+    };
+    let step = Duration::days(i64::from((horizon_days / 3).max(30)));
+    (1..=MAX_EXTRA_WINDOWS as i32)
+        .map(|k| cutoff - step * k)
+        .take_while(|c| *c - step >= start)
+        .collect()
+}
+
+/// Rows at `cutoff` (window 0) and at each of `earlier` (windows 1, 2, ...).
+pub fn rolling_rows(
+    histories: &[ProfileHistory],
+    cutoff: DateTime<Utc>,
+    earlier: &[DateTime<Utc>],
+    horizon_days: u32,
+) -> LabelledRows {
+    let mut rows = rows_at(histories, cutoff, horizon_days, 0);
+    for (k, c) in earlier.iter().enumerate() {
+        rows.append(rows_at(histories, *c, horizon_days, k as u8 + 1));
+    }
+    rows
 }
 
 /// Features of every profile as of `as_of` (for segments and scoring).
@@ -135,130 +229,388 @@ pub fn features_as_of(histories: &[ProfileHistory], as_of: DateTime<Utc>) -> Vec
 }
 
 /// A seeded, stable split of profiles: `true` for about `share` of them.
-fn in_share(profile_id: Uuid, seed: u64, share: f64) -> bool {
-    let (hi, lo) = profile_id.as_u64_pair();
-    let mut z = hi ^ lo.rotate_left(17) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z as f64 / u64::MAX as f64) < share
+pub(crate) fn in_share(profile_id: Uuid, seed: u64, share: f64) -> bool {
+    (crossfit::hash(profile_id, seed) as f64 / u64::MAX as f64) < share
 }
 
-/// A trained churn classifier and its decision threshold.
-#[derive(Debug)]
-pub struct ChurnModel {
-    /// The LightGBM binary model.
-    pub model: GbmModel,
-    /// Probability at or above which a profile is called likely to churn.
-    pub threshold: f64,
+/// Training rows split by customer into those fitted on and the validation fold
+/// (main-cutoff rows only: the fold stands for the customers the model will score).
+fn split_validation(rows: &LabelledRows, seed: u64) -> (LabelledRows, LabelledRows) {
+    let valid = |i: usize| in_share(rows.profile_ids[i], seed ^ 0x0A11_DA7E, VALIDATION_SHARE);
+    (
+        rows.select(|i| !valid(i)),
+        rows.select(|i| valid(i) && rows.window[i] == 0),
+    )
 }
 
-/// How the churn model did on the test rows, beside the recency-only baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChurnReport {
-    /// The model's metrics.
-    #[serde(flatten)]
-    pub metrics: ClassificationMetrics,
-    /// ROC-AUC of ranking by days since the last order alone.
-    pub baseline_recency_roc_auc: f64,
-    /// Average precision of that ranking.
-    pub baseline_recency_pr_auc: f64,
-    /// Rows the model was fitted on.
-    pub train_rows: usize,
-    /// Rows the threshold was chosen on.
-    pub validation_rows: usize,
-}
-
-/// How the LTV model did on the test rows, beside the past-spend-rate baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LtvReport {
-    /// The model's metrics.
-    #[serde(flatten)]
-    pub metrics: RegressionMetrics,
-    /// The naive baseline's metrics on the same rows.
-    pub baseline_past_spend_rate: RegressionMetrics,
-    /// Rows the model was fitted on.
-    pub train_rows: usize,
-}
-
-fn ensure_rows(what: &str, rows: &LabelledRows) -> Result<(), MlError> {
-    if rows.len() < MIN_ROWS {
+/// Refuses data too small or too one-sided to learn churn from.
+pub fn ensure_learnable(rows: &LabelledRows) -> Result<(), MlError> {
+    let main = rows.main_window();
+    let churned = main.churned().iter().filter(|c| **c).count();
+    let stayed = main.len() - churned;
+    if main.len() < MIN_BUYERS || churned < MIN_PER_CLASS || stayed < MIN_PER_CLASS {
         return Err(MlError::NotEnoughData(format!(
-            "{what}: {} buyers, at least {MIN_ROWS} needed",
-            rows.len()
+            "{} customers with a full horizon of history ({churned} churned, {stayed} bought \
+             again); at least {MIN_BUYERS}, with {MIN_PER_CLASS} of each, are needed",
+            main.len()
         )));
     }
     Ok(())
 }
 
-/// Trains the churn classifier on `train` and measures it on `test`.
-pub fn train_churn(
-    train: &LabelledRows,
-    test: &LabelledRows,
-    params: &GbmParams,
-) -> Result<(ChurnModel, ChurnReport), MlError> {
-    ensure_rows("churn training rows", train)?;
-    ensure_rows("churn test rows", test)?;
-    let validation = |i: usize| in_share(train.profile_ids[i], params.seed, VALIDATION_SHARE);
-    let fit = train.select(|i| !validation(i));
-    let valid = train.select(validation);
-    let labels = |rows: &LabelledRows| -> Vec<f32> {
-        rows.churned()
-            .into_iter()
-            .map(|c| f32::from(u8::from(c)))
-            .collect()
-    };
-    let model = GbmModel::train(&fit.matrix(), &labels(&fit), N_FEATURES, params)?;
-    let threshold = if valid.is_empty() {
-        0.5
-    } else {
-        best_f1_threshold(&model.predict(&valid.matrix())?, &valid.churned()).0
-    };
-    let p = model.predict(&test.matrix())?;
-    let churned = test.churned();
-    let recency: Vec<f64> = test
-        .features
-        .iter()
-        .map(|f| f64::from(f.recency_days))
-        .collect();
-    let report = ChurnReport {
-        metrics: ClassificationMetrics::measure(&p, &churned, threshold),
-        baseline_recency_roc_auc: roc_auc(&recency, &churned),
-        baseline_recency_pr_auc: average_precision(&recency, &churned),
-        train_rows: fit.len(),
-        validation_rows: valid.len(),
-    };
-    Ok((ChurnModel { model, threshold }, report))
+fn as_labels(churned: &[bool]) -> Vec<f32> {
+    churned.iter().map(|c| f32::from(u8::from(*c))).collect()
 }
 
-/// Trains the LTV regression on `train` and measures it on `test`.
-pub fn train_ltv(
-    train: &LabelledRows,
-    test: &LabelledRows,
+/// A trained churn classifier: BTYD inputs, LightGBM, the calibration of its
+/// probability and the F1-best decision threshold (on calibrated probabilities).
+#[derive(Debug)]
+pub struct ChurnModel {
+    /// BG/NBD and Gamma-Gamma, fitted on the training customers.
+    pub btyd: Btyd,
+    /// The LightGBM binary model.
+    pub model: GbmModel,
+    /// Calibration of its probability, fitted on the validation fold.
+    pub calibrator: Calibrator,
+    /// Calibrated probability at or above which a profile is called likely to churn.
+    pub threshold: f64,
+    /// Hyper-parameters it was trained with.
+    pub params: GbmParams,
+}
+
+impl ChurnModel {
+    /// Fits on `rows` (see the module doc).
+    pub fn fit(rows: &LabelledRows, horizon_days: u32, seed: u64) -> Result<Self, MlError> {
+        ensure_learnable(rows)?;
+        let (fit, valid) = split_validation(rows, seed);
+        let btyd = Btyd::fit(&fit.main_window().features, horizon_days);
+        let params = GbmParams::adapted(Objective::Binary, seed, fit.len());
+        let x = inputs(&fit.features, &btyd);
+        let vx = inputs(&valid.features, &btyd);
+        let model = GbmModel::train_with_validation(
+            (&x, &as_labels(&fit.churned())),
+            (&vx, &as_labels(&valid.churned())),
+            N_INPUTS,
+            &params,
+        )?;
+        let raw = model.predict(&vx)?;
+        let calibrator = Calibrator::fit(&raw, &valid.churned()).unwrap_or(Calibrator::Identity);
+        let threshold = if valid.is_empty() {
+            0.5
+        } else {
+            best_f1_threshold(&calibrator.apply_all(&raw), &valid.churned()).0
+        };
+        Ok(Self {
+            btyd,
+            model,
+            calibrator,
+            threshold,
+            params,
+        })
+    }
+
+    /// LightGBM's own probability for each profile (before calibration).
+    pub fn uncalibrated(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
+        Ok(self.model.predict(&inputs(features, &self.btyd))?)
+    }
+}
+
+/// A trained spend regression with its BTYD inputs.
+#[derive(Debug)]
+pub struct LtvModel {
+    /// BG/NBD and Gamma-Gamma, fitted on the training customers.
+    pub btyd: Btyd,
+    /// The LightGBM regression.
+    pub model: GbmModel,
+    /// Hyper-parameters it was trained with.
+    pub params: GbmParams,
+}
+
+impl LtvModel {
+    /// Fits on `rows` (see the module doc).
+    pub fn fit(rows: &LabelledRows, horizon_days: u32, seed: u64) -> Result<Self, MlError> {
+        ensure_learnable(rows)?;
+        let (fit, valid) = split_validation(rows, seed);
+        let btyd = Btyd::fit(&fit.main_window().features, horizon_days);
+        let params = GbmParams::adapted(Objective::Regression, seed, fit.len());
+        let spend = |r: &LabelledRows| -> Vec<f32> { r.spend().iter().map(|s| *s as f32).collect() };
+        let model = GbmModel::train_with_validation(
+            (&inputs(&fit.features, &btyd), &spend(&fit)),
+            (&inputs(&valid.features, &btyd), &spend(&valid)),
+            N_INPUTS,
+            &params,
+        )?;
+        Ok(Self {
+            btyd,
+            model,
+            params,
+        })
+    }
+
+    /// Predicted spend in the horizon for each profile (never negative).
+    pub fn predict(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
+        Ok(self
+            .model
+            .predict(&inputs(features, &self.btyd))?
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect())
+    }
+}
+
+/// A ranking metric with its bootstrap interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    /// ROC-AUC.
+    pub roc_auc: f64,
+    /// 95 % bootstrap interval of the ROC-AUC.
+    pub roc_auc_ci: Interval,
+    /// Average precision.
+    pub pr_auc: f64,
+    /// Brier score, for scores that are probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
+}
+
+/// The churn baselines, on the same customers as the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnBaselines {
+    /// Ranking by days since the last order.
+    pub recency: Ranked,
+    /// BG/NBD's probability of no purchase in the horizon (fitted on the same
+    /// training folds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgnbd: Option<Ranked>,
+}
+
+/// How the churn model did on cross-fitted customers, beside its baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnReport {
+    /// The model's metrics (calibrated probabilities; threshold metrics at the
+    /// threshold each fold's model chose on its own validation fold).
+    #[serde(flatten)]
+    pub metrics: ClassificationMetrics,
+    /// 95 % bootstrap interval of the ROC-AUC.
+    pub roc_auc_ci: Interval,
+    /// Brier score of LightGBM's probability before calibration.
+    pub brier_uncalibrated: f64,
+    /// Predicted against observed churn rate by bins of calibrated probability.
+    pub reliability: Vec<ReliabilityBin>,
+    /// Recency-only ROC-AUC (kept at the top level for older readers).
+    pub baseline_recency_roc_auc: f64,
+    /// Recency-only average precision.
+    pub baseline_recency_pr_auc: f64,
+    /// Every baseline on the same customers.
+    pub baselines: ChurnBaselines,
+    /// Customer folds of the cross-fitting.
+    pub folds: usize,
+    /// Training rows of the served model (every cutoff).
+    pub train_rows: usize,
+    /// Boosting rounds of the served model (after early stopping).
+    pub rounds: usize,
+}
+
+/// The LTV baselines, on the same customers as the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LtvBaselines {
+    /// BG/NBD expected purchases × Gamma-Gamma expected order value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgnbd_gamma_gamma: Option<RegressionMetrics>,
+    /// Past spend rate carried over the horizon.
+    pub past_spend_rate: RegressionMetrics,
+}
+
+/// How the LTV model did on cross-fitted customers, beside its baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LtvReport {
+    /// The model's metrics.
+    #[serde(flatten)]
+    pub metrics: RegressionMetrics,
+    /// The past-spend-rate baseline (kept at the top level for older readers).
+    pub baseline_past_spend_rate: RegressionMetrics,
+    /// Every baseline on the same customers.
+    pub baselines: LtvBaselines,
+    /// Customer folds of the cross-fitting.
+    pub folds: usize,
+    /// Training rows of the served model (every cutoff).
+    pub train_rows: usize,
+    /// Boosting rounds of the served model (after early stopping).
+    pub rounds: usize,
+}
+
+/// Out-of-fold scores of one customer at the main cutoff.
+#[derive(Debug, Clone, Copy)]
+struct OutOfFold {
+    churn: f64,
+    churn_uncalibrated: f64,
+    churn_threshold: f64,
+    bgnbd_no_purchase: f64,
+    spend: f64,
+    bgnbd_gg_spend: f64,
+}
+
+/// What [`evaluate_and_fit`] produced.
+#[derive(Debug)]
+pub struct Evaluated {
+    /// The cutoff of the main rows.
+    pub cutoff: DateTime<Utc>,
+    /// The earlier cutoffs that added training rows.
+    pub rolling_cutoffs: Vec<DateTime<Utc>>,
+    /// Horizon of the labels.
+    pub horizon_days: u32,
+    /// Customers scored (buyers at the cutoff).
+    pub customers: usize,
+    /// Churn on cross-fitted customers.
+    pub churn: ChurnReport,
+    /// LTV on cross-fitted customers.
+    pub ltv: LtvReport,
+    /// The churn model fitted on every customer (what would serve).
+    pub churn_model: ChurnModel,
+    /// The LTV model fitted on every customer.
+    pub ltv_model: LtvModel,
+}
+
+/// Folds used for `n` customers: 5, or 3 from 50,000 (where each fold is large and
+/// training time matters more than the variance of the estimate).
+pub fn folds_for(n: usize) -> usize {
+    if n >= 50_000 { 3 } else { 5 }
+}
+
+/// Cross-fits churn and LTV at `cutoff` (see the module doc), measures them and their
+/// baselines on every customer who bought before it, then fits the models to serve on
+/// all of them.
+pub fn evaluate_and_fit(
+    histories: &[ProfileHistory],
+    cutoff: DateTime<Utc>,
     horizon_days: u32,
-    params: &GbmParams,
-) -> Result<(GbmModel, LtvReport), MlError> {
-    ensure_rows("LTV training rows", train)?;
-    ensure_rows("LTV test rows", test)?;
-    let y: Vec<f32> = train.spend().into_iter().map(|s| s as f32).collect();
-    let model = GbmModel::train(&train.matrix(), &y, N_FEATURES, params)?;
-    let predicted: Vec<f64> = model
-        .predict(&test.matrix())?
-        .into_iter()
-        .map(|v| v.max(0.0))
+    seed: u64,
+) -> Result<Evaluated, MlError> {
+    let earlier = rolling_cutoffs(cutoff, horizon_days, data_start(histories));
+    let rows = rolling_rows(histories, cutoff, &earlier, horizon_days);
+    ensure_learnable(&rows)?;
+    let main = rows.main_window();
+    let k = folds_for(main.len());
+
+    let oof = crossfit::cross_fit(
+        &rows,
+        k,
+        seed,
+        |train| {
+            Ok((
+                ChurnModel::fit(train, horizon_days, seed)?,
+                LtvModel::fit(train, horizon_days, seed)?,
+            ))
+        },
+        |(churn, ltv), test| {
+            let raw = churn.uncalibrated(&test.features)?;
+            let spend = ltv.predict(&test.features)?;
+            let derived = churn.btyd.derived(&test.features);
+            let gg = ltv.btyd.derived(&test.features);
+            Ok((0..test.len())
+                .map(|i| OutOfFold {
+                    churn: churn.calibrator.apply(raw[i]),
+                    churn_uncalibrated: raw[i],
+                    churn_threshold: churn.threshold,
+                    bgnbd_no_purchase: derived[i][1],
+                    spend: spend[i],
+                    bgnbd_gg_spend: gg[i][4],
+                })
+                .collect())
+        },
+    )?;
+
+    let churned = main.churned();
+    let spend = main.spend();
+    let p: Vec<f64> = oof.iter().map(|o| o.churn).collect();
+    let raw: Vec<f64> = oof.iter().map(|o| o.churn_uncalibrated).collect();
+    let recency: Vec<f64> = main.features.iter().map(|f| f64::from(f.recency_days)).collect();
+    let bgnbd: Vec<f64> = oof.iter().map(|o| o.bgnbd_no_purchase).collect();
+    let has_bgnbd = bgnbd.iter().all(|v| v.is_finite());
+
+    // Threshold metrics: each customer judged at their own fold model's threshold.
+    let mut metrics = ClassificationMetrics::measure(&p, &churned, 0.5);
+    let decided: Vec<f64> = oof
+        .iter()
+        .map(|o| if o.churn >= o.churn_threshold { 1.0 } else { 0.0 })
         .collect();
-    let actual = test.spend();
-    let baseline: Vec<f64> = test
+    let at_threshold = ClassificationMetrics::measure(&decided, &churned, 0.5);
+    metrics.accuracy = at_threshold.accuracy;
+    metrics.precision = at_threshold.precision;
+    metrics.recall = at_threshold.recall;
+    metrics.f1 = at_threshold.f1;
+    metrics.threshold = oof.iter().map(|o| o.churn_threshold).sum::<f64>() / oof.len() as f64;
+
+    let intervals = crossfit::bootstrap_auc(
+        &[&p, &recency, if has_bgnbd { &bgnbd } else { &p }],
+        &churned,
+        BOOTSTRAP,
+        seed,
+    );
+    let recency_ranked = Ranked {
+        roc_auc: roc_auc(&recency, &churned),
+        roc_auc_ci: intervals[1],
+        pr_auc: average_precision(&recency, &churned),
+        brier: None,
+    };
+    let bgnbd_ranked = has_bgnbd.then(|| Ranked {
+        roc_auc: roc_auc(&bgnbd, &churned),
+        roc_auc_ci: intervals[2],
+        pr_auc: average_precision(&bgnbd, &churned),
+        brier: Some(brier(&bgnbd, &churned)),
+    });
+
+    let churn_model = ChurnModel::fit(&rows, horizon_days, seed)?;
+    let ltv_model = LtvModel::fit(&rows, horizon_days, seed)?;
+
+    let churn = ChurnReport {
+        roc_auc_ci: intervals[0],
+        brier_uncalibrated: brier(&raw, &churned),
+        reliability: reliability(&p, &churned, RELIABILITY_BINS),
+        baseline_recency_roc_auc: recency_ranked.roc_auc,
+        baseline_recency_pr_auc: recency_ranked.pr_auc,
+        baselines: ChurnBaselines {
+            recency: recency_ranked,
+            bgnbd: bgnbd_ranked,
+        },
+        folds: k,
+        train_rows: rows.len(),
+        rounds: churn_model.model.rounds(),
+        metrics,
+    };
+
+    let predicted: Vec<f64> = oof.iter().map(|o| o.spend).collect();
+    let gg: Vec<f64> = oof.iter().map(|o| o.bgnbd_gg_spend).collect();
+    let past: Vec<f64> = main
         .features
         .iter()
         .map(|f| features::past_spend_rate_forecast(f, horizon_days))
         .collect();
-    let report = LtvReport {
-        metrics: RegressionMetrics::measure(&predicted, &actual),
-        baseline_past_spend_rate: RegressionMetrics::measure(&baseline, &actual),
-        train_rows: train.len(),
+    let past_spend_rate = RegressionMetrics::measure(&past, &spend);
+    let ltv = LtvReport {
+        metrics: RegressionMetrics::measure(&predicted, &spend),
+        baseline_past_spend_rate: past_spend_rate.clone(),
+        baselines: LtvBaselines {
+            bgnbd_gamma_gamma: gg
+                .iter()
+                .all(|v| v.is_finite())
+                .then(|| RegressionMetrics::measure(&gg, &spend)),
+            past_spend_rate,
+        },
+        folds: k,
+        train_rows: rows.len(),
+        rounds: ltv_model.model.rounds(),
     };
-    Ok((model, report))
+
+    Ok(Evaluated {
+        cutoff,
+        rolling_cutoffs: earlier,
+        horizon_days,
+        customers: main.len(),
+        churn,
+        ltv,
+        churn_model,
+        ltv_model,
+    })
 }
 
 /// What a training run is given.
@@ -279,30 +631,14 @@ pub struct TrainOptions {
 /// Everything one training run produced.
 #[derive(Debug)]
 pub struct TrainedModels {
-    /// Churn model and threshold.
-    pub churn: ChurnModel,
-    /// Churn evaluation.
-    pub churn_report: ChurnReport,
-    /// Churn hyper-parameters.
-    pub churn_params: GbmParams,
-    /// LTV model.
-    pub ltv: GbmModel,
-    /// LTV evaluation.
-    pub ltv_report: LtvReport,
-    /// LTV hyper-parameters.
-    pub ltv_params: GbmParams,
+    /// Churn and LTV, evaluated and fitted; or why there is too little data.
+    pub predictive: Result<Evaluated, MlError>,
     /// Segments.
     pub segments: SegmentModel,
     /// Segment quality.
     pub segment_metrics: SegmentMetrics,
-    /// Cutoff of the training rows.
-    pub train_cutoff: DateTime<Utc>,
-    /// Cutoff of the test rows.
-    pub test_cutoff: DateTime<Utc>,
     /// Earliest fact in the data.
     pub data_start: Option<DateTime<Utc>>,
-    /// Test rows (churn and LTV share them).
-    pub test_rows: usize,
 }
 
 /// The earliest fact in `histories`.
@@ -318,22 +654,19 @@ pub fn data_start(histories: &[ProfileHistory]) -> Option<DateTime<Utc>> {
         .min()
 }
 
-/// Trains churn, LTV and segments on a time split of `histories` (see the module doc).
+/// Trains churn, LTV and segments on `histories` up to `opts.as_of` (see the module
+/// doc). Churn and LTV may be refused for lack of data while segments still train.
 pub fn train_all(
     histories: &[ProfileHistory],
     opts: &TrainOptions,
 ) -> Result<TrainedModels, MlError> {
-    let horizon = Duration::days(i64::from(opts.horizon_days));
-    let test_cutoff = opts.as_of - horizon;
-    let train_cutoff = test_cutoff - horizon;
-    let train = labelled_rows(histories, train_cutoff, opts.horizon_days);
-    let test = labelled_rows(histories, test_cutoff, opts.horizon_days);
-
-    let churn_params = GbmParams::new(Objective::Binary, opts.seed).sized_for(train.len());
-    let (churn, churn_report) = train_churn(&train, &test, &churn_params)?;
-    let ltv_params = GbmParams::new(Objective::Regression, opts.seed).sized_for(train.len());
-    let (ltv, ltv_report) = train_ltv(&train, &test, opts.horizon_days, &ltv_params)?;
-
+    let cutoff = opts.as_of - Duration::days(i64::from(opts.horizon_days));
+    let predictive = evaluate_and_fit(histories, cutoff, opts.horizon_days, opts.seed);
+    if let Err(e) = &predictive
+        && !matches!(e, MlError::NotEnoughData(_))
+    {
+        return Err(predictive.err().expect("checked above"));
+    }
     let now: Vec<Features> = features_as_of(histories, opts.as_of)
         .into_iter()
         .map(|(_, f)| f)
@@ -341,65 +674,17 @@ pub fn train_all(
     let (segments, segment_metrics) =
         segments::train(&now, opts.segments_min, opts.segments_max, opts.seed)?;
     Ok(TrainedModels {
-        churn,
-        churn_report,
-        churn_params,
-        ltv,
-        ltv_report,
-        ltv_params,
+        predictive,
         segments,
         segment_metrics,
-        train_cutoff,
-        test_cutoff,
         data_start: data_start(histories),
-        test_rows: test.len(),
-    })
-}
-
-/// Results of [`evaluate_holdout`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HoldoutReport {
-    /// The cutoff features were computed at.
-    pub cutoff: DateTime<Utc>,
-    /// Horizon of the labels.
-    pub horizon_days: u32,
-    /// Churn on the held-out profiles.
-    pub churn: ChurnReport,
-    /// LTV on the held-out profiles.
-    pub ltv: LtvReport,
-    /// Held-out profiles.
-    pub test_rows: usize,
-}
-
-/// Trains churn and LTV on some profiles and measures them on the others (`test_share`
-/// of the buyers), at one cutoff.
-pub fn evaluate_holdout(
-    histories: &[ProfileHistory],
-    cutoff: DateTime<Utc>,
-    horizon_days: u32,
-    seed: u64,
-    test_share: f64,
-) -> Result<HoldoutReport, MlError> {
-    let rows = labelled_rows(histories, cutoff, horizon_days);
-    let held_out = |i: usize| in_share(rows.profile_ids[i], seed ^ 0x5EED, test_share);
-    let train = rows.select(|i| !held_out(i));
-    let test = rows.select(held_out);
-    let churn_params = GbmParams::new(Objective::Binary, seed).sized_for(train.len());
-    let (_, churn) = train_churn(&train, &test, &churn_params)?;
-    let ltv_params = GbmParams::new(Objective::Regression, seed).sized_for(train.len());
-    let (_, ltv) = train_ltv(&train, &test, horizon_days, &ltv_params)?;
-    Ok(HoldoutReport {
-        cutoff,
-        horizon_days,
-        churn,
-        ltv,
-        test_rows: test.len(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     #[test]
     fn split_is_stable_and_roughly_the_share() {
@@ -422,5 +707,19 @@ mod tests {
             par_map(&items, |x| x * 2),
             items.iter().map(|x| x * 2).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn rolling_cutoffs_leave_history_before_them() {
+        let day = |d: i64| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + Duration::days(d);
+        // Horizon 90: a step of 30 days; data from day 0, cutoff day 100.
+        assert_eq!(
+            rolling_cutoffs(day(100), 90, Some(day(0))),
+            [day(70), day(40)]
+        );
+        // Long history: at most three.
+        assert_eq!(rolling_cutoffs(day(1_000), 273, Some(day(0))).len(), 3);
+        assert!(rolling_cutoffs(day(100), 90, None).is_empty());
+        assert!(rolling_cutoffs(day(50), 90, Some(day(0))).is_empty());
     }
 }

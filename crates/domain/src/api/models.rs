@@ -54,6 +54,26 @@ impl ModelTask {
             ModelTask::Recommend => "recall_at_10",
         }
     }
+
+    /// The main metric of a model no better than chance, if the task has one: a
+    /// version must beat it to serve.
+    pub fn chance_level(self) -> Option<f64> {
+        match self {
+            ModelTask::Churn => Some(0.5),
+            ModelTask::Ltv => Some(0.0),
+            ModelTask::Segment | ModelTask::Recommend => None,
+        }
+    }
+
+    /// How people call the main metric.
+    pub fn main_metric_label(self) -> &'static str {
+        match self {
+            ModelTask::Churn => "ROC-AUC",
+            ModelTask::Ltv => "R²",
+            ModelTask::Segment => "silhouette",
+            ModelTask::Recommend => "recall@10",
+        }
+    }
 }
 
 impl fmt::Display for ModelTask {

@@ -1,0 +1,276 @@
+//! Turning scores into probabilities that mean what they say ("37 %" churns 37 % of
+//! the time), and measuring whether they do.
+//!
+//! A [`Calibrator`] is fitted on a validation fold the model never trained on:
+//! isotonic regression (pool-adjacent-violators) when the fold is large enough to
+//! estimate a free-form monotone curve, Platt scaling (a logistic fit on the score's
+//! log-odds) when it is not. Either keeps the ranking (ROC-AUC) of the model's scores
+//! up to ties. [`reliability`] bins predictions to compare predicted and observed
+//! rates — the reliability curve on the Models page.
+
+use serde::{Deserialize, Serialize};
+
+use crate::MlError;
+use crate::optimise::minimise;
+
+/// Validation rows from which isotonic regression is preferred to Platt scaling.
+pub const ISOTONIC_FROM_ROWS: usize = 1_000;
+
+/// Probabilities are kept inside this distance of 0 and 1: an outcome is never
+/// certain, and a log-odds must stay finite.
+const EPSILON: f64 = 1e-4;
+
+/// A monotone map from a score to a probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Calibrator {
+    /// Scores are already probabilities.
+    Identity,
+    /// `σ(a · logit(score) + b)`.
+    Platt {
+        /// Slope on the score's log-odds.
+        a: f64,
+        /// Intercept.
+        b: f64,
+    },
+    /// A non-decreasing step curve through `(score, probability)` knots, interpolated
+    /// linearly between knots and flat beyond them.
+    Isotonic {
+        /// Scores, increasing.
+        x: Vec<f64>,
+        /// Probabilities, non-decreasing.
+        y: Vec<f64>,
+    },
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(EPSILON, 1.0 - EPSILON);
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl Calibrator {
+    /// Fits a calibrator of `scores` (probabilities from a model) to `labels`: isotonic
+    /// from [`ISOTONIC_FROM_ROWS`] rows, Platt below.
+    pub fn fit(scores: &[f64], labels: &[bool]) -> Result<Self, MlError> {
+        if scores.len() != labels.len() || scores.is_empty() {
+            return Err(MlError::Invalid(format!(
+                "calibration: {} scores for {} labels",
+                scores.len(),
+                labels.len()
+            )));
+        }
+        let positives = labels.iter().filter(|y| **y).count();
+        if positives == 0 || positives == labels.len() {
+            return Err(MlError::NotEnoughData(
+                "calibration needs both outcomes in the validation fold".into(),
+            ));
+        }
+        if scores.len() >= ISOTONIC_FROM_ROWS {
+            Ok(Self::isotonic(scores, labels))
+        } else {
+            Self::platt(scores, labels)
+        }
+    }
+
+    /// Platt scaling: the logistic regression of the label on the score's log-odds.
+    pub fn platt(scores: &[f64], labels: &[bool]) -> Result<Self, MlError> {
+        let z: Vec<f64> = scores.iter().map(|s| logit(*s)).collect();
+        let neg_ll = |v: &[f64]| {
+            z.iter()
+                .zip(labels)
+                .map(|(z, y)| {
+                    let p = sigmoid(v[0] * z + v[1]).clamp(1e-12, 1.0 - 1e-12);
+                    if *y { -p.ln() } else { -(1.0 - p).ln() }
+                })
+                .sum::<f64>()
+        };
+        let v = minimise("Platt scaling", &[1.0, 0.0], 0.5, neg_ll)?;
+        Ok(Self::Platt { a: v[0], b: v[1] })
+    }
+
+    /// Isotonic regression by pool-adjacent-violators: sorted by score, neighbouring
+    /// blocks whose observed rates decrease are merged until the rates never do.
+    pub fn isotonic(scores: &[f64], labels: &[bool]) -> Self {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        // Blocks of (sum of labels, count, lowest score, highest score).
+        let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
+        for i in order {
+            let (s, y) = (scores[i], f64::from(u8::from(labels[i])));
+            match blocks.last_mut() {
+                // Equal scores must get one value.
+                Some(last) if last.3 == s => {
+                    last.0 += y;
+                    last.1 += 1.0;
+                }
+                _ => blocks.push((y, 1.0, s, s)),
+            }
+            while blocks.len() >= 2 {
+                let n = blocks.len();
+                let (prev, last) = (blocks[n - 2], blocks[n - 1]);
+                if prev.0 / prev.1 < last.0 / last.1 {
+                    break;
+                }
+                blocks[n - 2] = (prev.0 + last.0, prev.1 + last.1, prev.2, last.3);
+                blocks.pop();
+            }
+        }
+        // A knot at each end of each block keeps its value flat across it.
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (sum, n, lo, hi) in blocks {
+            let p = (sum / n).clamp(EPSILON, 1.0 - EPSILON);
+            x.push(lo);
+            y.push(p);
+            if hi > lo {
+                x.push(hi);
+                y.push(p);
+            }
+        }
+        Self::Isotonic { x, y }
+    }
+
+    /// The calibrated probability of a score.
+    pub fn apply(&self, score: f64) -> f64 {
+        match self {
+            Self::Identity => score,
+            Self::Platt { a, b } => sigmoid(a * logit(score) + b),
+            Self::Isotonic { x, y } => {
+                let i = x.partition_point(|k| *k <= score);
+                if i == 0 {
+                    y[0]
+                } else if i == x.len() {
+                    y[x.len() - 1]
+                } else {
+                    let (x0, x1, y0, y1) = (x[i - 1], x[i], y[i - 1], y[i]);
+                    y0 + (y1 - y0) * (score - x0) / (x1 - x0)
+                }
+            }
+        }
+    }
+
+    /// Calibrated probabilities of many scores.
+    pub fn apply_all(&self, scores: &[f64]) -> Vec<f64> {
+        scores.iter().map(|s| self.apply(*s)).collect()
+    }
+}
+
+/// One bin of a reliability curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    /// Mean predicted probability in the bin.
+    pub predicted: f64,
+    /// Share of positives in the bin.
+    pub observed: f64,
+    /// Rows in the bin.
+    pub rows: usize,
+}
+
+/// The reliability curve: predictions in `bins` equal-width bins of probability, each
+/// with its mean prediction and observed rate (empty bins left out).
+pub fn reliability(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<ReliabilityBin> {
+    let mut acc = vec![(0.0, 0.0, 0usize); bins];
+    for (p, y) in probabilities.iter().zip(labels) {
+        let i = ((p * bins as f64) as usize).min(bins - 1);
+        acc[i].0 += p;
+        acc[i].1 += f64::from(u8::from(*y));
+        acc[i].2 += 1;
+    }
+    acc.into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(p, y, n)| ReliabilityBin {
+            predicted: p / n as f64,
+            observed: y / n as f64,
+            rows: n,
+        })
+        .collect()
+}
+
+/// The largest gap between predicted and observed rates over bins holding at least
+/// `min_rows` rows (a summary of the reliability curve).
+pub fn max_calibration_gap(curve: &[ReliabilityBin], min_rows: usize) -> f64 {
+    curve
+        .iter()
+        .filter(|b| b.rows >= min_rows)
+        .map(|b| (b.predicted - b.observed).abs())
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{brier, roc_auc};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Scores that rank well but are badly over-confident: the true probability is
+    /// `σ(0.5 · logit(s) − 0.6)` while the score says `s`.
+    fn overconfident(n: usize, seed: u64) -> (Vec<f64>, Vec<bool>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let s: f64 = rng.random();
+                (s, rng.random::<f64>() < sigmoid(0.5 * logit(s) - 0.6))
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn calibration_makes_predicted_and_observed_rates_agree() {
+        let (fit_s, fit_y) = overconfident(20_000, 1);
+        let (s, y) = overconfident(20_000, 2);
+        for calibrator in [
+            Calibrator::fit(&fit_s, &fit_y).unwrap(),
+            Calibrator::platt(&fit_s[..5_000], &fit_y[..5_000]).unwrap(),
+        ] {
+            let p = calibrator.apply_all(&s);
+            let before = reliability(&s, &y, 10);
+            let after = reliability(&p, &y, 10);
+            assert!(max_calibration_gap(&before, 200) > 0.2, "{before:?}");
+            assert!(
+                max_calibration_gap(&after, 200) < 0.03,
+                "{calibrator:?}: {after:?}"
+            );
+            assert!(brier(&p, &y) < brier(&s, &y) - 0.01);
+            // Monotone: the ranking barely moves (isotonic steps create ties).
+            assert!((roc_auc(&p, &y) - roc_auc(&s, &y)).abs() < 0.01);
+        }
+        assert!(matches!(
+            Calibrator::fit(&fit_s, &fit_y).unwrap(),
+            Calibrator::Isotonic { .. }
+        ));
+    }
+
+    #[test]
+    fn isotonic_by_hand() {
+        // Sorted labels 0, 1, 0, 1, 1: the violator (1, 0) pools to 0.5.
+        let c = Calibrator::isotonic(&[0.1, 0.2, 0.3, 0.4, 0.5], &[false, true, false, true, true]);
+        let values: Vec<f64> = [0.1, 0.2, 0.25, 0.3, 0.4, 0.5]
+            .iter()
+            .map(|s| c.apply(*s))
+            .collect();
+        assert_eq!(values[0], EPSILON);
+        assert_eq!((values[1], values[2], values[3]), (0.5, 0.5, 0.5));
+        assert_eq!(values[4], 1.0 - EPSILON);
+        assert_eq!(c.apply(-1.0), EPSILON);
+        assert_eq!(c.apply(2.0), 1.0 - EPSILON);
+        assert!(matches!(
+            Calibrator::fit(&[0.1, 0.2], &[true, true]),
+            Err(MlError::NotEnoughData(_))
+        ));
+        assert_eq!(Calibrator::Identity.apply(0.37), 0.37);
+    }
+
+    #[test]
+    fn reliability_bins() {
+        let curve = reliability(&[0.05, 0.15, 0.12, 0.95], &[false, true, false, true], 10);
+        assert_eq!(curve.len(), 3);
+        assert_eq!(curve[1].rows, 2);
+        assert!((curve[1].predicted - 0.135).abs() < 1e-12);
+        assert_eq!(curve[1].observed, 0.5);
+        assert_eq!(curve[2].rows, 1);
+    }
+}
