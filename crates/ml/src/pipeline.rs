@@ -14,6 +14,7 @@ use storage::customer360::Customer360Cache;
 use uuid::Uuid;
 
 use crate::MlError;
+use crate::calibration::Calibrator;
 use crate::features::{self, FEATURE_SET_VERSION};
 use crate::history::ProfileHistory;
 use crate::registry::{self, ActivationPolicy, Decision, NewModelVersion, Task};
@@ -120,25 +121,43 @@ pub fn model_versions(
                 threshold: ev.churn_model.threshold,
                 model: ev.churn_model.model.to_text()?,
             };
-            let churn_fallback = ev.churn.baselines.bgnbd.as_ref().map(|b| {
-                version(
-                    Task::Churn,
+            // The best baseline by cross-fitted ROC-AUC serves if LightGBM does not beat it.
+            let recency = &ev.churn.baselines.recency;
+            let (name, ranked, artefact) = match &ev.churn.baselines.bgnbd {
+                Some(b) if b.roc_auc > recency.roc_auc && ev.churn_model.bgnbd_calibrator.is_some() => (
                     "bgnbd",
-                    merged(json!({"btyd": btyd}), &split),
-                    rows(ev.customers),
-                    rows(ev.customers),
-                    json!({
-                        "roc_auc": b.roc_auc,
-                        "roc_auc_ci": b.roc_auc_ci,
-                        "pr_auc": b.pr_auc,
-                        "brier": b.brier,
-                        "positive_rate": ev.churn.metrics.positive_rate,
-                        "rows": ev.customers,
-                    }),
-                    serde_json::to_string(&ChurnArtefact::Bgnbd { btyd: ev.churn_model.btyd })
-                        .unwrap_or_default(),
-                )
-            });
+                    b,
+                    ChurnArtefact::Bgnbd {
+                        btyd: ev.churn_model.btyd,
+                        calibrator: ev.churn_model.bgnbd_calibrator.clone().unwrap_or(Calibrator::Identity),
+                    },
+                ),
+                _ => (
+                    "recency",
+                    recency,
+                    ChurnArtefact::Recency {
+                        calibrator: ev.churn_model.recency_calibrator.clone(),
+                        horizon_days: opts.horizon_days,
+                    },
+                ),
+            };
+            let churn_fallback = Some(version(
+                Task::Churn,
+                name,
+                merged(json!({"btyd": btyd}), &split),
+                rows(ev.customers),
+                rows(ev.customers),
+                json!({
+                    "roc_auc": ranked.roc_auc,
+                    "roc_auc_ci": ranked.roc_auc_ci,
+                    "pr_auc": ranked.pr_auc,
+                    "brier": ranked.brier,
+                    "positive_rate": ev.churn.metrics.positive_rate,
+                    "rows": ev.customers,
+                    "in_place_of": "lightgbm",
+                }),
+                serde_json::to_string(&artefact)?,
+            ));
             offers.push(Offer {
                 primary: version(
                     Task::Churn,

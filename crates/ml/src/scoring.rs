@@ -7,8 +7,9 @@
 //! never bought would be a number without a meaning.
 //!
 //! What serves a task is whatever the registry activated: LightGBM over the features and
-//! the BTYD outputs, or — when LightGBM did not beat it — the BG/NBD baseline itself
-//! (churn: its probability of no purchase in the horizon; LTV: BG/NBD × Gamma-Gamma).
+//! the BTYD outputs, or — when LightGBM did not beat it — the best baseline itself
+//! (churn: recency or BG/NBD, calibrated into a probability; LTV: BG/NBD ×
+//! Gamma-Gamma).
 //! Artefacts are JSON ([`ChurnArtefact`], [`LtvArtefact`]) holding the fitted BTYD
 //! parameters, the LightGBM model text and the calibration.
 //!
@@ -32,7 +33,7 @@ use crate::features::{FEATURE_SET_VERSION, Features};
 use crate::gbm::GbmModel;
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
-use crate::train::{N_INPUTS, input_names, inputs};
+use crate::train::{N_INPUTS, bgnbd_score, input_names, inputs, ltv_spend, recency_score};
 
 /// Churn reasons reported per profile.
 const TOP_REASONS: usize = 3;
@@ -100,10 +101,21 @@ pub enum ChurnArtefact {
         /// LightGBM model text.
         model: String,
     },
-    /// BG/NBD's probability of no purchase in the horizon.
+    /// The BG/NBD baseline: its expected purchases in the horizon, as a calibrated
+    /// probability of none ([`crate::train::bgnbd_score`]).
     Bgnbd {
         /// The fitted models.
         btyd: Btyd,
+        /// Calibration of the score.
+        calibrator: Calibrator,
+    },
+    /// The recency baseline: days since the last order, as a calibrated probability
+    /// ([`crate::train::recency_score`]).
+    Recency {
+        /// Calibration of the score.
+        calibrator: Calibrator,
+        /// The horizon the score is scaled by.
+        horizon_days: u32,
     },
 }
 
@@ -141,6 +153,15 @@ pub enum ChurnScorer {
     Bgnbd {
         /// The fitted models.
         btyd: Btyd,
+        /// Calibration of its score.
+        calibrator: Calibrator,
+    },
+    /// The recency baseline.
+    Recency {
+        /// Calibration of its score.
+        calibrator: Calibrator,
+        /// The horizon the score is scaled by.
+        horizon_days: u32,
     },
 }
 
@@ -248,7 +269,16 @@ impl ActiveModels {
                             model: gbm(&model).map_err(|e| artefact(&e))?,
                             calibrator,
                         },
-                        ChurnArtefact::Bgnbd { btyd } => ChurnScorer::Bgnbd { btyd },
+                        ChurnArtefact::Bgnbd { btyd, calibrator } => {
+                            ChurnScorer::Bgnbd { btyd, calibrator }
+                        }
+                        ChurnArtefact::Recency {
+                            calibrator,
+                            horizon_days,
+                        } => ChurnScorer::Recency {
+                            calibrator,
+                            horizon_days,
+                        },
                     };
                     models.churn = Some(ActiveChurn {
                         version_id: v.id,
@@ -326,10 +356,22 @@ impl ActiveModels {
                         .collect();
                     (p, reasons, "lightgbm")
                 }
-                ChurnScorer::Bgnbd { btyd } => {
-                    let p: Vec<f64> = btyd.derived(&features).iter().map(|d| d[1]).collect();
-                    (p, vec![json!([]); features.len()], "bgnbd")
-                }
+                ChurnScorer::Bgnbd { btyd, calibrator } => (
+                    calibrator.apply_all(&bgnbd_score(btyd, &features)),
+                    vec![json!([]); features.len()],
+                    "bgnbd",
+                ),
+                ChurnScorer::Recency {
+                    calibrator,
+                    horizon_days,
+                } => (
+                    features
+                        .iter()
+                        .map(|f| calibrator.apply(recency_score(f, *horizon_days)))
+                        .collect(),
+                    vec![json!([]); features.len()],
+                    "recency",
+                ),
             };
             for (i, (id, _)) in buyers.iter().enumerate() {
                 out.push(Prediction {
@@ -349,7 +391,7 @@ impl ActiveModels {
         }
         if let (Some(ltv), false) = (&self.ltv, buyers.is_empty()) {
             let (spend, model) = match &ltv.scorer {
-                LtvScorer::Gbm { btyd, model } => (model.predict(&inputs(&features, btyd))?, "lightgbm"),
+                LtvScorer::Gbm { btyd, model } => (ltv_spend(btyd, model, &features)?, "lightgbm"),
                 LtvScorer::BgnbdGammaGamma { btyd } => (
                     btyd.derived(&features).iter().map(|d| d[4]).collect(),
                     "bgnbd_gamma_gamma",

@@ -276,6 +276,25 @@ pub struct ChurnModel {
     pub threshold: f64,
     /// Hyper-parameters it was trained with.
     pub params: GbmParams,
+    /// Calibration of the recency baseline's score on the same validation fold.
+    pub recency_calibrator: Calibrator,
+    /// Calibration of the BG/NBD baseline's score, when BG/NBD is fitted.
+    pub bgnbd_calibrator: Option<Calibrator>,
+}
+
+/// The recency baseline as a score in [0, 1): `r / (r + H)`, increasing with the days
+/// since the last order `r` (any increasing map ranks the same; this one makes Platt
+/// scaling a logistic regression on log-recency).
+pub fn recency_score(f: &Features, horizon_days: u32) -> f64 {
+    let r = f64::from(f.recency_days).max(0.0);
+    r / (r + f64::from(horizon_days))
+}
+
+/// The BG/NBD baseline as a churn score: `exp(−E[purchases in the horizon])`, which
+/// ranks customers by BG/NBD's expected purchases (the usual way to rank with it) on a
+/// probability-like scale. `NaN` when BG/NBD is not fitted.
+pub fn bgnbd_score(btyd: &Btyd, features: &[Features]) -> Vec<f64> {
+    btyd.derived(features).iter().map(|d| (-d[2]).exp()).collect()
 }
 
 impl ChurnModel {
@@ -300,12 +319,27 @@ impl ChurnModel {
         } else {
             best_f1_threshold(&calibrator.apply_all(&raw), &valid.churned()).0
         };
+        let recency: Vec<f64> = valid
+            .features
+            .iter()
+            .map(|f| recency_score(f, horizon_days))
+            .collect();
+        let recency_calibrator =
+            Calibrator::fit(&recency, &valid.churned()).unwrap_or(Calibrator::Identity);
+        let bgnbd_calibrator = btyd
+            .bgnbd
+            .map(|_| Calibrator::fit(&bgnbd_score(&btyd, &valid.features), &valid.churned()))
+            .transpose()
+            .ok()
+            .flatten();
         Ok(Self {
             btyd,
             model,
             calibrator,
             threshold,
             params,
+            recency_calibrator,
+            bgnbd_calibrator,
         })
     }
 
@@ -327,16 +361,26 @@ pub struct LtvModel {
 }
 
 impl LtvModel {
-    /// Fits on `rows` (see the module doc).
+    /// Fits on `rows` (see the module doc). LightGBM learns the *residual* of the
+    /// BG/NBD × Gamma-Gamma forecast: boosting starts from the baseline, so on a
+    /// validation fold it can only stay level with it or improve on it (early stopping
+    /// picks the rounds), where trees fitted from scratch on heavy-tailed spend lose to
+    /// it on real logs.
     pub fn fit(rows: &LabelledRows, horizon_days: u32, seed: u64) -> Result<Self, MlError> {
         ensure_learnable(rows)?;
         let (fit, valid) = split_validation(rows, seed);
         let btyd = Btyd::fit(&fit.main_window().features, horizon_days);
         let params = GbmParams::adapted(Objective::Regression, seed, fit.len());
-        let spend = |r: &LabelledRows| -> Vec<f32> { r.spend().iter().map(|s| *s as f32).collect() };
+        let residual = |r: &LabelledRows| -> Vec<f32> {
+            r.spend()
+                .iter()
+                .zip(btyd_spend(&btyd, &r.features))
+                .map(|(s, base)| (s - base) as f32)
+                .collect()
+        };
         let model = GbmModel::train_with_validation(
-            (&inputs(&fit.features, &btyd), &spend(&fit)),
-            (&inputs(&valid.features, &btyd), &spend(&valid)),
+            (&inputs(&fit.features, &btyd), &residual(&fit)),
+            (&inputs(&valid.features, &btyd), &residual(&valid)),
             N_INPUTS,
             &params,
         )?;
@@ -349,13 +393,27 @@ impl LtvModel {
 
     /// Predicted spend in the horizon for each profile (never negative).
     pub fn predict(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
-        Ok(self
-            .model
-            .predict(&inputs(features, &self.btyd))?
-            .into_iter()
-            .map(|v| v.max(0.0))
-            .collect())
+        ltv_spend(&self.btyd, &self.model, features)
     }
+}
+
+/// BG/NBD × Gamma-Gamma expected spend of each profile (0 where it is not fitted: the
+/// residual model then learns the spend itself).
+pub fn btyd_spend(btyd: &Btyd, features: &[Features]) -> Vec<f64> {
+    btyd.derived(features)
+        .iter()
+        .map(|d| if d[4].is_finite() { d[4] } else { 0.0 })
+        .collect()
+}
+
+/// Spend predicted by an LTV LightGBM model over its BTYD baseline (never negative).
+pub fn ltv_spend(btyd: &Btyd, model: &GbmModel, features: &[Features]) -> Result<Vec<f64>, MlError> {
+    Ok(model
+        .predict(&inputs(features, btyd))?
+        .into_iter()
+        .zip(btyd_spend(btyd, features))
+        .map(|(r, base)| (base + r).max(0.0))
+        .collect())
 }
 
 /// A ranking metric with its bootstrap interval.
@@ -444,7 +502,9 @@ struct OutOfFold {
     churn: f64,
     churn_uncalibrated: f64,
     churn_threshold: f64,
-    bgnbd_no_purchase: f64,
+    recency: f64,
+    bgnbd_raw: f64,
+    bgnbd: f64,
     spend: f64,
     bgnbd_gg_spend: f64,
 }
@@ -468,6 +528,40 @@ pub struct Evaluated {
     pub churn_model: ChurnModel,
     /// The LTV model fitted on every customer.
     pub ltv_model: LtvModel,
+}
+
+/// The serialisable part of [`Evaluated`]: what `ctl ml eval --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationSummary {
+    /// The cutoff of the main rows.
+    pub cutoff: DateTime<Utc>,
+    /// The earlier cutoffs that added training rows.
+    pub rolling_cutoffs: Vec<DateTime<Utc>>,
+    /// Horizon of the labels.
+    pub horizon_days: u32,
+    /// Customers scored.
+    pub customers: usize,
+    /// Churn.
+    pub churn: ChurnReport,
+    /// LTV.
+    pub ltv: LtvReport,
+    /// BG/NBD and Gamma-Gamma fitted on every customer at the cutoff.
+    pub btyd: Btyd,
+}
+
+impl Evaluated {
+    /// The figures without the models.
+    pub fn summary(&self) -> EvaluationSummary {
+        EvaluationSummary {
+            cutoff: self.cutoff,
+            rolling_cutoffs: self.rolling_cutoffs.clone(),
+            horizon_days: self.horizon_days,
+            customers: self.customers,
+            churn: self.churn.clone(),
+            ltv: self.ltv.clone(),
+            btyd: self.churn_model.btyd,
+        }
+    }
 }
 
 /// Folds used for `n` customers: 5, or 3 from 50,000 (where each fold is large and
@@ -504,14 +598,21 @@ pub fn evaluate_and_fit(
         |(churn, ltv), test| {
             let raw = churn.uncalibrated(&test.features)?;
             let spend = ltv.predict(&test.features)?;
-            let derived = churn.btyd.derived(&test.features);
+            let bgnbd = bgnbd_score(&churn.btyd, &test.features);
             let gg = ltv.btyd.derived(&test.features);
             Ok((0..test.len())
                 .map(|i| OutOfFold {
                     churn: churn.calibrator.apply(raw[i]),
                     churn_uncalibrated: raw[i],
                     churn_threshold: churn.threshold,
-                    bgnbd_no_purchase: derived[i][1],
+                    recency: churn
+                        .recency_calibrator
+                        .apply(recency_score(&test.features[i], horizon_days)),
+                    bgnbd_raw: bgnbd[i],
+                    bgnbd: churn
+                        .bgnbd_calibrator
+                        .as_ref()
+                        .map_or(f64::NAN, |c| c.apply(bgnbd[i])),
                     spend: spend[i],
                     bgnbd_gg_spend: gg[i][4],
                 })
@@ -523,9 +624,13 @@ pub fn evaluate_and_fit(
     let spend = main.spend();
     let p: Vec<f64> = oof.iter().map(|o| o.churn).collect();
     let raw: Vec<f64> = oof.iter().map(|o| o.churn_uncalibrated).collect();
+    // Rankings from the raw scores (calibration may tie them); Brier from the
+    // calibrated ones.
     let recency: Vec<f64> = main.features.iter().map(|f| f64::from(f.recency_days)).collect();
-    let bgnbd: Vec<f64> = oof.iter().map(|o| o.bgnbd_no_purchase).collect();
-    let has_bgnbd = bgnbd.iter().all(|v| v.is_finite());
+    let recency_p: Vec<f64> = oof.iter().map(|o| o.recency).collect();
+    let bgnbd: Vec<f64> = oof.iter().map(|o| o.bgnbd_raw).collect();
+    let bgnbd_p: Vec<f64> = oof.iter().map(|o| o.bgnbd).collect();
+    let has_bgnbd = bgnbd.iter().chain(&bgnbd_p).all(|v| v.is_finite());
 
     // Threshold metrics: each customer judged at their own fold model's threshold.
     let mut metrics = ClassificationMetrics::measure(&p, &churned, 0.5);
@@ -550,13 +655,13 @@ pub fn evaluate_and_fit(
         roc_auc: roc_auc(&recency, &churned),
         roc_auc_ci: intervals[1],
         pr_auc: average_precision(&recency, &churned),
-        brier: None,
+        brier: Some(brier(&recency_p, &churned)),
     };
     let bgnbd_ranked = has_bgnbd.then(|| Ranked {
         roc_auc: roc_auc(&bgnbd, &churned),
         roc_auc_ci: intervals[2],
         pr_auc: average_precision(&bgnbd, &churned),
-        brier: Some(brier(&bgnbd, &churned)),
+        brier: Some(brier(&bgnbd_p, &churned)),
     });
 
     let churn_model = ChurnModel::fit(&rows, horizon_days, seed)?;

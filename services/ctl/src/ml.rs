@@ -8,8 +8,10 @@
 //! - `activate ID` makes a version active by hand; `activate --rollback TASK` brings
 //!   back the one active before the current one.
 //! - `eval --transactions FILE.csv` needs no database: it reads any brand's transaction
-//!   log, trains on part of its customers and prints the metrics on the held-out rest
-//!   beside simple baselines, so a brand can judge the models on its own history.
+//!   log, scores every customer by cross-fitting (each by a model that never saw them)
+//!   and prints the metrics, with bootstrap intervals, beside recency alone, BG/NBD and
+//!   Gamma-Gamma × BG/NBD on the same customers, so a brand can judge the models on its
+//!   own history.
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use clap::{Args, Subcommand};
 use config::Settings;
 use ml::eval::{ColumnMapping, read_transactions};
 use ml::registry::{self, Decision, ModelVersion, Task};
-use ml::train::evaluate_holdout;
+use ml::train::evaluate_and_fit;
 use ml::{MlError, pipeline};
 
 /// `ctl ml`.
@@ -79,9 +81,6 @@ struct EvalArgs {
     /// CHURN_HORIZON_DAYS.
     #[arg(long)]
     horizon: Option<u32>,
-    /// Share of customers held out for testing.
-    #[arg(long, default_value_t = 0.25)]
-    test_share: f64,
     /// Header of the customer id column.
     #[arg(long, default_value = "customer_id")]
     customer_col: String,
@@ -129,7 +128,7 @@ pub async fn run(settings: &Settings, args: MlArgs) -> anyhow::Result<()> {
             let run = pipeline::train_and_register(&db, &settings.ml, as_of).await?;
             println!("trained on {} profiles as of {as_of}", run.profiles);
             for m in &run.models {
-                let outcome = match m.decision {
+                let outcome = match &m.decision {
                     Decision::Activated {
                         replaced: Some(old),
                     } => format!("active (replaces {old})"),
@@ -142,8 +141,14 @@ pub async fn run(settings: &Settings, args: MlArgs) -> anyhow::Result<()> {
                         "candidate: {} {new_metric:.4} < active {active} {active_metric:.4} - tolerance",
                         m.task.main_metric()
                     ),
+                    Decision::Rejected { reason } => format!("rejected: {reason}"),
                 };
-                println!("  {:<8} {}  {outcome}", m.task.as_str(), m.version_id);
+                println!(
+                    "  {:<8} {:<18} {}  {outcome}",
+                    m.task.as_str(),
+                    m.algorithm,
+                    m.version_id
+                );
                 println!("           {}", summary(m.task, &m.metrics));
             }
             if !no_score {
@@ -208,7 +213,7 @@ pub(crate) async fn score_everyone(
     as_of: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let models = Arc::new(
-        pipeline::load_active(db)
+        pipeline::load_active(db, &settings.ml)
             .await
             .context("loading the active models")?,
     );
@@ -231,7 +236,7 @@ pub(crate) async fn score_everyone(
 
 fn print_version(v: &ModelVersion) {
     println!(
-        "  {} {:<9} {:<9} {}  trained {}  rows {}/{}  {}",
+        "  {} {:<9} {:<17} {}  trained {}  rows {}/{}  {}",
         v.id,
         v.status,
         v.algorithm,
@@ -243,6 +248,9 @@ fn print_version(v: &ModelVersion) {
         v.test_rows,
         summary(v.task, &v.metrics),
     );
+    if let Some(reason) = &v.status_reason {
+        println!("      why: {reason}");
+    }
 }
 
 /// The metrics people look at, on one line.
@@ -322,15 +330,10 @@ async fn run_eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
         cutoff > first && cutoff <= last,
         "cutoff {cutoff} must fall inside the data ({first} .. {last})"
     );
-    anyhow::ensure!(
-        (0.05..=0.5).contains(&args.test_share),
-        "--test-share must be between 0.05 and 0.5"
-    );
     let seed = settings.ml.ml_seed;
-    let test_share = args.test_share;
     let histories = log.histories.clone();
     let report = tokio::task::spawn_blocking(move || {
-        evaluate_holdout(&histories, cutoff, horizon, seed, test_share)
+        evaluate_and_fit(&histories, cutoff, horizon, seed).map(|e| e.summary())
     })
     .await?
     .map_err(|e| match e {
@@ -354,49 +357,110 @@ async fn run_eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
     for (line, reason) in log.bad_rows.iter().take(5) {
         println!("  line {line}: {reason}");
     }
+    print_evaluation(&report);
+    Ok(())
+}
+
+fn ci(i: &ml::crossfit::Interval) -> String {
+    format!("[{:.3}, {:.3}]", i.low, i.high)
+}
+
+fn print_evaluation(report: &ml::train::EvaluationSummary) {
+    let horizon = report.horizon_days;
     println!(
-        "cutoff {}, horizon {horizon} days, {} held-out customers (of those who bought before the cutoff)\n",
-        cutoff.format("%Y-%m-%d"),
-        report.test_rows
+        "cutoff {}, horizon {horizon} days: {} customers who bought before the cutoff, each scored \
+         by a model that never saw them ({}-fold cross-fitting){}",
+        report.cutoff.format("%Y-%m-%d"),
+        report.customers,
+        report.churn.folds,
+        if report.rolling_cutoffs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; training rows also at {}",
+                report
+                    .rolling_cutoffs
+                    .iter()
+                    .map(|c| c.format("%Y-%m-%d").to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     );
+    if let Some(b) = report.btyd.bgnbd {
+        println!(
+            "BG/NBD: r {:.3}, alpha {:.2} days ({:.3} weeks), a {:.3}, b {:.3}",
+            b.r,
+            b.alpha,
+            b.alpha / 7.0,
+            b.a,
+            b.b
+        );
+    }
+    if let Some(g) = report.btyd.gamma_gamma {
+        println!("Gamma-Gamma: p {:.3}, q {:.3}, gamma {:.3}", g.p, g.q, g.gamma);
+    }
     let c = &report.churn;
     println!(
-        "churn (positive = no order in the horizon; {:.1}% of held-out customers)",
+        "\nchurn (positive = no order in the horizon; {:.1}% of customers)",
         100.0 * c.metrics.positive_rate
     );
-    println!("  {:<12} {:>10} {:>14}", "metric", "model", "recency only");
+    println!("  {:<14} {:>22} {:>22} {:>22}", "metric", "model", "recency only", "BG/NBD");
+    let bg = c.baselines.bgnbd.as_ref();
+    let cell = |v: f64, i: &ml::crossfit::Interval| format!("{v:.4} {}", ci(i));
     println!(
-        "  {:<12} {:>10.4} {:>14.4}",
-        "roc_auc", c.metrics.roc_auc, c.baseline_recency_roc_auc
+        "  {:<14} {:>22} {:>22} {:>22}",
+        "roc_auc",
+        cell(c.metrics.roc_auc, &c.roc_auc_ci),
+        cell(c.baselines.recency.roc_auc, &c.baselines.recency.roc_auc_ci),
+        bg.map_or("-".into(), |b| cell(b.roc_auc, &b.roc_auc_ci)),
     );
     println!(
-        "  {:<12} {:>10.4} {:>14.4}",
-        "pr_auc", c.metrics.pr_auc, c.baseline_recency_pr_auc
+        "  {:<14} {:>22.4} {:>22.4} {:>22}",
+        "pr_auc",
+        c.metrics.pr_auc,
+        c.baselines.recency.pr_auc,
+        bg.map_or("-".into(), |b| format!("{:.4}", b.pr_auc)),
     );
+    let calibrated = |b: Option<f64>| b.map_or("-".into(), |v| format!("{v:.4}"));
+    println!(
+        "  {:<14} {:>22.4} {:>22} {:>22}",
+        "brier",
+        c.metrics.brier,
+        calibrated(c.baselines.recency.brier),
+        calibrated(bg.and_then(|b| b.brier)),
+    );
+    println!("  {:<14} {:>22.4}", "brier (uncal.)", c.brier_uncalibrated);
     for (name, v) in [
         ("accuracy", c.metrics.accuracy),
         ("precision", c.metrics.precision),
         ("recall", c.metrics.recall),
         ("f1", c.metrics.f1),
-        ("brier", c.metrics.brier),
         ("threshold", c.metrics.threshold),
     ] {
-        println!("  {name:<12} {v:>10.4} {:>14}", "-");
+        println!("  {name:<14} {v:>22.4}");
+    }
+    println!("  reliability (predicted → observed, customers):");
+    for b in &c.reliability {
+        println!("    {:>5.3} → {:>5.3}  {:>6}", b.predicted, b.observed, b.rows);
     }
     let l = &report.ltv;
-    let b = &l.baseline_past_spend_rate;
     println!("\nLTV (spend in the {horizon} days after the cutoff)");
     println!(
-        "  {:<12} {:>10} {:>16}",
-        "metric", "model", "past spend rate"
+        "  {:<12} {:>12} {:>20} {:>16}",
+        "metric", "model", "BG/NBD x Gamma-Gamma", "past spend rate"
     );
-    for (name, m, base) in [
-        ("rmse", l.metrics.rmse, b.rmse),
-        ("mae", l.metrics.mae, b.mae),
-        ("r2", l.metrics.r2, b.r2),
-        ("mape_buyers", l.metrics.mape_buyers, b.mape_buyers),
+    let gg = l.baselines.bgnbd_gamma_gamma.as_ref();
+    let past = &l.baselines.past_spend_rate;
+    for (name, m, g, p) in [
+        ("mae", l.metrics.mae, gg.map(|g| g.mae), past.mae),
+        ("rmse", l.metrics.rmse, gg.map(|g| g.rmse), past.rmse),
+        ("r2", l.metrics.r2, gg.map(|g| g.r2), past.r2),
+        ("mape_buyers", l.metrics.mape_buyers, gg.map(|g| g.mape_buyers), past.mape_buyers),
     ] {
-        println!("  {name:<12} {m:>10.4} {base:>16.4}");
+        println!(
+            "  {name:<12} {m:>12.4} {:>20} {p:>16.4}",
+            g.map_or("-".into(), |g| format!("{g:.4}"))
+        );
     }
-    Ok(())
 }

@@ -93,7 +93,7 @@ impl Scorer {
             find(ml::Task::Segment),
         ];
         if wanted != held.version_ids() {
-            let loaded = pipeline::load_active(&self.ctx.db).await?;
+            let loaded = pipeline::load_active(&self.ctx.db, &self.ctx.settings.ml).await?;
             tracing::info!(churn = ?wanted[0], ltv = ?wanted[1], segment = ?wanted[2], "active models loaded");
             *held = Arc::new(loaded);
         }

@@ -23,16 +23,20 @@ pub async fn train_and_score(
         .iter()
         .map(|m| {
             let decision = match &m.decision {
-                ml::registry::Decision::Activated { .. } => "active",
-                ml::registry::Decision::Candidate { .. } => "candidate (the active one is better)",
+                ml::registry::Decision::Activated { .. } => "active".to_owned(),
+                ml::registry::Decision::Candidate { .. } => {
+                    "candidate (the active one is better)".to_owned()
+                }
+                ml::registry::Decision::Rejected { reason } => format!("rejected: {reason}"),
             };
             let metric = m.task.main_metric();
             let value = m.metrics[metric]
                 .as_f64()
                 .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
             format!(
-                "{:<8} {metric} {value}, {decision} ({})",
+                "{:<8} {} {metric} {value}, {decision} ({})",
                 m.task.to_string(),
+                m.algorithm,
                 m.version_id
             )
         })
