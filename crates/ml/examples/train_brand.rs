@@ -26,8 +26,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = std::time::Instant::now();
     let t = train_all(&histories, &opts)?;
     println!("trained in {:?}", started.elapsed());
-    println!("churn: {}", serde_json::to_string_pretty(&t.churn_report)?);
-    println!("ltv: {}", serde_json::to_string_pretty(&t.ltv_report)?);
+    let summary = t.predictive.as_ref().map(|e| e.summary());
+    match summary {
+        Ok(s) => {
+            println!("churn: {}", serde_json::to_string_pretty(&s.churn)?);
+            println!("ltv: {}", serde_json::to_string_pretty(&s.ltv)?);
+        }
+        Err(e) => println!("churn and LTV: {e}"),
+    }
     println!(
         "segments: {}",
         serde_json::to_string_pretty(&t.segment_metrics)?

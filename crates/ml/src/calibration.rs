@@ -14,7 +14,7 @@ use crate::MlError;
 use crate::optimise::minimise;
 
 /// Validation rows from which isotonic regression is preferred to Platt scaling.
-pub const ISOTONIC_FROM_ROWS: usize = 1_000;
+pub const ISOTONIC_FROM_ROWS: usize = 5_000;
 
 /// Probabilities are kept inside this distance of 0 and 1: an outcome is never
 /// certain, and a log-odds must stay finite.
@@ -221,6 +221,7 @@ mod tests {
     #[test]
     fn calibration_makes_predicted_and_observed_rates_agree() {
         let (fit_s, fit_y) = overconfident(20_000, 1);
+        assert!(fit_s.len() >= ISOTONIC_FROM_ROWS);
         let (s, y) = overconfident(20_000, 2);
         for calibrator in [
             Calibrator::fit(&fit_s, &fit_y).unwrap(),

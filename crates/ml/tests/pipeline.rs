@@ -177,20 +177,18 @@ async fn train_register_score_and_activation_rule() {
         .await
         .unwrap();
     assert_eq!(run.profiles, 700);
+    // Every task ends with exactly one active version: LightGBM, or the baseline that
+    // serves in its place, each with the reason recorded.
+    let active = registry::active(&env.db).await.unwrap();
     assert_eq!(
-        run.models.iter().map(|m| m.task).collect::<Vec<_>>(),
+        active.iter().map(|v| v.task).collect::<Vec<_>>(),
         [Task::Churn, Task::Ltv, Task::Segment]
     );
-    assert!(
-        run.models
-            .iter()
-            .all(|m| matches!(m.decision, Decision::Activated { replaced: None }))
-    );
-
-    // Registry rows carry params, window, row counts, every metric and the artefact.
-    let active = registry::active(&env.db).await.unwrap();
-    assert_eq!(active.len(), 3);
+    for v in &active {
+        assert!(v.status_reason.as_deref().is_some_and(|r| !r.is_empty()), "{v:?}");
+    }
     let churn = active.iter().find(|v| v.task == Task::Churn).unwrap();
+    assert_eq!(churn.algorithm, "lightgbm", "{:?}", churn.status_reason);
     for key in [
         "accuracy",
         "precision",
@@ -199,6 +197,7 @@ async fn train_register_score_and_activation_rule() {
         "roc_auc",
         "pr_auc",
         "brier",
+        "brier_uncalibrated",
         "threshold",
         "baseline_recency_roc_auc",
     ] {
@@ -208,12 +207,20 @@ async fn train_register_score_and_activation_rule() {
             churn.metrics
         );
     }
+    for baseline in ["recency", "bgnbd"] {
+        let m = &churn.metrics["baselines"][baseline];
+        assert!(m["roc_auc"].as_f64().is_some() && m["roc_auc_ci"]["low"].as_f64().is_some(), "{m}");
+    }
+    assert!(!churn.metrics["reliability"].as_array().unwrap().is_empty());
     assert!(
         churn.metrics["roc_auc"].as_f64().unwrap() > 0.7,
         "{}",
         churn.metrics
     );
-    assert!(churn.artefact.starts_with("tree"), "LightGBM model text");
+    let artefact: serde_json::Value = serde_json::from_str(&churn.artefact).unwrap();
+    assert_eq!(artefact["kind"], "lightgbm");
+    assert!(artefact["model"].as_str().unwrap().starts_with("tree"), "LightGBM model text");
+    assert!(artefact["btyd"]["bgnbd"]["r"].as_f64().is_some());
     assert_eq!(churn.params["horizon_days"], 90);
     assert_eq!(churn.feature_set_version, ml::FEATURE_SET_VERSION);
     assert_eq!(churn.data_window_end, Some(b.config.end));
@@ -221,12 +228,6 @@ async fn train_register_score_and_activation_rule() {
     let ltv = active.iter().find(|v| v.task == Task::Ltv).unwrap();
     for key in ["rmse", "mae", "r2", "mape_buyers"] {
         assert!(ltv.metrics[key].as_f64().is_some(), "ltv metric {key}");
-        assert!(
-            ltv.metrics["baseline_past_spend_rate"][key]
-                .as_f64()
-                .is_some(),
-            "ltv baseline {key}"
-        );
     }
     let seg = active.iter().find(|v| v.task == Task::Segment).unwrap();
     assert!(
@@ -236,7 +237,7 @@ async fn train_register_score_and_activation_rule() {
     assert!((settings.ml_segments_min..=settings.ml_segments_max).contains(&k));
 
     // Score everyone: a segment for every profile, churn and LTV for every buyer.
-    let models = Arc::new(pipeline::load_active(&env.db).await.unwrap());
+    let models = Arc::new(pipeline::load_active(&env.db, &settings).await.unwrap());
     let mut redis = env.redis.clone();
     let scored = pipeline::score_all(
         &env.db,
@@ -294,6 +295,24 @@ async fn train_register_score_and_activation_rule() {
         explained, buyers,
         "every churn score has a non-zero top reason"
     );
+    // Tiers are cut-offs on the calibrated probability, and split the buyers.
+    let tiers: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT label, count(*) FROM predictions WHERE task = 'churn' GROUP BY label ORDER BY label",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert!(tiers.len() >= 2, "{tiers:?}");
+    let mistiered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM predictions WHERE task = 'churn' AND label <> \
+         CASE WHEN score >= $1 THEN 'high' WHEN score >= $2 THEN 'medium' ELSE 'low' END",
+    )
+    .bind(settings.ml_churn_tier_high)
+    .bind(settings.ml_churn_tier_medium)
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(mistiered, 0);
     let stored: Option<String> = redis
         .get(ml::store::feature_key(env.prefix(), profile))
         .await
@@ -313,10 +332,13 @@ async fn train_register_score_and_activation_rule() {
     .unwrap();
     assert_eq!(prospects, 700 - buyers);
 
-    // A worse churn model stays a candidate; the active one is untouched.
+    // A worse churn model (that still beats chance, with no baselines recorded) stays
+    // a candidate; the active one is untouched.
+    let policy = pipeline::policy(&settings);
     let active_auc = churn.metrics["roc_auc"].as_f64().unwrap();
-    let mut worse_metrics = churn.metrics.clone();
-    worse_metrics["roc_auc"] = serde_json::json!(active_auc - 0.05);
+    let versus_active = |auc: f64| {
+        serde_json::json!({"roc_auc": auc, "roc_auc_ci": {"low": auc - 0.03, "high": auc + 0.03}})
+    };
     let worse = NewModelVersion {
         task: Task::Churn,
         algorithm: churn.algorithm.clone(),
@@ -326,13 +348,10 @@ async fn train_register_score_and_activation_rule() {
         data_window_end: churn.data_window_end,
         train_rows: churn.train_rows,
         test_rows: churn.test_rows,
-        metrics: worse_metrics,
+        metrics: versus_active(active_auc - 0.05),
         artefact: churn.artefact.clone(),
     };
-    let (worse_id, decision) =
-        registry::register(&env.db, &worse, settings.ml_activation_tolerance)
-            .await
-            .unwrap();
+    let (worse_id, decision) = registry::register(&env.db, &worse, policy).await.unwrap();
     assert!(
         matches!(decision, Decision::Candidate { active, .. } if active == churn.id),
         "{decision:?}"
@@ -354,17 +373,30 @@ async fn train_register_score_and_activation_rule() {
         churn.id
     );
 
+    // One no better than a baseline is rejected and can never be activated.
+    let mut beaten = versus_active(active_auc);
+    beaten["baselines"] = serde_json::json!({"recency": {"roc_auc": active_auc + 0.01}});
+    let (beaten_id, decision) = registry::register(
+        &env.db,
+        &NewModelVersion {
+            metrics: beaten,
+            ..worse.clone()
+        },
+        policy,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(&decision, Decision::Rejected { reason } if reason.contains("recency")), "{decision:?}");
+    assert!(registry::activate(&env.db, beaten_id).await.is_err());
+
     // One within the tolerance is activated; manual activation and rollback work.
-    let mut close_metrics = churn.metrics.clone();
-    close_metrics["roc_auc"] =
-        serde_json::json!(active_auc - settings.ml_activation_tolerance / 2.0);
     let (close_id, decision) = registry::register(
         &env.db,
         &NewModelVersion {
-            metrics: close_metrics,
+            metrics: versus_active(active_auc - settings.ml_activation_tolerance / 2.0),
             ..worse.clone()
         },
-        settings.ml_activation_tolerance,
+        policy,
     )
     .await
     .unwrap();
@@ -399,7 +431,7 @@ async fn train_register_score_and_activation_rule() {
     assert!(registry::activate(&env.db, Uuid::new_v4()).await.is_err());
 
     // Re-scoring with the newly active version records it on the predictions.
-    let models = Arc::new(pipeline::load_active(&env.db).await.unwrap());
+    let models = Arc::new(pipeline::load_active(&env.db, &settings).await.unwrap());
     pipeline::score_profiles(
         &env.db,
         &mut redis,
@@ -434,47 +466,116 @@ async fn training_is_deterministic_given_the_seed() {
     };
     let a = ml::train::train_all(&histories, &opts).unwrap();
     let again = ml::train::train_all(&histories, &opts).unwrap();
+    let (x, y) = (a.predictive.as_ref().unwrap(), again.predictive.as_ref().unwrap());
     assert_eq!(
-        a.churn.model.to_text().unwrap(),
-        again.churn.model.to_text().unwrap()
+        x.churn_model.model.to_text().unwrap(),
+        y.churn_model.model.to_text().unwrap()
     );
-    assert_eq!(a.ltv.to_text().unwrap(), again.ltv.to_text().unwrap());
+    assert_eq!(
+        x.ltv_model.model.to_text().unwrap(),
+        y.ltv_model.model.to_text().unwrap()
+    );
     assert_eq!(a.segments, again.segments);
-    assert_eq!(a.churn_report, again.churn_report);
+    assert_eq!(x.summary(), y.summary());
 }
 
-/// The generator makes churn predictable from behaviour, not from recency alone: the
-/// model clearly beats ranking customers by days since their last order.
+/// The generator makes churn predictable from behaviour, not from recency alone: on
+/// cross-fitted customers the model clearly beats ranking by days since the last order
+/// and BG/NBD, and LTV beats both spend baselines.
 #[test]
-fn churn_beats_the_recency_baseline_on_generated_data() {
+fn churn_beats_the_baselines_on_generated_data() {
     let b = generate(&BrandConfig {
         seed: 31,
         customers: 3_000,
         ..BrandConfig::default()
     });
     let histories = synthetic::histories(&b);
-    let (test_cutoff, horizon) = (b.config.end - Duration::days(90), 90);
-    let train = ml::train::labelled_rows(&histories, test_cutoff - Duration::days(90), horizon);
-    let test = ml::train::labelled_rows(&histories, test_cutoff, horizon);
-    let params = |o| ml::gbm::GbmParams::new(o, 42).sized_for(train.len());
-    let (_, r) =
-        ml::train::train_churn(&train, &test, &params(ml::gbm::Objective::Binary)).unwrap();
+    let e = ml::train::evaluate_and_fit(&histories, b.config.end - Duration::days(90), 90, 42)
+        .unwrap();
+    let c = &e.churn;
+    let bgnbd = c.baselines.bgnbd.as_ref().unwrap();
     println!(
-        "churn ROC-AUC {:.4} vs recency only {:.4}",
-        r.metrics.roc_auc, r.baseline_recency_roc_auc
+        "churn ROC-AUC {:.4} vs recency only {:.4} and BG/NBD {:.4}",
+        c.metrics.roc_auc, c.baselines.recency.roc_auc, bgnbd.roc_auc
     );
+    assert!(c.metrics.roc_auc >= c.baselines.recency.roc_auc + 0.02, "{c:?}");
+    assert!(c.metrics.roc_auc >= bgnbd.roc_auc + 0.02, "{c:?}");
+    assert!(c.roc_auc_ci.low < c.metrics.roc_auc && c.metrics.roc_auc < c.roc_auc_ci.high);
+    assert!(c.metrics.pr_auc > c.baselines.recency.pr_auc, "{c:?}");
+    assert_eq!(c.metrics.rows, e.customers, "every customer is scored");
+    let l = &e.ltv;
+    let gg = l.baselines.bgnbd_gamma_gamma.as_ref().unwrap();
+    assert!(l.metrics.rmse < l.baselines.past_spend_rate.rmse, "{l:?}");
+    assert!(l.metrics.r2 > gg.r2 && l.metrics.rmse < gg.rmse, "{l:?}");
+}
+
+/// With the future shuffled between customers, nothing predicts churn: the gate
+/// refuses the model and every baseline, so nothing serves — where the same brand
+/// unshuffled gets a model.
+#[tokio::test]
+async fn a_model_no_better_than_its_baselines_is_refused() {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    let env = TestEnv::new().await;
+    let b = generate(&BrandConfig {
+        seed: 32,
+        customers: 1_500,
+        ..BrandConfig::default()
+    });
+    let as_of = b.config.end;
+    let cutoff = as_of - Duration::days(90);
+    let honest = synthetic::histories(&b);
+    // Orders from the cutoff on are dealt to other customers at random.
+    let mut shuffled = honest.clone();
+    let mut futures: Vec<Vec<ml::history::OrderFact>> = shuffled
+        .iter_mut()
+        .map(|h| {
+            let (past, future) = h.orders.drain(..).partition(|o| o.placed_at < cutoff);
+            h.orders = past;
+            future
+        })
+        .collect();
+    futures.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+    for (h, future) in shuffled.iter_mut().zip(futures) {
+        h.orders.extend(future);
+        // Events after the cutoff would tell the truth: keep only the past.
+        h.events.retain(|e| e.at < cutoff);
+    }
+    let settings = env.settings.ml.clone();
+    let opts = ml::train::TrainOptions {
+        as_of,
+        horizon_days: 90,
+        seed: 42,
+        segments_min: 4,
+        segments_max: 4,
+    };
+    let register_churn = |histories: Vec<ml::history::ProfileHistory>| {
+        let (db, settings, opts) = (env.db.clone(), settings.clone(), opts.clone());
+        async move {
+            let trained = ml::train::train_all(&histories, &opts).unwrap();
+            let offers = pipeline::model_versions(&trained, &opts).unwrap();
+            let churn = offers.into_iter().find(|o| o.primary.task == Task::Churn).unwrap();
+            let mut decisions = Vec::new();
+            for v in std::iter::once(&churn.primary).chain(&churn.fallback) {
+                let (_, d) = registry::register(&db, v, pipeline::policy(&settings)).await.unwrap();
+                decisions.push((v.algorithm.clone(), d));
+            }
+            decisions
+        }
+    };
+    let refused = register_churn(shuffled).await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for (algorithm, d) in &refused {
+        assert!(matches!(d, Decision::Rejected { .. }), "{algorithm}: {d:?}");
+    }
+    assert!(registry::active_ids(&env.db).await.unwrap().is_empty());
+    let models = pipeline::load_active(&env.db, &settings).await.unwrap();
+    assert!(models.churn.is_none(), "nothing serves churn");
+
+    let accepted = register_churn(honest).await;
     assert!(
-        r.metrics.roc_auc >= r.baseline_recency_roc_auc + 0.02,
-        "{r:?}"
+        matches!(accepted[0], (ref a, Decision::Activated { .. }) if a == "lightgbm"),
+        "{accepted:?}"
     );
-    assert!(r.metrics.pr_auc > r.baseline_recency_pr_auc, "{r:?}");
-    let (_, l) = ml::train::train_ltv(
-        &train,
-        &test,
-        horizon,
-        &params(ml::gbm::Objective::Regression),
-    )
-    .unwrap();
-    assert!(l.metrics.rmse < l.baseline_past_spend_rate.rmse, "{l:?}");
-    assert!(l.metrics.r2 > l.baseline_past_spend_rate.r2, "{l:?}");
 }

@@ -156,10 +156,11 @@ async fn scores_requested_profiles_and_reloads_when_the_active_model_changes() {
         data_window_end: churn.data_window_end,
         train_rows: churn.train_rows,
         test_rows: churn.test_rows,
-        metrics: serde_json::json!({"roc_auc": 0.5, "threshold": 0.9}),
+        // Better than chance (so the gate lets it through), worse than the active one.
+        metrics: serde_json::json!({"roc_auc": 0.6, "roc_auc_ci": {"low": 0.55, "high": 0.65}, "threshold": 0.9}),
         artefact: churn.artefact.clone(),
     };
-    let (candidate_id, _) = registry::register(&env.db, &candidate, 0.005)
+    let (candidate_id, _) = registry::register(&env.db, &candidate, ml::pipeline::policy(&env.settings.ml))
         .await
         .unwrap();
     registry::activate(&env.db, candidate_id).await.unwrap();
