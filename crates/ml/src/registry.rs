@@ -423,6 +423,34 @@ pub async fn active_ids(db: &PgPool) -> Result<Vec<(Task, Uuid)>, MlError> {
         .collect()
 }
 
+/// Whether a training run is due regardless of the schedule: some task (churn, LTV,
+/// segments) has no active version this build can serve — none yet, or one trained on
+/// another feature set — and no version of it was registered in the last `within`.
+pub async fn training_due(
+    db: &PgPool,
+    feature_set_version: i32,
+    within: chrono::Duration,
+) -> Result<bool, MlError> {
+    let servable: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT task) FROM model_version WHERE status = 'active' \
+         AND task IN ('churn', 'ltv', 'segment') \
+         AND (task = 'segment' OR feature_set_version = $1)",
+    )
+    .bind(feature_set_version)
+    .fetch_one(db)
+    .await?;
+    if servable == 3 {
+        return Ok(false);
+    }
+    let recent: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM model_version WHERE created_at > now() - $1::interval)",
+    )
+    .bind(format!("{} seconds", within.num_seconds()))
+    .fetch_one(db)
+    .await?;
+    Ok(!recent)
+}
+
 /// The most recent versions (of one task, or all), newest first.
 pub async fn list(
     db: &PgPool,

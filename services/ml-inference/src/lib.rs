@@ -200,11 +200,18 @@ impl Handler for Scorer {
 }
 
 /// Retrains every `ML_RETRAIN_INTERVAL_HOURS` (never when 0), and once soon after
-/// start-up when no model is active yet.
+/// start-up when a task has no model this build can serve and nothing was trained in
+/// the last hour.
 async fn retrain_schedule(ctx: ServiceContext, scorer: Arc<Scorer>) {
     let hours = ctx.settings.ml.ml_retrain_interval_hours;
     let interval = (hours > 0).then(|| Duration::from_secs(u64::from(hours) * 3600));
-    let no_models = matches!(registry::active_ids(&ctx.db).await, Ok(ids) if ids.is_empty());
+    // Soon after start when something cannot be served (no model yet, or one from an
+    // older feature set) and nothing was trained lately — not on every restart of a
+    // brand whose history is too thin to train on.
+    let no_models = matches!(
+        registry::training_due(&ctx.db, ml::FEATURE_SET_VERSION, chrono::Duration::hours(1)).await,
+        Ok(true)
+    );
     let mut next = if no_models && interval.is_some() {
         Duration::from_secs(5)
     } else {

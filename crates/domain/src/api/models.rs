@@ -199,6 +199,10 @@ pub struct ModelVersionView {
     pub metrics: serde_json::Value,
     /// Registry status.
     pub status: ModelStatus,
+    /// Why it has that status: what it beat or failed to beat (chance, the baselines,
+    /// the active version), too little data, or a manual activation.
+    #[serde(default)]
+    pub status_reason: Option<String>,
     /// Trained.
     pub created_at: DateTime<Utc>,
     /// Made active.

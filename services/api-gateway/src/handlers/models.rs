@@ -12,7 +12,7 @@ use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
 use crate::state::AppState;
 
 const COLUMNS: &str = "id, task, algorithm, params, feature_set_version, data_window_start, \
-     data_window_end, train_rows, test_rows, metrics, status, created_at, activated_at";
+     data_window_end, train_rows, test_rows, metrics, status, status_reason, created_at, activated_at";
 
 #[derive(sqlx::FromRow)]
 struct ModelRow {
@@ -27,6 +27,7 @@ struct ModelRow {
     test_rows: i32,
     metrics: sqlx::types::Json<serde_json::Value>,
     status: String,
+    status_reason: Option<String>,
     created_at: DateTime<Utc>,
     activated_at: Option<DateTime<Utc>>,
 }
@@ -45,6 +46,7 @@ impl ModelRow {
             test_rows: self.test_rows,
             metrics: self.metrics.0,
             status: self.status.parse().ok()?,
+            status_reason: self.status_reason,
             created_at: self.created_at,
             activated_at: self.activated_at,
         })
