@@ -385,3 +385,73 @@ mod tests {
         assert!(!full.contains("NaN"));
     }
 }
+
+/// A reliability curve: predicted probability (x) against the observed rate (y) per
+/// bin, dots sized by how many customers a bin holds, over the diagonal a perfectly
+/// calibrated model would follow. `bins` are (predicted, observed, customers).
+#[component]
+pub fn ReliabilityChart(
+    /// What the chart shows, for screen readers and the test suite.
+    label: String,
+    /// (mean predicted probability, observed rate, customers) per bin.
+    bins: Vec<(f64, f64, u64)>,
+) -> impl IntoView {
+    const SIDE: f64 = 220.0;
+    const PAD: f64 = 34.0;
+    let most = bins.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64;
+    let at = |v: f64| v.clamp(0.0, 1.0) * SIDE;
+    let line: String = bins
+        .iter()
+        .enumerate()
+        .map(|(i, (p, o, _))| {
+            format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, at(*p), SIDE - at(*o))
+        })
+        .collect();
+    let title = label.clone();
+    view! {
+        <svg
+            class="chart reliability"
+            viewBox=format!("0 0 {} {}", SIDE + PAD + 10.0, SIDE + PAD)
+            role="img"
+            aria-label=label
+        >
+            <title>{title}</title>
+            <g transform=format!("translate({PAD},6)")>
+                {[0.0, 0.5, 1.0]
+                    .iter()
+                    .map(|t| {
+                        view! {
+                            <line class="grid" x1="0" x2=SIDE y1=SIDE - at(*t) y2=SIDE - at(*t)></line>
+                            <text class="axis" x="-6" y=SIDE - at(*t) + 4.0 text-anchor="end">
+                                {format!("{:.0}%", t * 100.0)}
+                            </text>
+                            <text class="axis" x=at(*t) y=SIDE + 16.0 text-anchor="middle">
+                                {format!("{:.0}%", t * 100.0)}
+                            </text>
+                        }
+                    })
+                    .collect_view()}
+                <line class="diagonal" x1="0" y1=SIDE x2=SIDE y2="0"></line>
+                <path class="line" d=line></path>
+                {bins
+                    .iter()
+                    .map(|(p, o, n)| {
+                        let r = 2.5 + 4.5 * (*n as f64 / most).sqrt();
+                        view! {
+                            <circle class="dot" cx=at(*p) cy=SIDE - at(*o) r=r>
+                                <title>
+                                    {format!(
+                                        "predicted {:.0}%, observed {:.0}% ({} customers)",
+                                        p * 100.0,
+                                        o * 100.0,
+                                        format::count(*n as i64)
+                                    )}
+                                </title>
+                            </circle>
+                        }
+                    })
+                    .collect_view()}
+            </g>
+        </svg>
+    }
+}

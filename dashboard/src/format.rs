@@ -76,6 +76,42 @@ fn currency_prefix(currency: &str) -> String {
     }
 }
 
+/// Longest figure a KPI card shows in full; longer ones are abbreviated (with the exact
+/// value on hover), so a card never wraps a number across two lines.
+pub const KPI_MAX_CHARS: usize = 10;
+
+/// A KPI figure: `exact` when it fits a card, otherwise `amount` abbreviated to three
+/// significant digits with the currency's symbol (`₹5.95M`).
+pub fn kpi_figure(exact: &str, amount: f64, currency: Option<&str>) -> String {
+    if exact.chars().count() <= KPI_MAX_CHARS {
+        return exact.to_owned();
+    }
+    let a = amount.abs();
+    let (scaled, suffix) = if a >= 1e9 {
+        (amount / 1e9, "B")
+    } else if a >= 1e6 {
+        (amount / 1e6, "M")
+    } else {
+        (amount / 1e3, "k")
+    };
+    let decimals = if scaled.abs() >= 100.0 {
+        0
+    } else if scaled.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!(
+        "{}{scaled:.decimals$}{suffix}",
+        currency_prefix(currency.unwrap_or(""))
+    )
+}
+
+/// A count as a KPI figure (see [`kpi_figure`]).
+pub fn kpi_count(n: i64) -> String {
+    kpi_figure(&count(n), n as f64, None)
+}
+
 /// `1234.5` in `INR` → `₹1,234.50`.
 pub fn money(amount: Decimal, currency: Option<&str>) -> String {
     let rounded = amount.round_dp(2);
@@ -196,6 +232,16 @@ mod tests {
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(count(-12345), "-12,345");
+    }
+
+    #[test]
+    fn kpi_figures_fit_a_card() {
+        assert_eq!(kpi_figure("₹95,068.20", 95_068.2, Some("INR")), "₹95,068.20");
+        assert_eq!(kpi_figure("₹5,950,688.20", 5_950_688.2, Some("INR")), "₹5.95M");
+        assert_eq!(kpi_figure("₹59,506,882.00", 59_506_882.0, Some("INR")), "₹59.5M");
+        assert_eq!(kpi_figure("₹595,068.20", 595_068.2, Some("INR")), "₹595k");
+        assert_eq!(kpi_figure("12,345,678", 12_345_678.0, None), "12.3M");
+        assert!(kpi_figure("₹1,234,567,890.00", 1_234_567_890.0, Some("INR")).chars().count() <= KPI_MAX_CHARS);
     }
 
     #[test]

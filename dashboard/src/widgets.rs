@@ -87,13 +87,17 @@ pub fn Kpi(
     /// Context under the value.
     #[prop(optional, into)]
     hint: String,
+    /// The exact value, shown on hover when `value` is abbreviated.
+    #[prop(optional, into)]
+    exact: Option<String>,
     /// Stable name for the test suite (`data-kpi`).
     name: &'static str,
 ) -> impl IntoView {
+    let title = exact.clone().unwrap_or_else(|| value.clone());
     view! {
         <div class="kpi" data-kpi=name>
             <span class="kpi-label">{label}</span>
-            <span class="kpi-value">{value}</span>
+            <span class="kpi-value" title=title data-exact=exact>{value}</span>
             <span class="kpi-hint">{hint}</span>
         </div>
     }

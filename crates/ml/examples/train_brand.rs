@@ -1,6 +1,6 @@
 //! Trains churn, LTV and segments on a simulated brand, in memory, and prints every
 //! metric beside its baseline: `cargo run --release -p ml --example train_brand --
-//! [customers] [seed]`.
+//! [customers] [seed] [months]`.
 
 use ml::train::{TrainOptions, train_all};
 use scenario::{BrandConfig, generate};
@@ -9,10 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let customers = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let seed = args.next().and_then(|a| a.parse().ok()).unwrap_or(7);
+    let defaults = BrandConfig::default();
+    let months = args.next().and_then(|a| a.parse().ok()).unwrap_or(defaults.months);
     let cfg = BrandConfig {
         seed,
         customers,
-        ..BrandConfig::default()
+        months,
+        ..defaults
     };
     let brand = generate(&cfg);
     let histories = ml::synthetic::histories(&brand);

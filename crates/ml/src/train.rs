@@ -46,9 +46,9 @@ use crate::segments::{self, SegmentMetrics, SegmentModel};
 /// Share of training customers held back for early stopping and calibration.
 const VALIDATION_SHARE: f64 = 0.2;
 /// Fewest buyers at the cutoff worth training churn and LTV on.
-pub const MIN_BUYERS: usize = 100;
+pub const MIN_BUYERS: usize = 60;
 /// Fewest customers of each churn outcome worth training on.
-pub const MIN_PER_CLASS: usize = 15;
+pub const MIN_PER_CLASS: usize = 10;
 /// Earlier cutoffs added for more training rows, at most.
 const MAX_EXTRA_WINDOWS: usize = 3;
 /// Reliability curve bins.

@@ -83,9 +83,9 @@ export async function textMatches(page, selector, pattern, timeout = 15_000) {
   return handle.jsonValue();
 }
 
-/** The number in a KPI card (`data-kpi=name`), digits only. */
+/** The exact number in a KPI card (`data-kpi=name`; its title when abbreviated), digits only. */
 export async function kpi(page, name) {
-  const text = await page.locator(`[data-kpi=${name}] .kpi-value`).textContent();
+  const text = await page.locator(`[data-kpi=${name}] .kpi-value`).getAttribute("title");
   return Number(text.replace(/[^0-9.]/g, ""));
 }
 

@@ -1,6 +1,8 @@
 //! Models: every trained model version per task (churn, lifetime value, segments,
-//! recommendations) with its evaluation metrics, which one is active, when it was
-//! trained and on which data window. `?task=` narrows the list to one task.
+//! recommendations) with its evaluation metrics next to its baselines' on the same
+//! customers, why it is (or is not) active, the reliability curve of its churn
+//! probabilities, when it was trained and on which data window. `?task=` narrows the
+//! list to one task.
 
 use domain::api::{ModelQuery, ModelStatus, ModelTask, ModelVersionView, Page};
 use leptos::prelude::*;
@@ -8,6 +10,7 @@ use leptos::prelude::*;
 use super::{href, query_param};
 use crate::api;
 use crate::format;
+use crate::charts::ReliabilityChart;
 use crate::widgets::{Badge, Empty, JsonBlock, Pager, loaded};
 
 /// How people call a task.
@@ -23,8 +26,8 @@ fn task_label(t: ModelTask) -> &'static str {
 /// The metrics worth a column for a task, in the order shown.
 pub fn headline_metrics(t: ModelTask) -> &'static [&'static str] {
     match t {
-        ModelTask::Churn => &["roc_auc", "f1", "precision", "recall", "accuracy"],
-        ModelTask::Ltv => &["rmse", "mae", "r2", "mape"],
+        ModelTask::Churn => &["roc_auc", "pr_auc", "brier", "f1"],
+        ModelTask::Ltv => &["mae", "rmse", "r2"],
         ModelTask::Segment => &["silhouette", "inertia", "k"],
         ModelTask::Recommend => &["recall_at_10", "ndcg_at_10"],
     }
@@ -38,6 +41,68 @@ pub fn metric(v: &serde_json::Value) -> String {
         Some(x) => format!("{x:.3}"),
         None => v.as_str().map(str::to_owned).unwrap_or_else(|| "—".into()),
     }
+}
+
+/// The metric that decides activation, and the baselines it is compared with.
+fn main_metric(t: ModelTask) -> &'static str {
+    match t {
+        ModelTask::Churn => "roc_auc",
+        ModelTask::Ltv => "r2",
+        ModelTask::Segment => "silhouette",
+        ModelTask::Recommend => "recall_at_10",
+    }
+}
+
+/// How people call a baseline.
+fn baseline_label(name: &str) -> String {
+    match name {
+        "recency" => "Recency only".into(),
+        "bgnbd" => "BG/NBD".into(),
+        "bgnbd_gamma_gamma" => "BG/NBD × Gamma-Gamma".into(),
+        "past_spend_rate" => "Past spend rate".into(),
+        other => format::humanize(other),
+    }
+}
+
+/// Each recorded baseline with its value of `metric`, as `(label, value)`.
+pub fn baselines(metrics: &serde_json::Value, metric: &str) -> Vec<(String, String)> {
+    metrics["baselines"]
+        .as_object()
+        .map(|b| {
+            b.iter()
+                .filter(|(_, m)| !m[metric].is_null())
+                .map(|(name, m)| (baseline_label(name), self::metric(&m[metric])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The 95 % interval of a metric, when recorded (`[0.731, 0.780]`).
+fn interval(metrics: &serde_json::Value, metric: &str) -> Option<String> {
+    let ci = &metrics[format!("{metric}_ci")];
+    Some(format!(
+        "[{:.3}, {:.3}]",
+        ci["low"].as_f64()?,
+        ci["high"].as_f64()?
+    ))
+}
+
+/// The reliability curve's bins: (predicted, observed, customers).
+fn reliability_bins(metrics: &serde_json::Value) -> Vec<(f64, f64, u64)> {
+    metrics["reliability"]
+        .as_array()
+        .map(|bins| {
+            bins.iter()
+                .filter_map(|b| {
+                    Some((
+                        b["predicted"].as_f64()?,
+                        b["observed"].as_f64()?,
+                        b["rows"].as_u64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn status_tone(s: ModelStatus) -> &'static str {
@@ -67,7 +132,9 @@ pub fn Models() -> impl IntoView {
         <div class="page-head">
             <div>
                 <h1>"Models"</h1>
-                <p class="sub">"A new version serves only when it is at least as good as the active one."</p>
+                <p class="sub">
+                    "A new version serves only when it beats chance and its baselines on customers it never saw (cross-fitted), and is at least as good as the active one; otherwise the best baseline serves, or nothing when there is too little data."
+                </p>
             </div>
             <nav class="segmented" aria-label="Task">
                 <a href="/models" aria-current=move || task.get().is_none().then_some("page")>"All"</a>
@@ -103,6 +170,13 @@ pub fn Models() -> impl IntoView {
 #[component]
 fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView {
     let metrics = headline_metrics(task);
+    let main = main_metric(task);
+    // The newest churn version with a reliability curve: the active one if it has one.
+    let calibrated = versions
+        .iter()
+        .filter(|v| !reliability_bins(&v.metrics).is_empty())
+        .min_by_key(|v| v.status != ModelStatus::Active)
+        .cloned();
     view! {
         <section class="card table-wrap" data-task=task.as_str()>
             <h2>{task_label(task)}</h2>
@@ -115,6 +189,8 @@ fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView
                         <th class="hide-phone">"Data window"</th>
                         <th class="num hide-phone">"Train / test rows"</th>
                         {metrics.iter().map(|m| view! { <th class="num">{format::humanize(m)}</th> }).collect_view()}
+                        <th>{format!("Baselines ({})", format::humanize(main))}</th>
+                        <th>"Why"</th>
                         <th></th>
                     </tr>
                 </thead>
@@ -124,14 +200,29 @@ fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView
                             (Some(a), Some(b)) => format!("{} → {}", format::date(a), format::date(b)),
                             _ => "—".into(),
                         };
+                        let compared = baselines(&v.metrics, main);
+                        let reason = v.status_reason.clone().unwrap_or_else(|| "—".into());
+                        let reason_class = if v.status == ModelStatus::Rejected { "model-reason why-rejected" } else { "model-reason" };
+                        let main_ci = interval(&v.metrics, main);
                         view! {
-                            <tr data-status=v.status.as_str()>
+                            <tr data-status=v.status.as_str() data-algorithm=v.algorithm.clone()>
                                 <td>{format::datetime(v.created_at)}</td>
                                 <td><Badge text=v.status.as_str() tone=status_tone(v.status)/></td>
                                 <td>{v.algorithm.clone()}</td>
                                 <td class="hide-phone">{window}</td>
                                 <td class="num hide-phone">{format!("{} / {}", format::count(v.train_rows.into()), format::count(v.test_rows.into()))}</td>
-                                {metrics.iter().map(|m| view! { <td class="num">{metric(v.metrics.get(*m).unwrap_or(&serde_json::Value::Null))}</td> }).collect_view()}
+                                {metrics.iter().map(|m| {
+                                    let title = (*m == main).then(|| main_ci.clone()).flatten().map(|ci| format!("95 % interval {ci}"));
+                                    view! { <td class="num" title=title>{metric(v.metrics.get(*m).unwrap_or(&serde_json::Value::Null))}</td> }
+                                }).collect_view()}
+                                <td class="baselines" data-baselines>
+                                    {if compared.is_empty() {
+                                        "—".to_owned()
+                                    } else {
+                                        compared.iter().map(|(name, value)| format!("{name} {value}")).collect::<Vec<_>>().join(" · ")
+                                    }}
+                                </td>
+                                <td class=reason_class data-reason>{reason}</td>
                                 <td>
                                     <details>
                                         <summary>"Details"</summary>
@@ -146,6 +237,23 @@ fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView
                     }).collect_view()}
                 </tbody>
             </table>
+            {calibrated.map(|v| {
+                let bins = reliability_bins(&v.metrics);
+                let brier = metric(&v.metrics["brier"]);
+                let raw = metric(&v.metrics["brier_uncalibrated"]);
+                view! {
+                    <div class="calibration" data-reliability=v.id.to_string()>
+                        <ReliabilityChart label="Reliability: predicted against observed churn".into() bins/>
+                        <p class="muted">
+                            {format!(
+                                "Reliability of the {} version trained {}: each dot is a group of customers (cross-fitted, so none was scored by a model that saw them); on the dashed diagonal, \"37 %\" churns 37 % of the time. Brier score {brier} calibrated, {raw} before calibration (lower is better).",
+                                v.status.as_str(),
+                                format::datetime(v.created_at)
+                            )}
+                        </p>
+                    </div>
+                }
+            })}
         </section>
     }
 }
@@ -163,5 +271,13 @@ mod tests {
         assert_eq!(metric(&json!(null)), "—");
         assert_eq!(metric(&json!("n/a")), "n/a");
         assert!(headline_metrics(ModelTask::Churn).contains(&"roc_auc"));
+        let m = json!({"roc_auc": 0.8, "roc_auc_ci": {"low": 0.78, "high": 0.82},
+                       "baselines": {"recency": {"roc_auc": 0.765}, "bgnbd": {"roc_auc": 0.7694}}});
+        assert_eq!(
+            baselines(&m, "roc_auc"),
+            [("BG/NBD".to_owned(), "0.769".to_owned()), ("Recency only".to_owned(), "0.765".to_owned())]
+        );
+        assert_eq!(interval(&m, "roc_auc").as_deref(), Some("[0.780, 0.820]"));
+        assert!(baselines(&json!({}), "roc_auc").is_empty());
     }
 }

@@ -56,10 +56,20 @@ pub fn Overview() -> impl IntoView {
 #[component]
 fn OverviewBody(o: OverviewData, days: i64) -> impl IntoView {
     let revenue_main = o.revenue.first().cloned();
-    let revenue_text = revenue_main
+    let revenue_exact = revenue_main
         .as_ref()
         .map(|m| format::money(m.amount, Some(&m.currency)))
         .unwrap_or_else(|| format::money(Default::default(), None));
+    let revenue_text = revenue_main.as_ref().map_or_else(
+        || revenue_exact.clone(),
+        |m| {
+            format::kpi_figure(
+                &revenue_exact,
+                m.amount.to_string().parse().unwrap_or(0.0),
+                Some(&m.currency),
+            )
+        },
+    );
     let revenue_others = o
         .revenue
         .iter()
@@ -158,37 +168,43 @@ fn OverviewBody(o: OverviewData, days: i64) -> impl IntoView {
             <Kpi
                 name="profiles"
                 label="Profiles"
-                value=format::count(o.profiles_total)
+                value=format::kpi_count(o.profiles_total)
+                exact=format::count(o.profiles_total)
                 hint=format!("+{} new in the period", format::count(o.profiles_new))
             />
             <Kpi
                 name="new_profiles"
                 label="New profiles"
-                value=format::count(o.profiles_new)
+                value=format::kpi_count(o.profiles_new)
+                exact=format::count(o.profiles_new)
                 hint="first seen in the period"
             />
             <Kpi
                 name="orders"
                 label="Orders"
-                value=format::count(o.orders)
+                value=format::kpi_count(o.orders)
+                exact=format::count(o.orders)
                 hint=format!("{} events", format::count(o.events_total))
             />
             <Kpi
                 name="revenue"
                 label="Revenue"
                 value=revenue_text
+                exact=revenue_exact
                 hint=if revenue_others.is_empty() { "net of refunds".to_owned() } else { format!("+ {revenue_others}") }
             />
             <Kpi
                 name="merges"
                 label="Merges"
-                value=format::count(o.merges)
+                value=format::kpi_count(o.merges)
+                exact=format::count(o.merges)
                 hint="profiles joined in the period"
             />
             <Kpi
                 name="review_items"
                 label="Open review items"
-                value=format::count(o.review_items_pending)
+                value=format::kpi_count(o.review_items_pending)
+                exact=format::count(o.review_items_pending)
                 hint=format!("{} raised in the period", format::count(o.review_items_created))
             />
         </section>
@@ -216,7 +232,7 @@ fn OverviewBody(o: OverviewData, days: i64) -> impl IntoView {
                 } else {
                     view! {
                         <p class="muted">
-                            "No churn scores yet: they appear once a churn model is trained (Models page)."
+                            "Not enough data to predict churn yet: no churn model has passed its checks against chance and the baselines (the Models page says why)."
                         </p>
                     }
                         .into_any()
