@@ -2,8 +2,9 @@
 //! services on random ports with a fresh database and stream prefix, seeds what it
 //! needs through the front door, and runs its browser specs (`specs/*.test.mjs`).
 //!
-//! The overview and the screenshots also load a generated brand (`ctl demo`: the
-//! scenario simulator's customers through the same front door, models trained).
+//! The overview, the Models page and the screenshots also load a generated brand (`ctl
+//! demo`: the scenario simulator's customers through the same front door, models
+//! trained).
 //!
 //! Needs the built bundle (`just build-dashboard`), the `ctl` binary, `npm ci` in
 //! `dashboard/e2e`, and Chromium; `just test-browser` sees to all four. Tests that need customer data wait
@@ -58,7 +59,7 @@ async fn overview_search_and_customer_360_of_a_merged_customer() {
         .await
         .unwrap();
     // The overview first: the Customer 360 specs end by undoing the merge it counts.
-    browser::run_specs(&fleet, &seed, &["overview.test.mjs"])
+    browser::run_specs(&fleet, &seed, &["overview.test.mjs", "models.test.mjs"])
         .await
         .unwrap();
     browser::run_specs(&fleet, &seed, &["customer360.test.mjs"])
