@@ -404,7 +404,12 @@ pub fn ReliabilityChart(
         .iter()
         .enumerate()
         .map(|(i, (p, o, _))| {
-            format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, at(*p), SIDE - at(*o))
+            format!(
+                "{}{:.1},{:.1}",
+                if i == 0 { "M" } else { " L" },
+                at(*p),
+                SIDE - at(*o)
+            )
         })
         .collect();
     let title = label.clone();

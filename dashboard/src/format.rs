@@ -236,12 +236,26 @@ mod tests {
 
     #[test]
     fn kpi_figures_fit_a_card() {
-        assert_eq!(kpi_figure("₹95,068.20", 95_068.2, Some("INR")), "₹95,068.20");
-        assert_eq!(kpi_figure("₹5,950,688.20", 5_950_688.2, Some("INR")), "₹5.95M");
-        assert_eq!(kpi_figure("₹59,506,882.00", 59_506_882.0, Some("INR")), "₹59.5M");
+        assert_eq!(
+            kpi_figure("₹95,068.20", 95_068.2, Some("INR")),
+            "₹95,068.20"
+        );
+        assert_eq!(
+            kpi_figure("₹5,950,688.20", 5_950_688.2, Some("INR")),
+            "₹5.95M"
+        );
+        assert_eq!(
+            kpi_figure("₹59,506,882.00", 59_506_882.0, Some("INR")),
+            "₹59.5M"
+        );
         assert_eq!(kpi_figure("₹595,068.20", 595_068.2, Some("INR")), "₹595k");
         assert_eq!(kpi_figure("12,345,678", 12_345_678.0, None), "12.3M");
-        assert!(kpi_figure("₹1,234,567,890.00", 1_234_567_890.0, Some("INR")).chars().count() <= KPI_MAX_CHARS);
+        assert!(
+            kpi_figure("₹1,234,567,890.00", 1_234_567_890.0, Some("INR"))
+                .chars()
+                .count()
+                <= KPI_MAX_CHARS
+        );
     }
 
     #[test]

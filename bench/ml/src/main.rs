@@ -18,7 +18,9 @@ use chrono::Duration;
 use ml::features::N_FEATURES;
 use ml::gbm::{GbmModel, GbmParams, Objective};
 use ml::history::ProfileHistory;
-use ml::scoring::{ActiveChurn, ActiveLtv, ActiveModels, ActiveSegments, ChurnScorer, LtvScorer, RiskTiers};
+use ml::scoring::{
+    ActiveChurn, ActiveLtv, ActiveModels, ActiveSegments, ChurnScorer, LtvScorer, RiskTiers,
+};
 use ml::train;
 use scenario::BrandConfig;
 use scenario::brand::Simulator;
@@ -259,7 +261,8 @@ fn main() {
 
     // --- LightGBM: Rust binding vs Python package, same matrices and parameters (the
     // binding's cost, on the features alone at two cutoffs; untimed preparation). ---
-    let train_rows = train::labelled_rows(&histories, cutoff - Duration::days(horizon), horizon as u32);
+    let train_rows =
+        train::labelled_rows(&histories, cutoff - Duration::days(horizon), horizon as u32);
     let test_rows = train::labelled_rows(&histories, cutoff, horizon as u32);
     let churn_params = GbmParams::new(Objective::Binary, 42).sized_for(train_rows.len());
     let ltv_params = GbmParams::new(Objective::Regression, 42).sized_for(train_rows.len());

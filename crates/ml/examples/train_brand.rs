@@ -10,7 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let customers = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000);
     let seed = args.next().and_then(|a| a.parse().ok()).unwrap_or(7);
     let defaults = BrandConfig::default();
-    let months = args.next().and_then(|a| a.parse().ok()).unwrap_or(defaults.months);
+    let months = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(defaults.months);
     let cfg = BrandConfig {
         seed,
         customers,

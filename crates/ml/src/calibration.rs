@@ -248,7 +248,10 @@ mod tests {
     #[test]
     fn isotonic_by_hand() {
         // Sorted labels 0, 1, 0, 1, 1: the violator (1, 0) pools to 0.5.
-        let c = Calibrator::isotonic(&[0.1, 0.2, 0.3, 0.4, 0.5], &[false, true, false, true, true]);
+        let c = Calibrator::isotonic(
+            &[0.1, 0.2, 0.3, 0.4, 0.5],
+            &[false, true, false, true, true],
+        );
         let values: Vec<f64> = [0.1, 0.2, 0.25, 0.3, 0.4, 0.5]
             .iter()
             .map(|s| c.apply(*s))

@@ -44,7 +44,9 @@ pub fn cross_fit<M, T: Clone>(
     score: impl Fn(&M, &LabelledRows) -> Result<Vec<T>, MlError>,
 ) -> Result<Vec<T>, MlError> {
     if k < 2 {
-        return Err(MlError::Invalid(format!("cross-fitting needs 2 folds or more, not {k}")));
+        return Err(MlError::Invalid(format!(
+            "cross-fitting needs 2 folds or more, not {k}"
+        )));
     }
     let folds: Vec<usize> = rows
         .profile_ids
@@ -87,7 +89,12 @@ pub struct Interval {
 
 /// Bootstrap intervals of the ROC-AUC of each of `scorers` against `labels`, from
 /// `resamples` resamples of the rows shared by all scorers.
-pub fn bootstrap_auc(scorers: &[&[f64]], labels: &[bool], resamples: usize, seed: u64) -> Vec<Interval> {
+pub fn bootstrap_auc(
+    scorers: &[&[f64]],
+    labels: &[bool],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Interval> {
     let n = labels.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB007);
     let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); scorers.len()];
@@ -175,7 +182,10 @@ mod tests {
                 Ok(*n - 1)
             },
             |model, test| {
-                assert!(test.window.iter().all(|w| *w == 0), "only main-cutoff rows are scored");
+                assert!(
+                    test.window.iter().all(|w| *w == 0),
+                    "only main-cutoff rows are scored"
+                );
                 for id in &test.profile_ids {
                     scored_by.lock().unwrap().push((*id, *model));
                 }
@@ -188,7 +198,10 @@ mod tests {
         assert_eq!(trained_on.len(), 5);
         assert_eq!(scored_by.len(), 500, "every customer scored exactly once");
         for (id, model) in &scored_by {
-            assert!(!trained_on[*model].contains(id), "{id} scored by a model fitted on it");
+            assert!(
+                !trained_on[*model].contains(id),
+                "{id} scored by a model fitted on it"
+            );
         }
         // Each model saw every other customer, at every cutoff.
         for (m, seen) in trained_on.iter().enumerate() {
@@ -221,7 +234,10 @@ mod tests {
         let big = bootstrap_auc(&[&big_s], &big_y, 200, 1)[0];
         let auc = roc_auc(&s, &y);
         assert!(small.low < auc && auc < small.high, "{small:?} {auc}");
-        assert!(big.high - big.low < (small.high - small.low) / 3.0, "{big:?} {small:?}");
+        assert!(
+            big.high - big.low < (small.high - small.low) / 3.0,
+            "{big:?} {small:?}"
+        );
         // The true AUC of this score is 0.875.
         assert!(big.low < 0.875 && 0.875 < big.high, "{big:?}");
     }

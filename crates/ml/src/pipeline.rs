@@ -87,23 +87,21 @@ fn merged(mut base: serde_json::Value, extra: &serde_json::Value) -> serde_json:
 
 /// The registry rows of a training run: churn and LTV (each with its baseline
 /// fallback) and segments.
-pub fn model_versions(
-    trained: &TrainedModels,
-    opts: &TrainOptions,
-) -> Result<Vec<Offer>, MlError> {
+pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Vec<Offer>, MlError> {
     let rows = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let version = |task, algorithm: &str, params, train_rows, test_rows, metrics, artefact| NewModelVersion {
-        task,
-        algorithm: algorithm.into(),
-        params,
-        feature_set_version: FEATURE_SET_VERSION,
-        data_window_start: trained.data_start,
-        data_window_end: Some(opts.as_of),
-        train_rows,
-        test_rows,
-        metrics,
-        artefact,
-    };
+    let version =
+        |task, algorithm: &str, params, train_rows, test_rows, metrics, artefact| NewModelVersion {
+            task,
+            algorithm: algorithm.into(),
+            params,
+            feature_set_version: FEATURE_SET_VERSION,
+            data_window_start: trained.data_start,
+            data_window_end: Some(opts.as_of),
+            train_rows,
+            test_rows,
+            metrics,
+            artefact,
+        };
     let mut offers = Vec::new();
     match &trained.predictive {
         Ok(ev) => {
@@ -124,14 +122,22 @@ pub fn model_versions(
             // The best baseline by cross-fitted ROC-AUC serves if LightGBM does not beat it.
             let recency = &ev.churn.baselines.recency;
             let (name, ranked, artefact) = match &ev.churn.baselines.bgnbd {
-                Some(b) if b.roc_auc > recency.roc_auc && ev.churn_model.bgnbd_calibrator.is_some() => (
-                    "bgnbd",
-                    b,
-                    ChurnArtefact::Bgnbd {
-                        btyd: ev.churn_model.btyd,
-                        calibrator: ev.churn_model.bgnbd_calibrator.clone().unwrap_or(Calibrator::Identity),
-                    },
-                ),
+                Some(b)
+                    if b.roc_auc > recency.roc_auc && ev.churn_model.bgnbd_calibrator.is_some() =>
+                {
+                    (
+                        "bgnbd",
+                        b,
+                        ChurnArtefact::Bgnbd {
+                            btyd: ev.churn_model.btyd,
+                            calibrator: ev
+                                .churn_model
+                                .bgnbd_calibrator
+                                .clone()
+                                .unwrap_or(Calibrator::Identity),
+                        },
+                    )
+                }
                 _ => (
                     "recency",
                     recency,
@@ -183,15 +189,20 @@ pub fn model_versions(
                     rows(ev.customers),
                     rows(ev.customers),
                     serde_json::to_value(b).unwrap_or_default(),
-                    serde_json::to_string(&LtvArtefact::BgnbdGammaGamma { btyd: ev.ltv_model.btyd })
-                        .unwrap_or_default(),
+                    serde_json::to_string(&LtvArtefact::BgnbdGammaGamma {
+                        btyd: ev.ltv_model.btyd,
+                    })
+                    .unwrap_or_default(),
                 )
             });
             offers.push(Offer {
                 primary: version(
                     Task::Ltv,
                     "lightgbm",
-                    merged(json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd}), &split),
+                    merged(
+                        json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd}),
+                        &split,
+                    ),
                     rows(ev.ltv.train_rows),
                     rows(ev.customers),
                     serde_json::to_value(&ev.ltv)?,

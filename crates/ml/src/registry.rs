@@ -275,7 +275,12 @@ pub async fn register(
     let id = Uuid::now_v7();
     let name = new.task.main_metric_label();
     let (decision, reason) = match judge(new.task, &new.metrics, policy.baseline_margin) {
-        Err(reason) => (Decision::Rejected { reason: reason.clone() }, reason),
+        Err(reason) => (
+            Decision::Rejected {
+                reason: reason.clone(),
+            },
+            reason,
+        ),
         Ok(beaten) if should_activate(new_metric, active_metric, policy.tolerance) => {
             let replaced = active.as_ref().map(|(id, _)| *id);
             let reason = match (replaced, active_metric) {
@@ -287,7 +292,10 @@ pub async fn register(
         }
         Ok(beaten) => {
             let (active_id, active_metric) = (
-                active.as_ref().map(|(id, _)| *id).expect("should_activate is true without an active version"),
+                active
+                    .as_ref()
+                    .map(|(id, _)| *id)
+                    .expect("should_activate is true without an active version"),
                 active_metric.unwrap_or(f64::NAN),
             );
             let reason = format!(
@@ -354,7 +362,8 @@ pub async fn activate(db: &PgPool, id: Uuid) -> Result<(Task, Option<Uuid>), MlE
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-    let (task, status, reason) = row.ok_or_else(|| MlError::NotFound(format!("model version {id}")))?;
+    let (task, status, reason) =
+        row.ok_or_else(|| MlError::NotFound(format!("model version {id}")))?;
     if status == "rejected" {
         return Err(MlError::Invalid(format!(
             "model version {id} was rejected and cannot serve: {}",
@@ -522,7 +531,10 @@ mod tests {
             })
         };
         let ok = judge(Task::Churn, &churn(0.80, 0.78, 0.72, 0.77), 0.005).unwrap();
-        assert!(ok.contains("recency 0.720") && ok.contains("bgnbd 0.770"), "{ok}");
+        assert!(
+            ok.contains("recency 0.720") && ok.contains("bgnbd 0.770"),
+            "{ok}"
+        );
         let worse = judge(Task::Churn, &churn(0.709, 0.68, 0.727, 0.77), 0.005).unwrap_err();
         assert!(worse.contains("does not beat"), "{worse}");
         let within_margin = judge(Task::Churn, &churn(0.773, 0.75, 0.72, 0.77), 0.005);
@@ -531,12 +543,26 @@ mod tests {
         assert!(chance.contains("chance"), "{chance}");
         // A task whose baselines are listed differently is judged the same way.
         let ltv = serde_json::json!({"r2": 0.3, "baselines": {"bgnbd_gamma_gamma": {"r2": 0.35}}});
-        assert!(judge(Task::Ltv, &ltv, 0.005).unwrap_err().contains("bgnbd gamma gamma"));
+        assert!(
+            judge(Task::Ltv, &ltv, 0.005)
+                .unwrap_err()
+                .contains("bgnbd gamma gamma")
+        );
         let no_skill = serde_json::json!({"r2": -0.003});
         assert!(judge(Task::Ltv, &no_skill, 0.005).is_err());
         let thin = serde_json::json!({"not_enough_data": "12 customers"});
-        assert_eq!(judge(Task::Churn, &thin, 0.005).unwrap_err(), "not enough data: 12 customers");
+        assert_eq!(
+            judge(Task::Churn, &thin, 0.005).unwrap_err(),
+            "not enough data: 12 customers"
+        );
         // Segments have no chance level and no baseline.
-        assert!(judge(Task::Segment, &serde_json::json!({"silhouette": 0.1}), 0.005).is_ok());
+        assert!(
+            judge(
+                Task::Segment,
+                &serde_json::json!({"silhouette": 0.1}),
+                0.005
+            )
+            .is_ok()
+        );
     }
 }

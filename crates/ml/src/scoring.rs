@@ -247,9 +247,12 @@ impl ActiveModels {
             ..ActiveModels::default()
         };
         for v in versions.iter().filter(|v| v.status == ModelStatus::Active) {
-            let artefact =
-                |e: &dyn std::fmt::Display| MlError::Artefact(format!("model version {}: {e}", v.id));
-            if matches!(v.task, Task::Churn | Task::Ltv) && v.feature_set_version != FEATURE_SET_VERSION {
+            let artefact = |e: &dyn std::fmt::Display| {
+                MlError::Artefact(format!("model version {}: {e}", v.id))
+            };
+            if matches!(v.task, Task::Churn | Task::Ltv)
+                && v.feature_set_version != FEATURE_SET_VERSION
+            {
                 tracing::warn!(
                     version = %v.id, task = %v.task, feature_set = v.feature_set_version,
                     "active model was trained on another feature set; not serving it until retrained"
@@ -258,28 +261,29 @@ impl ActiveModels {
             }
             match v.task {
                 Task::Churn => {
-                    let scorer = match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
-                        ChurnArtefact::Lightgbm {
-                            btyd,
-                            calibrator,
-                            threshold: _,
-                            model,
-                        } => ChurnScorer::Gbm {
-                            btyd,
-                            model: gbm(&model).map_err(|e| artefact(&e))?,
-                            calibrator,
-                        },
-                        ChurnArtefact::Bgnbd { btyd, calibrator } => {
-                            ChurnScorer::Bgnbd { btyd, calibrator }
-                        }
-                        ChurnArtefact::Recency {
-                            calibrator,
-                            horizon_days,
-                        } => ChurnScorer::Recency {
-                            calibrator,
-                            horizon_days,
-                        },
-                    };
+                    let scorer =
+                        match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
+                            ChurnArtefact::Lightgbm {
+                                btyd,
+                                calibrator,
+                                threshold: _,
+                                model,
+                            } => ChurnScorer::Gbm {
+                                btyd,
+                                model: gbm(&model).map_err(|e| artefact(&e))?,
+                                calibrator,
+                            },
+                            ChurnArtefact::Bgnbd { btyd, calibrator } => {
+                                ChurnScorer::Bgnbd { btyd, calibrator }
+                            }
+                            ChurnArtefact::Recency {
+                                calibrator,
+                                horizon_days,
+                            } => ChurnScorer::Recency {
+                                calibrator,
+                                horizon_days,
+                            },
+                        };
                     models.churn = Some(ActiveChurn {
                         version_id: v.id,
                         scorer,
@@ -287,13 +291,16 @@ impl ActiveModels {
                     });
                 }
                 Task::Ltv => {
-                    let scorer = match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
-                        LtvArtefact::Lightgbm { btyd, model } => LtvScorer::Gbm {
-                            btyd,
-                            model: gbm(&model).map_err(|e| artefact(&e))?,
-                        },
-                        LtvArtefact::BgnbdGammaGamma { btyd } => LtvScorer::BgnbdGammaGamma { btyd },
-                    };
+                    let scorer =
+                        match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
+                            LtvArtefact::Lightgbm { btyd, model } => LtvScorer::Gbm {
+                                btyd,
+                                model: gbm(&model).map_err(|e| artefact(&e))?,
+                            },
+                            LtvArtefact::BgnbdGammaGamma { btyd } => {
+                                LtvScorer::BgnbdGammaGamma { btyd }
+                            }
+                        };
                     let horizon_days = v.params["horizon_days"].as_u64().unwrap_or(90) as u32;
                     models.ltv = Some(ActiveLtv {
                         version_id: v.id,
@@ -483,6 +490,9 @@ mod tests {
     #[test]
     fn tiers_follow_the_calibrated_probability() {
         let t = RiskTiers::default();
-        assert_eq!((t.tier(0.95), t.tier(0.7), t.tier(0.5), t.tier(0.39)), ("high", "high", "medium", "low"));
+        assert_eq!(
+            (t.tier(0.95), t.tier(0.7), t.tier(0.5), t.tier(0.39)),
+            ("high", "high", "medium", "low")
+        );
     }
 }

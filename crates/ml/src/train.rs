@@ -38,8 +38,7 @@ use crate::features::{self, FEATURE_NAMES, Features, N_FEATURES, Outcome};
 use crate::gbm::{GbmModel, GbmParams, Objective};
 use crate::history::ProfileHistory;
 use crate::metrics::{
-    ClassificationMetrics, RegressionMetrics, average_precision, best_f1_threshold, brier,
-    roc_auc,
+    ClassificationMetrics, RegressionMetrics, average_precision, best_f1_threshold, brier, roc_auc,
 };
 use crate::segments::{self, SegmentMetrics, SegmentModel};
 
@@ -294,7 +293,10 @@ pub fn recency_score(f: &Features, horizon_days: u32) -> f64 {
 /// ranks customers by BG/NBD's expected purchases (the usual way to rank with it) on a
 /// probability-like scale. `NaN` when BG/NBD is not fitted.
 pub fn bgnbd_score(btyd: &Btyd, features: &[Features]) -> Vec<f64> {
-    btyd.derived(features).iter().map(|d| (-d[2]).exp()).collect()
+    btyd.derived(features)
+        .iter()
+        .map(|d| (-d[2]).exp())
+        .collect()
 }
 
 impl ChurnModel {
@@ -407,7 +409,11 @@ pub fn btyd_spend(btyd: &Btyd, features: &[Features]) -> Vec<f64> {
 }
 
 /// Spend predicted by an LTV LightGBM model over its BTYD baseline (never negative).
-pub fn ltv_spend(btyd: &Btyd, model: &GbmModel, features: &[Features]) -> Result<Vec<f64>, MlError> {
+pub fn ltv_spend(
+    btyd: &Btyd,
+    model: &GbmModel,
+    features: &[Features],
+) -> Result<Vec<f64>, MlError> {
     Ok(model
         .predict(&inputs(features, btyd))?
         .into_iter()
@@ -626,7 +632,11 @@ pub fn evaluate_and_fit(
     let raw: Vec<f64> = oof.iter().map(|o| o.churn_uncalibrated).collect();
     // Rankings from the raw scores (calibration may tie them); Brier from the
     // calibrated ones.
-    let recency: Vec<f64> = main.features.iter().map(|f| f64::from(f.recency_days)).collect();
+    let recency: Vec<f64> = main
+        .features
+        .iter()
+        .map(|f| f64::from(f.recency_days))
+        .collect();
     let recency_p: Vec<f64> = oof.iter().map(|o| o.recency).collect();
     let bgnbd: Vec<f64> = oof.iter().map(|o| o.bgnbd_raw).collect();
     let bgnbd_p: Vec<f64> = oof.iter().map(|o| o.bgnbd).collect();
@@ -636,7 +646,13 @@ pub fn evaluate_and_fit(
     let mut metrics = ClassificationMetrics::measure(&p, &churned, 0.5);
     let decided: Vec<f64> = oof
         .iter()
-        .map(|o| if o.churn >= o.churn_threshold { 1.0 } else { 0.0 })
+        .map(|o| {
+            if o.churn >= o.churn_threshold {
+                1.0
+            } else {
+                0.0
+            }
+        })
         .collect();
     let at_threshold = ClassificationMetrics::measure(&decided, &churned, 0.5);
     metrics.accuracy = at_threshold.accuracy;

@@ -4,11 +4,11 @@
 //! come from `bench/ml/cdnow.sh` (docs/ml.md).
 
 use chrono::{TimeZone, Utc};
+use ml::RiskTiers;
 use ml::btyd::Customer;
 use ml::btyd::bgnbd::BgNbd;
 use ml::calibration::{max_calibration_gap, reliability};
 use ml::eval::{ColumnMapping, read_transactions};
-use ml::RiskTiers;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
@@ -57,17 +57,29 @@ fn every_cdnow_customer_is_scored_and_tiers_split_a_70_percent_base_rate() {
     assert_eq!(e.customers, 2_349);
     assert_eq!(e.churn.metrics.rows, 2_349);
     let c = &e.churn;
-    assert!((0.69..0.72).contains(&c.metrics.positive_rate), "{}", c.metrics.positive_rate);
+    assert!(
+        (0.69..0.72).contains(&c.metrics.positive_rate),
+        "{}",
+        c.metrics.positive_rate
+    );
     // The baselines land where the literature has them (about 0.77 for BG/NBD).
     let bgnbd = c.baselines.bgnbd.as_ref().unwrap();
     assert!((0.75..0.79).contains(&bgnbd.roc_auc), "{bgnbd:?}");
-    assert!((0.74..0.79).contains(&c.baselines.recency.roc_auc), "{:?}", c.baselines.recency);
+    assert!(
+        (0.74..0.79).contains(&c.baselines.recency.roc_auc),
+        "{:?}",
+        c.baselines.recency
+    );
     assert!(c.roc_auc_ci.low < c.metrics.roc_auc && c.metrics.roc_auc < c.roc_auc_ci.high);
     assert!(c.metrics.roc_auc > 0.72, "{c:?}");
     // Out-of-fold calibrated probabilities agree with observed rates.
     let big_bins: Vec<_> = c.reliability.iter().filter(|b| b.rows >= 100).collect();
     assert!(big_bins.len() >= 4, "{:?}", c.reliability);
-    assert!(max_calibration_gap(&c.reliability, 100) < 0.08, "{:?}", c.reliability);
+    assert!(
+        max_calibration_gap(&c.reliability, 100) < 0.08,
+        "{:?}",
+        c.reliability
+    );
 
     // The served model's calibrated probabilities spread 70 % churners over tiers.
     let main = ml::train::labelled_rows(&log.histories, cutoff, 273);

@@ -185,7 +185,10 @@ async fn train_register_score_and_activation_rule() {
         [Task::Churn, Task::Ltv, Task::Segment]
     );
     for v in &active {
-        assert!(v.status_reason.as_deref().is_some_and(|r| !r.is_empty()), "{v:?}");
+        assert!(
+            v.status_reason.as_deref().is_some_and(|r| !r.is_empty()),
+            "{v:?}"
+        );
     }
     let churn = active.iter().find(|v| v.task == Task::Churn).unwrap();
     assert_eq!(churn.algorithm, "lightgbm", "{:?}", churn.status_reason);
@@ -209,7 +212,10 @@ async fn train_register_score_and_activation_rule() {
     }
     for baseline in ["recency", "bgnbd"] {
         let m = &churn.metrics["baselines"][baseline];
-        assert!(m["roc_auc"].as_f64().is_some() && m["roc_auc_ci"]["low"].as_f64().is_some(), "{m}");
+        assert!(
+            m["roc_auc"].as_f64().is_some() && m["roc_auc_ci"]["low"].as_f64().is_some(),
+            "{m}"
+        );
     }
     assert!(!churn.metrics["reliability"].as_array().unwrap().is_empty());
     assert!(
@@ -219,7 +225,10 @@ async fn train_register_score_and_activation_rule() {
     );
     let artefact: serde_json::Value = serde_json::from_str(&churn.artefact).unwrap();
     assert_eq!(artefact["kind"], "lightgbm");
-    assert!(artefact["model"].as_str().unwrap().starts_with("tree"), "LightGBM model text");
+    assert!(
+        artefact["model"].as_str().unwrap().starts_with("tree"),
+        "LightGBM model text"
+    );
     assert!(artefact["btyd"]["bgnbd"]["r"].as_f64().is_some());
     assert_eq!(churn.params["horizon_days"], 90);
     assert_eq!(churn.feature_set_version, ml::FEATURE_SET_VERSION);
@@ -336,9 +345,7 @@ async fn train_register_score_and_activation_rule() {
     // a candidate; the active one is untouched.
     let policy = pipeline::policy(&settings);
     let active_auc = churn.metrics["roc_auc"].as_f64().unwrap();
-    let versus_active = |auc: f64| {
-        serde_json::json!({"roc_auc": auc, "roc_auc_ci": {"low": auc - 0.03, "high": auc + 0.03}})
-    };
+    let versus_active = |auc: f64| serde_json::json!({"roc_auc": auc, "roc_auc_ci": {"low": auc - 0.03, "high": auc + 0.03}});
     let worse = NewModelVersion {
         task: Task::Churn,
         algorithm: churn.algorithm.clone(),
@@ -386,7 +393,10 @@ async fn train_register_score_and_activation_rule() {
     )
     .await
     .unwrap();
-    assert!(matches!(&decision, Decision::Rejected { reason } if reason.contains("recency")), "{decision:?}");
+    assert!(
+        matches!(&decision, Decision::Rejected { reason } if reason.contains("recency")),
+        "{decision:?}"
+    );
     assert!(registry::activate(&env.db, beaten_id).await.is_err());
 
     // One within the tolerance is activated; manual activation and rollback work.
@@ -466,7 +476,10 @@ async fn training_is_deterministic_given_the_seed() {
     };
     let a = ml::train::train_all(&histories, &opts).unwrap();
     let again = ml::train::train_all(&histories, &opts).unwrap();
-    let (x, y) = (a.predictive.as_ref().unwrap(), again.predictive.as_ref().unwrap());
+    let (x, y) = (
+        a.predictive.as_ref().unwrap(),
+        again.predictive.as_ref().unwrap(),
+    );
     assert_eq!(
         x.churn_model.model.to_text().unwrap(),
         y.churn_model.model.to_text().unwrap()
@@ -490,15 +503,18 @@ fn churn_beats_the_baselines_on_generated_data() {
         ..BrandConfig::default()
     });
     let histories = synthetic::histories(&b);
-    let e = ml::train::evaluate_and_fit(&histories, b.config.end - Duration::days(90), 90, 42)
-        .unwrap();
+    let e =
+        ml::train::evaluate_and_fit(&histories, b.config.end - Duration::days(90), 90, 42).unwrap();
     let c = &e.churn;
     let bgnbd = c.baselines.bgnbd.as_ref().unwrap();
     println!(
         "churn ROC-AUC {:.4} vs recency only {:.4} and BG/NBD {:.4}",
         c.metrics.roc_auc, c.baselines.recency.roc_auc, bgnbd.roc_auc
     );
-    assert!(c.metrics.roc_auc >= c.baselines.recency.roc_auc + 0.02, "{c:?}");
+    assert!(
+        c.metrics.roc_auc >= c.baselines.recency.roc_auc + 0.02,
+        "{c:?}"
+    );
     assert!(c.metrics.roc_auc >= bgnbd.roc_auc + 0.02, "{c:?}");
     assert!(c.roc_auc_ci.low < c.metrics.roc_auc && c.metrics.roc_auc < c.roc_auc_ci.high);
     assert!(c.metrics.pr_auc > c.baselines.recency.pr_auc, "{c:?}");
@@ -514,8 +530,8 @@ fn churn_beats_the_baselines_on_generated_data() {
 /// unshuffled gets a model.
 #[tokio::test]
 async fn a_model_no_better_than_its_baselines_is_refused() {
-    use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    use rand::seq::SliceRandom;
 
     let env = TestEnv::new().await;
     let b = generate(&BrandConfig {
@@ -555,10 +571,15 @@ async fn a_model_no_better_than_its_baselines_is_refused() {
         async move {
             let trained = ml::train::train_all(&histories, &opts).unwrap();
             let offers = pipeline::model_versions(&trained, &opts).unwrap();
-            let churn = offers.into_iter().find(|o| o.primary.task == Task::Churn).unwrap();
+            let churn = offers
+                .into_iter()
+                .find(|o| o.primary.task == Task::Churn)
+                .unwrap();
             let mut decisions = Vec::new();
             for v in std::iter::once(&churn.primary).chain(&churn.fallback) {
-                let (_, d) = registry::register(&db, v, pipeline::policy(&settings)).await.unwrap();
+                let (_, d) = registry::register(&db, v, pipeline::policy(&settings))
+                    .await
+                    .unwrap();
                 decisions.push((v.algorithm.clone(), d));
             }
             decisions

@@ -9,8 +9,8 @@ use leptos::prelude::*;
 
 use super::{href, query_param};
 use crate::api;
-use crate::format;
 use crate::charts::ReliabilityChart;
+use crate::format;
 use crate::widgets::{Badge, Empty, JsonBlock, Pager, loaded};
 
 /// How people call a task.
@@ -275,7 +275,10 @@ mod tests {
                        "baselines": {"recency": {"roc_auc": 0.765}, "bgnbd": {"roc_auc": 0.7694}}});
         assert_eq!(
             baselines(&m, "roc_auc"),
-            [("BG/NBD".to_owned(), "0.769".to_owned()), ("Recency only".to_owned(), "0.765".to_owned())]
+            [
+                ("BG/NBD".to_owned(), "0.769".to_owned()),
+                ("Recency only".to_owned(), "0.765".to_owned())
+            ]
         );
         assert_eq!(interval(&m, "roc_auc").as_deref(), Some("[0.780, 0.820]"));
         assert!(baselines(&json!({}), "roc_auc").is_empty());

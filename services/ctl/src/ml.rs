@@ -398,14 +398,20 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
         );
     }
     if let Some(g) = report.btyd.gamma_gamma {
-        println!("Gamma-Gamma: p {:.3}, q {:.3}, gamma {:.3}", g.p, g.q, g.gamma);
+        println!(
+            "Gamma-Gamma: p {:.3}, q {:.3}, gamma {:.3}",
+            g.p, g.q, g.gamma
+        );
     }
     let c = &report.churn;
     println!(
         "\nchurn (positive = no order in the horizon; {:.1}% of customers)",
         100.0 * c.metrics.positive_rate
     );
-    println!("  {:<14} {:>22} {:>22} {:>22}", "metric", "model", "recency only", "BG/NBD");
+    println!(
+        "  {:<14} {:>22} {:>22} {:>22}",
+        "metric", "model", "recency only", "BG/NBD"
+    );
     let bg = c.baselines.bgnbd.as_ref();
     let cell = |v: f64, i: &ml::crossfit::Interval| format!("{v:.4} {}", ci(i));
     println!(
@@ -442,7 +448,10 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
     }
     println!("  reliability (predicted → observed, customers):");
     for b in &c.reliability {
-        println!("    {:>5.3} → {:>5.3}  {:>6}", b.predicted, b.observed, b.rows);
+        println!(
+            "    {:>5.3} → {:>5.3}  {:>6}",
+            b.predicted, b.observed, b.rows
+        );
     }
     let l = &report.ltv;
     println!("\nLTV (spend in the {horizon} days after the cutoff)");
@@ -456,7 +465,12 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
         ("mae", l.metrics.mae, gg.map(|g| g.mae), past.mae),
         ("rmse", l.metrics.rmse, gg.map(|g| g.rmse), past.rmse),
         ("r2", l.metrics.r2, gg.map(|g| g.r2), past.r2),
-        ("mape_buyers", l.metrics.mape_buyers, gg.map(|g| g.mape_buyers), past.mape_buyers),
+        (
+            "mape_buyers",
+            l.metrics.mape_buyers,
+            gg.map(|g| g.mape_buyers),
+            past.mape_buyers,
+        ),
     ] {
         println!(
             "  {name:<12} {m:>12.4} {:>20} {p:>16.4}",

@@ -160,9 +160,10 @@ async fn scores_requested_profiles_and_reloads_when_the_active_model_changes() {
         metrics: serde_json::json!({"roc_auc": 0.6, "roc_auc_ci": {"low": 0.55, "high": 0.65}, "threshold": 0.9}),
         artefact: churn.artefact.clone(),
     };
-    let (candidate_id, _) = registry::register(&env.db, &candidate, ml::pipeline::policy(&env.settings.ml))
-        .await
-        .unwrap();
+    let (candidate_id, _) =
+        registry::register(&env.db, &candidate, ml::pipeline::policy(&env.settings.ml))
+            .await
+            .unwrap();
     registry::activate(&env.db, candidate_id).await.unwrap();
     request(&env, &[buyers[2]]).await;
     eventually(30, "scored with the newly active model", || async {

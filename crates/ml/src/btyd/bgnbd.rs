@@ -15,8 +15,8 @@ use statrs::distribution::{Beta, ContinuousCDF};
 use statrs::function::gamma::ln_gamma;
 
 use super::Customer;
-use crate::optimise::fit_positive;
 use crate::MlError;
+use crate::optimise::fit_positive;
 
 /// Fewest customers a fit is attempted on.
 pub const MIN_CUSTOMERS: usize = 30;
@@ -87,7 +87,10 @@ impl BgNbd {
         for c in customers {
             *by_x.entry(c.x as u64).or_default() += 1;
         }
-        let by_x: Vec<(f64, f64)> = by_x.into_iter().map(|(x, n)| (x as f64, n as f64)).collect();
+        let by_x: Vec<(f64, f64)> = by_x
+            .into_iter()
+            .map(|(x, n)| (x as f64, n as f64))
+            .collect();
         let n = customers.len() as f64;
         let neg_ll = |p: &[f64]| {
             let m = BgNbd {
@@ -100,7 +103,9 @@ impl BgNbd {
                 .iter()
                 .map(|&(x, count)| {
                     count
-                        * (ln_gamma(m.r + x) - ln_gamma(m.r) + ln_gamma(m.a + m.b) + ln_gamma(m.b + x)
+                        * (ln_gamma(m.r + x) - ln_gamma(m.r)
+                            + ln_gamma(m.a + m.b)
+                            + ln_gamma(m.b + x)
                             - ln_gamma(m.b)
                             - ln_gamma(m.a + m.b + x))
                 })
@@ -216,7 +221,11 @@ mod tests {
         ];
         let expected = m.expected_purchases(&cases.map(|c| c.0), 39.0);
         for ((c, alive, purchases), got) in cases.iter().zip(expected) {
-            assert!((m.p_alive(c) - alive).abs() < 1e-6, "{c:?}: {}", m.p_alive(c));
+            assert!(
+                (m.p_alive(c) - alive).abs() < 1e-6,
+                "{c:?}: {}",
+                m.p_alive(c)
+            );
             assert!(
                 (got - purchases).abs() / purchases < 2e-3,
                 "{c:?}: expected purchases {got}, reference {purchases}"

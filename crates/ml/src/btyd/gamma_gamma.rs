@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use statrs::function::gamma::ln_gamma;
 
 use super::Customer;
-use crate::optimise::fit_positive;
 use crate::MlError;
+use crate::optimise::fit_positive;
 
 /// Fewest customers with a positive mean value a fit is attempted on.
 pub const MIN_CUSTOMERS: usize = 30;
@@ -38,7 +38,9 @@ impl GammaGamma {
     pub fn log_likelihood(&self, c: &Customer) -> f64 {
         let Self { p, q, gamma } = *self;
         let (n, m) = (c.orders, c.mean_value);
-        ln_gamma(p * n + q) - ln_gamma(p * n) - ln_gamma(q) + q * gamma.ln() + p * n * n.ln()
+        ln_gamma(p * n + q) - ln_gamma(p * n) - ln_gamma(q)
+            + q * gamma.ln()
+            + p * n * n.ln()
             + (p * n - 1.0) * m.ln()
             - (p * n + q) * (gamma + n * m).ln()
     }
@@ -100,7 +102,11 @@ mod tests {
         let truth = (6.0, 4.0, 15.0);
         let customers = simulate::customers(5_000, (0.8, 20.0, 0.6, 3.0), truth, 11);
         let m = GammaGamma::fit(&customers).unwrap();
-        for (name, got, want) in [("p", m.p, truth.0), ("q", m.q, truth.1), ("gamma", m.gamma, truth.2)] {
+        for (name, got, want) in [
+            ("p", m.p, truth.0),
+            ("q", m.q, truth.1),
+            ("gamma", m.gamma, truth.2),
+        ] {
             assert!(
                 (got - want).abs() / want < 0.2,
                 "{name}: fitted {got}, true {want} ({m:?})"

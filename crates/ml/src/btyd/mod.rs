@@ -83,7 +83,10 @@ impl Btyd {
     /// Fits both models on the buyers among `features` (what failed to fit is left
     /// out, with the reason logged).
     pub fn fit(features: &[Features], horizon_days: u32) -> Self {
-        let customers: Vec<Customer> = features.iter().filter_map(Customer::from_features).collect();
+        let customers: Vec<Customer> = features
+            .iter()
+            .filter_map(Customer::from_features)
+            .collect();
         let bgnbd = BgNbd::fit(&customers)
             .inspect_err(|e| tracing::debug!(error = %e, "BG/NBD not fitted"))
             .ok();
@@ -101,7 +104,8 @@ impl Btyd {
     /// model that is not fitted).
     pub fn derived(&self, features: &[Features]) -> Vec<[f64; 5]> {
         let days = f64::from(self.horizon_days);
-        let customers: Vec<Option<Customer>> = features.iter().map(Customer::from_features).collect();
+        let customers: Vec<Option<Customer>> =
+            features.iter().map(Customer::from_features).collect();
         let buyers: Vec<Customer> = customers.iter().flatten().copied().collect();
         let expected = self
             .bgnbd
@@ -116,9 +120,9 @@ impl Btyd {
                 };
                 let purchases = expected[next];
                 next += 1;
-                let (alive, quiet) = self
-                    .bgnbd
-                    .map_or((f64::NAN, f64::NAN), |m| (m.p_alive(c), m.p_no_purchase(c, days)));
+                let (alive, quiet) = self.bgnbd.map_or((f64::NAN, f64::NAN), |m| {
+                    (m.p_alive(c), m.p_no_purchase(c, days))
+                });
                 let value = self
                     .gamma_gamma
                     .map_or(f64::NAN, |g| g.expected_order_value(c));
