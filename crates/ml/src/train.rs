@@ -782,12 +782,11 @@ pub fn train_all(
     opts: &TrainOptions,
 ) -> Result<TrainedModels, MlError> {
     let cutoff = opts.as_of - Duration::days(i64::from(opts.horizon_days));
-    let predictive = evaluate_and_fit(histories, cutoff, opts.horizon_days, opts.seed);
-    if let Err(e) = &predictive
-        && !matches!(e, MlError::NotEnoughData(_))
-    {
-        return Err(predictive.err().expect("checked above"));
-    }
+    // Too little data for churn and LTV is an outcome to record; anything else fails.
+    let predictive = match evaluate_and_fit(histories, cutoff, opts.horizon_days, opts.seed) {
+        Err(e) if !matches!(e, MlError::NotEnoughData(_)) => return Err(e),
+        other => other,
+    };
     let now: Vec<Features> = features_as_of(histories, opts.as_of)
         .into_iter()
         .map(|(_, f)| f)
