@@ -154,12 +154,12 @@ fn main() {
     let (segments, segment_metrics) = ml::segments::train(&current, 4, 8, 42).expect("segments");
     let t_segments = secs(t);
     let t_total = secs(total);
-    let (c, l) = (&evaluated.churn, &evaluated.ltv);
+    let (c, l) = (&evaluated.summary.churn, &evaluated.summary.ltv);
     println!(
         "\ntraining ({} customers at the cutoff, {} training rows over {} cutoffs, {} inputs, {}-fold cross-fitting + the served fit)",
-        evaluated.customers,
+        evaluated.summary.customers,
         c.train_rows,
-        evaluated.rolling_cutoffs.len() + 1,
+        evaluated.summary.rolling_cutoffs.len() + 1,
         train::N_INPUTS,
         c.folds
     );

@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = std::time::Instant::now();
     let t = train_all(&histories, &opts)?;
     println!("trained in {:?}", started.elapsed());
-    let summary = t.predictive.as_ref().map(|e| e.summary());
+    let summary = t.predictive.as_ref().map(|e| &e.summary);
     match summary {
         Ok(s) => {
             println!("churn: {}", serde_json::to_string_pretty(&s.churn)?);

@@ -107,9 +107,9 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
         Ok(ev) => {
             let split = json!({
                 "horizon_days": opts.horizon_days,
-                "cutoff": ev.cutoff,
-                "rolling_cutoffs": ev.rolling_cutoffs,
-                "evaluation": format!("cross-fitted over {} customer folds", ev.churn.folds),
+                "cutoff": ev.summary.cutoff,
+                "rolling_cutoffs": ev.summary.rolling_cutoffs,
+                "evaluation": format!("cross-fitted over {} customer folds", ev.summary.churn.folds),
                 "inputs": input_names(),
             });
             let btyd = serde_json::to_value(ev.churn_model.btyd)?;
@@ -120,8 +120,8 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                 model: ev.churn_model.model.to_text()?,
             };
             // The best baseline by cross-fitted ROC-AUC serves if LightGBM does not beat it.
-            let recency = &ev.churn.baselines.recency;
-            let (name, ranked, artefact) = match &ev.churn.baselines.bgnbd {
+            let recency = &ev.summary.churn.baselines.recency;
+            let (name, ranked, artefact) = match &ev.summary.churn.baselines.bgnbd {
                 Some(b)
                     if b.roc_auc > recency.roc_auc && ev.churn_model.bgnbd_calibrator.is_some() =>
                 {
@@ -151,15 +151,15 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                 Task::Churn,
                 name,
                 merged(json!({"btyd": btyd}), &split),
-                rows(ev.customers),
-                rows(ev.customers),
+                rows(ev.summary.customers),
+                rows(ev.summary.customers),
                 json!({
                     "roc_auc": ranked.roc_auc,
                     "roc_auc_ci": ranked.roc_auc_ci,
                     "pr_auc": ranked.pr_auc,
                     "brier": ranked.brier,
-                    "positive_rate": ev.churn.metrics.positive_rate,
-                    "rows": ev.customers,
+                    "positive_rate": ev.summary.churn.metrics.positive_rate,
+                    "rows": ev.summary.customers,
                     "in_place_of": "lightgbm",
                 }),
                 serde_json::to_string(&artefact)?,
@@ -173,28 +173,34 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                                "calibration": ev.churn_model.calibrator}),
                         &split,
                     ),
-                    rows(ev.churn.train_rows),
-                    rows(ev.customers),
-                    serde_json::to_value(&ev.churn)?,
+                    rows(ev.summary.churn.train_rows),
+                    rows(ev.summary.customers),
+                    serde_json::to_value(&ev.summary.churn)?,
                     serde_json::to_string(&churn_artefact)?,
                 ),
                 fallback: churn_fallback,
             });
             let ltv_btyd = serde_json::to_value(ev.ltv_model.btyd)?;
-            let ltv_fallback = ev.ltv.baselines.bgnbd_gamma_gamma.as_ref().map(|b| {
-                version(
-                    Task::Ltv,
-                    "bgnbd_gamma_gamma",
-                    merged(json!({"btyd": ltv_btyd}), &split),
-                    rows(ev.customers),
-                    rows(ev.customers),
-                    serde_json::to_value(b).unwrap_or_default(),
-                    serde_json::to_string(&LtvArtefact::BgnbdGammaGamma {
-                        btyd: ev.ltv_model.btyd,
-                    })
-                    .unwrap_or_default(),
-                )
-            });
+            let ltv_fallback = ev
+                .summary
+                .ltv
+                .baselines
+                .bgnbd_gamma_gamma
+                .as_ref()
+                .map(|b| {
+                    version(
+                        Task::Ltv,
+                        "bgnbd_gamma_gamma",
+                        merged(json!({"btyd": ltv_btyd}), &split),
+                        rows(ev.summary.customers),
+                        rows(ev.summary.customers),
+                        serde_json::to_value(b).unwrap_or_default(),
+                        serde_json::to_string(&LtvArtefact::BgnbdGammaGamma {
+                            btyd: ev.ltv_model.btyd,
+                        })
+                        .unwrap_or_default(),
+                    )
+                });
             offers.push(Offer {
                 primary: version(
                     Task::Ltv,
@@ -203,9 +209,9 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                         json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd}),
                         &split,
                     ),
-                    rows(ev.ltv.train_rows),
-                    rows(ev.customers),
-                    serde_json::to_value(&ev.ltv)?,
+                    rows(ev.summary.ltv.train_rows),
+                    rows(ev.summary.customers),
+                    serde_json::to_value(&ev.summary.ltv)?,
                     serde_json::to_string(&LtvArtefact::Lightgbm {
                         btyd: ev.ltv_model.btyd,
                         model: ev.ltv_model.model.to_text()?,

@@ -515,28 +515,19 @@ struct OutOfFold {
     bgnbd_gg_spend: f64,
 }
 
-/// What [`evaluate_and_fit`] produced.
+/// What [`evaluate_and_fit`] produced: the figures and the models to serve.
 #[derive(Debug)]
 pub struct Evaluated {
-    /// The cutoff of the main rows.
-    pub cutoff: DateTime<Utc>,
-    /// The earlier cutoffs that added training rows.
-    pub rolling_cutoffs: Vec<DateTime<Utc>>,
-    /// Horizon of the labels.
-    pub horizon_days: u32,
-    /// Customers scored (buyers at the cutoff).
-    pub customers: usize,
-    /// Churn on cross-fitted customers.
-    pub churn: ChurnReport,
-    /// LTV on cross-fitted customers.
-    pub ltv: LtvReport,
+    /// The cross-fitted figures.
+    pub summary: EvaluationSummary,
     /// The churn model fitted on every customer (what would serve).
     pub churn_model: ChurnModel,
     /// The LTV model fitted on every customer.
     pub ltv_model: LtvModel,
 }
 
-/// The serialisable part of [`Evaluated`]: what `ctl ml eval --json` prints.
+/// How churn and LTV did on cross-fitted customers, beside their baselines: what
+/// `ctl ml eval --json` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationSummary {
     /// The cutoff of the main rows.
@@ -553,21 +544,6 @@ pub struct EvaluationSummary {
     pub ltv: LtvReport,
     /// BG/NBD and Gamma-Gamma fitted on every customer at the cutoff.
     pub btyd: Btyd,
-}
-
-impl Evaluated {
-    /// The figures without the models.
-    pub fn summary(&self) -> EvaluationSummary {
-        EvaluationSummary {
-            cutoff: self.cutoff,
-            rolling_cutoffs: self.rolling_cutoffs.clone(),
-            horizon_days: self.horizon_days,
-            customers: self.customers,
-            churn: self.churn.clone(),
-            ltv: self.ltv.clone(),
-            btyd: self.churn_model.btyd,
-        }
-    }
 }
 
 /// Folds used for `n` customers: 5, or 3 from 50,000 (where each fold is large and
@@ -723,12 +699,15 @@ pub fn evaluate_and_fit(
     };
 
     Ok(Evaluated {
-        cutoff,
-        rolling_cutoffs: earlier,
-        horizon_days,
-        customers: main.len(),
-        churn,
-        ltv,
+        summary: EvaluationSummary {
+            cutoff,
+            rolling_cutoffs: earlier,
+            horizon_days,
+            customers: main.len(),
+            churn,
+            ltv,
+            btyd: churn_model.btyd,
+        },
         churn_model,
         ltv_model,
     })

@@ -54,9 +54,9 @@ fn every_cdnow_customer_is_scored_and_tiers_split_a_70_percent_base_rate() {
     let cutoff = Utc.with_ymd_and_hms(1997, 9, 30, 0, 0, 0).unwrap();
     let e = ml::train::evaluate_and_fit(&log.histories, cutoff, 273, 42).unwrap();
     // Every customer who bought before the cutoff is scored, not a held-out slice.
-    assert_eq!(e.customers, 2_349);
-    assert_eq!(e.churn.metrics.rows, 2_349);
-    let c = &e.churn;
+    assert_eq!(e.summary.customers, 2_349);
+    assert_eq!(e.summary.churn.metrics.rows, 2_349);
+    let c = &e.summary.churn;
     assert!(
         (0.69..0.72).contains(&c.metrics.positive_rate),
         "{}",

@@ -489,7 +489,7 @@ async fn training_is_deterministic_given_the_seed() {
         y.ltv_model.model.to_text().unwrap()
     );
     assert_eq!(a.segments, again.segments);
-    assert_eq!(x.summary(), y.summary());
+    assert_eq!(x.summary, y.summary);
 }
 
 /// The generator makes churn predictable from behaviour, not from recency alone: on
@@ -505,7 +505,7 @@ fn churn_beats_the_baselines_on_generated_data() {
     let histories = synthetic::histories(&b);
     let e =
         ml::train::evaluate_and_fit(&histories, b.config.end - Duration::days(90), 90, 42).unwrap();
-    let c = &e.churn;
+    let c = &e.summary.churn;
     let bgnbd = c.baselines.bgnbd.as_ref().unwrap();
     println!(
         "churn ROC-AUC {:.4} vs recency only {:.4} and BG/NBD {:.4}",
@@ -518,8 +518,11 @@ fn churn_beats_the_baselines_on_generated_data() {
     assert!(c.metrics.roc_auc >= bgnbd.roc_auc + 0.02, "{c:?}");
     assert!(c.roc_auc_ci.low < c.metrics.roc_auc && c.metrics.roc_auc < c.roc_auc_ci.high);
     assert!(c.metrics.pr_auc > c.baselines.recency.pr_auc, "{c:?}");
-    assert_eq!(c.metrics.rows, e.customers, "every customer is scored");
-    let l = &e.ltv;
+    assert_eq!(
+        c.metrics.rows, e.summary.customers,
+        "every customer is scored"
+    );
+    let l = &e.summary.ltv;
     let gg = l.baselines.bgnbd_gamma_gamma.as_ref().unwrap();
     assert!(l.metrics.rmse < l.baselines.past_spend_rate.rmse, "{l:?}");
     assert!(l.metrics.r2 > gg.r2 && l.metrics.rmse < gg.rmse, "{l:?}");

@@ -333,7 +333,7 @@ async fn run_eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
     let seed = settings.ml.ml_seed;
     let histories = log.histories.clone();
     let report = tokio::task::spawn_blocking(move || {
-        evaluate_and_fit(&histories, cutoff, horizon, seed).map(|e| e.summary())
+        evaluate_and_fit(&histories, cutoff, horizon, seed).map(|e| e.summary)
     })
     .await?
     .map_err(|e| match e {
