@@ -1,37 +1,35 @@
-//! The identity engine: applies the decision rule to an in-memory identity graph.
+//! The identity engine: graph machinery that applies the rules to an in-memory
+//! identity graph. Every rule deciding "same person or not" lives in
+//! [`rules`](crate::rules); this module only keeps the graph they are asked about.
 //!
 //! [`Graph`] holds who owns each identifier, what each live profile holds, which
-//! identifiers are suspect and the analysts' constraints. [`Engine::apply`] takes one
-//! event (in canonical order), asks [`rules::decide`](crate::rules::decide), changes
-//! the graph and reports an [`Outcome`] the caller persists. The streaming resolver
-//! loads the part of the graph an event touches from Postgres; `ctl identity
+//! identifiers are suspect or shared, and the analysts' constraints. [`Engine::apply`]
+//! takes one event (in canonical order), asks [`rules::decide`](crate::rules::decide),
+//! changes the graph and reports an [`Outcome`] the caller persists. The streaming
+//! resolver loads the part of the graph an event touches from Postgres; `ctl identity
 //! rebuild` and the tests hold the whole graph in memory. Both run this same code.
 //!
 //! Order independence. The profiles are defined as what canonical-order processing
-//! gives, with identifiers that are shared by many people (per [`Partners`], a
-//! property of the whole event set) never linking anything. An event that arrives
-//! after a later event already touched its identifiers or profiles is not applied on
-//! top: the caller replays the affected region in canonical order
-//! ([`Engine::replay`]), and when an identifier turns suspect the region it linked is
-//! replayed without it. So one replica, three replicas and a rebuild agree.
+//! gives, with identifiers that are shared by many people (the
+//! [suspect rule](crate::rules::suspect), a property of the whole event set) never
+//! linking anything. An event that arrives after a later event already touched its
+//! identifiers or profiles is not applied on top: the caller replays the affected
+//! region in canonical order ([`Engine::replay`]), and when an identifier turns suspect
+//! the region it linked is replayed without it. So one replica, three replicas and a
+//! rebuild agree.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
-use domain::{Identifier, IdentifierKind, Strength};
+use domain::Identifier;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{
-    EventKey, Observation, ProfileId, identifier_key, is_order_ref, names_compatible,
-    profile_id_for,
-};
-use crate::policy::Policy;
+use crate::model::{EventKey, Observation, ProfileId, profile_id_for};
+use crate::rules::names::{remember_name, remember_names};
 use crate::rules::{
-    Candidate, DecisionInput, MergeRule, ReviewReason, Separations, Target, Withheld, decide,
+    Candidate, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target, Withheld,
+    decide,
 };
-
-/// Most first names a profile remembers for the name guard.
-const MAX_NAMES: usize = 4;
 
 /// What the graph knows of one identifier.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -159,6 +157,44 @@ pub struct AbsorbedProfile {
     pub identifiers: Vec<Identifier>,
     /// Its first-name keys.
     pub names: Vec<String>,
+}
+
+impl AbsorbedProfile {
+    /// The snapshot of a live profile.
+    pub fn of(profile_id: ProfileId, node: &ProfileNode) -> Self {
+        Self {
+            profile_id,
+            identifiers: node.identifiers.iter().cloned().collect(),
+            names: node.names.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Where merged-away profiles went: follows chains of merges to the live survivor.
+#[derive(Debug, Clone, Default)]
+pub struct Absorptions {
+    into: HashMap<ProfileId, ProfileId>,
+}
+
+impl Absorptions {
+    /// Notes that `merge` absorbed its profiles into its survivor.
+    pub fn record(&mut self, merge: &MergeRecord) {
+        for a in &merge.absorbed {
+            self.into.insert(a.profile_id, merge.survivor);
+        }
+    }
+
+    /// The profile `p` ended up in (itself if it was never absorbed).
+    pub fn final_of(&self, mut p: ProfileId) -> ProfileId {
+        // Bounded: a chain never revisits a profile, so it is at most as long as the map.
+        for _ in 0..=self.into.len() {
+            match self.into.get(&p) {
+                Some(next) => p = *next,
+                None => break,
+            }
+        }
+        p
+    }
 }
 
 /// One merge.
@@ -340,11 +376,7 @@ impl Engine {
             let profile = graph.profiles.get_mut(&target).expect("target exists");
             profile.identifiers.extend(decision.add.iter().cloned());
             if let Some(name) = &obs.name {
-                let fits = profile.names.is_empty()
-                    || profile.names.iter().any(|n| names_compatible(n, name));
-                if fits && profile.names.len() < MAX_NAMES {
-                    profile.names.insert(name.clone());
-                }
+                remember_name(&mut profile.names, name);
             }
             profile.last_key = profile.last_key.max(obs.key);
             profile.first_key = profile.first_key.min(obs.key);
@@ -354,7 +386,9 @@ impl Engine {
             node.last_key = Some(node.last_key.map_or(obs.key, |k| k.max(obs.key)));
         }
         merges.extend(self.complete_must_links(graph, target, Some(obs.key.event_id)));
-        let profile_id = follow(&merges, target);
+        let mut absorbed = Absorptions::default();
+        merges.iter().for_each(|m| absorbed.record(m));
+        let profile_id = absorbed.final_of(target);
 
         let mut withheld = decision.withheld;
         withheld.extend(suspects);
@@ -496,16 +530,6 @@ impl Engine {
     }
 }
 
-/// The profile `p` ended up in after `merges`.
-fn follow(merges: &[MergeRecord], mut p: ProfileId) -> ProfileId {
-    for m in merges {
-        if m.absorbed.iter().any(|a| a.profile_id == p) {
-            p = m.survivor;
-        }
-    }
-    p
-}
-
 fn older_first(graph: &Graph, a: ProfileId, b: ProfileId) -> (ProfileId, ProfileId) {
     let ka = (graph.profiles[&a].first_key, a);
     let kb = (graph.profiles[&b].first_key, b);
@@ -534,18 +558,10 @@ fn merge_into(
         for id in &node.identifiers {
             graph.identifiers.entry(id.clone()).or_default().owner = Some(survivor);
         }
-        snapshots.push(AbsorbedProfile {
-            profile_id: *a,
-            identifiers: node.identifiers.iter().cloned().collect(),
-            names: node.names.iter().cloned().collect(),
-        });
+        snapshots.push(AbsorbedProfile::of(*a, &node));
         let s = graph.profiles.get_mut(&survivor).expect("survivor is live");
         s.identifiers.extend(node.identifiers);
-        for n in node.names {
-            if s.names.len() < MAX_NAMES {
-                s.names.insert(n);
-            }
-        }
+        remember_names(&mut s.names, node.names);
         s.first_key = s.first_key.min(node.first_key);
         s.last_key = s.last_key.max(node.last_key);
     }
@@ -559,76 +575,11 @@ fn merge_into(
     }
 }
 
-/// Distinct strong and medium identifiers each identifier has been seen with, per
-/// kind: how the graph learns that an identifier is shared (a store's counter phone
-/// typed on every bill, a kiosk tablet). Kept as 64-bit keys, capped just above the
-/// threshold, so the set stays small and holds no values.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PartnerSet {
-    /// Partner keys per kind.
-    pub by_kind: BTreeMap<IdentifierKind, BTreeSet<i64>>,
-}
-
-impl PartnerSet {
-    /// Whether more distinct partners of one kind were seen than the policy allows
-    /// (see [`Policy::partner_threshold`]).
-    pub fn is_suspect(&self, policy: &Policy) -> bool {
-        self.by_kind
-            .iter()
-            .any(|(kind, s)| s.len() > policy.partner_threshold(*kind))
-    }
-
-    /// Records `partners` (the other identifiers of one event). Returns whether the
-    /// set changed.
-    pub fn observe<'a>(
-        &mut self,
-        me: &Identifier,
-        partners: impl IntoIterator<Item = &'a Identifier>,
-        policy: &Policy,
-    ) -> bool {
-        let mut changed = false;
-        for other in partners {
-            if other == me || other.strength() < Strength::Medium || is_order_ref(other) {
-                continue;
-            }
-            let cap = policy.partner_threshold(other.kind) + 1;
-            let set = self.by_kind.entry(other.kind).or_default();
-            if set.len() < cap {
-                changed |= set.insert(identifier_key(other));
-            }
-        }
-        changed
-    }
-}
-
-/// Records the co-occurrences of one event's usable identifiers in `partners` (a map
-/// from identifier to its set) and returns the identifiers that became suspect.
-pub fn observe_partners(
-    policy: &Policy,
-    partners: &mut HashMap<Identifier, PartnerSet>,
-    usable: &[Identifier],
-) -> Vec<Identifier> {
-    let mut newly = Vec::new();
-    if usable.len() < 2 {
-        return newly;
-    }
-    for id in usable.iter().filter(|i| !is_order_ref(i)) {
-        let set = partners.entry(id.clone()).or_default();
-        let was = set.is_suspect(policy);
-        set.observe(id, usable, policy);
-        if !was && set.is_suspect(policy) {
-            newly.push(id.clone());
-        }
-    }
-    newly
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use domain::IdentifierKind::*;
+    use domain::IdentifierKind::{self, *};
 
     fn id(kind: IdentifierKind, v: &str) -> Identifier {
         Identifier::parse(kind, v, "IN").unwrap()
@@ -719,42 +670,6 @@ mod tests {
         );
         assert_eq!(a.withheld, vec![(counter.clone(), Withheld::Suspect)]);
         assert!(g.identifiers[&counter].owner.is_none());
-    }
-
-    #[test]
-    fn partners_learn_shared_identifiers() {
-        let policy = Policy::default();
-        let mut partners = HashMap::new();
-        let counter = id(Phone, "+918040001234");
-        let mut became = Vec::new();
-        let loyalty_threshold = policy.partner_threshold(LoyaltyId) as u32;
-        assert_eq!(
-            loyalty_threshold,
-            policy.limits.loyalty_ids + policy.suspect_threshold
-        );
-        for n in 0..=loyalty_threshold {
-            let loyalty = id(LoyaltyId, &format!("L-{n}"));
-            became.extend(observe_partners(
-                &policy,
-                &mut partners,
-                &[counter.clone(), loyalty],
-            ));
-        }
-        assert_eq!(
-            became,
-            vec![counter.clone()],
-            "suspect after threshold + 1 partners"
-        );
-        // A person's phone with three e-mails stays trusted.
-        let phone = id(Phone, "+919812345678");
-        for n in 0..3 {
-            let email = id(Email, &format!("p{n}@x.in"));
-            assert!(observe_partners(&policy, &mut partners, &[phone.clone(), email]).is_empty());
-        }
-        // Weak partners never count.
-        let cookie_partner = id(CookieId, "c");
-        let set = partners.entry(phone.clone()).or_default();
-        assert!(!set.observe(&phone, [&cookie_partner], &policy));
     }
 
     #[test]

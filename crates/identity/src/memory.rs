@@ -13,11 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use domain::Identifier;
 use uuid::Uuid;
 
-use crate::engine::{
-    Constraints, Engine, Graph, MergeRecord, Outcome, PartnerSet, ReviewRecord, observe_partners,
-};
+use crate::engine::{Constraints, Engine, Graph, MergeRecord, Outcome, ReviewRecord};
 use crate::model::{EventKey, Observation, ProfileId};
-use crate::rules::Withheld;
+use crate::rules::{PartnerSet, Withheld, observe_partners};
 
 /// Everything known, in memory.
 #[derive(Debug, Clone)]
@@ -269,7 +267,7 @@ pub fn partition_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Guards, Policy};
+    use crate::rules::{Guards, Policy};
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
     use proptest::prelude::*;

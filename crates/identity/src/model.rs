@@ -1,7 +1,7 @@
 //! The small vocabulary every identity rule speaks: the canonical order of events
 //! ([`EventKey`]), deterministic profile ids, the part of an event identity
-//! resolution looks at ([`Observation`]), and the person-name key the name guard
-//! compares.
+//! resolution looks at ([`Observation`]), order references, and the stable keys of
+//! identifiers (lock keys, partner keys, suppression hashes).
 //!
 //! Profiles are a function of the events (and analysts' decisions): resolution
 //! processes events in canonical order `(occurred_at, event_id)` and names each
@@ -13,6 +13,8 @@ use domain::{Channel, Identifier, IdentifierKind, NormalizedEvent, Source};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::rules::names::person_name;
 
 /// A profile id.
 pub type ProfileId = Uuid;
@@ -56,7 +58,8 @@ pub struct Observation {
     pub key: EventKey,
     /// Identifiers as carried by the event (normalised; junk is removed by the engine).
     pub identifiers: Vec<Identifier>,
-    /// The person's first name as the event states it, normalised (see [`name_key`]).
+    /// The person's first name as the event states it, normalised (see
+    /// [`name_key`](crate::rules::names::name_key)).
     pub name: Option<String>,
 }
 
@@ -64,16 +67,37 @@ impl Observation {
     /// The observation of a normalised event: its identifiers plus, for order events,
     /// the order reference (see [`order_ref`]).
     pub fn of(event: &NormalizedEvent) -> Self {
-        let mut identifiers = event.identifiers.clone();
-        if let Some(order) = &event.order {
-            identifiers.push(order_ref(event.source, &order.order_id));
+        Self::from_parts(
+            EventKey::of(event),
+            event.identifiers.clone(),
+            event
+                .order
+                .as_ref()
+                .map(|o| (event.source, o.order_id.as_str())),
+            event.channel,
+            &event.traits,
+        )
+    }
+
+    /// The observation of an event given only the parts resolution reads (what a
+    /// rebuild selects of a stored event): its identifiers, its order's source and id,
+    /// and the channel and traits its person's name comes from.
+    pub fn from_parts(
+        key: EventKey,
+        mut identifiers: Vec<Identifier>,
+        order: Option<(Source, &str)>,
+        channel: Channel,
+        traits: &serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        if let Some((source, order_id)) = order {
+            identifiers.push(order_ref(source, order_id));
         }
         identifiers.sort();
         identifiers.dedup();
         Self {
-            key: EventKey::of(event),
+            key,
             identifiers,
-            name: person_name(event.channel, &event.traits),
+            name: person_name(channel, traits),
         }
     }
 }
@@ -104,64 +128,6 @@ pub fn is_order_ref(identifier: &Identifier) -> bool {
             .is_some_and(|rest| rest.starts_with(':'))
 }
 
-/// The first name an event states for its person, as a comparison key.
-///
-/// Read from `first_name`, else the first word of `name`. WhatsApp profile names are
-/// self-chosen display names ("Mom", emoji) and never count; the normaliser stores
-/// them as `whatsapp_profile_name`, and this function also ignores any name on a
-/// WhatsApp event.
-pub fn person_name(
-    channel: Channel,
-    traits: &serde_json::Map<String, serde_json::Value>,
-) -> Option<String> {
-    if channel == Channel::Whatsapp {
-        return None;
-    }
-    let text = |k: &str| traits.get(k).and_then(|v| v.as_str());
-    // `firstName` is the Segment spec's trait, which the tracking API keeps as sent.
-    let raw = text("first_name")
-        .or_else(|| text("firstName"))
-        .or_else(|| text("name"))?;
-    name_key(raw)
-}
-
-/// Normalises a first name for comparison: the first word, letters only, lower case.
-/// Names shorter than two letters say nothing and give `None`.
-pub fn name_key(raw: &str) -> Option<String> {
-    let word = raw.split_whitespace().next()?;
-    let key: String = word
-        .chars()
-        .filter(|c| c.is_alphabetic())
-        .flat_map(char::to_lowercase)
-        .collect();
-    (key.chars().count() >= 2).then_some(key)
-}
-
-/// Whether two name keys may belong to one person: equal, one a prefix of the other
-/// (`raj` / `rajesh`), or one typo apart in names of five letters or more.
-pub fn names_compatible(a: &str, b: &str) -> bool {
-    if a == b || a.starts_with(b) || b.starts_with(a) {
-        return true;
-    }
-    let (la, lb) = (a.chars().count(), b.chars().count());
-    la.min(lb) >= 5 && la.abs_diff(lb) <= 1 && edit_distance(a, b) <= 1
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// A stable 64-bit key of an identifier (first 8 bytes of SHA-256 of `kind:value`):
 /// the advisory-lock key of the identifier and the form partner sets store.
 pub fn identifier_key(identifier: &Identifier) -> i64 {
@@ -179,7 +145,6 @@ pub fn suppression_hash(identifier: &Identifier) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn profile_ids_are_deterministic_and_distinct() {
@@ -189,24 +154,6 @@ mod tests {
         assert_ne!(profile_id_for(a), profile_id_for(b));
         assert_ne!(profile_id_for(a), a);
         assert_eq!(profile_id_for(a).get_version_num(), 4);
-    }
-
-    #[test]
-    fn names_are_keyed_and_compared_leniently() {
-        assert_eq!(name_key("  Priya  Sharma"), Some("priya".into()));
-        assert_eq!(name_key("J."), None);
-        assert_eq!(name_key("Ó'Brien"), Some("óbrien".into()));
-        assert!(names_compatible("raj", "rajesh"));
-        assert!(
-            !names_compatible("priyanka", "priyanak"),
-            "a transposition is two edits"
-        );
-        assert!(names_compatible("priyanka", "priyaka"));
-        assert!(!names_compatible("priya", "rahul"));
-        assert!(
-            !names_compatible("anil", "amil"),
-            "short names must match exactly"
-        );
     }
 
     #[test]
@@ -221,33 +168,5 @@ mod tests {
         assert!(!is_order_ref(
             &Identifier::customer_id("orderly", "1").unwrap()
         ));
-    }
-
-    #[test]
-    fn whatsapp_names_never_count() {
-        let traits = json!({"first_name": "Asha", "name": "Asha Rao"});
-        let traits = traits.as_object().unwrap();
-        assert_eq!(person_name(Channel::Web, traits), Some("asha".into()));
-        assert_eq!(person_name(Channel::Whatsapp, traits), None);
-        let only_name = json!({"name": "Ravi Kumar"});
-        assert_eq!(
-            person_name(Channel::Pos, only_name.as_object().unwrap()),
-            Some("ravi".into())
-        );
-        let profile_name = json!({"whatsapp_profile_name": "Mom"});
-        assert_eq!(
-            person_name(Channel::Web, profile_name.as_object().unwrap()),
-            None
-        );
-    }
-
-    #[test]
-    fn segment_spec_first_names_count() {
-        // The tracking API keeps SDK traits as sent: `firstName` in the Segment spec.
-        let traits = json!({"firstName": "Meera", "lastName": "S"});
-        assert_eq!(
-            person_name(Channel::Web, traits.as_object().unwrap()),
-            Some("meera".into())
-        );
     }
 }

@@ -26,8 +26,9 @@ pub mod rebuild;
 mod replay;
 pub mod requests;
 pub(crate) mod store;
+mod write;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use domain::{Identifier, NormalizedEvent};
@@ -36,15 +37,13 @@ use sqlx::{PgConnection, PgPool, Row};
 use storage::customer360::Customer360Cache;
 use uuid::Uuid;
 
-use crate::engine::{
-    Engine, Graph, MergeRecord, Outcome, PartnerSet, ReviewRecord, observe_partners,
-};
+use crate::delta::Step;
+use crate::engine::{Engine, Graph};
 use crate::facts::ProfileFacts;
 use crate::model::{EventKey, Observation, ProfileId, is_order_ref, suppression_hash};
-use crate::policy::Policy;
-use crate::rules::Withheld;
+use crate::rules::{PartnerSet, Policy, observe_partners};
 use locks::{fleet_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
-use store::{ProfileWrite, Sighting};
+use write::write;
 
 /// Attempts at one transaction before giving up (each retry takes more locks up front).
 const MAX_ATTEMPTS: usize = 50;
@@ -318,7 +317,7 @@ impl Resolver {
             // Apply in canonical order. An event that is late, that makes an identifier
             // suspect, or that touches what such an event touched, waits for the one
             // region replay of this step.
-            let mut changes = Changes::default();
+            let mut delta = Step::new(facts);
             let mut late: Vec<&NormalizedEvent> = Vec::new();
             let mut newly_suspect: Vec<Identifier> = Vec::new();
             let mut tainted_ids: BTreeSet<Identifier> = BTreeSet::new();
@@ -358,19 +357,16 @@ impl Resolver {
                     review = outcome.review.is_some(),
                     "event resolved"
                 );
-                changes.record(pending[*i], usable, &outcome, &graph, &mut facts);
-                changes.outcomes.push(outcome);
+                delta.record(pending[*i], usable, &outcome, &graph);
             }
-            changes
-                .write(&mut tx, &graph, &partners, &facts, self)
-                .await?;
-            report.resolved += changes.outcomes.len();
-            report.merges += changes.merges.len();
-            report.reviews += changes.reviews_raised;
-            report
-                .removed
-                .extend(changes.final_tombstones().into_iter().map(|(a, _)| a));
-            report.changed.extend(changes.live_touched(&graph));
+            let resolved = delta.events();
+            let delta = delta.finish(&graph, &partners, &self.actor);
+            let written = write(&mut tx, &delta, self.debounce).await?;
+            report.resolved += resolved;
+            report.merges += delta.merges.len();
+            report.reviews += written.reviews;
+            report.removed.extend(delta.removed());
+            report.changed.extend(delta.changed());
             if !late.is_empty() {
                 let seed: Vec<Identifier> = tainted_ids.iter().cloned().collect();
                 let Some(region) = self
@@ -496,184 +492,4 @@ pub(crate) async fn drop_events(
         "dropped events carrying erased identifiers"
     );
     Ok(())
-}
-
-/// What a step of incremental resolution changed, written at its end.
-#[derive(Default)]
-pub(crate) struct Changes {
-    pub outcomes: Vec<Outcome>,
-    assignment: Vec<(Uuid, ProfileId)>,
-    created: BTreeSet<ProfileId>,
-    tombstones: Vec<(ProfileId, ProfileId)>,
-    merges: Vec<MergeRecord>,
-    sightings: Vec<(
-        Identifier,
-        Uuid,
-        domain::Source,
-        chrono::DateTime<chrono::Utc>,
-    )>,
-    refused: Vec<(Identifier, Uuid, Withheld)>,
-    reviews: Vec<ReviewRecord>,
-    reviews_raised: usize,
-    touched: BTreeSet<ProfileId>,
-    states: BTreeSet<Identifier>,
-    orders: Vec<(domain::Source, String, Uuid)>,
-}
-
-impl Changes {
-    fn record(
-        &mut self,
-        ev: &NormalizedEvent,
-        usable: &[Identifier],
-        outcome: &Outcome,
-        graph: &Graph,
-        facts: &mut HashMap<ProfileId, ProfileFacts>,
-    ) {
-        for m in &outcome.merges {
-            for a in &m.absorbed {
-                self.tombstones.push((a.profile_id, m.survivor));
-                let absorbed = facts.remove(&a.profile_id).unwrap_or_default();
-                facts.entry(m.survivor).or_default().absorb(absorbed);
-            }
-            self.merges.push(m.clone());
-        }
-        if outcome.created {
-            self.created.insert(outcome.profile_id);
-        }
-        facts.entry(outcome.profile_id).or_default().observe(ev);
-        self.assignment.push((ev.event_id, outcome.profile_id));
-        self.touched.insert(outcome.profile_id);
-        for id in usable {
-            if graph.identifiers.get(id).and_then(|n| n.owner) == Some(outcome.profile_id) {
-                self.sightings
-                    .push((id.clone(), outcome.profile_id, ev.source, ev.occurred_at));
-            }
-            self.states.insert(id.clone());
-        }
-        for (id, why) in &outcome.withheld {
-            self.refused.push((id.clone(), ev.event_id, *why));
-        }
-        if let Some(order) = &ev.order {
-            // The order belongs to whoever holds its reference (normally this event's
-            // profile; another one if a guard kept the reference where it was).
-            let reference = crate::model::order_ref(ev.source, &order.order_id);
-            let owner = graph
-                .identifiers
-                .get(&reference)
-                .and_then(|n| n.owner)
-                .unwrap_or(outcome.profile_id);
-            self.orders.push((ev.source, order.order_id.clone(), owner));
-        }
-        if let Some(r) = &outcome.review {
-            self.reviews.push(r.clone());
-        }
-    }
-
-    /// The survivor a profile of this step ended up in.
-    fn final_of(&self, p: ProfileId) -> ProfileId {
-        let map: HashMap<ProfileId, ProfileId> = self.tombstones.iter().copied().collect();
-        let mut p = p;
-        for _ in 0..=map.len() {
-            match map.get(&p) {
-                Some(next) => p = *next,
-                None => break,
-            }
-        }
-        p
-    }
-
-    fn final_tombstones(&self) -> Vec<(ProfileId, ProfileId)> {
-        self.tombstones
-            .iter()
-            .map(|(a, _)| (*a, self.final_of(*a)))
-            .collect()
-    }
-
-    fn live_touched(&self, graph: &Graph) -> BTreeSet<ProfileId> {
-        self.touched
-            .iter()
-            .chain(self.tombstones.iter().map(|(_, s)| s))
-            .map(|p| self.final_of(*p))
-            .filter(|p| graph.profiles.contains_key(p))
-            .collect()
-    }
-
-    async fn write(
-        &mut self,
-        conn: &mut PgConnection,
-        graph: &Graph,
-        partners: &HashMap<Identifier, PartnerSet>,
-        facts: &HashMap<ProfileId, ProfileFacts>,
-        resolver: &Resolver,
-    ) -> Result<(), sqlx::Error> {
-        let live = self.live_touched(graph);
-        // Rows for every profile created in the step (some were absorbed at once and
-        // only ever exist as tombstones), then the tombstones, then the live profiles.
-        let created: Vec<ProfileId> = self.created.iter().copied().collect();
-        sqlx::query(
-            "INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&created)
-        .execute(&mut *conn)
-        .await?;
-        let tombstones = self.final_tombstones();
-        store::tombstone(conn, &tombstones).await?;
-        let empty = ProfileFacts::default();
-        let writes: Vec<ProfileWrite<'_>> = live
-            .iter()
-            .map(|p| ProfileWrite {
-                id: *p,
-                node: &graph.profiles[p],
-                facts: facts.get(p).unwrap_or(&empty),
-            })
-            .collect();
-        store::upsert_profiles(conn, &writes).await?;
-
-        let assignment: Vec<(Uuid, ProfileId)> = self
-            .assignment
-            .iter()
-            .map(|(e, p)| (*e, self.final_of(*p)))
-            .collect();
-        store::assign_events(conn, &assignment).await?;
-        let sightings: Vec<Sighting<'_>> = self
-            .sightings
-            .iter()
-            .map(|(id, p, source, at)| Sighting {
-                identifier: id,
-                profile: self.final_of(*p),
-                source: *source,
-                at: *at,
-            })
-            .collect();
-        store::upsert_holdings(conn, &sightings).await?;
-        let states: BTreeMap<Identifier, store::IdentifierWrite> = self
-            .states
-            .iter()
-            .filter_map(|id| {
-                let node = graph.identifiers.get(id)?;
-                Some((
-                    id.clone(),
-                    store::IdentifierWrite::of(
-                        node,
-                        partners.get(id).cloned().unwrap_or_default(),
-                    )?,
-                ))
-            })
-            .collect();
-        store::upsert_identifier_states(conn, &states).await?;
-        store::insert_refused(conn, &self.refused).await?;
-        store::insert_merges(conn, &self.merges, &resolver.actor).await?;
-        self.reviews_raised =
-            store::insert_reviews(conn, &self.reviews, &|p| self.final_of(p)).await?;
-        let orders: Vec<(domain::Source, String, ProfileId)> = self
-            .orders
-            .iter()
-            .map(|(s, o, p)| (*s, o.clone(), self.final_of(*p)))
-            .collect();
-        store::attribute_orders(conn, &orders).await?;
-        let live: Vec<ProfileId> = live.into_iter().collect();
-        store::refresh_order_aggregates(conn, &live).await?;
-        store::queue_predictions(conn, &live, resolver.debounce).await?;
-        Ok(())
-    }
 }

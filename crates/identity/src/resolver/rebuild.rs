@@ -9,7 +9,7 @@
 //! and only what differs moves. Old profiles that no longer exist become tombstones of
 //! the profile that received most of their events (`merge_history` rule `rebuild`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use domain::{Identifier, Source};
@@ -18,13 +18,13 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::locks::fleet_exclusive;
-use super::store::{self, IdentifierWrite, ProfileWrite};
+use super::store;
+use super::write::write;
 use super::{ResolveError, Resolver};
-use crate::engine::{AbsorbedProfile, Constraints, MergeRecord};
-use crate::facts::ProfileFacts;
+use crate::delta::Rebuild;
+use crate::engine::{AbsorbedProfile, Constraints};
 use crate::memory::MemoryResolver;
-use crate::model::{EventKey, Observation, ProfileId, order_ref};
-use crate::rules::MergeRule;
+use crate::model::{EventKey, Observation, ProfileId};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +57,7 @@ impl Resolver {
 
         // Pass 1: what resolution needs of every event, in canonical order.
         let mut observations: Vec<Observation> = Vec::new();
-        let mut old_profile: HashMap<Uuid, Option<ProfileId>> = HashMap::new();
+        let mut before: HashMap<Uuid, Option<ProfileId>> = HashMap::new();
         {
             let mut rows = sqlx::query(
                 "SELECT event_id, occurred_at, channel, identifiers, traits, order_data->>'order_id' AS order_id, \
@@ -74,24 +74,25 @@ impl Resolver {
                     .get::<&str, _>("channel")
                     .parse()
                     .unwrap_or(domain::Channel::Api);
-                let mut ids = identifiers.0;
-                if let (Some(order_id), Ok(source)) = (
+                let order = match (
                     r.get::<Option<&str>, _>("order_id"),
                     r.get::<&str, _>("source").parse::<Source>(),
                 ) {
-                    ids.push(order_ref(source, order_id));
-                }
-                ids.sort();
-                ids.dedup();
-                observations.push(Observation {
-                    key: EventKey {
-                        occurred_at: r.get("occurred_at"),
-                        event_id,
-                    },
-                    identifiers: ids,
-                    name: crate::model::person_name(channel, &traits.0),
-                });
-                old_profile.insert(event_id, r.get("profile_id"));
+                    (Some(order_id), Ok(source)) => Some((source, order_id)),
+                    _ => None,
+                };
+                let key = EventKey {
+                    occurred_at: r.get("occurred_at"),
+                    event_id,
+                };
+                observations.push(Observation::from_parts(
+                    key,
+                    identifiers.0,
+                    order,
+                    channel,
+                    &traits.0,
+                ));
+                before.insert(event_id, r.get("profile_id"));
             }
         }
         let events = observations.len();
@@ -100,14 +101,12 @@ impl Resolver {
             Constraints::new(constraints),
             observations,
         );
-        let assignment = memory.assignment();
+        let suspects = memory.suspects().len();
         let resolve_time = started.elapsed();
 
-        // Pass 2: facts and identifier sightings of the new profiles.
+        // Pass 2: facts, identifier sightings and orders of the new profiles.
         let write_started = Instant::now();
-        let mut facts: HashMap<ProfileId, ProfileFacts> = HashMap::new();
-        let mut seen: HashMap<Identifier, store::Seen> = HashMap::new();
-        let mut orders: Vec<(Source, String, ProfileId)> = Vec::new();
+        let mut rebuilt = Rebuild::default();
         {
             let sql = format!(
                 "SELECT {} FROM normalized_event ORDER BY occurred_at, event_id",
@@ -118,72 +117,27 @@ impl Resolver {
                 let Some(ev) = store::event_of(&r) else {
                     continue;
                 };
-                let Some(&p) = assignment.get(&ev.event_id) else {
+                let Some(&p) = memory.assignment().get(&ev.event_id) else {
                     continue;
                 };
-                facts.entry(p).or_default().observe(&ev);
-                for id in self.engine.policy.usable(&Observation::of(&ev).identifiers) {
-                    if memory.graph.identifiers.get(&id).and_then(|n| n.owner) == Some(p) {
-                        let e = seen.entry(id).or_insert((
-                            p,
-                            ev.source,
-                            ev.occurred_at,
-                            ev.occurred_at,
-                            0,
-                        ));
-                        e.3 = e.3.max(ev.occurred_at);
-                        e.4 += 1;
-                    }
-                }
-                if let Some(order) = &ev.order {
-                    let reference = order_ref(ev.source, &order.order_id);
-                    let owner = memory
-                        .graph
-                        .identifiers
-                        .get(&reference)
-                        .and_then(|n| n.owner)
-                        .unwrap_or(p);
-                    orders.push((ev.source, order.order_id.clone(), owner));
-                }
+                let usable = self.engine.policy.usable(&Observation::of(&ev).identifiers);
+                rebuilt.event(&ev, &usable, p, &memory.graph);
             }
         }
 
-        // Old live profiles that no longer exist go to the profile with most of their events.
-        let old_live: Vec<(ProfileId, Vec<String>)> = sqlx::query_as(
-            "SELECT id, ARRAY(SELECT kind || ':' || value FROM profile_identifier pi WHERE pi.profile_id = p.id) \
+        // What every old live profile held: old profiles that no longer exist go to the
+        // profile with most of their events, with this snapshot in the merge history.
+        let old_live: Vec<(ProfileId, Vec<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT id, name_keys, \
+                    ARRAY(SELECT kind || ':' || value FROM profile_identifier pi WHERE pi.profile_id = p.id) \
              FROM customer_profile p WHERE merged_into IS NULL",
         )
         .fetch_all(&mut *tx)
         .await?;
-        let new_live: BTreeSet<ProfileId> = memory.graph.profiles.keys().copied().collect();
-        let mut moved_to: HashMap<ProfileId, BTreeMap<ProfileId, usize>> = HashMap::new();
-        let mut moved_events = Vec::new();
-        for (event, new) in assignment {
-            match old_profile.get(event).copied().flatten() {
-                Some(old) if old == *new => {}
-                Some(old) => {
-                    *moved_to.entry(old).or_default().entry(*new).or_default() += 1;
-                    moved_events.push((*event, *new));
-                }
-                None => moved_events.push((*event, *new)),
-            }
-        }
-        let mut retired: Vec<(ProfileId, ProfileId)> = Vec::new();
-        let mut history: BTreeMap<ProfileId, Vec<AbsorbedProfile>> = BTreeMap::new();
-        for (old, held) in &old_live {
-            if new_live.contains(old) {
-                continue;
-            }
-            let Some((into, _)) = moved_to.get(old).and_then(|m| {
-                m.iter()
-                    .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
-            }) else {
-                continue; // a profile without events (all erased): leave it
-            };
-            retired.push((*old, *into));
-            history.entry(*into).or_default().push(AbsorbedProfile {
-                profile_id: *old,
-                identifiers: held
+        let held: HashMap<ProfileId, AbsorbedProfile> = old_live
+            .into_iter()
+            .map(|(id, names, identifiers)| {
+                let identifiers = identifiers
                     .iter()
                     .filter_map(|s| {
                         let (k, v) = s.split_once(':')?;
@@ -192,89 +146,23 @@ impl Resolver {
                             value: v.to_owned(),
                         })
                     })
-                    .collect(),
-                names: Vec::new(),
-            });
-        }
+                    .collect();
+                let snapshot = AbsorbedProfile {
+                    profile_id: id,
+                    identifiers,
+                    names,
+                };
+                (id, snapshot)
+            })
+            .collect();
 
-        let new_list: Vec<ProfileId> = new_live.iter().copied().collect();
-        for chunk in new_list.chunks(10_000) {
-            sqlx::query("INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING")
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM profile_identifier")
-            .execute(&mut *tx)
-            .await?;
-        store::tombstone(&mut tx, &retired).await?;
-        let empty = ProfileFacts::default();
-        let writes: Vec<ProfileWrite<'_>> = new_list
-            .iter()
-            .map(|p| ProfileWrite {
-                id: *p,
-                node: &memory.graph.profiles[p],
-                facts: facts.get(p).unwrap_or(&empty),
-            })
-            .collect();
-        store::upsert_profiles(&mut tx, &writes).await?;
-        store::assign_events(&mut tx, &moved_events).await?;
-        let seen: Vec<(&Identifier, store::Seen)> = seen.iter().map(|(id, s)| (id, *s)).collect();
-        store::upsert_seen(&mut tx, &seen).await?;
-        sqlx::query("DELETE FROM identity_identifier")
-            .execute(&mut *tx)
-            .await?;
-        let states: BTreeMap<Identifier, IdentifierWrite> = memory
-            .graph
-            .identifiers
-            .iter()
-            .filter_map(|(id, node)| {
-                Some((
-                    id.clone(),
-                    IdentifierWrite::of(
-                        node,
-                        memory.partners().get(id).cloned().unwrap_or_default(),
-                    )?,
-                ))
-            })
-            .collect();
-        store::upsert_identifier_states(&mut tx, &states).await?;
-        sqlx::query("DELETE FROM identity_refused_link")
-            .execute(&mut *tx)
-            .await?;
-        let refused: Vec<(Identifier, Uuid, crate::rules::Withheld)> = memory
-            .refused()
-            .iter()
-            .flat_map(|(id, events)| events.iter().map(move |(e, why)| (id.clone(), *e, *why)))
-            .collect();
-        store::insert_refused(&mut tx, &refused).await?;
-        let merges: Vec<MergeRecord> = history
-            .into_iter()
-            .map(|(survivor, absorbed)| MergeRecord {
-                survivor,
-                survivor_identifiers: Vec::new(),
-                absorbed,
-                rule: MergeRule::Replay,
-                matched: Vec::new(),
-                trigger_event_id: None,
-            })
-            .collect();
-        store::insert_merges(&mut tx, &merges, "ctl identity rebuild").await?;
-        let reviews = store::insert_reviews(&mut tx, &memory.reviews, &|p| p).await?;
-        store::attribute_orders(&mut tx, &orders).await?;
-        store::refresh_order_aggregates(&mut tx, &new_list).await?;
-        let changed: BTreeSet<ProfileId> = moved_events.iter().map(|(_, p)| *p).collect();
-        store::queue_predictions(
-            &mut tx,
-            &changed.iter().copied().collect::<Vec<_>>(),
-            self.debounce,
-        )
-        .await?;
+        let delta = rebuilt.finish(memory, &before, &held, "ctl identity rebuild");
+        let written = write(&mut tx, &delta, self.debounce).await?;
         tx.commit().await?;
 
         // Documents: rewrite what changed, drop what retired.
-        let mut refresh: Vec<ProfileId> = changed.into_iter().collect();
-        refresh.extend(retired.iter().map(|(p, _)| *p));
+        let mut refresh: Vec<ProfileId> = delta.predictions.clone();
+        refresh.extend(delta.removed());
         for chunk in refresh.chunks(1_000) {
             if let Err(e) = self.cache.refresh_many(chunk).await {
                 tracing::warn!(error = %e, "refreshing Customer 360 documents after the rebuild failed");
@@ -283,11 +171,11 @@ impl Resolver {
         }
         Ok(RebuildReport {
             events,
-            profiles: new_list.len(),
-            moved_events: moved_events.len(),
-            retired_profiles: retired.len(),
-            reviews,
-            suspects: memory.suspects().len(),
+            profiles: delta.profiles.len(),
+            moved_events: delta.assignment.len(),
+            retired_profiles: delta.tombstones.len(),
+            reviews: written.reviews,
+            suspects,
             resolve_time,
             write_time: write_started.elapsed(),
         })

@@ -12,19 +12,19 @@
 //! profile that received most of its events, and every profile that now joins several
 //! old ones gets a `replay` merge-history row with their snapshots.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use domain::{Identifier, NormalizedEvent};
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
 
 use super::locks::{identifier_lock, profile_lock, try_lock_all};
-use super::store::{self, ProfileWrite, Sighting};
+use super::store;
+use super::write::write;
 use super::{ResolveReport, Resolver};
-use crate::engine::{AbsorbedProfile, Graph, MergeRecord, PartnerSet, ProfileNode};
-use crate::facts::ProfileFacts;
-use crate::model::{EventKey, Observation, ProfileId, order_ref};
-use crate::rules::MergeRule;
+use crate::delta::{self, RegionReplay};
+use crate::engine::{Graph, ProfileNode};
+use crate::model::{EventKey, Observation, ProfileId};
+use crate::rules::{MergeRule, PartnerSet};
 
 /// How a region rewrite records the merges it makes.
 pub(crate) struct History {
@@ -52,7 +52,7 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    fn lock_keys(&self, policy: &crate::policy::Policy, extra: &[Identifier]) -> BTreeSet<i64> {
+    fn lock_keys(&self, policy: &crate::rules::Policy, extra: &[Identifier]) -> BTreeSet<i64> {
         let mut keys: BTreeSet<i64> = self.profiles.iter().map(|p| profile_lock(*p)).collect();
         for (_, ev) in &self.events {
             keys.extend(
@@ -152,7 +152,7 @@ impl Resolver {
         Ok(Region { profiles, events })
     }
 
-    /// Replays the region with the new event and writes the result.
+    /// Replays the region with the new events and writes the result.
     pub(crate) async fn rewrite_region(
         &self,
         conn: &mut PgConnection,
@@ -163,21 +163,31 @@ impl Resolver {
         history: &History,
     ) -> Result<ResolveReport, sqlx::Error> {
         let policy = &self.engine.policy;
-        let mut all: Vec<&NormalizedEvent> = region.events.iter().map(|(_, e)| e).collect();
-        all.extend(new_events.iter().copied());
-        all.sort_by_key(|e| EventKey::of(e));
-        let observations: Vec<Observation> = all.iter().map(|e| Observation::of(e)).collect();
-        let mut all_ids: BTreeSet<Identifier> = BTreeSet::new();
-        for o in &observations {
-            all_ids.extend(policy.usable(&o.identifiers));
-        }
-        let all_ids: Vec<Identifier> = all_ids.into_iter().collect();
+        let mut events: Vec<(Option<ProfileId>, &NormalizedEvent, Vec<Identifier>)> = region
+            .events
+            .iter()
+            .map(|(p, e)| (Some(*p), e))
+            .chain(new_events.iter().map(|e| (None, *e)))
+            .map(|(p, e)| (p, e, policy.usable(&Observation::of(e).identifiers)))
+            .collect();
+        events.sort_by_key(|(_, e, _)| EventKey::of(e));
+        events.dedup_by_key(|(_, e, _)| e.event_id);
+        let observations: Vec<Observation> =
+            events.iter().map(|(_, e, _)| Observation::of(e)).collect();
+        let all_ids: Vec<Identifier> = events
+            .iter()
+            .flat_map(|(_, _, usable)| usable.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
 
         // The region's graph: its profiles, the identifiers its events carry.
         let old_profiles: Vec<ProfileId> = region.profiles.iter().copied().collect();
-        let loaded = store::profiles(conn, &old_profiles).await?;
-        let old_nodes: HashMap<ProfileId, ProfileNode> =
-            loaded.into_iter().map(|p| (p.id, p.node)).collect();
+        let old: HashMap<ProfileId, ProfileNode> = store::profiles(conn, &old_profiles)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.node))
+            .collect();
         let states = store::identifier_states(conn, &all_ids).await?;
         let owners = store::owners(conn, &all_ids).await?;
         let mut graph = Graph::default();
@@ -190,7 +200,7 @@ impl Resolver {
             graph.identifiers.insert(id.clone(), node);
             partners.entry(id.clone()).or_insert(set);
         }
-        for (id, node) in &old_nodes {
+        for (id, node) in &old {
             graph.profiles.insert(*id, node.clone());
         }
         for c in store::constraints_touching(conn, &all_ids).await? {
@@ -198,198 +208,27 @@ impl Resolver {
         }
         let outcomes = self
             .engine
-            .replay(&mut graph, &region.profiles, observations.clone());
-
-        // Where every event ended up.
-        let mut absorbed_into: HashMap<ProfileId, ProfileId> = HashMap::new();
-        for o in &outcomes {
-            for m in &o.merges {
-                for a in &m.absorbed {
-                    absorbed_into.insert(a.profile_id, m.survivor);
-                }
-            }
-        }
-        let final_of = |mut p: ProfileId| {
-            for _ in 0..=absorbed_into.len() {
-                match absorbed_into.get(&p) {
-                    Some(next) => p = *next,
-                    None => break,
-                }
-            }
-            p
-        };
-        let assignment: Vec<(Uuid, ProfileId)> = outcomes
+            .replay(&mut graph, &region.profiles, observations);
+        for o in outcomes
             .iter()
-            .map(|o| (o.event_id, final_of(o.profile_id)))
-            .collect();
-        let profile_of: HashMap<Uuid, ProfileId> = assignment.iter().copied().collect();
-        for e in new_events {
-            if let Some(profile_id) = profile_of.get(&e.event_id) {
-                tracing::debug!(event_id = %e.event_id, %profile_id, "event resolved by a region replay");
-            }
-        }
-        let new_profiles: BTreeSet<ProfileId> = assignment.iter().map(|(_, p)| *p).collect();
-        let mut facts: HashMap<ProfileId, ProfileFacts> = HashMap::new();
-        for e in &all {
-            facts.entry(profile_of[&e.event_id]).or_default().observe(e);
+            .filter(|o| new_events.iter().any(|e| e.event_id == o.event_id))
+        {
+            tracing::debug!(event_id = %o.event_id, profile_id = %o.profile_id, "event resolved by a region replay");
         }
 
-        // Old profiles that no longer exist go to the profile with most of their events.
-        let mut moved: BTreeMap<ProfileId, BTreeMap<ProfileId, usize>> = BTreeMap::new();
-        for (old, e) in &region.events {
-            *moved
-                .entry(*old)
-                .or_default()
-                .entry(profile_of[&e.event_id])
-                .or_default() += 1;
-        }
-        let tombstones: Vec<(ProfileId, ProfileId)> = region
-            .profiles
-            .iter()
-            .filter(|p| !new_profiles.contains(p))
-            .filter_map(|p| {
-                let targets = moved.get(p)?;
-                let (into, _) = targets
-                    .iter()
-                    .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
-                Some((*p, *into))
-            })
-            .collect();
-
-        let new_list: Vec<ProfileId> = new_profiles.iter().copied().collect();
-        sqlx::query(
-            "INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&new_list)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("DELETE FROM profile_identifier WHERE profile_id = ANY($1)")
-            .bind(&old_profiles)
-            .execute(&mut *conn)
-            .await?;
-        let (kinds, values) = store::split(newly);
-        sqlx::query(
-            "DELETE FROM profile_identifier pi USING unnest($1::text[], $2::text[]) AS u(kind, value) \
-             WHERE pi.kind = u.kind AND pi.value = u.value",
-        )
-        .bind(&kinds)
-        .bind(&values)
-        .execute(&mut *conn)
-        .await?;
-        store::tombstone(conn, &tombstones).await?;
-        let empty = ProfileFacts::default();
-        let writes: Vec<ProfileWrite<'_>> = new_list
-            .iter()
-            .filter_map(|p| {
-                Some(ProfileWrite {
-                    id: *p,
-                    node: graph.profiles.get(p)?,
-                    facts: facts.get(p).unwrap_or(&empty),
-                })
-            })
-            .collect();
-        store::upsert_profiles(conn, &writes).await?;
-        store::assign_events(conn, &assignment).await?;
-
-        let mut sightings = Vec::new();
-        let mut orders = Vec::new();
-        for e in &all {
-            let p = profile_of[&e.event_id];
-            for id in policy.usable(&Observation::of(e).identifiers) {
-                if graph.identifiers.get(&id).and_then(|n| n.owner) == Some(p) {
-                    sightings.push((id, p, e.source, e.occurred_at));
-                }
-            }
-            if let Some(order) = &e.order {
-                let owner = graph
-                    .identifiers
-                    .get(&order_ref(e.source, &order.order_id))
-                    .and_then(|n| n.owner)
-                    .unwrap_or(p);
-                orders.push((e.source, order.order_id.clone(), owner));
-            }
-        }
-        let sightings: Vec<Sighting<'_>> = sightings
-            .iter()
-            .map(|(id, p, source, at)| Sighting {
-                identifier: id,
-                profile: *p,
-                source: *source,
-                at: *at,
-            })
-            .collect();
-        store::upsert_holdings(conn, &sightings).await?;
-        let identifier_states: BTreeMap<Identifier, store::IdentifierWrite> = all_ids
-            .iter()
-            .filter_map(|id| {
-                let node = graph.identifiers.get(id)?;
-                Some((
-                    id.clone(),
-                    store::IdentifierWrite::of(
-                        node,
-                        partners.get(id).cloned().unwrap_or_default(),
-                    )?,
-                ))
-            })
-            .collect();
-        store::upsert_identifier_states(conn, &identifier_states).await?;
-
-        let event_ids: Vec<Uuid> = all.iter().map(|e| e.event_id).collect();
-        sqlx::query("DELETE FROM identity_refused_link WHERE event_id = ANY($1)")
-            .bind(&event_ids)
-            .execute(&mut *conn)
-            .await?;
-        let refused: Vec<(Identifier, Uuid, crate::rules::Withheld)> = outcomes
-            .iter()
-            .flat_map(|o| {
-                o.withheld
-                    .iter()
-                    .map(move |(id, why)| (id.clone(), o.event_id, *why))
-            })
-            .collect();
-        store::insert_refused(conn, &refused).await?;
-
-        // History: every resulting profile that joins old profiles other than itself.
-        let mut merges = Vec::new();
-        for n in &new_list {
-            let absorbed: Vec<AbsorbedProfile> = tombstones
-                .iter()
-                .filter(|(_, into)| into == n)
-                .filter_map(|(old, _)| {
-                    let node = old_nodes.get(old)?;
-                    Some(AbsorbedProfile {
-                        profile_id: *old,
-                        identifiers: node.identifiers.iter().cloned().collect(),
-                        names: node.names.iter().cloned().collect(),
-                    })
-                })
-                .collect();
-            if absorbed.is_empty() {
-                continue;
-            }
-            merges.push(MergeRecord {
-                survivor: *n,
-                survivor_identifiers: old_nodes
-                    .get(n)
-                    .map(|x| x.identifiers.iter().cloned().collect())
-                    .unwrap_or_default(),
-                absorbed,
-                rule: history.rule,
-                matched: Vec::new(),
-                trigger_event_id: new_events.first().map(|e| e.event_id),
-            });
-        }
-        let merge_ids = store::insert_merges(conn, &merges, &history.actor).await?;
-        let reviews: Vec<_> = outcomes.iter().filter_map(|o| o.review.clone()).collect();
-        let raised = store::insert_reviews(conn, &reviews, &final_of).await?;
-        let orders: Vec<_> = orders
-            .into_iter()
-            .map(|(s, o, p)| (s, o, final_of(p)))
-            .collect();
-        store::attribute_orders(conn, &orders).await?;
-        store::refresh_order_aggregates(conn, &new_list).await?;
-        store::queue_predictions(conn, &new_list, self.debounce).await?;
-
+        let delta = delta::region(RegionReplay {
+            old: &old,
+            old_profiles: &region.profiles,
+            events: &events,
+            outcomes: &outcomes,
+            graph,
+            partners: &partners,
+            suspects: newly,
+            rule: history.rule,
+            actor: &history.actor,
+            trigger: new_events.first().map(|e| e.event_id),
+        });
+        let written = write(conn, &delta, self.debounce).await?;
         if !newly.is_empty() {
             tracing::info!(
                 suspects = newly.len(),
@@ -398,12 +237,12 @@ impl Resolver {
         }
         Ok(ResolveReport {
             resolved: new_events.len(),
-            merge_ids,
-            merges: merges.len(),
-            reviews: raised,
+            merge_ids: written.merge_ids,
+            merges: delta.merges.len(),
+            reviews: written.reviews,
             replays: 1,
-            changed: new_profiles,
-            removed: tombstones.iter().map(|(p, _)| *p).collect(),
+            changed: delta.changed().collect(),
+            removed: delta.removed().collect(),
             ..ResolveReport::default()
         })
     }

@@ -1,11 +1,13 @@
-//! The knobs of identity resolution, read once from settings: thresholds, per-profile
-//! limits, and which guards are on. `ctl identity eval` switches the guards off to
-//! show what they buy.
+//! The knobs of identity resolution, read once from settings: which guards are on, the
+//! per-profile limits (and the classes of identifiers they count), the suspect
+//! threshold, the automatic-merge boundary, and which identifiers resolution considers
+//! at all (junk removed). `ctl identity eval` switches the guards off to show what
+//! they buy.
 
 use config::identity::IdentitySettings;
 use domain::{Identifier, IdentifierKind};
 
-use crate::blocklist::Blocklist;
+use super::blocklist::Blocklist;
 
 /// Which guards are in force. Every guard only ever prevents a merge or attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,25 +144,6 @@ impl Policy {
         }
     }
 
-    /// Most distinct partners of `kind` an identifier may be seen with before it is
-    /// suspect: what one person may hold of that kind (a household's members together
-    /// may add a few) plus `suspect_threshold`. A store's counter phone typed on bills
-    /// with loyalty cards is suspect after `1 + threshold` cards; a person's loyalty card
-    /// seen with the counter phones of a few stores stays trusted.
-    pub fn partner_threshold(&self, kind: IdentifierKind) -> usize {
-        let one_person = match kind {
-            IdentifierKind::Email => self.limits.emails,
-            IdentifierKind::Phone => self.limits.phones,
-            IdentifierKind::LoyaltyId => self.limits.loyalty_ids,
-            // One account per source, and a person meets a few sources.
-            IdentifierKind::CustomerId | IdentifierKind::PosCustomer => {
-                self.limits.customer_ids_per_source.saturating_mul(3)
-            }
-            IdentifierKind::DeviceId | IdentifierKind::CookieId => 0,
-        };
-        (one_person + self.suspect_threshold) as usize
-    }
-
     /// The same policy with other guards.
     pub fn with_guards(mut self, guards: Guards) -> Self {
         self.guards = guards;
@@ -194,5 +177,160 @@ impl Default for Policy {
                 .expect("default settings are valid")
                 .identity,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::order_ref;
+    use domain::IdentifierKind::*;
+    use domain::Source;
+
+    fn id(kind: IdentifierKind, v: &str) -> Identifier {
+        Identifier::parse(kind, v, "IN").unwrap()
+    }
+
+    fn settings(pairs: &[(&'static str, &str)]) -> IdentitySettings {
+        config::Settings::from_pairs(pairs.iter().map(|(k, v)| (*k, v.to_string())))
+            .unwrap()
+            .identity
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let p = Policy::default();
+        assert_eq!(p.guards, Guards::ALL);
+        assert_eq!(p.suspect_threshold, 2);
+        assert_eq!(p.max_auto_merge, 3);
+        assert_eq!(
+            p.limits,
+            Limits {
+                emails: 3,
+                phones: 3,
+                customer_ids_per_source: 1,
+                loyalty_ids: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn settings_set_every_knob() {
+        let p = Policy::from_settings(&settings(&[
+            ("IDENTITY_SUSPECT_THRESHOLD", "5"),
+            ("IDENTITY_MAX_AUTO_MERGE", "0"),
+            ("IDENTITY_MAX_EMAILS", "4"),
+            ("IDENTITY_MAX_PHONES", "2"),
+            ("IDENTITY_MAX_CUSTOMER_IDS_PER_SOURCE", "2"),
+            ("IDENTITY_MAX_LOYALTY_IDS", "3"),
+            ("IDENTITY_NAME_GUARD", "false"),
+            ("IDENTITY_BLOCKLIST_EXTRA", "walkin"),
+        ]));
+        assert_eq!(p.suspect_threshold, 5);
+        assert_eq!(p.max_auto_merge, 1, "at least one profile always attaches");
+        assert_eq!(
+            p.limits,
+            Limits {
+                emails: 4,
+                phones: 2,
+                customer_ids_per_source: 2,
+                loyalty_ids: 3,
+            }
+        );
+        assert_eq!(
+            p.guards,
+            Guards {
+                names: false,
+                ..Guards::ALL
+            }
+        );
+        assert!(p.is_junk(&id(LoyaltyId, "WALKIN")));
+    }
+
+    #[test]
+    fn classes_are_kinds_with_the_source_namespace_for_accounts() {
+        assert_eq!(
+            Class::of(&id(Email, "a@x.in")),
+            Some(Class {
+                kind: Email,
+                namespace: None
+            })
+        );
+        assert_eq!(
+            Class::of(&id(CustomerId, "shopify:1")),
+            Some(Class {
+                kind: CustomerId,
+                namespace: Some("shopify".into())
+            })
+        );
+        assert_ne!(
+            Class::of(&id(CustomerId, "shopify:1")),
+            Class::of(&id(CustomerId, "segment:1")),
+            "one account per source"
+        );
+        assert_eq!(
+            Class::of(&id(PosCustomer, "store1:7")).unwrap().namespace,
+            Some("store1".into())
+        );
+        for weak in [id(DeviceId, "d1"), id(CookieId, "c1")] {
+            assert_eq!(
+                Class::of(&weak),
+                None,
+                "devices and cookies are many per person"
+            );
+        }
+        assert_eq!(Class::of(&order_ref(Source::Shopify, "1001")), None);
+    }
+
+    #[test]
+    fn each_class_has_its_limit() {
+        let limits = Limits {
+            emails: 1,
+            phones: 2,
+            customer_ids_per_source: 3,
+            loyalty_ids: 4,
+        };
+        let of = |i: Identifier| Class::of(&i).and_then(|c| limits.of(&c));
+        assert_eq!(of(id(Email, "a@x.in")), Some(1));
+        assert_eq!(of(id(Phone, "+919812345678")), Some(2));
+        assert_eq!(of(id(CustomerId, "shopify:1")), Some(3));
+        assert_eq!(of(id(PosCustomer, "store1:1")), Some(3));
+        assert_eq!(of(id(LoyaltyId, "L-1")), Some(4));
+        for weak in [DeviceId, CookieId] {
+            let class = Class {
+                kind: weak,
+                namespace: None,
+            };
+            assert_eq!(limits.of(&class), None);
+        }
+    }
+
+    #[test]
+    fn usable_identifiers_are_the_non_junk_ones_sorted_and_unique() {
+        // Even a configured value never makes an order reference junk.
+        let p = Policy {
+            blocklist: Blocklist::new("@order:shopify:1"),
+            ..Policy::default()
+        };
+        let a = id(Email, "asha@mail.in");
+        let junk = id(Email, "test@test.com");
+        let order = order_ref(Source::Shopify, "1");
+        assert!(p.blocklist.is_junk(&order));
+        let got = p.usable(&[
+            junk.clone(),
+            order.clone(),
+            a.clone(),
+            a.clone(),
+            id(CookieId, "c1"),
+        ]);
+        let mut want = vec![a, id(CookieId, "c1"), order.clone()];
+        want.sort();
+        assert_eq!(got, want, "junk dropped, order references never junk");
+        // With the blocklist guard off, junk is used like anything else.
+        let off = p.with_guards(Guards {
+            blocklist: false,
+            ..Guards::ALL
+        });
+        assert!(off.usable(std::slice::from_ref(&junk)).contains(&junk));
     }
 }

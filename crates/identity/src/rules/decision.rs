@@ -1,32 +1,15 @@
-//! The decision rule: given what an event's identifiers match right now, attach the
-//! event to a profile, create one, merge several, or raise a review item.
+//! The decision for one event: given what its identifiers match right now, attach the
+//! event to a profile, create one, merge several, or raise a review item (the rules
+//! are stated in prose in the [module doc](super)).
 //!
-//! Pure and total: no I/O, no clock, no randomness. The caller (the engine) looks up
-//! which live profile owns each identifier, drops junk and suspect identifiers, and
-//! applies the [`Decision`].
+//! Pure and total. The caller (the engine) looks up which live profile owns each
+//! identifier, drops junk and suspect identifiers, and applies the [`Decision`].
 //!
-//! How the rule reads an event. The event is a hub: every identifier it carries
-//! co-occurred with every other. Each matched profile and the event's unowned
-//! ("fresh") identifiers are *items*, taken strongest first (match priority:
-//! phone/e-mail/customer id > loyalty id/store code > device > cookie; items whose
-//! person's name fits the event's name before those whose name clashes; existing
-//! profiles before fresh identifiers; older profiles first). The first item seeds a
-//! group, and each further item joins it unless a guard objects:
-//!
-//! - **separated**: an analyst decided these identifiers are different people;
-//! - **name conflict**: both sides name their person and the first names clearly
-//!   differ (family members typing one phone);
-//! - **shared weak identifier**: the item joins only through a device or cookie and
-//!   both sides hold different strong or medium identifiers of one class (two people
-//!   on one device);
-//! - **limit**: the joined profile would hold more e-mails, phones, loyalty ids or
-//!   customer ids per source than a person has (stops chains of small merges
-//!   snowballing).
-//!
-//! Then: no existing profile joined → create one; one → attach; 2..=`max_auto_merge`
-//! → merge into the oldest; more → review item, attach to the best match. Fresh
-//! identifiers go to the event's profile within the limits. Every objection except
-//! "separated" (already decided by a person) becomes a review item with the evidence.
+//! How the rule reads an event. Each matched profile and the event's fresh identifiers
+//! are *items*, sorted as the match priority says. The first item seeds a group, and
+//! each further item joins it unless a guard objects (`Group::objection` holds every
+//! guard); then the joined profiles give the target, the fresh identifiers go to it
+//! within the limits, and every objection except "separated" becomes a review item.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,8 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use domain::Identifier;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EventKey, ProfileId, names_compatible};
-use crate::policy::{Class, Policy};
+use super::names::{name_fits, names_compatible};
+use super::policy::{Class, Policy};
+use crate::model::{EventKey, ProfileId};
 
 /// Match priority at or below which a link is weak (device, cookie).
 pub const WEAK_PRIORITY: u8 = 2;
@@ -565,16 +549,13 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
 }
 
 fn fits(event_name: Option<&str>, names: &[&str]) -> bool {
-    match event_name {
-        None => true,
-        Some(e) => names.is_empty() || names.iter().any(|n| names_compatible(n, e)),
-    }
+    event_name.is_none_or(|e| name_fits(names.iter().copied(), e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Guards;
+    use crate::rules::Guards;
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
     use uuid::Uuid;
@@ -921,7 +902,7 @@ mod tests {
 
     #[test]
     fn each_limit_applies() {
-        use crate::policy::Limits;
+        use crate::rules::Limits;
         type SetLimit = fn(&mut Limits, u32);
         let cases: [(IdentifierKind, &str, &str, SetLimit); 4] = [
             (Email, "a@x.in", "b@x.in", |l, n| l.emails = n),

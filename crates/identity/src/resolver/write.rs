@@ -1,0 +1,563 @@
+//! The one write of the resolver: [`write`] puts a computed [`Delta`] into Postgres.
+//!
+//! Forward steps, region replays (late events, identifiers turning suspect, analysts'
+//! decisions) and `ctl identity rebuild` all end here, so how rows are written is
+//! decided in this one place. Every statement is set-based (arrays bound as
+//! parameters, chunked for very large deltas), so a delta costs a fixed number of
+//! round trips per table whatever its size — except merge history and review items,
+//! one statement per row (they are few).
+//!
+//! The order matters for the foreign keys and the derived flags: profile rows exist
+//! before tombstones point at them; identifier-index rows are written before the
+//! identifier states that flag them suspect or shared; order aggregates are computed
+//! after orders are attributed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::Identifier;
+use serde_json::Value;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::store::split;
+use crate::delta::{Delta, Holding, IdentifierState, OrderOwner, ProfileRow, RefusedLink, Rewrite};
+use crate::engine::{MergeRecord, ReviewRecord};
+use crate::model::{ProfileId, is_order_ref};
+use crate::rules::PartnerSet;
+
+/// What a write reports back.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Ids of the merge-history rows, in the delta's order.
+    pub merge_ids: Vec<Uuid>,
+    /// Review items raised (repeats of a pending item only count on it).
+    pub reviews: usize,
+}
+
+/// Writes `delta` in the caller's transaction; prediction requests come due
+/// `debounce` after a profile's first unpublished change.
+pub(crate) async fn write(
+    conn: &mut PgConnection,
+    delta: &Delta,
+    debounce: Duration,
+) -> Result<Written, sqlx::Error> {
+    insert_profile_ids(conn, &delta.created).await?;
+    match &delta.rewrite {
+        Rewrite::Nothing => {}
+        Rewrite::Region {
+            profiles, suspects, ..
+        } => {
+            if !profiles.is_empty() {
+                sqlx::query("DELETE FROM profile_identifier WHERE profile_id = ANY($1)")
+                    .bind(profiles)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if !suspects.is_empty() {
+                let (kinds, values) = split(suspects);
+                sqlx::query(
+                    "DELETE FROM profile_identifier pi USING unnest($1::text[], $2::text[]) AS u(kind, value) \
+                     WHERE pi.kind = u.kind AND pi.value = u.value",
+                )
+                .bind(&kinds)
+                .bind(&values)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Rewrite::Everything => {
+            sqlx::query("DELETE FROM profile_identifier")
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    tombstone(conn, &delta.tombstones).await?;
+    upsert_profiles(conn, &delta.profiles).await?;
+    assign_events(conn, &delta.assignment).await?;
+    upsert_holdings(conn, &delta.holdings).await?;
+    if delta.rewrite == Rewrite::Everything {
+        sqlx::query("DELETE FROM identity_identifier")
+            .execute(&mut *conn)
+            .await?;
+    }
+    upsert_identifier_states(conn, &delta.identifiers).await?;
+    match &delta.rewrite {
+        Rewrite::Nothing => {}
+        Rewrite::Region { events, .. } => {
+            sqlx::query("DELETE FROM identity_refused_link WHERE event_id = ANY($1)")
+                .bind(events)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Rewrite::Everything => {
+            sqlx::query("DELETE FROM identity_refused_link")
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    insert_refused(conn, &delta.refused).await?;
+    let merge_ids = insert_merges(conn, &delta.merges, &delta.actor).await?;
+    let reviews = insert_reviews(conn, &delta.reviews).await?;
+    attribute_orders(conn, &delta.orders).await?;
+    let live: Vec<ProfileId> = delta.changed().collect();
+    refresh_order_aggregates(conn, &live).await?;
+    queue_predictions(conn, &delta.predictions, debounce).await?;
+    Ok(Written { merge_ids, reviews })
+}
+
+/// Creates bare profile rows (filled by [`upsert_profiles`]; some only ever become
+/// tombstones).
+async fn insert_profile_ids(conn: &mut PgConnection, ids: &[ProfileId]) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(10_000) {
+        sqlx::query(
+            "INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(chunk)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts or rewrites live profiles (reviving a tombstone if the id comes back).
+async fn upsert_profiles(conn: &mut PgConnection, rows: &[ProfileRow]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(2_000) {
+        let mut ids = Vec::new();
+        let mut first_at = Vec::new();
+        let mut first_id = Vec::new();
+        let mut last_at = Vec::new();
+        let mut last_id = Vec::new();
+        let mut names = Vec::new();
+        let mut display = Vec::new();
+        let mut identifiers = Vec::new();
+        let mut traits = Vec::new();
+        let mut first_seen = Vec::new();
+        let mut last_seen = Vec::new();
+        let mut channels = Vec::new();
+        let mut affinity = Vec::new();
+        let mut states = Vec::new();
+        for r in chunk {
+            ids.push(r.id);
+            first_at.push(r.node.first_key.occurred_at);
+            first_id.push(r.node.first_key.event_id);
+            last_at.push(r.node.last_key.occurred_at);
+            last_id.push(r.node.last_key.event_id);
+            names.push(Json(r.node.names.iter().cloned().collect::<Vec<_>>()));
+            display.push(r.facts.display_name());
+            let listed: Vec<&Identifier> = r
+                .node
+                .identifiers
+                .iter()
+                .filter(|i| !is_order_ref(i))
+                .collect();
+            identifiers.push(Json(serde_json::to_value(&listed).unwrap_or_default()));
+            traits.push(Json(r.facts.traits.clone()));
+            first_seen.push(r.facts.first_seen_at);
+            last_seen.push(r.facts.last_seen_at);
+            channels.push(Json(
+                r.facts
+                    .channels
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>(),
+            ));
+            let at = r.facts.last_seen_at.unwrap_or(r.node.last_key.occurred_at);
+            affinity.push(Json(r.facts.state.category_affinity(at)));
+            states.push(Json(r.facts.state.clone()));
+        }
+        sqlx::query(
+            "INSERT INTO customer_profile (id, first_event_at, first_event_id, last_event_at, last_event_id, \
+                 name_keys, display_name, identifiers, traits, first_seen_at, last_seen_at, channels, \
+                 category_affinity, state) \
+             SELECT u.id, u.fa, u.fi, u.la, u.li, \
+                    ARRAY(SELECT jsonb_array_elements_text(u.names)), u.display, u.identifiers, u.traits, \
+                    u.fs, u.ls, ARRAY(SELECT jsonb_array_elements_text(u.channels)), u.affinity, u.state \
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::timestamptz[], $5::uuid[], \
+                         $6::jsonb[], $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[], \
+                         $11::timestamptz[], $12::jsonb[], $13::jsonb[], $14::jsonb[]) \
+                  AS u(id, fa, fi, la, li, names, display, identifiers, traits, fs, ls, channels, affinity, state) \
+             ON CONFLICT (id) DO UPDATE SET \
+                 merged_into = NULL, merged_at = NULL, updated_at = now(), version = customer_profile.version + 1, \
+                 first_event_at = EXCLUDED.first_event_at, first_event_id = EXCLUDED.first_event_id, \
+                 last_event_at = EXCLUDED.last_event_at, last_event_id = EXCLUDED.last_event_id, \
+                 name_keys = EXCLUDED.name_keys, display_name = EXCLUDED.display_name, \
+                 identifiers = EXCLUDED.identifiers, traits = EXCLUDED.traits, \
+                 first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at, \
+                 channels = EXCLUDED.channels, category_affinity = EXCLUDED.category_affinity, \
+                 state = EXCLUDED.state",
+        )
+        .bind(&ids)
+        .bind(&first_at)
+        .bind(&first_id)
+        .bind(&last_at)
+        .bind(&last_id)
+        .bind(&names)
+        .bind(&display)
+        .bind(&identifiers)
+        .bind(&traits)
+        .bind(&first_seen)
+        .bind(&last_seen)
+        .bind(&channels)
+        .bind(&affinity)
+        .bind(&states)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Turns `absorbed` profiles into tombstones of `into` (pairs), moving their events,
+/// identifiers and orders, and dropping their stale predictions, features and queued
+/// prediction requests.
+async fn tombstone(
+    conn: &mut PgConnection,
+    pairs: &[(ProfileId, ProfileId)],
+) -> Result<(), sqlx::Error> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let (from, into): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    sqlx::query(
+        "UPDATE customer_profile p SET merged_into = u.into_id, merged_at = now(), updated_at = now(), \
+             identifiers = '[]'::jsonb, version = p.version + 1 \
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) WHERE p.id = u.from_id",
+    )
+    .bind(&from)
+    .bind(&into)
+    .execute(&mut *conn)
+    .await?;
+    for (table, column) in [
+        ("normalized_event", "profile_id"),
+        ("profile_identifier", "profile_id"),
+        ("orders", "profile_id"),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE {table} t SET {column} = u.into_id \
+             FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) WHERE t.{column} = u.from_id"
+        ))
+        .bind(&from)
+        .bind(&into)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for table in ["predictions", "features", "identity_prediction_outbox"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE profile_id = ANY($1)"))
+            .bind(&from)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records sightings in the identifier index: claims or moves each identifier to its
+/// profile, widens first/last seen, adds to the count.
+async fn upsert_holdings(
+    conn: &mut PgConnection,
+    rows: &[(Identifier, Holding)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(5_000) {
+        let (kinds, values) = split(chunk.iter().map(|(i, _)| i));
+        let profiles: Vec<Uuid> = chunk.iter().map(|(_, h)| h.profile).collect();
+        let sources: Vec<&str> = chunk.iter().map(|(_, h)| h.source.as_str()).collect();
+        let firsts: Vec<DateTime<Utc>> = chunk.iter().map(|(_, h)| h.first_seen).collect();
+        let lasts: Vec<DateTime<Utc>> = chunk.iter().map(|(_, h)| h.last_seen).collect();
+        let counts: Vec<i64> = chunk.iter().map(|(_, h)| h.count).collect();
+        sqlx::query(
+            "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at, seen_count) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], \
+                                  $6::timestamptz[], $7::bigint[]) \
+             ON CONFLICT (kind, value) DO UPDATE SET profile_id = EXCLUDED.profile_id, \
+                 first_seen_at = LEAST(profile_identifier.first_seen_at, EXCLUDED.first_seen_at), \
+                 source = CASE WHEN EXCLUDED.first_seen_at < profile_identifier.first_seen_at \
+                               THEN EXCLUDED.source ELSE profile_identifier.source END, \
+                 last_seen_at = GREATEST(profile_identifier.last_seen_at, EXCLUDED.last_seen_at), \
+                 seen_count = profile_identifier.seen_count + EXCLUDED.seen_count",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&profiles)
+        .bind(&sources)
+        .bind(&firsts)
+        .bind(&lasts)
+        .bind(&counts)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes identifier states (latest event kept as the later of stored and given; the
+/// partner set as given, since it was read and merged under the identifier's lock),
+/// and flags the index rows of suspect or shared identifiers.
+async fn upsert_identifier_states(
+    conn: &mut PgConnection,
+    rows: &[(Identifier, IdentifierState)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(5_000) {
+        let (kinds, values) = split(chunk.iter().map(|(i, _)| i));
+        let at: Vec<DateTime<Utc>> = chunk.iter().map(|(_, s)| s.last_key.occurred_at).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|(_, s)| s.last_key.event_id).collect();
+        let partners: Vec<Json<&PartnerSet>> =
+            chunk.iter().map(|(_, s)| Json(&s.partners)).collect();
+        let suspect: Vec<bool> = chunk.iter().map(|(_, s)| s.suspect).collect();
+        let shared: Vec<bool> = chunk.iter().map(|(_, s)| s.shared).collect();
+        sqlx::query(
+            "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners, suspect, \
+                                             suspect_since, shared) \
+             SELECT k, v, a, i, p, s, CASE WHEN s THEN now() END, sh \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::jsonb[], $6::bool[], \
+                         $7::bool[]) AS u(k, v, a, i, p, s, sh) \
+             ON CONFLICT (kind, value) DO UPDATE SET \
+                 last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
+                                           > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
+                                      THEN EXCLUDED.last_event_id ELSE identity_identifier.last_event_id END, \
+                 last_event_at = GREATEST(identity_identifier.last_event_at, EXCLUDED.last_event_at), \
+                 partners = EXCLUDED.partners, \
+                 suspect = identity_identifier.suspect OR EXCLUDED.suspect, \
+                 suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since), \
+                 shared = EXCLUDED.shared",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&at)
+        .bind(&ids)
+        .bind(&partners)
+        .bind(&suspect)
+        .bind(&shared)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE profile_identifier pi SET suspect = u.flag \
+             FROM unnest($1::text[], $2::text[], $3::bool[]) AS u(k, v, flag) \
+             WHERE pi.kind = u.k AND pi.value = u.v AND pi.suspect <> u.flag",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(
+            suspect
+                .iter()
+                .zip(&shared)
+                .map(|(a, b)| *a || *b)
+                .collect::<Vec<bool>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sets each event's profile and marks it resolved.
+async fn assign_events(
+    conn: &mut PgConnection,
+    assignment: &[(Uuid, ProfileId)],
+) -> Result<(), sqlx::Error> {
+    let mut sorted = assignment.to_vec();
+    sorted.sort();
+    for chunk in sorted.chunks(10_000) {
+        let (events, profiles): (Vec<Uuid>, Vec<Uuid>) = chunk.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE normalized_event e SET profile_id = u.p, resolved_at = COALESCE(e.resolved_at, now()) \
+             FROM unnest($1::uuid[], $2::uuid[]) AS u(e, p) \
+             WHERE e.event_id = u.e AND (e.profile_id IS DISTINCT FROM u.p OR e.resolved_at IS NULL)",
+        )
+        .bind(&events)
+        .bind(&profiles)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records events that carry identifiers their profile does not hold.
+async fn insert_refused(conn: &mut PgConnection, rows: &[RefusedLink]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(5_000) {
+        let (kinds, values) = split(chunk.iter().map(|r| &r.identifier));
+        let events: Vec<Uuid> = chunk.iter().map(|r| r.event_id).collect();
+        let reasons: Vec<String> = chunk
+            .iter()
+            .map(|r| {
+                serde_json::to_value(r.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO identity_refused_link (kind, value, event_id, reason) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&events)
+        .bind(&reasons)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes merge history rows; returns their ids.
+async fn insert_merges(
+    conn: &mut PgConnection,
+    merges: &[MergeRecord],
+    actor: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids = Vec::new();
+    for m in merges {
+        let id = Uuid::now_v7();
+        let absorbed: Vec<Uuid> = m.absorbed.iter().map(|a| a.profile_id).collect();
+        let snapshot = serde_json::json!({
+            "survivor_identifiers": m.survivor_identifiers,
+            "absorbed": m.absorbed,
+        });
+        sqlx::query(
+            "INSERT INTO merge_history (id, survivor_id, absorbed_ids, rule, matched_identifiers, \
+                                        trigger_event_id, snapshot, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(m.survivor)
+        .bind(&absorbed)
+        .bind(m.rule.as_str())
+        .bind(Json(&m.matched))
+        .bind(m.trigger_event_id)
+        .bind(Json(snapshot))
+        .bind(actor)
+        .execute(&mut *conn)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Raises review items. One per triggering event and reason; a pending item over the
+/// same profiles for the same reason only counts the repeat.
+async fn insert_reviews(
+    conn: &mut PgConnection,
+    reviews: &[ReviewRecord],
+) -> Result<usize, sqlx::Error> {
+    let mut raised = 0;
+    for r in reviews {
+        let mut candidates: Vec<Uuid> = r.profiles.clone();
+        candidates.sort();
+        candidates.dedup();
+        let reasons: Vec<Value> = r
+            .reasons
+            .iter()
+            .map(|(p, why)| serde_json::json!({"profile_id": p, "reason": why.as_str()}))
+            .collect();
+        let evidence = serde_json::json!({
+            "identifiers": r.identifiers.iter().filter(|i| !is_order_ref(i)).collect::<Vec<_>>(),
+            "reasons": reasons,
+            "event_profile_id": r.profiles[0],
+            "repeats": 0,
+        });
+        let repeated = sqlx::query(
+            "UPDATE manual_merge_queue SET evidence = jsonb_set(evidence, '{repeats}', \
+                 to_jsonb(COALESCE((evidence->>'repeats')::bigint, 0) + 1)) \
+             WHERE status = 'pending' AND reason = $1 AND candidate_profile_ids = $2",
+        )
+        .bind(r.reason.as_str())
+        .bind(&candidates)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if repeated > 0 {
+            continue;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO manual_merge_queue (id, reason, candidate_profile_ids, evidence, trigger_event_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(r.reason.as_str())
+        .bind(&candidates)
+        .bind(Json(evidence))
+        .bind(r.trigger_event_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        raised += inserted as usize;
+    }
+    Ok(raised)
+}
+
+/// Points orders at the profiles holding their order references.
+async fn attribute_orders(
+    conn: &mut PgConnection,
+    orders: &[OrderOwner],
+) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let mut sorted: Vec<&OrderOwner> = orders.iter().collect();
+    sorted.sort_by(|a, b| (a.source.as_str(), &a.order_id).cmp(&(b.source.as_str(), &b.order_id)));
+    sorted.dedup_by(|a, b| a.source == b.source && a.order_id == b.order_id);
+    let sources: Vec<&str> = sorted.iter().map(|o| o.source.as_str()).collect();
+    let ids: Vec<&str> = sorted.iter().map(|o| o.order_id.as_str()).collect();
+    let profiles: Vec<Uuid> = sorted.iter().map(|o| o.profile).collect();
+    sqlx::query(
+        "UPDATE orders o SET profile_id = u.p FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(s, i, p) \
+         WHERE o.source = u.s AND o.external_order_id = u.i AND o.profile_id IS DISTINCT FROM u.p",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .bind(&profiles)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes the order aggregates of `profiles` from the `orders` table: orders that
+/// were not cancelled, spend net of refunds, the most used currency, the last order.
+async fn refresh_order_aggregates(
+    conn: &mut PgConnection,
+    profiles: &[ProfileId],
+) -> Result<(), sqlx::Error> {
+    for chunk in profiles.chunks(10_000) {
+        sqlx::query(
+            "UPDATE customer_profile p SET \
+                 orders_count = COALESCE(a.n, 0), total_spent = COALESCE(a.spent, 0), \
+                 currency = COALESCE(a.currency, p.currency), last_order_at = a.last_order_at \
+             FROM unnest($1::uuid[]) AS ids(id) \
+             LEFT JOIN (SELECT profile_id, count(*)::int AS n, sum(total - refunded_total) AS spent, \
+                               mode() WITHIN GROUP (ORDER BY currency) AS currency, \
+                               max(placed_at) AS last_order_at \
+                        FROM orders WHERE profile_id = ANY($1) AND status <> 'cancelled' \
+                        GROUP BY profile_id) a ON a.profile_id = ids.id \
+             WHERE p.id = ids.id",
+        )
+        .bind(chunk)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Queues prediction requests for `profiles`, due `debounce` after their first
+/// unpublished change.
+async fn queue_predictions(
+    conn: &mut PgConnection,
+    profiles: &[ProfileId],
+    debounce: Duration,
+) -> Result<(), sqlx::Error> {
+    if profiles.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = profiles.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let ms = i64::try_from(debounce.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO identity_prediction_outbox (profile_id, due_at, changed_at) \
+         SELECT p, now() + make_interval(secs => $2::double precision / 1000), now() FROM unnest($1::uuid[]) AS p \
+         ON CONFLICT (profile_id) DO UPDATE SET changed_at = now()",
+    )
+    .bind(&sorted)
+    .bind(ms as f64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
