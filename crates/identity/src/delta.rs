@@ -616,83 +616,62 @@ pub fn region(replay: RegionReplay<'_>) -> Delta {
     }
 }
 
-/// A rebuild: every stored event resolved in memory, in canonical order. Record each
-/// stored event with [`event`](Self::event) as it is read back, then
-/// [`finish`](Self::finish).
-#[derive(Debug, Default)]
-pub struct Rebuild {
-    effects: Effects,
-}
-
-impl Rebuild {
-    /// Records that `event` (usable identifiers `usable`) belongs to `profile` in the
-    /// rebuilt `graph`.
-    pub fn event(
-        &mut self,
-        event: &NormalizedEvent,
-        usable: &[Identifier],
-        profile: ProfileId,
-        graph: &Graph,
-    ) {
-        self.effects.event(event, usable, profile, graph);
-    }
-
-    /// The delta of the rebuild: `memory` resolved every event, `before` gives each
-    /// event's profile before the rebuild, `held` what every old live profile held.
-    /// Only events whose profile changed are reassigned, and only their profiles ask
-    /// for new predictions.
-    pub fn finish(
-        mut self,
-        mut memory: MemoryResolver,
-        before: &HashMap<Uuid, Option<ProfileId>>,
-        held: &HashMap<ProfileId, AbsorbedProfile>,
-        actor: &str,
-    ) -> Delta {
-        let new_live: BTreeSet<ProfileId> = memory.graph.profiles.keys().copied().collect();
-        let mut assignment = Vec::new();
-        let mut moved = Vec::new();
-        for (event, new) in memory.assignment() {
-            match before.get(event).copied().flatten() {
-                Some(old) if old == *new => {}
-                Some(old) => {
-                    moved.push((old, *new));
-                    assignment.push((*event, *new));
-                }
-                None => assignment.push((*event, *new)),
+/// The delta of a rebuild: `effects` recorded every stored event with its rebuilt
+/// profile (read back in canonical order), `memory` resolved them all, `before` gives
+/// each event's profile before the rebuild and `held` what every old live profile
+/// held. Only events whose profile changed are reassigned, and only their profiles
+/// ask for new predictions.
+pub fn rebuild(
+    mut effects: Effects,
+    mut memory: MemoryResolver,
+    before: &HashMap<Uuid, Option<ProfileId>>,
+    held: &HashMap<ProfileId, AbsorbedProfile>,
+    actor: &str,
+) -> Delta {
+    let new_live: BTreeSet<ProfileId> = memory.graph.profiles.keys().copied().collect();
+    let mut assignment = Vec::new();
+    let mut moved = Vec::new();
+    for (event, new) in memory.assignment() {
+        match before.get(event).copied().flatten() {
+            Some(old) if old == *new => {}
+            Some(old) => {
+                moved.push((old, *new));
+                assignment.push((*event, *new));
             }
+            None => assignment.push((*event, *new)),
         }
-        let tombstones = retire(held.keys().copied(), &new_live, moved);
-        let merges = retirement_history(&tombstones, held, MergeRule::Replay, None);
-        let identifiers = identifier_states(memory.graph.identifiers.keys(), &memory.graph, |id| {
-            memory.partners().get(id)
-        });
-        let refused = refused_links(
-            memory
-                .refused()
-                .iter()
-                .flat_map(|(id, events)| events.iter().map(move |(e, why)| (*e, id, *why))),
-        );
-        let none = Absorptions::default();
-        let reviews = final_reviews(&memory.reviews, &none);
-        let predictions: BTreeSet<ProfileId> = assignment.iter().map(|(_, p)| *p).collect();
-        let profiles = self.effects.rows(new_live.iter().copied(), |p| {
-            memory.graph.profiles.remove(&p)
-        });
-        Delta {
-            rewrite: Rewrite::Everything,
-            created: new_live.into_iter().collect(),
-            tombstones,
-            profiles,
-            assignment,
-            holdings: self.effects.holdings(&none),
-            identifiers,
-            refused,
-            merges,
-            actor: actor.to_owned(),
-            reviews,
-            orders: self.effects.orders(&none),
-            predictions: predictions.into_iter().collect(),
-        }
+    }
+    let tombstones = retire(held.keys().copied(), &new_live, moved);
+    let merges = retirement_history(&tombstones, held, MergeRule::Replay, None);
+    let identifiers = identifier_states(memory.graph.identifiers.keys(), &memory.graph, |id| {
+        memory.partners().get(id)
+    });
+    let refused = refused_links(
+        memory
+            .refused()
+            .iter()
+            .flat_map(|(id, events)| events.iter().map(move |(e, why)| (*e, id, *why))),
+    );
+    let none = Absorptions::default();
+    let reviews = final_reviews(&memory.reviews, &none);
+    let predictions: BTreeSet<ProfileId> = assignment.iter().map(|(_, p)| *p).collect();
+    let profiles = effects.rows(new_live.iter().copied(), |p| {
+        memory.graph.profiles.remove(&p)
+    });
+    Delta {
+        rewrite: Rewrite::Everything,
+        created: new_live.into_iter().collect(),
+        tombstones,
+        profiles,
+        assignment,
+        holdings: effects.holdings(&none),
+        identifiers,
+        refused,
+        merges,
+        actor: actor.to_owned(),
+        reviews,
+        orders: effects.orders(&none),
+        predictions: predictions.into_iter().collect(),
     }
 }
 
@@ -926,5 +905,82 @@ mod tests {
         assert_eq!(d.orders[0].profile, now);
         assert_eq!(d.profiles[0].facts.state.events_count, 2);
         assert!(d.assignment.iter().all(|(_, p)| *p == now));
+    }
+
+    #[test]
+    fn a_rebuild_reassigns_only_what_moved_and_retires_what_is_gone() {
+        let engine = Engine::new(Policy::default());
+        let a = email("asha@mail.in");
+        let p = phone("+919812345678");
+        let cookie = Identifier::parse(IdentifierKind::CookieId, "ck-1", "IN").unwrap();
+        let events = [
+            event(1, std::slice::from_ref(&a), None),
+            event(2, std::slice::from_ref(&p), None),
+            event(3, &[a.clone(), p.clone()], Some("9")),
+            event(4, std::slice::from_ref(&cookie), None),
+        ];
+        let first = crate::model::profile_id_for(events[0].event_id);
+        let second = crate::model::profile_id_for(events[1].event_id);
+        // Before: the third event sat with the phone's profile, the fourth was new.
+        let before: HashMap<Uuid, Option<ProfileId>> = [
+            (events[0].event_id, Some(first)),
+            (events[1].event_id, Some(second)),
+            (events[2].event_id, Some(second)),
+            (events[3].event_id, None),
+        ]
+        .into();
+        let held: HashMap<ProfileId, AbsorbedProfile> =
+            [(first, vec![a.clone()]), (second, vec![p.clone()])]
+                .map(|(id, identifiers)| {
+                    (
+                        id,
+                        AbsorbedProfile {
+                            profile_id: id,
+                            identifiers,
+                            names: Vec::new(),
+                        },
+                    )
+                })
+                .into();
+        let memory = MemoryResolver::rebuild(
+            engine.clone(),
+            Default::default(),
+            events.iter().map(Observation::of).collect(),
+        );
+        let mut effects = Effects::default();
+        for e in &events {
+            let usable = engine.policy.usable(&Observation::of(e).identifiers);
+            effects.event(e, &usable, memory.assignment()[&e.event_id], &memory.graph);
+        }
+        let cookie_profile = crate::model::profile_id_for(events[3].event_id);
+        let d = rebuild(effects, memory, &before, &held, "ctl identity rebuild");
+        assert_eq!(d.rewrite, Rewrite::Everything);
+        let mut moved: Vec<Uuid> = d.assignment.iter().map(|(e, _)| *e).collect();
+        moved.sort();
+        assert_eq!(
+            moved,
+            vec![events[1].event_id, events[2].event_id, events[3].event_id],
+            "the first event stays where it was"
+        );
+        assert_eq!(d.tombstones, vec![(second, first)]);
+        assert_eq!(d.merges.len(), 1);
+        assert_eq!(d.merges[0].survivor_identifiers, vec![a.clone()]);
+        assert_eq!(d.merges[0].absorbed[0].identifiers, vec![p.clone()]);
+        assert_eq!(d.actor, "ctl identity rebuild");
+        let mut predictions = vec![first, cookie_profile];
+        predictions.sort();
+        assert_eq!(
+            d.predictions, predictions,
+            "only profiles whose events moved"
+        );
+        assert_eq!(d.profiles.len(), 2);
+        let survivor = d.profiles.iter().find(|r| r.id == first).unwrap();
+        assert_eq!(survivor.facts.state.events_count, 3);
+        assert_eq!(d.orders[0].profile, first);
+        assert!(
+            d.holdings
+                .iter()
+                .any(|(id, h)| *id == p && h.profile == first)
+        );
     }
 }

@@ -21,7 +21,7 @@ use super::locks::fleet_exclusive;
 use super::store;
 use super::write::write;
 use super::{ResolveError, Resolver};
-use crate::delta::Rebuild;
+use crate::delta::{self, Effects};
 use crate::engine::{AbsorbedProfile, Constraints};
 use crate::memory::MemoryResolver;
 use crate::model::{EventKey, Observation, ProfileId};
@@ -106,7 +106,7 @@ impl Resolver {
 
         // Pass 2: facts, identifier sightings and orders of the new profiles.
         let write_started = Instant::now();
-        let mut rebuilt = Rebuild::default();
+        let mut effects = Effects::default();
         {
             let sql = format!(
                 "SELECT {} FROM normalized_event ORDER BY occurred_at, event_id",
@@ -121,7 +121,7 @@ impl Resolver {
                     continue;
                 };
                 let usable = self.engine.policy.usable(&Observation::of(&ev).identifiers);
-                rebuilt.event(&ev, &usable, p, &memory.graph);
+                effects.event(&ev, &usable, p, &memory.graph);
             }
         }
 
@@ -156,7 +156,7 @@ impl Resolver {
             })
             .collect();
 
-        let delta = rebuilt.finish(memory, &before, &held, "ctl identity rebuild");
+        let delta = delta::rebuild(effects, memory, &before, &held, "ctl identity rebuild");
         let written = write(&mut tx, &delta, self.debounce).await?;
         tx.commit().await?;
 
