@@ -7,18 +7,20 @@
 //! the identity graph, and apply the events in canonical order with
 //! [`Engine::apply`]. The first event that is *late* (something it touches already saw
 //! a later event) or that makes an identifier suspect ends the transaction early; it
-//! is then resolved on its own by a region replay ([`replay`]): every event of the
+//! is then resolved on its own by a region replay (`replay.rs`): every event of the
 //! profiles it could affect is re-applied in canonical order, so the result is what
 //! processing all events in time order gives, whatever order they arrived in and
 //! however many replicas shared the work.
 //!
-//! Everything a change implies is written in the same transaction: events' profiles,
-//! the identifier index, merged-away profiles as tombstones (with their events,
-//! identifiers and orders moved), merge history with snapshots, review items, orders'
-//! profiles, Customer 360 facts and order aggregates, and the queued prediction
-//! request. After commit the changed profiles' Customer 360 documents are rewritten in
-//! Redis. A crash at any point loses nothing: the stream entries are redelivered and
-//! resolved events are skipped.
+//! Everything a change implies is computed as one [`Delta`](crate::delta::Delta) by
+//! pure code and written in the same transaction by the one set-based write
+//! (`write.rs` — used alike by forward steps, region replays, analysts' decisions and
+//! [`rebuild`]): events' profiles, the identifier index, merged-away profiles as
+//! tombstones (with their events, identifiers and orders moved), merge history with
+//! snapshots, review items, orders' profiles, Customer 360 facts and order aggregates,
+//! and the queued prediction request. After commit the changed profiles' Customer 360
+//! documents are rewritten in Redis. A crash at any point loses nothing: the stream
+//! entries are redelivered and resolved events are skipped.
 
 pub mod locks;
 pub mod outbox;

@@ -3,11 +3,13 @@
 //! One transaction, holding the fleet lock exclusively (merger replicas wait, then
 //! carry on against the rebuilt graph). The events are read in canonical order and
 //! resolved in memory by the same engine streaming uses, with the final set of suspect
-//! identifiers known up front and every analyst constraint applied; then the graph is
-//! written back set-based. Profile ids derive from the events that create them, so a
-//! rebuild of what streaming produced rewrites the same profiles under the same ids,
-//! and only what differs moves. Old profiles that no longer exist become tombstones of
-//! the profile that received most of their events (`merge_history` rule `rebuild`).
+//! identifiers known up front and every analyst constraint applied; then
+//! [`delta::rebuild`] computes what changed and the resolver's one set-based write
+//! writes it. Profile ids derive from the events that create them, so a rebuild of what
+//! streaming produced rewrites the same profiles under the same ids, and only what
+//! differs moves. Old profiles that no longer exist become tombstones of the profile
+//! that received most of their events (`merge_history` rule `replay`, actor
+//! `ctl identity rebuild`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -7,8 +7,9 @@
 //! refused by another profile's event, or named in an analyst's constraint". Its
 //! events plus the new one are re-applied in canonical order from nothing
 //! ([`Engine::replay`](crate::engine::Engine::replay)); the region's profiles are then
-//! rewritten. Profile ids are derived from creating events, so profiles that come out
-//! the same keep their ids; a profile that no longer exists becomes a tombstone of the
+//! rewritten ([`delta::region`](crate::delta::region), written by the resolver's one
+//! write). Profile ids are derived from creating events, so profiles that come out the
+//! same keep their ids; a profile that no longer exists becomes a tombstone of the
 //! profile that received most of its events, and every profile that now joins several
 //! old ones gets a `replay` merge-history row with their snapshots.
 

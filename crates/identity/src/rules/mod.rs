@@ -1,9 +1,8 @@
 //! Every rule that decides "same person or not", in one pure place: no I/O, no clock,
 //! no randomness. The engine ([`crate::engine`]) only keeps the graph these rules are
 //! asked about; the resolver only loads and writes it. The prose of these rules, with
-//! the measured quality they buy, is
-//! [`docs/identity.md`](../../../docs/identity.md#the-rule-for-one-event-identityrules);
-//! each rule below names the section of it that states the rule.
+//! the measured quality they buy, is `docs/identity.md` (from "The rule for one event"
+//! on), which points back here; each rule below names the section that states it.
 //!
 //! **Which identifiers count** ([`blocklist`], [`Policy::usable`]). Junk values people
 //! and tills type when they have nothing real to give (`test@test.com`, `n/a`,
