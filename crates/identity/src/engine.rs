@@ -670,6 +670,56 @@ mod tests {
         );
         assert_eq!(a.withheld, vec![(counter.clone(), Withheld::Suspect)]);
         assert!(g.identifiers[&counter].owner.is_none());
+
+        // With the suspect guard off, the counter phone links like any phone.
+        let engine = Engine::new(Policy::default().with_guards(crate::rules::Guards {
+            suspect: false,
+            ..crate::rules::Guards::ALL
+        }));
+        let mut g = Graph::default();
+        g.identifiers.insert(
+            counter.clone(),
+            IdentifierNode {
+                suspect: true,
+                ..Default::default()
+            },
+        );
+        let a = engine.apply(
+            &mut g,
+            &obs(1, &[counter.clone(), id(LoyaltyId, "L-1")], None),
+        );
+        let b = engine.apply(&mut g, &obs(2, std::slice::from_ref(&counter), None));
+        assert_eq!(a.profile_id, b.profile_id);
+    }
+
+    #[test]
+    fn shared_identifiers_link_nothing_once_learned() {
+        // Rahul's checkout with his mother's phone marks the phone shared: a later bill
+        // carrying only that phone stands alone.
+        let engine = Engine::new(Policy::default());
+        let mut g = Graph::default();
+        let family = id(Phone, "+919812345678");
+        let mother = engine.apply(
+            &mut g,
+            &obs(
+                1,
+                &[family.clone(), id(Email, "priya@mail.in")],
+                Some("priya"),
+            ),
+        );
+        let son = engine.apply(
+            &mut g,
+            &obs(
+                2,
+                &[family.clone(), id(Email, "rahul@mail.in")],
+                Some("rahul"),
+            ),
+        );
+        assert_ne!(son.profile_id, mother.profile_id);
+        assert!(g.identifiers[&family].shared);
+        let later = engine.apply(&mut g, &obs(3, std::slice::from_ref(&family), None));
+        assert!(later.created, "the shared phone joins nobody");
+        assert_eq!(later.withheld, vec![(family.clone(), Withheld::Shared)]);
     }
 
     #[test]

@@ -1044,6 +1044,70 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_whose_name_fits_comes_before_a_stronger_one_that_clashes() {
+        // Rahul's bill carries the family phone (his mother's profile, older, strong)
+        // and his own loyalty card: his own profile gets the event.
+        let world = [
+            p(1, 1, &[id(Phone, "+919812345678")], &["priya"]),
+            p(2, 2, &[id(LoyaltyId, "L-7")], &["rahul"]),
+        ];
+        let e = [id(Phone, "+919812345678"), id(LoyaltyId, "L-7")];
+        let d = run(&policy(), &world, &e, Some("rahul"));
+        assert_eq!(d.target, Target::Existing(pid(2)));
+        assert!(d.absorb.is_empty());
+        let review = d.review.unwrap();
+        assert_eq!(review.reason, ReviewReason::NameConflict);
+        assert_eq!(review.others, vec![(pid(1), ReviewReason::NameConflict)]);
+        assert_eq!(d.shared, vec![id(Phone, "+919812345678")]);
+    }
+
+    #[test]
+    fn each_guard_switches_off_alone() {
+        // Shared weak identifier off: the device merges two e-mails.
+        let world = [
+            p(1, 1, &[id(Email, "a@x.in"), id(DeviceId, "d1")], &[]),
+            p(2, 2, &[id(Email, "b@x.in")], &[]),
+        ];
+        let e = [id(Email, "b@x.in"), id(DeviceId, "d1")];
+        let off = policy().with_guards(Guards {
+            weak_conflict: false,
+            ..Guards::ALL
+        });
+        let d = run(&off, &world, &e, None);
+        assert_eq!(d.absorb, vec![pid(2)]);
+        assert_eq!(d.rule, Some(MergeRule::WeakIdentifier));
+        assert!(d.review.is_none() && d.shared.is_empty());
+
+        // Limits off: a merge past the e-mail limit happens, and fresh e-mails join.
+        let world = [
+            p(
+                1,
+                1,
+                &[
+                    id(Email, "a@x.in"),
+                    id(Email, "b@x.in"),
+                    id(Phone, "+919812345678"),
+                ],
+                &[],
+            ),
+            p(2, 2, &[id(Email, "c@x.in"), id(Email, "d@x.in")], &[]),
+        ];
+        let e = [
+            id(Email, "c@x.in"),
+            id(Phone, "+919812345678"),
+            id(Email, "e@x.in"),
+        ];
+        let off = policy().with_guards(Guards {
+            limits: false,
+            ..Guards::ALL
+        });
+        let d = run(&off, &world, &e, None);
+        assert_eq!(d.absorb, vec![pid(2)]);
+        assert_eq!(d.add, vec![id(Email, "e@x.in")]);
+        assert!(d.review.is_none() && d.withheld.is_empty());
+    }
+
+    #[test]
     fn an_event_naming_nobody_joins_named_profiles_only_if_they_agree() {
         let world = [
             p(1, 1, &[id(Phone, "+919812345678")], &["priya"]),
