@@ -175,8 +175,7 @@ impl Delta {
 /// facts, identifier sightings and orders' owners. Shared by all three situations.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Facts per profile.
-    pub facts: HashMap<ProfileId, ProfileFacts>,
+    facts: HashMap<ProfileId, ProfileFacts>,
     holdings: HashMap<Identifier, Holding>,
     orders: Vec<OrderOwner>,
 }
@@ -227,13 +226,17 @@ impl Effects {
     /// Counts one sighting: the latest sighting's profile holds it, the earliest gives
     /// the source.
     fn sight(&mut self, id: &Identifier, profile: ProfileId, source: Source, at: DateTime<Utc>) {
-        let h = self.holdings.entry(id.clone()).or_insert(Holding {
-            profile,
-            source,
-            first_seen: at,
-            last_seen: at,
-            count: 0,
-        });
+        let Some(h) = self.holdings.get_mut(id) else {
+            let first = Holding {
+                profile,
+                source,
+                first_seen: at,
+                last_seen: at,
+                count: 1,
+            };
+            self.holdings.insert(id.clone(), first);
+            return;
+        };
         h.profile = profile;
         if at < h.first_seen {
             h.first_seen = at;
