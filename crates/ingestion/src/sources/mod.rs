@@ -238,6 +238,31 @@ pub enum WebhookAnswer {
     Xml(&'static str),
 }
 
+/// What ingest's signed-webhook handler does with a delivery to `source`'s route ending
+/// in `suffix`, without the HTTP server: the signature check (when `secret` is given)
+/// and the raw event it would store. For tools and tests that hold a delivery (the
+/// demo's self-check, the snapshot and normalizer tests), so they go through exactly
+/// the edge's code.
+pub fn webhook_raw_event(
+    source: Source,
+    suffix: &str,
+    integration: Uuid,
+    secret: Option<&str>,
+    request: &WebhookRequest<'_>,
+) -> Result<NewRawEvent, Refusal> {
+    let no_route = || Refusal::invalid("no_route", format!("{source} has no webhook route `{suffix}`"));
+    let hook = of(source).webhook().ok_or_else(no_route)?;
+    let route = hook
+        .routes()
+        .iter()
+        .find(|r| r.suffix == suffix)
+        .ok_or_else(no_route)?;
+    if let Some(secret) = secret {
+        hook.verify(secret, request)?;
+    }
+    hook.raw_event(integration, route, request)
+}
+
 /// The path of a signed-webhook route, with `{integration}` in place of the id.
 pub fn webhook_path(source: Source, route: &WebhookRoute) -> String {
     format!("/webhooks/{source}/{{integration}}{}", route.suffix)
