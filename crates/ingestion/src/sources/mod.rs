@@ -380,7 +380,18 @@ mod tests {
             let url = c.webhook_url("https://in.example/", id);
             if let Some(url) = &url {
                 assert!(url.starts_with("https://in.example/"), "{url}");
-                assert!(!c.setup_steps(url).is_empty(), "{}", c.source());
+                let steps = c.setup_steps(url);
+                assert!(steps.len() >= 3, "{}", c.source());
+                assert!(steps.iter().any(|s| s.contains(url.as_str())), "{}", c.source());
+                // Every further route of a signed webhook is named in the steps too.
+                for route in c.webhook().map_or(&[][..], |h| h.routes()) {
+                    let route_url = route_url("https://in.example/", c.source(), route, id);
+                    assert!(
+                        steps.iter().any(|s| s.contains(&route_url)),
+                        "{}: {route_url}",
+                        c.source()
+                    );
+                }
             }
             assert!(!c.endpoints().is_empty(), "{}", c.source());
             assert!(!c.label().is_empty() && !c.authentication().is_empty());
