@@ -112,8 +112,60 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
 /// (a refund webhook does not say what the order's status became).
 pub async fn write(conn: &mut PgConnection, batch: &mut [EventWrite]) -> Result<usize, sqlx::Error> {
     write_orders(conn, batch).await?;
-    upsert_products(conn, batch).await?;
+    upsert_products(
+        conn,
+        batch
+            .iter()
+            .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at))),
+    )
+    .await?;
     insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+}
+
+/// Attributes each written event, and the order whose full state it wrote, to the
+/// profile at the same position of `profiles`, as the identity merger would. Only for
+/// seeds of data that is already resolved (the ML fixtures, API and storage tests); in
+/// the fleet the merger does this.
+pub async fn attribute_as_resolved(
+    db: &PgPool,
+    writes: &[EventWrite],
+    profiles: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let (events, event_profiles): (Vec<Uuid>, Vec<Uuid>) = writes
+        .iter()
+        .zip(profiles)
+        .filter(|(w, _)| w.event.is_some())
+        .map(|(w, p)| (w.event_id, *p))
+        .unzip();
+    sqlx::query(
+        "UPDATE normalized_event e SET profile_id = u.p, resolved_at = e.occurred_at \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, p) WHERE e.event_id = u.id",
+    )
+    .bind(&events)
+    .bind(&event_profiles)
+    .execute(db)
+    .await?;
+    let mut sources = Vec::new();
+    let mut keys = Vec::new();
+    let mut order_profiles = Vec::new();
+    for (w, p) in writes.iter().zip(profiles) {
+        if let Some(o) = w.order.as_ref().filter(|o| o.state.is_some()) {
+            sources.push(w.source.as_str());
+            keys.push(o.external_order_id.as_str());
+            order_profiles.push(*p);
+        }
+    }
+    sqlx::query(
+        "UPDATE orders o SET profile_id = u.p \
+         FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(s, k, p) \
+         WHERE o.source = u.s AND o.external_order_id = u.k",
+    )
+    .bind(&sources)
+    .bind(&keys)
+    .bind(&order_profiles)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// The key of an order in `orders`.
@@ -387,15 +439,28 @@ fn status_named(s: &str) -> Option<OrderStatus> {
     .find(|st| st.as_str() == s)
 }
 
-async fn upsert_products(conn: &mut PgConnection, batch: &[EventWrite]) -> Result<(), sqlx::Error> {
+/// Upserts a catalogue of products seen at `seen_at` (a source's product feed, a
+/// fixture's catalogue), with the same rule as the products events mention: the most
+/// recently seen name and price win.
+pub async fn write_products(
+    db: &PgPool,
+    products: &[Product],
+    seen_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    upsert_products(&mut conn, products.iter().map(|p| (p, seen_at))).await
+}
+
+async fn upsert_products<'a>(
+    conn: &mut PgConnection,
+    sightings: impl Iterator<Item = (&'a Product, DateTime<Utc>)>,
+) -> Result<(), sqlx::Error> {
     // One row per SKU, the latest sighting winning; BTreeMap keeps SKU order.
     let mut latest: BTreeMap<&str, (&Product, DateTime<Utc>)> = BTreeMap::new();
-    for w in batch {
-        for p in &w.products {
-            let entry = latest.entry(p.sku.as_str()).or_insert((p, w.occurred_at));
-            if w.occurred_at >= entry.1 {
-                *entry = (p, w.occurred_at);
-            }
+    for (p, at) in sightings {
+        let entry = latest.entry(p.sku.as_str()).or_insert((p, at));
+        if at >= entry.1 {
+            *entry = (p, at);
         }
     }
     if latest.is_empty() {
