@@ -543,8 +543,8 @@ impl Parser<'_> {
             kind,
             body,
         );
-        let normalized = normalize::normalize(&ev.record(), &self.opts.region)
-            .map_err(MapError::into_reason)?;
+        let normalized =
+            normalize::normalize(&ev.record(), &self.opts.region).map_err(MapError::into_reason)?;
         ev.occurred_at = normalized
             .event
             .as_ref()

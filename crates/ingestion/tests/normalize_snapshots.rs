@@ -48,7 +48,12 @@ fn normalized(mut ev: NewRawEvent, n: u128) -> Normalized {
 /// The raw event ingest's signed-webhook handler builds for a delivery of `body` with
 /// `headers` to the route of `source` ending in `suffix` (signatures are tested in the
 /// ingest service).
-fn webhook_event(source: Source, suffix: &str, headers: &[(&str, &str)], body: &[u8]) -> NewRawEvent {
+fn webhook_event(
+    source: Source,
+    suffix: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> NewRawEvent {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         map.insert(

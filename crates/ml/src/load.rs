@@ -182,12 +182,9 @@ pub async fn load_brand(db: &PgPool, brand: &Brand) -> Result<LoadSummary, sqlx:
                     json!({"sku": sku}),
                     None,
                 ),
-                ActivityKind::AddedToCart { sku } => (
-                    "segment",
-                    EventType::AddedToCart,
-                    json!({"sku": sku}),
-                    None,
-                ),
+                ActivityKind::AddedToCart { sku } => {
+                    ("segment", EventType::AddedToCart, json!({"sku": sku}), None)
+                }
                 ActivityKind::CheckoutStarted => {
                     ("segment", EventType::CheckoutStarted, json!({}), None)
                 }
@@ -223,7 +220,9 @@ pub async fn load_brand(db: &PgPool, brand: &Brand) -> Result<LoadSummary, sqlx:
                 event_id: derived_id(seed, 1, n),
                 occurred_at: a.at,
                 received_at: a.at,
-                source: source.parse().expect("the loader's sources are registered names"),
+                source: source
+                    .parse()
+                    .expect("the loader's sources are registered names"),
                 integration_id: None,
                 channel,
                 event_type,

@@ -110,15 +110,16 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
 /// Writes a batch on `conn` (the caller owns the transaction) and returns how many of
 /// its events were new. A refund event's order status becomes the stored order's
 /// (a refund webhook does not say what the order's status became).
-pub async fn write(conn: &mut PgConnection, batch: &mut [EventWrite]) -> Result<usize, sqlx::Error> {
+pub async fn write(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<usize, sqlx::Error> {
     write_orders(conn, batch).await?;
-    upsert_products(
-        conn,
-        batch
-            .iter()
-            .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at))),
-    )
-    .await?;
+    let sightings: Vec<(&Product, DateTime<Utc>)> = batch
+        .iter()
+        .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at)))
+        .collect();
+    upsert_products(conn, &sightings).await?;
     insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
 }
 
@@ -177,7 +178,10 @@ fn order_key(w: &EventWrite) -> Option<OrderKey<'_>> {
         .map(|o| (w.source.as_str(), o.external_order_id.as_str()))
 }
 
-async fn write_orders(conn: &mut PgConnection, batch: &mut [EventWrite]) -> Result<(), sqlx::Error> {
+async fn write_orders(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<(), sqlx::Error> {
     // Rounds: the n-th write of each order, in batch order, goes in round n.
     let mut seen: HashMap<OrderKey<'_>, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
@@ -273,7 +277,10 @@ async fn write_round(
         .collect();
     if !with_state.is_empty() {
         let ids: Vec<Uuid> = with_state.iter().map(|_| Uuid::now_v7()).collect();
-        let sources: Vec<&str> = with_state.iter().map(|(i, _)| batch[*i].source.as_str()).collect();
+        let sources: Vec<&str> = with_state
+            .iter()
+            .map(|(i, _)| batch[*i].source.as_str())
+            .collect();
         let keys: Vec<&str> = with_state
             .iter()
             .map(|(i, _)| write(*i).external_order_id.as_str())
@@ -281,10 +288,17 @@ async fn write_round(
         let events: Vec<Uuid> = with_state.iter().map(|(i, _)| batch[*i].event_id).collect();
         let statuses: Vec<&str> = with_state.iter().map(|(_, s)| s.status.as_str()).collect();
         let channels: Vec<&str> = with_state.iter().map(|(_, s)| s.channel.as_str()).collect();
-        let stores: Vec<Option<&str>> = with_state.iter().map(|(_, s)| s.store.as_deref()).collect();
+        let stores: Vec<Option<&str>> =
+            with_state.iter().map(|(_, s)| s.store.as_deref()).collect();
         let placed: Vec<DateTime<Utc>> = with_state.iter().map(|(_, s)| s.placed_at).collect();
-        let currencies: Vec<&str> = with_state.iter().map(|(_, s)| s.currency.as_str()).collect();
-        let totals: Vec<Decimal> = with_state.iter().map(|(_, s)| s.total.round_dp(2)).collect();
+        let currencies: Vec<&str> = with_state
+            .iter()
+            .map(|(_, s)| s.currency.as_str())
+            .collect();
+        let totals: Vec<Decimal> = with_state
+            .iter()
+            .map(|(_, s)| s.total.round_dp(2))
+            .collect();
         let versions: Vec<DateTime<Utc>> = with_state.iter().map(|(_, s)| s.version).collect();
         let applied: Vec<(Uuid, String, String)> = sqlx::query_as(
             "INSERT INTO orders (id, source, external_order_id, event_id, status, channel, store, \
@@ -334,7 +348,10 @@ async fn write_round(
             let mut l_qty = Vec::new();
             let mut l_price = Vec::new();
             for (i, state) in &with_state {
-                let key = (batch[*i].source.as_str(), write(*i).external_order_id.as_str());
+                let key = (
+                    batch[*i].source.as_str(),
+                    write(*i).external_order_id.as_str(),
+                );
                 let Some(&order_id) = order_of.get(&key) else {
                     continue;
                 };
@@ -368,7 +385,11 @@ async fn write_round(
     }
 
     // Deleted at the source: cancelled for good, whatever reports come later.
-    let deleted: Vec<usize> = round.iter().copied().filter(|&i| write(i).deleted).collect();
+    let deleted: Vec<usize> = round
+        .iter()
+        .copied()
+        .filter(|&i| write(i).deleted)
+        .collect();
     if !deleted.is_empty() {
         let sources: Vec<&str> = deleted.iter().map(|&i| batch[i].source.as_str()).collect();
         let keys: Vec<&str> = deleted
@@ -421,7 +442,10 @@ async fn write_round(
     Ok(round
         .iter()
         .filter_map(|&i| {
-            let key = (batch[i].source.as_str(), write(i).external_order_id.as_str());
+            let key = (
+                batch[i].source.as_str(),
+                write(i).external_order_id.as_str(),
+            );
             status_of.get(&key).map(|st| (i, *st))
         })
         .collect())
@@ -448,16 +472,17 @@ pub async fn write_products(
     seen_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
-    upsert_products(&mut conn, products.iter().map(|p| (p, seen_at))).await
+    let sightings: Vec<(&Product, DateTime<Utc>)> = products.iter().map(|p| (p, seen_at)).collect();
+    upsert_products(&mut conn, &sightings).await
 }
 
-async fn upsert_products<'a>(
+async fn upsert_products(
     conn: &mut PgConnection,
-    sightings: impl Iterator<Item = (&'a Product, DateTime<Utc>)>,
+    sightings: &[(&Product, DateTime<Utc>)],
 ) -> Result<(), sqlx::Error> {
     // One row per SKU, the latest sighting winning; BTreeMap keeps SKU order.
     let mut latest: BTreeMap<&str, (&Product, DateTime<Utc>)> = BTreeMap::new();
-    for (p, at) in sightings {
+    for &(p, at) in sightings {
         let entry = latest.entry(p.sku.as_str()).or_insert((p, at));
         if at >= entry.1 {
             *entry = (p, at);

@@ -126,7 +126,12 @@ async fn reports_of_one_order_in_one_batch_converge_on_the_newest() {
     let older = report(t0(), OrderStatus::Placed, vec![item("A", 300)]);
     // The refund first (before its order exists), then the newest state, an older one,
     // the same refund again.
-    let mut batch = vec![refund("r-1", 100), newest.clone(), older, refund("r-1", 100)];
+    let mut batch = vec![
+        refund("r-1", 100),
+        newest.clone(),
+        older,
+        refund("r-1", 100),
+    ];
     let new = write_batch(&env.db, &mut batch).await.unwrap();
     assert_eq!(new, 4, "every event row is new");
 
@@ -177,7 +182,12 @@ async fn seeds_of_events_alone_write_orders_like_the_normalizer() {
     let (total, refunded_total, status, lines) = order_row(&env).await;
     assert_eq!(
         (total, refunded_total, status.as_str(), lines),
-        (Decimal::new(500, 0), Decimal::new(200, 0), "partially_refunded", 1),
+        (
+            Decimal::new(500, 0),
+            Decimal::new(200, 0),
+            "partially_refunded",
+            1
+        ),
         "a refund seeded before its order is counted when the order arrives"
     );
     assert_eq!(

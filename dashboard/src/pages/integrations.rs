@@ -116,11 +116,13 @@ fn AddIntegration(
 ) -> impl IntoView {
     // The kinds that deliver to ingest (CSV files are uploaded on their own page).
     let kinds = LocalResource::new(|| async {
-        api::get::<Vec<SourceKindView>>("/sources").await.map(|all| {
-            all.into_iter()
-                .filter(|k| k.receives_deliveries)
-                .collect::<Vec<_>>()
-        })
+        api::get::<Vec<SourceKindView>>("/sources")
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter(|k| k.receives_deliveries)
+                    .collect::<Vec<_>>()
+            })
     });
     let kind = RwSignal::new(String::new());
     let name = RwSignal::new(String::new());

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use ingestion::signing::secret_matches;
 use sqlx::PgPool;
 use storage::StorageError;
-use ingestion::signing::secret_matches;
 use storage::integrations::{self, Integration};
 use uuid::Uuid;
 

@@ -13,9 +13,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use ingestion::sources::Connector;
 use ingestion::sources::edge::{header, json_body};
 use ingestion::sources::segment::{self, Endpoint};
-use ingestion::sources::Connector;
 use serde_json::json;
 use service_kit::ApiError;
 

@@ -19,8 +19,6 @@ use sqlx::PgPool;
 use storage::normalized::{self, EventWrite};
 use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
 
-
-
 /// Maps `events.raw` to normalised events.
 pub struct RawEventHandler {
     /// Postgres.

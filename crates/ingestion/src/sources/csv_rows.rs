@@ -62,7 +62,12 @@ impl Connector for CsvRows {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, customer: &str, _key: &str, _now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        _now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         (
             KIND_CUSTOMERS,
             json!({"record": {"customer_id": format!("csv:{customer}"),

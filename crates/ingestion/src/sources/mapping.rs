@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use domain::{
-    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem,
-    OrderState, OrderStatus, OrderWrite, Product, Refund,
+    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderState,
+    OrderStatus, OrderWrite, Product, Refund,
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};

@@ -90,7 +90,12 @@ pub trait Connector: Send + Sync {
     /// public base URL; `None` when the source does not deliver to ingest (CSV).
     fn webhook_url(&self, public_base_url: &str, integration: Uuid) -> Option<String> {
         let route = self.webhook()?.routes().first()?;
-        Some(route_url(public_base_url, self.source(), route, integration))
+        Some(route_url(
+            public_base_url,
+            self.source(),
+            route,
+            integration,
+        ))
     }
 
     /// Its endpoints, with how each authenticates and what deduplicates a delivery
@@ -119,7 +124,8 @@ pub trait Connector: Send + Sync {
     /// The kind and body of a delivery it could really make, about the test customer
     /// `customer` (the event's only identifier, namespaced by the source), keyed `key`,
     /// marked `constintel_test`; see [`test_event`].
-    fn test_delivery(&self, customer: &str, key: &str, now: DateTime<Utc>) -> (&'static str, Value);
+    fn test_delivery(&self, customer: &str, key: &str, now: DateTime<Utc>)
+    -> (&'static str, Value);
 }
 
 /// The synthetic event "send test event" stores for an integration of `source`: a
@@ -250,7 +256,12 @@ pub fn webhook_raw_event(
     secret: Option<&str>,
     request: &WebhookRequest<'_>,
 ) -> Result<NewRawEvent, Refusal> {
-    let no_route = || Refusal::invalid("no_route", format!("{source} has no webhook route `{suffix}`"));
+    let no_route = || {
+        Refusal::invalid(
+            "no_route",
+            format!("{source} has no webhook route `{suffix}`"),
+        )
+    };
     let hook = of(source).webhook().ok_or_else(no_route)?;
     let route = hook
         .routes()
@@ -382,7 +393,11 @@ mod tests {
                 assert!(url.starts_with("https://in.example/"), "{url}");
                 let steps = c.setup_steps(url);
                 assert!(steps.len() >= 3, "{}", c.source());
-                assert!(steps.iter().any(|s| s.contains(url.as_str())), "{}", c.source());
+                assert!(
+                    steps.iter().any(|s| s.contains(url.as_str())),
+                    "{}",
+                    c.source()
+                );
                 // Every further route of a signed webhook is named in the steps too.
                 for route in c.webhook().map_or(&[][..], |h| h.routes()) {
                     let route_url = route_url("https://in.example/", c.source(), route, id);

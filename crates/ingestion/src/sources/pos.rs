@@ -91,7 +91,12 @@ impl Connector for Pos {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, customer: &str, key: &str, now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        customer: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         (
             "bill",
             json!({"store": "CONSTINTEL-TEST", "bill_no": key, "billed_at": now,

@@ -24,8 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use domain::{
-    Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Product,
-    Refund, Source,
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Product, Refund,
+    Source,
 };
 use http::HeaderMap;
 use rust_decimal::Decimal;
@@ -69,10 +69,22 @@ impl Connector for Segment {
     }
 
     fn endpoints(&self) -> Vec<EndpointDoc> {
-        let long: Vec<&str> = PATHS.iter().filter(|p| p.0.len() > 1).map(|p| p.0).collect();
-        let short: Vec<&str> = PATHS.iter().filter(|p| p.0.len() == 1).map(|p| p.0).collect();
+        let long: Vec<&str> = PATHS
+            .iter()
+            .filter(|p| p.0.len() > 1)
+            .map(|p| p.0)
+            .collect();
+        let short: Vec<&str> = PATHS
+            .iter()
+            .filter(|p| p.0.len() == 1)
+            .map(|p| p.0)
+            .collect();
         vec![EndpointDoc {
-            endpoint: format!("POST /v1/{{{}}}` and `/v1/{{{}}}", long.join(","), short.join(",")),
+            endpoint: format!(
+                "POST /v1/{{{}}}` and `/v1/{{{}}}",
+                long.join(","),
+                short.join(",")
+            ),
             authentication: self.authentication(),
             dedupe_key: "`messageId` (SHA-256 of the message if absent)",
         }]
@@ -90,7 +102,12 @@ impl Connector for Segment {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, customer: &str, key: &str, now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        customer: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         (
             "identify",
             json!({"type": "identify", "messageId": key, "userId": customer,

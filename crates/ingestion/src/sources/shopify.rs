@@ -15,7 +15,9 @@
 //! address (the shipping address may be someone else's, so it is not used).
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Source};
+use domain::{
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Source,
+};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -109,7 +111,12 @@ impl Connector for Shopify {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, customer: &str, _key: &str, now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         (
             "customers/create",
             json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",

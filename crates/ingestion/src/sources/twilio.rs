@@ -106,7 +106,12 @@ impl Connector for Twilio {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, _customer: &str, _key: &str, _now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        _customer: &str,
+        _key: &str,
+        _now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         // A status callback identifies the recipient by phone only, and a test must not
         // invent one: the event maps, and lands on no profile.
         (

@@ -14,7 +14,9 @@
 //! `identify`; products only update the product catalogue.
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, IdentifierKind, OrderItem, OrderStatus, OrderWrite, Product, Refund, Source};
+use domain::{
+    Channel, EventType, IdentifierKind, OrderItem, OrderStatus, OrderWrite, Product, Refund, Source,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -96,7 +98,12 @@ impl Connector for WooCommerce {
         normalize(raw, region)
     }
 
-    fn test_delivery(&self, customer: &str, _key: &str, now: DateTime<Utc>) -> (&'static str, Value) {
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
         (
             "customer.created",
             json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",
