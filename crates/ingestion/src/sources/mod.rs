@@ -310,13 +310,15 @@ pub fn endpoint_table() -> String {
         "| source | endpoint | authentication | dedupe key (`source_event_id`) |\n\
          |---|---|---|---|\n",
     );
+    // Prose cells may name placeholders (`<secret>`), which Markdown would take for tags.
+    let cell = |s: &str| s.replace('<', "&lt;").replace('>', "&gt;");
     for c in all() {
         for e in c.endpoints() {
             out.push_str(&format!(
                 "| {} | `{}` | {} | {} |\n",
                 c.label(),
                 e.endpoint,
-                e.authentication,
+                cell(e.authentication),
                 e.dedupe_key
             ));
         }
