@@ -383,7 +383,7 @@ mod tests {
             assert_eq!(by_kind(source.as_str()).map(|c| c.source()), Some(source));
         }
         assert_eq!(all().count(), Source::ALL.len());
-        assert!(by_kind("hubspot").is_none());
+        assert!(by_kind("fax").is_none());
     }
 
     #[test]
