@@ -14,36 +14,34 @@
 //! "price"}]}`. Every value is a string, as read from the file.
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, Identifier, IdentifierKind, OrderItem, OrderStatus, Source};
+use domain::{
+    Channel, EventType, Identifier, IdentifierKind, OrderItem, OrderState, OrderStatus, Source,
+};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value, json};
 
 use super::mapping::{
-    Identifiers, OrderReport, copy_fields, decimal, event_of, parse_decimal, required, s, text,
-    time, with_order, without_order,
+    Identifiers, copy_fields, decimal, event_of, parse_decimal, required, s, text, time,
+    with_order, without_order,
 };
-use super::{Connector, Credential, EndpointDoc, MapError, Normalized};
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized};
 use crate::raw_event::RawRecord;
 
 /// The CSV import connector: files come in through the api-gateway's upload or
 /// `ctl import csv` ([`crate::csv`]), not to ingest.
 pub struct CsvRows;
 
+const DESCRIPTION: Description = Description {
+    source: Source::Csv,
+    label: "CSV import",
+    credential: Credential::None,
+    authentication: "Upload through POST /api/v1/imports with a session or API token",
+    own_secret_hint: None,
+};
+
 impl Connector for CsvRows {
-    fn source(&self) -> Source {
-        Source::Csv
-    }
-
-    fn label(&self) -> &'static str {
-        "CSV import"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::None
-    }
-
-    fn authentication(&self) -> &'static str {
-        "Upload through POST /api/v1/imports with a session or API token"
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     fn endpoints(&self) -> Vec<EndpointDoc> {
@@ -273,8 +271,8 @@ fn order(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     Ok(with_order(
         ev,
         ids,
-        OrderReport {
-            order_id,
+        order_id,
+        OrderState {
             status,
             channel: Channel::Import,
             store,
@@ -283,7 +281,7 @@ fn order(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
             total,
             items,
             version: placed_at,
-            refunds: Vec::new(),
         },
+        Vec::new(),
     ))
 }

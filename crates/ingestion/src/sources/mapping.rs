@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use domain::{
-    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderState,
-    OrderStatus, OrderWrite, Product, Refund,
+    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderState, OrderWrite,
+    Product, Refund,
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -218,63 +218,33 @@ pub(crate) fn required<T>(v: Option<T>, what: &str) -> Result<T, MapError> {
     v.ok_or_else(|| MapError::Malformed(format!("missing or invalid `{what}`")))
 }
 
-/// An order as one event of a source reports it in full.
-pub(crate) struct OrderReport {
-    /// The source's order id.
-    pub order_id: String,
-    /// Status as of this report.
-    pub status: OrderStatus,
-    /// Channel it was placed through.
-    pub channel: Channel,
-    /// Store, for in-store orders.
-    pub store: Option<String>,
-    /// When it was placed.
-    pub placed_at: DateTime<Utc>,
-    /// ISO currency.
-    pub currency: String,
-    /// Order total.
-    pub total: Decimal,
-    /// Order lines.
-    pub items: Vec<OrderItem>,
-    /// The source's version of the order (see [`OrderState::version`]).
-    pub version: DateTime<Utc>,
-    /// Refunds the report includes.
-    pub refunds: Vec<Refund>,
-}
-
-/// Finishes the mapping of an event that reports a full order: the event carries the
-/// order, `orders` gets its state and refunds, and its lines' products are upserted.
+/// Finishes the mapping of an event that reports order `order_id` in full (`state`,
+/// with the refunds the report includes): the event carries the order, `orders` gets
+/// its state and refunds, and its lines' products are upserted.
 pub(crate) fn with_order(
     mut event: NormalizedEvent,
     ids: Identifiers<'_>,
-    report: OrderReport,
+    order_id: String,
+    state: OrderState,
+    refunds: Vec<Refund>,
 ) -> Normalized {
-    let products = Product::of_items(&report.items, Some(&report.currency));
+    let products = Product::of_items(&state.items, Some(&state.currency));
     event.order = Some(Order {
-        order_id: report.order_id.clone(),
-        total: report.total,
-        currency: report.currency.clone(),
-        status: report.status,
-        store: report.store.clone(),
-        items: report.items.clone(),
+        order_id: order_id.clone(),
+        total: state.total,
+        currency: state.currency.clone(),
+        status: state.status,
+        store: state.store.clone(),
+        items: state.items.clone(),
     });
     let dropped = ids.finish(&mut event);
     Normalized {
         event: Some(event),
         dropped,
         order: Some(OrderWrite {
-            external_order_id: report.order_id,
-            state: Some(OrderState {
-                status: report.status,
-                channel: report.channel,
-                store: report.store,
-                placed_at: report.placed_at,
-                currency: report.currency,
-                total: report.total,
-                items: report.items,
-                version: report.version,
-            }),
-            refunds: report.refunds,
+            external_order_id: order_id,
+            state: Some(state),
+            refunds,
             deleted: false,
         }),
         products,

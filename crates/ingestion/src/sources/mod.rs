@@ -60,24 +60,52 @@ pub fn by_kind(kind: &str) -> Option<&'static dyn Connector> {
     kind.parse().ok().map(of)
 }
 
-/// Everything ConstIntel knows about one source.
-pub trait Connector: Send + Sync {
+/// What a source is, as data: the part of a [`Connector`] that is the same for every
+/// integration of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Description {
     /// Its name in Postgres, on the streams and in the API.
-    fn source(&self) -> Source;
-
+    pub source: Source,
     /// How people call it (`Twilio WhatsApp`).
-    fn label(&self) -> &'static str;
-
+    pub label: &'static str,
     /// What the integration's secret is at the source.
-    fn credential(&self) -> Credential;
-
+    pub credential: Credential,
     /// How a delivery authenticates with the secret, for people configuring the source.
-    fn authentication(&self) -> &'static str;
-
+    pub authentication: &'static str,
     /// What to paste as the secret when the platform brings its own (Shopify's signing
     /// secret, Twilio's auth token); `None` when ConstIntel generates it.
+    pub own_secret_hint: Option<&'static str>,
+}
+
+/// Everything ConstIntel knows about one source.
+pub trait Connector: Send + Sync {
+    /// What it is (name, label, credential, authentication text).
+    fn description(&self) -> &'static Description;
+
+    /// Its name in Postgres, on the streams and in the API.
+    fn source(&self) -> Source {
+        self.description().source
+    }
+
+    /// How people call it (`Twilio WhatsApp`).
+    fn label(&self) -> &'static str {
+        self.description().label
+    }
+
+    /// What the integration's secret is at the source.
+    fn credential(&self) -> Credential {
+        self.description().credential
+    }
+
+    /// How a delivery authenticates with the secret, for people configuring the source.
+    fn authentication(&self) -> &'static str {
+        self.description().authentication
+    }
+
+    /// What to paste as the secret when the platform brings its own; `None` when
+    /// ConstIntel generates it.
     fn own_secret_hint(&self) -> Option<&'static str> {
-        None
+        self.description().own_secret_hint
     }
 
     /// The signed-webhook side, when the source delivers signed webhooks to

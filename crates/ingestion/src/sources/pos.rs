@@ -23,17 +23,16 @@
 //! the `pos_customer` identifier `store:code`.
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, IdentifierKind, OrderItem, OrderStatus, Source};
+use domain::{Channel, EventType, IdentifierKind, OrderItem, OrderState, OrderStatus, Source};
 use http::HeaderMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::edge::bearer_token;
 use super::mapping::{
-    Identifiers, OrderReport, copy_fields, decimal, event_of, quantity, required, s, text, time,
-    with_order,
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
 };
-use super::{Connector, Credential, EndpointDoc, MapError, Normalized, Refusal};
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
 use crate::raw_event::{NewRawEvent, RawRecord};
 use crate::signing::secret_matches;
 
@@ -46,21 +45,17 @@ pub const BILLS_ROUTE: &str = "/pos/{integration}/bills";
 /// The largest number of bills in one request.
 pub const MAX_BILLS: usize = 1000;
 
+const DESCRIPTION: Description = Description {
+    source: Source::Pos,
+    label: "Point of sale",
+    credential: Credential::BearerToken,
+    authentication: "Authorization: Bearer <secret>",
+    own_secret_hint: None,
+};
+
 impl Connector for Pos {
-    fn source(&self) -> Source {
-        Source::Pos
-    }
-
-    fn label(&self) -> &'static str {
-        "Point of sale"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::BearerToken
-    }
-
-    fn authentication(&self) -> &'static str {
-        "Authorization: Bearer <secret>"
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     fn webhook_url(&self, public_base_url: &str, integration: Uuid) -> Option<String> {
@@ -276,8 +271,8 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
     Ok(with_order(
         ev,
         ids,
-        OrderReport {
-            order_id,
+        order_id,
+        OrderState {
             status: OrderStatus::Paid,
             channel: Channel::Pos,
             store: Some(store),
@@ -286,8 +281,8 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
             total,
             items,
             version: billed_at,
-            refunds: Vec::new(),
         },
+        Vec::new(),
     ))
 }
 

@@ -24,8 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use domain::{
-    Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Product, Refund,
-    Source,
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderState, OrderStatus, OrderWrite,
+    Product, Refund, Source,
 };
 use http::HeaderMap;
 use rust_decimal::Decimal;
@@ -34,10 +34,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::edge::header;
-use super::mapping::{
-    Identifiers, OrderReport, decimal, event_of, quantity, s, text, time, with_order,
-};
-use super::{Connector, Credential, EndpointDoc, MapError, Normalized, Refusal};
+use super::mapping::{Identifiers, decimal, event_of, quantity, s, text, time, with_order};
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
 use crate::raw_event::{NewRawEvent, RawRecord};
 
 /// The Segment-compatible tracking API connector.
@@ -46,21 +44,17 @@ pub struct Segment;
 /// Ingest's route of the tracking API (`{call}` is a path of [`PATHS`]).
 pub const TRACKING_ROUTE: &str = "/v1/{call}";
 
+const DESCRIPTION: Description = Description {
+    source: Source::Segment,
+    label: "Segment-compatible source",
+    credential: Credential::WriteKey,
+    authentication: "HTTP Basic with the secret as write key (user name, empty password), or `writeKey` in the body (analytics.js)",
+    own_secret_hint: None,
+};
+
 impl Connector for Segment {
-    fn source(&self) -> Source {
-        Source::Segment
-    }
-
-    fn label(&self) -> &'static str {
-        "Segment-compatible source"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::WriteKey
-    }
-
-    fn authentication(&self) -> &'static str {
-        "HTTP Basic with the secret as write key (user name, empty password), or `writeKey` in the body (analytics.js)"
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     /// SDKs take the base of the tracking API and add the call's path.
@@ -539,8 +533,8 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
                 return Ok(with_order(
                     ev,
                     ids,
-                    OrderReport {
-                        order_id,
+                    order_id,
+                    OrderState {
                         status: if event_type == EventType::OrderCancelled {
                             OrderStatus::Cancelled
                         } else {
@@ -553,8 +547,8 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
                         total,
                         items,
                         version: placed_at,
-                        refunds: Vec::new(),
                     },
+                    Vec::new(),
                 ));
             }
             // A refund's own id when the sender gives one; otherwise the message is the

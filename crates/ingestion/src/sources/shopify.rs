@@ -16,7 +16,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, OrderWrite, Source,
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderState, OrderStatus, OrderWrite,
+    Source,
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
@@ -24,12 +25,12 @@ use uuid::Uuid;
 
 use super::edge::{bad_signature, json_body, kept_headers, signature};
 use super::mapping::{
-    Identifiers, OrderReport, copy_fields, decimal, event_of, quantity, required, s, text, time,
-    with_order, without_order,
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
+    without_order,
 };
 use super::{
-    Connector, Credential, MapError, Normalized, Refusal, SignedWebhook, WebhookRequest,
-    WebhookRoute,
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookRequest, WebhookRoute,
 };
 use crate::raw_event::{NewRawEvent, RawRecord};
 use crate::signing;
@@ -71,27 +72,19 @@ const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
     dedupe_key: "`X-Shopify-Webhook-Id` (the same on every retry)",
 }];
 
+const DESCRIPTION: Description = Description {
+    source: Source::Shopify,
+    label: "Shopify",
+    credential: Credential::SigningSecret,
+    authentication: "X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body with the secret",
+    own_secret_hint: Some(
+        "Paste the signing secret Shopify shows under Settings → Notifications → Webhooks (or your app's client secret).",
+    ),
+};
+
 impl Connector for Shopify {
-    fn source(&self) -> Source {
-        Source::Shopify
-    }
-
-    fn label(&self) -> &'static str {
-        "Shopify"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::SigningSecret
-    }
-
-    fn authentication(&self) -> &'static str {
-        "X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body with the secret"
-    }
-
-    fn own_secret_hint(&self) -> Option<&'static str> {
-        Some(
-            "Paste the signing secret Shopify shows under Settings → Notifications → Webhooks (or your app's client secret).",
-        )
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     fn webhook(&self) -> Option<&dyn SignedWebhook> {
@@ -536,8 +529,8 @@ fn order_event(
     Ok(with_order(
         ev,
         ids,
-        OrderReport {
-            order_id,
+        order_id,
+        OrderState {
             status,
             channel,
             store: None,
@@ -546,8 +539,8 @@ fn order_event(
             total,
             items,
             version,
-            refunds,
         },
+        refunds,
     ))
 }
 

@@ -21,8 +21,8 @@ use super::mapping::{
     Identifiers, copy_fields, event_of, integer, required, s, text, without_order,
 };
 use super::{
-    Connector, Credential, MapError, Normalized, Refusal, SignedWebhook, WebhookAnswer,
-    WebhookRequest, WebhookRoute,
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookAnswer, WebhookRequest, WebhookRoute,
 };
 use crate::raw_event::{NewRawEvent, RawRecord};
 use crate::signing;
@@ -68,25 +68,17 @@ const ROUTES: [WebhookRoute; 2] = [
     },
 ];
 
+const DESCRIPTION: Description = Description {
+    source: Source::Twilio,
+    label: "Twilio WhatsApp",
+    credential: Credential::AuthToken,
+    authentication: "X-Twilio-Signature: base64 HMAC-SHA1 of the public URL and the sorted parameters, with the secret as auth token (Twilio's scheme)",
+    own_secret_hint: Some("Paste your Twilio account's auth token: Twilio signs requests with it."),
+};
+
 impl Connector for Twilio {
-    fn source(&self) -> Source {
-        Source::Twilio
-    }
-
-    fn label(&self) -> &'static str {
-        "Twilio WhatsApp"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::AuthToken
-    }
-
-    fn authentication(&self) -> &'static str {
-        "X-Twilio-Signature: base64 HMAC-SHA1 of the public URL and the sorted parameters, with the secret as auth token (Twilio's scheme)"
-    }
-
-    fn own_secret_hint(&self) -> Option<&'static str> {
-        Some("Paste your Twilio account's auth token: Twilio signs requests with it.")
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     fn webhook(&self) -> Option<&dyn SignedWebhook> {

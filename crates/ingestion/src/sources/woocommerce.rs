@@ -15,7 +15,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    Channel, EventType, IdentifierKind, OrderItem, OrderStatus, OrderWrite, Product, Refund, Source,
+    Channel, EventType, IdentifierKind, OrderItem, OrderState, OrderStatus, OrderWrite, Product,
+    Refund, Source,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -23,12 +24,12 @@ use uuid::Uuid;
 
 use super::edge::{bad_signature, json_body, kept_headers, signature};
 use super::mapping::{
-    Identifiers, OrderReport, copy_fields, decimal, event_of, quantity, required, s, text, time,
-    with_order, without_order,
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
+    without_order,
 };
 use super::{
-    Connector, Credential, MapError, Normalized, Refusal, SignedWebhook, WebhookRequest,
-    WebhookRoute,
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookRequest, WebhookRoute,
 };
 use crate::raw_event::{NewRawEvent, RawRecord};
 use crate::signing;
@@ -65,21 +66,17 @@ const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
     dedupe_key: "`topic:resource id:date_modified_gmt` (body hash if none): the delivery id changes on every retry",
 }];
 
+const DESCRIPTION: Description = Description {
+    source: Source::Woocommerce,
+    label: "WooCommerce",
+    credential: Credential::SigningSecret,
+    authentication: "X-WC-Webhook-Signature: base64 HMAC-SHA256 of the raw body with the secret",
+    own_secret_hint: None,
+};
+
 impl Connector for WooCommerce {
-    fn source(&self) -> Source {
-        Source::Woocommerce
-    }
-
-    fn label(&self) -> &'static str {
-        "WooCommerce"
-    }
-
-    fn credential(&self) -> Credential {
-        Credential::SigningSecret
-    }
-
-    fn authentication(&self) -> &'static str {
-        "X-WC-Webhook-Signature: base64 HMAC-SHA256 of the raw body with the secret"
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
     }
 
     fn webhook(&self) -> Option<&dyn SignedWebhook> {
@@ -416,8 +413,8 @@ fn order_event(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError
     Ok(with_order(
         ev,
         ids,
-        OrderReport {
-            order_id,
+        order_id,
+        OrderState {
             status,
             channel: Channel::Web,
             store: None,
@@ -426,8 +423,8 @@ fn order_event(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError
             total,
             items,
             version,
-            refunds,
         },
+        refunds,
     ))
 }
 
