@@ -94,6 +94,20 @@ pub(crate) fn signature<'r>(
         .ok_or_else(|| Refusal::unauthorized("missing_signature", format!("missing {name}")))
 }
 
+/// Checks the signature header `name` with `verify` (which gets the header's value):
+/// 401 `missing_signature` without it, 401 `bad_signature` when it does not verify.
+pub(crate) fn check_signature(
+    request: &WebhookRequest<'_>,
+    name: &'static str,
+    verify: impl FnOnce(&str) -> bool,
+) -> Result<(), Refusal> {
+    if verify(signature(request, name)?) {
+        Ok(())
+    } else {
+        Err(bad_signature(name))
+    }
+}
+
 /// The 401 of a signature that does not verify.
 pub(crate) fn bad_signature(name: &'static str) -> Refusal {
     Refusal::unauthorized("bad_signature", format!("{name} does not verify"))

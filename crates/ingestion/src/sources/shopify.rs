@@ -23,7 +23,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::edge::{bad_signature, json_body, kept_headers, signature};
+use super::edge::{check_signature, json_body, kept_headers};
 use super::mapping::{
     Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
     without_order,
@@ -128,12 +128,9 @@ impl SignedWebhook for Shopify {
     }
 
     fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
-        let sig = signature(request, SIGNATURE)?;
-        if signing::verify_shopify(secret, request.body, sig) {
-            Ok(())
-        } else {
-            Err(bad_signature(SIGNATURE))
-        }
+        check_signature(request, SIGNATURE, |sig| {
+            signing::verify_shopify(secret, request.body, sig)
+        })
     }
 
     fn raw_event(

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::edge::{bad_signature, json_body, kept_headers, signature};
+use super::edge::{check_signature, json_body, kept_headers};
 use super::mapping::{
     Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
     without_order,
@@ -119,12 +119,9 @@ impl SignedWebhook for WooCommerce {
     }
 
     fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
-        let sig = signature(request, SIGNATURE)?;
-        if signing::verify_woocommerce(secret, request.body, sig) {
-            Ok(())
-        } else {
-            Err(bad_signature(SIGNATURE))
-        }
+        check_signature(request, SIGNATURE, |sig| {
+            signing::verify_woocommerce(secret, request.body, sig)
+        })
     }
 
     /// The ping WooCommerce sends when a webhook is saved proves the URL works; it
