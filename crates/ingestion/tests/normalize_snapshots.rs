@@ -64,7 +64,8 @@ fn webhook_event(
     let request = WebhookRequest {
         headers: &map,
         body,
-        public_url: "https://in.example",
+        public_base_url: "https://in.example",
+        path_and_query: "",
     };
     sources::webhook_raw_event(source, suffix, Uuid::nil(), None, &request)
         .unwrap_or_else(|e| panic!("{source}: {e}"))

@@ -2,7 +2,6 @@
 //! the one JSON shape (a source's refusals included), record the delivery in the
 //! integration's connection log and count it in the metrics.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -21,7 +20,7 @@ use crate::App;
 /// One delivery in progress.
 pub(crate) struct Delivery {
     /// The endpoint's name in the connection log and the metrics (`webhooks/shopify`).
-    endpoint: Cow<'static, str>,
+    endpoint: metrics::SharedString,
     started: Instant,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
@@ -35,7 +34,7 @@ pub(crate) struct Accepted {
 }
 
 impl Delivery {
-    pub(crate) fn start(endpoint: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn start(endpoint: impl Into<metrics::SharedString>) -> Self {
         Self {
             endpoint: endpoint.into(),
             started: Instant::now(),
@@ -72,7 +71,7 @@ impl Delivery {
             app.connection_log.record(DeliveryLog {
                 integration_id,
                 at: self.received_at,
-                endpoint: self.endpoint.into_owned(),
+                endpoint: self.endpoint.to_string(),
                 status: status.as_u16(),
                 latency_ms: elapsed.as_secs_f32() * 1000.0,
                 error,

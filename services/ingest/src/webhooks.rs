@@ -36,6 +36,10 @@ pub(crate) fn routes() -> Router<App> {
         };
         for route in hook.routes() {
             let path = sources::webhook_path(connector.source(), route);
+            // The route's name in connection logs and metrics (`webhooks/twilio/status`),
+            // made once and shared by every delivery.
+            let endpoint: Arc<str> =
+                format!("webhooks/{}{}", connector.source(), route.suffix).into();
             router = router.route(
                 &path,
                 post(
@@ -44,7 +48,8 @@ pub(crate) fn routes() -> Router<App> {
                           OriginalUri(uri): OriginalUri,
                           headers: HeaderMap,
                           body: Body| {
-                        signed_webhook(app, connector, route, id, uri, headers, body)
+                        let delivery = Delivery::start(endpoint.clone());
+                        signed_webhook(app, delivery, connector, route, id, uri, headers, body)
                     },
                 ),
             );
@@ -81,8 +86,10 @@ pub(crate) async fn integration_for(
 }
 
 /// `POST /webhooks/{kind}/{integration}{suffix}`.
+#[allow(clippy::too_many_arguments)]
 async fn signed_webhook(
     app: App,
+    mut delivery: Delivery,
     connector: &'static dyn Connector,
     route: &'static WebhookRoute,
     id: String,
@@ -91,19 +98,17 @@ async fn signed_webhook(
     body: Body,
 ) -> Response {
     let source = connector.source();
-    let mut delivery = Delivery::start(format!("webhooks/{source}{}", route.suffix));
     let result = async {
         let hook = connector
             .webhook()
             .expect("routes exist only for signed webhooks");
         let integration = integration_for(&app, &mut delivery, source.as_str(), &id).await?;
         let body = read_body(body, app.max_body).await?;
-        let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-        let public_url = format!("{}{}", app.public_base_url, path_and_query);
         let request = WebhookRequest {
             headers: &headers,
             body: &body,
-            public_url: &public_url,
+            public_base_url: &app.public_base_url,
+            path_and_query: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
         };
         let ping = hook.is_ping(&request);
         if ping && request.header(hook.signature_header()).is_none() {

@@ -34,7 +34,8 @@ fn shopify_event(topic: &str, webhook_id: &str, file: &str) -> NewRawEvent {
     let request = WebhookRequest {
         headers: &headers,
         body: &body,
-        public_url: "https://in.example",
+        public_base_url: "https://in.example",
+        path_and_query: "",
     };
     sources::webhook_raw_event(Source::Shopify, "", Uuid::now_v7(), None, &request).unwrap()
 }

@@ -72,16 +72,22 @@ pub struct WebhookRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The raw body, exactly as signed.
     pub body: &'a [u8],
-    /// The URL the platform called as the public sees it (`PUBLIC_BASE_URL` plus path
-    /// and query): behind a proxy it differs from the one ingest sees, and Twilio signs
-    /// it.
-    pub public_url: &'a str,
+    /// Ingest's public base URL (`PUBLIC_BASE_URL`, no trailing slash).
+    pub public_base_url: &'a str,
+    /// The path and query the platform called.
+    pub path_and_query: &'a str,
 }
 
 impl WebhookRequest<'_> {
     /// A header's value as text, if present, printable and not blank.
     pub fn header(&self, name: &str) -> Option<&str> {
         header(self.headers, name)
+    }
+
+    /// The URL the platform called as the public sees it: behind a proxy it differs
+    /// from the one ingest sees, and Twilio signs it.
+    pub fn public_url(&self) -> String {
+        format!("{}{}", self.public_base_url, self.path_and_query)
     }
 }
 

@@ -128,7 +128,7 @@ impl SignedWebhook for Twilio {
     fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
         let sig = signature(request, SIGNATURE)?;
         let params = form(request.body)?;
-        if signing::verify_twilio(secret, request.public_url, &params, sig) {
+        if signing::verify_twilio(secret, &request.public_url(), &params, sig) {
             Ok(())
         } else {
             Err(bad_signature(SIGNATURE))

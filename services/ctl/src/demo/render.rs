@@ -1270,11 +1270,11 @@ mod tests {
                 for (k, v) in headers {
                     map.insert(*k, v.parse().unwrap());
                 }
-                let url = format!("{}{path}", ep.public_base_url);
                 let request = WebhookRequest {
                     headers: &map,
                     body,
-                    public_url: &url,
+                    public_base_url: &ep.public_base_url,
+                    path_and_query: path,
                 };
                 ingestion::sources::webhook_raw_event(
                     d.source,
