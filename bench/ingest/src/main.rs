@@ -528,9 +528,9 @@ async fn load(
 
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let shop =
-        storage::integrations::create(&db, "shopify", &format!("bench-{stamp}"), None).await?;
+        ingestion::integrations::create(&db, "shopify", &format!("bench-{stamp}"), None).await?;
     let seg =
-        storage::integrations::create(&db, "segment", &format!("bench-{stamp}"), None).await?;
+        ingestion::integrations::create(&db, "segment", &format!("bench-{stamp}"), None).await?;
     let target = Arc::new(Target {
         base: url.trim_end_matches('/').to_owned(),
         shopify: shop.id,

@@ -9,10 +9,12 @@
 pub mod api;
 pub mod event;
 pub mod identifier;
+pub mod order_write;
 pub mod profile;
 pub mod source;
 
 pub use event::{EventType, NormalizedEvent, Order, OrderItem, OrderStatus};
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
+pub use order_write::{OrderState, OrderWrite, Product, Refund};
 pub use profile::{Customer360, MergeRequest, PredictionRequest};
 pub use source::{Channel, Source};

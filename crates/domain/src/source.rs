@@ -5,47 +5,44 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The system that delivered an event to ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// Shopify webhooks.
-    Shopify,
-    /// WooCommerce webhooks.
-    Woocommerce,
-    /// Twilio WhatsApp inbound messages and status callbacks.
-    Twilio,
-    /// Segment-compatible tracking API (any Segment or RudderStack SDK).
-    Segment,
-    /// Point-of-sale bills.
-    Pos,
-    /// CSV bulk imports.
-    Csv,
+/// Declares [`Source`] from one list: each line is a source's doc, variant and name, so
+/// naming a new source is one line (its module registers in `ingestion::sources`).
+macro_rules! sources {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)+) => {
+        /// The system that delivered an event to ingest.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum Source {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl Source {
+            /// Every source, in a stable order.
+            pub const ALL: [Source; [$($name),+].len()] = [$(Source::$variant),+];
+
+            /// The lower-case name used in JSON, stream entries and Postgres.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Source::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl Source {
-    /// Every source, in a stable order.
-    pub const ALL: [Source; 6] = [
-        Source::Shopify,
-        Source::Woocommerce,
-        Source::Twilio,
-        Source::Segment,
-        Source::Pos,
-        Source::Csv,
-    ];
-
-    /// The lower-case name used in JSON, stream entries and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Shopify => "shopify",
-            Source::Woocommerce => "woocommerce",
-            Source::Twilio => "twilio",
-            Source::Segment => "segment",
-            Source::Pos => "pos",
-            Source::Csv => "csv",
-        }
-    }
+sources! {
+    /// Shopify webhooks.
+    Shopify = "shopify",
+    /// WooCommerce webhooks.
+    Woocommerce = "woocommerce",
+    /// Twilio WhatsApp inbound messages and status callbacks.
+    Twilio = "twilio",
+    /// Segment-compatible tracking API (any Segment or RudderStack SDK).
+    Segment = "segment",
+    /// Point-of-sale bills.
+    Pos = "pos",
+    /// CSV bulk imports.
+    Csv = "csv",
 }
 
 impl fmt::Display for Source {

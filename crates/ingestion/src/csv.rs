@@ -39,9 +39,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::normalize::{self, RawRecord, parse_decimal};
-use crate::raw::{self, NewRawEvent};
+use crate::normalize;
+use crate::raw;
+use crate::raw_event::NewRawEvent;
+use crate::sources::MapError;
 use crate::sources::csv_rows::{self, KIND_CUSTOMERS, KIND_ORDERS};
+use crate::sources::mapping::parse_decimal;
 
 /// An import could not run (per-row problems are not errors: they are reported rows).
 #[derive(Debug, thiserror::Error)]
@@ -540,22 +543,8 @@ impl Parser<'_> {
             kind,
             body,
         );
-        let normalized = normalize::normalize(
-            &RawRecord {
-                id: ev.id,
-                source: Source::Csv,
-                kind,
-                received_at: ev.received_at,
-                occurred_at: None,
-                integration_id: None,
-                headers: &ev.headers,
-                body: &ev.body,
-            },
-            &self.opts.region,
-        )
-        .map_err(|e| match e {
-            normalize::MapError::Malformed(m) | normalize::MapError::Unsupported(m) => m,
-        })?;
+        let normalized =
+            normalize::normalize(&ev.record(), &self.opts.region).map_err(MapError::into_reason)?;
         ev.occurred_at = normalized
             .event
             .as_ref()

@@ -18,7 +18,8 @@ use sqlx::PgPool;
 use streams::{Envelope, Topic};
 use uuid::Uuid;
 
-use crate::raw::{self, RawPayload};
+use crate::raw;
+use crate::raw_event::RawPayload;
 
 /// The `events.raw` outbox over `customer_raw_event`.
 #[derive(Clone)]

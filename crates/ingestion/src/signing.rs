@@ -9,12 +9,15 @@
 //!
 //! A header that is not valid base64 simply fails verification: a wrong signature and a
 //! garbled one get the same answer, so the check leaks nothing about the secret.
+//! Secrets presented as they are (write keys, bearer tokens) are compared with
+//! [`secret_matches`], also in constant time.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 type HmacSha1 = Hmac<Sha1>;
@@ -80,6 +83,12 @@ pub fn verify_twilio(
     header: &str,
 ) -> bool {
     verify(twilio_mac(auth_token, url, params), header)
+}
+
+/// Compares a presented secret (write key, bearer token) with the stored one in
+/// constant time.
+pub fn secret_matches(stored: &str, presented: &str) -> bool {
+    stored.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
 #[cfg(test)]

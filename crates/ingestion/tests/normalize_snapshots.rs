@@ -6,12 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use domain::Source;
 use domain::api::{CsvImportKind, CsvMapping};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ingestion::csv::{ImportOptions, parse_all};
-use ingestion::normalize::{Normalized, RawRecord, normalize};
-use ingestion::raw::NewRawEvent;
-use ingestion::sources::{pos, segment, shopify, twilio, woocommerce};
-use serde_json::{Map, Value};
+use ingestion::normalize::normalize;
+use ingestion::raw_event::NewRawEvent;
+use ingestion::sources::{self, Normalized, WebhookRequest, pos, segment, twilio};
+use serde_json::Value;
 use uuid::Uuid;
 
 const REGION: &str = "IN";
@@ -40,48 +42,53 @@ fn received_at() -> DateTime<Utc> {
 fn normalized(mut ev: NewRawEvent, n: u128) -> Normalized {
     ev.id = Uuid::from_u128(n);
     ev.received_at = received_at();
-    normalize(
-        &RawRecord {
-            id: ev.id,
-            source: ev.source,
-            kind: &ev.kind,
-            received_at: ev.received_at,
-            occurred_at: ev.occurred_at,
-            integration_id: ev.integration_id,
-            headers: &ev.headers,
-            body: &ev.body,
-        },
-        REGION,
-    )
-    .unwrap_or_else(|e| panic!("{} {}: {e}", ev.source, ev.kind))
+    normalize(&ev.record(), REGION).unwrap_or_else(|e| panic!("{} {}: {e}", ev.source, ev.kind))
+}
+
+/// The raw event ingest's signed-webhook handler builds for a delivery of `body` with
+/// `headers` to the route of `source` ending in `suffix` (signatures are tested in the
+/// ingest service).
+fn webhook_event(
+    source: Source,
+    suffix: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> NewRawEvent {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let request = WebhookRequest {
+        headers: &map,
+        body,
+        public_base_url: "https://in.example",
+        path_and_query: "",
+    };
+    sources::webhook_raw_event(source, suffix, Uuid::nil(), None, &request)
+        .unwrap_or_else(|e| panic!("{source}: {e}"))
 }
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-        .collect()
-}
-
 #[test]
 fn shopify() {
     for (stem, path) in fixtures("shopify") {
         let topic = stem.replacen('_', "/", 1);
-        let ev = shopify::raw_event(
-            Uuid::nil(),
-            &topic,
-            &format!("wh-{stem}"),
-            headers(&[
+        let ev = webhook_event(
+            Source::Shopify,
+            "",
+            &[
                 ("x-shopify-topic", &topic),
                 ("x-shopify-shop-domain", "loom-and-co.myshopify.com"),
-            ]),
-            json(&path),
-        )
-        .unwrap();
+                ("x-shopify-webhook-id", &format!("wh-{stem}")),
+            ],
+            &std::fs::read(&path).unwrap(),
+        );
         insta::assert_json_snapshot!(format!("shopify__{stem}"), normalized(ev, 1));
     }
 }
@@ -89,18 +96,15 @@ fn shopify() {
 #[test]
 fn woocommerce() {
     for (stem, path) in fixtures("woocommerce") {
-        let raw = std::fs::read(&path).unwrap();
-        let ev = woocommerce::raw_event(
-            Uuid::nil(),
-            &stem,
-            headers(&[
+        let ev = webhook_event(
+            Source::Woocommerce,
+            "",
+            &[
                 ("x-wc-webhook-topic", &stem),
                 ("x-wc-webhook-source", "https://shop.example.com/"),
-            ]),
-            &raw,
-            json(&path),
-        )
-        .unwrap();
+            ],
+            &std::fs::read(&path).unwrap(),
+        );
         insta::assert_json_snapshot!(format!("woocommerce__{stem}"), normalized(ev, 2));
     }
 }
@@ -108,14 +112,18 @@ fn woocommerce() {
 #[test]
 fn twilio() {
     for (stem, path) in fixtures("twilio") {
-        let params: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
-        let kind = if stem.starts_with("status") {
-            twilio::KIND_STATUS
+        let suffix = if stem.starts_with("status") {
+            "/status"
         } else {
-            twilio::KIND_MESSAGE
+            ""
         };
-        let ev = twilio::raw_event(Uuid::nil(), kind, &params).unwrap();
+        let ev = webhook_event(Source::Twilio, suffix, &[], &std::fs::read(&path).unwrap());
+        let kind = if suffix.is_empty() {
+            twilio::KIND_MESSAGE
+        } else {
+            twilio::KIND_STATUS
+        };
+        assert_eq!(ev.kind, kind);
         insta::assert_json_snapshot!(format!("twilio__{stem}"), normalized(ev, 3));
     }
 }

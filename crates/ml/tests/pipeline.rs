@@ -6,12 +6,15 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use domain::{Channel, EventType, NormalizedEvent, Order, OrderStatus, Source};
 use ml::features::{self, Features};
 use ml::pipeline::{self, CacheUpdate};
 use ml::registry::{self, Decision, NewModelVersion, Task};
 use ml::{FEATURE_NAMES, synthetic};
 use redis::AsyncCommands;
+use rust_decimal::Decimal;
 use scenario::{Brand, BrandConfig, generate};
+use storage::normalized::EventWrite;
 use test_support::TestEnv;
 use uuid::Uuid;
 
@@ -101,46 +104,61 @@ async fn nothing_after_the_cutoff_changes_a_training_feature() {
         "{} profiles bought before the cutoff",
         orders.len()
     );
+    let mut writes = Vec::new();
+    let mut profiles = Vec::new();
     for (i, (profile, source, order_id)) in orders.iter().enumerate() {
         let after = cutoff + Duration::hours(1 + i as i64);
-        for (kind, data) in [
+        let source: Source = source.parse().unwrap();
+        let order = |order_id: &str, total: i64, status: OrderStatus| Order {
+            order_id: order_id.to_owned(),
+            total: Decimal::from(total),
+            currency: "INR".into(),
+            status,
+            store: None,
+            items: Vec::new(),
+        };
+        for (event_type, source, order) in [
             (
-                "order_cancelled",
-                serde_json::json!({"order_id": order_id, "total": 0, "currency": "INR"}),
+                EventType::OrderCancelled,
+                source,
+                Some(order(order_id, 0, OrderStatus::Cancelled)),
             ),
             (
-                "refund_issued",
-                serde_json::json!({"order_id": order_id, "total": 10, "currency": "INR"}),
+                EventType::RefundIssued,
+                source,
+                Some(order(order_id, 10, OrderStatus::PartiallyRefunded)),
             ),
-            ("product_viewed", serde_json::Value::Null),
-            ("message_received", serde_json::Value::Null),
+            (EventType::ProductViewed, source, None),
+            (EventType::MessageReceived, source, None),
+            (
+                EventType::OrderPlaced,
+                Source::Shopify,
+                Some(order(&format!("late-{i}"), 999, OrderStatus::Paid)),
+            ),
         ] {
-            sqlx::query(
-                "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, channel, type, order_data, profile_id) \
-                 VALUES ($1, $2, $2, $3, 'web', $4, $5, $6)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(after)
-            .bind(source)
-            .bind(kind)
-            .bind((!data.is_null()).then_some(&data))
-            .bind(profile)
-            .execute(&env.db)
-            .await
-            .unwrap();
+            writes.push(EventWrite::of_event(NormalizedEvent {
+                event_id: Uuid::new_v4(),
+                occurred_at: after,
+                received_at: after,
+                source,
+                integration_id: None,
+                channel: Channel::Web,
+                event_type,
+                name: None,
+                identifiers: Vec::new(),
+                traits: serde_json::Map::new(),
+                properties: serde_json::Map::new(),
+                order,
+            }));
+            profiles.push(*profile);
         }
-        sqlx::query(
-            "INSERT INTO orders (id, source, external_order_id, profile_id, event_id, status, channel, placed_at, currency, total) \
-             VALUES ($1, 'shopify', $2, $3, $1, 'paid', 'web', $4, 'INR', 999)",
-        )
-        .bind(Uuid::new_v4())
-        .bind(format!("late-{i}"))
-        .bind(profile)
-        .bind(after)
-        .execute(&env.db)
+    }
+    storage::normalized::write_batch(&env.db, &mut writes)
         .await
         .unwrap();
-    }
+    storage::normalized::attribute_as_resolved(&env.db, &writes, &profiles)
+        .await
+        .unwrap();
 
     let after: Vec<Features> = ml::store::load_histories(&env.db, &ids, None)
         .await

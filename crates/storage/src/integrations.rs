@@ -1,20 +1,20 @@
 //! Integrations: one row per configured source with its secret. Shared by ingest (to
 //! authenticate deliveries), the api-gateway and `ctl` (to manage them).
 //!
-//! Secrets are generated here ([`generate_secret`]) with the OS random generator. The
-//! table keeps `secret_sha256` next to each secret so ingest can find the integration
-//! for a write key or bearer token by an indexed hash lookup.
+//! Which kinds exist and what their secrets look like is the source registry's
+//! (`ingestion::integrations::create` and `rotate_secret` call [`insert`] and
+//! [`set_secret`]); this module stores rows. Secrets are random ([`generate_secret`],
+//! the OS generator). The table keeps `secret_sha256` next to each secret so ingest can
+//! find the integration for a write key or bearer token by an indexed hash lookup.
 
 use chrono::{DateTime, Utc};
+use domain::Source;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::StorageError;
-
-/// The kinds of source an integration can be.
-pub const KINDS: [&str; 6] = ["shopify", "woocommerce", "twilio", "segment", "pos", "csv"];
 
 /// A configured source.
 #[derive(Clone, Serialize, Deserialize, sqlx::FromRow)]
@@ -56,14 +56,9 @@ pub fn secret_sha256(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// A new random secret: 32 bytes from the OS generator, hex encoded, with a kind
-/// prefix so leaked keys are recognisable (`ci_seg_…`, `ci_pos_…`, `ci_whs_…`).
-pub fn generate_secret(kind: &str) -> String {
-    let prefix = match kind {
-        "segment" => "ci_seg_",
-        "pos" => "ci_pos_",
-        _ => "ci_whs_",
-    };
+/// A new random secret: 32 bytes from the OS generator, hex encoded, after `prefix`
+/// (the source's credential prefix, so leaked keys are recognisable).
+pub fn generate_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random generator is available");
     format!("{prefix}{}", hex::encode(bytes))
@@ -72,33 +67,26 @@ pub fn generate_secret(kind: &str) -> String {
 const COLUMNS: &str =
     "id, kind, name, secret, enabled, settings, created_at, updated_at, last_delivery_at";
 
-/// Creates an integration. `secret` of `None` generates one.
-pub async fn create(
+/// Stores a new integration of `kind` with `secret`.
+pub async fn insert(
     db: &PgPool,
-    kind: &str,
+    kind: Source,
     name: &str,
-    secret: Option<&str>,
+    secret: &str,
 ) -> Result<Integration, StorageError> {
-    if !KINDS.contains(&kind) {
-        return Err(StorageError::Invalid(format!(
-            "unknown integration kind `{kind}` (one of {})",
-            KINDS.join(", ")
-        )));
-    }
     let name = name.trim();
     if name.is_empty() {
         return Err(StorageError::Invalid("integration name is empty".into()));
     }
-    let secret = secret.map_or_else(|| generate_secret(kind), str::to_owned);
     let row = sqlx::query_as::<_, Integration>(&format!(
         "INSERT INTO integrations (id, kind, name, secret, secret_sha256) \
          VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(name)
-    .bind(&secret)
-    .bind(secret_sha256(&secret))
+    .bind(secret)
+    .bind(secret_sha256(secret))
     .fetch_one(db)
     .await
     .map_err(|e| match &e {
@@ -146,19 +134,19 @@ pub async fn find_by_secret(
     .await?)
 }
 
-/// Replaces the secret with a new random one and returns the updated row.
-pub async fn rotate_secret(db: &PgPool, id: Uuid) -> Result<Option<Integration>, StorageError> {
-    let Some(current) = get(db, id).await? else {
-        return Ok(None);
-    };
-    let secret = generate_secret(&current.kind);
+/// Replaces the secret of integration `id` and returns the updated row.
+pub async fn set_secret(
+    db: &PgPool,
+    id: Uuid,
+    secret: &str,
+) -> Result<Option<Integration>, StorageError> {
     Ok(sqlx::query_as::<_, Integration>(&format!(
         "UPDATE integrations SET secret = $2, secret_sha256 = $3, updated_at = now() \
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
-    .bind(&secret)
-    .bind(secret_sha256(&secret))
+    .bind(secret)
+    .bind(secret_sha256(secret))
     .fetch_optional(db)
     .await?)
 }

@@ -16,6 +16,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 pub mod customer360;
 pub mod integrations;
 pub mod names;
+pub mod normalized;
 pub mod users;
 
 pub use names::Named;

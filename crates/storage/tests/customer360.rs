@@ -65,23 +65,14 @@ async fn seed_profile(env: &TestEnv) -> (Uuid, Uuid) {
     .execute(&env.db)
     .await
     .unwrap();
-    let order = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO orders (id, source, external_order_id, profile_id, event_id, status, channel, \
-         placed_at, currency, total) VALUES ($1, 'shopify', '1001', $2, $3, 'paid', 'web', now(), 'INR', 1500.50)",
+    test_support::seed::attributed_order(
+        &env.db,
+        live,
+        "1001",
+        "1500.50".parse().unwrap(),
+        "Apparel",
+        now,
     )
-    .bind(order)
-    .bind(live)
-    .bind(Uuid::now_v7())
-    .execute(&env.db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, line_no, sku, name, category, qty, price) \
-         VALUES ($1, 1, 'TEE-1', 'Tee', 'Apparel', 1, 1500.50)",
-    )
-    .bind(order)
-    .execute(&env.db)
     .await
     .unwrap();
     (live, tombstone)

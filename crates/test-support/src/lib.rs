@@ -10,7 +10,8 @@
 //! `redis://127.0.0.1:6379`).
 //!
 //! [`EmptyDatabase`] is a database with no migrations applied, for tests of the
-//! migrations themselves; [`process`] runs the real binaries as child processes.
+//! migrations themselves; [`process`] runs the real binaries as child processes;
+//! [`seed`] writes rows through the fleet's own writers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 
 pub mod process;
+pub mod seed;
 
 /// The admin database URL tests create their databases through.
 pub fn admin_database_url() -> String {

@@ -1,16 +1,18 @@
 //! Integrations: the configured sources with their status and last delivery; adding
-//! Shopify, WooCommerce, Twilio WhatsApp, a Segment-compatible source or a POS (the
-//! webhook URL and secret are shown once, with copy buttons and the platform's setup
-//! steps); and per integration enable/disable, secret rotation, a test event and the
-//! delivery log.
+//! one of the kinds that deliver to ingest (the webhook URL and secret are shown once,
+//! with copy buttons and the platform's setup steps); and per integration
+//! enable/disable, secret rotation, a test event and the delivery log.
+//!
+//! Nothing here is written per kind: labels, the kinds that can be added, secret hints,
+//! URLs, authentication texts and setup steps come from the API (`GET /sources` and
+//! each integration's view), which takes them from the server's source registry.
 //!
 //! Managing integrations and their secrets is for admins, sending a test event for
 //! analysts too; viewers see the list and the logs only.
 
-use domain::Source;
 use domain::api::{
     CreateIntegrationRequest, DeliveryLogEntry, IntegrationSecret, IntegrationView, Page, Role,
-    TestEventAccepted, UpdateIntegrationRequest,
+    SourceKindView, TestEventAccepted, UpdateIntegrationRequest,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -20,74 +22,6 @@ use crate::api::{self, ApiError};
 use crate::format;
 use crate::session::use_session;
 use crate::widgets::{Badge, CopyButton, Empty, ErrorNotice, Pager, loaded};
-
-/// The kinds that can be added here (CSV files are uploaded on their own page).
-const ADDABLE: [Source; 5] = [
-    Source::Shopify,
-    Source::Woocommerce,
-    Source::Twilio,
-    Source::Segment,
-    Source::Pos,
-];
-
-/// How people call a source.
-pub fn source_label(s: Source) -> &'static str {
-    match s {
-        Source::Shopify => "Shopify",
-        Source::Woocommerce => "WooCommerce",
-        Source::Twilio => "Twilio WhatsApp",
-        Source::Segment => "Segment-compatible source",
-        Source::Pos => "Point of sale",
-        Source::Csv => "CSV import",
-    }
-}
-
-/// What the secret field means for a source, when the platform brings its own.
-fn own_secret_hint(s: Source) -> Option<&'static str> {
-    match s {
-        Source::Shopify => Some(
-            "Paste the signing secret Shopify shows under Settings → Notifications → Webhooks (or your app's client secret).",
-        ),
-        Source::Twilio => {
-            Some("Paste your Twilio account's auth token: Twilio signs requests with it.")
-        }
-        _ => None,
-    }
-}
-
-/// Step-by-step setup on the platform's side.
-pub fn setup_steps(s: Source, webhook_url: &str) -> Vec<String> {
-    match s {
-        Source::Shopify => vec![
-            "In Shopify admin open Settings → Notifications → Webhooks and choose Create webhook.".into(),
-            format!("Pick the event (Customer creation, Order creation, Order update, Refund creation), format JSON, URL {webhook_url}."),
-            "Repeat for each event. Shopify signs every delivery with its signing secret, which must be the secret of this integration.".into(),
-            "Send a test notification: it appears in the delivery log below within seconds.".into(),
-        ],
-        Source::Woocommerce => vec![
-            "In WordPress open WooCommerce → Settings → Advanced → Webhooks and choose Add webhook.".into(),
-            format!("Status Active, topic Order created (then again for Order updated and Customer created), delivery URL {webhook_url}."),
-            "Paste this integration's secret into Secret and save; WooCommerce pings the URL, which answers 200.".into(),
-        ],
-        Source::Twilio => vec![
-            "In the Twilio console open Messaging → Senders → WhatsApp senders and pick your number.".into(),
-            format!("Set “A message comes in” to {webhook_url} (HTTP POST)."),
-            format!("Set the status callback URL to {webhook_url}/status."),
-            "The secret is your account's auth token; when you rotate it in Twilio, update it here too.".into(),
-        ],
-        Source::Segment => vec![
-            "Use any Segment or RudderStack SDK; this integration's secret is the write key.".into(),
-            format!("Point the SDK's API host at {webhook_url} (analytics.js: integrations[\"Segment.io\"].apiHost)."),
-            "track, identify, page, screen, group, alias and batch calls are accepted; messageId deduplicates retries.".into(),
-        ],
-        Source::Pos => vec![
-            format!("POST each bill as JSON to {webhook_url}."),
-            "Send the header Authorization: Bearer <secret>.".into(),
-            "Include the store, bill number, time, lines and any phone, e-mail or loyalty id on the bill.".into(),
-        ],
-        Source::Csv => vec!["Upload files on the CSV upload page.".into()],
-    }
-}
 
 /// The Integrations list page (`/integrations`).
 #[component]
@@ -151,7 +85,7 @@ pub fn Integrations() -> impl IntoView {
                             {page.items.into_iter().map(|i| view! {
                                 <tr>
                                     <td><a href=format!("/integrations/{}", i.id)>{i.name.clone()}</a></td>
-                                    <td>{source_label(i.kind)}</td>
+                                    <td>{i.label.clone()}</td>
                                     <td>{status_badge(i.enabled)}</td>
                                     <td>{i.last_delivery_at.map(|t| format::ago(t, now)).unwrap_or_else(|| "never".into())}</td>
                                     <td class="hide-phone mono">{i.webhook_url.clone().unwrap_or_else(|| "—".into())}</td>
@@ -180,18 +114,39 @@ fn AddIntegration(
     on_created: impl Fn(IntegrationSecret) + Copy + Send + Sync + 'static,
     on_cancel: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
-    let kind = RwSignal::new(Source::Shopify.as_str().to_owned());
+    // The kinds that deliver to ingest (CSV files are uploaded on their own page).
+    let kinds = LocalResource::new(|| async {
+        api::get::<Vec<SourceKindView>>("/sources")
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter(|k| k.receives_deliveries)
+                    .collect::<Vec<_>>()
+            })
+    });
+    let kind = RwSignal::new(String::new());
     let name = RwSignal::new(String::new());
     let secret = RwSignal::new(String::new());
     let error = RwSignal::new(None::<ApiError>);
     let busy = RwSignal::new(false);
-    let source = move || kind.get().parse::<Source>().unwrap_or(Source::Shopify);
+    // The selected kind: the one picked, else the first offered.
+    let selected = move || {
+        let all = kinds.get().and_then(Result::ok).unwrap_or_default();
+        let picked = kind.get();
+        all.iter()
+            .find(|k| k.kind.as_str() == picked)
+            .or_else(|| all.first())
+            .cloned()
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        let Some(chosen) = selected() else {
+            return;
+        };
         busy.set(true);
         error.set(None);
         let body = CreateIntegrationRequest {
-            kind: source(),
+            kind: chosen.kind,
             name: name.get_untracked().trim().to_owned(),
             secret: Some(secret.get_untracked().trim().to_owned()).filter(|s| !s.is_empty()),
         };
@@ -210,7 +165,11 @@ fn AddIntegration(
                 <label>
                     "Kind"
                     <select bind:value=kind>
-                        {ADDABLE.into_iter().map(|s| view! { <option value=s.as_str()>{source_label(s)}</option> }).collect_view()}
+                        {move || {
+                            kinds.get().and_then(Result::ok).unwrap_or_default().into_iter()
+                                .map(|k| view! { <option value=k.kind.as_str()>{k.label}</option> })
+                                .collect_view()
+                        }}
                     </select>
                 </label>
                 <label class="search">
@@ -218,13 +177,14 @@ fn AddIntegration(
                     <input type="text" required placeholder="e.g. Main web shop" bind:value=name/>
                 </label>
             </div>
-            {move || own_secret_hint(source()).map(|hint| view! {
+            {move || selected().and_then(|k| k.own_secret_hint.map(|hint| (k.secret_name, hint))).map(|(secret_name, hint)| view! {
                 <label>
-                    "Secret from the platform (optional)"
+                    {format!("The {secret_name} from the platform (optional)")}
                     <input type="password" autocomplete="off" bind:value=secret/>
                     <small>{hint} " Leave empty to generate one."</small>
                 </label>
             })}
+            {move || kinds.get().and_then(Result::err).map(|error| view! { <ErrorNotice error/> })}
             {move || error.get().map(|error| view! { <ErrorNotice error/> })}
             <div class="row">
                 <button type="submit" class="button" disabled=move || busy.get()>"Create"</button>
@@ -241,7 +201,7 @@ fn SecretPanel(secret: IntegrationSecret, first_time: bool) -> impl IntoView {
     let url = i.webhook_url.clone().unwrap_or_default();
     view! {
         <section class="card stack" data-testid="integration-secret">
-            <h2>{format!("{} — {}", source_label(i.kind), i.name)}</h2>
+            <h2>{format!("{} — {}", i.label, i.name)}</h2>
             {first_time.then(|| view! {
                 <p class="notice warn">"Copy the secret now: it is shown only this once. An admin can reveal or rotate it later."</p>
             })}
@@ -254,7 +214,7 @@ fn SecretPanel(secret: IntegrationSecret, first_time: bool) -> impl IntoView {
                 <div class="secret-box"><code data-testid="secret">{secret.secret.clone()}</code><CopyButton text=secret.secret.clone()/></div>
             </div>
             <h3>"Set up"</h3>
-            <ol class="steps">{setup_steps(i.kind, &url).into_iter().map(|s| view! { <li>{s}</li> }).collect_view()}</ol>
+            <ol class="steps">{i.setup_steps.iter().map(|s| view! { <li>{s.clone()}</li> }).collect_view()}</ol>
         </section>
     }
 }
@@ -353,7 +313,7 @@ pub fn IntegrationDetail() -> impl IntoView {
                 <section class="card stack" data-testid="integration">
                     <div class="row">
                         <h2 style="margin:0">{i.name.clone()}</h2>
-                        <Badge text=source_label(i.kind) tone="info"/>
+                        <Badge text=i.label.clone() tone="info"/>
                         {status_badge(i.enabled)}
                         <span class="spacer"></span>
                         <small>{format!("Last delivery: {}", format::maybe_datetime(i.last_delivery_at))}</small>
@@ -392,7 +352,7 @@ pub fn IntegrationDetail() -> impl IntoView {
                     })}
                     <details>
                         <summary>"Setup steps"</summary>
-                        <ol class="steps">{setup_steps(i.kind, &url).into_iter().map(|s| view! { <li>{s}</li> }).collect_view()}</ol>
+                        <ol class="steps">{i.setup_steps.iter().map(|s| view! { <li>{s.clone()}</li> }).collect_view()}</ol>
                     </details>
                 </section>
             }
@@ -425,27 +385,5 @@ pub fn IntegrationDetail() -> impl IntoView {
                 }.into_any()
             })}
         </section>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_addable_kind_has_steps_naming_its_url() {
-        for s in ADDABLE {
-            let steps = setup_steps(s, "https://ingest.example/x");
-            assert!(steps.len() >= 3, "{s}");
-            assert!(
-                steps.iter().any(|l| l.contains("https://ingest.example/x")),
-                "{s}"
-            );
-        }
-        assert!(
-            setup_steps(Source::Twilio, "u")
-                .iter()
-                .any(|l| l.contains("u/status"))
-        );
     }
 }

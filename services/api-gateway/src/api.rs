@@ -215,6 +215,7 @@ pub fn build(state: AppState) -> Api {
         .add(analyst, routes!(merges::approve_review))
         .add(analyst, routes!(merges::reject_review))
         // Integrations.
+        .add(viewer, routes!(integrations::list_sources))
         .add(viewer, routes!(integrations::list_integrations))
         .add(admin, routes!(integrations::create_integration))
         .add(viewer, routes!(integrations::get_integration))

@@ -50,6 +50,15 @@ async fn integrations_lifecycle_and_secrets() {
             .unwrap()
             .contains("X-Shopify-Hmac-Sha256")
     );
+    assert_eq!(one["label"], "Shopify");
+    let steps = one["setup_steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|s| s
+            .as_str()
+            .unwrap()
+            .contains(&format!("https://in.example.com/webhooks/shopify/{id}"))),
+        "the setup steps carry this integration's URL: {steps:?}"
+    );
 
     let (status, shown) = gw.get(&format!("/integrations/{id}/secret"), &admin).await;
     assert_eq!(status, 200);
@@ -135,9 +144,30 @@ async fn integrations_lifecycle_and_secrets() {
 }
 
 #[tokio::test]
+async fn source_kinds_come_from_the_registry() {
+    let gw = Gateway::start().await;
+    let viewer = gw.token(Role::Viewer).await;
+    let (status, kinds) = gw.get("/sources", &viewer).await;
+    assert_eq!(status, 200);
+    let kinds = kinds.as_array().unwrap();
+    let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    let registered: Vec<&str> = ingestion::sources::all()
+        .map(|c| c.source().as_str())
+        .collect();
+    assert_eq!(names, registered);
+    let kind = |k: &str| kinds.iter().find(|v| v["kind"] == k).unwrap();
+    assert_eq!(kind("twilio")["label"], "Twilio WhatsApp");
+    assert_eq!(kind("segment")["secret_name"], "write key");
+    assert_eq!(kind("csv")["receives_deliveries"], false);
+    assert_eq!(kind("pos")["receives_deliveries"], true);
+    assert!(kind("shopify")["own_secret_hint"].is_string());
+    assert!(kind("pos")["own_secret_hint"].is_null());
+}
+
+#[tokio::test]
 async fn delivery_log_pages_newest_first() {
     let gw = Gateway::start().await;
-    let integration = storage::integrations::create(gw.db(), "pos", "tills", None)
+    let integration = ingestion::integrations::create(gw.db(), "pos", "tills", None)
         .await
         .unwrap();
     for i in 0..5 {
@@ -169,7 +199,7 @@ async fn delivery_log_pages_newest_first() {
 #[tokio::test]
 async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
     let gw = Gateway::start().await;
-    let integration = storage::integrations::create(gw.db(), "segment", "web", None)
+    let integration = ingestion::integrations::create(gw.db(), "segment", "web", None)
         .await
         .unwrap();
     let analyst = gw.session(Role::Analyst).await;

@@ -50,7 +50,7 @@ async fn world(gw: &Gateway) -> World {
     common::seed_order(db, profile, "499.00", "Apparel", chrono::Utc::now()).await;
     let model = common::seed_model(db, "churn", "active").await;
     common::seed_prediction(db, profile, model, "churn", Some(0.4), None).await;
-    let integration = storage::integrations::create(db, "segment", "web", None)
+    let integration = ingestion::integrations::create(db, "segment", "web", None)
         .await
         .unwrap()
         .id;
@@ -122,7 +122,7 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         ("GET", "/reviews/{id}")
         | ("POST", "/reviews/{id}/approve")
         | ("POST", "/reviews/{id}/reject") => (id(p, w.review), Body::None),
-        ("GET", "/integrations") => (p.into(), Body::None),
+        ("GET", "/integrations") | ("GET", "/sources") => (p.into(), Body::None),
         ("POST", "/integrations") => (
             p.into(),
             Body::Json(json!({"kind": "pos", "name": format!("till {unique}")})),

@@ -124,7 +124,7 @@ async fn integrations(db: &PgPool, public_base_url: &str) -> anyhow::Result<Endp
         let found = existing.iter().find(|i| i.kind == kind && i.name == name);
         let integration = match found {
             Some(i) => i.clone(),
-            None => storage::integrations::create(db, kind, name, None)
+            None => ingestion::integrations::create(db, kind, name, None)
                 .await
                 .with_context(|| format!("creating the {kind} integration"))?,
         };

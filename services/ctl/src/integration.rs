@@ -1,13 +1,17 @@
-//! `ctl integration add|list`: configure the sources that deliver to ingest.
+//! `ctl integration add|list|kinds`: configure the sources that deliver to ingest.
 //!
 //! `add` creates the integration (generating a secret unless one is given, e.g. the
-//! signing secret Shopify shows for an existing webhook) and prints its id, the URL to
-//! configure at the source and the secret or write key. The secret is printed only by
-//! `add`; `list` never shows it.
+//! signing secret Shopify shows for an existing webhook) and prints its id, the URLs to
+//! configure at the source, how deliveries authenticate, and the secret under the name
+//! the source gives it (signing secret, auth token, write key, bearer token). The
+//! secret is printed only by `add`; `list` never shows it. Kinds, URLs and texts come
+//! from the source registry (`ingestion::sources`).
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use config::Settings;
+use ingestion::sources::{self, Connector};
+use uuid::Uuid;
 
 /// `ctl integration`.
 #[derive(Args)]
@@ -20,7 +24,8 @@ pub struct IntegrationArgs {
 enum IntegrationCommand {
     /// Create an integration and print its id, webhook URL and secret.
     Add {
-        /// shopify, woocommerce, twilio, segment or pos.
+        /// The source kind: a source that delivers to ingest (see `ctl integration
+        /// kinds`).
         #[arg(long)]
         kind: String,
         /// A name unique within the kind (the shop, the WhatsApp number, the app).
@@ -33,6 +38,8 @@ enum IntegrationCommand {
     },
     /// List integrations with their webhook URL, state and last delivery.
     List,
+    /// List the kinds of source, with how each authenticates.
+    Kinds,
 }
 
 /// Runs `ctl integration`.
@@ -43,32 +50,36 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
     let base = &settings.ingest.public_base_url;
     match args.command {
         IntegrationCommand::Add { kind, name, secret } => {
-            if kind == "csv" {
-                anyhow::bail!("CSV files are imported with `ctl import csv`, not an integration");
+            let connector = sources::by_kind(&kind)
+                .with_context(|| format!("unknown kind `{kind}`; see `ctl integration kinds`"))?;
+            if connector.webhook_url(base, Uuid::nil()).is_none() {
+                anyhow::bail!(
+                    "{} does not deliver to ingest: {}",
+                    connector.label(),
+                    connector.authentication()
+                );
             }
-            let created = storage::integrations::create(&db, &kind, &name, secret.as_deref())
+            let created = ingestion::integrations::create(&db, &kind, &name, secret.as_deref())
                 .await
                 .with_context(|| format!("creating the {kind} integration `{name}`"))?;
-            let what = match kind.as_str() {
-                "segment" => "write key",
-                "pos" => "bearer token",
-                "twilio" => "auth token",
-                _ => "signing secret",
-            };
             println!("id:          {}", created.id);
             println!("kind:        {}", created.kind);
             println!("name:        {}", created.name);
-            println!(
-                "webhook url: {}",
-                ingestion::webhook_url(base, &kind, created.id)
-            );
-            if kind == "twilio" {
+            for (purpose, url) in urls(connector, base, created.id) {
+                println!("{purpose:<12} {url}");
+            }
+            println!("authentication: {}", connector.authentication());
+            println!("{}: {}", connector.credential().name(), created.secret);
+        }
+        IntegrationCommand::Kinds => {
+            for c in sources::all() {
                 println!(
-                    "status url:  {}/status",
-                    ingestion::webhook_url(base, &kind, created.id)
+                    "{:<11} {:<26} {}",
+                    c.source(),
+                    c.label(),
+                    c.authentication()
                 );
             }
-            println!("{what}: {}", created.secret);
         }
         IntegrationCommand::List => {
             let all = storage::integrations::list(&db).await?;
@@ -84,10 +95,31 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
                     if i.enabled { "enabled" } else { "disabled" },
                     i.last_delivery_at
                         .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
-                    ingestion::webhook_url(base, &i.kind, i.id),
+                    sources::by_kind(&i.kind)
+                        .and_then(|c| c.webhook_url(base, i.id))
+                        .unwrap_or_default(),
                 );
             }
         }
     }
     Ok(())
+}
+
+/// The URLs to configure at the source, labelled: the webhook URL, and for a signed
+/// webhook with several routes (Twilio's status callbacks) each further route's.
+fn urls(connector: &dyn Connector, base: &str, id: Uuid) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = connector
+        .webhook_url(base, id)
+        .map(|url| ("webhook url:".to_owned(), url))
+        .into_iter()
+        .collect();
+    if let Some(hook) = connector.webhook() {
+        for route in hook.routes().iter().skip(1) {
+            out.push((
+                format!("{}:", route.purpose),
+                sources::route_url(base, connector.source(), route, id),
+            ));
+        }
+    }
+    out
 }

@@ -1,15 +1,17 @@
 //! What every endpoint does around its own logic: time the delivery, answer errors in
-//! the one JSON shape, record the delivery in the integration's connection log and count
-//! it in the metrics.
+//! the one JSON shape (a source's refusals included), record the delivery in the
+//! integration's connection log and count it in the metrics.
 
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ingestion::connection_log::DeliveryLog;
-use ingestion::raw::{NewRawEvent, StoreError, StoreOutcome};
+use ingestion::raw::{StoreError, StoreOutcome};
+use ingestion::raw_event::NewRawEvent;
+use ingestion::sources::Refusal;
 use service_kit::ApiError;
 use uuid::Uuid;
 
@@ -17,7 +19,8 @@ use crate::App;
 
 /// One delivery in progress.
 pub(crate) struct Delivery {
-    endpoint: &'static str,
+    /// The endpoint's name in the connection log and the metrics (`webhooks/shopify`).
+    endpoint: metrics::SharedString,
     started: Instant,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
@@ -31,9 +34,9 @@ pub(crate) struct Accepted {
 }
 
 impl Delivery {
-    pub(crate) fn start(endpoint: &'static str) -> Self {
+    pub(crate) fn start(endpoint: impl Into<metrics::SharedString>) -> Self {
         Self {
-            endpoint,
+            endpoint: endpoint.into(),
             started: Instant::now(),
             received_at: Utc::now(),
             integration: None,
@@ -57,18 +60,18 @@ impl Delivery {
         let status = response.status();
         metrics::counter!(
             "ingest_requests_total",
-            "endpoint" => self.endpoint,
+            "endpoint" => self.endpoint.clone(),
             "status" => status.as_u16().to_string()
         )
         .increment(1);
         let elapsed = self.started.elapsed();
-        metrics::histogram!("ingest_request_seconds", "endpoint" => self.endpoint)
+        metrics::histogram!("ingest_request_seconds", "endpoint" => self.endpoint.clone())
             .record(elapsed.as_secs_f64());
         if let Some(integration_id) = self.integration {
             app.connection_log.record(DeliveryLog {
                 integration_id,
                 at: self.received_at,
-                endpoint: self.endpoint.to_owned(),
+                endpoint: self.endpoint.to_string(),
                 status: status.as_u16(),
                 latency_ms: elapsed.as_secs_f32() * 1000.0,
                 error,
@@ -102,27 +105,13 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// A header's value as text, if present and printable.
-pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-/// The named headers present in `headers`, as a JSON object with lower-case names.
-pub(crate) fn kept_headers(
-    headers: &HeaderMap,
-    names: &[&str],
-) -> serde_json::Map<String, serde_json::Value> {
-    names
-        .iter()
-        .filter_map(|&name| {
-            header(headers, name)
-                .map(|v| (name.to_owned(), serde_json::Value::String(v.to_owned())))
-        })
-        .collect()
+/// The answer to a source's refusal, with its status and stable code.
+pub(crate) fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Unauthorized { code, message } => ApiError::unauthorized(code, message),
+        Refusal::Invalid { code, message } => ApiError::bad_request(code, message),
+        Refusal::TooLarge(message) => ApiError::too_large(message),
+    }
 }
 
 /// Stores events through the group commit; a storage failure answers 503 so the sender
@@ -156,29 +145,4 @@ pub(crate) async fn store(
 /// A JSON answer with status 200.
 pub(crate) fn ok_json(body: serde_json::Value) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
-}
-
-/// Parses a JSON body, answering 400 with the parser's reason.
-pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-    })?;
-    if contains_nul(&value) {
-        // Postgres JSONB cannot hold U+0000; refusing here keeps one bad request from
-        // failing a whole group commit.
-        return Err(ApiError::bad_request(
-            "malformed_json",
-            "the body contains a U+0000 character, which cannot be stored",
-        ));
-    }
-    Ok(value)
-}
-
-fn contains_nul(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(a) => a.iter().any(contains_nul),
-        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use ingestion::signing::secret_matches;
 use sqlx::PgPool;
 use storage::StorageError;
 use storage::integrations::{self, Integration};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 const MAX_ENTRIES: usize = 10_000;
@@ -115,9 +115,4 @@ impl Integrations {
         };
         Ok(found.filter(|i| secret_matches(&i.secret, secret)))
     }
-}
-
-/// Compares a presented secret with the stored one in constant time.
-pub fn secret_matches(stored: &str, presented: &str) -> bool {
-    stored.as_bytes().ct_eq(presented.as_bytes()).into()
 }

@@ -1,12 +1,11 @@
 //! The ingest service: the HTTP edge where every source's events arrive.
 //!
-//! | endpoint | source | authenticity |
-//! |---|---|---|
-//! | `POST /webhooks/shopify/{integration}` | Shopify | `X-Shopify-Hmac-Sha256` |
-//! | `POST /webhooks/woocommerce/{integration}` | WooCommerce | `X-WC-Webhook-Signature` |
-//! | `POST /webhooks/twilio/{integration}[/status]` | Twilio WhatsApp | `X-Twilio-Signature` |
-//! | `POST /v1/{track,identify,page,screen,group,alias,batch,import}` | Segment-compatible SDKs | write key |
-//! | `POST /pos/{integration}/bills` | point of sale | bearer token |
+//! Its routes come from the source registry (`ingestion::sources`): every signed
+//! webhook (`/webhooks/{kind}/{integration}…`: Shopify, WooCommerce, Twilio WhatsApp)
+//! goes through one generic handler ([`webhooks`]); the Segment-compatible tracking API
+//! (`/v1/{call}`, write key) and POS bills (`/pos/{integration}/bills`, bearer token)
+//! keep their own handlers for their batch shapes. docs/ingestion.md has the endpoint
+//! table, rendered from the same registry.
 //!
 //! A delivery is answered 2xx only after its raw event is committed to
 //! `customer_raw_event` (group commit, see `ingestion::raw`); it is then published to
@@ -65,23 +64,13 @@ fn router(app: App) -> Router {
         ])
         .max_age(Duration::from_secs(86_400));
     let tracking = Router::new()
-        .route("/v1/{call}", post(tracking::tracking))
+        .route(
+            ingestion::sources::segment::TRACKING_ROUTE,
+            post(tracking::tracking),
+        )
         .layer(cors);
-    Router::new()
-        .route("/webhooks/shopify/{integration}", post(webhooks::shopify))
-        .route(
-            "/webhooks/woocommerce/{integration}",
-            post(webhooks::woocommerce),
-        )
-        .route(
-            "/webhooks/twilio/{integration}",
-            post(webhooks::twilio_inbound),
-        )
-        .route(
-            "/webhooks/twilio/{integration}/status",
-            post(webhooks::twilio_status),
-        )
-        .route("/pos/{integration}/bills", post(pos::bills))
+    webhooks::routes()
+        .route(ingestion::sources::pos::BILLS_ROUTE, post(pos::bills))
         .merge(tracking)
         // Bodies are read with an explicit limit in each handler (JSON 413 answers).
         .layer(DefaultBodyLimit::disable())

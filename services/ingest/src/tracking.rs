@@ -13,14 +13,14 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use ingestion::sources::segment::{self, Endpoint, Rejection};
+use ingestion::sources::Connector;
+use ingestion::sources::edge::{header, json_body};
+use ingestion::sources::segment::{self, Endpoint};
 use serde_json::json;
 use service_kit::ApiError;
 
 use crate::App;
-use crate::delivery::{Accepted, Delivery, header, ok_json, parse_json, read_body, store};
+use crate::delivery::{Accepted, Delivery, ok_json, read_body, refused, store};
 
 /// `POST /v1/{call}`.
 pub(crate) async fn tracking(
@@ -37,18 +37,7 @@ pub(crate) async fn tracking(
             ))),
         );
     };
-    let mut delivery = Delivery::start(match endpoint {
-        Endpoint::Single(c) => match c {
-            "track" => "v1/track",
-            "identify" => "v1/identify",
-            "page" => "v1/page",
-            "screen" => "v1/screen",
-            "group" => "v1/group",
-            _ => "v1/alias",
-        },
-        Endpoint::Batch => "v1/batch",
-        Endpoint::Import => "v1/import",
-    });
+    let mut delivery = Delivery::start(format!("v1/{}", endpoint.name()));
     let result = async {
         let raw = read_body(body, app.max_body).await?;
         let limit = endpoint.max_bytes();
@@ -73,8 +62,8 @@ pub(crate) async fn tracking(
         }
         // A key in the header is checked before the body is parsed; analytics.js puts it
         // in the body instead.
-        let header_key = basic_user(&headers)?;
-        let json = parse_json(&bytes)?;
+        let header_key = segment::header_write_key(&headers).map_err(refused)?;
+        let json = json_body(&bytes).map_err(refused)?;
         let key = match header_key {
             Some(k) => k,
             None => segment::body_write_key(&json)
@@ -88,7 +77,7 @@ pub(crate) async fn tracking(
         };
         let integration = app
             .integrations
-            .by_secret("segment", &key)
+            .by_secret(segment::Segment.source().as_str(), &key)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "integration lookup failed");
@@ -106,10 +95,7 @@ pub(crate) async fn tracking(
             bytes.len(),
             delivery.received_at,
         )
-        .map_err(|r| match r {
-            Rejection::TooLarge(m) => ApiError::too_large(m),
-            Rejection::Invalid(m) => ApiError::bad_request("invalid_message", m),
-        })?;
+        .map_err(refused)?;
         let outcomes = store(&app, events).await?;
         Ok(Accepted {
             response: ok_json(json!({"success": true})),
@@ -118,30 +104,6 @@ pub(crate) async fn tracking(
     }
     .await;
     delivery.finish(&app, result)
-}
-
-/// The user name of an `Authorization: Basic` header (the write key), if there is one.
-fn basic_user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = header(headers, "authorization") else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::unauthorized(
-            "bad_authorization",
-            "Authorization must be Basic <base64(writeKey:)>",
-        )
-    };
-    let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(bad());
-    }
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
-    let text = String::from_utf8(decoded).map_err(|_| bad())?;
-    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
-    if user.is_empty() {
-        return Err(bad());
-    }
-    Ok(Some(user.to_owned()))
 }
 
 /// Inflates a gzip body, refusing (413) once it grows past `limit`.

@@ -12,12 +12,12 @@
 
 use std::sync::Arc;
 
-use ingestion::normalize::{self, MapError};
-use ingestion::raw::RawPayload;
+use ingestion::normalize;
+use ingestion::raw_event::RawPayload;
+use ingestion::sources::{Dropped, MapError};
 use sqlx::PgPool;
+use storage::normalized::{self, EventWrite};
 use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
-
-use crate::store::{self, Mapped};
 
 /// Maps `events.raw` to normalised events.
 pub struct RawEventHandler {
@@ -35,7 +35,8 @@ impl Handler for RawEventHandler {
 
     async fn handle(&self, batch: &[Delivery<RawPayload>]) -> Vec<Result<(), HandlerError>> {
         let mut results: Vec<Result<(), HandlerError>> = Vec::with_capacity(batch.len());
-        let mut mapped: Vec<Mapped> = Vec::new();
+        // What each mappable event writes, and the identifier values it dropped.
+        let mut mapped: Vec<(EventWrite, Vec<Dropped>)> = Vec::new();
         let mut positions: Vec<usize> = Vec::new();
         for (i, delivery) in batch.iter().enumerate() {
             match map(&delivery.envelope, &self.region) {
@@ -56,16 +57,20 @@ impl Handler for RawEventHandler {
             return results;
         }
 
-        if let Err(e) = store::write_batch(&self.db, &mut mapped).await {
-            tracing::warn!(error = %e, events = mapped.len(), "batch write failed; writing events one by one");
+        let (mut writes, mut dropped): (Vec<EventWrite>, Vec<Vec<Dropped>>) =
+            mapped.into_iter().unzip();
+        if let Err(e) = normalized::write_batch(&self.db, &mut writes).await {
+            tracing::warn!(error = %e, events = writes.len(), "batch write failed; writing events one by one");
             let mut written = Vec::new();
+            let mut written_dropped = Vec::new();
             let mut written_positions = Vec::new();
-            for (m, pos) in mapped.into_iter().zip(positions) {
-                let mut one = [m];
-                match store::write_batch(&self.db, &mut one).await {
-                    Ok(()) => {
-                        let [m] = one;
-                        written.push(m);
+            for ((w, d), pos) in writes.into_iter().zip(dropped).zip(positions) {
+                let mut one = [w];
+                match normalized::write_batch(&self.db, &mut one).await {
+                    Ok(_) => {
+                        let [w] = one;
+                        written.push(w);
+                        written_dropped.push(d);
                         written_positions.push(pos);
                     }
                     Err(e) => {
@@ -75,13 +80,14 @@ impl Handler for RawEventHandler {
                     }
                 }
             }
-            mapped = written;
+            writes = written;
+            dropped = written_dropped;
             positions = written_positions;
         }
 
-        let envelopes: Vec<Envelope<&domain::NormalizedEvent>> = mapped
+        let envelopes: Vec<Envelope<&domain::NormalizedEvent>> = writes
             .iter()
-            .filter_map(|m| m.normalized.event.as_ref())
+            .filter_map(|w| w.event.as_ref())
             .map(|ev| Envelope {
                 v: streams::ENVELOPE_VERSION,
                 id: ev.event_id,
@@ -106,9 +112,9 @@ impl Handler for RawEventHandler {
             }
             return results;
         }
-        for m in &mapped {
-            count(m);
-            if let Some(ev) = &m.normalized.event {
+        for (w, d) in writes.iter().zip(&dropped) {
+            count(w, d);
+            if let Some(ev) = &w.event {
                 tracing::debug!(event_id = %ev.event_id, source = ev.source.as_str(), event_type = ev.event_type.as_str(), "event normalised");
             }
         }
@@ -116,7 +122,7 @@ impl Handler for RawEventHandler {
     }
 }
 
-fn map(env: &Envelope<RawPayload>, region: &str) -> Result<Mapped, MapError> {
+fn map(env: &Envelope<RawPayload>, region: &str) -> Result<(EventWrite, Vec<Dropped>), MapError> {
     let normalized = normalize::normalize_envelope(env, region)?;
     let source = env
         .source
@@ -128,16 +134,21 @@ fn map(env: &Envelope<RawPayload>, region: &str) -> Result<Mapped, MapError> {
         .map_or(env.occurred_at.unwrap_or(env.received_at), |e| {
             e.occurred_at
         });
-    Ok(Mapped {
-        event_id: env.id,
-        source,
-        occurred_at,
-        normalized,
-    })
+    Ok((
+        EventWrite {
+            event_id: env.id,
+            source,
+            occurred_at,
+            event: normalized.event,
+            order: normalized.order,
+            products: normalized.products,
+        },
+        normalized.dropped,
+    ))
 }
 
-fn count(m: &Mapped) {
-    for d in &m.normalized.dropped {
+fn count(write: &EventWrite, dropped: &[Dropped]) {
+    for d in dropped {
         metrics::counter!(
             "normalizer_identifiers_dropped_total",
             "kind" => d.kind.as_str(),
@@ -145,7 +156,7 @@ fn count(m: &Mapped) {
         )
         .increment(1);
     }
-    if let Some(ev) = &m.normalized.event {
+    if let Some(ev) = &write.event {
         metrics::counter!(
             "normalizer_events_total",
             "source" => ev.source.as_str(),

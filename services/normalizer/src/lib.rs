@@ -1,13 +1,13 @@
 //! The normalizer service: consumes `events.raw` (consumer group `normalizer`), maps
 //! every source and kind to the normalised event (see `ingestion::normalize`), writes
-//! `normalized_event`, `orders`, `order_items`, `order_refunds` and `products`, and
+//! `normalized_event`, `orders`, `order_items`, `order_refunds` and `products` through
+//! their one writer (`storage::normalized`), and
 //! publishes each event on `events.normalized` (envelope id = raw event id). Raw events
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.
 
 mod handler;
-mod store;
 
 use std::sync::Arc;
 

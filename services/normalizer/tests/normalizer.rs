@@ -4,26 +4,40 @@
 
 use std::path::Path;
 
-use domain::NormalizedEvent;
-use ingestion::raw::NewRawEvent;
-use ingestion::sources::{pos, shopify};
+use domain::{NormalizedEvent, Source};
+use http::HeaderMap;
+use ingestion::raw_event::NewRawEvent;
+use ingestion::sources::{self, WebhookRequest, pos};
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use streams::{Envelope, Streams, Topic};
 use test_support::{TestEnv, eventually};
 use uuid::Uuid;
 
-fn fixture(path: &str) -> Value {
+fn fixture_bytes(path: &str) -> Vec<u8> {
     let full = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../crates/ingestion/tests/fixtures")
         .join(path);
-    serde_json::from_slice(&std::fs::read(full).unwrap()).unwrap()
+    std::fs::read(full).unwrap()
 }
 
+fn fixture(path: &str) -> Value {
+    serde_json::from_slice(&fixture_bytes(path)).unwrap()
+}
+
+/// The raw event of a Shopify webhook, as ingest's edge builds it.
 fn shopify_event(topic: &str, webhook_id: &str, file: &str) -> NewRawEvent {
-    let mut headers = Map::new();
-    headers.insert("x-shopify-topic".into(), Value::String(topic.into()));
-    shopify::raw_event(Uuid::now_v7(), topic, webhook_id, headers, fixture(file)).unwrap()
+    let mut headers = HeaderMap::new();
+    headers.insert("x-shopify-topic", topic.parse().unwrap());
+    headers.insert("x-shopify-webhook-id", webhook_id.parse().unwrap());
+    let body = fixture_bytes(file);
+    let request = WebhookRequest {
+        headers: &headers,
+        body: &body,
+        public_base_url: "https://in.example",
+        path_and_query: "",
+    };
+    sources::webhook_raw_event(Source::Shopify, "", Uuid::now_v7(), None, &request).unwrap()
 }
 
 async fn publish(streams: &Streams, events: &[&NewRawEvent]) {

@@ -1,5 +1,6 @@
-//! Configured sources (`/integrations`): their settings, secrets (shown to admins
-//! only, never in `Debug` output), delivery log and test events.
+//! The kinds of source (`/sources`, from the source registry) and configured sources
+//! (`/integrations`): their settings, secrets (shown to admins only, never in `Debug`
+//! output), delivery log and test events.
 
 use std::fmt;
 
@@ -9,6 +10,27 @@ use uuid::Uuid;
 
 use crate::source::Source;
 
+/// A kind of source an integration can be, as the source registry describes it (the
+/// dashboard's "add integration" form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceKindView {
+    /// Source kind.
+    pub kind: Source,
+    /// How people call it (`Twilio WhatsApp`).
+    pub label: String,
+    /// Whether its deliveries come to ingest (a webhook URL); false for CSV files,
+    /// uploaded through `POST /imports`.
+    pub receives_deliveries: bool,
+    /// What the secret is at the source (`signing secret`, `write key`, ...).
+    pub secret_name: String,
+    /// How deliveries authenticate with the secret.
+    pub authentication: String,
+    /// What to paste as the secret when the platform brings its own.
+    #[serde(default)]
+    pub own_secret_hint: Option<String>,
+}
+
 /// A configured source, without its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -17,6 +39,8 @@ pub struct IntegrationView {
     pub id: Uuid,
     /// Source kind.
     pub kind: Source,
+    /// How people call the kind (`Twilio WhatsApp`).
+    pub label: String,
     /// Name, unique per kind.
     pub name: String,
     /// Disabled integrations refuse deliveries.
@@ -27,6 +51,8 @@ pub struct IntegrationView {
     pub webhook_url: Option<String>,
     /// How deliveries authenticate with the secret.
     pub authentication: String,
+    /// Step-by-step setup on the platform's side, with this integration's URL.
+    pub setup_steps: Vec<String>,
     /// Last four characters of the secret, to tell secrets apart.
     pub secret_hint: String,
     /// Kind-specific settings.

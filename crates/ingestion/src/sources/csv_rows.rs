@@ -13,14 +13,67 @@
 //! "loyalty_id", "first_name", "last_name"}, "items": [{"sku", "name", "category", "qty",
 //! "price"}]}`. Every value is a string, as read from the file.
 
-use domain::{Channel, EventType, Identifier, IdentifierKind, Order, OrderItem, OrderStatus};
-use rust_decimal::prelude::ToPrimitive;
-use serde_json::{Map, Value};
-
-use crate::normalize::{
-    Identifiers, MapError, Normalized, OrderState, OrderWrite, RawRecord, copy_fields, decimal,
-    event_of, parse_decimal, products_of, required, s, text, time,
+use chrono::{DateTime, Utc};
+use domain::{
+    Channel, EventType, Identifier, IdentifierKind, OrderItem, OrderState, OrderStatus, Source,
 };
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Map, Value, json};
+
+use super::mapping::{
+    Identifiers, copy_fields, decimal, event_of, parse_decimal, required, s, text, time,
+    with_order, without_order,
+};
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized};
+use crate::raw_event::RawRecord;
+
+/// The CSV import connector: files come in through the api-gateway's upload or
+/// `ctl import csv` ([`crate::csv`]), not to ingest.
+pub struct CsvRows;
+
+const DESCRIPTION: Description = Description {
+    source: Source::Csv,
+    label: "CSV import",
+    credential: Credential::None,
+    authentication: "Upload through POST /api/v1/imports with a session or API token",
+    own_secret_hint: None,
+};
+
+impl Connector for CsvRows {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    fn endpoints(&self) -> Vec<EndpointDoc> {
+        vec![EndpointDoc {
+            endpoint: "POST /api/v1/imports` (api-gateway) or `ctl import csv".into(),
+            authentication: "a session or API token of an analyst",
+            dedupe_key: "`<file SHA-256>:<line>` (of the order's first line for orders)",
+        }]
+    }
+
+    fn setup_steps(&self, _webhook_url: &str) -> Vec<String> {
+        vec!["Upload files on the CSV upload page.".into()]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        _now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        (
+            KIND_CUSTOMERS,
+            json!({"record": {"customer_id": format!("csv:{customer}"),
+                              "first_name": "ConstIntel", "last_name": "Test"},
+                   "constintel_test": true}),
+        )
+    }
+}
 
 /// Kind of a customer row.
 pub const KIND_CUSTOMERS: &str = "customers";
@@ -80,7 +133,7 @@ pub fn order_status(word: Option<&str>) -> Result<OrderStatus, String> {
 }
 
 /// Maps a CSV raw event.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     match raw.kind {
         KIND_CUSTOMERS => customer(raw, region),
         KIND_ORDERS => order(raw, region),
@@ -132,13 +185,7 @@ fn customer(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
             .insert("customer_since".into(), s(created.to_rfc3339()));
     }
     import_properties(raw.body, &mut ev.properties);
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: None,
-        products: Vec::new(),
-    })
+    Ok(without_order(ev, ids, Vec::new()))
 }
 
 fn import_properties(body: &Value, p: &mut Map<String, Value>) {
@@ -221,34 +268,20 @@ fn order(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
         &[("first_name", "first_name"), ("last_name", "last_name")],
     );
     import_properties(body, &mut ev.properties);
-    let products = products_of(&items, &currency);
-    ev.order = Some(Order {
-        order_id: order_id.clone(),
-        total,
-        currency: currency.clone(),
-        status,
-        store: store.clone(),
-        items: items.clone(),
-    });
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: Some(OrderWrite {
-            external_order_id: order_id,
-            state: Some(OrderState {
-                status,
-                channel: Channel::Import,
-                store,
-                placed_at,
-                currency,
-                total,
-                items,
-                version: placed_at,
-            }),
-            refunds: Vec::new(),
-            deleted: false,
-        }),
-        products,
-    })
+    Ok(with_order(
+        ev,
+        ids,
+        order_id,
+        OrderState {
+            status,
+            channel: Channel::Import,
+            store,
+            placed_at,
+            currency,
+            total,
+            items,
+            version: placed_at,
+        },
+        Vec::new(),
+    ))
 }

@@ -22,21 +22,105 @@
 //! number, so a till that resends a bill stores it once. The store customer code becomes
 //! the `pos_customer` identifier `store:code`.
 
-use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use domain::{Channel, EventType, IdentifierKind, OrderItem, OrderState, OrderStatus, Source};
+use http::HeaderMap;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::normalize::{
-    Identifiers, MapError, Normalized, OrderState, OrderWrite, RawRecord, copy_fields, decimal,
-    event_of, products_of, quantity, required, s, text, time,
+use super::edge::bearer_token;
+use super::mapping::{
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
 };
-use crate::raw::NewRawEvent;
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
+use crate::raw_event::{NewRawEvent, RawRecord};
+use crate::signing::secret_matches;
+
+/// The point-of-sale connector.
+pub struct Pos;
+
+/// Ingest's route for bills.
+pub const BILLS_ROUTE: &str = "/pos/{integration}/bills";
 
 /// The largest number of bills in one request.
 pub const MAX_BILLS: usize = 1000;
 
+const DESCRIPTION: Description = Description {
+    source: Source::Pos,
+    label: "Point of sale",
+    credential: Credential::BearerToken,
+    authentication: "Authorization: Bearer <secret>",
+    own_secret_hint: None,
+};
+
+impl Connector for Pos {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    fn webhook_url(&self, public_base_url: &str, integration: Uuid) -> Option<String> {
+        Some(format!(
+            "{}{}",
+            public_base_url.trim_end_matches('/'),
+            BILLS_ROUTE.replace("{integration}", &integration.to_string())
+        ))
+    }
+
+    fn endpoints(&self) -> Vec<EndpointDoc> {
+        vec![EndpointDoc {
+            endpoint: format!("POST {BILLS_ROUTE}"),
+            authentication: self.authentication(),
+            dedupe_key: "`integration:store:bill_no`",
+        }]
+    }
+
+    fn setup_steps(&self, webhook_url: &str) -> Vec<String> {
+        vec![
+            format!("POST each bill as JSON to {webhook_url}."),
+            "Send the header Authorization: Bearer <secret>.".into(),
+            "Include the store, bill number, time, lines and any phone, e-mail or loyalty id on the bill.".into(),
+        ]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        customer: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        (
+            "bill",
+            json!({"store": "CONSTINTEL-TEST", "bill_no": key, "billed_at": now,
+                   "currency": "INR", "customer": {"code": customer},
+                   "lines": [{"sku": "CONSTINTEL-TEST", "name": "ConstIntel test item",
+                              "qty": 1, "price": "0.00"}],
+                   "totals": {"total": "0.00"}, "constintel_test": true}),
+        )
+    }
+}
+
+/// Checks the request's bearer token against the integration's secret, in constant
+/// time.
+pub fn verify_token(secret: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+    let token = bearer_token(headers).ok_or_else(|| {
+        Refusal::unauthorized("missing_token", "Authorization: Bearer <token> is required")
+    })?;
+    if secret_matches(secret, token) {
+        Ok(())
+    } else {
+        Err(Refusal::unauthorized(
+            "bad_token",
+            "the bearer token is not this integration's",
+        ))
+    }
+}
+
 /// Splits a request body into bills.
-pub fn bills_of(body: Value) -> Result<Vec<Value>, String> {
+fn bills_of(body: Value) -> Result<Vec<Value>, String> {
     match body {
         Value::Array(bills) => Ok(bills),
         Value::Object(mut obj) => match obj.remove("bills") {
@@ -48,25 +132,28 @@ pub fn bills_of(body: Value) -> Result<Vec<Value>, String> {
     }
 }
 
-/// Builds the raw events of a request's bills. All-or-nothing: one invalid bill rejects
-/// the request with its index and reason.
-pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>, String> {
-    let bills = bills_of(body)?;
+/// Builds the raw events of a request's bills, each keyed by integration, store and
+/// bill number. All-or-nothing: one invalid bill refuses the request (400
+/// `invalid_bill`) with its index and reason.
+pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>, Refusal> {
+    let invalid = |m: String| Refusal::invalid("invalid_bill", m);
+    let bills = bills_of(body).map_err(invalid)?;
     if bills.is_empty() {
-        return Err("no bills".into());
+        return Err(invalid("no bills".into()));
     }
     if bills.len() > MAX_BILLS {
-        return Err(format!(
+        return Err(invalid(format!(
             "{} bills in one request; at most {MAX_BILLS}",
             bills.len()
-        ));
+        )));
     }
     let many = bills.len() > 1;
     bills
         .into_iter()
         .enumerate()
         .map(|(i, bill)| {
-            validate(&bill).map_err(|e| if many { format!("bills[{i}]: {e}") } else { e })?;
+            validate(&bill)
+                .map_err(|e| invalid(if many { format!("bills[{i}]: {e}") } else { e }))?;
             let store = text(&bill, &["store"]).unwrap_or_default();
             let bill_no = text(&bill, &["bill_no"]).unwrap_or_default();
             let key = format!("{integration_id}:{store}:{bill_no}");
@@ -78,7 +165,7 @@ pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>,
 }
 
 /// Checks a bill has everything the mapping needs, so nothing accepted fails later.
-pub fn validate(bill: &Value) -> Result<(), String> {
+fn validate(bill: &Value) -> Result<(), String> {
     if !bill.is_object() {
         return Err("a bill must be a JSON object".into());
     }
@@ -88,19 +175,19 @@ pub fn validate(bill: &Value) -> Result<(), String> {
         id: Uuid::nil(),
         source: Source::Pos,
         kind: "bill",
-        received_at: chrono::Utc::now(),
+        received_at: Utc::now(),
         occurred_at: None,
         integration_id: None,
         headers: &serde_json::Map::new(),
         body: bill,
     };
-    normalize(&raw, "IN").map(|_| ()).map_err(|e| match e {
-        MapError::Malformed(m) | MapError::Unsupported(m) => m,
-    })
+    normalize(&raw, "IN")
+        .map(|_| ())
+        .map_err(MapError::into_reason)
 }
 
 /// Maps a POS bill.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let bill = raw.body;
     let store = required(text(bill, &["store"]), "store")?;
     let bill_no = required(text(bill, &["bill_no"]), "bill_no")?;
@@ -181,36 +268,22 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
             ],
         );
     }
-    let products = products_of(&items, &currency);
-    ev.order = Some(Order {
-        order_id: order_id.clone(),
-        total,
-        currency: currency.clone(),
-        status: OrderStatus::Paid,
-        store: Some(store.clone()),
-        items: items.clone(),
-    });
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: Some(OrderWrite {
-            external_order_id: order_id,
-            state: Some(OrderState {
-                status: OrderStatus::Paid,
-                channel: Channel::Pos,
-                store: Some(store),
-                placed_at: billed_at,
-                currency,
-                total,
-                items,
-                version: billed_at,
-            }),
-            refunds: Vec::new(),
-            deleted: false,
-        }),
-        products,
-    })
+    Ok(with_order(
+        ev,
+        ids,
+        order_id,
+        OrderState {
+            status: OrderStatus::Paid,
+            channel: Channel::Pos,
+            store: Some(store),
+            placed_at: billed_at,
+            currency,
+            total,
+            items,
+            version: billed_at,
+        },
+        Vec::new(),
+    ))
 }
 
 #[cfg(test)]
@@ -225,7 +298,10 @@ mod tests {
         let bad = json!({"store": "S1", "bill_no": "2", "billed_at": "nope",
             "currency": "INR", "lines": [], "totals": {"total": "10"}});
         let err = raw_events(Uuid::nil(), json!({"bills": [good.clone(), bad]})).unwrap_err();
-        assert_eq!(err, "bills[1]: missing or invalid `billed_at`");
+        assert_eq!(
+            err,
+            Refusal::invalid("invalid_bill", "bills[1]: missing or invalid `billed_at`")
+        );
         let events = raw_events(Uuid::nil(), json!([good])).unwrap();
         assert_eq!(events[0].source_event_id, format!("{}:S1:1", Uuid::nil()));
     }

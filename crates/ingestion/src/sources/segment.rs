@@ -20,18 +20,96 @@
 //! `customer_id` `segment:<userId>`, `anonymousId` → `cookie_id`, `context.device.id` →
 //! `device_id`, and e-mail, phone and loyalty id from traits.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
+use domain::{
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderState, OrderStatus, OrderWrite,
+    Product, Refund, Source,
+};
+use http::HeaderMap;
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::normalize::{
-    Identifiers, MapError, Normalized, OrderState, OrderWrite, Product, RawRecord, Refund, decimal,
-    event_of, products_of, quantity, s, text, time,
+use super::edge::header;
+use super::mapping::{Identifiers, decimal, event_of, quantity, s, text, time, with_order};
+use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
+use crate::raw_event::{NewRawEvent, RawRecord};
+
+/// The Segment-compatible tracking API connector.
+pub struct Segment;
+
+/// Ingest's route of the tracking API (`{call}` is a path of [`PATHS`]).
+pub const TRACKING_ROUTE: &str = "/v1/{call}";
+
+const DESCRIPTION: Description = Description {
+    source: Source::Segment,
+    label: "Segment-compatible source",
+    credential: Credential::WriteKey,
+    authentication: "HTTP Basic with the secret as write key (user name, empty password), or `writeKey` in the body (analytics.js)",
+    own_secret_hint: None,
 };
-use crate::raw::NewRawEvent;
+
+impl Connector for Segment {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    /// SDKs take the base of the tracking API and add the call's path.
+    fn webhook_url(&self, public_base_url: &str, _integration: Uuid) -> Option<String> {
+        Some(format!("{}/v1", public_base_url.trim_end_matches('/')))
+    }
+
+    fn endpoints(&self) -> Vec<EndpointDoc> {
+        let long: Vec<&str> = PATHS
+            .iter()
+            .filter(|p| p.0.len() > 1)
+            .map(|p| p.0)
+            .collect();
+        let short: Vec<&str> = PATHS
+            .iter()
+            .filter(|p| p.0.len() == 1)
+            .map(|p| p.0)
+            .collect();
+        vec![EndpointDoc {
+            endpoint: format!(
+                "POST /v1/{{{}}}` and `/v1/{{{}}}",
+                long.join(","),
+                short.join(",")
+            ),
+            authentication: self.authentication(),
+            dedupe_key: "`messageId` (SHA-256 of the message if absent)",
+        }]
+    }
+
+    fn setup_steps(&self, webhook_url: &str) -> Vec<String> {
+        vec![
+            "Use any Segment or RudderStack SDK; this integration's secret is the write key.".into(),
+            format!("Point the SDK's API host at {webhook_url} (analytics.js: integrations[\"Segment.io\"].apiHost)."),
+            "track, identify, page, screen, group, alias and batch calls are accepted; messageId deduplicates retries.".into(),
+        ]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        customer: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        (
+            "identify",
+            json!({"type": "identify", "messageId": key, "userId": customer,
+                   "timestamp": now, "traits": {"name": "ConstIntel Test"},
+                   "context": {"constintel_test": true}, "constintel_test": true}),
+        )
+    }
+}
 
 /// Largest message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -52,20 +130,30 @@ pub enum Endpoint {
     Import,
 }
 
+/// The paths after `/v1/` and their endpoints: Segment's names and analytics.js's
+/// one-letter forms.
+pub const PATHS: [(&str, Endpoint); 15] = [
+    ("track", Endpoint::Single("track")),
+    ("identify", Endpoint::Single("identify")),
+    ("page", Endpoint::Single("page")),
+    ("screen", Endpoint::Single("screen")),
+    ("group", Endpoint::Single("group")),
+    ("alias", Endpoint::Single("alias")),
+    ("batch", Endpoint::Batch),
+    ("import", Endpoint::Import),
+    ("t", Endpoint::Single("track")),
+    ("i", Endpoint::Single("identify")),
+    ("p", Endpoint::Single("page")),
+    ("s", Endpoint::Single("screen")),
+    ("g", Endpoint::Single("group")),
+    ("a", Endpoint::Single("alias")),
+    ("b", Endpoint::Batch),
+];
+
 impl Endpoint {
     /// The endpoint of a path segment after `/v1/` (`track`, `t`, `batch`, ...).
     pub fn from_path(segment: &str) -> Option<Self> {
-        Some(match segment {
-            "track" | "t" => Endpoint::Single("track"),
-            "identify" | "i" => Endpoint::Single("identify"),
-            "page" | "p" => Endpoint::Single("page"),
-            "screen" | "s" => Endpoint::Single("screen"),
-            "group" | "g" => Endpoint::Single("group"),
-            "alias" | "a" => Endpoint::Single("alias"),
-            "batch" | "b" => Endpoint::Batch,
-            "import" => Endpoint::Import,
-            _ => return None,
-        })
+        PATHS.iter().find(|(p, _)| *p == segment).map(|(_, e)| *e)
     }
 
     /// The largest body this endpoint accepts.
@@ -86,15 +174,29 @@ impl Endpoint {
     }
 }
 
-/// A request the tracking API refuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// Over a size limit (413).
-    #[error("{0}")]
-    TooLarge(String),
-    /// Not a valid request (400).
-    #[error("{0}")]
-    Invalid(String),
+/// The write key of an `Authorization: Basic` header (its user name), if there is one;
+/// a malformed header is refused.
+pub fn header_write_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let Some(value) = header(headers, "authorization") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Refusal::unauthorized(
+            "bad_authorization",
+            "Authorization must be Basic <base64(writeKey:)>",
+        )
+    };
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad());
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    if user.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(user.to_owned()))
 }
 
 /// The write key a body carries (analytics.js puts it there instead of the header).
@@ -113,18 +215,16 @@ pub fn raw_events(
     mut body: Value,
     body_len: usize,
     received_at: DateTime<Utc>,
-) -> Result<Vec<NewRawEvent>, Rejection> {
+) -> Result<Vec<NewRawEvent>, Refusal> {
     let Value::Object(obj) = &mut body else {
-        return Err(Rejection::Invalid("the body must be a JSON object".into()));
+        return Err(invalid("the body must be a JSON object"));
     };
     obj.remove("writeKey");
     let (messages, batch_sent_at, batch_context) = match endpoint {
         Endpoint::Single(call) => {
             match obj.get("type").and_then(Value::as_str) {
                 Some(t) if t != call => {
-                    return Err(Rejection::Invalid(format!(
-                        "a `{t}` message sent to /v1/{call}"
-                    )));
+                    return Err(invalid(format!("a `{t}` message sent to /v1/{call}")));
                 }
                 _ => {
                     obj.insert("type".into(), s(call));
@@ -136,13 +236,11 @@ pub fn raw_events(
             let batch = match obj.remove("batch") {
                 Some(Value::Array(batch)) => batch,
                 _ => {
-                    return Err(Rejection::Invalid(
-                        "`batch` must be an array of messages".into(),
-                    ));
+                    return Err(invalid("`batch` must be an array of messages"));
                 }
             };
             if batch.is_empty() {
-                return Err(Rejection::Invalid("`batch` is empty".into()));
+                return Err(invalid("`batch` is empty"));
             }
             (batch, obj.remove("sentAt"), obj.remove("context"))
         }
@@ -154,13 +252,6 @@ pub fn raw_events(
         .into_iter()
         .enumerate()
         .map(|(i, msg)| {
-            let at = |e: String| {
-                if matches!(endpoint, Endpoint::Single(_)) {
-                    e
-                } else {
-                    format!("batch[{i}]: {e}")
-                }
-            };
             message_event(
                 integration_id,
                 msg,
@@ -170,9 +261,12 @@ pub fn raw_events(
                 channel_hint,
                 received_at,
             )
-            .map_err(|r| match r {
-                Rejection::TooLarge(e) => Rejection::TooLarge(at(e)),
-                Rejection::Invalid(e) => Rejection::Invalid(at(e)),
+            .map_err(|r| {
+                if matches!(endpoint, Endpoint::Single(_)) {
+                    r
+                } else {
+                    r.at(&format!("batch[{i}]"))
+                }
             })
         })
         .collect()
@@ -186,28 +280,28 @@ fn message_event(
     check_size: bool,
     channel_hint: Option<&str>,
     received_at: DateTime<Utc>,
-) -> Result<NewRawEvent, Rejection> {
+) -> Result<NewRawEvent, Refusal> {
     if check_size {
         let len = serde_json::to_vec(&msg)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if len > MAX_MESSAGE_BYTES {
-            return Err(Rejection::TooLarge(format!(
+            return Err(Refusal::TooLarge(format!(
                 "message of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
             )));
         }
     }
     let Value::Object(obj) = &mut msg else {
-        return Err(Rejection::Invalid("a message must be a JSON object".into()));
+        return Err(invalid("a message must be a JSON object"));
     };
     obj.remove("writeKey");
     let call = obj
         .get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| Rejection::Invalid("message without `type`".into()))?
+        .ok_or_else(|| invalid("message without `type`"))?
         .to_owned();
     if !CALLS.contains(&call.as_str()) {
-        return Err(Rejection::Invalid(format!("unknown message type `{call}`")));
+        return Err(invalid(format!("unknown message type `{call}`")));
     }
     let has_id =
         obj.get("userId").is_some_and(non_blank) || obj.get("anonymousId").is_some_and(non_blank);
@@ -216,21 +310,17 @@ fn message_event(
             if !obj.get("userId").is_some_and(non_blank)
                 || !obj.get("previousId").is_some_and(non_blank) =>
         {
-            return Err(Rejection::Invalid(
-                "alias needs `userId` and `previousId`".into(),
-            ));
+            return Err(invalid("alias needs `userId` and `previousId`"));
         }
         "alias" => {}
         _ if !has_id => {
-            return Err(Rejection::Invalid(format!(
-                "{call} needs `userId` or `anonymousId`"
-            )));
+            return Err(invalid(format!("{call} needs `userId` or `anonymousId`")));
         }
         "track" if !obj.get("event").is_some_and(non_blank) => {
-            return Err(Rejection::Invalid("track needs `event`".into()));
+            return Err(invalid("track needs `event`"));
         }
         "group" if !obj.get("groupId").is_some_and(non_blank) => {
-            return Err(Rejection::Invalid("group needs `groupId`".into()));
+            return Err(invalid("group needs `groupId`"));
         }
         _ => {}
     }
@@ -238,14 +328,14 @@ fn message_event(
         if let Some(v) = obj.get(key).filter(|v| !v.is_null())
             && time(v, &[]).is_none()
         {
-            return Err(Rejection::Invalid(format!("`{key}` is not a timestamp")));
+            return Err(invalid(format!("`{key}` is not a timestamp")));
         }
     }
     if !obj.contains_key("sentAt")
         && let Some(sent) = batch_sent_at.filter(|v| !v.is_null())
     {
         if time(sent, &[]).is_none() {
-            return Err(Rejection::Invalid("`sentAt` is not a timestamp".into()));
+            return Err(invalid("`sentAt` is not a timestamp"));
         }
         obj.insert("sentAt".into(), sent.clone());
     }
@@ -276,6 +366,11 @@ fn message_event(
     Ok(ev)
 }
 
+/// A 400 `invalid_message`.
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal::invalid("invalid_message", message)
+}
+
 fn non_blank(v: &Value) -> bool {
     match v {
         Value::String(s) => !s.trim().is_empty(),
@@ -296,7 +391,7 @@ pub fn corrected_timestamp(msg: &Value, received_at: DateTime<Utc>) -> Option<Da
 }
 
 /// Maps a Segment raw event.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let msg = raw.body;
     let at = raw
         .occurred_at
@@ -417,53 +512,67 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
                 products.push(product);
             }
         }
-        EventType::OrderPlaced
-        | EventType::OrderCancelled
-        | EventType::RefundIssued
-        | EventType::CheckoutStarted => {
+        EventType::CheckoutStarted => {
             let items = order_items(props_in)?;
-            let currency = text(props_in, &["currency"]);
-            products = products_of(&items, currency.as_deref().unwrap_or_default());
-            if currency.is_none() {
-                products.iter_mut().for_each(|p| p.currency = None);
-            }
-            if event_type != EventType::CheckoutStarted {
-                if let (Some(order_id), Some(currency)) = (text(props_in, &["order_id"]), currency)
-                {
-                    let total = order_total(props_in, &items);
-                    let refund_key =
-                        text(msg, &["messageId"]).unwrap_or_else(|| raw.id.to_string());
-                    let (status, write) = order_write(
-                        event_type,
-                        &order_id,
-                        props_in,
-                        &items,
-                        total,
-                        &currency,
-                        channel,
-                        ev.occurred_at,
-                        &refund_key,
-                    );
-                    ev.order = Some(Order {
-                        order_id,
-                        total: if event_type == EventType::RefundIssued {
-                            write.refunds.first().map_or(total, |r| r.amount)
+            products = Product::of_items(&items, text(props_in, &["currency"]).as_deref());
+        }
+        EventType::OrderPlaced | EventType::OrderCancelled | EventType::RefundIssued => {
+            let items = order_items(props_in)?;
+            let (Some(order_id), Some(currency)) =
+                (text(props_in, &["order_id"]), text(props_in, &["currency"]))
+            else {
+                return Err(MapError::Malformed(format!(
+                    "`{}` needs properties.order_id and properties.currency",
+                    ev.name.clone().unwrap_or_default()
+                )));
+            };
+            let total = order_total(props_in, &items);
+            let store = text(props_in, &["store"]);
+            if event_type != EventType::RefundIssued {
+                let placed_at = ev.occurred_at;
+                return Ok(with_order(
+                    ev,
+                    ids,
+                    order_id,
+                    OrderState {
+                        status: if event_type == EventType::OrderCancelled {
+                            OrderStatus::Cancelled
                         } else {
-                            total
+                            OrderStatus::Paid
                         },
+                        channel,
+                        store,
+                        placed_at,
                         currency,
-                        status,
-                        store: text(props_in, &["store"]),
+                        total,
                         items,
-                    });
-                    order = Some(write);
-                } else {
-                    return Err(MapError::Malformed(format!(
-                        "`{}` needs properties.order_id and properties.currency",
-                        ev.name.clone().unwrap_or_default()
-                    )));
-                }
+                        version: placed_at,
+                    },
+                    Vec::new(),
+                ));
             }
+            // A refund's own id when the sender gives one; otherwise the message is the
+            // refund, so a redelivery of the same message counts once.
+            let refund_id = text(props_in, &["refund_id"]).unwrap_or_else(|| {
+                let key = text(msg, &["messageId"]).unwrap_or_else(|| raw.id.to_string());
+                format!("segment:{key}")
+            });
+            let amount = total.abs();
+            products = Product::of_items(&items, Some(&currency));
+            ev.order = Some(Order {
+                order_id: order_id.clone(),
+                total: amount,
+                currency,
+                status: OrderStatus::PartiallyRefunded,
+                store,
+                items,
+            });
+            order = Some(OrderWrite {
+                external_order_id: order_id,
+                state: None,
+                refunds: vec![Refund { refund_id, amount }],
+                deleted: false,
+            });
         }
         _ => {}
     }
@@ -566,65 +675,6 @@ fn order_total(props: &Value, items: &[OrderItem]) -> Decimal {
         .unwrap_or_else(|| items.iter().map(|i| i.price * Decimal::from(i.qty)).sum())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn order_write(
-    event_type: EventType,
-    order_id: &str,
-    props: &Value,
-    items: &[OrderItem],
-    total: Decimal,
-    currency: &str,
-    channel: Channel,
-    occurred_at: DateTime<Utc>,
-    message_key: &str,
-) -> (OrderStatus, OrderWrite) {
-    match event_type {
-        EventType::RefundIssued => {
-            // A refund's own id when the sender gives one; otherwise the message is the
-            // refund, so a redelivery of the same message counts once.
-            let refund_id =
-                text(props, &["refund_id"]).unwrap_or_else(|| format!("segment:{message_key}"));
-            (
-                OrderStatus::PartiallyRefunded,
-                OrderWrite {
-                    external_order_id: order_id.to_owned(),
-                    state: None,
-                    refunds: vec![Refund {
-                        refund_id,
-                        amount: total.abs(),
-                    }],
-                    deleted: false,
-                },
-            )
-        }
-        _ => {
-            let status = if event_type == EventType::OrderCancelled {
-                OrderStatus::Cancelled
-            } else {
-                OrderStatus::Paid
-            };
-            (
-                status,
-                OrderWrite {
-                    external_order_id: order_id.to_owned(),
-                    state: Some(OrderState {
-                        status,
-                        channel,
-                        store: text(props, &["store"]),
-                        placed_at: occurred_at,
-                        currency: currency.to_owned(),
-                        total,
-                        items: items.to_vec(),
-                        version: occurred_at,
-                    }),
-                    refunds: Vec::new(),
-                    deleted: false,
-                },
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,7 +712,7 @@ mod tests {
         let err = raw_events(id, Endpoint::Batch, body, 100, now).unwrap_err();
         assert_eq!(
             err,
-            Rejection::Invalid("batch[1]: track needs `event`".into())
+            Refusal::invalid("invalid_message", "batch[1]: track needs `event`")
         );
 
         let body = json!({"writeKey": "k", "sentAt": "2026-05-01T10:00:00Z", "context": {"ip": "1.2.3.4"},
@@ -694,7 +744,7 @@ mod tests {
             Utc::now(),
         )
         .unwrap_err();
-        assert!(matches!(err, Rejection::TooLarge(_)), "{err:?}");
+        assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
     }
 
     #[test]

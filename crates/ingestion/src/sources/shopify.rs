@@ -15,16 +15,29 @@
 //! address (the shipping address may be someone else's, so it is not used).
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
+use domain::{
+    Channel, EventType, IdentifierKind, Order, OrderItem, OrderState, OrderStatus, OrderWrite,
+    Source,
+};
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::normalize::{
-    Identifiers, MapError, Normalized, OrderState, OrderWrite, RawRecord, Refund, copy_fields,
-    decimal, event_of, products_of, quantity, required, s, text, time,
+use super::edge::{check_signature, json_body, kept_headers};
+use super::mapping::{
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
+    without_order,
 };
-use crate::raw::NewRawEvent;
+use super::{
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookRequest, WebhookRoute,
+};
+use crate::raw_event::{NewRawEvent, RawRecord};
+use crate::signing;
+use domain::{Product, Refund};
+
+/// The Shopify connector.
+pub struct Shopify;
 
 /// The webhook topics ingest accepts.
 pub const TOPICS: [&str; 11] = [
@@ -50,9 +63,101 @@ pub const KEPT_HEADERS: [&str; 5] = [
     "x-shopify-triggered-at",
 ];
 
+const SIGNATURE: &str = "X-Shopify-Hmac-Sha256";
+
+const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
+    suffix: "",
+    kind: "",
+    purpose: "webhooks",
+    dedupe_key: "`X-Shopify-Webhook-Id` (the same on every retry)",
+}];
+
+const DESCRIPTION: Description = Description {
+    source: Source::Shopify,
+    label: "Shopify",
+    credential: Credential::SigningSecret,
+    authentication: "X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body with the secret",
+    own_secret_hint: Some(
+        "Paste the signing secret Shopify shows under Settings → Notifications → Webhooks (or your app's client secret).",
+    ),
+};
+
+impl Connector for Shopify {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    fn webhook(&self) -> Option<&dyn SignedWebhook> {
+        Some(self)
+    }
+
+    fn setup_steps(&self, webhook_url: &str) -> Vec<String> {
+        vec![
+            "In Shopify admin open Settings → Notifications → Webhooks and choose Create webhook.".into(),
+            format!("Pick the event (Customer creation, Order creation, Order update, Refund creation), format JSON, URL {webhook_url}."),
+            "Repeat for each event. Shopify signs every delivery with its signing secret, which must be the secret of this integration.".into(),
+            "Send a test notification: it appears in the delivery log below within seconds.".into(),
+        ]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        (
+            "customers/create",
+            json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",
+                   "tags": "constintel_test", "created_at": now, "constintel_test": true}),
+        )
+    }
+}
+
+impl SignedWebhook for Shopify {
+    fn routes(&self) -> &'static [WebhookRoute] {
+        &ROUTES
+    }
+
+    fn signature_header(&self) -> &'static str {
+        SIGNATURE
+    }
+
+    fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
+        check_signature(request, SIGNATURE, |sig| {
+            signing::verify_shopify(secret, request.body, sig)
+        })
+    }
+
+    fn raw_event(
+        &self,
+        integration: Uuid,
+        _route: &WebhookRoute,
+        request: &WebhookRequest<'_>,
+    ) -> Result<NewRawEvent, Refusal> {
+        let topic = request
+            .header("x-shopify-topic")
+            .ok_or_else(|| Refusal::invalid("missing_topic", "missing X-Shopify-Topic"))?;
+        let webhook_id = request.header("x-shopify-webhook-id").unwrap_or_default();
+        let body = json_body(request.body)?;
+        raw_event(
+            integration,
+            topic,
+            webhook_id,
+            kept_headers(request.headers, &KEPT_HEADERS),
+            body,
+        )
+        .map_err(|e| Refusal::invalid("invalid_webhook", e))
+    }
+}
+
 /// Builds the raw event of a verified delivery. `headers` are the kept headers
 /// (lower-case names); `body` is the parsed JSON body.
-pub fn raw_event(
+fn raw_event(
     integration_id: Uuid,
     topic: &str,
     webhook_id: &str,
@@ -96,7 +201,7 @@ fn occurred_at(topic: &str, body: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// Maps a Shopify raw event.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let body = raw.body;
     let at = occurred_at(raw.kind, body);
     match raw.kind {
@@ -116,13 +221,7 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
             person(&mut ids, &mut ev.traits, body, body.get("default_address"));
             ev.properties.insert("topic".into(), s(raw.kind));
             shop_domain(raw, &mut ev.properties);
-            let dropped = ids.finish(&mut ev);
-            Ok(Normalized {
-                event: Some(ev),
-                dropped,
-                order: None,
-                products: Vec::new(),
-            })
+            Ok(without_order(ev, ids, Vec::new()))
         }
         "checkouts/create" | "checkouts/update" | "carts/create" | "carts/update" => {
             let checkout = raw.kind.starts_with("checkouts/");
@@ -168,22 +267,8 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
                 serde_json::to_value(&items).unwrap_or_default(),
             );
             shop_domain(raw, p);
-            let products = products_of(&items, currency.as_deref().unwrap_or_default())
-                .into_iter()
-                .map(|mut p| {
-                    if currency.is_none() {
-                        p.currency = None;
-                    }
-                    p
-                })
-                .collect();
-            let dropped = ids.finish(&mut ev);
-            Ok(Normalized {
-                event: Some(ev),
-                dropped,
-                order: None,
-                products,
-            })
+            let products = Product::of_items(&items, currency.as_deref());
+            Ok(without_order(ev, ids, products))
         }
         other => Err(MapError::Unsupported(format!("shopify topic `{other}`"))),
     }
@@ -438,36 +523,22 @@ fn order_event(
         .filter(|r| !r.amount.is_zero())
         .collect();
 
-    let products = products_of(&items, &currency);
-    ev.order = Some(Order {
-        order_id: order_id.clone(),
-        total,
-        currency: currency.clone(),
-        status,
-        store: None,
-        items: items.clone(),
-    });
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: Some(OrderWrite {
-            external_order_id: order_id,
-            state: Some(OrderState {
-                status,
-                channel,
-                store: None,
-                placed_at,
-                currency,
-                total,
-                items,
-                version,
-            }),
-            refunds,
-            deleted: false,
-        }),
-        products,
-    })
+    Ok(with_order(
+        ev,
+        ids,
+        order_id,
+        OrderState {
+            status,
+            channel,
+            store: None,
+            placed_at,
+            currency,
+            total,
+            items,
+            version,
+        },
+        refunds,
+    ))
 }
 
 fn refund_event(raw: &RawRecord<'_>, at: Option<DateTime<Utc>>) -> Result<Normalized, MapError> {

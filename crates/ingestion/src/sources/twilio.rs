@@ -11,14 +11,24 @@
 //! and shared locations become properties. Status → `message_status` for the recipient's
 //! phone (`To`), with the status and any error code.
 
+use chrono::{DateTime, Utc};
 use domain::{Channel, EventType, IdentifierKind, Source};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::normalize::{
-    Identifiers, MapError, Normalized, RawRecord, copy_fields, event_of, integer, required, s, text,
+use super::edge::{bad_signature, signature};
+use super::mapping::{
+    Identifiers, copy_fields, event_of, integer, required, s, text, without_order,
 };
-use crate::raw::NewRawEvent;
+use super::{
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookAnswer, WebhookRequest, WebhookRoute,
+};
+use crate::raw_event::{NewRawEvent, RawRecord};
+use crate::signing;
+
+/// The Twilio WhatsApp connector.
+pub struct Twilio;
 
 /// Kind of an inbound message.
 pub const KIND_MESSAGE: &str = "message";
@@ -41,8 +51,117 @@ pub const STATUSES: [&str; 9] = [
 /// The empty TwiML document answered to inbound messages (no automatic reply).
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
 
+const SIGNATURE: &str = "X-Twilio-Signature";
+
+const ROUTES: [WebhookRoute; 2] = [
+    WebhookRoute {
+        suffix: "",
+        kind: KIND_MESSAGE,
+        purpose: "inbound messages",
+        dedupe_key: "`MessageSid`",
+    },
+    WebhookRoute {
+        suffix: "/status",
+        kind: KIND_STATUS,
+        purpose: "status callbacks",
+        dedupe_key: "`MessageSid:MessageStatus` (one message reports each status once)",
+    },
+];
+
+const DESCRIPTION: Description = Description {
+    source: Source::Twilio,
+    label: "Twilio WhatsApp",
+    credential: Credential::AuthToken,
+    authentication: "X-Twilio-Signature: base64 HMAC-SHA1 of the public URL and the sorted parameters, with the secret as auth token (Twilio's scheme)",
+    own_secret_hint: Some("Paste your Twilio account's auth token: Twilio signs requests with it."),
+};
+
+impl Connector for Twilio {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    fn webhook(&self) -> Option<&dyn SignedWebhook> {
+        Some(self)
+    }
+
+    fn setup_steps(&self, webhook_url: &str) -> Vec<String> {
+        vec![
+            "In the Twilio console open Messaging → Senders → WhatsApp senders and pick your number.".into(),
+            format!("Set “A message comes in” to {webhook_url} (HTTP POST)."),
+            format!("Set the status callback URL to {webhook_url}{}.", ROUTES[1].suffix),
+            "The secret is your account's auth token; when you rotate it in Twilio, update it here too.".into(),
+        ]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        _customer: &str,
+        _key: &str,
+        _now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        // A status callback identifies the recipient by phone only, and a test must not
+        // invent one: the event maps, and lands on no profile.
+        (
+            KIND_STATUS,
+            json!({"MessageSid": format!("SMtest{}", Uuid::now_v7().simple()),
+                   "MessageStatus": "delivered", "constintel_test": "true"}),
+        )
+    }
+}
+
+impl SignedWebhook for Twilio {
+    fn routes(&self) -> &'static [WebhookRoute] {
+        &ROUTES
+    }
+
+    fn signature_header(&self) -> &'static str {
+        SIGNATURE
+    }
+
+    /// Twilio signs the URL it called, which is the public one: behind a proxy the host
+    /// and scheme ingest sees differ, so the request's public URL is used.
+    fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
+        let sig = signature(request, SIGNATURE)?;
+        let params = form(request.body)?;
+        if signing::verify_twilio(secret, &request.public_url(), &params, sig) {
+            Ok(())
+        } else {
+            Err(bad_signature(SIGNATURE))
+        }
+    }
+
+    fn raw_event(
+        &self,
+        integration: Uuid,
+        route: &WebhookRoute,
+        request: &WebhookRequest<'_>,
+    ) -> Result<NewRawEvent, Refusal> {
+        raw_event(integration, route.kind, &form(request.body)?)
+            .map_err(|e| Refusal::invalid("invalid_callback", e))
+    }
+
+    fn answer(&self) -> WebhookAnswer {
+        WebhookAnswer::Xml(EMPTY_TWIML)
+    }
+}
+
+/// The POST parameters of a form-encoded body.
+fn form(body: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
+    serde_urlencoded::from_bytes(body).map_err(|e| {
+        Refusal::invalid(
+            "malformed_form",
+            format!("the body is not form-encoded: {e}"),
+        )
+    })
+}
+
 /// Builds the raw event of a verified request. `params` are the POST parameters.
-pub fn raw_event(
+fn raw_event(
     integration_id: Uuid,
     kind: &str,
     params: &[(String, String)],
@@ -87,10 +206,10 @@ pub fn raw_event(
 }
 
 /// Maps a Twilio raw event.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let body = raw.body;
     let mut ids = Identifiers::new(region);
-    let mut ev = match raw.kind {
+    let ev = match raw.kind {
         KIND_MESSAGE => {
             let from = required(text(body, &["From"]), "From")?;
             let mut ev = event_of(
@@ -176,11 +295,5 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
         }
         other => return Err(MapError::Unsupported(format!("twilio kind `{other}`"))),
     };
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: None,
-        products: Vec::new(),
-    })
+    Ok(without_order(ev, ids, Vec::new()))
 }

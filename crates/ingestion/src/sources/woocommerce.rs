@@ -13,16 +13,29 @@
 //! `date_modified_gmt` as the order's version and its `refunds` as refunds; customers to
 //! `identify`; products only update the product catalogue.
 
-use domain::{Channel, EventType, IdentifierKind, Order, OrderItem, OrderStatus, Source};
-use serde_json::{Map, Value};
+use chrono::{DateTime, Utc};
+use domain::{
+    Channel, EventType, IdentifierKind, OrderItem, OrderState, OrderStatus, OrderWrite, Product,
+    Refund, Source,
+};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::normalize::{
-    Identifiers, MapError, Normalized, OrderState, OrderWrite, Product, RawRecord, Refund,
-    copy_fields, decimal, event_of, products_of, quantity, required, s, text, time,
+use super::edge::{check_signature, json_body, kept_headers};
+use super::mapping::{
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
+    without_order,
 };
-use crate::raw::NewRawEvent;
+use super::{
+    Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
+    WebhookRequest, WebhookRoute,
+};
+use crate::raw_event::{NewRawEvent, RawRecord};
+use crate::signing;
+
+/// The WooCommerce connector.
+pub struct WooCommerce;
 
 /// The webhook topics ingest accepts.
 pub const TOPICS: [&str; 7] = [
@@ -44,9 +57,103 @@ pub const KEPT_HEADERS: [&str; 5] = [
     "x-wc-webhook-resource",
 ];
 
+const SIGNATURE: &str = "X-WC-Webhook-Signature";
+
+const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
+    suffix: "",
+    kind: "",
+    purpose: "webhooks",
+    dedupe_key: "`topic:resource id:date_modified_gmt` (body hash if none): the delivery id changes on every retry",
+}];
+
+const DESCRIPTION: Description = Description {
+    source: Source::Woocommerce,
+    label: "WooCommerce",
+    credential: Credential::SigningSecret,
+    authentication: "X-WC-Webhook-Signature: base64 HMAC-SHA256 of the raw body with the secret",
+    own_secret_hint: None,
+};
+
+impl Connector for WooCommerce {
+    fn description(&self) -> &'static Description {
+        &DESCRIPTION
+    }
+
+    fn webhook(&self) -> Option<&dyn SignedWebhook> {
+        Some(self)
+    }
+
+    fn setup_steps(&self, webhook_url: &str) -> Vec<String> {
+        vec![
+            "In WordPress open WooCommerce → Settings → Advanced → Webhooks and choose Add webhook.".into(),
+            format!("Status Active, topic Order created (then again for Order updated and Customer created), delivery URL {webhook_url}."),
+            "Paste this integration's secret into Secret and save; WooCommerce pings the URL, which answers 200.".into(),
+        ]
+    }
+
+    fn normalize(&self, raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+        normalize(raw, region)
+    }
+
+    fn test_delivery(
+        &self,
+        customer: &str,
+        _key: &str,
+        now: DateTime<Utc>,
+    ) -> (&'static str, Value) {
+        (
+            "customer.created",
+            json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",
+                   "date_created_gmt": now, "constintel_test": true}),
+        )
+    }
+}
+
+impl SignedWebhook for WooCommerce {
+    fn routes(&self) -> &'static [WebhookRoute] {
+        &ROUTES
+    }
+
+    fn signature_header(&self) -> &'static str {
+        SIGNATURE
+    }
+
+    fn verify(&self, secret: &str, request: &WebhookRequest<'_>) -> Result<(), Refusal> {
+        check_signature(request, SIGNATURE, |sig| {
+            signing::verify_woocommerce(secret, request.body, sig)
+        })
+    }
+
+    /// The ping WooCommerce sends when a webhook is saved proves the URL works; it
+    /// carries no event.
+    fn is_ping(&self, request: &WebhookRequest<'_>) -> bool {
+        is_ping(request.body)
+    }
+
+    fn raw_event(
+        &self,
+        integration: Uuid,
+        _route: &WebhookRoute,
+        request: &WebhookRequest<'_>,
+    ) -> Result<NewRawEvent, Refusal> {
+        let topic = request
+            .header("x-wc-webhook-topic")
+            .ok_or_else(|| Refusal::invalid("missing_topic", "missing X-WC-Webhook-Topic"))?;
+        let body = json_body(request.body)?;
+        raw_event(
+            integration,
+            topic,
+            kept_headers(request.headers, &KEPT_HEADERS),
+            request.body,
+            body,
+        )
+        .map_err(|e| Refusal::invalid("invalid_webhook", e))
+    }
+}
+
 /// Whether `body` is the ping WooCommerce sends when a webhook is saved: a
 /// form-encoded body whose only field is `webhook_id`.
-pub fn is_ping(body: &[u8]) -> bool {
+fn is_ping(body: &[u8]) -> bool {
     let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
         return false;
     };
@@ -54,7 +161,7 @@ pub fn is_ping(body: &[u8]) -> bool {
 }
 
 /// Builds the raw event of a verified delivery.
-pub fn raw_event(
+fn raw_event(
     integration_id: Uuid,
     topic: &str,
     headers: Map<String, Value>,
@@ -86,7 +193,7 @@ pub fn raw_event(
 }
 
 /// Maps a WooCommerce raw event.
-pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
+fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     match raw.kind {
         "order.created" | "order.updated" => order_event(raw, region),
         "order.deleted" => {
@@ -140,13 +247,7 @@ pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapErr
             }
             ev.properties.insert("topic".into(), s(raw.kind));
             site(raw, &mut ev.properties);
-            let dropped = ids.finish(&mut ev);
-            Ok(Normalized {
-                event: Some(ev),
-                dropped,
-                order: None,
-                products: Vec::new(),
-            })
+            Ok(without_order(ev, ids, Vec::new()))
         }
         "product.created" | "product.updated" => {
             let body = raw.body;
@@ -306,36 +407,22 @@ fn order_event(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError
         ],
     );
     site(raw, p);
-    let products = products_of(&items, &currency);
-    ev.order = Some(Order {
-        order_id: order_id.clone(),
-        total,
-        currency: currency.clone(),
-        status,
-        store: None,
-        items: items.clone(),
-    });
-    let dropped = ids.finish(&mut ev);
-    Ok(Normalized {
-        event: Some(ev),
-        dropped,
-        order: Some(OrderWrite {
-            external_order_id: order_id,
-            state: Some(OrderState {
-                status,
-                channel: Channel::Web,
-                store: None,
-                placed_at,
-                currency,
-                total,
-                items,
-                version,
-            }),
-            refunds,
-            deleted: false,
-        }),
-        products,
-    })
+    Ok(with_order(
+        ev,
+        ids,
+        order_id,
+        OrderState {
+            status,
+            channel: Channel::Web,
+            store: None,
+            placed_at,
+            currency,
+            total,
+            items,
+            version,
+        },
+        refunds,
+    ))
 }
 
 #[cfg(test)]

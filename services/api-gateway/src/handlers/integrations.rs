@@ -1,5 +1,8 @@
-//! Integrations: the configured sources, their secrets and webhook URLs, their delivery
-//! logs, and the "send test event" action.
+//! Integrations: the kinds of source (from the source registry), the configured
+//! sources, their secrets and webhook URLs, their delivery logs, and the "send test
+//! event" action. Everything per kind (label, URL, authentication text, setup steps,
+//! test event) comes from `ingestion::sources`, so the dashboard shows what the
+//! registry says rather than a copy of it.
 //!
 //! Secrets are shown to admins only, and only through the endpoints that exist to show
 //! them (create, rotate, reveal); lists and details carry the last four characters.
@@ -8,13 +11,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use domain::Source;
 use domain::api::{
     ApiErrorBody, CreateIntegrationRequest, DeliveryLogEntry, IntegrationSecret, IntegrationView,
-    Page, PageQuery, TestEventAccepted, UpdateIntegrationRequest,
+    Page, PageQuery, SourceKindView, TestEventAccepted, UpdateIntegrationRequest,
 };
-use ingestion::raw::NewRawEvent;
-use serde_json::json;
+use ingestion::sources::{self, Connector};
 use service_kit::ApiError;
 use storage::integrations::Integration;
 use uuid::Uuid;
@@ -24,40 +25,20 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, decode_cursor, page_limit, pagi
 use crate::handlers::storage_error;
 use crate::state::AppState;
 
-/// The webhook URL a source must call, under ingest's public base URL (`None` for CSV,
-/// which uploads through `POST /imports`).
-pub fn webhook_url(base: &str, kind: Source, id: Uuid) -> Option<String> {
-    let base = base.trim_end_matches('/');
-    match kind {
-        Source::Shopify => Some(format!("{base}/webhooks/shopify/{id}")),
-        Source::Woocommerce => Some(format!("{base}/webhooks/woocommerce/{id}")),
-        Source::Twilio => Some(format!("{base}/webhooks/twilio/{id}")),
-        Source::Pos => Some(format!("{base}/pos/{id}/bills")),
-        Source::Segment => Some(format!("{base}/v1")),
-        Source::Csv => None,
-    }
+/// The registry's connector of a stored integration.
+fn connector_of(i: &Integration) -> Result<&'static dyn Connector, ApiError> {
+    sources::by_kind(&i.kind).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "integration {} has the unregistered kind `{}`",
+            i.id,
+            i.kind
+        ))
+    })
 }
 
-/// How a source's deliveries authenticate with the secret.
-fn authentication(kind: Source) -> &'static str {
-    match kind {
-        Source::Shopify => {
-            "X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the raw body with the secret"
-        }
-        Source::Woocommerce => {
-            "X-WC-Webhook-Signature: base64 HMAC-SHA256 of the raw body with the secret"
-        }
-        Source::Twilio => {
-            "X-Twilio-Signature: HMAC-SHA1 with the secret as auth token (Twilio's scheme)"
-        }
-        Source::Segment => "HTTP Basic with the secret as write key (user name, empty password)",
-        Source::Pos => "Authorization: Bearer <secret>",
-        Source::Csv => "Upload through POST /api/v1/imports with a session or API token",
-    }
-}
-
-fn view(app: &AppState, i: &Integration) -> IntegrationView {
-    let kind: Source = i.kind.parse().unwrap_or(Source::Csv);
+fn view(app: &AppState, i: &Integration) -> Result<IntegrationView, ApiError> {
+    let connector = connector_of(i)?;
+    let webhook_url = connector.webhook_url(&app.settings.ingest.public_base_url, i.id);
     let hint: String = i
         .secret
         .chars()
@@ -67,26 +48,56 @@ fn view(app: &AppState, i: &Integration) -> IntegrationView {
         .into_iter()
         .rev()
         .collect();
-    IntegrationView {
+    Ok(IntegrationView {
         id: i.id,
-        kind,
+        kind: connector.source(),
+        label: connector.label().to_owned(),
         name: i.name.clone(),
         enabled: i.enabled,
-        webhook_url: webhook_url(&app.settings.ingest.public_base_url, kind, i.id),
-        authentication: authentication(kind).to_owned(),
+        setup_steps: connector.setup_steps(webhook_url.as_deref().unwrap_or_default()),
+        webhook_url,
+        authentication: connector.authentication().to_owned(),
         secret_hint: format!("…{hint}"),
         settings: i.settings.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
         last_delivery_at: i.last_delivery_at,
-    }
+    })
 }
 
-fn with_secret(app: &AppState, i: Integration) -> IntegrationSecret {
-    IntegrationSecret {
-        integration: view(app, &i),
+fn with_secret(app: &AppState, i: Integration) -> Result<IntegrationSecret, ApiError> {
+    Ok(IntegrationSecret {
+        integration: view(app, &i)?,
         secret: i.secret,
-    }
+    })
+}
+
+/// The kinds of source an integration can be, from the source registry.
+#[utoipa::path(
+    get,
+    path = "/sources",
+    tag = "integrations",
+    summary = "Kinds of source",
+    description = "Every source ConstIntel takes events from, as its registry describes it: \
+                   label, whether it delivers to ingest, what its secret is and how \
+                   deliveries authenticate.",
+    responses(
+        (status = 200, description = "The kinds, in a stable order", body = Vec<SourceKindView>),
+    )
+)]
+pub async fn list_sources() -> Json<Vec<SourceKindView>> {
+    Json(
+        sources::all()
+            .map(|c| SourceKindView {
+                kind: c.source(),
+                label: c.label().to_owned(),
+                receives_deliveries: c.webhook_url("", Uuid::nil()).is_some(),
+                secret_name: c.credential().name().to_owned(),
+                authentication: c.authentication().to_owned(),
+                own_secret_hint: c.own_secret_hint().map(str::to_owned),
+            })
+            .collect(),
+    )
 }
 
 async fn find(app: &AppState, id: Uuid) -> Result<Integration, ApiError> {
@@ -127,7 +138,14 @@ pub async fn list_integrations(
     .fetch_all(&app.db)
     .await?;
     let page = paginate(rows, limit, "integrations", |i| (i.created_at, i.id));
-    Ok(Json(crate::extract::map_page(page, |i| view(&app, &i))))
+    Ok(Json(Page {
+        items: page
+            .items
+            .iter()
+            .map(|i| view(&app, i))
+            .collect::<Result<_, _>>()?,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Creates an integration and shows its secret.
@@ -156,7 +174,7 @@ pub async fn create_integration(
             "a given secret must have at least 8 characters",
         ));
     }
-    let created = storage::integrations::create(
+    let created = ingestion::integrations::create(
         &app.db,
         body.kind.as_str(),
         &body.name,
@@ -165,7 +183,7 @@ pub async fn create_integration(
     .await
     .map_err(storage_error)?;
     tracing::info!(integration = %created.id, kind = %created.kind, by = %caller.actor(), "integration created");
-    Ok((StatusCode::CREATED, Json(with_secret(&app, created))))
+    Ok((StatusCode::CREATED, Json(with_secret(&app, created)?)))
 }
 
 /// One integration.
@@ -185,7 +203,7 @@ pub async fn get_integration(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    Ok(Json(view(&app, &find(&app, id).await?)))
+    Ok(Json(view(&app, &find(&app, id).await?)?))
 }
 
 /// Enables or disables an integration.
@@ -212,7 +230,7 @@ pub async fn update_integration(
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no integration {id}")))?;
-    Ok(Json(view(&app, &updated)))
+    Ok(Json(view(&app, &updated)?))
 }
 
 /// Shows an integration's secret.
@@ -235,7 +253,7 @@ pub async fn reveal_secret(
 ) -> Result<Json<IntegrationSecret>, ApiError> {
     let found = find(&app, id).await?;
     tracing::info!(integration = %id, by = %caller.actor(), "integration secret revealed");
-    Ok(Json(with_secret(&app, found)))
+    Ok(Json(with_secret(&app, found)?))
 }
 
 /// Replaces an integration's secret with a new random one.
@@ -257,12 +275,12 @@ pub async fn rotate_secret(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<IntegrationSecret>, ApiError> {
-    let rotated = storage::integrations::rotate_secret(&app.db, id)
+    let rotated = ingestion::integrations::rotate_secret(&app.db, id)
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no integration {id}")))?;
     tracing::info!(integration = %id, by = %caller.actor(), "integration secret rotated");
-    Ok(Json(with_secret(&app, rotated)))
+    Ok(Json(with_secret(&app, rotated)?))
 }
 
 #[derive(sqlx::FromRow)]
@@ -323,59 +341,6 @@ pub async fn deliveries(
     })))
 }
 
-/// The synthetic event a test sends for an integration of `kind`: a delivery the
-/// source could really make, about a test customer whose only identifier is the
-/// source-namespaced customer id `constintel-test-<integration>` (so every test of one
-/// integration lands on one clearly named test profile), marked `constintel_test`.
-pub fn test_event(kind: Source, integration: Uuid) -> NewRawEvent {
-    let key = format!("test:{}", Uuid::now_v7());
-    let customer = format!("constintel-test-{integration}");
-    let now = Utc::now();
-    let (source_kind, body) = match kind {
-        Source::Shopify => (
-            "customers/create",
-            json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",
-                   "tags": "constintel_test", "created_at": now, "constintel_test": true}),
-        ),
-        Source::Woocommerce => (
-            "customer.created",
-            json!({"id": customer, "first_name": "ConstIntel", "last_name": "Test",
-                   "date_created_gmt": now, "constintel_test": true}),
-        ),
-        Source::Segment => (
-            "identify",
-            json!({"type": "identify", "messageId": key, "userId": customer,
-                   "timestamp": now, "traits": {"name": "ConstIntel Test"},
-                   "context": {"constintel_test": true}, "constintel_test": true}),
-        ),
-        Source::Twilio => (
-            ingestion::sources::twilio::KIND_STATUS,
-            json!({"MessageSid": format!("SMtest{}", Uuid::now_v7().simple()),
-                   "MessageStatus": "delivered", "constintel_test": "true"}),
-        ),
-        Source::Pos => (
-            "bill",
-            json!({"store": "CONSTINTEL-TEST", "bill_no": key, "billed_at": now,
-                   "currency": "INR", "customer": {"code": customer},
-                   "lines": [{"sku": "CONSTINTEL-TEST", "name": "ConstIntel test item",
-                              "qty": 1, "price": "0.00"}],
-                   "totals": {"total": "0.00"}, "constintel_test": true}),
-        ),
-        Source::Csv => (
-            ingestion::sources::csv_rows::KIND_CUSTOMERS,
-            json!({"record": {"customer_id": format!("csv:{customer}"),
-                              "first_name": "ConstIntel", "last_name": "Test"},
-                   "constintel_test": true}),
-        ),
-    };
-    let mut event = NewRawEvent::new(Some(integration), kind, key, source_kind, body);
-    event.occurred_at = Some(now);
-    event
-        .headers
-        .insert("x-constintel-test".into(), json!("true"));
-    event
-}
-
 /// Stores a synthetic, clearly marked event for an integration and publishes it.
 #[utoipa::path(
     post,
@@ -406,11 +371,7 @@ pub async fn send_test_event(
             "the integration is disabled; enable it to receive events",
         ));
     }
-    let kind: Source = integration
-        .kind
-        .parse()
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("stored integration kind: {e}")))?;
-    let event = test_event(kind, id);
+    let event = sources::test_event(connector_of(&integration)?.source(), id);
     let outcome = ingestion::raw::insert_batch(&app.db, std::slice::from_ref(&event))
         .await
         .map_err(ApiError::internal)?;
@@ -439,46 +400,4 @@ pub async fn send_test_event(
             source_event_id: event.source_event_id,
         }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every test event is one the normalizer accepts and maps to an event, so a test
-    /// exercises the real pipeline instead of dead-lettering.
-    #[test]
-    fn test_events_normalise_for_every_source() {
-        for kind in Source::ALL {
-            let ev = test_event(kind, Uuid::nil());
-            let record = ingestion::normalize::RawRecord {
-                id: ev.id,
-                source: ev.source,
-                kind: &ev.kind,
-                received_at: ev.received_at,
-                occurred_at: ev.occurred_at,
-                integration_id: ev.integration_id,
-                headers: &ev.headers,
-                body: &ev.body,
-            };
-            let out = ingestion::normalize::normalize(&record, "IN")
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-            assert!(out.event.is_some(), "{kind} maps to an event");
-            assert!(ev.source_event_id.starts_with("test:"));
-        }
-    }
-
-    #[test]
-    fn webhook_urls_follow_ingest_routes() {
-        let id = Uuid::nil();
-        assert_eq!(
-            webhook_url("https://in.example/", Source::Shopify, id).unwrap(),
-            format!("https://in.example/webhooks/shopify/{id}")
-        );
-        assert_eq!(
-            webhook_url("https://in.example", Source::Pos, id).unwrap(),
-            format!("https://in.example/pos/{id}/bills")
-        );
-        assert_eq!(webhook_url("https://in.example", Source::Csv, id), None);
-    }
 }

@@ -6,9 +6,11 @@
 
 use chrono::{DateTime, Duration, Utc};
 use domain::api::{CSRF_HEADER, CSRF_HEADER_VALUE, MergeRule, Role, SESSION_COOKIE};
+use domain::{Channel, Identifier, IdentifierKind, NormalizedEvent, Source};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use storage::normalized::{self, EventWrite};
 use test_support::TestEnv;
 use uuid::Uuid;
 
@@ -322,31 +324,38 @@ pub async fn seed_review(db: &PgPool, candidates: &[Uuid]) -> Uuid {
     id
 }
 
-/// A normalised event of `profile`.
+/// A normalised event of `profile`, written by the normalizer's writer and attributed
+/// as the merger would.
 pub async fn seed_event(
     db: &PgPool,
     profile: Uuid,
     event_type: &str,
     occurred_at: DateTime<Utc>,
 ) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, channel, type, \
-         identifiers, properties, profile_id) \
-         VALUES ($1, $2, $2, 'shopify', 'web', $3, '[{\"kind\": \"email\", \"value\": \"a@b.com\"}]', \
-                 '{\"sku\": \"TEE-1\"}', $4)",
-    )
-    .bind(id)
-    .bind(occurred_at)
-    .bind(event_type)
-    .bind(profile)
-    .execute(db)
-    .await
-    .unwrap();
+    let event = NormalizedEvent {
+        event_id: Uuid::now_v7(),
+        occurred_at,
+        received_at: occurred_at,
+        source: Source::Shopify,
+        integration_id: None,
+        channel: Channel::Web,
+        event_type: event_type.parse().unwrap(),
+        name: None,
+        identifiers: vec![Identifier::parse(IdentifierKind::Email, "a@b.com", "IN").unwrap()],
+        traits: serde_json::Map::new(),
+        properties: [("sku".to_owned(), json!("TEE-1"))].into_iter().collect(),
+        order: None,
+    };
+    let id = event.event_id;
+    let mut writes = [EventWrite::of_event(event)];
+    normalized::write_batch(db, &mut writes).await.unwrap();
+    normalized::attribute_as_resolved(db, &writes, &[profile])
+        .await
+        .unwrap();
     id
 }
 
-/// An order of `profile` with one line.
+/// An order of `profile` with one line (the order alone, without its event).
 pub async fn seed_order(
     db: &PgPool,
     profile: Uuid,
@@ -354,32 +363,17 @@ pub async fn seed_order(
     category: &str,
     placed_at: DateTime<Utc>,
 ) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO orders (id, source, external_order_id, profile_id, event_id, status, channel, \
-         placed_at, currency, total) \
-         VALUES ($1, 'shopify', $2, $3, $4, 'paid', 'web', $5, 'INR', $6::numeric)",
+    let external = format!("o-{}", Uuid::now_v7().simple());
+    test_support::seed::attributed_order(
+        db,
+        profile,
+        &external,
+        total.parse().unwrap(),
+        category,
+        placed_at,
     )
-    .bind(id)
-    .bind(format!("o-{}", id.simple()))
-    .bind(profile)
-    .bind(Uuid::now_v7())
-    .bind(placed_at)
-    .bind(total)
-    .execute(db)
     .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, line_no, sku, name, category, qty, price) \
-         VALUES ($1, 1, 'TEE-1', 'Tee', $2, 1, $3::numeric)",
-    )
-    .bind(id)
-    .bind(category)
-    .bind(total)
-    .execute(db)
-    .await
-    .unwrap();
-    id
+    .unwrap()
 }
 
 /// A model version of `task` in `status`.

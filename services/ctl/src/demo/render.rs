@@ -547,7 +547,7 @@ impl<'a> Renderer<'a> {
             person,
             at,
             payload: Payload::Single {
-                path: format!("/webhooks/shopify/{}", self.ep.shopify.id),
+                path: ingest_path(Source::Shopify, "", self.ep.shopify.id),
                 headers,
                 body,
             },
@@ -589,7 +589,7 @@ impl<'a> Renderer<'a> {
             person,
             at,
             payload: Payload::Single {
-                path: format!("/webhooks/woocommerce/{}", self.ep.woocommerce.id),
+                path: ingest_path(Source::Woocommerce, "", self.ep.woocommerce.id),
                 headers,
                 body,
             },
@@ -805,11 +805,11 @@ impl<'a> Renderer<'a> {
         at: DateTime<Utc>,
         person: u32,
     ) -> Delivery {
-        let path = if status {
-            format!("/webhooks/twilio/{}/status", self.ep.twilio.id)
-        } else {
-            format!("/webhooks/twilio/{}", self.ep.twilio.id)
-        };
+        let path = ingest_path(
+            Source::Twilio,
+            if status { "/status" } else { "" },
+            self.ep.twilio.id,
+        );
         let url = format!("{}{path}", self.ep.public_base_url.trim_end_matches('/'));
         let signature = ingestion::signing::sign_twilio(&self.ep.twilio.secret, &url, &params);
         let body = serde_urlencoded::to_string(&params)
@@ -1039,12 +1039,25 @@ fn woo_order(o: &WebOrder, status: &str, modified: DateTime<Utc>) -> Value {
     })
 }
 
+/// The path at ingest of `source`'s signed-webhook route ending in `suffix`, for
+/// `integration` (from the source registry, as ingest mounts it).
+fn ingest_path(source: Source, suffix: &str, integration: Uuid) -> String {
+    let hook = ingestion::sources::of(source)
+        .webhook()
+        .expect("the demo renders signed webhooks only for signed-webhook sources");
+    let route = hook
+        .routes()
+        .iter()
+        .find(|r| r.suffix == suffix)
+        .expect("the route is registered");
+    ingestion::sources::route_url("", source, route, integration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    use ingestion::normalize::RawRecord;
     use scenario::BrandConfig;
     use scenario::identity::{IdentityConfig, dress};
 
@@ -1110,17 +1123,7 @@ mod tests {
             let raw = raw_event(&ep, d);
             assert_eq!(raw.source, d.source);
             assert_eq!(raw.source_event_id, d.key, "{:?}", d.payload);
-            let record = RawRecord {
-                id: Uuid::nil(),
-                source: raw.source,
-                kind: &raw.kind,
-                received_at: Utc::now(),
-                occurred_at: raw.occurred_at,
-                integration_id: raw.integration_id,
-                headers: &raw.headers,
-                body: &raw.body,
-            };
-            let n = ingestion::normalize::normalize(&record, "IN")
+            let n = ingestion::normalize::normalize(&raw.record(), "IN")
                 .unwrap_or_else(|e| panic!("{} {} does not map: {e}", d.source, d.key));
             let ev = n.event.expect("every delivery is an event");
             assert!(
@@ -1193,18 +1196,10 @@ mod tests {
         let observations: Vec<identity::Observation> = deliveries
             .iter()
             .map(|d| {
-                let raw = raw_event(&ep, d);
-                let record = RawRecord {
-                    id: Uuid::new_v4(),
-                    source: raw.source,
-                    kind: &raw.kind,
-                    received_at: d.at,
-                    occurred_at: raw.occurred_at,
-                    integration_id: raw.integration_id,
-                    headers: &raw.headers,
-                    body: &raw.body,
-                };
-                let ev = ingestion::normalize::normalize(&record, "IN")
+                let mut raw = raw_event(&ep, d);
+                raw.id = Uuid::new_v4();
+                raw.received_at = d.at;
+                let ev = ingestion::normalize::normalize(&raw.record(), "IN")
                     .unwrap()
                     .event
                     .unwrap();
@@ -1238,8 +1233,10 @@ mod tests {
         );
     }
 
-    fn raw_event(ep: &Endpoints, d: &Delivery) -> ingestion::raw::NewRawEvent {
-        use ingestion::sources::{pos, segment, shopify, twilio, woocommerce};
+    /// The raw event ingest would store for a delivery, through the same edge code,
+    /// signatures checked.
+    fn raw_event(ep: &Endpoints, d: &Delivery) -> ingestion::raw_event::NewRawEvent {
+        use ingestion::sources::{WebhookRequest, pos, segment};
         match &d.payload {
             Payload::Segment(msg) => {
                 let body = json!({"batch": [msg]});
@@ -1261,65 +1258,32 @@ mod tests {
                 headers,
                 body,
             } => {
-                let h = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| *k == name)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_default()
-                };
-                let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                match d.source {
-                    Source::Shopify => {
-                        assert!(ingestion::signing::verify_shopify(
-                            &ep.shopify.secret,
-                            body,
-                            &h("x-shopify-hmac-sha256")
-                        ));
-                        shopify::raw_event(
-                            ep.shopify.id,
-                            &h("x-shopify-topic"),
-                            &h("x-shopify-webhook-id"),
-                            serde_json::Map::new(),
-                            json,
-                        )
-                        .expect("shopify webhook accepted")
-                    }
-                    Source::Woocommerce => {
-                        assert!(ingestion::signing::verify_woocommerce(
-                            &ep.woocommerce.secret,
-                            body,
-                            &h("x-wc-webhook-signature")
-                        ));
-                        woocommerce::raw_event(
-                            ep.woocommerce.id,
-                            &h("x-wc-webhook-topic"),
-                            serde_json::Map::new(),
-                            body,
-                            json,
-                        )
-                        .expect("woocommerce webhook accepted")
-                    }
-                    Source::Twilio => {
-                        let params: Vec<(String, String)> =
-                            serde_urlencoded::from_bytes(body).unwrap();
-                        let url = format!("{}{path}", ep.public_base_url);
-                        assert!(ingestion::signing::verify_twilio(
-                            &ep.twilio.secret,
-                            &url,
-                            &params,
-                            &h("x-twilio-signature")
-                        ));
-                        let kind = if path.ends_with("/status") {
-                            twilio::KIND_STATUS
-                        } else {
-                            twilio::KIND_MESSAGE
-                        };
-                        twilio::raw_event(ep.twilio.id, kind, &params)
-                            .expect("twilio callback accepted")
-                    }
+                let endpoint = match d.source {
+                    Source::Shopify => &ep.shopify,
+                    Source::Woocommerce => &ep.woocommerce,
+                    Source::Twilio => &ep.twilio,
                     other => panic!("unexpected single delivery from {other}"),
+                };
+                let prefix = ingest_path(d.source, "", endpoint.id);
+                let suffix = path.strip_prefix(&prefix).expect("a path of the source");
+                let mut map = http::HeaderMap::new();
+                for (k, v) in headers {
+                    map.insert(*k, v.parse().unwrap());
                 }
+                let request = WebhookRequest {
+                    headers: &map,
+                    body,
+                    public_base_url: &ep.public_base_url,
+                    path_and_query: path,
+                };
+                ingestion::sources::webhook_raw_event(
+                    d.source,
+                    suffix,
+                    endpoint.id,
+                    Some(&endpoint.secret),
+                    &request,
+                )
+                .unwrap_or_else(|e| panic!("{} delivery refused: {e}", d.source))
             }
         }
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use domain::Source;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::render::{Delivery, Endpoints, Payload};
 
@@ -220,14 +221,20 @@ fn requests(
                 Payload::Single { .. } => unreachable!("only messages and bills are batched"),
             })
             .collect();
+        // Paths from the source registry, as ingest mounts them.
+        let path_of = |source: Source, id: Uuid| {
+            ingestion::sources::of(source)
+                .webhook_url("", id)
+                .expect("segment and POS deliver to ingest")
+        };
         let (path, auth, body) = match kind {
             Kind::Segment => (
-                "/v1/batch".to_owned(),
+                format!("{}/batch", path_of(Source::Segment, ep.segment.id)),
                 format!("Basic {write_key}"),
                 json!({"batch": items}),
             ),
             _ => (
-                format!("/pos/{}/bills", ep.pos.id),
+                path_of(Source::Pos, ep.pos.id),
                 format!("Bearer {}", ep.pos.secret),
                 json!({"bills": items}),
             ),
@@ -338,7 +345,6 @@ mod tests {
     use super::*;
     use crate::demo::render::Endpoint;
     use chrono::Utc;
-    use uuid::Uuid;
 
     fn delivery(source: Source, payload: Payload) -> Delivery {
         Delivery {

@@ -1,0 +1,582 @@
+//! The one writer of normalised events and what they change: `normalized_event`,
+//! `orders` with `order_items` and `order_refunds`, and `products`. The normalizer
+//! writes every batch through it, and so does every seed of normalised events
+//! (`identity::seed` behind `ctl identity eval`, the benchmarks and the tests), so the
+//! tables hold the same rows whichever path wrote them.
+//!
+//! Every write is idempotent, because a stream entry may be delivered twice:
+//! - `normalized_event` is keyed by the raw event id (`ON CONFLICT DO NOTHING`);
+//! - an order report is applied only if its source version (last-modified time) is not
+//!   older than the stored one, so repeated and out-of-order deliveries converge on the
+//!   latest state; its lines are replaced with it;
+//! - refunds are keyed by the source's refund id, and `refunded_total` is recomputed as
+//!   their sum, so a refund seen in its own webhook and in the updated order counts once
+//!   (a refund arriving before its order is kept and counted when the order arrives);
+//! - products are upserted by SKU, the most recently seen name and price winning.
+//!
+//! Set-based: a batch costs a handful of statements whatever its size. Writes to one
+//! order are applied in batch order, in rounds (the n-th write of every order in round
+//! n), each round one statement per step. Orders that exist are locked first, in key
+//! order, and new ones are inserted in key order, so concurrent normalizer replicas
+//! cannot deadlock on each other; products are written in SKU order. `profile_id`
+//! columns are left for the identity merger.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use domain::{
+    EventType, NormalizedEvent, OrderState, OrderStatus, OrderWrite, Product, Refund, Source,
+};
+use rust_decimal::Decimal;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// What one normalised event writes: its own row, its order report and its products.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventWrite {
+    /// The raw event id.
+    pub event_id: Uuid,
+    /// Its source (with the source's order id, the key of `orders`).
+    pub source: Source,
+    /// When it happened (products' last-seen time).
+    pub occurred_at: DateTime<Utc>,
+    /// The normalised event; `None` for catalogue-only updates.
+    pub event: Option<NormalizedEvent>,
+    /// What it changes in `orders`, `order_items` and `order_refunds`.
+    pub order: Option<OrderWrite>,
+    /// Products to upsert.
+    pub products: Vec<Product>,
+}
+
+impl EventWrite {
+    /// What a normalised event writes when the event is all there is (seeds have no
+    /// source payload): an `order_placed` event's order as its full state at the
+    /// event's time, a `refund_issued` event's order total as a refund keyed by the
+    /// event id, and an `order_cancelled` event as a final cancellation (like a deletion
+    /// at the source: no version of the order is known, and a seed's cancellation is
+    /// its last word). The lines of a placed order are its products.
+    pub fn of_event(event: NormalizedEvent) -> Self {
+        let mut products = Vec::new();
+        let order = event.order.as_ref().and_then(|o| {
+            let mut write = OrderWrite {
+                external_order_id: o.order_id.clone(),
+                state: None,
+                refunds: Vec::new(),
+                deleted: false,
+            };
+            match event.event_type {
+                EventType::OrderPlaced => {
+                    products = Product::of_items(&o.items, Some(&o.currency));
+                    write.state = Some(OrderState {
+                        status: o.status,
+                        channel: event.channel,
+                        store: o.store.clone(),
+                        placed_at: event.occurred_at,
+                        currency: o.currency.clone(),
+                        total: o.total,
+                        items: o.items.clone(),
+                        version: event.occurred_at,
+                    });
+                }
+                EventType::RefundIssued => write.refunds.push(Refund {
+                    refund_id: event.event_id.to_string(),
+                    amount: o.total.abs(),
+                }),
+                EventType::OrderCancelled => write.deleted = true,
+                _ => return None,
+            }
+            Some(write)
+        });
+        Self {
+            event_id: event.event_id,
+            source: event.source,
+            occurred_at: event.occurred_at,
+            order,
+            products,
+            event: Some(event),
+        }
+    }
+}
+
+/// Writes a batch in one transaction; see [`write`].
+pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let new = write(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(new)
+}
+
+/// Writes a batch on `conn` (the caller owns the transaction) and returns how many of
+/// its events were new. A refund event's order status becomes the stored order's
+/// (a refund webhook does not say what the order's status became).
+pub async fn write(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<usize, sqlx::Error> {
+    write_orders(conn, batch).await?;
+    let sightings: Vec<(&Product, DateTime<Utc>)> = batch
+        .iter()
+        .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at)))
+        .collect();
+    upsert_products(conn, &sightings).await?;
+    insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+}
+
+/// Attributes each written event, and the order whose full state it wrote, to the
+/// profile at the same position of `profiles`, as the identity merger would. Only for
+/// seeds of data that is already resolved (the ML fixtures, API and storage tests); in
+/// the fleet the merger does this.
+pub async fn attribute_as_resolved(
+    db: &PgPool,
+    writes: &[EventWrite],
+    profiles: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let (events, event_profiles): (Vec<Uuid>, Vec<Uuid>) = writes
+        .iter()
+        .zip(profiles)
+        .filter(|(w, _)| w.event.is_some())
+        .map(|(w, p)| (w.event_id, *p))
+        .unzip();
+    sqlx::query(
+        "UPDATE normalized_event e SET profile_id = u.p, resolved_at = e.occurred_at \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, p) WHERE e.event_id = u.id",
+    )
+    .bind(&events)
+    .bind(&event_profiles)
+    .execute(db)
+    .await?;
+    let mut sources = Vec::new();
+    let mut keys = Vec::new();
+    let mut order_profiles = Vec::new();
+    for (w, p) in writes.iter().zip(profiles) {
+        if let Some(o) = w.order.as_ref().filter(|o| o.state.is_some()) {
+            sources.push(w.source.as_str());
+            keys.push(o.external_order_id.as_str());
+            order_profiles.push(*p);
+        }
+    }
+    sqlx::query(
+        "UPDATE orders o SET profile_id = u.p \
+         FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(s, k, p) \
+         WHERE o.source = u.s AND o.external_order_id = u.k",
+    )
+    .bind(&sources)
+    .bind(&keys)
+    .bind(&order_profiles)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The key of an order in `orders`.
+type OrderKey<'a> = (&'static str, &'a str);
+
+fn order_key(w: &EventWrite) -> Option<OrderKey<'_>> {
+    w.order
+        .as_ref()
+        .map(|o| (w.source.as_str(), o.external_order_id.as_str()))
+}
+
+async fn write_orders(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<(), sqlx::Error> {
+    // Rounds: the n-th write of each order, in batch order, goes in round n.
+    let mut seen: HashMap<OrderKey<'_>, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, w) in batch.iter().enumerate() {
+        if let Some(key) = order_key(w) {
+            let n = seen.entry(key).or_insert(0);
+            if rounds.len() <= *n {
+                rounds.push(Vec::new());
+            }
+            rounds[*n].push(i);
+            *n += 1;
+        }
+    }
+    if rounds.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<OrderKey<'_>> = seen.into_keys().collect();
+    keys.sort_unstable();
+    let (sources, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+    // Orders that exist, locked in key order before anything else touches them.
+    sqlx::query(
+        "SELECT 1 FROM orders o JOIN UNNEST($1::text[], $2::text[]) AS u(s, k) \
+           ON o.source = u.s AND o.external_order_id = u.k \
+         ORDER BY o.source, o.external_order_id FOR UPDATE OF o",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+
+    let mut stored: Vec<(usize, OrderStatus)> = Vec::new();
+    for mut round in rounds {
+        round.sort_by_key(|&i| order_key(&batch[i]));
+        stored.extend(write_round(conn, batch, &round).await?);
+    }
+    for (i, status) in stored {
+        let w = &mut batch[i];
+        if let Some(ev) = w.event.as_mut()
+            && ev.event_type == EventType::RefundIssued
+            && let Some(order) = ev.order.as_mut()
+        {
+            order.status = status;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one write to each of a set of distinct orders (`round`, in key order) and
+/// returns, per write, the order's stored status afterwards (none for an order that does
+/// not exist yet, e.g. a refund that arrived first).
+async fn write_round(
+    conn: &mut PgConnection,
+    batch: &[EventWrite],
+    round: &[usize],
+) -> Result<Vec<(usize, OrderStatus)>, sqlx::Error> {
+    let write = |i: usize| batch[i].order.as_ref().expect("rounds hold order writes");
+
+    // Refunds, keyed by the source's refund id.
+    let mut r_source = Vec::new();
+    let mut r_order = Vec::new();
+    let mut r_id = Vec::new();
+    let mut r_amount = Vec::new();
+    let mut r_event = Vec::new();
+    for &i in round {
+        for r in &write(i).refunds {
+            r_source.push(batch[i].source.as_str());
+            r_order.push(write(i).external_order_id.as_str());
+            r_id.push(r.refund_id.as_str());
+            r_amount.push(r.amount.round_dp(2));
+            r_event.push(batch[i].event_id);
+        }
+    }
+    if !r_id.is_empty() {
+        sqlx::query(
+            "INSERT INTO order_refunds (source, external_order_id, refund_id, amount, event_id) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::uuid[]) \
+             ORDER BY 1, 2, 3 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&r_source)
+        .bind(&r_order)
+        .bind(&r_id)
+        .bind(&r_amount)
+        .bind(&r_event)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Full states, applied only when not older than the stored version.
+    let with_state: Vec<(usize, &OrderState)> = round
+        .iter()
+        .filter_map(|&i| write(i).state.as_ref().map(|s| (i, s)))
+        .collect();
+    if !with_state.is_empty() {
+        let ids: Vec<Uuid> = with_state.iter().map(|_| Uuid::now_v7()).collect();
+        let sources: Vec<&str> = with_state
+            .iter()
+            .map(|(i, _)| batch[*i].source.as_str())
+            .collect();
+        let keys: Vec<&str> = with_state
+            .iter()
+            .map(|(i, _)| write(*i).external_order_id.as_str())
+            .collect();
+        let events: Vec<Uuid> = with_state.iter().map(|(i, _)| batch[*i].event_id).collect();
+        let statuses: Vec<&str> = with_state.iter().map(|(_, s)| s.status.as_str()).collect();
+        let channels: Vec<&str> = with_state.iter().map(|(_, s)| s.channel.as_str()).collect();
+        let stores: Vec<Option<&str>> =
+            with_state.iter().map(|(_, s)| s.store.as_deref()).collect();
+        let placed: Vec<DateTime<Utc>> = with_state.iter().map(|(_, s)| s.placed_at).collect();
+        let currencies: Vec<&str> = with_state
+            .iter()
+            .map(|(_, s)| s.currency.as_str())
+            .collect();
+        let totals: Vec<Decimal> = with_state
+            .iter()
+            .map(|(_, s)| s.total.round_dp(2))
+            .collect();
+        let versions: Vec<DateTime<Utc>> = with_state.iter().map(|(_, s)| s.version).collect();
+        let applied: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "INSERT INTO orders (id, source, external_order_id, event_id, status, channel, store, \
+                                 placed_at, updated_at, currency, total, refunded_total, source_version) \
+             SELECT u.id, u.s, u.k, u.e, u.st, u.c, u.sto, u.p, now(), u.cur, u.t, 0, u.v \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
+                         $7::text[], $8::timestamptz[], $9::text[], $10::numeric[], $11::timestamptz[]) \
+                  AS u(id, s, k, e, st, c, sto, p, cur, t, v) \
+             ORDER BY u.s, u.k \
+             ON CONFLICT (source, external_order_id) DO UPDATE SET \
+                 event_id = EXCLUDED.event_id, status = EXCLUDED.status, channel = EXCLUDED.channel, \
+                 store = EXCLUDED.store, placed_at = EXCLUDED.placed_at, updated_at = now(), \
+                 currency = EXCLUDED.currency, total = EXCLUDED.total, \
+                 source_version = EXCLUDED.source_version \
+             WHERE orders.source_version IS NULL OR orders.source_version <= EXCLUDED.source_version \
+             RETURNING id, source, external_order_id",
+        )
+        .bind(&ids)
+        .bind(&sources)
+        .bind(&keys)
+        .bind(&events)
+        .bind(&statuses)
+        .bind(&channels)
+        .bind(&stores)
+        .bind(&placed)
+        .bind(&currencies)
+        .bind(&totals)
+        .bind(&versions)
+        .fetch_all(&mut *conn)
+        .await?;
+        if !applied.is_empty() {
+            // An applied report's lines replace the stored ones.
+            let order_of: HashMap<(&str, &str), Uuid> = applied
+                .iter()
+                .map(|(id, s, k)| ((s.as_str(), k.as_str()), *id))
+                .collect();
+            let applied_ids: Vec<Uuid> = applied.iter().map(|(id, _, _)| *id).collect();
+            sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)")
+                .bind(&applied_ids)
+                .execute(&mut *conn)
+                .await?;
+            let mut l_order = Vec::new();
+            let mut l_no = Vec::new();
+            let mut l_sku = Vec::new();
+            let mut l_name = Vec::new();
+            let mut l_category = Vec::new();
+            let mut l_qty = Vec::new();
+            let mut l_price = Vec::new();
+            for (i, state) in &with_state {
+                let key = (
+                    batch[*i].source.as_str(),
+                    write(*i).external_order_id.as_str(),
+                );
+                let Some(&order_id) = order_of.get(&key) else {
+                    continue;
+                };
+                for (n, item) in state.items.iter().enumerate() {
+                    l_order.push(order_id);
+                    l_no.push(n as i32 + 1);
+                    l_sku.push(item.sku.as_str());
+                    l_name.push(item.name.as_str());
+                    l_category.push(item.category.as_deref());
+                    l_qty.push(item.qty);
+                    l_price.push(item.price.round_dp(2));
+                }
+            }
+            if !l_order.is_empty() {
+                sqlx::query(
+                    "INSERT INTO order_items (order_id, line_no, sku, name, category, qty, price) \
+                     SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::text[], \
+                                          $5::text[], $6::int4[], $7::numeric[])",
+                )
+                .bind(&l_order)
+                .bind(&l_no)
+                .bind(&l_sku)
+                .bind(&l_name)
+                .bind(&l_category)
+                .bind(&l_qty)
+                .bind(&l_price)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+
+    // Deleted at the source: cancelled for good, whatever reports come later.
+    let deleted: Vec<usize> = round
+        .iter()
+        .copied()
+        .filter(|&i| write(i).deleted)
+        .collect();
+    if !deleted.is_empty() {
+        let sources: Vec<&str> = deleted.iter().map(|&i| batch[i].source.as_str()).collect();
+        let keys: Vec<&str> = deleted
+            .iter()
+            .map(|&i| write(i).external_order_id.as_str())
+            .collect();
+        let events: Vec<Uuid> = deleted.iter().map(|&i| batch[i].event_id).collect();
+        sqlx::query(
+            "UPDATE orders o SET status = 'cancelled', source_version = 'infinity', \
+                 event_id = u.e, updated_at = now() \
+             FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS u(s, k, e) \
+             WHERE o.source = u.s AND o.external_order_id = u.k",
+        )
+        .bind(&sources)
+        .bind(&keys)
+        .bind(&events)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Refunded total and the status it implies, from every refund known for each order.
+    let sources: Vec<&str> = round.iter().map(|&i| batch[i].source.as_str()).collect();
+    let keys: Vec<&str> = round
+        .iter()
+        .map(|&i| write(i).external_order_id.as_str())
+        .collect();
+    let statuses: Vec<(String, String, String)> = sqlx::query_as(
+        "UPDATE orders o SET \
+             refunded_total = r.total, \
+             status = CASE \
+                 WHEN o.status = 'cancelled' THEN o.status \
+                 WHEN r.total > 0 AND r.total >= o.total THEN 'refunded' \
+                 WHEN r.total > 0 THEN 'partially_refunded' \
+                 ELSE o.status END \
+         FROM (SELECT u.s, u.k, COALESCE(sum(f.amount), 0) AS total \
+               FROM UNNEST($1::text[], $2::text[]) AS u(s, k) \
+               LEFT JOIN order_refunds f ON f.source = u.s AND f.external_order_id = u.k \
+               GROUP BY u.s, u.k) r \
+         WHERE o.source = r.s AND o.external_order_id = r.k \
+         RETURNING o.source, o.external_order_id, o.status",
+    )
+    .bind(&sources)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let status_of: HashMap<(&str, &str), OrderStatus> = statuses
+        .iter()
+        .filter_map(|(s, k, st)| Some(((s.as_str(), k.as_str()), status_named(st)?)))
+        .collect();
+    Ok(round
+        .iter()
+        .filter_map(|&i| {
+            let key = (
+                batch[i].source.as_str(),
+                write(i).external_order_id.as_str(),
+            );
+            status_of.get(&key).map(|st| (i, *st))
+        })
+        .collect())
+}
+
+fn status_named(s: &str) -> Option<OrderStatus> {
+    [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Cancelled,
+        OrderStatus::Refunded,
+        OrderStatus::PartiallyRefunded,
+    ]
+    .into_iter()
+    .find(|st| st.as_str() == s)
+}
+
+/// Upserts a catalogue of products seen at `seen_at` (a source's product feed, a
+/// fixture's catalogue), with the same rule as the products events mention: the most
+/// recently seen name and price win.
+pub async fn write_products(
+    db: &PgPool,
+    products: &[Product],
+    seen_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    let sightings: Vec<(&Product, DateTime<Utc>)> = products.iter().map(|p| (p, seen_at)).collect();
+    upsert_products(&mut conn, &sightings).await
+}
+
+async fn upsert_products(
+    conn: &mut PgConnection,
+    sightings: &[(&Product, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    // One row per SKU, the latest sighting winning; BTreeMap keeps SKU order.
+    let mut latest: BTreeMap<&str, (&Product, DateTime<Utc>)> = BTreeMap::new();
+    for &(p, at) in sightings {
+        let entry = latest.entry(p.sku.as_str()).or_insert((p, at));
+        if at >= entry.1 {
+            *entry = (p, at);
+        }
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let skus: Vec<&str> = latest.keys().copied().collect();
+    let names: Vec<&str> = latest.values().map(|(p, _)| p.name.as_str()).collect();
+    let categories: Vec<Option<&str>> = latest
+        .values()
+        .map(|(p, _)| p.category.as_deref())
+        .collect();
+    let prices: Vec<Option<Decimal>> = latest
+        .values()
+        .map(|(p, _)| p.price.map(|d| d.round_dp(2)))
+        .collect();
+    let currencies: Vec<Option<&str>> = latest
+        .values()
+        .map(|(p, _)| p.currency.as_deref())
+        .collect();
+    let seen: Vec<DateTime<Utc>> = latest.values().map(|(_, t)| *t).collect();
+    sqlx::query(
+        "INSERT INTO products (sku, name, category, price, currency, first_seen_at, last_seen_at) \
+         SELECT p.sku, p.name, p.category, p.price, p.currency, p.seen, p.seen \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::timestamptz[]) \
+              AS p(sku, name, category, price, currency, seen) \
+         ON CONFLICT (sku) DO UPDATE SET \
+             name = CASE WHEN EXCLUDED.last_seen_at >= products.last_seen_at THEN EXCLUDED.name ELSE products.name END, \
+             category = COALESCE(CASE WHEN EXCLUDED.last_seen_at >= products.last_seen_at THEN EXCLUDED.category END, products.category), \
+             price = COALESCE(CASE WHEN EXCLUDED.last_seen_at >= products.last_seen_at THEN EXCLUDED.price END, products.price), \
+             currency = COALESCE(CASE WHEN EXCLUDED.last_seen_at >= products.last_seen_at THEN EXCLUDED.currency END, products.currency), \
+             first_seen_at = LEAST(products.first_seen_at, EXCLUDED.first_seen_at), \
+             last_seen_at = GREATEST(products.last_seen_at, EXCLUDED.last_seen_at)",
+    )
+    .bind(&skus)
+    .bind(&names)
+    .bind(&categories)
+    .bind(&prices)
+    .bind(&currencies)
+    .bind(&seen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts the events (new ones only) and returns how many were new.
+async fn insert_events<'a>(
+    conn: &mut PgConnection,
+    events: impl Iterator<Item = &'a NormalizedEvent>,
+) -> Result<usize, sqlx::Error> {
+    let mut events: Vec<&NormalizedEvent> = events.collect();
+    if events.is_empty() {
+        return Ok(0);
+    }
+    events.sort_by_key(|e| e.event_id);
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+    let integrations: Vec<Option<Uuid>> = events.iter().map(|e| e.integration_id).collect();
+    let channels: Vec<&str> = events.iter().map(|e| e.channel.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let names: Vec<Option<&str>> = events.iter().map(|e| e.name.as_deref()).collect();
+    let identifiers: Vec<Json<&Vec<domain::Identifier>>> =
+        events.iter().map(|e| Json(&e.identifiers)).collect();
+    let traits: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
+        events.iter().map(|e| Json(&e.traits)).collect();
+    let properties: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
+        events.iter().map(|e| Json(&e.properties)).collect();
+    let orders: Vec<Option<Json<&domain::Order>>> =
+        events.iter().map(|e| e.order.as_ref().map(Json)).collect();
+    let new: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, integration_id, \
+                                       channel, type, name, identifiers, traits, properties, order_data) \
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
+                              $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
+                              $11::jsonb[], $12::jsonb[]) \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&occurred)
+    .bind(&received)
+    .bind(&sources)
+    .bind(&integrations)
+    .bind(&channels)
+    .bind(&types)
+    .bind(&names)
+    .bind(&identifiers)
+    .bind(&traits)
+    .bind(&properties)
+    .bind(&orders)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(new.len())
+}
