@@ -405,6 +405,7 @@ impl Step {
         self.effects.event(event, usable, outcome.profile_id, graph);
         self.assignment.push((event.event_id, outcome.profile_id));
         self.touched.insert(outcome.profile_id);
+        self.touched.extend(outcome.consulted.iter().copied());
         self.identifiers.extend(usable.iter().cloned());
         self.refused.extend(refused_links(
             outcome

@@ -246,6 +246,11 @@ pub struct Outcome {
     pub withheld: Vec<(Identifier, Withheld)>,
     /// A review item, when raised.
     pub review: Option<ReviewRecord>,
+    /// Live profiles the decision read but the event did not join (it was refused
+    /// against them). Their `last_key` now counts this event, because an earlier event
+    /// changing them could change this decision: an event arriving later but in time
+    /// before it must replay, not apply in place. Writers rewrite them.
+    pub consulted: Vec<ProfileId>,
 }
 
 /// Applies the decision rule to a graph.
@@ -390,6 +395,20 @@ impl Engine {
         merges.iter().for_each(|m| absorbed.record(m));
         let profile_id = absorbed.final_of(target);
 
+        let mut consulted: Vec<ProfileId> = owned
+            .iter()
+            .map(|(p, _)| absorbed.final_of(*p))
+            .filter(|p| *p != profile_id)
+            .collect();
+        consulted.sort();
+        consulted.dedup();
+        consulted.retain(|p| match graph.profiles.get_mut(p) {
+            Some(node) => {
+                node.last_key = node.last_key.max(obs.key);
+                true
+            }
+            None => false,
+        });
         let mut withheld = decision.withheld;
         withheld.extend(suspects);
         withheld.sort();
@@ -412,6 +431,7 @@ impl Engine {
             added: decision.add,
             withheld,
             review,
+            consulted,
         }
     }
 

@@ -342,6 +342,33 @@ mod tests {
         m
     }
 
+    /// An event refused against a profile read that profile's state (here its name):
+    /// a later-arriving event that changes the profile earlier in time must replay the
+    /// refused event's decision too, not apply in place. Found by the arrival-order
+    /// property test: the device stayed "shared" and the last event split off.
+    #[test]
+    fn an_event_refused_against_a_profile_is_replayed_when_that_profile_changes_before_it() {
+        let device = || id(DeviceId, "dev-5");
+        let first = obs(9, vec![device(), id(LoyaltyId, "L-4")], None);
+        let named = obs(16, vec![id(LoyaltyId, "L-4")], Some("meena"));
+        let other_card = obs(19, vec![id(LoyaltyId, "L-0"), device()], Some("meena"));
+        let device_only = obs(24, vec![device()], None);
+        let events = vec![
+            first.clone(),
+            named.clone(),
+            other_card.clone(),
+            device_only.clone(),
+        ];
+        let engine = engine(Guards::ALL);
+        let expected = canonical(&engine, &events);
+        assert_eq!(expected.partition().len(), 2, "{:?}", expected.partition());
+        let mut m = MemoryResolver::new(engine, Constraints::default());
+        for o in [other_card, first, device_only, named] {
+            m.ingest(o);
+        }
+        assert_eq!(m.partition(), expected.partition());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
