@@ -23,6 +23,18 @@ pub struct IngestSettings {
     pub ingest_integration_cache_ms: u64,
     /// Seconds an unpublished raw event waits before the outbox relay republishes it.
     pub outbox_relay_after_secs: u64,
+    /// ISO 4217 currency of orders that name none (Segment's `currency` is optional);
+    /// empty: such orders are not recorded, their events still are, saying why.
+    pub default_currency: String,
+    /// Seconds a signed webhook may be old, by the platform's own trigger time
+    /// (Shopify's `X-Shopify-Triggered-At`), before it is refused as a replay; 0 turns
+    /// the check off.
+    pub webhook_max_age_secs: u64,
+    /// Requests per second one integration (write key, webhook URL, POS token) may send
+    /// to ingest; 0 turns the limit off.
+    pub ingest_rate_per_integration: u32,
+    /// Requests per second one client address may send to ingest; 0 turns it off.
+    pub ingest_rate_per_client: u32,
     /// Largest CSV file an import accepts, in bytes.
     pub csv_max_bytes: u64,
     /// CSV rows written per INSERT during an import.
@@ -40,6 +52,10 @@ impl IngestSettings {
             ingest_publishers: 2,
             ingest_integration_cache_ms: 1_000,
             outbox_relay_after_secs: 5,
+            default_currency: "INR".into(),
+            webhook_max_age_secs: 2 * 24 * 3600,
+            ingest_rate_per_integration: 2_000,
+            ingest_rate_per_client: 1_000,
             csv_max_bytes: 2 * 1024 * 1024 * 1024,
             csv_batch_rows: 1_000,
         }

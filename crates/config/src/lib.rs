@@ -61,6 +61,9 @@ pub struct Settings {
     pub stream_claim_idle_ms: u64,
     /// Region for phone numbers written without a country code (ISO 3166 alpha-2).
     pub default_phone_region: String,
+    /// Proxies (addresses or CIDR blocks, comma separated) whose `X-Forwarded-For` names
+    /// the client, for per-client limits; empty: the TCP peer is the client.
+    pub trusted_proxies: String,
     /// `pretty` or `json`.
     pub log_format: LogFormat,
     /// Bind address of the api-gateway (REST API and dashboard).
@@ -98,6 +101,7 @@ struct Defaults {
     stream_batch_size: usize,
     stream_claim_idle_ms: u64,
     default_phone_region: &'static str,
+    trusted_proxies: &'static str,
     log_format: LogFormat,
     api_gateway_bind: &'static str,
     ingest_bind: &'static str,
@@ -116,6 +120,7 @@ const DEFAULTS: Defaults = Defaults {
     stream_batch_size: 256,
     stream_claim_idle_ms: 30_000,
     default_phone_region: "IN",
+    trusted_proxies: "",
     log_format: LogFormat::Pretty,
     api_gateway_bind: "127.0.0.1:8080",
     ingest_bind: "127.0.0.1:8081",

@@ -15,6 +15,6 @@ pub mod source;
 
 pub use event::{EventType, NormalizedEvent, Order, OrderItem, OrderStatus};
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
-pub use order_write::{OrderState, OrderWrite, Product, Refund};
+pub use order_write::{MAX_AMOUNT, OrderState, OrderWrite, Product, Refund, amount_fits};
 pub use profile::{Customer360, MergeRequest, PredictionRequest};
 pub use source::{Channel, Source};

@@ -13,6 +13,17 @@ use serde::Serialize;
 
 use crate::{Channel, OrderItem, OrderStatus};
 
+/// The largest amount (order total, line price, refund, product price) every money
+/// column holds: `NUMERIC(14, 2)` keeps 12 digits before the point. Ingest refuses
+/// larger amounts, so an accepted order can always be stored.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x107A_3FFF, 0x5AF3, 0, false, 2);
+
+/// Whether `amount`, rounded to cents as the columns store it, fits them
+/// (|amount| ≤ [`MAX_AMOUNT`]).
+pub fn amount_fits(amount: Decimal) -> bool {
+    amount.abs().round_dp(2) <= MAX_AMOUNT
+}
+
 /// A product seen in an order, cart, view or catalogue update.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Product {
@@ -95,4 +106,20 @@ pub struct OrderWrite {
     /// The order was deleted at the source: mark it cancelled whatever its version.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_amount_limit_is_what_numeric_14_2_holds() {
+        assert_eq!(MAX_AMOUNT.to_string(), "999999999999.99");
+        assert!(amount_fits(MAX_AMOUNT) && amount_fits(-MAX_AMOUNT));
+        assert!(!amount_fits(Decimal::new(999_999_999_999_999, 0)));
+        // Rounds up past the limit when stored with two decimals.
+        assert!(!amount_fits(Decimal::new(999_999_999_999_995, 3)));
+        assert!(amount_fits(Decimal::new(999_999_999_999_994, 3)));
+        assert!(!amount_fits(Decimal::MAX));
+    }
 }

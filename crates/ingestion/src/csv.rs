@@ -39,10 +39,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::normalize;
 use crate::raw;
 use crate::raw_event::NewRawEvent;
-use crate::sources::MapError;
+use crate::sources::admission::{self, storable_text};
 use crate::sources::csv_rows::{self, KIND_CUSTOMERS, KIND_ORDERS};
 use crate::sources::mapping::parse_decimal;
 
@@ -144,15 +143,20 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
     opts: &ImportOptions,
 ) -> Result<CsvImportView, CsvError> {
     let id = Uuid::now_v7();
+    if admission::has_nul(&serde_json::to_value(mapping).unwrap_or_default()) {
+        return Err(CsvError::Mapping(
+            "the mapping contains a U+0000 character".into(),
+        ));
+    }
     sqlx::query(
         "INSERT INTO csv_imports (id, kind, filename, mapping, status, created_by) \
          VALUES ($1, $2, $3, $4, 'running', $5)",
     )
     .bind(id)
     .bind(kind.as_str())
-    .bind(filename)
+    .bind(storable_text(filename))
     .bind(sqlx::types::Json(mapping))
-    .bind(actor)
+    .bind(storable_text(actor))
     .execute(db)
     .await?;
     match run(db, streams, id, reader, kind, mapping, opts).await {
@@ -162,7 +166,7 @@ pub async fn import<R: AsyncRead + Unpin + Send>(
                 "UPDATE csv_imports SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
             )
             .bind(id)
-            .bind(e.to_string())
+            .bind(storable_text(&e.to_string()))
             .execute(db)
             .await?;
             return Err(e);
@@ -344,7 +348,8 @@ async fn write_chunk(
     }
     if !bad.is_empty() {
         let lines: Vec<i64> = bad.iter().map(|e| e.line).collect();
-        let reasons: Vec<&str> = bad.iter().map(|e| e.reason.as_str()).collect();
+        let reasons: Vec<std::borrow::Cow<'_, str>> =
+            bad.iter().map(|e| storable_text(&e.reason)).collect();
         sqlx::query(
             "INSERT INTO csv_import_errors (import_id, line, reason) \
              SELECT $1, * FROM UNNEST($2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
@@ -543,8 +548,8 @@ impl Parser<'_> {
             kind,
             body,
         );
-        let normalized =
-            normalize::normalize(&ev.record(), &self.opts.region).map_err(MapError::into_reason)?;
+        // The mapping and every limit of what can be stored, as ingest's edge checks.
+        let normalized = admission::admit(&ev, "invalid_row").map_err(|r| r.to_string())?;
         ev.occurred_at = normalized
             .event
             .as_ref()
@@ -758,6 +763,17 @@ fn parse<R: std::io::Read>(
             Ok(true) => {
                 let line = row.position().map_or(line, |p| p.line() as i64);
                 if row.iter().all(|c| c.trim().is_empty()) {
+                    continue;
+                }
+                if row.iter().any(|c| c.contains('\0')) {
+                    // Postgres text cannot hold U+0000: the row is refused, and its
+                    // order with it, without echoing the cell.
+                    parser.finish_group()?;
+                    parser.emit(Item::Bad(CsvImportRowError {
+                        line,
+                        reason: "a cell contains a U+0000 character, which cannot be stored"
+                            .into(),
+                    }))?;
                     continue;
                 }
                 match kind {

@@ -16,6 +16,13 @@
 //! Delivery on `events.raw` is therefore at least once; the normalizer is idempotent on
 //! the raw id.
 //!
+//! One bad request never fails the others: when Postgres refuses a shared INSERT for
+//! its data ([`is_data_error`]: a value out of range, a key too long for its index),
+//! the writer commits each request of the batch alone, so only the culprit gets
+//! [`StoreError::Rejected`] (ingest answers 400) and the rest are stored. The edge's
+//! checks (`sources::admission`) refuse such data before it gets here; this is the
+//! net under them. A failure of the database itself fails the whole batch (503).
+//!
 //! Shutdown: writers run until every [`RawEventStore`] handle is dropped, so requests
 //! still in flight when the server drains are committed, then the publisher drains too.
 
@@ -41,12 +48,19 @@ pub struct StoreOutcome {
     pub duplicate: bool,
 }
 
-/// The store could not make events durable; the caller answers 503 so the sender retries.
+/// The store did not make events durable. `Database` and `Stopped` are the store's
+/// trouble (the caller answers 503 so the sender retries); `Rejected` is the events'
+/// own (400: retrying sends the same data).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Postgres failed the insert.
     #[error("storing raw events: {0}")]
     Database(#[from] sqlx::Error),
+    /// Postgres refused the data of this request's events (a value out of a column's
+    /// range, a key too long for its index). Only this request failed: the others
+    /// group-committed with it were stored.
+    #[error("the events cannot be stored: {0}")]
+    Rejected(String),
     /// The writer tasks have stopped (the service is shutting down).
     #[error("the raw event writer has stopped")]
     Stopped,
@@ -222,9 +236,33 @@ impl WriterOptions {
     }
 }
 
+/// Whether Postgres refused the data itself (SQLSTATE classes 22 "data exception",
+/// 23 "integrity constraint violation" and 54 "program limit exceeded", or a value sqlx
+/// could not encode), so the same rows would fail again; anything else (connections,
+/// timeouts, shutdown) is the database's trouble and may pass.
+pub fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// Why a job was not stored.
+enum JobError {
+    /// Its own data was refused (see [`StoreError::Rejected`]).
+    Rejected(String),
+    /// The database failed.
+    Failed(Arc<sqlx::Error>),
+}
+
+type Reply = oneshot::Sender<Result<Vec<StoreOutcome>, JobError>>;
+
 struct Job {
     events: Vec<NewRawEvent>,
-    reply: oneshot::Sender<Result<Vec<StoreOutcome>, Arc<sqlx::Error>>>,
+    reply: Reply,
 }
 
 /// The handle request handlers store events through. Cheap to clone; the writers stop
@@ -310,7 +348,8 @@ impl RawEventStore {
             .map_err(|_| StoreError::Stopped)?;
         match answer.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(StoreError::Database(clone_sqlx_error(&e))),
+            Ok(Err(JobError::Rejected(reason))) => Err(StoreError::Rejected(reason)),
+            Ok(Err(JobError::Failed(e))) => Err(StoreError::Database(clone_sqlx_error(&e))),
             Err(_) => Err(StoreError::Stopped),
         }
     }
@@ -366,12 +405,9 @@ async fn writer_loop(
             events.extend(job.events);
         }
         metrics::histogram!("ingest_commit_batch_rows").record(events.len() as f64);
-        match insert_batch(&db, &events).await {
+        let fresh = match insert_batch(&db, &events).await {
             Ok(outcomes) => {
-                let stored = outcomes.iter().filter(|o| !o.duplicate).count();
-                metrics::counter!("ingest_raw_events_stored_total").increment(stored as u64);
-                metrics::counter!("ingest_raw_events_duplicate_total")
-                    .increment((outcomes.len() - stored) as u64);
+                count_stored(&outcomes);
                 let mut rest = outcomes.as_slice();
                 for (reply, n) in replies {
                     let (mine, tail) = rest.split_at(n);
@@ -380,28 +416,94 @@ async fn writer_loop(
                     // committed; nothing to undo.
                     let _ = reply.send(Ok(mine.to_vec()));
                 }
-                if let Some(publish) = &publish {
-                    let fresh: Vec<NewRawEvent> = events
-                        .into_iter()
-                        .zip(&outcomes)
-                        .filter(|(_, o)| !o.duplicate)
-                        .map(|(e, _)| e)
-                        .collect();
-                    if !fresh.is_empty() && publish.send(fresh).await.is_err() {
-                        tracing::warn!("publisher stopped; events stay in the outbox");
-                    }
-                }
+                new_events(events, &outcomes)
+            }
+            Err(e) if is_data_error(&e) && replies.len() > 1 => {
+                // One request's data poisoned the shared INSERT: commit each request
+                // alone, so only the culprit is refused and the others are stored.
+                tracing::warn!(error = %e, requests = replies.len(), "group commit refused; committing requests one by one");
+                metrics::counter!("ingest_commit_splits_total").increment(1);
+                commit_one_by_one(&db, events, replies).await
             }
             Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "group commit failed");
-                metrics::counter!("ingest_commit_failures_total").increment(1);
-                let shared = Arc::new(e);
+                let shared = job_error(e, events.len());
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(Arc::clone(&shared)));
+                    let _ = reply.send(Err(shared()));
                 }
+                Vec::new()
+            }
+        };
+        if let Some(publish) = &publish
+            && !fresh.is_empty()
+            && publish.send(fresh).await.is_err()
+        {
+            tracing::warn!("publisher stopped; events stay in the outbox");
+        }
+    }
+}
+
+/// Commits each request's events with an INSERT of their own; returns the new events.
+async fn commit_one_by_one(
+    db: &PgPool,
+    mut events: Vec<NewRawEvent>,
+    replies: Vec<(Reply, usize)>,
+) -> Vec<NewRawEvent> {
+    let mut fresh = Vec::new();
+    for (reply, n) in replies {
+        let mine: Vec<NewRawEvent> = events.drain(..n).collect();
+        match insert_batch(db, &mine).await {
+            Ok(outcomes) => {
+                count_stored(&outcomes);
+                let _ = reply.send(Ok(outcomes.clone()));
+                fresh.extend(new_events(mine, &outcomes));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(job_error(e, mine.len())()));
             }
         }
     }
+    fresh
+}
+
+/// The error every waiter of a failed INSERT of `rows` rows gets, logged and counted
+/// once.
+fn job_error(e: sqlx::Error, rows: usize) -> impl Fn() -> JobError {
+    let rejected = is_data_error(&e);
+    if rejected {
+        tracing::warn!(error = %e, events = rows, "raw events refused by Postgres");
+        metrics::counter!("ingest_commit_rejected_total").increment(1);
+    } else {
+        tracing::error!(error = %e, events = rows, "group commit failed");
+        metrics::counter!("ingest_commit_failures_total").increment(1);
+    }
+    let reason = e
+        .as_database_error()
+        .map_or_else(|| e.to_string(), |db| db.message().to_owned());
+    let shared = Arc::new(e);
+    move || {
+        if rejected {
+            JobError::Rejected(reason.clone())
+        } else {
+            JobError::Failed(Arc::clone(&shared))
+        }
+    }
+}
+
+fn count_stored(outcomes: &[StoreOutcome]) {
+    let stored = outcomes.iter().filter(|o| !o.duplicate).count();
+    metrics::counter!("ingest_raw_events_stored_total").increment(stored as u64);
+    metrics::counter!("ingest_raw_events_duplicate_total")
+        .increment((outcomes.len() - stored) as u64);
+}
+
+/// The events of `outcomes` that were not duplicates.
+fn new_events(events: Vec<NewRawEvent>, outcomes: &[StoreOutcome]) -> Vec<NewRawEvent> {
+    events
+        .into_iter()
+        .zip(outcomes)
+        .filter(|(_, o)| !o.duplicate)
+        .map(|(e, _)| e)
+        .collect()
 }
 
 async fn publisher_loop(

@@ -66,6 +66,8 @@ fn webhook_event(
         body,
         public_base_url: "https://in.example",
         path_and_query: "",
+        received_at: received_at(),
+        max_age: None,
     };
     sources::webhook_raw_event(source, suffix, Uuid::nil(), None, &request)
         .unwrap_or_else(|e| panic!("{source}: {e}"))
@@ -137,7 +139,12 @@ fn segment() {
             Some(call) => segment::Endpoint::from_path(call).unwrap(),
             None => segment::Endpoint::Batch,
         };
-        let events = segment::raw_events(Uuid::nil(), endpoint, body, len, received_at()).unwrap();
+        let receipt = segment::Receipt {
+            integration_id: Uuid::nil(),
+            received_at: received_at(),
+            default_currency: None,
+        };
+        let events = segment::raw_events(receipt, endpoint, body, len).unwrap();
         let out: Vec<Normalized> = events
             .into_iter()
             .enumerate()

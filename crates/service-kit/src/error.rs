@@ -2,8 +2,10 @@
 //! human `message`, and nothing internal (no SQL, no stack traces). The full cause chain
 //! of a 5xx is logged once, here, where the response is built.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,8 @@ pub struct ApiError {
     /// Human message.
     pub message: String,
     source: Option<anyhow::Error>,
+    /// Seconds to send as `Retry-After` (429s).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -45,6 +49,7 @@ impl ApiError {
             code,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -80,6 +85,15 @@ impl ApiError {
             code: "internal",
             message: "internal error".into(),
             source: Some(cause.into()),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn too_many_requests(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -116,6 +130,12 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

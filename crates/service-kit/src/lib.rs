@@ -8,10 +8,13 @@
 //!   drains in-flight requests. Tests bind port 0 and pass their own token.
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`ApiError`]: the one JSON error shape of every HTTP surface.
+//! - [`client_ip`]: the client address of a request behind `TRUSTED_PROXIES`.
 
+pub mod client_ip;
 mod error;
 mod ops;
 
+pub use client_ip::{PeerAddr, TrustedProxies};
 pub use error::{ApiError, ErrorBody};
 pub use ops::{Readiness, ops_router};
 pub use tokio_util::sync::CancellationToken;

@@ -115,7 +115,7 @@ pub(crate) fn refused(refusal: Refusal) -> ApiError {
 }
 
 /// Stores events through the group commit; a storage failure answers 503 so the sender
-/// retries (nothing was stored).
+/// retries (nothing was stored), data Postgres refuses 400 (retrying would not help).
 pub(crate) async fn store(
     app: &App,
     events: Vec<NewRawEvent>,
@@ -131,6 +131,10 @@ pub(crate) async fn store(
     };
     let outcomes = app.store.store(events).await.map_err(|e| match e {
         StoreError::Stopped => ApiError::unavailable("ingest is shutting down; retry"),
+        StoreError::Rejected(reason) => ApiError::bad_request(
+            "unstorable_event",
+            format!("the delivery cannot be stored: {reason}"),
+        ),
         StoreError::Database(cause) => {
             tracing::error!(error = %cause, "raw event commit failed");
             ApiError::unavailable("events could not be stored; retry")

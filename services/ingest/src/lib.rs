@@ -11,7 +11,9 @@
 //! `customer_raw_event` (group commit, see `ingestion::raw`); it is then published to
 //! `events.raw`, and an outbox relay running here republishes whatever a crash or a
 //! Redis outage left unpublished. Bad signatures (401), unknown integrations (404),
-//! disabled ones (403), malformed bodies (400) and oversize bodies (413) store nothing.
+//! disabled ones (403), malformed bodies and anything that could not be stored or
+//! normalised (400, `ingestion::sources::admission`), oversize bodies (413) and clients
+//! or integrations over their rate (429, [`limits`]) store nothing.
 //! Every delivery naming a known integration is recorded in its connection log.
 //!
 //! Shutdown: the server stops accepting, in-flight requests finish (their events are
@@ -19,6 +21,7 @@
 
 mod delivery;
 mod integrations;
+mod limits;
 mod pos;
 mod tracking;
 mod webhooks;
@@ -26,6 +29,7 @@ mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, header};
@@ -49,6 +53,11 @@ pub(crate) struct App {
     /// `PUBLIC_BASE_URL` without a trailing slash.
     public_base_url: Arc<str>,
     max_body: usize,
+    /// `DEFAULT_CURRENCY`, if set.
+    default_currency: Option<Arc<str>>,
+    /// `WEBHOOK_MAX_AGE_SECS`, if not 0.
+    webhook_max_age: Option<chrono::TimeDelta>,
+    limits: Arc<limits::RateLimits>,
 }
 
 fn router(app: App) -> Router {
@@ -74,6 +83,10 @@ fn router(app: App) -> Router {
         .merge(tracking)
         // Bodies are read with an explicit limit in each handler (JSON 413 answers).
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            limits::per_client,
+        ))
         .with_state(app)
 }
 
@@ -97,6 +110,23 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         )),
         public_base_url: Arc::from(settings.ingest.public_base_url.trim_end_matches('/')),
         max_body: settings.ingest.ingest_max_body_bytes,
+        default_currency: Some(settings.ingest.default_currency.trim())
+            .filter(|c| !c.is_empty())
+            .map(Arc::from),
+        webhook_max_age: (settings.ingest.webhook_max_age_secs > 0).then(|| {
+            i64::try_from(settings.ingest.webhook_max_age_secs)
+                .ok()
+                .and_then(chrono::TimeDelta::try_seconds)
+                .unwrap_or(chrono::TimeDelta::MAX)
+        }),
+        limits: Arc::new(limits::RateLimits::new(
+            settings.ingest.ingest_rate_per_client,
+            settings.ingest.ingest_rate_per_integration,
+            settings
+                .trusted_proxies
+                .parse()
+                .context("reading TRUSTED_PROXIES")?,
+        )),
     };
     let relay = tokio::spawn(streams::run_outbox_relay_with(
         streams,

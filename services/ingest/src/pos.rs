@@ -28,6 +28,7 @@ pub(crate) async fn bills(
         let kind = pos::Pos.source().as_str();
         let integration = integration_for(&app, &mut delivery, kind, &id).await?;
         pos::verify_token(&integration.secret, &headers).map_err(refused)?;
+        app.limits.integration(integration.id)?;
         let body = read_body(body, app.max_body).await?;
         let json = json_body(&body).map_err(refused)?;
         let mut events = pos::raw_events(integration.id, json).map_err(refused)?;

@@ -88,14 +88,14 @@ pub(crate) async fn tracking(
         if !integration.enabled {
             return Err(ApiError::forbidden("this source is disabled"));
         }
-        let events = segment::raw_events(
-            integration.id,
-            endpoint,
-            json,
-            bytes.len(),
-            delivery.received_at,
-        )
-        .map_err(refused)?;
+        app.limits.integration(integration.id)?;
+        let receipt = segment::Receipt {
+            integration_id: integration.id,
+            received_at: delivery.received_at,
+            default_currency: app.default_currency.as_deref(),
+        };
+        let events =
+            segment::raw_events(receipt, endpoint, json, bytes.len()).map_err(refused)?;
         let outcomes = store(&app, events).await?;
         Ok(Accepted {
             response: ok_json(json!({"success": true})),

@@ -6,8 +6,10 @@
 //! Every delivery follows the same order, so every failure is cheap and stores nothing:
 //! the integration in the path must exist and be of the route's kind (404), be enabled
 //! (403), the body must fit (413), a ping is answered (200), the signature must verify
-//! in constant time (401); only then is the body parsed (400 when malformed) and the
-//! delivery committed to `customer_raw_event` before the 2xx. A redelivery answers 200
+//! in constant time (401), the integration must be within its rate (429); only then is
+//! the body parsed and checked (400 when malformed, unusable or beyond a limit,
+//! `ingestion::sources::admission`) and the delivery committed to `customer_raw_event`
+//! before the 2xx. A redelivery answers 200
 //! with `"duplicate": true` and stores nothing.
 
 use std::sync::Arc;
@@ -109,6 +111,8 @@ async fn signed_webhook(
             body: &body,
             public_base_url: &app.public_base_url,
             path_and_query: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+            received_at: delivery.received_at,
+            max_age: app.webhook_max_age,
         };
         let ping = hook.is_ping(&request);
         if ping && request.header(hook.signature_header()).is_none() {
@@ -116,11 +120,11 @@ async fn signed_webhook(
         }
         hook.verify(&integration.secret, &request)
             .map_err(refused)?;
+        app.limits.integration(integration.id)?;
         if ping {
             return Ok(pinged());
         }
-        let mut event = hook
-            .raw_event(integration.id, route, &request)
+        let mut event = sources::admitted_raw_event(hook, integration.id, route, &request)
             .map_err(refused)?;
         event.received_at = delivery.received_at;
         let outcome = store(&app, vec![event]).await?[0];

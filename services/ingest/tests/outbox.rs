@@ -30,10 +30,14 @@ async fn start_ingest(env: &TestEnv, relay_after_secs: u64) -> (Process, String)
 
 async fn deliver_all(base: &str, shopify: (Uuid, &str), segment_key: &str, n: usize) {
     let client = reqwest::Client::new();
-    let body = fixture("shopify/orders_create.json");
+    let order: serde_json::Value = serde_json::from_slice(&fixture("shopify/orders_create.json")).unwrap();
     let mut sends = Vec::new();
     for i in 0..n {
-        let (client, body, base) = (client.clone(), body.clone(), base.to_owned());
+        // Distinct orders: the same body is one delivery whatever its webhook id.
+        let mut order = order.clone();
+        order["id"] = serde_json::json!(9_000_000 + i);
+        let body = serde_json::to_vec(&order).unwrap();
+        let (client, base) = (client.clone(), base.to_owned());
         let (id, secret) = (shopify.0, shopify.1.to_owned());
         sends.push(tokio::spawn(async move {
             post_shopify(

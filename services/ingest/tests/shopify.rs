@@ -47,7 +47,13 @@ async fn a_signed_webhook_is_stored_once_and_published() {
     .fetch_one(&env.db)
     .await
     .unwrap();
-    assert_eq!((kind.as_str(), key.as_str()), ("orders/create", "wh-1"));
+    assert_eq!(
+        (kind.as_str(), key.as_str()),
+        (
+            "orders/create",
+            ingestion::sources::shopify::dedupe_key(id, &body).as_str()
+        )
+    );
     assert_eq!(topic, "#1043");
     assert_eq!(shop, "loom-and-co.myshopify.com");
 

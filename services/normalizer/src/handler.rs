@@ -8,13 +8,15 @@
 //! - Publishing happens after the commit. If it fails, the deliveries are retried: the
 //!   writes are idempotent and the events are published again (at least once).
 //! - Identifier values that do not parse are dropped and counted by kind and reason
-//!   (`normalizer_identifiers_dropped_total`).
+//!   (`normalizer_identifiers_dropped_total`); events whose order could not be recorded
+//!   (an `Order Completed` without a currency and no `DEFAULT_CURRENCY`) are kept with
+//!   the reason and counted (`normalizer_orders_not_recorded_total`).
 
 use std::sync::Arc;
 
 use ingestion::normalize;
 use ingestion::raw_event::RawPayload;
-use ingestion::sources::{Dropped, MapError};
+use ingestion::sources::{Dropped, MapError, segment};
 use sqlx::PgPool;
 use storage::normalized::{self, EventWrite};
 use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
@@ -163,5 +165,9 @@ fn count(write: &EventWrite, dropped: &[Dropped]) {
             "type" => ev.event_type.as_str()
         )
         .increment(1);
+        if ev.properties.contains_key(segment::ORDER_NOT_RECORDED) {
+            metrics::counter!("normalizer_orders_not_recorded_total", "source" => ev.source.as_str())
+                .increment(1);
+        }
     }
 }

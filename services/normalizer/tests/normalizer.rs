@@ -36,6 +36,8 @@ fn shopify_event(topic: &str, webhook_id: &str, file: &str) -> NewRawEvent {
         body: &body,
         public_base_url: "https://in.example",
         path_and_query: "",
+        received_at: chrono::Utc::now(),
+        max_age: None,
     };
     sources::webhook_raw_event(Source::Shopify, "", Uuid::now_v7(), None, &request).unwrap()
 }

@@ -21,8 +21,8 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value, json};
 
 use super::mapping::{
-    Identifiers, copy_fields, decimal, event_of, parse_decimal, required, s, text, time,
-    with_order, without_order,
+    Identifiers, copy_fields, decimal, event_of, lines_total, parse_decimal, required, s, text,
+    time, with_order, without_order,
 };
 use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized};
 use crate::raw_event::RawRecord;
@@ -241,10 +241,7 @@ fn order(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
         .collect::<Result<Vec<_>, MapError>>()?;
     let total = match decimal(o, &["total"]) {
         Some(t) => t,
-        None if !items.is_empty() => items
-            .iter()
-            .map(|i| i.price * rust_decimal::Decimal::from(i.qty))
-            .sum(),
+        None if !items.is_empty() => lines_total(&items),
         None => return Err(MapError::Malformed("missing or invalid `total`".into())),
     };
     let event_type = if status == OrderStatus::Cancelled {

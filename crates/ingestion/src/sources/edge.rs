@@ -5,6 +5,7 @@
 //! Plain types over `http::HeaderMap` and bytes, so the source modules hold their edge
 //! rules (which headers, which key, which refusal) without depending on the web server.
 
+use chrono::{DateTime, TimeDelta, Utc};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -76,12 +77,39 @@ pub struct WebhookRequest<'a> {
     pub public_base_url: &'a str,
     /// The path and query the platform called.
     pub path_and_query: &'a str,
+    /// When ingest received it.
+    pub received_at: DateTime<Utc>,
+    /// How old a delivery may be by the platform's own trigger time before it is
+    /// refused as a replay (`WEBHOOK_MAX_AGE_SECS`); `None`: any age.
+    pub max_age: Option<TimeDelta>,
 }
 
 impl WebhookRequest<'_> {
     /// A header's value as text, if present, printable and not blank.
     pub fn header(&self, name: &str) -> Option<&str> {
         header(self.headers, name)
+    }
+
+    /// Refuses (400 `stale_delivery`) a delivery the platform says it triggered at
+    /// `triggered_at`, when that is more than [`max_age`](Self::max_age) before it was
+    /// received: a captured delivery replayed later. Unsigned headers can be forged, so
+    /// this stops naive replays only; the deduplication key is the real guard.
+    pub fn check_age(&self, triggered_at: DateTime<Utc>) -> Result<(), Refusal> {
+        let Some(max_age) = self.max_age else {
+            return Ok(());
+        };
+        let age = self.received_at.signed_duration_since(triggered_at);
+        if age > max_age {
+            return Err(Refusal::invalid(
+                "stale_delivery",
+                format!(
+                    "the delivery was triggered {} h ago; deliveries older than {} h are refused",
+                    age.num_hours(),
+                    max_age.num_hours()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The URL the platform called as the public sees it: behind a proxy it differs
@@ -152,24 +180,15 @@ pub fn json_body(body: &[u8]) -> Result<Value, Refusal> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         Refusal::invalid("malformed_json", format!("the body is not valid JSON: {e}"))
     })?;
-    if contains_nul(&value) {
+    if super::admission::has_nul(&value) {
         // Postgres JSONB cannot hold U+0000; refusing here keeps one bad request from
         // failing a whole group commit.
         return Err(Refusal::invalid(
-            "malformed_json",
+            "nul_character",
             "the body contains a U+0000 character, which cannot be stored",
         ));
     }
     Ok(value)
-}
-
-fn contains_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(contains_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

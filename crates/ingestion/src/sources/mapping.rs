@@ -148,20 +148,50 @@ pub(crate) fn integer(v: &Value, path: &[&str]) -> Option<i64> {
     }
 }
 
+/// The earliest time a source may report: older times are typing or clock errors.
+pub const EARLIEST_TIME: DateTime<Utc> = match NaiveDate::from_ymd_opt(1900, 1, 1) {
+    Some(d) => match d.and_hms_opt(0, 0, 0) {
+        Some(t) => t.and_utc(),
+        None => DateTime::<Utc>::MIN_UTC,
+    },
+    None => DateTime::<Utc>::MIN_UTC,
+};
+
+/// The latest time a source may report (Postgres and every consumer handle it).
+pub const LATEST_TIME: DateTime<Utc> = match NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => match d.and_hms_opt(23, 59, 59) {
+        Some(t) => t.and_utc(),
+        None => DateTime::<Utc>::MAX_UTC,
+    },
+    None => DateTime::<Utc>::MAX_UTC,
+};
+
+/// Whether `t` lies in the window every time must lie in ([`EARLIEST_TIME`] to
+/// [`LATEST_TIME`]).
+pub fn in_time_window(t: DateTime<Utc>) -> bool {
+    (EARLIEST_TIME..=LATEST_TIME).contains(&t)
+}
+
 /// A timestamp at `path`: RFC 3339, or a zone-less date-time or date read as UTC
-/// (WooCommerce's `*_gmt` fields, CSV exports), or Unix seconds.
+/// (WooCommerce's `*_gmt` fields, CSV exports), or Unix seconds. A time outside
+/// [`in_time_window`] is not a time: it reads as absent, and a required one is refused.
 pub(crate) fn time(v: &Value, path: &[&str]) -> Option<DateTime<Utc>> {
     match at(v, path)? {
         Value::String(s) => parse_time(s),
         Value::Number(n) => n
             .as_i64()
-            .and_then(|secs| DateTime::from_timestamp(secs, 0)),
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .filter(|t| in_time_window(*t)),
         _ => None,
     }
 }
 
-/// Parses the timestamp forms [`time`] accepts.
+/// Parses the timestamp forms [`time`] accepts, within [`in_time_window`].
 pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    parse_any_time(s).filter(|t| in_time_window(*t))
+}
+
+fn parse_any_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -205,6 +235,22 @@ pub(crate) fn copy_fields(to: &mut Map<String, Value>, from: &Value, fields: &[(
 /// A string value for JSON maps.
 pub(crate) fn s(v: impl Into<String>) -> Value {
     Value::String(v.into())
+}
+
+/// The sum of the lines' `price × qty`, saturating instead of overflowing: an absurd
+/// total is then refused by the range check ([`crate::sources::admission`]) rather
+/// than panicking here.
+pub(crate) fn lines_total(items: &[domain::OrderItem]) -> Decimal {
+    items.iter().fold(Decimal::ZERO, |sum, i| {
+        sum.saturating_add(i.price.saturating_mul(Decimal::from(i.qty)))
+    })
+}
+
+/// The sum of `amounts`, saturating instead of overflowing (see [`lines_total`]).
+pub(crate) fn saturating_sum(amounts: impl IntoIterator<Item = Decimal>) -> Decimal {
+    amounts
+        .into_iter()
+        .fold(Decimal::ZERO, |sum, a| sum.saturating_add(a))
 }
 
 /// Quantity as the `i32` order lines store; out-of-range quantities are malformed.
@@ -301,6 +347,26 @@ mod tests {
             "2026-03-04T00:00:00+00:00"
         );
         assert_eq!(parse_time("yesterday"), None);
+        // Outside the window: not a time.
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_time("+200000-01-01T00:00:00Z"), None);
+        for secs in [-300_000_000_000_i64, 8_200_000_000_000, i64::MIN, i64::MAX] {
+            assert_eq!(time(&json!({"t": secs}), &["t"]), None, "{secs}");
+        }
+        assert!(time(&json!({"t": 1_700_000_000}), &["t"]).is_some());
+    }
+
+    #[test]
+    fn money_sums_saturate() {
+        let huge = domain::OrderItem {
+            sku: "X".into(),
+            name: "X".into(),
+            category: None,
+            qty: i32::MAX,
+            price: Decimal::MAX,
+        };
+        assert_eq!(lines_total(&[huge.clone(), huge]), Decimal::MAX);
+        assert_eq!(saturating_sum([Decimal::MAX, Decimal::MAX]), Decimal::MAX);
     }
 
     #[test]

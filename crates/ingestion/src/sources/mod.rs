@@ -21,6 +21,7 @@
 //! and POS bills keep their own handlers (batches authenticated by a write key or a
 //! bearer token), but take their URLs, texts and normalisation from here too.
 
+pub mod admission;
 pub mod csv_rows;
 pub mod edge;
 pub(crate) mod mapping;
@@ -299,7 +300,20 @@ pub fn webhook_raw_event(
     if let Some(secret) = secret {
         hook.verify(secret, request)?;
     }
-    hook.raw_event(integration, route, request)
+    admitted_raw_event(hook, integration, route, request)
+}
+
+/// The raw event of a verified delivery, checked by [`admission::admit`]: what ingest's
+/// signed-webhook handler stores.
+pub fn admitted_raw_event(
+    hook: &dyn SignedWebhook,
+    integration: Uuid,
+    route: &WebhookRoute,
+    request: &WebhookRequest<'_>,
+) -> Result<NewRawEvent, Refusal> {
+    let event = hook.raw_event(integration, route, request)?;
+    admission::admit(&event, "invalid_webhook")?;
+    Ok(event)
 }
 
 /// The path of a signed-webhook route, with `{integration}` in place of the id.

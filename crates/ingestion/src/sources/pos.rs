@@ -32,7 +32,9 @@ use super::edge::bearer_token;
 use super::mapping::{
     Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
 };
-use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
+use super::{
+    Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal, admission,
+};
 use crate::raw_event::{NewRawEvent, RawRecord};
 use crate::signing::secret_matches;
 
@@ -134,7 +136,7 @@ fn bills_of(body: Value) -> Result<Vec<Value>, String> {
 
 /// Builds the raw events of a request's bills, each keyed by integration, store and
 /// bill number. All-or-nothing: one invalid bill refuses the request (400
-/// `invalid_bill`) with its index and reason.
+/// `invalid_bill`, or the code of the limit it breaks) with its index and reason.
 pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>, Refusal> {
     let invalid = |m: String| Refusal::invalid("invalid_bill", m);
     let bills = bills_of(body).map_err(invalid)?;
@@ -152,38 +154,21 @@ pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>,
         .into_iter()
         .enumerate()
         .map(|(i, bill)| {
-            validate(&bill)
-                .map_err(|e| invalid(if many { format!("bills[{i}]: {e}") } else { e }))?;
+            let at = |r: Refusal| if many { r.at(&format!("bills[{i}]")) } else { r };
+            if !bill.is_object() {
+                return Err(at(invalid("a bill must be a JSON object".into())));
+            }
             let store = text(&bill, &["store"]).unwrap_or_default();
             let bill_no = text(&bill, &["bill_no"]).unwrap_or_default();
             let key = format!("{integration_id}:{store}:{bill_no}");
             let mut ev = NewRawEvent::new(Some(integration_id), Source::Pos, key, "bill", bill);
             ev.occurred_at = time(&ev.body, &["billed_at"]);
+            // The mapping itself is the validator: the same rules at the edge and in
+            // the normalizer, plus the limits of what can be stored.
+            admission::admit(&ev, "invalid_bill").map_err(at)?;
             Ok(ev)
         })
         .collect()
-}
-
-/// Checks a bill has everything the mapping needs, so nothing accepted fails later.
-fn validate(bill: &Value) -> Result<(), String> {
-    if !bill.is_object() {
-        return Err("a bill must be a JSON object".into());
-    }
-    // The mapping itself is the validator: the same rules at the edge and in the
-    // normalizer. Identifier problems are not errors (they are dropped and counted).
-    let raw = RawRecord {
-        id: Uuid::nil(),
-        source: Source::Pos,
-        kind: "bill",
-        received_at: Utc::now(),
-        occurred_at: None,
-        integration_id: None,
-        headers: &serde_json::Map::new(),
-        body: bill,
-    };
-    normalize(&raw, "IN")
-        .map(|_| ())
-        .map_err(MapError::into_reason)
 }
 
 /// Maps a POS bill.

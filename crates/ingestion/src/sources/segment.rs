@@ -22,7 +22,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use domain::{
     Channel, EventType, IdentifierKind, Order, OrderItem, OrderState, OrderStatus, OrderWrite,
     Product, Refund, Source,
@@ -34,7 +34,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::edge::header;
-use super::mapping::{Identifiers, decimal, event_of, quantity, s, text, time, with_order};
+use super::mapping::{
+    Identifiers, decimal, event_of, in_time_window, lines_total, quantity, s, text, time, with_order,
+};
 use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
 use crate::raw_event::{NewRawEvent, RawRecord};
 
@@ -80,7 +82,7 @@ impl Connector for Segment {
                 short.join(",")
             ),
             authentication: self.authentication(),
-            dedupe_key: "`messageId` (SHA-256 of the message if absent)",
+            dedupe_key: "integration and `messageId` (SHA-256 of the message if absent)",
         }]
     }
 
@@ -206,15 +208,38 @@ pub fn body_write_key(body: &Value) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// The header a raw event carries when ingest chose the currency of an order message
+/// that named none: the brand's `DEFAULT_CURRENCY` at the time it was received.
+pub const DEFAULT_CURRENCY_HEADER: &str = "x-constintel-default-currency";
+
+/// How a request was received: through which integration, when, and the brand's
+/// default currency for order messages without one (`DEFAULT_CURRENCY`).
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt<'a> {
+    /// The integration whose write key authenticated the request.
+    pub integration_id: Uuid,
+    /// When ingest received it.
+    pub received_at: DateTime<Utc>,
+    /// `DEFAULT_CURRENCY`, if set.
+    pub default_currency: Option<&'a str>,
+}
+
+/// The deduplication key of a message: its `messageId` (or the SHA-256 of its content
+/// when it has none), scoped to the integration, so one write key cannot shadow
+/// another's messages.
+pub fn dedupe_key(integration_id: Uuid, message_id: &str) -> String {
+    format!("{integration_id}:{message_id}")
+}
+
 /// Turns a parsed request body into one raw event per message. `body_len` is the
 /// decompressed size; the caller has checked it against [`Endpoint::max_bytes`].
-/// All-or-nothing: one invalid message rejects the request, naming its index.
+/// All-or-nothing: one invalid message rejects the request, naming its index; every
+/// message passes [`admission::admit`](super::admission::admit).
 pub fn raw_events(
-    integration_id: Uuid,
+    receipt: Receipt<'_>,
     endpoint: Endpoint,
     mut body: Value,
     body_len: usize,
-    received_at: DateTime<Utc>,
 ) -> Result<Vec<NewRawEvent>, Refusal> {
     let Value::Object(obj) = &mut body else {
         return Err(invalid("the body must be a JSON object"));
@@ -253,14 +278,17 @@ pub fn raw_events(
         .enumerate()
         .map(|(i, msg)| {
             message_event(
-                integration_id,
+                receipt,
                 msg,
                 batch_sent_at.as_ref(),
                 batch_context.as_ref(),
                 check_sizes,
                 channel_hint,
-                received_at,
             )
+            .and_then(|ev| {
+                super::admission::admit(&ev, "invalid_message")?;
+                Ok(ev)
+            })
             .map_err(|r| {
                 if matches!(endpoint, Endpoint::Single(_)) {
                     r
@@ -273,13 +301,12 @@ pub fn raw_events(
 }
 
 fn message_event(
-    integration_id: Uuid,
+    receipt: Receipt<'_>,
     mut msg: Value,
     batch_sent_at: Option<&Value>,
     batch_context: Option<&Value>,
     check_size: bool,
     channel_hint: Option<&str>,
-    received_at: DateTime<Utc>,
 ) -> Result<NewRawEvent, Refusal> {
     if check_size {
         let len = serde_json::to_vec(&msg)
@@ -328,14 +355,14 @@ fn message_event(
         if let Some(v) = obj.get(key).filter(|v| !v.is_null())
             && time(v, &[]).is_none()
         {
-            return Err(invalid(format!("`{key}` is not a timestamp")));
+            return Err(invalid(NOT_A_TIME.replace("{key}", key)));
         }
     }
     if !obj.contains_key("sentAt")
         && let Some(sent) = batch_sent_at.filter(|v| !v.is_null())
     {
         if time(sent, &[]).is_none() {
-            return Err(invalid("`sentAt` is not a timestamp"));
+            return Err(invalid(NOT_A_TIME.replace("{key}", "sentAt")));
         }
         obj.insert("sentAt".into(), sent.clone());
     }
@@ -359,11 +386,38 @@ fn message_event(
             hex::encode(Sha256::digest(msg.to_string().as_bytes()))
         ),
     };
-    let occurred_at = corrected_timestamp(&msg, received_at);
-    let mut ev = NewRawEvent::new(Some(integration_id), Source::Segment, key, call, msg);
-    ev.received_at = received_at;
+    let needs_currency = call == "track"
+        && is_order_event(&text(&msg, &["event"]).unwrap_or_default())
+        && text(&msg, &["properties", "currency"]).is_none();
+    let occurred_at = corrected_timestamp(&msg, receipt.received_at);
+    let mut ev = NewRawEvent::new(
+        Some(receipt.integration_id),
+        Source::Segment,
+        dedupe_key(receipt.integration_id, &key),
+        call,
+        msg,
+    );
+    ev.received_at = receipt.received_at;
     ev.occurred_at = occurred_at;
+    if needs_currency && let Some(currency) = receipt.default_currency {
+        ev.headers
+            .insert(DEFAULT_CURRENCY_HEADER.into(), s(currency.to_uppercase()));
+    }
     Ok(ev)
+}
+
+/// The property an order event carries when its order could not be recorded, with why.
+pub const ORDER_NOT_RECORDED: &str = "order_not_recorded";
+
+/// The refusal of a time field that does not parse or lies outside 1900–9999.
+const NOT_A_TIME: &str = "`{key}` is not a timestamp between 1900 and 9999 (ISO 8601 or Unix seconds)";
+
+/// Whether a track event of this name reports an order (and so needs a currency).
+fn is_order_event(event: &str) -> bool {
+    matches!(
+        track_type(event).0,
+        EventType::OrderPlaced | EventType::OrderCancelled | EventType::RefundIssued
+    )
 }
 
 /// A 400 `invalid_message`.
@@ -379,15 +433,34 @@ fn non_blank(v: &Value) -> bool {
     }
 }
 
+/// How far past its arrival a message may say it happened: device clocks run fast.
+const MAX_FUTURE: TimeDelta = TimeDelta::days(1);
+
 /// When a message happened: the device's `timestamp` (or RudderStack's
 /// `originalTimestamp`) moved by the device's clock skew, `receivedAt - sentAt`. Without
 /// `sentAt` the timestamp is taken as is; without a timestamp, `None`.
+///
+/// Device clocks are untrusted, so the arithmetic is checked and the answer clamped: a
+/// corrected time that overflows, or lands before 1900 or more than a day after
+/// `received_at`, falls back to the uncorrected timestamp, and a timestamp more than a
+/// day in the future to `received_at` (the message happened at the latest when it
+/// arrived).
 pub fn corrected_timestamp(msg: &Value, received_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let ts = time(msg, &["originalTimestamp"]).or_else(|| time(msg, &["timestamp"]))?;
-    match time(msg, &["sentAt"]) {
-        Some(sent) => Some(received_at - (sent - ts)),
-        None => Some(ts),
-    }
+    let latest = received_at
+        .checked_add_signed(MAX_FUTURE)
+        .unwrap_or(received_at);
+    let plausible = |t: &DateTime<Utc>| in_time_window(*t) && *t <= latest;
+    let corrected = time(msg, &["sentAt"]).and_then(|sent| {
+        let skew = sent.signed_duration_since(ts);
+        received_at.checked_sub_signed(skew)
+    });
+    Some(
+        corrected
+            .filter(plausible)
+            .or(Some(ts).filter(plausible))
+            .unwrap_or(received_at),
+    )
 }
 
 /// Maps a Segment raw event.
@@ -513,18 +586,40 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
             }
         }
         EventType::CheckoutStarted => {
-            let items = order_items(props_in)?;
+            // Lines that cannot be read only cost the catalogue update, not the event.
+            let items = order_items(props_in).unwrap_or_default();
             products = Product::of_items(&items, text(props_in, &["currency"]).as_deref());
         }
         EventType::OrderPlaced | EventType::OrderCancelled | EventType::RefundIssued => {
-            let items = order_items(props_in)?;
-            let (Some(order_id), Some(currency)) =
-                (text(props_in, &["order_id"]), text(props_in, &["currency"]))
-            else {
-                return Err(MapError::Malformed(format!(
-                    "`{}` needs properties.order_id and properties.currency",
-                    ev.name.clone().unwrap_or_default()
-                )));
+            let currency = text(props_in, &["currency"]).or_else(|| {
+                raw.headers
+                    .get(DEFAULT_CURRENCY_HEADER)
+                    .and_then(|v| text(v, &[]))
+            });
+            let order_id = text(props_in, &["order_id"]);
+            let (order_id, currency, items) = match (order_id, currency, order_items(props_in)) {
+                (Some(order_id), Some(currency), Ok(items)) => (order_id, currency, items),
+                (order_id, currency, items) => {
+                    // The event still reaches its person; only its order is left out,
+                    // and the event says why.
+                    let reason = if order_id.is_none() {
+                        "properties.order_id is missing".to_owned()
+                    } else if currency.is_none() {
+                        "properties.currency is missing and DEFAULT_CURRENCY is not set".to_owned()
+                    } else {
+                        items.err().map(MapError::into_reason).unwrap_or_default()
+                    };
+                    ev.event_type = EventType::Custom;
+                    ev.properties
+                        .insert(ORDER_NOT_RECORDED.into(), s(reason));
+                    let dropped = ids.finish(&mut ev);
+                    return Ok(Normalized {
+                        event: Some(ev),
+                        dropped,
+                        order: None,
+                        products: Vec::new(),
+                    });
+                }
             };
             let total = order_total(props_in, &items);
             let store = text(props_in, &["store"]);
@@ -672,13 +767,21 @@ fn order_total(props: &Value, items: &[OrderItem]) -> Decimal {
     decimal(props, &["total"])
         .or_else(|| decimal(props, &["revenue"]))
         .or_else(|| decimal(props, &["value"]))
-        .unwrap_or_else(|| items.iter().map(|i| i.price * Decimal::from(i.qty)).sum())
+        .unwrap_or_else(|| lines_total(items))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn receipt(now: DateTime<Utc>) -> Receipt<'static> {
+        Receipt {
+            integration_id: Uuid::nil(),
+            received_at: now,
+            default_currency: None,
+        }
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -702,6 +805,23 @@ mod tests {
     }
 
     #[test]
+    fn absurd_clocks_never_panic_and_are_clamped() {
+        let received = t("2026-05-01T10:05:00Z");
+        // The pair from the report: both far apart, in opposite directions.
+        let msg = json!({"timestamp": 8_200_000_000_000_i64, "sentAt": -8_200_000_000_000_i64});
+        assert_eq!(corrected_timestamp(&msg, received), None, "outside the window: no time");
+        // Both in the window but the skew throws the time before 1900: uncorrected.
+        let msg = json!({"timestamp": "1901-01-01T00:00:00Z", "sentAt": "9999-01-01T00:00:00Z"});
+        assert_eq!(corrected_timestamp(&msg, received), Some(t("1901-01-01T00:00:00Z")));
+        // A device far in the future without sentAt: when it arrived.
+        let msg = json!({"timestamp": "9000-01-01T00:00:00Z"});
+        assert_eq!(corrected_timestamp(&msg, received), Some(received));
+        // Huge skew the other way: the corrected time would be in the future.
+        let msg = json!({"timestamp": "2026-05-01T10:00:00Z", "sentAt": "1900-01-02T00:00:00Z"});
+        assert_eq!(corrected_timestamp(&msg, received), Some(t("2026-05-01T10:00:00Z")));
+    }
+
+    #[test]
     fn batches_are_all_or_nothing() {
         let now = Utc::now();
         let id = Uuid::nil();
@@ -709,7 +829,7 @@ mod tests {
             {"type": "track", "event": "A", "userId": "u1", "messageId": "m1"},
             {"type": "track", "userId": "u1", "messageId": "m2"}
         ]});
-        let err = raw_events(id, Endpoint::Batch, body, 100, now).unwrap_err();
+        let err = raw_events(receipt(now), Endpoint::Batch, body, 100).unwrap_err();
         assert_eq!(
             err,
             Refusal::invalid("invalid_message", "batch[1]: track needs `event`")
@@ -720,10 +840,14 @@ mod tests {
             {"type": "identify", "anonymousId": "a1", "traits": {"email": "x@y.com"}},
             {"type": "page", "userId": "u1", "messageId": "m3", "writeKey": "k"}
         ]});
-        let events = raw_events(id, Endpoint::Batch, body, 200, now).unwrap();
+        let events = raw_events(receipt(now), Endpoint::Batch, body, 200).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(events[0].source_event_id.starts_with("sha256:"));
-        assert_eq!(events[1].source_event_id, "m3");
+        assert!(
+            events[0]
+                .source_event_id
+                .starts_with(&format!("{id}:sha256:"))
+        );
+        assert_eq!(events[1].source_event_id, dedupe_key(id, "m3"));
         assert_eq!(events[1].body["sentAt"], "2026-05-01T10:00:00Z");
         assert_eq!(events[1].body["context"]["ip"], "1.2.3.4");
         assert!(
@@ -737,14 +861,60 @@ mod tests {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
         let body = json!({"batch": [{"type": "track", "event": "A", "userId": "u", "properties": {"blob": big}}]});
         let err = raw_events(
-            Uuid::nil(),
+            receipt(Utc::now()),
             Endpoint::Batch,
             body,
             MAX_MESSAGE_BYTES + 100,
-            Utc::now(),
         )
         .unwrap_err();
         assert!(matches!(err, Refusal::TooLarge(_)), "{err:?}");
+    }
+
+    fn mapped(ev: &NewRawEvent) -> Normalized {
+        normalize(&ev.record(), "IN").unwrap()
+    }
+
+    #[test]
+    fn orders_without_currency_use_the_default_or_keep_the_event() {
+        let now = Utc::now();
+        let msg = json!({"type": "track", "event": "Order Completed", "userId": "u1",
+            "messageId": "o1", "properties": {"order_id": "A-1", "total": 120}});
+        let with_default = Receipt {
+            default_currency: Some("inr"),
+            ..receipt(now)
+        };
+        let ev = &raw_events(with_default, Endpoint::Single("track"), msg.clone(), 100).unwrap()[0];
+        let n = mapped(ev);
+        assert_eq!(n.event.unwrap().order.unwrap().currency, "INR");
+        assert!(n.order.is_some());
+
+        // No default: the event still reaches its person, without the order, saying why.
+        let ev = &raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap()[0];
+        let n = mapped(ev);
+        let event = n.event.unwrap();
+        assert_eq!(event.event_type, EventType::Custom);
+        assert!(!event.identifiers.is_empty());
+        assert!(
+            event.properties[ORDER_NOT_RECORDED]
+                .as_str()
+                .unwrap()
+                .contains("currency")
+        );
+        assert!(n.order.is_none());
+    }
+
+    #[test]
+    fn poison_times_and_amounts_are_refused_at_the_edge() {
+        let now = Utc::now();
+        for ts in [json!(-300_000_000_000_i64), json!(8_200_000_000_000_i64), json!("+200000-01-01T00:00:00Z")] {
+            let msg = json!({"type": "track", "event": "A", "userId": "u1", "timestamp": ts});
+            let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
+            assert!(matches!(err, Refusal::Invalid { code: "invalid_message", .. }), "{err:?}");
+        }
+        let msg = json!({"type": "track", "event": "Order Completed", "userId": "u1",
+            "properties": {"order_id": "A-1", "currency": "INR", "total": 999_999_999_999_999_i64}});
+        let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
+        assert!(matches!(err, Refusal::Invalid { code: "out_of_range", .. }), "{err:?}");
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //!
 //! Shopify signs the raw body (`X-Shopify-Hmac-Sha256`, see [`crate::signing`]), names the
 //! topic in `X-Shopify-Topic` and gives every delivery an id in `X-Shopify-Webhook-Id`
-//! that stays the same when it retries: that id is the deduplication key. Payloads are
-//! the REST Admin API resources (order, refund, customer, checkout, cart).
+//! and a trigger time in `X-Shopify-Triggered-At`. Only the body is signed, so the
+//! deduplication key is the integration and the body's hash ([`dedupe_key`]), the topic
+//! must fit the body, and a delivery triggered longer ago than `WEBHOOK_MAX_AGE_SECS` is
+//! refused: a captured delivery cannot be stored again under a new id or as another
+//! topic. Payloads are the REST Admin API resources (order, refund, customer, checkout,
+//! cart).
 //!
 //! Mapping: `orders/create|updated|paid` → `order_placed` with the full order (the
 //! order's `updated_at` is its version, so late deliveries of an older state do not win);
@@ -21,12 +25,13 @@ use domain::{
 };
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::edge::{check_signature, json_body, kept_headers};
 use super::mapping::{
-    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
-    without_order,
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, saturating_sum, text, time,
+    with_order, without_order,
 };
 use super::{
     Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
@@ -69,7 +74,7 @@ const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
     suffix: "",
     kind: "",
     purpose: "webhooks",
-    dedupe_key: "`X-Shopify-Webhook-Id` (the same on every retry)",
+    dedupe_key: "integration and SHA-256 of the signed body (the webhook id and topic are not signed)",
 }];
 
 const DESCRIPTION: Description = Description {
@@ -142,6 +147,15 @@ impl SignedWebhook for Shopify {
         let topic = request
             .header("x-shopify-topic")
             .ok_or_else(|| Refusal::invalid("missing_topic", "missing X-Shopify-Topic"))?;
+        if let Some(triggered) = request.header("x-shopify-triggered-at") {
+            let at = DateTime::parse_from_rfc3339(triggered).map_err(|_| {
+                Refusal::invalid(
+                    "invalid_webhook",
+                    format!("X-Shopify-Triggered-At `{triggered}` is not an RFC 3339 time"),
+                )
+            })?;
+            request.check_age(at.with_timezone(&Utc))?;
+        }
         let webhook_id = request.header("x-shopify-webhook-id").unwrap_or_default();
         let body = json_body(request.body)?;
         raw_event(
@@ -149,19 +163,58 @@ impl SignedWebhook for Shopify {
             topic,
             webhook_id,
             kept_headers(request.headers, &KEPT_HEADERS),
+            request.body,
             body,
         )
         .map_err(|e| Refusal::invalid("invalid_webhook", e))
     }
 }
 
+/// The deduplication key of a delivery: the integration and the SHA-256 of the signed
+/// body. Shopify's webhook id and topic are not covered by the signature, so they cannot
+/// be part of it: a captured body sent again under a new id, or as another topic, is the
+/// same delivery. (Two topics that carry the very same body, `orders/create` and
+/// `orders/paid` for an order paid at once, report the same order state, so one of them
+/// is enough.)
+pub fn dedupe_key(integration_id: Uuid, body: &[u8]) -> String {
+    format!("{integration_id}:sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// Whether `body` is what `topic` delivers: an order for `orders/*` (cancelled for
+/// `orders/cancelled`, not cancelled for `orders/create` and `orders/paid`), a refund
+/// for `refunds/create`, a customer, checkout or cart for the others. The topic header
+/// is not signed; this keeps a signed body from being replayed as another topic.
+fn topic_fits(topic: &str, body: &Value) -> Result<(), String> {
+    let has = |key: &str| body.get(key).is_some_and(|v| !v.is_null());
+    let is_order = has("line_items") && has("total_price") && body.get("financial_status").is_some();
+    let is_checkout = has("line_items") && (has("abandoned_checkout_url") || has("cart_token")) && !is_order;
+    let fits = match topic {
+        "orders/cancelled" => is_order && has("cancelled_at"),
+        "orders/create" | "orders/paid" => is_order && !has("cancelled_at"),
+        "orders/updated" => is_order,
+        "refunds/create" => has("order_id") && !has("line_items"),
+        "customers/create" | "customers/update" => {
+            has("id") && !has("line_items") && !has("order_id")
+        }
+        "checkouts/create" | "checkouts/update" => is_checkout,
+        "carts/create" | "carts/update" => has("line_items") && !is_order && !is_checkout,
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("the body is not what `{topic}` delivers"))
+    }
+}
+
 /// Builds the raw event of a verified delivery. `headers` are the kept headers
-/// (lower-case names); `body` is the parsed JSON body.
+/// (lower-case names); `raw_body` the signed bytes and `body` their JSON.
 fn raw_event(
     integration_id: Uuid,
     topic: &str,
     webhook_id: &str,
     headers: Map<String, Value>,
+    raw_body: &[u8],
     body: Value,
 ) -> Result<NewRawEvent, String> {
     if !TOPICS.contains(&topic) {
@@ -173,14 +226,14 @@ fn raw_event(
     if !body.is_object() {
         return Err("the body must be a JSON object".into());
     }
-    let webhook_id = webhook_id.trim();
-    if webhook_id.is_empty() {
+    if webhook_id.trim().is_empty() {
         return Err("missing X-Shopify-Webhook-Id".into());
     }
+    topic_fits(topic, &body)?;
     let mut ev = NewRawEvent::new(
         Some(integration_id),
         Source::Shopify,
-        webhook_id,
+        dedupe_key(integration_id, raw_body),
         topic,
         body,
     );
@@ -382,7 +435,7 @@ fn order_status(body: &Value) -> OrderStatus {
 /// The amount of a refund: its successful refund transactions, or (for refunds without
 /// money movement recorded) its refunded lines.
 fn refund_amount(refund: &Value) -> Decimal {
-    let from_transactions: Decimal = refund
+    let from_transactions = refund
         .get("transactions")
         .and_then(Value::as_array)
         .into_iter()
@@ -392,18 +445,18 @@ fn refund_amount(refund: &Value) -> Decimal {
                 && text(t, &["status"]).as_deref() != Some("failure")
                 && text(t, &["status"]).as_deref() != Some("error")
         })
-        .filter_map(|t| decimal(t, &["amount"]))
-        .sum();
+        .filter_map(|t| decimal(t, &["amount"]));
+    let from_transactions = saturating_sum(from_transactions);
     if !from_transactions.is_zero() {
         return from_transactions;
     }
-    refund
+    let from_lines = refund
         .get("refund_line_items")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|l| decimal(l, &["subtotal"]))
-        .sum()
+        .filter_map(|l| decimal(l, &["subtotal"]));
+    saturating_sum(from_lines)
 }
 
 fn refund_currency(refund: &Value) -> Option<String> {

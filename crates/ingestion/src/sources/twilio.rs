@@ -2,9 +2,9 @@
 //!
 //! Twilio POSTs form-encoded parameters and signs the public URL plus the sorted
 //! parameters (`X-Twilio-Signature`, see [`crate::signing`]). The raw event's body is the
-//! parameters as a JSON object. Deduplication: an inbound message by its `MessageSid`; a
-//! status callback by `MessageSid:MessageStatus`, since one message reports queued, sent,
-//! delivered and read under the same sid.
+//! parameters as a JSON object. Deduplication, within the integration: an inbound
+//! message by its `MessageSid`; a status callback by `MessageSid:MessageStatus`, since
+//! one message reports queued, sent, delivered and read under the same sid.
 //!
 //! Mapping: inbound → `message_received` on the WhatsApp channel with the sender's phone
 //! (`From=whatsapp:+E164`, `WaId`) and WhatsApp profile name; body, media, button replies
@@ -58,13 +58,13 @@ const ROUTES: [WebhookRoute; 2] = [
         suffix: "",
         kind: KIND_MESSAGE,
         purpose: "inbound messages",
-        dedupe_key: "`MessageSid`",
+        dedupe_key: "integration and `MessageSid`",
     },
     WebhookRoute {
         suffix: "/status",
         kind: KIND_STATUS,
         purpose: "status callbacks",
-        dedupe_key: "`MessageSid:MessageStatus` (one message reports each status once)",
+        dedupe_key: "integration and `MessageSid:MessageStatus` (one message reports each status once)",
     },
 ];
 
@@ -183,7 +183,7 @@ fn raw_event(
     let key = match kind {
         KIND_MESSAGE => {
             get("From").ok_or("missing From")?;
-            sid
+            format!("{integration_id}:{sid}")
         }
         KIND_STATUS => {
             let status = get("MessageStatus")
@@ -192,7 +192,7 @@ fn raw_event(
             if !STATUSES.contains(&status) {
                 return Err(format!("unknown MessageStatus `{status}`"));
             }
-            format!("{sid}:{status}")
+            format!("{integration_id}:{sid}:{status}")
         }
         other => return Err(format!("unknown Twilio callback `{other}`")),
     };

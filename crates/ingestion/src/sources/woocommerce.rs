@@ -2,10 +2,10 @@
 //! mapping of orders, customers and products.
 //!
 //! WooCommerce signs the raw body like Shopify (`X-WC-Webhook-Signature`) and names the
-//! topic in `X-WC-Webhook-Topic`. Its delivery id changes on every attempt, so the
-//! deduplication key is the resource and its modification time
-//! (`order.updated:123:2026-11-20T10:00:00`), falling back to a hash of the body: the
-//! same state delivered twice is stored once. When a webhook is saved WooCommerce sends
+//! topic in `X-WC-Webhook-Topic`. Its delivery id changes on every attempt and the
+//! topic is not signed, so the deduplication key is the integration, the resource and
+//! its modification time ([`dedupe_key`]), falling back to a hash of the body: the same
+//! state delivered twice, under any topic, is stored once; the topic must fit the body. When a webhook is saved WooCommerce sends
 //! an unsigned form-encoded `webhook_id=<n>` ping, which is answered 200 and not stored.
 //!
 //! Payloads are the REST API v3 resources. Orders map to `order_placed` (or
@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::edge::{check_signature, json_body, kept_headers};
 use super::mapping::{
-    Identifiers, copy_fields, decimal, event_of, quantity, required, s, text, time, with_order,
-    without_order,
+    Identifiers, copy_fields, decimal, event_of, quantity, required, s, saturating_sum, text, time,
+    with_order, without_order,
 };
 use super::{
     Connector, Credential, Description, MapError, Normalized, Refusal, SignedWebhook,
@@ -63,7 +63,7 @@ const ROUTES: [WebhookRoute; 1] = [WebhookRoute {
     suffix: "",
     kind: "",
     purpose: "webhooks",
-    dedupe_key: "`topic:resource id:date_modified_gmt` (body hash if none): the delivery id changes on every retry",
+    dedupe_key: "integration, resource, its id and `date_modified_gmt` (body hash if none): the delivery id changes on every retry, the topic is not signed",
 }];
 
 const DESCRIPTION: Description = Description {
@@ -160,6 +160,44 @@ fn is_ping(body: &[u8]) -> bool {
     matches!(pairs.as_slice(), [(k, v)] if k == "webhook_id" && !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// The deduplication key of a delivery to `integration` about `topic`'s resource:
+/// the resource kind, its id and its modification time
+/// (`<integration>:order:123:2026-11-20T10:00:00`), or the SHA-256 of the signed body
+/// when the resource has no modification time. The delivery id changes on every retry
+/// and the topic header is not signed, so neither is part of it: the same state sent
+/// again, under any topic of the resource, is stored once.
+pub fn dedupe_key(integration_id: Uuid, topic: &str, body: &Value, raw_body: &[u8]) -> String {
+    let resource = topic.split('.').next().unwrap_or(topic);
+    let id = text(body, &["id"]).unwrap_or_default();
+    match text(body, &["date_modified_gmt"]) {
+        Some(modified) => format!("{integration_id}:{resource}:{id}:{modified}"),
+        None => format!(
+            "{integration_id}:{resource}:{id}:sha256:{}",
+            hex::encode(Sha256::digest(raw_body))
+        ),
+    }
+}
+
+/// Whether `body` is what `topic` delivers: `order.deleted` carries only the id; an
+/// order has lines, a total and a status; a customer has no lines; a product has a
+/// type. The topic header is not signed; this keeps a signed body from being replayed
+/// as another topic (an order as `order.deleted`).
+fn topic_fits(topic: &str, body: &Value) -> Result<(), String> {
+    let has = |key: &str| body.get(key).is_some_and(|v| !v.is_null());
+    let fits = match topic {
+        "order.deleted" => !has("line_items") && !has("total"),
+        "order.created" | "order.updated" => has("line_items") && has("total") && has("status"),
+        "customer.created" | "customer.updated" => !has("line_items") && !has("type"),
+        "product.created" | "product.updated" => !has("line_items") && has("type"),
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("the body is not what `{topic}` delivers"))
+    }
+}
+
 /// Builds the raw event of a verified delivery.
 fn raw_event(
     integration_id: Uuid,
@@ -177,14 +215,9 @@ fn raw_event(
     if !body.is_object() {
         return Err("the body must be a JSON object".into());
     }
-    let id = text(&body, &["id"]).ok_or("the resource has no `id`")?;
-    let key = match text(&body, &["date_modified_gmt"]) {
-        Some(modified) => format!("{topic}:{id}:{modified}"),
-        None => format!(
-            "{topic}:{id}:sha256:{}",
-            hex::encode(Sha256::digest(raw_body))
-        ),
-    };
+    text(&body, &["id"]).ok_or("the resource has no `id`")?;
+    topic_fits(topic, &body)?;
+    let key = dedupe_key(integration_id, topic, &body, raw_body);
     let mut ev = NewRawEvent::new(Some(integration_id), Source::Woocommerce, key, topic, body);
     ev.occurred_at =
         time(&ev.body, &["date_modified_gmt"]).or_else(|| time(&ev.body, &["date_created_gmt"]));
@@ -372,7 +405,7 @@ fn order_event(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError
             })
         })
         .collect();
-    let refunded: rust_decimal::Decimal = refunds.iter().map(|r| r.amount).sum();
+    let refunded = saturating_sum(refunds.iter().map(|r| r.amount));
     if status == OrderStatus::Paid && !refunded.is_zero() {
         status = if refunded >= total {
             OrderStatus::Refunded

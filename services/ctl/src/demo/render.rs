@@ -519,7 +519,7 @@ impl<'a> Renderer<'a> {
         msg["timestamp"] = json!(iso(at));
         Delivery {
             source: Source::Segment,
-            key: id,
+            key: ingestion::sources::segment::dedupe_key(self.ep.segment.id, &id),
             person,
             at,
             payload: Payload::Segment(msg),
@@ -538,12 +538,13 @@ impl<'a> Renderer<'a> {
             ),
             ("x-shopify-shop-domain", SHOP_DOMAIN.to_owned()),
             ("x-shopify-api-version", "2025-10".to_owned()),
-            ("x-shopify-webhook-id", webhook_id.clone()),
-            ("x-shopify-triggered-at", iso(at)),
+            // X-Shopify-Triggered-At is stamped when the request is sent (`send`): a
+            // historic time would be refused as a replay.
+            ("x-shopify-webhook-id", webhook_id),
         ];
         Delivery {
             source: Source::Shopify,
-            key: webhook_id,
+            key: ingestion::sources::shopify::dedupe_key(self.ep.shopify.id, &body),
             person,
             at,
             payload: Payload::Single {
@@ -562,10 +563,14 @@ impl<'a> Renderer<'a> {
         at: DateTime<Utc>,
         person: u32,
     ) -> Delivery {
-        let id = body["id"].to_string();
-        let modified = body["date_modified_gmt"].as_str().unwrap_or_default();
-        let key = format!("{topic}:{id}:{modified}");
-        let body = serde_json::to_vec(&body).expect("JSON serialises");
+        let bytes = serde_json::to_vec(&body).expect("JSON serialises");
+        let key = ingestion::sources::woocommerce::dedupe_key(
+            self.ep.woocommerce.id,
+            topic,
+            &body,
+            &bytes,
+        );
+        let body = bytes;
         let delivery = self.next_bits() as u32;
         let headers = vec![
             ("content-type", "application/json".to_owned()),
@@ -872,7 +877,8 @@ impl<'a> Renderer<'a> {
             p("From", &format!("whatsapp:{phone}")),
             p("ApiVersion", "2010-04-01"),
         ];
-        out.push(self.twilio(false, inbound, sid, at, person));
+        let key = format!("{}:{sid}", self.ep.twilio.id);
+        out.push(self.twilio(false, inbound, key, at, person));
         // The brand's agent answers; Twilio reports the reply's progress.
         let reply = format!("SM{:032x}", self.next_bits());
         let mut rng = self.rng();
@@ -894,7 +900,8 @@ impl<'a> Renderer<'a> {
                 p("StructuredMessage", "false"),
             ];
             let at = at + Duration::minutes(4) + Duration::seconds(i as i64 * 20);
-            out.push(self.twilio(true, params, format!("{reply}:{status}"), at, person));
+            let key = format!("{}:{reply}:{status}", self.ep.twilio.id);
+            out.push(self.twilio(true, params, key, at, person));
         }
     }
 
@@ -1240,14 +1247,13 @@ mod tests {
         match &d.payload {
             Payload::Segment(msg) => {
                 let body = json!({"batch": [msg]});
-                let mut evs = segment::raw_events(
-                    ep.segment.id,
-                    segment::Endpoint::Batch,
-                    body,
-                    100,
-                    Utc::now(),
-                )
-                .expect("segment message accepted");
+                let receipt = segment::Receipt {
+                    integration_id: ep.segment.id,
+                    received_at: Utc::now(),
+                    default_currency: None,
+                };
+                let mut evs = segment::raw_events(receipt, segment::Endpoint::Batch, body, 100)
+                    .expect("segment message accepted");
                 evs.remove(0)
             }
             Payload::Bill(bill) => pos::raw_events(ep.pos.id, json!({"bills": [bill]}))
@@ -1275,6 +1281,8 @@ mod tests {
                     body,
                     public_base_url: &ep.public_base_url,
                     path_and_query: path,
+                    received_at: Utc::now(),
+                    max_age: None,
                 };
                 ingestion::sources::webhook_raw_event(
                     d.source,

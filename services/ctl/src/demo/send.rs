@@ -301,6 +301,14 @@ async fn post(client: &reqwest::Client, base: &str, r: &Request, attempts: u32) 
         for (k, v) in &r.headers {
             req = req.header(*k, v);
         }
+        if r.path.starts_with("/webhooks/shopify/") {
+            // Shopify stamps each delivery with when it was triggered; rendered
+            // deliveries carry historic event times, so the stamp is the send time.
+            req = req.header(
+                "x-shopify-triggered-at",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+        }
         match req.send().await {
             Err(e) => last = format!("transport: {e}"),
             Ok(resp) => {
