@@ -11,7 +11,8 @@
 //!
 //! [`EmptyDatabase`] is a database with no migrations applied, for tests of the
 //! migrations themselves; [`process`] runs the real binaries as child processes;
-//! [`seed`] writes rows through the fleet's own writers.
+//! [`seed`] writes rows through the fleet's own writers; [`fuzz`] mutates real payloads
+//! for property-based fuzzing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 
+pub mod fuzz;
 pub mod process;
 pub mod seed;
 

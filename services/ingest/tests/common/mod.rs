@@ -124,3 +124,12 @@ pub async fn post_shopify(
         .await
         .unwrap()
 }
+
+/// The `Authorization` value of a Segment write key (HTTP Basic, empty password).
+pub fn basic(key: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
