@@ -24,6 +24,9 @@ export PUBLIC_BASE_URL="http://$INGEST_BIND"
 export DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-8}"
 export LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn}"
+# The load generator is one client on one integration per source: the abuse limits
+# would measure themselves, not ingest.
+export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
 
 # BENCH_NO_BUILD=1 reuses the release binaries already built.
 if [ -z "${BENCH_NO_BUILD:-}" ]; then

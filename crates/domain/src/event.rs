@@ -232,12 +232,35 @@ pub struct NormalizedEvent {
     pub order: Option<Order>,
 }
 
+/// The property listing the identifiers an event only links through (`[{kind, value}]`):
+/// the profiles holding them join the event's profile, but no profile takes them from
+/// the event. Each is in `identifiers` too. A Segment `alias` lists its `previousId` in
+/// each form it may have had (the anonymous id's cookie, an earlier user id), since the
+/// call does not say which; only the form someone really holds links.
+pub const LINK_ONLY_PROPERTY: &str = "link_only";
+
 impl NormalizedEvent {
     /// Sorts and de-duplicates the identifiers so equal events compare equal.
     pub fn canonicalize(&mut self) {
         self.identifiers.sort();
         self.identifiers.dedup();
     }
+
+    /// The identifiers this event only links through ([`LINK_ONLY_PROPERTY`]).
+    pub fn link_only(&self) -> Vec<Identifier> {
+        link_only_of(self.properties.get(LINK_ONLY_PROPERTY))
+    }
+}
+
+/// The identifiers listed in a [`LINK_ONLY_PROPERTY`] value; anything unreadable is
+/// none.
+pub fn link_only_of(value: Option<&serde_json::Value>) -> Vec<Identifier> {
+    let mut ids: Vec<Identifier> = value
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ pub mod order_write;
 pub mod profile;
 pub mod source;
 
-pub use event::{EventType, NormalizedEvent, Order, OrderItem, OrderStatus};
+pub use event::{
+    EventType, LINK_ONLY_PROPERTY, NormalizedEvent, Order, OrderItem, OrderStatus, link_only_of,
+};
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
 pub use order_write::{MAX_AMOUNT, OrderState, OrderWrite, Product, Refund, amount_fits};
 pub use profile::{Customer360, MergeRequest, PredictionRequest};

@@ -337,6 +337,7 @@ impl Engine {
                 event_name: obs.name.as_deref(),
                 candidates,
                 fresh,
+                link_only: &obs.link_only,
                 separations: &graph.constraints,
             },
         );
@@ -613,6 +614,7 @@ mod tests {
             },
             identifiers: ids.to_vec(),
             name: name.map(str::to_owned),
+            link_only: Vec::new(),
         }
     }
 

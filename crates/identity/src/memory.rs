@@ -286,6 +286,7 @@ mod tests {
             },
             identifiers: ids,
             name: name.map(str::to_owned),
+            link_only: Vec::new(),
         }
     }
 

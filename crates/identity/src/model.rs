@@ -61,6 +61,9 @@ pub struct Observation {
     /// The person's first name as the event states it, normalised (see
     /// [`name_key`](crate::rules::names::name_key)).
     pub name: Option<String>,
+    /// Identifiers of `identifiers` the event only links through, never gives to its
+    /// profile (`domain::LINK_ONLY_PROPERTY`: an alias's previous id), sorted.
+    pub link_only: Vec<Identifier>,
 }
 
 impl Observation {
@@ -76,28 +79,35 @@ impl Observation {
                 .map(|o| (event.source, o.order_id.as_str())),
             event.channel,
             &event.traits,
+            event.link_only(),
         )
     }
 
     /// The observation of an event given only the parts resolution reads (what a
     /// rebuild selects of a stored event): its identifiers, its order's source and id,
-    /// and the channel and traits its person's name comes from.
+    /// the channel and traits its person's name comes from, and the identifiers it only
+    /// links through.
     pub fn from_parts(
         key: EventKey,
         mut identifiers: Vec<Identifier>,
         order: Option<(Source, &str)>,
         channel: Channel,
         traits: &serde_json::Map<String, serde_json::Value>,
+        mut link_only: Vec<Identifier>,
     ) -> Self {
         if let Some((source, order_id)) = order {
             identifiers.push(order_ref(source, order_id));
         }
         identifiers.sort();
         identifiers.dedup();
+        link_only.retain(|id| identifiers.binary_search(id).is_ok());
+        link_only.sort();
+        link_only.dedup();
         Self {
             key,
             identifiers,
             name: person_name(channel, traits),
+            link_only,
         }
     }
 }

@@ -273,3 +273,54 @@ async fn late_events_are_replayed_into_time_order() {
         assert_eq!(expected.graph.identifiers[&ident].owner, Some(p), "{ident}");
     }
 }
+
+/// A server-side Segment `alias` (no anonymousId): the previous id arrives in both the
+/// forms it may have had, link-only, as the normaliser maps it. The anonymous visitor
+/// and the signed-up user become one profile, the form nobody held is given to no one,
+/// and arrival order and a rebuild from Postgres agree.
+#[tokio::test]
+async fn an_alias_joins_anonymous_browsing_to_the_user() {
+    use IdentifierKind::*;
+    let cookie = id(CookieId, "anon-9");
+    let not_a_user = id(CustomerId, "segment:anon-9");
+    let user = id(CustomerId, "segment:u-9");
+    let mut alias = event(3, vec![cookie.clone(), not_a_user.clone(), user.clone()]);
+    alias.event_type = EventType::Identify;
+    alias.name = Some("alias".into());
+    alias.properties.insert(
+        domain::LINK_ONLY_PROPERTY.into(),
+        serde_json::to_value([&cookie, &not_a_user]).unwrap(),
+    );
+    let events = vec![
+        event(1, vec![cookie.clone()]),
+        event(2, vec![user.clone(), id(Email, "asha@mail.in")]),
+        alias,
+    ];
+    for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
+        let env = TestEnv::new().await;
+        let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        identity::seed::store_events(&env.db, &events)
+            .await
+            .unwrap();
+        for i in arrival {
+            resolver
+                .resolve(std::slice::from_ref(&events[i]))
+                .await
+                .unwrap();
+        }
+        let parts = partition(&env).await;
+        assert_eq!(parts.len(), 1, "one person: {parts:?}");
+        let held: Vec<(String, String)> =
+            sqlx::query_as("SELECT kind, value FROM profile_identifier ORDER BY kind, value")
+                .fetch_all(&env.db)
+                .await
+                .unwrap();
+        assert!(
+            !held.contains(&("customer_id".into(), not_a_user.value.clone())),
+            "the previous id's other form is nobody's: {held:?}"
+        );
+        let rebuilt = resolver.rebuild().await.unwrap();
+        assert_eq!(rebuilt.events, 3);
+        assert_eq!(partition(&env).await, parts, "a rebuild agrees");
+    }
+}

@@ -63,9 +63,10 @@ impl Resolver {
         {
             let mut rows = sqlx::query(
                 "SELECT event_id, occurred_at, channel, identifiers, traits, order_data->>'order_id' AS order_id, \
-                        source, profile_id \
+                        source, profile_id, properties->($1::text) AS link_only \
                  FROM normalized_event ORDER BY occurred_at, event_id",
             )
+            .bind(domain::LINK_ONLY_PROPERTY)
             .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
                 let event_id: Uuid = r.get("event_id");
@@ -87,12 +88,14 @@ impl Resolver {
                     occurred_at: r.get("occurred_at"),
                     event_id,
                 };
+                let link_only: Option<sqlx::types::Json<serde_json::Value>> = r.get("link_only");
                 observations.push(Observation::from_parts(
                     key,
                     identifiers.0,
                     order,
                     channel,
                     &traits.0,
+                    domain::link_only_of(link_only.as_ref().map(|j| &j.0)),
                 ));
                 before.insert(event_id, r.get("profile_id"));
             }

@@ -73,6 +73,10 @@ pub struct DecisionInput<'a> {
     pub candidates: Vec<Candidate<'a>>,
     /// The event's identifiers nobody owns yet (non-junk, non-suspect).
     pub fresh: Vec<&'a Identifier>,
+    /// The event's identifiers it only links through (sorted): an alias's previous id
+    /// in each form it may have had. Owned, they link like any other; fresh, they are
+    /// withheld, never given to a profile.
+    pub link_only: &'a [Identifier],
     /// Analysts' separations.
     pub separations: &'a dyn Separations,
 }
@@ -168,6 +172,8 @@ pub enum Withheld {
     /// It was seen joining different people (a family computer, a family phone) and
     /// links nothing any more.
     Shared,
+    /// The event only links through it (an alias's previous id) and nobody holds it.
+    LinkOnly,
 }
 
 /// A review item the decision raises.
@@ -341,6 +347,33 @@ fn classes<'a>(ids: &[&'a Identifier]) -> BTreeMap<Class, BTreeSet<&'a str>> {
 
 /// Decides what to do with one event. See the module documentation for the rule.
 pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
+    if input.link_only.is_empty() {
+        return decide_linking(policy, input);
+    }
+    // Link-only identifiers nobody holds say nothing about the event's person: they
+    // are set aside before the rule reads the event (see `DecisionInput::link_only`).
+    let (fresh, unheld): (Vec<&Identifier>, Vec<&Identifier>) = input
+        .fresh
+        .iter()
+        .partition(|id| input.link_only.binary_search(id).is_err());
+    let mut decision = decide_linking(
+        policy,
+        &DecisionInput {
+            event_name: input.event_name,
+            candidates: input.candidates.clone(),
+            fresh,
+            link_only: input.link_only,
+            separations: input.separations,
+        },
+    );
+    decision
+        .withheld
+        .extend(unheld.into_iter().map(|id| (id.clone(), Withheld::LinkOnly)));
+    decision.withheld.sort();
+    decision
+}
+
+fn decide_linking(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
     let event_name = if policy.guards.names {
         input.event_name
     } else {
@@ -604,6 +637,17 @@ mod tests {
         name: Option<&str>,
         sep: &dyn Separations,
     ) -> Decision {
+        run_full(policy, profiles, event, name, sep, &[])
+    }
+
+    fn run_full(
+        policy: &Policy,
+        profiles: &[P],
+        event: &[Identifier],
+        name: Option<&str>,
+        sep: &dyn Separations,
+        link_only: &[Identifier],
+    ) -> Decision {
         let mut candidates = Vec::new();
         let mut fresh = Vec::new();
         for ev_id in event {
@@ -633,9 +677,74 @@ mod tests {
                 event_name: name,
                 candidates,
                 fresh,
+                link_only,
                 separations: sep,
             },
         )
+    }
+
+    /// An alias event `previousId` → `userId` from a server library (no anonymousId):
+    /// the previous id in both its forms, link-only, and the user id.
+    fn alias(prev: &str, user: &str) -> (Vec<Identifier>, Vec<Identifier>) {
+        let mut link_only = vec![
+            id(CookieId, prev),
+            id(CustomerId, &format!("segment:{prev}")),
+        ];
+        link_only.sort();
+        let mut event = link_only.clone();
+        event.push(id(CustomerId, &format!("segment:{user}")));
+        event.sort();
+        (event, link_only)
+    }
+
+    #[test]
+    fn an_alias_joins_the_anonymous_visitor_to_the_signed_up_user() {
+        let anonymous = p(1, 1, &[id(CookieId, "anon-1")], &[]);
+        let user = p(2, 2, &[id(CustomerId, "segment:u-1"), id(Email, "a@x.in")], &["asha"]);
+        let (event, link_only) = alias("anon-1", "u-1");
+        let d = run_full(&policy(), &[anonymous, user], &event, None, &NoSeparations, &link_only);
+        assert_eq!(d.target, Target::Existing(pid(1)), "the older profile survives");
+        assert_eq!(d.absorb, vec![pid(2)]);
+        assert_eq!(d.rule, Some(MergeRule::WeakIdentifier));
+        // The previous id's other form is nobody's: withheld, never added.
+        assert!(d.add.is_empty(), "{:?}", d.add);
+        assert_eq!(
+            d.withheld,
+            vec![(id(CustomerId, "segment:anon-1"), Withheld::LinkOnly)]
+        );
+    }
+
+    #[test]
+    fn an_alias_of_a_visitor_not_seen_yet_gives_the_user_nothing_of_it() {
+        let (event, link_only) = alias("anon-2", "u-2");
+        let d = run_full(&policy(), &[], &event, None, &NoSeparations, &link_only);
+        assert_eq!(d.target, Target::New);
+        assert_eq!(d.add, vec![id(CustomerId, "segment:u-2")]);
+        assert_eq!(d.withheld.len(), 2);
+        assert!(d.withheld.iter().all(|(_, why)| *why == Withheld::LinkOnly));
+    }
+
+    #[test]
+    fn an_alias_is_held_to_the_same_guards_as_any_link() {
+        // The anonymous profile belongs to someone with another e-mail: a cookie does
+        // not merge two people with different e-mails, alias or not.
+        let anonymous = p(1, 1, &[id(CookieId, "anon-3"), id(Email, "b@x.in")], &[]);
+        let user = p(2, 2, &[id(CustomerId, "segment:u-3"), id(Email, "a@x.in")], &[]);
+        let (event, link_only) = alias("anon-3", "u-3");
+        let d = run_full(&policy(), &[anonymous, user], &event, None, &NoSeparations, &link_only);
+        assert!(d.absorb.is_empty());
+        assert_eq!(
+            d.review.map(|r| r.reason),
+            Some(ReviewReason::SharedWeakIdentifier)
+        );
+
+        // An earlier user id: two customer ids of one source exceed the limit of one.
+        let old = p(1, 1, &[id(CustomerId, "segment:old")], &[]);
+        let new = p(2, 2, &[id(CustomerId, "segment:new")], &[]);
+        let (event, link_only) = alias("old", "new");
+        let d = run_full(&policy(), &[old, new], &event, None, &NoSeparations, &link_only);
+        assert!(d.absorb.is_empty());
+        assert_eq!(d.review.map(|r| r.reason), Some(ReviewReason::LimitExceeded));
     }
 
     fn policy() -> Policy {

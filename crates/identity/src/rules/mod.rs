@@ -52,6 +52,11 @@
 //!   conflict between different people, or the identifier through which a profile
 //!   met an event naming someone else (the family phone); learned in time order.
 //!
+//! **Link-only identifiers** ([`DecisionInput::link_only`]): identifiers an event only
+//! links through — a Segment alias's `previousId` in each form it may have had. Held by
+//! a profile, they link under every guard above; held by nobody, they are withheld
+//! ([`Withheld::LinkOnly`]) and never given to a profile. (docs: "Aliases".)
+//!
 //! **What a profile remembers of names** ([`names::remember_name`]): the first
 //! [`names::MAX_NAMES`] names that agree with the ones it holds.
 //!

@@ -18,7 +18,10 @@
 //! `Order Refunded`; store touchpoints `QR Code Scanned` and `Store Visited` become
 //! `qr_scanned` and `store_visit` on the store channel. Identifiers: `userId` →
 //! `customer_id` `segment:<userId>`, `anonymousId` → `cookie_id`, `context.device.id` →
-//! `device_id`, and e-mail, phone and loyalty id from traits.
+//! `device_id`, and e-mail, phone and loyalty id from traits. An `alias` links its
+//! `previousId`: as the cookie when it is the message's `anonymousId`, otherwise in
+//! both forms it may have (cookie, earlier user id) as link-only identifiers
+//! (`domain::LINK_ONLY_PROPERTY`), so only the form a profile holds joins.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -515,15 +518,21 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
         IdentifierKind::DeviceId,
         text(msg, &["context", "device", "id"]).as_deref(),
     );
-    if raw.kind == "alias" {
-        // The previous id is the anonymous id when an anonymous visitor signs up, and an
-        // older user id otherwise.
-        if let Some(prev) = text(msg, &["previousId"]) {
-            if anonymous_id.as_deref() == Some(prev.as_str()) {
-                ids.add(IdentifierKind::CookieId, Some(&prev));
-            } else {
-                ids.add_customer_id("segment", Some(&prev));
-            }
+    let mut link_only = Vec::new();
+    if raw.kind == "alias"
+        && let Some(prev) = text(msg, &["previousId"])
+    {
+        // The previous id is the anonymous id when an anonymous visitor signs up (then
+        // the message says so, or it does not: server libraries send no anonymousId),
+        // and an older user id otherwise. When the message does not tell, both forms
+        // link, and neither is given to the profile: only the one someone holds joins.
+        if anonymous_id.as_deref() == Some(prev.as_str()) {
+            ids.add(IdentifierKind::CookieId, Some(&prev));
+        } else {
+            let before = ids.found.len();
+            ids.add(IdentifierKind::CookieId, Some(&prev));
+            ids.add_customer_id("segment", Some(&prev));
+            link_only.extend(ids.found[before..].iter().cloned());
         }
     }
     // Traits: the context's (sent with every call by client libraries), then the
@@ -569,6 +578,12 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
         _ => {}
     }
     p.insert("call".into(), s(raw.kind));
+    if !link_only.is_empty() {
+        p.insert(
+            domain::LINK_ONLY_PROPERTY.into(),
+            serde_json::to_value(&link_only).unwrap_or_default(),
+        );
+    }
     if let Some(id) = text(msg, &["messageId"]) {
         p.insert("message_id".into(), s(id));
     }
@@ -915,6 +930,39 @@ mod tests {
             "properties": {"order_id": "A-1", "currency": "INR", "total": 999_999_999_999_999_i64}});
         let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
         assert!(matches!(err, Refusal::Invalid { code: "out_of_range", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn an_alias_without_anonymous_id_links_both_forms_of_the_previous_id() {
+        let msg = json!({"type": "alias", "previousId": "anon-1", "userId": "u-1"});
+        let ev = &raw_events(receipt(Utc::now()), Endpoint::Single("alias"), msg, 100).unwrap()[0];
+        let event = mapped(ev).event.unwrap();
+        let link_only = event.link_only();
+        let forms: std::collections::BTreeSet<(&str, &str)> = link_only
+            .iter()
+            .map(|i| (i.kind.as_str(), i.value.as_str()))
+            .collect();
+        assert_eq!(
+            forms,
+            [("cookie_id", "anon-1"), ("customer_id", "segment:anon-1")].into()
+        );
+        assert_eq!(link_only.len(), 2);
+        for id in &link_only {
+            assert!(event.identifiers.contains(id), "{id:?} is carried too");
+        }
+        assert!(
+            event
+                .identifiers
+                .iter()
+                .any(|i| i.value == "segment:u-1")
+        );
+
+        // analytics.js says the previous id is the anonymous id: an ordinary cookie.
+        let msg = json!({"type": "alias", "previousId": "anon-2", "anonymousId": "anon-2", "userId": "u-2"});
+        let ev = &raw_events(receipt(Utc::now()), Endpoint::Single("alias"), msg, 100).unwrap()[0];
+        let event = mapped(ev).event.unwrap();
+        assert!(event.link_only().is_empty());
+        assert!(!event.identifiers.iter().any(|i| i.value == "segment:anon-2"));
     }
 
     #[test]
