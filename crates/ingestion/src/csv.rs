@@ -771,8 +771,7 @@ fn parse<R: std::io::Read>(
                     parser.finish_group()?;
                     parser.emit(Item::Bad(CsvImportRowError {
                         line,
-                        reason: "a cell contains a U+0000 character, which cannot be stored"
-                            .into(),
+                        reason: "a cell contains a U+0000 character, which cannot be stored".into(),
                     }))?;
                     continue;
                 }

@@ -27,7 +27,7 @@ use ingestion::raw_event::{NewRawEvent, RawPayload};
 use ingestion::sources::{self, Refusal, WebhookRequest, admission, pos, segment};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{Value, json};
+use serde_json::Value;
 use streams::Envelope;
 use test_support::fuzz::{apply, edited_bytes, edits, garble};
 use uuid::Uuid;
@@ -35,7 +35,11 @@ use uuid::Uuid;
 const CASES: u32 = 192;
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
@@ -89,7 +93,10 @@ fn judge(result: Result<Vec<NewRawEvent>, Refusal>) -> Result<(), TestCaseError>
                 }
                 Refusal::TooLarge(message) => ("payload_too_large", message.as_str()),
             };
-            prop_assert!(!code.is_empty() && !message.trim().is_empty(), "{refusal:?}");
+            prop_assert!(
+                !code.is_empty() && !message.trim().is_empty(),
+                "{refusal:?}"
+            );
             Ok(())
         }
     }
@@ -146,7 +153,8 @@ fn fuzz_webhooks(source: Source, dir: &str, topic_header: &'static str, topics: 
                 ("x-shopify-webhook-id", "wh-1".into()),
                 ("x-shopify-triggered-at", Utc::now().to_rfc3339()),
             ]);
-            let result = sources::webhook_raw_event(source, "", Uuid::nil(), None, &request(&h, &body));
+            let result =
+                sources::webhook_raw_event(source, "", Uuid::nil(), None, &request(&h, &body));
             judge(result.map(|e| vec![e]))
         })
         .unwrap();
@@ -203,8 +211,13 @@ fn twilio_forms() {
             let body = serde_urlencoded::to_string(&params).unwrap().into_bytes();
             let suffix = if status { "/status" } else { "" };
             let h = HeaderMap::new();
-            let result =
-                sources::webhook_raw_event(Source::Twilio, suffix, Uuid::nil(), None, &request(&h, &body));
+            let result = sources::webhook_raw_event(
+                Source::Twilio,
+                suffix,
+                Uuid::nil(),
+                None,
+                &request(&h, &body),
+            );
             judge(result.map(|e| vec![e]))
         })
         .unwrap();
@@ -221,7 +234,9 @@ fn segment_messages_and_batches() {
             apply(&mut doc, &edits);
             let len = serde_json::to_vec(&doc).unwrap().len();
             let endpoint = match doc.get("type").and_then(Value::as_str) {
-                Some(call) => segment::Endpoint::from_path(call).unwrap_or(segment::Endpoint::Batch),
+                Some(call) => {
+                    segment::Endpoint::from_path(call).unwrap_or(segment::Endpoint::Batch)
+                }
                 None => segment::Endpoint::Batch,
             };
             if len > endpoint.max_bytes() {
@@ -261,8 +276,17 @@ fn csv_rows() {
         "\\PC{0,20}",
     ];
     let seeds = [
-        ("customers", fixture("csv/customers.csv"), CsvImportKind::Customers),
-        ("orders", fixture("csv/orders.csv"), CsvImportKind::Orders),
+        (
+            "loyalty_id=Loyalty Card",
+            fixture("csv/customers.csv"),
+            CsvImportKind::Customers,
+        ),
+        (
+            "order_id=Name,placed_at=Paid at,status=Financial Status,qty=Lineitem quantity,\
+             name=Lineitem name,price=Lineitem price,sku=Lineitem sku",
+            fixture("csv/orders.csv"),
+            CsvImportKind::Orders,
+        ),
     ];
     let strategy = (
         0..seeds.len(),
@@ -275,7 +299,7 @@ fn csv_rows() {
     };
     runner()
         .run(&strategy, |(seed, edits)| {
-            let (_, bytes, kind) = &seeds[seed];
+            let (mapping, bytes, kind) = &seeds[seed];
             let mut reader = csv::ReaderBuilder::new()
                 .flexible(true)
                 .from_reader(bytes.as_slice());
@@ -295,7 +319,7 @@ fn csv_rows() {
                 out.write_record(r).unwrap();
             }
             let text = out.into_inner().unwrap();
-            let mapping = CsvMapping::default();
+            let mapping = CsvMapping::parse_pairs(mapping).unwrap();
             match parse_all(text.as_slice(), *kind, &mapping, &opts, Uuid::nil(), "sha") {
                 Ok((events, errors)) => {
                     for e in &errors {
@@ -330,12 +354,18 @@ async fn everything_accepted_is_stored_by_postgres() {
     for e in &mut accepted {
         e.id = Uuid::now_v7();
     }
-    assert!(accepted.len() > 100, "the fuzzing accepted {} events", accepted.len());
+    assert!(
+        accepted.len() > 100,
+        "the fuzzing accepted {} events",
+        accepted.len()
+    );
     let env = test_support::TestEnv::new().await;
     for chunk in accepted.chunks(200) {
         if let Err(e) = ingestion::raw::insert_batch(&env.db, chunk).await {
             for ev in chunk {
-                if let Err(one) = ingestion::raw::insert_batch(&env.db, std::slice::from_ref(ev)).await {
+                if let Err(one) =
+                    ingestion::raw::insert_batch(&env.db, std::slice::from_ref(ev)).await
+                {
                     panic!("accepted but not storable ({one}): {:?}", ev.body);
                 }
             }
@@ -354,6 +384,8 @@ async fn everything_accepted_is_stored_by_postgres() {
         }];
         storage::normalized::write_batch(&env.db, &mut write)
             .await
-            .unwrap_or_else(|e| panic!("accepted but its normalised rows fail ({e}): {:?}", ev.body));
+            .unwrap_or_else(|e| {
+                panic!("accepted but its normalised rows fail ({e}): {:?}", ev.body)
+            });
     }
 }

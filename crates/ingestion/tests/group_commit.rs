@@ -44,7 +44,10 @@ async fn one_refused_request_leaves_the_rest_of_its_batch_stored() {
     let mut requests = vec![vec![poison_nul], vec![poison_time]];
     for i in 0..30 {
         // Some requests carry several events, as Segment batches do.
-        requests.push(vec![event(&format!("good-{i}")), event(&format!("good-{i}-b"))]);
+        requests.push(vec![
+            event(&format!("good-{i}")),
+            event(&format!("good-{i}-b")),
+        ]);
     }
     let handles: Vec<_> = requests
         .into_iter()

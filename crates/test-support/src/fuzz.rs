@@ -169,4 +169,3 @@ pub fn edited_bytes(seed: &[u8], edits: &[Edit], garble: Option<(usize, u8)>) ->
 pub fn garble() -> impl Strategy<Value = Option<(usize, u8)>> {
     prop::option::weighted(0.1, (any::<usize>(), any::<u8>()))
 }
-

@@ -94,8 +94,7 @@ pub(crate) async fn tracking(
             received_at: delivery.received_at,
             default_currency: app.default_currency.as_deref(),
         };
-        let events =
-            segment::raw_events(receipt, endpoint, json, bytes.len()).map_err(refused)?;
+        let events = segment::raw_events(receipt, endpoint, json, bytes.len()).map_err(refused)?;
         let outcomes = store(&app, events).await?;
         Ok(Accepted {
             response: ok_json(json!({"success": true})),

@@ -124,8 +124,8 @@ async fn signed_webhook(
         if ping {
             return Ok(pinged());
         }
-        let mut event = sources::admitted_raw_event(hook, integration.id, route, &request)
-            .map_err(refused)?;
+        let mut event =
+            sources::admitted_raw_event(hook, integration.id, route, &request).map_err(refused)?;
         event.received_at = delivery.received_at;
         let outcome = store(&app, vec![event]).await?[0];
         let response = match hook.answer() {

@@ -113,7 +113,16 @@ async fn what_cannot_be_stored_is_refused_at_the_edge() {
     let mut order: Value = serde_json::from_slice(&fixture("shopify/orders_create.json")).unwrap();
     order["total_price"] = json!("999999999999999.00");
     let body = serde_json::to_vec(&order).unwrap();
-    let resp = post_shopify(&client, &base, shop_id, &secret, "orders/create", "w-huge", &body).await;
+    let resp = post_shopify(
+        &client,
+        &base,
+        shop_id,
+        &secret,
+        "orders/create",
+        "w-huge",
+        &body,
+    )
+    .await;
     assert_eq!(resp.status(), 400);
 
     // 126 levels deep: JSON parses, but the normalizer could not read it back.
@@ -126,7 +135,8 @@ async fn what_cannot_be_stored_is_refused_at_the_edge() {
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "too_deep");
 
-    let msg = json!({"type": "track", "event": "Long", "userId": "u1", "messageId": "m".repeat(600)});
+    let msg =
+        json!({"type": "track", "event": "Long", "userId": "u1", "messageId": "m".repeat(600)});
     let resp = post_segment(&client, &base, &key, "/v1/track", &msg).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "key_too_long");
@@ -170,22 +180,55 @@ async fn a_replayed_shopify_delivery_is_stored_once() {
     assert_eq!(first.status(), 200);
     let first: Value = first.json().await.unwrap();
 
-    let replay = post_shopify(&client, &base, id, &secret, "orders/create", "wh-new", &body).await;
+    let replay = post_shopify(
+        &client,
+        &base,
+        id,
+        &secret,
+        "orders/create",
+        "wh-new",
+        &body,
+    )
+    .await;
     assert_eq!(replay.status(), 200);
     let replay: Value = replay.json().await.unwrap();
-    assert_eq!(replay["duplicate"], true, "a new webhook id is the same delivery");
+    assert_eq!(
+        replay["duplicate"], true,
+        "a new webhook id is the same delivery"
+    );
     assert_eq!(replay["id"], first["id"]);
 
-    let swapped = post_shopify(&client, &base, id, &secret, "orders/cancelled", "wh-x", &body).await;
-    assert_eq!(swapped.status(), 400, "an uncancelled order is not orders/cancelled");
+    let swapped = post_shopify(
+        &client,
+        &base,
+        id,
+        &secret,
+        "orders/cancelled",
+        "wh-x",
+        &body,
+    )
+    .await;
+    assert_eq!(
+        swapped.status(),
+        400,
+        "an uncancelled order is not orders/cancelled"
+    );
     let as_paid = post_shopify(&client, &base, id, &secret, "orders/paid", "wh-p", &body).await;
     assert_eq!(as_paid.status(), 200);
     assert_eq!(as_paid.json::<Value>().await.unwrap()["duplicate"], true);
     assert_eq!(raw_count(&env).await, 1);
 
     // Keys are per integration: another shop's identical body is its own delivery.
-    let elsewhere =
-        post_shopify(&client, &base, other, &other_secret, "orders/create", "wh-1", &body).await;
+    let elsewhere = post_shopify(
+        &client,
+        &base,
+        other,
+        &other_secret,
+        "orders/create",
+        "wh-1",
+        &body,
+    )
+    .await;
     assert_eq!(elsewhere.status(), 200);
     assert_eq!(elsewhere.json::<Value>().await.unwrap()["duplicate"], false);
     assert_eq!(raw_count(&env).await, 2);
@@ -265,7 +308,11 @@ async fn rate_limits_answer_429_with_retry_after() {
     // Client B is new, but the `web` integration's budget is spent.
     let resp = send(&web, "198.51.100.2").await.unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(retry, 1);
     assert_eq!(error_code(resp).await, "rate_limited");
     // Client A's budget is spent whatever integration it writes to; so is B's (its

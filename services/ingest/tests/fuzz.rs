@@ -39,53 +39,56 @@ async fn refused_requests_store_nothing_and_say_why() {
         ..Config::default()
     });
     runner
-        .run(&(0..seeds.len(), edits(), garble()), |(seed, edits, garble)| {
-            let (what, bytes) = &seeds[seed];
-            let body = edited_bytes(bytes, &edits, garble);
-            tokio::task::block_in_place(|| {
-                handle.block_on(async {
-                    let before = raw_count(&env).await;
-                    let request = match *what {
-                        "segment" => client
-                            .post(format!("{base}/v1/batch"))
-                            .header("authorization", basic(&write_key)),
-                        "pos" => client
-                            .post(format!("{base}/pos/{pos}/bills"))
-                            .bearer_auth(&pos_token),
-                        topic => client
-                            .post(format!("{base}/webhooks/shopify/{shop}"))
-                            .header("x-shopify-topic", topic)
-                            .header("x-shopify-webhook-id", "fuzz")
-                            .header(
-                                "x-shopify-hmac-sha256",
-                                ingestion::signing::sign_shopify(&shop_secret, &body),
-                            ),
-                    };
-                    let resp = request
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap();
-                    prop_assert!(!status.is_server_error(), "{status}: {text}");
-                    if status.is_client_error() {
-                        let err: Value = serde_json::from_str(&text).unwrap();
-                        prop_assert!(
-                            err["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
-                                && err["error"]["message"]
-                                    .as_str()
-                                    .is_some_and(|m| !m.is_empty()),
-                            "{text}"
-                        );
-                        prop_assert_eq!(raw_count(&env).await, before, "refused: {}", text);
-                    } else {
-                        prop_assert!(status.is_success(), "{status}");
-                    }
-                    Ok(())
+        .run(
+            &(0..seeds.len(), edits(), garble()),
+            |(seed, edits, garble)| {
+                let (what, bytes) = &seeds[seed];
+                let body = edited_bytes(bytes, &edits, garble);
+                tokio::task::block_in_place(|| {
+                    handle.block_on(async {
+                        let before = raw_count(&env).await;
+                        let request = match *what {
+                            "segment" => client
+                                .post(format!("{base}/v1/batch"))
+                                .header("authorization", basic(&write_key)),
+                            "pos" => client
+                                .post(format!("{base}/pos/{pos}/bills"))
+                                .bearer_auth(&pos_token),
+                            topic => client
+                                .post(format!("{base}/webhooks/shopify/{shop}"))
+                                .header("x-shopify-topic", topic)
+                                .header("x-shopify-webhook-id", "fuzz")
+                                .header(
+                                    "x-shopify-hmac-sha256",
+                                    ingestion::signing::sign_shopify(&shop_secret, &body),
+                                ),
+                        };
+                        let resp = request
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = resp.status();
+                        let text = resp.text().await.unwrap();
+                        prop_assert!(!status.is_server_error(), "{status}: {text}");
+                        if status.is_client_error() {
+                            let err: Value = serde_json::from_str(&text).unwrap();
+                            prop_assert!(
+                                err["error"]["code"].as_str().is_some_and(|c| !c.is_empty())
+                                    && err["error"]["message"]
+                                        .as_str()
+                                        .is_some_and(|m| !m.is_empty()),
+                                "{text}"
+                            );
+                            prop_assert_eq!(raw_count(&env).await, before, "refused: {}", text);
+                        } else {
+                            prop_assert!(status.is_success(), "{status}");
+                        }
+                        Ok(())
+                    })
                 })
-            })
-        })
+            },
+        )
         .unwrap();
 }

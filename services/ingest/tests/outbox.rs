@@ -30,7 +30,8 @@ async fn start_ingest(env: &TestEnv, relay_after_secs: u64) -> (Process, String)
 
 async fn deliver_all(base: &str, shopify: (Uuid, &str), segment_key: &str, n: usize) {
     let client = reqwest::Client::new();
-    let order: serde_json::Value = serde_json::from_slice(&fixture("shopify/orders_create.json")).unwrap();
+    let order: serde_json::Value =
+        serde_json::from_slice(&fixture("shopify/orders_create.json")).unwrap();
     let mut sends = Vec::new();
     for i in 0..n {
         // Distinct orders: the same body is one delivery whatever its webhook id.

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write as _;
 
-use base64::Engine as _;
 use common::*;
 use ingestion::signing;
 use test_support::TestEnv;

@@ -366,9 +366,11 @@ pub fn decide(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
             separations: input.separations,
         },
     );
-    decision
-        .withheld
-        .extend(unheld.into_iter().map(|id| (id.clone(), Withheld::LinkOnly)));
+    decision.withheld.extend(
+        unheld
+            .into_iter()
+            .map(|id| (id.clone(), Withheld::LinkOnly)),
+    );
     decision.withheld.sort();
     decision
 }
@@ -700,10 +702,26 @@ mod tests {
     #[test]
     fn an_alias_joins_the_anonymous_visitor_to_the_signed_up_user() {
         let anonymous = p(1, 1, &[id(CookieId, "anon-1")], &[]);
-        let user = p(2, 2, &[id(CustomerId, "segment:u-1"), id(Email, "a@x.in")], &["asha"]);
+        let user = p(
+            2,
+            2,
+            &[id(CustomerId, "segment:u-1"), id(Email, "a@x.in")],
+            &["asha"],
+        );
         let (event, link_only) = alias("anon-1", "u-1");
-        let d = run_full(&policy(), &[anonymous, user], &event, None, &NoSeparations, &link_only);
-        assert_eq!(d.target, Target::Existing(pid(1)), "the older profile survives");
+        let d = run_full(
+            &policy(),
+            &[anonymous, user],
+            &event,
+            None,
+            &NoSeparations,
+            &link_only,
+        );
+        assert_eq!(
+            d.target,
+            Target::Existing(pid(1)),
+            "the older profile survives"
+        );
         assert_eq!(d.absorb, vec![pid(2)]);
         assert_eq!(d.rule, Some(MergeRule::WeakIdentifier));
         // The previous id's other form is nobody's: withheld, never added.
@@ -729,9 +747,21 @@ mod tests {
         // The anonymous profile belongs to someone with another e-mail: a cookie does
         // not merge two people with different e-mails, alias or not.
         let anonymous = p(1, 1, &[id(CookieId, "anon-3"), id(Email, "b@x.in")], &[]);
-        let user = p(2, 2, &[id(CustomerId, "segment:u-3"), id(Email, "a@x.in")], &[]);
+        let user = p(
+            2,
+            2,
+            &[id(CustomerId, "segment:u-3"), id(Email, "a@x.in")],
+            &[],
+        );
         let (event, link_only) = alias("anon-3", "u-3");
-        let d = run_full(&policy(), &[anonymous, user], &event, None, &NoSeparations, &link_only);
+        let d = run_full(
+            &policy(),
+            &[anonymous, user],
+            &event,
+            None,
+            &NoSeparations,
+            &link_only,
+        );
         assert!(d.absorb.is_empty());
         assert_eq!(
             d.review.map(|r| r.reason),
@@ -742,9 +772,19 @@ mod tests {
         let old = p(1, 1, &[id(CustomerId, "segment:old")], &[]);
         let new = p(2, 2, &[id(CustomerId, "segment:new")], &[]);
         let (event, link_only) = alias("old", "new");
-        let d = run_full(&policy(), &[old, new], &event, None, &NoSeparations, &link_only);
+        let d = run_full(
+            &policy(),
+            &[old, new],
+            &event,
+            None,
+            &NoSeparations,
+            &link_only,
+        );
         assert!(d.absorb.is_empty());
-        assert_eq!(d.review.map(|r| r.reason), Some(ReviewReason::LimitExceeded));
+        assert_eq!(
+            d.review.map(|r| r.reason),
+            Some(ReviewReason::LimitExceeded)
+        );
     }
 
     fn policy() -> Policy {

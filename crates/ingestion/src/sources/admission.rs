@@ -44,7 +44,10 @@ const CHECK_REGION: &str = "IN";
 pub fn admit(event: &NewRawEvent, code: &'static str) -> Result<Normalized, Refusal> {
     let key = &event.source_event_id;
     if key.trim().is_empty() {
-        return Err(Refusal::invalid(code, "the delivery has no deduplication key"));
+        return Err(Refusal::invalid(
+            code,
+            "the delivery has no deduplication key",
+        ));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(Refusal::invalid(
@@ -178,7 +181,11 @@ fn check_order(order: &Order) -> Result<(), Refusal> {
         check_id("the store", store)?;
     }
     check_amount("the order total", order.total)?;
-    for item in &order.items {
+    check_lines(&order.items)
+}
+
+fn check_lines(items: &[domain::OrderItem]) -> Result<(), Refusal> {
+    for item in items {
         check_id("a line's SKU", &item.sku)?;
         check_amount("a line's price", item.price)?;
     }
@@ -201,10 +208,7 @@ fn check_order_write(write: &OrderWrite) -> Result<(), Refusal> {
             check_id("the store", store)?;
         }
         check_amount("the order total", state.total)?;
-        for item in &state.items {
-            check_id("a line's SKU", &item.sku)?;
-            check_amount("a line's price", item.price)?;
-        }
+        check_lines(&state.items)?;
     }
     for refund in &write.refunds {
         check_id("the refund id", &refund.refund_id)?;

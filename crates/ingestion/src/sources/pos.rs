@@ -154,7 +154,13 @@ pub fn raw_events(integration_id: Uuid, body: Value) -> Result<Vec<NewRawEvent>,
         .into_iter()
         .enumerate()
         .map(|(i, bill)| {
-            let at = |r: Refusal| if many { r.at(&format!("bills[{i}]")) } else { r };
+            let at = |r: Refusal| {
+                if many {
+                    r.at(&format!("bills[{i}]"))
+                } else {
+                    r
+                }
+            };
             if !bill.is_object() {
                 return Err(at(invalid("a bill must be a JSON object".into())));
             }

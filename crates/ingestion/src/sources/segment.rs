@@ -38,7 +38,8 @@ use uuid::Uuid;
 
 use super::edge::header;
 use super::mapping::{
-    Identifiers, decimal, event_of, in_time_window, lines_total, quantity, s, text, time, with_order,
+    Identifiers, decimal, event_of, in_time_window, lines_total, quantity, s, text, time,
+    with_order,
 };
 use super::{Connector, Credential, Description, EndpointDoc, MapError, Normalized, Refusal};
 use crate::raw_event::{NewRawEvent, RawRecord};
@@ -413,7 +414,8 @@ fn message_event(
 pub const ORDER_NOT_RECORDED: &str = "order_not_recorded";
 
 /// The refusal of a time field that does not parse or lies outside 1900–9999.
-const NOT_A_TIME: &str = "`{key}` is not a timestamp between 1900 and 9999 (ISO 8601 or Unix seconds)";
+const NOT_A_TIME: &str =
+    "`{key}` is not a timestamp between 1900 and 9999 (ISO 8601 or Unix seconds)";
 
 /// Whether a track event of this name reports an order (and so needs a currency).
 fn is_order_event(event: &str) -> bool {
@@ -625,8 +627,7 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
                         items.err().map(MapError::into_reason).unwrap_or_default()
                     };
                     ev.event_type = EventType::Custom;
-                    ev.properties
-                        .insert(ORDER_NOT_RECORDED.into(), s(reason));
+                    ev.properties.insert(ORDER_NOT_RECORDED.into(), s(reason));
                     let dropped = ids.finish(&mut ev);
                     return Ok(Normalized {
                         event: Some(ev),
@@ -824,16 +825,26 @@ mod tests {
         let received = t("2026-05-01T10:05:00Z");
         // The pair from the report: both far apart, in opposite directions.
         let msg = json!({"timestamp": 8_200_000_000_000_i64, "sentAt": -8_200_000_000_000_i64});
-        assert_eq!(corrected_timestamp(&msg, received), None, "outside the window: no time");
+        assert_eq!(
+            corrected_timestamp(&msg, received),
+            None,
+            "outside the window: no time"
+        );
         // Both in the window but the skew throws the time before 1900: uncorrected.
         let msg = json!({"timestamp": "1901-01-01T00:00:00Z", "sentAt": "9999-01-01T00:00:00Z"});
-        assert_eq!(corrected_timestamp(&msg, received), Some(t("1901-01-01T00:00:00Z")));
+        assert_eq!(
+            corrected_timestamp(&msg, received),
+            Some(t("1901-01-01T00:00:00Z"))
+        );
         // A device far in the future without sentAt: when it arrived.
         let msg = json!({"timestamp": "9000-01-01T00:00:00Z"});
         assert_eq!(corrected_timestamp(&msg, received), Some(received));
         // Huge skew the other way: the corrected time would be in the future.
         let msg = json!({"timestamp": "2026-05-01T10:00:00Z", "sentAt": "1900-01-02T00:00:00Z"});
-        assert_eq!(corrected_timestamp(&msg, received), Some(t("2026-05-01T10:00:00Z")));
+        assert_eq!(
+            corrected_timestamp(&msg, received),
+            Some(t("2026-05-01T10:00:00Z"))
+        );
     }
 
     #[test]
@@ -921,15 +932,37 @@ mod tests {
     #[test]
     fn poison_times_and_amounts_are_refused_at_the_edge() {
         let now = Utc::now();
-        for ts in [json!(-300_000_000_000_i64), json!(8_200_000_000_000_i64), json!("+200000-01-01T00:00:00Z")] {
+        for ts in [
+            json!(-300_000_000_000_i64),
+            json!(8_200_000_000_000_i64),
+            json!("+200000-01-01T00:00:00Z"),
+        ] {
             let msg = json!({"type": "track", "event": "A", "userId": "u1", "timestamp": ts});
             let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
-            assert!(matches!(err, Refusal::Invalid { code: "invalid_message", .. }), "{err:?}");
+            assert!(
+                matches!(
+                    err,
+                    Refusal::Invalid {
+                        code: "invalid_message",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
         }
         let msg = json!({"type": "track", "event": "Order Completed", "userId": "u1",
             "properties": {"order_id": "A-1", "currency": "INR", "total": 999_999_999_999_999_i64}});
         let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
-        assert!(matches!(err, Refusal::Invalid { code: "out_of_range", .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Refusal::Invalid {
+                    code: "out_of_range",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -950,19 +983,19 @@ mod tests {
         for id in &link_only {
             assert!(event.identifiers.contains(id), "{id:?} is carried too");
         }
-        assert!(
-            event
-                .identifiers
-                .iter()
-                .any(|i| i.value == "segment:u-1")
-        );
+        assert!(event.identifiers.iter().any(|i| i.value == "segment:u-1"));
 
         // analytics.js says the previous id is the anonymous id: an ordinary cookie.
         let msg = json!({"type": "alias", "previousId": "anon-2", "anonymousId": "anon-2", "userId": "u-2"});
         let ev = &raw_events(receipt(Utc::now()), Endpoint::Single("alias"), msg, 100).unwrap()[0];
         let event = mapped(ev).event.unwrap();
         assert!(event.link_only().is_empty());
-        assert!(!event.identifiers.iter().any(|i| i.value == "segment:anon-2"));
+        assert!(
+            !event
+                .identifiers
+                .iter()
+                .any(|i| i.value == "segment:anon-2")
+        );
     }
 
     #[test]

@@ -177,7 +177,10 @@ impl SignedWebhook for Shopify {
 /// `orders/paid` for an order paid at once, report the same order state, so one of them
 /// is enough.)
 pub fn dedupe_key(integration_id: Uuid, body: &[u8]) -> String {
-    format!("{integration_id}:sha256:{}", hex::encode(Sha256::digest(body)))
+    format!(
+        "{integration_id}:sha256:{}",
+        hex::encode(Sha256::digest(body))
+    )
 }
 
 /// Whether `body` is what `topic` delivers: an order for `orders/*` (cancelled for
@@ -186,8 +189,10 @@ pub fn dedupe_key(integration_id: Uuid, body: &[u8]) -> String {
 /// is not signed; this keeps a signed body from being replayed as another topic.
 fn topic_fits(topic: &str, body: &Value) -> Result<(), String> {
     let has = |key: &str| body.get(key).is_some_and(|v| !v.is_null());
-    let is_order = has("line_items") && has("total_price") && body.get("financial_status").is_some();
-    let is_checkout = has("line_items") && (has("abandoned_checkout_url") || has("cart_token")) && !is_order;
+    let is_order =
+        has("line_items") && has("total_price") && body.get("financial_status").is_some();
+    let is_checkout =
+        has("line_items") && (has("abandoned_checkout_url") || has("cart_token")) && !is_order;
     let fits = match topic {
         "orders/cancelled" => is_order && has("cancelled_at"),
         "orders/create" | "orders/paid" => is_order && !has("cancelled_at"),
