@@ -104,7 +104,7 @@ fn judge(result: Result<Vec<NewRawEvent>, Refusal>) -> Result<(), TestCaseError>
 
 fn runner() -> TestRunner {
     TestRunner::new(Config {
-        cases: CASES,
+        cases: test_support::fuzz::cases(CASES),
         failure_persistence: None,
         ..Config::default()
     })
@@ -353,6 +353,8 @@ async fn everything_accepted_is_stored_by_postgres() {
     accepted.retain(|e| seen.insert((e.source, e.source_event_id.clone())));
     for e in &mut accepted {
         e.id = Uuid::now_v7();
+        // The parsers ran for the nil integration, which this database does not have.
+        e.integration_id = None;
     }
     assert!(
         accepted.len() > 100,

@@ -5,6 +5,15 @@
 //! service's (`services/ingest/tests/fuzz.rs`), which start from the fixtures.
 
 use proptest::prelude::*;
+
+/// Cases per property: `default`, or `FUZZ_CASES` for a deeper run
+/// (`FUZZ_CASES=5000 cargo test -p ingestion --test fuzz`).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 use serde_json::{Value, json};
 
 /// A hostile JSON value.

@@ -34,7 +34,7 @@ async fn refused_requests_store_nothing_and_say_why() {
     ];
     let handle = tokio::runtime::Handle::current();
     let mut runner = TestRunner::new(Config {
-        cases: CASES,
+        cases: test_support::fuzz::cases(CASES),
         failure_persistence: None,
         ..Config::default()
     });
