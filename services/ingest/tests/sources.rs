@@ -141,11 +141,8 @@ async fn twilio_signatures_use_the_public_url() {
     .unwrap();
     assert_eq!(
         keys,
-        vec![
-            "SM5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d:delivered",
-            "SM5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d:read",
-            "SM5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d:sent",
-        ]
+        ["delivered", "read", "sent"]
+            .map(|status| format!("{id}:SM5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d:{status}"))
     );
 }
 
@@ -235,8 +232,12 @@ async fn segment_batches_store_each_message_once() {
     assert_eq!(resp.status(), 200);
     let skew_ok: bool = sqlx::query_scalar(
         "SELECT abs(extract(epoch FROM (occurred_at - received_at)) + 1.25) < 0.001 \
-         FROM customer_raw_event WHERE source_event_id = 'ajs-next-1700001-aa04'",
+         FROM customer_raw_event WHERE source_event_id = $1",
     )
+    .bind(ingestion::sources::segment::dedupe_key(
+        id,
+        "ajs-next-1700001-aa04",
+    ))
     .fetch_one(&env.db)
     .await
     .unwrap();
