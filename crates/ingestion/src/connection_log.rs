@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::sources::admission::storable_text;
+
 /// One delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryLog {
@@ -104,7 +106,12 @@ pub async fn write(db: &PgPool, entries: &[DeliveryLog]) -> Result<(), sqlx::Err
         .map(|e| i16::try_from(e.status).unwrap_or(i16::MAX))
         .collect();
     let latencies: Vec<f32> = entries.iter().map(|e| e.latency_ms).collect();
-    let errors: Vec<Option<&str>> = entries.iter().map(|e| e.error.as_deref()).collect();
+    // A refusal's message may quote what the sender sent (a Twilio field with U+0000):
+    // one such line must not fail the batch of log lines.
+    let errors: Vec<Option<std::borrow::Cow<'_, str>>> = entries
+        .iter()
+        .map(|e| e.error.as_deref().map(storable_text))
+        .collect();
     let raw_ids: Vec<Option<Uuid>> = entries.iter().map(|e| e.raw_event_id).collect();
     let mut tx = db.begin().await?;
     // An integration deleted meanwhile would fail the foreign key: its entries are

@@ -160,6 +160,28 @@ async fn what_cannot_be_stored_is_refused_at_the_edge() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "nul_character");
+    // A refusal quoting the field: its connection log line is still written.
+    let params = vec![
+        ("MessageSid".to_owned(), "SM2".to_owned()),
+        ("MessageStatus".to_owned(), "re\u{0}ad".to_owned()),
+    ];
+    let url = format!("{url}/status");
+    let resp = client
+        .post(format!("{base}/webhooks/twilio/{twilio_id}/status"))
+        .header(
+            "x-twilio-signature",
+            ingestion::signing::sign_twilio(&auth, &url, &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let logs = wait_for_logs(&env, twilio_id, 2).await;
+    assert!(
+        logs.iter()
+            .all(|(status, error)| *status == 400 && error.is_some())
+    );
 
     assert_eq!(raw_count(&env).await, 0, "nothing refused was stored");
 }
