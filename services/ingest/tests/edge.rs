@@ -141,41 +141,38 @@ async fn what_cannot_be_stored_is_refused_at_the_edge() {
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "key_too_long");
 
-    // U+0000 in a signed Twilio form field.
-    let params = vec![
-        ("MessageSid".to_owned(), "SM1".to_owned()),
-        ("From".to_owned(), "whatsapp:+919845012345".to_owned()),
-        ("Body".to_owned(), "hi\u{0}there".to_owned()),
-    ];
-    let url = format!("http://127.0.0.1:8081/webhooks/twilio/{twilio_id}");
-    let resp = client
-        .post(format!("{base}/webhooks/twilio/{twilio_id}"))
-        .header(
-            "x-twilio-signature",
-            ingestion::signing::sign_twilio(&auth, &url, &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
+    // U+0000 in a signed Twilio form field; then in one a refusal quotes, whose
+    // connection log line must still be written.
+    let twilio = |suffix: &'static str, params: Vec<(String, String)>| {
+        let url = format!("http://127.0.0.1:8081/webhooks/twilio/{twilio_id}{suffix}");
+        client
+            .post(format!("{base}/webhooks/twilio/{twilio_id}{suffix}"))
+            .header(
+                "x-twilio-signature",
+                ingestion::signing::sign_twilio(&auth, &url, &params),
+            )
+            .form(&params)
+            .send()
+    };
+    let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let resp = twilio(
+        "",
+        vec![
+            p("MessageSid", "SM1"),
+            p("From", "whatsapp:+919845012345"),
+            p("Body", "hi\u{0}there"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "nul_character");
-    // A refusal quoting the field: its connection log line is still written.
-    let params = vec![
-        ("MessageSid".to_owned(), "SM2".to_owned()),
-        ("MessageStatus".to_owned(), "re\u{0}ad".to_owned()),
-    ];
-    let url = format!("{url}/status");
-    let resp = client
-        .post(format!("{base}/webhooks/twilio/{twilio_id}/status"))
-        .header(
-            "x-twilio-signature",
-            ingestion::signing::sign_twilio(&auth, &url, &params),
-        )
-        .form(&params)
-        .send()
-        .await
-        .unwrap();
+    let resp = twilio(
+        "/status",
+        vec![p("MessageSid", "SM2"), p("MessageStatus", "re\u{0}ad")],
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 400);
     let logs = wait_for_logs(&env, twilio_id, 2).await;
     assert!(
