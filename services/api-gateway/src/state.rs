@@ -51,7 +51,7 @@ impl AppState {
             db: ctx.db.clone(),
             redis: ctx.redis.clone(),
             settings: ctx.settings.clone(),
-            streams: Streams::from_context(ctx),
+            streams: ctx.streams(),
             customer360: Customer360Cache::new(
                 ctx.db.clone(),
                 ctx.redis.clone(),

@@ -21,7 +21,7 @@ use domain::{MergeRequest, NormalizedEvent};
 use identity::resolver::Resolver;
 use identity::resolver::outbox::PredictionOutbox;
 use service_kit::ServiceContext;
-use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Streams, Topic};
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Topic};
 use tokio::net::TcpListener;
 
 /// The consumer group of every merger replica.
@@ -101,7 +101,7 @@ impl Handler for RequestHandler {
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
     // Replicas of one host (and tests running several in one process) need distinct
     // consumer names.

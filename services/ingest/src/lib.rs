@@ -34,7 +34,7 @@ use ingestion::connection_log::ConnectionLog;
 use ingestion::outbox::RawEventOutbox;
 use ingestion::raw::{RawEventStore, WriterOptions};
 use service_kit::ServiceContext;
-use streams::{OutboxOptions, Streams};
+use streams::OutboxOptions;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -80,7 +80,7 @@ fn router(app: App) -> Router {
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let settings = &ctx.settings;
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let (store, store_tasks) = RawEventStore::start(
         ctx.db.clone(),
         Some(streams.clone()),

@@ -28,7 +28,7 @@ use ml::pipeline::{self, CacheUpdate};
 use ml::{ActiveModels, registry};
 use service_kit::ServiceContext;
 use storage::customer360::Customer360Cache;
-use streams::{ConsumerOptions, Delivery, Handler, HandlerError, Streams, Topic};
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, Topic};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -43,7 +43,7 @@ pub const TRAINING_LOCK: i64 = 0x004D_4C54_5241_494E;
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let scorer = Arc::new(Scorer::new(&ctx));
     let consumer = tokio::spawn(streams::run_consumer(
-        Streams::from_context(&ctx),
+        ctx.streams(),
         Topic::PredictionsRequests,
         ConsumerOptions::from_settings(&ctx.settings, GROUP),
         Arc::clone(&scorer),

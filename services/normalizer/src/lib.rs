@@ -12,7 +12,7 @@ mod handler;
 use std::sync::Arc;
 
 use service_kit::ServiceContext;
-use streams::{ConsumerOptions, Streams, Topic};
+use streams::{ConsumerOptions, Topic};
 use tokio::net::TcpListener;
 
 pub use handler::RawEventHandler;
@@ -22,7 +22,7 @@ pub const GROUP: &str = "normalizer";
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let handler = Arc::new(RawEventHandler {
         db: ctx.db.clone(),
         streams: streams.clone(),
