@@ -10,8 +10,9 @@
 //!   learn and measure, with no I/O; [`scoring`] applies active models to features.
 //! - [`store`] (Postgres/Redis), [`registry`] (`model_version`) and [`pipeline`] (train
 //!   and register, score and write) are the edges the services call.
-//! - [`synthetic`] and [`load`] turn a simulated brand into histories or database rows
-//!   (tests, benchmarks); [`eval`] reads a brand's own transaction log.
+//! - `synthetic` and `load` (feature `synthetic`, for tests and benchmarks only) turn a
+//!   simulated brand into histories or database rows; [`eval`] reads a brand's own
+//!   transaction log.
 
 pub mod btyd;
 pub mod calibration;
@@ -20,6 +21,7 @@ pub mod eval;
 pub mod features;
 pub mod gbm;
 pub mod history;
+#[cfg(feature = "synthetic")]
 pub mod load;
 pub mod metrics;
 pub mod optimise;
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod scoring;
 pub mod segments;
 pub mod store;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 pub mod train;
 
