@@ -164,6 +164,26 @@ pub fn is_order_reference(kind: IdentifierKind, value: &str) -> bool {
 }
 
 impl Identifier {
+    /// The order reference of `source`'s order `order_id` (`@order:<source>:<id>`).
+    ///
+    /// An internal strong identifier that ties every event of one order together, so
+    /// `orders.profile_id` is simply the owner of this reference. The identity merger
+    /// never counts order references towards limits, weak conflicts or suspect
+    /// learning and never suppresses them (`crates/identity`, docs/identity.md).
+    pub fn order_reference(source: crate::Source, order_id: &str) -> Identifier {
+        Identifier {
+            kind: IdentifierKind::CustomerId,
+            value: format!("{ORDER_NAMESPACE}:{source}:{order_id}"),
+        }
+    }
+
+    /// Whether this identifier is an order reference (see [`ORDER_NAMESPACE`]).
+    pub fn is_order_reference(&self) -> bool {
+        is_order_reference(self.kind, &self.value)
+    }
+}
+
+impl Identifier {
     /// Normalises a raw value of the given kind.
     ///
     /// `default_region` (ISO 3166 alpha-2, e.g. `IN`) reads phone numbers written
@@ -297,6 +317,23 @@ mod tests {
         ));
         assert!(!is_order_reference(IdentifierKind::CustomerId, "@orders:x"));
         assert!(!is_order_reference(IdentifierKind::Email, "@order:x"));
+    }
+
+    #[test]
+    fn an_order_reference_is_built_in_its_namespace_and_no_source_id_is_one() {
+        let r = Identifier::order_reference(crate::Source::Shopify, "1001");
+        assert_eq!(r.value, "@order:shopify:1001");
+        assert!(r.is_order_reference());
+        assert!(
+            !Identifier::customer_id("shopify", "1001")
+                .unwrap()
+                .is_order_reference()
+        );
+        assert!(
+            !Identifier::customer_id("orderly", "1")
+                .unwrap()
+                .is_order_reference()
+        );
     }
 
     fn parse(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {

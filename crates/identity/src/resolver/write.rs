@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::store::split;
 use crate::delta::{Delta, Holding, IdentifierState, OrderOwner, ProfileRow, RefusedLink, Rewrite};
 use crate::engine::{MergeRecord, ReviewRecord};
-use crate::model::{ProfileId, is_order_ref};
+use crate::model::ProfileId;
 use crate::rules::PartnerSet;
 
 /// What a write reports back.
@@ -150,7 +150,7 @@ async fn upsert_profiles(conn: &mut PgConnection, rows: &[ProfileRow]) -> Result
                 .node
                 .identifiers
                 .iter()
-                .filter(|i| !is_order_ref(i))
+                .filter(|i| !i.is_order_reference())
                 .collect();
             identifiers.push(Json(serde_json::to_value(&listed).unwrap_or_default()));
             traits.push(Json(r.facts.traits.clone()));
@@ -449,7 +449,7 @@ async fn insert_reviews(
             .map(|(p, why)| serde_json::json!({"profile_id": p, "reason": why.as_str()}))
             .collect();
         let evidence = serde_json::json!({
-            "identifiers": r.identifiers.iter().filter(|i| !is_order_ref(i)).collect::<Vec<_>>(),
+            "identifiers": r.identifiers.iter().filter(|i| !i.is_order_reference()).collect::<Vec<_>>(),
             "reasons": reasons,
             "event_profile_id": r.profiles[0],
             "repeats": 0,
