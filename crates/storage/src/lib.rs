@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod customer360;
 pub mod integrations;
+pub mod models;
 pub mod names;
 pub mod normalized;
 pub mod users;
