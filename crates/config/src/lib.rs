@@ -12,6 +12,13 @@
 //!
 //! Settings that belong to one subsystem live in their own module and are flattened
 //! into [`Settings`], so they are still plain top-level variables.
+//!
+//! # Assumptions, running, testing
+//!
+//! Needs nothing but the process environment (and `.env` in the working directory); it
+//! does no I/O beyond reading them. Tests: `cargo nextest run -p constintel-config` (unit
+//! tests, no services needed); `crates/test-support/tests/env_template.rs` checks that
+//! `env.template` lists every setting. No benchmark: settings load once per process.
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};

@@ -16,6 +16,17 @@
 //!   as the normalizer does, for evaluation, benchmarks and tests).
 //!
 //! See `docs/identity.md` for the rules in prose and the measured quality.
+//!
+//! # Assumptions, running, testing
+//!
+//! The pure modules need nothing. The resolver assumes a migrated Postgres (identifier
+//! index, profiles, merge history, review queue, the predictions outbox) and Redis for the
+//! Customer 360 cache, shared with every other merger replica and with `ctl identity
+//! rebuild` (advisory locks make that safe). Tests: `cargo nextest run -p identity` (unit
+//! and property tests; `tests/` run against the real Postgres and Redis with a database
+//! and stream prefix of their own, including the quality evaluation on the scenario
+//! generator). Benchmark: `bench/identity/run.sh` (events/s through 1 and 3 merger
+//! replicas and rebuild time, against this machine's Postgres ceilings).
 
 pub mod delta;
 pub mod engine;

@@ -9,6 +9,15 @@
 //!   drains in-flight requests. Tests bind port 0 and pass their own token.
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`ApiError`]: the one JSON error shape of every HTTP surface.
+//!
+//! # Assumptions, running, testing
+//!
+//! A service built on it assumes Postgres and Redis at `DATABASE_URL` / `REDIS_URL`
+//! (the context migrates Postgres on connect) and a bind address from its `*_BIND`
+//! setting. Tests: it has none of its own; every service's `tests/ops.rs` checks the ops
+//! endpoints and a clean stop on SIGTERM on the real binary (`cargo nextest run -p
+//! ingest --test ops`, ...). No benchmark of its own: `bench/api`
+//! measures the gateway's trivial `/healthz` rate as the HTTP ceiling.
 
 mod error;
 mod ops;

@@ -16,6 +16,16 @@
 //! The gateway writes only what it owns (users, sessions, tokens, integrations, its
 //! record of published requests); every profile change is a request on
 //! `profiles.merge_requests` that the identity merger applies.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes Postgres and Redis (the context migrates on start), the identity merger
+//! running to apply the merge requests it publishes, the built dashboard in
+//! `DASHBOARD_DIR` (`just build-dashboard`) and the OpenAPI viewer in
+//! `OPENAPI_VIEWER_DIR` (the API works without either). Run: `just run api-gateway` (port 8080). Tests: `cargo nextest run -p
+//! api-gateway` (the gateway on port 0 against the real Postgres and Redis: every route
+//! for every role, auth, pagination, uploads, the OpenAPI document); `just test-browser`
+//! drives the dashboard through it. Benchmark: `bench/api/run.sh` (Customer 360 reads).
 
 pub mod api;
 mod auth;

@@ -13,6 +13,15 @@
 //! Any number of replicas may run in the group: they serialise on the identifiers and
 //! profiles they touch (see `identity::resolver::locks`) and produce the same profiles
 //! as one replica.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and the normalizer publishing
+//! `events.normalized`. Run: `just run identity-merger` (port 9103). Tests: `cargo nextest
+//! run -p identity-merger` (the service on port 0 fed the scenario generator's events, with
+//! replicas, late events and analysts' requests; the resolver's own tests are in
+//! `crates/identity`). Benchmark: `bench/identity/run.sh` (events/s through 1 and 3
+//! replicas).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,6 +16,15 @@
 //!
 //! Shutdown: the server stops accepting, in-flight requests finish (their events are
 //! committed), then the writer and publisher drain and the relay stops.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, integrations created (`ctl integration add` or the
+//! dashboard) and `PUBLIC_BASE_URL` set to the address the platforms call (Twilio signs
+//! the full public URL). Run: `just run ingest` (port 8081). Tests: `cargo nextest
+//! run -p ingest` (the service on port 0: every source's signed deliveries, duplicates,
+//! rejections, the outbox relay). Benchmark: `bench/ingest/run.sh` (events stored per
+//! second against this machine's Redis and Postgres ceilings).
 
 mod delivery;
 mod integrations;

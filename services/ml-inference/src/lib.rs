@@ -17,6 +17,15 @@
 //!   time; the others skip that round.
 //!
 //! Health and metrics on `ML_INFERENCE_BIND` (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and the identity merger publishing
+//! `predictions.requests`; with no active model it trains one first (which needs enough
+//! order history). Run: `just run ml-inference` (port 9104). Tests: `cargo nextest run -p
+//! ml-inference` (the service on port 0 scoring a simulated brand; the models' own tests
+//! are in `crates/ml`). Benchmark: `bench/ml/run.sh` (training time and scoring
+//! throughput).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,6 +6,14 @@
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and ingest publishing `events.raw`. Run: `just
+//! run normalizer` (port 9102). Tests: `cargo nextest run -p normalizer` (the service on
+//! port 0 mapping every fixture end to end; the mappings' own snapshot tests are in
+//! `crates/ingestion`). Its throughput is part of the end-to-end figures of
+//! `bench/ingest` and `ctl demo` (docs/demo.md).
 
 mod handler;
 
