@@ -8,30 +8,28 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
 
-use crate::source::UnknownName;
-
-/// The kinds of identifier the identity graph understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum IdentifierKind {
-    /// An e-mail address, trimmed and lower-cased.
-    Email,
-    /// A phone number in E.164 (WhatsApp numbers are phones).
-    Phone,
-    /// A source's own customer id, namespaced `source:id` (Shopify/Woo customer id,
-    /// Segment `userId`).
-    CustomerId,
-    /// A loyalty programme id, upper-cased with white space removed.
-    LoyaltyId,
-    /// Point-of-sale bill metadata such as a store customer code, namespaced `store:code`.
-    PosCustomer,
-    /// A device id (mobile advertising id, app install id).
-    DeviceId,
-    /// A browser cookie id (Segment `anonymousId`).
-    CookieId,
+names! {
+    /// The kinds of identifier the identity graph understands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum IdentifierKind("identifier kind") {
+        /// An e-mail address, trimmed and lower-cased.
+        Email = "email",
+        /// A phone number in E.164 (WhatsApp numbers are phones).
+        Phone = "phone",
+        /// A source's own customer id, namespaced `source:id` (Shopify/Woo customer id,
+        /// Segment `userId`).
+        CustomerId = "customer_id",
+        /// A loyalty programme id, upper-cased with white space removed.
+        LoyaltyId = "loyalty_id",
+        /// Point-of-sale bill metadata such as a store customer code, namespaced `store:code`.
+        PosCustomer = "pos_customer",
+        /// A device id (mobile advertising id, app install id).
+        DeviceId = "device_id",
+        /// A browser cookie id (Segment `anonymousId`).
+        CookieId = "cookie_id",
+    }
 }
 
 /// How much an identifier says about who a person is. Higher is stronger.
@@ -48,30 +46,6 @@ pub enum Strength {
 }
 
 impl IdentifierKind {
-    /// Every kind, strongest first.
-    pub const ALL: [IdentifierKind; 7] = [
-        IdentifierKind::Email,
-        IdentifierKind::Phone,
-        IdentifierKind::CustomerId,
-        IdentifierKind::LoyaltyId,
-        IdentifierKind::PosCustomer,
-        IdentifierKind::DeviceId,
-        IdentifierKind::CookieId,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentifierKind::Email => "email",
-            IdentifierKind::Phone => "phone",
-            IdentifierKind::CustomerId => "customer_id",
-            IdentifierKind::LoyaltyId => "loyalty_id",
-            IdentifierKind::PosCustomer => "pos_customer",
-            IdentifierKind::DeviceId => "device_id",
-            IdentifierKind::CookieId => "cookie_id",
-        }
-    }
-
     /// The strength class of this kind.
     pub fn strength(self) -> Strength {
         match self {
@@ -93,25 +67,6 @@ impl IdentifierKind {
             IdentifierKind::DeviceId => 2,
             IdentifierKind::CookieId => 1,
         }
-    }
-}
-
-impl fmt::Display for IdentifierKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IdentifierKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IdentifierKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "identifier kind",
-                value: s.to_owned(),
-            })
     }
 }
 

@@ -14,6 +14,9 @@
 //! tests); the dashboard's wasm32 build (`just build-dashboard`) proves it still compiles
 //! without `phone`. No benchmark of its own: parsing costs show up in `bench/ingest`.
 
+#[macro_use]
+mod names;
+
 pub mod api;
 pub mod event;
 pub mod identifier;
