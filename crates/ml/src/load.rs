@@ -27,9 +27,9 @@ const CHUNK: usize = 5_000;
 /// What [`load_brand`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadSummary {
-    /// Profiles.
+    /// Profiles written (one per simulated person).
     pub profiles: usize,
-    /// Orders.
+    /// Orders placed (cancellations and refunds not counted).
     pub orders: usize,
     /// Normalised events (orders included).
     pub events: usize,

@@ -37,7 +37,7 @@ pub use domain::api::ModelTask as Task;
 /// A model version to register.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewModelVersion {
-    /// Task.
+    /// What the model predicts.
     pub task: Task,
     /// Algorithm, e.g. `lightgbm` or `kmeans`.
     pub algorithm: String,
@@ -62,11 +62,11 @@ pub struct NewModelVersion {
 /// A stored model version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelVersion {
-    /// Id.
+    /// `model_version.id`.
     pub id: Uuid,
-    /// Task.
+    /// What the model predicts.
     pub task: Task,
-    /// Algorithm.
+    /// Algorithm: `lightgbm`, `kmeans`, or the baseline offered in a rejected model's place.
     pub algorithm: String,
     /// Hyper-parameters and training settings.
     pub params: serde_json::Value,
@@ -80,9 +80,9 @@ pub struct ModelVersion {
     pub train_rows: i32,
     /// Test rows.
     pub test_rows: i32,
-    /// Metrics.
+    /// Evaluation metrics, the task's main metric and the baselines' included.
     pub metrics: serde_json::Value,
-    /// The artefact.
+    /// LightGBM model text, or segment centroids JSON: what scoring loads.
     pub artefact: String,
     /// Candidate, active, retired or rejected.
     pub status: ModelStatus,

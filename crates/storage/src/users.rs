@@ -41,7 +41,7 @@ pub struct User {
     pub role: Named<Role>,
     /// Disabled users cannot sign in.
     pub disabled: bool,
-    /// Created.
+    /// When the account was created.
     pub created_at: DateTime<Utc>,
     /// Last successful login.
     pub last_login_at: Option<DateTime<Utc>>,
@@ -78,7 +78,7 @@ pub struct ApiToken {
     pub role: Named<Role>,
     /// The admin who created it.
     pub created_by: Option<Uuid>,
-    /// Created.
+    /// When the token was created.
     pub created_at: DateTime<Utc>,
     /// Last use (refreshed at most once a minute).
     pub last_used_at: Option<DateTime<Utc>>,

@@ -25,7 +25,7 @@ pub struct Shared {
     pub db: PgPool,
     /// Redis connection (Customer 360 cache, stream inspection).
     pub redis: redis::aio::ConnectionManager,
-    /// Settings.
+    /// The fleet's settings.
     pub settings: Settings,
     /// Publisher and inspector of the fleet's streams.
     pub streams: Streams,

@@ -32,7 +32,7 @@ names! {
         Viewer = "viewer",
         /// Viewer plus merge decisions, CSV imports and test events.
         Analyst = "analyst",
-        /// Everything.
+        /// Everything, including users, tokens, integrations, erasure and dead letters.
         Admin = "admin",
     }
 }

@@ -189,7 +189,7 @@ pub struct CsvImportView {
     pub file_sha256: Option<String>,
     /// Column mapping used.
     pub mapping: CsvMapping,
-    /// State.
+    /// Running, completed or failed.
     pub status: CsvImportStatus,
     /// Rows read so far.
     pub total_rows: i64,
@@ -205,9 +205,9 @@ pub struct CsvImportView {
     /// Who uploaded it.
     #[serde(default)]
     pub created_by: Option<String>,
-    /// Started.
+    /// When the upload started.
     pub started_at: DateTime<Utc>,
-    /// Finished.
+    /// When the last row was read (absent while running).
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
 }

@@ -167,7 +167,7 @@ pub struct ReviewItem {
     pub id: Uuid,
     /// When it was queued.
     pub created_at: DateTime<Utc>,
-    /// Status.
+    /// Where the item stands: pending, or how it was decided.
     pub status: ReviewStatus,
     /// Why it needs a person.
     pub reason: ReviewReason,
@@ -204,7 +204,7 @@ pub struct RequestedDecision {
     pub action: MergeAction,
     /// Who asked.
     pub actor: String,
-    /// When.
+    /// When it was published.
     pub requested_at: DateTime<Utc>,
 }
 

@@ -98,7 +98,7 @@ pub struct ModelQuery {
 pub struct ModelVersionView {
     /// Model version id.
     pub id: Uuid,
-    /// Task.
+    /// What the model predicts.
     pub task: ModelTask,
     /// Algorithm (`lightgbm`, `kmeans`, `item2vec`, ...).
     pub algorithm: String,
@@ -124,7 +124,7 @@ pub struct ModelVersionView {
     /// the active version), too little data, or a manual activation.
     #[serde(default)]
     pub status_reason: Option<String>,
-    /// Trained.
+    /// When it was trained and registered.
     pub created_at: DateTime<Utc>,
     /// Made active.
     #[serde(default)]
