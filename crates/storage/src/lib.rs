@@ -7,7 +7,8 @@
 //! advisory lock while migrating, so several services starting together apply each
 //! migration exactly once. Queries use bound parameters only.
 //!
-//! - [`normalized`]: the one writer of normalised events, orders, refunds and products.
+//! - [`normalized`]: the one writer of normalised events, orders, refunds and products;
+//!   [`profiles`]: the one writer of `customer_profile` rows.
 //! - [`integrations`], [`models`] (the registry's rows as the API shows them), [`names`]
 //!   (enum names in TEXT columns).
 //! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
@@ -37,6 +38,7 @@ pub mod integrations;
 pub mod models;
 pub mod names;
 pub mod normalized;
+pub mod profiles;
 pub mod users;
 
 pub use names::Named;
