@@ -6,7 +6,8 @@
 //!   priority, the guards, limits, names, suspect identifiers, the decision for one
 //!   event, and the knobs), [`model`] (canonical order, deterministic profile ids,
 //!   order references), [`engine`] (graph machinery: applies decisions to an identity
-//!   graph, replays regions), [`memory`] (the whole graph in memory: rebuild and
+//!   graph, replays regions), [`region`] (which profiles a replay takes in, for
+//!   both resolvers), [`memory`] (the whole graph in memory: rebuild and
 //!   arrival-order simulation), [`delta`] (what one write changes, computed from the
 //!   engine's outcomes), [`facts`] (the Customer 360 facts a profile accumulates),
 //!   [`quality`] (pairwise precision and recall against a ground truth);
@@ -34,6 +35,7 @@ pub mod facts;
 pub mod memory;
 pub mod model;
 pub mod quality;
+pub mod region;
 pub mod resolver;
 pub mod rules;
 pub mod seed;
