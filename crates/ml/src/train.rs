@@ -190,7 +190,7 @@ fn rows_at(
 }
 
 /// The earlier cutoffs that add training rows: every Δ = max(H/3, 30 days) before
-/// `cutoff`, at most [`MAX_EXTRA_WINDOWS`] of them, each leaving at least Δ of history
+/// `cutoff`, at most `MAX_EXTRA_WINDOWS` of them, each leaving at least Δ of history
 /// after `data_start` (a cutoff with almost no history teaches nothing about the
 /// customers scored at `cutoff`).
 pub fn rolling_cutoffs(

@@ -2,7 +2,7 @@
 //!
 //! Its routes come from the source registry (`ingestion::sources`): every signed
 //! webhook (`/webhooks/{kind}/{integration}…`: Shopify, WooCommerce, Twilio WhatsApp)
-//! goes through one generic handler ([`webhooks`]); the Segment-compatible tracking API
+//! goes through one generic handler (`webhooks`); the Segment-compatible tracking API
 //! (`/v1/{call}`, write key) and POS bills (`/pos/{integration}/bills`, bearer token)
 //! keep their own handlers for their batch shapes. docs/ingestion.md has the endpoint
 //! table, rendered from the same registry.
