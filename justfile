@@ -33,7 +33,7 @@ up: setup env-file services build-release build-dashboard migrate
     scripts/after-up $$ & exec target/release/ctl up
 
 # Every check: format, lints (host and wasm), the whole test suite, the compose file, browser tests. Stops at the first failure; needs no terminal.
-test: setup test-services fmt-check lint lint-dashboard build test-suite check-compose test-browser
+test: setup test-services fmt-check lint lint-dashboard doc build test-suite check-compose test-browser
 
 # Install missing tools (apt packages, cmake >= 3.28, wasm target, wasm-bindgen-cli); quiet when all are present.
 setup:
@@ -100,6 +100,10 @@ fmt-check:
 # Clippy on every host crate and target, warnings as errors.
 lint:
     cargo clippy {{ locked }} {{ host }} --all-targets -- -D warnings
+
+# API docs of every host crate (no dependencies), warnings as errors: every doc link resolves.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc {{ locked }} {{ host }} --no-deps
 
 # Clippy on the dashboard for its real target, wasm32.
 lint-dashboard:

@@ -106,7 +106,7 @@ pub fn Kpi(
 /// A small coloured label.
 #[component]
 pub fn Badge(
-    /// Text.
+    /// The text shown (and copied).
     #[prop(into)]
     text: String,
     /// Colour class (`ok`, `warn`, `bad`, `muted`, `info`).

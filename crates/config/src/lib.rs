@@ -4,11 +4,21 @@
 //! (it never overrides a variable already set), then every setting comes from an
 //! environment variable of the same name in upper case (`DATABASE_URL`,
 //! `STREAM_PREFIX`, ...). `env.template` at the repository root lists each one with its
-//! default and meaning. Secrets are [`SecretString`]s: their `Debug` prints
-//! `[REDACTED]`, so settings can be logged whole.
+//! default and meaning. Secrets (passwords, tokens, API keys) are [`SecretString`]s:
+//! their `Debug` prints `[REDACTED]`. The connection URLs (`DATABASE_URL`,
+//! `REDIS_URL`) are plain strings and may carry a password, so `Settings`' `Debug`
+//! is not fit for logs: log a URL through [`redact_url_password`] (or
+//! [`Settings::database_url_redacted`]).
 //!
 //! Settings that belong to one subsystem live in their own module and are flattened
 //! into [`Settings`], so they are still plain top-level variables.
+//!
+//! # Assumptions, running, testing
+//!
+//! Needs nothing but the process environment (and `.env` in the working directory); it
+//! does no I/O beyond reading them. Tests: `cargo nextest run -p constintel-config` (unit
+//! tests, no services needed); `crates/test-support/tests/env_template.rs` checks that
+//! `env.template` lists every setting. No benchmark: settings load once per process.
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};

@@ -5,157 +5,63 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use uuid::Uuid;
 
 use crate::identifier::Identifier;
-use crate::source::{Channel, Source, UnknownName};
+use crate::source::{Channel, Source};
 
-/// What the customer (or the brand, for outbound messages) did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum EventType {
-    /// Looked at a product page.
-    ProductViewed,
-    /// Put a product into the cart.
-    AddedToCart,
-    /// Started checkout (Shopify checkouts, Segment "Checkout Started").
-    CheckoutStarted,
-    /// Placed (or updated/paid) an order: carries `order`.
-    OrderPlaced,
-    /// An order was cancelled or deleted.
-    OrderCancelled,
-    /// Money was refunded on an order.
-    RefundIssued,
-    /// The customer wrote to the brand (WhatsApp inbound).
-    MessageReceived,
-    /// The brand wrote to the customer.
-    MessageSent,
-    /// Delivery status of an outbound message (queued/sent/delivered/read/failed).
-    MessageStatus,
-    /// Scanned an in-store or on-pack QR code.
-    QrScanned,
-    /// Was seen in a physical store.
-    StoreVisit,
-    /// Told us who they are (sign-up, profile update, CSV customer row).
-    Identify,
-    /// Viewed a page or app screen.
-    PageViewed,
-    /// Anything else a brand tracks.
-    Custom,
-}
-
-impl EventType {
-    /// Every type, in a stable order.
-    pub const ALL: [EventType; 14] = [
-        EventType::ProductViewed,
-        EventType::AddedToCart,
-        EventType::CheckoutStarted,
-        EventType::OrderPlaced,
-        EventType::OrderCancelled,
-        EventType::RefundIssued,
-        EventType::MessageReceived,
-        EventType::MessageSent,
-        EventType::MessageStatus,
-        EventType::QrScanned,
-        EventType::StoreVisit,
-        EventType::Identify,
-        EventType::PageViewed,
-        EventType::Custom,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::ProductViewed => "product_viewed",
-            EventType::AddedToCart => "added_to_cart",
-            EventType::CheckoutStarted => "checkout_started",
-            EventType::OrderPlaced => "order_placed",
-            EventType::OrderCancelled => "order_cancelled",
-            EventType::RefundIssued => "refund_issued",
-            EventType::MessageReceived => "message_received",
-            EventType::MessageSent => "message_sent",
-            EventType::MessageStatus => "message_status",
-            EventType::QrScanned => "qr_scanned",
-            EventType::StoreVisit => "store_visit",
-            EventType::Identify => "identify",
-            EventType::PageViewed => "page_viewed",
-            EventType::Custom => "custom",
-        }
+names! {
+    /// What the customer (or the brand, for outbound messages) did.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum EventType("event type") {
+        /// Looked at a product page.
+        ProductViewed = "product_viewed",
+        /// Put a product into the cart.
+        AddedToCart = "added_to_cart",
+        /// Started checkout (Shopify checkouts, Segment "Checkout Started").
+        CheckoutStarted = "checkout_started",
+        /// Placed (or updated/paid) an order: carries `order`.
+        OrderPlaced = "order_placed",
+        /// An order was cancelled or deleted.
+        OrderCancelled = "order_cancelled",
+        /// Money was refunded on an order.
+        RefundIssued = "refund_issued",
+        /// The customer wrote to the brand (WhatsApp inbound).
+        MessageReceived = "message_received",
+        /// The brand wrote to the customer.
+        MessageSent = "message_sent",
+        /// Delivery status of an outbound message (queued/sent/delivered/read/failed).
+        MessageStatus = "message_status",
+        /// Scanned an in-store or on-pack QR code.
+        QrScanned = "qr_scanned",
+        /// Was seen in a physical store.
+        StoreVisit = "store_visit",
+        /// Told us who they are (sign-up, profile update, CSV customer row).
+        Identify = "identify",
+        /// Viewed a page or app screen.
+        PageViewed = "page_viewed",
+        /// Anything else a brand tracks.
+        Custom = "custom",
     }
 }
 
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventType {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "event type",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// The lifecycle state of an order as last reported by its source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// Placed, not yet known to be paid.
-    #[default]
-    Placed,
-    /// Paid (or a POS bill, which is paid at the till).
-    Paid,
-    /// Cancelled or deleted.
-    Cancelled,
-    /// Fully refunded.
-    Refunded,
-    /// Part of the money refunded.
-    PartiallyRefunded,
-}
-
-impl OrderStatus {
-    /// Every status.
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Placed,
-        OrderStatus::Paid,
-        OrderStatus::Cancelled,
-        OrderStatus::Refunded,
-        OrderStatus::PartiallyRefunded,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Placed => "placed",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Refunded => "refunded",
-            OrderStatus::PartiallyRefunded => "partially_refunded",
-        }
-    }
-}
-
-impl FromStr for OrderStatus {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "order status",
-                value: s.to_owned(),
-            })
+names! {
+    /// The lifecycle state of an order as last reported by its source.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum OrderStatus("order status") {
+        /// Placed, not yet known to be paid.
+        #[default]
+        Placed = "placed",
+        /// Paid (or a POS bill, which is paid at the till).
+        Paid = "paid",
+        /// Cancelled or deleted.
+        Cancelled = "cancelled",
+        /// Fully refunded.
+        Refunded = "refunded",
+        /// Part of the money refunded.
+        PartiallyRefunded = "partially_refunded",
     }
 }
 

@@ -8,30 +8,28 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
 
-use crate::source::UnknownName;
-
-/// The kinds of identifier the identity graph understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum IdentifierKind {
-    /// An e-mail address, trimmed and lower-cased.
-    Email,
-    /// A phone number in E.164 (WhatsApp numbers are phones).
-    Phone,
-    /// A source's own customer id, namespaced `source:id` (Shopify/Woo customer id,
-    /// Segment `userId`).
-    CustomerId,
-    /// A loyalty programme id, upper-cased with white space removed.
-    LoyaltyId,
-    /// Point-of-sale bill metadata such as a store customer code, namespaced `store:code`.
-    PosCustomer,
-    /// A device id (mobile advertising id, app install id).
-    DeviceId,
-    /// A browser cookie id (Segment `anonymousId`).
-    CookieId,
+names! {
+    /// The kinds of identifier the identity graph understands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum IdentifierKind("identifier kind") {
+        /// An e-mail address, trimmed and lower-cased.
+        Email = "email",
+        /// A phone number in E.164 (WhatsApp numbers are phones).
+        Phone = "phone",
+        /// A source's own customer id, namespaced `source:id` (Shopify/Woo customer id,
+        /// Segment `userId`).
+        CustomerId = "customer_id",
+        /// A loyalty programme id, upper-cased with white space removed.
+        LoyaltyId = "loyalty_id",
+        /// Point-of-sale bill metadata such as a store customer code, namespaced `store:code`.
+        PosCustomer = "pos_customer",
+        /// A device id (mobile advertising id, app install id).
+        DeviceId = "device_id",
+        /// A browser cookie id (Segment `anonymousId`).
+        CookieId = "cookie_id",
+    }
 }
 
 /// How much an identifier says about who a person is. Higher is stronger.
@@ -48,30 +46,6 @@ pub enum Strength {
 }
 
 impl IdentifierKind {
-    /// Every kind, strongest first.
-    pub const ALL: [IdentifierKind; 7] = [
-        IdentifierKind::Email,
-        IdentifierKind::Phone,
-        IdentifierKind::CustomerId,
-        IdentifierKind::LoyaltyId,
-        IdentifierKind::PosCustomer,
-        IdentifierKind::DeviceId,
-        IdentifierKind::CookieId,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentifierKind::Email => "email",
-            IdentifierKind::Phone => "phone",
-            IdentifierKind::CustomerId => "customer_id",
-            IdentifierKind::LoyaltyId => "loyalty_id",
-            IdentifierKind::PosCustomer => "pos_customer",
-            IdentifierKind::DeviceId => "device_id",
-            IdentifierKind::CookieId => "cookie_id",
-        }
-    }
-
     /// The strength class of this kind.
     pub fn strength(self) -> Strength {
         match self {
@@ -93,25 +67,6 @@ impl IdentifierKind {
             IdentifierKind::DeviceId => 2,
             IdentifierKind::CookieId => 1,
         }
-    }
-}
-
-impl fmt::Display for IdentifierKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for IdentifierKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IdentifierKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "identifier kind",
-                value: s.to_owned(),
-            })
     }
 }
 
@@ -161,6 +116,26 @@ pub fn is_order_reference(kind: IdentifierKind, value: &str) -> bool {
         && value
             .strip_prefix(ORDER_NAMESPACE)
             .is_some_and(|rest| rest.starts_with(':'))
+}
+
+impl Identifier {
+    /// The order reference of `source`'s order `order_id` (`@order:<source>:<id>`).
+    ///
+    /// An internal strong identifier that ties every event of one order together, so
+    /// `orders.profile_id` is simply the owner of this reference. The identity merger
+    /// never counts order references towards limits, weak conflicts or suspect
+    /// learning and never suppresses them (`crates/identity`, docs/identity.md).
+    pub fn order_reference(source: crate::Source, order_id: &str) -> Identifier {
+        Identifier {
+            kind: IdentifierKind::CustomerId,
+            value: format!("{ORDER_NAMESPACE}:{source}:{order_id}"),
+        }
+    }
+
+    /// Whether this identifier is an order reference (see [`ORDER_NAMESPACE`]).
+    pub fn is_order_reference(&self) -> bool {
+        is_order_reference(self.kind, &self.value)
+    }
 }
 
 impl Identifier {
@@ -297,6 +272,23 @@ mod tests {
         ));
         assert!(!is_order_reference(IdentifierKind::CustomerId, "@orders:x"));
         assert!(!is_order_reference(IdentifierKind::Email, "@order:x"));
+    }
+
+    #[test]
+    fn an_order_reference_is_built_in_its_namespace_and_no_source_id_is_one() {
+        let r = Identifier::order_reference(crate::Source::Shopify, "1001");
+        assert_eq!(r.value, "@order:shopify:1001");
+        assert!(r.is_order_reference());
+        assert!(
+            !Identifier::customer_id("shopify", "1001")
+                .unwrap()
+                .is_order_reference()
+        );
+        assert!(
+            !Identifier::customer_id("orderly", "1")
+                .unwrap()
+                .is_order_reference()
+        );
     }
 
     fn parse(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {

@@ -5,6 +5,17 @@
 //! turn untrusted values into those types. It compiles to `wasm32-unknown-unknown` so the
 //! Leptos dashboard reuses the same types for API payloads (build it with
 //! `default-features = false` there to leave phone metadata out of the bundle).
+//!
+//! # Assumptions, running, testing
+//!
+//! No I/O and no services: only values in, values out. Features: `phone` (default, phone
+//! numbers through libphonenumber) and `openapi` (the payloads' utoipa schemas, on for host
+//! builds through the workspace). Tests: `cargo nextest run -p domain` (unit and property
+//! tests); the dashboard's wasm32 build (`just build-dashboard`) proves it still compiles
+//! without `phone`. No benchmark of its own: parsing costs show up in `bench/ingest`.
+
+#[macro_use]
+mod names;
 
 pub mod api;
 pub mod event;

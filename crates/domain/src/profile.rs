@@ -74,7 +74,7 @@ pub struct BrowsingEntry {
     /// What happened (product_viewed, added_to_cart, page_viewed, ...).
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// When.
+    /// When it happened (event time).
     pub occurred_at: DateTime<Utc>,
     /// Product SKU, when about a product.
     #[serde(default)]
@@ -123,7 +123,7 @@ pub struct Recommendation {
     pub sku: String,
     /// Product name.
     pub name: String,
-    /// Category.
+    /// Product category, when the catalogue knows it.
     #[serde(default)]
     pub category: Option<String>,
     /// Relevance score (higher first).

@@ -2,56 +2,30 @@
 //! (`Channel`). Both travel as lower-case strings in JSON, stream entries and Postgres.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
-/// Declares [`Source`] from one list: each line is a source's doc, variant and name, so
-/// naming a new source is one line (its module registers in `ingestion::sources`).
-macro_rules! sources {
-    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)+) => {
-        /// The system that delivered an event to ingest.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        pub enum Source {
-            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)+
-        }
-
-        impl Source {
-            /// Every source, in a stable order.
-            pub const ALL: [Source; [$($name),+].len()] = [$(Source::$variant),+];
-
-            /// The lower-case name used in JSON, stream entries and Postgres.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Source::$variant => $name,)+
-                }
-            }
-        }
-    };
-}
-
-sources! {
-    /// Shopify webhooks.
-    Shopify = "shopify",
-    /// WooCommerce webhooks.
-    Woocommerce = "woocommerce",
-    /// Twilio WhatsApp inbound messages and status callbacks.
-    Twilio = "twilio",
-    /// Segment-compatible tracking API (any Segment or RudderStack SDK).
-    Segment = "segment",
-    /// Point-of-sale bills.
-    Pos = "pos",
-    /// CSV bulk imports.
-    Csv = "csv",
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+names! {
+    /// The system that delivered an event to ingest. Naming a new source is one line
+    /// here (its module registers in `ingestion::sources`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum Source("source") {
+        /// Shopify webhooks.
+        Shopify = "shopify",
+        /// WooCommerce webhooks.
+        Woocommerce = "woocommerce",
+        /// Twilio WhatsApp inbound messages and status callbacks.
+        Twilio = "twilio",
+        /// Segment-compatible tracking API (any Segment or RudderStack SDK).
+        Segment = "segment",
+        /// Point-of-sale bills.
+        Pos = "pos",
+        /// CSV bulk imports.
+        Csv = "csv",
     }
 }
 
-/// A string that names no known source or channel.
+/// A string that names no known value of a closed set (source, channel, event type,
+/// status, ...): the error of every `FromStr` the `names!` macro writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{value}`")]
 pub struct UnknownName {
@@ -61,78 +35,23 @@ pub struct UnknownName {
     pub value: String,
 }
 
-impl FromStr for Source {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Source::ALL
-            .into_iter()
-            .find(|src| src.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "source",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// The touchpoint through which the customer acted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    /// Web shop or app.
-    Web,
-    /// In-store point of sale.
-    Pos,
-    /// WhatsApp conversations.
-    Whatsapp,
-    /// Physical store presence (QR scans, visits).
-    Store,
-    /// Bulk historical imports.
-    Import,
-    /// A brand's own systems calling the API.
-    Api,
-}
-
-impl Channel {
-    /// Every channel, in a stable order.
-    pub const ALL: [Channel; 6] = [
-        Channel::Web,
-        Channel::Pos,
-        Channel::Whatsapp,
-        Channel::Store,
-        Channel::Import,
-        Channel::Api,
-    ];
-
-    /// The lower-case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Web => "web",
-            Channel::Pos => "pos",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Store => "store",
-            Channel::Import => "import",
-            Channel::Api => "api",
-        }
-    }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Channel {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "channel",
-                value: s.to_owned(),
-            })
+names! {
+    /// The touchpoint through which the customer acted.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum Channel("channel") {
+        /// Web shop or app.
+        Web = "web",
+        /// In-store point of sale.
+        Pos = "pos",
+        /// WhatsApp conversations.
+        Whatsapp = "whatsapp",
+        /// Physical store presence (QR scans, visits).
+        Store = "store",
+        /// Bulk historical imports.
+        Import = "import",
+        /// A brand's own systems calling the API.
+        Api = "api",
     }
 }
 

@@ -28,7 +28,7 @@ use crate::engine::{
 };
 use crate::facts::ProfileFacts;
 use crate::memory::MemoryResolver;
-use crate::model::{EventKey, ProfileId, order_ref};
+use crate::model::{EventKey, ProfileId};
 use crate::rules::{MergeRule, PartnerSet, Withheld};
 
 /// An identifier's entry in the identifier index, aggregated over its sightings on
@@ -208,7 +208,7 @@ impl Effects {
             }
         }
         if let Some(order) = &event.order {
-            let reference = order_ref(event.source, &order.order_id);
+            let reference = Identifier::order_reference(event.source, &order.order_id);
             self.orders.push(OrderOwner {
                 source: event.source,
                 order_id: order.order_id.clone(),

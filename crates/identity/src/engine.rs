@@ -206,7 +206,7 @@ pub struct MergeRecord {
     pub survivor_identifiers: Vec<Identifier>,
     /// What each absorbed profile held.
     pub absorbed: Vec<AbsorbedProfile>,
-    /// Why.
+    /// The rule that merged them, as `merge_history.rule` records it.
     pub rule: MergeRule,
     /// The identifiers that linked them.
     pub matched: Vec<Identifier>,

@@ -6,7 +6,8 @@
 //!   priority, the guards, limits, names, suspect identifiers, the decision for one
 //!   event, and the knobs), [`model`] (canonical order, deterministic profile ids,
 //!   order references), [`engine`] (graph machinery: applies decisions to an identity
-//!   graph, replays regions), [`memory`] (the whole graph in memory: rebuild and
+//!   graph, replays regions), [`region`] (which profiles a replay takes in, for
+//!   both resolvers), [`memory`] (the whole graph in memory: rebuild and
 //!   arrival-order simulation), [`delta`] (what one write changes, computed from the
 //!   engine's outcomes), [`facts`] (the Customer 360 facts a profile accumulates),
 //!   [`quality`] (pairwise precision and recall against a ground truth);
@@ -16,6 +17,17 @@
 //!   as the normalizer does, for evaluation, benchmarks and tests).
 //!
 //! See `docs/identity.md` for the rules in prose and the measured quality.
+//!
+//! # Assumptions, running, testing
+//!
+//! The pure modules need nothing. The resolver assumes a migrated Postgres (identifier
+//! index, profiles, merge history, review queue, the predictions outbox) and Redis for the
+//! Customer 360 cache, shared with every other merger replica and with `ctl identity
+//! rebuild` (advisory locks make that safe). Tests: `cargo nextest run -p identity` (unit
+//! and property tests; `tests/` run against the real Postgres and Redis with a database
+//! and stream prefix of their own, including the quality evaluation on the scenario
+//! generator). Benchmark: `bench/identity/run.sh` (events/s through 1 and 3 merger
+//! replicas and rebuild time, against this machine's Postgres ceilings).
 
 pub mod delta;
 pub mod engine;
@@ -23,6 +35,7 @@ pub mod facts;
 pub mod memory;
 pub mod model;
 pub mod quality;
+pub mod region;
 pub mod resolver;
 pub mod rules;
 pub mod seed;

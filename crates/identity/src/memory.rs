@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::engine::{Constraints, Engine, Graph, MergeRecord, Outcome, ReviewRecord};
 use crate::model::{EventKey, Observation, ProfileId};
+use crate::region::RegionWalk;
 use crate::rules::{PartnerSet, Withheld, observe_partners};
 
 /// Everything known, in memory.
@@ -117,54 +118,40 @@ impl MemoryResolver {
 
     /// The live profiles whose events must be replayed together with an event
     /// carrying `seed` (plus the owners of `also`, identifiers that just turned
-    /// suspect): closed under "an event of the region carries a non-suspect identifier
-    /// held by, or refused by an event of, another profile".
+    /// suspect), by the closure rule of [`crate::region`], answered from memory.
     fn closure(&self, seed: &[Identifier], also: &[Identifier]) -> BTreeSet<ProfileId> {
-        let mut region = BTreeSet::new();
-        let mut queue: Vec<Identifier> = seed.to_vec();
-        let mut seen_ids: BTreeSet<Identifier> = BTreeSet::new();
-        let add_profile =
-            |p: ProfileId, region: &mut BTreeSet<ProfileId>, queue: &mut Vec<Identifier>| {
-                if region.insert(p) {
-                    for k in self.members.get(&p).into_iter().flatten() {
-                        queue.extend(self.events[&k.event_id].identifiers.iter().cloned());
-                    }
-                    if let Some(node) = self.graph.profiles.get(&p) {
-                        queue.extend(node.identifiers.iter().cloned());
+        let mut walk = RegionWalk::new(&self.engine.policy, seed, also);
+        loop {
+            let batch = walk.next_batch();
+            if batch.is_empty() {
+                break;
+            }
+            let mut found: Vec<ProfileId> = Vec::new();
+            for id in &batch {
+                let node = self.graph.identifiers.get(id);
+                if !walk.links(id, node.is_some_and(|n| n.suspect)) {
+                    continue;
+                }
+                found.extend(node.and_then(|n| n.owner));
+                let refusing = self.refused.get(id).into_iter().flat_map(|m| m.keys());
+                found.extend(refusing.filter_map(|e| self.assignment.get(e)).copied());
+                // Analysts' must-links pull the other side in.
+                for c in self.graph.constraints.iter() {
+                    if c.left.contains(id) || c.right.contains(id) {
+                        walk.follow(c.left.iter().chain(c.right.iter()).cloned());
                     }
                 }
-            };
-        for id in also {
-            if let Some(owner) = self.graph.identifiers.get(id).and_then(|n| n.owner) {
-                add_profile(owner, &mut region, &mut queue);
             }
-        }
-        while let Some(id) = queue.pop() {
-            if !seen_ids.insert(id.clone()) || self.engine.policy.is_junk(&id) {
-                continue;
-            }
-            let node = self.graph.identifiers.get(&id);
-            if node.is_some_and(|n| n.suspect && self.engine.policy.guards.suspect)
-                && !also.contains(&id)
-            {
-                continue;
-            }
-            if let Some(owner) = node.and_then(|n| n.owner) {
-                add_profile(owner, &mut region, &mut queue);
-            }
-            for e in self.refused.get(&id).into_iter().flat_map(|m| m.keys()) {
-                if let Some(p) = self.assignment.get(e) {
-                    add_profile(*p, &mut region, &mut queue);
+            for p in walk.add_profiles(found) {
+                for k in self.members.get(&p).into_iter().flatten() {
+                    walk.follow(self.events[&k.event_id].identifiers.iter().cloned());
                 }
-            }
-            // Analysts' must-links pull the other side in.
-            for c in self.graph.constraints.iter() {
-                if c.left.contains(&id) || c.right.contains(&id) {
-                    queue.extend(c.left.iter().chain(c.right.iter()).cloned());
+                if let Some(node) = self.graph.profiles.get(&p) {
+                    walk.follow(node.identifiers.iter().cloned());
                 }
             }
         }
-        region
+        walk.into_profiles()
     }
 
     fn replay(&mut self, region: &BTreeSet<ProfileId>, mut events: Vec<Observation>) {

@@ -9,7 +9,7 @@
 //! `ctl identity rebuild` therefore arrive at the same profiles with the same ids.
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, Identifier, IdentifierKind, NormalizedEvent, Source};
+use domain::{Channel, Identifier, NormalizedEvent, Source};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -68,7 +68,7 @@ pub struct Observation {
 
 impl Observation {
     /// The observation of a normalised event: its identifiers plus, for order events,
-    /// the order reference (see [`order_ref`]).
+    /// the order reference (see [`Identifier::order_reference`]).
     pub fn of(event: &NormalizedEvent) -> Self {
         Self::from_parts(
             EventKey::of(event),
@@ -96,7 +96,7 @@ impl Observation {
         mut link_only: Vec<Identifier>,
     ) -> Self {
         if let Some((source, order_id)) = order {
-            identifiers.push(order_ref(source, order_id));
+            identifiers.push(Identifier::order_reference(source, order_id));
         }
         identifiers.sort();
         identifiers.dedup();
@@ -110,32 +110,6 @@ impl Observation {
             link_only,
         }
     }
-}
-
-/// Namespace of order references.
-pub const ORDER_NAMESPACE: &str = "@order";
-
-/// The order reference of an order: an internal strong identifier (a customer id in
-/// the `@order` namespace, which no source can produce) that ties every event of one
-/// order together, so a refund or cancellation that carries no customer identifier
-/// still lands on the profile that placed the order, and `orders.profile_id` is simply
-/// the owner of this reference. Order references never count towards limits, weak
-/// conflicts or suspect learning, are never suppressed, and are left out of Customer
-/// 360 identifier lists.
-pub fn order_ref(source: Source, order_id: &str) -> Identifier {
-    Identifier {
-        kind: IdentifierKind::CustomerId,
-        value: format!("{ORDER_NAMESPACE}:{source}:{order_id}"),
-    }
-}
-
-/// Whether `identifier` is an order reference.
-pub fn is_order_ref(identifier: &Identifier) -> bool {
-    identifier.kind == IdentifierKind::CustomerId
-        && identifier
-            .value
-            .strip_prefix(ORDER_NAMESPACE)
-            .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// A stable 64-bit key of an identifier (first 8 bytes of SHA-256 of `kind:value`):
@@ -164,19 +138,5 @@ mod tests {
         assert_ne!(profile_id_for(a), profile_id_for(b));
         assert_ne!(profile_id_for(a), a);
         assert_eq!(profile_id_for(a).get_version_num(), 4);
-    }
-
-    #[test]
-    fn order_references_are_recognised() {
-        let r = order_ref(Source::Shopify, "1001");
-        assert_eq!(r.value, "@order:shopify:1001");
-        assert!(is_order_ref(&r));
-        let real = Identifier::customer_id("shopify", "1001").unwrap();
-        assert!(!is_order_ref(&real));
-        // No source can produce the namespace: parsing keeps `@order` but sources
-        // namespace customer ids by their own name.
-        assert!(!is_order_ref(
-            &Identifier::customer_id("orderly", "1").unwrap()
-        ));
     }
 }

@@ -190,7 +190,7 @@ fn diagnose_recall() {
                 .map(|n| {
                     n.identifiers
                         .iter()
-                        .filter(|i| !identity::model::is_order_ref(i))
+                        .filter(|i| !i.is_order_reference())
                         .map(|i| i.to_string())
                         .collect()
                 })

@@ -18,6 +18,16 @@
 //!
 //! The ingest service is the HTTP edge over this crate; the normalizer consumes
 //! `events.raw` and writes what [`normalize`] returns through `storage::normalized`.
+//!
+//! # Assumptions, running, testing
+//!
+//! The mappings ([`sources`], [`normalize`]) are pure. The raw-event store, outbox,
+//! connection log, integrations and CSV importer assume a migrated Postgres and, for
+//! publishing, Redis through `streams`. Tests: `cargo nextest run -p ingestion` (unit,
+//! property and snapshot tests of every mapping; `tests/` import CSVs into a database of
+//! their own and check docs/ingestion.md's endpoint table against the registry).
+//! Benchmark: `bench/ingest/run.sh` (signed events stored per second and the CSV
+//! importer's memory, against this machine's Redis and Postgres ceilings).
 
 pub mod connection_log;
 pub mod csv;

@@ -30,7 +30,7 @@ pub enum Calibrator {
     Platt {
         /// Slope on the score's log-odds.
         a: f64,
-        /// Intercept.
+        /// Intercept added to the scaled log-odds.
         b: f64,
     },
     /// A non-decreasing step curve through `(score, probability)` knots, interpolated

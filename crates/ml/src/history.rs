@@ -1,6 +1,6 @@
 //! What a profile did, in the shape feature maths reads: its orders and its events,
 //! each with a time. Every source of history — Postgres ([`crate::store`]), a simulated
-//! brand ([`crate::synthetic`]) or a brand's transaction log ([`crate::eval`]) — is
+//! brand (`synthetic`, feature `synthetic`) or a brand's transaction log ([`crate::eval`]) — is
 //! turned into [`ProfileHistory`] first, so features are computed by one code path no
 //! matter where the facts came from, for training and for scoring alike.
 

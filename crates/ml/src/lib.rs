@@ -10,8 +10,21 @@
 //!   learn and measure, with no I/O; [`scoring`] applies active models to features.
 //! - [`store`] (Postgres/Redis), [`registry`] (`model_version`) and [`pipeline`] (train
 //!   and register, score and write) are the edges the services call.
-//! - [`synthetic`] and [`load`] turn a simulated brand into histories or database rows
-//!   (tests, benchmarks); [`eval`] reads a brand's own transaction log.
+//! - `synthetic` and `load` (feature `synthetic`, for tests and benchmarks only) turn a
+//!   simulated brand into histories or database rows; [`eval`] reads a brand's own
+//!   transaction log.
+//!
+//! # Assumptions, running, testing
+//!
+//! The learning modules are pure. The edges assume a migrated Postgres (features,
+//! `model_version`, `predictions`, and the orders and events the normalizer and merger
+//! wrote) and Redis for the Customer 360 refresh. LightGBM is linked from `lightgbm3`
+//! (built with cmake). Tests: `cargo nextest run -p ml` (unit tests, the CDNOW
+//! evaluation in `tests/cdnow.rs`, and `tests/pipeline.rs` loading a simulated brand into a
+//! database of its own and training, registering and scoring on it; both turn on the
+//! `synthetic` feature). Benchmark: `bench/ml/run.sh` (training time and scoring
+//! throughput, LightGBM against Python's on the same matrices); `bench/ml/cdnow.sh` for
+//! model quality on public data.
 
 pub mod btyd;
 pub mod calibration;
@@ -20,6 +33,7 @@ pub mod eval;
 pub mod features;
 pub mod gbm;
 pub mod history;
+#[cfg(feature = "synthetic")]
 pub mod load;
 pub mod metrics;
 pub mod optimise;
@@ -28,6 +42,7 @@ pub mod registry;
 pub mod scoring;
 pub mod segments;
 pub mod store;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 pub mod train;
 

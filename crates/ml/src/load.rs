@@ -1,22 +1,25 @@
-//! Writes a simulated brand straight into the shared tables — `customer_profile`,
-//! `products`, and through the normalizer's own writer (`storage::normalized`)
-//! `normalized_event`, `orders`, `order_items`, `order_refunds` — already attributed
-//! to profiles, as if ingest, the normalizer and the identity merger had processed it.
+//! Writes a simulated brand straight into the shared tables, through their one writers
+//! — `customer_profile` through the merger's (`storage::profiles`), `products`,
+//! `normalized_event`, `orders`, `order_items` and `order_refunds` through the
+//! normalizer's (`storage::normalized`) — already attributed to profiles, as if ingest,
+//! the normalizer and the identity merger had processed it.
 //!
 //! For ML tests and benchmarks that need a populated database without running the
 //! pipeline (the demo goes through the real pipeline instead). Profile and event ids
-//! are derived from the seed, so loading twice conflicts instead of duplicating, and
+//! are derived from the seed, so loading twice stores nothing twice, and
 //! events, orders and channels match [`crate::synthetic`] exactly.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use domain::profile::ProfileState;
 use domain::{Channel, EventType, NormalizedEvent, Order, OrderStatus, Product};
 use rust_decimal::Decimal;
 use scenario::{ActivityKind, Brand};
 use serde_json::json;
 use sqlx::PgPool;
 use storage::normalized::{self, EventWrite};
+use storage::profiles::{self, ProfileWrite};
 use uuid::Uuid;
 
 use crate::synthetic::{channel_of, order_source, profile_id};
@@ -27,9 +30,9 @@ const CHUNK: usize = 5_000;
 /// What [`load_brand`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadSummary {
-    /// Profiles.
+    /// Profiles written (one per simulated person).
     pub profiles: usize,
-    /// Orders.
+    /// Orders placed (cancellations and refunds not counted).
     pub orders: usize,
     /// Normalised events (orders included).
     pub events: usize,
@@ -66,40 +69,42 @@ pub async fn load_brand(db: &PgPool, brand: &Brand) -> Result<LoadSummary, sqlx:
         e.0 = e.0.min(a.at);
         e.1 = e.1.max(a.at);
     }
-    for people in brand.people.chunks(CHUNK) {
-        let ids: Vec<Uuid> = people
-            .iter()
-            .map(|p| profile_id(seed, p.person_id))
-            .collect();
-        let names: Vec<String> = people
-            .iter()
-            .map(|p| format!("{} {}", p.first_name, p.last_name))
-            .collect();
-        let traits: Vec<serde_json::Value> = people
-            .iter()
-            .map(|p| serde_json::json!({"first_name": p.first_name, "last_name": p.last_name, "city": p.city}))
-            .collect();
-        let first: Vec<Option<DateTime<Utc>>> = people
-            .iter()
-            .map(|p| seen.get(&p.person_id).map(|s| s.0))
-            .collect();
-        let last: Vec<Option<DateTime<Utc>>> = people
-            .iter()
-            .map(|p| seen.get(&p.person_id).map(|s| s.1))
-            .collect();
-        sqlx::query(
-            "INSERT INTO customer_profile (id, display_name, traits, first_seen_at, last_seen_at, created_at) \
-             SELECT id, n, t, f, l, COALESCE(f, now()) \
-             FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[]) AS x(id, n, t, f, l)",
-        )
-        .bind(&ids)
-        .bind(&names)
-        .bind(&traits)
-        .bind(&first)
-        .bind(&last)
-        .execute(db)
-        .await?;
-    }
+    let traits: Vec<serde_json::Map<String, serde_json::Value>> = brand
+        .people
+        .iter()
+        .map(|p| {
+            let t = json!({"first_name": p.first_name, "last_name": p.last_name, "city": p.city});
+            match t {
+                serde_json::Value::Object(map) => map,
+                _ => unreachable!("a JSON object literal"),
+            }
+        })
+        .collect();
+    let state = ProfileState::default();
+    let rows: Vec<ProfileWrite<'_>> = brand
+        .people
+        .iter()
+        .zip(&traits)
+        .map(|(p, traits)| {
+            let seen = seen.get(&p.person_id);
+            ProfileWrite {
+                id: profile_id(seed, p.person_id),
+                first_event: None,
+                last_event: None,
+                name_keys: Vec::new(),
+                display_name: Some(format!("{} {}", p.first_name, p.last_name)),
+                identifiers: Vec::new(),
+                traits,
+                first_seen_at: seen.map(|s| s.0),
+                last_seen_at: seen.map(|s| s.1),
+                channels: Vec::new(),
+                category_affinity: Default::default(),
+                state: &state,
+                created_at: seen.map(|s| s.0),
+            }
+        })
+        .collect();
+    profiles::upsert(&mut *db.acquire().await?, &rows).await?;
 
     // The channel each order was placed through (its cancellation and refunds come
     // from the same source).

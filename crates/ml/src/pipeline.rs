@@ -46,7 +46,7 @@ pub async fn load_all_histories(
 /// One model registered by a training run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisteredModel {
-    /// Task.
+    /// What the model predicts.
     pub task: Task,
     /// Its new registry id.
     pub version_id: Uuid,

@@ -24,6 +24,7 @@
 use chrono::{DateTime, Utc};
 use domain::api::ModelStatus;
 use sqlx::{PgPool, Postgres, Transaction};
+use storage::models::{COLUMNS, ModelVersionRow};
 use uuid::Uuid;
 
 use crate::MlError;
@@ -36,7 +37,7 @@ pub use domain::api::ModelTask as Task;
 /// A model version to register.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewModelVersion {
-    /// Task.
+    /// What the model predicts.
     pub task: Task,
     /// Algorithm, e.g. `lightgbm` or `kmeans`.
     pub algorithm: String,
@@ -61,11 +62,11 @@ pub struct NewModelVersion {
 /// A stored model version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelVersion {
-    /// Id.
+    /// `model_version.id`.
     pub id: Uuid,
-    /// Task.
+    /// What the model predicts.
     pub task: Task,
-    /// Algorithm.
+    /// Algorithm: `lightgbm`, `kmeans`, or the baseline offered in a rejected model's place.
     pub algorithm: String,
     /// Hyper-parameters and training settings.
     pub params: serde_json::Value,
@@ -79,9 +80,9 @@ pub struct ModelVersion {
     pub train_rows: i32,
     /// Test rows.
     pub test_rows: i32,
-    /// Metrics.
+    /// Evaluation metrics, the task's main metric and the baselines' included.
     pub metrics: serde_json::Value,
-    /// The artefact.
+    /// LightGBM model text, or segment centroids JSON: what scoring loads.
     pub artefact: String,
     /// Candidate, active, retired or rejected.
     pub status: ModelStatus,
@@ -200,45 +201,33 @@ pub fn should_activate(
     }
 }
 
-const COLUMNS: &str = "id, task, algorithm, params, feature_set_version, data_window_start, data_window_end, \
-                       train_rows, test_rows, metrics, artefact, status, status_reason, created_at, activated_at";
+/// A full `model_version` row: what the API shows ([`storage::models`]) and the artefact.
+#[derive(sqlx::FromRow)]
+struct Row {
+    #[sqlx(flatten)]
+    version: ModelVersionRow,
+    artefact: String,
+}
 
-type Row = (
-    Uuid,
-    String,
-    String,
-    serde_json::Value,
-    i32,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    i32,
-    i32,
-    serde_json::Value,
-    String,
-    String,
-    Option<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
-fn from_row(r: Row) -> Result<ModelVersion, MlError> {
-    Ok(ModelVersion {
-        id: r.0,
-        task: r.1.parse()?,
-        algorithm: r.2,
-        params: r.3,
-        feature_set_version: r.4,
-        data_window_start: r.5,
-        data_window_end: r.6,
-        train_rows: r.7,
-        test_rows: r.8,
-        metrics: r.9,
-        artefact: r.10,
-        status: r.11.parse()?,
-        status_reason: r.12,
-        created_at: r.13,
-        activated_at: r.14,
-    })
+fn from_row(r: Row) -> ModelVersion {
+    let v = r.version;
+    ModelVersion {
+        id: v.id,
+        task: v.task.0,
+        algorithm: v.algorithm,
+        params: v.params.0,
+        feature_set_version: v.feature_set_version,
+        data_window_start: v.data_window_start,
+        data_window_end: v.data_window_end,
+        train_rows: v.train_rows,
+        test_rows: v.test_rows,
+        metrics: v.metrics.0,
+        artefact: r.artefact,
+        status: v.status.0,
+        status_reason: v.status_reason,
+        created_at: v.created_at,
+        activated_at: v.activated_at,
+    }
 }
 
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, task: Task) -> Result<(), MlError> {
@@ -414,11 +403,11 @@ pub async fn rollback(db: &PgPool, task: Task) -> Result<Uuid, MlError> {
 /// The active version of every task that has one.
 pub async fn active(db: &PgPool) -> Result<Vec<ModelVersion>, MlError> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM model_version WHERE status = 'active' ORDER BY task"
+        "SELECT {COLUMNS}, artefact FROM model_version WHERE status = 'active' ORDER BY task"
     ))
     .fetch_all(db)
     .await?;
-    rows.into_iter().map(from_row).collect()
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 /// The ids of the active versions, by task (cheap: polled to notice a change).
@@ -467,25 +456,25 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<ModelVersion>, MlError> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM model_version WHERE ($1::text IS NULL OR task = $1) \
+        "SELECT {COLUMNS}, artefact FROM model_version WHERE ($1::text IS NULL OR task = $1) \
          ORDER BY created_at DESC, id DESC LIMIT $2"
     ))
     .bind(task.map(Task::as_str))
     .bind(limit)
     .fetch_all(db)
     .await?;
-    rows.into_iter().map(from_row).collect()
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 /// One version by id.
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<ModelVersion>, MlError> {
     let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM model_version WHERE id = $1"
+        "SELECT {COLUMNS}, artefact FROM model_version WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(db)
     .await?;
-    row.map(from_row).transpose()
+    Ok(row.map(from_row))
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ pub struct SegmentMetrics {
 /// The quality of one k.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KScore {
-    /// Clusters.
+    /// Number of clusters tried.
     pub k: usize,
     /// Mean silhouette.
     pub silhouette: f64,

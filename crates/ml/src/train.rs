@@ -190,7 +190,7 @@ fn rows_at(
 }
 
 /// The earlier cutoffs that add training rows: every Δ = max(H/3, 30 days) before
-/// `cutoff`, at most [`MAX_EXTRA_WINDOWS`] of them, each leaving at least Δ of history
+/// `cutoff`, at most `MAX_EXTRA_WINDOWS` of them, each leaving at least Δ of history
 /// after `data_start` (a cutoff with almost no history teaches nothing about the
 /// customers scored at `cutoff`).
 pub fn rolling_cutoffs(
@@ -425,7 +425,7 @@ pub fn ltv_spend(
 /// A ranking metric with its bootstrap interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
-    /// ROC-AUC.
+    /// Area under the ROC curve (0.5 is chance).
     pub roc_auc: f64,
     /// 95 % bootstrap interval of the ROC-AUC.
     pub roc_auc_ci: Interval,
@@ -538,9 +538,9 @@ pub struct EvaluationSummary {
     pub horizon_days: u32,
     /// Customers scored.
     pub customers: usize,
-    /// Churn.
+    /// Churn: the model and its baselines on the held-out customers.
     pub churn: ChurnReport,
-    /// LTV.
+    /// Lifetime value: the model and its baselines on the held-out customers.
     pub ltv: LtvReport,
     /// BG/NBD and Gamma-Gamma fitted on every customer at the cutoff.
     pub btyd: Btyd,
@@ -733,7 +733,7 @@ pub struct TrainOptions {
 pub struct TrainedModels {
     /// Churn and LTV, evaluated and fitted; or why there is too little data.
     pub predictive: Result<Evaluated, MlError>,
-    /// Segments.
+    /// The KMeans segments (centroids and business names).
     pub segments: SegmentModel,
     /// Segment quality.
     pub segment_metrics: SegmentMetrics,

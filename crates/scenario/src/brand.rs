@@ -192,11 +192,11 @@ pub struct Person {
 /// One thing a person did, at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
-    /// Who.
+    /// The person who did it (index into `Brand::people`).
     pub person_id: u32,
-    /// When.
+    /// When it happened.
     pub at: DateTime<Utc>,
-    /// What.
+    /// What they did, with its details.
     pub kind: ActivityKind,
 }
 

@@ -11,6 +11,13 @@
 //! - [`identity`]: who each person is to the brand's systems (e-mails, phones,
 //!   cookies, devices, loyalty cards, households, counter phones, junk) and the
 //!   normalised events their activities become, with the truth of who did what.
+//!
+//! # Assumptions, running, testing
+//!
+//! Pure and deterministic: no services, no clock, no randomness but the seed. Tests:
+//! `cargo nextest run -p scenario`. It drives the identity quality evaluation, the ML
+//! tests and `ctl demo`, and the identity and ML benchmarks (`bench/identity`,
+//! `bench/ml`) generate their load with it.
 
 pub mod brand;
 pub mod identity;

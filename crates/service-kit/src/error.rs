@@ -58,22 +58,23 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// 401.
+    /// 401 Unauthorized with the caller's `code` (`missing_credentials`, `bad_signature`,
+    /// ...): who is calling is unknown or unproven.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    /// 403.
+    /// 403 Forbidden (`forbidden`): the caller is known but may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 404.
+    /// 404 Not Found (`not_found`): the resource in the path does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// 413.
+    /// 413 Payload Too Large (`payload_too_large`): the body is over the endpoint's limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }

@@ -1,7 +1,8 @@
 //! The pieces every ConstIntel service shares, so each `main` stays a few lines.
 //!
 //! - [`ServiceContext`]: settings, the Postgres pool, a Redis connection and the
-//!   shutdown token, built once by [`ServiceContext::connect`] (which also migrates).
+//!   shutdown token, built once by [`ServiceContext::connect`] (which also migrates);
+//!   [`ServiceContext::streams`] is the service's Redis Streams handle.
 //! - [`ops_router`]: `GET /healthz` (alive), `GET /readyz` (Postgres and Redis answer)
 //!   and `GET /metrics` (Prometheus text).
 //! - [`serve`]: runs an axum router on a listener until the token is cancelled, then
@@ -9,6 +10,15 @@
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`ApiError`]: the one JSON error shape of every HTTP surface.
 //! - [`client_ip`]: the client address of a request behind `TRUSTED_PROXIES`.
+//!
+//! # Assumptions, running, testing
+//!
+//! A service built on it assumes Postgres and Redis at `DATABASE_URL` / `REDIS_URL`
+//! (the context migrates Postgres on connect) and a bind address from its `*_BIND`
+//! setting. Tests: it has none of its own; every service's `tests/ops.rs` checks the ops
+//! endpoints and a clean stop on SIGTERM on the real binary (`cargo nextest run -p
+//! ingest --test ops`, ...). No benchmark of its own: `bench/api`
+//! measures the gateway's trivial `/healthz` rate as the HTTP ceiling.
 
 pub mod client_ip;
 mod error;
@@ -67,6 +77,22 @@ impl ServiceContext {
         Readiness {
             db: self.db.clone(),
             redis: self.redis.clone(),
+        }
+    }
+
+    /// The streams runtime of this service: its Redis connection, `STREAM_PREFIX` and
+    /// `STREAM_MAXLEN`. Consumers started from it block on a dedicated connection.
+    pub fn streams(&self) -> streams::Streams {
+        let streams = streams::Streams::new(
+            self.redis.clone(),
+            self.settings.stream_prefix.clone(),
+            self.settings.stream_maxlen,
+        );
+        // The URL was already used to connect `self.redis`, so it parses; if it somehow
+        // does not, consumers fall back to polling rather than failing the service.
+        match redis::Client::open(self.settings.redis_url.as_str()) {
+            Ok(client) => streams.with_client(client),
+            Err(_) => streams,
         }
     }
 }

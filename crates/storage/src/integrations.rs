@@ -31,7 +31,7 @@ pub struct Integration {
     pub enabled: bool,
     /// Kind-specific settings.
     pub settings: serde_json::Value,
-    /// Created.
+    /// When the integration was created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,

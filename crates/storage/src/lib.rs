@@ -1,10 +1,30 @@
-//! Postgres access shared by the fleet.
+//! The fleet's shared state: Postgres access, plus the cache and the credential hashing
+//! that belong to rows kept here.
 //!
 //! Postgres is the system of record: every service connects through [`connect`], and
 //! every schema change is a file in `migrations/` embedded here by [`MIGRATOR`]. Each
 //! service applies pending migrations at start-up ([`migrate`]); sqlx takes a Postgres
 //! advisory lock while migrating, so several services starting together apply each
 //! migration exactly once. Queries use bound parameters only.
+//!
+//! - [`normalized`]: the one writer of normalised events, orders, refunds and products;
+//!   [`profiles`]: the one writer of `customer_profile` rows.
+//! - [`integrations`], [`models`] (the registry's rows as the API shows them), [`names`]
+//!   (enum names in TEXT columns).
+//! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
+//!   cache (`{STREAM_PREFIX}c360:{id}`). It lives here, not in a crate of its own,
+//!   because the document is nothing but a read of these rows; Redis only keeps a copy.
+//! - [`users`]: users, sessions and API tokens, with the argon2id password hashing and
+//!   token digests, so a secret never leaves the module that stores its hash.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a Postgres reachable at `DATABASE_URL` (the database is created by
+//! [`ensure_database`] or `ctl migrate`) and, for [`customer360`]'s cache, Redis. Tests:
+//! `cargo nextest run -p storage` (`tests/` run against the real Postgres and Redis, each
+//! in a database of its own: migrations, the normalised-event writer, the Customer 360
+//! document and cache). Benchmark: `bench/api/run.sh` measures Customer 360 reads, cached
+//! and built from Postgres.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,8 +35,10 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod customer360;
 pub mod integrations;
+pub mod models;
 pub mod names;
 pub mod normalized;
+pub mod profiles;
 pub mod users;
 
 pub use names::Named;

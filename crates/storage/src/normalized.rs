@@ -99,7 +99,7 @@ impl EventWrite {
     }
 }
 
-/// Writes a batch in one transaction; see [`write`].
+/// Writes a batch in one transaction; see [`write()`].
 pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize, sqlx::Error> {
     let mut tx = db.begin().await?;
     let new = write(&mut tx, batch).await?;

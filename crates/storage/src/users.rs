@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::StorageError;
+use crate::{Named, StorageError};
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -37,20 +37,20 @@ pub struct User {
     pub email: String,
     /// argon2 PHC string.
     pub password_hash: String,
-    /// `admin`, `analyst` or `viewer`.
-    pub role: String,
+    /// Its role; a name the code does not know fails the read (see [`crate::Named`]).
+    pub role: Named<Role>,
     /// Disabled users cannot sign in.
     pub disabled: bool,
-    /// Created.
+    /// When the account was created.
     pub created_at: DateTime<Utc>,
     /// Last successful login.
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
 impl User {
-    /// The user's role (an unknown stored value reads as the weakest role).
+    /// The user's role.
     pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::Viewer)
+        self.role.0
     }
 }
 
@@ -74,11 +74,11 @@ pub struct ApiToken {
     pub name: String,
     /// First characters of the token.
     pub prefix: String,
-    /// `admin`, `analyst` or `viewer`.
-    pub role: String,
+    /// Its role; a name the code does not know fails the read (see [`crate::Named`]).
+    pub role: Named<Role>,
     /// The admin who created it.
     pub created_by: Option<Uuid>,
-    /// Created.
+    /// When the token was created.
     pub created_at: DateTime<Utc>,
     /// Last use (refreshed at most once a minute).
     pub last_used_at: Option<DateTime<Utc>>,
@@ -87,9 +87,9 @@ pub struct ApiToken {
 }
 
 impl ApiToken {
-    /// The token's role (an unknown stored value reads as the weakest role).
+    /// The token's role.
     pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::Viewer)
+        self.role.0
     }
 }
 

@@ -31,7 +31,7 @@ pub struct DeadLetter {
     pub group: String,
     /// The consumer that gave up on it.
     pub consumer: String,
-    /// Why.
+    /// The handler's error (or the runner's reason: undecodable, trimmed, too many deliveries).
     pub error: String,
     /// How many times it had been delivered.
     pub deliveries: u64,

@@ -42,6 +42,15 @@
 //! publishes every raw event not marked published, and clearing `published_at` on recent
 //! rows makes it publish them again (consumers being idempotent, re-sent work is
 //! harmless). Consumers re-create their groups when they find them gone and carry on.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes Redis 6.2 or later (`XAUTOCLAIM`) at `REDIS_URL`; it
+//! never touches Postgres itself (the outbox relay reads through the [`OutboxStore`] its
+//! caller implements). Tests: `cargo nextest run -p streams` (`tests/runtime.rs` runs
+//! against the real Redis under a random prefix: reclaim, dead letters, trimming, replay,
+//! shutdown). Benchmark: `bench/streams/run.sh` (publish and consume rates against raw
+//! Redis on this machine).
 
 mod consumer;
 mod dlq;

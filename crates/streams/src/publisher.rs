@@ -38,7 +38,8 @@ impl Streams {
     /// A consumer started from this handle cannot open a connection of its own, and a
     /// blocking `XREADGROUP` on a shared multiplexed connection would stall every other
     /// command on it; so its consumers poll (a non-blocking read, then a short sleep when
-    /// idle). Prefer [`Streams::from_context`] or [`Streams::connect`] for services.
+    /// idle). Services use `ServiceContext::streams` (service-kit), tools
+    /// [`Streams::connect`]: both block.
     pub fn new(redis: ConnectionManager, prefix: impl Into<String>, maxlen: usize) -> Self {
         Self {
             redis,
@@ -48,18 +49,11 @@ impl Streams {
         }
     }
 
-    /// Streams for a running service: its Redis connection, `STREAM_PREFIX` and
-    /// `STREAM_MAXLEN`. Consumers started from it block on a dedicated connection.
-    pub fn from_context(ctx: &service_kit::ServiceContext) -> Self {
-        let mut streams = Self::new(
-            ctx.redis.clone(),
-            ctx.settings.stream_prefix.clone(),
-            ctx.settings.stream_maxlen,
-        );
-        // The URL was already used to connect `ctx.redis`, so it parses; if it somehow
-        // does not, consumers fall back to polling rather than failing the service.
-        streams.client = redis::Client::open(ctx.settings.redis_url.as_str()).ok();
-        streams
+    /// Lets consumers started from this handle block on connections of their own,
+    /// opened from `client` (the services' handle, `ServiceContext::streams`, does this).
+    pub fn with_client(mut self, client: redis::Client) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// Connects to `redis_url` (for tools such as `ctl` that have no service context).

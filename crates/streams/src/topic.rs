@@ -10,8 +10,9 @@ pub enum Topic {
     EventsRaw,
     /// Normalised events from the normalizer.
     EventsNormalized,
-    /// Decisions for the identity merger: approve/reject review items, manual merges,
-    /// unmerges, rebuilds.
+    /// Analysts' requests for the identity merger (`domain::MergeRequest`): approve or
+    /// reject a review item, merge by hand, unmerge, erase (GDPR). Rebuilds are not
+    /// requests: `ctl identity rebuild` runs them itself under the fleet lock.
     MergeRequests,
     /// Profiles whose facts changed and need new predictions.
     PredictionsRequests,

@@ -127,7 +127,7 @@ async fn pending(env: &TestEnv, streams: &Streams, group: &str) -> u64 {
 #[tokio::test]
 async fn an_entry_whose_handler_fails_before_commit_is_redelivered() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let failed_once = Arc::new(AtomicBool::new(false));
     let flag = failed_once.clone();
     let handler = Recorder::new(move |d| {
@@ -182,7 +182,7 @@ impl Handler for Stuck {
 #[tokio::test]
 async fn an_entry_left_pending_by_a_killed_consumer_is_reclaimed_by_another() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     streams.publish(TOPIC, &envelope("orphan")).await.unwrap();
 
     let a_token = CancellationToken::new();
@@ -216,7 +216,7 @@ async fn an_entry_left_pending_by_a_killed_consumer_is_reclaimed_by_another() {
 #[tokio::test]
 async fn an_entry_failing_n_times_is_dead_lettered_and_replay_puts_it_back() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let broken = Arc::new(AtomicBool::new(true));
     let still_broken = broken.clone();
     let handler = Recorder::new(move |d| {
@@ -296,7 +296,7 @@ async fn an_entry_failing_n_times_is_dead_lettered_and_replay_puts_it_back() {
 #[tokio::test]
 async fn permanent_failures_dead_letter_at_once_and_replay_all_moves_every_letter() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let reject = Arc::new(AtomicBool::new(true));
     let rejecting = reject.clone();
     let handler = Recorder::new(move |d| {
@@ -338,7 +338,7 @@ async fn two_prefixes_never_see_each_others_entries() {
     let one = TestEnv::new().await;
     let two = TestEnv::new().await;
     // One side blocks on its own connection, the other polls a shared one: both modes.
-    let s1 = Streams::from_context(&one.context());
+    let s1 = one.context().streams();
     let s2 = Streams::new(two.redis.clone(), two.prefix(), 1000);
     assert_ne!(s1.key(TOPIC), s2.key(TOPIC));
     let h1 = Recorder::accepting();
@@ -369,7 +369,7 @@ async fn two_prefixes_never_see_each_others_entries() {
 #[tokio::test]
 async fn poison_and_unknown_versions_go_to_the_dlq_and_the_consumer_carries_on() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let mut conn = env.redis.clone();
     let key = streams.key(TOPIC);
     let future_version = serde_json::to_string(&envelope("v9"))
@@ -459,7 +459,7 @@ async fn graceful_shutdown_finishes_the_batch_and_acks_nothing_uncommitted() {
         .execute(&env.db)
         .await
         .unwrap();
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     streams
         .publish_many(TOPIC, &[envelope("first"), envelope("second")])
         .await
@@ -526,7 +526,7 @@ async fn a_panicking_handler_only_fails_the_entry_that_panics() {
     }
 
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     streams
         .publish_many(TOPIC, &[envelope("a"), envelope("boom"), envelope("b")])
         .await
@@ -561,7 +561,7 @@ async fn a_panicking_handler_only_fails_the_entry_that_panics() {
 #[tokio::test]
 async fn a_consumer_recreates_its_group_after_redis_loses_the_stream() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let handler = Recorder::accepting();
     let task = spawn(&streams, options("g", "c1"), handler.clone(), &env.shutdown);
     streams.publish(TOPIC, &envelope("before")).await.unwrap();
@@ -583,7 +583,7 @@ async fn a_consumer_recreates_its_group_after_redis_loses_the_stream() {
 #[tokio::test]
 async fn stats_and_recent_entries_describe_the_topic() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let empty = streams.topic_stats(TOPIC).await.unwrap();
     assert_eq!(
         (empty.length, empty.dlq_length, empty.groups.len()),
@@ -633,7 +633,7 @@ async fn stats_and_recent_entries_describe_the_topic() {
 async fn metrics_count_processed_failed_and_dead_lettered_entries_and_the_dlq_size() {
     let metrics = telemetry::metrics_handle();
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let group = format!("metrics-{}", Uuid::new_v4().simple());
     let handler = Recorder::new(|d| {
         if d.envelope.payload.name == "bad" {
@@ -712,7 +712,7 @@ impl OutboxStore for MemoryOutbox {
 #[tokio::test]
 async fn the_outbox_relay_publishes_old_unpublished_rows_once() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let store = Arc::new(MemoryOutbox::default());
     let old = chrono::Utc::now() - chrono::Duration::seconds(60);
     let add = |topic, name: &str, received_at| {
@@ -784,7 +784,7 @@ async fn the_outbox_relay_publishes_old_unpublished_rows_once() {
 #[tokio::test]
 async fn consumers_that_left_holding_nothing_are_forgotten() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let key = streams.key(TOPIC);
     let mut conn = env.redis.clone();
     let _: () = redis::cmd("XGROUP")
@@ -845,7 +845,7 @@ async fn consumers_that_left_holding_nothing_are_forgotten() {
 #[tokio::test]
 async fn a_restarted_consumer_settles_everything_it_left_pending() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let names = ["p1", "p2", "p3", "p4", "p5"];
     let batch: Vec<_> = names.iter().map(|n| envelope(n)).collect();
     streams.publish_many(TOPIC, &batch).await.unwrap();

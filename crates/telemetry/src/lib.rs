@@ -11,6 +11,12 @@
 //! render it at `GET /metrics`. [`init`] installs it too, before anything is recorded:
 //! a metric handle taken before the recorder exists (a consumer's meters, created when
 //! it starts) stays bound to the no-op recorder for good.
+//!
+//! # Assumptions, running, testing
+//!
+//! [`init`] belongs first thing in `main`; a second call (several services in one test
+//! process) keeps the first subscriber. Tests: `cargo nextest run -p telemetry`. No
+//! benchmark.
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -13,6 +13,13 @@
 //! migrations themselves; [`process`] runs the real binaries as child processes;
 //! [`seed`] writes rows through the fleet's own writers; [`fuzz`] mutates real payloads
 //! for property-based fuzzing.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes the Postgres and Redis that `just test-services` reaches (a Postgres role that
+//! may create databases). Tests: `cargo nextest run -p test-support`
+//! (`tests/env_template.rs` checks `env.template` against the settings); every other
+//! crate's tests exercise the fixtures.
 
 use std::future::Future;
 use std::net::SocketAddr;

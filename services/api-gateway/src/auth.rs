@@ -54,7 +54,7 @@ pub struct Principal {
     pub id: Uuid,
     /// E-mail or token name.
     pub name: String,
-    /// Role.
+    /// What the caller may do.
     pub role: Role,
     /// Session expiry (users).
     pub expires_at: Option<DateTime<Utc>>,

@@ -3,7 +3,7 @@
 //! dashboard.
 //!
 //! Layout:
-//! - [`api`]: the route table. Every route is declared there with its minimum role;
+//! - [`routes`]: the route table. Every route is declared there with its minimum role;
 //!   the same declaration mounts the handler, guards it and documents it, so the
 //!   router, the authorisation rules and the OpenAPI document cannot disagree.
 //! - `auth`: who is calling (session cookie or bearer token), the guard that enforces
@@ -16,11 +16,22 @@
 //! The gateway writes only what it owns (users, sessions, tokens, integrations, its
 //! record of published requests); every profile change is a request on
 //! `profiles.merge_requests` that the identity merger applies.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes Postgres and Redis (the context migrates on start), the identity merger
+//! running to apply the merge requests it publishes, the built dashboard in
+//! `DASHBOARD_DIR` (`just build-dashboard`) and the OpenAPI viewer in
+//! `OPENAPI_VIEWER_DIR` (the API works without either). Run: `just run api-gateway`
+//! (port 8080). Tests: `cargo nextest run -p api-gateway` (the gateway on port 0 against
+//! the real Postgres and Redis: every route for every role, auth, pagination, uploads,
+//! the OpenAPI document); `just test-browser` drives the dashboard through it.
+//! Benchmark: `bench/api/run.sh` (Customer 360 reads).
 
-pub mod api;
 mod auth;
 mod extract;
 mod handlers;
+pub mod routes;
 mod state;
 mod web;
 
@@ -57,7 +68,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
 /// The whole HTTP surface: ops endpoints, `/api/v1`, the OpenAPI viewer and the
 /// dashboard, with CORS, compression, request ids and tracing.
 pub fn app(ctx: &ServiceContext, state: AppState) -> Router {
-    let api = api::build(state.clone());
+    let api = routes::build(state.clone());
     Router::new()
         .merge(service_kit::ops_router(ctx.readiness()))
         .nest("/api/v1", api.router)

@@ -25,7 +25,7 @@ pub struct Shared {
     pub db: PgPool,
     /// Redis connection (Customer 360 cache, stream inspection).
     pub redis: redis::aio::ConnectionManager,
-    /// Settings.
+    /// The fleet's settings.
     pub settings: Settings,
     /// Publisher and inspector of the fleet's streams.
     pub streams: Streams,
@@ -51,7 +51,7 @@ impl AppState {
             db: ctx.db.clone(),
             redis: ctx.redis.clone(),
             settings: ctx.settings.clone(),
-            streams: Streams::from_context(ctx),
+            streams: ctx.streams(),
             customer360: Customer360Cache::new(
                 ctx.db.clone(),
                 ctx.redis.clone(),

@@ -1,6 +1,6 @@
 //! Every role × every route: an allowed caller gets 2xx, a caller with too weak a role
 //! 403, an anonymous caller 401. The route list comes from the router's own
-//! declarations (`api_gateway::api::build`), so a new route without a case here fails
+//! declarations (`api_gateway::routes::build`), so a new route without a case here fails
 //! this test instead of going unchecked. Each pair is tried with a session cookie and
 //! with a bearer token.
 
@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use api_gateway::api::{Access, RouteAccess};
+use api_gateway::routes::{Access, RouteAccess};
 
 /// Ids the requests refer to.
 struct World {
@@ -184,7 +184,7 @@ async fn send(gw: &Gateway, method: &Method, path: &str, body: Body, who: &Crede
 async fn every_role_on_every_route() {
     let gw = Gateway::start().await;
     let w = world(&gw).await;
-    let routes = api_gateway::api::build(api_gateway::AppState::new(&gw.env.context())).routes;
+    let routes = api_gateway::routes::build(api_gateway::AppState::new(&gw.env.context())).routes;
     assert!(
         routes.len() >= 40,
         "the table lists the API ({} routes)",

@@ -7,13 +7,13 @@ use common::{Gateway, code, seed_dead_letter};
 use domain::api::Role;
 use futures::StreamExt as _;
 use serde_json::Value;
-use streams::{Envelope, Streams, Topic};
+use streams::{Envelope, Topic};
 use uuid::Uuid;
 
 #[tokio::test]
 async fn stats_entries_dead_letters_and_replay() {
     let gw = Gateway::start().await;
-    let streams = Streams::from_context(&gw.env.context());
+    let streams = gw.env.context().streams();
     let mut ids = Vec::new();
     for i in 0..5 {
         let env = Envelope::new(Uuid::now_v7(), "test", "k", serde_json::json!({"n": i}));
@@ -119,7 +119,7 @@ async fn the_live_feed_sends_stats_and_new_entries() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let mut stream = resp.bytes_stream();
-    let streams = Streams::from_context(&gw.env.context());
+    let streams = gw.env.context().streams();
     let env = Envelope::new(Uuid::now_v7(), "test", "live", serde_json::json!({}));
     let mut body = String::new();
     let mut published = false;

@@ -1,5 +1,13 @@
 //! `ctl`: the operator's tool. Each subcommand lives in its own module; this file only
 //! parses the command line, loads settings and dispatches.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes the settings every service reads (`DATABASE_URL`, `REDIS_URL`, ...); `ctl up`
+//! also assumes the service binaries next to its own. Run: `cargo run -p ctl -- --help`.
+//! Tests: `cargo nextest run -p ctl` (each command against the real Postgres and Redis;
+//! `tests/e2e.rs` runs the whole fleet as processes on the demo brand and wipes Redis
+//! mid-load). The demo's load and quality figures are in docs/demo.md.
 
 mod demo;
 mod identity;

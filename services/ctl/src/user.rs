@@ -85,7 +85,7 @@ pub async fn user(settings: &Settings, args: UserArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating user {email}"))?;
     println!("id:       {}", user.id);
     println!("email:    {}", user.email);
-    println!("role:     {}", user.role);
+    println!("role:     {}", user.role());
     if generated {
         println!("password: {password}  (shown once)");
     }
@@ -101,7 +101,7 @@ pub async fn token(settings: &Settings, args: TokenArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the API token `{name}`"))?;
     println!("id:     {}", row.id);
     println!("name:   {}", row.name);
-    println!("role:   {}", row.role);
+    println!("role:   {}", row.role());
     println!("token:  {token}  (shown once; send it as `Authorization: Bearer <token>`)");
     Ok(())
 }

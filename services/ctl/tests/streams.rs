@@ -70,7 +70,7 @@ async fn dead_letter_one(env: &TestEnv, streams: &Streams) {
 #[tokio::test]
 async fn ctl_shows_streams_lists_and_replays_dead_letters() {
     let env = TestEnv::new().await;
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let envelope = Envelope::new(Uuid::new_v4(), "test", "item", serde_json::json!({"n": 1}));
     streams.publish(Topic::EventsRaw, &envelope).await.unwrap();
     dead_letter_one(&env, &streams).await;

@@ -13,6 +13,15 @@
 //! Any number of replicas may run in the group: they serialise on the identifiers and
 //! profiles they touch (see `identity::resolver::locks`) and produce the same profiles
 //! as one replica.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and the normalizer publishing
+//! `events.normalized`. Run: `just run identity-merger` (port 9103). Tests: `cargo nextest
+//! run -p identity-merger` (the service on port 0 fed the scenario generator's events, with
+//! replicas, late events and analysts' requests; the resolver's own tests are in
+//! `crates/identity`). Benchmark: `bench/identity/run.sh` (events/s through 1 and 3
+//! replicas).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +30,7 @@ use domain::{MergeRequest, NormalizedEvent};
 use identity::resolver::Resolver;
 use identity::resolver::outbox::PredictionOutbox;
 use service_kit::ServiceContext;
-use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Streams, Topic};
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Topic};
 use tokio::net::TcpListener;
 
 /// The consumer group of every merger replica.
@@ -101,7 +110,7 @@ impl Handler for RequestHandler {
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
     // Replicas of one host (and tests running several in one process) need distinct
     // consumer names.

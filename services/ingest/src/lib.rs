@@ -2,7 +2,7 @@
 //!
 //! Its routes come from the source registry (`ingestion::sources`): every signed
 //! webhook (`/webhooks/{kind}/{integration}…`: Shopify, WooCommerce, Twilio WhatsApp)
-//! goes through one generic handler ([`webhooks`]); the Segment-compatible tracking API
+//! goes through one generic handler (`webhooks`); the Segment-compatible tracking API
 //! (`/v1/{call}`, write key) and POS bills (`/pos/{integration}/bills`, bearer token)
 //! keep their own handlers for their batch shapes. docs/ingestion.md has the endpoint
 //! table, rendered from the same registry.
@@ -18,6 +18,15 @@
 //!
 //! Shutdown: the server stops accepting, in-flight requests finish (their events are
 //! committed), then the writer and publisher drain and the relay stops.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, integrations created (`ctl integration add` or the
+//! dashboard) and `PUBLIC_BASE_URL` set to the address the platforms call (Twilio signs
+//! the full public URL). Run: `just run ingest` (port 8081). Tests: `cargo nextest
+//! run -p ingest` (the service on port 0: every source's signed deliveries, duplicates,
+//! rejections, the outbox relay). Benchmark: `bench/ingest/run.sh` (events stored per
+//! second against this machine's Redis and Postgres ceilings).
 
 mod delivery;
 mod integrations;
@@ -38,7 +47,7 @@ use ingestion::connection_log::ConnectionLog;
 use ingestion::outbox::RawEventOutbox;
 use ingestion::raw::{RawEventStore, WriterOptions};
 use service_kit::ServiceContext;
-use streams::{OutboxOptions, Streams};
+use streams::OutboxOptions;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -93,7 +102,7 @@ fn router(app: App) -> Router {
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let settings = &ctx.settings;
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let (store, store_tasks) = RawEventStore::start(
         ctx.db.clone(),
         Some(streams.clone()),

@@ -17,6 +17,15 @@
 //!   time; the others skip that round.
 //!
 //! Health and metrics on `ML_INFERENCE_BIND` (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and the identity merger publishing
+//! `predictions.requests`; with no active model it trains one first (which needs enough
+//! order history). Run: `just run ml-inference` (port 9104). Tests: `cargo nextest run -p
+//! ml-inference` (the service on port 0 scoring a simulated brand; the models' own tests
+//! are in `crates/ml`). Benchmark: `bench/ml/run.sh` (training time and scoring
+//! throughput).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +37,7 @@ use ml::pipeline::{self, CacheUpdate};
 use ml::{ActiveModels, registry};
 use service_kit::ServiceContext;
 use storage::customer360::Customer360Cache;
-use streams::{ConsumerOptions, Delivery, Handler, HandlerError, Streams, Topic};
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, Topic};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -43,7 +52,7 @@ pub const TRAINING_LOCK: i64 = 0x004D_4C54_5241_494E;
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let scorer = Arc::new(Scorer::new(&ctx));
     let consumer = tokio::spawn(streams::run_consumer(
-        Streams::from_context(&ctx),
+        ctx.streams(),
         Topic::PredictionsRequests,
         ConsumerOptions::from_settings(&ctx.settings, GROUP),
         Arc::clone(&scorer),

@@ -8,7 +8,7 @@ use domain::PredictionRequest;
 use ml::registry::{self, NewModelVersion, Task};
 use redis::AsyncCommands;
 use scenario::{Brand, BrandConfig, generate};
-use streams::{Envelope, Streams, Topic};
+use streams::{Envelope, Topic};
 use test_support::{TestEnv, eventually};
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ async fn env_with_brand() -> (TestEnv, Brand) {
 }
 
 async fn request(env: &TestEnv, ids: &[Uuid]) {
-    let streams = Streams::from_context(&env.context());
+    let streams = env.context().streams();
     let envs: Vec<_> = ids
         .iter()
         .map(|id| {

@@ -23,7 +23,7 @@ use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
 
 /// Maps `events.raw` to normalised events.
 pub struct RawEventHandler {
-    /// Postgres.
+    /// Pool the normalised events are written through.
     pub db: PgPool,
     /// Where normalised events are published.
     pub streams: Streams,

@@ -6,13 +6,21 @@
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.
+//!
+//! # Assumptions, running, testing
+//!
+//! Assumes a migrated Postgres and Redis, and ingest publishing `events.raw`. Run: `just
+//! run normalizer` (port 9102). Tests: `cargo nextest run -p normalizer` (the service on
+//! port 0 mapping every fixture end to end; the mappings' own snapshot tests are in
+//! `crates/ingestion`). Its throughput is part of the end-to-end figures of
+//! `bench/ingest` and `ctl demo` (docs/demo.md).
 
 mod handler;
 
 use std::sync::Arc;
 
 use service_kit::ServiceContext;
-use streams::{ConsumerOptions, Streams, Topic};
+use streams::{ConsumerOptions, Topic};
 use tokio::net::TcpListener;
 
 pub use handler::RawEventHandler;
@@ -22,7 +30,7 @@ pub const GROUP: &str = "normalizer";
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
-    let streams = Streams::from_context(&ctx);
+    let streams = ctx.streams();
     let handler = Arc::new(RawEventHandler {
         db: ctx.db.clone(),
         streams: streams.clone(),

@@ -2,14 +2,12 @@
 //! authorised against: the session cookie, the CSRF header, [`Role`].
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::users::UserView;
-use crate::source::UnknownName;
 
 /// Name of the session cookie set by `POST /api/v1/auth/login`.
 pub const SESSION_COOKIE: &str = "ci_session";
@@ -23,56 +21,26 @@ pub const CSRF_HEADER: &str = "x-requested-with";
 /// Value to send in [`CSRF_HEADER`] (any non-empty value is accepted).
 pub const CSRF_HEADER_VALUE: &str = "constintel";
 
-/// What a user or API token may do. Each role includes the ones below it:
-/// `viewer` reads, `analyst` also acts on merges, imports and test events,
-/// `admin` also manages users, tokens, integrations, erasure and dead letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads everything except secrets.
-    Viewer,
-    /// Viewer plus merge decisions, CSV imports and test events.
-    Analyst,
-    /// Everything.
-    Admin,
+names! {
+    /// What a user or API token may do. Each role includes the ones below it:
+    /// `viewer` reads, `analyst` also acts on merges, imports and test events,
+    /// `admin` also manages users, tokens, integrations, erasure and dead letters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum Role("role") {
+        /// Reads everything except secrets.
+        Viewer = "viewer",
+        /// Viewer plus merge decisions, CSV imports and test events.
+        Analyst = "analyst",
+        /// Everything, including users, tokens, integrations, erasure and dead letters.
+        Admin = "admin",
+    }
 }
 
 impl Role {
-    /// Every role, weakest first.
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Analyst, Role::Admin];
-
-    /// The lower-case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Analyst => "analyst",
-            Role::Admin => "admin",
-        }
-    }
-
     /// Whether this role may call a route that needs `required`.
     pub fn allows(self, required: Role) -> bool {
         self >= required
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "role",
-                value: s.to_owned(),
-            })
     }
 }
 

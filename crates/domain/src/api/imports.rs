@@ -2,14 +2,10 @@
 //! feed.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-use crate::source::UnknownName;
 
 /// Fields a customer row can map its columns to.
 pub const CUSTOMER_FIELDS: [&str; 10] = [
@@ -66,37 +62,22 @@ pub const ORDER_FIELDS: [&str; 17] = [
     "price",
 ];
 
-/// What a CSV file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum CsvImportKind {
-    /// One customer per row.
-    Customers,
-    /// Orders: one row per order, or one row per order line with the order's columns
-    /// repeated (consecutive rows with the same order id are one order).
-    Orders,
-    /// Order lines: like `orders`, but every row must be a line (sku and price mapped).
-    OrderLines,
+names! {
+    /// What a CSV file holds.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum CsvImportKind("CSV import kind") {
+        /// One customer per row.
+        Customers = "customers",
+        /// Orders: one row per order, or one row per order line with the order's columns
+        /// repeated (consecutive rows with the same order id are one order).
+        Orders = "orders",
+        /// Order lines: like `orders`, but every row must be a line (sku and price mapped).
+        OrderLines = "order_lines",
+    }
 }
 
 impl CsvImportKind {
-    /// Every kind.
-    pub const ALL: [CsvImportKind; 3] = [
-        CsvImportKind::Customers,
-        CsvImportKind::Orders,
-        CsvImportKind::OrderLines,
-    ];
-
-    /// The snake_case name used in forms, `ctl import csv` and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CsvImportKind::Customers => "customers",
-            CsvImportKind::Orders => "orders",
-            CsvImportKind::OrderLines => "order_lines",
-        }
-    }
-
     /// The fields a file of this kind can map its columns to.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
@@ -106,72 +87,17 @@ impl CsvImportKind {
     }
 }
 
-impl fmt::Display for CsvImportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for CsvImportKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CsvImportKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "CSV import kind",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// State of an import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum CsvImportStatus {
-    /// Rows are being read.
-    Running,
-    /// Every row was read (some may have failed: see `error_rows`).
-    Completed,
-    /// The file could not be read to the end (see `error`).
-    Failed,
-}
-
-impl CsvImportStatus {
-    /// Every status.
-    pub const ALL: [CsvImportStatus; 3] = [
-        CsvImportStatus::Running,
-        CsvImportStatus::Completed,
-        CsvImportStatus::Failed,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CsvImportStatus::Running => "running",
-            CsvImportStatus::Completed => "completed",
-            CsvImportStatus::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for CsvImportStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for CsvImportStatus {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CsvImportStatus::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "CSV import status",
-                value: s.to_owned(),
-            })
+names! {
+    /// State of an import.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum CsvImportStatus("CSV import status") {
+        /// Rows are being read.
+        Running = "running",
+        /// Every row was read (some may have failed: see `error_rows`).
+        Completed = "completed",
+        /// The file could not be read to the end (see `error`).
+        Failed = "failed",
     }
 }
 
@@ -263,7 +189,7 @@ pub struct CsvImportView {
     pub file_sha256: Option<String>,
     /// Column mapping used.
     pub mapping: CsvMapping,
-    /// State.
+    /// Running, completed or failed.
     pub status: CsvImportStatus,
     /// Rows read so far.
     pub total_rows: i64,
@@ -279,9 +205,9 @@ pub struct CsvImportView {
     /// Who uploaded it.
     #[serde(default)]
     pub created_by: Option<String>,
-    /// Started.
+    /// When the upload started.
     pub started_at: DateTime<Utc>,
-    /// Finished.
+    /// When the last row was read (absent while running).
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
 }

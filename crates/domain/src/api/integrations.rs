@@ -57,7 +57,7 @@ pub struct IntegrationView {
     pub secret_hint: String,
     /// Kind-specific settings.
     pub settings: serde_json::Value,
-    /// Created.
+    /// When the integration was created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
@@ -123,7 +123,7 @@ impl fmt::Debug for IntegrationSecret {
 pub struct DeliveryLogEntry {
     /// Log entry id.
     pub id: i64,
-    /// When.
+    /// When the delivery arrived.
     pub at: DateTime<Utc>,
     /// Endpoint that received it.
     pub endpoint: String,

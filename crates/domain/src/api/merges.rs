@@ -1,185 +1,66 @@
 //! The merge log and the review queue (`/merges`, `/reviews`): merges made, merges
 //! proposed for a person to decide, and the decisions sent to the identity merger.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::profiles::ProfileSummary;
 use crate::identifier::Identifier;
-use crate::source::UnknownName;
 
-/// An action on `profiles.merge_requests`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum MergeAction {
-    /// Apply a review item's merge.
-    ApproveReview,
-    /// Close a review item without merging.
-    RejectReview,
-    /// Merge profiles by hand.
-    ManualMerge,
-    /// Undo a merge.
-    Unmerge,
-    /// GDPR erasure of a profile.
-    Erase,
-}
-
-impl MergeAction {
-    /// Every action.
-    pub const ALL: [MergeAction; 5] = [
-        MergeAction::ApproveReview,
-        MergeAction::RejectReview,
-        MergeAction::ManualMerge,
-        MergeAction::Unmerge,
-        MergeAction::Erase,
-    ];
-
-    /// The snake_case name (as in `MergeRequest`'s `action` tag and
-    /// `api_merge_requests.action`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MergeAction::ApproveReview => "approve_review",
-            MergeAction::RejectReview => "reject_review",
-            MergeAction::ManualMerge => "manual_merge",
-            MergeAction::Unmerge => "unmerge",
-            MergeAction::Erase => "erase",
-        }
+names! {
+    /// An action on `profiles.merge_requests`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum MergeAction("merge action") {
+        /// Apply a review item's merge.
+        ApproveReview = "approve_review",
+        /// Close a review item without merging.
+        RejectReview = "reject_review",
+        /// Merge profiles by hand.
+        ManualMerge = "manual_merge",
+        /// Undo a merge.
+        Unmerge = "unmerge",
+        /// GDPR erasure of a profile.
+        Erase = "erase",
     }
 }
 
-impl FromStr for MergeAction {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MergeAction::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "merge action",
-                value: s.to_owned(),
-            })
+names! {
+    /// Why profiles were merged, as `merge_history.rule` records it. The identity merger's
+    /// rules (`crates/identity`, docs/identity.md) decide which applies.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum MergeRule("merge rule") {
+        /// An event carried a phone, e-mail or customer id of each profile.
+        StrongIdentifier = "strong_identifier",
+        /// The weakest link was a loyalty id or store customer code.
+        MediumIdentifier = "medium_identifier",
+        /// The weakest link was a device or cookie (no conflicting strong identifiers).
+        WeakIdentifier = "weak_identifier",
+        /// An analyst merged them by hand.
+        Manual = "manual",
+        /// An analyst approved a review item.
+        ReviewApproved = "review_approved",
+        /// Events arriving out of order (or an identifier turning out to be shared) were
+        /// replayed in time order, which joined these profiles.
+        Replay = "replay",
     }
 }
 
-/// Why profiles were merged, as `merge_history.rule` records it. The identity merger's
-/// rules (`crates/identity`, docs/identity.md) decide which applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum MergeRule {
-    /// An event carried a phone, e-mail or customer id of each profile.
-    StrongIdentifier,
-    /// The weakest link was a loyalty id or store customer code.
-    MediumIdentifier,
-    /// The weakest link was a device or cookie (no conflicting strong identifiers).
-    WeakIdentifier,
-    /// An analyst merged them by hand.
-    Manual,
-    /// An analyst approved a review item.
-    ReviewApproved,
-    /// Events arriving out of order (or an identifier turning out to be shared) were
-    /// replayed in time order, which joined these profiles.
-    Replay,
-}
-
-impl MergeRule {
-    /// Every rule.
-    pub const ALL: [MergeRule; 6] = [
-        MergeRule::StrongIdentifier,
-        MergeRule::MediumIdentifier,
-        MergeRule::WeakIdentifier,
-        MergeRule::Manual,
-        MergeRule::ReviewApproved,
-        MergeRule::Replay,
-    ];
-
-    /// The snake_case name used in JSON, query strings and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MergeRule::StrongIdentifier => "strong_identifier",
-            MergeRule::MediumIdentifier => "medium_identifier",
-            MergeRule::WeakIdentifier => "weak_identifier",
-            MergeRule::Manual => "manual",
-            MergeRule::ReviewApproved => "review_approved",
-            MergeRule::Replay => "replay",
-        }
-    }
-}
-
-impl fmt::Display for MergeRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for MergeRule {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MergeRule::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "merge rule",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// Why a link needs a person to decide, as `manual_merge_queue.reason` records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewReason {
-    /// One event linked more profiles than may merge automatically.
-    TooManyProfiles,
-    /// A device or cookie links profiles with different strong identifiers.
-    SharedWeakIdentifier,
-    /// The merge would exceed a per-profile identifier limit.
-    LimitExceeded,
-    /// The people's first names clearly differ.
-    NameConflict,
-}
-
-impl ReviewReason {
-    /// Every reason.
-    pub const ALL: [ReviewReason; 4] = [
-        ReviewReason::TooManyProfiles,
-        ReviewReason::SharedWeakIdentifier,
-        ReviewReason::LimitExceeded,
-        ReviewReason::NameConflict,
-    ];
-
-    /// The snake_case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewReason::TooManyProfiles => "too_many_profiles",
-            ReviewReason::SharedWeakIdentifier => "shared_weak_identifier",
-            ReviewReason::LimitExceeded => "limit_exceeded",
-            ReviewReason::NameConflict => "name_conflict",
-        }
-    }
-}
-
-impl fmt::Display for ReviewReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for ReviewReason {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ReviewReason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "review reason",
-                value: s.to_owned(),
-            })
+names! {
+    /// Why a link needs a person to decide, as `manual_merge_queue.reason` records it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ReviewReason("review reason") {
+        /// One event linked more profiles than may merge automatically.
+        TooManyProfiles = "too_many_profiles",
+        /// A device or cookie links profiles with different strong identifiers.
+        SharedWeakIdentifier = "shared_weak_identifier",
+        /// The merge would exceed a per-profile identifier limit.
+        LimitExceeded = "limit_exceeded",
+        /// The people's first names clearly differ.
+        NameConflict = "name_conflict",
     }
 }
 
@@ -240,56 +121,22 @@ pub struct MergeLogEntry {
     pub undone_by: Option<String>,
 }
 
-/// Status of a review item. `approved` and `rejected` are decisions the merger has
-/// taken in; `applied` means the approved merge was made, `failed` that it could not be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewStatus {
-    /// Waiting for a decision.
-    Pending,
-    /// Approved, merge in progress.
-    Approved,
-    /// Rejected: the profiles stay apart.
-    Rejected,
-    /// Approved and merged.
-    Applied,
-    /// Approved but the merge failed (see `outcome`).
-    Failed,
-}
-
-impl ReviewStatus {
-    /// Every status.
-    pub const ALL: [ReviewStatus; 5] = [
-        ReviewStatus::Pending,
-        ReviewStatus::Approved,
-        ReviewStatus::Rejected,
-        ReviewStatus::Applied,
-        ReviewStatus::Failed,
-    ];
-
-    /// The lower-case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewStatus::Pending => "pending",
-            ReviewStatus::Approved => "approved",
-            ReviewStatus::Rejected => "rejected",
-            ReviewStatus::Applied => "applied",
-            ReviewStatus::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for ReviewStatus {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ReviewStatus::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "review status",
-                value: s.to_owned(),
-            })
+names! {
+    /// Status of a review item. `approved` and `rejected` are decisions the merger has
+    /// taken in; `applied` means the approved merge was made, `failed` that it could not be.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ReviewStatus("review status") {
+        /// Waiting for a decision.
+        Pending = "pending",
+        /// Approved, merge in progress.
+        Approved = "approved",
+        /// Rejected: the profiles stay apart.
+        Rejected = "rejected",
+        /// Approved and merged.
+        Applied = "applied",
+        /// Approved but the merge failed (see `outcome`).
+        Failed = "failed",
     }
 }
 
@@ -320,7 +167,7 @@ pub struct ReviewItem {
     pub id: Uuid,
     /// When it was queued.
     pub created_at: DateTime<Utc>,
-    /// Status.
+    /// Where the item stands: pending, or how it was decided.
     pub status: ReviewStatus,
     /// Why it needs a person.
     pub reason: ReviewReason,
@@ -357,7 +204,7 @@ pub struct RequestedDecision {
     pub action: MergeAction,
     /// Who asked.
     pub actor: String,
-    /// When.
+    /// When it was published.
     pub requested_at: DateTime<Utc>,
 }
 

@@ -1,49 +1,27 @@
 //! The model registry (`/models`): what each version predicts, how it scored, and
 //! which one serves.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::source::UnknownName;
-
-/// What a model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ModelTask {
-    /// Churn probability.
-    Churn,
-    /// Predicted lifetime value.
-    Ltv,
-    /// Customer segment.
-    Segment,
-    /// Product recommendations.
-    Recommend,
+names! {
+    /// What a model predicts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ModelTask("model task") {
+        /// Churn probability.
+        Churn = "churn",
+        /// Predicted lifetime value.
+        Ltv = "ltv",
+        /// Customer segment.
+        Segment = "segment",
+        /// Product recommendations.
+        Recommend = "recommend",
+    }
 }
 
 impl ModelTask {
-    /// Every task.
-    pub const ALL: [ModelTask; 4] = [
-        ModelTask::Churn,
-        ModelTask::Ltv,
-        ModelTask::Segment,
-        ModelTask::Recommend,
-    ];
-
-    /// The lower-case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelTask::Churn => "churn",
-            ModelTask::Ltv => "ltv",
-            ModelTask::Segment => "segment",
-            ModelTask::Recommend => "recommend",
-        }
-    }
-
     /// The metric (a key of a version's `metrics`) that decides which version of the
     /// task serves; higher is better.
     pub fn main_metric(self) -> &'static str {
@@ -76,76 +54,19 @@ impl ModelTask {
     }
 }
 
-impl fmt::Display for ModelTask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for ModelTask {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ModelTask::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "model task",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// Registry status of a model version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ModelStatus {
-    /// Trained, not (yet) serving.
-    Candidate,
-    /// Serving its task.
-    Active,
-    /// Served before, replaced.
-    Retired,
-    /// Worse than the active model; never served.
-    Rejected,
-}
-
-impl ModelStatus {
-    /// Every status.
-    pub const ALL: [ModelStatus; 4] = [
-        ModelStatus::Candidate,
-        ModelStatus::Active,
-        ModelStatus::Retired,
-        ModelStatus::Rejected,
-    ];
-
-    /// The lower-case name used in JSON and Postgres.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelStatus::Candidate => "candidate",
-            ModelStatus::Active => "active",
-            ModelStatus::Retired => "retired",
-            ModelStatus::Rejected => "rejected",
-        }
-    }
-}
-
-impl fmt::Display for ModelStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for ModelStatus {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ModelStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "model status",
-                value: s.to_owned(),
-            })
+names! {
+    /// Registry status of a model version.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ModelStatus("model status") {
+        /// Trained, not (yet) serving.
+        Candidate = "candidate",
+        /// Serving its task.
+        Active = "active",
+        /// Served before, replaced.
+        Retired = "retired",
+        /// Worse than the active model; never served.
+        Rejected = "rejected",
     }
 }
 
@@ -177,7 +98,7 @@ pub struct ModelQuery {
 pub struct ModelVersionView {
     /// Model version id.
     pub id: Uuid,
-    /// Task.
+    /// What the model predicts.
     pub task: ModelTask,
     /// Algorithm (`lightgbm`, `kmeans`, `item2vec`, ...).
     pub algorithm: String,
@@ -203,7 +124,7 @@ pub struct ModelVersionView {
     /// the active version), too little data, or a manual activation.
     #[serde(default)]
     pub status_reason: Option<String>,
-    /// Trained.
+    /// When it was trained and registered.
     pub created_at: DateTime<Utc>,
     /// Made active.
     #[serde(default)]

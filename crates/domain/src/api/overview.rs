@@ -93,7 +93,7 @@ pub struct DayRevenue {
 pub struct MoneyTotal {
     /// ISO 4217 currency code.
     pub currency: String,
-    /// Amount.
+    /// The sum, exact to the cent.
     pub amount: Decimal,
 }
 
@@ -135,7 +135,7 @@ pub struct CategorySales {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductSales {
-    /// SKU.
+    /// Stock keeping unit.
     pub sku: String,
     /// Product name.
     pub name: String,

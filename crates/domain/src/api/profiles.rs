@@ -221,7 +221,7 @@ pub struct TimelineEvent {
     pub received_at: DateTime<Utc>,
     /// Source system.
     pub source: Source,
-    /// Touchpoint.
+    /// The touchpoint the customer acted through.
     pub channel: Channel,
     /// What happened.
     #[serde(rename = "type")]

@@ -17,11 +17,11 @@ pub struct UserView {
     pub id: Uuid,
     /// E-mail (lower-case), the login name.
     pub email: String,
-    /// Role.
+    /// What the user may do.
     pub role: Role,
     /// Disabled users cannot sign in; their sessions stop working.
     pub disabled: bool,
-    /// Created.
+    /// When the account was created.
     pub created_at: DateTime<Utc>,
     /// Last successful login.
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct CreateUserRequest {
     pub email: String,
     /// Password, at least 12 characters.
     pub password: String,
-    /// Role.
+    /// What the new user may do.
     pub role: Role,
 }
 
@@ -90,7 +90,7 @@ pub struct ApiTokenView {
     /// The admin who created it.
     #[serde(default)]
     pub created_by: Option<Uuid>,
-    /// Created.
+    /// When the token was created.
     pub created_at: DateTime<Utc>,
     /// Last request made with it (updated at most once a minute).
     #[serde(default)]

@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::delta::Step;
 use crate::engine::{Engine, Graph};
 use crate::facts::ProfileFacts;
-use crate::model::{EventKey, Observation, ProfileId, is_order_ref, suppression_hash};
+use crate::model::{EventKey, Observation, ProfileId, suppression_hash};
 use crate::rules::{PartnerSet, Policy, observe_partners};
 use locks::{fleet_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
 use write::write;
@@ -414,7 +414,7 @@ impl Resolver {
             if !matches!(status, Status::Pending) {
                 continue;
             }
-            for id in ev.identifiers.iter().filter(|i| !is_order_ref(i)) {
+            for id in ev.identifiers.iter().filter(|i| !i.is_order_reference()) {
                 by_hash
                     .entry(suppression_hash(id))
                     .or_default()

@@ -3,8 +3,9 @@
 //! resolver step takes all of its late events together.
 //!
 //! The region is every live profile the event could affect, closed under "one of the
-//! region's events carries a non-suspect identifier held by another profile, or
-//! refused by another profile's event, or named in an analyst's constraint". Its
+//! region's events carries a linking identifier held by another profile, or refused by
+//! another profile's event, or named in an analyst's constraint" ([`crate::region`],
+//! the rule both resolvers share). Its
 //! events plus the new one are re-applied in canonical order from nothing
 //! ([`Engine::replay`](crate::engine::Engine::replay)); the region's profiles are then
 //! rewritten ([`delta::region`](crate::delta::region), written by the resolver's one
@@ -25,6 +26,7 @@ use super::{ResolveReport, Resolver};
 use crate::delta::{self, RegionReplay};
 use crate::engine::{Graph, ProfileNode};
 use crate::model::{EventKey, Observation, ProfileId};
+use crate::region::RegionWalk;
 use crate::rules::{MergeRule, PartnerSet};
 
 /// How a region rewrite records the merges it makes.
@@ -96,7 +98,8 @@ impl Resolver {
     }
 
     /// The closed region of an event carrying `seed` (plus what `newly` suspect
-    /// identifiers linked).
+    /// identifiers linked), by the closure rule of [`crate::region`], answered from
+    /// Postgres one frontier at a time.
     async fn closure(
         &self,
         conn: &mut PgConnection,
@@ -104,37 +107,28 @@ impl Resolver {
         newly: &[Identifier],
     ) -> Result<Region, sqlx::Error> {
         let policy = &self.engine.policy;
-        let mut profiles: BTreeSet<ProfileId> = BTreeSet::new();
+        let mut walk = RegionWalk::new(policy, seed, newly);
         let mut events: Vec<(ProfileId, NormalizedEvent)> = Vec::new();
-        let mut seen: BTreeSet<Identifier> = BTreeSet::new();
-        let mut frontier: Vec<Identifier> = seed.iter().chain(newly.iter()).cloned().collect();
         loop {
-            frontier.retain(|i| seen.insert(i.clone()));
+            let frontier = walk.next_batch();
             if frontier.is_empty() {
                 break;
             }
             let states = store::identifier_states(conn, &frontier).await?;
             let linking: Vec<Identifier> = frontier
-                .drain(..)
-                .filter(|id| {
-                    newly.contains(id)
-                        || !(policy.guards.suspect && states.get(id).is_some_and(|s| s.0.suspect))
-                })
+                .into_iter()
+                .filter(|id| walk.links(id, states.get(id).is_some_and(|s| s.0.suspect)))
                 .collect();
             let mut found: BTreeSet<ProfileId> =
                 store::owners(conn, &linking).await?.into_values().collect();
             found.extend(store::refusing_profiles(conn, &linking).await?);
             for c in store::constraints_touching(conn, &linking).await? {
-                frontier.extend(c.left.into_iter().chain(c.right));
+                walk.follow(c.left.into_iter().chain(c.right));
             }
-            let new: Vec<ProfileId> = found
-                .into_iter()
-                .filter(|p| !profiles.contains(p))
-                .collect();
+            let new = walk.add_profiles(found);
             if new.is_empty() {
                 continue;
             }
-            profiles.extend(new.iter().copied());
             let rows = sqlx::query(&format!(
                 "SELECT profile_id, {} FROM normalized_event WHERE profile_id = ANY($1)",
                 store::EVENT_COLUMNS
@@ -144,13 +138,16 @@ impl Resolver {
             .await?;
             for r in rows {
                 if let Some(e) = store::event_of(&r) {
-                    frontier.extend(policy.usable(&Observation::of(&e).identifiers));
+                    walk.follow(policy.usable(&Observation::of(&e).identifiers));
                     events.push((r.get("profile_id"), e));
                 }
             }
         }
         events.sort_by_key(|(_, e)| EventKey::of(e));
-        Ok(Region { profiles, events })
+        Ok(Region {
+            profiles: walk.into_profiles(),
+            events,
+        })
     }
 
     /// Replays the region with the new events and writes the result.

@@ -20,7 +20,7 @@ use super::replay::History;
 use super::store::{self, split};
 use super::{MAX_ATTEMPTS, ResolveError, ResolveReport, Resolver};
 use crate::engine::{Constraint, ConstraintRule};
-use crate::model::{ProfileId, is_order_ref, suppression_hash};
+use crate::model::{ProfileId, suppression_hash};
 use crate::rules::MergeRule;
 
 /// What a request did.
@@ -421,7 +421,7 @@ async fn erase_in(
     .await?;
     // Suppress what the person held, except order references and shared (suspect)
     // identifiers, which are not theirs alone.
-    let personal: Vec<&Identifier> = held.iter().filter(|i| !is_order_ref(i)).collect();
+    let personal: Vec<&Identifier> = held.iter().filter(|i| !i.is_order_reference()).collect();
     let (kinds, values) = split(personal.iter().copied());
     let suspect: Vec<(String, String)> = sqlx::query_as(
         "SELECT t.kind, t.value FROM identity_identifier t \

@@ -24,8 +24,9 @@ use uuid::Uuid;
 use super::store::split;
 use crate::delta::{Delta, Holding, IdentifierState, OrderOwner, ProfileRow, RefusedLink, Rewrite};
 use crate::engine::{MergeRecord, ReviewRecord};
-use crate::model::{ProfileId, is_order_ref};
+use crate::model::ProfileId;
 use crate::rules::PartnerSet;
+use storage::profiles::{self, ProfileWrite};
 
 /// What a write reports back.
 #[derive(Debug, Default)]
@@ -43,7 +44,7 @@ pub(crate) async fn write(
     delta: &Delta,
     debounce: Duration,
 ) -> Result<Written, sqlx::Error> {
-    insert_profile_ids(conn, &delta.created).await?;
+    profiles::insert_ids(conn, &delta.created).await?;
     match &delta.rewrite {
         Rewrite::Nothing => {}
         Rewrite::Region {
@@ -107,105 +108,35 @@ pub(crate) async fn write(
     Ok(Written { merge_ids, reviews })
 }
 
-/// Creates bare profile rows (filled by [`upsert_profiles`]; some only ever become
-/// tombstones).
-async fn insert_profile_ids(conn: &mut PgConnection, ids: &[ProfileId]) -> Result<(), sqlx::Error> {
-    for chunk in ids.chunks(10_000) {
-        sqlx::query(
-            "INSERT INTO customer_profile (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(chunk)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Inserts or rewrites live profiles (reviving a tombstone if the id comes back).
+/// Inserts or rewrites live profiles through the one writer of `customer_profile`.
 async fn upsert_profiles(conn: &mut PgConnection, rows: &[ProfileRow]) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks(2_000) {
-        let mut ids = Vec::new();
-        let mut first_at = Vec::new();
-        let mut first_id = Vec::new();
-        let mut last_at = Vec::new();
-        let mut last_id = Vec::new();
-        let mut names = Vec::new();
-        let mut display = Vec::new();
-        let mut identifiers = Vec::new();
-        let mut traits = Vec::new();
-        let mut first_seen = Vec::new();
-        let mut last_seen = Vec::new();
-        let mut channels = Vec::new();
-        let mut affinity = Vec::new();
-        let mut states = Vec::new();
-        for r in chunk {
-            ids.push(r.id);
-            first_at.push(r.node.first_key.occurred_at);
-            first_id.push(r.node.first_key.event_id);
-            last_at.push(r.node.last_key.occurred_at);
-            last_id.push(r.node.last_key.event_id);
-            names.push(Json(r.node.names.iter().cloned().collect::<Vec<_>>()));
-            display.push(r.facts.display_name());
-            let listed: Vec<&Identifier> = r
+    let writes: Vec<ProfileWrite<'_>> = rows
+        .iter()
+        .map(|r| ProfileWrite {
+            id: r.id,
+            first_event: Some((r.node.first_key.occurred_at, r.node.first_key.event_id)),
+            last_event: Some((r.node.last_key.occurred_at, r.node.last_key.event_id)),
+            name_keys: r.node.names.iter().map(String::as_str).collect(),
+            display_name: r.facts.display_name(),
+            identifiers: r
                 .node
                 .identifiers
                 .iter()
-                .filter(|i| !is_order_ref(i))
-                .collect();
-            identifiers.push(Json(serde_json::to_value(&listed).unwrap_or_default()));
-            traits.push(Json(r.facts.traits.clone()));
-            first_seen.push(r.facts.first_seen_at);
-            last_seen.push(r.facts.last_seen_at);
-            channels.push(Json(
-                r.facts
-                    .channels
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>(),
-            ));
-            let at = r.facts.last_seen_at.unwrap_or(r.node.last_key.occurred_at);
-            affinity.push(Json(r.facts.state.category_affinity(at)));
-            states.push(Json(r.facts.state.clone()));
-        }
-        sqlx::query(
-            "INSERT INTO customer_profile (id, first_event_at, first_event_id, last_event_at, last_event_id, \
-                 name_keys, display_name, identifiers, traits, first_seen_at, last_seen_at, channels, \
-                 category_affinity, state) \
-             SELECT u.id, u.fa, u.fi, u.la, u.li, \
-                    ARRAY(SELECT jsonb_array_elements_text(u.names)), u.display, u.identifiers, u.traits, \
-                    u.fs, u.ls, ARRAY(SELECT jsonb_array_elements_text(u.channels)), u.affinity, u.state \
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::timestamptz[], $5::uuid[], \
-                         $6::jsonb[], $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[], \
-                         $11::timestamptz[], $12::jsonb[], $13::jsonb[], $14::jsonb[]) \
-                  AS u(id, fa, fi, la, li, names, display, identifiers, traits, fs, ls, channels, affinity, state) \
-             ON CONFLICT (id) DO UPDATE SET \
-                 merged_into = NULL, merged_at = NULL, updated_at = now(), version = customer_profile.version + 1, \
-                 first_event_at = EXCLUDED.first_event_at, first_event_id = EXCLUDED.first_event_id, \
-                 last_event_at = EXCLUDED.last_event_at, last_event_id = EXCLUDED.last_event_id, \
-                 name_keys = EXCLUDED.name_keys, display_name = EXCLUDED.display_name, \
-                 identifiers = EXCLUDED.identifiers, traits = EXCLUDED.traits, \
-                 first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at, \
-                 channels = EXCLUDED.channels, category_affinity = EXCLUDED.category_affinity, \
-                 state = EXCLUDED.state",
-        )
-        .bind(&ids)
-        .bind(&first_at)
-        .bind(&first_id)
-        .bind(&last_at)
-        .bind(&last_id)
-        .bind(&names)
-        .bind(&display)
-        .bind(&identifiers)
-        .bind(&traits)
-        .bind(&first_seen)
-        .bind(&last_seen)
-        .bind(&channels)
-        .bind(&affinity)
-        .bind(&states)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+                .filter(|i| !i.is_order_reference())
+                .collect(),
+            traits: &r.facts.traits,
+            first_seen_at: r.facts.first_seen_at,
+            last_seen_at: r.facts.last_seen_at,
+            channels: r.facts.channels.iter().copied().collect(),
+            category_affinity: r
+                .facts
+                .state
+                .category_affinity(r.facts.last_seen_at.unwrap_or(r.node.last_key.occurred_at)),
+            state: &r.facts.state,
+            created_at: None,
+        })
+        .collect();
+    profiles::upsert(conn, &writes).await
 }
 
 /// Turns `absorbed` profiles into tombstones of `into` (pairs), moving their events,
@@ -449,7 +380,7 @@ async fn insert_reviews(
             .map(|(p, why)| serde_json::json!({"profile_id": p, "reason": why.as_str()}))
             .collect();
         let evidence = serde_json::json!({
-            "identifiers": r.identifiers.iter().filter(|i| !is_order_ref(i)).collect::<Vec<_>>(),
+            "identifiers": r.identifiers.iter().filter(|i| !i.is_order_reference()).collect::<Vec<_>>(),
             "reasons": reasons,
             "event_profile_id": r.profiles[0],
             "repeats": 0,

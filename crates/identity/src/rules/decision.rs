@@ -15,6 +15,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use domain::Identifier;
+/// Why profiles merged and why a link needs an analyst: wire types, defined once in
+/// `domain` (`merge_history.rule`, `manual_merge_queue.reason`).
+pub use domain::api::{MergeRule, ReviewReason};
 use serde::{Deserialize, Serialize};
 
 use super::names::{name_fits, names_compatible};
@@ -90,70 +93,13 @@ pub enum Target {
     New,
 }
 
-/// Why profiles were merged, as written to `merge_history.rule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MergeRule {
-    /// An event carried a phone, e-mail or customer id of each.
-    StrongIdentifier,
-    /// The weakest link was a loyalty id or store customer code.
-    MediumIdentifier,
-    /// The weakest link was a device or cookie (no conflicting strong identifiers).
-    WeakIdentifier,
-    /// An analyst merged them by hand.
-    Manual,
-    /// An analyst approved a review item.
-    ReviewApproved,
-    /// Events arriving out of order (or an identifier turning out to be shared) were
-    /// replayed in time order, which joined these profiles.
-    Replay,
-}
-
-impl MergeRule {
-    /// The name stored in `merge_history.rule`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MergeRule::StrongIdentifier => "strong_identifier",
-            MergeRule::MediumIdentifier => "medium_identifier",
-            MergeRule::WeakIdentifier => "weak_identifier",
-            MergeRule::Manual => "manual",
-            MergeRule::ReviewApproved => "review_approved",
-            MergeRule::Replay => "replay",
-        }
-    }
-
-    fn for_link(priority: u8) -> Self {
-        match priority {
-            p if p >= 4 => MergeRule::StrongIdentifier,
-            3 => MergeRule::MediumIdentifier,
-            _ => MergeRule::WeakIdentifier,
-        }
-    }
-}
-
-/// Why a link needs a person to decide, as written to `manual_merge_queue.reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewReason {
-    /// One event linked more profiles than may merge automatically.
-    TooManyProfiles,
-    /// A device or cookie links profiles with different strong identifiers.
-    SharedWeakIdentifier,
-    /// The merge would exceed a per-profile identifier limit.
-    LimitExceeded,
-    /// The people's first names clearly differ.
-    NameConflict,
-}
-
-impl ReviewReason {
-    /// The name stored in `manual_merge_queue.reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewReason::TooManyProfiles => "too_many_profiles",
-            ReviewReason::SharedWeakIdentifier => "shared_weak_identifier",
-            ReviewReason::LimitExceeded => "limit_exceeded",
-            ReviewReason::NameConflict => "name_conflict",
-        }
+/// The merge rule a join made through a link of match `priority` is recorded under: the
+/// weakest link of a merge names it.
+fn rule_for_link(priority: u8) -> MergeRule {
+    match priority {
+        p if p >= 4 => MergeRule::StrongIdentifier,
+        3 => MergeRule::MediumIdentifier,
+        _ => MergeRule::WeakIdentifier,
     }
 }
 
@@ -496,7 +442,7 @@ fn decide_linking(policy: &Policy, input: &DecisionInput<'_>) -> Decision {
             .map(|&(i, _)| input.candidates[i].profile)
             .collect();
         let rule = (!absorb.is_empty())
-            .then(|| MergeRule::for_link(joined.iter().map(|&(_, link)| link).min().unwrap_or(0)));
+            .then(|| rule_for_link(joined.iter().map(|&(_, link)| link).min().unwrap_or(0)));
         (Target::Existing(survivor), absorb, rule)
     };
 

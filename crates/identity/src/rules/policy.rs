@@ -88,7 +88,7 @@ impl Class {
     /// The class of a strong or medium identifier; `None` for weak ones (devices and
     /// cookies are many per person and say nothing on their own).
     pub fn of(identifier: &Identifier) -> Option<Class> {
-        if crate::model::is_order_ref(identifier) {
+        if identifier.is_order_reference() {
             return None;
         }
         match identifier.kind {
@@ -153,7 +153,7 @@ impl Policy {
     /// Whether `identifier` is junk under this policy.
     pub fn is_junk(&self, identifier: &Identifier) -> bool {
         self.guards.blocklist
-            && !crate::model::is_order_ref(identifier)
+            && !identifier.is_order_reference()
             && self.blocklist.is_junk(identifier)
     }
 
@@ -183,7 +183,6 @@ impl Default for Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::order_ref;
     use domain::IdentifierKind::*;
     use domain::Source;
 
@@ -279,7 +278,10 @@ mod tests {
                 "devices and cookies are many per person"
             );
         }
-        assert_eq!(Class::of(&order_ref(Source::Shopify, "1001")), None);
+        assert_eq!(
+            Class::of(&Identifier::order_reference(Source::Shopify, "1001")),
+            None
+        );
     }
 
     #[test]
@@ -314,7 +316,7 @@ mod tests {
         };
         let a = id(Email, "asha@mail.in");
         let junk = id(Email, "test@test.com");
-        let order = order_ref(Source::Shopify, "1");
+        let order = Identifier::order_reference(Source::Shopify, "1");
         assert!(p.blocklist.is_junk(&order));
         let got = p.usable(&[
             junk.clone(),

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use domain::{Identifier, IdentifierKind, Strength};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{identifier_key, is_order_ref};
+use crate::model::identifier_key;
 use crate::rules::Policy;
 
 impl Policy {
@@ -71,7 +71,7 @@ impl PartnerSet {
     ) -> bool {
         let mut changed = false;
         for other in partners {
-            if other == me || other.strength() < Strength::Medium || is_order_ref(other) {
+            if other == me || other.strength() < Strength::Medium || other.is_order_reference() {
                 continue;
             }
             let cap = policy.partner_threshold(other.kind) + 1;
@@ -95,7 +95,7 @@ pub fn observe_partners(
     if usable.len() < 2 {
         return newly;
     }
-    for id in usable.iter().filter(|i| !is_order_ref(i)) {
+    for id in usable.iter().filter(|i| !i.is_order_reference()) {
         let set = partners.entry(id.clone()).or_default();
         let was = set.is_suspect(policy);
         set.observe(id, usable, policy);
@@ -109,7 +109,6 @@ pub fn observe_partners(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::order_ref;
     use domain::IdentifierKind::*;
     use domain::Source;
 
@@ -212,13 +211,13 @@ mod tests {
         let mut set = PartnerSet::default();
         for n in 0..10 {
             assert!(!set.observe(&me, [&nth(CookieId, n), &nth(DeviceId, n)], &policy));
-            let order = order_ref(Source::Shopify, &n.to_string());
+            let order = Identifier::order_reference(Source::Shopify, &n.to_string());
             assert!(!set.observe(&me, [&order], &policy));
         }
         assert!(set.by_kind.values().all(BTreeSet::is_empty));
         assert!(!set.observe(&me, [&me], &policy), "itself is no partner");
         // An order reference never becomes suspect itself either.
-        let order = order_ref(Source::Shopify, "1001");
+        let order = Identifier::order_reference(Source::Shopify, "1001");
         let mut partners = HashMap::new();
         for n in 0..10 {
             observe_partners(&policy, &mut partners, &[order.clone(), nth(Email, n)]);

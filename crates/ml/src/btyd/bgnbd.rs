@@ -148,7 +148,7 @@ impl BgNbd {
     ///
     /// Given alive with rate λ and dropout p, E[purchases in t] = (1 − e^{−λpt}) / p;
     /// over λ's posterior Gamma(r+x, α+T) that is (1 − ((α+T)/(α+T+pt))^{r+x}) / p,
-    /// a smooth bounded function of p, averaged here over [`P_NODES`] mid-quantiles of
+    /// a smooth bounded function of p, averaged here over `P_NODES` mid-quantiles of
     /// p's posterior Beta(a, b+x) (the closed form needs ₂F₁, which no well-kept crate
     /// offers). Quantiles are computed once per distinct x.
     pub fn expected_purchases(&self, customers: &[Customer], days: f64) -> Vec<f64> {

@@ -42,7 +42,7 @@ pub const MERGE_COLUMNS: &str = "id, created_at, survivor_id, absorbed_ids, rule
 pub struct MergeRow {
     /// Merge id.
     pub id: Uuid,
-    /// When.
+    /// When the merge was made.
     pub created_at: DateTime<Utc>,
     survivor_id: Uuid,
     absorbed_ids: Vec<Uuid>,
@@ -75,11 +75,11 @@ impl MergeRow {
 /// What a published request is about, for `api_merge_requests`.
 #[derive(Default)]
 pub struct Targets {
-    /// Review item.
+    /// The review item an approval or rejection decides.
     pub review_id: Option<Uuid>,
-    /// Merge.
+    /// The merge an unmerge undoes.
     pub merge_id: Option<Uuid>,
-    /// Profiles.
+    /// The profiles a manual merge joins, or a review item proposes.
     pub profile_ids: Vec<Uuid>,
 }
 

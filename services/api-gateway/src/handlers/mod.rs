@@ -1,5 +1,5 @@
 //! The handlers of `/api/v1`, one module per endpoint group. Each handler carries its
-//! `#[utoipa::path]` documentation; `crate::api` mounts it with its access rule.
+//! `#[utoipa::path]` documentation; `crate::routes` mounts it with its access rule.
 
 pub mod auth;
 pub mod imports;

@@ -6,52 +6,11 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use domain::api::{ApiErrorBody, ModelQuery, ModelStatus, ModelTask, ModelVersionView, Page};
 use service_kit::ApiError;
+use storage::models::{COLUMNS, ModelVersionRow};
 use uuid::Uuid;
 
 use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
 use crate::state::AppState;
-
-const COLUMNS: &str = "id, task, algorithm, params, feature_set_version, data_window_start, \
-     data_window_end, train_rows, test_rows, metrics, status, status_reason, created_at, activated_at";
-
-#[derive(sqlx::FromRow)]
-struct ModelRow {
-    id: Uuid,
-    task: String,
-    algorithm: String,
-    params: sqlx::types::Json<serde_json::Value>,
-    feature_set_version: i32,
-    data_window_start: Option<DateTime<Utc>>,
-    data_window_end: Option<DateTime<Utc>>,
-    train_rows: i32,
-    test_rows: i32,
-    metrics: sqlx::types::Json<serde_json::Value>,
-    status: String,
-    status_reason: Option<String>,
-    created_at: DateTime<Utc>,
-    activated_at: Option<DateTime<Utc>>,
-}
-
-impl ModelRow {
-    fn into_view(self) -> Option<ModelVersionView> {
-        Some(ModelVersionView {
-            id: self.id,
-            task: self.task.parse().ok()?,
-            algorithm: self.algorithm,
-            params: self.params.0,
-            feature_set_version: self.feature_set_version,
-            data_window_start: self.data_window_start,
-            data_window_end: self.data_window_end,
-            train_rows: self.train_rows,
-            test_rows: self.test_rows,
-            metrics: self.metrics.0,
-            status: self.status.parse().ok()?,
-            status_reason: self.status_reason,
-            created_at: self.created_at,
-            activated_at: self.activated_at,
-        })
-    }
-}
 
 /// Lists model versions, newest first.
 #[utoipa::path(
@@ -72,7 +31,7 @@ pub async fn list_models(
     let limit = page_limit(q.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = decode_cursor("models", q.cursor.as_deref())?;
     let (at, after_id) = after.unzip();
-    let rows: Vec<ModelRow> = sqlx::query_as(&format!(
+    let rows: Vec<ModelVersionRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM model_version \
          WHERE ($1::text IS NULL OR task = $1) AND ($2::text IS NULL OR status = $2) \
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
@@ -87,11 +46,7 @@ pub async fn list_models(
     .await?;
     let page = paginate(rows, limit, "models", |r| (r.created_at, r.id));
     Ok(Json(Page {
-        items: page
-            .items
-            .into_iter()
-            .filter_map(ModelRow::into_view)
-            .collect(),
+        items: page.items.into_iter().map(ModelVersionView::from).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -108,14 +63,12 @@ pub async fn list_models(
 pub async fn active_models(
     State(app): State<AppState>,
 ) -> Result<Json<Vec<ModelVersionView>>, ApiError> {
-    let rows: Vec<ModelRow> = sqlx::query_as(&format!(
+    let rows: Vec<ModelVersionRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM model_version WHERE status = 'active' ORDER BY task"
     ))
     .fetch_all(&app.db)
     .await?;
-    Ok(Json(
-        rows.into_iter().filter_map(ModelRow::into_view).collect(),
-    ))
+    Ok(Json(rows.into_iter().map(ModelVersionView::from).collect()))
 }
 
 /// One model version.
@@ -135,13 +88,12 @@ pub async fn get_model(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ModelVersionView>, ApiError> {
-    let row: Option<ModelRow> = sqlx::query_as(&format!(
+    let row: Option<ModelVersionRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM model_version WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(&app.db)
     .await?;
-    row.and_then(ModelRow::into_view)
-        .map(Json)
+    row.map(|r| Json(r.into()))
         .ok_or_else(|| ApiError::not_found(format!("no model version {id}")))
 }

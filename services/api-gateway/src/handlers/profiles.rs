@@ -126,7 +126,7 @@ enum SortKey {
     LastSeen(Option<DateTime<Utc>>, Uuid),
     /// Lifetime value, as a decimal string (exact).
     Ltv(String, Uuid),
-    /// Orders.
+    /// Orders placed, then the id.
     Orders(i32, Uuid),
 }
 

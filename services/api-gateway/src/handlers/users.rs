@@ -87,7 +87,7 @@ pub async fn create_user(
     let user = storage::users::create_user(&app.db, &body.email, &body.password, body.role)
         .await
         .map_err(storage_error)?;
-    tracing::info!(user = %user.email, role = %user.role, "user created");
+    tracing::info!(user = %user.email, role = %user.role(), "user created");
     Ok((StatusCode::CREATED, Json(user_view(&user))))
 }
 
@@ -200,7 +200,7 @@ pub async fn create_token(
         storage::users::create_token(&app.db, &body.name, body.role, caller.user_id())
             .await
             .map_err(storage_error)?;
-    tracing::info!(token = %row.name, role = %row.role, by = %caller.actor(), "API token created");
+    tracing::info!(token = %row.name, role = %row.role(), by = %caller.actor(), "API token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {

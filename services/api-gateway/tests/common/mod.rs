@@ -30,7 +30,7 @@ pub struct Gateway {
 /// How a caller authenticates.
 #[derive(Debug, Clone)]
 pub enum Credentials {
-    /// Nobody.
+    /// No credentials at all.
     Anonymous,
     /// A session cookie (state-changing requests also send the CSRF header).
     Cookie(String),
@@ -208,7 +208,7 @@ pub fn code(body: &Value) -> &str {
 pub struct ProfileSeed<'a> {
     /// Display name.
     pub name: Option<&'a str>,
-    /// Identifiers.
+    /// `(kind, value)` pairs the profile holds.
     pub identifiers: Vec<(&'a str, &'a str)>,
     /// Last seen.
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -216,9 +216,9 @@ pub struct ProfileSeed<'a> {
     pub orders: i32,
     /// Lifetime value.
     pub ltv: &'a str,
-    /// Channels.
+    /// Channel names it was seen on.
     pub channels: Vec<&'a str>,
-    /// Created.
+    /// When the profile row was created.
     pub created_at: DateTime<Utc>,
 }
 

@@ -169,7 +169,7 @@ pub struct Summary {
     pub suspect_identifiers: i64,
     /// Orders and their revenue net of refunds, cancelled orders excluded.
     pub orders: i64,
-    /// Revenue.
+    /// Sum of order totals, refunds not deducted.
     pub revenue: rust_decimal::Decimal,
     /// Re-drives from Postgres during the wait.
     pub republished: u32,
