@@ -32,8 +32,8 @@ default:
 up: setup env-file services build-release build-dashboard migrate
     scripts/after-up $$ & exec target/release/ctl up
 
-# Every check: format, lints (host and wasm), the whole test suite, the compose file, browser tests. Stops at the first failure; needs no terminal.
-test: setup test-services fmt-check lint lint-dashboard doc build test-suite check-compose test-browser
+# Every check: format, lints (host and wasm), the whole test suite, the API fuzzer, the compose file, browser tests. Stops at the first failure; needs no terminal.
+test: setup test-services fmt-check lint lint-dashboard doc build test-suite test-api-fuzz check-compose test-browser
 
 # Install missing tools (apt packages, cmake >= 3.28, wasm target, wasm-bindgen-cli); quiet when all are present.
 setup:
@@ -120,6 +120,10 @@ test-suite: build
     else
         cargo test {{ locked }} {{ host }} --no-fail-fast
     fi
+
+# The API fuzzer: schemathesis (installed by setup) against the gateway's served OpenAPI document as an admin, a bounded number of examples per operation.
+test-api-fuzz: test-services
+    cargo test {{ locked }} -p api-gateway --test schemathesis -- --ignored
 
 # Validate infra/docker-compose.yml when a compose client exists (no engine needed).
 check-compose:

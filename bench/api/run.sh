@@ -27,6 +27,8 @@ admin_url="${BENCH_ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgr
 export DATABASE_URL="${admin_url%/*}/$db_name"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 export STREAM_PREFIX="bench-api:"
+# Integration secrets are sealed at rest; a throw-away key for the throw-away database.
+export INTEGRATION_SECRETS_KEY="${INTEGRATION_SECRETS_KEY:-$(head -c 32 /dev/urandom | base64)}"
 export API_GATEWAY_BIND="${BENCH_API_BIND:-127.0.0.1:18380}"
 export DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-16}"
 export DASHBOARD_DIR=/nonexistent

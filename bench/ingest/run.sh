@@ -19,6 +19,8 @@ shift || true
 export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/constintel_bench}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 export STREAM_PREFIX="bench-ingest:"
+# Integration secrets are sealed at rest; a throw-away key for the throw-away database.
+export INTEGRATION_SECRETS_KEY="${INTEGRATION_SECRETS_KEY:-$(head -c 32 /dev/urandom | base64)}"
 export INGEST_BIND="127.0.0.1:${BENCH_INGEST_PORT:-18481}"
 export PUBLIC_BASE_URL="http://$INGEST_BIND"
 export DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-8}"

@@ -527,10 +527,19 @@ async fn load(
     let marked_large = insert_rate(&db, 6, shopify_json, true).await?;
 
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
+    let key = storage::secrets::SecretsKey::from_base64(
+        settings
+            .integration_secrets_key
+            .as_ref()
+            .map(config::ExposeSecret::expose_secret)
+            .context("INTEGRATION_SECRETS_KEY is not set (run.sh sets one)")?,
+    )?;
     let shop =
-        ingestion::integrations::create(&db, "shopify", &format!("bench-{stamp}"), None).await?;
+        ingestion::integrations::create(&db, &key, "shopify", &format!("bench-{stamp}"), None)
+            .await?;
     let seg =
-        ingestion::integrations::create(&db, "segment", &format!("bench-{stamp}"), None).await?;
+        ingestion::integrations::create(&db, &key, "segment", &format!("bench-{stamp}"), None)
+            .await?;
     let target = Arc::new(Target {
         base: url.trim_end_matches('/').to_owned(),
         shopify: shop.id,

@@ -4,11 +4,9 @@
 //! (it never overrides a variable already set), then every setting comes from an
 //! environment variable of the same name in upper case (`DATABASE_URL`,
 //! `STREAM_PREFIX`, ...). `env.template` at the repository root lists each one with its
-//! default and meaning. Secrets (passwords, tokens, API keys) are [`SecretString`]s:
-//! their `Debug` prints `[REDACTED]`. The connection URLs (`DATABASE_URL`,
-//! `REDIS_URL`) are plain strings and may carry a password, so `Settings`' `Debug`
-//! is not fit for logs: log a URL through [`redact_url_password`] (or
-//! [`Settings::database_url_redacted`]).
+//! default and meaning. Secrets are [`SecretString`]s: their `Debug` prints
+//! `[REDACTED]`, and connection strings are [`ConnectionUrl`]s, which print without
+//! their password, so settings can be logged whole.
 //!
 //! Settings that belong to one subsystem live in their own module and are flattened
 //! into [`Settings`], so they are still plain top-level variables.
@@ -27,10 +25,12 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 pub mod api;
+mod connection_url;
 pub mod identity;
 pub mod ingest;
 pub mod ml;
 
+pub use connection_url::{ConnectionUrl, REDACTED, redact_url_password};
 pub use secrecy::ExposeSecret;
 
 /// How log lines are written.
@@ -52,12 +52,12 @@ pub struct SettingsError(#[from] Box<figment::Error>);
 /// Every setting of the fleet. Each binary reads the parts it needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    /// Postgres connection string.
-    pub database_url: String,
+    /// Postgres connection string (prints without its password).
+    pub database_url: ConnectionUrl,
     /// Connections per service pool.
     pub database_max_connections: u32,
-    /// Redis connection string.
-    pub redis_url: String,
+    /// Redis connection string (prints without its password).
+    pub redis_url: ConnectionUrl,
     /// Prefix of every Redis key and stream this fleet uses (tests use a random one).
     pub stream_prefix: String,
     /// Approximate cap on each stream's length (`XADD MAXLEN ~`).
@@ -86,6 +86,10 @@ pub struct Settings {
     pub identity_merger_bind: SocketAddr,
     /// Bind address of ml-inference's health and metrics port.
     pub ml_inference_bind: SocketAddr,
+    /// Key integration secrets are sealed with at rest: 32 random bytes, base64.
+    /// Required by ingest, the api-gateway and `ctl` commands that touch integrations.
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub integration_secrets_key: Option<SecretString>,
     /// Subsystem settings.
     #[serde(flatten)]
     pub ingest: ingest::IngestSettings,
@@ -111,13 +115,13 @@ struct Defaults {
     stream_batch_size: usize,
     stream_claim_idle_ms: u64,
     default_phone_region: &'static str,
-    trusted_proxies: &'static str,
     log_format: LogFormat,
     api_gateway_bind: &'static str,
     ingest_bind: &'static str,
     normalizer_bind: &'static str,
     identity_merger_bind: &'static str,
     ml_inference_bind: &'static str,
+    trusted_proxies: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -130,13 +134,13 @@ const DEFAULTS: Defaults = Defaults {
     stream_batch_size: 256,
     stream_claim_idle_ms: 30_000,
     default_phone_region: "IN",
-    trusted_proxies: "",
     log_format: LogFormat::Pretty,
     api_gateway_bind: "127.0.0.1:8080",
     ingest_bind: "127.0.0.1:8081",
     normalizer_bind: "127.0.0.1:9102",
     identity_merger_bind: "127.0.0.1:9103",
     ml_inference_bind: "127.0.0.1:9104",
+    trusted_proxies: "",
 };
 
 impl Settings {
@@ -176,21 +180,7 @@ impl Settings {
 
     /// The Postgres URL with any password replaced by `***`, for logs.
     pub fn database_url_redacted(&self) -> String {
-        redact_url_password(&self.database_url)
-    }
-}
-
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
-pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((creds, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+        self.database_url.redacted()
     }
 }
 
@@ -211,9 +201,10 @@ mod tests {
     fn defaults_follow_the_brief() {
         let s = Settings::from_pairs([]).unwrap();
         assert_eq!(
-            s.database_url,
+            s.database_url.as_str(),
             "postgres://postgres@127.0.0.1:5432/constintel"
         );
+        assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.api_gateway_bind.port(), 8080);
         assert_eq!(s.ingest_bind.port(), 8081);
         assert_eq!(s.normalizer_bind.port(), 9102);
@@ -241,12 +232,27 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Settings::from_pairs([("ADMIN_PASSWORD", "hunter2-secret".to_owned())]).unwrap();
-        assert!(!format!("{s:?}").contains("hunter2-secret"));
+        let s = Settings::from_pairs([
+            ("ADMIN_PASSWORD", "hunter2-secret".to_owned()),
+            (
+                "DATABASE_URL",
+                "postgres://app:pg-hunter2@db:5432/constintel".to_owned(),
+            ),
+            ("REDIS_URL", "redis://:redis-hunter2@cache:6379".to_owned()),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in ["hunter2-secret", "pg-hunter2", "redis-hunter2"] {
+            assert!(!shown.contains(secret), "{secret} printed in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db:5432/constintel"));
         assert_eq!(
-            redact_url_password("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
+            s.database_url.as_str(),
+            "postgres://app:pg-hunter2@db:5432/constintel"
         );
-        assert_eq!(redact_url_password("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            s.database_url_redacted(),
+            "postgres://app:***@db:5432/constintel"
+        );
     }
 }

@@ -59,6 +59,21 @@ names! {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_openapi_schema_lists_the_wire_names() {
+        use utoipa::PartialSchema as _;
+        let schema = serde_json::to_value(Source::schema()).unwrap();
+        let listed: Vec<&str> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let names: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(listed, names);
+    }
+
     #[test]
     fn names_round_trip() {
         for s in Source::ALL {

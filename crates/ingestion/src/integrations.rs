@@ -7,14 +7,16 @@
 use sqlx::PgPool;
 use storage::StorageError;
 use storage::integrations::{self, Integration};
+use storage::secrets::SecretsKey;
 use uuid::Uuid;
 
 use crate::sources;
 
-/// Creates an integration of `kind` named `name`. `secret` of `None` generates one
-/// with the source's credential prefix.
+/// Creates an integration of `kind` named `name`, its secret sealed under `key`.
+/// `secret` of `None` generates one with the source's credential prefix.
 pub async fn create(
     db: &PgPool,
+    key: &SecretsKey,
     kind: &str,
     name: &str,
     secret: Option<&str>,
@@ -30,18 +32,22 @@ pub async fn create(
         || integrations::generate_secret(connector.credential().prefix()),
         str::to_owned,
     );
-    integrations::insert(db, connector.source(), name, &secret).await
+    integrations::insert(db, key, connector.source(), name, &secret).await
 }
 
 /// Replaces an integration's secret with a new random one (same prefix rule as
 /// [`create`]) and returns the updated row; `None` when there is no such integration.
-pub async fn rotate_secret(db: &PgPool, id: Uuid) -> Result<Option<Integration>, StorageError> {
-    let Some(current) = integrations::get(db, id).await? else {
+pub async fn rotate_secret(
+    db: &PgPool,
+    key: &SecretsKey,
+    id: Uuid,
+) -> Result<Option<Integration>, StorageError> {
+    let Some(current) = integrations::get(db, key, id).await? else {
         return Ok(None);
     };
     let connector = sources::by_kind(&current.kind).ok_or_else(|| {
         StorageError::Invalid(format!("stored integration kind `{}`", current.kind))
     })?;
     let secret = integrations::generate_secret(connector.credential().prefix());
-    integrations::set_secret(db, id, &secret).await
+    integrations::set_secret(db, key, id, &secret).await
 }

@@ -75,6 +75,23 @@ impl TrustedProxies {
     }
 }
 
+impl TrustedProxies {
+    /// Whether a request from `peer` came over HTTPS, by the word of a trusted proxy:
+    /// the nearest one's (right-most) `X-Forwarded-Proto`. Never for an untrusted peer
+    /// (this service itself speaks plain HTTP).
+    pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        self.trusts(canonical(peer))
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .next_back()
+                .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+    }
+}
+
 /// One `X-Forwarded-For` entry: an address, possibly with a port or in brackets.
 fn parse_hop(s: &str) -> Option<IpAddr> {
     let s = s.trim();
@@ -129,6 +146,26 @@ mod tests {
             h.append("x-forwarded-for", v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn https_is_a_trusted_proxys_word_only() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-proto", "http".parse().unwrap());
+        h.append("x-forwarded-proto", "https".parse().unwrap());
+        let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        assert!(
+            proxies.forwarded_https(ip("10.0.0.1"), &h),
+            "the nearest proxy's word"
+        );
+        assert!(
+            !proxies.forwarded_https(ip("203.0.113.9"), &h),
+            "untrusted peer"
+        );
+        assert!(!proxies.forwarded_https(ip("10.0.0.1"), &HeaderMap::new()));
+        let mut plain = HeaderMap::new();
+        plain.append("x-forwarded-proto", "https, http".parse().unwrap());
+        assert!(!proxies.forwarded_https(ip("10.0.0.1"), &plain));
     }
 
     #[test]

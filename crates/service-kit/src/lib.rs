@@ -36,6 +36,7 @@ use anyhow::Context as _;
 use axum::Router;
 use config::Settings;
 use sqlx::PgPool;
+use storage::secrets::SecretsKey;
 use tokio::net::TcpListener;
 
 /// What a running service holds: settings, connections and the shutdown token.
@@ -64,6 +65,12 @@ impl ServiceContext {
             })?;
         storage::migrate(&db).await.context("applying migrations")?;
         let redis = connect_redis(&settings.redis_url).await?;
+        // Display of a ConnectionUrl leaves the password out.
+        tracing::info!(
+            database = %settings.database_url,
+            redis = %settings.redis_url,
+            "connected"
+        );
         Ok(Self {
             settings,
             db,
@@ -97,12 +104,40 @@ impl ServiceContext {
     }
 }
 
-/// Opens a managed Redis connection (reconnects on its own after a drop).
+/// The key integration secrets are sealed with, from `INTEGRATION_SECRETS_KEY`.
+pub fn secrets_key(settings: &Settings) -> anyhow::Result<SecretsKey> {
+    use config::ExposeSecret as _;
+    let value = settings.integration_secrets_key.as_ref().context(
+        "INTEGRATION_SECRETS_KEY is not set: integration secrets are sealed with it at rest. \
+         Make one with `openssl rand -base64 32` (`./scripts/dev up` writes one into .env) \
+         and give every service the same",
+    )?;
+    Ok(SecretsKey::from_base64(value.expose_secret())?)
+}
+
+/// [`secrets_key`], after sealing the integration secrets still stored in plaintext
+/// (written before secrets were sealed): what services that read integrations call
+/// at start-up.
+pub async fn integration_secrets_key(ctx: &ServiceContext) -> anyhow::Result<SecretsKey> {
+    let key = secrets_key(&ctx.settings)?;
+    let sealed = storage::integrations::seal_plaintext(&ctx.db, &key)
+        .await
+        .context("sealing integration secrets stored in plaintext")?;
+    if sealed > 0 {
+        tracing::info!(integrations = sealed, key = %key.id(), "sealed integration secrets that were stored in plaintext");
+    }
+    Ok(key)
+}
+
+/// Opens a managed Redis connection (reconnects on its own after a drop). Errors name
+/// the URL without its password.
 pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(url).with_context(|| format!("invalid REDIS_URL {url}"))?;
+    let shown = || config::redact_url_password(url);
+    let client =
+        redis::Client::open(url).with_context(|| format!("invalid REDIS_URL {}", shown()))?;
     redis::aio::ConnectionManager::new(client)
         .await
-        .with_context(|| format!("connecting to Redis at {url}"))
+        .with_context(|| format!("connecting to Redis at {}", shown()))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight

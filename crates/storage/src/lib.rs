@@ -39,6 +39,7 @@ pub mod models;
 pub mod names;
 pub mod normalized;
 pub mod profiles;
+pub mod secrets;
 pub mod users;
 
 pub use names::Named;

@@ -418,12 +418,13 @@ pub async fn create_token(
     role: Role,
     created_by: Option<Uuid>,
 ) -> Result<(String, ApiToken), StorageError> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
+    // As the API documents it: at most 100 characters, not blank.
+    if name.chars().count() > 100 || name.trim().is_empty() {
         return Err(StorageError::Invalid(
             "the token name must have 1 to 100 characters".into(),
         ));
     }
+    let name = name.trim();
     let token = new_secret(API_TOKEN_PREFIX);
     let prefix: String = token.chars().take(API_TOKEN_PREFIX.len() + 6).collect();
     let row = sqlx::query_as::<_, ApiToken>(&format!(

@@ -104,6 +104,11 @@ impl TestEnv {
             ("NORMALIZER_BIND", "127.0.0.1:0".into()),
             ("IDENTITY_MERGER_BIND", "127.0.0.1:0".into()),
             ("ML_INFERENCE_BIND", "127.0.0.1:0".into()),
+            // Integration secrets are sealed at rest: every env has a key of its own.
+            (
+                "INTEGRATION_SECRETS_KEY",
+                storage::secrets::SecretsKey::generate().1,
+            ),
         ];
         pairs.extend(overrides);
         let vars = pairs
@@ -127,6 +132,11 @@ impl TestEnv {
     /// The stream prefix of this env.
     pub fn prefix(&self) -> &str {
         &self.settings.stream_prefix
+    }
+
+    /// The key this env's integration secrets are sealed with.
+    pub fn secrets_key(&self) -> storage::secrets::SecretsKey {
+        service_kit::secrets_key(&self.settings).expect("every test env has a secrets key")
     }
 
     /// A [`ServiceContext`] on this env (sharing its pool, Redis and shutdown token).

@@ -38,17 +38,26 @@ export function launch() {
 
 /**
  * A fresh browser context (own cookies) and page at the laptop size the screenshots
- * use. Wasm panics and uncaught errors are collected in `page.errors`: specs assert
- * there are none.
+ * use. Wasm panics, uncaught errors and anything the gateway's Content-Security-Policy
+ * blocked are collected in `page.errors`: specs assert there are none.
  */
 export async function newPage(browser, viewport = { width: 1366, height: 768 }) {
   const context = await browser.newContext({ viewport, baseURL: BASE });
+  // The browser reports what the policy blocks as an event on the document.
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`),
+    );
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(e.message));
   page.on("console", (m) => {
-    if (m.type() === "error" && /panicked|RuntimeError|unreachable/.test(m.text())) {
+    if (
+      m.type() === "error" &&
+      /panicked|RuntimeError|unreachable|CSP violation|Content Security Policy/.test(m.text())
+    ) {
       page.errors.push(m.text());
     }
   });

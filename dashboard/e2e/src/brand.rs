@@ -634,6 +634,13 @@ pub async fn generated(fleet: &Fleet, customers: usize, months: u32) -> anyhow::
         .env("DATABASE_URL", &s.database_url)
         .env("REDIS_URL", &s.redis_url)
         .env("STREAM_PREFIX", &s.stream_prefix)
+        .envs(
+            fleet
+                .env
+                .process_vars()
+                .into_iter()
+                .filter(|(k, _)| k == "INTEGRATION_SECRETS_KEY"),
+        )
         .env("PUBLIC_BASE_URL", &fleet.ingest)
         .env("LOG_FORMAT", "pretty")
         .env("RUST_LOG", "warn")

@@ -1,6 +1,6 @@
 //! Who is calling, and may they: authentication by session cookie or bearer token, the
 //! per-route guard that enforces each route's minimum role and the CSRF rules, and the
-//! login rate limiter.
+//! re-check live feeds make of the credential they were opened with.
 //!
 //! The guard runs before the handler and its extractors, so an anonymous caller gets
 //! 401 and a too-weak role 403 whatever the request carries. Cookie-authenticated
@@ -9,11 +9,10 @@
 //! need no such proof.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -142,8 +141,63 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
     {
         return e.into_response();
     }
+    let credential = Credential::of(req.headers(), required);
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(credential);
     next.run(req).await
+}
+
+/// What a guarded request authenticated with (its `Authorization` header or session
+/// cookie) and the role its route needs, kept so that a response that lives on (a
+/// server-sent-event feed) can ask again later whether the caller may still see it.
+#[derive(Clone)]
+pub struct Credential {
+    headers: HeaderMap,
+    required: Role,
+}
+
+impl Credential {
+    fn of(headers: &HeaderMap, required: Role) -> Self {
+        let mut kept = HeaderMap::new();
+        for name in [header::AUTHORIZATION, header::COOKIE] {
+            for value in headers.get_all(&name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        Self {
+            headers: kept,
+            required,
+        }
+    }
+
+    /// Whether the credential still authenticates `principal` with the role the route
+    /// needs: `Some(false)` when it was revoked, expired, disabled or demoted, `None`
+    /// when Postgres could not be asked (a revocation needs Postgres too, so an outage
+    /// is not one). Always asks Postgres, never the verified-credential cache.
+    pub async fn still_valid(&self, app: &AppState, principal: &Principal) -> Option<bool> {
+        match authenticate_in_db(app, &self.headers).await {
+            Ok(Some((now, _))) => Some(
+                now.id == principal.id
+                    && now.kind == principal.kind
+                    && now.role.allows(self.required),
+            ),
+            Ok(None) => Some(false),
+            Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => Some(false),
+            Err(_) => None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Credential>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unauthorized", "sign in first"))
+    }
 }
 
 fn is_state_changing(method: &Method) -> bool {
@@ -352,105 +406,10 @@ pub fn check_origin(headers: &HeaderMap, cors_origins: &str) -> Result<(), ApiEr
     }
 }
 
-/// The client address of a request: the TCP peer (proxies are not trusted, so a
-/// forged `X-Forwarded-For` cannot dodge the login limit).
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::from([0, 0, 0, 0]), |ci| ci.0.ip()),
-        ))
-    }
-}
-
-/// Allows each client address `per_minute` login attempts per minute: a token bucket
-/// of that size refilled continuously, so a burst is possible but the long-run rate is
-/// bounded. State is per gateway process.
-pub struct LoginLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl LoginLimiter {
-    /// A limiter of `per_minute` attempts per address (0 blocks every login).
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one attempt for `ip`; `Err(wait)` when none is left, with the time until
-    /// the next one.
-    pub fn attempt(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.attempt_at(ip, Instant::now())
-    }
-
-    fn attempt_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute);
-        if capacity == 0.0 {
-            return Err(Duration::from_secs(60));
-        }
-        let per_sec = capacity / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 10_000 {
-            // Forget addresses whose bucket has refilled: they are indistinguishable
-            // from new ones.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < capacity
-            });
-        }
-        let bucket = buckets.entry(ip).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_sec).min(capacity);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn limiter_allows_a_burst_then_refills() {
-        let limiter = LoginLimiter::new(3);
-        let a = IpAddr::from([10, 0, 0, 1]);
-        let b = IpAddr::from([10, 0, 0, 2]);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.attempt_at(a, t0).is_ok());
-        }
-        let wait = limiter.attempt_at(a, t0).unwrap_err();
-        assert!(wait <= Duration::from_secs(20) && wait > Duration::from_secs(19));
-        assert!(
-            limiter.attempt_at(b, t0).is_ok(),
-            "addresses are independent"
-        );
-        assert!(limiter.attempt_at(a, t0 + Duration::from_secs(20)).is_ok());
-        assert!(limiter.attempt_at(a, t0 + Duration::from_secs(20)).is_err());
-        assert!(LoginLimiter::new(0).attempt_at(a, t0).is_err());
-    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -18,17 +18,26 @@ use serde::de::DeserializeOwned;
 use service_kit::ApiError;
 
 /// A JSON body; a malformed one answers 400 (415 without a JSON content type, 413 when
-/// too large) with the reason.
+/// too large) with the reason. Every body of this API is a JSON object: anything else
+/// (an array serde would read field by field, a bare string) is a 400 too.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(req, state)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|axum::Json(v)| ApiJson(v))
-            .map_err(json_rejection)
+            .map_err(json_rejection)?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request("bad_request", format!("invalid body: {e}")))
     }
 }
 

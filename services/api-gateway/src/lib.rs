@@ -7,7 +7,10 @@
 //!   the same declaration mounts the handler, guards it and documents it, so the
 //!   router, the authorisation rules and the OpenAPI document cannot disagree.
 //! - `auth`: who is calling (session cookie or bearer token), the guard that enforces
-//!   roles and CSRF rules, and the login rate limiter.
+//!   roles and CSRF rules; `throttle`: sign-in limits per client and per account;
+//!   `live`: live feeds end when their caller's credential does.
+//! - `headers`: the security headers of every response (CSP, framing, sniffing,
+//!   referrer, HSTS over HTTPS).
 //! - `handlers/*`: one module per endpoint group, named like the `domain::api` file of
 //!   the payloads it serves. Reads around a profile (its family, orders, identifiers,
 //!   predictions) go through `storage::customer360`, which also builds the Customer 360.
@@ -31,8 +34,11 @@
 mod auth;
 mod extract;
 mod handlers;
+mod headers;
+mod live;
 pub mod routes;
 mod state;
+mod throttle;
 mod web;
 
 use std::time::Duration;
@@ -56,8 +62,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Runs the gateway on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     bootstrap_admin(&ctx).await?;
-    let state = AppState::new(&ctx);
-    tokio::spawn(purge_sessions(ctx.clone()));
+    let secrets_key = service_kit::integration_secrets_key(&ctx).await?;
+    let state = AppState::new(&ctx, secrets_key)?;
+    tokio::spawn(purge_sessions(ctx.clone(), state.clone()));
     let served = service_kit::serve(listener, app(&ctx, state.clone()), ctx.shutdown.clone()).await;
     // Imports whose upload already finished keep running until their file is read.
     state.background.close();
@@ -69,11 +76,17 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
 /// dashboard, with CORS, compression, request ids and tracing.
 pub fn app(ctx: &ServiceContext, state: AppState) -> Router {
     let api = routes::build(state.clone());
-    Router::new()
+    let api_router = headers::api(api.router);
+    let router = Router::new()
         .merge(service_kit::ops_router(ctx.readiness()))
-        .nest("/api/v1", api.router)
-        .merge(web::router(&ctx.settings))
-        .layer(cors(&ctx.settings.api.cors_origins))
+        .nest("/api/v1", api_router)
+        .merge(web::router(&ctx.settings));
+    headers::all(
+        router,
+        ctx.settings.api.hsts_max_age_secs,
+        state.trusted_proxies.clone(),
+    )
+    .layer(cors(&ctx.settings.api.cors_origins))
         .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -134,12 +147,15 @@ async fn bootstrap_admin(ctx: &ServiceContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes expired sessions every hour until shutdown.
-async fn purge_sessions(ctx: ServiceContext) {
+/// Deletes expired sessions every hour, and forgets idle sign-in limits every minute,
+/// until shutdown.
+async fn purge_sessions(ctx: ServiceContext, state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut limits = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
+            _ = limits.tick() => state.login_limiter.forget_idle(),
             _ = tick.tick() => {
                 match storage::users::purge_expired_sessions(&ctx.db).await {
                     Ok(0) => {}

@@ -154,10 +154,33 @@ fn document_access(op: &mut Operation, access: Access) {
         Some(d) if !d.is_empty() => format!("{d}\n\n{rule}"),
         _ => rule,
     });
+    let json_body = op
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    let takes_input = json_body || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
     let responses = &mut op.responses.responses;
     responses.entry("500".into()).or_insert_with(|| {
         error_response("Internal error (`internal`); details are logged, never returned.")
     });
+    // What the shared extractors answer (`extract.rs`), whatever the handler adds.
+    if takes_input {
+        responses.entry("400".into()).or_insert_with(|| {
+            error_response(
+                "Malformed parameters or body (`bad_request`, `bad_filter`, `bad_path`).",
+            )
+        });
+    }
+    if json_body {
+        responses.entry("415".into()).or_insert_with(|| {
+            error_response(
+                "The body was not sent as `Content-Type: application/json` (`unsupported_media_type`).",
+            )
+        });
+        responses.entry("413".into()).or_insert_with(|| {
+            error_response("The body is larger than the API accepts (`payload_too_large`).")
+        });
+    }
     if let Access::Role(_) = access {
         op.security = Some(vec![
             SecurityRequirement::new("session", Vec::<String>::new()),
@@ -256,8 +279,10 @@ pub fn build(state: AppState) -> Api {
         .split_for_parts();
     describe(&mut openapi);
     // Serialised once: the document depends only on the code.
+    let mut served = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
+    describe_event_streams(&mut served);
     let _ = state.openapi.set(bytes::Bytes::from(
-        serde_json::to_vec(&openapi).expect("the OpenAPI document serialises"),
+        serde_json::to_vec(&served).expect("the OpenAPI document serialises"),
     ));
     Api {
         router,
@@ -330,6 +355,65 @@ fn describe(doc: &mut OpenApi) {
             })
             .collect(),
     );
+}
+
+/// The server-sent-event feeds: each one's path and, per event name, the schema of the
+/// event's JSON `data`.
+fn event_streams() -> [(&'static str, Vec<(&'static str, String)>); 2] {
+    use domain::api::{CsvImportView, StreamEntry, StreamsOverview, import_events, live_events};
+    [
+        (
+            "/streams/live",
+            vec![
+                (live_events::STATS, StreamsOverview::name().into_owned()),
+                (live_events::ENTRY, StreamEntry::name().into_owned()),
+            ],
+        ),
+        (
+            "/imports/{id}/events",
+            vec![
+                (import_events::PROGRESS, CsvImportView::name().into_owned()),
+                (import_events::DONE, CsvImportView::name().into_owned()),
+            ],
+        ),
+    ]
+}
+
+/// Describes each event of the server-sent-event feeds the way OpenAPI 3.2 does (and
+/// tools read 3.1 documents): the `text/event-stream` schema is that of one event, an
+/// object with its `event` name and its `data`, a JSON string whose `contentSchema` is
+/// the payload's schema. utoipa has no words for `contentSchema`, so this edits the
+/// serialised document.
+fn describe_event_streams(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    for (path, events) in event_streams() {
+        let variants: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(event, schema)| {
+                json!({
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"const": event},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": format!("#/components/schemas/{schema}")}
+                        },
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"}
+                    }
+                })
+            })
+            .collect();
+        let content = doc
+            .pointer_mut(&format!(
+                "/paths/{}/get/responses/200/content/text~1event-stream",
+                path.replace('~', "~0").replace('/', "~1")
+            ))
+            .unwrap_or_else(|| panic!("{path} documents a text/event-stream answer"));
+        content["schema"] = json!({ "oneOf": variants });
+    }
 }
 
 /// The OpenAPI document of this API.

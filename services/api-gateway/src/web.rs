@@ -31,6 +31,7 @@ pub fn router(settings: &Settings) -> Router {
             get(|| async { Redirect::permanent("/api/docs/") }),
         )
         .route("/api/docs/", get(viewer_page))
+        .route("/api/docs/init.js", get(viewer_script))
         .nest_service(
             "/api/docs/assets",
             ServeDir::new(&settings.api.openapi_viewer_dir),
@@ -39,11 +40,18 @@ pub fn router(settings: &Settings) -> Router {
         .with_state(dashboard)
 }
 
-/// The viewer page. The assets are checked in the browser, so a missing install says
-/// what to do instead of showing a blank page.
-async fn viewer_page() -> Html<&'static str> {
-    Html(
-        r##"<!doctype html>
+/// The viewer's policy: its own scripts only, and the inline styles Swagger UI sets.
+const VIEWER_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The viewer page. No inline script (the policy forbids it): `init.js` starts the
+/// viewer, or says what is missing when the assets are not installed.
+async fn viewer_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_SECURITY_POLICY, VIEWER_CSP)],
+        Html(
+            r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -54,8 +62,20 @@ async fn viewer_page() -> Html<&'static str> {
 <div id="swagger-ui"></div>
 <noscript>The API viewer needs JavaScript. The raw document is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</noscript>
 <script src="/api/docs/assets/swagger-ui-bundle.js"></script>
-<script>
-if (typeof SwaggerUIBundle === "undefined") {
+<script src="/api/docs/init.js"></script>
+</body>
+</html>
+"##,
+        ),
+    )
+}
+
+/// Starts Swagger UI on the API's document; the assets are checked in the browser, so
+/// a missing install says what to do instead of showing a blank page.
+async fn viewer_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        r##"if (typeof SwaggerUIBundle === "undefined") {
   document.getElementById("swagger-ui").innerHTML =
     "<p>The viewer's files (npm package <code>swagger-ui-dist</code>) are not installed in " +
     "<code>OPENAPI_VIEWER_DIR</code>; run the bootstrap. The document itself is at " +
@@ -69,9 +89,6 @@ if (typeof SwaggerUIBundle === "undefined") {
     requestInterceptor: (req) => { req.headers["X-Requested-With"] = "constintel"; return req; },
   });
 }
-</script>
-</body>
-</html>
 "##,
     )
 }

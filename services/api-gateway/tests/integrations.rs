@@ -74,9 +74,10 @@ async fn integrations_lifecycle_and_secrets() {
     assert_eq!(status, 200);
     let new_secret = rotated["secret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
-    let found = storage::integrations::find_by_secret(gw.db(), "shopify", &secret)
-        .await
-        .unwrap();
+    let found =
+        storage::integrations::find_by_secret(gw.db(), &gw.env.secrets_key(), "shopify", &secret)
+            .await
+            .unwrap();
     assert!(found.is_none(), "the old secret is gone");
 
     let (status, off) = gw
@@ -167,9 +168,10 @@ async fn source_kinds_come_from_the_registry() {
 #[tokio::test]
 async fn delivery_log_pages_newest_first() {
     let gw = Gateway::start().await;
-    let integration = ingestion::integrations::create(gw.db(), "pos", "tills", None)
-        .await
-        .unwrap();
+    let integration =
+        ingestion::integrations::create(gw.db(), &gw.env.secrets_key(), "pos", "tills", None)
+            .await
+            .unwrap();
     for i in 0..5 {
         sqlx::query(
             "INSERT INTO connection_logs (integration_id, at, endpoint, status, latency_ms, error) \
@@ -199,9 +201,10 @@ async fn delivery_log_pages_newest_first() {
 #[tokio::test]
 async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
     let gw = Gateway::start().await;
-    let integration = ingestion::integrations::create(gw.db(), "segment", "web", None)
-        .await
-        .unwrap();
+    let integration =
+        ingestion::integrations::create(gw.db(), &gw.env.secrets_key(), "segment", "web", None)
+            .await
+            .unwrap();
     let analyst = gw.session(Role::Analyst).await;
     let (status, accepted) = gw
         .post(
@@ -245,7 +248,7 @@ async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
     assert_eq!(log["items"][0]["raw_event_id"], raw_id.to_string());
     assert_eq!(log["items"][0]["status"], 202);
 
-    storage::integrations::set_enabled(gw.db(), integration.id, false)
+    storage::integrations::set_enabled(gw.db(), &gw.env.secrets_key(), integration.id, false)
         .await
         .unwrap();
     let (status, _) = gw
@@ -257,4 +260,110 @@ async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
         .await;
     assert_eq!(status, 409, "disabled integrations take no events");
     assert_eq!(gw.stream_entries(Topic::EventsRaw).await.len(), 1);
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_plaintext_rows_get_sealed_at_start() {
+    // A row written before secrets were sealed: plaintext in `secret`.
+    let gw = Gateway::start().await;
+    let legacy_id = Uuid::now_v7();
+    let legacy_secret = "whsec_legacy_0123456789abcdef";
+    sqlx::query(
+        "INSERT INTO integrations (id, kind, name, secret, secret_sha256) \
+         VALUES ($1, 'shopify', 'Legacy shop', $2, $3)",
+    )
+    .bind(legacy_id)
+    .bind(legacy_secret)
+    .bind(storage::integrations::secret_sha256(legacy_secret))
+    .execute(gw.db())
+    .await
+    .unwrap();
+    // A gateway starting on that database seals it (the first one started before the
+    // row existed; start a second one on the same env).
+    gw.env.spawn(api_gateway::run).await;
+    test_support::eventually(30, "the legacy secret to be sealed", || {
+        let db = gw.db().clone();
+        async move {
+            let plain: Option<String> =
+                sqlx::query_scalar("SELECT secret FROM integrations WHERE id = $1")
+                    .bind(legacy_id)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            plain.is_none().then_some(())
+        }
+    })
+    .await;
+
+    let admin = gw.token(Role::Admin).await;
+    let (status, created) = gw
+        .post(
+            "/integrations",
+            &admin,
+            json!({"kind": "woocommerce", "name": "Sealed shop"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let created_id: Uuid = created["integration"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let created_secret = created["secret"].as_str().unwrap().to_owned();
+
+    for (id, secret) in [
+        (legacy_id, legacy_secret),
+        (created_id, created_secret.as_str()),
+    ] {
+        let (plain, sealed): (Option<String>, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT secret, secret_sealed FROM integrations WHERE id = $1")
+                .bind(id)
+                .fetch_one(gw.db())
+                .await
+                .unwrap();
+        assert_eq!(plain, None, "no plaintext column value");
+        let sealed = sealed.expect("sealed");
+        assert!(
+            !sealed
+                .windows(8)
+                .any(|w| secret.as_bytes().windows(8).any(|s| s == w)),
+            "no 8 bytes of the secret appear in the stored value"
+        );
+        // Still usable: revealed to admins, found by ingest.
+        let (status, shown) = gw.get(&format!("/integrations/{id}/secret"), &admin).await;
+        assert_eq!(status, 200);
+        assert_eq!(shown["secret"], secret);
+        assert!(
+            shown["integration"]["secret_hint"]
+                .as_str()
+                .unwrap()
+                .ends_with(&secret[secret.len() - 4..])
+        );
+    }
+
+    // Another key cannot open them, and says so.
+    let (other, _) = storage::secrets::SecretsKey::generate();
+    let err = storage::integrations::get(gw.db(), &other, created_id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another INTEGRATION_SECRETS_KEY"), "{err}");
+    // Re-sealing under a new key keeps every secret.
+    let old = gw.env.secrets_key();
+    assert_eq!(
+        storage::integrations::reseal(gw.db(), &old, &other)
+            .await
+            .unwrap(),
+        2
+    );
+    let moved = storage::integrations::get(gw.db(), &other, legacy_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.secret, legacy_secret);
+    assert!(
+        storage::integrations::get(gw.db(), &old, legacy_id)
+            .await
+            .is_err()
+    );
 }

@@ -19,7 +19,10 @@ async fn document_lists_every_route_with_its_rules_and_errors() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert_eq!(doc["servers"][0]["url"], "/api/v1");
 
-    let routes = api_gateway::routes::build(api_gateway::AppState::new(&gw.env.context())).routes;
+    let routes = api_gateway::routes::build(
+        api_gateway::AppState::new(&gw.env.context(), gw.env.secrets_key()).unwrap(),
+    )
+    .routes;
     let served: BTreeSet<(String, String)> = routes
         .iter()
         .map(|r| {

@@ -50,10 +50,11 @@ async fn world(gw: &Gateway) -> World {
     common::seed_order(db, profile, "499.00", "Apparel", chrono::Utc::now()).await;
     let model = common::seed_model(db, "churn", "active").await;
     common::seed_prediction(db, profile, model, "churn", Some(0.4), None).await;
-    let integration = ingestion::integrations::create(db, "segment", "web", None)
-        .await
-        .unwrap()
-        .id;
+    let integration =
+        ingestion::integrations::create(db, &gw.env.secrets_key(), "segment", "web", None)
+            .await
+            .unwrap()
+            .id;
     let import = common::seed_import(db).await;
     let user = gw.user(Role::Viewer).await.id;
     let (_, token) = storage::users::create_token(db, "to-revoke", Role::Viewer, None)
@@ -184,7 +185,10 @@ async fn send(gw: &Gateway, method: &Method, path: &str, body: Body, who: &Crede
 async fn every_role_on_every_route() {
     let gw = Gateway::start().await;
     let w = world(&gw).await;
-    let routes = api_gateway::routes::build(api_gateway::AppState::new(&gw.env.context())).routes;
+    let routes = api_gateway::routes::build(
+        api_gateway::AppState::new(&gw.env.context(), gw.env.secrets_key()).unwrap(),
+    )
+    .routes;
     assert!(
         routes.len() >= 40,
         "the table lists the API ({} routes)",

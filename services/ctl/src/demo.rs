@@ -31,6 +31,7 @@ mod train;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use storage::secrets::SecretsKey;
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -111,8 +112,12 @@ fn local_url(bind: std::net::SocketAddr) -> String {
 }
 
 /// The integrations of the demo: existing `Demo …` ones are reused, the rest created.
-async fn integrations(db: &PgPool, public_base_url: &str) -> anyhow::Result<Endpoints> {
-    let existing = storage::integrations::list(db).await?;
+async fn integrations(
+    db: &PgPool,
+    key: &SecretsKey,
+    public_base_url: &str,
+) -> anyhow::Result<Endpoints> {
+    let existing = storage::integrations::list(db, key).await?;
     let mut by_kind = HashMap::new();
     for (kind, name) in [
         ("shopify", "Demo web shop"),
@@ -124,7 +129,7 @@ async fn integrations(db: &PgPool, public_base_url: &str) -> anyhow::Result<Endp
         let found = existing.iter().find(|i| i.kind == kind && i.name == name);
         let integration = match found {
             Some(i) => i.clone(),
-            None => ingestion::integrations::create(db, kind, name, None)
+            None => ingestion::integrations::create(db, key, kind, name, None)
                 .await
                 .with_context(|| format!("creating the {kind} integration"))?,
         };
@@ -330,7 +335,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
         "demo: simulating {} people over {} months ending {} (seed {})",
         cfg.customers, cfg.months, cfg.end, cfg.seed
     );
-    let ep = integrations(&db, &settings.ingest.public_base_url).await?;
+    let key = service_kit::secrets_key(settings)?;
+    let ep = integrations(&db, &key, &settings.ingest.public_base_url).await?;
     let whatsapp_days = args.whatsapp_days;
     let rendered = tokio::task::spawn_blocking(move || {
         let brand = scenario::generate(&cfg);

@@ -5,7 +5,8 @@
 //! configure at the source, how deliveries authenticate, and the secret under the name
 //! the source gives it (signing secret, auth token, write key, bearer token). The
 //! secret is printed only by `add`; `list` never shows it. Kinds, URLs and texts come
-//! from the source registry (`ingestion::sources`).
+//! from the source registry (`ingestion::sources`). Secrets are sealed at rest under
+//! `INTEGRATION_SECRETS_KEY`; `reseal` moves them to a new key.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -38,6 +39,19 @@ enum IntegrationCommand {
     },
     /// List integrations with their webhook URL, state and last delivery.
     List,
+    /// Re-seal every integration secret under the current `INTEGRATION_SECRETS_KEY`,
+    /// opening them with the previous key (changing the key).
+    Reseal {
+        /// The previous key (base64); from the environment only, so it stays out of
+        /// shell history and process lists.
+        #[arg(
+            long = "old-key",
+            env = "INTEGRATION_SECRETS_KEY_OLD",
+            hide_env_values = true,
+            hide = true
+        )]
+        old_key: String,
+    },
     /// List the kinds of source, with how each authenticates.
     Kinds,
 }
@@ -47,6 +61,8 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
     let db = storage::connect(&settings.database_url, 2)
         .await
         .context("connecting to Postgres")?;
+    // `kinds` needs no key; everything that reads or writes a secret does.
+    let key = || service_kit::secrets_key(settings);
     let base = &settings.ingest.public_base_url;
     match args.command {
         IntegrationCommand::Add { kind, name, secret } => {
@@ -59,9 +75,10 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
                     connector.authentication()
                 );
             }
-            let created = ingestion::integrations::create(&db, &kind, &name, secret.as_deref())
-                .await
-                .with_context(|| format!("creating the {kind} integration `{name}`"))?;
+            let created =
+                ingestion::integrations::create(&db, &key()?, &kind, &name, secret.as_deref())
+                    .await
+                    .with_context(|| format!("creating the {kind} integration `{name}`"))?;
             println!("id:          {}", created.id);
             println!("kind:        {}", created.kind);
             println!("name:        {}", created.name);
@@ -70,6 +87,19 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
             }
             println!("authentication: {}", connector.authentication());
             println!("{}: {}", connector.credential().name(), created.secret);
+        }
+        IntegrationCommand::Reseal { old_key } => {
+            let old = storage::secrets::SecretsKey::from_base64(&old_key)
+                .context("INTEGRATION_SECRETS_KEY_OLD")?;
+            let key = key()?;
+            let resealed = storage::integrations::reseal(&db, &old, &key).await?;
+            let plain = storage::integrations::seal_plaintext(&db, &key).await?;
+            println!(
+                "{} secrets re-sealed from key {} to key {}; {plain} plaintext secrets sealed",
+                resealed,
+                old.id(),
+                key.id()
+            );
         }
         IntegrationCommand::Kinds => {
             for c in sources::all() {
@@ -82,7 +112,7 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
             }
         }
         IntegrationCommand::List => {
-            let all = storage::integrations::list(&db).await?;
+            let all = storage::integrations::list(&db, &key()?).await?;
             if all.is_empty() {
                 println!("no integrations; add one with `ctl integration add`");
             }

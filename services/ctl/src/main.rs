@@ -75,6 +75,15 @@ async fn main() -> anyhow::Result<()> {
                 settings.database_url_redacted(),
                 if created { "created" } else { "existing" }
             );
+            // Integration secrets written before they were sealed are sealed now when
+            // the key is at hand (ingest and the api-gateway also do it at start-up).
+            if settings.integration_secrets_key.is_some() {
+                let key = service_kit::secrets_key(&settings)?;
+                let sealed = storage::integrations::seal_plaintext(&pool, &key).await?;
+                if sealed > 0 {
+                    println!("{sealed} integration secrets stored in plaintext are now sealed");
+                }
+            }
         }
         Command::Up(args) => supervisor::up(&settings, args).await?,
         Command::Streams => streams::show(&settings).await?,

@@ -15,6 +15,7 @@ use ingestion::signing::secret_matches;
 use sqlx::PgPool;
 use storage::StorageError;
 use storage::integrations::{self, Integration};
+use storage::secrets::SecretsKey;
 use uuid::Uuid;
 
 const MAX_ENTRIES: usize = 10_000;
@@ -29,6 +30,7 @@ type SecretKey = (&'static str, Vec<u8>);
 /// Cached integration lookups.
 pub struct Integrations {
     db: PgPool,
+    key: SecretsKey,
     ttl: Duration,
     by_id: RwLock<HashMap<Uuid, Cached>>,
     by_secret: RwLock<HashMap<SecretKey, Cached>>,
@@ -68,10 +70,12 @@ fn remember<K: std::hash::Hash + Eq>(
 }
 
 impl Integrations {
-    /// Lookups in `db`, each cached for `ttl` (zero: no caching).
-    pub fn new(db: PgPool, ttl: Duration) -> Self {
+    /// Lookups in `db` (secrets opened with `key`), each cached for `ttl` (zero: no
+    /// caching).
+    pub fn new(db: PgPool, key: SecretsKey, ttl: Duration) -> Self {
         Self {
             db,
+            key,
             ttl,
             by_id: RwLock::default(),
             by_secret: RwLock::default(),
@@ -87,7 +91,9 @@ impl Integrations {
         let found = match fresh(&self.by_id, &id, self.ttl) {
             Some(hit) => hit,
             None => {
-                let row = integrations::get(&self.db, id).await?.map(Arc::new);
+                let row = integrations::get(&self.db, &self.key, id)
+                    .await?
+                    .map(Arc::new);
                 remember(&self.by_id, id, row.clone());
                 row
             }
@@ -106,7 +112,7 @@ impl Integrations {
         let found = match fresh(&self.by_secret, &key, self.ttl) {
             Some(hit) => hit,
             None => {
-                let row = integrations::find_by_secret(&self.db, kind, secret)
+                let row = integrations::find_by_secret(&self.db, &self.key, kind, secret)
                     .await?
                     .map(Arc::new);
                 remember(&self.by_secret, key, row.clone());

@@ -102,6 +102,7 @@ fn router(app: App) -> Router {
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let settings = &ctx.settings;
+    let secrets_key = service_kit::integration_secrets_key(&ctx).await?;
     let streams = ctx.streams();
     let (store, store_tasks) = RawEventStore::start(
         ctx.db.clone(),
@@ -115,6 +116,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         connection_log,
         integrations: Arc::new(Integrations::new(
             ctx.db.clone(),
+            secrets_key,
             Duration::from_millis(settings.ingest.ingest_integration_cache_ms),
         )),
         public_base_url: Arc::from(settings.ingest.public_base_url.trim_end_matches('/')),

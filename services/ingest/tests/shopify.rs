@@ -181,7 +181,7 @@ async fn unknown_disabled_malformed_and_oversize_are_refused() {
     .await;
     assert_eq!(resp.status(), 413, "oversize");
 
-    storage::integrations::set_enabled(&env.db, id, false)
+    storage::integrations::set_enabled(&env.db, &env.secrets_key(), id, false)
         .await
         .unwrap();
     let resp = post_shopify(&client, &base, id, &secret, "orders/create", "w5", &body).await;

@@ -365,7 +365,7 @@ async fn segment_refuses_bad_keys_oversize_and_invalid_messages() {
         400
     );
 
-    storage::integrations::set_enabled(&env.db, id, false)
+    storage::integrations::set_enabled(&env.db, &env.secrets_key(), id, false)
         .await
         .unwrap();
     assert_eq!(

@@ -72,11 +72,16 @@ pub struct IntegrationView {
 pub struct CreateIntegrationRequest {
     /// Source kind.
     pub kind: Source,
-    /// Name, unique per kind.
+    /// Name, unique per kind (not blank).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, pattern = r"\S"))]
     pub name: String,
     /// The secret the source already has (Shopify's signing secret, Twilio's auth
-    /// token); absent generates one.
+    /// token), at least 8 characters besides surrounding spaces; absent generates one.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 8, pattern = r"\S[\s\S]{6,}\S")
+    )]
     pub secret: Option<String>,
 }
 

@@ -89,6 +89,7 @@ pub struct MergeLogQuery {
     pub cursor: Option<String>,
     /// Items per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
@@ -156,6 +157,7 @@ pub struct ReviewQuery {
     pub cursor: Option<String>,
     /// Items per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
@@ -212,8 +214,27 @@ pub struct RequestedDecision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManualMergeRequest {
-    /// Two to ten live profiles.
+    /// Two to ten distinct live profiles.
+    #[cfg_attr(feature = "openapi", schema(schema_with = manual_merge_ids_schema))]
     pub profile_ids: Vec<Uuid>,
+}
+
+/// `profile_ids` of a manual merge: 2–10 distinct UUIDs (utoipa's attributes have no
+/// `uniqueItems`, its builder has).
+#[cfg(feature = "openapi")]
+fn manual_merge_ids_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .min_items(Some(2))
+        .max_items(Some(10))
+        .unique_items(true)
+        .description(Some("Two to ten distinct live profiles."))
+        .build()
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ pub struct ModelQuery {
     pub cursor: Option<String>,
     /// Items per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 

@@ -134,6 +134,7 @@ pub struct ProfileQuery {
     pub cursor: Option<String>,
     /// Items per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 
@@ -205,6 +206,7 @@ pub struct TimelineQuery {
     pub cursor: Option<String>,
     /// Items per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 

@@ -61,6 +61,7 @@ pub struct StreamEntriesQuery {
     pub cursor: Option<String>,
     /// Entries per page (1–200, default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     pub limit: Option<u32>,
 }
 

@@ -33,8 +33,10 @@ pub struct UserView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUserRequest {
     /// E-mail, the login name.
+    #[cfg_attr(feature = "openapi", schema(format = Email))]
     pub email: String,
     /// Password, at least 12 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 12))]
     pub password: String,
     /// What the new user may do.
     pub role: Role,
@@ -62,6 +64,7 @@ pub struct UpdateUserRequest {
     pub disabled: Option<bool>,
     /// New password, at least 12 characters (ends the user's sessions).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 12))]
     pub password: Option<String>,
 }
 
@@ -104,7 +107,12 @@ pub struct ApiTokenView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
-    /// What the token is for (e.g. `warehouse-sync`).
+    /// What the token is for (e.g. `warehouse-sync`): 1 to 100 characters besides
+    /// surrounding spaces.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: String,
     /// Role it acts with.
     pub role: Role,

@@ -7,12 +7,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::api::{ApiErrorBody, LoginRequest, LoginResponse, Me, PrincipalKind};
-use service_kit::ApiError;
+use service_kit::{ApiError, PeerAddr};
 
-use crate::auth::{self, Caller, ClientIp};
+use crate::auth::{self, Caller};
 use crate::extract::ApiJson;
 use crate::handlers::users::user_view;
 use crate::state::AppState;
+use crate::throttle::Throttled;
 
 /// Signs a user in and sets the session cookie.
 #[utoipa::path(
@@ -21,8 +22,9 @@ use crate::state::AppState;
     tag = "auth",
     summary = "Sign in",
     description = "Checks the e-mail and password and sets the `ci_session` cookie \
-                   (HttpOnly, SameSite=Strict). Attempts are limited per client address \
-                   (`LOGIN_ATTEMPTS_PER_MINUTE`).",
+                   (HttpOnly, SameSite=Strict, Secure unless `COOKIE_SECURE=false`). \
+                   Attempts are limited per client address (`LOGIN_ATTEMPTS_PER_MINUTE`) \
+                   and per account (`LOGIN_ATTEMPTS_PER_ACCOUNT_PER_HOUR`).",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in; the session cookie is set", body = LoginResponse,
@@ -30,27 +32,33 @@ use crate::state::AppState;
         (status = 400, description = "Malformed body (`bad_request`)", body = ApiErrorBody),
         (status = 401, description = "Wrong e-mail or password, or a disabled user (`invalid_credentials`)", body = ApiErrorBody),
         (status = 403, description = "Request from a foreign origin (`csrf`)", body = ApiErrorBody),
-        (status = 429, description = "Too many attempts from this address (`rate_limited`)", body = ApiErrorBody),
+        (status = 429, description = "Too many attempts from this address or for this account (`rate_limited`); `Retry-After` says when to try again", body = ApiErrorBody,
+         headers(("retry-after" = u64, description = "Seconds until the next attempt is allowed"))),
     )
 )]
 pub async fn login(
     State(app): State<AppState>,
-    ClientIp(ip): ClientIp,
+    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(wait) = app.login_limiter.attempt(ip) {
-        let mut resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many sign-in attempts from this address; wait a minute",
-        )
-        .into_response();
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            (wait.as_secs() + 1).to_string().parse().expect("digits"),
-        );
-        return Ok(resp);
+    let client = app.trusted_proxies.client_ip(peer, &headers);
+    match app.login_limiter.attempt(client, &body.email) {
+        Ok(()) => {}
+        Err(Throttled::Client(wait)) => {
+            tracing::warn!(%client, "sign-in attempts throttled for a client address");
+            return Err(ApiError::too_many_requests(
+                "too many sign-in attempts from this address; try again later",
+                wait,
+            ));
+        }
+        Err(Throttled::Account(wait)) => {
+            tracing::warn!(%client, "sign-in attempts throttled for an account");
+            return Err(ApiError::too_many_requests(
+                "too many sign-in attempts for this account; try again later",
+                wait,
+            ));
+        }
     }
     auth::check_origin(&headers, &app.settings.api.cors_origins)?;
     let user = storage::users::find_user_by_email(&app.db, &body.email)
@@ -85,7 +93,10 @@ pub async fn login(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(user = %user.email, "signed in");
-    let cookie = auth::session_set_cookie(&token, ttl, app.settings.api.cookie_secure);
+    // A request that came over HTTPS gets a Secure cookie even where the setting is off.
+    let secure =
+        app.settings.api.cookie_secure || app.trusted_proxies.forwarded_https(peer, &headers);
+    let cookie = auth::session_set_cookie(&token, ttl, secure);
     let body = LoginResponse {
         user: user_view(&user),
         expires_at,

@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
+use crate::live::LiveFeed;
 use crate::state::AppState;
 
 async fn find(app: &AppState, id: Uuid) -> Result<Option<CsvImportView>, sqlx::Error> {
@@ -365,7 +366,8 @@ pub async fn import_errors(
     summary = "Progress stream of a CSV import",
     description = "Server-sent events: `progress` with the import (a `CsvImportView`) \
                    whenever it changes, then `done` with its final state, after which the \
-                   stream ends.",
+                   stream ends (earlier when the caller's session or token is revoked or \
+                   expires).",
     params(("id" = Uuid, Path, description = "Import id")),
     responses(
         (status = 200, description = "An event stream of `CsvImportView`", content_type = "text/event-stream", body = CsvImportView),
@@ -375,13 +377,16 @@ pub async fn import_errors(
 )]
 pub async fn import_events(
     State(app): State<AppState>,
+    feed: LiveFeed,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let first = find(&app, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no import {id}")))?;
     let every = Duration::from_millis(app.settings.api.live_interval_ms.max(50));
+    let app_for_stream = app.clone();
     let stream = async_stream::stream! {
+        let app = app_for_stream;
         let mut last: Option<CsvImportView> = None;
         let mut current = Some(first);
         loop {
@@ -396,10 +401,7 @@ pub async fn import_events(
                     last = Some(view);
                 }
             }
-            tokio::select! {
-                () = app.shutdown.cancelled() => break,
-                () = tokio::time::sleep(every) => {}
-            }
+            tokio::time::sleep(every).await;
             match find(&app, id).await {
                 Ok(Some(view)) => current = Some(view),
                 Ok(None) => break,
@@ -409,7 +411,7 @@ pub async fn import_events(
             }
         }
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(feed.wrap(app, stream)).keep_alive(KeepAlive::default()))
 }
 
 fn sse<T: serde::Serialize>(name: &str, data: &T) -> Event {

@@ -101,7 +101,7 @@ pub async fn list_sources() -> Json<Vec<SourceKindView>> {
 }
 
 async fn find(app: &AppState, id: Uuid) -> Result<Integration, ApiError> {
-    storage::integrations::get(&app.db, id)
+    storage::integrations::get(&app.db, &app.secrets_key, id)
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no integration {id}")))
@@ -125,18 +125,9 @@ pub async fn list_integrations(
 ) -> Result<Json<Page<IntegrationView>>, ApiError> {
     let limit = page_limit(q.limit)?;
     let after: Option<(DateTime<Utc>, Uuid)> = decode_cursor("integrations", q.cursor.as_deref())?;
-    let (at, after_id) = after.unzip();
-    let rows: Vec<Integration> = sqlx::query_as(
-        "SELECT id, kind, name, secret, enabled, settings, created_at, updated_at, last_delivery_at \
-         FROM integrations \
-         WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) \
-         ORDER BY created_at DESC, id DESC LIMIT $3",
-    )
-    .bind(at)
-    .bind(after_id)
-    .bind(limit + 1)
-    .fetch_all(&app.db)
-    .await?;
+    let rows = storage::integrations::page(&app.db, &app.secrets_key, after, limit + 1)
+        .await
+        .map_err(storage_error)?;
     let page = paginate(rows, limit, "integrations", |i| (i.created_at, i.id));
     Ok(Json(Page {
         items: page
@@ -168,7 +159,11 @@ pub async fn create_integration(
     Caller(caller): Caller,
     ApiJson(body): ApiJson<CreateIntegrationRequest>,
 ) -> Result<(StatusCode, Json<IntegrationSecret>), ApiError> {
-    if body.secret.as_deref().is_some_and(|s| s.trim().len() < 8) {
+    if body
+        .secret
+        .as_deref()
+        .is_some_and(|s| s.trim().chars().count() < 8)
+    {
         return Err(ApiError::bad_request(
             "bad_request",
             "a given secret must have at least 8 characters",
@@ -176,6 +171,7 @@ pub async fn create_integration(
     }
     let created = ingestion::integrations::create(
         &app.db,
+        &app.secrets_key,
         body.kind.as_str(),
         &body.name,
         body.secret.as_deref().map(str::trim),
@@ -226,7 +222,7 @@ pub async fn update_integration(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateIntegrationRequest>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    let updated = storage::integrations::set_enabled(&app.db, id, body.enabled)
+    let updated = storage::integrations::set_enabled(&app.db, &app.secrets_key, id, body.enabled)
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no integration {id}")))?;
@@ -275,7 +271,7 @@ pub async fn rotate_secret(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<IntegrationSecret>, ApiError> {
-    let rotated = ingestion::integrations::rotate_secret(&app.db, id)
+    let rotated = ingestion::integrations::rotate_secret(&app.db, &app.secrets_key, id)
         .await
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("no integration {id}")))?;

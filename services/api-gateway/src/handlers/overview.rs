@@ -18,6 +18,8 @@ use crate::state::AppState;
 
 /// Most points of the events-per-minute series.
 const MAX_BUCKETS: i64 = 240;
+/// Most days of the per-day revenue series (the last ten years of a longer period).
+const MAX_REVENUE_DAYS: u64 = 3660;
 /// Best sellers listed.
 const TOP: i64 = 10;
 
@@ -28,8 +30,9 @@ fn bucket_minutes(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
     ((seconds + per_bucket - 1) / per_bucket).max(1)
 }
 
-/// Every UTC day of `[from, to)` for each currency of `totals` (in that order), with
-/// the day's orders and revenue from `daily` or zero.
+/// Every UTC day of `[from, to)` (its last [`MAX_REVENUE_DAYS`] at most) for each
+/// currency of `totals` (in that order), with the day's orders and revenue from `daily`
+/// or zero.
 fn revenue_days(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -41,10 +44,14 @@ fn revenue_days(
         .map(|(day, currency, orders, amount)| ((day, currency), (orders, amount)))
         .collect();
     let last = (to - Duration::microseconds(1)).date_naive();
+    let first = from.date_naive().max(
+        last.checked_sub_days(chrono::Days::new(MAX_REVENUE_DAYS - 1))
+            .unwrap_or(chrono::NaiveDate::MIN),
+    );
     totals
         .iter()
         .flat_map(|(currency, _, _)| {
-            from.date_naive()
+            first
                 .iter_days()
                 .take_while(move |day| *day <= last)
                 .map(|day| {
@@ -87,19 +94,17 @@ pub async fn overview(
     // "Until now" includes this second.
     let to =
         q.to.map_or_else(|| whole(Utc::now()) + Duration::seconds(1), whole);
-    let from = whole(q.from.unwrap_or(to - Duration::days(30)));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "bad_filter",
-            "from must be before to",
-        ));
-    }
-    if to - from > Duration::days(3660) {
-        return Err(ApiError::bad_request(
-            "bad_filter",
-            "the period may be at most ten years",
-        ));
-    }
+    // Checked: a `to` near the start of the calendar has no 30 days before it.
+    let from = whole(
+        match q.from {
+            Some(from) => Some(from),
+            None => to.checked_sub_signed(Duration::days(30)),
+        }
+        .ok_or_else(|| ApiError::bad_request("bad_filter", "to is too early to look back from"))?,
+    );
+    // Any period is answered (one that ends before it starts is empty); the per-day
+    // revenue covers at most its last ten years.
+
     let db = &app.db;
 
     let (profiles_total, profiles_new): (i64, i64) = sqlx::query_as(

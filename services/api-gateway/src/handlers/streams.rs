@@ -23,6 +23,7 @@ use service_kit::ApiError;
 use streams::Topic;
 
 use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
+use crate::live::LiveFeed;
 use crate::state::AppState;
 
 /// Entries the live feed sends per topic and tick at most (it is a viewer, not a
@@ -101,17 +102,22 @@ fn entry_order(id: &str) -> (u64, u64) {
     summary = "Live feed of the streams",
     description = "Server-sent events: `stats` (a `StreamsOverview`) every \
                    `LIVE_INTERVAL_MS`, and `entry` (a `StreamEntry`) for each new entry of \
-                   `events.raw` and `events.normalized` (at most 50 per topic and tick).",
+                   `events.raw` and `events.normalized` (at most 50 per topic and tick). \
+                   The feed ends when the caller's session or token is revoked or expires \
+                   (checked every `LIVE_SESSION_CHECK_MS`).",
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = StreamEntry),
     )
 )]
 pub async fn live(
     State(app): State<AppState>,
+    feed: LiveFeed,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let every = Duration::from_millis(app.settings.api.live_interval_ms.max(50));
     let watched = [Topic::EventsRaw, Topic::EventsNormalized];
+    let app_for_stream = app.clone();
     let stream = async_stream::stream! {
+        let app = app_for_stream;
         // Start after what exists now: the viewer shows what arrives from here on.
         let mut last: HashMap<Topic, (u64, u64)> = HashMap::new();
         for topic in watched {
@@ -142,13 +148,10 @@ pub async fn live(
                     yield Ok(sse(live_events::ENTRY, &view));
                 }
             }
-            tokio::select! {
-                () = app.shutdown.cancelled() => break,
-                () = tokio::time::sleep(every) => {}
-            }
+            tokio::time::sleep(every).await;
         }
     };
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(feed.wrap(app, stream)).keep_alive(KeepAlive::default())
 }
 
 fn sse<T: serde::Serialize>(name: &str, data: &T) -> Event {

@@ -18,7 +18,7 @@ pub fn fixture(path: &str) -> Vec<u8> {
 
 /// Creates an integration and returns (id, secret).
 pub async fn integration(env: &TestEnv, kind: &str, name: &str) -> (Uuid, String) {
-    let i = ingestion::integrations::create(&env.db, kind, name, None)
+    let i = ingestion::integrations::create(&env.db, &env.secrets_key(), kind, name, None)
         .await
         .unwrap();
     (i.id, i.secret)
