@@ -13,7 +13,7 @@
 //! Redis outage left unpublished. Bad signatures (401), unknown integrations (404),
 //! disabled ones (403), malformed bodies and anything that could not be stored or
 //! normalised (400, `ingestion::sources::admission`), oversize bodies (413) and clients
-//! or integrations over their rate (429, [`limits`]) store nothing.
+//! or integrations over their rate (429, `limits`) store nothing.
 //! Every delivery naming a known integration is recorded in its connection log.
 //!
 //! Shutdown: the server stops accepting, in-flight requests finish (their events are
