@@ -114,6 +114,9 @@ async fn the_openapi_document_describes_what_the_gateway_does() {
         .arg("--report-dir")
         .arg(report.path())
         .env("NO_COLOR", "1")
+        // It keeps a cache (`.schemathesis/`) in its working folder: the report's
+        // temporary folder, not the source tree.
+        .current_dir(report.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .status()
