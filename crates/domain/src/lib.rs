@@ -18,6 +18,7 @@
 mod names;
 
 pub mod api;
+pub mod audience;
 pub mod event;
 pub mod identifier;
 pub mod order_write;
