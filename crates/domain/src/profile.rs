@@ -233,6 +233,33 @@ pub struct PredictionRequest {
     pub profile_id: Uuid,
 }
 
+names! {
+    /// What happened to a profile, as `profiles.changes` says.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ProfileChangeKind("profile change") {
+        /// A new profile.
+        Created = "created",
+        /// Its facts changed (an event, an order, a replay).
+        Updated = "updated",
+        /// It was merged into another profile (the survivor gets its own `updated`).
+        Merged = "merged",
+        /// It was erased (GDPR).
+        Erased = "erased",
+        /// It got new predictions.
+        Predicted = "predicted",
+    }
+}
+
+/// A profile changed; published on `profiles.changes` after the change committed
+/// (identity merger, ml-inference), so consumers re-read the profile from Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    /// The profile.
+    pub profile_id: Uuid,
+    /// What happened to it (the latest of its changes not yet published).
+    pub change: ProfileChangeKind,
+}
+
 /// A recency-decayed weight: `weight` as of `as_of`, halving every
 /// [`AFFINITY_HALF_LIFE_DAYS`]. Adding weights decayed to a common instant is
 /// commutative, so the result does not depend on the order events arrive in.

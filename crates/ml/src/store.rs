@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use domain::Channel;
+use domain::{Channel, ProfileChangeKind};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -200,7 +200,8 @@ pub async fn save_features(
     Ok(())
 }
 
-/// Upserts the latest prediction per profile and task.
+/// Upserts the latest prediction per profile and task and, in the same transaction,
+/// queues a `predicted` change of each profile for `profiles.changes`.
 pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result<(), MlError> {
     if predictions.is_empty() {
         return Ok(());
@@ -211,6 +212,7 @@ pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result
     let scores: Vec<Option<f64>> = predictions.iter().map(|p| p.score).collect();
     let labels: Vec<Option<String>> = predictions.iter().map(|p| p.label.clone()).collect();
     let details: Vec<serde_json::Value> = predictions.iter().map(|p| p.details.clone()).collect();
+    let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO predictions (profile_id, task, model_version_id, scored_at, score, label, details) \
          SELECT id, t, m, now(), s, l, d \
@@ -224,8 +226,14 @@ pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result
     .bind(&scores)
     .bind(&labels)
     .bind(&details)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    let changes: Vec<(Uuid, ProfileChangeKind)> = ids
+        .iter()
+        .map(|id| (*id, ProfileChangeKind::Predicted))
+        .collect();
+    storage::profile_changes::queue(&mut tx, &changes).await?;
+    tx.commit().await?;
     Ok(())
 }
 

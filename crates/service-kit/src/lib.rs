@@ -10,6 +10,8 @@
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`ApiError`]: the one JSON error shape of every HTTP surface.
 //! - [`client_ip`]: the client address of a request behind `TRUSTED_PROXIES`.
+//! - [`profile_changes`]: the `profiles.changes` outbox relay the identity merger and
+//!   ml-inference run.
 //!
 //! # Assumptions, running, testing
 //!
@@ -23,6 +25,7 @@
 pub mod client_ip;
 mod error;
 mod ops;
+pub mod profile_changes;
 
 pub use client_ip::{PeerAddr, TrustedProxies};
 pub use error::{ApiError, ErrorBody};

@@ -8,7 +8,8 @@
 //! migration exactly once. Queries use bound parameters only.
 //!
 //! - [`normalized`]: the one writer of normalised events, orders, refunds and products;
-//!   [`profiles`]: the one writer of `customer_profile` rows.
+//!   [`profiles`]: the one writer of `customer_profile` rows; [`profile_changes`]: the
+//!   one writer of `profile_change_outbox` (what `profiles.changes` publishes).
 //! - [`integrations`], [`models`] (the registry's rows as the API shows them), [`names`]
 //!   (enum names in TEXT columns).
 //! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
@@ -38,6 +39,7 @@ pub mod integrations;
 pub mod models;
 pub mod names;
 pub mod normalized;
+pub mod profile_changes;
 pub mod profiles;
 pub mod secrets;
 pub mod users;

@@ -16,15 +16,20 @@ pub enum Topic {
     MergeRequests,
     /// Profiles whose facts changed and need new predictions.
     PredictionsRequests,
+    /// Profiles created, changed, merged, erased or newly predicted
+    /// (`domain::ProfileChange`), published after the identity merger's or
+    /// ml-inference's commit; the automations service keeps audiences live from it.
+    ProfileChanges,
 }
 
 impl Topic {
     /// Every topic, in pipeline order.
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 5] = [
         Topic::EventsRaw,
         Topic::EventsNormalized,
         Topic::MergeRequests,
         Topic::PredictionsRequests,
+        Topic::ProfileChanges,
     ];
 
     /// The unprefixed name (`events.raw`, ...).
@@ -34,6 +39,7 @@ impl Topic {
             Topic::EventsNormalized => "events.normalized",
             Topic::MergeRequests => "profiles.merge_requests",
             Topic::PredictionsRequests => "predictions.requests",
+            Topic::ProfileChanges => "profiles.changes",
         }
     }
 

@@ -8,6 +8,8 @@
 //!   (approve/reject review items, manual merges, unmerges, GDPR erasure), so every
 //!   profile write goes through this service;
 //! - the outbox relay publishing debounced `predictions.requests`;
+//! - the relay publishing `profiles.changes` (profiles created, updated, merged away,
+//!   erased), queued in the transaction of each change;
 //! - the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Any number of replicas may run in the group: they serialise on the identifiers and
@@ -151,11 +153,18 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         },
         ctx.shutdown.clone(),
     ));
+    let changes = tokio::spawn(service_kit::profile_changes::run_relay(
+        ctx.streams(),
+        ctx.db.clone(),
+        "identity-merger",
+        pass,
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
     let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
     // The HTTP server returns on shutdown; the workers settle their batches and follow.
     ctx.shutdown.cancel();
-    for task in [events, requests, relay] {
+    for task in [events, requests, relay, changes] {
         task.await??;
     }
     served

@@ -15,6 +15,8 @@
 //!   when no model is active) it trains and registers churn, LTV and segments, then
 //!   re-scores every profile. A session advisory lock makes one replica train at a
 //!   time; the others skip that round.
+//! - **Profile changes.** New predictions queue a `predicted` change in the same
+//!   transaction; this service's relay publishes them on `profiles.changes`.
 //!
 //! Health and metrics on `ML_INFERENCE_BIND` (`/healthz`, `/readyz`, `/metrics`).
 //!
@@ -45,6 +47,9 @@ use uuid::Uuid;
 /// The consumer group of this service on `predictions.requests`.
 pub const GROUP: &str = "ml-inference";
 
+/// Pause between passes of the `profiles.changes` relay when its outbox is empty.
+pub const PROFILE_CHANGES_PASS: Duration = Duration::from_millis(200);
+
 /// Advisory lock key that lets one replica train at a time.
 pub const TRAINING_LOCK: i64 = 0x004D_4C54_5241_494E;
 
@@ -59,11 +64,19 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let schedule = tokio::spawn(retrain_schedule(ctx.clone(), Arc::clone(&scorer)));
+    let changes = tokio::spawn(service_kit::profile_changes::run_relay(
+        ctx.streams(),
+        ctx.db.clone(),
+        GROUP,
+        PROFILE_CHANGES_PASS,
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
     let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
     ctx.shutdown.cancel();
     consumer.await.context("consumer task")??;
     schedule.await.context("retrain task")?;
+    changes.await.context("profile-change relay task")??;
     served
 }
 

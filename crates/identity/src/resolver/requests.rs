@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use domain::{Identifier, MergeRequest};
+use domain::{Identifier, MergeRequest, ProfileChangeKind};
 use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -542,6 +542,12 @@ async fn erase_in(
         .bind(&chain)
         .execute(&mut *conn)
         .await?;
+    // Audiences drop the person once `profiles.changes` says so.
+    let erased: Vec<(Uuid, ProfileChangeKind)> = chain
+        .iter()
+        .map(|id| (*id, ProfileChangeKind::Erased))
+        .collect();
+    storage::profile_changes::queue(conn, &erased).await?;
     Ok(Erased {
         profiles: chain,
         events: deleted_events,

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::Identifier;
+use domain::{Identifier, ProfileChangeKind};
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -105,6 +105,7 @@ pub(crate) async fn write(
     let live: Vec<ProfileId> = delta.changed().collect();
     refresh_order_aggregates(conn, &live).await?;
     queue_predictions(conn, &delta.predictions, debounce).await?;
+    queue_changes(conn, delta).await?;
     Ok(Written { merge_ids, reviews })
 }
 
@@ -465,6 +466,29 @@ async fn refresh_order_aggregates(
         .await?;
     }
     Ok(())
+}
+
+/// Queues `profiles.changes` for what the delta did to profiles: created, updated,
+/// merged away. A full rebuild queues nothing: it rewrites every profile, and the
+/// audiences' periodic full recompute is what brings them in line after one.
+async fn queue_changes(conn: &mut PgConnection, delta: &Delta) -> Result<(), sqlx::Error> {
+    if delta.rewrite == Rewrite::Everything {
+        return Ok(());
+    }
+    let created: std::collections::HashSet<ProfileId> = delta.created.iter().copied().collect();
+    let changes: Vec<(ProfileId, ProfileChangeKind)> = delta
+        .changed()
+        .map(|id| {
+            let kind = if created.contains(&id) {
+                ProfileChangeKind::Created
+            } else {
+                ProfileChangeKind::Updated
+            };
+            (id, kind)
+        })
+        .chain(delta.removed().map(|id| (id, ProfileChangeKind::Merged)))
+        .collect();
+    storage::profile_changes::queue(conn, &changes).await
 }
 
 /// Queues prediction requests for `profiles`, due `debounce` after their first
