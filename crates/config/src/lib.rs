@@ -86,6 +86,11 @@ pub struct Settings {
     pub identity_merger_bind: SocketAddr,
     /// Bind address of ml-inference's health and metrics port.
     pub ml_inference_bind: SocketAddr,
+    /// Bind address of the automations service's health and metrics port.
+    pub automations_bind: SocketAddr,
+    /// Seconds between full recomputes of every audience (the safety net under live
+    /// membership updates; also what admits members whose behaviour window elapsed).
+    pub audience_recompute_interval_secs: u64,
     /// Key integration secrets are sealed with at rest: 32 random bytes, base64.
     /// Required by ingest, the api-gateway and `ctl` commands that touch integrations.
     #[serde(default, deserialize_with = "optional_secret")]
@@ -121,6 +126,8 @@ struct Defaults {
     normalizer_bind: &'static str,
     identity_merger_bind: &'static str,
     ml_inference_bind: &'static str,
+    automations_bind: &'static str,
+    audience_recompute_interval_secs: u64,
     trusted_proxies: &'static str,
 }
 
@@ -140,6 +147,8 @@ const DEFAULTS: Defaults = Defaults {
     normalizer_bind: "127.0.0.1:9102",
     identity_merger_bind: "127.0.0.1:9103",
     ml_inference_bind: "127.0.0.1:9104",
+    automations_bind: "127.0.0.1:9105",
+    audience_recompute_interval_secs: 300,
     trusted_proxies: "",
 };
 

@@ -104,6 +104,7 @@ impl TestEnv {
             ("NORMALIZER_BIND", "127.0.0.1:0".into()),
             ("IDENTITY_MERGER_BIND", "127.0.0.1:0".into()),
             ("ML_INFERENCE_BIND", "127.0.0.1:0".into()),
+            ("AUTOMATIONS_BIND", "127.0.0.1:0".into()),
             // Integration secrets are sealed at rest: every env has a key of its own.
             (
                 "INTEGRATION_SECRETS_KEY",

@@ -34,12 +34,13 @@ use tokio::time::Instant;
 
 /// The long-running services `ctl up` starts, with the setting that holds each one's
 /// bind address.
-pub const SERVICES: [(&str, &str); 5] = [
+pub const SERVICES: [(&str, &str); 6] = [
     ("api-gateway", "API_GATEWAY_BIND"),
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
+    ("automations", "AUTOMATIONS_BIND"),
 ];
 
 /// Port distance between replicas of one service.
@@ -242,6 +243,7 @@ fn bind_of(settings: &Settings, service: &str) -> SocketAddr {
         "normalizer" => settings.normalizer_bind,
         "identity-merger" => settings.identity_merger_bind,
         "ml-inference" => settings.ml_inference_bind,
+        "automations" => settings.automations_bind,
         other => unreachable!("{other} is not in SERVICES"),
     }
 }
@@ -600,6 +602,7 @@ mod tests {
                 ("identity-merger", 9103),
                 ("identity-merger#1", 9203),
                 ("identity-merger#2", 9303),
+                ("automations", 9105),
             ]
         );
         assert_eq!(

@@ -25,12 +25,13 @@ use test_support::TestEnv;
 use test_support::process::{self, Process};
 use uuid::Uuid;
 
-const SERVICES: [(&str, &str); 5] = [
+const SERVICES: [(&str, &str); 6] = [
     ("api-gateway", "API_GATEWAY_BIND"),
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
+    ("automations", "AUTOMATIONS_BIND"),
 ];
 
 /// The brand: 150 people over ten months (~9,400 deliveries), small enough for a debug

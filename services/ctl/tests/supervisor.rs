@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use test_support::TestEnv;
 use test_support::process::{self, Process, Signal};
 
-const SERVICES: [(&str, &str); 5] = [
+const SERVICES: [(&str, &str); 6] = [
     ("api-gateway", "API_GATEWAY_BIND"),
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
+    ("automations", "AUTOMATIONS_BIND"),
 ];
 
 /// The running children of `ctl`, by name.
@@ -48,6 +49,7 @@ async fn up_restarts_a_killed_child_and_stops_all_on_sigint() {
         before.keys().map(String::as_str).collect::<Vec<_>>(),
         [
             "api-gateway",
+            "automations",
             "identity-merger",
             "ingest",
             "ml-inference",
