@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use domain::api::{AudienceMemberView, AudienceRequest, AudienceView};
 use domain::audience::{Rule, RuleError};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -60,43 +61,6 @@ pub enum AudienceError {
     /// Postgres failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-}
-
-/// A saved audience.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Audience {
-    /// Its id.
-    pub id: Uuid,
-    /// Its unique name.
-    pub name: String,
-    /// What it is for.
-    pub description: String,
-    /// Who is in it.
-    pub rule: Rule,
-    /// Bumped on every change.
-    pub version: i64,
-    /// Who created it.
-    pub created_by: Option<String>,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-    /// When its membership was last fully recomputed.
-    pub recomputed_at: Option<DateTime<Utc>>,
-    /// Members after the last full recompute.
-    pub member_count: i64,
-}
-
-/// What a user writes to create or change an audience.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AudienceDraft {
-    /// Unique name.
-    pub name: String,
-    /// What it is for.
-    #[serde(default)]
-    pub description: String,
-    /// Who is in it.
-    pub rule: Rule,
 }
 
 /// Entered or exited.
@@ -149,17 +113,6 @@ pub struct Recomputed {
     pub members: i64,
 }
 
-/// One current member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Member {
-    /// The profile.
-    pub profile_id: Uuid,
-    /// Its display name (none once erased).
-    pub display_name: Option<String>,
-    /// When it (last) entered.
-    pub entered_at: DateTime<Utc>,
-}
-
 type AudienceRow = (
     Uuid,
     String,
@@ -176,7 +129,7 @@ type AudienceRow = (
 const COLUMNS: &str = "id, name, description, rule, version, created_by, created_at, \
                        updated_at, recomputed_at, member_count";
 
-fn audience(row: AudienceRow) -> Audience {
+fn audience(row: AudienceRow) -> AudienceView {
     let (
         id,
         name,
@@ -189,7 +142,7 @@ fn audience(row: AudienceRow) -> Audience {
         recomputed_at,
         member_count,
     ) = row;
-    Audience {
+    AudienceView {
         id,
         name,
         description,
@@ -204,7 +157,7 @@ fn audience(row: AudienceRow) -> Audience {
 }
 
 /// Every audience, by name.
-pub async fn list(db: &PgPool) -> Result<Vec<Audience>, AudienceError> {
+pub async fn list(db: &PgPool) -> Result<Vec<AudienceView>, AudienceError> {
     let rows: Vec<AudienceRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM audiences ORDER BY name, id"))
             .fetch_all(db)
@@ -212,8 +165,24 @@ pub async fn list(db: &PgPool) -> Result<Vec<Audience>, AudienceError> {
     Ok(rows.into_iter().map(audience).collect())
 }
 
+/// A page of audiences by id (creation order), after `after`.
+pub async fn page(
+    db: &PgPool,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<AudienceView>, AudienceError> {
+    let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audiences WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(audience).collect())
+}
+
 /// One audience.
-pub async fn get(db: &PgPool, id: Uuid) -> Result<Audience, AudienceError> {
+pub async fn get(db: &PgPool, id: Uuid) -> Result<AudienceView, AudienceError> {
     let row: Option<AudienceRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM audiences WHERE id = $1"))
             .bind(id)
@@ -225,9 +194,9 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<Audience, AudienceError> {
 /// Creates an audience (its members come with the first recompute).
 pub async fn create(
     db: &PgPool,
-    draft: &AudienceDraft,
+    draft: &AudienceRequest,
     actor: &str,
-) -> Result<Audience, AudienceError> {
+) -> Result<AudienceView, AudienceError> {
     let draft = checked(draft)?;
     let id = Uuid::now_v7();
     let mut tx = db.begin().await?;
@@ -252,8 +221,8 @@ pub async fn create(
 pub async fn update(
     db: &PgPool,
     id: Uuid,
-    draft: &AudienceDraft,
-) -> Result<Audience, AudienceError> {
+    draft: &AudienceRequest,
+) -> Result<AudienceView, AudienceError> {
     let draft = checked(draft)?;
     let mut tx = db.begin().await?;
     check_graph(&mut tx, id, &draft.rule).await?;
@@ -298,7 +267,7 @@ pub async fn delete(db: &PgPool, id: Uuid) -> Result<(), AudienceError> {
     Ok(())
 }
 
-fn checked(draft: &AudienceDraft) -> Result<AudienceDraft, AudienceError> {
+fn checked(draft: &AudienceRequest) -> Result<AudienceRequest, AudienceError> {
     let name = draft.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.contains('\0') {
         return Err(AudienceError::Invalid(format!(
@@ -312,7 +281,7 @@ fn checked(draft: &AudienceDraft) -> Result<AudienceDraft, AudienceError> {
         )));
     }
     draft.rule.validate()?;
-    Ok(AudienceDraft {
+    Ok(AudienceRequest {
         name,
         description: draft.description.clone(),
         rule: draft.rule.clone(),
@@ -647,7 +616,7 @@ pub async fn members(
     id: Uuid,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Member>, AudienceError> {
+) -> Result<Vec<AudienceMemberView>, AudienceError> {
     let rows: Vec<(Uuid, Option<String>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT am.profile_id, p.display_name, am.entered_at FROM audience_membership am \
          LEFT JOIN customer_profile p ON p.id = am.profile_id \
@@ -661,12 +630,67 @@ pub async fn members(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(profile_id, display_name, entered_at)| Member {
+        .map(|(profile_id, display_name, entered_at)| AudienceMemberView {
             profile_id,
             display_name,
             entered_at,
         })
         .collect())
+}
+
+/// The display names of `ids`, in the order given (missing profiles are left out).
+pub async fn names(
+    db: &PgPool,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Option<String>)>, AudienceError> {
+    Ok(sqlx::query_as(
+        "SELECT p.id, p.display_name FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, n) \
+         JOIN customer_profile p ON p.id = u.id ORDER BY u.n",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
+}
+
+/// One line of an audience export.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ExportRow {
+    /// The profile.
+    pub profile_id: Uuid,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// Its first e-mail address.
+    pub email: Option<String>,
+    /// Its first phone number.
+    pub phone: Option<String>,
+    /// When it (last) entered.
+    pub entered_at: DateTime<Utc>,
+}
+
+/// A chunk of audience `id`'s current members with their contact identifiers, by
+/// profile id, after `after`.
+pub async fn export_page(
+    db: &PgPool,
+    id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ExportRow>, AudienceError> {
+    Ok(sqlx::query_as(
+        "SELECT am.profile_id, p.display_name, \
+           (SELECT x->>'value' FROM jsonb_array_elements(p.identifiers) x \
+            WHERE x->>'kind' = 'email' LIMIT 1) AS email, \
+           (SELECT x->>'value' FROM jsonb_array_elements(p.identifiers) x \
+            WHERE x->>'kind' = 'phone' LIMIT 1) AS phone, \
+           am.entered_at \
+         FROM audience_membership am JOIN customer_profile p ON p.id = am.profile_id \
+         WHERE am.audience_id = $1 AND am.current AND ($2::uuid IS NULL OR am.profile_id > $2) \
+         ORDER BY am.profile_id LIMIT $3",
+    )
+    .bind(id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Audiences stored, previewed, recomputed and kept live against the real Postgres.
 
-use audiences::store::{self, AudienceDraft, AudienceError, Change, MembershipChange};
+use audiences::store::{self, AudienceError, Change, MembershipChange};
+use domain::api::AudienceRequest as AudienceDraft;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;

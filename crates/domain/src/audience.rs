@@ -41,6 +41,8 @@ pub const MAX_FOLLOW_HOURS: u32 = 24 * 90;
 pub const MAX_TEXT_LEN: usize = 200;
 /// Most property conditions on one event.
 pub const MAX_PROPERTY_CONDITIONS: usize = 8;
+/// Largest magnitude of a number an event property is compared with.
+pub const MAX_PROPERTY_NUMBER: i64 = 1_000_000_000_000_000;
 
 /// A condition over one profile; groups nest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -570,8 +572,11 @@ impl PropertyCondition {
                 "`eq` and `ne` compare with a string or a boolean (numbers: gt, gte, lt, lte)",
             )),
             (_, Some(Value::Number(n))) => match number(n) {
-                Some(_) => Ok(()),
-                None => Err(err(&value, "the number is out of range")),
+                Some(x) if x.abs() <= Decimal::from(MAX_PROPERTY_NUMBER) => Ok(()),
+                _ => Err(err(
+                    &value,
+                    format!("the number must be from -{MAX_PROPERTY_NUMBER} to {MAX_PROPERTY_NUMBER}"),
+                )),
             },
             (_, _) => Err(err(&value, "gt, gte, lt and lte compare with a number")),
         }
@@ -705,6 +710,123 @@ fn window_days(path: &str, days: u32, least: u32) -> Result<(), RuleError> {
         Ok(())
     } else {
         Err(err(path, format!("must be from {least} to {MAX_WINDOW_DAYS} days")))
+    }
+}
+
+/// The OpenAPI schema of [`Rule`] (`AudienceRule`), written out by hand: serde's
+/// externally tagged enum with every bound [`Rule::validate`] checks that a schema can
+/// say. Nesting depth, the total number of conditions and the audiences referred to
+/// (existing, no cycle) are checked by the server only.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use std::borrow::Cow;
+
+    use serde_json::{Value, json};
+    use utoipa::openapi::{RefOr, schema::Schema};
+
+    use super::*;
+    use crate::order_write::MAX_AMOUNT;
+
+    fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> Value {
+        Value::from(all.iter().map(|t| name(*t)).collect::<Vec<_>>())
+    }
+
+    fn text() -> Value {
+        json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LEN,
+               "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"})
+    }
+
+    fn tagged(tag: &str, body: Value) -> Value {
+        json!({"type": "object", "additionalProperties": false, "required": [tag],
+               "properties": {tag: body}})
+    }
+
+    fn compare(ops: &[&str], value: Value) -> Value {
+        json!({"type": "object", "additionalProperties": false, "required": ["op", "value"],
+               "properties": {"op": {"type": "string", "enum": ops}, "value": value}})
+    }
+
+    const ALL_OPS: [&str; 6] = ["eq", "ne", "gt", "gte", "lt", "lte"];
+
+    fn event_match() -> Value {
+        let key = text();
+        let condition = json!({"oneOf": [
+            {"type": "object", "additionalProperties": false, "required": ["key", "op", "value"],
+             "properties": {"key": key, "op": {"type": "string", "enum": ["eq", "ne"]},
+                            "value": {"oneOf": [text(), {"type": "boolean"}]}}},
+            {"type": "object", "additionalProperties": false, "required": ["key", "op"],
+             "properties": {"key": key, "op": {"type": "string", "enum": ["exists"]}}},
+            {"type": "object", "additionalProperties": false, "required": ["key", "op", "value"],
+             "properties": {"key": key, "op": {"type": "string", "enum": ["gt", "gte", "lt", "lte"]},
+                            "value": {"type": "number", "minimum": -MAX_PROPERTY_NUMBER,
+                                      "maximum": MAX_PROPERTY_NUMBER}}},
+        ]});
+        json!({"type": "object", "additionalProperties": false, "required": ["type"],
+               "properties": {
+                   "type": {"type": "string", "enum": names(&EventType::ALL, EventType::as_str)},
+                   "name": text(),
+                   "where": {"type": "array", "maxItems": MAX_PROPERTY_CONDITIONS, "items": condition},
+               }})
+    }
+
+    fn days(least: u32) -> Value {
+        json!({"type": "integer", "minimum": least, "maximum": MAX_WINDOW_DAYS})
+    }
+
+    /// The schema as JSON.
+    pub fn rule_schema() -> Value {
+        let this = json!({"$ref": "#/components/schemas/AudienceRule"});
+        let group = json!({"type": "array", "minItems": 1, "maxItems": MAX_CONDITIONS, "items": this});
+        let money = json!({"type": "number", "minimum": 0, "maximum": MAX_AMOUNT.to_string().parse::<f64>().unwrap_or(1e12)});
+        let unit = json!({"type": "number", "minimum": 0, "maximum": 1});
+        json!({
+            "description": "Who belongs to an audience: a condition, or `all` / `any` / `not` groups of them (at most 8 levels and 64 conditions). See docs/audiences.md.",
+            "oneOf": [
+                tagged("all", group.clone()),
+                tagged("any", group),
+                tagged("not", this),
+                {"type": "string", "enum": ["whatsapp_capable"]},
+                tagged("has_identifier", json!({"type": "string", "enum": names(&IdentifierKind::ALL, IdentifierKind::as_str)})),
+                tagged("has_trait", text()),
+                tagged("consent", json!({"type": "string", "enum": ["email", "sms", "whatsapp"]})),
+                tagged("orders_count", compare(&ALL_OPS, json!({"type": "integer", "minimum": 0, "maximum": i32::MAX}))),
+                tagged("total_spent", compare(&ALL_OPS, money.clone())),
+                tagged("average_order", compare(&ALL_OPS, money)),
+                tagged("last_order_days_ago", compare(&["gt", "gte", "lt", "lte"], days(0))),
+                tagged("bought_category", text()),
+                tagged("used_channel", json!({"type": "string", "enum": names(&Channel::ALL, Channel::as_str)})),
+                tagged("category_affinity", json!({"type": "object", "additionalProperties": false,
+                    "required": ["category", "at_least"],
+                    "properties": {"category": text(), "at_least": unit}})),
+                tagged("segment", text()),
+                tagged("churn_score", compare(&ALL_OPS, unit)),
+                tagged("churn_label", json!({"type": "string", "enum": ["low", "medium", "high"]})),
+                tagged("predicted_ltv", compare(&ALL_OPS, json!({"type": "number", "minimum": 0, "maximum": 1e12}))),
+                tagged("did", json!({"type": "object", "additionalProperties": false,
+                    "required": ["event", "within_days"],
+                    "properties": {"event": event_match(),
+                                   "at_least": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                                   "within_days": days(1)}})),
+                tagged("did_without", json!({"type": "object", "additionalProperties": false,
+                    "required": ["event", "within_days", "without", "within_hours"],
+                    "properties": {"event": event_match(), "within_days": days(1),
+                                   "without": event_match(),
+                                   "within_hours": {"type": "integer", "minimum": 1, "maximum": MAX_FOLLOW_HOURS}}})),
+                tagged("in_audience", json!({"type": "string", "format": "uuid"})),
+            ]
+        })
+    }
+
+    impl utoipa::PartialSchema for Rule {
+        fn schema() -> RefOr<Schema> {
+            serde_json::from_value(rule_schema()).expect("the audience rule schema is valid")
+        }
+    }
+
+    impl utoipa::ToSchema for Rule {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("AudienceRule")
+        }
     }
 }
 

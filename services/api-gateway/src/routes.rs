@@ -28,7 +28,8 @@ use utoipa_axum::routes;
 pub use crate::auth::Access;
 use crate::auth::{Guard, guard};
 use crate::handlers::{
-    auth as auth_h, imports, integrations, merges, models, overview, profiles, streams, users,
+    audiences, auth as auth_h, imports, integrations, merges, models, overview, profiles,
+    streams, users,
 };
 use crate::state::AppState;
 
@@ -261,6 +262,15 @@ pub fn build(state: AppState) -> Api {
         .add(viewer, routes!(models::list_models))
         .add(viewer, routes!(models::active_models))
         .add(viewer, routes!(models::get_model))
+        // Audiences.
+        .add(viewer, routes!(audiences::list_audiences))
+        .add(analyst, routes!(audiences::create_audience))
+        .add(viewer, routes!(audiences::preview_audience))
+        .add(viewer, routes!(audiences::get_audience))
+        .add(analyst, routes!(audiences::update_audience))
+        .add(analyst, routes!(audiences::delete_audience))
+        .add(viewer, routes!(audiences::audience_members))
+        .add(admin, routes!(audiences::export_audience))
         // Streams.
         .add(viewer, routes!(streams::overview))
         .add(viewer, routes!(streams::live))
@@ -341,6 +351,10 @@ fn describe(doc: &mut OpenApi) {
         ("integrations", "Configured sources, secrets, delivery logs"),
         ("imports", "CSV uploads and their progress"),
         ("models", "Model registry and predictions"),
+        (
+            "audiences",
+            "Saved rules over profiles: size preview, members, CSV export",
+        ),
         (
             "streams",
             "Redis Streams: lengths, lag, dead letters, live feed",

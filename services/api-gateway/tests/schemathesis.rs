@@ -93,6 +93,20 @@ async fn the_openapi_document_describes_what_the_gateway_does() {
             "include-path-regex = \"/imports$\"\n",
             "include-method = \"POST\"\n",
             "checks.positive_data_acceptance.enabled = false\n",
+            // An audience rule's nesting depth and total number of conditions, and
+            // whether the audiences it refers to exist and form no cycle, are beyond
+            // what a JSON schema says (every other bound of the rule is declared; the
+            // audiences tests cover these refusals).
+            "\n",
+            "[[operations]]\n",
+            "include-path-regex = \"/audiences(/preview)?$\"\n",
+            "include-method = \"POST\"\n",
+            "checks.positive_data_acceptance.enabled = false\n",
+            "\n",
+            "[[operations]]\n",
+            "include-path-regex = \"/audiences/\\\\{id\\\\}$\"\n",
+            "include-method = \"PUT\"\n",
+            "checks.positive_data_acceptance.enabled = false\n",
         ),
     )
     .unwrap();

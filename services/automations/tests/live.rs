@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use audiences::store::{self, AudienceDraft};
+use audiences::store;
+use domain::api::AudienceRequest as AudienceDraft;
 use domain::ProfileChangeKind;
 use rust_decimal::Decimal;
 use sqlx::PgPool;

@@ -19,6 +19,7 @@
 //!   strings, so the document lists their values and a typo is a 400, not an empty list;
 //! - timestamps are RFC 3339 in UTC, money is a JSON number in the row's currency.
 
+pub mod audiences;
 pub mod auth;
 pub mod common;
 pub mod imports;
@@ -30,6 +31,7 @@ pub mod profiles;
 pub mod streams;
 pub mod users;
 
+pub use audiences::*;
 pub use auth::*;
 pub use common::*;
 pub use imports::*;

@@ -1,6 +1,7 @@
 //! The handlers of `/api/v1`, one module per endpoint group. Each handler carries its
 //! `#[utoipa::path]` documentation; `crate::routes` mounts it with its access rule.
 
+pub mod audiences;
 pub mod auth;
 pub mod imports;
 pub mod integrations;
