@@ -695,6 +695,7 @@ pub async fn pipeline_report(fleet: &Fleet) -> String {
         "events.normalized",
         "profiles.merge_requests",
         "predictions.requests",
+        "profiles.changes",
     ] {
         let key = format!("{}{topic}.dlq", fleet.env.prefix());
         let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -23,7 +23,7 @@ enum DlqCommand {
     /// List the dead letters of a topic, oldest first, with their errors.
     List {
         /// The topic (events.raw, events.normalized, profiles.merge_requests,
-        /// predictions.requests).
+        /// predictions.requests, profiles.changes).
         #[arg(value_parser = parse_topic)]
         topic: Topic,
         /// Show at most this many.
