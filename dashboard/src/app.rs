@@ -36,6 +36,8 @@ pub fn App() -> impl IntoView {
                         view=pages::integrations::IntegrationDetail
                     />
                     <Route path=path!("/imports") view=pages::imports::Imports/>
+                    <Route path=path!("/audiences") view=pages::audiences::Audiences/>
+                    <Route path=path!("/audiences/:id") view=pages::audiences::AudienceDetail/>
                     <Route path=path!("/models") view=pages::models::Models/>
                     <Route path=path!("/streams") view=pages::streams::Streams/>
                     <Route path=path!("/*any") view=pages::not_found::NotFound/>
@@ -46,9 +48,10 @@ pub fn App() -> impl IntoView {
 }
 
 /// The navigation entries: (path, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),
     ("/profiles", "Profiles"),
+    ("/audiences", "Audiences"),
     ("/merges", "Merges"),
     ("/merges/review", "Review queue"),
     ("/integrations", "Integrations"),

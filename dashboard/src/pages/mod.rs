@@ -2,6 +2,7 @@
 //! query string), loads what it shows through [`crate::api`], and offers only the
 //! actions the signed-in role may take.
 
+pub mod audiences;
 pub mod customer360;
 pub mod imports;
 pub mod integrations;
