@@ -76,6 +76,7 @@ impl Fleet {
         env.spawn(normalizer::run).await;
         env.spawn(identity_merger::run).await;
         env.spawn(ml_inference::run).await;
+        env.spawn(automations::run).await;
         let gateway = env.spawn(api_gateway::run).await;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

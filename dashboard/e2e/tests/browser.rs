@@ -81,6 +81,19 @@ async fn approving_a_review_item_applies_the_merge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn building_an_audience_shows_its_live_size_and_members() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::everything(&fleet).await.unwrap();
+    let admin = fleet.admin().await.unwrap();
+    brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
+    browser::run_specs(&fleet, &seed, &["audiences.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_of_every_page() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
