@@ -18,10 +18,13 @@
 //!    uses), and the [`summary`] is printed: deliveries, stored events, profiles,
 //!    merges, review items and pairwise precision/recall of the profiles against the
 //!    truth. `--truth FILE` keeps the truth (the end-to-end test checks against it).
+//! 6. The brand's two audiences ([`audiences`]: abandoned checkout, high churn risk
+//!    worth winning back) are created if missing and recomputed.
 //!
 //! The same seed and end date render the same bytes, and every delivery carries its
 //! deduplication key, so running the demo again stores nothing twice.
 
+mod audiences;
 mod drain;
 mod render;
 mod send;
@@ -428,6 +431,9 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
     } else {
         train::train_and_score(settings, &db, end).await?
     };
+    for (name, size) in audiences::ensure(&db).await? {
+        eprintln!("demo: audience {name:?}: {size} members");
+    }
 
     let quality = summary::quality(&db, &truth.events).await?;
     let (profiles, merges, review_items, suspect_identifiers, order_count, revenue) =
