@@ -237,3 +237,64 @@ async fn prediction_requests_are_debounced_per_profile() {
     );
     assert!(live.is_subset(&requested));
 }
+
+#[tokio::test]
+async fn every_profile_change_reaches_profiles_changes_after_commit() {
+    let s = generate(&IdentityConfig::with_customers(10));
+    let env = TestEnv::new().await;
+    feed(&env, &s.events).await;
+    replicas(&env, 1).await;
+    wait_resolved(&env, s.events.len(), 120).await;
+    let live: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customer_profile WHERE merged_into IS NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let merged: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customer_profile WHERE merged_into IS NOT NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 1_000_000);
+    let changes = |kinds: &'static [&'static str]| {
+        let streams = streams.clone();
+        async move {
+            let entries = streams
+                .recent_entries(Topic::ProfileChanges, 100_000)
+                .await
+                .unwrap();
+            entries
+                .iter()
+                .filter_map(|e| e.envelope.as_ref())
+                .filter(|env| {
+                    env.payload["change"]
+                        .as_str()
+                        .is_some_and(|c| kinds.contains(&c))
+                })
+                .filter_map(|env| env.payload["profile_id"].as_str()?.parse().ok())
+                .collect::<BTreeSet<Uuid>>()
+        }
+    };
+    test_support::eventually(30, "a change of every live profile", || async {
+        let ids = changes(&["created", "updated"]).await;
+        live.is_subset(&ids).then_some(())
+    })
+    .await;
+    test_support::eventually(30, "a merged change of every profile merged away", || async {
+        let ids = changes(&["merged"]).await;
+        merged.is_subset(&ids).then_some(())
+    })
+    .await;
+    test_support::eventually(30, "the outbox empties", || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM profile_change_outbox")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+}
