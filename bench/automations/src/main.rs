@@ -23,7 +23,10 @@ use domain::audience::Rule;
 use sqlx::PgPool;
 
 #[derive(Parser)]
-#[command(name = "bench-automations", about = "Audience preview and recompute benchmark")]
+#[command(
+    name = "bench-automations",
+    about = "Audience preview and recompute benchmark"
+)]
 struct Cli {
     /// Profiles to seed.
     #[arg(long, default_value_t = 100_000)]
@@ -49,10 +52,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let scan_profiles = median(cli.runs, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM customer_profile WHERE merged_into IS NULL")
-            .fetch_one(&db)
-            .await
-            .map(|_| ())
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM customer_profile WHERE merged_into IS NULL",
+        )
+        .fetch_one(&db)
+        .await
+        .map(|_| ())
     })
     .await?;
     let scan_events = median(cli.runs, || async {
@@ -68,10 +73,14 @@ async fn main() -> anyhow::Result<()> {
         ms(scan_events)
     );
 
-    println!("| rule | members | preview (median of {}) | × profile scan | × event scan |", cli.runs);
+    println!(
+        "| rule | members | preview (median of {}) | × profile scan | × event scan |",
+        cli.runs
+    );
     println!("|---|---|---|---|---|");
     for (label, rule) in suite() {
-        rule.validate().map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        rule.validate()
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
         let size = store::preview(&db, &rule, Utc::now(), 10).await?.size;
         let took = median(cli.runs, || async {
             store::preview(&db, &rule, Utc::now(), 10).await.map(|_| ())
@@ -134,7 +143,8 @@ where
 }
 
 fn suite() -> Vec<(&'static str, Rule)> {
-    let rule = |v: serde_json::Value| serde_json::from_value::<Rule>(v).expect("a suite rule parses");
+    let rule =
+        |v: serde_json::Value| serde_json::from_value::<Rule>(v).expect("a suite rule parses");
     vec![
         (
             "facts: spent ≥ 5000 and WhatsApp-capable and consent",
@@ -143,17 +153,23 @@ fn suite() -> Vec<(&'static str, Rule)> {
         ),
         (
             "predictions: churn high, LTV ≥ 2000",
-            rule(serde_json::json!({"all": [{"churn_label": "high"}, {"predicted_ltv": {"op": "gte", "value": 2000}}]})),
+            rule(
+                serde_json::json!({"all": [{"churn_label": "high"}, {"predicted_ltv": {"op": "gte", "value": 2000}}]}),
+            ),
         ),
         (
             "behaviour: viewed Shoes ≥ 2 times in 30 days",
-            rule(serde_json::json!({"did": {"event": {"type": "product_viewed",
-                "where": [{"key": "category", "op": "eq", "value": "Shoes"}]}, "at_least": 2, "within_days": 30}})),
+            rule(
+                serde_json::json!({"did": {"event": {"type": "product_viewed",
+                "where": [{"key": "category", "op": "eq", "value": "Shoes"}]}, "at_least": 2, "within_days": 30}}),
+            ),
         ),
         (
             "abandoned checkout: no order within 1 h, last 7 days",
-            rule(serde_json::json!({"did_without": {"event": {"type": "checkout_started"}, "within_days": 7,
-                "without": {"type": "order_placed"}, "within_hours": 1}})),
+            rule(
+                serde_json::json!({"did_without": {"event": {"type": "checkout_started"}, "within_days": 7,
+                "without": {"type": "order_placed"}, "within_hours": 1}}),
+            ),
         ),
         (
             "mix: (bought Shoes or affinity ≥ 0.5) and not churn low and has e-mail",
@@ -219,7 +235,9 @@ async fn seed(db: &PgPool, n: i64) -> anyhow::Result<()> {
     for sql in statements {
         let q = sqlx::query(sql);
         let q = if sql.contains("$1") { q.bind(n) } else { q };
-        q.execute(db).await.with_context(|| sql.chars().take(60).collect::<String>())?;
+        q.execute(db)
+            .await
+            .with_context(|| sql.chars().take(60).collect::<String>())?;
     }
     Ok(())
 }

@@ -89,7 +89,10 @@ impl Compiler<'_> {
             Rule::AverageOrder(c) => {
                 // total / count op value ⇔ total op value × count (count > 0): exact.
                 self.qb
-                    .push(format!("(p.orders_count > 0 AND p.total_spent {} ", c.op.sql()))
+                    .push(format!(
+                        "(p.orders_count > 0 AND p.total_spent {} ",
+                        c.op.sql()
+                    ))
                     .push_bind(c.value)
                     .push(" * p.orders_count)");
             }
@@ -140,7 +143,10 @@ impl Compiler<'_> {
                 if b.at_least == 1 {
                     self.qb.push(")");
                 } else {
-                    self.qb.push(") >= ").push_bind(i64::from(b.at_least)).push(")");
+                    self.qb
+                        .push(") >= ")
+                        .push_bind(i64::from(b.at_least))
+                        .push(")");
                 }
             }
             Rule::DidWithout(a) => {

@@ -158,10 +158,11 @@ fn audience(row: AudienceRow) -> AudienceView {
 
 /// Every audience, by name.
 pub async fn list(db: &PgPool) -> Result<Vec<AudienceView>, AudienceError> {
-    let rows: Vec<AudienceRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audiences ORDER BY name, id"))
-            .fetch_all(db)
-            .await?;
+    let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM audiences ORDER BY name, id"
+    ))
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(audience).collect())
 }
 
@@ -274,8 +275,7 @@ fn checked(draft: &AudienceRequest) -> Result<AudienceRequest, AudienceError> {
             "name must be 1 to {MAX_NAME_LEN} characters"
         )));
     }
-    if draft.description.chars().count() > MAX_DESCRIPTION_LEN || draft.description.contains('\0')
-    {
+    if draft.description.chars().count() > MAX_DESCRIPTION_LEN || draft.description.contains('\0') {
         return Err(AudienceError::Invalid(format!(
             "description must be at most {MAX_DESCRIPTION_LEN} characters"
         )));
@@ -476,7 +476,13 @@ pub async fn recompute_all(
 ) -> Result<Vec<(Uuid, Recomputed)>, AudienceError> {
     let graph = load_graph(&mut *db.acquire().await?).await?;
     let order = dependency_order(&graph).map_err(|cycle| {
-        AudienceError::Cycle(cycle.iter().map(Uuid::to_string).collect::<Vec<_>>().join(" → "))
+        AudienceError::Cycle(
+            cycle
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(" → "),
+        )
     })?;
     let mut out = Vec::with_capacity(order.len());
     for id in order {
@@ -520,7 +526,13 @@ pub async fn evaluate_profile(
         .map(|(id, r)| (*id, (id.to_string(), r.referenced_audiences())))
         .collect();
     let order = dependency_order(&graph).map_err(|cycle| {
-        AudienceError::Cycle(cycle.iter().map(Uuid::to_string).collect::<Vec<_>>().join(" → "))
+        AudienceError::Cycle(
+            cycle
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(" → "),
+        )
     })?;
     let scope = EventScope {
         types: rules.values().flat_map(Rule::event_types).collect(),
@@ -630,11 +642,13 @@ pub async fn members(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(profile_id, display_name, entered_at)| AudienceMemberView {
-            profile_id,
-            display_name,
-            entered_at,
-        })
+        .map(
+            |(profile_id, display_name, entered_at)| AudienceMemberView {
+                profile_id,
+                display_name,
+                entered_at,
+            },
+        )
         .collect())
 }
 
@@ -703,7 +717,10 @@ mod tests {
             .map(|(id, refs)| {
                 (
                     Uuid::from_u128(*id),
-                    (id.to_string(), refs.iter().map(|r| Uuid::from_u128(*r)).collect()),
+                    (
+                        id.to_string(),
+                        refs.iter().map(|r| Uuid::from_u128(*r)).collect(),
+                    ),
                 )
             })
             .collect()
@@ -712,7 +729,12 @@ mod tests {
     #[test]
     fn dependencies_come_first_and_cycles_are_named() {
         let order = dependency_order(&graph(&[(1, &[3]), (2, &[]), (3, &[2])])).unwrap();
-        let pos = |n| order.iter().position(|id| *id == Uuid::from_u128(n)).unwrap();
+        let pos = |n| {
+            order
+                .iter()
+                .position(|id| *id == Uuid::from_u128(n))
+                .unwrap()
+        };
         assert!(pos(2) < pos(3) && pos(3) < pos(1));
         let cycle = dependency_order(&graph(&[(1, &[2]), (2, &[3]), (3, &[1])])).unwrap_err();
         assert_eq!(cycle.first(), cycle.last());

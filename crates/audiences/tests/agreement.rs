@@ -11,8 +11,8 @@ use audiences::sql;
 use chrono::{DateTime, Duration, Utc};
 use domain::api::profiles::ChurnBand;
 use domain::audience::{
-    AffinityCondition, Behaviour, CmpOp, Compare, ConsentChannel, EventFact, EventMatch,
-    Abandonment, ProfileFacts, PropertyCondition, PropertyOp, Rule,
+    Abandonment, AffinityCondition, Behaviour, CmpOp, Compare, ConsentChannel, EventFact,
+    EventMatch, ProfileFacts, PropertyCondition, PropertyOp, Rule,
 };
 use domain::{Channel, EventType, IdentifierKind};
 use proptest::prelude::*;
@@ -63,7 +63,20 @@ fn property_value() -> impl Strategy<Value = (String, Value)> {
 
 /// Hours before `as_of`: window edges (1 h, 24 h, 7 d, 30 d) are on the grid.
 fn hours_ago() -> impl Strategy<Value = i64> {
-    pick(vec![0, 1, 2, 3, 24, 25, 48, 24 * 7, 24 * 7 + 1, 24 * 30, 24 * 31, -1])
+    pick(vec![
+        0,
+        1,
+        2,
+        3,
+        24,
+        25,
+        48,
+        24 * 7,
+        24 * 7 + 1,
+        24 * 30,
+        24 * 31,
+        -1,
+    ])
 }
 
 fn event() -> impl Strategy<Value = EventFact> {
@@ -91,7 +104,11 @@ fn score() -> impl Strategy<Value = f64> {
 
 fn profile() -> impl Strategy<Value = ProfileFacts> {
     let kinds = proptest::collection::btree_set(
-        pick(vec![IdentifierKind::Email, IdentifierKind::Phone, IdentifierKind::LoyaltyId]),
+        pick(vec![
+            IdentifierKind::Email,
+            IdentifierKind::Phone,
+            IdentifierKind::LoyaltyId,
+        ]),
         0..3,
     );
     let traits = proptest::collection::vec(
@@ -113,11 +130,17 @@ fn profile() -> impl Strategy<Value = ProfileFacts> {
     let orders = (
         0i64..4,
         money(),
-        proptest::option::of(pick(vec![0i64, 29, 30, 31, 90]).prop_map(|d| as_of() - Duration::days(d))),
+        proptest::option::of(
+            pick(vec![0i64, 29, 30, 31, 90]).prop_map(|d| as_of() - Duration::days(d)),
+        ),
         proptest::collection::btree_set(pick(vec!["shoes".to_owned(), "tees".to_owned()]), 0..3),
     );
     let channels = proptest::collection::btree_set(
-        pick(vec!["web".to_owned(), "whatsapp".to_owned(), "pos".to_owned()]),
+        pick(vec![
+            "web".to_owned(),
+            "whatsapp".to_owned(),
+            "pos".to_owned(),
+        ]),
         0..3,
     );
     let affinity = proptest::collection::btree_map(
@@ -142,7 +165,16 @@ fn profile() -> impl Strategy<Value = ProfileFacts> {
         audiences,
     )
         .prop_map(
-            |(kinds, traits, (count, spent, last, cats), channels, affinity, (churn, ltv, seg), events, audiences)| {
+            |(
+                kinds,
+                traits,
+                (count, spent, last, cats),
+                channels,
+                affinity,
+                (churn, ltv, seg),
+                events,
+                audiences,
+            )| {
                 ProfileFacts {
                     identifier_kinds: kinds,
                     traits,
@@ -164,27 +196,64 @@ fn profile() -> impl Strategy<Value = ProfileFacts> {
 }
 
 fn op() -> impl Strategy<Value = CmpOp> {
-    pick(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Gt, CmpOp::Gte, CmpOp::Lt, CmpOp::Lte])
+    pick(vec![
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Gt,
+        CmpOp::Gte,
+        CmpOp::Lt,
+        CmpOp::Lte,
+    ])
 }
 
 fn event_match() -> impl Strategy<Value = EventMatch> {
     let condition = prop_oneof![
-        (pick(vec!["category", "flag", "price"]), pick(vec![PropertyOp::Eq, PropertyOp::Ne]),
-            pick(vec![json!("shoes"), json!("100"), json!(true), json!(false)]))
-            .prop_map(|(k, op, v)| PropertyCondition { key: k.into(), op, value: Some(v) }),
-        pick(vec!["category", "flag", "price"])
-            .prop_map(|k| PropertyCondition { key: k.into(), op: PropertyOp::Exists, value: None }),
-        (pick(vec!["price", "category"]), pick(vec![PropertyOp::Gt, PropertyOp::Gte, PropertyOp::Lt, PropertyOp::Lte]),
-            pick(vec![json!(50), json!(99.5), json!(100)]))
-            .prop_map(|(k, op, v)| PropertyCondition { key: k.into(), op, value: Some(v) }),
+        (
+            pick(vec!["category", "flag", "price"]),
+            pick(vec![PropertyOp::Eq, PropertyOp::Ne]),
+            pick(vec![
+                json!("shoes"),
+                json!("100"),
+                json!(true),
+                json!(false)
+            ])
+        )
+            .prop_map(|(k, op, v)| PropertyCondition {
+                key: k.into(),
+                op,
+                value: Some(v)
+            }),
+        pick(vec!["category", "flag", "price"]).prop_map(|k| PropertyCondition {
+            key: k.into(),
+            op: PropertyOp::Exists,
+            value: None
+        }),
+        (
+            pick(vec!["price", "category"]),
+            pick(vec![
+                PropertyOp::Gt,
+                PropertyOp::Gte,
+                PropertyOp::Lt,
+                PropertyOp::Lte
+            ]),
+            pick(vec![json!(50), json!(99.5), json!(100)])
+        )
+            .prop_map(|(k, op, v)| PropertyCondition {
+                key: k.into(),
+                op,
+                value: Some(v)
+            }),
     ];
-    (event_type(), name(), proptest::collection::vec(condition, 0..2)).prop_map(
-        |(t, name, conditions)| EventMatch {
+    (
+        event_type(),
+        name(),
+        proptest::collection::vec(condition, 0..2),
+    )
+        .prop_map(|(t, name, conditions)| EventMatch {
             event_type: t,
             name,
             conditions,
-        },
-    )
+        })
 }
 
 fn leaf() -> impl Strategy<Value = Rule> {
@@ -196,27 +265,56 @@ fn leaf() -> impl Strategy<Value = Rule> {
         (op(), 0i64..4).prop_map(|(op, value)| Rule::OrdersCount(Compare { op, value })),
         (op(), money()).prop_map(|(op, value)| Rule::TotalSpent(Compare { op, value })),
         (op(), money()).prop_map(|(op, value)| Rule::AverageOrder(Compare { op, value })),
-        (pick(vec![CmpOp::Gt, CmpOp::Gte, CmpOp::Lt, CmpOp::Lte]), pick(vec![0u32, 30, 31]))
+        (
+            pick(vec![CmpOp::Gt, CmpOp::Gte, CmpOp::Lt, CmpOp::Lte]),
+            pick(vec![0u32, 30, 31])
+        )
             .prop_map(|(op, value)| Rule::LastOrderDaysAgo(Compare { op, value })),
-        pick(vec!["shoes".to_owned(), "tees".to_owned(), "hats".to_owned()]).prop_map(Rule::BoughtCategory),
+        pick(vec![
+            "shoes".to_owned(),
+            "tees".to_owned(),
+            "hats".to_owned()
+        ])
+        .prop_map(Rule::BoughtCategory),
         pick(vec![Channel::Web, Channel::Whatsapp, Channel::Store]).prop_map(Rule::UsedChannel),
-        (pick(vec!["shoes".to_owned(), "hats".to_owned()]), pick(vec![0.0, 0.25, 0.6]))
-            .prop_map(|(category, at_least)| Rule::CategoryAffinity(AffinityCondition { category, at_least })),
+        (
+            pick(vec!["shoes".to_owned(), "hats".to_owned()]),
+            pick(vec![0.0, 0.25, 0.6])
+        )
+            .prop_map(
+                |(category, at_least)| Rule::CategoryAffinity(AffinityCondition {
+                    category,
+                    at_least
+                })
+            ),
         pick(vec!["vip".to_owned(), "dormant".to_owned()]).prop_map(Rule::Segment),
         (op(), score()).prop_map(|(op, value)| Rule::ChurnScore(Compare { op, value })),
         pick(ChurnBand::ALL.to_vec()).prop_map(Rule::ChurnLabel),
-        (op(), pick(vec![0.0, 1000.0, 2500.5])).prop_map(|(op, value)| Rule::PredictedLtv(Compare { op, value })),
-        (event_match(), 1u32..3, pick(vec![1u32, 7, 30])).prop_map(|(event, at_least, within_days)| {
-            Rule::Did(Behaviour { event, at_least, within_days })
-        }),
-        (event_match(), pick(vec![1u32, 7, 30]), event_match(), pick(vec![1u32, 2, 24])).prop_map(
-            |(event, within_days, without, within_hours)| Rule::DidWithout(Abandonment {
-                event,
-                within_days,
-                without,
-                within_hours,
-            })
+        (op(), pick(vec![0.0, 1000.0, 2500.5]))
+            .prop_map(|(op, value)| Rule::PredictedLtv(Compare { op, value })),
+        (event_match(), 1u32..3, pick(vec![1u32, 7, 30])).prop_map(
+            |(event, at_least, within_days)| {
+                Rule::Did(Behaviour {
+                    event,
+                    at_least,
+                    within_days,
+                })
+            }
         ),
+        (
+            event_match(),
+            pick(vec![1u32, 7, 30]),
+            event_match(),
+            pick(vec![1u32, 2, 24])
+        )
+            .prop_map(
+                |(event, within_days, without, within_hours)| Rule::DidWithout(Abandonment {
+                    event,
+                    within_days,
+                    without,
+                    within_hours,
+                })
+            ),
         pick(vec![AUDIENCE_A, AUDIENCE_B]).prop_map(Rule::InAudience),
     ]
 }
@@ -233,12 +331,14 @@ fn rule() -> impl Strategy<Value = Rule> {
 
 async fn setup(db: &PgPool) {
     for (id, name) in [(AUDIENCE_A, "A"), (AUDIENCE_B, "B")] {
-        sqlx::query("INSERT INTO audiences (id, name, rule) VALUES ($1, $2, '\"whatsapp_capable\"')")
-            .bind(id)
-            .bind(name)
-            .execute(db)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO audiences (id, name, rule) VALUES ($1, $2, '\"whatsapp_capable\"')",
+        )
+        .bind(id)
+        .bind(name)
+        .execute(db)
+        .await
+        .unwrap();
     }
     for task in ["churn", "ltv", "segment"] {
         sqlx::query(
@@ -397,7 +497,11 @@ fn compiled_sql_and_the_in_memory_evaluator_agree() {
     }
 }
 
-async fn check(db: &PgPool, facts: Vec<ProfileFacts>, rules: Vec<Rule>) -> Result<(), TestCaseError> {
+async fn check(
+    db: &PgPool,
+    facts: Vec<ProfileFacts>,
+    rules: Vec<Rule>,
+) -> Result<(), TestCaseError> {
     let profiles: Vec<(Uuid, ProfileFacts)> = facts
         .into_iter()
         .enumerate()
@@ -419,7 +523,10 @@ async fn check(db: &PgPool, facts: Vec<ProfileFacts>, rules: Vec<Rule>) -> Resul
         .unwrap();
     prop_assert!(tombstone.is_none(), "a merged-away profile has no facts");
     for rule in &rules {
-        prop_assert!(rule.validate().is_ok(), "generated rules are valid: {rule:?}");
+        prop_assert!(
+            rule.validate().is_ok(),
+            "generated rules are valid: {rule:?}"
+        );
         let by_sql: BTreeSet<Uuid> = sql::members(rule, as_of())
             .build_query_scalar()
             .fetch_all(db)
@@ -438,7 +545,12 @@ async fn check(db: &PgPool, facts: Vec<ProfileFacts>, rules: Vec<Rule>) -> Resul
             .map(|(id, _)| *id)
             .collect();
         prop_assert_eq!(&by_sql, &in_memory, "SQL vs generated facts for {:?}", rule);
-        prop_assert_eq!(&from_loaded, &in_memory, "loaded vs generated facts for {:?}", rule);
+        prop_assert_eq!(
+            &from_loaded,
+            &in_memory,
+            "loaded vs generated facts for {:?}",
+            rule
+        );
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Audiences stored, previewed, recomputed and kept live against the real Postgres.
 
 use audiences::store::{self, AudienceError, Change, MembershipChange};
-use domain::api::AudienceRequest as AudienceDraft;
 use chrono::{DateTime, Duration, Utc};
+use domain::api::AudienceRequest as AudienceDraft;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::PgPool;
@@ -48,44 +48,92 @@ async fn log(db: &PgPool, audience: Uuid) -> Vec<(Uuid, String, String)> {
 async fn saving_checks_rules_names_references_and_cycles() {
     let env = TestEnv::new().await;
     let db = &env.db;
-    let a = store::create(db, &draft("Big spenders", json!({"total_spent": {"op": "gte", "value": 1000}})), "admin@test")
-        .await
-        .unwrap();
+    let a = store::create(
+        db,
+        &draft(
+            "Big spenders",
+            json!({"total_spent": {"op": "gte", "value": 1000}}),
+        ),
+        "admin@test",
+    )
+    .await
+    .unwrap();
     assert_eq!(a.version, 1);
     assert_eq!(a.created_by.as_deref(), Some("admin@test"));
 
     let bad = store::create(db, &draft("Bad", json!({"all": []})), "x").await;
     assert!(matches!(bad, Err(AudienceError::Rule(_))), "{bad:?}");
     let taken = store::create(db, &draft(" Big spenders ", json!("whatsapp_capable")), "x").await;
-    assert!(matches!(taken, Err(AudienceError::NameTaken(_))), "{taken:?}");
+    assert!(
+        matches!(taken, Err(AudienceError::NameTaken(_))),
+        "{taken:?}"
+    );
     let blank = store::create(db, &draft("  ", json!("whatsapp_capable")), "x").await;
     assert!(matches!(blank, Err(AudienceError::Invalid(_))), "{blank:?}");
-    let missing = store::create(db, &draft("Ghost", json!({"in_audience": Uuid::from_u128(7)})), "x").await;
+    let missing = store::create(
+        db,
+        &draft("Ghost", json!({"in_audience": Uuid::from_u128(7)})),
+        "x",
+    )
+    .await;
     assert!(matches!(missing, Err(AudienceError::Invalid(m)) if m.contains("does not exist")));
 
-    let b = store::create(db, &draft("Big on WhatsApp", json!({"all": [{"in_audience": a.id}, "whatsapp_capable"]})), "x")
-        .await
-        .unwrap();
-    let cycle = store::update(db, a.id, &draft("Big spenders", json!({"in_audience": b.id}))).await;
+    let b = store::create(
+        db,
+        &draft(
+            "Big on WhatsApp",
+            json!({"all": [{"in_audience": a.id}, "whatsapp_capable"]}),
+        ),
+        "x",
+    )
+    .await
+    .unwrap();
+    let cycle = store::update(
+        db,
+        a.id,
+        &draft("Big spenders", json!({"in_audience": b.id})),
+    )
+    .await;
     match cycle {
         Err(AudienceError::Cycle(path)) => {
-            assert!(path.contains("Big spenders") && path.contains("Big on WhatsApp"), "{path}")
+            assert!(
+                path.contains("Big spenders") && path.contains("Big on WhatsApp"),
+                "{path}"
+            )
         }
         other => panic!("{other:?}"),
     }
-    let own = store::update(db, a.id, &draft("Big spenders", json!({"not": {"in_audience": a.id}}))).await;
+    let own = store::update(
+        db,
+        a.id,
+        &draft("Big spenders", json!({"not": {"in_audience": a.id}})),
+    )
+    .await;
     assert!(matches!(own, Err(AudienceError::Cycle(_))), "{own:?}");
 
     let in_use = store::delete(db, a.id).await;
-    assert!(matches!(in_use, Err(AudienceError::InUse(ref n)) if n.contains("Big on WhatsApp")), "{in_use:?}");
-    let renamed = store::update(db, a.id, &draft("Bigger spenders", json!({"total_spent": {"op": "gte", "value": 2000}})))
-        .await
-        .unwrap();
+    assert!(
+        matches!(in_use, Err(AudienceError::InUse(ref n)) if n.contains("Big on WhatsApp")),
+        "{in_use:?}"
+    );
+    let renamed = store::update(
+        db,
+        a.id,
+        &draft(
+            "Bigger spenders",
+            json!({"total_spent": {"op": "gte", "value": 2000}}),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(renamed.version, 2);
     assert_eq!(store::get(db, a.id).await.unwrap().name, "Bigger spenders");
     store::delete(db, b.id).await.unwrap();
     store::delete(db, a.id).await.unwrap();
-    assert!(matches!(store::get(db, a.id).await, Err(AudienceError::NotFound(_))));
+    assert!(matches!(
+        store::get(db, a.id).await,
+        Err(AudienceError::NotFound(_))
+    ));
     assert!(store::list(db).await.unwrap().is_empty());
 }
 
@@ -98,12 +146,23 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
     let poor = profile(db, 2, 10, &["whatsapp"]).await;
     let rich_web = profile(db, 3, 9000, &["web"]).await;
 
-    let big = store::create(db, &draft("Big", json!({"total_spent": {"op": "gte", "value": 1000}})), "t")
-        .await
-        .unwrap();
-    let reachable = store::create(db, &draft("Big and reachable", json!({"all": [{"in_audience": big.id}, "whatsapp_capable"]})), "t")
-        .await
-        .unwrap();
+    let big = store::create(
+        db,
+        &draft("Big", json!({"total_spent": {"op": "gte", "value": 1000}})),
+        "t",
+    )
+    .await
+    .unwrap();
+    let reachable = store::create(
+        db,
+        &draft(
+            "Big and reachable",
+            json!({"all": [{"in_audience": big.id}, "whatsapp_capable"]}),
+        ),
+        "t",
+    )
+    .await
+    .unwrap();
 
     let preview = store::preview(db, &big.rule, now, 1).await.unwrap();
     assert_eq!(preview.size, 2);
@@ -111,12 +170,19 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
 
     // Dependency order: "Big" first, so "Big and reachable" sees its members.
     let done = store::recompute_all(db, now).await.unwrap();
-    assert_eq!(done.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![big.id, reachable.id]);
+    assert_eq!(
+        done.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![big.id, reachable.id]
+    );
     assert_eq!(done[0].1.entered, 2);
     assert_eq!(done[1].1.members, 1);
     assert_eq!(store::get(db, big.id).await.unwrap().member_count, 2);
     let again = store::recompute(db, big.id, now).await.unwrap();
-    assert_eq!((again.entered, again.exited, again.members), (0, 0, 2), "nothing twice");
+    assert_eq!(
+        (again.entered, again.exited, again.members),
+        (0, 0, 2),
+        "nothing twice"
+    );
 
     // The poor profile spends: live evaluation moves it into both, in order.
     sqlx::query("UPDATE customer_profile SET total_spent = 1500 WHERE id = $1")
@@ -128,11 +194,25 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
     assert_eq!(
         changes,
         vec![
-            MembershipChange { audience_id: big.id, profile_id: poor, change: Change::Entered },
-            MembershipChange { audience_id: reachable.id, profile_id: poor, change: Change::Entered },
+            MembershipChange {
+                audience_id: big.id,
+                profile_id: poor,
+                change: Change::Entered
+            },
+            MembershipChange {
+                audience_id: reachable.id,
+                profile_id: poor,
+                change: Change::Entered
+            },
         ]
     );
-    assert!(store::evaluate_profile(db, poor, now).await.unwrap().is_empty(), "no change, no record");
+    assert!(
+        store::evaluate_profile(db, poor, now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no change, no record"
+    );
 
     // Merged away: it leaves everything; the recompute agrees and records nothing more.
     sqlx::query("UPDATE customer_profile SET merged_into = $2 WHERE id = $1")
@@ -141,10 +221,14 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
         .execute(db)
         .await
         .unwrap();
-    let left = store::evaluate_profile(db, rich, now + Duration::seconds(1)).await.unwrap();
+    let left = store::evaluate_profile(db, rich, now + Duration::seconds(1))
+        .await
+        .unwrap();
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|c| c.change == Change::Exited));
-    let after = store::recompute(db, big.id, now + Duration::seconds(2)).await.unwrap();
+    let after = store::recompute(db, big.id, now + Duration::seconds(2))
+        .await
+        .unwrap();
     assert_eq!((after.entered, after.exited, after.members), (0, 0, 2));
 
     let history = log(db, big.id).await;
@@ -157,13 +241,26 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
     assert_eq!(history, mine);
 
     // Erased (the row is gone): a recompute sees it leave.
-    sqlx::query("DELETE FROM customer_profile WHERE id = $1").bind(rich_web).execute(db).await.unwrap();
-    sqlx::query("DELETE FROM customer_profile WHERE id = $1 AND merged_into IS NOT NULL").bind(rich).execute(db).await.unwrap();
-    let erased = store::recompute(db, big.id, now + Duration::seconds(3)).await.unwrap();
+    sqlx::query("DELETE FROM customer_profile WHERE id = $1")
+        .bind(rich_web)
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM customer_profile WHERE id = $1 AND merged_into IS NOT NULL")
+        .bind(rich)
+        .execute(db)
+        .await
+        .unwrap();
+    let erased = store::recompute(db, big.id, now + Duration::seconds(3))
+        .await
+        .unwrap();
     assert_eq!((erased.exited, erased.members), (1, 1));
 
     let page = store::members(db, big.id, None, 10).await.unwrap();
-    assert_eq!(page.iter().map(|m| m.profile_id).collect::<Vec<_>>(), vec![poor]);
+    assert_eq!(
+        page.iter().map(|m| m.profile_id).collect::<Vec<_>>(),
+        vec![poor]
+    );
     assert_eq!(page[0].display_name.as_deref(), Some("Person 2"));
 }
 
@@ -174,13 +271,26 @@ async fn members_page_by_profile_id() {
     for n in 1..=5 {
         profile(db, n, 100, &["web"]).await;
     }
-    let all = store::create(db, &draft("Everyone", json!({"has_identifier": "phone"})), "t")
-        .await
-        .unwrap();
+    let all = store::create(
+        db,
+        &draft("Everyone", json!({"has_identifier": "phone"})),
+        "t",
+    )
+    .await
+    .unwrap();
     store::recompute(db, all.id, Utc::now()).await.unwrap();
     let first = store::members(db, all.id, None, 2).await.unwrap();
-    let second = store::members(db, all.id, Some(first[1].profile_id), 2).await.unwrap();
-    let third = store::members(db, all.id, Some(second[1].profile_id), 2).await.unwrap();
-    let ids: Vec<u128> = first.iter().chain(&second).chain(&third).map(|m| m.profile_id.as_u128()).collect();
+    let second = store::members(db, all.id, Some(first[1].profile_id), 2)
+        .await
+        .unwrap();
+    let third = store::members(db, all.id, Some(second[1].profile_id), 2)
+        .await
+        .unwrap();
+    let ids: Vec<u128> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|m| m.profile_id.as_u128())
+        .collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
 }

@@ -575,7 +575,9 @@ impl PropertyCondition {
                 Some(x) if x.abs() <= Decimal::from(MAX_PROPERTY_NUMBER) => Ok(()),
                 _ => Err(err(
                     &value,
-                    format!("the number must be from -{MAX_PROPERTY_NUMBER} to {MAX_PROPERTY_NUMBER}"),
+                    format!(
+                        "the number must be from -{MAX_PROPERTY_NUMBER} to {MAX_PROPERTY_NUMBER}"
+                    ),
                 )),
             },
             (_, _) => Err(err(&value, "gt, gte, lt and lte compare with a number")),
@@ -709,7 +711,10 @@ fn window_days(path: &str, days: u32, least: u32) -> Result<(), RuleError> {
     if (least..=MAX_WINDOW_DAYS).contains(&days) {
         Ok(())
     } else {
-        Err(err(path, format!("must be from {least} to {MAX_WINDOW_DAYS} days")))
+        Err(err(
+            path,
+            format!("must be from {least} to {MAX_WINDOW_DAYS} days"),
+        ))
     }
 }
 
@@ -762,11 +767,11 @@ mod openapi {
                                       "maximum": MAX_PROPERTY_NUMBER}}},
         ]});
         json!({"type": "object", "additionalProperties": false, "required": ["type"],
-               "properties": {
-                   "type": {"type": "string", "enum": names(&EventType::ALL, EventType::as_str)},
-                   "name": text(),
-                   "where": {"type": "array", "maxItems": MAX_PROPERTY_CONDITIONS, "items": condition},
-               }})
+        "properties": {
+            "type": {"type": "string", "enum": names(&EventType::ALL, EventType::as_str)},
+            "name": text(),
+            "where": {"type": "array", "maxItems": MAX_PROPERTY_CONDITIONS, "items": condition},
+        }})
     }
 
     fn days(least: u32) -> Value {
@@ -776,7 +781,8 @@ mod openapi {
     /// The schema as JSON.
     pub fn rule_schema() -> Value {
         let this = json!({"$ref": "#/components/schemas/AudienceRule"});
-        let group = json!({"type": "array", "minItems": 1, "maxItems": MAX_CONDITIONS, "items": this});
+        let group =
+            json!({"type": "array", "minItems": 1, "maxItems": MAX_CONDITIONS, "items": this});
         let money = json!({"type": "number", "minimum": 0, "maximum": MAX_AMOUNT.to_string().parse::<f64>().unwrap_or(1e12)});
         let unit = json!({"type": "number", "minimum": 0, "maximum": 1});
         json!({
@@ -861,9 +867,13 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(
             r.event_types(),
-            [EventType::ProductViewed, EventType::CheckoutStarted, EventType::OrderPlaced]
-                .into_iter()
-                .collect()
+            [
+                EventType::ProductViewed,
+                EventType::CheckoutStarted,
+                EventType::OrderPlaced
+            ]
+            .into_iter()
+            .collect()
         );
         assert_eq!(r.lookback_days(), 30);
     }
@@ -907,7 +917,10 @@ mod tests {
                 json!({"did": {"event": {"type": "page_viewed", "where": [{"key": "n", "op": "eq", "value": 3}]}, "within_days": 3}}),
                 "rule.did.event.where[0].value: `eq` and `ne` compare with a string or a boolean (numbers: gt, gte, lt, lte)",
             ),
-            (json!({"bought_category": "  "}), "rule.bought_category: cannot be empty"),
+            (
+                json!({"bought_category": "  "}),
+                "rule.bought_category: cannot be empty",
+            ),
             (
                 json!({"total_spent": {"op": "gte", "value": -1}}),
                 "rule.total_spent: the amount cannot be negative",
@@ -936,36 +949,75 @@ mod tests {
 
     #[test]
     fn an_abandoned_checkout_counts_only_once_its_hour_has_passed_without_an_order() {
-        let r = rule(json!({"did_without": {"event": {"type": "checkout_started"}, "within_days": 7,
-            "without": {"type": "order_placed"}, "within_hours": 1}}));
+        let r = rule(
+            json!({"did_without": {"event": {"type": "checkout_started"}, "within_days": 7,
+            "without": {"type": "order_placed"}, "within_hours": 1}}),
+        );
         let mut f = ProfileFacts {
-            events: vec![ev(EventType::CheckoutStarted, "2026-12-01T10:00:00Z", json!({}))],
+            events: vec![ev(
+                EventType::CheckoutStarted,
+                "2026-12-01T10:00:00Z",
+                json!({}),
+            )],
             ..Default::default()
         };
-        assert!(!r.evaluate(&f, at("2026-12-01T10:30:00Z")), "the hour is not over");
+        assert!(
+            !r.evaluate(&f, at("2026-12-01T10:30:00Z")),
+            "the hour is not over"
+        );
         assert!(r.evaluate(&f, at("2026-12-01T11:00:00Z")));
-        f.events
-            .push(ev(EventType::OrderPlaced, "2026-12-01T10:40:00Z", json!({})));
-        assert!(!r.evaluate(&f, at("2026-12-01T11:00:00Z")), "the order came");
-        assert!(!r.evaluate(&f, at("2026-12-09T11:00:00Z")), "out of the window");
+        f.events.push(ev(
+            EventType::OrderPlaced,
+            "2026-12-01T10:40:00Z",
+            json!({}),
+        ));
+        assert!(
+            !r.evaluate(&f, at("2026-12-01T11:00:00Z")),
+            "the order came"
+        );
+        assert!(
+            !r.evaluate(&f, at("2026-12-09T11:00:00Z")),
+            "out of the window"
+        );
     }
 
     #[test]
     fn behaviour_counts_matching_events_in_the_window() {
-        let r = rule(json!({"did": {"event": {"type": "product_viewed", "where": [
+        let r = rule(
+            json!({"did": {"event": {"type": "product_viewed", "where": [
             {"key": "category", "op": "eq", "value": "shoes"},
-            {"key": "price", "op": "gte", "value": 100}]}, "at_least": 2, "within_days": 30}}));
+            {"key": "price", "op": "gte", "value": 100}]}, "at_least": 2, "within_days": 30}}),
+        );
         let f = ProfileFacts {
             events: vec![
-                ev(EventType::ProductViewed, "2026-11-20T00:00:00Z", json!({"category": "shoes", "price": 120})),
-                ev(EventType::ProductViewed, "2026-11-21T00:00:00Z", json!({"category": "shoes", "price": 99.5})),
-                ev(EventType::ProductViewed, "2026-10-01T00:00:00Z", json!({"category": "shoes", "price": 300})),
-                ev(EventType::ProductViewed, "2026-11-22T00:00:00Z", json!({"category": "shoes", "price": 100.0})),
+                ev(
+                    EventType::ProductViewed,
+                    "2026-11-20T00:00:00Z",
+                    json!({"category": "shoes", "price": 120}),
+                ),
+                ev(
+                    EventType::ProductViewed,
+                    "2026-11-21T00:00:00Z",
+                    json!({"category": "shoes", "price": 99.5}),
+                ),
+                ev(
+                    EventType::ProductViewed,
+                    "2026-10-01T00:00:00Z",
+                    json!({"category": "shoes", "price": 300}),
+                ),
+                ev(
+                    EventType::ProductViewed,
+                    "2026-11-22T00:00:00Z",
+                    json!({"category": "shoes", "price": 100.0}),
+                ),
             ],
             ..Default::default()
         };
         assert!(r.evaluate(&f, at("2026-12-01T00:00:00Z")));
-        assert!(!r.evaluate(&f, at("2026-11-21T12:00:00Z")), "one in the window so far");
+        assert!(
+            !r.evaluate(&f, at("2026-11-21T12:00:00Z")),
+            "one in the window so far"
+        );
     }
 
     #[test]
@@ -994,7 +1046,9 @@ mod tests {
         };
         let now = at("2026-12-01T00:00:00Z");
         assert!(rule(json!({"average_order": {"op": "gt", "value": "333.33"}})).evaluate(&f, now));
-        assert!(!rule(json!({"average_order": {"op": "gte", "value": "333.34"}})).evaluate(&f, now));
+        assert!(
+            !rule(json!({"average_order": {"op": "gte", "value": "333.34"}})).evaluate(&f, now)
+        );
         assert!(rule(json!({"last_order_days_ago": {"op": "gte", "value": 30}})).evaluate(&f, now));
         assert!(!rule(json!({"last_order_days_ago": {"op": "gt", "value": 30}})).evaluate(&f, now));
         assert!(rule(json!({"last_order_days_ago": {"op": "lt", "value": 31}})).evaluate(&f, now));

@@ -30,7 +30,5 @@ pub use event::{
 };
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
 pub use order_write::{MAX_AMOUNT, OrderState, OrderWrite, Product, Refund, amount_fits};
-pub use profile::{
-    Customer360, MergeRequest, PredictionRequest, ProfileChange, ProfileChangeKind,
-};
+pub use profile::{Customer360, MergeRequest, PredictionRequest, ProfileChange, ProfileChangeKind};
 pub use source::{Channel, Source};

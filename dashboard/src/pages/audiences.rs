@@ -30,10 +30,7 @@ pub const STARTERS: [(&str, &str); 6] = [
         "Big spenders on WhatsApp",
         r#"{"all": [{"total_spent": {"op": "gte", "value": 5000}}, "whatsapp_capable", {"consent": "whatsapp"}]}"#,
     ),
-    (
-        "High churn risk",
-        r#"{"churn_label": "high"}"#,
-    ),
+    ("High churn risk", r#"{"churn_label": "high"}"#),
     (
         "Abandoned checkout (1 h, last 7 days)",
         r#"{"did_without": {"event": {"type": "checkout_started"}, "within_days": 7, "without": {"type": "order_placed"}, "within_hours": 1}}"#,
@@ -46,10 +43,7 @@ pub const STARTERS: [(&str, &str); 6] = [
         "Lapsed buyers (no order for 90 days)",
         r#"{"last_order_days_ago": {"op": "gt", "value": 90}}"#,
     ),
-    (
-        "Has an e-mail",
-        r#"{"has_identifier": "email"}"#,
-    ),
+    ("Has an e-mail", r#"{"has_identifier": "email"}"#),
 ];
 
 /// The rule typed so far, read as a rule: the JSON parser's complaint otherwise.
@@ -148,9 +142,12 @@ fn AudienceBuilder(
             }
             let result = match parse_rule(&text) {
                 Err(e) => Err(e),
-                Ok(rule) => api::post::<_, AudiencePreview>("/audiences/preview", &AudiencePreviewRequest { rule })
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(rule) => api::post::<_, AudiencePreview>(
+                    "/audiences/preview",
+                    &AudiencePreviewRequest { rule },
+                )
+                .await
+                .map_err(|e| e.to_string()),
             };
             if generation.get_untracked() == mine {
                 preview.set(Some(result));
@@ -163,7 +160,11 @@ fn AudienceBuilder(
         let rule = match parse_rule(&rule_text.get_untracked()) {
             Ok(rule) => rule,
             Err(message) => {
-                error.set(Some(ApiError::Status { status: 400, code: "invalid_rule".into(), message }));
+                error.set(Some(ApiError::Status {
+                    status: 400,
+                    code: "invalid_rule".into(),
+                    message,
+                }));
                 return;
             }
         };
@@ -247,7 +248,11 @@ pub fn AudienceDetail() -> impl IntoView {
         let id = id.get();
         let c = cursor.get();
         async move {
-            api::get::<Page<AudienceMemberView>>(&href(&format!("/audiences/{id}/members"), &[("cursor", c)])).await
+            api::get::<Page<AudienceMemberView>>(&href(
+                &format!("/audiences/{id}/members"),
+                &[("cursor", c)],
+            ))
+            .await
         }
     });
     let error = RwSignal::new(None::<ApiError>);
@@ -322,6 +327,10 @@ mod tests {
             let rule = parse_rule(json).unwrap_or_else(|e| panic!("{label}: {e}"));
             rule.validate().unwrap_or_else(|e| panic!("{label}: {e}"));
         }
-        assert!(parse_rule("{\"all\": [").unwrap_err().starts_with("Not a rule yet"));
+        assert!(
+            parse_rule("{\"all\": [")
+                .unwrap_err()
+                .starts_with("Not a rule yet")
+        );
     }
 }

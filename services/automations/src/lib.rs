@@ -56,7 +56,10 @@ impl Handler for ChangeHandler {
 
     async fn handle(&self, batch: &[Delivery<ProfileChange>]) -> Vec<Result<(), HandlerError>> {
         // A profile changed several times in one batch is judged once, as of now.
-        let profiles: BTreeSet<Uuid> = batch.iter().map(|d| d.envelope.payload.profile_id).collect();
+        let profiles: BTreeSet<Uuid> = batch
+            .iter()
+            .map(|d| d.envelope.payload.profile_id)
+            .collect();
         let mut failed: BTreeSet<Uuid> = BTreeSet::new();
         for id in &profiles {
             match store::evaluate_profile(&self.db, *id, chrono::Utc::now()).await {
@@ -97,7 +100,11 @@ impl Handler for ChangeHandler {
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
     // Replicas in one process (tests) need distinct consumer names.
-    opts.consumer = format!("{}-{}", opts.consumer, &Uuid::new_v4().simple().to_string()[..8]);
+    opts.consumer = format!(
+        "{}-{}",
+        opts.consumer,
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
     let consumer = tokio::spawn(streams::run_consumer(
         ctx.streams(),
         Topic::ProfileChanges,
@@ -106,7 +113,11 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let interval = Duration::from_secs(ctx.settings.audience_recompute_interval_secs.max(1));
-    let schedule = tokio::spawn(recompute_schedule(ctx.db.clone(), interval, ctx.shutdown.clone()));
+    let schedule = tokio::spawn(recompute_schedule(
+        ctx.db.clone(),
+        interval,
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
     let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
     ctx.shutdown.cancel();

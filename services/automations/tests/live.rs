@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use audiences::store;
-use domain::api::AudienceRequest as AudienceDraft;
 use domain::ProfileChangeKind;
+use domain::api::AudienceRequest as AudienceDraft;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use test_support::TestEnv;
@@ -47,7 +47,9 @@ async fn change(db: &PgPool, id: Uuid, spent: Option<i64>, kind: ProfileChangeKi
                 .unwrap();
         }
     }
-    storage::profile_changes::queue(&mut tx, &[(id, kind)]).await.unwrap();
+    storage::profile_changes::queue(&mut tx, &[(id, kind)])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -111,7 +113,12 @@ async fn profiles_enter_and_leave_as_their_changes_arrive() {
     let live = |p, c: &str| (p, c.to_owned(), "live".to_owned());
     assert_eq!(
         log,
-        vec![live(ana, "entered"), live(ben, "entered"), live(ana, "exited"), live(ben, "exited")]
+        vec![
+            live(ana, "entered"),
+            live(ben, "entered"),
+            live(ana, "exited"),
+            live(ben, "exited")
+        ]
     );
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM profile_change_outbox")
         .fetch_one(db)
@@ -127,19 +134,20 @@ async fn the_periodic_recompute_catches_what_no_change_announced() {
     let audience = big_spenders(db).await;
     env.spawn(automations::run).await;
     let quiet = Uuid::now_v7();
-    sqlx::query("INSERT INTO customer_profile (id, total_spent, orders_count) VALUES ($1, 4000, 2)")
-        .bind(quiet)
-        .execute(db)
-        .await
-        .unwrap();
-    wait_for(db, audience, quiet, true).await;
-    let cause: String = sqlx::query_scalar(
-        "SELECT cause FROM audience_membership_change WHERE profile_id = $1",
+    sqlx::query(
+        "INSERT INTO customer_profile (id, total_spent, orders_count) VALUES ($1, 4000, 2)",
     )
     .bind(quiet)
-    .fetch_one(db)
+    .execute(db)
     .await
     .unwrap();
+    wait_for(db, audience, quiet, true).await;
+    let cause: String =
+        sqlx::query_scalar("SELECT cause FROM audience_membership_change WHERE profile_id = $1")
+            .bind(quiet)
+            .fetch_one(db)
+            .await
+            .unwrap();
     assert_eq!(cause, "recompute");
     assert!(
         automations::recompute_if_free(db).await.unwrap().is_some(),

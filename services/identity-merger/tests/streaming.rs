@@ -284,10 +284,14 @@ async fn every_profile_change_reaches_profiles_changes_after_commit() {
         live.is_subset(&ids).then_some(())
     })
     .await;
-    test_support::eventually(30, "a merged change of every profile merged away", || async {
-        let ids = changes(&["merged"]).await;
-        merged.is_subset(&ids).then_some(())
-    })
+    test_support::eventually(
+        30,
+        "a merged change of every profile merged away",
+        || async {
+            let ids = changes(&["merged"]).await;
+            merged.is_subset(&ids).then_some(())
+        },
+    )
     .await;
     test_support::eventually(30, "the outbox empties", || async {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM profile_change_outbox")

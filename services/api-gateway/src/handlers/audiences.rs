@@ -32,7 +32,10 @@ fn audience_error(e: AudienceError) -> ApiError {
     match e {
         AudienceError::Rule(r) => ApiError::bad_request("invalid_rule", r.to_string()),
         AudienceError::Invalid(m) => ApiError::bad_request("bad_request", m),
-        AudienceError::Cycle(m) => ApiError::bad_request("invalid_rule", format!("audience references form a cycle: {m}")),
+        AudienceError::Cycle(m) => ApiError::bad_request(
+            "invalid_rule",
+            format!("audience references form a cycle: {m}"),
+        ),
         AudienceError::NotFound(id) => ApiError::not_found(format!("no audience {id}")),
         e @ (AudienceError::NameTaken(_) | AudienceError::InUse(_)) => conflict(e.to_string()),
         AudienceError::Database(e) => ApiError::internal(e),
@@ -90,7 +93,9 @@ pub async fn create_audience(
         .await
         .map_err(audience_error)?;
     tracing::info!(audience = %created.id, by = %caller.actor(), "audience created");
-    let view = store::get(&app.db, created.id).await.map_err(audience_error)?;
+    let view = store::get(&app.db, created.id)
+        .await
+        .map_err(audience_error)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -233,7 +238,9 @@ pub async fn audience_members(
     let rows = store::members(&app.db, id, after, limit + 1)
         .await
         .map_err(audience_error)?;
-    Ok(Json(paginate(rows, limit, "audience-members", |m| m.profile_id)))
+    Ok(Json(paginate(rows, limit, "audience-members", |m| {
+        m.profile_id
+    })))
 }
 
 /// Every current member as CSV.
@@ -291,7 +298,13 @@ pub async fn export_audience(
     let filename: String = audience
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     Ok((
         [
