@@ -266,6 +266,7 @@ pub fn AudienceDetail() -> impl IntoView {
             }
         });
     };
+    let export_href = move || api::url(&format!("/audiences/{}/export", id.get()));
     view! {
         {loaded(audience, move |a: AudienceView| {
             let rule = serde_json::to_string_pretty(&a.rule).unwrap_or_default();
@@ -275,14 +276,6 @@ pub fn AudienceDetail() -> impl IntoView {
                         <h1>{a.name.clone()}</h1>
                         <p class="sub">{a.description.clone()}</p>
                     </div>
-                    <div class="row">
-                        <Show when=move || session.can(Role::Admin)>
-                            <a class="button ghost" href=api::url(&format!("/audiences/{}/export", a.id)) download="" data-testid="export">"Export CSV"</a>
-                        </Show>
-                        <Show when=move || session.can(Role::Analyst)>
-                            <button type="button" class="button ghost danger" on:click=delete.clone()>"Delete"</button>
-                        </Show>
-                    </div>
                 </div>
                 <div class="kpis">
                     <Kpi label="Members" value=format::count(a.member_count) hint=format!("recomputed {}", format::maybe_datetime(a.recomputed_at)) name="members"/>
@@ -290,6 +283,15 @@ pub fn AudienceDetail() -> impl IntoView {
                 <details class="card"><summary>"Rule"</summary><pre class="json">{rule}</pre></details>
             }
         })}
+        <div class="row">
+            // The frame shows pages only once the session is known: checked once.
+            {session.can(Role::Admin).then(|| view! {
+                <a class="button ghost" href=export_href download="" data-testid="export">"Export CSV"</a>
+            })}
+            {session.can(Role::Analyst).then(|| view! {
+                <button type="button" class="button ghost danger" on:click=delete>"Delete audience"</button>
+            })}
+        </div>
         {move || error.get().map(|error| view! { <ErrorNotice error/> })}
         {loaded(members, move |page: Page<AudienceMemberView>| {
             if page.items.is_empty() {
