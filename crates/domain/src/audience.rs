@@ -742,8 +742,10 @@ mod openapi {
     }
 
     fn tagged(tag: &str, body: Value) -> Value {
+        let mut properties = serde_json::Map::new();
+        properties.insert(tag.to_owned(), body);
         json!({"type": "object", "additionalProperties": false, "required": [tag],
-               "properties": {tag: body}})
+               "properties": properties})
     }
 
     fn compare(ops: &[&str], value: Value) -> Value {
