@@ -335,16 +335,20 @@ async fn check_graph(tx: &mut PgConnection, id: Uuid, rule: &Rule) -> Result<(),
         .map(|(n, _)| n.clone())
         .unwrap_or_else(|| "this audience".into());
     graph.insert(id, (name, refs));
-    match dependency_order(&graph) {
-        Ok(_) => Ok(()),
-        Err(cycle) => Err(AudienceError::Cycle(
+    ordered(&graph).map(|_| ())
+}
+
+/// [`dependency_order`], a cycle refused with the names of the audiences on it.
+fn ordered(graph: &Graph) -> Result<Vec<Uuid>, AudienceError> {
+    dependency_order(graph).map_err(|cycle| {
+        AudienceError::Cycle(
             cycle
                 .iter()
                 .map(|c| format!("{:?}", graph[c].0))
                 .collect::<Vec<_>>()
                 .join(" → "),
-        )),
-    }
+        )
+    })
 }
 
 /// The audiences in an order where each comes after those it refers to; a cycle is
@@ -475,15 +479,7 @@ pub async fn recompute_all(
     as_of: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, Recomputed)>, AudienceError> {
     let graph = load_graph(&mut *db.acquire().await?).await?;
-    let order = dependency_order(&graph).map_err(|cycle| {
-        AudienceError::Cycle(
-            cycle
-                .iter()
-                .map(Uuid::to_string)
-                .collect::<Vec<_>>()
-                .join(" → "),
-        )
-    })?;
+    let order = ordered(&graph)?;
     let mut out = Vec::with_capacity(order.len());
     for id in order {
         match recompute(db, id, as_of).await {
@@ -525,15 +521,7 @@ pub async fn evaluate_profile(
         .iter()
         .map(|(id, r)| (*id, (id.to_string(), r.referenced_audiences())))
         .collect();
-    let order = dependency_order(&graph).map_err(|cycle| {
-        AudienceError::Cycle(
-            cycle
-                .iter()
-                .map(Uuid::to_string)
-                .collect::<Vec<_>>()
-                .join(" → "),
-        )
-    })?;
+    let order = ordered(&graph)?;
     let scope = EventScope {
         types: rules.values().flat_map(Rule::event_types).collect(),
         lookback_days: rules.values().map(Rule::lookback_days).max().unwrap_or(0),

@@ -7,14 +7,14 @@
 //! (they re-read the profile). A row is deleted after publishing only if it did not
 //! change after it was read, so a change landing during the publish goes out again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::{ProfileChange, ProfileChangeKind};
 use sqlx::PgPool;
 use storage::Named;
+use storage::outbox::{ProfileOutbox, ReadMarks, delete_unchanged};
 use streams::{Envelope, OutboxOptions, OutboxRow, OutboxStore, Streams, Topic};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub struct ProfileChangeOutbox {
     db: PgPool,
     producer: &'static str,
-    read: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    read: ReadMarks,
 }
 
 impl ProfileChangeOutbox {
@@ -32,7 +32,7 @@ impl ProfileChangeOutbox {
         Self {
             db,
             producer,
-            read: Mutex::new(HashMap::new()),
+            read: ReadMarks::default(),
         }
     }
 }
@@ -51,10 +51,9 @@ impl OutboxStore for ProfileChangeOutbox {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.db)
         .await?;
-        let mut read = self.read.lock().expect("outbox bookkeeping lock");
         let mut out = Vec::with_capacity(rows.len());
         for (profile_id, change, changed_at) in rows {
-            read.insert(profile_id, changed_at);
+            self.read.remember(profile_id, changed_at);
             let payload = serde_json::to_value(ProfileChange {
                 profile_id,
                 change: change.0,
@@ -69,24 +68,8 @@ impl OutboxStore for ProfileChangeOutbox {
     }
 
     async fn mark_published(&self, ids: &[Uuid]) -> anyhow::Result<()> {
-        let (profiles, changed): (Vec<Uuid>, Vec<DateTime<Utc>>) = {
-            let mut read = self.read.lock().expect("outbox bookkeeping lock");
-            ids.iter()
-                .filter_map(|id| read.remove(id).map(|t| (*id, t)))
-                .unzip()
-        };
-        // Rows being written right now are skipped (published again on the next pass):
-        // the relay never waits on, or deadlocks with, a writer.
-        sqlx::query(
-            "DELETE FROM profile_change_outbox WHERE profile_id IN ( \
-                 SELECT o.profile_id FROM profile_change_outbox o \
-                 JOIN unnest($1::uuid[], $2::timestamptz[]) AS u(p, c) ON o.profile_id = u.p \
-                 WHERE o.changed_at <= u.c ORDER BY o.profile_id FOR UPDATE OF o SKIP LOCKED)",
-        )
-        .bind(&profiles)
-        .bind(&changed)
-        .execute(&self.db)
-        .await?;
+        let (profiles, changed) = self.read.take(ids);
+        delete_unchanged(&self.db, ProfileOutbox::ProfileChanges, &profiles, &changed).await?;
         Ok(())
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! - [`normalized`]: the one writer of normalised events, orders, refunds and products;
 //!   [`profiles`]: the one writer of `customer_profile` rows; [`profile_changes`]: the
-//!   one writer of `profile_change_outbox` (what `profiles.changes` publishes).
+//!   one writer of `profile_change_outbox` (what `profiles.changes` publishes);
+//!   [`outbox`]: what the relays of the profile-keyed outboxes share.
 //! - [`integrations`], [`models`] (the registry's rows as the API shows them), [`names`]
 //!   (enum names in TEXT columns).
 //! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
@@ -39,6 +40,7 @@ pub mod integrations;
 pub mod models;
 pub mod names;
 pub mod normalized;
+pub mod outbox;
 pub mod profile_changes;
 pub mod profiles;
 pub mod secrets;

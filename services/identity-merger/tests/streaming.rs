@@ -209,19 +209,7 @@ async fn prediction_requests_are_debounced_per_profile() {
     let streams = Streams::new(env.redis.clone(), env.prefix(), 1_000_000);
     let requested: BTreeSet<Uuid> =
         test_support::eventually(30, "prediction requests for every profile", || async {
-            let entries = streams
-                .recent_entries(Topic::PredictionsRequests, 100_000)
-                .await
-                .unwrap();
-            let ids: BTreeSet<Uuid> = entries
-                .iter()
-                .filter_map(|e| e.envelope.as_ref())
-                .filter_map(|env| {
-                    env.payload["profile_id"]
-                        .as_str()
-                        .and_then(|s| s.parse().ok())
-                })
-                .collect();
+            let ids = profiles_on(&streams, Topic::PredictionsRequests, &[]).await;
             live.is_subset(&ids).then_some(ids)
         })
         .await;
@@ -260,25 +248,8 @@ async fn every_profile_change_reaches_profiles_changes_after_commit() {
             .into_iter()
             .collect();
     let streams = Streams::new(env.redis.clone(), env.prefix(), 1_000_000);
-    let changes = |kinds: &'static [&'static str]| {
-        let streams = streams.clone();
-        async move {
-            let entries = streams
-                .recent_entries(Topic::ProfileChanges, 100_000)
-                .await
-                .unwrap();
-            entries
-                .iter()
-                .filter_map(|e| e.envelope.as_ref())
-                .filter(|env| {
-                    env.payload["change"]
-                        .as_str()
-                        .is_some_and(|c| kinds.contains(&c))
-                })
-                .filter_map(|env| env.payload["profile_id"].as_str()?.parse().ok())
-                .collect::<BTreeSet<Uuid>>()
-        }
-    };
+    let changes =
+        |kinds: &'static [&'static str]| profiles_on(&streams, Topic::ProfileChanges, kinds);
     test_support::eventually(30, "a change of every live profile", || async {
         let ids = changes(&["created", "updated"]).await;
         live.is_subset(&ids).then_some(())
@@ -301,4 +272,21 @@ async fn every_profile_change_reaches_profiles_changes_after_commit() {
         (left == 0).then_some(())
     })
     .await;
+}
+
+/// The profiles named by the recent entries of `topic` (with a `change` among `kinds`,
+/// when any are given).
+async fn profiles_on(streams: &Streams, topic: Topic, kinds: &[&str]) -> BTreeSet<Uuid> {
+    let entries = streams.recent_entries(topic, 100_000).await.unwrap();
+    entries
+        .iter()
+        .filter_map(|e| e.envelope.as_ref())
+        .filter(|env| {
+            kinds.is_empty()
+                || env.payload["change"]
+                    .as_str()
+                    .is_some_and(|c| kinds.contains(&c))
+        })
+        .filter_map(|env| env.payload["profile_id"].as_str()?.parse().ok())
+        .collect()
 }

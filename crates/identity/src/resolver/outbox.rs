@@ -9,20 +9,19 @@
 //! landing during the publish is published again. Several replicas may publish the same
 //! row once more; ml-inference scoring is idempotent.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::PredictionRequest;
 use sqlx::PgPool;
+use storage::outbox::{ProfileOutbox, ReadMarks, delete_unchanged};
 use streams::{Envelope, OutboxRow, OutboxStore, Topic};
 use uuid::Uuid;
 
 /// `identity_prediction_outbox` as an [`OutboxStore`].
 pub struct PredictionOutbox {
     db: PgPool,
-    read: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    read: ReadMarks,
 }
 
 impl PredictionOutbox {
@@ -30,7 +29,7 @@ impl PredictionOutbox {
     pub fn new(db: PgPool) -> Self {
         Self {
             db,
-            read: Mutex::new(HashMap::new()),
+            read: ReadMarks::default(),
         }
     }
 }
@@ -49,10 +48,9 @@ impl OutboxStore for PredictionOutbox {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.db)
         .await?;
-        let mut read = self.read.lock().expect("outbox bookkeeping lock");
         let mut out = Vec::with_capacity(rows.len());
         for (profile_id, changed_at) in rows {
-            read.insert(profile_id, changed_at);
+            self.read.remember(profile_id, changed_at);
             let payload = serde_json::to_value(PredictionRequest { profile_id })?;
             out.push((
                 profile_id,
@@ -69,24 +67,8 @@ impl OutboxStore for PredictionOutbox {
     }
 
     async fn mark_published(&self, ids: &[Uuid]) -> anyhow::Result<()> {
-        let (profiles, changed): (Vec<Uuid>, Vec<DateTime<Utc>>) = {
-            let mut read = self.read.lock().expect("outbox bookkeeping lock");
-            ids.iter()
-                .filter_map(|id| read.remove(id).map(|t| (*id, t)))
-                .unzip()
-        };
-        // Rows a resolver is writing right now are skipped (their change is published on
-        // the next pass): the relay never waits on, or deadlocks with, a resolver.
-        sqlx::query(
-            "DELETE FROM identity_prediction_outbox WHERE profile_id IN ( \
-                 SELECT o.profile_id FROM identity_prediction_outbox o \
-                 JOIN unnest($1::uuid[], $2::timestamptz[]) AS u(p, c) ON o.profile_id = u.p \
-                 WHERE o.changed_at <= u.c ORDER BY o.profile_id FOR UPDATE OF o SKIP LOCKED)",
-        )
-        .bind(&profiles)
-        .bind(&changed)
-        .execute(&self.db)
-        .await?;
+        let (profiles, changed) = self.read.take(ids);
+        delete_unchanged(&self.db, ProfileOutbox::Predictions, &profiles, &changed).await?;
         Ok(())
     }
 }
