@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use domain::api::{ApiErrorBody, ProfileSort, Role, SortOrder};
+use domain::audience::Rule;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
@@ -339,6 +340,8 @@ fn describe(doc: &mut OpenApi) {
         (ApiErrorBody::name(), ApiErrorBody::schema()),
         (ProfileSort::name(), ProfileSort::schema()),
         (SortOrder::name(), SortOrder::schema()),
+        // Recursive (its groups refer to it by name): registered here for certain.
+        (Rule::name(), Rule::schema()),
     ] {
         components.schemas.insert(name.into_owned(), schema);
     }
