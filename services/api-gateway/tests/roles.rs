@@ -25,6 +25,7 @@ struct World {
     import: Uuid,
     user: Uuid,
     token: Uuid,
+    audience: Uuid,
     login_email: String,
 }
 
@@ -61,6 +62,7 @@ async fn world(gw: &Gateway) -> World {
         .await
         .unwrap();
     let login = gw.user(Role::Viewer).await;
+    let audience = new_audience(gw, "Reachable").await;
     World {
         profile,
         others,
@@ -71,8 +73,22 @@ async fn world(gw: &Gateway) -> World {
         import,
         user,
         token: token.id,
+        audience,
         login_email: login.email,
     }
+}
+
+/// A saved audience named `name` plus a unique suffix.
+async fn new_audience(gw: &Gateway, name: &str) -> Uuid {
+    let request = domain::api::AudienceRequest {
+        name: format!("{name} {}", Uuid::new_v4().simple()),
+        description: String::new(),
+        rule: serde_json::from_value(json!({"has_identifier": "email"})).unwrap(),
+    };
+    audiences::store::create(gw.db(), &request, "roles test")
+        .await
+        .unwrap()
+        .id
 }
 
 /// What a request carries.
@@ -143,6 +159,24 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         | ("GET", "/imports/{id}/events") => (id(p, w.import), Body::None),
         ("GET", "/models") | ("GET", "/models/active") => (p.into(), Body::None),
         ("GET", "/models/{id}") => (id(p, w.model), Body::None),
+        ("GET", "/audiences") => (p.into(), Body::None),
+        ("POST", "/audiences") => (
+            p.into(),
+            Body::Json(json!({"name": format!("a{unique}"), "rule": {"has_identifier": "email"}})),
+        ),
+        ("POST", "/audiences/preview") => (
+            p.into(),
+            Body::Json(json!({"rule": {"has_identifier": "email"}})),
+        ),
+        ("GET", "/audiences/{id}")
+        | ("GET", "/audiences/{id}/members")
+        | ("GET", "/audiences/{id}/export") => (id(p, w.audience), Body::None),
+        ("PUT", "/audiences/{id}") => (
+            id(p, w.audience),
+            Body::Json(json!({"name": "Reachable by e-mail", "rule": {"has_identifier": "email"}})),
+        ),
+        // Deleting consumes the audience: make one per request.
+        ("DELETE", "/audiences/{id}") => (id(p, new_audience(gw, "Doomed").await), Body::None),
         ("GET", "/streams") | ("GET", "/streams/live") => (p.into(), Body::None),
         ("GET", "/streams/{topic}/entries") | ("GET", "/streams/{topic}/dlq") => {
             (p.replace("{topic}", "events.raw"), Body::None)
