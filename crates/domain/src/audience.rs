@@ -836,6 +836,34 @@ mod openapi {
             Cow::Borrowed("AudienceRule")
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use utoipa::PartialSchema as _;
+
+        use super::*;
+
+        #[test]
+        fn the_schema_survives_the_trip_through_utoipa_whole() {
+            let served = serde_json::to_value(Rule::schema()).unwrap();
+            let variants = served["oneOf"].as_array().expect("a oneOf of the variants");
+            assert_eq!(variants.len(), 21);
+            let did = variants
+                .iter()
+                .find(|v| v["required"][0] == "did")
+                .expect("the did variant");
+            assert_eq!(
+                did["properties"]["did"]["properties"]["within_days"]["maximum"],
+                MAX_WINDOW_DAYS
+            );
+            assert_eq!(
+                did["properties"]["did"]["properties"]["event"]["properties"]["where"]["items"]["oneOf"]
+                    .as_array()
+                    .map(Vec::len),
+                Some(3)
+            );
+        }
+    }
 }
 
 #[cfg(test)]
