@@ -240,17 +240,14 @@ async fn recompute_and_live_updates_record_each_entry_and_exit_once() {
     ];
     assert_eq!(history, mine);
 
-    // Erased (the row is gone): a recompute sees it leave.
-    sqlx::query("DELETE FROM customer_profile WHERE id = $1")
-        .bind(rich_web)
-        .execute(db)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM customer_profile WHERE id = $1 AND merged_into IS NOT NULL")
-        .bind(rich)
-        .execute(db)
-        .await
-        .unwrap();
+    // Erased (the rows are gone, the tombstone first): a recompute sees it leave.
+    for id in [rich, rich_web] {
+        sqlx::query("DELETE FROM customer_profile WHERE id = $1")
+            .bind(id)
+            .execute(db)
+            .await
+            .unwrap();
+    }
     let erased = store::recompute(db, big.id, now + Duration::seconds(3))
         .await
         .unwrap();
