@@ -3,9 +3,12 @@
 //! bound parameter and only fixed tokens (column names, operators) are written into
 //! the text.
 //!
-//! Each leaf is two-valued (`COALESCE(…, FALSE)`, `EXISTS`, `CASE … ELSE FALSE`), so
-//! `NOT` means what it means to `domain::audience::Rule::evaluate`: a missing fact makes
-//! a condition false and its negation true. Times are bound as instants computed from
+//! Each leaf is two-valued (`COALESCE(…, FALSE)`, `CASE … ELSE FALSE`, and
+//! `p.id IN (…)` over a set without NULLs), so `NOT` means what it means to
+//! `domain::audience::Rule::evaluate`: a missing fact makes a condition false and its
+//! negation true. Conditions on other tables are uncorrelated sets of profile ids
+//! (`p.id IN (SELECT profile_id …)`), which Postgres computes once and hashes, also
+//! under `OR` and `NOT`, instead of probing per profile. Times are bound as instants computed from
 //! `as_of` in Rust, exactly as the in-memory evaluator computes them.
 
 use chrono::{DateTime, Duration, Utc};
@@ -106,8 +109,8 @@ impl Compiler<'_> {
             Rule::BoughtCategory(category) => {
                 self.qb
                     .push(
-                        "EXISTS (SELECT 1 FROM orders o JOIN order_items i ON i.order_id = o.id \
-                         WHERE o.profile_id = p.id AND i.category = ",
+                        "p.id IN (SELECT o.profile_id FROM orders o JOIN order_items i ON i.order_id = o.id \
+                         WHERE o.profile_id IS NOT NULL AND i.category = ",
                     )
                     .push_bind(category.clone())
                     .push(")");
@@ -129,40 +132,36 @@ impl Compiler<'_> {
             Rule::PredictedLtv(c) => self.score("ltv", c.op, c.value),
             Rule::Did(b) => {
                 let from = self.as_of - Duration::days(b.within_days.into());
-                if b.at_least == 1 {
-                    self.qb.push("EXISTS (SELECT 1");
-                } else {
-                    self.qb.push("((SELECT count(*)");
-                }
                 self.qb
-                    .push(" FROM normalized_event e WHERE e.profile_id = p.id AND e.occurred_at > ")
+                    .push(
+                        "p.id IN (SELECT e.profile_id FROM normalized_event e \
+                         WHERE e.profile_id IS NOT NULL AND e.occurred_at > ",
+                    )
                     .push_bind(from)
                     .push(" AND e.occurred_at <= ")
                     .push_bind(self.as_of);
                 self.event_match("e", &b.event);
-                if b.at_least == 1 {
-                    self.qb.push(")");
-                } else {
+                if b.at_least > 1 {
                     self.qb
-                        .push(") >= ")
-                        .push_bind(i64::from(b.at_least))
-                        .push(")");
+                        .push(" GROUP BY e.profile_id HAVING count(*) >= ")
+                        .push_bind(i64::from(b.at_least));
                 }
+                self.qb.push(")");
             }
             Rule::DidWithout(a) => {
                 let from = self.as_of - Duration::days(a.within_days.into());
                 let last = self.as_of - Duration::hours(a.within_hours.into());
                 self.qb
                     .push(
-                        "EXISTS (SELECT 1 FROM normalized_event e WHERE e.profile_id = p.id \
-                         AND e.occurred_at > ",
+                        "p.id IN (SELECT e.profile_id FROM normalized_event e \
+                         WHERE e.profile_id IS NOT NULL AND e.occurred_at > ",
                     )
                     .push_bind(from)
                     .push(" AND e.occurred_at <= ")
                     .push_bind(last);
                 self.event_match("e", &a.event);
                 self.qb.push(
-                    " AND NOT EXISTS (SELECT 1 FROM normalized_event f WHERE f.profile_id = p.id \
+                    " AND NOT EXISTS (SELECT 1 FROM normalized_event f WHERE f.profile_id = e.profile_id \
                      AND f.occurred_at > e.occurred_at \
                      AND f.occurred_at <= e.occurred_at + make_interval(hours => ",
                 );
@@ -175,8 +174,8 @@ impl Compiler<'_> {
             Rule::InAudience(id) => {
                 self.qb
                     .push(
-                        "EXISTS (SELECT 1 FROM audience_membership am \
-                         WHERE am.profile_id = p.id AND am.current AND am.audience_id = ",
+                        "p.id IN (SELECT am.profile_id FROM audience_membership am \
+                         WHERE am.current AND am.audience_id = ",
                     )
                     .push_bind(*id)
                     .push(")");
@@ -215,7 +214,7 @@ impl Compiler<'_> {
         T: 'static + sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres> + Send,
     {
         self.qb
-            .push("EXISTS (SELECT 1 FROM predictions pr WHERE pr.profile_id = p.id AND pr.task = ")
+            .push("p.id IN (SELECT pr.profile_id FROM predictions pr WHERE pr.task = ")
             .push_bind(task)
             .push(" AND ")
             .push(test)
