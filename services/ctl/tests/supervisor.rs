@@ -123,9 +123,9 @@ async fn up_kills_children_that_ignore_sigterm() {
         &["up", "--bin-dir", &bin_arg, "--stop-timeout", "1"],
         &vars,
     );
-    let pids = test_support::eventually(30, "five stand-in services", || {
+    let pids = test_support::eventually(30, "a stand-in per service", || {
         let now = children(&ctl);
-        async move { (now.len() == 5).then_some(now) }
+        async move { (now.len() == SERVICES.len()).then_some(now) }
     })
     .await;
 
