@@ -771,7 +771,8 @@ mod openapi {
         json!({"type": "object", "additionalProperties": false, "required": ["type"],
         "properties": {
             "type": {"type": "string", "enum": names(&EventType::ALL, EventType::as_str)},
-            "name": text(),
+            // serde reads an explicit null as "no name", so the document allows it too.
+            "name": {"anyOf": [text(), {"type": "null"}]},
             "where": {"type": "array", "maxItems": MAX_PROPERTY_CONDITIONS, "items": condition},
         }})
     }
