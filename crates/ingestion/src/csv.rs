@@ -58,7 +58,7 @@ pub enum CsvError {
     #[error("reading the file: {0}")]
     Read(String),
     /// Postgres failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
 }
 

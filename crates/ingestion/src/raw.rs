@@ -32,6 +32,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use streams::{Envelope, Streams, Topic};
+use storage::fault::{self, Fault};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -236,18 +237,12 @@ impl WriterOptions {
     }
 }
 
-/// Whether Postgres refused the data itself (SQLSTATE classes 22 "data exception",
-/// 23 "integrity constraint violation" and 54 "program limit exceeded", or a value sqlx
-/// could not encode), so the same rows would fail again; anything else (connections,
-/// timeouts, shutdown) is the database's trouble and may pass.
+/// Whether Postgres refused the data itself ([`Fault::Permanent`]: a data exception, an
+/// integrity violation, a value past a program limit, or one sqlx could not encode), so
+/// the same rows would fail again; anything else (connections, timeouts, shutdown) is
+/// the database's trouble and may pass.
 pub fn is_data_error(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
-        sqlx::Error::Encode(_) => true,
-        _ => false,
-    }
+    fault::classify(e) == Fault::Permanent
 }
 
 /// Why a job was not stored.

@@ -73,10 +73,10 @@ pub enum MlError {
     #[error("unusable model artefact: {0}")]
     Artefact(String),
     /// Postgres failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
     /// Redis failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Redis(#[from] redis::RedisError),
     /// JSON (de)serialisation failed.
     #[error(transparent)]

@@ -12,6 +12,8 @@
 //! - [`client_ip`]: the client address of a request behind `TRUSTED_PROXIES`.
 //! - [`profile_changes`]: the `profiles.changes` outbox relay the identity merger and
 //!   ml-inference run.
+//! - [`handler_error`]: what a consumer answers for a failed delivery, by
+//!   [`storage::fault::classify`] (outage, bad data, unknown).
 //!
 //! # Assumptions, running, testing
 //!
@@ -39,7 +41,9 @@ use anyhow::Context as _;
 use axum::Router;
 use config::Settings;
 use sqlx::PgPool;
+use storage::fault::Fault;
 use storage::secrets::SecretsKey;
+use streams::HandlerError;
 use tokio::net::TcpListener;
 
 /// What a running service holds: settings, connections and the shutdown token.
@@ -130,6 +134,31 @@ pub async fn integration_secrets_key(ctx: &ServiceContext) -> anyhow::Result<Sec
         tracing::info!(integrations = sealed, key = %key.id(), "sealed integration secrets that were stored in plaintext");
     }
     Ok(key)
+}
+
+/// The outcome of a delivery its handler failed with `err`, by
+/// [`storage::fault::classify`]: an outage is [`HandlerError::Transient`] (held and
+/// retried, never counted), data Postgres refuses or that cannot be decoded is
+/// [`HandlerError::Permanent`] (dead-lettered with the error's whole chain as the
+/// reason), anything else [`HandlerError::Retry`]. Every consumer of the fleet maps its
+/// errors through here.
+pub fn handler_error(err: &(dyn std::error::Error + 'static)) -> HandlerError {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // Transparent wrappers repeat their source's text; say it once.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    match storage::fault::classify(err) {
+        Fault::Transient => HandlerError::Transient(anyhow::anyhow!(message)),
+        Fault::Permanent => HandlerError::Permanent(message),
+        Fault::Unknown => HandlerError::Retry(anyhow::anyhow!(message)),
+    }
 }
 
 /// Opens a managed Redis connection (reconnects on its own after a drop). Errors name

@@ -52,11 +52,11 @@ const MAX_CHAIN: i32 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum Customer360Error {
     /// Postgres failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
     /// Redis failed (only [`Customer360Cache::refresh`] and
     /// [`Customer360Cache::invalidate`] report it; reads fall back to Postgres).
-    #[error(transparent)]
+    #[error("{0}")]
     Redis(#[from] redis::RedisError),
     /// The document could not be serialised.
     #[error(transparent)]

@@ -11,6 +11,8 @@
 //!   [`profiles`]: the one writer of `customer_profile` rows; [`profile_changes`]: the
 //!   one writer of `profile_change_outbox` (what `profiles.changes` publishes);
 //!   [`outbox`]: what the relays of the profile-keyed outboxes share.
+//! - [`fault`]: whether a failure is an outage, bad data or unknown — the one
+//!   classification every consumer's retry and dead-letter decision uses.
 //! - [`integrations`], [`models`] (the registry's rows as the API shows them), [`names`]
 //!   (enum names in TEXT columns).
 //! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
@@ -36,6 +38,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 pub mod customer360;
+pub mod fault;
 pub mod integrations;
 pub mod models;
 pub mod names;
@@ -58,8 +61,9 @@ pub enum StorageError {
     /// The connection string could not be parsed.
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
-    /// Postgres refused or failed a statement.
-    #[error(transparent)]
+    /// Postgres refused or failed a statement. (Shown as the `sqlx` error, which stays
+    /// in the source chain for [`fault::classify`].)
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
     /// A migration failed to apply.
     #[error(transparent)]

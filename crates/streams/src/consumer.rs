@@ -12,11 +12,24 @@
 //!
 //! Processing a batch: undecodable bodies and unknown envelope versions are
 //! dead-lettered at once (poison never reaches the handler and never stops the loop);
-//! the handler commits the rest and returns one result per delivery; exactly the `Ok`
-//! entries are `XACK`ed; `Permanent` errors and `Retry` errors on the last allowed
-//! delivery go to `<topic>.dlq` (the dead letter is written and the entry acked in one
-//! `MULTI`). Delivery counts come from Redis itself (`XPENDING`), so they survive
-//! restarts and move with claimed entries.
+//! the handler commits the rest and returns one result per delivery, each `Ok` or a
+//! [`HandlerError`] saying whose fault the failure is:
+//!
+//! - exactly the `Ok` entries are `XACK`ed;
+//! - when every delivery of a batch of more than one fails and not for an outage, the
+//!   handler could not tell the culprit, so the batch is handed back in halves (and
+//!   those in halves) until each failure is pinned to one entry: one poisoned event
+//!   never takes its batch-mates down with it;
+//! - `Permanent` errors, and `Retry` errors on the last allowed delivery, go to
+//!   `<topic>.dlq` (the dead letter is written and the entry acked in one `MULTI`);
+//!   other `Retry` errors are delivered again after a short exponential backoff;
+//! - `Transient` errors (an outage) are not counted at all: the runner keeps those
+//!   entries in hand, pauses (100 ms doubling to 5 s) and hands them to the handler
+//!   again, refreshing its claim with `XCLAIM … JUSTID` (which counts no delivery), until
+//!   the outage ends or the runner is shut down.
+//!
+//! Delivery counts come from Redis itself (`XPENDING`), so they survive restarts and
+//! move with claimed entries.
 //!
 //! Redis errors never end the runner: it backs off and carries on, and re-creates its
 //! group if Redis was wiped. It returns once the shutdown token is cancelled and the
@@ -51,18 +64,35 @@ pub struct Delivery<T> {
     pub delivery_count: u64,
 }
 
-/// Why a handler could not process one delivery.
+/// Why a handler could not process one delivery. Handlers pick the variant from the
+/// error with `storage::fault::classify` (through `service_kit::handler_error`), so every
+/// consumer sorts failures the same way.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// A transient failure (database down, lock timeout): nothing was committed, the
-    /// entry stays pending and is delivered again; after `max_deliveries` deliveries it
-    /// is dead-lettered with this error.
+    /// An outage (database or Redis down, pool exhausted, lock or statement timeout):
+    /// nothing was committed and the entry is not at fault. The runner keeps the entry,
+    /// pauses with a growing back-off and hands it to the handler again, without reading
+    /// it from Redis again — so an outage never counts as a delivery and never
+    /// dead-letters anything, however long it lasts.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// A failure of unknown cause: nothing was committed, the entry stays pending and is
+    /// delivered again; after `max_deliveries` deliveries it is dead-lettered with this
+    /// error.
     #[error("{0:#}")]
     Retry(anyhow::Error),
-    /// The entry can never be processed (it violates the topic's contract): it goes to
-    /// the dead-letter stream at once with this reason.
+    /// The entry can never be processed (it violates the topic's contract, or Postgres
+    /// refuses its data): it goes to the dead-letter stream at once with this reason.
     #[error("{0}")]
     Permanent(String),
+}
+
+impl HandlerError {
+    /// Whether this is a failure of the entry (or of unknown cause) rather than an
+    /// outage: what the runner bisects a failed batch for.
+    fn blames_entry(&self) -> bool {
+        !matches!(self, HandlerError::Transient(_))
+    }
 }
 
 impl From<anyhow::Error> for HandlerError {
@@ -156,7 +186,7 @@ pub async fn run_consumer<H: Handler>(
         let Some((conn, blocking)) = reader_connection(&streams, &shutdown).await else {
             return Ok(());
         };
-        let mut runner = Runner::new(streams, topic, opts, handler, conn, blocking);
+        let mut runner = Runner::new(streams, topic, opts, handler, conn, blocking, shutdown.clone());
         tracing::info!(blocking, "consumer started");
         runner.run(&shutdown).await;
         tracing::info!("consumer stopped");
@@ -257,6 +287,8 @@ struct Meters {
     failed: metrics::Counter,
     dead_lettered: metrics::Counter,
     claimed: metrics::Counter,
+    outage_pauses: metrics::Counter,
+    bisections: metrics::Counter,
     pending: metrics::Gauge,
     lag: metrics::Gauge,
     dead_letters: metrics::Gauge,
@@ -273,6 +305,8 @@ impl Meters {
             failed: metrics::counter!("streams_entries_failed_total", &labels),
             dead_lettered: metrics::counter!("streams_entries_dead_lettered_total", &labels),
             claimed: metrics::counter!("streams_entries_claimed_total", &labels),
+            outage_pauses: metrics::counter!("streams_outage_pauses_total", &labels),
+            bisections: metrics::counter!("streams_batch_bisections_total", &labels),
             pending: metrics::gauge!("streams_pending_entries", &labels),
             lag: metrics::gauge!("streams_lag_entries", &labels),
             dead_letters: metrics::gauge!("streams_dlq_entries", &labels),
@@ -298,6 +332,8 @@ struct Runner<H: Handler> {
     /// scan reads entries after it), while one is under way.
     pending_scan: Option<String>,
     group_ready: bool,
+    /// Ends a pause through an outage early.
+    shutdown: CancellationToken,
 }
 
 impl<H: Handler> Runner<H> {
@@ -308,6 +344,7 @@ impl<H: Handler> Runner<H> {
         handler: Arc<H>,
         conn: ConnectionManager,
         blocking: bool,
+        shutdown: CancellationToken,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -327,6 +364,7 @@ impl<H: Handler> Runner<H> {
             // A restarted consumer first settles what it left pending last time.
             pending_scan: Some("0".into()),
             group_ready: false,
+            shutdown,
         }
     }
 
@@ -573,50 +611,85 @@ impl<H: Handler> Runner<H> {
                 }
             }
         }
-        let results = if deliveries.is_empty() {
-            Vec::new()
-        } else {
-            self.call_handler(&deliveries).await
-        };
-
-        let mut acks = Vec::new();
-        let mut retry_after: Option<Duration> = None;
-        for (d, result) in deliveries.iter().zip(results) {
-            match result {
-                Ok(()) => acks.push(d.entry_id.clone()),
-                Err(HandlerError::Permanent(reason)) => {
-                    self.meters.failed.increment(1);
-                    tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, "handler rejected an entry; dead-lettering it");
-                    dead.push(DeadLetterDraft::new(
-                        &bodies[&d.entry_id],
-                        reason,
-                        d.delivery_count,
-                    ));
-                }
-                Err(HandlerError::Retry(e)) if d.delivery_count >= max => {
-                    self.meters.failed.increment(1);
-                    let reason = format!("{e:#}");
-                    tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, deliveries = d.delivery_count, "entry failed its last allowed delivery; dead-lettering it");
-                    dead.push(DeadLetterDraft::new(
-                        &bodies[&d.entry_id],
-                        reason,
-                        d.delivery_count,
-                    ));
-                }
-                Err(HandlerError::Retry(e)) => {
-                    self.meters.failed.increment(1);
-                    tracing::info!(entry_id = %d.entry_id, event_id = %d.envelope.id, error = format!("{e:#}"), deliveries = d.delivery_count, "entry failed; it stays pending and will be retried");
-                    let backoff = retry_backoff(self.opts.claim_idle, d.delivery_count);
-                    retry_after = Some(retry_after.map_or(backoff, |r| r.min(backoff)));
-                }
-            }
+        for draft in dead {
+            self.dead_letter(draft).await?;
         }
 
+        let mut outages = 0u32;
+        while !deliveries.is_empty() {
+            let results = self.isolate(&deliveries).await;
+            let mut acks = Vec::new();
+            let mut dead = Vec::new();
+            let mut held = Vec::new();
+            let mut outage = None;
+            let mut retry_after: Option<Duration> = None;
+            for (d, result) in deliveries.into_iter().zip(results) {
+                match result {
+                    Ok(()) => acks.push(d.entry_id.clone()),
+                    Err(HandlerError::Transient(e)) => {
+                        outage.get_or_insert_with(|| format!("{e:#}"));
+                        held.push(d);
+                    }
+                    Err(HandlerError::Permanent(reason)) => {
+                        self.meters.failed.increment(1);
+                        tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, "handler rejected an entry; dead-lettering it");
+                        dead.push(DeadLetterDraft::new(
+                            &bodies[&d.entry_id],
+                            reason,
+                            d.delivery_count,
+                        ));
+                    }
+                    Err(HandlerError::Retry(e)) if d.delivery_count >= max => {
+                        self.meters.failed.increment(1);
+                        let reason = format!("{e:#}");
+                        tracing::warn!(entry_id = %d.entry_id, event_id = %d.envelope.id, %reason, deliveries = d.delivery_count, "entry failed its last allowed delivery; dead-lettering it");
+                        dead.push(DeadLetterDraft::new(
+                            &bodies[&d.entry_id],
+                            reason,
+                            d.delivery_count,
+                        ));
+                    }
+                    Err(HandlerError::Retry(e)) => {
+                        self.meters.failed.increment(1);
+                        tracing::info!(entry_id = %d.entry_id, event_id = %d.envelope.id, error = format!("{e:#}"), deliveries = d.delivery_count, "entry failed; it stays pending and will be retried");
+                        let backoff = retry_backoff(self.opts.claim_idle, d.delivery_count);
+                        retry_after = Some(retry_after.map_or(backoff, |r| r.min(backoff)));
+                    }
+                }
+            }
+            self.settle(&acks, dead, retry_after).await?;
+            let Some(outage) = outage else { break };
+            // An outage is nobody's fault: keep the entries in hand and try them again
+            // after a pause, without reading them from Redis again (which would count a
+            // delivery towards dead-lettering).
+            outages += 1;
+            self.meters.outage_pauses.increment(1);
+            let pause = error_backoff(outages);
+            tracing::warn!(entries = held.len(), error = %outage, pauses = outages, pause_ms = pause.as_millis() as u64, "outage while handling entries; pausing, then retrying them without counting a delivery");
+            if sleep_or_cancel(pause, &self.shutdown).await {
+                // Left pending: the next start of this consumer (or another replica after
+                // the claim timeout) takes them up again.
+                break;
+            }
+            self.keep_claimed(&held).await;
+            deliveries = held;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges `acks`, writes the dead letters and schedules the retry of failed
+    /// entries.
+    async fn settle(
+        &mut self,
+        acks: &[String],
+        dead: Vec<DeadLetterDraft>,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StreamError> {
         if !acks.is_empty() {
             let _: i64 = redis::cmd("XACK")
                 .arg(&self.key)
                 .arg(&self.opts.group)
-                .arg(&acks)
+                .arg(acks)
                 .query_async(&mut self.conn)
                 .await?;
             self.meters.processed.increment(acks.len() as u64);
@@ -629,6 +702,69 @@ impl<H: Handler> Runner<H> {
             self.retry_due = Some(self.retry_due.map_or(due, |d| d.min(due)));
         }
         Ok(())
+    }
+
+    /// Resets the idle time of entries held through an outage, so no replica claims
+    /// them while this one still has them in hand. `XCLAIM … JUSTID` does not count a
+    /// delivery. A failure (Redis may be the outage) is harmless: a claim by another
+    /// replica only means the entry is handled twice, idempotently.
+    async fn keep_claimed(&mut self, held: &[Delivery<H::Payload>]) {
+        let ids: Vec<&str> = held.iter().map(|d| d.entry_id.as_str()).collect();
+        let claimed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+            .arg(&self.key)
+            .arg(&self.opts.group)
+            .arg(&self.opts.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(&mut self.conn)
+            .await;
+        if let Err(e) = claimed {
+            tracing::debug!(error = %e, "could not refresh the claim on held entries");
+        }
+    }
+
+    /// Hands `batch` to the handler; when every delivery of a part of more than one
+    /// fails for a reason that may be the entries' own (not an outage), the handler
+    /// failed the part as a whole and cannot say which entry is at fault, so the part is
+    /// handed back in halves until each failure is pinned to one entry. Innocent entries
+    /// are then committed (handlers are idempotent, so one handled in a failed attempt
+    /// is not changed twice) and only the culprit is retried or dead-lettered.
+    async fn isolate(&self, batch: &[Delivery<H::Payload>]) -> Vec<Result<(), HandlerError>> {
+        let mut results: Vec<Option<Result<(), HandlerError>>> =
+            std::iter::repeat_with(|| None).take(batch.len()).collect();
+        let mut parts = vec![0..batch.len()];
+        while let Some(part) = parts.pop() {
+            let outcome = self.call_handler(&batch[part.clone()]).await;
+            let failed_whole = part.len() > 1
+                && outcome
+                    .iter()
+                    .all(|r| r.as_ref().is_err_and(HandlerError::blames_entry));
+            if failed_whole {
+                let mid = part.start + part.len() / 2;
+                tracing::info!(
+                    size = part.len(),
+                    "every entry of a batch failed; handing it back in halves to find the culprit"
+                );
+                self.meters.bisections.increment(1);
+                parts.push(mid..part.end);
+                parts.push(part.start..mid);
+                continue;
+            }
+            for (slot, result) in results[part].iter_mut().zip(outcome) {
+                *slot = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(HandlerError::Retry(anyhow::anyhow!(
+                        "the handler gave no result for this delivery"
+                    )))
+                })
+            })
+            .collect()
     }
 
     /// Calls the handler, turning a panic or a wrong number of results into retryable

@@ -72,12 +72,12 @@ impl Handler for EventHandler {
             }
             Err(e) => {
                 // Nothing of the failed step was committed; earlier steps were, and their
-                // events are skipped as resolved when the batch comes back.
-                tracing::warn!(error = %e, events = batch.len(), "resolving a batch failed; it will be redelivered");
-                let message = e.to_string();
+                // events are skipped as resolved when the batch (or the runner's halves
+                // of it, when the error is the data's) comes back.
+                tracing::warn!(error = %e, events = batch.len(), "resolving a batch failed");
                 batch
                     .iter()
-                    .map(|_| Err(HandlerError::Retry(anyhow::anyhow!(message.clone()))))
+                    .map(|_| Err(service_kit::handler_error(&e)))
                     .collect()
             }
         }
@@ -103,7 +103,7 @@ impl Handler for RequestHandler {
                     tracing::info!(request_id = %d.envelope.id, ?request, outcome = %outcome.detail, "merge request applied");
                     results.push(Ok(()));
                 }
-                Err(e) => results.push(Err(HandlerError::Retry(anyhow::Error::new(e)))),
+                Err(e) => results.push(Err(service_kit::handler_error(&e))),
             }
         }
         results

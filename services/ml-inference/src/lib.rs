@@ -5,9 +5,11 @@
 //!   facts change) in batches through the shared stream runner: de-duplicates the batch,
 //!   computes features as of now, writes them to the feature store, scores with the
 //!   active models, upserts `predictions` and refreshes each profile's Customer 360
-//!   cache. A batch is all-or-nothing: any failure asks for redelivery of every entry.
-//!   Scoring is idempotent (features and predictions are upserts), so a redelivered
-//!   entry only re-scores the profile.
+//!   cache. A batch is all-or-nothing: a failure fails every entry, by its class
+//!   (`service_kit::handler_error`): an outage is held and retried uncounted, anything
+//!   else makes the stream runner hand the batch back in halves until the failing
+//!   profile's request is alone. Scoring is idempotent (features and predictions are
+//!   upserts), so a redelivered entry only re-scores the profile.
 //! - **Model reloads.** Before each batch the scorer compares the registry's active
 //!   version ids with those it holds (one indexed query) and reloads on any change —
 //!   after a training run, `ctl ml activate` or a rollback.
@@ -208,13 +210,10 @@ impl Handler for Scorer {
                 batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "scoring a batch failed; it will be redelivered"
-                );
+                tracing::warn!(error = format!("{e:#}"), "scoring a batch failed");
                 batch
                     .iter()
-                    .map(|_| Err(HandlerError::Retry(anyhow::anyhow!("{e:#}"))))
+                    .map(|_| Err(service_kit::handler_error(e.as_ref())))
                     .collect()
             }
         }

@@ -3,8 +3,11 @@
 //!
 //! - An event that cannot be mapped (unknown kind, payload missing what the mapping
 //!   needs) is permanent: it goes to the dead-letter stream with the reason.
-//! - The batch is written in one transaction; if that fails, each event is retried in a
-//!   transaction of its own so one poisoned event cannot hold back the rest.
+//! - The batch is written in one transaction; if that fails for the data (not an
+//!   outage), each event is retried in a transaction of its own so one poisoned event
+//!   cannot hold back the rest. Each failure is answered by its class
+//!   (`service_kit::handler_error`): Postgres refusing an event's data dead-letters that
+//!   event, an outage is held and retried without counting a delivery.
 //! - Publishing happens after the commit. If it fails, the deliveries are retried: the
 //!   writes are idempotent and the events are published again (at least once).
 //! - Identifier values that do not parse are dropped and counted by kind and reason
@@ -18,6 +21,7 @@ use ingestion::normalize;
 use ingestion::raw_event::RawPayload;
 use ingestion::sources::{Dropped, MapError, segment};
 use sqlx::PgPool;
+use storage::fault::Fault;
 use storage::normalized::{self, EventWrite};
 use streams::{Delivery, Envelope, Handler, HandlerError, Streams, Topic};
 
@@ -62,6 +66,14 @@ impl Handler for RawEventHandler {
         let (mut writes, mut dropped): (Vec<EventWrite>, Vec<Vec<Dropped>>) =
             mapped.into_iter().unzip();
         if let Err(e) = normalized::write_batch(&self.db, &mut writes).await {
+            if storage::fault::classify(&e) == Fault::Transient {
+                // An outage fails every event alike: no point in trying them one by one.
+                tracing::warn!(error = %e, events = writes.len(), "batch write failed: database outage");
+                for &pos in &positions {
+                    results[pos] = Err(service_kit::handler_error(&e));
+                }
+                return results;
+            }
             tracing::warn!(error = %e, events = writes.len(), "batch write failed; writing events one by one");
             let mut written = Vec::new();
             let mut written_dropped = Vec::new();
@@ -76,9 +88,8 @@ impl Handler for RawEventHandler {
                         written_positions.push(pos);
                     }
                     Err(e) => {
-                        results[pos] = Err(HandlerError::Retry(
-                            anyhow::Error::new(e).context("writing the normalised event"),
-                        ));
+                        tracing::warn!(event_id = %batch[pos].envelope.id, error = %e, "writing a normalised event failed");
+                        results[pos] = Err(service_kit::handler_error(&e));
                     }
                 }
             }
@@ -105,12 +116,9 @@ impl Handler for RawEventHandler {
             .publish_many(Topic::EventsNormalized, &envelopes)
             .await
         {
-            tracing::warn!(error = %e, "publishing normalised events failed; the batch will be redelivered");
-            let shared = e.to_string();
+            tracing::warn!(error = %e, "publishing normalised events failed; the batch will be retried");
             for &pos in &positions {
-                results[pos] = Err(HandlerError::Retry(anyhow::anyhow!(
-                    "publishing to events.normalized: {shared}"
-                )));
+                results[pos] = Err(service_kit::handler_error(&e));
             }
             return results;
         }

@@ -54,7 +54,7 @@ const MAX_ATTEMPTS: usize = 50;
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// Postgres failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
     /// The locks an event needs stayed contended for every attempt.
     #[error("could not take the locks of event {0} after {MAX_ATTEMPTS} attempts")]
