@@ -29,6 +29,9 @@ pub use event::{
     EventType, LINK_ONLY_PROPERTY, NormalizedEvent, Order, OrderItem, OrderStatus, link_only_of,
 };
 pub use identifier::{Identifier, IdentifierError, IdentifierKind, Strength};
-pub use order_write::{MAX_AMOUNT, OrderState, OrderWrite, Product, Refund, amount_fits};
+pub use order_write::{
+    MAX_AMOUNT, MAX_TOTAL, MONEY_PRECISION, MONEY_SCALE, OrderState, OrderWrite, Product, Refund,
+    amount_fits, saturate_total,
+};
 pub use profile::{Customer360, MergeRequest, PredictionRequest, ProfileChange, ProfileChangeKind};
 pub use source::{Channel, Source};

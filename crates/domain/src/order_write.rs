@@ -13,15 +13,32 @@ use serde::Serialize;
 
 use crate::{Channel, OrderItem, OrderStatus};
 
-/// The largest amount (order total, line price, refund, product price) every money
-/// column holds: `NUMERIC(14, 2)` keeps 12 digits before the point. Ingest refuses
-/// larger amounts, so an accepted order can always be stored.
-pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x107A_3FFF, 0x5AF3, 0, false, 2);
+/// Digits of every money column (`NUMERIC(20, 2)`: 18 before the point, 2 after). A
+/// storage test checks each money column against it.
+pub const MONEY_PRECISION: u32 = 20;
+/// Decimal places of every money column.
+pub const MONEY_SCALE: u32 = 2;
 
-/// Whether `amount`, rounded to cents as the columns store it, fits them
-/// (|amount| ≤ [`MAX_AMOUNT`]).
+/// The largest single amount (order total, line price, refund, product price) ingest
+/// admits: 999,999,999,999,999.99, three digits short of what a money column holds, so a
+/// thousand orders of the largest amount still add up without saturating. Larger amounts
+/// are refused at the edge, so an accepted order can always be stored.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x5D89_FFFF, 0x0163_4578, 0, false, MONEY_SCALE);
+
+/// The largest sum a money column holds (999,999,999,999,999,999.99, all of
+/// `NUMERIC(20, 2)`): sums of amounts — a profile's total spent, an order's refunded
+/// total — saturate at ±`MAX_TOTAL` instead of overflowing.
+pub const MAX_TOTAL: Decimal = Decimal::from_parts(0x630F_FFFF, 0x6BC7_5E2D, 5, false, MONEY_SCALE);
+
+/// Whether `amount`, rounded to cents as the columns store it, is within what ingest
+/// admits (|amount| ≤ [`MAX_AMOUNT`]).
 pub fn amount_fits(amount: Decimal) -> bool {
-    amount.abs().round_dp(2) <= MAX_AMOUNT
+    amount.abs().round_dp(MONEY_SCALE) <= MAX_AMOUNT
+}
+
+/// `amount` clamped to ±[`MAX_TOTAL`]: how a sum is stored when it would not fit.
+pub fn saturate_total(amount: Decimal) -> Decimal {
+    amount.clamp(-MAX_TOTAL, MAX_TOTAL)
 }
 
 /// A product seen in an order, cart, view or catalogue update.
@@ -113,13 +130,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_amount_limit_is_what_numeric_14_2_holds() {
-        assert_eq!(MAX_AMOUNT.to_string(), "999999999999.99");
+    fn the_limits_fit_numeric_20_2() {
+        assert_eq!(MAX_AMOUNT.to_string(), "999999999999999.99");
+        assert_eq!(MAX_TOTAL.to_string(), "999999999999999999.99");
+        // MAX_TOTAL is all of NUMERIC(MONEY_PRECISION, MONEY_SCALE).
+        let digits = MAX_TOTAL.to_string().chars().filter(char::is_ascii_digit).count();
+        assert_eq!(digits, MONEY_PRECISION as usize);
+        assert_eq!(MAX_TOTAL.scale(), MONEY_SCALE);
         assert!(amount_fits(MAX_AMOUNT) && amount_fits(-MAX_AMOUNT));
-        assert!(!amount_fits(Decimal::new(999_999_999_999_999, 0)));
+        assert!(amount_fits(Decimal::new(999_999_999_999_999, 0)));
+        assert!(!amount_fits(Decimal::new(1_000_000_000_000_000, 0)));
         // Rounds up past the limit when stored with two decimals.
-        assert!(!amount_fits(Decimal::new(999_999_999_999_995, 3)));
-        assert!(amount_fits(Decimal::new(999_999_999_999_994, 3)));
+        assert!(!amount_fits(Decimal::new(999_999_999_999_999_995, 3)));
+        assert!(amount_fits(Decimal::new(999_999_999_999_999_994, 3)));
         assert!(!amount_fits(Decimal::MAX));
+        assert_eq!(saturate_total(Decimal::MAX), MAX_TOTAL);
+        assert_eq!(saturate_total(Decimal::MIN), -MAX_TOTAL);
+        assert_eq!(saturate_total(MAX_AMOUNT * Decimal::from(1000)), MAX_AMOUNT * Decimal::from(1000));
     }
 }

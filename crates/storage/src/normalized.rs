@@ -424,7 +424,7 @@ async fn write_round(
                  WHEN r.total > 0 AND r.total >= o.total THEN 'refunded' \
                  WHEN r.total > 0 THEN 'partially_refunded' \
                  ELSE o.status END \
-         FROM (SELECT u.s, u.k, COALESCE(sum(f.amount), 0) AS total \
+         FROM (SELECT u.s, u.k, LEAST(COALESCE(sum(f.amount), 0), $3) AS total \
                FROM UNNEST($1::text[], $2::text[]) AS u(s, k) \
                LEFT JOIN order_refunds f ON f.source = u.s AND f.external_order_id = u.k \
                GROUP BY u.s, u.k) r \
@@ -433,6 +433,8 @@ async fn write_round(
     )
     .bind(&sources)
     .bind(&keys)
+    // Many refunds may add up past what the column holds: saturate (domain::MAX_TOTAL).
+    .bind(domain::MAX_TOTAL)
     .fetch_all(&mut *conn)
     .await?;
     let status_of: HashMap<(&str, &str), OrderStatus> = statuses

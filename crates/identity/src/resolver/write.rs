@@ -443,7 +443,8 @@ async fn attribute_orders(
 }
 
 /// Recomputes the order aggregates of `profiles` from the `orders` table: orders that
-/// were not cancelled, spend net of refunds, the most used currency, the last order.
+/// were not cancelled, spend net of refunds (saturating at ±`domain::MAX_TOTAL`), the
+/// most used currency, the last order.
 async fn refresh_order_aggregates(
     conn: &mut PgConnection,
     profiles: &[ProfileId],
@@ -451,7 +452,8 @@ async fn refresh_order_aggregates(
     for chunk in profiles.chunks(10_000) {
         sqlx::query(
             "UPDATE customer_profile p SET \
-                 orders_count = COALESCE(a.n, 0), total_spent = COALESCE(a.spent, 0), \
+                 orders_count = COALESCE(a.n, 0), \
+                 total_spent = LEAST(GREATEST(COALESCE(a.spent, 0), -$2::numeric), $2::numeric), \
                  currency = COALESCE(a.currency, p.currency), last_order_at = a.last_order_at \
              FROM unnest($1::uuid[]) AS ids(id) \
              LEFT JOIN (SELECT profile_id, count(*)::int AS n, sum(total - refunded_total) AS spent, \
@@ -462,6 +464,9 @@ async fn refresh_order_aggregates(
              WHERE p.id = ids.id",
         )
         .bind(chunk)
+        // Any number of orders of any admitted amount: the sum saturates
+        // (domain::MAX_TOTAL) instead of overflowing the column and failing the write.
+        .bind(domain::MAX_TOTAL)
         .execute(&mut *conn)
         .await?;
     }
