@@ -56,6 +56,13 @@ pub struct Settings {
     pub database_url: ConnectionUrl,
     /// Connections per service pool.
     pub database_max_connections: u32,
+    /// Longest a statement of a service may run, in milliseconds (Postgres
+    /// `statement_timeout` on every connection of a service's pool; 0: no limit).
+    /// Migrations are exempt.
+    pub database_statement_timeout_ms: u64,
+    /// Longest a statement of a service waits for a lock, in milliseconds (Postgres
+    /// `lock_timeout`; 0: no limit). Migrations are exempt.
+    pub database_lock_timeout_ms: u64,
     /// Redis connection string (prints without its password).
     pub redis_url: ConnectionUrl,
     /// Prefix of every Redis key and stream this fleet uses (tests use a random one).
@@ -76,6 +83,15 @@ pub struct Settings {
     pub trusted_proxies: String,
     /// `pretty` or `json`.
     pub log_format: LogFormat,
+    /// Longest an HTTP request to ingest or the api-gateway may take until its response
+    /// starts, in seconds (408 after that).
+    pub http_request_timeout_secs: u64,
+    /// Longest an HTTP connection may take to send a request's headers, in seconds —
+    /// a new connection or a kept-alive one between requests; it is closed after that.
+    pub http_idle_timeout_secs: u64,
+    /// Seconds a service may take to stop after SIGTERM/SIGINT (finishing in-flight
+    /// requests and batches) before the process exits anyway.
+    pub shutdown_deadline_secs: u64,
     /// Bind address of the api-gateway (REST API and dashboard).
     pub api_gateway_bind: SocketAddr,
     /// Bind address of ingest (webhooks, tracking API).
@@ -113,6 +129,8 @@ pub struct Settings {
 struct Defaults {
     database_url: &'static str,
     database_max_connections: u32,
+    database_statement_timeout_ms: u64,
+    database_lock_timeout_ms: u64,
     redis_url: &'static str,
     stream_prefix: &'static str,
     stream_maxlen: usize,
@@ -121,6 +139,9 @@ struct Defaults {
     stream_claim_idle_ms: u64,
     default_phone_region: &'static str,
     log_format: LogFormat,
+    http_request_timeout_secs: u64,
+    http_idle_timeout_secs: u64,
+    shutdown_deadline_secs: u64,
     api_gateway_bind: &'static str,
     ingest_bind: &'static str,
     normalizer_bind: &'static str,
@@ -134,6 +155,8 @@ struct Defaults {
 const DEFAULTS: Defaults = Defaults {
     database_url: "postgres://postgres@127.0.0.1:5432/constintel",
     database_max_connections: 10,
+    database_statement_timeout_ms: 30_000,
+    database_lock_timeout_ms: 5_000,
     redis_url: "redis://127.0.0.1:6379",
     stream_prefix: "",
     stream_maxlen: 1_000_000,
@@ -142,6 +165,9 @@ const DEFAULTS: Defaults = Defaults {
     stream_claim_idle_ms: 30_000,
     default_phone_region: "IN",
     log_format: LogFormat::Pretty,
+    http_request_timeout_secs: 60,
+    http_idle_timeout_secs: 60,
+    shutdown_deadline_secs: 30,
     api_gateway_bind: "127.0.0.1:8080",
     ingest_bind: "127.0.0.1:8081",
     normalizer_bind: "127.0.0.1:9102",
@@ -222,6 +248,18 @@ mod tests {
         assert_eq!(s.stream_max_deliveries, 5);
         assert_eq!(s.default_phone_region, "IN");
         assert_eq!(s.log_format, LogFormat::Pretty);
+        assert_eq!(
+            (s.database_statement_timeout_ms, s.database_lock_timeout_ms),
+            (30_000, 5_000)
+        );
+        assert_eq!(
+            (
+                s.http_request_timeout_secs,
+                s.http_idle_timeout_secs,
+                s.shutdown_deadline_secs
+            ),
+            (60, 60, 30)
+        );
     }
 
     #[test]

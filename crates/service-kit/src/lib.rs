@@ -6,7 +6,10 @@
 //! - [`ops_router`]: `GET /healthz` (alive), `GET /readyz` (Postgres and Redis answer)
 //!   and `GET /metrics` (Prometheus text).
 //! - [`serve`]: runs an axum router on a listener until the token is cancelled, then
-//!   drains in-flight requests. Tests bind port 0 and pass their own token.
+//!   drains in-flight requests, under [`HttpTimeouts`] (a request's time to respond, a
+//!   connection's time to send headers). Tests bind port 0 and pass their own token.
+//! - [`main`] exits the process `SHUTDOWN_DEADLINE_SECS` after SIGTERM/SIGINT if the
+//!   service has not stopped by then.
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`ApiError`]: the one JSON error shape of every HTTP surface.
 //! - [`client_ip`]: the client address of a request behind `TRUSTED_PROXIES`.
@@ -36,6 +39,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -62,8 +66,12 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// Connects to Postgres (applying pending migrations) and Redis.
     pub async fn connect(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let db = storage::connect(&settings.database_url, settings.database_max_connections)
-            .await
+        let db = storage::connect_with_timeouts(
+            &settings.database_url,
+            settings.database_max_connections,
+            query_timeouts(&settings),
+        )
+        .await
             .with_context(|| {
                 format!(
                     "connecting to Postgres at {}",
@@ -109,6 +117,15 @@ impl ServiceContext {
             Err(_) => streams,
         }
     }
+}
+
+/// The statement and lock timeouts of a service's pool (`DATABASE_STATEMENT_TIMEOUT_MS`,
+/// `DATABASE_LOCK_TIMEOUT_MS`).
+pub fn query_timeouts(settings: &Settings) -> storage::QueryTimeouts {
+    storage::QueryTimeouts::from_millis(
+        settings.database_statement_timeout_ms,
+        settings.database_lock_timeout_ms,
+    )
 }
 
 /// The key integration secrets are sealed with, from `INTEGRATION_SECRETS_KEY`.
@@ -172,22 +189,97 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionMa
         .with_context(|| format!("connecting to Redis at {}", shown()))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight
-/// requests finish.
+/// How long HTTP clients may take: a request until its response starts, and a
+/// connection to send a request's headers (`HTTP_REQUEST_TIMEOUT_SECS`,
+/// `HTTP_IDLE_TIMEOUT_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// From a request's arrival to its response's head; answered 408 after that. A
+    /// streamed response body (the live feeds) is not cut by it.
+    pub request: Duration,
+    /// How long a connection may wait before the headers of its next request are in —
+    /// a new connection, or a kept-alive one between requests; closed after that.
+    pub idle: Duration,
+}
+
+impl HttpTimeouts {
+    /// The timeouts from the settings (at least a second each).
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            request: Duration::from_secs(settings.http_request_timeout_secs.max(1)),
+            idle: Duration::from_secs(settings.http_idle_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Serves `router` on `listener` under `timeouts` until `shutdown` is cancelled, then
+/// stops accepting and lets in-flight requests finish (the process-wide
+/// `SHUTDOWN_DEADLINE_SECS` of [`main`] bounds how long). Handlers can read the peer
+/// address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    timeouts: HttpTimeouts,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt as _;
+
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("serving HTTP")
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        timeouts.request,
+    ));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.idle);
+    builder.http2().timer(TokioTimer::new());
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut accept_failures = 0u32;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    accept_failures = 0;
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    accept_failures = accept_failures.saturating_add(1);
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    let pause = Duration::from_millis(50 * u64::from(accept_failures.min(20)));
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
@@ -237,11 +329,20 @@ where
         .with_context(|| format!("binding {addr}"))?;
     let shutdown = CancellationToken::new();
     let ctx = ServiceContext::connect(settings, shutdown.clone()).await?;
+    let deadline = Duration::from_secs(ctx.settings.shutdown_deadline_secs);
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             shutdown_signal().await;
             shutdown.cancel();
+            // In-flight requests and batches get until the deadline; a stuck one (a
+            // client that never reads, a hung dependency) must not keep the process.
+            tokio::time::sleep(deadline).await;
+            tracing::error!(
+                secs = deadline.as_secs(),
+                "{service} did not stop within SHUTDOWN_DEADLINE_SECS; exiting"
+            );
+            std::process::exit(1);
         }
     });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "{service} starting");

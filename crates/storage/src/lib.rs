@@ -76,9 +76,46 @@ pub enum StorageError {
     Conflict(String),
 }
 
-/// Opens a pool of at most `max_connections` to `database_url`.
+/// Opens a pool of at most `max_connections` to `database_url`, with no limit on how
+/// long a statement runs (operator tools, benchmarks); services use
+/// [`connect_with_timeouts`].
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, StorageError> {
-    let options = connect_options(database_url)?;
+    connect_with_timeouts(database_url, max_connections, QueryTimeouts::default()).await
+}
+
+/// How long any statement on a pool's connections may run and wait for locks (Postgres
+/// `statement_timeout` and `lock_timeout`, set when each connection starts), so no
+/// query of a service hangs forever. Zero means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryTimeouts {
+    /// `statement_timeout`.
+    pub statement: Duration,
+    /// `lock_timeout`.
+    pub lock: Duration,
+}
+
+impl QueryTimeouts {
+    /// `DATABASE_STATEMENT_TIMEOUT_MS` and `DATABASE_LOCK_TIMEOUT_MS`.
+    pub fn from_millis(statement_ms: u64, lock_ms: u64) -> Self {
+        Self {
+            statement: Duration::from_millis(statement_ms),
+            lock: Duration::from_millis(lock_ms),
+        }
+    }
+}
+
+/// Opens a pool of at most `max_connections` to `database_url` whose connections run
+/// under `timeouts`. A statement cancelled by them fails with SQLSTATE 57014 or 55P03,
+/// which [`fault::classify`] calls an outage.
+pub async fn connect_with_timeouts(
+    database_url: &str,
+    max_connections: u32,
+    timeouts: QueryTimeouts,
+) -> Result<PgPool, StorageError> {
+    let options = connect_options(database_url)?.options([
+        ("statement_timeout", timeouts.statement.as_millis().to_string()),
+        ("lock_timeout", timeouts.lock.as_millis().to_string()),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -92,9 +129,17 @@ fn connect_options(database_url: &str) -> Result<PgConnectOptions, StorageError>
         .map_err(|e| StorageError::InvalidUrl(e.to_string()))
 }
 
-/// Applies every pending migration. Idempotent.
+/// Applies every pending migration. Idempotent. Runs on a connection of its own, taken
+/// out of the pool, with no statement or lock timeout: a migration may rewrite a large
+/// table or wait for the advisory lock of a concurrent start.
 pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
-    MIGRATOR.run(pool).await?;
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }
 

@@ -892,3 +892,137 @@ async fn a_restarted_consumer_settles_everything_it_left_pending() {
     env.shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A handler that commits a batch only as a whole, as a set-based write does: any
+/// `poison` entry in it fails every entry of the batch with `Permanent`, and while `down`
+/// is set every batch fails with `Transient` (an outage). Records each call's entries
+/// with their delivery counts.
+struct AllOrNothing {
+    down: AtomicBool,
+    calls: Mutex<Vec<Vec<(String, u64)>>>,
+    committed: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Handler for AllOrNothing {
+    type Payload = Item;
+
+    async fn handle(&self, batch: &[Delivery<Item>]) -> Vec<Result<(), HandlerError>> {
+        let names: Vec<(String, u64)> = batch
+            .iter()
+            .map(|d| (d.envelope.payload.name.clone(), d.delivery_count))
+            .collect();
+        self.calls.lock().unwrap().push(names.clone());
+        if self.down.load(Ordering::SeqCst) {
+            return batch
+                .iter()
+                .map(|_| Err(HandlerError::Transient(anyhow::anyhow!("connection refused"))))
+                .collect();
+        }
+        if names.iter().any(|(n, _)| n == "poison") {
+            return batch
+                .iter()
+                .map(|_| Err(HandlerError::Permanent("numeric field overflow".into())))
+                .collect();
+        }
+        self.committed
+            .lock()
+            .unwrap()
+            .extend(names.into_iter().map(|(n, _)| n));
+        batch.iter().map(|_| Ok(())).collect()
+    }
+}
+
+fn all_or_nothing(down: bool) -> Arc<AllOrNothing> {
+    Arc::new(AllOrNothing {
+        down: AtomicBool::new(down),
+        calls: Mutex::default(),
+        committed: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn a_batch_failing_whole_is_halved_until_only_its_culprit_is_dead_lettered() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    let names: Vec<String> = (0..13)
+        .map(|i| if i == 9 { "poison".into() } else { format!("ok-{i}") })
+        .collect();
+    // Published before the consumer starts: one batch of 13.
+    for name in &names {
+        streams.publish(TOPIC, &envelope(name)).await.unwrap();
+    }
+    let handler = all_or_nothing(false);
+    let task = spawn(&streams, options("g", "c1"), handler.clone(), &env.shutdown);
+    eventually(10, "the culprit dead-lettered", || async {
+        (streams.dlq_len(TOPIC).await.unwrap() == 1).then_some(())
+    })
+    .await;
+    eventually(10, "everything settled", || async {
+        (pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    let letters = streams.dead_letters(TOPIC, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].body.contains("poison"), "{letters:?}");
+    assert_eq!(
+        (letters[0].error.as_str(), letters[0].deliveries),
+        ("numeric field overflow", 1)
+    );
+    // Every innocent entry committed exactly once, all on their first delivery.
+    let mut committed = handler.committed.lock().unwrap().clone();
+    committed.sort();
+    let mut innocent: Vec<String> = names.into_iter().filter(|n| n != "poison").collect();
+    innocent.sort();
+    assert_eq!(committed, innocent);
+    let calls = handler.calls.lock().unwrap().clone();
+    assert_eq!(calls[0].len(), 13, "first the whole batch: {calls:?}");
+    assert!(calls.iter().flatten().all(|(_, count)| *count == 1), "{calls:?}");
+    // Halving 13 down to the one culprit takes a handful of calls, not one per entry.
+    assert!(calls.len() <= 9, "{} calls: {calls:?}", calls.len());
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_outage_holds_entries_without_counting_a_delivery_or_dead_lettering() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    for i in 0..5 {
+        streams
+            .publish(TOPIC, &envelope(&format!("e-{i}")))
+            .await
+            .unwrap();
+    }
+    let handler = all_or_nothing(true);
+    // One allowed delivery: any counted retry would dead-letter at once.
+    let mut opts = options("g", "c1");
+    opts.max_deliveries = 1;
+    let task = spawn(&streams, opts, handler.clone(), &env.shutdown);
+    // Several pauses, past the claim timeout (300 ms) more than once.
+    eventually(20, "the outage retried a few times", || async {
+        (handler.calls.lock().unwrap().len() >= 5).then_some(())
+    })
+    .await;
+    let calls = handler.calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().all(|c| c.len() == 5),
+        "an outage is not halved: {calls:?}"
+    );
+    assert!(
+        calls.iter().flatten().all(|(_, count)| *count == 1),
+        "an outage counted a delivery: {calls:?}"
+    );
+    assert_eq!(streams.dlq_len(TOPIC).await.unwrap(), 0);
+    assert_eq!(pending(&env, &streams, "g").await, 5);
+
+    handler.down.store(false, Ordering::SeqCst);
+    eventually(20, "every entry committed after the outage", || async {
+        (pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(handler.committed.lock().unwrap().len(), 5);
+    assert_eq!(streams.dlq_len(TOPIC).await.unwrap(), 0);
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -118,7 +118,12 @@ impl TestEnv {
             .collect();
         let settings = Settings::from_pairs(pairs)?;
         let db =
-            storage::connect(&settings.database_url, settings.database_max_connections).await?;
+            storage::connect_with_timeouts(
+                &settings.database_url,
+                settings.database_max_connections,
+                service_kit::query_timeouts(&settings),
+            )
+            .await?;
         let redis = service_kit::connect_redis(&settings.redis_url).await?;
         Ok(Self {
             db_name,
