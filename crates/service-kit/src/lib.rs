@@ -102,6 +102,18 @@ impl ServiceContext {
         }
     }
 
+    /// Serves `router` on `listener` with this service's [`HttpTimeouts`] until its
+    /// shutdown token is cancelled (see [`serve`]).
+    pub async fn serve(&self, listener: TcpListener, router: Router) -> anyhow::Result<()> {
+        serve(
+            listener,
+            router,
+            HttpTimeouts::from_settings(&self.settings),
+            self.shutdown.clone(),
+        )
+        .await
+    }
+
     /// The streams runtime of this service: its Redis connection, `STREAM_PREFIX` and
     /// `STREAM_MAXLEN`. Consumers started from it block on a dedicated connection.
     pub fn streams(&self) -> streams::Streams {

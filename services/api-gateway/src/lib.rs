@@ -65,12 +65,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     let secrets_key = service_kit::integration_secrets_key(&ctx).await?;
     let state = AppState::new(&ctx, secrets_key)?;
     tokio::spawn(purge_sessions(ctx.clone(), state.clone()));
-    let served = service_kit::serve(
-        listener,
-        app(&ctx, state.clone()),
-        service_kit::HttpTimeouts::from_settings(&ctx.settings),
-        ctx.shutdown.clone(),
-    ).await;
+    let served = ctx.serve(listener, app(&ctx, state.clone())).await;
     // Imports whose upload already finished keep running until their file is read.
     state.background.close();
     state.background.wait().await;

@@ -161,12 +161,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let router = service_kit::ops_router(ctx.readiness());
-    let served = service_kit::serve(
-        listener,
-        router,
-        service_kit::HttpTimeouts::from_settings(&ctx.settings),
-        ctx.shutdown.clone(),
-    ).await;
+    let served = ctx.serve(listener, router).await;
     // The HTTP server returns on shutdown; the workers settle their batches and follow.
     ctx.shutdown.cancel();
     for task in [events, requests, relay, changes] {

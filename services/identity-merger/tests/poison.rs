@@ -95,6 +95,20 @@ async fn resolved(env: &TestEnv) -> (i64, i64) {
     .unwrap()
 }
 
+/// How often each pending entry of the merger's group was delivered.
+async fn delivery_counts(env: &TestEnv) -> Vec<usize> {
+    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(streams(env).key(Topic::EventsNormalized))
+        .arg(identity_merger::GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    pending.ids.iter().map(|p| p.times_delivered).collect()
+}
+
 async fn wait_resolved(env: &TestEnv, n: i64) {
     test_support::eventually(120, "the events resolved", || async {
         (resolved(env).await.0 >= n).then_some(())
@@ -189,42 +203,18 @@ async fn an_outage_is_waited_out_without_a_dead_letter_or_a_counted_delivery() {
     env.spawn(identity_merger::run).await;
 
     let s = streams(&env);
-    let key = s.key(Topic::EventsNormalized);
-    let mut redis = env.redis.clone();
     // The merger has the entries in hand, delivered once, and keeps them through several
     // pauses (well past the one-second claim timeout of test envs).
-    test_support::eventually(60, "the entries delivered", || {
-        let mut redis = redis.clone();
-        let key = key.clone();
-        async move {
-            let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-                .arg(&key)
-                .arg(identity_merger::GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(100)
-                .query_async(&mut redis)
-                .await
-                .ok()?;
-            (pending.ids.len() == 20).then_some(())
-        }
+    test_support::eventually(60, "the entries delivered", || async {
+        (delivery_counts(&env).await.len() == 20).then_some(())
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
-        .arg(&key)
-        .arg(identity_merger::GROUP)
-        .arg("-")
-        .arg("+")
-        .arg(100)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(pending.ids.len(), 20);
+    let counts = delivery_counts(&env).await;
+    assert_eq!(counts.len(), 20);
     assert!(
-        pending.ids.iter().all(|p| p.times_delivered == 1),
-        "an outage counted a delivery: {:?}",
-        pending.ids
+        counts.iter().all(|&n| n == 1),
+        "an outage counted a delivery: {counts:?}"
     );
     assert_eq!(s.dlq_len(Topic::EventsNormalized).await.unwrap(), 0);
     assert_eq!(resolved(&env).await, (0, 0));

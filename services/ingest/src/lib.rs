@@ -150,12 +150,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let router = router(app).merge(service_kit::ops_router(ctx.readiness()));
-    let served = service_kit::serve(
-        listener,
-        router,
-        service_kit::HttpTimeouts::from_settings(&ctx.settings),
-        ctx.shutdown.clone(),
-    ).await;
+    let served = ctx.serve(listener, router).await;
     // The router (and with it every store handle) is gone: queued events commit and
     // publish, the log flushes.
     store_tasks.drained().await;

@@ -74,12 +74,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let router = service_kit::ops_router(ctx.readiness());
-    let served = service_kit::serve(
-        listener,
-        router,
-        service_kit::HttpTimeouts::from_settings(&ctx.settings),
-        ctx.shutdown.clone(),
-    ).await;
+    let served = ctx.serve(listener, router).await;
     ctx.shutdown.cancel();
     consumer.await.context("consumer task")??;
     schedule.await.context("retrain task")?;
