@@ -6,8 +6,8 @@
 //! - [`ops_router`]: `GET /healthz` (alive), `GET /readyz` (Postgres and Redis answer)
 //!   and `GET /metrics` (Prometheus text).
 //! - [`serve`]: runs an axum router on a listener until the token is cancelled, then
-//!   drains in-flight requests, under [`HttpTimeouts`] (a request's time to respond, a
-//!   connection's time to send headers). Tests bind port 0 and pass their own token.
+//!   drains in-flight requests; idle connections are closed after
+//!   [`HttpTimeouts::idle`], and routers add [`HttpTimeouts::request_layer`]. Tests bind port 0 and pass their own token.
 //! - [`main`] exits the process `SHUTDOWN_DEADLINE_SECS` after SIGTERM/SIGINT if the
 //!   service has not stopped by then.
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
@@ -206,8 +206,9 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionMa
 /// `HTTP_IDLE_TIMEOUT_SECS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpTimeouts {
-    /// From a request's arrival to its response's head; answered 408 after that. A
-    /// streamed response body (the live feeds) is not cut by it.
+    /// From a request's arrival to its response's head; answered 408 after that
+    /// ([`HttpTimeouts::request_layer`], which ingest and the api-gateway put on their
+    /// routes). A streamed response body (the live feeds) is not cut by it.
     pub request: Duration,
     /// How long a connection may wait before the headers of its next request are in —
     /// a new connection, or a kept-alive one between requests; closed after that.
@@ -222,12 +223,24 @@ impl HttpTimeouts {
             idle: Duration::from_secs(settings.http_idle_timeout_secs.max(1)),
         }
     }
+
+    /// The layer that answers 408 (`request_timeout`) to a request whose response has
+    /// not started within [`HttpTimeouts::request`].
+    pub fn request_layer(&self) -> tower_http::timeout::TimeoutLayer {
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            self.request,
+        )
+    }
 }
 
-/// Serves `router` on `listener` under `timeouts` until `shutdown` is cancelled, then
-/// stops accepting and lets in-flight requests finish (the process-wide
-/// `SHUTDOWN_DEADLINE_SECS` of [`main`] bounds how long). Handlers can read the peer
-/// address as `ConnectInfo<SocketAddr>`.
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
+/// lets in-flight requests finish (the process-wide `SHUTDOWN_DEADLINE_SECS` of [`main`]
+/// bounds how long). A connection that has not sent the headers of its next request
+/// within `timeouts.idle` (new, or kept alive between requests) is closed; the request
+/// timeout is the router's own ([`HttpTimeouts::request_layer`]), so a route that streams
+/// a large upload can go without it. Handlers can read the peer address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -240,10 +253,6 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "listening");
-    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        timeouts.request,
-    ));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

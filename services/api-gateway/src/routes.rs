@@ -75,8 +75,23 @@ impl Builder {
         }
     }
 
-    /// Adds the handlers of `method_router` with the access rule `access`.
-    pub fn add(mut self, access: Access, method_router: UtoipaMethodRouter<AppState>) -> Self {
+    /// Adds the handlers of `method_router` with the access rule `access`, answering 408
+    /// after `HTTP_REQUEST_TIMEOUT_SECS`.
+    pub fn add(self, access: Access, method_router: UtoipaMethodRouter<AppState>) -> Self {
+        let timeout = service_kit::HttpTimeouts::from_settings(&self.state.settings);
+        self.add_untimed(
+            access,
+            method_router.map(|m| m.layer(timeout.request_layer())),
+        )
+    }
+
+    /// [`Builder::add`] without the request timeout: for a route that streams a body
+    /// larger than any timeout allows for (the CSV upload, up to `CSV_MAX_BYTES`).
+    pub fn add_untimed(
+        mut self,
+        access: Access,
+        method_router: UtoipaMethodRouter<AppState>,
+    ) -> Self {
         let (schemas, mut paths, handlers) = method_router;
         for (path, item) in &mut paths.paths {
             for (method, op) in operations_mut(item) {
@@ -251,7 +266,7 @@ pub fn build(state: AppState) -> Api {
         .add(analyst, routes!(integrations::send_test_event))
         // CSV imports.
         .add(viewer, routes!(imports::list_imports))
-        .add(
+        .add_untimed(
             analyst,
             routes!(imports::upload)
                 .map(|m| m.layer(axum::extract::DefaultBodyLimit::max(upload_limit))),

@@ -149,7 +149,9 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         },
         ctx.shutdown.clone(),
     ));
-    let router = router(app).merge(service_kit::ops_router(ctx.readiness()));
+    let router = router(app)
+        .layer(service_kit::HttpTimeouts::from_settings(settings).request_layer())
+        .merge(service_kit::ops_router(ctx.readiness()));
     let served = ctx.serve(listener, router).await;
     // The router (and with it every store handle) is gone: queued events commit and
     // publish, the log flushes.
