@@ -951,7 +951,7 @@ mod tests {
             );
         }
         let msg = json!({"type": "track", "event": "Order Completed", "userId": "u1",
-            "properties": {"order_id": "A-1", "currency": "INR", "total": 999_999_999_999_999_i64}});
+            "properties": {"order_id": "A-1", "currency": "INR", "total": 10_000_000_000_000_000_i64}});
         let err = raw_events(receipt(now), Endpoint::Single("track"), msg, 100).unwrap_err();
         assert!(
             matches!(
