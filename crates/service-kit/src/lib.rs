@@ -247,18 +247,16 @@ pub async fn serve(
     timeouts: HttpTimeouts,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "listening");
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1, as before: no client of the fleet speaks HTTP/2 to it.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.idle);
-    builder.http2().timer(TokioTimer::new());
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut accept_failures = 0u32;
     loop {
@@ -288,10 +286,7 @@ pub async fn serve(
                 router.clone().oneshot(request.map(axum::body::Body::new))
             },
         );
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = connections.watch(connection);
+        let connection = connections.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
