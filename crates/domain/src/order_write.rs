@@ -23,7 +23,8 @@ pub const MONEY_SCALE: u32 = 2;
 /// admits: 999,999,999,999,999.99, three digits short of what a money column holds, so a
 /// thousand orders of the largest amount still add up without saturating. Larger amounts
 /// are refused at the edge, so an accepted order can always be stored.
-pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0x5D89_FFFF, 0x0163_4578, 0, false, MONEY_SCALE);
+pub const MAX_AMOUNT: Decimal =
+    Decimal::from_parts(0x5D89_FFFF, 0x0163_4578, 0, false, MONEY_SCALE);
 
 /// The largest sum a money column holds (999,999,999,999,999,999.99, all of
 /// `NUMERIC(20, 2)`): sums of amounts — a profile's total spent, an order's refunded
@@ -134,7 +135,11 @@ mod tests {
         assert_eq!(MAX_AMOUNT.to_string(), "999999999999999.99");
         assert_eq!(MAX_TOTAL.to_string(), "999999999999999999.99");
         // MAX_TOTAL is all of NUMERIC(MONEY_PRECISION, MONEY_SCALE).
-        let digits = MAX_TOTAL.to_string().chars().filter(char::is_ascii_digit).count();
+        let digits = MAX_TOTAL
+            .to_string()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .count();
         assert_eq!(digits, MONEY_PRECISION as usize);
         assert_eq!(MAX_TOTAL.scale(), MONEY_SCALE);
         assert!(amount_fits(MAX_AMOUNT) && amount_fits(-MAX_AMOUNT));
@@ -146,6 +151,9 @@ mod tests {
         assert!(!amount_fits(Decimal::MAX));
         assert_eq!(saturate_total(Decimal::MAX), MAX_TOTAL);
         assert_eq!(saturate_total(Decimal::MIN), -MAX_TOTAL);
-        assert_eq!(saturate_total(MAX_AMOUNT * Decimal::from(1000)), MAX_AMOUNT * Decimal::from(1000));
+        assert_eq!(
+            saturate_total(MAX_AMOUNT * Decimal::from(1000)),
+            MAX_AMOUNT * Decimal::from(1000)
+        );
     }
 }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use streams::{Envelope, Streams, Topic};
 use storage::fault::{self, Fault};
+use streams::{Envelope, Streams, Topic};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;

@@ -72,12 +72,12 @@ impl ServiceContext {
             query_timeouts(&settings),
         )
         .await
-            .with_context(|| {
-                format!(
-                    "connecting to Postgres at {}",
-                    settings.database_url_redacted()
-                )
-            })?;
+        .with_context(|| {
+            format!(
+                "connecting to Postgres at {}",
+                settings.database_url_redacted()
+            )
+        })?;
         storage::migrate(&db).await.context("applying migrations")?;
         let redis = connect_redis(&settings.redis_url).await?;
         // Display of a ConnectionUrl leaves the password out.

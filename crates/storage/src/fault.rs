@@ -88,7 +88,10 @@ pub fn sqlstate(code: &str) -> Fault {
         "40001" | "40P01" | "55P03" | "57014" => Fault::Transient,
         // connection exception, insufficient resources, operator intervention (admin
         // or crash shutdown, cannot connect now), system error (I/O).
-        c if ["08", "53", "57", "58"].iter().any(|class| c.starts_with(class)) => {
+        c if ["08", "53", "57", "58"]
+            .iter()
+            .any(|class| c.starts_with(class)) =>
+        {
             Fault::Transient
         }
         // data exception, integrity constraint violation, program limit exceeded (a
@@ -129,10 +132,14 @@ mod tests {
 
     #[test]
     fn sqlstates_are_sorted_into_outages_and_bad_data() {
-        for code in ["40001", "40P01", "55P03", "57014", "57P01", "08006", "53300", "58030"] {
+        for code in [
+            "40001", "40P01", "55P03", "57014", "57P01", "08006", "53300", "58030",
+        ] {
             assert_eq!(sqlstate(code), Fault::Transient, "{code}");
         }
-        for code in ["22003", "22P02", "22021", "23505", "23514", "23502", "54000"] {
+        for code in [
+            "22003", "22P02", "22021", "23505", "23514", "23502", "54000",
+        ] {
             assert_eq!(sqlstate(code), Fault::Permanent, "{code}");
         }
         for code in ["42703", "42P01", "XX000"] {
@@ -145,7 +152,10 @@ mod tests {
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), Fault::Transient);
         assert_eq!(classify(&sqlx::Error::PoolClosed), Fault::Transient);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(classify(&Wrapper::Db(sqlx::Error::Io(io))), Fault::Transient);
+        assert_eq!(
+            classify(&Wrapper::Db(sqlx::Error::Io(io))),
+            Fault::Transient
+        );
         let wrapped = Wrapper::Context(Box::new(sqlx::Error::PoolClosed));
         assert_eq!(classify(&wrapped), Fault::Transient);
         let refused: redis::RedisError =

@@ -113,7 +113,10 @@ pub async fn connect_with_timeouts(
     timeouts: QueryTimeouts,
 ) -> Result<PgPool, StorageError> {
     let options = connect_options(database_url)?.options([
-        ("statement_timeout", timeouts.statement.as_millis().to_string()),
+        (
+            "statement_timeout",
+            timeouts.statement.as_millis().to_string(),
+        ),
         ("lock_timeout", timeouts.lock.as_millis().to_string()),
     ]);
     Ok(PgPoolOptions::new()
@@ -137,7 +140,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StorageError> {
     sqlx::query("SET statement_timeout = 0")
         .execute(&mut conn)
         .await?;
-    sqlx::query("SET lock_timeout = 0").execute(&mut conn).await?;
+    sqlx::query("SET lock_timeout = 0")
+        .execute(&mut conn)
+        .await?;
     MIGRATOR.run(&mut conn).await?;
     conn.close().await?;
     Ok(())

@@ -186,7 +186,15 @@ pub async fn run_consumer<H: Handler>(
         let Some((conn, blocking)) = reader_connection(&streams, &shutdown).await else {
             return Ok(());
         };
-        let mut runner = Runner::new(streams, topic, opts, handler, conn, blocking, shutdown.clone());
+        let mut runner = Runner::new(
+            streams,
+            topic,
+            opts,
+            handler,
+            conn,
+            blocking,
+            shutdown.clone(),
+        );
         tracing::info!(blocking, "consumer started");
         runner.run(&shutdown).await;
         tracing::info!("consumer stopped");

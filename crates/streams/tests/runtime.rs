@@ -916,7 +916,11 @@ impl Handler for AllOrNothing {
         if self.down.load(Ordering::SeqCst) {
             return batch
                 .iter()
-                .map(|_| Err(HandlerError::Transient(anyhow::anyhow!("connection refused"))))
+                .map(|_| {
+                    Err(HandlerError::Transient(anyhow::anyhow!(
+                        "connection refused"
+                    )))
+                })
                 .collect();
         }
         if names.iter().any(|(n, _)| n == "poison") {
@@ -946,7 +950,13 @@ async fn a_batch_failing_whole_is_halved_until_only_its_culprit_is_dead_lettered
     let env = TestEnv::new().await;
     let streams = env.context().streams();
     let names: Vec<String> = (0..13)
-        .map(|i| if i == 9 { "poison".into() } else { format!("ok-{i}") })
+        .map(|i| {
+            if i == 9 {
+                "poison".into()
+            } else {
+                format!("ok-{i}")
+            }
+        })
         .collect();
     // Published before the consumer starts: one batch of 13.
     for name in &names {
@@ -977,7 +987,10 @@ async fn a_batch_failing_whole_is_halved_until_only_its_culprit_is_dead_lettered
     assert_eq!(committed, innocent);
     let calls = handler.calls.lock().unwrap().clone();
     assert_eq!(calls[0].len(), 13, "first the whole batch: {calls:?}");
-    assert!(calls.iter().flatten().all(|(_, count)| *count == 1), "{calls:?}");
+    assert!(
+        calls.iter().flatten().all(|(_, count)| *count == 1),
+        "{calls:?}"
+    );
     // Halving 13 down to the one culprit takes a handful of calls, not one per entry.
     assert!(calls.len() <= 9, "{} calls: {calls:?}", calls.len());
     env.shutdown.cancel();

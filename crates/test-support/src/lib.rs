@@ -117,13 +117,12 @@ impl TestEnv {
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
         let settings = Settings::from_pairs(pairs)?;
-        let db =
-            storage::connect_with_timeouts(
-                &settings.database_url,
-                settings.database_max_connections,
-                service_kit::query_timeouts(&settings),
-            )
-            .await?;
+        let db = storage::connect_with_timeouts(
+            &settings.database_url,
+            settings.database_max_connections,
+            service_kit::query_timeouts(&settings),
+        )
+        .await?;
         let redis = service_kit::connect_redis(&settings.redis_url).await?;
         Ok(Self {
             db_name,
