@@ -741,7 +741,10 @@ impl<H: Handler> Runner<H> {
     async fn isolate(&self, batch: &[Delivery<H::Payload>]) -> Vec<Result<(), HandlerError>> {
         let mut results: Vec<Option<Result<(), HandlerError>>> =
             std::iter::repeat_with(|| None).take(batch.len()).collect();
-        let mut parts = vec![0..batch.len()];
+        // Parts still to hand over, as ranges of `batch` (a stack: halves are pushed
+        // second half first, so the batch is handled in order).
+        let mut parts: Vec<std::ops::Range<usize>> = Vec::with_capacity(8);
+        parts.push(0..batch.len());
         while let Some(part) = parts.pop() {
             let outcome = self.call_handler(&batch[part.clone()]).await;
             let failed_whole = part.len() > 1
