@@ -58,8 +58,9 @@ pub enum AudienceError {
     /// Other audiences refer to this one; it cannot be deleted.
     #[error("audience is used by {0}")]
     InUse(String),
-    /// Postgres failed.
-    #[error(transparent)]
+    /// Postgres failed. (Its source is the `sqlx::Error` itself, so consumers can tell
+    /// an outage from bad data: see `storage::fault`.)
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
 }
 

@@ -26,7 +26,7 @@
 //! published changes, the periodic recompute, ops endpoints and SIGTERM). Benchmark:
 //! none yet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ impl Handler for ChangeHandler {
             .iter()
             .map(|d| d.envelope.payload.profile_id)
             .collect();
-        let mut failed: BTreeSet<Uuid> = BTreeSet::new();
+        let mut failed: BTreeMap<Uuid, audiences::AudienceError> = BTreeMap::new();
         for id in &profiles {
             match store::evaluate_profile(&self.db, *id, chrono::Utc::now()).await {
                 Ok(changes) => {
@@ -76,20 +76,17 @@ impl Handler for ChangeHandler {
                 }
                 Err(e) => {
                     tracing::warn!(profile_id = %id, error = %e, "evaluating a profile's audiences failed; it will be redelivered");
-                    failed.insert(*id);
+                    failed.insert(*id, e);
                 }
             }
         }
         batch
             .iter()
             .map(|d| {
-                if failed.contains(&d.envelope.payload.profile_id) {
-                    Err(HandlerError::Retry(anyhow::anyhow!(
-                        "evaluating profile {} failed",
-                        d.envelope.payload.profile_id
-                    )))
-                } else {
-                    Ok(())
+                // Classified like every consumer's errors: an outage is held, not counted.
+                match failed.get(&d.envelope.payload.profile_id) {
+                    Some(e) => Err(service_kit::handler_error(e)),
+                    None => Ok(()),
                 }
             })
             .collect()
@@ -119,7 +116,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.shutdown.clone(),
     ));
     let router = service_kit::ops_router(ctx.readiness());
-    let served = service_kit::serve(listener, router, ctx.shutdown.clone()).await;
+    let served = ctx.serve(listener, router).await;
     ctx.shutdown.cancel();
     consumer.await.context("consumer task")??;
     schedule.await.context("recompute task")?;
