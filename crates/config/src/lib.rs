@@ -69,6 +69,10 @@ pub struct Settings {
     pub stream_prefix: String,
     /// Approximate cap on each stream's length (`XADD MAXLEN ~`).
     pub stream_maxlen: usize,
+    /// Approximate cap on each dead-letter stream's length (`XADD MAXLEN ~`); trimming
+    /// drops the oldest dead letters, with a warning and
+    /// `streams_dead_letters_trimmed_total`.
+    pub stream_dlq_maxlen: usize,
     /// Deliveries after which a failing stream entry goes to `<topic>.dlq`.
     pub stream_max_deliveries: u32,
     /// Entries read per `XREADGROUP`.
@@ -134,6 +138,7 @@ struct Defaults {
     redis_url: &'static str,
     stream_prefix: &'static str,
     stream_maxlen: usize,
+    stream_dlq_maxlen: usize,
     stream_max_deliveries: u32,
     stream_batch_size: usize,
     stream_claim_idle_ms: u64,
@@ -160,6 +165,7 @@ const DEFAULTS: Defaults = Defaults {
     redis_url: "redis://127.0.0.1:6379",
     stream_prefix: "",
     stream_maxlen: 1_000_000,
+    stream_dlq_maxlen: 100_000,
     stream_max_deliveries: 5,
     stream_batch_size: 256,
     stream_claim_idle_ms: 30_000,

@@ -114,14 +114,16 @@ impl ServiceContext {
         .await
     }
 
-    /// The streams runtime of this service: its Redis connection, `STREAM_PREFIX` and
-    /// `STREAM_MAXLEN`. Consumers started from it block on a dedicated connection.
+    /// The streams runtime of this service: its Redis connection, `STREAM_PREFIX`,
+    /// `STREAM_MAXLEN` and `STREAM_DLQ_MAXLEN`. Consumers started from it block on a
+    /// dedicated connection.
     pub fn streams(&self) -> streams::Streams {
         let streams = streams::Streams::new(
             self.redis.clone(),
             self.settings.stream_prefix.clone(),
             self.settings.stream_maxlen,
-        );
+        )
+        .with_dlq_maxlen(self.settings.stream_dlq_maxlen);
         // The URL was already used to connect `self.redis`, so it parses; if it somehow
         // does not, consumers fall back to polling rather than failing the service.
         match redis::Client::open(self.settings.redis_url.as_str()) {

@@ -838,7 +838,7 @@ impl<H: Handler> Runner<H> {
             .write(
                 &mut self.conn,
                 &self.key,
-                &self.streams.dlq_key(self.topic),
+                &self.streams,
                 self.topic,
                 &self.opts.group,
                 &self.opts.consumer,

@@ -3,8 +3,12 @@
 //!
 //! A dead letter is a stream entry of its own with the fields `id` (the original entry
 //! id), `topic`, `group`, `consumer`, `error`, `deliveries`, `failed_at` (RFC 3339) and
-//! `e` (the original body, byte for byte). The dead-letter stream is never trimmed:
-//! nothing leaves it except by replay or by an operator.
+//! `e` (the original body, byte for byte). Nothing leaves a dead-letter stream except by
+//! replay, by an operator, by a GDPR erasure (see `redact`), or by its length cap:
+//! dead letters are appended with `MAXLEN ~ STREAM_DLQ_MAXLEN`, so a flood of bad input
+//! cannot fill Redis. Trimming drops the oldest dead letters; each time it does, the
+//! consumer logs a warning and counts them in
+//! `streams_dead_letters_trimmed_total{topic}`.
 //!
 //! Replaying appends the body to the topic as a new entry and deletes the dead letter in
 //! one Lua script, so a dead letter is never both replayed and kept, nor lost. A replayed
@@ -84,20 +88,27 @@ impl DeadLetterDraft {
         }
     }
 
-    /// Appends the dead letter and acks the original entry, atomically.
+    /// Appends the dead letter (capped at `STREAM_DLQ_MAXLEN`) and acks the original
+    /// entry, atomically. Returns how many older dead letters the cap trimmed away.
     pub(crate) async fn write(
         &self,
         conn: &mut ConnectionManager,
         key: &str,
-        dlq_key: &str,
+        streams: &Streams,
         topic: Topic,
         group: &str,
         consumer: &str,
-    ) -> Result<(), StreamError> {
+    ) -> Result<u64, StreamError> {
+        let dlq_key = streams.dlq_key(topic);
         let mut pipe = redis::pipe();
         pipe.atomic()
+            .cmd("XLEN")
+            .arg(&dlq_key)
             .cmd("XADD")
-            .arg(dlq_key)
+            .arg(&dlq_key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(streams.dlq_maxlen())
             .arg("*")
             .arg("id")
             .arg(&self.entry_id)
@@ -116,13 +127,26 @@ impl DeadLetterDraft {
             .arg(BODY_FIELD)
             .arg(&self.body)
             .ignore()
+            .cmd("XLEN")
+            .arg(&dlq_key)
             .cmd("XACK")
             .arg(key)
             .arg(group)
             .arg(&self.entry_id)
             .ignore();
-        let () = pipe.query_async(conn).await?;
-        Ok(())
+        let (before, after): (u64, u64) = pipe.query_async(conn).await?;
+        let trimmed = (before + 1).saturating_sub(after);
+        if trimmed > 0 {
+            metrics::counter!("streams_dead_letters_trimmed_total", "topic" => topic.name())
+                .increment(trimmed);
+            tracing::warn!(
+                topic = topic.name(),
+                trimmed,
+                cap = streams.dlq_maxlen(),
+                "the dead-letter stream reached STREAM_DLQ_MAXLEN; its oldest dead letters were dropped"
+            );
+        }
+        Ok(trimmed)
     }
 }
 

@@ -59,6 +59,7 @@ mod error;
 mod inspect;
 mod outbox;
 mod publisher;
+mod redact;
 mod topic;
 mod wire;
 
@@ -71,6 +72,7 @@ pub use outbox::{
     OutboxOptions, OutboxRow, OutboxStore, relay_once, run_outbox_relay, run_outbox_relay_with,
 };
 pub use publisher::Streams;
+pub use redact::DeletedEntries;
 pub use topic::Topic;
 pub use wire::BODY_FIELD;
 

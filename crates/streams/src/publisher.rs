@@ -19,13 +19,19 @@ pub struct Streams {
     pub(crate) client: Option<redis::Client>,
     prefix: Arc<str>,
     maxlen: usize,
+    dlq_maxlen: usize,
 }
+
+/// Dead letters kept per topic unless [`Streams::with_dlq_maxlen`] says otherwise
+/// (`STREAM_DLQ_MAXLEN`).
+pub const DEFAULT_DLQ_MAXLEN: usize = 100_000;
 
 impl std::fmt::Debug for Streams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Streams")
             .field("prefix", &self.prefix)
             .field("maxlen", &self.maxlen)
+            .field("dlq_maxlen", &self.dlq_maxlen)
             .field("blocking_reads", &self.client.is_some())
             .finish()
     }
@@ -46,7 +52,20 @@ impl Streams {
             client: None,
             prefix: Arc::from(prefix.into()),
             maxlen,
+            dlq_maxlen: DEFAULT_DLQ_MAXLEN,
         }
+    }
+
+    /// Caps each dead-letter stream at about `dlq_maxlen` entries (`XADD MAXLEN ~`;
+    /// at least 1): past it the oldest dead letters are trimmed, logged and counted.
+    pub fn with_dlq_maxlen(mut self, dlq_maxlen: usize) -> Self {
+        self.dlq_maxlen = dlq_maxlen.max(1);
+        self
+    }
+
+    /// The approximate length cap of every dead-letter stream.
+    pub fn dlq_maxlen(&self) -> usize {
+        self.dlq_maxlen
     }
 
     /// Lets consumers started from this handle block on connections of their own,

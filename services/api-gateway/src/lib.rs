@@ -18,7 +18,9 @@
 //!
 //! The gateway writes only what it owns (users, sessions, tokens, integrations, its
 //! record of published requests); every profile change is a request on
-//! `profiles.merge_requests` that the identity merger applies.
+//! `profiles.merge_requests` that the identity merger applies. Requests go through an
+//! outbox in Postgres ([`outbox`]) whose relay runs here, so a Redis outage delays a
+//! request but cannot drop it.
 //!
 //! # Assumptions, running, testing
 //!
@@ -36,6 +38,7 @@ mod extract;
 mod handlers;
 mod headers;
 mod live;
+pub mod outbox;
 pub mod routes;
 mod state;
 mod throttle;
@@ -65,7 +68,23 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     let secrets_key = service_kit::integration_secrets_key(&ctx).await?;
     let state = AppState::new(&ctx, secrets_key)?;
     tokio::spawn(purge_sessions(ctx.clone(), state.clone()));
+    let relay = tokio::spawn(streams::run_outbox_relay_with(
+        ctx.streams(),
+        std::sync::Arc::new(outbox::MergeRequestOutbox::new(ctx.db.clone())),
+        streams::OutboxOptions {
+            interval: Duration::from_secs(1),
+            older_than: Duration::from_secs(ctx.settings.ingest.outbox_relay_after_secs),
+            batch: 100,
+        },
+        ctx.shutdown.clone(),
+    ));
     let served = ctx.serve(listener, app(&ctx, state.clone())).await;
+    ctx.shutdown.cancel();
+    match relay.await {
+        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "merge request outbox relay stopped"),
+        Err(e) => tracing::warn!(error = %e, "merge request outbox relay panicked"),
+        Ok(Ok(())) => {}
+    }
     // Imports whose upload already finished keep running until their file is read.
     state.background.close();
     state.background.wait().await;

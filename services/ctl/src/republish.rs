@@ -3,7 +3,7 @@
 //!
 //! Redis holds no truth (ARCHITECTURE §2): every stream entry is derived from a row, so
 //! whatever was in flight can be sent again, and every consumer is idempotent, so
-//! sending again what was already handled changes nothing. Two things are re-driven,
+//! sending again what was already handled changes nothing. Three things are re-driven,
 //! each through the outbox its owner already relays, so nothing here builds a stream
 //! entry by hand:
 //!
@@ -11,6 +11,9 @@
 //!   `published_at` cleared: ingest's outbox relay publishes them on `events.raw` again,
 //!   the normalizer rewrites nothing it already has and publishes on
 //!   `events.normalized`, and the identity merger resolves what it had not;
+//! - analysts' requests the merger has not marked done (an erase above all) get
+//!   `published_at` cleared in `api_merge_requests`: the api-gateway's outbox relay
+//!   publishes them on `profiles.merge_requests` again;
 //! - live profiles whose predictions are missing or older than their last change are
 //!   queued in the merger's prediction outbox (`identity_prediction_outbox`), which it
 //!   publishes on `predictions.requests` (only once a model is active, and skipped
@@ -36,6 +39,8 @@ pub struct RepublishArgs {
 pub struct Republished {
     /// Raw events handed back to ingest's outbox relay.
     pub raw_events: u64,
+    /// Analysts' requests (erase, merge, …) handed back to the api-gateway's relay.
+    pub requests: u64,
     /// Profiles queued for new predictions.
     pub profiles: u64,
 }
@@ -53,6 +58,15 @@ pub async fn republish(db: &PgPool, hours: Option<u32>) -> anyhow::Result<Republ
     .execute(db)
     .await
     .context("handing raw events back to the outbox")?
+    .rows_affected();
+
+    let requests = sqlx::query(
+        "UPDATE api_merge_requests SET published_at = NULL \
+         WHERE done_at IS NULL AND published_at IS NOT NULL AND envelope IS NOT NULL",
+    )
+    .execute(db)
+    .await
+    .context("handing undone merge requests back to the outbox")?
     .rows_affected();
 
     let outbox: Option<String> =
@@ -79,6 +93,7 @@ pub async fn republish(db: &PgPool, hours: Option<u32>) -> anyhow::Result<Republ
     }
     Ok(Republished {
         raw_events,
+        requests,
         profiles,
     })
 }
@@ -91,8 +106,9 @@ pub async fn run(settings: &Settings, args: RepublishArgs) -> anyhow::Result<()>
     let done = republish(&db, args.hours).await?;
     println!(
         "republish: {} raw events handed to ingest's outbox relay (published within \
-         OUTBOX_RELAY_AFTER_SECS while ingest runs), {} profiles queued for predictions",
-        done.raw_events, done.profiles
+         OUTBOX_RELAY_AFTER_SECS while ingest runs), {} merge requests handed to the \
+         api-gateway's outbox relay, {} profiles queued for predictions",
+        done.raw_events, done.requests, done.profiles
     );
     Ok(())
 }

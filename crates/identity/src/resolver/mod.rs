@@ -2,8 +2,9 @@
 //! events at a time.
 //!
 //! For each batch, in one transaction: skip events already resolved (redelivery) or
-//! missing, drop events carrying a suppressed (erased) identifier, lock the batch's
-//! identifiers and the profiles owning them (see [`locks`]), load that neighbourhood of
+//! missing, lock the batch's identifiers, drop events carrying a suppressed (erased)
+//! identifier (checked under those locks, which an erase holds too), lock the profiles
+//! owning the identifiers (see [`locks`]), load that neighbourhood of
 //! the identity graph, and apply the events in canonical order with
 //! [`Engine::apply`]. The first event that is *late* (something it touches already saw
 //! a later event) or that makes an identifier suspect ends the transaction early; it
@@ -198,7 +199,6 @@ impl Resolver {
             fleet_shared(&mut tx).await?;
             let mut report = ResolveReport::default();
             let statuses = statuses(&mut tx, pending).await?;
-            let suppressed = self.suppressed_events(&mut tx, pending, &statuses).await?;
 
             let mut candidates: Vec<(usize, Observation, Vec<Identifier>)> = Vec::new();
             for (i, ev) in pending.iter().enumerate() {
@@ -208,7 +208,6 @@ impl Resolver {
                         report.already_resolved += 1;
                         report.changed.extend(*p);
                     }
-                    Status::Pending if suppressed.contains(&ev.event_id) => report.suppressed += 1,
                     Status::Pending => {
                         let obs = Observation::of(ev);
                         let usable = self.engine.policy.usable(&obs.identifiers);
@@ -216,7 +215,31 @@ impl Resolver {
                     }
                 }
             }
+            if candidates.is_empty() {
+                tx.commit().await?;
+                return Ok((pending.len(), report));
+            }
+
+            // Lock every identifier the candidates carry (the ones they link by and the
+            // ones the suppression check reads), then check suppression: an erase holds
+            // the same identifier locks while it writes `suppression`, so an event racing
+            // an erase either sees the suppression or is resolved before the erase,
+            // which then erases it too. It never re-creates the person after.
+            let mut keys: BTreeSet<i64> = candidates
+                .iter()
+                .flat_map(|(i, _, usable)| {
+                    usable
+                        .iter()
+                        .chain(suppressible(pending[*i]))
+                        .map(identifier_lock)
+                })
+                .collect();
+            keys.extend(extra.iter().copied());
+            lock_all(&mut tx, &keys).await?;
+            let suppressed = self.suppressed_events(&mut tx, pending, &statuses).await?;
             if !suppressed.is_empty() {
+                report.suppressed += suppressed.len();
+                candidates.retain(|(i, _, _)| !suppressed.contains(&pending[*i].event_id));
                 drop_events(&mut tx, &suppressed.iter().copied().collect::<Vec<_>>()).await?;
             }
             if candidates.is_empty() {
@@ -224,15 +247,12 @@ impl Resolver {
                 return Ok((pending.len(), report));
             }
 
-            // Lock the identifiers, then the profiles that own them.
+            // The profiles owning the identifiers, locked after them.
             let all_ids: BTreeSet<Identifier> = candidates
                 .iter()
                 .flat_map(|c| c.2.iter().cloned())
                 .collect();
             let all_ids: Vec<Identifier> = all_ids.into_iter().collect();
-            let mut keys: BTreeSet<i64> = all_ids.iter().map(identifier_lock).collect();
-            keys.extend(extra.iter().copied());
-            lock_all(&mut tx, &keys).await?;
             let owners = store::owners(&mut tx, &all_ids).await?;
             let mut wanted: BTreeSet<ProfileId> = owners.values().copied().collect();
             let loaded =
@@ -414,7 +434,7 @@ impl Resolver {
             if !matches!(status, Status::Pending) {
                 continue;
             }
-            for id in ev.identifiers.iter().filter(|i| !i.is_order_reference()) {
+            for id in suppressible(ev) {
                 by_hash
                     .entry(suppression_hash(id))
                     .or_default()
@@ -436,6 +456,11 @@ impl Resolver {
             .flat_map(|h| by_hash.get(h).into_iter().flatten().copied())
             .collect())
     }
+}
+
+/// The identifiers of `event` an erase can suppress (order references never are).
+fn suppressible(event: &NormalizedEvent) -> impl Iterator<Item = &Identifier> {
+    event.identifiers.iter().filter(|i| !i.is_order_reference())
 }
 
 /// Whether each event is pending, already resolved, or missing. Locks the events' rows

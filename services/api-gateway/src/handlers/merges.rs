@@ -5,8 +5,9 @@
 //! [`MergeRequest`] for the identity merger, which serialises every profile write. The
 //! answer is 202 with the request id; the review item's `status` (or the merge's
 //! `undone_at`, or the new merge in the log) shows the outcome once applied. The
-//! gateway records what it published in `api_merge_requests`, which is how a pending
-//! review item shows a decision in flight.
+//! gateway stores each request in `api_merge_requests` before publishing it (the
+//! outbox in `crate::outbox`), which is also how a pending review item shows a decision
+//! in flight.
 
 use std::collections::HashMap;
 
@@ -83,8 +84,10 @@ pub struct Targets {
     pub profile_ids: Vec<Uuid>,
 }
 
-/// Publishes `request` on `profiles.merge_requests` and records it. A request that
-/// could not be published is not recorded (503, nothing half-done).
+/// Stores `request` in the `profiles.merge_requests` outbox (`api_merge_requests`,
+/// see `crate::outbox`) and then publishes it. Once the row is committed the request
+/// is accepted: if Redis refuses the publish, the outbox relay publishes it later, so
+/// a Redis outage delays a request (an erase too) but never drops it.
 pub async fn publish_merge_request(
     app: &AppState,
     action: MergeAction,
@@ -100,10 +103,11 @@ pub async fn publish_merge_request(
         | MergeRequest::Unmerge { actor, .. }
         | MergeRequest::Erase { actor, .. } => actor.clone(),
     };
-    let mut tx = app.db.begin().await?;
+    let envelope = Envelope::new(request_id, "api-gateway", action.as_str(), &request);
     sqlx::query(
-        "INSERT INTO api_merge_requests (id, action, review_id, merge_id, profile_ids, actor) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_merge_requests \
+             (id, action, review_id, merge_id, profile_ids, actor, envelope) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(request_id)
     .bind(action.as_str())
@@ -111,24 +115,28 @@ pub async fn publish_merge_request(
     .bind(targets.merge_id)
     .bind(&targets.profile_ids)
     .bind(&actor)
-    .execute(&mut *tx)
+    .bind(sqlx::types::Json(&envelope))
+    .execute(&app.db)
     .await?;
-    let envelope = Envelope::new(request_id, "api-gateway", action.as_str(), &request);
-    let entry_id = app
-        .streams
-        .publish(Topic::MergeRequests, &envelope)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "publishing a merge request failed");
-            ApiError::unavailable("the request could not be queued; try again")
-        })?;
-    sqlx::query("UPDATE api_merge_requests SET entry_id = $2 WHERE id = $1")
-        .bind(request_id)
-        .bind(&entry_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    tracing::info!(%request_id, action = action.as_str(), %actor, "merge request published");
+    match app.streams.publish(Topic::MergeRequests, &envelope).await {
+        Ok(entry_id) => {
+            sqlx::query(
+                "UPDATE api_merge_requests SET entry_id = $2, published_at = now() \
+                 WHERE id = $1 AND published_at IS NULL",
+            )
+            .bind(request_id)
+            .bind(&entry_id)
+            .execute(&app.db)
+            .await?;
+            tracing::info!(%request_id, action = action.as_str(), %actor, "merge request published");
+        }
+        Err(e) => tracing::warn!(
+            %request_id,
+            action = action.as_str(),
+            error = %e,
+            "publishing a merge request failed; the outbox relay will publish it"
+        ),
+    }
     Ok(Accepted {
         request_id,
         action,
