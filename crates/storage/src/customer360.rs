@@ -8,6 +8,12 @@
 //! missed cannot keep a stale document forever. Redis holds no truth: losing it only
 //! costs the rebuild on the next read.
 //!
+//! Erasure leaves a *tombstone* under the erased profile's key ([`Customer360Cache::tombstone`],
+//! kept for `max(TTL, 7 days)`): every write of a document (a read's refill, a refresh)
+//! and every removal goes through a Lua script that leaves a tombstone alone. So a read
+//! that built the document just before the erase committed cannot put it back after
+//! the erase, and a later refresh cannot clear the tombstone for it.
+//!
 //! Merged-away ids follow their `merged_into` chain to the live survivor: reading a
 //! tombstone returns the survivor's document (and says so), and documents are cached
 //! under live ids only.
@@ -62,6 +68,26 @@ pub enum Customer360Error {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
+
+/// What an erased profile's key holds instead of a document.
+const TOMBSTONE: &str = "erased";
+
+/// Shortest time a tombstone is kept (longer when the document TTL is longer).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds unless it holds the tombstone
+/// `ARGV[3]`. Returns 1 when written, 0 when refused.
+const PUT_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Deletes `KEYS[1]` unless it holds the tombstone `ARGV[1]`.
+const DROP_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+";
 
 /// The cache key of a profile's document.
 pub fn cache_key(prefix: &str, profile_id: Uuid) -> String {
@@ -144,7 +170,7 @@ impl Customer360Cache {
         let Some(doc) = build(&self.db, live).await? else {
             return Ok(None);
         };
-        if let Err(e) = self.write(&doc).await {
+        if let Err(e) = self.store(&doc).await {
             // The read still succeeds from Postgres; the next read retries the fill.
             tracing::warn!(error = %e, profile_id = %live, "refilling the Customer 360 cache failed");
         }
@@ -166,7 +192,7 @@ impl Customer360Cache {
         let Some(doc) = build(&self.db, live).await? else {
             return Ok(None);
         };
-        self.write(&doc).await?;
+        self.store(&doc).await?;
         if live != id {
             self.invalidate(&[id]).await?;
         }
@@ -189,49 +215,64 @@ impl Customer360Cache {
             .collect();
         let mut pipe = redis::pipe();
         for doc in &docs {
-            pipe.set_ex(
-                cache_key(&self.prefix, doc.profile_id),
-                serde_json::to_string(doc)?,
-                self.ttl.as_secs(),
-            )
-            .ignore();
+            put(&mut pipe, &self.prefix, doc, self.ttl)?;
+            pipe.ignore();
         }
         for id in &gone {
-            pipe.del(cache_key(&self.prefix, *id)).ignore();
+            remove(&mut pipe, &self.prefix, *id);
         }
         let mut redis = self.redis.clone();
         pipe.query_async::<()>(&mut redis).await?;
         Ok(docs.len())
     }
 
-    /// Removes the cached documents of `ids` (merged-away or erased profiles).
+    /// Removes the cached documents of `ids` (merged-away profiles); tombstones stay.
     pub async fn invalidate(&self, ids: &[Uuid]) -> Result<(), Customer360Error> {
         if ids.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = ids.iter().map(|id| cache_key(&self.prefix, *id)).collect();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            remove(&mut pipe, &self.prefix, *id);
+        }
         let mut redis = self.redis.clone();
-        redis.del::<_, ()>(keys).await?;
+        pipe.query_async::<()>(&mut redis).await?;
         Ok(())
     }
 
-    async fn write(&self, doc: &Customer360) -> Result<(), Customer360Error> {
-        let json = serde_json::to_string(doc)?;
+    /// Replaces the cached documents of erased profiles `ids` with tombstones, so no
+    /// document built before the erase can be written back (see the module docs).
+    pub async fn tombstone(&self, ids: &[Uuid]) -> Result<(), Customer360Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.ttl.max(TOMBSTONE_TTL).as_secs();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.set_ex(cache_key(&self.prefix, *id), TOMBSTONE, ttl)
+                .ignore();
+        }
         let mut redis = self.redis.clone();
-        redis
-            .set_ex::<_, _, ()>(
-                cache_key(&self.prefix, doc.profile_id),
-                json,
-                self.ttl.as_secs(),
-            )
-            .await?;
+        pipe.query_async::<()>(&mut redis).await?;
         Ok(())
+    }
+
+    /// Caches `doc` unless its profile was erased (its key holds a tombstone). Returns
+    /// whether it was written.
+    pub async fn store(&self, doc: &Customer360) -> Result<bool, Customer360Error> {
+        let mut pipe = redis::pipe();
+        put(&mut pipe, &self.prefix, doc, self.ttl)?;
+        let mut redis = self.redis.clone();
+        let (written,): (i64,) = pipe.query_async(&mut redis).await?;
+        Ok(written == 1)
     }
 
     async fn cached(&self, id: Uuid) -> Option<Customer360> {
         let mut redis = self.redis.clone();
         let raw: redis::RedisResult<Option<String>> = redis.get(cache_key(&self.prefix, id)).await;
         match raw {
+            // An erased profile: nothing cached, and Postgres has nothing either.
+            Ok(Some(json)) if json == TOMBSTONE => None,
             Ok(Some(json)) => match serde_json::from_str(&json) {
                 Ok(doc) => Some(doc),
                 Err(e) => {
@@ -247,6 +288,34 @@ impl Customer360Cache {
             }
         }
     }
+}
+
+/// Queues the tombstone-respecting write of `doc` on `pipe` (one reply: 1 written, 0
+/// refused).
+fn put(
+    pipe: &mut redis::Pipeline,
+    prefix: &str,
+    doc: &Customer360,
+    ttl: Duration,
+) -> Result<(), serde_json::Error> {
+    pipe.cmd("EVAL")
+        .arg(PUT_SCRIPT)
+        .arg(1)
+        .arg(cache_key(prefix, doc.profile_id))
+        .arg(serde_json::to_string(doc)?)
+        .arg(ttl.as_secs())
+        .arg(TOMBSTONE);
+    Ok(())
+}
+
+/// Queues the tombstone-respecting removal of `id`'s document on `pipe` (no reply).
+fn remove(pipe: &mut redis::Pipeline, prefix: &str, id: Uuid) {
+    pipe.cmd("EVAL")
+        .arg(DROP_SCRIPT)
+        .arg(1)
+        .arg(cache_key(prefix, id))
+        .arg(TOMBSTONE)
+        .ignore();
 }
 
 /// The live profile `id` resolves to: itself, or the end of its `merged_into` chain.

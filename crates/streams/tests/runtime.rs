@@ -1039,3 +1039,37 @@ async fn an_outage_holds_entries_without_counting_a_delivery_or_dead_lettering()
     env.shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_dead_letter_stream_is_capped_and_what_trimming_drops_is_counted() {
+    let metrics = telemetry::metrics_handle();
+    let env = TestEnv::with_settings([("STREAM_DLQ_MAXLEN", "10".to_owned())]).await;
+    let streams = env.context().streams();
+    assert_eq!(streams.dlq_maxlen(), 10);
+    let handler = Recorder::new(|_| Err(HandlerError::Permanent("bad input".into())));
+    let bad: Vec<Envelope<Item>> = (0..300).map(|i| envelope(&format!("bad-{i}"))).collect();
+    streams.publish_many(TOPIC, &bad).await.unwrap();
+    let task = spawn(&streams, options("g", "c1"), handler.clone(), &env.shutdown);
+    eventually(30, "every entry dead-lettered", || async {
+        (handler.seen().len() == 300 && pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    // `MAXLEN ~` trims whole nodes (100 entries by default), never below the cap.
+    let kept = streams.dlq_len(TOPIC).await.unwrap();
+    assert!((10..=110).contains(&kept), "{kept} dead letters kept");
+    let letters = streams.dead_letters(TOPIC, 1000).await.unwrap();
+    assert!(
+        letters.last().unwrap().body.contains("bad-299"),
+        "the newest dead letters are kept"
+    );
+    let trimmed = metrics
+        .render()
+        .lines()
+        .find(|l| {
+            l.starts_with("streams_dead_letters_trimmed_total") && l.contains("events.raw")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap());
+    assert_eq!(trimmed, Some(300 - kept));
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -529,7 +529,8 @@ async fn gdpr_export_and_erase_request() {
             .starts_with("admin-")
     );
     let recorded: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM api_merge_requests WHERE action = 'erase' AND entry_id IS NOT NULL",
+        "SELECT count(*) FROM api_merge_requests WHERE action = 'erase' AND entry_id IS NOT NULL \
+         AND published_at IS NOT NULL AND envelope->>'id' = id::text",
     )
     .fetch_one(db)
     .await
@@ -553,4 +554,60 @@ async fn gdpr_export_and_erase_request() {
         1
     );
     let _ = Credentials::Anonymous;
+}
+
+#[tokio::test]
+async fn an_erase_accepted_while_redis_refuses_it_is_published_by_the_outbox_relay() {
+    let gw = Gateway::start_with(vec![("OUTBOX_RELAY_AFTER_SECS", "0".to_owned())]).await;
+    let db = gw.db();
+    let asha = common::seed_profile(
+        db,
+        ProfileSeed {
+            identifiers: vec![("email", "asha@mail.com")],
+            ..ProfileSeed::default()
+        },
+    )
+    .await;
+    let admin = gw.session(Role::Admin).await;
+    // The stream's key holds a string: every XADD to it fails, as with Redis down.
+    let key = streams::Topic::MergeRequests.key(gw.env.prefix());
+    let mut redis = gw.env.redis.clone();
+    let () = redis.set(&key, "not a stream").await.unwrap();
+
+    let (status, accepted) = gw
+        .post(&format!("/profiles/{asha}/erase"), &admin, Value::Null)
+        .await;
+    assert_eq!(status, 202, "the request is durable in Postgres: {accepted}");
+    let id: Uuid = accepted["request_id"].as_str().unwrap().parse().unwrap();
+    let unpublished: bool = sqlx::query_scalar(
+        "SELECT published_at IS NULL AND entry_id IS NULL FROM api_merge_requests WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert!(unpublished);
+
+    // Redis recovers: the gateway's relay publishes the stored envelope.
+    let () = redis.del(&key).await.unwrap();
+    let entries = test_support::eventually(20, "the relay publishing the erase", || async {
+        let entries = gw.stream_entries(streams::Topic::MergeRequests).await;
+        (!entries.is_empty()).then_some(entries)
+    })
+    .await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], id.to_string());
+    assert_eq!(entries[0]["payload"]["action"], "erase");
+    assert_eq!(entries[0]["payload"]["profile_id"], asha.to_string());
+    test_support::eventually(20, "the request marked published", || async {
+        let published: bool = sqlx::query_scalar(
+            "SELECT published_at IS NOT NULL FROM api_merge_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        published.then_some(())
+    })
+    .await;
 }

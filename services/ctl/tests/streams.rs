@@ -119,3 +119,34 @@ async fn ctl_shows_streams_lists_and_replays_dead_letters() {
     assert!(all.contains("replayed 1 dead letters"), "{all}");
     assert_eq!(streams.dlq_len(Topic::EventsRaw).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn republish_hands_undone_merge_requests_back_to_the_outbox() {
+    let env = TestEnv::new().await;
+    let (done, undone) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, done_at) in [(done, "now()"), (undone, "NULL")] {
+        let envelope = Envelope::new(
+            id,
+            "api-gateway",
+            "erase",
+            serde_json::json!({"action": "erase", "profile_id": Uuid::now_v7(), "actor": "dpo"}),
+        );
+        sqlx::query(&format!(
+            "INSERT INTO api_merge_requests (id, action, actor, envelope, published_at, done_at) \
+             VALUES ($1, 'erase', 'dpo', $2, now(), {done_at})"
+        ))
+        .bind(id)
+        .bind(sqlx::types::Json(&envelope))
+        .execute(&env.db)
+        .await
+        .unwrap();
+    }
+    let out = stdout(&ctl(&env, &["republish"]).await);
+    assert!(out.contains("1 merge requests"), "{out}");
+    let unpublished: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM api_merge_requests WHERE published_at IS NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(unpublished, [undone], "only the undone erase goes back to the relay");
+}

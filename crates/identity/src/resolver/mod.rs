@@ -23,6 +23,7 @@
 //! documents are rewritten in Redis. A crash at any point loses nothing: the stream
 //! entries are redelivered and resolved events are skipped.
 
+mod erasure;
 pub mod locks;
 pub mod outbox;
 pub mod rebuild;
@@ -57,6 +58,10 @@ pub enum ResolveError {
     /// Postgres failed.
     #[error("{0}")]
     Database(#[from] sqlx::Error),
+    /// Redis failed while an erase removed the person's copies from it (the erase is
+    /// committed; the request is retried and finishes the removal).
+    #[error("redis: {0}")]
+    Redis(String),
     /// The locks an event needs stayed contended for every attempt.
     #[error("could not take the locks of event {0} after {MAX_ATTEMPTS} attempts")]
     Contended(Uuid),
@@ -109,6 +114,7 @@ pub struct Resolver {
     pub(crate) db: PgPool,
     pub(crate) engine: Engine,
     pub(crate) cache: Customer360Cache,
+    pub(crate) streams: streams::Streams,
     pub(crate) debounce: Duration,
     pub(crate) actor: String,
 }
@@ -140,14 +146,20 @@ impl Resolver {
     ) -> Self {
         let cache = Customer360Cache::new(
             db.clone(),
-            redis,
+            redis.clone(),
             settings.stream_prefix.clone(),
             Duration::from_secs(settings.identity.customer360_cache_ttl_secs),
+        );
+        let streams = streams::Streams::new(
+            redis,
+            settings.stream_prefix.clone(),
+            settings.stream_maxlen,
         );
         Self {
             db,
             engine: Engine::new(policy),
             cache,
+            streams,
             debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
             actor: "identity-merger".to_owned(),
         }

@@ -15,6 +15,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::erasure::{Erasure, erase_unlinked};
 use super::locks::{fleet_shared, identifier_lock, lock_all, profile_lock};
 use super::replay::History;
 use super::store::{self, split};
@@ -55,6 +56,12 @@ impl Resolver {
             MergeRequest::Erase { profile_id, actor } => self.erase(*profile_id, actor).await?,
         };
         self.after_commit(&outcome.report).await;
+        // The api-gateway's outbox (`api_merge_requests`) keeps undone requests for
+        // `ctl republish`; a request without a row there (sent by a tool) is fine too.
+        sqlx::query("UPDATE api_merge_requests SET done_at = now() WHERE id = $1 AND done_at IS NULL")
+            .bind(request_id)
+            .execute(&self.db)
+            .await?;
         Ok(outcome)
     }
 
@@ -327,10 +334,20 @@ impl Resolver {
     }
 
     /// GDPR erasure: deletes the person's events, raw events, orders, identifiers,
-    /// predictions, features, history and cached document, and suppresses the
-    /// identifiers they held so later events carrying them are dropped.
+    /// predictions, features and history, and unlinked raw events carrying their
+    /// identifiers; suppresses the identifiers they held so later events carrying them
+    /// are dropped; then removes their copies from Redis (see `erasure.rs`). Erasing an
+    /// erased profile finishes a removal from Redis that had failed.
     async fn erase(&self, profile: Uuid, actor: &str) -> Result<RequestOutcome, ResolveError> {
         let Some(live) = storage::customer360::resolve(&self.db, profile).await? else {
+            if let Some(erasure) = Erasure::pending(&self.db, profile).await? {
+                let scrubbed = self.scrub(&erasure).await?;
+                return Ok(detail(json!({
+                    "note": "already erased; its copies in Redis are removed now",
+                    "stream_entries": scrubbed.entries,
+                    "dead_letters": scrubbed.dead_letters,
+                })));
+            }
             return Ok(detail(json!({"note": "no such profile (already erased?)"})));
         };
         let mut extra = BTreeSet::new();
@@ -352,9 +369,10 @@ impl Resolver {
                 extra = keys;
                 continue;
             }
-            let counts = erase_in(&mut tx, live, &held).await?;
+            let (counts, erasure) = erase_in(&mut tx, live, &held).await?;
             tx.commit().await?;
             tracing::info!(profile_id = %live, actor, "profile erased");
+            let scrubbed = self.scrub(&erasure).await?;
             let mut report = ResolveReport::default();
             report.removed.extend(counts.profiles.iter().copied());
             return Ok(RequestOutcome {
@@ -364,7 +382,10 @@ impl Resolver {
                     "profiles": counts.profiles.len(),
                     "events": counts.events,
                     "orders": counts.orders,
+                    "unlinked_events": counts.unlinked,
                     "suppressed_identifiers": counts.suppressed,
+                    "stream_entries": scrubbed.entries,
+                    "dead_letters": scrubbed.dead_letters,
                 }),
             });
         }
@@ -402,6 +423,7 @@ struct Erased {
     profiles: Vec<Uuid>,
     events: u64,
     orders: u64,
+    unlinked: usize,
     suppressed: usize,
 }
 
@@ -409,7 +431,7 @@ async fn erase_in(
     conn: &mut PgConnection,
     live: Uuid,
     held: &BTreeSet<Identifier>,
-) -> Result<Erased, sqlx::Error> {
+) -> Result<(Erased, Erasure), sqlx::Error> {
     let chain: Vec<Uuid> = sqlx::query_scalar(
         "WITH RECURSIVE chain (id, depth) AS ( \
              SELECT $1::uuid, 0 UNION ALL \
@@ -548,10 +570,20 @@ async fn erase_in(
         .map(|id| (*id, ProfileChangeKind::Erased))
         .collect();
     storage::profile_changes::queue(conn, &erased).await?;
-    Ok(Erased {
-        profiles: chain,
-        events: deleted_events,
-        orders,
-        suppressed: suppressed.len(),
-    })
+    // Shared (suspect) identifiers name others too: only the person's own lead to
+    // events no profile holds.
+    let unlinked = erase_unlinked(conn, &suppressed).await?;
+    let all_events: Vec<Uuid> = events.iter().chain(&unlinked).copied().collect();
+    let erasure = Erasure::new(live, &chain, &all_events, &suppressed);
+    erasure.record(conn).await?;
+    Ok((
+        Erased {
+            profiles: chain,
+            events: deleted_events,
+            orders,
+            unlinked: unlinked.len(),
+            suppressed: suppressed.len(),
+        },
+        erasure,
+    ))
 }
