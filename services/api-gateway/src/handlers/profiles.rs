@@ -541,11 +541,14 @@ pub async fn export_profile(
     path = "/profiles/{id}/erase",
     tag = "profiles",
     summary = "Erase a profile (GDPR)",
-    description = "Publishes an `erase` request on `profiles.merge_requests`. The merger \
-                   deletes the profile's events, identifiers, orders and predictions, \
-                   drops its cache entry, and suppresses its identifiers so they are never \
-                   ingested again. Answers 202; the profile answers 404 once erased. A \
-                   merged-away id is refused: erase the survivor it names.",
+    description = "Stores an `erase` request in Postgres and publishes it on \
+                   `profiles.merge_requests` (an outbox relay publishes it if Redis is \
+                   refusing). The merger deletes the profile's events, identifiers, orders \
+                   and predictions and unlinked raw events naming it, leaves a tombstone in \
+                   its cache entry, deletes its stream entries and dead letters, and \
+                   suppresses its identifiers so they are never ingested again. Answers \
+                   202; the profile answers 404 once erased. A merged-away id is refused: \
+                   erase the survivor it names.",
     params(("id" = Uuid, Path, description = "Profile id")),
     responses(
         (status = 202, description = "Erasure requested", body = Accepted),
