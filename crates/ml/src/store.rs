@@ -238,19 +238,12 @@ pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result
 }
 
 /// Drops the cached Customer 360 documents of `ids`, so the next read rebuilds them
-/// with the new predictions.
+/// with the new predictions (an erased profile's tombstone stays).
 pub async fn invalidate_customer360(
     redis: &mut ConnectionManager,
     prefix: &str,
     ids: &[Uuid],
 ) -> Result<(), MlError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<String> = ids
-        .iter()
-        .map(|id| storage::customer360::cache_key(prefix, *id))
-        .collect();
-    redis::cmd("DEL").arg(keys).query_async::<()>(redis).await?;
+    storage::customer360::remove_documents(redis, prefix, ids).await?;
     Ok(())
 }

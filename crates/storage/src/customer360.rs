@@ -228,15 +228,8 @@ impl Customer360Cache {
 
     /// Removes the cached documents of `ids` (merged-away profiles); tombstones stay.
     pub async fn invalidate(&self, ids: &[Uuid]) -> Result<(), Customer360Error> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            remove(&mut pipe, &self.prefix, *id);
-        }
         let mut redis = self.redis.clone();
-        pipe.query_async::<()>(&mut redis).await?;
+        remove_documents(&mut redis, &self.prefix, ids).await?;
         Ok(())
     }
 
@@ -316,6 +309,23 @@ fn remove(pipe: &mut redis::Pipeline, prefix: &str, id: Uuid) {
         .arg(cache_key(prefix, id))
         .arg(TOMBSTONE)
         .ignore();
+}
+
+/// Removes the cached documents of `ids` under `prefix`, leaving erased profiles'
+/// tombstones in place (for holders of a bare connection, such as ml-inference).
+pub async fn remove_documents(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    ids: &[Uuid],
+) -> Result<(), redis::RedisError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        remove(&mut pipe, prefix, *id);
+    }
+    pipe.query_async::<()>(redis).await
 }
 
 /// The live profile `id` resolves to: itself, or the end of its `merged_into` chain.

@@ -5,7 +5,8 @@
 //! topic until `MAXLEN` trims it, and a dead letter keeps its body until replayed. A
 //! GDPR erasure removes those copies as well. [`Streams::delete_matching`] walks a
 //! stream in pages (`XRANGE`), asks the caller which entries are the person's (by their
-//! field values: the body, a dead letter's error text), acknowledges each match in every
+//! field values: the body, a dead letter's error text; topics and dead-letter streams
+//! may be judged differently), acknowledges each match in every
 //! consumer group (so no group keeps it pending, or later mistakes it for an entry lost
 //! to trimming) and deletes it (`XDEL`). A walk reads the whole stream, so it costs one
 //! pass over at most `STREAM_MAXLEN` entries per topic: fine for an erasure, not for a
@@ -29,17 +30,19 @@ pub struct DeletedEntries {
 }
 
 impl Streams {
-    /// Deletes every entry of `topic` and of its dead-letter stream one of whose field
-    /// values `matches` (the envelope body, and a dead letter's error text and original
-    /// id). Matches are acknowledged in every consumer group before they are deleted.
+    /// Deletes every entry of `topic` one of whose field values `entry` matches, and
+    /// every dead letter of the topic one of whose field values (the original body, the
+    /// error text, the original id) `dead_letter` matches. Matches are acknowledged in
+    /// every consumer group before they are deleted.
     pub async fn delete_matching(
         &self,
         topic: Topic,
-        matches: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+        entry: &(dyn Fn(&[u8]) -> bool + Send + Sync),
+        dead_letter: &(dyn Fn(&[u8]) -> bool + Send + Sync),
     ) -> Result<DeletedEntries, StreamError> {
         let mut conn = self.conn();
-        let entries = delete_in(&mut conn, &self.key(topic), matches).await?;
-        let dead_letters = delete_in(&mut conn, &self.dlq_key(topic), matches).await?;
+        let entries = delete_in(&mut conn, &self.key(topic), entry).await?;
+        let dead_letters = delete_in(&mut conn, &self.dlq_key(topic), dead_letter).await?;
         Ok(DeletedEntries {
             entries,
             dead_letters,

@@ -11,11 +11,11 @@
 //! If Redis fails in between the request fails and is redelivered (or republished from
 //! the outbox), and the retry finds the unscrubbed erasure and scrubs again.
 //!
-//! A stream entry is the person's when any id in it (envelope id, profile ids in a
-//! payload, uuids in a dead letter's error text) is one of the erased profiles or
-//! events, when an identifier object (`{"kind", "value"}`) in it hashes to one of the
-//! suppressed identifiers, or — on the first pass, while the values are still known —
-//! when a field names one of the identifiers' values as a whole word.
+//! A topic entry is the person's when any id in its envelope (its own id, profile ids in
+//! the payload) is one of the erased profiles or events, or when an identifier object
+//! (`{"kind", "value"}`) in it hashes to one of the suppressed identifiers. A dead letter
+//! is also theirs when its error text names such an id, or — on the first pass, while
+//! the values are still known — one of the identifiers' values as a whole word.
 
 use std::collections::HashSet;
 
@@ -122,11 +122,19 @@ impl Erasure {
         }))
     }
 
-    /// Whether a stream entry's field value is the person's (see the module docs).
+    /// Whether a topic entry's field value is the person's: it names an erased id or
+    /// carries a suppressed identifier, so the merger would not apply it anyway.
+    pub fn names(&self, field: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(field).is_ok_and(|v| self.touches(&v))
+    }
+
+    /// Whether a dead letter's field value is the person's: as [`Erasure::names`], or
+    /// an erased id written in text, or (on the first pass) one of their identifiers'
+    /// values as a whole word. Text is matched only in dead letters, which no consumer
+    /// will handle again by itself: a topic entry of someone else that merely mentions
+    /// the person must still reach its consumer.
     pub fn matches(&self, field: &[u8]) -> bool {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(field)
-            && self.touches(&value)
-        {
+        if self.names(field) {
             return true;
         }
         let text = String::from_utf8_lossy(field);
@@ -172,11 +180,12 @@ impl Resolver {
             .await
             .map_err(|e| ResolveError::Redis(e.to_string()))?;
         let mut scrubbed = Scrubbed::default();
+        let names = |field: &[u8]| erasure.names(field);
         let matches = |field: &[u8]| erasure.matches(field);
         for topic in Topic::ALL {
             let deleted = self
                 .streams
-                .delete_matching(topic, &matches)
+                .delete_matching(topic, &names, &matches)
                 .await
                 .map_err(|e| ResolveError::Redis(e.to_string()))?;
             scrubbed.entries += deleted.entries;
