@@ -353,7 +353,9 @@ async fn setup_asha() -> (TestEnv, Resolver, Uuid) {
         event(2, &[(Phone, PHONE), (CookieId, "cookie-asha-1")], None),
         event(3, &[(Email, "ravi@mail.in")], None),
     ];
-    identity::seed::store_events(&env.db, &events).await.unwrap();
+    identity::seed::store_events(&env.db, &events)
+        .await
+        .unwrap();
     resolver.resolve(&events).await.unwrap();
     let asha = profile_of(&env, EMAIL).await.expect("Asha has a profile");
     (env, resolver, asha)
@@ -461,7 +463,10 @@ async fn an_event_waiting_on_the_locks_while_the_person_is_erased_is_dropped() {
     assert_eq!(report.suppressed, 1, "{report:?}");
     assert_eq!(report.resolved, 0);
     nothing_of_asha(&env, asha).await;
-    assert_eq!(count(&env, "SELECT count(*) FROM customer_profile").await, 1);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM customer_profile").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -498,7 +503,10 @@ async fn an_erase_racing_a_stream_of_events_leaves_nothing_of_the_person() {
     feeding.await.unwrap();
     nothing_of_asha(&env, asha).await;
     // Only Ravi is left, and no profile was made of the racing events' cookies.
-    assert_eq!(count(&env, "SELECT count(*) FROM customer_profile").await, 1);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM customer_profile").await,
+        1
+    );
     assert_eq!(
         count(
             &env,
@@ -527,7 +535,10 @@ async fn a_document_built_before_the_erase_cannot_be_cached_after_it() {
         .apply_request(Uuid::now_v7(), &erase(asha))
         .await
         .unwrap();
-    assert!(!cache.store(&doc).await.unwrap(), "the tombstone refuses it");
+    assert!(
+        !cache.store(&doc).await.unwrap(),
+        "the tombstone refuses it"
+    );
     // Later refreshes and invalidations keep the tombstone, so it keeps refusing.
     cache.refresh_many(&[asha]).await.unwrap();
     cache.invalidate(&[asha]).await.unwrap();
@@ -603,19 +614,49 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
     let (env, resolver, asha) = setup_asha().await;
     let ravi = profile_of(&env, "ravi@mail.in").await.unwrap();
     let [one, two, three] = [1u128, 2, 3].map(|n| Uuid::from_u128(0xA000_0000 + n));
-    raw_event(&env, one, "s-1", serde_json::json!({"traits": {"email": EMAIL}})).await;
-    raw_event(&env, three, "s-3", serde_json::json!({"traits": {"email": "ravi@mail.in"}})).await;
+    raw_event(
+        &env,
+        one,
+        "s-1",
+        serde_json::json!({"traits": {"email": EMAIL}}),
+    )
+    .await;
+    raw_event(
+        &env,
+        three,
+        "s-3",
+        serde_json::json!({"traits": {"email": "ravi@mail.in"}}),
+    )
+    .await;
     // Never linked: a raw event whose normalisation failed, one whose normalised event
     // was never resolved, and someone else whose address merely contains Asha's.
     let failed = Uuid::now_v7();
-    raw_event(&env, failed, "s-failed", serde_json::json!({"traits": {"email": "Asha@Mail.in"}})).await;
+    raw_event(
+        &env,
+        failed,
+        "s-failed",
+        serde_json::json!({"traits": {"email": "Asha@Mail.in"}}),
+    )
+    .await;
     let unresolved = event(70, &[(Phone, PHONE)], None);
     identity::seed::store_events(&env.db, std::slice::from_ref(&unresolved))
         .await
         .unwrap();
-    raw_event(&env, unresolved.event_id, "s-70", serde_json::json!({"phone": "098123 45678"})).await;
+    raw_event(
+        &env,
+        unresolved.event_id,
+        "s-70",
+        serde_json::json!({"phone": "098123 45678"}),
+    )
+    .await;
     let joasha = Uuid::now_v7();
-    raw_event(&env, joasha, "s-jo", serde_json::json!({"traits": {"email": "joasha@mail.in"}})).await;
+    raw_event(
+        &env,
+        joasha,
+        "s-jo",
+        serde_json::json!({"traits": {"email": "joasha@mail.in"}}),
+    )
+    .await;
     // A CSV import whose error texts name her, and one that does not.
     let import = Uuid::now_v7();
     sqlx::query("INSERT INTO csv_imports (id, kind, filename) VALUES ($1, 'customers', 'c.csv')")
@@ -637,15 +678,39 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
     let later = event(80, &[(Phone, PHONE)], None);
     let normalized = |ev: NormalizedEvent| serde_json::to_value(ev).unwrap();
     let entries = [
-        (Topic::EventsRaw, one, serde_json::json!({"body": {"email": EMAIL}})),
+        (
+            Topic::EventsRaw,
+            one,
+            serde_json::json!({"body": {"email": EMAIL}}),
+        ),
         (Topic::EventsRaw, failed, serde_json::json!({})),
         (Topic::EventsRaw, three, serde_json::json!({})),
-        (Topic::EventsNormalized, two, normalized(event(2, &[(Phone, PHONE)], None))),
+        (
+            Topic::EventsNormalized,
+            two,
+            normalized(event(2, &[(Phone, PHONE)], None)),
+        ),
         // A later event carrying her phone, known only by its identifiers.
-        (Topic::EventsNormalized, later.event_id, normalized(later.clone())),
-        (Topic::EventsNormalized, three, normalized(event(3, &[(Email, "ravi@mail.in")], None))),
-        (Topic::PredictionsRequests, Uuid::now_v7(), serde_json::json!({"profile_id": asha})),
-        (Topic::PredictionsRequests, Uuid::now_v7(), serde_json::json!({"profile_id": ravi})),
+        (
+            Topic::EventsNormalized,
+            later.event_id,
+            normalized(later.clone()),
+        ),
+        (
+            Topic::EventsNormalized,
+            three,
+            normalized(event(3, &[(Email, "ravi@mail.in")], None)),
+        ),
+        (
+            Topic::PredictionsRequests,
+            Uuid::now_v7(),
+            serde_json::json!({"profile_id": asha}),
+        ),
+        (
+            Topic::PredictionsRequests,
+            Uuid::now_v7(),
+            serde_json::json!({"profile_id": ravi}),
+        ),
         (
             Topic::MergeRequests,
             Uuid::now_v7(),
@@ -657,7 +722,10 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
         ),
     ];
     for (topic, id, payload) in entries {
-        streams.publish(topic, &envelope(id, payload)).await.unwrap();
+        streams
+            .publish(topic, &envelope(id, payload))
+            .await
+            .unwrap();
     }
     let group_key = Topic::EventsNormalized.key(env.prefix());
     let () = redis::cmd("XGROUP")
@@ -678,8 +746,20 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
         .query_async(&mut env.redis.clone())
         .await
         .unwrap();
-    dead_letter(&env, Topic::EventsRaw, "unreadable phone for asha@mail.in", "{}").await;
-    dead_letter(&env, Topic::EventsRaw, &format!("event {failed} failed"), "{}").await;
+    dead_letter(
+        &env,
+        Topic::EventsRaw,
+        "unreadable phone for asha@mail.in",
+        "{}",
+    )
+    .await;
+    dead_letter(
+        &env,
+        Topic::EventsRaw,
+        &format!("event {failed} failed"),
+        "{}",
+    )
+    .await;
     dead_letter(&env, Topic::EventsRaw, "bad timestamp", "{\"id\":\"x\"}").await;
     dead_letter(&env, Topic::EventsRaw, "bad e-mail joasha@mail.in", "{}").await;
 
@@ -700,7 +780,11 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
     expected.sort();
     assert_eq!(raw, expected);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM normalized_event WHERE profile_id IS NULL").await,
+        count(
+            &env,
+            "SELECT count(*) FROM normalized_event WHERE profile_id IS NULL"
+        )
+        .await,
         0
     );
     let reasons: Vec<String> =
@@ -710,7 +794,10 @@ async fn erasure_reaches_unlinked_raw_events_import_errors_streams_and_dead_lett
             .unwrap();
     assert_eq!(
         reasons,
-        ["erased: this row named an erased person", "missing order_id"]
+        [
+            "erased: this row named an erased person",
+            "missing order_id"
+        ]
     );
 
     // Redis: only others' entries are left, and nothing of hers is pending.
@@ -768,12 +855,20 @@ async fn a_failed_scrub_is_finished_by_the_retried_request() {
     let failed = resolver.apply_request(request, &erase(asha)).await;
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(
-        count(&env, "SELECT count(*) FROM api_merge_requests WHERE done_at IS NULL").await,
+        count(
+            &env,
+            "SELECT count(*) FROM api_merge_requests WHERE done_at IS NULL"
+        )
+        .await,
         1,
         "an erase not yet scrubbed is not done"
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM erasure WHERE scrubbed_at IS NULL").await,
+        count(
+            &env,
+            "SELECT count(*) FROM erasure WHERE scrubbed_at IS NULL"
+        )
+        .await,
         1
     );
     // Redis recovers; a prediction request for her was published meanwhile.
@@ -792,11 +887,19 @@ async fn a_failed_scrub_is_finished_by_the_retried_request() {
     let again = resolver.apply_request(request, &erase(asha)).await.unwrap();
     assert_eq!(again.detail["stream_entries"], 1, "{}", again.detail);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM api_merge_requests WHERE done_at IS NOT NULL").await,
+        count(
+            &env,
+            "SELECT count(*) FROM api_merge_requests WHERE done_at IS NOT NULL"
+        )
+        .await,
         1
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM erasure WHERE scrubbed_at IS NOT NULL").await,
+        count(
+            &env,
+            "SELECT count(*) FROM erasure WHERE scrubbed_at IS NOT NULL"
+        )
+        .await,
         1
     );
     nothing_of_asha(&env, asha).await;

@@ -1065,9 +1065,7 @@ async fn a_dead_letter_stream_is_capped_and_what_trimming_drops_is_counted() {
     let trimmed = metrics
         .render()
         .lines()
-        .find(|l| {
-            l.starts_with("streams_dead_letters_trimmed_total") && l.contains("events.raw")
-        })
+        .find(|l| l.starts_with("streams_dead_letters_trimmed_total") && l.contains("events.raw"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap());
     assert_eq!(trimmed, Some(300 - kept));
     env.shutdown.cancel();

@@ -81,7 +81,10 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     let served = ctx.serve(listener, app(&ctx, state.clone())).await;
     ctx.shutdown.cancel();
     match relay.await {
-        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "merge request outbox relay stopped"),
+        Ok(Err(e)) => tracing::warn!(
+            error = format!("{e:#}"),
+            "merge request outbox relay stopped"
+        ),
         Err(e) => tracing::warn!(error = %e, "merge request outbox relay panicked"),
         Ok(Ok(())) => {}
     }

@@ -577,7 +577,10 @@ async fn an_erase_accepted_while_redis_refuses_it_is_published_by_the_outbox_rel
     let (status, accepted) = gw
         .post(&format!("/profiles/{asha}/erase"), &admin, Value::Null)
         .await;
-    assert_eq!(status, 202, "the request is durable in Postgres: {accepted}");
+    assert_eq!(
+        status, 202,
+        "the request is durable in Postgres: {accepted}"
+    );
     let id: Uuid = accepted["request_id"].as_str().unwrap().parse().unwrap();
     let unpublished: bool = sqlx::query_scalar(
         "SELECT published_at IS NULL AND entry_id IS NULL FROM api_merge_requests WHERE id = $1",

@@ -148,5 +148,9 @@ async fn republish_hands_undone_merge_requests_back_to_the_outbox() {
             .fetch_all(&env.db)
             .await
             .unwrap();
-    assert_eq!(unpublished, [undone], "only the undone erase goes back to the relay");
+    assert_eq!(
+        unpublished,
+        [undone],
+        "only the undone erase goes back to the relay"
+    );
 }

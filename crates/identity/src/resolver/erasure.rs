@@ -56,12 +56,7 @@ pub(crate) struct Scrubbed {
 
 impl Erasure {
     /// The erasure of `profile_id` while its identifiers are still in hand.
-    pub fn new(
-        profile_id: Uuid,
-        profiles: &[Uuid],
-        events: &[Uuid],
-        held: &[&Identifier],
-    ) -> Self {
+    pub fn new(profile_id: Uuid, profiles: &[Uuid], events: &[Uuid], held: &[&Identifier]) -> Self {
         Self {
             profile_id,
             profiles: profiles.to_vec(),
@@ -320,7 +315,13 @@ mod tests {
         assert!(e.matches(format!("bad event {event}: nope").as_bytes()));
         assert!(e.matches(b"invalid order for ANN@example.com"));
         assert!(!e.matches(b"invalid order for joann@example.com"));
-        assert!(!e.matches(serde_json::json!({"id": Uuid::now_v7()}).to_string().as_bytes()));
+        assert!(
+            !e.matches(
+                serde_json::json!({"id": Uuid::now_v7()})
+                    .to_string()
+                    .as_bytes()
+            )
+        );
         assert!(!hashed_only.matches(b"invalid order for ann@example.com"));
     }
 

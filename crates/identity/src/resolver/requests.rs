@@ -58,10 +58,12 @@ impl Resolver {
         self.after_commit(&outcome.report).await;
         // The api-gateway's outbox (`api_merge_requests`) keeps undone requests for
         // `ctl republish`; a request without a row there (sent by a tool) is fine too.
-        sqlx::query("UPDATE api_merge_requests SET done_at = now() WHERE id = $1 AND done_at IS NULL")
-            .bind(request_id)
-            .execute(&self.db)
-            .await?;
+        sqlx::query(
+            "UPDATE api_merge_requests SET done_at = now() WHERE id = $1 AND done_at IS NULL",
+        )
+        .bind(request_id)
+        .execute(&self.db)
+        .await?;
         Ok(outcome)
     }
 
