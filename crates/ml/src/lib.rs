@@ -8,6 +8,8 @@
 //! - [`metrics`], [`gbm`] (LightGBM), [`btyd`] (BG/NBD and Gamma-Gamma, the classic
 //!   baselines), [`calibration`], [`segments`] (KMeans), [`crossfit`] and [`train`]
 //!   learn and measure, with no I/O; [`scoring`] applies active models to features.
+//! - [`recs`] recommends products: item2vec vectors, an HNSW index, a blend of repeat,
+//!   similar and popular candidates tuned on a past window, and its offline evaluation.
 //! - [`store`] (Postgres/Redis), [`registry`] (`model_version`) and [`pipeline`] (train
 //!   and register, score and write) are the edges the services call.
 //! - `synthetic` and `load` (feature `synthetic`, for tests and benchmarks only) turn a
@@ -38,6 +40,7 @@ pub mod load;
 pub mod metrics;
 pub mod optimise;
 pub mod pipeline;
+pub mod recs;
 pub mod registry;
 pub mod scoring;
 pub mod segments;

@@ -1,0 +1,995 @@
+//! Product recommendations: the next products for a profile, each with its reason.
+//!
+//! Next-basket studies keep finding that a person's own repeat purchases (personal
+//! top-frequency, "P-TopFreq") beat most learned models on grocery and D2C baskets, so
+//! the recommender blends three candidate sources and learns how much each counts:
+//!
+//! - **repeat**: what the profile bought before — how often, how recently, how often
+//!   buyers of that item buy it again, and whether its usual repurchase cycle is due;
+//! - **explore**: [`item2vec`] neighbours (through the HNSW [`ann`] index) of the items
+//!   in its last baskets and of the products it viewed;
+//! - **popular**: what sells now in its top categories, and overall (cold start).
+//!
+//! Each candidate carries a few features; the score is their weighted sum, with weights
+//! tuned by coordinate ascent on a past window (trained before `as_of − horizon`, judged
+//! on the horizon before `as_of`), so the blend is fitted on data the evaluation never
+//! sees. Exclusions: items not bought or viewed by anyone for `stale_days` (no longer in
+//! the catalogue) and items the profile bought in the last `just_bought_days` unless
+//! they are repeat items. [`offline`] measures it against the baselines.
+
+pub mod ann;
+pub mod item2vec;
+pub mod offline;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use item2vec::{Embeddings, Item2VecParams};
+
+/// An item's index in the [`Catalogue`].
+pub type ItemId = u32;
+
+/// The products known to the recommender: SKU, name and category of each [`ItemId`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalogue {
+    /// SKU of each item.
+    pub skus: Vec<String>,
+    /// Display name of each item (the SKU when unknown).
+    pub names: Vec<String>,
+    /// Category of each item, as an index into `category_names`.
+    pub categories: Vec<Option<u32>>,
+    /// Category names.
+    pub category_names: Vec<String>,
+    #[serde(skip)]
+    by_sku: HashMap<String, ItemId>,
+    #[serde(skip)]
+    by_category: HashMap<String, u32>,
+}
+
+impl Catalogue {
+    /// The item with this SKU, added if new (a later name or category fills gaps).
+    pub fn intern(&mut self, sku: &str, name: Option<&str>, category: Option<&str>) -> ItemId {
+        let category = category.filter(|c| !c.is_empty()).map(|c| {
+            let next = self.category_names.len() as u32;
+            *self.by_category.entry(c.to_string()).or_insert_with(|| {
+                self.category_names.push(c.to_string());
+                next
+            })
+        });
+        if let Some(&id) = self.by_sku.get(sku) {
+            let i = id as usize;
+            if self.categories[i].is_none() {
+                self.categories[i] = category;
+            }
+            if let Some(n) = name.filter(|n| !n.is_empty())
+                && self.names[i] == self.skus[i]
+            {
+                self.names[i] = n.to_string();
+            }
+            return id;
+        }
+        let id = self.skus.len() as ItemId;
+        self.skus.push(sku.to_string());
+        self.names.push(
+            name.filter(|n| !n.is_empty())
+                .unwrap_or(sku)
+                .to_string(),
+        );
+        self.categories.push(category);
+        self.by_sku.insert(sku.to_string(), id);
+        id
+    }
+
+    /// Rebuilds the lookups (after deserialising).
+    pub fn reindex(&mut self) {
+        self.by_sku = self
+            .skus
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as ItemId))
+            .collect();
+        self.by_category = self
+            .category_names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i as u32))
+            .collect();
+    }
+
+    /// The item with this SKU.
+    pub fn get(&self, sku: &str) -> Option<ItemId> {
+        self.by_sku.get(sku).copied()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.skus.len()
+    }
+
+    /// Whether the catalogue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.skus.is_empty()
+    }
+
+    /// The category name of an item.
+    pub fn category_of(&self, item: ItemId) -> Option<&str> {
+        self.categories[item as usize].map(|c| self.category_names[c as usize].as_str())
+    }
+}
+
+/// One order's distinct items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basket {
+    /// When it was placed.
+    pub at: DateTime<Utc>,
+    /// Its distinct items.
+    pub items: Vec<ItemId>,
+}
+
+/// One product view (or cart add).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Which product.
+    pub item: ItemId,
+}
+
+/// What one profile bought and viewed, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// Orders.
+    pub baskets: Vec<Basket>,
+    /// Product views and cart adds.
+    pub views: Vec<View>,
+}
+
+impl Activity {
+    /// Sorts baskets and views by time (the recommender reads them oldest first).
+    pub fn sort(&mut self) {
+        self.baskets.sort_by_key(|b| b.at);
+        self.views.sort_by_key(|v| v.at);
+    }
+
+    /// Only what happened strictly before `t`.
+    pub fn before(&self, t: DateTime<Utc>) -> Activity {
+        Activity {
+            baskets: self
+                .baskets
+                .iter()
+                .filter(|b| b.at < t)
+                .cloned()
+                .collect(),
+            views: self.views.iter().filter(|v| v.at < t).copied().collect(),
+        }
+    }
+}
+
+/// Everyone's activity over one catalogue: what the recommender trains on.
+#[derive(Debug, Clone, Default)]
+pub struct Corpus {
+    /// The products.
+    pub catalogue: Catalogue,
+    /// One activity per customer.
+    pub customers: Vec<Activity>,
+}
+
+impl Corpus {
+    /// Only what happened strictly before `t` (customers with nothing left stay, empty).
+    pub fn before(&self, t: DateTime<Utc>) -> Corpus {
+        Corpus {
+            catalogue: self.catalogue.clone(),
+            customers: self.customers.iter().map(|a| a.before(t)).collect(),
+        }
+    }
+}
+
+/// Everything that shapes a recommender, stored with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RecsParams {
+    /// item2vec settings (its seed seeds everything else too).
+    pub item2vec: Item2VecParams,
+    /// "Popular now" counts purchases in this many days before `as_of`.
+    pub popularity_days: i64,
+    /// An item nobody bought or viewed for this long is no longer sold.
+    pub stale_days: i64,
+    /// A non-repeat item bought this recently is not recommended again.
+    pub just_bought_days: i64,
+    /// An item whose buyers buy it again at least this often is a repeat item.
+    pub repeat_threshold: f64,
+    /// Neighbours taken per anchor item.
+    pub neighbours: usize,
+    /// Most recent baskets whose items are anchors for neighbours.
+    pub anchor_baskets: usize,
+    /// Most recent views that are anchors.
+    pub anchor_views: usize,
+    /// Validation window for tuning the blend (days before `as_of`).
+    pub tuning_horizon_days: i64,
+}
+
+impl Default for RecsParams {
+    fn default() -> Self {
+        Self {
+            item2vec: Item2VecParams::default(),
+            popularity_days: 28,
+            stale_days: 120,
+            just_bought_days: 14,
+            repeat_threshold: 0.2,
+            neighbours: 10,
+            anchor_baskets: 3,
+            anchor_views: 10,
+            tuning_horizon_days: 28,
+        }
+    }
+}
+
+/// The candidate features, in [`BlendWeights`] order.
+pub const FEATURES: [&str; 7] = [
+    "frequency",
+    "recency",
+    "repeat_rate",
+    "cycle_due",
+    "similarity",
+    "category_popularity",
+    "popularity",
+];
+const FREQ: usize = 0;
+const RECENCY: usize = 1;
+const REPEAT: usize = 2;
+const DUE: usize = 3;
+const SIM: usize = 4;
+const CAT_POP: usize = 5;
+const POP: usize = 6;
+
+/// Weight of each candidate feature in the score.
+pub type BlendWeights = [f32; FEATURES.len()];
+
+/// P-TopFreq's ranking as a blend: frequency, ties broken by recency, popularity
+/// filling the rest (where the tuning starts).
+pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01];
+
+/// What the catalogue and everyone's purchases say about each item as of `as_of`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemStats {
+    /// Distinct buyers.
+    pub buyers: Vec<u32>,
+    /// Buyers who bought it in two or more orders.
+    pub repeat_buyers: Vec<u32>,
+    /// Share of buyers who buy again, shrunk towards its category's.
+    pub repeat_rate: Vec<f32>,
+    /// Median days between two purchases of it by one buyer (its category's when it has
+    /// too few; `0` when unknown).
+    pub cycle_days: Vec<f32>,
+    /// Orders containing it in the `popularity_days` before `as_of`.
+    pub recent_orders: Vec<u32>,
+    /// Last time anyone bought or viewed it (Unix seconds; `i64::MIN` never).
+    pub last_seen: Vec<i64>,
+}
+
+/// Which source put an item on the list (for the reason and the repeat/explore split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Bought before.
+    Repeat,
+    /// Near something bought or viewed.
+    Similar,
+    /// Popular in a category the profile buys, or overall.
+    Popular,
+}
+
+/// One recommended product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommended {
+    /// The item.
+    pub item: ItemId,
+    /// Its score (higher first).
+    pub score: f64,
+    /// What put it there.
+    pub source: Source,
+    /// Why, in words ("bought 4 times", "similar to X you viewed", "popular in Y").
+    pub reason: String,
+}
+
+/// A candidate with its features, before weighting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The item.
+    pub item: ItemId,
+    /// Feature values ([`FEATURES`] order).
+    pub features: BlendWeights,
+    /// Times bought by the profile.
+    pub times_bought: u32,
+    /// The anchor it is most similar to, and whether the anchor was viewed (not bought).
+    pub anchor: Option<(ItemId, bool)>,
+}
+
+/// A trained recommender.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recommender {
+    /// Settings it was trained with.
+    pub params: RecsParams,
+    /// The instant it was trained as of.
+    pub as_of: DateTime<Utc>,
+    /// The products.
+    pub catalogue: Catalogue,
+    /// Per-item statistics.
+    pub stats: ItemStats,
+    /// Items by recent orders, most first (top 100).
+    pub popular: Vec<ItemId>,
+    /// Per category, its items by recent orders, most first (top 20).
+    pub category_popular: Vec<Vec<ItemId>>,
+    /// item2vec vectors.
+    pub embeddings: Embeddings,
+    /// The blend.
+    pub weights: BlendWeights,
+    #[serde(skip)]
+    index: Option<ann::Index>,
+}
+
+fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f32 {
+    (to - from).num_seconds() as f32 / 86_400.0
+}
+
+fn median(v: &mut [f32]) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Buying sets for item2vec: baskets; two consecutive baskets of one customer less than
+/// `NEXT_BASKET_DAYS` apart (so "A, then B" makes A and B neighbours); and browsing
+/// sessions (views less than 30 minutes apart).
+pub fn training_sets(corpus: &Corpus) -> Vec<Vec<ItemId>> {
+    const NEXT_BASKET_DAYS: i64 = 60;
+    let mut sets = Vec::new();
+    for a in &corpus.customers {
+        sets.extend(a.baskets.iter().map(|b| b.items.clone()));
+        for pair in a.baskets.windows(2) {
+            if pair[1].at - pair[0].at <= Duration::days(NEXT_BASKET_DAYS) {
+                let mut union = pair[0].items.clone();
+                union.extend(pair[1].items.iter().filter(|i| !pair[0].items.contains(i)));
+                sets.push(union);
+            }
+        }
+        let mut session: Vec<ItemId> = Vec::new();
+        let mut last: Option<DateTime<Utc>> = None;
+        for v in &a.views {
+            if last.is_some_and(|l| v.at - l > Duration::minutes(30)) {
+                sets.push(std::mem::take(&mut session));
+            }
+            if !session.contains(&v.item) {
+                session.push(v.item);
+            }
+            last = Some(v.at);
+        }
+        sets.push(session);
+    }
+    sets.retain(|s| s.len() >= 2);
+    sets
+}
+
+fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStats {
+    let n = corpus.catalogue.len();
+    let mut s = ItemStats {
+        buyers: vec![0; n],
+        repeat_buyers: vec![0; n],
+        repeat_rate: vec![0.0; n],
+        cycle_days: vec![0.0; n],
+        recent_orders: vec![0; n],
+        last_seen: vec![i64::MIN; n],
+    };
+    let recent_from = as_of - Duration::days(p.popularity_days);
+    let mut gaps: Vec<Vec<f32>> = vec![Vec::new(); n];
+    for a in &corpus.customers {
+        let mut last_bought: HashMap<ItemId, (DateTime<Utc>, u32)> = HashMap::new();
+        for b in &a.baskets {
+            for &i in &b.items {
+                let u = i as usize;
+                s.last_seen[u] = s.last_seen[u].max(b.at.timestamp());
+                if b.at >= recent_from {
+                    s.recent_orders[u] += 1;
+                }
+                match last_bought.get_mut(&i) {
+                    Some((t, times)) => {
+                        gaps[u].push(days(*t, b.at));
+                        *t = b.at;
+                        *times += 1;
+                    }
+                    None => {
+                        last_bought.insert(i, (b.at, 1));
+                    }
+                }
+            }
+        }
+        for (i, (_, times)) in last_bought {
+            s.buyers[i as usize] += 1;
+            if times >= 2 {
+                s.repeat_buyers[i as usize] += 1;
+            }
+        }
+        for v in &a.views {
+            let u = v.item as usize;
+            s.last_seen[u] = s.last_seen[u].max(v.at.timestamp());
+        }
+    }
+    // Shrink each item's repeat rate and cycle towards its category's: a rarely bought
+    // item says little on its own.
+    let cats = corpus.catalogue.category_names.len() + 1;
+    let cat = |i: usize| {
+        corpus.catalogue.categories[i]
+            .map(|c| c as usize)
+            .unwrap_or(cats - 1)
+    };
+    let (mut cat_buyers, mut cat_repeat) = (vec![0f32; cats], vec![0f32; cats]);
+    let mut cat_gaps: Vec<Vec<f32>> = vec![Vec::new(); cats];
+    for i in 0..n {
+        cat_buyers[cat(i)] += s.buyers[i] as f32;
+        cat_repeat[cat(i)] += s.repeat_buyers[i] as f32;
+        cat_gaps[cat(i)].extend(gaps[i].iter().copied());
+    }
+    let cat_cycle: Vec<f32> = cat_gaps
+        .iter_mut()
+        .map(|g| median(g).unwrap_or(0.0))
+        .collect();
+    const PRIOR: f32 = 5.0;
+    for i in 0..n {
+        let c = cat(i);
+        let prior = if cat_buyers[c] > 0.0 {
+            cat_repeat[c] / cat_buyers[c]
+        } else {
+            0.0
+        };
+        s.repeat_rate[i] = (s.repeat_buyers[i] as f32 + PRIOR * prior) / (s.buyers[i] as f32 + PRIOR);
+        s.cycle_days[i] = if gaps[i].len() >= 3 {
+            median(&mut gaps[i]).unwrap_or(0.0)
+        } else {
+            cat_cycle[c]
+        };
+    }
+    s
+}
+
+fn by_recent_orders(items: impl Iterator<Item = ItemId>, s: &ItemStats, top: usize) -> Vec<ItemId> {
+    let mut v: Vec<ItemId> = items.filter(|&i| s.recent_orders[i as usize] > 0).collect();
+    v.sort_by(|a, b| {
+        s.recent_orders[*b as usize]
+            .cmp(&s.recent_orders[*a as usize])
+            .then(a.cmp(b))
+    });
+    v.truncate(top);
+    v
+}
+
+impl Recommender {
+    /// Fits the statistics and the item vectors on `corpus` (facts before `as_of`
+    /// only), with the given blend weights; no tuning.
+    pub fn fit(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams, weights: BlendWeights) -> Self {
+        let corpus = corpus.before(as_of);
+        let stats = item_stats(&corpus, as_of, p);
+        let n = corpus.catalogue.len() as ItemId;
+        let popular = by_recent_orders(0..n, &stats, 100);
+        let mut per_category: Vec<Vec<ItemId>> =
+            vec![Vec::new(); corpus.catalogue.category_names.len()];
+        for i in 0..n {
+            if let Some(c) = corpus.catalogue.categories[i as usize] {
+                per_category[c as usize].push(i);
+            }
+        }
+        let category_popular = per_category
+            .into_iter()
+            .map(|items| by_recent_orders(items.into_iter(), &stats, 20))
+            .collect();
+        let embeddings = item2vec::train(&training_sets(&corpus), &p.item2vec);
+        let mut model = Self {
+            params: *p,
+            as_of,
+            catalogue: corpus.catalogue,
+            stats,
+            popular,
+            category_popular,
+            embeddings,
+            weights,
+            index: None,
+        };
+        model.build_index();
+        model
+    }
+
+    /// Tunes the blend on the window before `as_of` (see the module doc), then fits on
+    /// everything before `as_of` with the tuned weights.
+    pub fn train(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Self {
+        let weights = tune(corpus, as_of, p);
+        Self::fit(corpus, as_of, p, weights)
+    }
+
+    /// Rebuilds what is not stored (lookups, the HNSW graph) after deserialising.
+    pub fn build_index(&mut self) {
+        self.catalogue.reindex();
+        self.embeddings.reindex();
+        self.index = Some(ann::Index::build(&self.embeddings, self.params.item2vec.seed));
+    }
+
+    /// The HNSW index (built on load).
+    pub fn index(&self) -> Option<&ann::Index> {
+        self.index.as_ref()
+    }
+
+    /// Whether an item is still sold as of `now` (someone bought or viewed it within
+    /// `stale_days`).
+    pub fn is_live(&self, item: ItemId, now: DateTime<Utc>) -> bool {
+        self.stats.last_seen[item as usize] >= (now - Duration::days(self.params.stale_days)).timestamp()
+    }
+
+    /// Whether buyers of this item tend to buy it again.
+    pub fn is_repeat_item(&self, item: ItemId) -> bool {
+        f64::from(self.stats.repeat_rate[item as usize]) >= self.params.repeat_threshold
+    }
+
+    /// Items most similar to `item` (by the HNSW index), with cosine similarity.
+    pub fn similar(&self, item: ItemId, k: usize) -> Vec<(ItemId, f32)> {
+        let (Some(row), Some(index)) = (self.embeddings.row(item), &self.index) else {
+            return Vec::new();
+        };
+        index
+            .nearest(&self.embeddings, row, k)
+            .into_iter()
+            .map(|(r, sim)| (self.embeddings.items[r], sim))
+            .collect()
+    }
+
+    /// Every candidate for a profile as of `now`, exclusions applied.
+    pub fn candidates(&self, activity: &Activity, now: DateTime<Utc>) -> Vec<Candidate> {
+        let mut out: HashMap<ItemId, Candidate> = HashMap::new();
+        let blank = |item| Candidate {
+            item,
+            features: [0.0; FEATURES.len()],
+            times_bought: 0,
+            anchor: None,
+        };
+        // Repeat: what the profile bought.
+        let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
+        let mut categories: HashMap<u32, u32> = HashMap::new();
+        for b in activity.baskets.iter().filter(|b| b.at < now) {
+            for &i in &b.items {
+                let e = bought.entry(i).or_insert((0, b.at));
+                e.0 += 1;
+                e.1 = e.1.max(b.at);
+                if let Some(c) = self.catalogue.categories.get(i as usize).copied().flatten() {
+                    *categories.entry(c).or_default() += 1;
+                }
+            }
+        }
+        for (&i, &(times, last)) in &bought {
+            let since = days(last, now).max(0.0);
+            let cycle = self.stats.cycle_days[i as usize];
+            let c = out.entry(i).or_insert_with(|| blank(i));
+            c.times_bought = times;
+            c.features[FREQ] = (1.0 + times as f32).ln();
+            c.features[RECENCY] = (-since / 30.0).exp();
+            c.features[REPEAT] = self.stats.repeat_rate[i as usize];
+            c.features[DUE] = if cycle > 0.0 {
+                (-((since + 1.0) / (cycle + 1.0)).ln().abs()).exp()
+            } else {
+                0.0
+            };
+        }
+        // Explore: neighbours of the last baskets' items and the last views.
+        let mut anchors: Vec<(ItemId, bool)> = Vec::new();
+        for b in activity
+            .baskets
+            .iter()
+            .filter(|b| b.at < now)
+            .rev()
+            .take(self.params.anchor_baskets)
+        {
+            anchors.extend(b.items.iter().map(|&i| (i, false)));
+        }
+        anchors.extend(
+            activity
+                .views
+                .iter()
+                .filter(|v| v.at < now)
+                .rev()
+                .take(self.params.anchor_views)
+                .map(|v| (v.item, true)),
+        );
+        let mut seen_anchor = HashSet::new();
+        for (anchor, viewed) in anchors {
+            if !seen_anchor.insert(anchor) {
+                continue;
+            }
+            for (i, sim) in self.similar(anchor, self.params.neighbours) {
+                let c = out.entry(i).or_insert_with(|| blank(i));
+                if sim > c.features[SIM] {
+                    c.features[SIM] = sim;
+                    c.anchor = Some((anchor, viewed));
+                }
+            }
+        }
+        // Popular: top categories of the profile, and overall.
+        let mut top_categories: Vec<(u32, u32)> = categories.into_iter().collect();
+        top_categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let max_recent = self
+            .popular
+            .first()
+            .map(|&i| self.stats.recent_orders[i as usize] as f32)
+            .unwrap_or(1.0)
+            .max(1.0);
+        for &(cat, _) in top_categories.iter().take(3) {
+            let items = &self.category_popular[cat as usize];
+            let Some(&best) = items.first() else { continue };
+            let top = self.stats.recent_orders[best as usize] as f32;
+            for &i in items {
+                let c = out.entry(i).or_insert_with(|| blank(i));
+                c.features[CAT_POP] = c.features[CAT_POP].max(self.stats.recent_orders[i as usize] as f32 / top);
+            }
+        }
+        for &i in self.popular.iter().take(30) {
+            out.entry(i).or_insert_with(|| blank(i));
+        }
+        let just_bought = now - Duration::days(self.params.just_bought_days);
+        let mut list: Vec<Candidate> = out
+            .into_values()
+            .filter(|c| self.is_live(c.item, now))
+            .filter(|c| {
+                let recent = bought.get(&c.item).is_some_and(|(_, last)| *last >= just_bought);
+                !recent || self.is_repeat_item(c.item)
+            })
+            .map(|mut c| {
+                c.features[POP] = self.stats.recent_orders[c.item as usize] as f32 / max_recent;
+                c
+            })
+            .collect();
+        list.sort_by_key(|c| c.item);
+        list
+    }
+
+    /// The top `k` products for a profile as of `now`, each with its reason.
+    pub fn recommend(&self, activity: &Activity, now: DateTime<Utc>, k: usize) -> Vec<Recommended> {
+        let candidates = self.candidates(activity, now);
+        let order = rank(&candidates, &self.weights, k);
+        order
+            .into_iter()
+            .map(|ix| self.explain(&candidates[ix]))
+            .collect()
+    }
+
+    fn explain(&self, c: &Candidate) -> Recommended {
+        let w = &self.weights;
+        let part = |f: usize| w[f] * c.features[f];
+        let repeat = part(FREQ) + part(RECENCY) + part(REPEAT) + part(DUE);
+        let similar = part(SIM);
+        let popular = part(CAT_POP) + part(POP);
+        let score = f64::from(repeat + similar + popular);
+        let (source, reason) = if c.times_bought > 0 && repeat >= similar && repeat >= popular {
+            let times = if c.times_bought == 1 {
+                "bought once".to_string()
+            } else {
+                format!("bought {} times", c.times_bought)
+            };
+            let cycle = self.stats.cycle_days[c.item as usize];
+            let reason = if c.features[DUE] > 0.7 && cycle >= 1.0 {
+                format!("{times}, usually every {} days", cycle.round())
+            } else {
+                times
+            };
+            (Source::Repeat, reason)
+        } else if let Some((anchor, viewed)) = c.anchor.filter(|_| similar >= popular) {
+            let how = if viewed { "viewed" } else { "bought" };
+            (
+                Source::Similar,
+                format!("similar to {} you {how}", self.catalogue.names[anchor as usize]),
+            )
+        } else {
+            let reason = match self.catalogue.category_of(c.item) {
+                Some(cat) if c.features[CAT_POP] > 0.0 => format!("popular in {cat}"),
+                _ => "popular now".to_string(),
+            };
+            (Source::Popular, reason)
+        };
+        Recommended {
+            item: c.item,
+            score,
+            source,
+            reason,
+        }
+    }
+}
+
+/// Indices of the `k` best candidates under `weights`, best first (ties by item id, so
+/// the order is deterministic).
+pub fn rank(candidates: &[Candidate], weights: &BlendWeights, k: usize) -> Vec<usize> {
+    let scores: Vec<f32> = candidates
+        .iter()
+        .map(|c| c.features.iter().zip(weights).map(|(f, w)| f * w).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then(candidates[a].item.cmp(&candidates[b].item))
+    });
+    order.truncate(k);
+    order
+}
+
+/// Customers active before `cutoff` who bought in `[cutoff, cutoff + horizon)`, with the
+/// distinct items they bought then: the ground truth of an evaluation.
+pub fn future_purchases(
+    corpus: &Corpus,
+    cutoff: DateTime<Utc>,
+    horizon_days: i64,
+) -> Vec<(usize, HashSet<ItemId>)> {
+    let end = cutoff + Duration::days(horizon_days);
+    corpus
+        .customers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.baskets.iter().any(|b| b.at < cutoff))
+        .filter_map(|(c, a)| {
+            let bought: HashSet<ItemId> = a
+                .baskets
+                .iter()
+                .filter(|b| b.at >= cutoff && b.at < end)
+                .flat_map(|b| b.items.iter().copied())
+                .collect();
+            (!bought.is_empty()).then_some((c, bought))
+        })
+        .collect()
+}
+
+/// Objective of the tuning: mean of Recall@10 and NDCG@10 over the customers.
+fn objective(sets: &[(Vec<Candidate>, HashSet<ItemId>)], w: &BlendWeights) -> f64 {
+    let mut total = 0.0;
+    for (candidates, truth) in sets {
+        let top: Vec<ItemId> = rank(candidates, w, 10)
+            .into_iter()
+            .map(|i| candidates[i].item)
+            .collect();
+        let m = offline::ranking_metrics(&top, truth);
+        total += (m.recall + m.ndcg) / 2.0;
+    }
+    total / sets.len().max(1) as f64
+}
+
+/// Blend weights tuned by coordinate ascent (two passes over a small grid per weight,
+/// starting from P-TopFreq) on the `tuning_horizon_days` before `as_of`, with a model
+/// fitted before that window. Falls back to P-TopFreq's weights when the window has no
+/// buyers.
+pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeights {
+    let start = as_of - Duration::days(p.tuning_horizon_days);
+    let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
+    if truth.is_empty() {
+        return P_TOPFREQ;
+    }
+    let past = Recommender::fit(corpus, start, p, P_TOPFREQ);
+    let sets: Vec<(Vec<Candidate>, HashSet<ItemId>)> = truth
+        .into_iter()
+        .map(|(c, t)| (past.candidates(&corpus.customers[c].before(start), start), t))
+        .collect();
+    const GRID: [f32; 7] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
+    let mut best = P_TOPFREQ;
+    let mut best_value = objective(&sets, &best);
+    for _ in 0..2 {
+        // Frequency stays at 1: the scale of the others is relative to it.
+        for f in 1..FEATURES.len() {
+            for &g in &GRID {
+                let mut w = best;
+                w[f] = g;
+                let v = objective(&sets, &w);
+                if v > best_value + 1e-9 {
+                    best = w;
+                    best_value = v;
+                }
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap() + Duration::days(day)
+    }
+
+    /// A brand where a group of customers always buys A, then B a week later; others
+    /// buy staples (milk, bread) every week and browse; a few buy once from "Dupattas".
+    fn brand() -> Corpus {
+        let mut catalogue = Catalogue::default();
+        let a = catalogue.intern("A", Some("Kurta A"), Some("Kurtas"));
+        let b = catalogue.intern("B", Some("Dupatta B"), Some("Dupattas"));
+        let milk = catalogue.intern("MILK", Some("Milk"), Some("Dairy"));
+        let bread = catalogue.intern("BREAD", Some("Bread"), Some("Bakery"));
+        let old = catalogue.intern("OLD", Some("Discontinued"), Some("Dairy"));
+        let fillers: Vec<ItemId> = (0..20)
+            .map(|i| catalogue.intern(&format!("D{i}"), None, Some("Dupattas")))
+            .collect();
+        let mut customers = Vec::new();
+        for c in 0..40 {
+            let mut act = Activity::default();
+            let start = c % 7;
+            act.baskets.push(Basket {
+                at: at(start),
+                items: vec![a, fillers[c as usize % 3]],
+            });
+            act.baskets.push(Basket {
+                at: at(start + 7),
+                items: vec![b, fillers[c as usize % 3]],
+            });
+            customers.push(act);
+        }
+        for c in 0..40 {
+            let mut act = Activity::default();
+            for w in 0..12 {
+                act.baskets.push(Basket {
+                    at: at(w * 7 + c % 5),
+                    items: vec![milk, bread, fillers[(c + w) as usize % 20]],
+                });
+            }
+            customers.push(act);
+        }
+        // Someone bought the discontinued item long ago.
+        customers.push(Activity {
+            baskets: vec![Basket {
+                at: at(-400),
+                items: vec![old, milk],
+            }],
+            views: Vec::new(),
+        });
+        for a in &mut customers {
+            a.sort();
+        }
+        Corpus {
+            catalogue,
+            customers,
+        }
+    }
+
+    fn params() -> RecsParams {
+        RecsParams {
+            item2vec: Item2VecParams {
+                min_count: 2,
+                epochs: 20,
+                ..Item2VecParams::default()
+            },
+            ..RecsParams::default()
+        }
+    }
+
+    /// A blend that values neighbours (the brand's tuning window has no A-then-B buyers
+    /// to learn that from).
+    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01];
+
+    fn skus(model: &Recommender, recs: &[Recommended]) -> Vec<String> {
+        recs.iter()
+            .map(|r| model.catalogue.skus[r.item as usize].clone())
+            .collect()
+    }
+
+    #[test]
+    fn training_is_deterministic_given_the_seed() {
+        let corpus = brand();
+        let one = Recommender::train(&corpus, at(90), &params());
+        let two = Recommender::train(&corpus, at(90), &params());
+        assert_eq!(one.embeddings, two.embeddings);
+        assert_eq!(one.weights, two.weights);
+        assert_eq!(one.stats, two.stats);
+        let someone = &corpus.customers[45];
+        assert_eq!(
+            one.recommend(someone, at(90), 10),
+            two.recommend(someone, at(90), 10)
+        );
+    }
+
+    #[test]
+    fn after_a_comes_b() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), EXPLORING);
+        let a = corpus.catalogue.get("A").unwrap();
+        let b = corpus.catalogue.get("B").unwrap();
+        // A newcomer who just bought A.
+        let newcomer = Activity {
+            baskets: vec![Basket {
+                at: at(89),
+                items: vec![a],
+            }],
+            views: Vec::new(),
+        };
+        let recs = model.recommend(&newcomer, at(90), 5);
+        let b_rec = recs.iter().find(|r| r.item == b);
+        assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &recs));
+        assert_eq!(b_rec.unwrap().source, Source::Similar);
+        assert_eq!(b_rec.unwrap().reason, "similar to Kurta A you bought");
+        assert!(!recs.iter().any(|r| r.item == a), "A is a one-off, just bought");
+        assert!(model.similar(a, 3).iter().any(|(i, _)| *i == b));
+    }
+
+    #[test]
+    fn cold_start_gets_what_is_popular_in_its_categories_and_overall() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5]);
+        let nobody = Activity::default();
+        let recs = model.recommend(&nobody, at(90), 3);
+        assert_eq!(skus(&model, &recs)[..2], ["MILK", "BREAD"], "equal sales, by id");
+        assert!(recs.iter().all(|r| r.source == Source::Popular && r.reason == "popular now"));
+        // Someone who bought one dupatta months ago sees what is popular in Dupattas.
+        let d = corpus.catalogue.get("D5").unwrap();
+        let once = Activity {
+            baskets: vec![Basket {
+                at: at(10),
+                items: vec![d],
+            }],
+            views: Vec::new(),
+        };
+        let recs = model.recommend(&once, at(90), 10);
+        assert!(
+            recs.iter().any(|r| r.reason == "popular in Dupattas" && r.item != d),
+            "{recs:?}"
+        );
+    }
+
+    #[test]
+    fn just_bought_one_off_items_and_stale_items_are_left_out_and_repeat_items_stay() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let a = corpus.catalogue.get("A").unwrap();
+        let milk = corpus.catalogue.get("MILK").unwrap();
+        let old = corpus.catalogue.get("OLD").unwrap();
+        assert!(!model.is_repeat_item(a) && model.is_repeat_item(milk));
+        let shopper = Activity {
+            baskets: vec![
+                Basket {
+                    at: at(20),
+                    items: vec![old],
+                },
+                Basket {
+                    at: at(88),
+                    items: vec![a, milk],
+                },
+            ],
+            views: Vec::new(),
+        };
+        let recs = model.recommend(&shopper, at(90), 10);
+        let items: Vec<ItemId> = recs.iter().map(|r| r.item).collect();
+        assert!(!items.contains(&a), "one-off A just bought: {items:?}");
+        assert!(!items.contains(&old), "stale item: {items:?}");
+        assert!(items.contains(&milk), "repeat item stays: {items:?}");
+        assert!(!model.is_live(old, at(90)) && model.is_live(milk, at(90)));
+        // A month later A is no longer "just bought".
+        let later = model.recommend(&shopper, at(88 + 30), 10);
+        assert!(later.iter().any(|r| r.item == a));
+    }
+
+    #[test]
+    fn repeat_buyers_are_told_how_often_they_bought() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let staple_buyer = corpus.customers[45].before(at(90));
+        let recs = model.recommend(&staple_buyer, at(90), 3);
+        assert_eq!(recs[0].source, Source::Repeat);
+        assert!(recs[0].reason.starts_with("bought 12 times"), "{}", recs[0].reason);
+    }
+
+    #[test]
+    fn a_stored_model_serves_the_same_after_loading() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let mut again: Recommender =
+            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
+        again.build_index();
+        let someone = &corpus.customers[3];
+        assert_eq!(
+            model.recommend(someone, at(90), 10),
+            again.recommend(someone, at(90), 10)
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! Offline evaluation of recommendations (`ctl ml eval-recs`): train on everything
+//! before a cutoff, then score every customer seen before it who buys in the horizon on
+//! the distinct products they bought, for the blend and the baselines the literature
+//! says are hard to beat — popularity (last 4 weeks), personal top-frequency
+//! (P-TopFreq), item-kNN on co-purchases and item2vec neighbours alone.
+//!
+//! Metrics per method, averaged over customers: Recall@10 (hits / |bought|), Recall@10
+//! normalised by min(10, |bought|), NDCG@10 (binary gains), HitRate@10, the same recall
+//! split into **repeat** items (bought before the cutoff) and **explore** items (new to
+//! the customer), and catalogue coverage (share of the items sold before the cutoff that
+//! appear in someone's top 10).
+//!
+//! The transaction CSV has a header with `customer_id`, `sku` and `date`, and optionally
+//! `order_id` (rows of one order are one basket; without it, a customer's rows with the
+//! same timestamp), `category`, `name`, `quantity` (rows with quantity ≤ 0 are returns,
+//! left out) and `price`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{
+    Activity, Basket, BlendWeights, Catalogue, Corpus, ItemId, Recommender, RecsParams,
+    future_purchases,
+};
+use crate::MlError;
+use crate::eval::parse_date;
+
+/// A transaction CSV read into a corpus.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionCorpus {
+    /// Baskets per customer over the catalogue of every SKU seen.
+    pub corpus: Corpus,
+    /// Data rows read.
+    pub rows: usize,
+    /// Rows skipped: (line number, reason); at most the first 100 are kept.
+    pub bad_rows: Vec<(u64, String)>,
+    /// Rows skipped in all.
+    pub skipped: usize,
+    /// Earliest and latest basket.
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Reads a transaction CSV (columns in the module doc).
+pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| MlError::Invalid(format!("reading the CSV header: {e}")))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let required = |name: &str| {
+        col(name).ok_or_else(|| {
+            MlError::Invalid(format!(
+                "the CSV has no `{name}` column (header: {})",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ))
+        })
+    };
+    let (customer_col, sku_col, date_col) =
+        (required("customer_id")?, required("sku")?, required("date")?);
+    let (order_col, category_col, name_col, quantity_col) =
+        (col("order_id"), col("category"), col("name"), col("quantity"));
+    let mut out = TransactionCorpus::default();
+    let mut customers: HashMap<String, usize> = HashMap::new();
+    let mut baskets: HashMap<(usize, String), usize> = HashMap::new();
+    let mut activities: Vec<Activity> = Vec::new();
+    let mut catalogue = Catalogue::default();
+    let mut record = csv::StringRecord::new();
+    let mut skip = |out: &mut TransactionCorpus, line: u64, why: String| {
+        out.skipped += 1;
+        if out.bad_rows.len() < 100 {
+            out.bad_rows.push((line, why));
+        }
+    };
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                skip(&mut out, line, e.to_string());
+                continue;
+            }
+        }
+        out.rows += 1;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("");
+        let (customer, sku) = (field(Some(customer_col)), field(Some(sku_col)));
+        if customer.is_empty() || sku.is_empty() {
+            skip(&mut out, line, "empty customer_id or sku".into());
+            continue;
+        }
+        let Some(at) = parse_date(field(Some(date_col))) else {
+            skip(&mut out, line, format!("unreadable date `{}`", field(Some(date_col))));
+            continue;
+        };
+        let quantity = field(quantity_col);
+        if !quantity.is_empty() {
+            match quantity.parse::<f64>() {
+                Ok(q) if q > 0.0 => {}
+                Ok(_) => {
+                    skip(&mut out, line, "quantity ≤ 0 (a return)".into());
+                    continue;
+                }
+                Err(_) => {
+                    skip(&mut out, line, format!("unreadable quantity `{quantity}`"));
+                    continue;
+                }
+            }
+        }
+        let item = catalogue.intern(
+            sku,
+            Some(field(name_col)),
+            Some(field(category_col)),
+        );
+        let next = activities.len();
+        let c = *customers.entry(customer.to_string()).or_insert(next);
+        if c == next {
+            activities.push(Activity::default());
+        }
+        let order = match field(order_col) {
+            "" => at.to_rfc3339(),
+            o => o.to_string(),
+        };
+        let basket = *baskets.entry((c, order)).or_insert_with(|| {
+            activities[c].baskets.push(Basket {
+                at,
+                items: Vec::new(),
+            });
+            activities[c].baskets.len() - 1
+        });
+        let b = &mut activities[c].baskets[basket];
+        b.at = b.at.min(at);
+        if !b.items.contains(&item) {
+            b.items.push(item);
+        }
+        out.span = Some(match out.span {
+            None => (at, at),
+            Some((lo, hi)) => (lo.min(at), hi.max(at)),
+        });
+    }
+    for a in &mut activities {
+        a.sort();
+    }
+    out.corpus = Corpus {
+        catalogue,
+        customers: activities,
+    };
+    Ok(out)
+}
+
+/// One customer's top list judged against what they bought.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankingMetrics {
+    /// Hits / |bought|.
+    pub recall: f64,
+    /// Hits / min(k, |bought|).
+    pub recall_normalised: f64,
+    /// NDCG with binary gains.
+    pub ndcg: f64,
+    /// 1 when there is a hit.
+    pub hit: f64,
+}
+
+/// Metrics of one top list (`top` best first) against the bought items.
+pub fn ranking_metrics(top: &[ItemId], truth: &HashSet<ItemId>) -> RankingMetrics {
+    let hits: Vec<bool> = top.iter().map(|i| truth.contains(i)).collect();
+    let n_hits = hits.iter().filter(|h| **h).count() as f64;
+    let dcg: f64 = hits
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| **h)
+        .map(|(r, _)| 1.0 / (r as f64 + 2.0).log2())
+        .sum();
+    let ideal: f64 = (0..truth.len().min(top.len().max(1)))
+        .map(|r| 1.0 / (r as f64 + 2.0).log2())
+        .sum();
+    let n = truth.len().max(1) as f64;
+    RankingMetrics {
+        recall: n_hits / n,
+        recall_normalised: n_hits / truth.len().min(top.len().max(1)).max(1) as f64,
+        ndcg: if ideal > 0.0 { dcg / ideal } else { 0.0 },
+        hit: if n_hits > 0.0 { 1.0 } else { 0.0 },
+    }
+}
+
+/// One method's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodReport {
+    /// Method name.
+    pub method: String,
+    /// Recall@10.
+    pub recall_at_10: f64,
+    /// Recall@10 / min(10, |bought|).
+    pub recall_norm_at_10: f64,
+    /// NDCG@10.
+    pub ndcg_at_10: f64,
+    /// HitRate@10.
+    pub hit_rate_at_10: f64,
+    /// Recall@10 on items bought before (customers with any).
+    pub repeat_recall_at_10: f64,
+    /// Recall@10 on items new to the customer (customers with any).
+    pub explore_recall_at_10: f64,
+    /// Share of the catalogue sold before the cutoff that appears in some top 10.
+    pub coverage: f64,
+}
+
+/// An evaluation at one cutoff.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecsEvaluation {
+    /// Training data ends here.
+    pub cutoff: DateTime<Utc>,
+    /// Days after the cutoff that are the truth.
+    pub horizon_days: i64,
+    /// Customers scored.
+    pub customers: usize,
+    /// Of them, customers who bought an item again / an item new to them.
+    pub repeat_customers: usize,
+    /// Customers who bought something new to them.
+    pub explore_customers: usize,
+    /// Items sold before the cutoff.
+    pub catalogue_items: usize,
+    /// Items with a vector.
+    pub embedded_items: usize,
+    /// Recall@10 of the HNSW index against exact search (1,000 random items).
+    pub ann_recall_at_10: f64,
+    /// Seconds to train (tuning included).
+    pub train_seconds: f64,
+    /// Profiles scored per second by the blend.
+    pub profiles_per_second: f64,
+    /// The tuned blend weights.
+    pub weights: BlendWeights,
+    /// Popularity, P-TopFreq, item-kNN, item2vec-ANN, blend.
+    pub methods: Vec<MethodReport>,
+}
+
+impl RecsEvaluation {
+    /// The method with this name.
+    pub fn method(&self, name: &str) -> Option<&MethodReport> {
+        self.methods.iter().find(|m| m.method == name)
+    }
+
+    /// Metrics for the registry: the blend's figures as the model's, the baselines under
+    /// `baselines` (so the activation gate demands the blend beat P-TopFreq and
+    /// popularity on Recall@10).
+    pub fn registry_metrics(&self) -> serde_json::Value {
+        let figures = |m: &MethodReport| serde_json::to_value(m).unwrap_or_default();
+        let mut metrics = self
+            .method("blend")
+            .map(figures)
+            .unwrap_or_else(|| serde_json::json!({}));
+        metrics["customers"] = self.customers.into();
+        metrics["ann_recall_at_10"] = self.ann_recall_at_10.into();
+        metrics["horizon_days"] = self.horizon_days.into();
+        metrics["baselines"] = self
+            .methods
+            .iter()
+            .filter(|m| matches!(m.method.as_str(), "p_topfreq" | "popularity"))
+            .map(|m| (m.method.clone(), figures(m)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        metrics
+    }
+}
+
+/// Method names, in report order.
+pub const METHODS: [&str; 5] = ["popularity", "p_topfreq", "item_knn", "item2vec_ann", "blend"];
+
+/// Item-kNN on co-purchases: cosine of basket co-occurrence counts, top `k`
+/// neighbours per item (items in fewer than `min_count` baskets left out).
+fn item_knn(corpus: &Corpus, min_count: u32, k: usize) -> HashMap<ItemId, Vec<(ItemId, f32)>> {
+    const MAX_BASKET: usize = 30;
+    let mut counts: HashMap<ItemId, u32> = HashMap::new();
+    for b in corpus.customers.iter().flat_map(|a| &a.baskets) {
+        for &i in &b.items {
+            *counts.entry(i).or_default() += 1;
+        }
+    }
+    let mut pairs: HashMap<u64, u32> = HashMap::new();
+    for b in corpus.customers.iter().flat_map(|a| &a.baskets) {
+        let mut items: Vec<ItemId> = b
+            .items
+            .iter()
+            .copied()
+            .filter(|i| counts[i] >= min_count)
+            .collect();
+        items.sort_unstable();
+        items.truncate(MAX_BASKET);
+        for (x, &i) in items.iter().enumerate() {
+            for &j in &items[x + 1..] {
+                *pairs.entry((u64::from(i) << 32) | u64::from(j)).or_default() += 1;
+            }
+        }
+    }
+    let mut neighbours: HashMap<ItemId, Vec<(ItemId, f32)>> = HashMap::new();
+    for (key, c) in pairs {
+        let (i, j) = ((key >> 32) as ItemId, key as ItemId);
+        let sim = c as f32 / ((counts[&i] as f32) * (counts[&j] as f32)).sqrt();
+        neighbours.entry(i).or_default().push((j, sim));
+        neighbours.entry(j).or_default().push((i, sim));
+    }
+    for list in neighbours.values_mut() {
+        list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        list.truncate(k);
+    }
+    neighbours
+}
+
+fn top_by_score(scores: HashMap<ItemId, f32>, k: usize) -> Vec<ItemId> {
+    let mut v: Vec<(ItemId, f32)> = scores.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.into_iter().take(k).map(|(i, _)| i).collect()
+}
+
+fn fill_with(mut top: Vec<ItemId>, popular: &[ItemId], k: usize) -> Vec<ItemId> {
+    for &i in popular {
+        if top.len() >= k {
+            break;
+        }
+        if !top.contains(&i) {
+            top.push(i);
+        }
+    }
+    top
+}
+
+/// P-TopFreq: the customer's items by times bought, then by recency, filled with
+/// popular items.
+pub fn p_topfreq(history: &Activity, popular: &[ItemId], k: usize) -> Vec<ItemId> {
+    let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
+    for b in &history.baskets {
+        for &i in &b.items {
+            let e = bought.entry(i).or_insert((0, b.at));
+            e.0 += 1;
+            e.1 = e.1.max(b.at);
+        }
+    }
+    let mut v: Vec<(ItemId, (u32, DateTime<Utc>))> = bought.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    fill_with(v.into_iter().take(k).map(|(i, _)| i).collect(), popular, k)
+}
+
+#[derive(Default)]
+struct Tally {
+    sums: [f64; 4],
+    repeat: (f64, usize),
+    explore: (f64, usize),
+    recommended: HashSet<ItemId>,
+}
+
+impl Tally {
+    fn add(&mut self, top: &[ItemId], truth: &HashSet<ItemId>, before: &HashSet<ItemId>) {
+        let m = ranking_metrics(top, truth);
+        for (s, v) in self.sums.iter_mut().zip([m.recall, m.recall_normalised, m.ndcg, m.hit]) {
+            *s += v;
+        }
+        let (repeat, explore): (HashSet<ItemId>, HashSet<ItemId>) =
+            truth.iter().partition(|i| before.contains(i));
+        for (part, acc) in [(&repeat, &mut self.repeat), (&explore, &mut self.explore)] {
+            if !part.is_empty() {
+                acc.0 += top.iter().filter(|i| part.contains(i)).count() as f64 / part.len() as f64;
+                acc.1 += 1;
+            }
+        }
+        self.recommended.extend(top.iter().copied());
+    }
+
+    fn report(self, method: &str, customers: usize, catalogue: usize) -> MethodReport {
+        let n = customers.max(1) as f64;
+        MethodReport {
+            method: method.to_string(),
+            recall_at_10: self.sums[0] / n,
+            recall_norm_at_10: self.sums[1] / n,
+            ndcg_at_10: self.sums[2] / n,
+            hit_rate_at_10: self.sums[3] / n,
+            repeat_recall_at_10: self.repeat.0 / self.repeat.1.max(1) as f64,
+            explore_recall_at_10: self.explore.0 / self.explore.1.max(1) as f64,
+            coverage: self.recommended.len() as f64 / catalogue.max(1) as f64,
+        }
+    }
+}
+
+/// Trains on everything before `cutoff` and scores the horizon (see the module doc).
+pub fn evaluate(
+    corpus: &Corpus,
+    cutoff: DateTime<Utc>,
+    horizon_days: i64,
+    params: &RecsParams,
+) -> Result<RecsEvaluation, MlError> {
+    const K: usize = 10;
+    let truth = future_purchases(corpus, cutoff, horizon_days);
+    if truth.is_empty() {
+        return Err(MlError::NotEnoughData(format!(
+            "no customer seen before {cutoff} bought in the {horizon_days} days after it"
+        )));
+    }
+    let started = Instant::now();
+    let model = Recommender::train(corpus, cutoff, params);
+    let train_seconds = started.elapsed().as_secs_f64();
+    let train = corpus.before(cutoff);
+    let knn = item_knn(&train, params.item2vec.min_count, 20);
+    let catalogue_items = model
+        .stats
+        .last_seen
+        .iter()
+        .filter(|&&t| t > i64::MIN)
+        .count();
+    let mut tallies: Vec<Tally> = METHODS.iter().map(|_| Tally::default()).collect();
+    let (mut repeat_customers, mut explore_customers) = (0, 0);
+    let mut blend_seconds = 0.0;
+    for (c, bought) in &truth {
+        let history = &train.customers[*c];
+        let before: HashSet<ItemId> = history
+            .baskets
+            .iter()
+            .flat_map(|b| b.items.iter().copied())
+            .collect();
+        repeat_customers += usize::from(bought.iter().any(|i| before.contains(i)));
+        explore_customers += usize::from(bought.iter().any(|i| !before.contains(i)));
+        let popular: Vec<ItemId> = model.popular.iter().take(K).copied().collect();
+        let mut knn_scores: HashMap<ItemId, f32> = HashMap::new();
+        for i in &before {
+            for &(j, sim) in knn.get(i).map(Vec::as_slice).unwrap_or_default() {
+                *knn_scores.entry(j).or_default() += sim;
+            }
+        }
+        let mut ann_scores: HashMap<ItemId, f32> = HashMap::new();
+        let anchors: HashSet<ItemId> = history
+            .baskets
+            .iter()
+            .rev()
+            .take(params.anchor_baskets)
+            .flat_map(|b| b.items.iter().copied())
+            .collect();
+        for &i in &anchors {
+            for (j, sim) in model.similar(i, params.neighbours) {
+                *ann_scores.entry(j).or_default() += sim;
+            }
+        }
+        let started = Instant::now();
+        let blend: Vec<ItemId> = model
+            .recommend(history, cutoff, K)
+            .into_iter()
+            .map(|r| r.item)
+            .collect();
+        blend_seconds += started.elapsed().as_secs_f64();
+        let lists = [
+            popular.clone(),
+            p_topfreq(history, &model.popular, K),
+            fill_with(top_by_score(knn_scores, K), &popular, K),
+            fill_with(top_by_score(ann_scores, K), &popular, K),
+            blend,
+        ];
+        for (tally, top) in tallies.iter_mut().zip(&lists) {
+            tally.add(top, bought, &before);
+        }
+    }
+    let index = model
+        .index()
+        .ok_or_else(|| MlError::Invalid("the recommender has no index".into()))?;
+    Ok(RecsEvaluation {
+        cutoff,
+        horizon_days,
+        customers: truth.len(),
+        repeat_customers,
+        explore_customers,
+        catalogue_items,
+        embedded_items: model.embeddings.len(),
+        ann_recall_at_10: super::ann::recall_at_k(
+            &model.embeddings,
+            index,
+            K,
+            1000,
+            params.item2vec.seed,
+        ),
+        train_seconds,
+        profiles_per_second: truth.len() as f64 / blend_seconds.max(1e-9),
+        weights: model.weights,
+        methods: tallies
+            .into_iter()
+            .zip(METHODS)
+            .map(|(t, m)| t.report(m, truth.len(), catalogue_items))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_a_top_list() {
+        let truth: HashSet<ItemId> = [1, 2, 3, 4].into();
+        let m = ranking_metrics(&[1, 9, 2], &truth);
+        assert!((m.recall - 0.5).abs() < 1e-12);
+        assert!((m.recall_normalised - 2.0 / 3.0).abs() < 1e-12);
+        let ideal = 1.0 + 1.0 / 3f64.log2() + 0.5;
+        assert!((m.ndcg - (1.0 + 0.5) / ideal).abs() < 1e-12);
+        assert_eq!(m.hit, 1.0);
+        let miss = ranking_metrics(&[7, 8], &truth);
+        assert_eq!((miss.recall, miss.ndcg, miss.hit), (0.0, 0.0, 0.0));
+        let perfect = ranking_metrics(&[4, 3, 2, 1], &truth);
+        assert!((perfect.ndcg - 1.0).abs() < 1e-12 && perfect.recall == 1.0);
+    }
+
+    const CSV: &str = "customer_id,order_id,sku,name,category,date,quantity,price
+c1,o1,A,Kurta,Kurtas,2026-01-01,1,10
+c1,o1,B,Dupatta,Dupattas,2026-01-01,2,5
+c1,o2,A,Kurta,Kurtas,2026-02-01,1,10
+c2,o3,B,,,2026-01-05,1,5
+c2,o4,C,,Kurtas,not a date,1,5
+c2,o5,C,,Kurtas,2026-01-06,-1,5
+,o6,C,,Kurtas,2026-01-06,1,5
+";
+
+    #[test]
+    fn reads_baskets_and_reports_bad_rows() {
+        let t = read_transactions(CSV.as_bytes()).unwrap();
+        assert_eq!(t.rows, 7);
+        assert_eq!(t.skipped, 3);
+        assert_eq!(t.bad_rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [6, 7, 8]);
+        let c = &t.corpus;
+        assert_eq!(c.customers.len(), 2);
+        assert_eq!(c.customers[0].baskets.len(), 2);
+        assert_eq!(c.customers[0].baskets[0].items.len(), 2);
+        let b = c.catalogue.get("B").unwrap();
+        assert_eq!(c.catalogue.names[b as usize], "Dupatta");
+        assert_eq!(c.catalogue.category_of(b), Some("Dupattas"));
+        let missing = read_transactions("customer,sku,date\n".as_bytes()).unwrap_err();
+        assert!(missing.to_string().contains("customer_id"), "{missing}");
+    }
+
+    #[test]
+    fn p_topfreq_ranks_by_count_then_recency_and_fills_with_popular() {
+        let t = read_transactions(CSV.as_bytes()).unwrap();
+        let c = &t.corpus;
+        let (a, b) = (c.catalogue.get("A").unwrap(), c.catalogue.get("B").unwrap());
+        let top = p_topfreq(&c.customers[0], &[b, 99, 98], 3);
+        assert_eq!(top, [a, b, 99]);
+    }
+}
