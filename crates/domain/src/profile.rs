@@ -128,6 +128,10 @@ pub struct Recommendation {
     pub category: Option<String>,
     /// Relevance score (higher first).
     pub score: f64,
+    /// Why it is recommended ("bought 4 times", "similar to X you viewed", "popular in
+    /// Y").
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Everything known about one person, as one document.

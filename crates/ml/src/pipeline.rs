@@ -17,6 +17,8 @@ use crate::MlError;
 use crate::calibration::Calibrator;
 use crate::features::{self, FEATURE_SET_VERSION};
 use crate::history::ProfileHistory;
+use crate::recs::item2vec::Item2VecParams;
+use crate::recs::{Catalogue, Corpus, Recommender, RecsParams, offline};
 use crate::registry::{self, ActivationPolicy, Decision, NewModelVersion, Task};
 use crate::scoring::{ActiveModels, ChurnArtefact, LtvArtefact, RiskTiers};
 use crate::store;
@@ -64,7 +66,7 @@ pub struct TrainingRun {
     /// Profiles read.
     pub profiles: usize,
     /// The models in registration order: churn, its fallback if LightGBM was rejected,
-    /// LTV, its fallback, segments.
+    /// LTV, its fallback, segments, recommendations.
     pub models: Vec<RegisteredModel>,
 }
 
@@ -280,9 +282,9 @@ pub fn tiers(settings: &MlSettings) -> RiskTiers {
     }
 }
 
-/// Trains churn, LTV and segments on every live profile's history up to `as_of` and
-/// registers them: each goes through the registry's gate and activation rule, and when
-/// the gate rejects LightGBM the BG/NBD baseline is offered in its place.
+/// Trains churn, LTV, segments and recommendations on every live profile's history up
+/// to `as_of` and registers them: each goes through the registry's gate and activation
+/// rule, and when the gate rejects LightGBM the BG/NBD baseline is offered in its place.
 pub async fn train_and_register(
     db: &PgPool,
     settings: &MlSettings,
@@ -303,6 +305,14 @@ pub async fn train_and_register(
     })
     .await
     .map_err(|e| MlError::Task(e.to_string()))??;
+    let recommend = train_recommender(db, settings, as_of).await?;
+    let offers: Vec<Offer> = offers
+        .into_iter()
+        .chain(std::iter::once(Offer {
+            primary: recommend,
+            fallback: None,
+        }))
+        .collect();
     let mut models = Vec::new();
     for offer in &offers {
         for v in std::iter::once(&offer.primary).chain(&offer.fallback) {
@@ -322,6 +332,76 @@ pub async fn train_and_register(
         }
     }
     Ok(TrainingRun { profiles, models })
+}
+
+/// Days after the evaluation cutoff whose purchases judge a recommender.
+pub const RECS_HORIZON_DAYS: i64 = 28;
+
+/// Trains the recommender on every live profile's order lines and product views before
+/// `as_of` and measures it: trained before `as_of − RECS_HORIZON_DAYS`, judged on the
+/// purchases after (its metrics name P-TopFreq and popularity as the baselines the gate
+/// wants beaten), then trained again on everything for serving.
+pub async fn train_recommender(
+    db: &PgPool,
+    settings: &MlSettings,
+    as_of: DateTime<Utc>,
+) -> Result<NewModelVersion, MlError> {
+    let mut catalogue = Catalogue::default();
+    let activities = store::load_activities(db, None, as_of, &mut catalogue, true).await?;
+    let corpus = Corpus {
+        catalogue,
+        customers: activities.into_iter().map(|(_, a)| a).collect(),
+    };
+    let params = RecsParams {
+        item2vec: Item2VecParams {
+            seed: settings.ml_seed,
+            ..Item2VecParams::default()
+        },
+        ..RecsParams::default()
+    };
+    tokio::task::spawn_blocking(move || {
+        let baskets = corpus.customers.iter().map(|a| a.baskets.len()).sum::<usize>();
+        let start = corpus
+            .customers
+            .iter()
+            .filter_map(|a| a.baskets.first().map(|b| b.at))
+            .min();
+        let cutoff = as_of - chrono::Duration::days(RECS_HORIZON_DAYS);
+        let rows = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let mut version = NewModelVersion {
+            task: Task::Recommend,
+            algorithm: "item2vec_blend".into(),
+            params: json!({
+                "recs": params,
+                "horizon_days": RECS_HORIZON_DAYS,
+                "evaluation": format!("trained before {cutoff}, judged on the {RECS_HORIZON_DAYS} days after"),
+            }),
+            feature_set_version: FEATURE_SET_VERSION,
+            data_window_start: start,
+            data_window_end: Some(as_of),
+            train_rows: rows(baskets),
+            test_rows: 0,
+            metrics: json!({}),
+            artefact: String::new(),
+        };
+        match offline::evaluate(&corpus, cutoff, RECS_HORIZON_DAYS, &params) {
+            Ok(ev) => {
+                version.metrics = ev.registry_metrics();
+                version.test_rows = rows(ev.customers);
+            }
+            Err(MlError::NotEnoughData(why)) => {
+                version.metrics = json!({"not_enough_data": why});
+                return Ok(version);
+            }
+            Err(e) => return Err(e),
+        }
+        let model = Recommender::train(&corpus, as_of, &params);
+        version.params["weights"] = json!(model.weights);
+        version.artefact = serde_json::to_string(&model)?;
+        Ok(version)
+    })
+    .await
+    .map_err(|e| MlError::Task(e.to_string()))?
 }
 
 /// What to do with the Customer 360 documents of re-scored profiles.
@@ -352,13 +432,23 @@ pub async fn score_profiles(
         return Ok(0);
     }
     let histories = store::load_histories(db, &live, Some(as_of)).await?;
+    let activities = match &models.recommend {
+        Some(r) => {
+            // Scoring only reads the catalogue; a clone keeps the model shared.
+            let mut catalogue = r.model.catalogue.clone();
+            catalogue.reindex();
+            store::load_activities(db, Some(&live), as_of, &mut catalogue, false).await?
+        }
+        None => Vec::new(),
+    };
     let scorer = Arc::clone(models);
     let (rows, predictions) = tokio::task::spawn_blocking(move || {
         let rows: Vec<_> = histories
             .iter()
             .map(|h| (h.profile_id, features::compute(h, as_of)))
             .collect();
-        let predictions = scorer.score(&rows)?;
+        let mut predictions = scorer.score(&rows)?;
+        predictions.extend(scorer.recommend(&activities, as_of));
         Ok::<_, MlError>((rows, predictions))
     })
     .await

@@ -21,6 +21,7 @@
 //! the three with the largest magnitude, positive meaning "pushes towards churn".
 //! Inputs that do not move the score (a model too small to use them) are no reason.
 
+use chrono::{DateTime, Utc};
 use domain::api::ModelStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -31,6 +32,7 @@ use crate::btyd::Btyd;
 use crate::calibration::Calibrator;
 use crate::features::{FEATURE_SET_VERSION, Features};
 use crate::gbm::GbmModel;
+use crate::recs::{Activity, Recommender};
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
 use crate::train::{N_INPUTS, bgnbd_score, input_names, inputs, ltv_spend, recency_score};
@@ -213,6 +215,18 @@ pub struct ActiveSegments {
     pub model: SegmentModel,
 }
 
+/// The active recommender, its HNSW index built.
+#[derive(Debug)]
+pub struct ActiveRecommender {
+    /// Its registry id.
+    pub version_id: Uuid,
+    /// Vectors, statistics, blend weights and catalogue.
+    pub model: Recommender,
+}
+
+/// Products recommended per profile.
+pub const RECOMMENDATIONS: usize = 10;
+
 /// The models currently active in the registry, ready to score.
 #[derive(Debug, Default)]
 pub struct ActiveModels {
@@ -222,6 +236,8 @@ pub struct ActiveModels {
     pub ltv: Option<ActiveLtv>,
     /// Segments, if active.
     pub segments: Option<ActiveSegments>,
+    /// Recommendations, if active.
+    pub recommend: Option<ActiveRecommender>,
     /// Churn risk tiers.
     pub tiers: RiskTiers,
 }
@@ -316,19 +332,66 @@ impl ActiveModels {
                         model,
                     });
                 }
-                Task::Recommend => {}
+                Task::Recommend => {
+                    let mut model: Recommender =
+                        serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))?;
+                    model.build_index();
+                    models.recommend = Some(ActiveRecommender {
+                        version_id: v.id,
+                        model,
+                    });
+                }
             }
         }
         Ok(models)
     }
 
-    /// The ids of the active versions (churn, LTV, segments): a change means reload.
-    pub fn version_ids(&self) -> [Option<Uuid>; 3] {
+    /// The ids of the active versions (churn, LTV, segments, recommendations): a change
+    /// means reload.
+    pub fn version_ids(&self) -> [Option<Uuid>; 4] {
         [
             self.churn.as_ref().map(|m| m.version_id),
             self.ltv.as_ref().map(|m| m.version_id),
             self.segments.as_ref().map(|m| m.version_id),
+            self.recommend.as_ref().map(|m| m.version_id),
         ]
+    }
+
+    /// A `recommend` prediction per profile with any activity: the top
+    /// [`RECOMMENDATIONS`] products with name, category, score, source and reason in
+    /// `details.recommendations`. Empty without an active recommender. CPU-bound.
+    pub fn recommend(&self, activities: &[(Uuid, Activity)], as_of: DateTime<Utc>) -> Vec<Prediction> {
+        let Some(active) = &self.recommend else {
+            return Vec::new();
+        };
+        let m = &active.model;
+        activities
+            .iter()
+            .map(|(profile_id, activity)| {
+                let items: Vec<serde_json::Value> = m
+                    .recommend(activity, as_of, RECOMMENDATIONS)
+                    .into_iter()
+                    .map(|r| {
+                        json!({
+                            "sku": m.catalogue.skus[r.item as usize],
+                            "name": m.catalogue.names[r.item as usize],
+                            "category": m.catalogue.category_of(r.item),
+                            "score": r.score,
+                            "source": r.source,
+                            "reason": r.reason,
+                        })
+                    })
+                    .collect();
+                Prediction {
+                    profile_id: *profile_id,
+                    task: Task::Recommend,
+                    model_version_id: active.version_id,
+                    score: None,
+                    label: None,
+                    details: json!({"model": "item2vec_blend", "recommendations": items}),
+                }
+            })
+            .collect()
     }
 
     /// Whether no model is active at all.

@@ -1,5 +1,5 @@
 //! Postgres and Redis I/O of the ML subsystem, apart from the registry: reading profile
-//! histories, writing features (the `features` table and the Redis feature store
+//! histories and recommender activity (order lines and product views), writing features (the `features` table and the Redis feature store
 //! `{prefix}features:{profile_id}`), writing predictions, and invalidating the
 //! Customer 360 cache of re-scored profiles.
 //!
@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::MlError;
 use crate::features::{FEATURE_SET_VERSION, Features};
 use crate::history::{EventFact, EventKind, OrderFact, ProfileHistory, order_key};
+use crate::recs::{Activity, Basket, Catalogue, View};
 use crate::scoring::Prediction;
 
 /// Live profile ids after `after` (keyset paging, ascending), at most `limit`.
@@ -246,4 +247,80 @@ pub async fn invalidate_customer360(
 ) -> Result<(), MlError> {
     storage::customer360::remove_documents(redis, prefix, ids).await?;
     Ok(())
+}
+
+/// Order lines and product views (`product_viewed`, `added_to_cart` with a `sku` or
+/// `product_id` property) before `until`, as recommender activity per live profile
+/// (ascending id; only profiles with any). `ids` limits it to those profiles. With
+/// `add_products`, products not yet in `catalogue` are added (training, with the
+/// `products` table's name and category); without, they are skipped (scoring with a
+/// trained model's catalogue).
+pub async fn load_activities(
+    db: &PgPool,
+    ids: Option<&[Uuid]>,
+    until: DateTime<Utc>,
+    catalogue: &mut Catalogue,
+    add_products: bool,
+) -> Result<Vec<(Uuid, Activity)>, MlError> {
+    type Line = (Uuid, Uuid, DateTime<Utc>, String, String, Option<String>);
+    let lines: Vec<Line> = sqlx::query_as(
+        "SELECT o.profile_id, o.id, o.placed_at, i.sku, COALESCE(p.name, i.name), \
+                COALESCE(p.category, i.category) \
+         FROM orders o JOIN order_items i ON i.order_id = o.id \
+         JOIN customer_profile c ON c.id = o.profile_id AND c.merged_into IS NULL \
+         LEFT JOIN products p ON p.sku = i.sku \
+         WHERE o.placed_at < $2 AND ($1::uuid[] IS NULL OR o.profile_id = ANY($1)) \
+         ORDER BY o.profile_id, o.placed_at, o.id, i.line_no",
+    )
+    .bind(ids)
+    .bind(until)
+    .fetch_all(db)
+    .await?;
+    type ViewRow = (Uuid, DateTime<Utc>, String, Option<String>, Option<String>);
+    let views: Vec<ViewRow> = sqlx::query_as(
+        "SELECT e.profile_id, e.occurred_at, v.sku, p.name, p.category \
+         FROM normalized_event e \
+         CROSS JOIN LATERAL (SELECT COALESCE(e.properties->>'sku', e.properties->>'product_id') AS sku) v \
+         JOIN customer_profile c ON c.id = e.profile_id AND c.merged_into IS NULL \
+         LEFT JOIN products p ON p.sku = v.sku \
+         WHERE e.type IN ('product_viewed', 'added_to_cart') AND v.sku IS NOT NULL AND v.sku <> '' \
+           AND e.occurred_at < $2 AND ($1::uuid[] IS NULL OR e.profile_id = ANY($1)) \
+         ORDER BY e.profile_id, e.occurred_at",
+    )
+    .bind(ids)
+    .bind(until)
+    .fetch_all(db)
+    .await?;
+    let mut item = |sku: &str, name: Option<&str>, category: Option<&str>| {
+        if add_products {
+            Some(catalogue.intern(sku, name, category))
+        } else {
+            catalogue.get(sku)
+        }
+    };
+    let mut out: std::collections::BTreeMap<Uuid, Activity> = std::collections::BTreeMap::new();
+    let mut last_order: Option<Uuid> = None;
+    for (profile, order, placed_at, sku, name, category) in lines {
+        let Some(i) = item(&sku, Some(&name), category.as_deref()) else {
+            continue;
+        };
+        let activity = out.entry(profile).or_default();
+        if last_order != Some(order) || activity.baskets.is_empty() {
+            activity.baskets.push(Basket {
+                at: placed_at,
+                items: Vec::new(),
+            });
+            last_order = Some(order);
+        }
+        let basket = activity.baskets.last_mut().expect("pushed above");
+        if !basket.items.contains(&i) {
+            basket.items.push(i);
+        }
+    }
+    for (profile, at, sku, name, category) in views {
+        if let Some(i) = item(&sku, name.as_deref(), category.as_deref()) {
+            out.entry(profile).or_default().views.push(View { at, item: i });
+        }
+    }
+    Ok(out.into_iter().collect())
 }

@@ -231,12 +231,13 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
                 }}
                 <h2 style="margin-top:1rem">"Recommended products"</h2>
                 {if c.recommendations.is_empty() {
-                    view! { <p class="muted">"No recommendations for this profile: they are shown when a recommendation model (task recommend) has scored it; ConstIntel does not train one yet."</p> }.into_any()
+                    view! { <p class="muted">"No recommendations for this profile yet: they appear once the recommendation model (task recommend) has passed its checks and scored it."</p> }.into_any()
                 } else {
                     view! {
-                        <ol class="steps">
+                        <ol class="steps" data-testid="recommendations">
                             {c.recommendations.iter().map(|r| view! {
-                                <li>{r.name.clone()} " " <small>{r.category.clone().unwrap_or_default()}</small></li>
+                                <li>{r.name.clone()} " " <small>{r.category.clone().unwrap_or_default()}</small>
+                                    <br/><small class="muted">{r.reason.clone().unwrap_or_default()}</small></li>
                             }).collect_view()}
                         </ol>
                     }.into_any()

@@ -115,10 +115,11 @@ impl Scorer {
             find(ml::Task::Churn),
             find(ml::Task::Ltv),
             find(ml::Task::Segment),
+            find(ml::Task::Recommend),
         ];
         if wanted != held.version_ids() {
             let loaded = pipeline::load_active(&self.ctx.db, &self.ctx.settings.ml).await?;
-            tracing::info!(churn = ?wanted[0], ltv = ?wanted[1], segment = ?wanted[2], "active models loaded");
+            tracing::info!(churn = ?wanted[0], ltv = ?wanted[1], segment = ?wanted[2], recommend = ?wanted[3], "active models loaded");
             *held = Arc::new(loaded);
         }
         Ok(Arc::clone(&held))

