@@ -319,6 +319,17 @@ pub async fn train_and_register(
             let (version_id, decision) = registry::register(db, v, policy(settings)).await?;
             tracing::info!(task = %v.task, algorithm = %v.algorithm, %version_id, ?decision, "model registered");
             let rejected = matches!(decision, Decision::Rejected { .. });
+            if v.task == Task::Recommend && !rejected {
+                let artefact = v.artefact.clone();
+                let similar = tokio::task::spawn_blocking(move || {
+                    let mut model: Recommender = serde_json::from_str(&artefact)?;
+                    model.build_index();
+                    Ok::<_, MlError>(model.similarity_table(SIMILAR_PRODUCTS))
+                })
+                .await
+                .map_err(|e| MlError::Task(e.to_string()))??;
+                store::save_similarity(db, version_id, &similar).await?;
+            }
             models.push(RegisteredModel {
                 task: v.task,
                 version_id,
@@ -333,6 +344,9 @@ pub async fn train_and_register(
     }
     Ok(TrainingRun { profiles, models })
 }
+
+/// Similar products stored per product (`product_similarity`).
+pub const SIMILAR_PRODUCTS: usize = 10;
 
 /// Days after the evaluation cutoff whose purchases judge a recommender.
 pub const RECS_HORIZON_DAYS: i64 = 28;

@@ -324,3 +324,41 @@ pub async fn load_activities(
     }
     Ok(out.into_iter().collect())
 }
+
+/// Stores a recommendation model's similar products (`product_similarity`), replacing
+/// any rows of that version.
+pub async fn save_similarity(
+    db: &PgPool,
+    version_id: Uuid,
+    table: &[(String, Vec<(String, f32)>)],
+) -> Result<(), MlError> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM product_similarity WHERE model_version_id = $1")
+        .bind(version_id)
+        .execute(&mut *tx)
+        .await?;
+    for chunk in table.chunks(1_000) {
+        let (mut skus, mut ranks, mut similar, mut sims) = (vec![], vec![], vec![], vec![]);
+        for (sku, list) in chunk {
+            for (rank, (other, sim)) in list.iter().enumerate() {
+                skus.push(sku.as_str());
+                ranks.push(rank as i32 + 1);
+                similar.push(other.as_str());
+                sims.push(f64::from(*sim));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO product_similarity (model_version_id, sku, rank, similar_sku, similarity) \
+             SELECT $1, s, r, o, v FROM UNNEST($2::text[], $3::int4[], $4::text[], $5::float8[]) AS x(s, r, o, v)",
+        )
+        .bind(version_id)
+        .bind(&skus)
+        .bind(&ranks)
+        .bind(&similar)
+        .bind(&sims)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

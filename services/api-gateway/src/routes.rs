@@ -278,6 +278,8 @@ pub fn build(state: AppState) -> Api {
         .add(viewer, routes!(models::list_models))
         .add(viewer, routes!(models::active_models))
         .add(viewer, routes!(models::get_model))
+        .add(viewer, routes!(models::profile_recommendations))
+        .add(viewer, routes!(models::similar_products))
         // Audiences.
         .add(viewer, routes!(audiences::list_audiences))
         .add(analyst, routes!(audiences::create_audience))
@@ -368,7 +370,7 @@ fn describe(doc: &mut OpenApi) {
         ("merges", "Merge log, review queue and merge decisions"),
         ("integrations", "Configured sources, secrets, delivery logs"),
         ("imports", "CSV uploads and their progress"),
-        ("models", "Model registry and predictions"),
+        ("models", "Model registry, predictions and recommendations"),
         (
             "audiences",
             "Saved rules over profiles: size preview, members, CSV export",

@@ -146,3 +146,57 @@ mod tests {
         }
     }
 }
+
+/// `GET /profiles/{id}/recommendations` and `GET /products/{sku}/similar` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct RecommendationQuery {
+    /// How many products (1–10, default 10).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 10))]
+    pub k: Option<u32>,
+}
+
+/// The products recommended to a profile by the active `recommend` model, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProfileRecommendations {
+    /// The live profile (a merged-away id resolves to its survivor).
+    pub profile_id: Uuid,
+    /// The model version that scored it; `None` when it was never scored.
+    pub model_version_id: Option<Uuid>,
+    /// When it was scored.
+    pub scored_at: Option<DateTime<Utc>>,
+    /// The products, best first, each with its reason.
+    pub items: Vec<crate::profile::Recommendation>,
+}
+
+/// A product similar to another, by the active `recommend` model's item vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SimilarProduct {
+    /// Product SKU.
+    pub sku: String,
+    /// Product name (the SKU when the catalogue has none).
+    pub name: String,
+    /// Product category, when known.
+    pub category: Option<String>,
+    /// Cosine similarity of the two products' vectors (−1 to 1).
+    pub similarity: f64,
+}
+
+/// `GET /products/{sku}/similar`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SimilarProducts {
+    /// The product asked about.
+    pub sku: String,
+    /// The active model version whose vectors answered.
+    pub model_version_id: Uuid,
+    /// Most similar first.
+    pub items: Vec<SimilarProduct>,
+}

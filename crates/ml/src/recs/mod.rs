@@ -542,6 +542,25 @@ impl Recommender {
             .collect()
     }
 
+    /// The `k` most similar products of every product with a vector, by SKU (what
+    /// `product_similarity` stores).
+    pub fn similarity_table(&self, k: usize) -> Vec<(String, Vec<(String, f32)>)> {
+        self.embeddings
+            .items
+            .iter()
+            .map(|&item| {
+                let sku = |i: ItemId| self.catalogue.skus[i as usize].clone();
+                (
+                    sku(item),
+                    self.similar(item, k)
+                        .into_iter()
+                        .map(|(i, sim)| (sku(i), sim))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Every candidate for a profile as of `now`, exclusions applied.
     pub fn candidates(&self, activity: &Activity, now: DateTime<Utc>) -> Vec<Candidate> {
         let mut out: HashMap<ItemId, Candidate> = HashMap::new();

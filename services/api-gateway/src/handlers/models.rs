@@ -1,10 +1,16 @@
 //! The model registry: versions with metrics and status, and the active model of each
-//! task. (A profile's predictions are under `/profiles/{id}/predictions`.)
+//! task; and what the recommendation model serves: a profile's recommended products and
+//! a product's similar products. (A profile's other predictions are under
+//! `/profiles/{id}/predictions`.)
 
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use domain::api::{ApiErrorBody, ModelQuery, ModelStatus, ModelTask, ModelVersionView, Page};
+use domain::api::{
+    ApiErrorBody, ModelQuery, ModelStatus, ModelTask, ModelVersionView, Page,
+    ProfileRecommendations, RecommendationQuery, SimilarProduct, SimilarProducts,
+};
+use domain::profile::Recommendation;
 use service_kit::ApiError;
 use storage::models::{COLUMNS, ModelVersionRow};
 use uuid::Uuid;
@@ -96,4 +102,120 @@ pub async fn get_model(
     .await?;
     row.map(|r| Json(r.into()))
         .ok_or_else(|| ApiError::not_found(format!("no model version {id}")))
+}
+
+/// `k` of a recommendation query: 1–10, default 10.
+fn recommendation_count(k: Option<u32>) -> Result<i64, ApiError> {
+    match k.unwrap_or(10) {
+        k @ 1..=10 => Ok(i64::from(k)),
+        k => Err(ApiError::bad_request(
+            "bad_filter",
+            format!("k must be 1 to 10, not {k}"),
+        )),
+    }
+}
+
+/// The products recommended to a profile.
+#[utoipa::path(
+    get,
+    path = "/profiles/{id}/recommendations",
+    tag = "models",
+    summary = "Recommended products of a profile",
+    description = "The top `k` products of the profile's latest `recommend` prediction, best \
+                   first, each with name, category, score and reason (\"bought 4 times\", \
+                   \"similar to X you viewed\", \"popular in Y\"). Empty `items` when no \
+                   recommendation model has scored the profile.",
+    params(("id" = Uuid, Path, description = "Profile id (a merged-away id resolves to its survivor)"), RecommendationQuery),
+    responses(
+        (status = 200, description = "The recommendations", body = ProfileRecommendations),
+        (status = 400, description = "Malformed id or `k` out of range (`bad_path`, `bad_filter`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn profile_recommendations(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<RecommendationQuery>,
+) -> Result<Json<ProfileRecommendations>, ApiError> {
+    let k = recommendation_count(q.k)?;
+    let survivor = storage::customer360::resolve(&app.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))?;
+    let row: Option<(Uuid, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT model_version_id, scored_at, details FROM predictions \
+         WHERE profile_id = $1 AND task = 'recommend'",
+    )
+    .bind(survivor)
+    .fetch_optional(&app.db)
+    .await?;
+    let (model_version_id, scored_at, mut items) = match row {
+        Some((m, at, details)) => (
+            Some(m),
+            Some(at),
+            serde_json::from_value::<Vec<Recommendation>>(details["recommendations"].clone())
+                .map_err(ApiError::internal)?,
+        ),
+        None => (None, None, Vec::new()),
+    };
+    items.truncate(k as usize);
+    Ok(Json(ProfileRecommendations {
+        profile_id: survivor,
+        model_version_id,
+        scored_at,
+        items,
+    }))
+}
+
+/// Products similar to one product.
+#[utoipa::path(
+    get,
+    path = "/products/{sku}/similar",
+    tag = "models",
+    summary = "Similar products",
+    description = "The `k` products nearest to this one by the active `recommend` model's \
+                   item vectors (item2vec over baskets and browsing sessions, searched \
+                   through its HNSW index), most similar first.",
+    params(("sku" = String, Path, description = "Product SKU"), RecommendationQuery),
+    responses(
+        (status = 200, description = "The similar products", body = SimilarProducts),
+        (status = 400, description = "`k` out of range (`bad_filter`)", body = ApiErrorBody),
+        (status = 404, description = "No active recommendation model, or it has no vector for this product (`not_found`)", body = ApiErrorBody),
+    )
+)]
+pub async fn similar_products(
+    State(app): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RecommendationQuery>,
+) -> Result<Json<SimilarProducts>, ApiError> {
+    let k = recommendation_count(q.k)?;
+    let rows: Vec<(Uuid, String, String, Option<String>, f64)> = sqlx::query_as(
+        "SELECT s.model_version_id, s.similar_sku, COALESCE(p.name, s.similar_sku), p.category, \
+                s.similarity \
+         FROM product_similarity s \
+         JOIN model_version m ON m.id = s.model_version_id AND m.task = 'recommend' AND m.status = 'active' \
+         LEFT JOIN products p ON p.sku = s.similar_sku \
+         WHERE s.sku = $1 ORDER BY s.rank LIMIT $2",
+    )
+    .bind(&sku)
+    .bind(k)
+    .fetch_all(&app.db)
+    .await?;
+    let Some(model_version_id) = rows.first().map(|r| r.0) else {
+        return Err(ApiError::not_found(format!(
+            "the active recommendation model has no similar products for {sku}"
+        )));
+    };
+    Ok(Json(SimilarProducts {
+        sku,
+        model_version_id,
+        items: rows
+            .into_iter()
+            .map(|(_, sku, name, category, similarity)| SimilarProduct {
+                sku,
+                name,
+                category,
+                similarity,
+            })
+            .collect(),
+    }))
 }
