@@ -1,7 +1,7 @@
 //! Profiles through the HTTP surface: search by any identifier normalised as ingest
 //! does, filters, sorts and keyset pages, Customer 360 from the cache and from
-//! Postgres, merged-away ids, timeline, merge history, predictions, GDPR export and
-//! erasure requests.
+//! Postgres, merged-away ids, timeline, merge history, predictions, recommendations and
+//! similar products, GDPR export and erasure requests.
 
 mod common;
 
@@ -460,6 +460,104 @@ async fn timeline_merge_history_and_predictions() {
     assert_eq!(preds[0]["task"], "segment");
     assert_eq!(preds[0]["label"], "Loyal");
     assert_eq!(preds[0]["algorithm"], "lightgbm");
+}
+
+/// What the recommendation model wrote (`ml::scoring` details and
+/// `product_similarity`, as `crates/ml/tests/pipeline.rs` proves it writes them) is what
+/// the two endpoints serve, bounded by `k`, through merges, to viewers.
+#[tokio::test]
+async fn recommendations_and_similar_products() {
+    let gw = Gateway::start().await;
+    let db = gw.db();
+    let survivor = common::seed_profile(db, ProfileSeed::default()).await;
+    let absorbed = common::seed_profile(db, ProfileSeed::default()).await;
+    common::seed_merge(db, survivor, absorbed, MergeRule::StrongIdentifier).await;
+    let never_scored = common::seed_profile(db, ProfileSeed::default()).await;
+    let viewer = gw.session(Role::Viewer).await;
+
+    let (status, body) = gw
+        .get(&format!("/products/MILK/similar"), &viewer)
+        .await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "no active model yet");
+
+    let model = common::seed_model(db, "recommend", "active").await;
+    let retired = common::seed_model(db, "recommend", "retired").await;
+    let items: Vec<Value> = (0..10)
+        .map(|i| {
+            serde_json::json!({"sku": format!("SKU-{i}"), "name": format!("Product {i}"),
+                "category": "Dairy", "score": 10.0 - f64::from(i), "source": "repeat",
+                "reason": format!("bought {} times", 10 - i)})
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO predictions (profile_id, task, model_version_id, details)          VALUES ($1, 'recommend', $2, $3)",
+    )
+    .bind(survivor)
+    .bind(model)
+    .bind(serde_json::json!({"model": "item2vec_blend", "recommendations": items}))
+    .execute(db)
+    .await
+    .unwrap();
+    for (version, similar) in [(model, "BREAD"), (retired, "EGGS")] {
+        sqlx::query(
+            "INSERT INTO product_similarity (model_version_id, sku, rank, similar_sku, similarity)              VALUES ($1, 'MILK', 1, $2, 0.9), ($1, 'MILK', 2, 'BUTTER', 0.5)",
+        )
+        .bind(version)
+        .bind(similar)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO products (sku, name, category) VALUES ('BREAD', 'Bread', 'Bakery')")
+        .execute(db)
+        .await
+        .unwrap();
+
+    let (status, recs) = gw
+        .get(&format!("/profiles/{absorbed}/recommendations?k=3"), &viewer)
+        .await;
+    assert_eq!(status, 200, "{recs}");
+    assert_eq!(recs["profile_id"], survivor.to_string());
+    assert_eq!(recs["model_version_id"], model.to_string());
+    let got = recs["items"].as_array().unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0]["sku"], "SKU-0");
+    assert_eq!(got[0]["reason"], "bought 10 times");
+    assert_eq!(got[2]["name"], "Product 2");
+    let (_, all) = gw
+        .get(&format!("/profiles/{survivor}/recommendations"), &viewer)
+        .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 10, "default k is 10");
+    let (status, none) = gw
+        .get(&format!("/profiles/{never_scored}/recommendations"), &viewer)
+        .await;
+    assert_eq!(status, 200);
+    assert!(none["items"].as_array().unwrap().is_empty() && none["model_version_id"].is_null());
+    for bad in ["k=0", "k=11", "k=ten"] {
+        let (status, body) = gw
+            .get(&format!("/profiles/{survivor}/recommendations?{bad}"), &viewer)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = gw
+        .get(&format!("/profiles/{}/recommendations", Uuid::now_v7()), &viewer)
+        .await;
+    assert_eq!(status, 404);
+
+    let (status, similar) = gw.get("/products/MILK/similar?k=5", &viewer).await;
+    assert_eq!(status, 200, "{similar}");
+    assert_eq!(similar["model_version_id"], model.to_string(), "the active version's rows");
+    let got = similar["items"].as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0]["sku"].as_str(), got[0]["name"].as_str()), (Some("BREAD"), Some("Bread")));
+    assert_eq!(got[0]["category"], "Bakery");
+    assert_eq!(got[1]["name"], "BUTTER", "no catalogue name: the SKU");
+    let (_, one) = gw.get("/products/MILK/similar?k=1", &viewer).await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    let (status, body) = gw.get("/products/NOPE/similar", &viewer).await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+    let (status, _) = gw.get("/products/MILK/similar?k=99", &viewer).await;
+    assert_eq!(status, 400);
 }
 
 fn ids_of(page: &Value, field: &str) -> Vec<String> {
