@@ -621,3 +621,103 @@ async fn a_model_no_better_than_its_baselines_is_refused() {
         "{accepted:?}"
     );
 }
+
+/// The recommender from the database: order lines and product views of a simulated
+/// brand, trained twice with the same seed into the same registry row (metrics beside
+/// P-TopFreq and popularity, HNSW recall), judged by the gate like every model, and —
+/// active — served: a `recommend` prediction with reasons for every profile with
+/// activity, and similar products stored for the API.
+#[tokio::test]
+async fn recommendations_train_register_and_serve() {
+    let env = TestEnv::new().await;
+    let b = brand(25, 500);
+    ml::load::load_brand(&env.db, &b).await.unwrap();
+    let settings = env.settings.ml.clone();
+    let as_of = b.config.end;
+    let version = pipeline::train_recommender(&env.db, &settings, as_of)
+        .await
+        .unwrap();
+    let again = pipeline::train_recommender(&env.db, &settings, as_of)
+        .await
+        .unwrap();
+    assert_eq!(version, again, "deterministic given the seed");
+    assert_eq!(version.task, Task::Recommend);
+    let m = &version.metrics;
+    for key in [
+        "recall_at_10",
+        "recall_norm_at_10",
+        "ndcg_at_10",
+        "hit_rate_at_10",
+        "repeat_recall_at_10",
+        "explore_recall_at_10",
+        "coverage",
+        "ann_recall_at_10",
+    ] {
+        assert!(m[key].as_f64().is_some_and(f64::is_finite), "{key}: {m}");
+    }
+    assert!(m["ann_recall_at_10"].as_f64().unwrap() >= 0.95, "{m}");
+    for baseline in ["p_topfreq", "popularity"] {
+        assert!(m["baselines"][baseline]["recall_at_10"].as_f64().is_some(), "{m}");
+    }
+    assert!(version.test_rows > 50 && version.train_rows > 500, "{version:?}");
+
+    let run = pipeline::train_and_register(&env.db, &settings, as_of)
+        .await
+        .unwrap();
+    let rec = run
+        .models
+        .iter()
+        .find(|r| r.task == Task::Recommend)
+        .expect("recommend is trained with the others");
+    let beats = |name: &str| {
+        m["recall_at_10"].as_f64().unwrap()
+            >= m["baselines"][name]["recall_at_10"].as_f64().unwrap() + settings.ml_baseline_margin
+    };
+    assert!(
+        beats("p_topfreq") && beats("popularity"),
+        "on this brand the blend beats both baselines: {m}"
+    );
+    assert_eq!(rec.decision, Decision::Activated { replaced: None }, "{m}");
+
+    let models = Arc::new(pipeline::load_active(&env.db, &settings).await.unwrap());
+    assert!(models.recommend.is_some());
+    let mut redis = env.redis.clone();
+    pipeline::score_all(&env.db, &mut redis, env.prefix(), &models, 128, as_of)
+        .await
+        .unwrap();
+    let with_activity: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT profile_id) FROM ( \
+           SELECT o.profile_id FROM orders o JOIN order_items i ON i.order_id = o.id \
+           UNION SELECT profile_id FROM normalized_event \
+           WHERE type IN ('product_viewed', 'added_to_cart') AND profile_id IS NOT NULL) x",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT profile_id, details FROM predictions WHERE task = 'recommend'",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len() as i64, with_activity);
+    let mut reasons = std::collections::HashSet::new();
+    for (who, details) in &rows {
+        let items = details["recommendations"].as_array().unwrap();
+        assert_eq!(items.len(), ml::scoring::RECOMMENDATIONS, "{who}: {details}");
+        for item in items {
+            let reason = item["reason"].as_str().unwrap();
+            assert!(!item["name"].as_str().unwrap().is_empty());
+            reasons.insert(reason.split(' ').next().unwrap().to_owned());
+        }
+    }
+    assert!(reasons.contains("bought") && reasons.contains("popular"), "{reasons:?}");
+    let similar: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM product_similarity s JOIN model_version m ON m.id = s.model_version_id \
+         WHERE m.status = 'active' AND m.task = 'recommend'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert!(similar > 100, "{similar} similar-product rows");
+}
