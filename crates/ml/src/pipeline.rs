@@ -361,7 +361,8 @@ pub async fn train_recommender(
     as_of: DateTime<Utc>,
 ) -> Result<NewModelVersion, MlError> {
     let mut catalogue = Catalogue::default();
-    let activities = store::load_activities(db, None, as_of, &mut catalogue, true).await?;
+    let activities =
+        store::load_activities(db, None, as_of, store::Products::Add(&mut catalogue)).await?;
     let corpus = Corpus {
         catalogue,
         customers: activities.into_iter().map(|(_, a)| a).collect(),
@@ -448,10 +449,8 @@ pub async fn score_profiles(
     let histories = store::load_histories(db, &live, Some(as_of)).await?;
     let activities = match &models.recommend {
         Some(r) => {
-            // Scoring only reads the catalogue; a clone keeps the model shared.
-            let mut catalogue = r.model.catalogue.clone();
-            catalogue.reindex();
-            store::load_activities(db, Some(&live), as_of, &mut catalogue, false).await?
+            let known = store::Products::Known(&r.model.catalogue);
+            store::load_activities(db, Some(&live), as_of, known).await?
         }
         None => Vec::new(),
     };

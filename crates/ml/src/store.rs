@@ -249,18 +249,22 @@ pub async fn invalidate_customer360(
     Ok(())
 }
 
+/// Which products recommender activity may name.
+pub enum Products<'a> {
+    /// Any: new ones are added with the `products` table's name and category (training).
+    Add(&'a mut Catalogue),
+    /// Only these: others are skipped (scoring with a trained model's catalogue).
+    Known(&'a Catalogue),
+}
+
 /// Order lines and product views (`product_viewed`, `added_to_cart` with a `sku` or
 /// `product_id` property) before `until`, as recommender activity per live profile
-/// (ascending id; only profiles with any). `ids` limits it to those profiles. With
-/// `add_products`, products not yet in `catalogue` are added (training, with the
-/// `products` table's name and category); without, they are skipped (scoring with a
-/// trained model's catalogue).
+/// (ascending id; only profiles with any). `ids` limits it to those profiles.
 pub async fn load_activities(
     db: &PgPool,
     ids: Option<&[Uuid]>,
     until: DateTime<Utc>,
-    catalogue: &mut Catalogue,
-    add_products: bool,
+    mut products: Products<'_>,
 ) -> Result<Vec<(Uuid, Activity)>, MlError> {
     type Line = (Uuid, Uuid, DateTime<Utc>, String, String, Option<String>);
     let lines: Vec<Line> = sqlx::query_as(
@@ -291,12 +295,9 @@ pub async fn load_activities(
     .bind(until)
     .fetch_all(db)
     .await?;
-    let mut item = |sku: &str, name: Option<&str>, category: Option<&str>| {
-        if add_products {
-            Some(catalogue.intern(sku, name, category))
-        } else {
-            catalogue.get(sku)
-        }
+    let mut item = |sku: &str, name: Option<&str>, category: Option<&str>| match &mut products {
+        Products::Add(catalogue) => Some(catalogue.intern(sku, name, category)),
+        Products::Known(catalogue) => catalogue.get(sku),
     };
     let mut out: std::collections::BTreeMap<Uuid, Activity> = std::collections::BTreeMap::new();
     let mut last_order: Option<Uuid> = None;

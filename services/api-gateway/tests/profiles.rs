@@ -476,7 +476,7 @@ async fn recommendations_and_similar_products() {
     let viewer = gw.session(Role::Viewer).await;
 
     let (status, body) = gw
-        .get(&format!("/products/MILK/similar"), &viewer)
+        .get("/products/MILK/similar", &viewer)
         .await;
     assert_eq!((status, code(&body)), (404, "not_found"), "no active model yet");
 

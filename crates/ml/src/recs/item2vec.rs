@@ -207,16 +207,16 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
                             }
                             (o, 0.0)
                         };
-                        let o = o * dim;
-                        let f = sigmoid(dot(&input[t..t + dim], &output[o..o + dim]));
-                        let g = (label - f) * lr;
-                        for k in 0..dim {
-                            grad[k] += g * output[o + k];
-                            output[o + k] += g * input[t + k];
+                        let (target_vec, out) =
+                            (&input[t..t + dim], &mut output[o * dim..(o + 1) * dim]);
+                        let g = (label - sigmoid(dot(target_vec, out))) * lr;
+                        for ((acc, w), x) in grad.iter_mut().zip(out.iter_mut()).zip(target_vec) {
+                            *acc += g * *w;
+                            *w += g * x;
                         }
                     }
-                    for k in 0..dim {
-                        input[t + k] += grad[k];
+                    for (x, acc) in input[t..t + dim].iter_mut().zip(&grad) {
+                        *x += acc;
                     }
                 }
             }

@@ -73,12 +73,12 @@ pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError
     let mut activities: Vec<Activity> = Vec::new();
     let mut catalogue = Catalogue::default();
     let mut record = csv::StringRecord::new();
-    let mut skip = |out: &mut TransactionCorpus, line: u64, why: String| {
+    fn skip(out: &mut TransactionCorpus, line: u64, why: String) {
         out.skipped += 1;
         if out.bad_rows.len() < 100 {
             out.bad_rows.push((line, why));
         }
-    };
+    }
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
@@ -362,7 +362,7 @@ impl Tally {
             *s += v;
         }
         let (repeat, explore): (HashSet<ItemId>, HashSet<ItemId>) =
-            truth.iter().partition(|i| before.contains(i));
+            truth.iter().copied().partition(|i| before.contains(i));
         for (part, acc) in [(&repeat, &mut self.repeat), (&explore, &mut self.explore)] {
             if !part.is_empty() {
                 acc.0 += top.iter().filter(|i| part.contains(i)).count() as f64 / part.len() as f64;
