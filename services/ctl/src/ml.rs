@@ -192,7 +192,7 @@ pub async fn run(settings: &Settings, args: MlArgs) -> anyhow::Result<()> {
             if active.is_empty() {
                 println!("no active models: run `ctl ml train`");
             }
-            for task in [Task::Churn, Task::Ltv, Task::Segment] {
+            for task in Task::ALL {
                 println!("{task}:");
                 for v in registry::list(&db, Some(task), limit).await? {
                     print_version(&v);
@@ -325,7 +325,20 @@ fn summary(task: Task, m: &serde_json::Value) -> String {
                 names.join(", ")
             )
         }
-        Task::Recommend => m.to_string(),
+        Task::Recommend => format!(
+            "recall@10 {} ndcg@10 {} explore recall {} coverage {} (P-TopFreq recall {}, popularity {}) hnsw recall {}",
+            f("recall_at_10"),
+            f("ndcg_at_10"),
+            f("explore_recall_at_10"),
+            f("coverage"),
+            m["baselines"]["p_topfreq"]["recall_at_10"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.3}")),
+            m["baselines"]["popularity"]["recall_at_10"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.3}")),
+            f("ann_recall_at_10"),
+        ),
     }
 }
 

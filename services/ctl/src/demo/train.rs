@@ -1,6 +1,6 @@
 //! Training after the load: the same library calls as `ctl ml train` and
 //! `ctl ml score-all` (`ml::pipeline`), so the dashboard opens on a brand whose every
-//! profile already has churn, lifetime-value and segment predictions.
+//! profile already has churn, lifetime-value, segment and recommendation predictions.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ pub async fn train_and_score(
     db: &PgPool,
     as_of: DateTime<Utc>,
 ) -> anyhow::Result<Vec<String>> {
-    eprintln!("demo: training churn, lifetime value and segments as of {as_of}");
+    eprintln!("demo: training churn, lifetime value, segments and recommendations as of {as_of}");
     let run = ml::pipeline::train_and_register(db, &settings.ml, as_of)
         .await
         .context("training the models")?;
