@@ -112,6 +112,7 @@ async fn every_documented_route_is_served() {
             let concrete = path
                 .replace("{id}", "00000000-0000-7000-8000-000000000000")
                 .replace("{topic}", "events.raw")
+                .replace("{sku}", "TEE-1")
                 .replace("{entry_id}", "1-1");
             let resp = gw
                 .request(method.clone(), &concrete, &admin)

@@ -51,6 +51,15 @@ async fn world(gw: &Gateway) -> World {
     common::seed_order(db, profile, "499.00", "Apparel", chrono::Utc::now()).await;
     let model = common::seed_model(db, "churn", "active").await;
     common::seed_prediction(db, profile, model, "churn", Some(0.4), None).await;
+    let recommender = common::seed_model(db, "recommend", "active").await;
+    sqlx::query(
+        "INSERT INTO product_similarity (model_version_id, sku, rank, similar_sku, similarity) \
+         VALUES ($1, 'TEE-1', 1, 'TEE-2', 0.8)",
+    )
+    .bind(recommender)
+    .execute(db)
+    .await
+    .unwrap();
     let integration =
         ingestion::integrations::create(db, &gw.env.secrets_key(), "segment", "web", None)
             .await
@@ -130,6 +139,7 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         | ("GET", "/profiles/{id}/timeline")
         | ("GET", "/profiles/{id}/merges")
         | ("GET", "/profiles/{id}/predictions")
+        | ("GET", "/profiles/{id}/recommendations")
         | ("GET", "/profiles/{id}/export")
         | ("POST", "/profiles/{id}/erase") => (id(p, w.profile), Body::None),
         ("GET", "/merges") => (p.into(), Body::None),
@@ -159,6 +169,7 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         | ("GET", "/imports/{id}/events") => (id(p, w.import), Body::None),
         ("GET", "/models") | ("GET", "/models/active") => (p.into(), Body::None),
         ("GET", "/models/{id}") => (id(p, w.model), Body::None),
+        ("GET", "/products/{sku}/similar") => (p.replace("{sku}", "TEE-1"), Body::None),
         ("GET", "/audiences") => (p.into(), Body::None),
         ("POST", "/audiences") => (
             p.into(),
