@@ -360,7 +360,11 @@ impl ActiveModels {
     /// A `recommend` prediction per profile with any activity: the top
     /// [`RECOMMENDATIONS`] products with name, category, score, source and reason in
     /// `details.recommendations`. Empty without an active recommender. CPU-bound.
-    pub fn recommend(&self, activities: &[(Uuid, Activity)], as_of: DateTime<Utc>) -> Vec<Prediction> {
+    pub fn recommend(
+        &self,
+        activities: &[(Uuid, Activity)],
+        as_of: DateTime<Utc>,
+    ) -> Vec<Prediction> {
         let Some(active) = &self.recommend else {
             return Vec::new();
         };

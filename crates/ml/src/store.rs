@@ -320,7 +320,10 @@ pub async fn load_activities(
     }
     for (profile, at, sku, name, category) in views {
         if let Some(i) = item(&sku, name.as_deref(), category.as_deref()) {
-            out.entry(profile).or_default().views.push(View { at, item: i });
+            out.entry(profile)
+                .or_default()
+                .views
+                .push(View { at, item: i });
         }
     }
     Ok(out.into_iter().collect())

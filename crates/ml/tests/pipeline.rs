@@ -657,9 +657,15 @@ async fn recommendations_train_register_and_serve() {
     }
     assert!(m["ann_recall_at_10"].as_f64().unwrap() >= 0.95, "{m}");
     for baseline in ["p_topfreq", "popularity"] {
-        assert!(m["baselines"][baseline]["recall_at_10"].as_f64().is_some(), "{m}");
+        assert!(
+            m["baselines"][baseline]["recall_at_10"].as_f64().is_some(),
+            "{m}"
+        );
     }
-    assert!(version.test_rows > 50 && version.train_rows > 500, "{version:?}");
+    assert!(
+        version.test_rows > 50 && version.train_rows > 500,
+        "{version:?}"
+    );
 
     let run = pipeline::train_and_register(&env.db, &settings, as_of)
         .await
@@ -694,24 +700,30 @@ async fn recommendations_train_register_and_serve() {
     .fetch_one(&env.db)
     .await
     .unwrap();
-    let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
-        "SELECT profile_id, details FROM predictions WHERE task = 'recommend'",
-    )
-    .fetch_all(&env.db)
-    .await
-    .unwrap();
+    let rows: Vec<(Uuid, serde_json::Value)> =
+        sqlx::query_as("SELECT profile_id, details FROM predictions WHERE task = 'recommend'")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
     assert_eq!(rows.len() as i64, with_activity);
     let mut reasons = std::collections::HashSet::new();
     for (who, details) in &rows {
         let items = details["recommendations"].as_array().unwrap();
-        assert_eq!(items.len(), ml::scoring::RECOMMENDATIONS, "{who}: {details}");
+        assert_eq!(
+            items.len(),
+            ml::scoring::RECOMMENDATIONS,
+            "{who}: {details}"
+        );
         for item in items {
             let reason = item["reason"].as_str().unwrap();
             assert!(!item["name"].as_str().unwrap().is_empty());
             reasons.insert(reason.split(' ').next().unwrap().to_owned());
         }
     }
-    assert!(reasons.contains("bought") && reasons.contains("popular"), "{reasons:?}");
+    assert!(
+        reasons.contains("bought") && reasons.contains("popular"),
+        "{reasons:?}"
+    );
     let similar: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM product_similarity s JOIN model_version m ON m.id = s.model_version_id \
          WHERE m.status = 'active' AND m.task = 'recommend'",

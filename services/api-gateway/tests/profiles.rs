@@ -475,10 +475,12 @@ async fn recommendations_and_similar_products() {
     let never_scored = common::seed_profile(db, ProfileSeed::default()).await;
     let viewer = gw.session(Role::Viewer).await;
 
-    let (status, body) = gw
-        .get("/products/MILK/similar", &viewer)
-        .await;
-    assert_eq!((status, code(&body)), (404, "not_found"), "no active model yet");
+    let (status, body) = gw.get("/products/MILK/similar", &viewer).await;
+    assert_eq!(
+        (status, code(&body)),
+        (404, "not_found"),
+        "no active model yet"
+    );
 
     let model = common::seed_model(db, "recommend", "active").await;
     let retired = common::seed_model(db, "recommend", "retired").await;
@@ -514,7 +516,10 @@ async fn recommendations_and_similar_products() {
         .unwrap();
 
     let (status, recs) = gw
-        .get(&format!("/profiles/{absorbed}/recommendations?k=3"), &viewer)
+        .get(
+            &format!("/profiles/{absorbed}/recommendations?k=3"),
+            &viewer,
+        )
         .await;
     assert_eq!(status, 200, "{recs}");
     assert_eq!(recs["profile_id"], survivor.to_string());
@@ -527,29 +532,49 @@ async fn recommendations_and_similar_products() {
     let (_, all) = gw
         .get(&format!("/profiles/{survivor}/recommendations"), &viewer)
         .await;
-    assert_eq!(all["items"].as_array().unwrap().len(), 10, "default k is 10");
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        10,
+        "default k is 10"
+    );
     let (status, none) = gw
-        .get(&format!("/profiles/{never_scored}/recommendations"), &viewer)
+        .get(
+            &format!("/profiles/{never_scored}/recommendations"),
+            &viewer,
+        )
         .await;
     assert_eq!(status, 200);
     assert!(none["items"].as_array().unwrap().is_empty() && none["model_version_id"].is_null());
     for bad in ["k=0", "k=11", "k=ten"] {
         let (status, body) = gw
-            .get(&format!("/profiles/{survivor}/recommendations?{bad}"), &viewer)
+            .get(
+                &format!("/profiles/{survivor}/recommendations?{bad}"),
+                &viewer,
+            )
             .await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
     let (status, _) = gw
-        .get(&format!("/profiles/{}/recommendations", Uuid::now_v7()), &viewer)
+        .get(
+            &format!("/profiles/{}/recommendations", Uuid::now_v7()),
+            &viewer,
+        )
         .await;
     assert_eq!(status, 404);
 
     let (status, similar) = gw.get("/products/MILK/similar?k=5", &viewer).await;
     assert_eq!(status, 200, "{similar}");
-    assert_eq!(similar["model_version_id"], model.to_string(), "the active version's rows");
+    assert_eq!(
+        similar["model_version_id"],
+        model.to_string(),
+        "the active version's rows"
+    );
     let got = similar["items"].as_array().unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!((got[0]["sku"].as_str(), got[0]["name"].as_str()), (Some("BREAD"), Some("Bread")));
+    assert_eq!(
+        (got[0]["sku"].as_str(), got[0]["name"].as_str()),
+        (Some("BREAD"), Some("Bread"))
+    );
     assert_eq!(got[0]["category"], "Bakery");
     assert_eq!(got[1]["name"], "BUTTER", "no catalogue name: the SKU");
     let (_, one) = gw.get("/products/MILK/similar?k=1", &viewer).await;

@@ -405,8 +405,7 @@ async fn run_eval(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
 
 async fn run_eval_recs(settings: &Settings, args: EvalRecsArgs) -> anyhow::Result<()> {
     let path = args.transactions.clone();
-    let file =
-        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let started = std::time::Instant::now();
     let log = tokio::task::spawn_blocking(move || {
         ml::recs::offline::read_transactions(std::io::BufReader::new(file))

@@ -72,11 +72,8 @@ impl Catalogue {
         }
         let id = self.skus.len() as ItemId;
         self.skus.push(sku.to_string());
-        self.names.push(
-            name.filter(|n| !n.is_empty())
-                .unwrap_or(sku)
-                .to_string(),
-        );
+        self.names
+            .push(name.filter(|n| !n.is_empty()).unwrap_or(sku).to_string());
         self.categories.push(category);
         self.by_sku.insert(sku.to_string(), id);
         id
@@ -156,12 +153,7 @@ impl Activity {
     /// Only what happened strictly before `t`.
     pub fn before(&self, t: DateTime<Utc>) -> Activity {
         Activity {
-            baskets: self
-                .baskets
-                .iter()
-                .filter(|b| b.at < t)
-                .cloned()
-                .collect(),
+            baskets: self.baskets.iter().filter(|b| b.at < t).cloned().collect(),
             views: self.views.iter().filter(|v| v.at < t).copied().collect(),
         }
     }
@@ -437,16 +429,17 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         .map(|g| median(g).unwrap_or(0.0))
         .collect();
     const PRIOR: f32 = 5.0;
-    for i in 0..n {
+    for (i, item_gaps) in gaps.iter_mut().enumerate() {
         let c = cat(i);
         let prior = if cat_buyers[c] > 0.0 {
             cat_repeat[c] / cat_buyers[c]
         } else {
             0.0
         };
-        s.repeat_rate[i] = (s.repeat_buyers[i] as f32 + PRIOR * prior) / (s.buyers[i] as f32 + PRIOR);
-        s.cycle_days[i] = if gaps[i].len() >= 3 {
-            median(&mut gaps[i]).unwrap_or(0.0)
+        s.repeat_rate[i] =
+            (s.repeat_buyers[i] as f32 + PRIOR * prior) / (s.buyers[i] as f32 + PRIOR);
+        s.cycle_days[i] = if item_gaps.len() >= 3 {
+            median(item_gaps).unwrap_or(0.0)
         } else {
             cat_cycle[c]
         };
@@ -468,7 +461,12 @@ fn by_recent_orders(items: impl Iterator<Item = ItemId>, s: &ItemStats, top: usi
 impl Recommender {
     /// Fits the statistics and the item vectors on `corpus` (facts before `as_of`
     /// only), with the given blend weights; no tuning.
-    pub fn fit(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams, weights: BlendWeights) -> Self {
+    pub fn fit(
+        corpus: &Corpus,
+        as_of: DateTime<Utc>,
+        p: &RecsParams,
+        weights: BlendWeights,
+    ) -> Self {
         let corpus = corpus.before(as_of);
         let stats = item_stats(&corpus, as_of, p);
         let n = corpus.catalogue.len() as ItemId;
@@ -511,7 +509,10 @@ impl Recommender {
     pub fn build_index(&mut self) {
         self.catalogue.reindex();
         self.embeddings.reindex();
-        self.index = Some(ann::Index::build(&self.embeddings, self.params.item2vec.seed));
+        self.index = Some(ann::Index::build(
+            &self.embeddings,
+            self.params.item2vec.seed,
+        ));
     }
 
     /// The HNSW index (built on load).
@@ -522,7 +523,8 @@ impl Recommender {
     /// Whether an item is still sold as of `now` (someone bought or viewed it within
     /// `stale_days`).
     pub fn is_live(&self, item: ItemId, now: DateTime<Utc>) -> bool {
-        self.stats.last_seen[item as usize] >= (now - Duration::days(self.params.stale_days)).timestamp()
+        self.stats.last_seen[item as usize]
+            >= (now - Duration::days(self.params.stale_days)).timestamp()
     }
 
     /// Whether buyers of this item tend to buy it again.
@@ -645,7 +647,8 @@ impl Recommender {
             let top = self.stats.recent_orders[best as usize] as f32;
             for &i in items {
                 let c = out.entry(i).or_insert_with(|| blank(i));
-                c.features[CAT_POP] = c.features[CAT_POP].max(self.stats.recent_orders[i as usize] as f32 / top);
+                c.features[CAT_POP] =
+                    c.features[CAT_POP].max(self.stats.recent_orders[i as usize] as f32 / top);
             }
         }
         for &i in self.popular.iter().take(30) {
@@ -656,7 +659,9 @@ impl Recommender {
             .into_values()
             .filter(|c| self.is_live(c.item, now))
             .filter(|c| {
-                let recent = bought.get(&c.item).is_some_and(|(_, last)| *last >= just_bought);
+                let recent = bought
+                    .get(&c.item)
+                    .is_some_and(|(_, last)| *last >= just_bought);
                 !recent || self.is_repeat_item(c.item)
             })
             .map(|mut c| {
@@ -702,7 +707,10 @@ impl Recommender {
             let how = if viewed { "viewed" } else { "bought" };
             (
                 Source::Similar,
-                format!("similar to {} you {how}", self.catalogue.names[anchor as usize]),
+                format!(
+                    "similar to {} you {how}",
+                    self.catalogue.names[anchor as usize]
+                ),
             )
         } else {
             let reason = match self.catalogue.category_of(c.item) {
@@ -789,7 +797,12 @@ pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeigh
     let past = Recommender::fit(corpus, start, p, P_TOPFREQ);
     let sets: Vec<(Vec<Candidate>, HashSet<ItemId>)> = truth
         .into_iter()
-        .map(|(c, t)| (past.candidates(&corpus.customers[c].before(start), start), t))
+        .map(|(c, t)| {
+            (
+                past.candidates(&corpus.customers[c].before(start), start),
+                t,
+            )
+        })
         .collect();
     const GRID: [f32; 7] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
     let mut best = P_TOPFREQ;
@@ -928,18 +941,33 @@ mod tests {
         assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &recs));
         assert_eq!(b_rec.unwrap().source, Source::Similar);
         assert_eq!(b_rec.unwrap().reason, "similar to Kurta A you bought");
-        assert!(!recs.iter().any(|r| r.item == a), "A is a one-off, just bought");
+        assert!(
+            !recs.iter().any(|r| r.item == a),
+            "A is a one-off, just bought"
+        );
         assert!(model.similar(a, 3).iter().any(|(i, _)| *i == b));
     }
 
     #[test]
     fn cold_start_gets_what_is_popular_in_its_categories_and_overall() {
         let corpus = brand();
-        let model = Recommender::fit(&corpus, at(90), &params(), [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5]);
+        let model = Recommender::fit(
+            &corpus,
+            at(90),
+            &params(),
+            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5],
+        );
         let nobody = Activity::default();
         let recs = model.recommend(&nobody, at(90), 3);
-        assert_eq!(skus(&model, &recs)[..2], ["MILK", "BREAD"], "equal sales, by id");
-        assert!(recs.iter().all(|r| r.source == Source::Popular && r.reason == "popular now"));
+        assert_eq!(
+            skus(&model, &recs)[..2],
+            ["MILK", "BREAD"],
+            "equal sales, by id"
+        );
+        assert!(
+            recs.iter()
+                .all(|r| r.source == Source::Popular && r.reason == "popular now")
+        );
         // Someone who bought one dupatta months ago sees what is popular in Dupattas.
         let d = corpus.catalogue.get("D5").unwrap();
         let once = Activity {
@@ -951,7 +979,8 @@ mod tests {
         };
         let recs = model.recommend(&once, at(90), 10);
         assert!(
-            recs.iter().any(|r| r.reason == "popular in Dupattas" && r.item != d),
+            recs.iter()
+                .any(|r| r.reason == "popular in Dupattas" && r.item != d),
             "{recs:?}"
         );
     }
@@ -995,7 +1024,11 @@ mod tests {
         let staple_buyer = corpus.customers[45].before(at(90));
         let recs = model.recommend(&staple_buyer, at(90), 3);
         assert_eq!(recs[0].source, Source::Repeat);
-        assert!(recs[0].reason.starts_with("bought 12 times"), "{}", recs[0].reason);
+        assert!(
+            recs[0].reason.starts_with("bought 12 times"),
+            "{}",
+            recs[0].reason
+        );
     }
 
     #[test]

@@ -63,10 +63,17 @@ pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError
             ))
         })
     };
-    let (customer_col, sku_col, date_col) =
-        (required("customer_id")?, required("sku")?, required("date")?);
-    let (order_col, category_col, name_col, quantity_col) =
-        (col("order_id"), col("category"), col("name"), col("quantity"));
+    let (customer_col, sku_col, date_col) = (
+        required("customer_id")?,
+        required("sku")?,
+        required("date")?,
+    );
+    let (order_col, category_col, name_col, quantity_col) = (
+        col("order_id"),
+        col("category"),
+        col("name"),
+        col("quantity"),
+    );
     let mut out = TransactionCorpus::default();
     let mut customers: HashMap<String, usize> = HashMap::new();
     let mut baskets: HashMap<(usize, String), usize> = HashMap::new();
@@ -98,7 +105,11 @@ pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError
             continue;
         }
         let Some(at) = parse_date(field(Some(date_col))) else {
-            skip(&mut out, line, format!("unreadable date `{}`", field(Some(date_col))));
+            skip(
+                &mut out,
+                line,
+                format!("unreadable date `{}`", field(Some(date_col))),
+            );
             continue;
         };
         let quantity = field(quantity_col);
@@ -115,11 +126,7 @@ pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError
                 }
             }
         }
-        let item = catalogue.intern(
-            sku,
-            Some(field(name_col)),
-            Some(field(category_col)),
-        );
+        let item = catalogue.intern(sku, Some(field(name_col)), Some(field(category_col)));
         let next = activities.len();
         let c = *customers.entry(customer.to_string()).or_insert(next);
         if c == next {
@@ -271,7 +278,13 @@ impl RecsEvaluation {
 }
 
 /// Method names, in report order.
-pub const METHODS: [&str; 5] = ["popularity", "p_topfreq", "item_knn", "item2vec_ann", "blend"];
+pub const METHODS: [&str; 5] = [
+    "popularity",
+    "p_topfreq",
+    "item_knn",
+    "item2vec_ann",
+    "blend",
+];
 
 /// Item-kNN on co-purchases: cosine of basket co-occurrence counts, top `k`
 /// neighbours per item (items in fewer than `min_count` baskets left out).
@@ -295,7 +308,9 @@ fn item_knn(corpus: &Corpus, min_count: u32, k: usize) -> HashMap<ItemId, Vec<(I
         items.truncate(MAX_BASKET);
         for (x, &i) in items.iter().enumerate() {
             for &j in &items[x + 1..] {
-                *pairs.entry((u64::from(i) << 32) | u64::from(j)).or_default() += 1;
+                *pairs
+                    .entry((u64::from(i) << 32) | u64::from(j))
+                    .or_default() += 1;
             }
         }
     }
@@ -358,7 +373,11 @@ struct Tally {
 impl Tally {
     fn add(&mut self, top: &[ItemId], truth: &HashSet<ItemId>, before: &HashSet<ItemId>) {
         let m = ranking_metrics(top, truth);
-        for (s, v) in self.sums.iter_mut().zip([m.recall, m.recall_normalised, m.ndcg, m.hit]) {
+        for (s, v) in self
+            .sums
+            .iter_mut()
+            .zip([m.recall, m.recall_normalised, m.ndcg, m.hit])
+        {
             *s += v;
         }
         let (repeat, explore): (HashSet<ItemId>, HashSet<ItemId>) =
@@ -525,7 +544,10 @@ c2,o5,C,,Kurtas,2026-01-06,-1,5
         let t = read_transactions(CSV.as_bytes()).unwrap();
         assert_eq!(t.rows, 7);
         assert_eq!(t.skipped, 3);
-        assert_eq!(t.bad_rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [6, 7, 8]);
+        assert_eq!(
+            t.bad_rows.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            [6, 7, 8]
+        );
         let c = &t.corpus;
         assert_eq!(c.customers.len(), 2);
         assert_eq!(c.customers[0].baskets.len(), 2);
