@@ -200,7 +200,7 @@ async fn train_register_score_and_activation_rule() {
     let active = registry::active(&env.db).await.unwrap();
     assert_eq!(
         active.iter().map(|v| v.task).collect::<Vec<_>>(),
-        [Task::Churn, Task::Ltv, Task::Segment]
+        [Task::Churn, Task::Ltv, Task::Recommend, Task::Segment]
     );
     for v in &active {
         assert!(
