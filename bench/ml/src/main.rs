@@ -228,6 +228,8 @@ fn main() {
             version_id: Uuid::nil(),
             model: segments,
         }),
+        // Recommendations are timed by `bench/recs` on real baskets.
+        recommend: None,
         tiers: RiskTiers::default(),
     };
     let batch = 512;
