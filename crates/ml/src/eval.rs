@@ -108,11 +108,8 @@ struct Basket {
     categories: Vec<String>,
 }
 
-/// Reads a CSV transaction log.
-pub fn read_transactions<R: Read>(
-    input: R,
-    mapping: &ColumnMapping,
-) -> Result<TransactionLog, MlError> {
+/// A CSV reader (ragged rows allowed, fields trimmed) and its header row.
+pub(crate) fn open_csv<R: Read>(input: R) -> Result<(csv::Reader<R>, csv::StringRecord), MlError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -121,14 +118,26 @@ pub fn read_transactions<R: Read>(
         .headers()
         .map_err(|e| MlError::Invalid(format!("reading the CSV header: {e}")))?
         .clone();
+    Ok((reader, headers))
+}
+
+/// The error for a required column the header lacks (`hint` is appended).
+pub(crate) fn missing_column(headers: &csv::StringRecord, name: &str, hint: &str) -> MlError {
+    MlError::Invalid(format!(
+        "column `{name}` not in the header ({}){hint}",
+        headers.iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Reads a CSV transaction log.
+pub fn read_transactions<R: Read>(
+    input: R,
+    mapping: &ColumnMapping,
+) -> Result<TransactionLog, MlError> {
+    let (mut reader, headers) = open_csv(input)?;
     let find = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let required = |name: &str| {
-        find(name).ok_or_else(|| {
-            MlError::Invalid(format!(
-                "column `{name}` not in the header ({}); map it with a column flag",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ))
-        })
+        find(name).ok_or_else(|| missing_column(&headers, name, "; map it with a column flag"))
     };
     let (c_customer, c_date, c_amount) = (
         required(&mapping.customer)?,

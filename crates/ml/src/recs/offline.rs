@@ -27,7 +27,7 @@ use super::{
     future_purchases,
 };
 use crate::MlError;
-use crate::eval::parse_date;
+use crate::eval::{missing_column, open_csv, parse_date};
 
 /// A transaction CSV read into a corpus.
 #[derive(Debug, Clone, Default)]
@@ -46,23 +46,9 @@ pub struct TransactionCorpus {
 
 /// Reads a transaction CSV (columns in the module doc).
 pub fn read_transactions<R: Read>(input: R) -> Result<TransactionCorpus, MlError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(input);
-    let headers = reader
-        .headers()
-        .map_err(|e| MlError::Invalid(format!("reading the CSV header: {e}")))?
-        .clone();
+    let (mut reader, headers) = open_csv(input)?;
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let required = |name: &str| {
-        col(name).ok_or_else(|| {
-            MlError::Invalid(format!(
-                "the CSV has no `{name}` column (header: {})",
-                headers.iter().collect::<Vec<_>>().join(",")
-            ))
-        })
-    };
+    let required = |name: &str| col(name).ok_or_else(|| missing_column(&headers, name, ""));
     let (customer_col, sku_col, date_col) = (
         required("customer_id")?,
         required("sku")?,
