@@ -51,7 +51,11 @@ async fn train_status_activate_rollback_and_score_all() {
     let out = ok(&ctl(&env, &["ml", "train", "--as-of", as_of, "--no-score"]));
     assert!(out.contains("trained on 600 profiles"), "{out}");
     let first = registry::active(&env.db).await.unwrap();
-    assert_eq!(first.len(), 3, "churn, LTV and segments are active: {out}");
+    assert_eq!(
+        first.len(),
+        4,
+        "churn, LTV, segments and recommendations are active: {out}"
+    );
     let first_churn = first.iter().find(|v| v.task == Task::Churn).unwrap().id;
     assert!(out.contains(&first_churn.to_string()), "{out}");
 
