@@ -12,7 +12,8 @@
 //! [`EmptyDatabase`] is a database with no migrations applied, for tests of the
 //! migrations themselves; [`process`] runs the real binaries as child processes;
 //! [`seed`] writes rows through the fleet's own writers; [`fuzz`] mutates real payloads
-//! for property-based fuzzing.
+//! for property-based fuzzing; [`servers`] starts a Postgres and a Redis of a test's own,
+//! which it may stop, kill and wipe.
 //!
 //! # Assumptions, running, testing
 //!
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 pub mod fuzz;
 pub mod process;
 pub mod seed;
+pub mod servers;
 
 /// The admin database URL tests create their databases through.
 pub fn admin_database_url() -> String {

@@ -80,6 +80,15 @@ pub struct DemoArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Send at most this many deliveries per second, evenly spread (default: as fast as
+    /// ingest answers). A steady load for watching the fleet, or for fault drills.
+    #[arg(long, value_name = "PER_SEC", value_parser = positive_rate)]
+    pub rate: Option<f64>,
+    /// Attempts per request before giving up on it: failures in transit, 5xx and 429
+    /// are retried after a pause of 0.2 s doubling up to 5 s (8 attempts ride out about
+    /// 15 s of ingest or Postgres being away, 20 about 80 s).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempts: u32,
     /// Skip training the models after the load.
     #[arg(long)]
     pub no_train: bool,
@@ -101,6 +110,16 @@ pub struct DemoArgs {
     /// Do nothing, successfully, if the database already has events (first-start jobs).
     #[arg(long)]
     pub if_empty: bool,
+}
+
+/// `--rate`: a finite number of deliveries per second above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err("must be a number of deliveries per second above 0".into())
+    }
 }
 
 /// `http://host:port` for a bind address (`0.0.0.0` and `::` become loopback).
@@ -375,6 +394,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
     let opts = send::SendOptions {
         ingest_url: ingest.clone(),
         concurrency: args.concurrency,
+        rate: args.rate,
+        attempts: args.attempts,
         ..send::SendOptions::default()
     };
     let (report, accepted) = send::send(&client, &opts, &ep, &deliveries).await;
@@ -475,4 +496,38 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::DemoArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    #[test]
+    fn rate_and_attempts_are_read_and_nonsense_is_refused() {
+        let args = Cli::try_parse_from(["demo", "--rate", "12.5", "--attempts", "30"])
+            .unwrap()
+            .demo;
+        assert_eq!(args.rate, Some(12.5));
+        assert_eq!(args.attempts, 30);
+        let defaults = Cli::try_parse_from(["demo"]).unwrap().demo;
+        assert_eq!(defaults.rate, None, "as fast as ingest answers by default");
+        assert_eq!(defaults.attempts, 8);
+        for bad in [
+            ["demo", "--rate", "0"],
+            ["demo", "--rate", "-3"],
+            ["demo", "--rate", "inf"],
+            ["demo", "--rate", "fast"],
+            ["demo", "--attempts", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -10,6 +10,10 @@
 //! are: sent in the middle of the history they would sit "in the future" of every
 //! later historical event of the same person.
 //!
+//! With a rate (`ctl demo --rate`), every request first reserves its deliveries' share
+//! of time on one shared schedule ([`Pacer`]), so the load is steady whatever the
+//! lanes do: a fault drill sees the same arrival rate before, during and after a fault.
+//!
 //! A request that fails in transit or gets a 5xx or 429 is retried with a growing
 //! pause: every delivery carries its deduplication key, so a retry of something already
 //! stored is answered as a duplicate and stores nothing. A 4xx other than 429 is a
@@ -40,6 +44,8 @@ pub struct SendOptions {
     pub bill_batch: usize,
     /// Attempts per request before giving up on it.
     pub attempts: u32,
+    /// Deliveries per second over every lane, or as fast as ingest answers.
+    pub rate: Option<f64>,
 }
 
 impl Default for SendOptions {
@@ -50,6 +56,7 @@ impl Default for SendOptions {
             segment_batch: 100,
             bill_batch: 50,
             attempts: 8,
+            rate: None,
         }
     }
 }
@@ -71,6 +78,43 @@ pub struct SendReport {
     pub by_source: BTreeMap<&'static str, u64>,
     /// The first few refusals: `source key: status reason`.
     pub errors: Vec<String>,
+}
+
+/// The shared schedule of a rate-limited load: the instant the next request may go.
+#[derive(Debug)]
+pub struct Pacer {
+    per_delivery: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// A schedule of `rate` deliveries per second.
+    pub fn new(rate: f64) -> Self {
+        Self {
+            per_delivery: Duration::from_secs_f64(1.0 / rate),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// Reserves the slot of a request carrying `deliveries` at `now`: it may go at the
+    /// returned instant, and the next request not before its deliveries' share of time
+    /// after that. A schedule that fell behind (slow answers) restarts from `now`
+    /// rather than sending a burst to catch up.
+    pub fn reserve(&self, now: Instant, deliveries: usize) -> Instant {
+        let mut next = self.next.lock().expect("no lane panics holding the pacer");
+        let slot = next.map_or(now, |n| n.max(now));
+        let share = self
+            .per_delivery
+            .saturating_mul(u32::try_from(deliveries).unwrap_or(u32::MAX));
+        *next = Some(slot + share);
+        slot
+    }
+
+    /// Waits for the slot of a request carrying `deliveries`.
+    async fn wait(&self, deliveries: usize) {
+        let slot = self.reserve(Instant::now(), deliveries);
+        tokio::time::sleep_until(slot.into()).await;
+    }
 }
 
 /// One HTTP request carrying one or more deliveries.
@@ -120,6 +164,7 @@ pub async fn send(
     });
     let base = opts.ingest_url.trim_end_matches('/').to_owned();
     let lanes = opts.concurrency.max(1);
+    let pacer = opts.rate.map(Pacer::new);
     let (live, history): (Vec<usize>, Vec<usize>) =
         (0..deliveries.len()).partition(|&i| deliveries[i].source == Source::Twilio);
     for phase in [history, live] {
@@ -128,9 +173,12 @@ pub async fn send(
             per_lane[deliveries[i].person as usize % lanes].push(i);
         }
         let lanes = per_lane.into_iter().map(|members| {
-            let (base, tally) = (&base, &tally);
+            let (base, tally, pacer) = (&base, &tally, &pacer);
             async move {
                 for r in requests(opts, ep, deliveries, &members) {
+                    if let Some(pacer) = pacer {
+                        pacer.wait(r.members.len()).await;
+                    }
                     let (outcome, retries) = post(client, base, &r, opts.attempts).await;
                     record(
                         &mut tally.lock().expect("no lane panics holding the tally"),
@@ -362,6 +410,21 @@ mod tests {
             at: Utc::now(),
             payload,
         }
+    }
+
+    #[test]
+    fn the_pacer_spreads_deliveries_evenly_and_never_bursts_to_catch_up() {
+        let pacer = Pacer::new(10.0);
+        let t0 = Instant::now();
+        assert_eq!(pacer.reserve(t0, 1), t0);
+        // The first delivery took 100 ms of the schedule; a batch of 5 goes after it
+        // and holds the next request back by 500 ms.
+        assert_eq!(pacer.reserve(t0, 5), t0 + Duration::from_millis(100));
+        assert_eq!(pacer.reserve(t0, 1), t0 + Duration::from_millis(600));
+        // A lane that comes back late (a slow answer) is not owed the time it lost.
+        let late = t0 + Duration::from_secs(10);
+        assert_eq!(pacer.reserve(late, 1), late);
+        assert_eq!(pacer.reserve(late, 1), late + Duration::from_millis(100));
     }
 
     #[test]
