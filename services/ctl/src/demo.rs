@@ -465,6 +465,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
         accepted: report.accepted + (truth.events.len() as u64 - report.accepted),
         duplicates: report.duplicates,
         rejected: report.rejected,
+        retries: report.retries,
         by_source: {
             let mut by = report.by_source.clone();
             by.insert(

@@ -149,6 +149,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// Deliveries refused.
     pub rejected: u64,
+    /// Requests sent again after a failure in transit, a 5xx or a 429.
+    pub retries: u64,
     /// Accepted deliveries per source.
     pub by_source: std::collections::BTreeMap<&'static str, u64>,
     /// Events not sent, by reason.
@@ -224,8 +226,8 @@ impl Summary {
         let _ = writeln!(s, "\nDemo brand loaded.");
         let _ = writeln!(
             s,
-            "  sent        {} deliveries for {} events: {} accepted ({} already stored), {} refused",
-            self.deliveries, self.events, self.accepted, self.duplicates, self.rejected
+            "  sent        {} deliveries for {} events: {} accepted ({} already stored), {} refused, {} requests retried",
+            self.deliveries, self.events, self.accepted, self.duplicates, self.rejected, self.retries
         );
         let by: Vec<String> = self
             .by_source

@@ -1,0 +1,563 @@
+//! Fault injection: the fleet as processes (`ctl up`) against a Postgres and a Redis of
+//! this test's own on spare ports (never the machine's shared ones), under a steady load
+//! of signed Shopify and WooCommerce webhooks, Twilio callbacks, POS bills and Segment
+//! batches (`ctl demo --rate`), while each fault happens in turn:
+//!
+//! 1. every service is killed with SIGKILL mid-load (the supervisor restarts it);
+//! 2. Postgres is stopped for `FAULTS_POSTGRES_DOWN_SECS` (60 s; 20 s when `CI` is
+//!    set) and started again;
+//! 3. Redis is killed and started again empty (everything it held is lost), and the
+//!    operator runs `ctl republish` as docs/runbook.md says.
+//!
+//! After each fault, every event received before it ended is normalised and attached
+//! by the merger, and no dead-letter stream has an entry. Once the load is over, every
+//! accepted (2xx) delivery is stored exactly once, normalised once and on a profile,
+//! nothing was refused, order totals, cancellations and refunds are exact and the
+//! profiles match the truth as well as without faults.
+//!
+//! What each fault costs is printed as a table (`faults:` lines): how long the fault
+//! lasted, how long the backlog took to drain after it ended, the oldest unfinished
+//! event during it (how late events were), against the same figure in the steady
+//! state before. docs/reliability.md holds the figures of a run.
+//!
+//! Needs the service binaries next to `ctl` (`cargo build --workspace --bins`; the
+//! README's test command builds them first), and Postgres's and Redis's server
+//! binaries (`initdb`, `pg_ctl`, `redis-server`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use test_support::process::{self, Process, Signal};
+use test_support::servers::{PrivatePostgres, PrivateRedis};
+
+const SERVICES: [(&str, &str); 5] = [
+    ("ingest", "INGEST_BIND"),
+    ("normalizer", "NORMALIZER_BIND"),
+    ("identity-merger", "IDENTITY_MERGER_BIND"),
+    ("ml-inference", "ML_INFERENCE_BIND"),
+    ("api-gateway", "API_GATEWAY_BIND"),
+];
+
+/// The brand of the end-to-end test (150 people, ~9,400 deliveries), sent at a steady
+/// rate long enough to outlast every fault. Seed and end as there, so the identity
+/// figures can be held to the same goals.
+const DEMO_ARGS: [&str; 14] = [
+    "--customers",
+    "150",
+    "--months",
+    "10",
+    "--seed",
+    "11",
+    "--end",
+    "2026-11-01",
+    "--whatsapp-days",
+    "120",
+    "--no-train",
+    // The test re-drives after the Redis wipe itself, as an operator would: the
+    // demo's own re-drive on a stall must not hide a loss.
+    "--stall-secs",
+    "3600",
+    "--concurrency",
+];
+
+/// Deliveries per second of the load (`FAULTS_RATE`, default 30): ~9,400 deliveries
+/// last about five minutes, longer than the faults.
+fn rate() -> f64 {
+    std::env::var("FAULTS_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30.0)
+}
+
+/// How long Postgres stays down: `FAULTS_POSTGRES_DOWN_SECS`, else 20 s under CI (to
+/// keep the suite's time sane on two cores) and 60 s otherwise.
+fn postgres_down() -> Duration {
+    let secs = std::env::var("FAULTS_POSTGRES_DOWN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            if std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes")) {
+                20
+            } else {
+                60
+            }
+        });
+    Duration::from_secs(secs)
+}
+
+/// One sample of the pipeline's backlog: events received but not yet through the
+/// merger, and the age of the oldest of them.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    raw: i64,
+    backlog: i64,
+    oldest_secs: f64,
+}
+
+/// Samples the backlog every half second until dropped (failed samples, while Postgres
+/// is down, are skipped: the events' receipt times carry the delay across).
+struct Sampler {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(db: PgPool) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = samples.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let row: Result<(i64, i64, f64), _> = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM customer_raw_event), count(*), \
+                            COALESCE(EXTRACT(EPOCH FROM now() - min(r.received_at))::float8, 0) \
+                     FROM customer_raw_event r WHERE NOT EXISTS (SELECT 1 FROM normalized_event n \
+                         WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
+                )
+                .fetch_one(&db)
+                .await;
+                if let Ok((raw, backlog, oldest_secs)) = row {
+                    sink.lock().unwrap().push(Sample {
+                        at: Instant::now(),
+                        raw,
+                        backlog,
+                        oldest_secs,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Self { samples, task }
+    }
+
+    fn between(&self, from: Instant, to: Instant) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .copied()
+            .collect()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One fault the suite inflicts.
+enum Fault {
+    /// SIGKILL of one service's process; the supervisor restarts it.
+    Kill(&'static str),
+    /// Postgres stopped (fast shutdown) for this long, then started again.
+    PostgresDown(Duration),
+    /// Redis killed and started again empty, then `ctl republish`.
+    RedisWiped,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kill(service) => write!(f, "kill -9 {service}"),
+            Self::PostgresDown(d) => write!(f, "Postgres stopped for {} s", d.as_secs()),
+            Self::RedisWiped => f.write_str("Redis killed and restarted empty"),
+        }
+    }
+}
+
+/// What one fault cost.
+struct Cost {
+    fault: String,
+    /// From the fault's start until it was over (service ready again, server back).
+    outage: Duration,
+    /// From the end of the fault until every event received before it was through.
+    drained_after: Duration,
+    /// The oldest unfinished event, at worst, from the fault's start until drained.
+    worst_delay_secs: f64,
+    /// The same in the ten seconds before the fault: the steady state.
+    steady_delay_secs: f64,
+    /// Events received from the fault's start until drained: the load went on.
+    received: i64,
+}
+
+/// The fleet under test and the handles to hurt it.
+struct Rig {
+    db: PgPool,
+    prefix: String,
+    redis: PrivateRedis,
+    postgres: PrivatePostgres,
+    fleet: Process,
+    urls: HashMap<&'static str, String>,
+    vars: Vec<(String, String)>,
+    sampler: Sampler,
+}
+
+impl Rig {
+    /// Waits until every event received up to `until` has gone through the merger.
+    async fn drained_up_to(&self, until: DateTime<Utc>, what: &str) {
+        let db = self.db.clone();
+        test_support::eventually(600, &format!("the backlog to drain after {what}"), || {
+            let db = db.clone();
+            async move {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM customer_raw_event r WHERE r.received_at <= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM normalized_event n \
+                         WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
+                )
+                .bind(until)
+                .fetch_one(&db)
+                .await
+                .ok()?;
+                (left == 0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Dead letters of every topic.
+    async fn dead_letters(&self) -> Vec<(String, u64)> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut out = Vec::new();
+        for topic in streams::Topic::ALL {
+            let n: u64 = redis::cmd("XLEN")
+                .arg(topic.dlq_key(&self.prefix))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            out.push((topic.name().to_owned(), n));
+        }
+        out
+    }
+
+    async fn all_ready(&self) {
+        for url in self.urls.values() {
+            process::wait_ready(url, 180).await;
+        }
+    }
+
+    /// Inflicts `fault`, returning once it is over, and measures what it cost.
+    async fn inflict(&mut self, fault: Fault) -> Cost {
+        self.all_ready().await;
+        let name = fault.to_string();
+        let name = name.as_str();
+        let started = Instant::now();
+        eprintln!("faults: {name}");
+        match fault {
+            Fault::Kill(service) => kill_service(self, service).await,
+            Fault::PostgresDown(down) => {
+                self.postgres.stop();
+                tokio::time::sleep(down).await;
+                self.postgres.start_again();
+            }
+            Fault::RedisWiped => {
+                self.redis.kill();
+                self.redis.start_again().await;
+                // The runbook's step after Redis lost data.
+                let ctl = env!("CARGO_BIN_EXE_ctl");
+                let mut republish = Process::spawn(ctl, &["republish"], &self.vars);
+                let status = republish.wait_exit(120).await;
+                assert!(status.success(), "ctl republish failed: {status}");
+            }
+        }
+        let over = Instant::now();
+        let over_wall = Utc::now();
+        self.drained_up_to(over_wall, name).await;
+        let drained = Instant::now();
+        let dead = self.dead_letters().await;
+        assert!(
+            dead.iter().all(|(_, n)| *n == 0),
+            "dead letters after {name}: {dead:?}"
+        );
+        let during = self.sampler.between(started, drained);
+        let before = self
+            .sampler
+            .between(started - Duration::from_secs(10), started);
+        let worst = |s: &[Sample]| s.iter().map(|s| s.oldest_secs).fold(0.0, f64::max);
+        let received = match (during.first(), during.last()) {
+            (Some(a), Some(b)) => b.raw - a.raw,
+            _ => 0,
+        };
+        let cost = Cost {
+            fault: name.to_owned(),
+            outage: over - started,
+            drained_after: drained - over,
+            worst_delay_secs: worst(&during),
+            steady_delay_secs: worst(&before),
+            received,
+        };
+        eprintln!(
+            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), {} events received meanwhile, backlog at worst {}",
+            cost.outage.as_secs_f64(),
+            cost.drained_after.as_secs_f64(),
+            cost.worst_delay_secs,
+            cost.steady_delay_secs,
+            cost.received,
+            during.iter().map(|s| s.backlog).max().unwrap_or(0),
+        );
+        cost
+    }
+}
+
+/// SIGKILLs the supervisor's child running `service` and waits until its replacement
+/// is ready.
+async fn kill_service(rig: &mut Rig, service: &str) {
+    let comm: String = service.chars().take(15).collect();
+    let child = |rig: &Rig| {
+        process::children_of(rig.fleet.pid())
+            .into_iter()
+            .find(|(_, name)| *name == comm)
+            .map(|(pid, _)| pid)
+    };
+    let victim = child(rig).unwrap_or_else(|| panic!("ctl up runs {service}"));
+    process::send(victim, Signal::SIGKILL).unwrap();
+    let replacement = test_support::eventually(60, &format!("{service} to be restarted"), || {
+        let pid = child(rig).filter(|p| *p != victim);
+        async move { pid }
+    })
+    .await;
+    eprintln!("faults: {service} (pid {victim}) killed, restarted as pid {replacement}");
+    process::wait_ready(&rig.urls[service], 120).await;
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the demo wrote it")).expect("JSON")
+}
+
+fn decimal(v: &Value) -> Decimal {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Number(n) => n.to_string().parse().unwrap(),
+        other => panic!("not a decimal: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_event_survives_killed_services_and_restarted_postgres_and_redis() {
+    for (service, _) in SERVICES {
+        process::binary(service);
+    }
+    let postgres = PrivatePostgres::start();
+    let redis = PrivateRedis::start().await;
+    let admin = PgPool::connect(&postgres.url("postgres")).await.unwrap();
+    sqlx::query("CREATE DATABASE constintel")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let database_url = postgres.url("constintel");
+    // Short acquire timeout: the sampler must skip, not hang, while Postgres is down.
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&database_url)
+        .await
+        .unwrap();
+    storage::migrate(&db).await.unwrap();
+
+    let prefix = "faults:".to_owned();
+    // Every other setting at its default (`STREAM_CLAIM_IDLE_MS` 30 s,
+    // `OUTBOX_RELAY_AFTER_SECS` 5 s, ...): the figures are those of a fleet as shipped.
+    let mut vars: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), database_url),
+        ("REDIS_URL".into(), redis.url()),
+        ("STREAM_PREFIX".into(), prefix.clone()),
+        ("DATABASE_MAX_CONNECTIONS".into(), "8".into()),
+        (
+            "INTEGRATION_SECRETS_KEY".into(),
+            storage::secrets::SecretsKey::generate().1,
+        ),
+    ];
+    for inherited in ["PATH", "HOME", "RUST_LOG"] {
+        if let Ok(v) = std::env::var(inherited) {
+            vars.push((inherited.to_owned(), v));
+        }
+    }
+    let mut urls = HashMap::new();
+    for (service, bind_var) in SERVICES {
+        let port = process::free_port();
+        vars.push((bind_var.to_owned(), format!("127.0.0.1:{port}")));
+        urls.insert(service, format!("http://127.0.0.1:{port}"));
+    }
+    vars.push(("PUBLIC_BASE_URL".into(), urls["ingest"].clone()));
+    let ctl = env!("CARGO_BIN_EXE_ctl");
+    let fleet = Process::spawn(ctl, &["up"], &vars);
+    let mut rig = Rig {
+        sampler: Sampler::start(db.clone()),
+        db,
+        prefix,
+        redis,
+        postgres,
+        fleet,
+        urls,
+        vars,
+    };
+    rig.all_ready().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let truth_path = dir.path().join("truth.json");
+    let summary_path = dir.path().join("summary.json");
+    let mut args: Vec<String> = vec!["demo".into()];
+    args.extend(DEMO_ARGS.iter().map(|s| (*s).to_owned()));
+    args.extend([
+        "8".into(),
+        "--rate".into(),
+        rate().to_string(),
+        // A request is retried for about three minutes: longer than any fault here.
+        "--attempts".into(),
+        "40".into(),
+        "--truth".into(),
+        truth_path.display().to_string(),
+        "--summary-json".into(),
+        summary_path.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut demo = Process::spawn(ctl, &args, &rig.vars);
+
+    // The load is under way and steady.
+    let db = rig.db.clone();
+    test_support::eventually(300, "the load to be under way", || {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM normalized_event WHERE resolved_at IS NOT NULL",
+            )
+            .fetch_one(&db)
+            .await
+            .ok()?;
+            (n >= 300).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let mut faults: Vec<Fault> = SERVICES.iter().map(|(s, _)| Fault::Kill(s)).collect();
+    faults.push(Fault::PostgresDown(postgres_down()));
+    faults.push(Fault::RedisWiped);
+    let mut costs = Vec::new();
+    for fault in faults {
+        costs.push(rig.inflict(fault).await);
+    }
+    assert!(
+        demo.is_running(),
+        "the load ended before the last fault: lower FAULTS_RATE"
+    );
+    for c in &costs {
+        assert!(
+            c.received > 0,
+            "no event arrived through `{}`: the load was not steady",
+            c.fault
+        );
+    }
+
+    let status = demo.wait_exit(900).await;
+    assert!(status.success(), "ctl demo failed: {status}");
+    let summary = read_json(&summary_path);
+    eprintln!("faults: demo summary {summary:#}");
+    assert_eq!(
+        summary["rejected"], 0,
+        "no delivery was refused or given up on"
+    );
+    assert_eq!(summary["dead_letters"], 0);
+
+    // Every accepted delivery stored once, normalised once, through the merger and on a
+    // profile; nothing else stored.
+    let truth = read_json(&truth_path);
+    let sent: HashSet<(String, String)> = truth["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_owned(),
+                e["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(sent.len() > 5_000, "thousands of deliveries: {}", sent.len());
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT source, source_event_id FROM customer_raw_event")
+            .fetch_all(&rig.db)
+            .await
+            .unwrap();
+    let stored_set: HashSet<(String, String)> = stored.iter().cloned().collect();
+    assert_eq!(stored.len(), stored_set.len(), "a delivery stored twice");
+    let missing: Vec<_> = sent.difference(&stored_set).take(5).collect();
+    let extra: Vec<_> = stored_set.difference(&sent).take(5).collect();
+    assert!(missing.is_empty(), "accepted but not stored: {missing:?}");
+    assert!(extra.is_empty(), "stored but never accepted: {extra:?}");
+    let (normalized, unresolved, on_no_profile): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL), \
+                count(*) FILTER (WHERE profile_id IS NULL) FROM normalized_event",
+    )
+    .fetch_one(&rig.db)
+    .await
+    .unwrap();
+    assert_eq!(normalized as usize, sent.len(), "each event normalised once");
+    assert_eq!(unresolved, 0, "events the merger never finished");
+    assert_eq!(on_no_profile, 0, "events on no profile");
+
+    // Orders: exact totals, cancellations and refunds.
+    let orders: HashMap<(String, String), (Decimal, String, Decimal)> =
+        sqlx::query_as::<_, (String, String, Decimal, String, Decimal)>(
+            "SELECT source, external_order_id, total, status, refunded_total FROM orders",
+        )
+        .fetch_all(&rig.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, id, total, status, refunded)| ((s, id), (total, status, refunded)))
+        .collect();
+    let truth_orders = truth["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), truth_orders.len(), "one row per order sent");
+    for o in truth_orders {
+        let key = (
+            o["source"].as_str().unwrap().to_owned(),
+            o["order_id"].as_str().unwrap().to_owned(),
+        );
+        let (total, status, refunded) = &orders[&key];
+        assert_eq!(*total, decimal(&o["total"]), "total of {key:?}");
+        assert_eq!(*refunded, decimal(&o["refunded"]), "refunds of {key:?}");
+        assert_eq!(
+            status == "cancelled",
+            o["cancelled"].as_bool().unwrap(),
+            "status of {key:?}: {status}"
+        );
+    }
+
+    // The right profiles: the identity goals hold as without faults.
+    let precision = summary["quality"]["precision"].as_f64().unwrap();
+    let recall = summary["quality"]["recall"].as_f64().unwrap();
+    assert!(precision >= 0.995, "pairwise precision {precision:.4}");
+    assert!(recall >= 0.97, "pairwise recall {recall:.4}");
+
+    eprintln!(
+        "faults: {} deliveries at {} /s, {} requests retried by the sender, precision {precision:.4} recall {recall:.4}",
+        sent.len(),
+        rate(),
+        summary["retries"]
+    );
+    eprintln!(
+        "faults: | fault | over after | drained after it | oldest unfinished event (steady) | events received meanwhile |"
+    );
+    eprintln!("faults: |---|---|---|---|---|");
+    for c in &costs {
+        eprintln!(
+            "faults: | {} | {:.1} s | {:.1} s | {:.1} s ({:.1} s) | {} |",
+            c.fault,
+            c.outage.as_secs_f64(),
+            c.drained_after.as_secs_f64(),
+            c.worst_delay_secs,
+            c.steady_delay_secs,
+            c.received
+        );
+    }
+}
