@@ -37,9 +37,9 @@ fn postgres_bin_dir() -> PathBuf {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    versions
-        .pop()
-        .expect("Postgres server binaries (pg_ctl, initdb) are installed (apt-get install postgresql)")
+    versions.pop().expect(
+        "Postgres server binaries (pg_ctl, initdb) are installed (apt-get install postgresql)",
+    )
 }
 
 fn running_as_root() -> bool {

@@ -189,37 +189,42 @@ struct Cost {
 }
 
 /// The fleet under test and the handles to hurt it.
+/// (Fields drop in order: the fleet stops before its servers do.)
 struct Rig {
+    fleet: Process,
+    sampler: Sampler,
     db: PgPool,
     prefix: String,
-    redis: PrivateRedis,
-    postgres: PrivatePostgres,
-    fleet: Process,
     urls: HashMap<&'static str, String>,
     vars: Vec<(String, String)>,
-    sampler: Sampler,
+    redis: PrivateRedis,
+    postgres: PrivatePostgres,
 }
 
 impl Rig {
     /// Waits until every event received up to `until` has gone through the merger.
     async fn drained_up_to(&self, until: DateTime<Utc>, what: &str) {
-        let db = self.db.clone();
-        test_support::eventually(600, &format!("the backlog to drain after {what}"), || {
-            let db = db.clone();
-            async move {
-                let left: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM customer_raw_event r WHERE r.received_at <= $1 \
-                     AND NOT EXISTS (SELECT 1 FROM normalized_event n \
-                         WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
-                )
-                .bind(until)
-                .fetch_one(&db)
-                .await
-                .ok()?;
-                (left == 0).then_some(())
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let left: Result<i64, _> = sqlx::query_scalar(
+                "SELECT count(*) FROM customer_raw_event r WHERE r.received_at <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM normalized_event n \
+                     WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
+            )
+            .bind(until)
+            .fetch_one(&self.db)
+            .await;
+            match left {
+                Ok(0) => return,
+                Ok(n) => assert!(
+                    Instant::now() < deadline,
+                    "{n} events received before the end of `{what}` never went through"
+                ),
+                Err(e) => assert!(Instant::now() < deadline, "counting the backlog: {e}"),
             }
-        })
-        .await;
+            // The scan is cheap but not free: twice a second leaves the cores to the fleet.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Dead letters of every topic.
@@ -391,14 +396,14 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
     let ctl = env!("CARGO_BIN_EXE_ctl");
     let fleet = Process::spawn(ctl, &["up"], &vars);
     let mut rig = Rig {
+        fleet,
         sampler: Sampler::start(db.clone()),
         db,
         prefix,
-        redis,
-        postgres,
-        fleet,
         urls,
         vars,
+        redis,
+        postgres,
     };
     rig.all_ready().await;
 
@@ -482,7 +487,11 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
             )
         })
         .collect();
-    assert!(sent.len() > 5_000, "thousands of deliveries: {}", sent.len());
+    assert!(
+        sent.len() > 5_000,
+        "thousands of deliveries: {}",
+        sent.len()
+    );
     let stored: Vec<(String, String)> =
         sqlx::query_as("SELECT source, source_event_id FROM customer_raw_event")
             .fetch_all(&rig.db)
@@ -501,7 +510,11 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
     .fetch_one(&rig.db)
     .await
     .unwrap();
-    assert_eq!(normalized as usize, sent.len(), "each event normalised once");
+    assert_eq!(
+        normalized as usize,
+        sent.len(),
+        "each event normalised once"
+    );
     assert_eq!(unresolved, 0, "events the merger never finished");
     assert_eq!(on_no_profile, 0, "events on no profile");
 

@@ -227,7 +227,12 @@ impl Summary {
         let _ = writeln!(
             s,
             "  sent        {} deliveries for {} events: {} accepted ({} already stored), {} refused, {} requests retried",
-            self.deliveries, self.events, self.accepted, self.duplicates, self.rejected, self.retries
+            self.deliveries,
+            self.events,
+            self.accepted,
+            self.duplicates,
+            self.rejected,
+            self.retries
         );
         let by: Vec<String> = self
             .by_source
