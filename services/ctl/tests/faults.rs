@@ -91,12 +91,17 @@ fn postgres_down() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// The senders' longest pause between two attempts (`ctl demo`'s back-off cap).
+const SENDER_MAX_PAUSE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Each fault is watched for at least this long from its start.
+const OBSERVE: Duration = Duration::from_secs(20);
+
 /// One sample of the pipeline's backlog: events received but not yet through the
 /// merger, and the age of the oldest of them.
 #[derive(Clone, Copy)]
 struct Sample {
     at: Instant,
-    raw: i64,
     backlog: i64,
     oldest_secs: f64,
 }
@@ -114,18 +119,17 @@ impl Sampler {
         let sink = samples.clone();
         let task = tokio::spawn(async move {
             loop {
-                let row: Result<(i64, i64, f64), _> = sqlx::query_as(
-                    "SELECT (SELECT count(*) FROM customer_raw_event), count(*), \
+                let row: Result<(i64, f64), _> = sqlx::query_as(
+                    "SELECT count(*), \
                             COALESCE(EXTRACT(EPOCH FROM now() - min(r.received_at))::float8, 0) \
                      FROM customer_raw_event r WHERE NOT EXISTS (SELECT 1 FROM normalized_event n \
                          WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
                 )
                 .fetch_one(&db)
                 .await;
-                if let Ok((raw, backlog, oldest_secs)) = row {
+                if let Ok((backlog, oldest_secs)) = row {
                     sink.lock().unwrap().push(Sample {
                         at: Instant::now(),
-                        raw,
                         backlog,
                         oldest_secs,
                     });
@@ -184,7 +188,13 @@ struct Cost {
     worst_delay_secs: f64,
     /// The same in the ten seconds before the fault: the steady state.
     steady_delay_secs: f64,
-    /// Events received from the fault's start until drained: the load went on.
+    /// The longest time ingest stored nothing, from the fault's start until drained
+    /// (a sender-side delay: what it could not store, the senders held and retried).
+    ingest_gap_secs: f64,
+    /// The same in the ten seconds before the fault.
+    steady_gap_secs: f64,
+    /// Events received from the fault's start until drained (at least `OBSERVE`): the
+    /// load went on.
     received: i64,
 }
 
@@ -254,7 +264,10 @@ impl Rig {
         self.all_ready().await;
         let name = fault.to_string();
         let name = name.as_str();
+        let fault_refuses_deliveries =
+            matches!(fault, Fault::Kill("ingest") | Fault::PostgresDown(_));
         let started = Instant::now();
+        let started_wall = Utc::now();
         eprintln!("faults: {name}");
         match fault {
             Fault::Kill(service) => kill_service(self, service).await,
@@ -275,40 +288,106 @@ impl Rig {
         }
         let over = Instant::now();
         let over_wall = Utc::now();
-        self.drained_up_to(over_wall, name).await;
+        // A fault that refuses deliveries leaves requests held by their senders, which
+        // retry within their longest pause: the fault's events are all in once ingest
+        // stores again and that pause has passed.
+        let cutoff = if fault_refuses_deliveries {
+            let resumed = self.first_received_after(over_wall).await;
+            let cutoff = resumed + SENDER_MAX_PAUSE;
+            let wait = (cutoff - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            cutoff
+        } else {
+            over_wall
+        };
+        self.drained_up_to(cutoff, name).await;
         let drained = Instant::now();
         let dead = self.dead_letters().await;
         assert!(
             dead.iter().all(|(_, n)| *n == 0),
             "dead letters after {name}: {dead:?}"
         );
+        // Watch at least OBSERVE from the start, so the load is seen going on.
+        tokio::time::sleep((started + OBSERVE).saturating_duration_since(Instant::now())).await;
+        let ended_wall = Utc::now();
         let during = self.sampler.between(started, drained);
         let before = self
             .sampler
             .between(started - Duration::from_secs(10), started);
         let worst = |s: &[Sample]| s.iter().map(|s| s.oldest_secs).fold(0.0, f64::max);
-        let received = match (during.first(), during.last()) {
-            (Some(a), Some(b)) => b.raw - a.raw,
-            _ => 0,
-        };
+        let steady_from = started_wall - chrono::Duration::seconds(10);
         let cost = Cost {
             fault: name.to_owned(),
             outage: over - started,
             drained_after: drained - over,
             worst_delay_secs: worst(&during),
             steady_delay_secs: worst(&before),
-            received,
+            ingest_gap_secs: self.longest_gap(started_wall, ended_wall).await,
+            steady_gap_secs: self.longest_gap(steady_from, started_wall).await,
+            received: self.received(started_wall, ended_wall).await,
         };
         eprintln!(
-            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), {} events received meanwhile, backlog at worst {}",
+            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), nothing stored for {:.1} s (steady {:.1} s), {} events received in {:.0} s, backlog at worst {}",
             cost.outage.as_secs_f64(),
             cost.drained_after.as_secs_f64(),
             cost.worst_delay_secs,
             cost.steady_delay_secs,
+            cost.ingest_gap_secs,
+            cost.steady_gap_secs,
             cost.received,
+            started.elapsed().as_secs_f64(),
             during.iter().map(|s| s.backlog).max().unwrap_or(0),
         );
         cost
+    }
+
+    /// When ingest first stored an event after `after`.
+    async fn first_received_after(&self, after: DateTime<Utc>) -> DateTime<Utc> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let first: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
+                "SELECT min(received_at) FROM customer_raw_event WHERE received_at >= $1",
+            )
+            .bind(after)
+            .fetch_one(&self.db)
+            .await;
+            if let Ok(Some(at)) = first {
+                return at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest stored nothing for 300 s after the fault"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The longest time between two stored events (or the window's ends) in a window.
+    async fn longest_gap(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(max(EXTRACT(EPOCH FROM gap))::float8, 0) FROM ( \
+                 SELECT t - lag(t) OVER (ORDER BY t) AS gap FROM ( \
+                     SELECT received_at AS t FROM customer_raw_event \
+                     WHERE received_at BETWEEN $1 AND $2 \
+                     UNION ALL SELECT $1 UNION ALL SELECT $2) times) gaps",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
+    /// Events stored in a window.
+    async fn received(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM customer_raw_event WHERE received_at BETWEEN $1 AND $2",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
     }
 }
 
@@ -323,14 +402,60 @@ async fn kill_service(rig: &mut Rig, service: &str) {
             .map(|(pid, _)| pid)
     };
     let victim = child(rig).unwrap_or_else(|| panic!("ctl up runs {service}"));
+    // A consumer dies with a batch in hand when it can: that is the case that costs.
+    let in_hand = match consumed_by(service) {
+        Some(topic) => batch_in_hand(rig, topic, service, victim).await,
+        None => false,
+    };
     process::send(victim, Signal::SIGKILL).unwrap();
     let replacement = test_support::eventually(60, &format!("{service} to be restarted"), || {
         let pid = child(rig).filter(|p| *p != victim);
         async move { pid }
     })
     .await;
-    eprintln!("faults: {service} (pid {victim}) killed, restarted as pid {replacement}");
+    eprintln!(
+        "faults: {service} (pid {victim}) killed{}, restarted as pid {replacement}",
+        if in_hand { " with a batch in hand" } else { "" }
+    );
     process::wait_ready(&rig.urls[service], 120).await;
+}
+
+/// The topic a service consumes, under a group named after it.
+fn consumed_by(service: &str) -> Option<streams::Topic> {
+    match service {
+        "normalizer" => Some(streams::Topic::EventsRaw),
+        "identity-merger" => Some(streams::Topic::EventsNormalized),
+        "ml-inference" => Some(streams::Topic::PredictionsRequests),
+        _ => None,
+    }
+}
+
+/// Waits (up to 15 s) until process `pid`'s consumer holds pending entries of `topic`
+/// in group `group`; whether it did.
+async fn batch_in_hand(rig: &Rig, topic: streams::Topic, group: &str, pid: u32) -> bool {
+    let client = redis::Client::open(rig.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let marker = format!("-{pid}-");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let summary: redis::RedisResult<redis::streams::StreamPendingReply> =
+            redis::cmd("XPENDING")
+                .arg(topic.key(&rig.prefix))
+                .arg(group)
+                .query_async(&mut conn)
+                .await;
+        if let Ok(redis::streams::StreamPendingReply::Data(data)) = summary {
+            if data
+                .consumers
+                .iter()
+                .any(|c| c.name.contains(&marker) && c.pending > 0)
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 fn read_json(path: &std::path::Path) -> Value {
@@ -559,17 +684,19 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
         summary["retries"]
     );
     eprintln!(
-        "faults: | fault | over after | drained after it | oldest unfinished event (steady) | events received meanwhile |"
+        "faults: | fault | over after | drained after it | oldest unfinished event (steady) | nothing stored for (steady) | events received | lost |"
     );
-    eprintln!("faults: |---|---|---|---|---|");
+    eprintln!("faults: |---|---|---|---|---|---|---|");
     for c in &costs {
         eprintln!(
-            "faults: | {} | {:.1} s | {:.1} s | {:.1} s ({:.1} s) | {} |",
+            "faults: | {} | {:.1} s | {:.1} s | {:.1} s ({:.1} s) | {:.1} s ({:.1} s) | {} | 0 |",
             c.fault,
             c.outage.as_secs_f64(),
             c.drained_after.as_secs_f64(),
             c.worst_delay_secs,
             c.steady_delay_secs,
+            c.ingest_gap_secs,
+            c.steady_gap_secs,
             c.received
         );
     }
