@@ -442,6 +442,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
             timeout: Duration::from_secs(args.drain_timeout),
             stall: Duration::from_secs(args.stall_secs),
             max_republish: 3,
+            redis_url: settings.redis_url.as_str().to_owned(),
         },
     )
     .await?;

@@ -6,8 +6,8 @@
 //! 1. every service is killed with SIGKILL mid-load (the supervisor restarts it);
 //! 2. Postgres is stopped for `FAULTS_POSTGRES_DOWN_SECS` (60 s; 20 s when `CI` is
 //!    set) and started again;
-//! 3. Redis is killed and started again empty (everything it held is lost), and the
-//!    operator runs `ctl republish` as docs/runbook.md says.
+//! 3. Redis is killed and started again empty 5 s later (everything it held is lost),
+//!    and the operator runs `ctl republish` as docs/runbook.md says.
 //!
 //! After each fault, every event received before it ended is normalised and attached
 //! by the merger, and no dead-letter stream has an entry. Once the load is over, every
@@ -94,8 +94,15 @@ fn postgres_down() -> Duration {
 /// The senders' longest pause between two attempts (`ctl demo`'s back-off cap).
 const SENDER_MAX_PAUSE: chrono::Duration = chrono::Duration::seconds(5);
 
-/// Each fault is watched for at least this long from its start.
+/// Each fault is watched for at least this long from its start...
 const OBSERVE: Duration = Duration::from_secs(20);
+
+/// ... and this long after its backlog drained: the steady state the next fault's
+/// figures are compared with is the ten seconds before it.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// How long Redis stays away before it starts again, empty (a restart's seconds).
+const REDIS_DOWN: Duration = Duration::from_secs(5);
 
 /// One sample of the pipeline's backlog: events received but not yet through the
 /// merger, and the age of the oldest of them.
@@ -163,7 +170,7 @@ enum Fault {
     Kill(&'static str),
     /// Postgres stopped (fast shutdown) for this long, then started again.
     PostgresDown(Duration),
-    /// Redis killed and started again empty, then `ctl republish`.
+    /// Redis killed, started again empty `REDIS_DOWN` later, then `ctl republish`.
     RedisWiped,
 }
 
@@ -172,7 +179,11 @@ impl std::fmt::Display for Fault {
         match self {
             Self::Kill(service) => write!(f, "kill -9 {service}"),
             Self::PostgresDown(d) => write!(f, "Postgres stopped for {} s", d.as_secs()),
-            Self::RedisWiped => f.write_str("Redis killed and restarted empty"),
+            Self::RedisWiped => write!(
+                f,
+                "Redis killed, restarted empty after {} s",
+                REDIS_DOWN.as_secs()
+            ),
         }
     }
 }
@@ -188,8 +199,9 @@ struct Cost {
     worst_delay_secs: f64,
     /// The same in the ten seconds before the fault: the steady state.
     steady_delay_secs: f64,
-    /// The longest time ingest stored nothing, from the fault's start until drained
-    /// (a sender-side delay: what it could not store, the senders held and retried).
+    /// The longest time between two accepted events' arrivals (`received_at`), from
+    /// the fault's start until watched: what ingest could not take, the senders held
+    /// and retried.
     ingest_gap_secs: f64,
     /// The same in the ten seconds before the fault.
     steady_gap_secs: f64,
@@ -278,6 +290,7 @@ impl Rig {
             }
             Fault::RedisWiped => {
                 self.redis.kill();
+                tokio::time::sleep(REDIS_DOWN).await;
                 self.redis.start_again().await;
                 // The runbook's step after Redis lost data.
                 let ctl = env!("CARGO_BIN_EXE_ctl");
@@ -307,8 +320,10 @@ impl Rig {
             dead.iter().all(|(_, n)| *n == 0),
             "dead letters after {name}: {dead:?}"
         );
-        // Watch at least OBSERVE from the start, so the load is seen going on.
-        tokio::time::sleep((started + OBSERVE).saturating_duration_since(Instant::now())).await;
+        // Watch at least OBSERVE from the start, so the load is seen going on, and
+        // SETTLE after the drain, so the next fault starts from a steady state.
+        let watch_until = (started + OBSERVE).max(drained + SETTLE);
+        tokio::time::sleep(watch_until.saturating_duration_since(Instant::now())).await;
         let ended_wall = Utc::now();
         let during = self.sampler.between(started, drained);
         let before = self
@@ -327,7 +342,7 @@ impl Rig {
             received: self.received(started_wall, ended_wall).await,
         };
         eprintln!(
-            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), nothing stored for {:.1} s (steady {:.1} s), {} events received in {:.0} s, backlog at worst {}",
+            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), longest gap between arrivals {:.1} s (steady {:.1} s), {} events received in {:.0} s, backlog at worst {}",
             cost.outage.as_secs_f64(),
             cost.drained_after.as_secs_f64(),
             cost.worst_delay_secs,
@@ -684,7 +699,7 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
         summary["retries"]
     );
     eprintln!(
-        "faults: | fault | over after | drained after it | oldest unfinished event (steady) | nothing stored for (steady) | events received | lost |"
+        "faults: | fault | over after | drained after it | oldest unfinished event (steady) | longest gap between arrivals (steady) | events received | lost |"
     );
     eprintln!("faults: |---|---|---|---|---|---|---|");
     for c in &costs {

@@ -7,6 +7,9 @@
 //! dead-letter stream; they count as settled (the summary reports them) so a poisoned
 //! event cannot make the wait endless.
 //!
+//! A failed or hanging read (Redis or Postgres restarting) is retried every second, on
+//! a new Redis connection, until the timeout.
+//!
 //! When nothing moves for a while although work remains, stream entries were lost (a
 //! Redis wipe or restart): the wait re-drives the unfinished events from Postgres
 //! ([`crate::republish`]) and carries on, at most a few times.
@@ -139,7 +142,14 @@ pub struct DrainOptions {
     pub stall: Duration,
     /// At most this many re-drives.
     pub max_republish: u32,
+    /// Redis, to connect again when the connection stops answering (a restarted Redis
+    /// can leave it hanging).
+    pub redis_url: String,
 }
+
+/// How long one read of the pipeline's state may take before the connection is
+/// given up and opened again.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The drained pipeline and how many re-drives it took.
 #[derive(Debug, Clone)]
@@ -161,17 +171,44 @@ pub async fn wait(db: &PgPool, streams: &Streams, opts: &DrainOptions) -> anyhow
     let mut republished = 0;
     let mut confirmed = false;
     let mut counted: Option<(Instant, Counts)> = None;
+    let mut reconnected: Option<Streams> = None;
     loop {
         // Redis every second; Postgres when nothing is in flight (the pipeline may be
         // drained, or entries were lost) or every COUNT_EVERY, so the wait does not
         // compete with the merger for Postgres.
-        let topics = topics(streams).await?;
-        let counts = match counted {
-            Some((at, c)) if in_flight(&topics) > 0 && at.elapsed() < COUNT_EVERY => c,
-            _ => {
-                let c = counts(db).await?;
-                counted = Some((Instant::now(), c));
-                c
+        // Redis or Postgres going away (restarted, failed over) is waited out like any
+        // other stall, on a new Redis connection once one failed.
+        let current = reconnected.as_ref().unwrap_or(streams);
+        let read = async {
+            let topics = topics(current).await?;
+            let counts = match counted {
+                Some((at, c)) if in_flight(&topics) > 0 && at.elapsed() < COUNT_EVERY => c,
+                _ => {
+                    let c = counts(db).await?;
+                    counted = Some((Instant::now(), c));
+                    c
+                }
+            };
+            anyhow::Ok((topics, counts))
+        };
+        let read = tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {READ_TIMEOUT:?}")));
+        let (topics, counts) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                anyhow::ensure!(
+                    started.elapsed() < opts.timeout,
+                    "the pipeline did not drain within {:?}: {e:#}",
+                    opts.timeout
+                );
+                eprintln!("demo: draining — {e:#}; connecting to Redis again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let fresh = Streams::connect(&opts.redis_url, streams.prefix(), streams.maxlen());
+                if let Ok(Ok(fresh)) = tokio::time::timeout(READ_TIMEOUT, fresh).await {
+                    reconnected = Some(fresh);
+                }
+                continue;
             }
         };
         let snap = snapshot_of(counts, topics);
@@ -232,5 +269,44 @@ pub async fn wait(db: &PgPool, streams: &Streams, opts: &DrainOptions) -> anyhow
             snap.in_flight()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use test_support::TestEnv;
+    use test_support::servers::PrivateRedis;
+
+    use super::*;
+
+    /// Regression: the wait gave up with "broken pipe" when Redis restarted under it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wait_rides_out_a_redis_restart() {
+        let env = TestEnv::new().await;
+        let mut redis = PrivateRedis::start().await;
+        let streams = Streams::connect(&redis.url(), env.prefix(), 1_000)
+            .await
+            .unwrap();
+        redis.kill();
+        let opts = DrainOptions {
+            timeout: Duration::from_secs(60),
+            stall: Duration::from_secs(60),
+            max_republish: 0,
+            redis_url: redis.url(),
+        };
+        let restart = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            redis.start_again().await;
+            redis
+        });
+        let drained = wait(&env.db, &streams, &opts).await;
+        let _redis = restart.await.unwrap();
+        let drained = drained.expect("the wait outlasts Redis being away");
+        assert_eq!(drained.snapshot.raw, 0);
+        assert!(
+            drained.waited >= Duration::from_millis(1_500),
+            "it waited for Redis to come back: {:?}",
+            drained.waited
+        );
     }
 }
