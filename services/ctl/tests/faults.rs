@@ -341,6 +341,15 @@ impl Rig {
             steady_gap_secs: self.longest_gap(steady_from, started_wall).await,
             received: self.received(started_wall, ended_wall).await,
         };
+        if cost.ingest_gap_secs > cost.outage.as_secs_f64() + 30.0 {
+            eprintln!(
+                "faults: NOTE: after `{name}` ingest accepted nothing for {:.0} s, far longer \
+                 than the fault lasted ({:.0} s): senders had to hold and retry that long \
+                 (see docs/reliability.md, known limits)",
+                cost.ingest_gap_secs,
+                cost.outage.as_secs_f64()
+            );
+        }
         eprintln!(
             "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), longest gap between arrivals {:.1} s (steady {:.1} s), {} events received in {:.0} s, backlog at worst {}",
             cost.outage.as_secs_f64(),
