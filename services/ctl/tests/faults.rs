@@ -468,14 +468,13 @@ async fn batch_in_hand(rig: &Rig, topic: streams::Topic, group: &str, pid: u32) 
                 .arg(group)
                 .query_async(&mut conn)
                 .await;
-        if let Ok(redis::streams::StreamPendingReply::Data(data)) = summary {
-            if data
+        if let Ok(redis::streams::StreamPendingReply::Data(data)) = summary
+            && data
                 .consumers
                 .iter()
                 .any(|c| c.name.contains(&marker) && c.pending > 0)
-            {
-                return true;
-            }
+        {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
