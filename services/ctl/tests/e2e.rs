@@ -18,41 +18,22 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::PgPool;
 use test_support::TestEnv;
 use test_support::process::{self, Process};
 use uuid::Uuid;
 
-const SERVICES: [(&str, &str); 6] = [
-    ("api-gateway", "API_GATEWAY_BIND"),
-    ("ingest", "INGEST_BIND"),
-    ("normalizer", "NORMALIZER_BIND"),
-    ("identity-merger", "IDENTITY_MERGER_BIND"),
-    ("ml-inference", "ML_INFERENCE_BIND"),
-    ("automations", "AUTOMATIONS_BIND"),
-];
+mod fleet_brand;
 
-/// The brand: 150 people over ten months (~9,400 deliveries), small enough for a debug
-/// build and large enough for every source, merges, review items and models to train.
-/// Seed 11 is representative: through the engine alone its events score precision
-/// 0.9992 and recall 0.9736, against 0.9989 and 0.9762 on the identity issue's default
-/// 750-person scenario (small brands vary with the seed, from about 0.96 to 0.98 recall).
-const DEMO_ARGS: [&str; 12] = [
-    "--customers",
-    "150",
-    "--months",
-    "10",
-    "--seed",
-    "11",
-    "--end",
-    "2026-11-01",
-    "--whatsapp-days",
-    "120",
-    "--stall-secs",
-    "20",
-];
+use fleet_brand::{BRAND_ARGS, SERVICES};
+
+/// The brand, and how long `ctl demo` waits before re-driving after the wipe.
+fn demo_args() -> Vec<&'static str> {
+    let mut args = BRAND_ARGS.to_vec();
+    args.extend(["--stall-secs", "20"]);
+    args
+}
 
 /// Events normalised before Redis is wiped: well into the load, well before its end.
 const WIPE_AFTER_EVENTS: i64 = 2_500;
@@ -91,14 +72,6 @@ fn read_truth(path: &std::path::Path) -> Truth {
         .collect();
     let orders = json["orders"].as_array().expect("orders").clone();
     Truth { events, orders }
-}
-
-fn decimal(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => s.parse().unwrap(),
-        Value::Number(n) => n.to_string().parse().unwrap(),
-        other => panic!("not a decimal: {other}"),
-    }
 }
 
 /// Live profile of each stored event, by `(source, key)`; `None` for events on no profile.
@@ -153,14 +126,7 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
     ])
     .await;
     let mut vars = env.process_vars();
-    let mut urls = HashMap::new();
-    for (service, bind_var) in SERVICES {
-        let port = process::free_port();
-        vars.push((bind_var.to_owned(), format!("127.0.0.1:{port}")));
-        urls.insert(service, format!("http://127.0.0.1:{port}"));
-    }
-    // Twilio signs the public URL: here it is ingest's own.
-    vars.push(("PUBLIC_BASE_URL".into(), urls["ingest"].clone()));
+    let urls = fleet_brand::bind_services(&mut vars);
     let ctl = env!("CARGO_BIN_EXE_ctl");
     let _fleet = Process::spawn(ctl, &["up"], &vars);
     for url in urls.values() {
@@ -172,7 +138,7 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
     let truth_path = dir.join("truth.json");
     let summary_path = dir.join("summary.json");
     let mut args: Vec<String> = vec!["demo".into()];
-    args.extend(DEMO_ARGS.iter().map(|s| (*s).to_owned()));
+    args.extend(demo_args().into_iter().map(str::to_owned));
     args.extend([
         "--truth".into(),
         truth_path.display().to_string(),
@@ -236,37 +202,7 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
     assert_eq!(normalized, raw, "every raw event normalised exactly once");
 
     // Orders: exact totals, cancellations and refunds.
-    let orders: HashMap<(String, String), (Decimal, String, Decimal)> =
-        sqlx::query_as::<_, (String, String, Decimal, String, Decimal)>(
-            "SELECT source, external_order_id, total, status, refunded_total FROM orders",
-        )
-        .fetch_all(&env.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(s, id, total, status, refunded)| ((s, id), (total, status, refunded)))
-        .collect();
-    assert_eq!(
-        orders.len(),
-        truth.orders.len(),
-        "one order row per order sent"
-    );
-    for o in &truth.orders {
-        let key = (
-            o["source"].as_str().unwrap().to_owned(),
-            o["order_id"].as_str().unwrap().to_owned(),
-        );
-        let (total, status, refunded) = orders
-            .get(&key)
-            .unwrap_or_else(|| panic!("order {key:?} missing"));
-        assert_eq!(*total, decimal(&o["total"]), "total of {key:?}");
-        assert_eq!(*refunded, decimal(&o["refunded"]), "refunds of {key:?}");
-        assert_eq!(
-            status == "cancelled",
-            o["cancelled"].as_bool().unwrap(),
-            "status of {key:?}: {status}"
-        );
-    }
+    fleet_brand::assert_orders_exact(&env.db, &truth.orders).await;
 
     // Identity quality against the truth (events on no profile count as singletons).
     let mut unattributed = 0;

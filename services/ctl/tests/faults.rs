@@ -29,41 +29,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use test_support::process::{self, Process, Signal};
 use test_support::servers::{PrivatePostgres, PrivateRedis};
 
-const SERVICES: [(&str, &str); 5] = [
-    ("ingest", "INGEST_BIND"),
-    ("normalizer", "NORMALIZER_BIND"),
-    ("identity-merger", "IDENTITY_MERGER_BIND"),
-    ("ml-inference", "ML_INFERENCE_BIND"),
-    ("api-gateway", "API_GATEWAY_BIND"),
-];
+mod fleet_brand;
 
-/// The brand of the end-to-end test (150 people, ~9,400 deliveries), sent at a steady
-/// rate long enough to outlast every fault. Seed and end as there, so the identity
-/// figures can be held to the same goals.
-const DEMO_ARGS: [&str; 14] = [
-    "--customers",
-    "150",
-    "--months",
-    "10",
-    "--seed",
-    "11",
-    "--end",
-    "2026-11-01",
-    "--whatsapp-days",
-    "120",
+use fleet_brand::{BRAND_ARGS, SERVICES};
+
+/// `ctl demo`'s arguments besides the brand: no training, and no re-drive of its own.
+const LOAD_ARGS: [&str; 5] = [
     "--no-train",
     // The test re-drives after the Redis wipe itself, as an operator would: the
     // demo's own re-drive on a stall must not hide a loss.
     "--stall-secs",
     "3600",
     "--concurrency",
+    "8",
 ];
 
 /// Deliveries per second of the load (`FAULTS_RATE`, default 30): ~9,400 deliveries
@@ -210,6 +194,23 @@ struct Cost {
     received: i64,
 }
 
+impl Cost {
+    /// The cost as a row of docs/reliability.md's table.
+    fn row(&self) -> String {
+        format!(
+            "| {} | {:.1} s | {:.1} s | {:.1} s ({:.1} s) | {:.1} s ({:.1} s) | {} | 0 |",
+            self.fault,
+            self.outage.as_secs_f64(),
+            self.drained_after.as_secs_f64(),
+            self.worst_delay_secs,
+            self.steady_delay_secs,
+            self.ingest_gap_secs,
+            self.steady_gap_secs,
+            self.received
+        )
+    }
+}
+
 /// The fleet under test and the handles to hurt it.
 /// (Fields drop in order: the fleet stops before its servers do.)
 struct Rig {
@@ -351,16 +352,9 @@ impl Rig {
             );
         }
         eprintln!(
-            "faults: {name}: over after {:.1} s, drained {:.1} s later, oldest unfinished event {:.1} s (steady {:.1} s), longest gap between arrivals {:.1} s (steady {:.1} s), {} events received in {:.0} s, backlog at worst {}",
-            cost.outage.as_secs_f64(),
-            cost.drained_after.as_secs_f64(),
-            cost.worst_delay_secs,
-            cost.steady_delay_secs,
-            cost.ingest_gap_secs,
-            cost.steady_gap_secs,
-            cost.received,
-            started.elapsed().as_secs_f64(),
-            during.iter().map(|s| s.backlog).max().unwrap_or(0),
+            "faults: {} (backlog at worst {} events)",
+            cost.row(),
+            during.iter().map(|s| s.backlog).max().unwrap_or(0)
         );
         cost
     }
@@ -485,14 +479,6 @@ fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("the demo wrote it")).expect("JSON")
 }
 
-fn decimal(v: &Value) -> Decimal {
-    match v {
-        Value::String(s) => s.parse().unwrap(),
-        Value::Number(n) => n.to_string().parse().unwrap(),
-        other => panic!("not a decimal: {other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_event_survives_killed_services_and_restarted_postgres_and_redis() {
     for (service, _) in SERVICES {
@@ -534,13 +520,7 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
             vars.push((inherited.to_owned(), v));
         }
     }
-    let mut urls = HashMap::new();
-    for (service, bind_var) in SERVICES {
-        let port = process::free_port();
-        vars.push((bind_var.to_owned(), format!("127.0.0.1:{port}")));
-        urls.insert(service, format!("http://127.0.0.1:{port}"));
-    }
-    vars.push(("PUBLIC_BASE_URL".into(), urls["ingest"].clone()));
+    let urls = fleet_brand::bind_services(&mut vars);
     let ctl = env!("CARGO_BIN_EXE_ctl");
     let fleet = Process::spawn(ctl, &["up"], &vars);
     let mut rig = Rig {
@@ -559,9 +539,8 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
     let truth_path = dir.path().join("truth.json");
     let summary_path = dir.path().join("summary.json");
     let mut args: Vec<String> = vec!["demo".into()];
-    args.extend(DEMO_ARGS.iter().map(|s| (*s).to_owned()));
+    args.extend(BRAND_ARGS.iter().chain(&LOAD_ARGS).map(|s| (*s).to_owned()));
     args.extend([
-        "8".into(),
         "--rate".into(),
         rate().to_string(),
         // A request is retried for about three minutes: longer than any fault here.
@@ -667,32 +646,7 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
     assert_eq!(on_no_profile, 0, "events on no profile");
 
     // Orders: exact totals, cancellations and refunds.
-    let orders: HashMap<(String, String), (Decimal, String, Decimal)> =
-        sqlx::query_as::<_, (String, String, Decimal, String, Decimal)>(
-            "SELECT source, external_order_id, total, status, refunded_total FROM orders",
-        )
-        .fetch_all(&rig.db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(s, id, total, status, refunded)| ((s, id), (total, status, refunded)))
-        .collect();
-    let truth_orders = truth["orders"].as_array().unwrap();
-    assert_eq!(orders.len(), truth_orders.len(), "one row per order sent");
-    for o in truth_orders {
-        let key = (
-            o["source"].as_str().unwrap().to_owned(),
-            o["order_id"].as_str().unwrap().to_owned(),
-        );
-        let (total, status, refunded) = &orders[&key];
-        assert_eq!(*total, decimal(&o["total"]), "total of {key:?}");
-        assert_eq!(*refunded, decimal(&o["refunded"]), "refunds of {key:?}");
-        assert_eq!(
-            status == "cancelled",
-            o["cancelled"].as_bool().unwrap(),
-            "status of {key:?}: {status}"
-        );
-    }
+    fleet_brand::assert_orders_exact(&rig.db, truth["orders"].as_array().unwrap()).await;
 
     // The right profiles: the identity goals hold as without faults.
     let precision = summary["quality"]["precision"].as_f64().unwrap();
@@ -711,16 +665,6 @@ async fn every_accepted_event_survives_killed_services_and_restarted_postgres_an
     );
     eprintln!("faults: |---|---|---|---|---|---|---|");
     for c in &costs {
-        eprintln!(
-            "faults: | {} | {:.1} s | {:.1} s | {:.1} s ({:.1} s) | {:.1} s ({:.1} s) | {} | 0 |",
-            c.fault,
-            c.outage.as_secs_f64(),
-            c.drained_after.as_secs_f64(),
-            c.worst_delay_secs,
-            c.steady_delay_secs,
-            c.ingest_gap_secs,
-            c.steady_gap_secs,
-            c.received
-        );
+        eprintln!("faults: {}", c.row());
     }
 }
