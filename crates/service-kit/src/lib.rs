@@ -192,13 +192,13 @@ pub fn handler_error(err: &(dyn std::error::Error + 'static)) -> HandlerError {
     }
 }
 
-/// Opens a managed Redis connection (reconnects on its own after a drop). Errors name
-/// the URL without its password.
+/// Opens a managed Redis connection (reconnects on its own after a drop, within
+/// [`streams::RECONNECT_MAX_DELAY`]). Errors name the URL without its password.
 pub async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
     let shown = || config::redact_url_password(url);
     let client =
         redis::Client::open(url).with_context(|| format!("invalid REDIS_URL {}", shown()))?;
-    redis::aio::ConnectionManager::new(client)
+    streams::managed_connection(client)
         .await
         .with_context(|| format!("connecting to Redis at {}", shown()))
 }

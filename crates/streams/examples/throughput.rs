@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("bench-{}:", uuid::Uuid::new_v4().simple());
     let streams = Streams::connect(&url, prefix.clone(), n * 2).await?;
-    let mut conn = ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+    let mut conn = streams::managed_connection(redis::Client::open(url.as_str())?).await?;
 
     let envs = envelopes(n);
     let bodies: Vec<String> = envs

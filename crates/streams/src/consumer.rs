@@ -216,7 +216,7 @@ async fn reader_connection(
     };
     let mut failures = 0;
     loop {
-        match ConnectionManager::new(client.clone()).await {
+        match crate::managed_connection(client.clone()).await {
             Ok(conn) => return Some((conn, true)),
             Err(e) => {
                 failures += 1;

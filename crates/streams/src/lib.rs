@@ -52,6 +52,7 @@
 //! shutdown). Benchmark: `bench/streams/run.sh` (publish and consume rates against raw
 //! Redis on this machine).
 
+mod connection;
 mod consumer;
 mod dlq;
 mod envelope;
@@ -63,6 +64,9 @@ mod redact;
 mod topic;
 mod wire;
 
+pub use connection::{
+    CONNECT_TIMEOUT, RECONNECT_MAX_DELAY, connection_config, managed_connection,
+};
 pub use consumer::{ConsumerOptions, Delivery, Handler, HandlerError, run_consumer};
 pub use dlq::DeadLetter;
 pub use envelope::{ENVELOPE_VERSION, Envelope};

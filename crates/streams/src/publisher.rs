@@ -82,7 +82,7 @@ impl Streams {
         maxlen: usize,
     ) -> Result<Self, StreamError> {
         let client = redis::Client::open(redis_url)?;
-        let redis = ConnectionManager::new(client.clone()).await?;
+        let redis = crate::managed_connection(client.clone()).await?;
         let mut streams = Self::new(redis, prefix, maxlen);
         streams.client = Some(client);
         Ok(streams)
