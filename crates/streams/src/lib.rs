@@ -64,9 +64,7 @@ mod redact;
 mod topic;
 mod wire;
 
-pub use connection::{
-    CONNECT_TIMEOUT, RECONNECT_MAX_DELAY, connection_config, managed_connection,
-};
+pub use connection::{CONNECT_TIMEOUT, RECONNECT_MAX_DELAY, connection_config, managed_connection};
 pub use consumer::{ConsumerOptions, Delivery, Handler, HandlerError, run_consumer};
 pub use dlq::DeadLetter;
 pub use envelope::{ENVELOPE_VERSION, Envelope};
