@@ -53,6 +53,14 @@ async fn change(db: &PgPool, id: Uuid, spent: Option<i64>, kind: ProfileChangeKi
     tx.commit().await.unwrap();
 }
 
+async fn recomputed_at(db: &PgPool, audience: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT recomputed_at FROM audiences WHERE id = $1")
+        .bind(audience)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 async fn member(db: &PgPool, audience: Uuid, profile: Uuid) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM audience_membership \
@@ -80,7 +88,20 @@ async fn profiles_enter_and_leave_as_their_changes_arrive() {
     let env = TestEnv::with_settings([("AUDIENCE_RECOMPUTE_INTERVAL_SECS", "3600".into())]).await;
     let db = &env.db;
     let audience = big_spenders(db).await;
+    let created = recomputed_at(db, audience).await;
     env.spawn(automations::run).await;
+    // The service recomputes every audience as it starts: let that pass first, so every
+    // entry and exit below is the live path's.
+    for _ in 0..300 {
+        if recomputed_at(db, audience).await > created {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recomputed_at(db, audience).await > created,
+        "no start-up recompute"
+    );
     tokio::spawn(service_kit::profile_changes::run_relay(
         env.context().streams(),
         db.clone(),
