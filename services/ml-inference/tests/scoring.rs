@@ -130,18 +130,22 @@ async fn scores_requested_profiles_and_reloads_when_the_active_model_changes() {
     // (The document is rebuilt after the predictions commit: wait for it.)
     let mut redis = env.redis.clone();
     let key = storage::customer360::cache_key(env.prefix(), buyers[0]);
-    eventually(30, "the cached Customer 360 with the churn prediction", || {
-        let mut redis = redis.clone();
-        let key = key.clone();
-        async move {
-            let doc: Option<String> = redis.get(&key).await.unwrap();
-            let doc: domain::Customer360 = serde_json::from_str(&doc?).unwrap();
-            doc.predictions
-                .iter()
-                .any(|p| p.task == ml::Task::Churn && p.model_version_id == churn.id)
-                .then_some(())
-        }
-    })
+    eventually(
+        30,
+        "the cached Customer 360 with the churn prediction",
+        || {
+            let mut redis = redis.clone();
+            let key = key.clone();
+            async move {
+                let doc: Option<String> = redis.get(&key).await.unwrap();
+                let doc: domain::Customer360 = serde_json::from_str(&doc?).unwrap();
+                doc.predictions
+                    .iter()
+                    .any(|p| p.task == ml::Task::Churn && p.model_version_id == churn.id)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let features: Option<String> = redis
         .get(ml::store::feature_key(env.prefix(), buyers[1]))
