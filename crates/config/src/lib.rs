@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 pub mod api;
+pub mod automations;
 mod connection_url;
 pub mod identity;
 pub mod ingest;
@@ -127,6 +128,9 @@ pub struct Settings {
     /// API gateway, authentication and CRM settings.
     #[serde(flatten)]
     pub api: api::ApiSettings,
+    /// Automations settings (time zone, quiet hours, caps, senders).
+    #[serde(flatten)]
+    pub automations: automations::AutomationSettings,
 }
 
 #[derive(Serialize)]
@@ -214,6 +218,9 @@ impl Settings {
             .merge(Serialized::defaults(identity::IdentitySettings::defaults()))
             .merge(Serialized::defaults(ml::MlSettings::defaults()))
             .merge(Serialized::defaults(api::ApiSettings::defaults()))
+            .merge(Serialized::defaults(
+                automations::AutomationSettings::defaults(),
+            ))
             .merge(overlay)
             .extract()
             .map_err(|e| SettingsError(Box::new(e)))

@@ -19,6 +19,7 @@ mod names;
 
 pub mod api;
 pub mod audience;
+pub mod automation;
 pub mod event;
 pub mod identifier;
 pub mod order_write;

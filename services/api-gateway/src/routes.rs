@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 pub use crate::auth::Access;
 use crate::auth::{Guard, guard};
 use crate::handlers::{
-    audiences, auth as auth_h, imports, integrations, merges, models, overview, profiles, streams,
+    audiences, auth as auth_h, automations, imports, integrations, merges, models, overview, profiles, streams,
     users,
 };
 use crate::state::AppState;
@@ -289,6 +289,19 @@ pub fn build(state: AppState) -> Api {
         .add(analyst, routes!(audiences::delete_audience))
         .add(viewer, routes!(audiences::audience_members))
         .add(admin, routes!(audiences::export_audience))
+        // Automations.
+        .add(viewer, routes!(automations::list_automations))
+        .add(analyst, routes!(automations::create_automation))
+        .add(viewer, routes!(automations::all_sends))
+        .add(analyst, routes!(automations::dry_run_spec))
+        .add(viewer, routes!(automations::get_automation))
+        .add(analyst, routes!(automations::update_automation))
+        .add(analyst, routes!(automations::delete_automation))
+        .add(analyst, routes!(automations::enable_automation))
+        .add(analyst, routes!(automations::dry_run_automation))
+        .add(viewer, routes!(automations::automation_runs))
+        .add(viewer, routes!(automations::automation_sends))
+        .add(viewer, routes!(automations::automation_results))
         // Streams.
         .add(viewer, routes!(streams::overview))
         .add(viewer, routes!(streams::live))
@@ -374,6 +387,10 @@ fn describe(doc: &mut OpenApi) {
         (
             "audiences",
             "Saved rules over profiles: size preview, members, CSV export",
+        ),
+        (
+            "automations",
+            "Trigger, wait, conditions, actions with guardrails: kill switch, dry run, runs, sends, results",
         ),
         (
             "streams",

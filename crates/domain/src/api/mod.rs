@@ -20,6 +20,7 @@
 //! - timestamps are RFC 3339 in UTC, money is a JSON number in the row's currency.
 
 pub mod audiences;
+pub mod automations;
 pub mod auth;
 pub mod common;
 pub mod imports;
@@ -32,6 +33,7 @@ pub mod streams;
 pub mod users;
 
 pub use audiences::*;
+pub use automations::*;
 pub use auth::*;
 pub use common::*;
 pub use imports::*;
