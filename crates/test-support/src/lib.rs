@@ -38,6 +38,7 @@ pub mod fuzz;
 pub mod process;
 pub mod seed;
 pub mod servers;
+pub mod twilio;
 
 /// The admin database URL tests create their databases through.
 pub fn admin_database_url() -> String {

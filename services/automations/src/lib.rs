@@ -1,6 +1,7 @@
-//! The automations service: acts on what ConstIntel knows of each profile. Today it
-//! keeps audience membership live; automations themselves (triggers, waits, actions)
-//! build on the membership changes it records.
+//! The automations service: acts on what ConstIntel knows of each profile. It keeps
+//! audience membership live and runs automations (trigger → wait → conditions →
+//! WhatsApp / webhook / list actions, with guardrails; see [`engine`] and
+//! docs/automations.md).
 //!
 //! Runs, until shutdown, in one process:
 //! - a consumer of `profiles.changes` (group `automations`) that re-judges each changed
@@ -12,6 +13,10 @@
 //!   entries, rebuilds, and behaviour windows that elapse without any change (an
 //!   abandoned checkout's hour passing). One replica recomputes at a time (advisory
 //!   lock); the others skip that round;
+//! - the automations engine ([`engine`]): the same `profiles.changes` batches start
+//!   event and churn-label runs; a pass every `AUTOMATION_TICK_MS` (or as soon as a
+//!   run is due) starts audience-entry and schedule runs, acts on due runs, retries
+//!   failed sends and applies Twilio status callbacks;
 //! - the ops endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Replicas share the consumer group, so more replicas share the live load. A profile's
@@ -21,10 +26,11 @@
 //! # Assumptions, running, testing
 //!
 //! Assumes a migrated Postgres and Redis, and the identity merger and ml-inference
-//! publishing `profiles.changes`. Run: `just run automations` (port 9105). Tests: `cargo
-//! nextest run -p automations` (the service on port 0: live entry and exit from
-//! published changes, the periodic recompute, ops endpoints and SIGTERM). Benchmark:
-//! none yet.
+//! publishing `profiles.changes`; Twilio's API at `TWILIO_API_BASE` (`ctl fake-twilio`
+//! serves a local fake for development). Run: `just run automations` (port 9105).
+//! Tests: `cargo nextest run -p automations` (the service on port 0: live entry and
+//! exit from published changes, the periodic recompute, ops endpoints and SIGTERM; the
+//! automations engine against the Twilio fake). Benchmark: `bench/automations`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,12 +48,15 @@ use uuid::Uuid;
 /// The consumer group of every automations replica.
 pub const GROUP: &str = "automations";
 
+pub mod engine;
+
 /// Advisory lock (two-key form) that lets one replica recompute at a time.
 const RECOMPUTE_LOCK: (i32, i32) = (0x4155_4449, 1);
 
 /// Re-judges the profiles of each batch of `profiles.changes` against every audience.
 pub struct ChangeHandler {
     db: PgPool,
+    engine: Arc<engine::Engine>,
 }
 
 #[async_trait::async_trait]
@@ -80,9 +89,23 @@ impl Handler for ChangeHandler {
                 }
             }
         }
+        // Then the runs the changes trigger (events, churn labels), once per occurrence
+        // however often a profile is redelivered.
+        let live: Vec<Uuid> = profiles
+            .iter()
+            .filter(|p| !failed.contains_key(*p))
+            .copied()
+            .collect();
+        let triggers = engine::on_profile_changes(&self.engine, &live).await;
+        if let Err(e) = &triggers {
+            tracing::warn!(error = %e, "starting triggered runs failed; the batch will be redelivered");
+        }
         batch
             .iter()
             .map(|d| {
+                if let Err(e) = &triggers {
+                    return Err(service_kit::handler_error(e));
+                }
                 // Classified like every consumer's errors: an outage is held, not counted.
                 match failed.get(&d.envelope.payload.profile_id) {
                     Some(e) => Err(service_kit::handler_error(e)),
@@ -95,6 +118,12 @@ impl Handler for ChangeHandler {
 
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
+    let engine = Arc::new(engine::Engine::new(ctx.db.clone(), &ctx.settings)?);
+    engine
+        .policy()
+        .check(&ctx.db)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
     // Replicas in one process (tests) need distinct consumer names.
     opts.consumer = format!(
@@ -106,7 +135,10 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         ctx.streams(),
         Topic::ProfileChanges,
         opts,
-        Arc::new(ChangeHandler { db: ctx.db.clone() }),
+        Arc::new(ChangeHandler {
+            db: ctx.db.clone(),
+            engine: engine.clone(),
+        }),
         ctx.shutdown.clone(),
     ));
     let interval = Duration::from_secs(ctx.settings.audience_recompute_interval_secs.max(1));
@@ -115,11 +147,17 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         interval,
         ctx.shutdown.clone(),
     ));
+    let engine_task = tokio::spawn(engine::run(
+        engine,
+        Duration::from_millis(ctx.settings.automations.automation_tick_ms.max(10)),
+        ctx.shutdown.clone(),
+    ));
     let router = service_kit::ops_router(ctx.readiness());
     let served = ctx.serve(listener, router).await;
     ctx.shutdown.cancel();
     consumer.await.context("consumer task")??;
     schedule.await.context("recompute task")?;
+    engine_task.await.context("automations engine task")?;
     served
 }
 
