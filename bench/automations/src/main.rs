@@ -10,6 +10,11 @@
 //! preview`: the count and a sample); and a full recompute of one audience (everyone
 //! entering, then nothing changing). The ceilings: a `count(*)` over the live profiles
 //! and one over the events (each table read once, nothing else).
+//!
+//! With `--latency`, instead: trigger-to-provider-call latency of the automations
+//! engine against the Twilio fake ([`latency`]).
+
+mod latency;
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +39,15 @@ struct Cli {
     /// Previews per rule (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Measure trigger-to-provider-call latency instead (see `latency`).
+    #[arg(long)]
+    latency: bool,
+    /// Triggers offered in the latency run.
+    #[arg(long, default_value_t = 2_000)]
+    triggers: usize,
+    /// Triggers per second in the latency run.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
 }
 
 #[tokio::main]
@@ -43,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
     storage::ensure_database(&settings.database_url).await?;
     let db = storage::connect(&settings.database_url, settings.database_max_connections).await?;
     storage::migrate(&db).await?;
+    if cli.latency {
+        return latency::run(&db, cli.triggers, cli.rate).await;
+    }
     let started = Instant::now();
     seed(&db, cli.profiles).await.context("seeding")?;
     println!(

@@ -40,6 +40,16 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+/// The account SID of the fake the dev fleet runs (`ctl up` without a Twilio account).
+pub const DEV_ACCOUNT_SID: &str = "ACdev00000000000000000000000000000";
+/// The auth token of that fake (it signs status callbacks with it; the demo's Twilio
+/// integration uses it as its secret).
+pub const DEV_AUTH_TOKEN: &str = "constintel-dev-fake-twilio-token";
+/// The WhatsApp sender of the dev fleet (Twilio's sandbox number).
+pub const DEV_FROM: &str = "whatsapp:+14155238886";
+/// Where the dev fleet's fake listens.
+pub const DEV_BIND: &str = "127.0.0.1:9106";
+
 /// One message the fake accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeMessage {
@@ -51,6 +61,8 @@ pub struct FakeMessage {
     pub status: String,
     /// Its error code (63016 outside the window).
     pub error_code: Option<String>,
+    /// When its create request arrived.
+    pub received_at: Instant,
 }
 
 impl FakeMessage {
@@ -221,6 +233,7 @@ async fn create(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    let received_at = Instant::now();
     s.requests.fetch_add(1, Ordering::SeqCst);
     s.arrived.notify_waiters();
     if !authorised(&s, &headers) {
@@ -309,6 +322,7 @@ async fn create(
         form: form.clone(),
         status: "queued".into(),
         error_code: None,
+        received_at,
     };
     s.inner
         .lock()

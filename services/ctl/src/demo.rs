@@ -21,10 +21,15 @@
 //! 6. The brand's two audiences ([`audiences`]: abandoned checkout, high churn risk
 //!    worth winning back) are created if missing and recomputed.
 //!
+//! Before anything is sent, the brand's two automations ([`automations`]: abandoned
+//! checkout reminder, win-back with a control group) are created and enabled, so their
+//! results fill while the demo loads.
+//!
 //! The same seed and end date render the same bytes, and every delivery carries its
 //! deduplication key, so running the demo again stores nothing twice.
 
 mod audiences;
+mod automations;
 mod drain;
 mod render;
 mod send;
@@ -133,11 +138,19 @@ fn local_url(bind: std::net::SocketAddr) -> String {
     format!("http://{host}:{}", bind.port())
 }
 
+/// The secret a new demo integration gets: the Twilio fake's token for Twilio when no
+/// real Twilio account is configured (so the fake's signed callbacks verify), else a
+/// generated one.
+fn own_secret(kind: &str, twilio_configured: bool) -> Option<&'static str> {
+    (kind == "twilio" && !twilio_configured).then_some(messaging::fake::DEV_AUTH_TOKEN)
+}
+
 /// The integrations of the demo: existing `Demo …` ones are reused, the rest created.
 async fn integrations(
     db: &PgPool,
     key: &SecretsKey,
     public_base_url: &str,
+    twilio_configured: bool,
 ) -> anyhow::Result<Endpoints> {
     let existing = storage::integrations::list(db, key).await?;
     let mut by_kind = HashMap::new();
@@ -151,7 +164,9 @@ async fn integrations(
         let found = existing.iter().find(|i| i.kind == kind && i.name == name);
         let integration = match found {
             Some(i) => i.clone(),
-            None => ingestion::integrations::create(db, key, kind, name, None)
+            // The dev fleet's Twilio fake signs status callbacks with its well-known
+            // token: the demo's Twilio integration uses it when no real account is set.
+            None => ingestion::integrations::create(db, key, kind, name, own_secret(kind, twilio_configured))
                 .await
                 .with_context(|| format!("creating the {kind} integration"))?,
         };
@@ -358,7 +373,16 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
         cfg.customers, cfg.months, cfg.end, cfg.seed
     );
     let key = service_kit::secrets_key(settings)?;
-    let ep = integrations(&db, &key, &settings.ingest.public_base_url).await?;
+    let ep = integrations(
+        &db,
+        &key,
+        &settings.ingest.public_base_url,
+        !settings.api.twilio_account_sid.trim().is_empty(),
+    )
+    .await?;
+    for name in automations::ensure(&db).await? {
+        eprintln!("demo: automation {name:?} enabled");
+    }
     let whatsapp_days = args.whatsapp_days;
     let rendered = tokio::task::spawn_blocking(move || {
         let brand = scenario::generate(&cfg);

@@ -56,6 +56,16 @@ enum Command {
     User(user::UserArgs),
     /// Create API tokens for machines (`ctl token create --name N --role R`).
     Token(user::TokenArgs),
+    /// Serve a local fake of Twilio's Messages API (nothing reaches WhatsApp).
+    FakeTwilio(FakeTwilioArgs),
+}
+
+/// `ctl fake-twilio`.
+#[derive(clap::Args)]
+struct FakeTwilioArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = messaging::fake::DEV_BIND)]
+    bind: String,
 }
 
 #[tokio::main]
@@ -96,6 +106,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Republish(args) => republish::run(&settings, args).await?,
         Command::User(args) => user::user(&settings, args).await?,
         Command::Token(args) => user::token(&settings, args).await?,
+        Command::FakeTwilio(args) => {
+            use messaging::fake::{DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, FakeTwilio};
+            let listener = tokio::net::TcpListener::bind(&args.bind)
+                .await
+                .with_context(|| format!("binding {}", args.bind))?;
+            let fake = FakeTwilio::serve(listener, DEV_ACCOUNT_SID, DEV_AUTH_TOKEN).await?;
+            println!(
+                "fake Twilio Messages API at {} (account {DEV_ACCOUNT_SID}); a FAKE: nothing reaches WhatsApp. Ctrl-C stops it.",
+                fake.base
+            );
+            tokio::signal::ctrl_c().await?;
+        }
     }
     Ok(())
 }

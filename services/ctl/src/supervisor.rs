@@ -176,8 +176,13 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         ready: Arc::new(Mutex::new(HashSet::new())),
         all: instances.clone(),
+        env: Arc::new(Vec::new()),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let fleet = Fleet {
+        env: fake_twilio(settings).await?,
+        ..fleet
+    };
     for instance in instances {
         tasks.spawn(fleet.clone().keep_running(instance));
     }
@@ -197,6 +202,37 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
     }
     tracing::info!("fleet stopped");
     Ok(())
+}
+
+/// Without a Twilio account (`TWILIO_ACCOUNT_SID` empty) the fleet's automations send
+/// WhatsApp messages to the local Twilio fake (`messaging::fake`), started here on
+/// `127.0.0.1:9106`: the variables that point the children at it. Nothing reaches
+/// WhatsApp; the log says so.
+async fn fake_twilio(settings: &Settings) -> anyhow::Result<Arc<Vec<(&'static str, String)>>> {
+    use messaging::fake::{DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_BIND, DEV_FROM, FakeTwilio};
+    if !settings.api.twilio_account_sid.trim().is_empty() {
+        return Ok(Arc::new(Vec::new()));
+    }
+    let listener = tokio::net::TcpListener::bind(DEV_BIND)
+        .await
+        .with_context(|| format!("binding the Twilio fake on {DEV_BIND}"))?;
+    let fake = FakeTwilio::serve(listener, DEV_ACCOUNT_SID, DEV_AUTH_TOKEN).await?;
+    tracing::warn!(
+        "TWILIO_ACCOUNT_SID is not set: automations send WhatsApp messages to the local Twilio \
+         fake at {} (nothing reaches WhatsApp)",
+        fake.base
+    );
+    let mut env = vec![
+        ("TWILIO_API_BASE", fake.base.clone()),
+        ("TWILIO_ACCOUNT_SID", DEV_ACCOUNT_SID.to_owned()),
+        ("TWILIO_AUTH_TOKEN", DEV_AUTH_TOKEN.to_owned()),
+    ];
+    if settings.automations.twilio_whatsapp_from.trim().is_empty()
+        && settings.automations.twilio_messaging_service_sid.trim().is_empty()
+    {
+        env.push(("TWILIO_WHATSAPP_FROM", DEV_FROM.to_owned()));
+    }
+    Ok(Arc::new(env))
 }
 
 /// The instances to run: every service once, unless `--replicas` says otherwise.
@@ -257,6 +293,8 @@ struct Fleet {
     /// Labels that have been ready at least once, for the one-time summary.
     ready: Arc<Mutex<HashSet<String>>>,
     all: Vec<Instance>,
+    /// Variables every child gets on top of the supervisor's environment.
+    env: Arc<Vec<(&'static str, String)>>,
 }
 
 impl Fleet {
@@ -297,6 +335,7 @@ impl Fleet {
     /// Runs one process of `instance` until it exits or the fleet stops.
     async fn run_once(&self, instance: &Instance) -> RunEnd {
         let mut command = Command::new(&instance.binary);
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         command
             .env(instance.bind_var, instance.bind.to_string())
             .stdin(Stdio::null())
