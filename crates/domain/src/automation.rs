@@ -239,7 +239,6 @@ pub struct AutomationSpec {
     pub wait: Option<Wait>,
     /// Judged fresh after the wait (an audience rule; none: always).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub conditions: Option<Rule>,
     /// What it does, in order (1–5).
     pub actions: Vec<Action>,

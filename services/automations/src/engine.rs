@@ -704,7 +704,7 @@ async fn call(engine: &Engine, intent: Intent, attempt: i32) -> Result<(), sqlx:
                 intent.id,
                 SendStatus::Failed,
                 None,
-                Some((&code, &message)),
+                Some((code.as_str(), message.as_str())),
                 None,
             )
             .await
@@ -720,7 +720,10 @@ async fn call(engine: &Engine, intent: Intent, attempt: i32) -> Result<(), sqlx:
                     intent.id,
                     SendStatus::Failed,
                     None,
-                    Some((&code, &format!("{message} (after {attempt} attempts)"))),
+                    Some((
+                        code.as_str(),
+                        format!("{message} (after {attempt} attempts)").as_str(),
+                    )),
                     None,
                 )
                 .await
@@ -731,7 +734,7 @@ async fn call(engine: &Engine, intent: Intent, attempt: i32) -> Result<(), sqlx:
                     intent.id,
                     SendStatus::Retrying,
                     None,
-                    Some((&code, &message)),
+                    Some((code.as_str(), message.as_str())),
                     Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()),
                 )
                 .await
@@ -756,7 +759,7 @@ async fn call(engine: &Engine, intent: Intent, attempt: i32) -> Result<(), sqlx:
                 intent.id,
                 status,
                 None,
-                Some(("no_answer", &message)),
+                Some(("no_answer", message.as_str())),
                 next,
             )
             .await
@@ -963,16 +966,16 @@ pub async fn apply_statuses(engine: &Engine) -> Result<usize, sqlx::Error> {
 /// Runs passes until shutdown: triggers, due runs, retries, statuses. Woken early when
 /// a trigger starts a run that is due now.
 pub async fn run(engine: Arc<Engine>, tick: Duration, shutdown: service_kit::CancellationToken) {
-    let mut last_slow = Instant::now() - Duration::from_secs(3600);
+    let mut last_slow: Option<Instant> = None;
     loop {
         let pass = async {
             poll_triggers(&engine).await?;
             // Drain: a full batch means more may be due.
             while process_due(&engine).await? == usize::try_from(CLAIM_BATCH).unwrap_or(0) {}
             sweep_sends(&engine).await?;
-            if last_slow.elapsed() >= Duration::from_secs(1) {
+            if last_slow.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 apply_statuses(&engine).await?;
-                last_slow = Instant::now();
+                last_slow = Some(Instant::now());
             }
             Ok::<(), sqlx::Error>(())
         };
