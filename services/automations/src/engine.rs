@@ -14,9 +14,9 @@
 //!   action is written, status `sending`, in the same transaction that finishes the run.
 //!   Only then is the provider called, and its answer recorded. A send left `sending`
 //!   (the process died between the call and the record) is never resent blindly:
-//!   WhatsApp ones become `unknown` and are reconciled from status callbacks to that
-//!   phone (Twilio has no idempotency key); webhooks are retried with the same
-//!   `X-ConstIntel-Id`, which receivers dedupe on.
+//!   WhatsApp ones become `unknown` (Twilio has no idempotency key) and adopt the
+//!   MessageSid of a status callback to that phone that no send claims, if one comes;
+//!   webhooks are retried with the same `X-ConstIntel-Id`, which receivers dedupe on.
 //! - **Retries.** 429, 5xx and refused connections are retried with exponential
 //!   backoff (honouring `Retry-After`) up to `AUTOMATION_MAX_ATTEMPTS`; other 4xx are
 //!   recorded with the provider's error code and not retried.
@@ -905,6 +905,29 @@ fn lifecycle(status: &str) -> Option<SendStatus> {
 /// Moves open WhatsApp sends along their lifecycle from the status callbacks that
 /// reached ingest (`message_status` events, by MessageSid); returns how many changed.
 pub async fn apply_statuses(engine: &Engine) -> Result<usize, sqlx::Error> {
+    // An `unknown` send (its answer lost) is reconciled when a status callback arrives
+    // for its phone after its intent with a MessageSid no send claims: that SID is its.
+    let adopted = sqlx::query(
+        "UPDATE automation_send s SET provider_id = m.sid, status = 'queued', \
+         accepted_at = s.created_at, updated_at = now(), error_code = NULL, \
+         error_message = 'reconciled from a status callback after the answer was lost' \
+         FROM (SELECT DISTINCT ON (u.id) u.id, e.properties ->> 'message_sid' AS sid \
+               FROM automation_send u JOIN normalized_event e ON e.type = 'message_status' \
+                 AND e.occurred_at >= u.created_at - interval '1 minute' \
+                 AND e.identifiers @> jsonb_build_array(jsonb_build_object('kind', 'phone', \
+                     'value', substr(u.rendered ->> 'to', 10))) \
+                 AND NOT EXISTS (SELECT 1 FROM automation_send o \
+                     WHERE o.provider_id = e.properties ->> 'message_sid') \
+               WHERE u.status = 'unknown' AND u.provider_id IS NULL AND u.channel = 'whatsapp' \
+                 AND u.updated_at > now() - interval '2 days' \
+               ORDER BY u.id, e.occurred_at) m \
+         WHERE s.id = m.id AND m.sid IS NOT NULL",
+    )
+    .execute(&engine.db)
+    .await?;
+    if adopted.rows_affected() > 0 {
+        tracing::info!(sends = adopted.rows_affected(), "unknown sends reconciled from status callbacks");
+    }
     let open: Vec<(Uuid, String, String)> = sqlx::query_as(
         "SELECT id, provider_id, status FROM automation_send \
          WHERE channel = 'whatsapp' AND provider_id IS NOT NULL \

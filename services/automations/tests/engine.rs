@@ -403,3 +403,95 @@ async fn the_kill_switch_cancels_waiting_runs() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fake.requests(), 0);
 }
+
+/// A receiver of automation webhooks: checks each signature, answers 503 to the first
+/// delivery and 200 after, and keeps `(id, body)` of every delivery.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value, bool)>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let h = |k: &str| {
+                    headers
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let ts: i64 = h(messaging::webhook::TIMESTAMP_HEADER).parse().unwrap_or(0);
+                let valid = messaging::webhook::verify(
+                    b"whsec-test",
+                    ts,
+                    &body,
+                    &h(messaging::webhook::SIGNATURE_HEADER),
+                    Utc::now().timestamp(),
+                    300,
+                );
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut k = kept.lock().unwrap();
+                k.push((h(messaging::webhook::ID_HEADER), json, valid));
+                if k.len() == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_retried_with_one_id_and_lists_change() {
+    let (env, fake) = world(vec![]).await;
+    let db = &env.db;
+    let (url, seen) = receiver().await;
+    let a = automation(
+        db,
+        json!({
+            "name": "Hook",
+            "trigger": {"kind": "event", "event": {"type": "checkout_started"}},
+            "actions": [{"kind": "webhook", "url": url},
+                        {"kind": "add_to_list", "list": "vip"}]
+        }),
+    )
+    .await;
+    let e = engine(&env);
+    let p = person(db, "Jaya Menon", "+919810000070", None).await;
+    checkout(db, p).await;
+    engine::on_profile_changes(&e, &[p]).await.unwrap();
+    eventually(15, "the webhook to be delivered", || async {
+        let s = sends(db, a).await;
+        (s.iter().any(|s| s.0 == "queued")).then_some(())
+    })
+    .await;
+    let deliveries = seen.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 2, "503, then delivered");
+    assert!(deliveries.iter().all(|d| d.2), "every delivery is correctly signed");
+    assert_eq!(deliveries[0].0, deliveries[1].0, "one id across retries");
+    let body = &deliveries[1].1;
+    assert_eq!(body["id"], deliveries[1].0.as_str());
+    assert_eq!(body["automation"]["name"], "Hook");
+    assert_eq!(body["profile"]["id"], p.to_string());
+    assert_eq!(body["profile"]["display_name"], "Jaya Menon");
+    assert_eq!(body["run"]["context"]["items"][0]["name"], "Masala Chai 250g");
+    let on_list: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM profile_list_member WHERE list = 'vip' AND profile_id = $1)",
+    )
+    .bind(p)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert!(on_list);
+    assert_eq!(fake.requests(), 0);
+}
