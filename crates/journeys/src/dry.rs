@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use domain::api::{DryRun, DryRunAction, DryRunItem};
-use domain::automation::{AutomationSpec, RunOutcome, Trigger};
+use domain::automation::{AutomationSpec, QuietHours, RunOutcome, SendChannel, SendStatus, Trigger};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -109,6 +109,7 @@ pub async fn dry_run(
     };
     let now = Utc::now();
     let mut conn = db.acquire().await?;
+    let quiet = plan::quiet_until(&mut conn, policy, now).await?;
     let mut items = Vec::with_capacity(ids.len());
     for id in ids {
         let input = RunInput {
@@ -121,7 +122,9 @@ pub async fn dry_run(
             triggered_at: now,
             context: &Value::Null,
         };
-        let verdict = plan::judge(&mut conn, policy, &input, now).await?;
+        // Quiet hours are reported on each message instead of holding the whole run,
+        // so the preview still shows what would be sent.
+        let verdict = plan::judge(&mut conn, policy, &input, now, false).await?;
         let display_name: Option<String> =
             sqlx::query_scalar("SELECT display_name FROM customer_profile WHERE id = $1")
                 .bind(id)
@@ -129,19 +132,7 @@ pub async fn dry_run(
                 .await?
                 .flatten();
         let (outcome, actions) = match verdict {
-            Verdict::Hold { until } => (
-                RunOutcome::Acted,
-                spec.actions
-                    .iter()
-                    .filter_map(|a| a.channel())
-                    .map(|channel| DryRunAction {
-                        channel,
-                        status: domain::automation::SendStatus::Queued,
-                        detail: Some(format!("held for quiet hours until {until}")),
-                        rendered: None,
-                    })
-                    .collect(),
-            ),
+            Verdict::Hold { .. } => (RunOutcome::Acted, Vec::new()),
             // Not acting (held out, exited, conditions, erased): no actions; the
             // outcome says why.
             Verdict::Finish {
@@ -150,11 +141,27 @@ pub async fn dry_run(
                 outcome,
                 actions
                     .into_iter()
-                    .map(|a| DryRunAction {
-                        channel: a.channel,
-                        status: a.status,
-                        detail: a.detail,
-                        rendered: a.rendered,
+                    .map(|a| {
+                        let mut d = DryRunAction {
+                            channel: a.channel,
+                            status: a.status,
+                            detail: a.detail,
+                            rendered: a.rendered,
+                        };
+                        if let (Some(until), SendChannel::Whatsapp, SendStatus::Queued) =
+                            (quiet, d.channel, d.status)
+                        {
+                            match spec.guardrails.quiet_hours {
+                                QuietHours::Hold => {
+                                    d.detail = Some(format!("held for quiet hours until {until}"));
+                                }
+                                QuietHours::Skip => {
+                                    d.status = SendStatus::QuietHoursSkipped;
+                                    d.detail = Some(format!("quiet hours until {until}"));
+                                }
+                            }
+                        }
+                        d
                     })
                     .collect(),
             ),

@@ -577,14 +577,15 @@ pub struct RunInput<'a> {
 }
 
 /// Judges a due run now: profile still there, the wait's event, conditions, control
-/// group, then per action consent, suppression, caps and quiet hours, and the
-/// rendering. Reads only; the caller records (and, for real runs, holds the profile's
-/// advisory lock so two runs cannot both pass a cap).
+/// group, then per action consent, suppression, caps and (with `quiet_hours`) quiet
+/// hours, and the rendering. Reads only; the caller records (and, for real runs, holds
+/// the profile's advisory lock so two runs cannot both pass a cap).
 pub async fn judge(
     db: &mut PgConnection,
     policy: &Policy,
     run: &RunInput<'_>,
     now: DateTime<Utc>,
+    quiet_hours: bool,
 ) -> Result<Verdict, sqlx::Error> {
     let Some(id) = resolve(db, run.profile_id).await? else {
         return Ok(finish(
@@ -665,7 +666,10 @@ pub async fn judge(
                 } else if let Some(to) = p.phone() {
                     if let Some(why) = capped(db, policy, id, ch, now).await? {
                         plan(ch, SendStatus::Capped, Some(why), None)
-                    } else if let Some(until) = quiet_until(db, policy, now).await? {
+                    } else if let Some(until) = match quiet_hours {
+                        true => quiet_until(db, policy, now).await?,
+                        false => None,
+                    } {
                         match run.spec.guardrails.quiet_hours {
                             QuietHours::Hold => return Ok(Verdict::Hold { until }),
                             QuietHours::Skip => plan(

@@ -513,7 +513,7 @@ async fn act(engine: &Engine, run: ClaimedRun) -> Result<(), sqlx::Error> {
         triggered_at,
         context: &context.0,
     };
-    let verdict = plan::judge(&mut tx, &engine.policy, &input, now).await?;
+    let verdict = plan::judge(&mut tx, &engine.policy, &input, now, true).await?;
     let (outcome, detail, survivor, actions) = match verdict {
         Verdict::Hold { until } => {
             tx.rollback().await?;

@@ -495,3 +495,55 @@ async fn webhooks_are_signed_retried_with_one_id_and_lists_change() {
     assert!(on_list);
     assert_eq!(fake.requests(), 0);
 }
+
+#[tokio::test]
+async fn audience_entries_and_daily_schedules_start_one_run_each() {
+    let (env, fake) = world(vec![("FREQUENCY_CAP_PER_DAY", "0".into())]).await;
+    let db = &env.db;
+    let audience = audiences::store::create(
+        db,
+        &serde_json::from_value(json!({"name": "WhatsApp people", "rule": "whatsapp_capable"}))
+            .unwrap(),
+        "test",
+    )
+    .await
+    .unwrap()
+    .id;
+    let early = person(db, "Already In", "+919810000080", Some("subscribed")).await;
+    audiences::store::recompute(db, audience, Utc::now()).await.unwrap();
+    let entered = automation(
+        db,
+        json!({"name": "Welcome", "trigger": {"kind": "audience_entered", "audience_id": audience},
+               "actions": [{"kind": "whatsapp", "content_sid": TEMPLATE}]}),
+    )
+    .await;
+    let daily = automation(
+        db,
+        json!({"name": "Daily", "trigger": {"kind": "schedule", "audience_id": audience, "at": "00:00"},
+               "actions": [{"kind": "add_to_list", "list": "daily"}]}),
+    )
+    .await;
+    let _e = engine(&env);
+    // Entries before enabling start nothing; a new member does.
+    let newcomer = person(db, "New Member", "+919810000081", Some("subscribed")).await;
+    audiences::store::evaluate_profile(db, newcomer, Utc::now())
+        .await
+        .unwrap();
+    let done = finished(db, entered, 1, 10).await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].0, newcomer);
+    // The schedule's time has passed today: everyone in the audience, once.
+    let daily_runs = finished(db, daily, 2, 10).await;
+    let mut who: Vec<uuid::Uuid> = daily_runs.iter().map(|r| r.0).collect();
+    who.sort();
+    let mut want = vec![early, newcomer];
+    want.sort();
+    assert_eq!(who, want);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(runs(db, daily).await.len(), 2, "once a day");
+    assert_eq!(runs(db, entered).await.len(), 1);
+    eventually(5, "the welcome message", || async {
+        (fake.messages().len() == 1).then_some(())
+    })
+    .await;
+}
