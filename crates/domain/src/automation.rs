@@ -311,7 +311,7 @@ impl AutomationSpec {
     /// Checks every bound the server enforces, except that referenced audiences exist.
     pub fn validate(&self) -> Result<(), SpecError> {
         text_ok("name", &self.name, 200)?;
-        if self.description.chars().count() > 2000 {
+        if self.description.chars().count() > 2000 || self.description.contains('\0') {
             return Err(err("description", "must be at most 2000 characters"));
         }
         match &self.trigger {
@@ -382,7 +382,7 @@ impl AutomationSpec {
                 Action::Webhook { url } => {
                     let ok = (url.starts_with("https://") || url.starts_with("http://"))
                         && url.len() <= 2000
-                        && !url.chars().any(char::is_whitespace);
+                        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
                     if !ok {
                         return Err(err(
                             format!("{path}.url"),

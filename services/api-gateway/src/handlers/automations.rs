@@ -35,7 +35,7 @@ fn automation_error(e: AutomationError) -> ApiError {
 }
 
 fn policy(app: &AppState) -> Result<Policy, ApiError> {
-    Policy::from_settings(&app.settings.automations).map_err(ApiError::internal)
+    Policy::from_settings(&app.settings.automations).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
 }
 
 /// Lists automations, oldest first.
