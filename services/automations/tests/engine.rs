@@ -517,6 +517,11 @@ async fn audience_entries_and_daily_schedules_start_one_run_each() {
                "actions": [{"kind": "whatsapp", "content_sid": TEMPLATE}]}),
     )
     .await;
+    // Entries before enabling start nothing; a new member does.
+    let newcomer = person(db, "New Member", "+919810000081", Some("subscribed")).await;
+    audiences::store::evaluate_profile(db, newcomer, Utc::now())
+        .await
+        .unwrap();
     let daily = automation(
         db,
         json!({"name": "Daily", "trigger": {"kind": "schedule", "audience_id": audience, "at": "00:00"},
@@ -524,11 +529,6 @@ async fn audience_entries_and_daily_schedules_start_one_run_each() {
     )
     .await;
     let _e = engine(&env);
-    // Entries before enabling start nothing; a new member does.
-    let newcomer = person(db, "New Member", "+919810000081", Some("subscribed")).await;
-    audiences::store::evaluate_profile(db, newcomer, Utc::now())
-        .await
-        .unwrap();
     let done = finished(db, entered, 1, 10).await;
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].0, newcomer);

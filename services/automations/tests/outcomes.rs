@@ -33,7 +33,9 @@ async fn status_callbacks_move_sends_to_read_or_failed_with_the_error_code() {
     tokio::spawn(ingest::run(env.context(), listener));
     env.spawn(normalizer::run).await;
 
-    let template = automation(db, on_checkout("Template")).await;
+    let mut template = on_checkout("Template");
+    template["trigger"]["event"]["name"] = json!("Checkout Started");
+    let template = automation(db, template).await;
     let mut body_only = on_checkout("Body only");
     body_only["actions"] = json!([{"kind": "whatsapp", "body": "Hi {{first_name}}"}]);
     body_only["trigger"]["event"]["name"] = json!("Second");
