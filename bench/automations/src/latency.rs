@@ -81,7 +81,10 @@ pub async fn run(db: &PgPool, triggers: usize, rate: u32) -> anyhow::Result<()> 
         pg.push(t.elapsed());
         let t = Instant::now();
         let _ = client
-            .post(format!("{}/2010-04-01/Accounts/{SID}/Messages.json", fake.base))
+            .post(format!(
+                "{}/2010-04-01/Accounts/{SID}/Messages.json",
+                fake.base
+            ))
             .send()
             .await?;
         http.push(t.elapsed());

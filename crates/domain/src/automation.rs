@@ -266,10 +266,7 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
 
 fn text_ok(path: &str, s: &str, max: usize) -> Result<(), SpecError> {
     if s.trim().is_empty() || s.chars().count() > max || s.contains('\0') {
-        return Err(err(
-            path,
-            format!("must be 1–{max} characters, not blank"),
-        ));
+        return Err(err(path, format!("must be 1–{max} characters, not blank")));
     }
     Ok(())
 }
@@ -302,7 +299,10 @@ fn event_ok(path: &str, e: &EventMatch) -> Result<(), SpecError> {
 
 fn wait_secs_ok(path: &str, s: u64) -> Result<(), SpecError> {
     if s == 0 || s > MAX_WAIT_SECS {
-        return Err(err(path, format!("must be from 1 to {MAX_WAIT_SECS} seconds")));
+        return Err(err(
+            path,
+            format!("must be from 1 to {MAX_WAIT_SECS} seconds"),
+        ));
     }
     Ok(())
 }
@@ -338,10 +338,7 @@ impl AutomationSpec {
             rule.validate().map_err(|r| rule_err("conditions", r))?;
         }
         if self.actions.is_empty() || self.actions.len() > MAX_ACTIONS {
-            return Err(err(
-                "actions",
-                format!("must hold 1–{MAX_ACTIONS} actions"),
-            ));
+            return Err(err("actions", format!("must hold 1–{MAX_ACTIONS} actions")));
         }
         for (i, a) in self.actions.iter().enumerate() {
             let path = format!("actions[{i}]");
@@ -370,8 +367,7 @@ impl AutomationSpec {
                         ));
                     }
                     for k in m.content_variables.keys() {
-                        if k.is_empty() || k.len() > 3 || !k.chars().all(|c| c.is_ascii_digit())
-                        {
+                        if k.is_empty() || k.len() > 3 || !k.chars().all(|c| c.is_ascii_digit()) {
                             return Err(err(
                                 format!("{path}.content_variables"),
                                 format!("key `{k}` must be a template position (\"1\", \"2\", …)"),
@@ -586,7 +582,8 @@ mod tests {
     fn a_full_spec_round_trips_and_validates() {
         let s = spec(abandoned());
         s.validate().unwrap();
-        let back: AutomationSpec = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        let back: AutomationSpec =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(s.guardrails.conversion_window_hours, 72);
     }
@@ -595,9 +592,17 @@ mod tests {
     fn bad_specs_say_where() {
         let cases = [
             ("/actions", json!([]), "actions"),
-            ("/guardrails/control_percent", json!(60), "guardrails.control_percent"),
+            (
+                "/guardrails/control_percent",
+                json!(60),
+                "guardrails.control_percent",
+            ),
             ("/wait/timeout_seconds", json!(0), "wait.timeout_seconds"),
-            ("/actions/0/content_sid", json!("HXnope"), "actions[0].content_sid"),
+            (
+                "/actions/0/content_sid",
+                json!("HXnope"),
+                "actions[0].content_sid",
+            ),
             ("/name", json!("  "), "name"),
         ];
         for (pointer, value, path) in cases {

@@ -3,7 +3,9 @@
 
 use chrono::{Duration, Utc};
 use domain::api::{DryRun, DryRunAction, DryRunItem};
-use domain::automation::{AutomationSpec, QuietHours, RunOutcome, SendChannel, SendStatus, Trigger};
+use domain::automation::{
+    AutomationSpec, QuietHours, RunOutcome, SendChannel, SendStatus, Trigger,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -100,14 +100,12 @@ pub async fn instant_of(
     date: NaiveDate,
     minute: u32,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT ($1::date + make_interval(mins => $2)) AT TIME ZONE $3",
-    )
-    .bind(date)
-    .bind(i32::try_from(minute).unwrap_or(0))
-    .bind(tz)
-    .fetch_one(&mut *db)
-    .await
+    sqlx::query_scalar("SELECT ($1::date + make_interval(mins => $2)) AT TIME ZONE $3")
+        .bind(date)
+        .bind(i32::try_from(minute).unwrap_or(0))
+        .bind(tz)
+        .fetch_one(&mut *db)
+        .await
 }
 
 /// When the quiet hours around `at` end, or `None` when `at` is not in them.
@@ -133,7 +131,9 @@ pub async fn quiet_until(
     } else {
         date
     };
-    Ok(Some(instant_of(db, &policy.time_zone, end_date, end).await?))
+    Ok(Some(
+        instant_of(db, &policy.time_zone, end_date, end).await?,
+    ))
 }
 
 /// What automations know of one live profile when they act.
@@ -232,9 +232,14 @@ pub async fn load_profile(db: &mut PgConnection, id: Uuid) -> Result<Option<Prof
             ))
         })
         .collect();
-    let recent_browsing: Vec<BrowsingEntry> =
-        serde_json::from_value(state.0.get("recent_browsing").cloned().unwrap_or(Value::Null))
-            .unwrap_or_default();
+    let recent_browsing: Vec<BrowsingEntry> = serde_json::from_value(
+        state
+            .0
+            .get("recent_browsing")
+            .cloned()
+            .unwrap_or(Value::Null),
+    )
+    .unwrap_or_default();
     let last_inbound_whatsapp: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT max(occurred_at) FROM normalized_event WHERE profile_id = $1 \
          AND type = 'message_received' AND channel = 'whatsapp'",
@@ -256,7 +261,11 @@ pub async fn load_profile(db: &mut PgConnection, id: Uuid) -> Result<Option<Prof
             churn_label = label;
         } else {
             let recs: Vec<Recommendation> = serde_json::from_value(
-                details.0.get("recommendations").cloned().unwrap_or(Value::Null),
+                details
+                    .0
+                    .get("recommendations")
+                    .cloned()
+                    .unwrap_or(Value::Null),
             )
             .unwrap_or_default();
             recommended = recs.into_iter().map(|r| r.name).collect();
@@ -287,10 +296,12 @@ pub async fn suppressed(db: &mut PgConnection, p: &Profile) -> Result<bool, sqlx
         .iter()
         .map(|(k, v)| Sha256::digest(format!("{k}:{v}")).to_vec())
         .collect();
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM suppression WHERE identifier_sha256 = ANY($1))")
-        .bind(&hashes)
-        .fetch_one(&mut *db)
-        .await
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM suppression WHERE identifier_sha256 = ANY($1))",
+    )
+    .bind(&hashes)
+    .fetch_one(&mut *db)
+    .await
 }
 
 /// Whether a frequency cap stops another message to `profile` on `channel` now: sends
@@ -343,18 +354,23 @@ pub async fn matching_events(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, EventFact)>, sqlx::Error> {
-    let rows: Vec<(Uuid, Named<EventType>, Option<String>, DateTime<Utc>, Json<Map<String, Value>>)> =
-        sqlx::query_as(
-            "SELECT event_id, type, name, occurred_at, properties FROM normalized_event \
+    let rows: Vec<(
+        Uuid,
+        Named<EventType>,
+        Option<String>,
+        DateTime<Utc>,
+        Json<Map<String, Value>>,
+    )> = sqlx::query_as(
+        "SELECT event_id, type, name, occurred_at, properties FROM normalized_event \
              WHERE profile_id = $1 AND type = $2 AND occurred_at >= $3 AND occurred_at <= $4 \
              ORDER BY occurred_at",
-        )
-        .bind(profile)
-        .bind(m.event_type.as_str())
-        .bind(since)
-        .bind(until)
-        .fetch_all(&mut *db)
-        .await?;
+    )
+    .bind(profile)
+    .bind(m.event_type.as_str())
+    .bind(since)
+    .bind(until)
+    .fetch_all(&mut *db)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, t, name, occurred_at, props)| {
@@ -478,8 +494,7 @@ pub fn render_whatsapp(
         _ => {
             return Err((
                 "63016".into(),
-                "outside the 24-hour window and no template (content_sid) to send instead"
-                    .into(),
+                "outside the 24-hour window and no template (content_sid) to send instead".into(),
             ));
         }
     }

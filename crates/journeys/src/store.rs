@@ -8,8 +8,8 @@ use domain::api::{
     FunnelStep, RenderedMessage,
 };
 use domain::automation::{AutomationSpec, SpecError};
-use sqlx::types::Json;
 use sqlx::PgPool;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 /// Why an automation operation was refused or failed.

@@ -170,7 +170,9 @@ impl FakeTwilio {
     /// Records that `phone` (`+E164`) wrote to the business now: the 24-hour window is
     /// open for it.
     pub fn open_window(&self, phone: &str) {
-        self.inner().windows.insert(phone.to_owned(), Instant::now());
+        self.inner()
+            .windows
+            .insert(phone.to_owned(), Instant::now());
     }
 
     /// The next `n` create requests (after auth) answer `status` (429 or 5xx) with
@@ -240,10 +242,17 @@ async fn create(
         return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     if sid != s.account_sid {
-        return error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+        return error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
     }
     let (delay, failure) = {
-        let mut i = s.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut i = s
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (i.delay, i.failures.pop_front())
     };
     if !delay.is_zero() {
@@ -277,13 +286,21 @@ async fn create(
     };
     match (get("From"), get("MessagingServiceSid")) {
         (None, None) => {
-            return error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required");
+            return error(
+                StatusCode::BAD_REQUEST,
+                21603,
+                "A 'From' phone number is required",
+            );
         }
         (Some(from), _) if !whatsapp_address(from) => {
             return error(StatusCode::BAD_REQUEST, 21910, "Invalid From and To pair");
         }
         (_, Some(mg)) if !(mg.starts_with("MG") && mg.len() == 34) => {
-            return error(StatusCode::BAD_REQUEST, 21701, "The Messaging Service Sid is invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                21701,
+                "The Messaging Service Sid is invalid",
+            );
         }
         _ => {}
     }
@@ -306,7 +323,10 @@ async fn create(
     let phone = to.trim_start_matches("whatsapp:").to_owned();
     let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
     let (statuses, error_code) = {
-        let i = s.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = s
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let open = i
             .windows
             .get(&phone)
@@ -381,7 +401,10 @@ async fn callbacks(
             params.push(("ErrorCode".to_owned(), code.clone()));
         }
         {
-            let mut i = s.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut i = s
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(m) = i.messages.iter_mut().find(|m| m.sid == sid) {
                 m.status = status.clone();
                 m.error_code = error_code.clone();

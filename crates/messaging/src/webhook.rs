@@ -28,7 +28,10 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The signature header's value for `body` sent at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!("v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "v1={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Checks a signature header in constant time, and that `timestamp` is within
@@ -101,11 +104,53 @@ mod tests {
         let body = br#"{"type":"automation.triggered"}"#;
         let sig = sign(secret, 1_700_000_000, body);
         assert!(sig.starts_with("v1="));
-        assert!(verify(secret, 1_700_000_000, body, &sig, 1_700_000_100, 300));
-        assert!(!verify(secret, 1_700_000_000, b"{}", &sig, 1_700_000_100, 300));
-        assert!(!verify(b"other", 1_700_000_000, body, &sig, 1_700_000_100, 300));
-        assert!(!verify(secret, 1_700_000_001, body, &sig, 1_700_000_100, 300));
-        assert!(!verify(secret, 1_700_000_000, body, &sig, 1_700_001_000, 300));
-        assert!(!verify(secret, 1_700_000_000, body, "v1=zz", 1_700_000_000, 300));
+        assert!(verify(
+            secret,
+            1_700_000_000,
+            body,
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            secret,
+            1_700_000_000,
+            b"{}",
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            b"other",
+            1_700_000_000,
+            body,
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            secret,
+            1_700_000_001,
+            body,
+            &sig,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            secret,
+            1_700_000_000,
+            body,
+            &sig,
+            1_700_001_000,
+            300
+        ));
+        assert!(!verify(
+            secret,
+            1_700_000_000,
+            body,
+            "v1=zz",
+            1_700_000_000,
+            300
+        ));
     }
 }

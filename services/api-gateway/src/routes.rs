@@ -29,8 +29,8 @@ use utoipa_axum::routes;
 pub use crate::auth::Access;
 use crate::auth::{Guard, guard};
 use crate::handlers::{
-    audiences, auth as auth_h, automations, imports, integrations, merges, models, overview, profiles, streams,
-    users,
+    audiences, auth as auth_h, automations, imports, integrations, merges, models, overview,
+    profiles, streams, users,
 };
 use crate::state::AppState;
 

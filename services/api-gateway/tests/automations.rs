@@ -98,9 +98,16 @@ async fn automations_lifecycle_dry_run_kill_switch_and_results() {
         item["actions"][0]["rendered"]["to"],
         "whatsapp:+919876543210"
     );
-    assert_eq!(item["actions"][0]["rendered"]["content_variables"]["1"], "Asha");
+    assert_eq!(
+        item["actions"][0]["rendered"]["content_variables"]["1"],
+        "Asha"
+    );
     let (status, unsaved) = gw
-        .post("/automations/dry-run", &analyst, json!({"spec": spec("Unsaved")}))
+        .post(
+            "/automations/dry-run",
+            &analyst,
+            json!({"spec": spec("Unsaved")}),
+        )
         .await;
     assert_eq!(status, 200, "{unsaved}");
     assert_eq!(unsaved["items"][0]["outcome"], "acted");
@@ -112,13 +119,21 @@ async fn automations_lifecycle_dry_run_kill_switch_and_results() {
 
     // The kill switch.
     let (status, on) = gw
-        .post(&format!("/automations/{id}/enabled"), &analyst, json!({"enabled": true}))
+        .post(
+            &format!("/automations/{id}/enabled"),
+            &analyst,
+            json!({"enabled": true}),
+        )
         .await;
     assert_eq!(status, 200, "{on}");
     assert_eq!(on["enabled"], true);
     assert!(on["enabled_at"].is_string());
     let (status, off) = gw
-        .post(&format!("/automations/{id}/enabled"), &analyst, json!({"enabled": false}))
+        .post(
+            &format!("/automations/{id}/enabled"),
+            &analyst,
+            json!({"enabled": false}),
+        )
         .await;
     assert_eq!((status, off["enabled"].clone()), (200, json!(false)));
 

@@ -121,7 +121,10 @@ impl Engine {
             return Some(url.clone());
         }
         let mut cached = self.status_callback.lock().await;
-        if cached.0.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+        if cached
+            .0
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+        {
             return cached.1.clone();
         }
         let id: Option<Uuid> = sqlx::query_scalar(
@@ -196,12 +199,10 @@ type EventRow = (
 /// Starts the runs that changed profiles trigger: matching events resolved to them
 /// since the automation was enabled, and churn labels that became the wanted one.
 pub async fn on_profile_changes(engine: &Engine, profiles: &[Uuid]) -> Result<usize, sqlx::Error> {
-    let automations = store::enabled(&engine.db)
-        .await
-        .map_err(|e| match e {
-            store::AutomationError::Database(e) => e,
-            other => sqlx::Error::Protocol(other.to_string()),
-        })?;
+    let automations = store::enabled(&engine.db).await.map_err(|e| match e {
+        store::AutomationError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
     let relevant: Vec<&AutomationView> = automations
         .iter()
         .filter(|a| {
@@ -398,8 +399,7 @@ pub async fn poll_triggers(engine: &Engine) -> Result<usize, sqlx::Error> {
                 .await?;
                 let occurrence = format!("schedule:{today}");
                 for profile in members {
-                    if insert_run(&mut tx, &a, profile, &occurrence, now, &Value::Null, now)
-                        .await?
+                    if insert_run(&mut tx, &a, profile, &occurrence, now, &Value::Null, now).await?
                     {
                         started += 1;
                     }
@@ -417,14 +417,7 @@ pub async fn poll_triggers(engine: &Engine) -> Result<usize, sqlx::Error> {
     Ok(started)
 }
 
-type ClaimedRun = (
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    DateTime<Utc>,
-    Json<Value>,
-);
+type ClaimedRun = (Uuid, Uuid, Uuid, String, DateTime<Utc>, Json<Value>);
 
 /// Claims due runs (and runs whose lease ran out) and acts on them; returns how many.
 pub async fn process_due(engine: &Engine) -> Result<usize, sqlx::Error> {
@@ -542,8 +535,7 @@ async fn act(engine: &Engine, run: ClaimedRun) -> Result<(), sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    metrics::counter!("automation_runs_finished_total", "outcome" => outcome.as_str())
-        .increment(1);
+    metrics::counter!("automation_runs_finished_total", "outcome" => outcome.as_str()).increment(1);
     for intent in intents {
         call(engine, intent, 1).await?;
     }
@@ -660,7 +652,9 @@ async fn record_action(
 
 fn backoff(attempt: i32, hint: Option<Duration>) -> Duration {
     let exp = Duration::from_millis(500u64.saturating_mul(1u64 << attempt.clamp(0, 16)));
-    hint.unwrap_or(exp).max(exp.min(MAX_BACKOFF)).min(MAX_BACKOFF)
+    hint.unwrap_or(exp)
+        .max(exp.min(MAX_BACKOFF))
+        .min(MAX_BACKOFF)
 }
 
 /// Makes the provider call of a recorded intent (attempt `attempt`) and records the
@@ -696,7 +690,15 @@ async fn call(engine: &Engine, intent: Intent, attempt: i32) -> Result<(), sqlx:
         .record(started.elapsed().as_secs_f64());
     match answer {
         Ok(sid) => {
-            record(&engine.db, intent.id, SendStatus::Queued, sid.as_deref(), None, None).await
+            record(
+                &engine.db,
+                intent.id,
+                SendStatus::Queued,
+                sid.as_deref(),
+                None,
+                None,
+            )
+            .await
         }
         Err(SendError::Permanent { code, message }) => {
             record(
@@ -926,7 +928,10 @@ pub async fn apply_statuses(engine: &Engine) -> Result<usize, sqlx::Error> {
     .execute(&engine.db)
     .await?;
     if adopted.rows_affected() > 0 {
-        tracing::info!(sends = adopted.rows_affected(), "unknown sends reconciled from status callbacks");
+        tracing::info!(
+            sends = adopted.rows_affected(),
+            "unknown sends reconciled from status callbacks"
+        );
     }
     let open: Vec<(Uuid, String, String)> = sqlx::query_as(
         "SELECT id, provider_id, status FROM automation_send \

@@ -19,8 +19,10 @@ use uuid::Uuid;
 /// Queues profile changes as the merger does (published by the relay the test runs).
 async fn changed(db: &sqlx::PgPool, ids: &[Uuid]) {
     let mut tx = db.begin().await.unwrap();
-    let changes: Vec<(Uuid, ProfileChangeKind)> =
-        ids.iter().map(|i| (*i, ProfileChangeKind::Updated)).collect();
+    let changes: Vec<(Uuid, ProfileChangeKind)> = ids
+        .iter()
+        .map(|i| (*i, ProfileChangeKind::Updated))
+        .collect();
     storage::profile_changes::queue(&mut tx, &changes)
         .await
         .unwrap();
@@ -60,7 +62,11 @@ async fn the_abandoned_checkout_reminder_goes_once_after_the_wait_and_not_after_
     let done = finished(db, a, 2, 15).await;
     let outcome = |p| done.iter().find(|r| r.0 == p).unwrap().2.clone().unwrap();
     assert_eq!(outcome(asha), "acted");
-    assert_eq!(outcome(ben), "exited", "an order ends the wait without a message");
+    assert_eq!(
+        outcome(ben),
+        "exited",
+        "an order ends the wait without a message"
+    );
     eventually(5, "the reminder to be accepted", || async {
         (sends(db, a).await == vec![("queued".to_owned(), None, 1)]).then_some(())
     })
@@ -118,7 +124,11 @@ async fn inside_the_window_the_free_form_body_goes_and_caps_hold_across_automati
     assert_eq!(sends(db, second).await[0].0, "capped");
     let m = fake.messages();
     assert_eq!(m.len(), 1);
-    assert_eq!(m[0].param("ContentSid"), Some(TEMPLATE), "the first has no body");
+    assert_eq!(
+        m[0].param("ContentSid"),
+        Some(TEMPLATE),
+        "the first has no body"
+    );
 
     // A body inside the window goes free-form (caps off for this one: a new env).
     let (env2, fake2) = world(vec![("FREQUENCY_CAP_PER_DAY", "0".into())]).await;
@@ -209,7 +219,8 @@ async fn consent_opt_out_and_erasure_are_read_at_send_time() {
 /// Quiet hours around now in UTC: `(start, end)` as HH:MM.
 fn quiet_around_now() -> (String, String) {
     let now = Utc::now();
-    let m = i64::from(chrono::Timelike::hour(&now)) * 60 + i64::from(chrono::Timelike::minute(&now));
+    let m =
+        i64::from(chrono::Timelike::hour(&now)) * 60 + i64::from(chrono::Timelike::minute(&now));
     let at = |m: i64| {
         let m = m.rem_euclid(1440);
         format!("{:02}:{:02}", m / 60, m % 60)
@@ -238,18 +249,19 @@ async fn quiet_hours_hold_or_skip() {
     finished(db, skip, 1, 10).await;
     assert_eq!(sends(db, skip).await[0].0, "quiet_hours_skipped");
     // The held run waits until the quiet hours end (about an hour from now).
-    let (status, wake_at): (String, chrono::DateTime<Utc>) = eventually(10, "a held run", || async {
-        let r: Option<(String, chrono::DateTime<Utc>, Option<String>)> = sqlx::query_as(
-            "SELECT status, wake_at, detail FROM automation_run WHERE automation_id = $1",
-        )
-        .bind(hold)
-        .fetch_optional(db)
-        .await
-        .unwrap();
-        r.filter(|r| r.2.as_deref().is_some_and(|d| d.contains("quiet hours")))
-            .map(|r| (r.0, r.1))
-    })
-    .await;
+    let (status, wake_at): (String, chrono::DateTime<Utc>) =
+        eventually(10, "a held run", || async {
+            let r: Option<(String, chrono::DateTime<Utc>, Option<String>)> = sqlx::query_as(
+                "SELECT status, wake_at, detail FROM automation_run WHERE automation_id = $1",
+            )
+            .bind(hold)
+            .fetch_optional(db)
+            .await
+            .unwrap();
+            r.filter(|r| r.2.as_deref().is_some_and(|d| d.contains("quiet hours")))
+                .map(|r| (r.0, r.1))
+        })
+        .await;
     assert_eq!(status, "waiting");
     let ahead = wake_at - Utc::now();
     assert!(
@@ -268,7 +280,13 @@ async fn the_control_group_is_held_out_and_recorded_and_a_dry_run_sends_nothing(
     let a = automation(db, spec).await;
     let mut people = Vec::new();
     for i in 0..12 {
-        let p = person(db, &format!("Person {i}"), &format!("+9198100001{i:02}"), Some("subscribed")).await;
+        let p = person(
+            db,
+            &format!("Person {i}"),
+            &format!("+9198100001{i:02}"),
+            Some("subscribed"),
+        )
+        .await;
         checkout(db, p).await;
         people.push(p);
     }
@@ -312,7 +330,11 @@ async fn the_control_group_is_held_out_and_recorded_and_a_dry_run_sends_nothing(
         (fake.messages().len() == 12 - expected_held.len()).then_some(())
     })
     .await;
-    assert_eq!(fake.requests(), 12 - expected_held.len(), "the control group gets nothing");
+    assert_eq!(
+        fake.requests(),
+        12 - expected_held.len(),
+        "the control group gets nothing"
+    );
     let results = journeys::store::results(db, a).await.unwrap();
     assert_eq!(results.conversions.control, expected_held.len() as i64);
 }
@@ -328,7 +350,11 @@ async fn a_crash_between_the_provider_call_and_its_record_never_sends_twice() {
     fake.delay_answers(Duration::from_secs(3));
     let first = std::sync::Arc::new(engine::Engine::new(db.clone(), &env.settings).unwrap());
     let stop = service_kit::CancellationToken::new();
-    let task = tokio::spawn(engine::run(first.clone(), Duration::from_millis(50), stop.clone()));
+    let task = tokio::spawn(engine::run(
+        first.clone(),
+        Duration::from_millis(50),
+        stop.clone(),
+    ));
     engine::on_profile_changes(&first, &[p]).await.unwrap();
     assert!(fake.wait_requests(1, Duration::from_secs(10)).await);
     task.abort();
@@ -339,7 +365,11 @@ async fn a_crash_between_the_provider_call_and_its_record_never_sends_twice() {
             .fetch_one(db)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), attempts), ("sending", 1), "the intent was recorded first");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("sending", 1),
+        "the intent was recorded first"
+    );
 
     // Restarted: the run is done, the intent has no answer; it is settled, not resent.
     fake.delay_answers(Duration::ZERO);
@@ -477,14 +507,20 @@ async fn webhooks_are_signed_retried_with_one_id_and_lists_change() {
     .await;
     let deliveries = seen.lock().unwrap().clone();
     assert_eq!(deliveries.len(), 2, "503, then delivered");
-    assert!(deliveries.iter().all(|d| d.2), "every delivery is correctly signed");
+    assert!(
+        deliveries.iter().all(|d| d.2),
+        "every delivery is correctly signed"
+    );
     assert_eq!(deliveries[0].0, deliveries[1].0, "one id across retries");
     let body = &deliveries[1].1;
     assert_eq!(body["id"], deliveries[1].0.as_str());
     assert_eq!(body["automation"]["name"], "Hook");
     assert_eq!(body["profile"]["id"], p.to_string());
     assert_eq!(body["profile"]["display_name"], "Jaya Menon");
-    assert_eq!(body["run"]["context"]["items"][0]["name"], "Masala Chai 250g");
+    assert_eq!(
+        body["run"]["context"]["items"][0]["name"],
+        "Masala Chai 250g"
+    );
     let on_list: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM profile_list_member WHERE list = 'vip' AND profile_id = $1)",
     )
@@ -510,7 +546,9 @@ async fn audience_entries_and_daily_schedules_start_one_run_each() {
     .unwrap()
     .id;
     let early = person(db, "Already In", "+919810000080", Some("subscribed")).await;
-    audiences::store::recompute(db, audience, Utc::now()).await.unwrap();
+    audiences::store::recompute(db, audience, Utc::now())
+        .await
+        .unwrap();
     let entered = automation(
         db,
         json!({"name": "Welcome", "trigger": {"kind": "audience_entered", "audience_id": audience},

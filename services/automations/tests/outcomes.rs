@@ -24,9 +24,15 @@ async fn status_callbacks_move_sends_to_read_or_failed_with_the_error_code() {
     .await;
     let db = &env.db;
     // The Twilio integration ingest verifies callbacks with: the account's auth token.
-    ingestion::integrations::create(db, &env.secrets_key(), "twilio", "WhatsApp", Some(AUTH_TOKEN))
-        .await
-        .unwrap();
+    ingestion::integrations::create(
+        db,
+        &env.secrets_key(),
+        "twilio",
+        "WhatsApp",
+        Some(AUTH_TOKEN),
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
@@ -48,11 +54,25 @@ async fn status_callbacks_move_sends_to_read_or_failed_with_the_error_code() {
     // it accepts the free-form body and then fails it with 63016.
     let refused = person(db, "Ira Sen", "+919810000061", Some("subscribed")).await;
     event(db, refused, "message_received", None, json!({}), Utc::now()).await;
-    event(db, refused, "checkout_started", Some("Second"), json!({}), Utc::now()).await;
-    engine::on_profile_changes(&e, &[read, refused]).await.unwrap();
+    event(
+        db,
+        refused,
+        "checkout_started",
+        Some("Second"),
+        json!({}),
+        Utc::now(),
+    )
+    .await;
+    engine::on_profile_changes(&e, &[read, refused])
+        .await
+        .unwrap();
 
     eventually(30, "the template send to be read", || async {
-        (sends(db, template).await.first().is_some_and(|s| s.0 == "read")).then_some(())
+        (sends(db, template)
+            .await
+            .first()
+            .is_some_and(|s| s.0 == "read"))
+        .then_some(())
     })
     .await;
     let failed = eventually(30, "the body send to fail with 63016", || async {
@@ -66,12 +86,17 @@ async fn status_callbacks_move_sends_to_read_or_failed_with_the_error_code() {
     let m = fake.messages();
     assert_eq!(m.len(), 2);
     assert!(
-        m.iter()
-            .all(|m| m.param("StatusCallback").is_some_and(|u| u.starts_with(&public))),
+        m.iter().all(|m| m
+            .param("StatusCallback")
+            .is_some_and(|u| u.starts_with(&public))),
         "StatusCallback is ingest's Twilio status webhook"
     );
     let results = journeys::store::results(db, template).await.unwrap();
     let funnel: Vec<i64> = results.funnel.iter().map(|f| f.count).collect();
-    assert_eq!(funnel[..5], [1, 1, 1, 1, 1], "triggered, acted, sent, delivered, read");
+    assert_eq!(
+        funnel[..5],
+        [1, 1, 1, 1, 1],
+        "triggered, acted, sent, delivered, read"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
 }

@@ -166,9 +166,15 @@ async fn integrations(
             Some(i) => i.clone(),
             // The dev fleet's Twilio fake signs status callbacks with its well-known
             // token: the demo's Twilio integration uses it when no real account is set.
-            None => ingestion::integrations::create(db, key, kind, name, own_secret(kind, twilio_configured))
-                .await
-                .with_context(|| format!("creating the {kind} integration"))?,
+            None => ingestion::integrations::create(
+                db,
+                key,
+                kind,
+                name,
+                own_secret(kind, twilio_configured),
+            )
+            .await
+            .with_context(|| format!("creating the {kind} integration"))?,
         };
         anyhow::ensure!(
             integration.enabled,

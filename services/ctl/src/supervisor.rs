@@ -228,7 +228,11 @@ async fn fake_twilio(settings: &Settings) -> anyhow::Result<Arc<Vec<(&'static st
         ("TWILIO_AUTH_TOKEN", DEV_AUTH_TOKEN.to_owned()),
     ];
     if settings.automations.twilio_whatsapp_from.trim().is_empty()
-        && settings.automations.twilio_messaging_service_sid.trim().is_empty()
+        && settings
+            .automations
+            .twilio_messaging_service_sid
+            .trim()
+            .is_empty()
     {
         env.push(("TWILIO_WHATSAPP_FROM", DEV_FROM.to_owned()));
     }

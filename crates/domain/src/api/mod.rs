@@ -20,8 +20,8 @@
 //! - timestamps are RFC 3339 in UTC, money is a JSON number in the row's currency.
 
 pub mod audiences;
-pub mod automations;
 pub mod auth;
+pub mod automations;
 pub mod common;
 pub mod imports;
 pub mod integrations;
@@ -33,8 +33,8 @@ pub mod streams;
 pub mod users;
 
 pub use audiences::*;
-pub use automations::*;
 pub use auth::*;
+pub use automations::*;
 pub use common::*;
 pub use imports::*;
 pub use integrations::*;

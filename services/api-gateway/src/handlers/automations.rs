@@ -6,9 +6,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::api::{
-    ApiErrorBody, AutomationActivityQuery, AutomationEnable, AutomationResults,
-    AutomationRunView, AutomationSendView, AutomationView, DryRun, DryRunRequest, Page,
-    PageQuery,
+    ApiErrorBody, AutomationActivityQuery, AutomationEnable, AutomationResults, AutomationRunView,
+    AutomationSendView, AutomationView, DryRun, DryRunRequest, Page, PageQuery,
 };
 use domain::automation::AutomationSpec;
 use journeys::store::{self, AutomationError};
@@ -35,7 +34,8 @@ fn automation_error(e: AutomationError) -> ApiError {
 }
 
 fn policy(app: &AppState) -> Result<Policy, ApiError> {
-    Policy::from_settings(&app.settings.automations).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
+    Policy::from_settings(&app.settings.automations)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
 }
 
 /// Lists automations, oldest first.
@@ -159,9 +159,7 @@ pub async fn delete_automation(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    store::delete(&app.db, id)
-        .await
-        .map_err(automation_error)?;
+    store::delete(&app.db, id).await.map_err(automation_error)?;
     tracing::info!(automation = %id, by = %caller.actor(), "automation deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -343,7 +341,9 @@ pub async fn all_sends(
     let rows = store::sends(&app.db, None, q.profile_id, before, limit + 1)
         .await
         .map_err(automation_error)?;
-    Ok(Json(paginate(rows, limit, "all-automation-sends", |r| r.id)))
+    Ok(Json(paginate(rows, limit, "all-automation-sends", |r| {
+        r.id
+    })))
 }
 
 /// An automation's results.

@@ -2,8 +2,8 @@
 //! `#[utoipa::path]` documentation; `crate::routes` mounts it with its access rule.
 
 pub mod audiences;
-pub mod automations;
 pub mod auth;
+pub mod automations;
 pub mod imports;
 pub mod integrations;
 pub mod merges;

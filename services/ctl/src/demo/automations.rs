@@ -64,7 +64,8 @@ mod tests {
     fn the_demo_automations_are_valid() {
         for spec in specs() {
             let spec: AutomationSpec = serde_json::from_value(spec).unwrap();
-            spec.validate().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
         }
     }
 }
