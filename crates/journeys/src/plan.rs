@@ -346,6 +346,29 @@ pub async fn capped(
     Ok(None)
 }
 
+/// A `normalized_event` row as triggers and waits read it: id, type, name, time,
+/// properties.
+pub type EventRow = (
+    Uuid,
+    Named<EventType>,
+    Option<String>,
+    DateTime<Utc>,
+    Json<Map<String, Value>>,
+);
+
+/// The event fact of a row, with its id.
+pub fn event_fact((id, t, name, occurred_at, props): EventRow) -> (Uuid, EventFact) {
+    (
+        id,
+        EventFact {
+            event_type: t.0,
+            name,
+            occurred_at,
+            properties: props.0,
+        },
+    )
+}
+
 /// A profile's events of `m`'s type after `since` (up to `until`), matched in full.
 pub async fn matching_events(
     db: &mut PgConnection,
@@ -354,13 +377,7 @@ pub async fn matching_events(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, EventFact)>, sqlx::Error> {
-    let rows: Vec<(
-        Uuid,
-        Named<EventType>,
-        Option<String>,
-        DateTime<Utc>,
-        Json<Map<String, Value>>,
-    )> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT event_id, type, name, occurred_at, properties FROM normalized_event \
              WHERE profile_id = $1 AND type = $2 AND occurred_at >= $3 AND occurred_at <= $4 \
              ORDER BY occurred_at",
@@ -373,17 +390,7 @@ pub async fn matching_events(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, t, name, occurred_at, props)| {
-            (
-                id,
-                EventFact {
-                    event_type: t.0,
-                    name,
-                    occurred_at,
-                    properties: props.0,
-                },
-            )
-        })
+        .map(event_fact)
         .filter(|(_, e)| m.matches(e))
         .collect())
 }
@@ -614,16 +621,15 @@ pub async fn judge(
             "the profile no longer exists (erased)",
         ));
     };
-    if let Some(Wait::UntilEvent { event, .. }) = &run.spec.wait {
-        if !matching_events(db, id, event, run.triggered_at, now)
+    if let Some(Wait::UntilEvent { event, .. }) = &run.spec.wait
+        && !matching_events(db, id, event, run.triggered_at, now)
             .await?
             .is_empty()
-        {
-            return Ok(finish(
-                RunOutcome::Exited,
-                format!("the profile did `{}` during the wait", event.event_type),
-            ));
-        }
+    {
+        return Ok(finish(
+            RunOutcome::Exited,
+            format!("the profile did `{}` during the wait", event.event_type),
+        ));
     }
     if let Some(rule) = &run.spec.conditions {
         let scope = EventScope {

@@ -188,14 +188,6 @@ fn secs(s: u64) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000))
 }
 
-type EventRow = (
-    Uuid,
-    storage::Named<domain::EventType>,
-    Option<String>,
-    DateTime<Utc>,
-    Json<serde_json::Map<String, Value>>,
-);
-
 /// Starts the runs that changed profiles trigger: matching events resolved to them
 /// since the automation was enabled, and churn labels that became the wanted one.
 pub async fn on_profile_changes(engine: &Engine, profiles: &[Uuid]) -> Result<usize, sqlx::Error> {
@@ -223,7 +215,7 @@ pub async fn on_profile_changes(engine: &Engine, profiles: &[Uuid]) -> Result<us
             let since = a.enabled_at.unwrap_or(now);
             match &a.spec.trigger {
                 Trigger::Event { event } => {
-                    let rows: Vec<EventRow> = sqlx::query_as(
+                    let rows: Vec<plan::EventRow> = sqlx::query_as(
                         "SELECT event_id, type, name, occurred_at, properties FROM normalized_event \
                          WHERE profile_id = $1 AND type = $2 AND resolved_at >= $3 \
                          AND occurred_at > $4 - interval '7 days'",
@@ -234,13 +226,8 @@ pub async fn on_profile_changes(engine: &Engine, profiles: &[Uuid]) -> Result<us
                     .bind(now)
                     .fetch_all(&mut *conn)
                     .await?;
-                    for (id, t, name, occurred_at, props) in rows {
-                        let fact = domain::audience::EventFact {
-                            event_type: t.0,
-                            name,
-                            occurred_at,
-                            properties: props.0,
-                        };
+                    for (id, fact) in rows.into_iter().map(plan::event_fact) {
+                        let occurred_at = fact.occurred_at;
                         if !event.matches(&fact) {
                             continue;
                         }
