@@ -26,8 +26,6 @@ use uuid::Uuid;
 
 /// How long an inbound WhatsApp message keeps the free-form window open.
 pub const SESSION_WINDOW_HOURS: i64 = 24;
-/// Deepest merge chain followed to a profile's survivor.
-const MAX_CHAIN: i32 = 64;
 
 /// The brand-wide guardrails: time zone, quiet hours, frequency caps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,18 +192,7 @@ type ProfileRow = (
 
 /// The survivor of `id` (itself when live); `None` when it no longer exists (erased).
 pub async fn resolve(db: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH RECURSIVE chain (id, merged_into, depth) AS ( \
-             SELECT id, merged_into, 0 FROM customer_profile WHERE id = $1 \
-             UNION ALL \
-             SELECT p.id, p.merged_into, c.depth + 1 FROM customer_profile p \
-             JOIN chain c ON p.id = c.merged_into WHERE c.depth < $2) \
-         SELECT id FROM chain WHERE merged_into IS NULL LIMIT 1",
-    )
-    .bind(id)
-    .bind(MAX_CHAIN)
-    .fetch_optional(&mut *db)
-    .await
+    storage::customer360::resolve_in(db, id).await
 }
 
 /// Loads live profile `id` (already resolved); `None` when it is gone or merged.

@@ -331,6 +331,14 @@ pub async fn remove_documents(
 /// The live profile `id` resolves to: itself, or the end of its `merged_into` chain.
 /// `None` when no such profile exists.
 pub async fn resolve(db: &PgPool, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    resolve_in(&mut *db.acquire().await?, id).await
+}
+
+/// [`resolve`] on a connection (inside a transaction).
+pub async fn resolve_in(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH RECURSIVE chain (id, merged_into, depth) AS ( \
              SELECT id, merged_into, 0 FROM customer_profile WHERE id = $1 \
@@ -341,7 +349,7 @@ pub async fn resolve(db: &PgPool, id: Uuid) -> Result<Option<Uuid>, sqlx::Error>
     )
     .bind(id)
     .bind(MAX_CHAIN)
-    .fetch_optional(db)
+    .fetch_optional(conn)
     .await
 }
 
