@@ -26,6 +26,7 @@ struct World {
     user: Uuid,
     token: Uuid,
     audience: Uuid,
+    automation: Uuid,
     login_email: String,
 }
 
@@ -72,6 +73,7 @@ async fn world(gw: &Gateway) -> World {
         .unwrap();
     let login = gw.user(Role::Viewer).await;
     let audience = new_audience(gw, "Reachable").await;
+    let automation = new_automation(gw, "Welcome").await;
     World {
         profile,
         others,
@@ -83,8 +85,25 @@ async fn world(gw: &Gateway) -> World {
         user,
         token: token.id,
         audience,
+        automation,
         login_email: login.email,
     }
+}
+
+/// An automation definition named `name` plus a unique suffix.
+fn automation_spec(name: &str) -> Value {
+    json!({"name": format!("{name} {}", Uuid::new_v4().simple()),
+           "trigger": {"kind": "churn_label_became", "label": "high"},
+           "actions": [{"kind": "add_to_list", "list": "win-back"}]})
+}
+
+/// A saved automation named `name` plus a unique suffix.
+async fn new_automation(gw: &Gateway, name: &str) -> Uuid {
+    let spec = serde_json::from_value(automation_spec(name)).unwrap();
+    journeys::store::create(gw.db(), &spec, "roles test")
+        .await
+        .unwrap()
+        .id
 }
 
 /// A saved audience named `name` plus a unique suffix.
@@ -188,6 +207,25 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         ),
         // Deleting consumes the audience: make one per request.
         ("DELETE", "/audiences/{id}") => (id(p, new_audience(gw, "Doomed").await), Body::None),
+        ("GET", "/automations") | ("GET", "/automations/sends") => (p.into(), Body::None),
+        ("POST", "/automations") => (p.into(), Body::Json(automation_spec("New"))),
+        ("POST", "/automations/dry-run") => (
+            p.into(),
+            Body::Json(json!({"spec": automation_spec("Tried")})),
+        ),
+        ("GET", "/automations/{id}")
+        | ("GET", "/automations/{id}/runs")
+        | ("GET", "/automations/{id}/sends")
+        | ("GET", "/automations/{id}/results") => (id(p, w.automation), Body::None),
+        ("PUT", "/automations/{id}") => {
+            (id(p, w.automation), Body::Json(automation_spec("Changed")))
+        }
+        ("POST", "/automations/{id}/enabled") => {
+            (id(p, w.automation), Body::Json(json!({"enabled": false})))
+        }
+        ("POST", "/automations/{id}/dry-run") => (id(p, w.automation), Body::Json(json!({}))),
+        // Deleting consumes the automation: make one per request.
+        ("DELETE", "/automations/{id}") => (id(p, new_automation(gw, "Doomed").await), Body::None),
         ("GET", "/streams") | ("GET", "/streams/live") => (p.into(), Body::None),
         ("GET", "/streams/{topic}/entries") | ("GET", "/streams/{topic}/dlq") => {
             (p.replace("{topic}", "events.raw"), Body::None)
