@@ -206,16 +206,21 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
 
 /// Without a Twilio account (`TWILIO_ACCOUNT_SID` empty) the fleet's automations send
 /// WhatsApp messages to the local Twilio fake (`messaging::fake`), started here on
-/// `127.0.0.1:9106`: the variables that point the children at it. Nothing reaches
+/// `127.0.0.1:9106` (any free port when that one is taken): the variables that point
+/// the children at it. Nothing reaches
 /// WhatsApp; the log says so.
 async fn fake_twilio(settings: &Settings) -> anyhow::Result<Arc<Vec<(&'static str, String)>>> {
     use messaging::fake::{DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_BIND, DEV_FROM, FakeTwilio};
     if !settings.api.twilio_account_sid.trim().is_empty() {
         return Ok(Arc::new(Vec::new()));
     }
-    let listener = tokio::net::TcpListener::bind(DEV_BIND)
-        .await
-        .with_context(|| format!("binding the Twilio fake on {DEV_BIND}"))?;
+    // Its usual port, or any free one when that is taken (another fleet on this host).
+    let listener = match tokio::net::TcpListener::bind(DEV_BIND).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the Twilio fake")?,
+    };
     let fake = FakeTwilio::serve(listener, DEV_ACCOUNT_SID, DEV_AUTH_TOKEN).await?;
     tracing::warn!(
         "TWILIO_ACCOUNT_SID is not set: automations send WhatsApp messages to the local Twilio \
