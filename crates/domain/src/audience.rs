@@ -98,6 +98,7 @@ pub enum Rule {
 
 /// A channel marketing consent is recorded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentChannel {
     /// E-mail (`email_marketing`).

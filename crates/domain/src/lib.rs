@@ -20,6 +20,7 @@ mod names;
 pub mod api;
 pub mod audience;
 pub mod automation;
+pub mod consent;
 pub mod event;
 pub mod identifier;
 pub mod order_write;

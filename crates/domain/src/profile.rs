@@ -180,6 +180,12 @@ pub struct Customer360 {
     /// Recommended products, best first.
     #[serde(default)]
     pub recommendations: Vec<Recommendation>,
+    /// Marketing consent per channel (status, source, when).
+    #[serde(default)]
+    pub consent: Vec<crate::consent::ConsentEntry>,
+    /// Most recent messages to and from the person first, with their delivery status.
+    #[serde(default)]
+    pub recent_messages: Vec<MessageEntry>,
     /// Ids of profiles merged into this one (tombstones that resolve here).
     #[serde(default)]
     pub merged_profile_ids: Vec<Uuid>,
@@ -315,6 +321,105 @@ pub struct ProfileState {
     /// order.
     #[serde(default)]
     pub trait_times: BTreeMap<String, DateTime<Utc>>,
+    /// Most recent messages to and from the person first (bounded), one entry per
+    /// message with its latest delivery status.
+    #[serde(default)]
+    pub recent_messages: Vec<MessageEntry>,
+}
+
+names! {
+    /// Which way a message went.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum MessageDirection("message direction") {
+        /// From the person to the brand.
+        Inbound = "inbound",
+        /// From the brand to the person.
+        Outbound = "outbound",
+    }
+}
+
+/// One message to or from the person (WhatsApp through Twilio today).
+///
+/// Outbound messages are known from their send event (`message_sent`) and Twilio's
+/// status callbacks (`message_status`), which arrive in any order; entries of one
+/// message (same `message_sid`) combine with [`MessageEntry::combine`], which keeps the
+/// furthest status of the lifecycle, so the result does not depend on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageEntry {
+    /// The provider's message id (Twilio `MessageSid`), when known.
+    #[serde(default)]
+    pub message_sid: Option<String>,
+    /// Inbound or outbound.
+    pub direction: MessageDirection,
+    /// The channel (WhatsApp).
+    pub channel: Channel,
+    /// When the message was first seen (received, sent or first status).
+    pub at: DateTime<Utc>,
+    /// Latest status: `received` for inbound messages; Twilio's lifecycle (`queued`,
+    /// `sent`, `delivered`, `read`, `undelivered`, `failed`) for outbound ones.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// When the latest status was reported.
+    #[serde(default)]
+    pub status_at: Option<DateTime<Utc>>,
+    /// The text, when the event carried it (status callbacks do not).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// The provider's error code of a failed or undelivered message.
+    #[serde(default)]
+    pub error_code: Option<String>,
+}
+
+/// Position of a status in a message's lifecycle: later statuses replace earlier ones.
+/// `read` is the furthest a message gets; `failed`/`undelivered` end it before
+/// delivery; unknown statuses count as the earliest.
+pub fn message_status_rank(status: &str) -> u8 {
+    match status {
+        "accepted" | "scheduled" => 1,
+        "queued" => 2,
+        "sending" => 3,
+        "sent" => 4,
+        "undelivered" | "failed" => 5,
+        "delivered" => 6,
+        "read" => 7,
+        "received" => 8,
+        _ => 0,
+    }
+}
+
+impl MessageEntry {
+    /// Whether `other` is about the same message.
+    pub fn same_message(&self, other: &MessageEntry) -> bool {
+        self.message_sid.is_some() && self.message_sid == other.message_sid
+    }
+
+    /// Combines two entries of one message; commutative and associative.
+    pub fn combine(self, other: MessageEntry) -> MessageEntry {
+        let key = |e: &MessageEntry| {
+            (
+                e.status.as_deref().map_or(0, message_status_rank),
+                e.status.clone(),
+                std::cmp::Reverse(e.status_at),
+            )
+        };
+        let (latest, earlier) = if key(&self) >= key(&other) {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        MessageEntry {
+            message_sid: latest.message_sid.clone().or(earlier.message_sid.clone()),
+            direction: latest.direction.min(earlier.direction),
+            channel: latest.channel.min(earlier.channel),
+            at: latest.at.min(earlier.at),
+            body: latest.body.clone().max(earlier.body.clone()),
+            error_code: latest.error_code.clone().or(earlier.error_code),
+            status: latest.status,
+            status_at: latest.status_at,
+        }
+    }
 }
 
 impl ProfileState {

@@ -11,12 +11,15 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use domain::profile::{BrowsingEntry, DecayedWeight, ProfileState};
+use domain::profile::{BrowsingEntry, DecayedWeight, MessageDirection, MessageEntry, ProfileState};
 use domain::{Channel, EventType, NormalizedEvent};
 use serde_json::{Map, Value};
 
 /// Recent browsing entries kept per profile.
 pub const RECENT_BROWSING: usize = 20;
+
+/// Recent messages kept per profile.
+pub const RECENT_MESSAGES: usize = 20;
 
 /// Category weight of one product view.
 const VIEW_WEIGHT: f64 = 1.0;
@@ -89,6 +92,30 @@ impl ProfileFacts {
                     }
                 }
             }
+            EventType::MessageReceived | EventType::MessageSent | EventType::MessageStatus => {
+                let inbound = ev.event_type == EventType::MessageReceived;
+                let status = if inbound {
+                    Some("received".to_owned())
+                } else {
+                    text(&["status"]).or_else(|| {
+                        (ev.event_type == EventType::MessageSent).then(|| "sent".to_owned())
+                    })
+                };
+                self.push_message(MessageEntry {
+                    message_sid: text(&["message_sid"]),
+                    direction: if inbound {
+                        MessageDirection::Inbound
+                    } else {
+                        MessageDirection::Outbound
+                    },
+                    channel: ev.channel,
+                    at,
+                    status_at: status.as_ref().map(|_| at),
+                    status,
+                    body: text(&["body"]),
+                    error_code: text(&["error_code"]),
+                });
+            }
             _ => {}
         }
     }
@@ -108,6 +135,9 @@ impl ProfileFacts {
         }
         for entry in other.state.recent_browsing {
             self.push_browsing(entry);
+        }
+        for entry in other.state.recent_messages {
+            self.push_message(entry);
         }
         for (c, w) in other.state.category_weights {
             self.add_weight(&c, w.weight, w.as_of);
@@ -141,6 +171,23 @@ impl ProfileFacts {
         list.sort_by(|a, b| browsing_order(b).cmp(&browsing_order(a)));
         list.dedup();
         list.truncate(RECENT_BROWSING);
+    }
+
+    /// Adds a message, combined with the entry of the same message if one is kept.
+    fn push_message(&mut self, entry: MessageEntry) {
+        let list = &mut self.state.recent_messages;
+        match list.iter().position(|e| e.same_message(&entry)) {
+            Some(i) => {
+                let kept = list.remove(i);
+                list.push(kept.combine(entry));
+            }
+            None => list.push(entry),
+        }
+        list.sort_by(|a, b| {
+            (b.at, &b.message_sid, &b.body).cmp(&(a.at, &a.message_sid, &a.body))
+        });
+        list.dedup();
+        list.truncate(RECENT_MESSAGES);
     }
 
     fn add_weight(&mut self, category: &str, weight: f64, at: DateTime<Utc>) {
@@ -335,6 +382,102 @@ mod tests {
                 assert!((other.state.category_weights[c].at(t) - w.at(t)).abs() < 1e-9);
             }
         }
+    }
+
+    /// The WhatsApp consent of a reply at day `n`, recorded as the normalizer does.
+    fn reply(n: i64, body: &str) -> NormalizedEvent {
+        let mut e = event(n, EventType::MessageReceived, json!({"body": body}), json!({}));
+        let status = domain::consent::keyword(body).unwrap_or(domain::consent::ConsentStatus::Subscribed);
+        domain::consent::record(
+            &mut e.traits,
+            domain::consent::ConsentChannel::Whatsapp,
+            status,
+            "whatsapp_keyword",
+            e.occurred_at,
+        );
+        e
+    }
+
+    #[test]
+    fn the_latest_consent_wins_in_any_arrival_order() {
+        let opt_in = reply(1, "hi");
+        let stop = reply(2, "STOP");
+        for order in [[&opt_in, &stop], [&stop, &opt_in]] {
+            let mut f = ProfileFacts::default();
+            order.iter().for_each(|e| f.observe(e));
+            assert_eq!(f.traits["whatsapp_marketing"], "unsubscribed");
+            assert_eq!(
+                f.traits["whatsapp_marketing_updated_at"],
+                stop.traits["whatsapp_marketing_updated_at"]
+            );
+        }
+        // Opting back in later wins over the STOP, again in either order.
+        let start = reply(3, "start");
+        for order in [[&stop, &start], [&start, &stop]] {
+            let mut f = ProfileFacts::default();
+            order.iter().for_each(|e| f.observe(e));
+            assert_eq!(f.traits["whatsapp_marketing"], "subscribed");
+        }
+        // At the very same instant, the opt-out wins.
+        let mut same = reply(2, "hello");
+        same.event_id = Uuid::from_u128(99);
+        for order in [[&stop, &same], [&same, &stop]] {
+            let mut f = ProfileFacts::default();
+            order.iter().for_each(|e| f.observe(e));
+            assert_eq!(f.traits["whatsapp_marketing"], "unsubscribed");
+        }
+    }
+
+    fn status(n: i64, sid: &str, status: &str) -> NormalizedEvent {
+        let mut e = event(
+            n,
+            EventType::MessageStatus,
+            json!({"message_sid": sid, "status": status}),
+            json!({}),
+        );
+        e.channel = Channel::Whatsapp;
+        e
+    }
+
+    #[test]
+    fn messages_keep_their_furthest_status_in_any_order() {
+        let mut sent = event(
+            1,
+            EventType::MessageSent,
+            json!({"message_sid": "SM1", "body": "Your cart misses you"}),
+            json!({}),
+        );
+        sent.channel = Channel::Whatsapp;
+        let all = vec![
+            sent,
+            status(2, "SM1", "queued"),
+            status(3, "SM1", "delivered"),
+            status(4, "SM1", "read"),
+            status(5, "SM2", "failed"),
+            reply(6, "thanks!"),
+        ];
+        let mut forward = ProfileFacts::default();
+        all.iter().for_each(|e| forward.observe(e));
+        let mut backward = ProfileFacts::default();
+        all.iter().rev().for_each(|e| backward.observe(e));
+        let (mut a, mut b) = (ProfileFacts::default(), ProfileFacts::default());
+        for (i, e) in all.iter().enumerate() {
+            if i % 2 == 0 { a.observe(e) } else { b.observe(e) }
+        }
+        a.absorb(b);
+        for other in [&backward, &a] {
+            assert_eq!(other.state.recent_messages, forward.state.recent_messages);
+        }
+        let m = &forward.state.recent_messages;
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m[0].direction, MessageDirection::Inbound, "newest first");
+        assert_eq!(m[0].status.as_deref(), Some("received"));
+        assert_eq!(m[1].message_sid.as_deref(), Some("SM2"));
+        assert_eq!(m[1].status.as_deref(), Some("failed"));
+        assert_eq!(m[2].status.as_deref(), Some("read"));
+        assert_eq!(m[2].body.as_deref(), Some("Your cart misses you"));
+        assert_eq!(m[2].at, all[0].occurred_at, "first seen when sent");
+        assert!(forward.channels.contains(&Channel::Whatsapp));
     }
 
     #[test]

@@ -26,11 +26,13 @@ pub fn normalize_envelope(
 }
 
 /// Maps a raw event of any source. The event's identifiers come out sorted and
-/// de-duplicated.
+/// de-duplicated, and its consent traits complete (status as `subscribed` /
+/// `unsubscribed`, with source and time: [`domain::consent::stamp`]).
 pub fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let mut out = sources::of(raw.source).normalize(raw, region)?;
     if let Some(ev) = out.event.as_mut() {
         ev.canonicalize();
+        domain::consent::stamp(&mut ev.traits, raw.source.as_str(), ev.occurred_at);
     }
     Ok(out)
 }

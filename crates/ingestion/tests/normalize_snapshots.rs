@@ -181,6 +181,11 @@ fn csv() {
             "loyalty_id=Loyalty Card",
         ),
         (
+            "customers_consent",
+            CsvImportKind::Customers,
+            "sms_consent=SMS opt-in",
+        ),
+        (
             "orders",
             CsvImportKind::Orders,
             "order_id=Name,placed_at=Paid at,status=Financial Status,qty=Lineitem quantity,\

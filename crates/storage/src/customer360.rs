@@ -628,6 +628,7 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
                 .map(|r| recommendations_of(&r.details))
                 .unwrap_or_default();
             let total_orders = i64::from(p.orders_count);
+            let consent = domain::consent::entries(&p.traits.0, &state.trait_times);
             Customer360 {
                 profile_id: p.id,
                 display_name: p.display_name,
@@ -654,6 +655,8 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
                 browsing_history: state.recent_browsing,
                 predictions,
                 recommendations,
+                consent,
+                recent_messages: state.recent_messages,
                 merged_profile_ids: tombstones_of.remove(&p.id).unwrap_or_default(),
                 computed_at,
             }

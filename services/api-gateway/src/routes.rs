@@ -245,6 +245,7 @@ pub fn build(state: AppState) -> Api {
         .add(viewer, routes!(profiles::profile_predictions))
         .add(admin, routes!(profiles::export_profile))
         .add(admin, routes!(profiles::erase_profile))
+        .add(analyst, routes!(profiles::put_consent))
         // Merges and the review queue.
         .add(viewer, routes!(merges::merge_log))
         .add(analyst, routes!(merges::manual_merge))

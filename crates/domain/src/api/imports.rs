@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Fields a customer row can map its columns to.
-pub const CUSTOMER_FIELDS: [&str; 10] = [
+pub const CUSTOMER_FIELDS: [&str; 13] = [
     "email",
     "phone",
     "customer_id",
@@ -19,6 +19,9 @@ pub const CUSTOMER_FIELDS: [&str; 10] = [
     "city",
     "country",
     "created_at",
+    "whatsapp_consent",
+    "email_consent",
+    "sms_consent",
 ];
 
 /// The order-level fields of an order row (repeated on every line of the order).

@@ -290,3 +290,36 @@ mod tests {
         }
     }
 }
+
+/// Body of `PUT /profiles/{id}/consent`: a consent decision for one channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConsentUpdate {
+    /// The channel (`whatsapp`, `email`, `sms`).
+    pub channel: crate::consent::ConsentChannel,
+    /// The decision.
+    pub status: crate::consent::ConsentStatus,
+    /// Where the decision was taken (`call-centre`, `store-form`, ...): recorded as
+    /// `api:<source>` (letters, digits, `-`, `_`, `.`, at most 48 characters).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Answer of `PUT /profiles/{id}/consent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsentAccepted {
+    /// The profile the consent was addressed to (the survivor of a merged-away id).
+    pub profile_id: Uuid,
+    /// The stored raw event that carries the consent through the pipeline.
+    pub raw_event_id: Uuid,
+    /// The channel.
+    pub channel: crate::consent::ConsentChannel,
+    /// The decision.
+    pub status: crate::consent::ConsentStatus,
+    /// The source recorded beside it (`api` or `api:<source>`).
+    pub source: String,
+    /// The consent's time (the event's).
+    pub recorded_at: DateTime<Utc>,
+}

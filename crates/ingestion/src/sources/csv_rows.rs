@@ -8,12 +8,13 @@
 //!
 //! Body of a customer row: `{"import_id", "line", "record": {"email", "phone",
 //! "customer_id", "loyalty_id", "first_name", "last_name", "name", "city", "country",
-//! "created_at"}}`. Body of an order: `{"import_id", "lines": [..], "order": {"order_id",
+//! "created_at", "whatsapp_consent", "email_consent", "sms_consent"}}`. Body of an order: `{"import_id", "lines": [..], "order": {"order_id",
 //! "placed_at", "total", "currency", "status", "store", "email", "phone", "customer_id",
 //! "loyalty_id", "first_name", "last_name"}, "items": [{"sku", "name", "category", "qty",
 //! "price"}]}`. Every value is a string, as read from the file.
 
 use chrono::{DateTime, Utc};
+use domain::consent::{ConsentChannel, ConsentStatus};
 use domain::{
     Channel, EventType, Identifier, IdentifierKind, OrderItem, OrderState, OrderStatus, Source,
 };
@@ -80,8 +81,15 @@ pub const KIND_CUSTOMERS: &str = "customers";
 /// Kind of an order (one or more order-line rows).
 pub const KIND_ORDERS: &str = "orders";
 
-/// Checks the identifiers of a customer record: at least one must parse. Returns the
-/// reason a row is refused.
+/// The consent columns of a customer row and the channel each records.
+pub const CONSENT_FIELDS: [(&str, ConsentChannel); 3] = [
+    ("whatsapp_consent", ConsentChannel::Whatsapp),
+    ("email_consent", ConsentChannel::Email),
+    ("sms_consent", ConsentChannel::Sms),
+];
+
+/// Checks the identifiers of a customer record (at least one must parse) and its
+/// consent cells (each must be a consent word). Returns the reason a row is refused.
 pub fn check_customer(record: &Map<String, Value>, region: &str) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut usable = 0;
@@ -101,6 +109,16 @@ pub fn check_customer(record: &Map<String, Value>, region: &str) -> Result<(), S
         match Identifier::parse(kind, raw, region) {
             Ok(_) => usable += 1,
             Err(e) => problems.push(e.to_string()),
+        }
+    }
+    for (field, _) in CONSENT_FIELDS {
+        if let Some(v) = record.get(field).and_then(Value::as_str)
+            && ConsentStatus::from_word(v).is_none()
+        {
+            return Err(format!(
+                "`{field}` {v:?} is not a consent value (yes/no, subscribed/unsubscribed, \
+                 true/false, opted_in/opted_out)"
+            ));
         }
     }
     if usable > 0 {
@@ -180,6 +198,14 @@ fn customer(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
             ("country", "country"),
         ],
     );
+    for (field, channel) in CONSENT_FIELDS {
+        // Checked when the row was read; the time and source (`csv`) are stamped by the
+        // normalizer like every consent.
+        if let Some(status) = text(record, &[field]).and_then(|v| ConsentStatus::from_word(&v)) {
+            ev.traits
+                .insert(channel.trait_key().into(), s(status.as_str()));
+        }
+    }
     if let Some(created) = time(record, &["created_at"]) {
         ev.traits
             .insert("customer_since".into(), s(created.to_rfc3339()));

@@ -117,6 +117,53 @@ impl Connector for Segment {
     }
 }
 
+/// The `_channel` hint of identify calls made by ConstIntel's own API (consent writes):
+/// they land on the `api` channel.
+pub const API_CHANNEL: &str = "api";
+
+/// The identify call that records a consent written through the API
+/// (`PUT /api/v1/profiles/{id}/consent`): a Segment-spec message addressed to the
+/// profile by its e-mail, phone and loyalty id (`ids`, at least one), whose traits
+/// carry the consent with its source ([`domain::consent::record`]), timed `now`. It is
+/// stored and published like any delivery, so the write flows through the normalizer
+/// and the identity merger like every other. `actor` is kept in the raw event's
+/// headers (`x-constintel-actor`), not in the profile. `None` without identifiers.
+pub fn api_consent_event(
+    ids: &[(IdentifierKind, String)],
+    channel: domain::consent::ConsentChannel,
+    status: domain::consent::ConsentStatus,
+    source: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Option<NewRawEvent> {
+    let mut traits = Map::new();
+    for (kind, value) in ids {
+        let key = match kind {
+            IdentifierKind::Email => "email",
+            IdentifierKind::Phone => "phone",
+            IdentifierKind::LoyaltyId => "loyaltyId",
+            _ => continue,
+        };
+        traits
+            .entry(key)
+            .or_insert_with(|| Value::String(value.clone()));
+    }
+    if traits.is_empty() {
+        return None;
+    }
+    domain::consent::record(&mut traits, channel, status, source, now);
+    let key = format!("api-consent:{}", Uuid::now_v7());
+    let body = json!({"type": "identify", "messageId": key, "_channel": API_CHANNEL,
+                      "timestamp": now, "traits": traits,
+                      "context": {"library": {"name": "constintel-api"}}});
+    let mut event = NewRawEvent::new(None, Source::Segment, key, "identify", body);
+    event.occurred_at = Some(now);
+    event
+        .headers
+        .insert("x-constintel-actor".into(), Value::String(actor.into()));
+    Some(event)
+}
+
 /// Largest message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// Largest batch, in bytes (after decompression).
@@ -474,11 +521,12 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
     let at = raw
         .occurred_at
         .or_else(|| corrected_timestamp(msg, raw.received_at));
-    let import = text(msg, &["_channel"]).as_deref() == Some("import");
-    let base_channel = if import {
-        Channel::Import
-    } else {
-        Channel::Web
+    let channel_hint = text(msg, &["_channel"]);
+    let import = channel_hint.as_deref() == Some("import");
+    let base_channel = match channel_hint.as_deref() {
+        Some("import") => Channel::Import,
+        Some(API_CHANNEL) => Channel::Api,
+        _ => Channel::Web,
     };
     let empty = Value::Object(Map::new());
     let props_in = msg

@@ -10,8 +10,14 @@
 //! (`From=whatsapp:+E164`, `WaId`) and WhatsApp profile name; body, media, button replies
 //! and shared locations become properties. Status → `message_status` for the recipient's
 //! phone (`To`), with the status and any error code.
+//!
+//! Consent: an inbound message records WhatsApp marketing consent (`whatsapp_marketing`
+//! with its source and time, see [`domain::consent`]): opted out by Twilio's opt-out
+//! keywords, back in by its opt-in keywords, and in by any other message the person
+//! writes.
 
 use chrono::{DateTime, Utc};
+use domain::consent::{self, ConsentChannel, ConsentStatus};
 use domain::{Channel, EventType, IdentifierKind, Source};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -205,6 +211,31 @@ fn raw_event(
     ))
 }
 
+/// The WhatsApp marketing consent an inbound message records, with its source.
+///
+/// A reply that is one of Twilio's opt-out keywords (STOP, STOPALL, UNSUBSCRIBE,
+/// CANCEL, END, QUIT) opts out and an opt-in keyword (START, YES, UNSTOP) opts back in
+/// ("Twilio support for opt-out keywords": whole single-word replies, any case); with
+/// Advanced Opt-Out Twilio says so itself in `OptOutType` (`STOP`, `START`, `HELP`),
+/// which is followed first. Any other message is the person writing to the brand and
+/// records an opt-in; a HELP/INFO request changes nothing.
+fn consent_of(body: &Value) -> Option<(ConsentStatus, &'static str)> {
+    match text(body, &["OptOutType"]).map(|t| t.to_ascii_uppercase()).as_deref() {
+        Some("STOP") => return Some((ConsentStatus::Unsubscribed, consent::SOURCE_WHATSAPP_KEYWORD)),
+        Some("START") => return Some((ConsentStatus::Subscribed, consent::SOURCE_WHATSAPP_KEYWORD)),
+        Some("HELP") => return None,
+        _ => {}
+    }
+    let message = text(body, &["Body"]).unwrap_or_default();
+    if let Some(status) = consent::keyword(&message) {
+        return Some((status, consent::SOURCE_WHATSAPP_KEYWORD));
+    }
+    if matches!(message.trim().to_ascii_uppercase().as_str(), "HELP" | "INFO") {
+        return None;
+    }
+    Some((ConsentStatus::Subscribed, consent::SOURCE_WHATSAPP_INBOUND))
+}
+
 /// Maps a Twilio raw event.
 fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> {
     let body = raw.body;
@@ -227,6 +258,15 @@ fn normalize(raw: &RawRecord<'_>, region: &str) -> Result<Normalized, MapError> 
             );
             if let Some(name) = text(body, &["ProfileName"]) {
                 ev.traits.insert("whatsapp_profile_name".into(), s(name));
+            }
+            if let Some((status, source)) = consent_of(body) {
+                consent::record(
+                    &mut ev.traits,
+                    ConsentChannel::Whatsapp,
+                    status,
+                    source,
+                    ev.occurred_at,
+                );
             }
             let p = &mut ev.properties;
             copy_fields(

@@ -1,5 +1,5 @@
-//! Profiles: search and list, Customer 360, timeline, merge history, predictions, and
-//! the GDPR export and erasure.
+//! Profiles: search and list, Customer 360, timeline, merge history, predictions,
+//! marketing consent, and the GDPR export and erasure.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::api::{
-    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, MergeAction, MergeLogEntry, Page, PageQuery,
+    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, ConsentAccepted, ConsentUpdate, MergeAction, MergeLogEntry, Page, PageQuery,
     ProfileExport, ProfileQuery, ProfileSort, ProfileSummary, ProfileView, SortOrder,
     TimelineEvent, TimelineQuery,
 };
@@ -21,7 +21,7 @@ use storage::customer360 as c360;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::{ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, decode_cursor, page_limit, paginate};
 use crate::handlers::conflict;
 use crate::handlers::merges::{MergeRow, publish_merge_request};
 use crate::state::AppState;
@@ -581,4 +581,122 @@ pub async fn erase_profile(
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Longest caller-given consent source.
+const MAX_CONSENT_SOURCE: usize = 48;
+
+/// Records a marketing-consent decision for a profile.
+#[utoipa::path(
+    put,
+    path = "/profiles/{id}/consent",
+    tag = "profiles",
+    summary = "Record marketing consent",
+    description = "Records `subscribed` or `unsubscribed` for one channel (`whatsapp`, \
+                   `email`, `sms`). The write flows through the pipeline like every other: \
+                   it is stored as a raw event (a Segment-spec `identify` on the `api` \
+                   channel, addressed to the profile by its e-mail, phone and loyalty id) \
+                   and published on `events.raw`; the normalizer and the identity merger \
+                   apply it, and the latest consent by time wins, so a later STOP reply \
+                   still overrides it. The Customer 360 shows status, source \
+                   (`api` or `api:<source>`) and time once the merger has applied it \
+                   (usually within a second). A merged-away id is addressed to its survivor.",
+    params(("id" = Uuid, Path, description = "Profile id")),
+    request_body = ConsentUpdate,
+    responses(
+        (status = 202, description = "Stored and queued", body = ConsentAccepted),
+        (status = 400, description = "Malformed id or body (`bad_path`, `bad_request`)", body = ApiErrorBody),
+        (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
+        (status = 409, description = "The profile has no e-mail, phone or loyalty id to address the consent to (`conflict`)", body = ApiErrorBody),
+    )
+)]
+pub async fn put_consent(
+    State(app): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(update): ApiJson<ConsentUpdate>,
+) -> Result<(StatusCode, Json<ConsentAccepted>), ApiError> {
+    let source = consent_source(update.source.as_deref())?;
+    let survivor = live(&app, id).await?;
+    // Addressed by the identifiers only this profile holds: suspect ones (shared by
+    // several people) would carry the consent to someone else.
+    let ids: Vec<(IdentifierKind, String)> = c360::identifiers(&app.db, &[survivor])
+        .await?
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| !i.suspect)
+        .map(|i| (i.kind, i.value))
+        .collect();
+    let now = Utc::now();
+    let actor = caller.actor();
+    let event = ingestion::sources::segment::api_consent_event(
+        &ids,
+        update.channel,
+        update.status,
+        &source,
+        &actor,
+        now,
+    )
+    .ok_or_else(|| {
+        conflict(format!(
+            "profile {survivor} has no e-mail, phone or loyalty id to address the consent to"
+        ))
+    })?;
+    let outcome = ingestion::raw::insert_batch(&app.db, std::slice::from_ref(&event))
+        .await
+        .map_err(ApiError::internal)?;
+    let stored = outcome.first().map_or(event.id, |o| o.id);
+    // A failed publish leaves the row to the outbox relay, as for any delivery.
+    ingestion::raw::publish_stored(&app.streams, &app.db, std::slice::from_ref(&event)).await;
+    tracing::info!(profile = %survivor, raw_event_id = %stored, channel = update.channel.as_str(),
+                   status = %update.status, by = %actor, "consent recorded");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ConsentAccepted {
+            profile_id: survivor,
+            raw_event_id: stored,
+            channel: update.channel,
+            status: update.status,
+            source,
+            recorded_at: now,
+        }),
+    ))
+}
+
+/// The recorded source of an API consent write: `api`, or `api:<source>` for a
+/// caller-given source of letters, digits, `-`, `_` and `.`.
+fn consent_source(given: Option<&str>) -> Result<String, ApiError> {
+    let Some(given) = given.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(domain::consent::SOURCE_API.to_owned());
+    };
+    let ok = given.len() <= MAX_CONSENT_SOURCE
+        && given
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            format!(
+                "`source` must be at most {MAX_CONSENT_SOURCE} letters, digits, `-`, `_` or `.`"
+            ),
+        ));
+    }
+    Ok(format!("{}:{given}", domain::consent::SOURCE_API))
+}
+
+#[cfg(test)]
+mod consent_tests {
+    use super::consent_source;
+
+    #[test]
+    fn sources() {
+        assert_eq!(consent_source(None).unwrap(), "api");
+        assert_eq!(consent_source(Some("  ")).unwrap(), "api");
+        assert_eq!(
+            consent_source(Some("call-centre")).unwrap(),
+            "api:call-centre"
+        );
+        assert!(consent_source(Some("a b")).is_err());
+        assert!(consent_source(Some(&"x".repeat(49))).is_err());
+    }
 }
