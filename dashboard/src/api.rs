@@ -105,6 +105,11 @@ pub async fn patch<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> R
     send(path, changing(Request::patch(&url(path))).json(body)).await
 }
 
+/// `PUT path` with a JSON body.
+pub async fn put<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiError> {
+    send(path, changing(Request::put(&url(path))).json(body)).await
+}
+
 /// `DELETE path` (the answer is empty).
 pub async fn delete(path: &str) -> Result<(), ApiError> {
     send(path, changing(Request::delete(&url(path))).build()).await

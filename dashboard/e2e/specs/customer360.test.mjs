@@ -61,6 +61,31 @@ test("Customer 360 shows identifiers from web, WhatsApp and POS merged", async (
   });
 });
 
+test("Customer 360 shows consent per channel and recent WhatsApp messages; an analyst opts out", async () => {
+  assert.ok(profileUrl);
+  await withPage(browser, "customer-360-consent", async (page) => {
+    await login(page, seed.users.analyst, { next: profileUrl });
+    const consent = page.locator("[data-testid=consent]");
+    const whatsapp = consent.locator("tr[data-channel=whatsapp]");
+    await whatsapp.waitFor();
+    // Writing to the brand on WhatsApp recorded an opt-in, with its source and time.
+    assert.equal(await whatsapp.getAttribute("data-status"), "subscribed");
+    assert.match(await whatsapp.textContent(), /WhatsApp message/);
+    assert.match(await whatsapp.textContent(), /ago|just now/);
+    // The inbound message and the brand's outbound one with its furthest status.
+    const messages = page.locator("[data-testid=messages] li");
+    await messages.first().waitFor();
+    const inbound = page.locator("[data-testid=messages] li[data-direction=inbound]");
+    assert.match(await inbound.first().textContent(), /rust silk dupatta/);
+    const outbound = page.locator("[data-testid=messages] li[data-direction=outbound]");
+    assert.equal(await outbound.first().getAttribute("data-status"), "read");
+    // Opting out goes through the pipeline and shows once applied.
+    await whatsapp.getByRole("button", { name: "Opt out" }).click();
+    await page.locator("[data-testid=consent] tr[data-channel=whatsapp][data-status=unsubscribed]").waitFor({ timeout: 30_000 });
+    assert.match(await page.locator("[data-testid=consent] tr[data-channel=whatsapp]").textContent(), /API \(dashboard\)/);
+  });
+});
+
 test("a viewer sees the profile but no unmerge or admin actions", async () => {
   assert.ok(profileUrl);
   await withPage(browser, "customer-360-viewer", async (page) => {
@@ -69,6 +94,7 @@ test("a viewer sees the profile but no unmerge or admin actions", async () => {
     await settled(page);
     assert.equal(await page.getByRole("button", { name: "Unmerge" }).count(), 0);
     assert.equal(await page.locator("[data-testid=admin-actions]").count(), 0);
+    assert.equal(await page.locator("[data-testid=consent] button").count(), 0, "viewers record no consent");
   });
 });
 

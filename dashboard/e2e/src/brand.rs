@@ -217,6 +217,40 @@ impl<'a> Sender<'a> {
         Self::expect_ok("Twilio message", resp).await
     }
 
+    /// A Twilio status callback of an outbound WhatsApp message to `phone_e164`, signed
+    /// over the public status URL.
+    pub async fn whatsapp_status(
+        &self,
+        sid: &str,
+        phone_e164: &str,
+        status: &str,
+    ) -> anyhow::Result<()> {
+        let s = &self.sources.twilio;
+        let url = format!("{}/webhooks/twilio/{}/status", self.fleet.ingest, s.id);
+        let params: Vec<(String, String)> = [
+            ("MessageSid", sid),
+            ("SmsSid", sid),
+            ("AccountSid", "ACloomandco00000000000000000000000"),
+            ("From", "whatsapp:+14155238886"),
+            ("To", &format!("whatsapp:{phone_e164}")),
+            ("MessageStatus", status),
+            ("SmsStatus", status),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let signature = ingestion::signing::sign_twilio(&s.secret, &url, &params);
+        let resp = self
+            .fleet
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&params)
+            .send()
+            .await?;
+        Self::expect_ok("Twilio status callback", resp).await
+    }
+
     /// A POS bill with the tills' bearer token.
     pub async fn pos_bill(&self, bill: &Value) -> anyhow::Result<()> {
         let s = &self.sources.pos;
@@ -380,6 +414,11 @@ pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Res
         "Hi! Is the rust silk dupatta available in the Indiranagar store?",
     )
     .await?;
+    // The brand's answer: an outbound message whose status callbacks come back.
+    for status in ["sent", "delivered", "read"] {
+        send.whatsapp_status("SMe2easha0000000000000000000000002", "+919845031277", status)
+            .await?;
+    }
     send.pos_bill(&pos_bill(
         "BLR-01",
         "B-2026-0001",

@@ -1,14 +1,20 @@
 //! Customer 360: everything known about one person on one page — who they are (best
 //! identifiers, segment, churn probability with its reasons, predicted and realised
 //! lifetime value, orders, first/last seen, channels), every identifier with where it
-//! came from, category affinity, purchases, browsing, the full timeline,
-//! recommendations, and the merges that made the profile (with Unmerge for those
-//! allowed to).
+//! came from, marketing consent per channel (status, source, when; analysts record a
+//! decision), recent WhatsApp messages in and out with their delivery status, category
+//! affinity, purchases, browsing, the full timeline, recommendations, and the merges
+//! that made the profile (with Unmerge for those allowed to).
 //!
 //! A merged-away id still works: the gateway answers with the survivor, the page says
 //! so and moves the URL to the survivor's.
 
-use domain::api::{Accepted, MergeLogEntry, ModelTask, Page, ProfileView, Role, TimelineEvent};
+use domain::api::{
+    Accepted, ConsentAccepted, ConsentUpdate, MergeLogEntry, ModelTask, Page, ProfileView, Role,
+    TimelineEvent,
+};
+use domain::consent::{ConsentEntry, ConsentStatus};
+use domain::profile::{MessageDirection, MessageEntry};
 use domain::identifier::is_order_reference;
 use domain::profile::{Customer360, PredictionSummary, ProfileIdentifier};
 use leptos::prelude::*;
@@ -278,6 +284,17 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
 
         <section class="grid two">
             <div class="card table-wrap">
+                <h2>"Consent"</h2>
+                <ConsentTable id entries=c.consent.clone() refresh/>
+            </div>
+            <div class="card table-wrap">
+                <h2>"Recent messages"</h2>
+                <Messages messages=c.recent_messages.clone()/>
+            </div>
+        </section>
+
+        <section class="grid two">
+            <div class="card table-wrap">
                 <h2>"Purchase history"</h2>
                 {if c.purchase_history.is_empty() {
                     view! { <p class="muted">"No orders yet."</p> }.into_any()
@@ -340,6 +357,145 @@ fn Profile(c: Customer360, refresh: impl Fn() + Copy + Send + Sync + 'static) ->
             </div>
         </section>
     }
+}
+
+/// Marketing consent per channel; analysts and admins record a decision (it flows
+/// through the pipeline, so the page re-reads the profile until it shows).
+#[component]
+fn ConsentTable(
+    id: Uuid,
+    entries: Vec<ConsentEntry>,
+    refresh: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let session = use_session();
+    let now = format::now();
+    let status = RwSignal::new(None::<Result<String, ApiError>>);
+    let record = move |channel: domain::consent::ConsentChannel, to: ConsentStatus| {
+        status.set(Some(Ok("Recording…".into())));
+        leptos::task::spawn_local(async move {
+            let body = ConsentUpdate {
+                channel,
+                status: to,
+                source: Some("dashboard".into()),
+            };
+            match api::put::<_, ConsentAccepted>(&format!("/profiles/{id}/consent"), &body).await
+            {
+                Ok(_) => {
+                    // The merger applies it asynchronously: re-read until it shows.
+                    for _ in 0..20 {
+                        gloo_timers::future::TimeoutFuture::new(500).await;
+                        if let Ok(v) = api::get::<ProfileView>(&format!("/profiles/{id}")).await
+                            && v.profile.consent.iter().any(|c| {
+                                c.channel == channel && c.status.as_deref() == Some(to.as_str())
+                            })
+                        {
+                            status.set(None);
+                            refresh();
+                            return;
+                        }
+                    }
+                    status.set(Some(Ok(
+                        "Recorded; the pipeline has not applied it yet.".into()
+                    )));
+                }
+                Err(e) => status.set(Some(Err(e))),
+            }
+        });
+    };
+    let can_write = session.can(Role::Analyst);
+    view! {
+        <table class="table compact" data-testid="consent">
+            <thead><tr><th>"Channel"</th><th>"Status"</th><th>"Source"</th><th>"When"</th><th></th></tr></thead>
+            <tbody>
+                {entries.into_iter().map(|e| {
+                    let channel = e.channel;
+                    let (text, tone) = match e.status.as_deref() {
+                        None => ("not recorded".to_owned(), "muted"),
+                        Some(s) if e.subscribed => (format::humanize(s), "ok"),
+                        Some(s) => (format::humanize(s), "warn"),
+                    };
+                    let next = if e.subscribed { ConsentStatus::Unsubscribed } else { ConsentStatus::Subscribed };
+                    view! {
+                        <tr data-channel=channel.as_str() data-status=e.status.clone().unwrap_or_default()>
+                            <td>{consent_channel(channel)}</td>
+                            <td><Badge text=text tone/></td>
+                            <td>{e.source.as_deref().map(consent_source).unwrap_or_else(|| "—".into())}</td>
+                            <td>{e.updated_at.map(|t| view! { <span title=format::datetime(t)>{format::ago(t, now)}</span> })}</td>
+                            <td>{can_write.then(|| view! {
+                                <button type="button" class="button small ghost" data-action=next.as_str()
+                                    on:click=move |_| record(channel, next)>
+                                    {if next == ConsentStatus::Subscribed { "Opt in" } else { "Opt out" }}
+                                </button>
+                            })}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        {move || status.get().map(|s| match s {
+            Ok(m) => view! { <small class="muted">{m}</small> }.into_any(),
+            Err(error) => view! { <ErrorNotice error/> }.into_any(),
+        })}
+    }
+}
+
+/// A consent channel's label.
+fn consent_channel(c: domain::consent::ConsentChannel) -> &'static str {
+    match c {
+        domain::consent::ConsentChannel::Whatsapp => "WhatsApp",
+        domain::consent::ConsentChannel::Email => "E-mail",
+        domain::consent::ConsentChannel::Sms => "SMS",
+    }
+}
+
+/// Where a consent came from, in words.
+pub fn consent_source(source: &str) -> String {
+    match source {
+        domain::consent::SOURCE_WHATSAPP_INBOUND => "WhatsApp message".into(),
+        domain::consent::SOURCE_WHATSAPP_KEYWORD => "WhatsApp reply (keyword)".into(),
+        "api" => "API".into(),
+        "csv" => "CSV import".into(),
+        other => match other.strip_prefix("api:") {
+            Some(rest) => format!("API ({rest})"),
+            None => format::humanize(other),
+        },
+    }
+}
+
+/// Recent messages in and out, newest first, with their delivery status.
+#[component]
+fn Messages(messages: Vec<MessageEntry>) -> impl IntoView {
+    let now = format::now();
+    if messages.is_empty() {
+        return view! { <p class="muted">"No messages yet."</p> }.into_any();
+    }
+    view! {
+        <ul class="timeline" data-testid="messages">
+            {messages.into_iter().map(|m| {
+                let (arrow, who) = match m.direction {
+                    MessageDirection::Inbound => ("←", "Received"),
+                    MessageDirection::Outbound => ("→", "Sent"),
+                };
+                let status = m.status.clone().unwrap_or_default();
+                let tone = match status.as_str() {
+                    "failed" | "undelivered" => "bad",
+                    "delivered" | "read" | "received" => "ok",
+                    _ => "info",
+                };
+                view! {
+                    <li data-direction=m.direction.as_str() data-status=status.clone()>
+                        <span class="when" title=format::datetime(m.at)>{format::ago(m.at, now)}</span>
+                        <span>
+                            <b>{arrow} " " {who}</b> " " <Badge text=format::channel(m.channel)/> " "
+                            {(m.direction == MessageDirection::Outbound).then(|| view! { <Badge text=format::humanize(&status) tone/> })}
+                            {m.error_code.clone().map(|c| view! { " " <small class="notice error">{format!("error {c}")}</small> })}
+                            {m.body.clone().map(|b| view! { <br/><small>{b}</small> })}
+                        </span>
+                    </li>
+                }
+            }).collect_view()}
+        </ul>
+    }.into_any()
 }
 
 /// The profile's events, newest first, with "Show older events".
