@@ -38,6 +38,19 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/imports") view=pages::imports::Imports/>
                     <Route path=path!("/audiences") view=pages::audiences::Audiences/>
                     <Route path=path!("/audiences/:id") view=pages::audiences::AudienceDetail/>
+                    <Route path=path!("/automations") view=pages::automations::Automations/>
+                    <Route
+                        path=path!("/automations/new")
+                        view=pages::automations::AutomationBuilder
+                    />
+                    <Route
+                        path=path!("/automations/:id")
+                        view=pages::automations::AutomationDetail
+                    />
+                    <Route
+                        path=path!("/automations/:id/results")
+                        view=pages::automations::AutomationResultsPage
+                    />
                     <Route path=path!("/models") view=pages::models::Models/>
                     <Route path=path!("/streams") view=pages::streams::Streams/>
                     <Route path=path!("/*any") view=pages::not_found::NotFound/>
@@ -48,10 +61,11 @@ pub fn App() -> impl IntoView {
 }
 
 /// The navigation entries: (path, label).
-const NAV: [(&str, &str); 9] = [
+const NAV: [(&str, &str); 10] = [
     ("/", "Overview"),
     ("/profiles", "Profiles"),
     ("/audiences", "Audiences"),
+    ("/automations", "Automations"),
     ("/merges", "Merges"),
     ("/merges/review", "Review queue"),
     ("/integrations", "Integrations"),

@@ -3,6 +3,7 @@
 //! actions the signed-in role may take.
 
 pub mod audiences;
+pub mod automations;
 pub mod customer360;
 pub mod imports;
 pub mod integrations;
