@@ -94,6 +94,19 @@ async fn building_an_audience_shows_its_live_size_and_members() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn building_an_automation_previews_dry_runs_and_shows_results() {
+    let fleet = Fleet::start().await.unwrap();
+    let seed = brand::everything(&fleet).await.unwrap();
+    let admin = fleet.admin().await.unwrap();
+    brand::wait_for_star(&fleet, &admin, PIPELINE_SECS)
+        .await
+        .unwrap();
+    browser::run_specs(&fleet, &seed, &["automations.test.mjs"])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_of_every_page() {
     let fleet = Fleet::start().await.unwrap();
     let seed = brand::everything(&fleet).await.unwrap();
