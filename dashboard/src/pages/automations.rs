@@ -343,11 +343,96 @@ impl Draft {
     }
 }
 
+/// The builder's fields, one signal each.
+#[derive(Clone, Copy)]
+struct Fields {
+    name: RwSignal<String>,
+    description: RwSignal<String>,
+    trigger: RwSignal<String>,
+    event_type: RwSignal<String>,
+    event_name: RwSignal<String>,
+    audience_id: RwSignal<String>,
+    churn_label: RwSignal<String>,
+    at: RwSignal<String>,
+    wait: RwSignal<String>,
+    wait_minutes: RwSignal<String>,
+    until_event: RwSignal<String>,
+    conditions: RwSignal<String>,
+    action: RwSignal<String>,
+    body: RwSignal<String>,
+    content_sid: RwSignal<String>,
+    url: RwSignal<String>,
+    quiet_hours: RwSignal<String>,
+    control_percent: RwSignal<String>,
+    conversion_hours: RwSignal<String>,
+}
+
+impl Fields {
+    fn new(d: Draft) -> Self {
+        Self {
+            name: RwSignal::new(d.name),
+            description: RwSignal::new(d.description),
+            trigger: RwSignal::new(d.trigger),
+            event_type: RwSignal::new(d.event_type),
+            event_name: RwSignal::new(d.event_name),
+            audience_id: RwSignal::new(d.audience_id),
+            churn_label: RwSignal::new(d.churn_label),
+            at: RwSignal::new(d.at),
+            wait: RwSignal::new(d.wait),
+            wait_minutes: RwSignal::new(d.wait_minutes),
+            until_event: RwSignal::new(d.until_event),
+            conditions: RwSignal::new(d.conditions),
+            action: RwSignal::new(d.action),
+            body: RwSignal::new(d.body),
+            content_sid: RwSignal::new(d.content_sid),
+            url: RwSignal::new(d.url),
+            quiet_hours: RwSignal::new(d.quiet_hours),
+            control_percent: RwSignal::new(d.control_percent),
+            conversion_hours: RwSignal::new(d.conversion_hours),
+        }
+    }
+
+    fn draft(&self) -> Draft {
+        Draft {
+            name: self.name.get_untracked(),
+            description: self.description.get_untracked(),
+            trigger: self.trigger.get_untracked(),
+            event_type: self.event_type.get_untracked(),
+            event_name: self.event_name.get_untracked(),
+            audience_id: self.audience_id.get_untracked(),
+            churn_label: self.churn_label.get_untracked(),
+            at: self.at.get_untracked(),
+            wait: self.wait.get_untracked(),
+            wait_minutes: self.wait_minutes.get_untracked(),
+            until_event: self.until_event.get_untracked(),
+            conditions: self.conditions.get_untracked(),
+            action: self.action.get_untracked(),
+            body: self.body.get_untracked(),
+            content_sid: self.content_sid.get_untracked(),
+            url: self.url.get_untracked(),
+            quiet_hours: self.quiet_hours.get_untracked(),
+            control_percent: self.control_percent.get_untracked(),
+            conversion_hours: self.conversion_hours.get_untracked(),
+        }
+    }
+}
+
+/// `<option>`s of every event type, `selected` chosen.
+fn event_options(selected: String) -> impl IntoView {
+    EventType::ALL
+        .into_iter()
+        .map(|t| {
+            let v = t.as_str();
+            view! { <option value=v selected=selected == v>{format::humanize(v)}</option> }
+        })
+        .collect_view()
+}
+
 /// The builder (`/automations/new`).
 #[component]
 pub fn AutomationBuilder() -> impl IntoView {
     let navigate = use_navigate();
-    let draft = RwSignal::new(Draft::starter());
+    let f = Fields::new(Draft::starter());
     let audiences = LocalResource::new(|| async {
         api::get::<Page<AudienceView>>("/audiences?limit=200").await
     });
@@ -357,7 +442,7 @@ pub fn AutomationBuilder() -> impl IntoView {
     let busy = RwSignal::new(false);
 
     let run_preview = move |_| {
-        let spec = match draft.with_untracked(Draft::spec) {
+        let spec = match f.draft().spec() {
             Ok(s) => s,
             Err(m) => {
                 preview.set(Some(Err(m)));
@@ -380,7 +465,7 @@ pub fn AutomationBuilder() -> impl IntoView {
     };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let spec = match draft.with_untracked(Draft::spec) {
+        let spec = match f.draft().spec() {
             Ok(s) => s,
             Err(message) => {
                 error.set(Some(ApiError::Status {
@@ -402,59 +487,8 @@ pub fn AutomationBuilder() -> impl IntoView {
             busy.set(false);
         });
     };
-
-    // A text field bound to one field of the draft.
-    macro_rules! field {
-        ($f:ident) => {
-            (
-                move || draft.with(|d| d.$f.clone()),
-                move |ev: leptos::ev::Event| draft.update(|d| d.$f = event_target_value(&ev)),
-            )
-        };
-    }
-    let (name, set_name) = field!(name);
-    let (description, set_description) = field!(description);
-    let (trigger, set_trigger) = field!(trigger);
-    let (event_type, set_event_type) = field!(event_type);
-    let (event_name, set_event_name) = field!(event_name);
-    let (audience_id, set_audience_id) = field!(audience_id);
-    let (churn_label, set_churn_label) = field!(churn_label);
-    let (at, set_at) = field!(at);
-    let (wait, set_wait) = field!(wait);
-    let (wait_minutes, set_wait_minutes) = field!(wait_minutes);
-    let (until_event, set_until_event) = field!(until_event);
-    let (conditions, set_conditions) = field!(conditions);
-    let (action, set_action) = field!(action);
-    let (body, set_body) = field!(body);
-    let (content_sid, set_content_sid) = field!(content_sid);
-    let (url, set_url) = field!(url);
-    let (quiet_hours, set_quiet_hours) = field!(quiet_hours);
-    let (control_percent, set_control_percent) = field!(control_percent);
-    let (conversion_hours, set_conversion_hours) = field!(conversion_hours);
-    let is = move |f: fn(&Draft) -> bool| move || draft.with(f);
-
-    let event_options = move |selected: String| {
-        EventType::ALL
-            .into_iter()
-            .map(|t| {
-                let v = t.as_str();
-                view! { <option value=v selected=selected == v>{format::humanize(v)}</option> }
-            })
-            .collect_view()
-    };
-    let audience_select = move || {
-        view! {
-            <label>
-                "Audience"
-                <select data-testid="audience" on:change=set_audience_id prop:value=audience_id>
-                    <option value="">"Choose…"</option>
-                    {move || audiences.get().and_then(Result::ok).map(|page| page.items.into_iter().map(|a| {
-                        let id = a.id.to_string();
-                        view! { <option value=id.clone() selected=audience_id() == id>{a.name}</option> }
-                    }).collect_view())}
-                </select>
-            </label>
-        }
+    let trigger_is = move |kinds: &'static [&'static str]| {
+        move || f.trigger.with(|t| kinds.contains(&t.as_str()))
     };
 
     view! {
@@ -466,34 +500,44 @@ pub fn AutomationBuilder() -> impl IntoView {
         </div>
         <form class="card stack" on:submit=submit data-testid="automation-builder">
             <div class="filters">
-                <label class="search">"Name" <input type="text" required maxlength="200" placeholder="e.g. Abandoned checkout reminder" prop:value=name on:input=set_name data-testid="name"/></label>
-                <label class="search">"Description" <input type="text" maxlength="2000" prop:value=description on:input=set_description/></label>
+                <label class="search">"Name" <input type="text" required maxlength="200" placeholder="e.g. Abandoned checkout reminder" bind:value=f.name data-testid="name"/></label>
+                <label class="search">"Description" <input type="text" maxlength="2000" bind:value=f.description/></label>
             </div>
 
             <h2>"1. Trigger"</h2>
             <div class="filters">
                 <label>
                     "Starts when"
-                    <select data-testid="trigger" on:change=set_trigger prop:value=trigger>
+                    <select data-testid="trigger" on:change=move |ev| f.trigger.set(event_target_value(&ev)) prop:value=move || f.trigger.get()>
                         <option value="event">"An event happens"</option>
                         <option value="audience_entered">"Someone enters an audience"</option>
                         <option value="churn_label_became">"Churn risk changes"</option>
                         <option value="schedule">"Every day, for an audience"</option>
                     </select>
                 </label>
-                <Show when=is(|d| d.trigger == "event")>
-                    <label>"Event" <select on:change=set_event_type data-testid="event-type">{move || event_options(event_type())}</select></label>
-                    <label>"Named (optional)" <input type="text" placeholder="Checkout Started" prop:value=event_name on:input=set_event_name/></label>
+                <Show when=trigger_is(&["event"])>
+                    <label>"Event" <select data-testid="event-type" on:change=move |ev| f.event_type.set(event_target_value(&ev))>{event_options(f.event_type.get_untracked())}</select></label>
+                    <label>"Named (optional)" <input type="text" placeholder="Checkout Started" bind:value=f.event_name/></label>
                 </Show>
-                <Show when=is(|d| d.trigger == "audience_entered" || d.trigger == "schedule")>
-                    {audience_select()}
+                <Show when=trigger_is(&["audience_entered", "schedule"])>
+                    <label>
+                        "Audience"
+                        <select data-testid="audience" on:change=move |ev| f.audience_id.set(event_target_value(&ev))>
+                            <option value="">"Choose…"</option>
+                            {move || audiences.get().and_then(Result::ok).map(|page| page.items.into_iter().map(|a| {
+                                let id = a.id.to_string();
+                                let selected = f.audience_id.get_untracked() == id;
+                                view! { <option value=id selected=selected>{a.name}</option> }
+                            }).collect_view())}
+                        </select>
+                    </label>
                 </Show>
-                <Show when=is(|d| d.trigger == "schedule")>
-                    <label>"At (brand time)" <input type="time" prop:value=at on:input=set_at/></label>
+                <Show when=trigger_is(&["schedule"])>
+                    <label>"At (brand time)" <input type="time" bind:value=f.at/></label>
                 </Show>
-                <Show when=is(|d| d.trigger == "churn_label_became")>
-                    <label>"Becomes" <select on:change=set_churn_label prop:value=churn_label>
-                        {ChurnBand::ALL.into_iter().map(|b| view! { <option value=b.as_str() selected=churn_label() == b.as_str()>{format::humanize(b.as_str())}</option> }).collect_view()}
+                <Show when=trigger_is(&["churn_label_became"])>
+                    <label>"Becomes" <select on:change=move |ev| f.churn_label.set(event_target_value(&ev))>
+                        {ChurnBand::ALL.into_iter().map(|b| view! { <option value=b.as_str() selected=f.churn_label.get_untracked() == b.as_str()>{format::humanize(b.as_str())}</option> }).collect_view()}
                     </select></label>
                 </Show>
             </div>
@@ -502,59 +546,59 @@ pub fn AutomationBuilder() -> impl IntoView {
             <div class="filters">
                 <label>
                     "Then"
-                    <select data-testid="wait" on:change=set_wait prop:value=wait>
+                    <select data-testid="wait" on:change=move |ev| f.wait.set(event_target_value(&ev)) prop:value=move || f.wait.get()>
                         <option value="none">"Act at once"</option>
                         <option value="delay">"Wait a while"</option>
                         <option value="until_event">"Wait, unless an event happens first"</option>
                     </select>
                 </label>
-                <Show when=is(|d| d.wait != "none")>
-                    <label>"Minutes" <input type="number" min="1" prop:value=wait_minutes on:input=set_wait_minutes data-testid="wait-minutes"/></label>
+                <Show when=move || f.wait.with(|w| w != "none")>
+                    <label>"Minutes" <input type="number" min="1" bind:value=f.wait_minutes data-testid="wait-minutes"/></label>
                 </Show>
-                <Show when=is(|d| d.wait == "until_event")>
-                    <label>"Unless" <select on:change=set_until_event>{move || event_options(until_event())}</select></label>
+                <Show when=move || f.wait.with(|w| w == "until_event")>
+                    <label>"Unless" <select on:change=move |ev| f.until_event.set(event_target_value(&ev))>{event_options(f.until_event.get_untracked())}</select></label>
                 </Show>
             </div>
 
             <h2>"3. Conditions"</h2>
             <div class="row">
                 <small>"Start from:"</small>
-                <button type="button" class="button small ghost" on:click=move |_| draft.update(|d| d.conditions.clear())>"None"</button>
+                <button type="button" class="button small ghost" on:click=move |_| f.conditions.set(String::new())>"None"</button>
                 {STARTERS.into_iter().map(|(label, json)| view! {
-                    <button type="button" class="button small ghost" on:click=move |_| draft.update(|d| d.conditions = json.to_owned())>{label}</button>
+                    <button type="button" class="button small ghost" on:click=move |_| f.conditions.set(json.to_owned())>{label}</button>
                 }).collect_view()}
             </div>
             <label>
                 "Judged after the wait (an audience rule as JSON; blank: always)"
-                <textarea rows="4" class="mono" spellcheck="false" data-testid="conditions" prop:value=conditions on:input=set_conditions></textarea>
+                <textarea rows="4" class="mono" spellcheck="false" data-testid="conditions" bind:value=f.conditions></textarea>
             </label>
 
             <h2>"4. Action"</h2>
             <div class="filters">
-                <label>"Do" <select on:change=set_action prop:value=action data-testid="action">
+                <label>"Do" <select data-testid="action" on:change=move |ev| f.action.set(event_target_value(&ev)) prop:value=move || f.action.get()>
                     <option value="whatsapp">"Send a WhatsApp message"</option>
                     <option value="webhook">"Call a webhook"</option>
                 </select></label>
             </div>
-            <Show when=is(|d| d.action == "whatsapp")>
+            <Show when=move || f.action.with(|a| a == "whatsapp")>
                 <label>
                     "Message (inside the 24-hour window; placeholders {{first_name}}, {{last_viewed_product}}, {{recommended_products}}, {{cart_contents}})"
-                    <textarea rows="3" prop:value=body on:input=set_body data-testid="body"></textarea>
+                    <textarea rows="3" bind:value=f.body data-testid="body"></textarea>
                 </label>
-                <label>"Approved template SID for outside the window (HX…, optional)" <input type="text" prop:value=content_sid on:input=set_content_sid/></label>
+                <label>"Approved template SID for outside the window (HX…, optional)" <input type="text" bind:value=f.content_sid/></label>
             </Show>
-            <Show when=is(|d| d.action == "webhook")>
-                <label>"URL" <input type="url" prop:value=url on:input=set_url placeholder="https://hooks.example.com/constintel"/></label>
+            <Show when=move || f.action.with(|a| a == "webhook")>
+                <label>"URL" <input type="url" bind:value=f.url placeholder="https://hooks.example.com/constintel"/></label>
             </Show>
 
             <h2>"5. Guardrails"</h2>
             <div class="filters">
-                <label>"In quiet hours" <select on:change=set_quiet_hours prop:value=quiet_hours>
+                <label>"In quiet hours" <select on:change=move |ev| f.quiet_hours.set(event_target_value(&ev)) prop:value=move || f.quiet_hours.get()>
                     <option value="hold">"Hold until they end"</option>
                     <option value="skip">"Skip"</option>
                 </select></label>
-                <label>"Control group (%)" <input type="number" min="0" max="50" prop:value=control_percent on:input=set_control_percent data-testid="control"/></label>
-                <label>"Conversion window (hours)" <input type="number" min="1" max="720" prop:value=conversion_hours on:input=set_conversion_hours/></label>
+                <label>"Control group (%)" <input type="number" min="0" max="50" bind:value=f.control_percent data-testid="control"/></label>
+                <label>"Conversion window (hours)" <input type="number" min="1" max="720" bind:value=f.conversion_hours/></label>
             </div>
             <p class="muted">"Consent, erased and suppressed people, frequency caps and quiet hours are enforced by the server for every message."</p>
 

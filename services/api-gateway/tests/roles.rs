@@ -161,6 +161,10 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         | ("GET", "/profiles/{id}/recommendations")
         | ("GET", "/profiles/{id}/export")
         | ("POST", "/profiles/{id}/erase") => (id(p, w.profile), Body::None),
+        ("PUT", "/profiles/{id}/consent") => (
+            id(p, w.profile),
+            Body::Json(json!({"channel": "email", "status": "subscribed"})),
+        ),
         ("GET", "/merges") => (p.into(), Body::None),
         ("POST", "/merges") => (p.into(), Body::Json(json!({"profile_ids": w.others}))),
         ("GET", "/merges/{id}") | ("POST", "/merges/{id}/unmerge") => (id(p, w.merge), Body::None),
