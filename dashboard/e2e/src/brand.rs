@@ -205,16 +205,27 @@ impl<'a> Sender<'a> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let signature = ingestion::signing::sign_twilio(&s.secret, &url, &params);
+        self.twilio_post(&url, &params, "Twilio message").await
+    }
+
+    /// POSTs Twilio's form parameters to `url`, signed with the integration's auth
+    /// token over that URL as Twilio does.
+    async fn twilio_post(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let signature = ingestion::signing::sign_twilio(&self.sources.twilio.secret, url, params);
         let resp = self
             .fleet
             .http
-            .post(&url)
+            .post(url)
             .header("x-twilio-signature", signature)
-            .form(&params)
+            .form(params)
             .send()
             .await?;
-        Self::expect_ok("Twilio message", resp).await
+        Self::expect_ok(what, resp).await
     }
 
     /// A Twilio status callback of an outbound WhatsApp message to `phone_e164`, signed
@@ -239,16 +250,8 @@ impl<'a> Sender<'a> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let signature = ingestion::signing::sign_twilio(&s.secret, &url, &params);
-        let resp = self
-            .fleet
-            .http
-            .post(&url)
-            .header("x-twilio-signature", signature)
-            .form(&params)
-            .send()
-            .await?;
-        Self::expect_ok("Twilio status callback", resp).await
+        self.twilio_post(&url, &params, "Twilio status callback")
+            .await
     }
 
     /// A POS bill with the tills' bearer token.
