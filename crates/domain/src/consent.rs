@@ -216,13 +216,13 @@ pub fn entries(
                 channel,
                 subscribed: status.as_deref() == Some(ConsentChannel::SUBSCRIBED),
                 source: status.as_ref().and(text(&channel.source_key())),
-                updated_at: status.as_ref().and(
-                    trait_times.get(key).copied().or_else(|| {
+                updated_at: status
+                    .as_ref()
+                    .and(trait_times.get(key).copied().or_else(|| {
                         text(&channel.updated_at_key())
                             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                             .map(|t| t.with_timezone(&Utc))
-                    }),
-                ),
+                    })),
                 status,
             }
         })
@@ -285,7 +285,10 @@ mod tests {
             t["whatsapp_marketing_updated_at"],
             "2026-12-01T10:00:00.000000Z"
         );
-        assert_eq!(t["email_marketing"], "pending", "a source's own state is kept");
+        assert_eq!(
+            t["email_marketing"], "pending",
+            "a source's own state is kept"
+        );
         assert_eq!(t["email_marketing_source"], "segment");
         assert!(
             !t.contains_key("sms_marketing_source"),
@@ -300,7 +303,10 @@ mod tests {
             at,
         );
         stamp(&mut given, "segment", at);
-        assert_eq!(given["sms_marketing_source"], "api:desk", "an explicit source stays");
+        assert_eq!(
+            given["sms_marketing_source"], "api:desk",
+            "an explicit source stays"
+        );
     }
 
     #[test]

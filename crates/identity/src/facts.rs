@@ -183,9 +183,7 @@ impl ProfileFacts {
             }
             None => list.push(entry),
         }
-        list.sort_by(|a, b| {
-            (b.at, &b.message_sid, &b.body).cmp(&(a.at, &a.message_sid, &a.body))
-        });
+        list.sort_by(|a, b| (b.at, &b.message_sid, &b.body).cmp(&(a.at, &a.message_sid, &a.body)));
         list.dedup();
         list.truncate(RECENT_MESSAGES);
     }
@@ -386,8 +384,14 @@ mod tests {
 
     /// The WhatsApp consent of a reply at day `n`, recorded as the normalizer does.
     fn reply(n: i64, body: &str) -> NormalizedEvent {
-        let mut e = event(n, EventType::MessageReceived, json!({"body": body}), json!({}));
-        let status = domain::consent::keyword(body).unwrap_or(domain::consent::ConsentStatus::Subscribed);
+        let mut e = event(
+            n,
+            EventType::MessageReceived,
+            json!({"body": body}),
+            json!({}),
+        );
+        let status =
+            domain::consent::keyword(body).unwrap_or(domain::consent::ConsentStatus::Subscribed);
         domain::consent::record(
             &mut e.traits,
             domain::consent::ConsentChannel::Whatsapp,
@@ -462,7 +466,11 @@ mod tests {
         all.iter().rev().for_each(|e| backward.observe(e));
         let (mut a, mut b) = (ProfileFacts::default(), ProfileFacts::default());
         for (i, e) in all.iter().enumerate() {
-            if i % 2 == 0 { a.observe(e) } else { b.observe(e) }
+            if i % 2 == 0 {
+                a.observe(e)
+            } else {
+                b.observe(e)
+            }
         }
         a.absorb(b);
         for other in [&backward, &a] {

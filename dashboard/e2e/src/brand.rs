@@ -419,8 +419,12 @@ pub async fn star_customer(send: &Sender<'_>, now: DateTime<Utc>) -> anyhow::Res
     .await?;
     // The brand's answer: an outbound message whose status callbacks come back.
     for status in ["sent", "delivered", "read"] {
-        send.whatsapp_status("SMe2easha0000000000000000000000002", "+919845031277", status)
-            .await?;
+        send.whatsapp_status(
+            "SMe2easha0000000000000000000000002",
+            "+919845031277",
+            status,
+        )
+        .await?;
     }
     send.pos_bill(&pos_bill(
         "BLR-01",

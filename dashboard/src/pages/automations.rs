@@ -9,6 +9,7 @@
 //! when a definition is wrong. Creating, changing and switching are for analysts and
 //! admins.
 
+use domain::EventType;
 use domain::api::{
     AudienceView, AutomationEnable, AutomationResults, AutomationView, ChurnBand, DryRun,
     DryRunRequest, Page, RenderedMessage, Role,
@@ -17,7 +18,6 @@ use domain::audience::EventMatch;
 use domain::automation::{
     Action, AutomationSpec, Guardrails, QuietHours, Trigger, Wait, WhatsappMessage,
 };
-use domain::EventType;
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
@@ -36,9 +36,7 @@ pub fn Automations() -> impl IntoView {
     let cursor = query_param("cursor");
     let list = LocalResource::new(move || {
         let c = cursor.get();
-        async move {
-            api::get::<Page<AutomationView>>(&href("/automations", &[("cursor", c)])).await
-        }
+        async move { api::get::<Page<AutomationView>>(&href("/automations", &[("cursor", c)])).await }
     });
     let error = RwSignal::new(None::<ApiError>);
     view! {
@@ -235,7 +233,9 @@ impl Draft {
             until_event: "order_placed".into(),
             conditions: r#"{"consent": "whatsapp"}"#.into(),
             action: "whatsapp".into(),
-            body: "Hi {{first_name}}, your cart is waiting: {{cart_contents}}. Reply STOP to opt out.".into(),
+            body:
+                "Hi {{first_name}}, your cart is waiting: {{cart_contents}}. Reply STOP to opt out."
+                    .into(),
             content_sid: String::new(),
             url: String::new(),
             quiet_hours: "hold".into(),
@@ -815,14 +815,28 @@ fn Results(r: AutomationResults) -> impl IntoView {
         ("Delivered", delivered, "delivered"),
         ("Read", read, "read"),
         ("Failed", of(sends, &["failed"]), "failed"),
-        ("Suppressed", of(sends, &["no_consent", "suppressed"]) + of(&r.runs_by_outcome, &["suppressed"]), "suppressed"),
+        (
+            "Suppressed",
+            of(sends, &["no_consent", "suppressed"]) + of(&r.runs_by_outcome, &["suppressed"]),
+            "suppressed",
+        ),
         ("Capped", of(sends, &["capped"]), "capped"),
-        ("Held out", of(&r.runs_by_outcome, &["held_out"]), "held_out"),
+        (
+            "Held out",
+            of(&r.runs_by_outcome, &["held_out"]),
+            "held_out",
+        ),
     ];
     let funnel: Vec<(String, f64, String)> = r
         .funnel
         .iter()
-        .map(|s| (format::humanize(&s.step), s.count as f64, format::count(s.count)))
+        .map(|s| {
+            (
+                format::humanize(&s.step),
+                s.count as f64,
+                format::count(s.count),
+            )
+        })
         .collect();
     let c = r.conversions.clone();
     let rate = |x: Option<f64>| x.map(format::percent).unwrap_or_else(|| "—".into());
@@ -866,7 +880,13 @@ mod tests {
         d.name = "Abandoned checkout".into();
         let spec = d.spec().unwrap();
         assert!(matches!(spec.trigger, Trigger::Event { .. }));
-        assert!(matches!(spec.wait, Some(Wait::UntilEvent { timeout_seconds: 3600, .. })));
+        assert!(matches!(
+            spec.wait,
+            Some(Wait::UntilEvent {
+                timeout_seconds: 3600,
+                ..
+            })
+        ));
         assert_eq!(spec.guardrails.control_percent, 10);
         d.wait_minutes = "soon".into();
         assert!(d.spec().is_err());

@@ -14,9 +14,9 @@ use domain::api::{
     TimelineEvent,
 };
 use domain::consent::{ConsentEntry, ConsentStatus};
-use domain::profile::{MessageDirection, MessageEntry};
 use domain::identifier::is_order_reference;
 use domain::profile::{Customer360, PredictionSummary, ProfileIdentifier};
+use domain::profile::{MessageDirection, MessageEntry};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_params_map};
@@ -378,8 +378,7 @@ fn ConsentTable(
                 status: to,
                 source: Some("dashboard".into()),
             };
-            match api::put::<_, ConsentAccepted>(&format!("/profiles/{id}/consent"), &body).await
-            {
+            match api::put::<_, ConsentAccepted>(&format!("/profiles/{id}/consent"), &body).await {
                 Ok(_) => {
                     // The merger applies it asynchronously: re-read until it shows.
                     for _ in 0..20 {

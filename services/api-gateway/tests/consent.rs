@@ -125,7 +125,9 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
     deliver(&gw, std::slice::from_ref(&hello)).await;
     assert_eq!(profile_of(&gw, hello.id).await, id, "one person");
     let doc = c360_when(&gw, &viewer, id, "both replies applied", |d| {
-        d["recent_messages"].as_array().is_some_and(|m| m.len() == 2)
+        d["recent_messages"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
     })
     .await;
     let wa = whatsapp(&doc);
@@ -138,7 +140,10 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
         (t0 + Duration::minutes(1)).timestamp_micros()
     );
     assert_eq!(doc["traits"]["whatsapp_marketing"], "unsubscribed");
-    assert_eq!(doc["traits"]["whatsapp_marketing_source"], "whatsapp_keyword");
+    assert_eq!(
+        doc["traits"]["whatsapp_marketing_source"],
+        "whatsapp_keyword"
+    );
 
     // START opts back in; an outbound message's status callbacks arrive out of order.
     let t1 = t0 + Duration::minutes(10);
@@ -236,7 +241,11 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
     assert_eq!(whatsapp(&doc)["source"], "api:call-centre");
     assert_eq!(doc["consent"][1]["channel"], "email");
     assert_eq!(doc["consent"][1]["source"], "api");
-    assert_eq!(doc["consent"][2]["status"], Value::Null, "sms never recorded");
+    assert_eq!(
+        doc["consent"][2]["status"],
+        Value::Null,
+        "sms never recorded"
+    );
     // The write is a stored raw event like any delivery, with who made it.
     let raw: Uuid = accepted["raw_event_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(profile_of(&gw, raw).await, id);

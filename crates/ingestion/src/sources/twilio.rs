@@ -220,9 +220,19 @@ fn raw_event(
 /// which is followed first. Any other message is the person writing to the brand and
 /// records an opt-in; a HELP/INFO request changes nothing.
 fn consent_of(body: &Value) -> Option<(ConsentStatus, &'static str)> {
-    match text(body, &["OptOutType"]).map(|t| t.to_ascii_uppercase()).as_deref() {
-        Some("STOP") => return Some((ConsentStatus::Unsubscribed, consent::SOURCE_WHATSAPP_KEYWORD)),
-        Some("START") => return Some((ConsentStatus::Subscribed, consent::SOURCE_WHATSAPP_KEYWORD)),
+    match text(body, &["OptOutType"])
+        .map(|t| t.to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("STOP") => {
+            return Some((
+                ConsentStatus::Unsubscribed,
+                consent::SOURCE_WHATSAPP_KEYWORD,
+            ));
+        }
+        Some("START") => {
+            return Some((ConsentStatus::Subscribed, consent::SOURCE_WHATSAPP_KEYWORD));
+        }
         Some("HELP") => return None,
         _ => {}
     }
@@ -230,7 +240,10 @@ fn consent_of(body: &Value) -> Option<(ConsentStatus, &'static str)> {
     if let Some(status) = consent::keyword(&message) {
         return Some((status, consent::SOURCE_WHATSAPP_KEYWORD));
     }
-    if matches!(message.trim().to_ascii_uppercase().as_str(), "HELP" | "INFO") {
+    if matches!(
+        message.trim().to_ascii_uppercase().as_str(),
+        "HELP" | "INFO"
+    ) {
         return None;
     }
     Some((ConsentStatus::Subscribed, consent::SOURCE_WHATSAPP_INBOUND))

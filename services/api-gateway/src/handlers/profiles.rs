@@ -7,9 +7,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::api::{
-    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, ConsentAccepted, ConsentUpdate, MergeAction, MergeLogEntry, Page, PageQuery,
-    ProfileExport, ProfileQuery, ProfileSort, ProfileSummary, ProfileView, SortOrder,
-    TimelineEvent, TimelineQuery,
+    Accepted, ApiErrorBody, CACHE_HEADER, ChurnBand, ConsentAccepted, ConsentUpdate, MergeAction,
+    MergeLogEntry, Page, PageQuery, ProfileExport, ProfileQuery, ProfileSort, ProfileSummary,
+    ProfileView, SortOrder, TimelineEvent, TimelineQuery,
 };
 use domain::profile::PredictionSummary;
 use domain::{Channel, EventType, Identifier, IdentifierKind, MergeRequest, Order, Source};
