@@ -183,7 +183,7 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
     // The outbound message is on the timeline.
     let (_, timeline) = gw
         .get(
-            &format!("/profiles/{id}/timeline?event_type=message_status"),
+            &format!("/profiles/{id}/timeline?type=message_status"),
             &viewer,
         )
         .await;
