@@ -6,7 +6,7 @@
 
 mod common;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use common::{Credentials, Gateway, code, into_json};
 use domain::Source;
 use domain::api::Role;
@@ -117,7 +117,7 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
 
     // The person writes (an opt-in), then replies STOP a minute later; the STOP arrives
     // first. The latest by event time wins: unsubscribed.
-    let t0 = Utc::now() - Duration::hours(2);
+    let t0 = Utc::now().trunc_subsecs(0) - Duration::hours(2);
     let hello = inbound("SMhello", "Is the indigo kurta back in M?", t0);
     let stop = inbound("SMstop", "stop", t0 + Duration::minutes(1));
     deliver(&gw, std::slice::from_ref(&stop)).await;
