@@ -452,7 +452,7 @@ mod tests {
             json!({}),
         );
         sent.channel = Channel::Whatsapp;
-        let all = vec![
+        let all = [
             sent,
             status(2, "SM1", "queued"),
             status(3, "SM1", "delivered"),
