@@ -30,6 +30,11 @@ pub struct IdentitySettings {
     /// Seconds a Customer 360 document stays in the Redis cache before a read rebuilds
     /// it from Postgres (bounds staleness if a refresh was ever missed).
     pub customer360_cache_ttl_secs: u64,
+    /// Most `events.normalized` entries the merger resolves in one transaction (its
+    /// stream batch; `STREAM_BATCH_SIZE` is the other consumers'). Under a backlog a
+    /// larger batch spreads each step's fixed round trips and its one region replay
+    /// over more events; at low rates batches stay as small as what arrived.
+    pub identity_merger_batch_size: usize,
 }
 
 impl IdentitySettings {
@@ -45,6 +50,7 @@ impl IdentitySettings {
             identity_name_guard: true,
             identity_predictions_debounce_ms: 2_000,
             customer360_cache_ttl_secs: 86_400,
+            identity_merger_batch_size: 1_000,
         }
     }
 }

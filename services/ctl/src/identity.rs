@@ -141,7 +141,7 @@ async fn eval(
         ::identity::seed::store_events(&db, &s.events).await?;
         let stored = started.elapsed();
         let started = Instant::now();
-        for chunk in s.events.chunks(settings.stream_batch_size.max(1)) {
+        for chunk in s.events.chunks(settings.identity.identity_merger_batch_size.max(1)) {
             resolver.resolve(chunk).await?;
         }
         let resolved = started.elapsed();

@@ -125,10 +125,12 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         );
         opts
     };
+    let mut events_opts = name("events");
+    events_opts.batch_size = ctx.settings.identity.identity_merger_batch_size.max(1);
     let events = tokio::spawn(streams::run_consumer(
         streams.clone(),
         Topic::EventsNormalized,
-        name("events"),
+        events_opts,
         Arc::new(EventHandler {
             resolver: resolver.clone(),
         }),

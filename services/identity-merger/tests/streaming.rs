@@ -152,7 +152,7 @@ async fn three_replicas_give_the_profiles_of_one_and_rebuild_reproduces_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merger_killed_mid_stream_loses_and_doubles_nothing() {
     let s = generate(&IdentityConfig::with_customers(120));
-    let env = TestEnv::with_settings([("STREAM_BATCH_SIZE", "64".to_owned())]).await;
+    let env = TestEnv::with_settings([("IDENTITY_MERGER_BATCH_SIZE", "64".to_owned())]).await;
     feed(&env, &s.events).await;
     let binary = env!("CARGO_BIN_EXE_identity-merger");
     let mut first = Process::spawn(binary, &[], &env.process_vars());
@@ -189,6 +189,142 @@ async fn a_merger_killed_mid_stream_loses_and_doubles_nothing() {
     .unwrap()
     .unwrap_or(0);
     assert_eq!(history, 0, "no profile was merged away twice");
+}
+
+/// Publishes `events` (already stored) in the given order.
+async fn publish(env: &TestEnv, events: &[NormalizedEvent]) {
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000_000);
+    for chunk in events.chunks(2_000) {
+        let envs: Vec<Envelope<&NormalizedEvent>> = chunk
+            .iter()
+            .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), e))
+            .collect();
+        streams
+            .publish_many(Topic::EventsNormalized, &envs)
+            .await
+            .unwrap();
+    }
+}
+
+/// What a run leaves, keyed by ids that do not depend on arrival order: each live
+/// profile with its events, identifiers (with their suspect flags) and facts; each
+/// identifier's learned state.
+async fn outcome(env: &TestEnv) -> Vec<String> {
+    let profiles: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' | ', p.id, p.first_event_id, p.last_event_id, p.name_keys::text, \
+                p.orders_count, p.total_spent, p.traits::text, p.state::text, \
+                (SELECT string_agg(e.event_id::text, ',' ORDER BY e.event_id) FROM normalized_event e \
+                  WHERE e.profile_id = p.id), \
+                (SELECT string_agg(i.kind || ':' || i.value || ':' || i.suspect, ',' ORDER BY i.kind, i.value) \
+                   FROM profile_identifier i WHERE i.profile_id = p.id)) \
+         FROM customer_profile p WHERE p.merged_into IS NULL ORDER BY p.id",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    let identifiers: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' | ', kind, value, last_event_id, suspect, shared) FROM identity_identifier \
+         ORDER BY kind, value",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    profiles.into_iter().chain(identifiers).collect()
+}
+
+/// Every stored profile (live or tombstone) with the live profile it ends in, following
+/// tombstones.
+async fn ends(env: &TestEnv) -> std::collections::BTreeMap<Uuid, Uuid> {
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "WITH RECURSIVE chain (start, id, depth) AS ( \
+             SELECT id, id, 0 FROM customer_profile \
+             UNION ALL \
+             SELECT c.start, p.merged_into, c.depth + 1 FROM chain c JOIN customer_profile p ON p.id = c.id \
+             WHERE p.merged_into IS NOT NULL AND c.depth < 100) \
+         SELECT c.start, c.id FROM chain c JOIN customer_profile p ON p.id = c.id AND p.merged_into IS NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+/// The profiles the merge history names (survivors and absorbed).
+async fn named_by_history(env: &TestEnv) -> BTreeSet<Uuid> {
+    sqlx::query_scalar(
+        "SELECT survivor_id FROM merge_history UNION SELECT unnest(absorbed_ids) FROM merge_history",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// The same events delivered shuffled — within and across small batches, some twice —
+/// to three replicas give exactly what one replica fed them sorted gives: the same
+/// profiles (ids, events, identifiers, facts, order totals), the same identifier
+/// states, and every profile the sorted run's merge history names ends in the same
+/// live profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run() {
+    let s = generate(&IdentityConfig::with_customers(60));
+    let mut sorted_events = s.events.clone();
+    sorted_events.sort_by_key(|e| (e.occurred_at, e.event_id));
+    // A fixed permutation (an odd multiplier scrambles the v7 ids' time prefix), then a
+    // tenth of the events delivered a second time.
+    let mut shuffled_events = s.events.clone();
+    shuffled_events
+        .sort_by_key(|e| e.event_id.as_u128().wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+    let again: Vec<NormalizedEvent> = shuffled_events.iter().step_by(10).cloned().collect();
+    shuffled_events.extend(again);
+    let displaced = sorted_events
+        .iter()
+        .zip(&shuffled_events)
+        .filter(|(a, b)| a.event_id != b.event_id)
+        .count();
+    assert!(displaced > sorted_events.len() / 2, "really shuffled");
+
+    let sorted = TestEnv::with_settings([("IDENTITY_MERGER_BATCH_SIZE", "1000".to_owned())]).await;
+    let shuffled = TestEnv::with_settings([("IDENTITY_MERGER_BATCH_SIZE", "37".to_owned())]).await;
+    identity::seed::store_events(&sorted.db, &s.events).await.unwrap();
+    identity::seed::store_events(&shuffled.db, &s.events).await.unwrap();
+    publish(&sorted, &sorted_events).await;
+    publish(&shuffled, &shuffled_events).await;
+    replicas(&sorted, 1).await;
+    replicas(&shuffled, 3).await;
+    wait_resolved(&sorted, s.events.len(), 600).await;
+    wait_resolved(&shuffled, s.events.len(), 600).await;
+
+    let expected = outcome(&sorted).await;
+    let got = outcome(&shuffled).await;
+    assert_eq!(expected.len(), got.len());
+    for (e, g) in expected.iter().zip(&got) {
+        assert_eq!(e, g, "shuffled 3 replicas = sorted 1 replica");
+    }
+    assert_eq!(partition(&sorted).await, canonical(&sorted, &s).partition());
+    assert_totals_exact(&sorted, &s).await;
+    assert_totals_exact(&shuffled, &s).await;
+
+    let named = named_by_history(&sorted).await;
+    let (end_sorted, end_shuffled) = (ends(&sorted).await, ends(&shuffled).await);
+    assert!(!named.is_empty(), "the scenario merges profiles");
+    let mut compared = 0;
+    for profile in &named {
+        if let Some(there) = end_shuffled.get(profile) {
+            assert_eq!(
+                Some(there),
+                end_sorted.get(profile),
+                "{profile} ends in the same live profile"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared * 2 >= named.len(),
+        "most profiles of the merge history exist in both runs ({compared} of {})",
+        named.len()
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole pipeline on this machine: Segment batches of realistic people posted to
+# ingest, normalised and resolved by the release fleet, timed until every event is
+# attached to its profile, beside this machine's own limits measured in the same run
+# (figures and how to read them: docs/performance.md).
+#
+# Usage: bench/pipeline/run.sh [bench-pipeline arguments]
+#   e.g. bench/pipeline/run.sh --profiles 1000
+#        bench/pipeline/run.sh --profiles 1000000 --steady-rate 0
+#
+# Builds the services and the load generator in release mode and uses a throw-away
+# database (constintel_bench_pipeline) and stream prefix, dropped at the end. Ingest
+# listens on 127.0.0.1:18491 (BENCH_INGEST_PORT). Not part of `just test`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+port="${BENCH_INGEST_PORT:-18491}"
+export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/constintel_bench_pipeline}"
+export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+export STREAM_PREFIX="bench-pipeline:"
+export INTEGRATION_SECRETS_KEY="${INTEGRATION_SECRETS_KEY:-$(head -c 32 /dev/urandom | base64)}"
+export INGEST_BIND="127.0.0.1:$port"
+export PUBLIC_BASE_URL="http://$INGEST_BIND"
+export DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-8}"
+export LOG_FORMAT=json
+export RUST_LOG="${RUST_LOG:-error}"
+# One load generator on one integration: the abuse limits would measure themselves.
+export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
+
+# BENCH_NO_BUILD=1 reuses the release binaries already built.
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    cargo build --release -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
+fi
+exec target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"

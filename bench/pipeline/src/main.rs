@@ -1,0 +1,741 @@
+//! `bench-pipeline`: the whole pipeline on this machine — Segment batches of realistic
+//! people posted to ingest, normalised, resolved by the identity merger — timed until
+//! every event is attached to its profile, next to this machine's own limits measured in
+//! the same run. `bench/pipeline/run.sh` wraps it (release build).
+//!
+//! One run:
+//! 1. a fresh benchmark database (its name must contain `bench`) and stream prefix;
+//! 2. the limits: a batched `INSERT … SELECT FROM unnest … ON CONFLICT DO UPDATE` shaped
+//!    like the identifier index (rows/s), pipelined `XADD` of envelope-sized entries
+//!    (entries/s), and the pure identity engine over the scenario generator's events
+//!    (events/s, no I/O);
+//! 3. `--profiles` people already resolved (stored as identify events and put in place
+//!    by `ctl identity rebuild`'s code), so the hot path meets a database of that size;
+//! 4. the services as release processes (ingest, normalizer, `--replicas` identity
+//!    mergers, ml-inference);
+//! 5. a **steady** run: `--steady-rate` events/s for `--steady-seconds`, then freshness
+//!    (`resolved_at − received_at`) p50/p99 of those events;
+//! 6. a **burst** run: `--people` people (identify with e-mail, phone and user id, three
+//!    anonymous product views, an order: 5 events each) posted as fast as ingest takes
+//!    them, counted until every event is attached: events/s end to end, freshness
+//!    p50/p99 and each process's CPU share while it ran.
+//!
+//! CPU shares are CPU seconds per wall second (1.0 = one core) from `/proc`; Postgres
+//! and Redis are the machine's shared servers, so their figures include whatever else
+//! runs against them — the load average is printed with every table for that reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use config::Settings;
+use domain::{Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Source};
+use identity::engine::Constraints;
+use identity::memory::MemoryResolver;
+use identity::resolver::Resolver;
+use identity::{Engine, Observation, Policy};
+use scenario::identity::{IdentityConfig, generate};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "bench-pipeline",
+    about = "End-to-end pipeline throughput and freshness"
+)]
+struct Cli {
+    /// Profiles already in the database before the load.
+    #[arg(long, default_value_t = 1_000)]
+    profiles: usize,
+    /// People of the burst run (5 events each).
+    #[arg(long, default_value_t = 12_000)]
+    people: usize,
+    /// Events/s of the steady run (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    steady_rate: u64,
+    /// Seconds of the steady run.
+    #[arg(long, default_value_t = 20)]
+    steady_seconds: u64,
+    /// Messages per Segment batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent HTTP connections of the burst run.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Identity-merger replicas.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Leave ml-inference out of the fleet.
+    #[arg(long)]
+    no_ml: bool,
+    /// Base URL ingest listens on (run.sh sets `INGEST_BIND` to match).
+    #[arg(long, default_value = "http://127.0.0.1:18491")]
+    ingest_url: String,
+    /// Give up waiting for the pipeline to drain after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+/// Messages per person: three anonymous product views, an identify, an order.
+const EVENTS_PER_PERSON: usize = 5;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    anyhow::ensure!(
+        database_name(&settings.database_url)?.contains("bench"),
+        "DATABASE_URL must name a benchmark database (run bench/pipeline/run.sh)"
+    );
+    anyhow::ensure!(
+        !settings.stream_prefix.is_empty(),
+        "set STREAM_PREFIX for the benchmark"
+    );
+    let db = fresh_database(&settings).await?;
+    clear_prefix(&settings).await?;
+    let result = run(&cli, &settings, &db).await;
+    db.close().await;
+    clear_prefix(&settings).await?;
+    result
+}
+
+async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> {
+    println!("load before the run: {}", load_average());
+
+    // The machine's limits, in this run.
+    let upserts = postgres_upsert_rate(db).await?;
+    let xadds = redis_xadd_rate(settings).await?;
+    let engine = engine_rate(settings);
+    println!(
+        "limits here: Postgres batched upsert {upserts:.0} rows/s | Redis XADD {xadds:.0} entries/s | \
+         pure engine {engine:.0} events/s"
+    );
+
+    seed_profiles(settings, db, cli.profiles).await?;
+
+    // The fleet.
+    let bins = release_dir()?;
+    let integration = create_integration(settings, db).await?;
+    let mut fleet = Fleet::start(&bins, cli)?;
+    wait_ready(&cli.ingest_url).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(cli.connections.max(2))
+        .build()?;
+    let target = Arc::new(Target {
+        client,
+        url: format!("{}/v1/batch", cli.ingest_url.trim_end_matches('/')),
+        key: integration,
+        batch: cli.batch.max(EVENTS_PER_PERSON),
+    });
+
+    let mut next_person: u64 = 0;
+    if cli.steady_rate > 0 {
+        let people = (cli.steady_rate * cli.steady_seconds) as usize / EVENTS_PER_PERSON;
+        let started = Utc::now();
+        let sent = post_people(&target, next_person, people, Some(cli.steady_rate), 4).await?;
+        next_person += people as u64;
+        drain(db, cli.timeout).await?;
+        let f = freshness(db, started).await?;
+        println!(
+            "steady {} events/s for {}s ({sent} events, {} profiles before): freshness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | load {}",
+            cli.steady_rate,
+            cli.steady_seconds,
+            cli.profiles,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            load_average()
+        );
+    }
+
+    // The burst: as fast as ingest takes it, until every event is attached.
+    let started = Utc::now();
+    let clock = Instant::now();
+    let before = fleet.cpu();
+    let posted = post_people(&target, next_person, cli.people, None, cli.connections).await?;
+    let posting = clock.elapsed();
+    drain(db, cli.timeout).await?;
+    let elapsed = clock.elapsed();
+    let after = fleet.cpu();
+    let f = freshness(db, started).await?;
+    let rate = posted as f64 / elapsed.as_secs_f64();
+    println!(
+        "burst: {posted} events of {} people posted in {:.1}s, all attached after {:.1}s = {rate:.0} events/s end to end \
+         ({} profiles before, {} merger replica(s)) | freshness p50 {:.0} ms, p99 {:.0} ms | load {}",
+        cli.people,
+        posting.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        cli.profiles,
+        cli.replicas,
+        f.p50_ms,
+        f.p99_ms,
+        load_average()
+    );
+    println!(
+        "  as shares of the limits: {:.3} of the Postgres batched upsert rate, {:.3} of the Redis XADD rate, \
+         {:.3} of the pure engine",
+        rate / upserts,
+        rate / xadds,
+        rate / engine
+    );
+    let wall = elapsed.as_secs_f64();
+    let mut line = String::from("  CPU (cores) while it ran:");
+    for (name, used) in &after.by_name {
+        let was = before.by_name.get(name).copied().unwrap_or(0.0);
+        line.push_str(&format!(" {name} {:.2} |", (used - was) / wall));
+    }
+    line.push_str(&format!(
+        " whole machine {:.2} of {} cores",
+        (after.machine - before.machine) / wall,
+        cores()
+    ));
+    println!("{line}");
+    let outcome = sqlx::query_as::<_, (i64, i64, i64)>(
+        "SELECT (SELECT count(*) FROM customer_profile WHERE merged_into IS NULL), \
+                (SELECT count(*) FROM merge_history), \
+                (SELECT count(*) FROM merge_history WHERE rule = 'replay')",
+    )
+    .fetch_one(db)
+    .await?;
+    println!(
+        "  live profiles {}, merges {} ({} from region replays)",
+        outcome.0, outcome.1, outcome.2
+    );
+    fleet.stop();
+    Ok(())
+}
+
+// ---------------------------------------------------------------- database and Redis
+
+async fn fresh_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let (base, _) = settings
+        .database_url
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    let name = database_name(&settings.database_url)?;
+    let admin = storage::connect(&format!("{base}/postgres"), 1).await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        storage::quote_ident(&name)
+    ))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    storage::ensure_database(&settings.database_url).await?;
+    let db = storage::connect(&settings.database_url, 4).await?;
+    storage::migrate(&db).await?;
+    Ok(db)
+}
+
+fn database_name(url: &str) -> anyhow::Result<String> {
+    let (_, name) = url
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    Ok(name.split('?').next().unwrap_or(name).to_owned())
+}
+
+async fn clear_prefix(settings: &Settings) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(settings.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", settings.stream_prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+// ---------------------------------------------------------------- limits
+
+/// Rows/s of a batched upsert shaped like the identifier index (5,000 rows a statement).
+async fn postgres_upsert_rate(db: &PgPool) -> anyhow::Result<f64> {
+    let mut conn = db.acquire().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE ceiling (kind TEXT, value TEXT, profile_id UUID, seen BIGINT, \
+         PRIMARY KEY (kind, value))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let rows = 200_000usize;
+    let started = Instant::now();
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(5_000) {
+        let kinds: Vec<&str> = chunk.iter().map(|_| "email").collect();
+        let values: Vec<String> = chunk.iter().map(|i| format!("person{i}@mail.in")).collect();
+        let profiles: Vec<Uuid> = chunk.iter().map(|_| Uuid::new_v4()).collect();
+        sqlx::query(
+            "INSERT INTO ceiling SELECT k, v, p, 1 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(k, v, p) \
+             ON CONFLICT (kind, value) DO UPDATE SET seen = ceiling.seen + 1",
+        )
+        .bind(&kinds)
+        .bind(&values)
+        .bind(&profiles)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Entries/s of pipelined `XADD` (1,000 a pipeline) of a ~700-byte envelope.
+async fn redis_xadd_rate(settings: &Settings) -> anyhow::Result<f64> {
+    let mut conn = redis::Client::open(settings.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let key = format!("{}limit.xadd", settings.stream_prefix);
+    let body = "x".repeat(700);
+    let entries = 200_000usize;
+    let started = Instant::now();
+    for _ in 0..entries / 1_000 {
+        let mut pipe = redis::pipe();
+        for _ in 0..1_000 {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(100_000)
+                .arg("*")
+                .arg("e")
+                .arg(&body)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    let rate = entries as f64 / started.elapsed().as_secs_f64();
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(rate)
+}
+
+/// Events/s of the pure engine over the scenario generator's events (no I/O).
+fn engine_rate(settings: &Settings) -> f64 {
+    let s = generate(&IdentityConfig::with_customers(750));
+    let started = Instant::now();
+    let m = MemoryResolver::rebuild(
+        Engine::new(Policy::from_settings(&settings.identity)),
+        Constraints::default(),
+        s.events.iter().map(Observation::of).collect(),
+    );
+    let rate = s.events.len() as f64 / started.elapsed().as_secs_f64();
+    std::hint::black_box(m.graph.profiles.len());
+    rate
+}
+
+// ---------------------------------------------------------------- existing profiles
+
+/// Puts `count` resolved people in place: one identify event each (e-mail, phone, user
+/// id), stored as the normalizer would and resolved by the rebuild.
+async fn seed_profiles(settings: &Settings, db: &PgPool, count: usize) -> anyhow::Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let base = Utc::now() - chrono::Duration::days(365);
+    let mut stored = 0;
+    for chunk in (0..count).collect::<Vec<_>>().chunks(20_000) {
+        let events: Vec<NormalizedEvent> = chunk
+            .iter()
+            .map(|&i| seed_event(i as u64, base + chrono::Duration::seconds(i as i64)))
+            .collect::<anyhow::Result<_>>()?;
+        stored += identity::seed::store_events(db, &events).await?;
+    }
+    let redis = redis::Client::open(settings.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(redis).await?;
+    let report = Resolver::new(db.clone(), redis, settings).rebuild().await?;
+    sqlx::query("VACUUM ANALYZE").execute(db).await?;
+    println!(
+        "existing profiles: {} ({stored} identify events stored and resolved in {:.1}s)",
+        report.profiles,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn seed_event(i: u64, at: DateTime<Utc>) -> anyhow::Result<NormalizedEvent> {
+    let id = |kind, value: String| {
+        Identifier::parse(kind, &value, "IN").with_context(|| format!("seed identifier {value}"))
+    };
+    Ok(NormalizedEvent {
+        event_id: Uuid::now_v7(),
+        occurred_at: at,
+        received_at: at,
+        source: Source::Segment,
+        integration_id: None,
+        channel: Channel::Web,
+        event_type: EventType::Identify,
+        name: None,
+        identifiers: vec![
+            id(IdentifierKind::Email, format!("existing{i}@mail.example"))?,
+            id(IdentifierKind::Phone, phone(5_000_000 + i))?,
+            id(IdentifierKind::CustomerId, format!("segment:existing-{i}"))?,
+        ],
+        traits: serde_json::Map::new(),
+        properties: serde_json::Map::new(),
+        order: None,
+    })
+}
+
+/// A distinct Indian mobile number per `n` (below 10 million).
+fn phone(n: u64) -> String {
+    format!("+9197{:08}", 10_000_000 + n % 89_999_999)
+}
+
+// ---------------------------------------------------------------- the fleet
+
+fn release_dir() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    Ok(me.parent().context("binary folder")?.to_path_buf())
+}
+
+struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+/// CPU seconds used so far, per process name and by the whole machine.
+struct Cpu {
+    by_name: BTreeMap<String, f64>,
+    machine: f64,
+}
+
+impl Fleet {
+    fn start(bins: &Path, cli: &Cli) -> anyhow::Result<Self> {
+        let mut names: Vec<(&str, &str)> = vec![("ingest", ""), ("normalizer", "NORMALIZER_BIND")];
+        names.extend(std::iter::repeat_n(
+            ("identity-merger", "IDENTITY_MERGER_BIND"),
+            cli.replicas.max(1),
+        ));
+        if !cli.no_ml {
+            names.push(("ml-inference", "ML_INFERENCE_BIND"));
+        }
+        let mut children = Vec::new();
+        for (name, bind) in names {
+            let path = bins.join(name);
+            anyhow::ensure!(
+                path.is_file(),
+                "{} missing: cargo build --release -p {name}",
+                path.display()
+            );
+            let mut cmd = Process::new(&path);
+            if !bind.is_empty() {
+                cmd.env(bind, "127.0.0.1:0");
+            }
+            let child = cmd
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {name}"))?;
+            children.push((name.to_owned(), child));
+        }
+        Ok(Self { children })
+    }
+
+    fn cpu(&self) -> Cpu {
+        let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, child) in &self.children {
+            *by_name.entry(name.clone()).or_default() += process_cpu(child.id()).unwrap_or(0.0);
+        }
+        for server in ["postgres", "redis-server"] {
+            let used: f64 = processes_named(server)
+                .into_iter()
+                .filter_map(process_cpu)
+                .sum();
+            by_name.insert(format!("{server} (shared)"), used);
+        }
+        by_name.insert(
+            "load generator".into(),
+            process_cpu(std::process::id()).unwrap_or(0.0),
+        );
+        Cpu {
+            by_name,
+            machine: machine_busy().unwrap_or(0.0),
+        }
+    }
+
+    fn stop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const TICKS: f64 = 100.0;
+
+/// utime + stime of a process, in seconds.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS)
+}
+
+fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == name || c.trim().starts_with(name))
+        })
+        .collect()
+}
+
+/// Busy CPU seconds of the whole machine (every core) since boot.
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = v.iter().take(8).sum::<f64>() - v.get(3)? - v.get(4)?;
+    Some(busy / TICKS)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn create_integration(settings: &Settings, db: &PgPool) -> anyhow::Result<String> {
+    let key = storage::secrets::SecretsKey::from_base64(
+        settings
+            .integration_secrets_key
+            .as_ref()
+            .map(config::ExposeSecret::expose_secret)
+            .context("INTEGRATION_SECRETS_KEY is not set (run.sh sets one)")?,
+    )?;
+    let seg = ingestion::integrations::create(db, &key, "segment", "bench-pipeline", None).await?;
+    Ok(seg.secret.clone())
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client
+            .get(format!("{}/readyz", url.trim_end_matches('/')))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("ingest not ready at {url} after 30 s")
+}
+
+// ---------------------------------------------------------------- load
+
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    batch: usize,
+}
+
+/// The five Segment messages of person `n`, occurring over the last few seconds in the
+/// order a shopper makes them: three anonymous product views, logging in, an order.
+fn person(n: u64, now: DateTime<Utc>, out: &mut Vec<serde_json::Value>) {
+    let anon = format!("anon-{n}");
+    let user = format!("user-{n}");
+    let at = |s: i64| (now - chrono::Duration::milliseconds(s)).to_rfc3339();
+    for (k, sku) in [(900, 11), (700, 12), (500, 13)] {
+        let sku = (n * 7 + sku) % 2_000;
+        out.push(serde_json::json!({
+            "type": "track", "event": "Product Viewed", "anonymousId": anon,
+            "messageId": format!("view-{n}-{k}"), "timestamp": at(k),
+            "context": {"ip": "203.0.113.24", "page": {"path": format!("/products/p{sku}")}},
+            "properties": {"product_id": format!("P{sku}"), "sku": format!("SKU-{sku}"),
+                           "name": "Linen Kurta", "category": "Kurtas", "price": 899, "currency": "INR"}
+        }));
+    }
+    out.push(serde_json::json!({
+        "type": "identify", "userId": user, "anonymousId": anon,
+        "messageId": format!("identify-{n}"), "timestamp": at(300),
+        "traits": {"email": format!("shopper{n}@mail.example"), "phone": phone(n),
+                   "firstName": "Asha", "lastName": format!("Shopper{n}")}
+    }));
+    out.push(serde_json::json!({
+        "type": "track", "event": "Order Completed", "userId": user, "anonymousId": anon,
+        "messageId": format!("order-{n}"), "timestamp": at(100),
+        "properties": {"order_id": format!("BENCH-{n}"), "total": 1798, "currency": "INR",
+                       "products": [{"product_id": format!("P{}", (n * 7 + 11) % 2_000),
+                                     "sku": format!("SKU-{}", (n * 7 + 11) % 2_000),
+                                     "price": 899, "quantity": 2}]}
+    }));
+}
+
+/// Posts `people` people from `first` on, `connections` requests at a time, at `rate`
+/// events/s (or as fast as ingest takes them). Returns the events accepted.
+async fn post_people(
+    target: &Arc<Target>,
+    first: u64,
+    people: usize,
+    rate: Option<u64>,
+    connections: usize,
+) -> anyhow::Result<u64> {
+    let per_batch = (target.batch / EVENTS_PER_PERSON).max(1);
+    let batches = people.div_ceil(per_batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let target = target.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0u64;
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if b >= batches {
+                    return Ok::<u64, anyhow::Error>(accepted);
+                }
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(
+                        (b * per_batch * EVENTS_PER_PERSON) as f64 / rate as f64,
+                    );
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let from = b * per_batch;
+                let to = ((b + 1) * per_batch).min(people);
+                let now = Utc::now();
+                let mut messages = Vec::with_capacity((to - from) * EVENTS_PER_PERSON);
+                for p in from..to {
+                    person(first + p as u64, now, &mut messages);
+                }
+                let body = serde_json::json!({"batch": messages, "sentAt": now.to_rfc3339()});
+                let mut tries = 0;
+                loop {
+                    let resp = target
+                        .client
+                        .post(&target.url)
+                        .basic_auth(&target.key, Some(""))
+                        .json(&body)
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            accepted += messages.len() as u64;
+                            break;
+                        }
+                        Ok(r) if tries < 20 => {
+                            tries += 1;
+                            let status = r.status();
+                            let _ = r.bytes().await;
+                            if tries == 1 {
+                                eprintln!("ingest answered {status}; retrying");
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(r) => anyhow::bail!(
+                            "ingest refused a batch: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        ),
+                        Err(e) if tries < 20 => {
+                            tries += 1;
+                            eprintln!("posting failed ({e}); retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await??;
+    }
+    Ok(accepted)
+}
+
+/// Waits until every stored raw event is normalised and every normalised event is
+/// attached to a profile.
+async fn drain(db: &PgPool, timeout: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let (raw, normalized, open): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM customer_raw_event), \
+                    (SELECT count(*) FROM normalized_event WHERE source = 'segment' \
+                       AND integration_id IS NOT NULL), \
+                    (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
+        )
+        .fetch_one(db)
+        .await?;
+        if open == 0 && normalized >= raw {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(timeout),
+            "not drained after {timeout} s: {raw} raw, {normalized} normalised, {open} unresolved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Freshness {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Freshness (`resolved_at − received_at`) of the events received since `since`.
+async fn freshness(db: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Freshness> {
+    let (p50, p99, max): (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
+         FROM (SELECT extract(epoch FROM resolved_at - received_at) * 1000 AS ms \
+               FROM normalized_event WHERE received_at >= $1 AND integration_id IS NOT NULL) f",
+    )
+    .bind(since)
+    .fetch_one(db)
+    .await?;
+    Ok(Freshness {
+        p50_ms: p50.unwrap_or(0.0),
+        p99_ms: p99.unwrap_or(0.0),
+        max_ms: max.unwrap_or(0.0),
+    })
+}
