@@ -444,7 +444,9 @@ async fn attribute_orders(
 
 /// Recomputes the order aggregates of `profiles` from the `orders` table: orders that
 /// were not cancelled, spend net of refunds (saturating at ±`domain::MAX_TOTAL`), the
-/// most used currency, the last order.
+/// most used currency, the last order. Rows whose aggregates come out unchanged (most
+/// profiles of a step: an event without an order) are not rewritten, so a step writes
+/// each profile row once, not twice.
 async fn refresh_order_aggregates(
     conn: &mut PgConnection,
     profiles: &[ProfileId],
@@ -461,7 +463,10 @@ async fn refresh_order_aggregates(
                                max(placed_at) AS last_order_at \
                         FROM orders WHERE profile_id = ANY($1) AND status <> 'cancelled' \
                         GROUP BY profile_id) a ON a.profile_id = ids.id \
-             WHERE p.id = ids.id",
+             WHERE p.id = ids.id \
+               AND (p.orders_count, p.total_spent, p.currency, p.last_order_at) IS DISTINCT FROM \
+                   (COALESCE(a.n, 0), LEAST(GREATEST(COALESCE(a.spent, 0), -$2::numeric), $2::numeric), \
+                    COALESCE(a.currency, p.currency), a.last_order_at)",
         )
         .bind(chunk)
         // Any number of orders of any admitted amount: the sum saturates
