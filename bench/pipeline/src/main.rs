@@ -727,7 +727,7 @@ async fn freshness(db: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Freshnes
     let (p50, p99, max): (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
-         FROM (SELECT extract(epoch FROM resolved_at - received_at) * 1000 AS ms \
+         FROM (SELECT (extract(epoch FROM resolved_at - received_at) * 1000)::float8 AS ms \
                FROM normalized_event WHERE received_at >= $1 AND integration_id IS NOT NULL) f",
     )
     .bind(since)
