@@ -214,6 +214,7 @@ fn main() {
                 btyd: churn_model.btyd,
                 model: churn_model.model,
                 calibrator: churn_model.calibrator,
+                stack: churn_model.stack,
             },
         }),
         ltv: Some(ActiveLtv {

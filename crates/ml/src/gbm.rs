@@ -36,6 +36,8 @@ pub enum Objective {
     Binary,
     /// A number (squared error).
     Regression,
+    /// The median of a number (absolute error).
+    Median,
 }
 
 /// Training sets smaller than this are trained on one thread (see
@@ -133,6 +135,7 @@ impl GbmParams {
             "objective": match self.objective {
                 Objective::Binary => "binary",
                 Objective::Regression => "regression",
+                Objective::Median => "regression_l1",
             },
             "num_iterations": self.num_iterations,
             "learning_rate": self.learning_rate,
@@ -148,6 +151,7 @@ impl GbmParams {
             "metric": match self.objective {
                 Objective::Binary => "binary_logloss",
                 Objective::Regression => "l2",
+                Objective::Median => "l1",
             },
             "deterministic": true,
             "force_col_wise": true,

@@ -44,6 +44,7 @@ pub mod recs;
 pub mod registry;
 pub mod scoring;
 pub mod segments;
+pub mod stack;
 pub mod store;
 #[cfg(feature = "synthetic")]
 pub mod synthetic;

@@ -120,6 +120,7 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                 calibrator: ev.churn_model.calibrator.clone(),
                 threshold: ev.churn_model.threshold,
                 model: ev.churn_model.model.to_text()?,
+                stack: ev.churn_model.stack.clone(),
             };
             // The best baseline by cross-fitted ROC-AUC serves if LightGBM does not beat it.
             let recency = &ev.summary.churn.baselines.recency;
@@ -172,7 +173,8 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                     "lightgbm",
                     merged(
                         json!({"lightgbm": ev.churn_model.params.to_lightgbm(), "btyd": btyd,
-                               "calibration": ev.churn_model.calibrator}),
+                               "calibration": ev.churn_model.calibrator,
+                               "stack": ev.churn_model.stack}),
                         &split,
                     ),
                     rows(ev.summary.churn.train_rows),

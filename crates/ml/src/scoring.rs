@@ -35,7 +35,10 @@ use crate::gbm::GbmModel;
 use crate::recs::{Activity, Recommender};
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
-use crate::train::{N_INPUTS, bgnbd_score, input_names, inputs, ltv_spend, recency_score};
+use crate::stack::{LR_INPUT_NAMES, Stack};
+use crate::train::{
+    N_INPUTS, bgnbd_score, input_names, inputs, lr_rows, ltv_spend, recency_score,
+};
 
 /// Churn reasons reported per profile.
 const TOP_REASONS: usize = 3;
@@ -102,6 +105,10 @@ pub enum ChurnArtefact {
         threshold: f64,
         /// LightGBM model text.
         model: String,
+        /// The logistic regression or blend serving in place of LightGBM alone
+        /// (absent: LightGBM alone; older artefacts have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stack: Option<Stack>,
     },
     /// The BG/NBD baseline: its expected purchases in the horizon, as a calibrated
     /// probability of none ([`crate::train::bgnbd_score`]).
@@ -150,6 +157,8 @@ pub enum ChurnScorer {
         model: GbmModel,
         /// Its calibration.
         calibrator: Calibrator,
+        /// The logistic regression or blend over it, if one was chosen.
+        stack: Option<Stack>,
     },
     /// The BG/NBD baseline.
     Bgnbd {
@@ -284,10 +293,12 @@ impl ActiveModels {
                                 calibrator,
                                 threshold: _,
                                 model,
+                                stack,
                             } => ChurnScorer::Gbm {
                                 btyd,
                                 model: gbm(&model).map_err(|e| artefact(&e))?,
                                 calibrator,
+                                stack,
                             },
                             ChurnArtefact::Bgnbd { btyd, calibrator } => {
                                 ChurnScorer::Bgnbd { btyd, calibrator }
@@ -416,16 +427,37 @@ impl ActiveModels {
                     btyd,
                     model,
                     calibrator,
+                    stack,
                 } => {
                     let x = inputs(&features, btyd);
-                    let p = calibrator.apply_all(&model.predict(&x)?);
+                    let gbm = model.predict(&x)?;
                     let contrib = model.contributions(&x)?;
+                    let lr = lr_rows(btyd, &features);
+                    let p = calibrator.apply_all(&match stack {
+                        Some(s) => s.apply(&gbm, &lr),
+                        None => gbm,
+                    });
+                    let names = input_names();
                     let reasons: Vec<serde_json::Value> = (0..features.len())
                         .map(|i| {
-                            top_reasons(
-                                &x[i * N_INPUTS..(i + 1) * N_INPUTS],
-                                &contrib[i * (N_INPUTS + 1)..i * (N_INPUTS + 1) + N_INPUTS],
-                            )
+                            let tree = &contrib[i * (N_INPUTS + 1)..i * (N_INPUTS + 1) + N_INPUTS];
+                            let values = x[i * N_INPUTS..(i + 1) * N_INPUTS].iter().copied();
+                            match stack {
+                                None => top_reasons(&names, values, tree.iter().copied()),
+                                // Each part's log-odds contributions, weighted as the
+                                // stack weighs its log-odds.
+                                Some(s) => {
+                                    let (wg, wl) = s.weights();
+                                    let lr_part = s.logistic.contributions(&lr[i]);
+                                    top_reasons(
+                                        &names.iter().copied().chain(LR_INPUT_NAMES).collect::<Vec<_>>(),
+                                        values.chain(lr[i].iter().map(|v| *v as f32)),
+                                        tree.iter()
+                                            .map(|c| c * wg)
+                                            .chain(lr_part.iter().map(|c| c * wl)),
+                                    )
+                                }
+                            }
                         })
                         .collect();
                     (p, reasons, "lightgbm")
@@ -509,9 +541,15 @@ fn finite(v: f32) -> Option<f32> {
     v.is_finite().then_some(v)
 }
 
-/// The strongest contributions of one row of inputs, largest magnitude first.
-fn top_reasons(values: &[f32], contributions: &[f64]) -> serde_json::Value {
-    let names = input_names();
+/// The strongest contributions of one row of inputs (named `names`), largest
+/// magnitude first.
+fn top_reasons(
+    names: &[&str],
+    values: impl Iterator<Item = f32>,
+    contributions: impl Iterator<Item = f64>,
+) -> serde_json::Value {
+    let values: Vec<f32> = values.collect();
+    let contributions: Vec<f64> = contributions.collect();
     let mut idx: Vec<usize> = (0..contributions.len()).collect();
     idx.sort_by(|&a, &b| {
         contributions[b]
@@ -539,7 +577,11 @@ mod tests {
         c[0] = 1.5; // recency pushes towards churn
         c[1] = -0.7; // frequency away from it
         c[N_INPUTS - 1] = 0.2; // a BTYD output
-        let r = top_reasons(&x, &c);
+        let names = input_names();
+        let reasons = |x: &[f32], c: &[f64]| {
+            top_reasons(&names, x.iter().copied(), c.iter().copied())
+        };
+        let r = reasons(&x, &c);
         assert_eq!(r[0]["feature"], "recency_days");
         assert_eq!(r[0]["value"], 200.0);
         assert_eq!(r[1]["feature"], "frequency");
@@ -547,11 +589,11 @@ mod tests {
         assert_eq!(r[2]["feature"], "bgnbd_gg_expected_spend");
         assert_eq!(r.as_array().unwrap().len(), TOP_REASONS);
         // A model without splits explains nothing: no reasons rather than zeros.
-        let none = top_reasons(&x, &vec![0.0; N_INPUTS]);
+        let none = reasons(&x, &vec![0.0; N_INPUTS]);
         assert!(none.as_array().unwrap().is_empty());
         c[1] = 0.0;
         c[N_INPUTS - 1] = 0.0;
-        assert_eq!(top_reasons(&x, &c).as_array().unwrap().len(), 1);
+        assert_eq!(reasons(&x, &c).as_array().unwrap().len(), 1);
     }
 
     #[test]

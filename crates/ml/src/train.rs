@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::MlError;
 use crate::btyd::{Btyd, DERIVED_NAMES};
-use crate::calibration::{Calibrator, ReliabilityBin, reliability};
+use crate::calibration::{CalibrationChoice, Calibrator, ReliabilityBin, reliability};
 use crate::crossfit::{self, Interval};
 use crate::features::{self, FEATURE_NAMES, Features, N_FEATURES, Outcome};
 use crate::gbm::{GbmModel, GbmParams, Objective};
@@ -41,6 +41,7 @@ use crate::metrics::{
     ClassificationMetrics, RegressionMetrics, average_precision, best_f1_threshold, brier, roc_auc,
 };
 use crate::segments::{self, SegmentMetrics, SegmentModel};
+use crate::stack::{self, Choice, LR_L2, Logistic, Stack};
 
 /// Share of training customers held back for early stopping and calibration.
 const VALIDATION_SHARE: f64 = 0.2;
@@ -279,6 +280,23 @@ pub struct ChurnModel {
     pub recency_calibrator: Calibrator,
     /// Calibration of the BG/NBD baseline's score, when BG/NBD is fitted.
     pub bgnbd_calibrator: Option<Calibrator>,
+    /// The logistic regression or blend that serves in place of LightGBM alone, when
+    /// one ranked the validation fold better ([`crate::stack`]).
+    pub stack: Option<Stack>,
+    /// The candidates' validation ROC-AUCs and the choice (absent when the validation
+    /// fold could not decide).
+    pub choice: Option<Choice>,
+    /// The calibration methods' cross-fitted validation Brier scores.
+    pub calibration: Option<CalibrationChoice>,
+}
+
+/// The logistic regression's inputs of each profile ([`stack::lr_inputs`]).
+pub fn lr_rows(btyd: &Btyd, features: &[Features]) -> Vec<[f64; 8]> {
+    features
+        .iter()
+        .zip(btyd.derived(features))
+        .map(|(f, d)| stack::lr_inputs(f, &d))
+        .collect()
 }
 
 /// The recency baseline as a score in [0, 1): `r / (r + H)`, increasing with the days
@@ -315,11 +333,34 @@ impl ChurnModel {
             &params,
         )?;
         let raw = model.predict(&vx)?;
-        let calibrator = Calibrator::fit(&raw, &valid.churned()).unwrap_or(Calibrator::Identity);
+        let labels = valid.churned();
+        let both = labels.iter().any(|c| *c) && labels.iter().any(|c| !*c);
+        // The purchase-history logistic regression, on the same rows as LightGBM.
+        let logistic = Logistic::fit(&lr_rows(&btyd, &fit.features), &fit.churned(), LR_L2).ok();
+        let (stack, choice, scores) = match logistic {
+            Some(lr) if both => {
+                let (s, c, scores) = stack::choose(
+                    lr,
+                    &raw,
+                    &lr_rows(&btyd, &valid.features),
+                    &valid.profile_ids,
+                    &labels,
+                    seed,
+                );
+                (s, Some(c), scores)
+            }
+            _ => (None, None, raw),
+        };
+        let (calibrator, calibration) = if both {
+            let (c, choice) = Calibrator::choose(&scores, &labels, &valid.profile_ids, seed);
+            (c, Some(choice))
+        } else {
+            (Calibrator::Identity, None)
+        };
         let threshold = if valid.is_empty() {
             0.5
         } else {
-            best_f1_threshold(&calibrator.apply_all(&raw), &valid.churned()).0
+            best_f1_threshold(&calibrator.apply_all(&scores), &labels).0
         };
         let recency: Vec<f64> = valid
             .features
@@ -342,12 +383,20 @@ impl ChurnModel {
             params,
             recency_calibrator,
             bgnbd_calibrator,
+            stack,
+            choice,
+            calibration,
         })
     }
 
-    /// LightGBM's own probability for each profile (before calibration).
+    /// The chosen candidate's probability for each profile, before calibration
+    /// (LightGBM's own, or the logistic regression's, or their blend's).
     pub fn uncalibrated(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
-        Ok(self.model.predict(&inputs(features, &self.btyd))?)
+        let gbm = self.model.predict(&inputs(features, &self.btyd))?;
+        Ok(match &self.stack {
+            Some(s) => s.apply(&gbm, &lr_rows(&self.btyd, features)),
+            None => gbm,
+        })
     }
 }
 
@@ -360,6 +409,9 @@ pub struct LtvModel {
     pub model: GbmModel,
     /// Hyper-parameters it was trained with.
     pub params: GbmParams,
+    /// A median forecast of the spend (LightGBM, absolute error): the forecast with
+    /// the least mean absolute error, reported beside the expected spend that serves.
+    pub median: GbmModel,
 }
 
 impl LtvModel {
@@ -386,11 +438,29 @@ impl LtvModel {
             N_INPUTS,
             &params,
         )?;
+        let spend = |r: &LabelledRows| -> Vec<f32> { r.spend().iter().map(|s| *s as f32).collect() };
+        let median = GbmModel::train_with_validation(
+            (&inputs(&fit.features, &btyd), &spend(&fit)),
+            (&inputs(&valid.features, &btyd), &spend(&valid)),
+            N_INPUTS,
+            &GbmParams::adapted(Objective::Median, seed, fit.len()),
+        )?;
         Ok(Self {
             btyd,
             model,
             params,
+            median,
         })
+    }
+
+    /// The median forecast of each profile's spend in the horizon (never negative).
+    pub fn predict_median(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
+        Ok(self
+            .median
+            .predict(&inputs(features, &self.btyd))?
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect())
     }
 
     /// Predicted spend in the horizon for each profile (never negative).
@@ -472,6 +542,13 @@ pub struct ChurnReport {
     pub train_rows: usize,
     /// Boosting rounds of the served model (after early stopping).
     pub rounds: usize,
+    /// The served model's candidates (LightGBM, logistic regression, blend) by
+    /// validation ROC-AUC, and the one chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Choice>,
+    /// The served model's calibration methods by cross-fitted validation Brier score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationChoice>,
 }
 
 /// The LTV baselines, on the same customers as the model.
@@ -494,6 +571,10 @@ pub struct LtvReport {
     pub baseline_past_spend_rate: RegressionMetrics,
     /// Every baseline on the same customers.
     pub baselines: LtvBaselines,
+    /// The median forecast (not served: a median does not add up across customers)
+    /// on the same customers; its MAE is the least a forecast of this data reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median: Option<RegressionMetrics>,
     /// Customer folds of the cross-fitting.
     pub folds: usize,
     /// Training rows of the served model (every cutoff).
@@ -512,6 +593,7 @@ struct OutOfFold {
     bgnbd_raw: f64,
     bgnbd: f64,
     spend: f64,
+    spend_median: f64,
     bgnbd_gg_spend: f64,
 }
 
@@ -580,6 +662,7 @@ pub fn evaluate_and_fit(
         |(churn, ltv), test| {
             let raw = churn.uncalibrated(&test.features)?;
             let spend = ltv.predict(&test.features)?;
+            let spend_median = ltv.predict_median(&test.features)?;
             let bgnbd = bgnbd_score(&churn.btyd, &test.features);
             let gg = ltv.btyd.derived(&test.features);
             Ok((0..test.len())
@@ -596,6 +679,7 @@ pub fn evaluate_and_fit(
                         .as_ref()
                         .map_or(f64::NAN, |c| c.apply(bgnbd[i])),
                     spend: spend[i],
+                    spend_median: spend_median[i],
                     bgnbd_gg_spend: gg[i][4],
                 })
                 .collect())
@@ -672,6 +756,8 @@ pub fn evaluate_and_fit(
         folds: k,
         train_rows: rows.len(),
         rounds: churn_model.model.rounds(),
+        candidates: churn_model.choice.clone(),
+        calibration: churn_model.calibration.clone(),
         metrics,
     };
 
@@ -693,6 +779,10 @@ pub fn evaluate_and_fit(
                 .then(|| RegressionMetrics::measure(&gg, &spend)),
             past_spend_rate,
         },
+        median: Some(RegressionMetrics::measure(
+            &oof.iter().map(|o| o.spend_median).collect::<Vec<_>>(),
+            &spend,
+        )),
         folds: k,
         train_rows: rows.len(),
         rounds: ltv_model.model.rounds(),

@@ -604,6 +604,20 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
         calibrated(bg.and_then(|b| b.brier)),
     );
     println!("  {:<14} {:>22.4}", "brier (uncal.)", c.brier_uncalibrated);
+    if let Some(k) = &c.candidates {
+        println!(
+            "  candidates (served model, validation roc_auc): lightgbm {:.4}, logistic {:.4}, \
+             blend {:.4} → {:?}",
+            k.lightgbm_auc, k.logistic_auc, k.blend_auc, k.chosen
+        );
+    }
+    if let Some(k) = &c.calibration {
+        println!(
+            "  calibration (served model, cross-fitted validation brier): none {:.4}, \
+             platt {:.4}, isotonic {:.4} → {}",
+            k.brier_none, k.brier_platt, k.brier_isotonic, k.method
+        );
+    }
     for (name, v) in [
         ("accuracy", c.metrics.accuracy),
         ("precision", c.metrics.precision),
@@ -642,6 +656,12 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
         println!(
             "  {name:<12} {m:>12.4} {:>20} {p:>16.4}",
             g.map_or("-".into(), |g| format!("{g:.4}"))
+        );
+    }
+    if let Some(m) = &l.median {
+        println!(
+            "  median forecast (not served): mae {:.4}, rmse {:.4}, r2 {:.4}",
+            m.mae, m.rmse, m.r2
         );
     }
 }
