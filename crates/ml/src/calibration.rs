@@ -137,8 +137,10 @@ impl Calibrator {
     /// validation fold: none, Platt scaling or isotonic regression, whichever has the
     /// lowest Brier score cross-fitted over the fold (customers `ids` split into
     /// [`crate::stack::INNER_FOLDS`] folds, each scored by a calibrator fitted on the
-    /// others), then fitted on the whole fold. A calibrator that would make the
-    /// probabilities worse on customers it did not see is not used.
+    /// others), then fitted on the whole fold. A calibrator is used only when it beats
+    /// the probabilities as they are by more than one standard error of the paired
+    /// per-customer difference: on a small fold, a calibrator that only seems better
+    /// adds noise to a model that is already calibrated.
     pub fn choose(
         scores: &[f64],
         labels: &[bool],
@@ -150,11 +152,17 @@ impl Calibrator {
             .iter()
             .map(|id| crate::crossfit::fold_of(*id, seed ^ 0xCA11, k))
             .collect();
-        let methods: [fn(&[f64], &[bool]) -> Result<Self, MlError>; 2] = [
-            |s, y| Self::platt(s, y),
-            |s, y| Ok(Self::isotonic(s, y)),
-        ];
+        let methods: [fn(&[f64], &[bool]) -> Result<Self, MlError>; 2] =
+            [|s, y| Self::platt(s, y), |s, y| Ok(Self::isotonic(s, y))];
+        let squared = |p: &[f64]| -> Vec<f64> {
+            p.iter()
+                .zip(labels)
+                .map(|(p, y)| (p - f64::from(u8::from(*y))).powi(2))
+                .collect()
+        };
+        let none = squared(scores);
         let mut briers = [crate::metrics::brier(scores, labels), 0.0, 0.0];
+        let mut clear_win = [true, false, false];
         for (m, fit) in methods.iter().enumerate() {
             let mut out = vec![f64::NAN; scores.len()];
             for fold in 0..k {
@@ -173,8 +181,16 @@ impl Calibrator {
             } else {
                 f64::INFINITY
             };
+            if briers[m + 1].is_finite() && scores.len() > 1 {
+                let diff: Vec<f64> = none.iter().zip(squared(&out)).map(|(a, b)| a - b).collect();
+                let n = diff.len() as f64;
+                let mean = diff.iter().sum::<f64>() / n;
+                let sd = (diff.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                clear_win[m + 1] = mean > sd / n.sqrt();
+            }
         }
         let best = (0..3)
+            .filter(|m| clear_win[*m])
             .min_by(|a, b| briers[*a].total_cmp(&briers[*b]))
             .unwrap_or(0);
         let fitted = match best {
@@ -358,7 +374,10 @@ mod tests {
             _ => choice.brier_isotonic,
         };
         assert!(chosen <= choice.brier_none, "{choice:?}");
-        assert!(choice.brier_isotonic > choice.brier_none, "isotonic overfits 2,400 rows: {choice:?}");
+        assert!(
+            choice.brier_isotonic > choice.brier_none,
+            "isotonic overfits 2,400 rows: {choice:?}"
+        );
     }
 
     #[test]

@@ -36,9 +36,7 @@ use crate::recs::{Activity, Recommender};
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
 use crate::stack::{LR_INPUT_NAMES, Stack};
-use crate::train::{
-    N_INPUTS, bgnbd_score, input_names, inputs, lr_rows, ltv_spend, recency_score,
-};
+use crate::train::{N_INPUTS, bgnbd_score, input_names, inputs, lr_rows, ltv_spend, recency_score};
 
 /// Churn reasons reported per profile.
 const TOP_REASONS: usize = 3;
@@ -450,7 +448,11 @@ impl ActiveModels {
                                     let (wg, wl) = s.weights();
                                     let lr_part = s.logistic.contributions(&lr[i]);
                                     top_reasons(
-                                        &names.iter().copied().chain(LR_INPUT_NAMES).collect::<Vec<_>>(),
+                                        &names
+                                            .iter()
+                                            .copied()
+                                            .chain(LR_INPUT_NAMES)
+                                            .collect::<Vec<_>>(),
                                         values.chain(lr[i].iter().map(|v| *v as f32)),
                                         tree.iter()
                                             .map(|c| c * wg)
@@ -578,9 +580,8 @@ mod tests {
         c[1] = -0.7; // frequency away from it
         c[N_INPUTS - 1] = 0.2; // a BTYD output
         let names = input_names();
-        let reasons = |x: &[f32], c: &[f64]| {
-            top_reasons(&names, x.iter().copied(), c.iter().copied())
-        };
+        let reasons =
+            |x: &[f32], c: &[f64]| top_reasons(&names, x.iter().copied(), c.iter().copied());
         let r = reasons(&x, &c);
         assert_eq!(r[0]["feature"], "recency_days");
         assert_eq!(r[0]["value"], 200.0);

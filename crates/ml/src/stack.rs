@@ -13,7 +13,9 @@
 //! - **a stacked blend**: a logistic regression over the two candidates' log-odds,
 //!   fitted on the validation fold. Its validation ROC-AUC comes from cross-fitting
 //!   inside the fold ([`INNER_FOLDS`] folds), so it is not judged on the rows it was
-//!   fitted on.
+//!   fitted on;
+//! - **the mean** of the two candidates' log-odds: nothing fitted, so nothing to
+//!   overfit on a small validation fold (the calibration that follows sets its scale).
 //!
 //! A [`Stack`] is what serves: `σ(w_gbm · logit(LightGBM) + w_lr · logit(logistic) + b)`,
 //! which covers all three (LightGBM alone: no stack; the logistic alone: `w_gbm = 0`).
@@ -64,7 +66,11 @@ pub const LR_INPUT_NAMES: [&str; 8] = [
 pub fn lr_inputs(f: &Features, derived: &[f64; 5]) -> [f64; 8] {
     let ln1p = |v: f32| {
         let v = f64::from(v);
-        if v.is_finite() { v.max(0.0).ln_1p() } else { 0.0 }
+        if v.is_finite() {
+            v.max(0.0).ln_1p()
+        } else {
+            0.0
+        }
     };
     let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
     let age = f64::from(f.first_order_days).max(1.0);
@@ -159,9 +165,8 @@ impl Logistic {
                     hess[a][b] = hess[b][a];
                 }
             }
-            let step = solve(hess, grad).ok_or_else(|| {
-                MlError::Invalid("logistic regression: singular Hessian".into())
-            })?;
+            let step = solve(hess, grad)
+                .ok_or_else(|| MlError::Invalid("logistic regression: singular Hessian".into()))?;
             let mut moved = 0.0f64;
             for (b, s) in beta.iter_mut().zip(&step) {
                 *b -= s;
@@ -257,6 +262,8 @@ pub enum Candidate {
     Logistic,
     /// The stacked blend of both.
     Blend,
+    /// The mean of both log-odds.
+    Mean,
 }
 
 /// How the churn score is put together from LightGBM and the logistic regression.
@@ -281,7 +288,7 @@ impl Stack {
         match self.candidate {
             Candidate::Lightgbm => (1.0, 0.0),
             Candidate::Logistic => (0.0, 1.0),
-            Candidate::Blend => (self.gbm_weight, self.lr_weight),
+            Candidate::Blend | Candidate::Mean => (self.gbm_weight, self.lr_weight),
         }
     }
 
@@ -295,7 +302,7 @@ impl Stack {
                 match self.candidate {
                     Candidate::Lightgbm => *g,
                     Candidate::Logistic => sigmoid(lr),
-                    Candidate::Blend => {
+                    Candidate::Blend | Candidate::Mean => {
                         sigmoid(self.gbm_weight * logit(*g) + self.lr_weight * lr + self.bias)
                     }
                 }
@@ -313,6 +320,9 @@ pub struct Choice {
     pub logistic_auc: f64,
     /// The blend's, cross-fitted inside the validation fold.
     pub blend_auc: f64,
+    /// The mean log-odds'.
+    #[serde(default)]
+    pub mean_auc: f64,
     /// The chosen candidate.
     pub chosen: Candidate,
 }
@@ -357,12 +367,16 @@ pub fn choose(
             f64::NAN
         }
     };
-    let (a_gbm, a_lr, a_blend) = (auc(gbm), auc(&lr_p), auc(&blend_oof));
+    let mean: Vec<f64> = pair.iter().map(|[g, l]| sigmoid(0.5 * (g + l))).collect();
+    let (a_gbm, a_lr, a_blend, a_mean) = (auc(gbm), auc(&lr_p), auc(&blend_oof), auc(&mean));
     let blend = Logistic::fit(&pair, labels, BLEND_L2).ok();
     // Ties go to the simpler serving path (LightGBM, whose reasons are its own).
     let mut chosen = (Candidate::Lightgbm, a_gbm);
     if a_lr > chosen.1 || !chosen.1.is_finite() {
         chosen = (Candidate::Logistic, a_lr);
+    }
+    if a_mean > chosen.1 {
+        chosen = (Candidate::Mean, a_mean);
     }
     if blend.is_some() && a_blend > chosen.1 {
         chosen = (Candidate::Blend, a_blend);
@@ -371,15 +385,14 @@ pub fn choose(
         lightgbm_auc: a_gbm,
         logistic_auc: a_lr,
         blend_auc: a_blend,
+        mean_auc: a_mean,
         chosen: chosen.0,
     };
-    let (gbm_weight, lr_weight, bias) = blend
-        .as_ref()
-        .map_or((0.0, 1.0, 0.0), |b| {
-            // Undo the blend's standardisation: one log-odds over the two raw ones.
-            let (w0, w1) = (b.weights[0] / b.scale[0], b.weights[1] / b.scale[1]);
-            (w0, w1, b.bias - w0 * b.mean[0] - w1 * b.mean[1])
-        });
+    let (gbm_weight, lr_weight, bias) = blend.as_ref().map_or((0.0, 1.0, 0.0), |b| {
+        // Undo the blend's standardisation: one log-odds over the two raw ones.
+        let (w0, w1) = (b.weights[0] / b.scale[0], b.weights[1] / b.scale[1]);
+        (w0, w1, b.bias - w0 * b.mean[0] - w1 * b.mean[1])
+    });
     let (stack, scores) = match chosen.0 {
         Candidate::Lightgbm => (None, gbm.to_vec()),
         Candidate::Logistic => (
@@ -401,6 +414,16 @@ pub fn choose(
                 bias,
             }),
             blend_oof,
+        ),
+        Candidate::Mean => (
+            Some(Stack {
+                candidate: Candidate::Mean,
+                logistic,
+                gbm_weight: 0.5,
+                lr_weight: 0.5,
+                bias: 0.0,
+            }),
+            mean,
         ),
     };
     (stack, choice, scores)
@@ -450,9 +473,11 @@ mod tests {
             .collect();
         let logistic = Logistic::fit(&rows, &labels, LR_L2).unwrap();
         let noise: Vec<f64> = (0..n).map(|_| rng.random::<f64>()).collect();
-        let (stack, choice, scores) =
-            choose(logistic.clone(), &noise, &rows, &ids, &labels, 1);
-        assert!(choice.logistic_auc > 0.8 && choice.lightgbm_auc < 0.6, "{choice:?}");
+        let (stack, choice, scores) = choose(logistic, &noise, &rows, &ids, &labels, 1);
+        assert!(
+            choice.logistic_auc > 0.8 && choice.lightgbm_auc < 0.6,
+            "{choice:?}"
+        );
         assert_ne!(choice.chosen, Candidate::Lightgbm, "{choice:?}");
         let stack = stack.unwrap();
         assert!(roc_auc(&stack.apply(&noise, &rows), &labels) > 0.8);

@@ -438,7 +438,8 @@ impl LtvModel {
             N_INPUTS,
             &params,
         )?;
-        let spend = |r: &LabelledRows| -> Vec<f32> { r.spend().iter().map(|s| *s as f32).collect() };
+        let spend =
+            |r: &LabelledRows| -> Vec<f32> { r.spend().iter().map(|s| *s as f32).collect() };
         let median = GbmModel::train_with_validation(
             (&inputs(&fit.features, &btyd), &spend(&fit)),
             (&inputs(&valid.features, &btyd), &spend(&valid)),

@@ -607,8 +607,8 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
     if let Some(k) = &c.candidates {
         println!(
             "  candidates (served model, validation roc_auc): lightgbm {:.4}, logistic {:.4}, \
-             blend {:.4} → {:?}",
-            k.lightgbm_auc, k.logistic_auc, k.blend_auc, k.chosen
+             blend {:.4}, mean {:.4} → {:?}",
+            k.lightgbm_auc, k.logistic_auc, k.blend_auc, k.mean_auc, k.chosen
         );
     }
     if let Some(k) = &c.calibration {
