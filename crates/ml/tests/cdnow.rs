@@ -71,7 +71,23 @@ fn every_cdnow_customer_is_scored_and_tiers_split_a_70_percent_base_rate() {
         c.baselines.recency
     );
     assert!(c.roc_auc_ci.low < c.metrics.roc_auc && c.metrics.roc_auc < c.roc_auc_ci.high);
-    assert!(c.metrics.roc_auc > 0.72, "{c:?}");
+    // The served candidate (LightGBM, the logistic regression on purchase history, or a
+    // blend) ranks at least as well as the better baseline, within noise (docs/ml.md:
+    // 0.770 against BG/NBD's 0.769 with seed 42).
+    assert!(c.metrics.roc_auc > bgnbd.roc_auc - 0.01, "{c:?}");
+    assert!(c.candidates.is_some() && c.calibration.is_some(), "{c:?}");
+    // Calibration is used only where it helps out of fold: never a worse Brier score.
+    assert!(
+        c.metrics.brier <= c.brier_uncalibrated + 0.001,
+        "calibrated {} uncalibrated {}",
+        c.metrics.brier,
+        c.brier_uncalibrated
+    );
+    // A median forecast has the lower MAE; the served expected spend the better R².
+    let median = e.summary.ltv.median.as_ref().unwrap();
+    let gg = e.summary.ltv.baselines.bgnbd_gamma_gamma.as_ref().unwrap();
+    assert!(median.mae < gg.mae, "{median:?} {gg:?}");
+    assert!(e.summary.ltv.metrics.r2 > gg.r2 - 0.02, "{:?}", e.summary.ltv.metrics);
     // Out-of-fold calibrated probabilities agree with observed rates.
     let big_bins: Vec<_> = c.reliability.iter().filter(|b| b.rows >= 100).collect();
     assert!(big_bins.len() >= 4, "{:?}", c.reliability);
