@@ -338,7 +338,7 @@ impl ChurnModel {
         // The purchase-history logistic regression, on the same rows as LightGBM.
         let logistic = Logistic::fit(&lr_rows(&btyd, &fit.features), &fit.churned(), LR_L2).ok();
         let (stack, choice, scores) = match logistic {
-            Some(lr) if both => {
+            Some(lr) if both && valid.len() >= stack::MIN_CHOICE_ROWS => {
                 let (s, c, scores) = stack::choose(
                     lr,
                     &raw,

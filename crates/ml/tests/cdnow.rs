@@ -87,7 +87,11 @@ fn every_cdnow_customer_is_scored_and_tiers_split_a_70_percent_base_rate() {
     let median = e.summary.ltv.median.as_ref().unwrap();
     let gg = e.summary.ltv.baselines.bgnbd_gamma_gamma.as_ref().unwrap();
     assert!(median.mae < gg.mae, "{median:?} {gg:?}");
-    assert!(e.summary.ltv.metrics.r2 > gg.r2 - 0.02, "{:?}", e.summary.ltv.metrics);
+    assert!(
+        e.summary.ltv.metrics.r2 > gg.r2 - 0.02,
+        "{:?}",
+        e.summary.ltv.metrics
+    );
     // Out-of-fold calibrated probabilities agree with observed rates.
     let big_bins: Vec<_> = c.reliability.iter().filter(|b| b.rows >= 100).collect();
     assert!(big_bins.len() >= 4, "{:?}", c.reliability);
