@@ -20,6 +20,9 @@ pub const ISOTONIC_FROM_ROWS: usize = 5_000;
 /// certain, and a log-odds must stay finite.
 const EPSILON: f64 = 1e-4;
 
+/// A way of fitting a calibrator to scores and labels.
+type FitFn = fn(&[f64], &[bool]) -> Result<Calibrator, MlError>;
+
 /// A monotone map from a score to a probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
@@ -153,8 +156,7 @@ impl Calibrator {
             .iter()
             .map(|id| crate::crossfit::fold_of(*id, seed ^ 0xCA11, k))
             .collect();
-        let methods: [fn(&[f64], &[bool]) -> Result<Self, MlError>; 2] =
-            [|s, y| Self::platt(s, y), |s, y| Ok(Self::isotonic(s, y))];
+        let methods: [FitFn; 2] = [|s, y| Self::platt(s, y), |s, y| Ok(Self::isotonic(s, y))];
         let squared = |p: &[f64]| -> Vec<f64> {
             p.iter()
                 .zip(labels)

@@ -108,6 +108,8 @@ impl Logistic {
     /// Fits `y` on the rows of `x` by Newton's method (iteratively reweighted least
     /// squares) minimising the log loss plus `l2 / 2 · |w|²` (the intercept is not
     /// penalised).
+    // Dense matrix algebra reads clearest with indices.
+    #[allow(clippy::needless_range_loop)]
     pub fn fit<const D: usize>(x: &[[f64; D]], y: &[bool], l2: f64) -> Result<Self, MlError> {
         let n = x.len();
         if n == 0 || n != y.len() {
@@ -226,6 +228,7 @@ impl Logistic {
 }
 
 /// Solves `a · x = b` by Gaussian elimination with partial pivoting (small systems).
+#[allow(clippy::needless_range_loop)] // dense matrix algebra reads clearest with indices
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for col in 0..n {
