@@ -109,6 +109,16 @@ pub struct Settings {
     pub ml_inference_bind: SocketAddr,
     /// Bind address of the automations service's health and metrics port.
     pub automations_bind: SocketAddr,
+    /// Bind address of the destinations service's health and metrics port.
+    pub destinations_bind: SocketAddr,
+    /// First wait before a destination batch that failed transiently (timeout, 5xx,
+    /// 429) is tried again, in milliseconds; it doubles per attempt, with jitter.
+    pub destination_retry_base_ms: u64,
+    /// Longest wait between two attempts of a failing destination batch, in seconds.
+    pub destination_retry_max_secs: u64,
+    /// How long a profile keeps being retried against a failing destination before it
+    /// goes to that destination's dead letters, in seconds.
+    pub destination_retry_window_secs: u64,
     /// Seconds between full recomputes of every audience (the safety net under live
     /// membership updates; also what admits members whose behaviour window elapsed).
     pub audience_recompute_interval_secs: u64,
@@ -157,6 +167,10 @@ struct Defaults {
     identity_merger_bind: &'static str,
     ml_inference_bind: &'static str,
     automations_bind: &'static str,
+    destinations_bind: &'static str,
+    destination_retry_base_ms: u64,
+    destination_retry_max_secs: u64,
+    destination_retry_window_secs: u64,
     audience_recompute_interval_secs: u64,
     trusted_proxies: &'static str,
 }
@@ -184,6 +198,10 @@ const DEFAULTS: Defaults = Defaults {
     identity_merger_bind: "127.0.0.1:9103",
     ml_inference_bind: "127.0.0.1:9104",
     automations_bind: "127.0.0.1:9105",
+    destinations_bind: "127.0.0.1:9106",
+    destination_retry_base_ms: 1_000,
+    destination_retry_max_secs: 600,
+    destination_retry_window_secs: 12 * 3600,
     audience_recompute_interval_secs: 300,
     trusted_proxies: "",
 };

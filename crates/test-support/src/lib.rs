@@ -9,6 +9,7 @@
 //! servers (defaults: `postgres://postgres@127.0.0.1:5432/postgres`,
 //! `redis://127.0.0.1:6379`).
 //!
+//! [`crm`] holds real local fakes of HubSpot, Salesforce and a REST endpoint.
 //! [`EmptyDatabase`] is a database with no migrations applied, for tests of the
 //! migrations themselves; [`process`] runs the real binaries as child processes;
 //! [`seed`] writes rows through the fleet's own writers; [`fuzz`] mutates real payloads
@@ -34,6 +35,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 
+pub mod crm;
 pub mod fuzz;
 pub mod process;
 pub mod seed;
@@ -108,6 +110,7 @@ impl TestEnv {
             ("IDENTITY_MERGER_BIND", "127.0.0.1:0".into()),
             ("ML_INFERENCE_BIND", "127.0.0.1:0".into()),
             ("AUTOMATIONS_BIND", "127.0.0.1:0".into()),
+            ("DESTINATIONS_BIND", "127.0.0.1:0".into()),
             // Integration secrets are sealed at rest: every env has a key of its own.
             (
                 "INTEGRATION_SECRETS_KEY",
