@@ -36,7 +36,8 @@ impl Switch {
         self.0.lock().unwrap().unavailable = true;
     }
 
-    /// Answer every request after `delay`.
+    /// Answer every request `delay` late — after handling it, so a client that gives
+    /// up (or dies) meanwhile has had its write applied without hearing so.
     pub fn slow(&self, delay: Duration) {
         self.0.lock().unwrap().delay = delay;
     }
@@ -46,15 +47,9 @@ impl Switch {
         *self.0.lock().unwrap() = Switches::default();
     }
 
-    /// The 503 to answer (if switched to failing), after the configured delay.
+    /// The 503 to answer, if switched to failing.
     async fn gate(&self) -> Option<Response> {
-        let (unavailable, delay) = {
-            let s = self.0.lock().unwrap();
-            (s.unavailable, s.delay)
-        };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let unavailable = self.0.lock().unwrap().unavailable;
         unavailable.then(|| {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -66,7 +61,22 @@ impl Switch {
     }
 }
 
-async fn serve(router: Router) -> String {
+/// Holds each response for the switch's delay.
+async fn delay_after(
+    State(switch): State<Switch>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let delay = switch.0.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
+async fn serve(router: Router, switch: Switch) -> String {
+    let router = router.layer(axum::middleware::from_fn_with_state(switch, delay_after));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a fake");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
@@ -184,7 +194,7 @@ impl FakeHubSpot {
             .route("/crm/v3/objects/contacts", get(hs_list))
             .route("/crm/v3/properties/contacts", get(hs_properties).post(hs_create_property))
             .with_state(fake.clone());
-        fake.url = serve(router).await;
+        fake.url = serve(router, fake.switch.clone()).await;
         fake
     }
 
@@ -454,7 +464,7 @@ impl FakeSalesforce {
             .route("/services/data/{version}/sobjects/{object}/{field}/{value}", delete(sf_delete_one))
             .route("/services/data/{version}/sobjects/{object}", get(sf_describe))
             .with_state(fake.clone());
-        fake.url = serve(router).await;
+        fake.url = serve(router, fake.switch.clone()).await;
         fake
     }
 
@@ -687,7 +697,7 @@ impl FakeRest {
             switch: Switch::default(),
         };
         let router = Router::new().route("/constintel", post(rest_batch)).with_state(fake.clone());
-        fake.url = serve(router).await;
+        fake.url = serve(router, fake.switch.clone()).await;
         fake
     }
 
