@@ -10,6 +10,7 @@
 //! mid-load). The demo's load and quality figures are in docs/demo.md.
 
 mod demo;
+mod destination;
 mod identity;
 mod import;
 mod integration;
@@ -42,6 +43,8 @@ enum Command {
     Dlq(streams::DlqArgs),
     /// Add and list integrations (the sources that deliver to ingest).
     Integration(integration::IntegrationArgs),
+    /// Add, list, test, sync and replay destinations (HubSpot, Salesforce, REST).
+    Destination(destination::DestinationArgs),
     /// Bulk-import CSV files (customers, orders).
     Import(import::ImportArgs),
     /// Rebuild profiles from the stored events, or measure identity quality.
@@ -99,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams => streams::show(&settings).await?,
         Command::Dlq(args) => streams::dlq(&settings, args).await?,
         Command::Integration(args) => integration::run(&settings, args).await?,
+        Command::Destination(args) => destination::run(&settings, args).await?,
         Command::Import(args) => import::run(&settings, args).await?,
         Command::Identity(args) => identity::run(&settings, args).await?,
         Command::Ml(args) => ml::run(&settings, args).await?,

@@ -34,13 +34,14 @@ use tokio::time::Instant;
 
 /// The long-running services `ctl up` starts, with the setting that holds each one's
 /// bind address.
-pub const SERVICES: [(&str, &str); 6] = [
+pub const SERVICES: [(&str, &str); 7] = [
     ("api-gateway", "API_GATEWAY_BIND"),
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
     ("automations", "AUTOMATIONS_BIND"),
+    ("destinations", "DESTINATIONS_BIND"),
 ];
 
 /// Port distance between replicas of one service.
@@ -289,6 +290,7 @@ fn bind_of(settings: &Settings, service: &str) -> SocketAddr {
         "identity-merger" => settings.identity_merger_bind,
         "ml-inference" => settings.ml_inference_bind,
         "automations" => settings.automations_bind,
+        "destinations" => settings.destinations_bind,
         other => unreachable!("{other} is not in SERVICES"),
     }
 }
@@ -651,6 +653,7 @@ mod tests {
                 ("identity-merger#1", 9203),
                 ("identity-merger#2", 9303),
                 ("automations", 9105),
+                ("destinations", 9106),
             ]
         );
         assert_eq!(

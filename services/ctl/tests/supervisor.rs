@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use test_support::TestEnv;
 use test_support::process::{self, Process, Signal};
 
-const SERVICES: [(&str, &str); 6] = [
+const SERVICES: [(&str, &str); 7] = [
     ("api-gateway", "API_GATEWAY_BIND"),
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
     ("automations", "AUTOMATIONS_BIND"),
+    ("destinations", "DESTINATIONS_BIND"),
 ];
 
 /// The running children of `ctl`, by name.

@@ -9,12 +9,13 @@ use sqlx::PgPool;
 use test_support::process;
 
 /// Every service `ctl up` runs, with its bind setting.
-pub const SERVICES: [(&str, &str); 6] = [
+pub const SERVICES: [(&str, &str); 7] = [
     ("ingest", "INGEST_BIND"),
     ("normalizer", "NORMALIZER_BIND"),
     ("identity-merger", "IDENTITY_MERGER_BIND"),
     ("ml-inference", "ML_INFERENCE_BIND"),
     ("automations", "AUTOMATIONS_BIND"),
+    ("destinations", "DESTINATIONS_BIND"),
     ("api-gateway", "API_GATEWAY_BIND"),
 ];
 
