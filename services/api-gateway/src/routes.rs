@@ -29,8 +29,8 @@ use utoipa_axum::routes;
 pub use crate::auth::Access;
 use crate::auth::{Guard, guard};
 use crate::handlers::{
-    audiences, auth as auth_h, automations, imports, integrations, merges, models, overview,
-    profiles, streams, users,
+    audiences, auth as auth_h, automations, destinations, imports, integrations, merges, models,
+    overview, profiles, streams, users,
 };
 use crate::state::AppState;
 
@@ -303,6 +303,16 @@ pub fn build(state: AppState) -> Api {
         .add(viewer, routes!(automations::automation_runs))
         .add(viewer, routes!(automations::automation_sends))
         .add(viewer, routes!(automations::automation_results))
+        // Destinations.
+        .add(viewer, routes!(destinations::list_destinations))
+        .add(admin, routes!(destinations::create_destination))
+        .add(viewer, routes!(destinations::get_destination))
+        .add(admin, routes!(destinations::update_destination))
+        .add(analyst, routes!(destinations::test_destination))
+        .add(analyst, routes!(destinations::sync_destination))
+        .add(admin, routes!(destinations::replay_destination))
+        .add(viewer, routes!(destinations::destination_deliveries))
+        .add(viewer, routes!(destinations::destination_dead_letters))
         // Streams.
         .add(viewer, routes!(streams::overview))
         .add(viewer, routes!(streams::live))
@@ -396,6 +406,10 @@ fn describe(doc: &mut OpenApi) {
         (
             "streams",
             "Redis Streams: lengths, lag, dead letters, live feed",
+        ),
+        (
+            "destinations",
+            "CRMs and REST endpoints kept in sync: status, delivery log, dead letters",
         ),
     ];
     doc.tags = Some(

@@ -2,6 +2,7 @@
 //! `#[utoipa::path]` documentation; `crate::routes` mounts it with its access rule.
 
 pub mod audiences;
+pub mod destinations;
 pub mod auth;
 pub mod automations;
 pub mod imports;
