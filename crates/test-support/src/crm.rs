@@ -75,14 +75,18 @@ async fn delay_after(
     response
 }
 
-async fn serve(router: Router, switch: Switch) -> String {
-    let router = router.layer(axum::middleware::from_fn_with_state(switch, delay_after));
+/// A listener on a spare port and its base URL.
+async fn bind() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a fake");
     let addr = listener.local_addr().expect("local addr");
+    (listener, format!("http://{addr}"))
+}
+
+fn serve(listener: TcpListener, router: Router, switch: Switch) {
+    let router = router.layer(axum::middleware::from_fn_with_state(switch, delay_after));
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    format!("http://{addr}")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -179,8 +183,9 @@ impl FakeHubSpot {
                 .collect(),
             ..Default::default()
         };
-        let mut fake = Self {
-            url: String::new(),
+        let (listener, url) = bind().await;
+        let fake = Self {
+            url,
             token: format!("pat-na1-{}", uuid::Uuid::new_v4().simple()),
             state: Arc::new(Mutex::new(state)),
             switch: Switch::default(),
@@ -194,7 +199,7 @@ impl FakeHubSpot {
             .route("/crm/v3/objects/contacts", get(hs_list))
             .route("/crm/v3/properties/contacts", get(hs_properties).post(hs_create_property))
             .with_state(fake.clone());
-        fake.url = serve(router, fake.switch.clone()).await;
+        serve(listener, router, fake.switch.clone());
         fake
     }
 
@@ -450,8 +455,9 @@ pub struct FakeSalesforce {
 impl FakeSalesforce {
     /// Starts a fake.
     pub async fn start() -> Self {
-        let mut fake = Self {
-            url: String::new(),
+        let (listener, url) = bind().await;
+        let fake = Self {
+            url,
             client_id: format!("3MVG{}", uuid::Uuid::new_v4().simple()),
             client_secret: uuid::Uuid::new_v4().simple().to_string(),
             state: Arc::default(),
@@ -464,7 +470,7 @@ impl FakeSalesforce {
             .route("/services/data/{version}/sobjects/{object}/{field}/{value}", delete(sf_delete_one))
             .route("/services/data/{version}/sobjects/{object}", get(sf_describe))
             .with_state(fake.clone());
-        fake.url = serve(router, fake.switch.clone()).await;
+        serve(listener, router, fake.switch.clone());
         fake
     }
 
@@ -557,7 +563,7 @@ async fn sf_upsert(
             continue;
         }
         let Some(key) = r[&field].as_str().map(str::to_owned) else {
-            out.push(fail("MISSING_ARGUMENT", &format!("{field} not specified"), vec![&field]));
+            out.push(fail("MISSING_ARGUMENT", &format!("{field} not specified"), vec![field.as_str()]));
             continue;
         };
         if s.refuse_keys.contains(&key) {
@@ -690,14 +696,15 @@ pub struct FakeRest {
 impl FakeRest {
     /// Starts a fake authenticating with `auth`.
     pub async fn start(auth: RestAuth) -> Self {
-        let mut fake = Self {
-            url: String::new(),
+        let (listener, url) = bind().await;
+        let fake = Self {
+            url,
             auth,
             state: Arc::default(),
             switch: Switch::default(),
         };
         let router = Router::new().route("/constintel", post(rest_batch)).with_state(fake.clone());
-        fake.url = serve(router, fake.switch.clone()).await;
+        serve(listener, router, fake.switch.clone());
         fake
     }
 
