@@ -51,6 +51,11 @@ pub fn App() -> impl IntoView {
                         path=path!("/automations/:id/results")
                         view=pages::automations::AutomationResultsPage
                     />
+                    <Route path=path!("/destinations") view=pages::destinations::Destinations/>
+                    <Route
+                        path=path!("/destinations/:id")
+                        view=pages::destinations::DestinationDetail
+                    />
                     <Route path=path!("/models") view=pages::models::Models/>
                     <Route path=path!("/streams") view=pages::streams::Streams/>
                     <Route path=path!("/*any") view=pages::not_found::NotFound/>
@@ -61,7 +66,7 @@ pub fn App() -> impl IntoView {
 }
 
 /// The navigation entries: (path, label).
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/", "Overview"),
     ("/profiles", "Profiles"),
     ("/audiences", "Audiences"),
@@ -70,6 +75,7 @@ const NAV: [(&str, &str); 10] = [
     ("/merges/review", "Review queue"),
     ("/integrations", "Integrations"),
     ("/imports", "CSV upload"),
+    ("/destinations", "Destinations"),
     ("/models", "Models"),
     ("/streams", "Streams"),
 ];

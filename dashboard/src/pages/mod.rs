@@ -5,6 +5,7 @@
 pub mod audiences;
 pub mod automations;
 pub mod customer360;
+pub mod destinations;
 pub mod imports;
 pub mod integrations;
 pub mod login;
