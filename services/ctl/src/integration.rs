@@ -94,8 +94,10 @@ pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<(
             let key = key()?;
             let resealed = storage::integrations::reseal(&db, &old, &key).await?;
             let plain = storage::integrations::seal_plaintext(&db, &key).await?;
+            let destinations = destinations::store::reseal(&db, &old, &key).await?;
             println!(
-                "{} secrets re-sealed from key {} to key {}; {plain} plaintext secrets sealed",
+                "{} secrets re-sealed from key {} to key {}; {plain} plaintext secrets sealed; \
+                 {destinations} destinations' credentials re-sealed",
                 resealed,
                 old.id(),
                 key.id()

@@ -833,3 +833,29 @@ pub async fn dead_letters(
         })
         .collect())
 }
+
+/// Re-seals every destination's credentials from `old` to `new` (`ctl integration
+/// reseal` changes the key for integrations and destinations alike); returns how many
+/// were re-sealed. Credentials already under `new` are left as they are.
+pub async fn reseal(db: &PgPool, old: &SecretsKey, new: &SecretsKey) -> Result<u64, DestinationError> {
+    let mut tx = db.begin().await?;
+    let rows: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT id, credentials FROM destinations FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut n = 0;
+    for (id, sealed) in rows {
+        if new.open(id.as_bytes(), &sealed).is_ok() {
+            continue;
+        }
+        let creds = open_credentials(old, id, &sealed)?;
+        sqlx::query("UPDATE destinations SET credentials = $2, version = version + 1 WHERE id = $1")
+            .bind(id)
+            .bind(seal_credentials(new, id, &creds))
+            .execute(&mut *tx)
+            .await?;
+        n += 1;
+    }
+    tx.commit().await?;
+    Ok(n)
+}
