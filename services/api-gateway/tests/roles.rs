@@ -27,6 +27,7 @@ struct World {
     token: Uuid,
     audience: Uuid,
     automation: Uuid,
+    destination: Uuid,
     login_email: String,
 }
 
@@ -74,6 +75,7 @@ async fn world(gw: &Gateway) -> World {
     let login = gw.user(Role::Viewer).await;
     let audience = new_audience(gw, "Reachable").await;
     let automation = new_automation(gw, "Welcome").await;
+    let destination = api_gateway_destination(gw).await;
     World {
         profile,
         others,
@@ -86,6 +88,7 @@ async fn world(gw: &Gateway) -> World {
         token: token.id,
         audience,
         automation,
+        destination,
         login_email: login.email,
     }
 }
@@ -101,6 +104,24 @@ fn automation_spec(name: &str) -> Value {
 async fn new_automation(gw: &Gateway, name: &str) -> Uuid {
     let spec = serde_json::from_value(automation_spec(name)).unwrap();
     journeys::store::create(gw.db(), &spec, "roles test")
+        .await
+        .unwrap()
+        .id
+}
+
+/// A REST destination whose endpoint refuses connections (the discard port).
+fn destination_request() -> Value {
+    json!({
+        "name": format!("Warehouse {}", Uuid::new_v4().simple()),
+        "kind": "rest",
+        "config": {"url": "http://127.0.0.1:9/constintel", "timeout_secs": 1},
+        "credentials": {"token": "roles-test"},
+    })
+}
+
+async fn api_gateway_destination(gw: &Gateway) -> Uuid {
+    let request = serde_json::from_value(destination_request()).unwrap();
+    destinations::store::create(gw.db(), &gw.env.secrets_key(), &request, "roles test")
         .await
         .unwrap()
         .id
@@ -243,6 +264,18 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
                 Body::None,
             )
         }
+        ("GET", "/destinations") => (p.into(), Body::None),
+        ("POST", "/destinations") => (p.into(), Body::Json(destination_request())),
+        ("PATCH", "/destinations/{id}") => (
+            id(p, w.destination),
+            Body::Json(json!({"enabled": true})),
+        ),
+        ("GET", "/destinations/{id}")
+        | ("POST", "/destinations/{id}/test")
+        | ("POST", "/destinations/{id}/sync")
+        | ("POST", "/destinations/{id}/replay")
+        | ("GET", "/destinations/{id}/deliveries")
+        | ("GET", "/destinations/{id}/dead-letters") => (id(p, w.destination), Body::None),
         _ => return None,
     })
 }
