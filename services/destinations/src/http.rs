@@ -67,7 +67,7 @@ impl Pacer {
     /// A pacer for `per_second` requests a second (`None`: unpaced).
     pub fn new(per_second: Option<f64>) -> Self {
         let interval = per_second
-            .filter(|r| r.is_finite() && *r > 0.0)
+            .filter(|r| r.is_finite() && *r >= 0.01)
             .map(|r| Duration::from_secs_f64(1.0 / r))
             .unwrap_or_default();
         Self {

@@ -145,7 +145,7 @@ impl Destination {
 
     /// How long one request may take.
     pub fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.config.timeout_secs.unwrap_or(30).max(1))
+        std::time::Duration::from_secs(self.config.timeout_secs.unwrap_or(30).clamp(1, 300))
     }
 
     /// How long a worker holds the profiles it is sending: a worker that died
@@ -247,9 +247,14 @@ pub fn validate(
         }
     }
     if let Some(rps) = config.requests_per_second
-        && !(rps.is_finite() && rps > 0.0)
+        && !(rps.is_finite() && (0.01..=10_000.0).contains(&rps))
     {
-        return invalid("config.requests_per_second must be above 0".into());
+        return invalid("config.requests_per_second must be between 0.01 and 10000".into());
+    }
+    if let Some(t) = config.timeout_secs
+        && !(1..=300).contains(&t)
+    {
+        return invalid("config.timeout_secs must be between 1 and 300".into());
     }
     if config.batch_size == Some(0) {
         return invalid("config.batch_size must be at least 1".into());
