@@ -363,6 +363,28 @@ pub async fn finish(db: &PgPool, destination: Uuid, done: &[Claim]) -> Result<()
     Ok(())
 }
 
+/// Gives leased profiles back untouched (a worker that found its destination changed).
+pub async fn release(db: &PgPool, destination: Uuid, claims: &[Claim]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.profile_id).collect();
+    sqlx::query(
+        "UPDATE destination_queue SET leased_until = NULL \
+         WHERE destination_id = $1 AND profile_id = ANY($2)",
+    )
+    .bind(destination)
+    .bind(&ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A destination's current version (`None`: it no longer exists).
+pub async fn version(db: &PgPool, destination: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM destinations WHERE id = $1 AND enabled")
+        .bind(destination)
+        .fetch_optional(db)
+        .await
+}
+
 /// How a transient failure is retried.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

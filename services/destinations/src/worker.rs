@@ -36,6 +36,14 @@ pub async fn run(
     while !shutdown.is_cancelled() {
         let pause = match store::claim(&db, dest.id, lease_size, dest.lease()).await {
             Ok(claims) if claims.is_empty() => IDLE_POLL,
+            Ok(claims) if store::version(&db, dest.id).await.ok().flatten() != Some(dest.version) => {
+                // Changed (mapping, settings, credentials) or removed since this worker
+                // started: hand the profiles back; the supervisor starts a new worker.
+                if let Err(e) = store::release(&db, dest.id, &claims).await {
+                    tracing::warn!(destination = %dest.name, error = %e, "releasing leased profiles failed; their lease will lapse");
+                }
+                break;
+            }
             Ok(claims) => match process(&db, &dest, connector.as_ref(), &claims, &policy).await {
                 Ok(()) => Duration::ZERO,
                 Err(e) => {
