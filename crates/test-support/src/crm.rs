@@ -77,7 +77,9 @@ async fn delay_after(
 
 /// A listener on a spare port and its base URL.
 async fn bind() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a fake");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a fake");
     let addr = listener.local_addr().expect("local addr");
     (listener, format!("http://{addr}"))
 }
@@ -197,7 +199,10 @@ impl FakeHubSpot {
             .route("/crm/v3/objects/contacts/merge", post(hs_merge))
             .route("/crm/v3/objects/contacts/gdpr-delete", post(hs_gdpr_delete))
             .route("/crm/v3/objects/contacts", get(hs_list))
-            .route("/crm/v3/properties/contacts", get(hs_properties).post(hs_create_property))
+            .route(
+                "/crm/v3/properties/contacts",
+                get(hs_properties).post(hs_create_property),
+            )
             .with_state(fake.clone());
         serve(listener, router, fake.switch.clone());
         fake
@@ -243,7 +248,9 @@ impl FakeHubSpot {
             s.throttled += 1;
             let body = json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
                               "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"});
-            return Err((StatusCode::TOO_MANY_REQUESTS, policy(0), axum::Json(body)).into_response());
+            return Err(
+                (StatusCode::TOO_MANY_REQUESTS, policy(0), axum::Json(body)).into_response()
+            );
         }
         s.request_times.push(now);
         Ok(())
@@ -253,8 +260,10 @@ impl FakeHubSpot {
 fn hs_error(status: StatusCode, category: &str, message: &str) -> Response {
     (
         status,
-        axum::Json(json!({"status": "error", "message": message, "category": category,
-                          "correlationId": uuid::Uuid::new_v4()})),
+        axum::Json(
+            json!({"status": "error", "message": message, "category": category,
+                          "correlationId": uuid::Uuid::new_v4()}),
+        ),
     )
         .into_response()
 }
@@ -264,10 +273,18 @@ async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
         return r;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON");
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON",
+        );
     };
     let Some(inputs) = body["inputs"].as_array() else {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "inputs is required");
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "inputs is required",
+        );
     };
     if inputs.len() > 100 {
         return hs_error(
@@ -281,20 +298,40 @@ async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
     // Validate the whole batch first: HubSpot refuses it as a whole.
     for input in inputs {
         let (Some(prop), Some(id)) = (input["idProperty"].as_str(), input["id"].as_str()) else {
-            return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "idProperty and id are required");
+            return hs_error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "idProperty and id are required",
+            );
         };
         if prop == "email" && !id.contains('@') {
-            return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR",
-                &format!("Property values were not valid: [{{\"isValid\":false,\"message\":\"{id} is not a valid email address\",\"name\":\"email\"}}]"));
+            return hs_error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!(
+                    "Property values were not valid: [{{\"isValid\":false,\"message\":\"{id} is not a valid email address\",\"name\":\"email\"}}]"
+                ),
+            );
         }
         if s.refuse_keys.contains(&id.to_lowercase()) {
-            return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR",
-                &format!("Property values were not valid: {id} was refused by a validation rule"));
+            return hs_error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!("Property values were not valid: {id} was refused by a validation rule"),
+            );
         }
-        for name in input["properties"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        for name in input["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
             if !s.properties.contains(name) {
-                return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR",
-                    &format!("Property \"{name}\" does not exist (PROPERTY_DOESNT_EXIST)"));
+                return hs_error(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    &format!("Property \"{name}\" does not exist (PROPERTY_DOESNT_EXIST)"),
+                );
             }
         }
     }
@@ -307,12 +344,21 @@ async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
         if is_new {
             s.next_id += 1;
             let id = (100_000 + s.next_id).to_string();
-            s.contacts.insert(key.clone(), HubSpotContact { id, properties: BTreeMap::new() });
+            s.contacts.insert(
+                key.clone(),
+                HubSpotContact {
+                    id,
+                    properties: BTreeMap::new(),
+                },
+            );
         }
         let contact = s.contacts.get_mut(&key).expect("inserted above");
         contact.properties.insert(prop.to_owned(), key.clone());
         for (k, v) in input["properties"].as_object().into_iter().flatten() {
-            let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
             if k == prop {
                 continue;
             }
@@ -324,14 +370,26 @@ async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
     axum::Json(json!({"status": "COMPLETE", "results": results})).into_response()
 }
 
-async fn hs_archive(State(f): State<FakeHubSpot>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn hs_archive(
+    State(f): State<FakeHubSpot>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let ids: Vec<String> = body["inputs"].as_array().into_iter().flatten()
-        .filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
+    let ids: Vec<String> = body["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
     if ids.len() > 100 {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Batch input size exceeds the limit of 100");
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Batch input size exceeds the limit of 100",
+        );
     }
     let mut s = f.state.lock().unwrap();
     s.contacts.retain(|_, c| !ids.contains(&c.id));
@@ -339,33 +397,61 @@ async fn hs_archive(State(f): State<FakeHubSpot>, headers: HeaderMap, axum::Json
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn hs_merge(State(f): State<FakeHubSpot>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn hs_merge(
+    State(f): State<FakeHubSpot>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let (Some(primary), Some(merged)) = (body["primaryObjectId"].as_str(), body["objectIdToMerge"].as_str()) else {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "primaryObjectId and objectIdToMerge are required");
+    let (Some(primary), Some(merged)) = (
+        body["primaryObjectId"].as_str(),
+        body["objectIdToMerge"].as_str(),
+    ) else {
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "primaryObjectId and objectIdToMerge are required",
+        );
     };
     let mut s = f.state.lock().unwrap();
-    if !s.contacts.values().any(|c| c.id == primary) || !s.contacts.values().any(|c| c.id == merged) {
-        return hs_error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "Object not found");
+    if !s.contacts.values().any(|c| c.id == primary) || !s.contacts.values().any(|c| c.id == merged)
+    {
+        return hs_error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "Object not found",
+        );
     }
     s.contacts.retain(|_, c| c.id != merged);
     s.merges.push((primary.to_owned(), merged.to_owned()));
     axum::Json(json!({"id": primary})).into_response()
 }
 
-async fn hs_gdpr_delete(State(f): State<FakeHubSpot>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn hs_gdpr_delete(
+    State(f): State<FakeHubSpot>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
     let Some(key) = body["objectId"].as_str() else {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "objectId is required");
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "objectId is required",
+        );
     };
     let key = key.to_lowercase();
     let mut s = f.state.lock().unwrap();
     if s.contacts.remove(&key).is_none() {
-        return hs_error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", "Object not found");
+        return hs_error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "Object not found",
+        );
     }
     s.gdpr_deleted.push(key);
     StatusCode::NO_CONTENT.into_response()
@@ -383,22 +469,41 @@ async fn hs_properties(State(f): State<FakeHubSpot>, headers: HeaderMap) -> Resp
         return r;
     }
     let s = f.state.lock().unwrap();
-    let results: Vec<Value> = s.properties.iter().map(|p| json!({"name": p, "type": "string"})).collect();
+    let results: Vec<Value> = s
+        .properties
+        .iter()
+        .map(|p| json!({"name": p, "type": "string"}))
+        .collect();
     axum::Json(json!({ "results": results })).into_response()
 }
 
-async fn hs_create_property(State(f): State<FakeHubSpot>, headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn hs_create_property(
+    State(f): State<FakeHubSpot>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
     let (Some(name), Some(_), Some(_), Some(_)) = (
-        body["name"].as_str(), body["label"].as_str(), body["type"].as_str(), body["groupName"].as_str(),
+        body["name"].as_str(),
+        body["label"].as_str(),
+        body["type"].as_str(),
+        body["groupName"].as_str(),
     ) else {
-        return hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "name, label, type and groupName are required");
+        return hs_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "name, label, type and groupName are required",
+        );
     };
     let mut s = f.state.lock().unwrap();
     if !s.properties.insert(name.to_owned()) {
-        return hs_error(StatusCode::CONFLICT, "OBJECT_ALREADY_EXISTS", "Property already exists");
+        return hs_error(
+            StatusCode::CONFLICT,
+            "OBJECT_ALREADY_EXISTS",
+            "Property already exists",
+        );
     }
     *s.property_creates.entry(name.to_owned()).or_default() += 1;
     (StatusCode::CREATED, axum::Json(json!({"name": name}))).into_response()
@@ -465,10 +570,22 @@ impl FakeSalesforce {
         };
         let router = Router::new()
             .route("/services/oauth2/token", post(sf_token))
-            .route("/services/data/{version}/composite/sobjects/{object}/{field}", patch(sf_upsert))
-            .route("/services/data/{version}/composite/sobjects", delete(sf_delete_many))
-            .route("/services/data/{version}/sobjects/{object}/{field}/{value}", delete(sf_delete_one))
-            .route("/services/data/{version}/sobjects/{object}", get(sf_describe))
+            .route(
+                "/services/data/{version}/composite/sobjects/{object}/{field}",
+                patch(sf_upsert),
+            )
+            .route(
+                "/services/data/{version}/composite/sobjects",
+                delete(sf_delete_many),
+            )
+            .route(
+                "/services/data/{version}/sobjects/{object}/{field}/{value}",
+                delete(sf_delete_one),
+            )
+            .route(
+                "/services/data/{version}/sobjects/{object}",
+                get(sf_describe),
+            )
             .with_state(fake.clone());
         serve(listener, router, fake.switch.clone());
         fake
@@ -510,15 +627,20 @@ async fn sf_token(State(f): State<FakeSalesforce>, body: Bytes) -> Response {
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"}))).into_response();
     }
-    if form.get("client_id") != Some(&f.client_id) || form.get("client_secret") != Some(&f.client_secret) {
+    if form.get("client_id") != Some(&f.client_id)
+        || form.get("client_secret") != Some(&f.client_secret)
+    {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_client", "error_description": "invalid client credentials"}))).into_response();
     }
     let token = format!("00D!{}", uuid::Uuid::new_v4().simple());
     let mut s = f.state.lock().unwrap();
     s.valid.insert(token.clone());
     s.tokens_issued += 1;
-    axum::Json(json!({"access_token": token, "instance_url": f.url, "token_type": "Bearer",
-                      "issued_at": chrono::Utc::now().timestamp_millis().to_string()})).into_response()
+    axum::Json(
+        json!({"access_token": token, "instance_url": f.url, "token_type": "Bearer",
+                      "issued_at": chrono::Utc::now().timestamp_millis().to_string()}),
+    )
+    .into_response()
 }
 
 /// Form fields of an `application/x-www-form-urlencoded` body.
@@ -529,7 +651,11 @@ fn serde_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
 }
 
 fn sf_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!([{"message": message, "errorCode": code}]))).into_response()
+    (
+        status,
+        axum::Json(json!([{"message": message, "errorCode": code}])),
+    )
+        .into_response()
 }
 
 async fn sf_upsert(
@@ -542,39 +668,65 @@ async fn sf_upsert(
         return r;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return sf_error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "malformed JSON");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "malformed JSON",
+        );
     };
     let Some(records) = body["records"].as_array() else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_FIELD", "records is required");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "records is required",
+        );
     };
     if records.len() > 200 {
-        return sf_error(StatusCode::BAD_REQUEST, "EXCEEDED_ID_LIMIT", "record limit exceeded: more than 200 records");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            "record limit exceeded: more than 200 records",
+        );
     }
     let mut s = f.state.lock().unwrap();
     s.largest_batch = s.largest_batch.max(records.len());
     let mut out = Vec::new();
     for r in records {
         s.upsert_records += 1;
-        let fail = |code: &str, msg: &str, fields: Vec<&str>| {
-            json!({"success": false, "errors": [{"statusCode": code, "message": msg, "fields": fields}]})
-        };
+        let fail = |code: &str, msg: &str, fields: Vec<&str>| json!({"success": false, "errors": [{"statusCode": code, "message": msg, "fields": fields}]});
         if r["attributes"]["type"].as_str() != Some(object.as_str()) {
-            out.push(fail("INVALID_TYPE", "attributes.type must name the object", vec![]));
+            out.push(fail(
+                "INVALID_TYPE",
+                "attributes.type must name the object",
+                vec![],
+            ));
             continue;
         }
         let Some(key) = r[&field].as_str().map(str::to_owned) else {
-            out.push(fail("MISSING_ARGUMENT", &format!("{field} not specified"), vec![field.as_str()]));
+            out.push(fail(
+                "MISSING_ARGUMENT",
+                &format!("{field} not specified"),
+                vec![field.as_str()],
+            ));
             continue;
         };
         if s.refuse_keys.contains(&key) {
-            out.push(fail("FIELD_CUSTOM_VALIDATION_EXCEPTION", "Refused by a validation rule", vec![]));
+            out.push(fail(
+                "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                "Refused by a validation rule",
+                vec![],
+            ));
             continue;
         }
         let exists = s.records.contains_key(&key);
         let last_name = r["LastName"].as_str().filter(|v| !v.is_empty()).is_some()
             || (exists && r.get("LastName").is_none());
         if object == "Contact" && !last_name {
-            out.push(fail("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]", vec!["LastName"]));
+            out.push(fail(
+                "REQUIRED_FIELD_MISSING",
+                "Required fields are missing: [LastName]",
+                vec!["LastName"],
+            ));
             continue;
         }
         if !exists {
@@ -601,9 +753,16 @@ async fn sf_delete_many(
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let ids: Vec<String> = q.get("ids").map(|v| v.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    let ids: Vec<String> = q
+        .get("ids")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     if ids.len() > 200 {
-        return sf_error(StatusCode::BAD_REQUEST, "EXCEEDED_ID_LIMIT", "more than 200 ids");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            "more than 200 ids",
+        );
     }
     let mut s = f.state.lock().unwrap();
     let mut out = Vec::new();
@@ -634,11 +793,19 @@ async fn sf_delete_one(
             s.deleted.push(id);
             StatusCode::NO_CONTENT.into_response()
         }
-        None => sf_error(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist"),
+        None => sf_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ),
     }
 }
 
-async fn sf_describe(State(f): State<FakeSalesforce>, Path((_v, object)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn sf_describe(
+    State(f): State<FakeSalesforce>,
+    Path((_v, object)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
@@ -703,7 +870,9 @@ impl FakeRest {
             state: Arc::default(),
             switch: Switch::default(),
         };
-        let router = Router::new().route("/constintel", post(rest_batch)).with_state(fake.clone());
+        let router = Router::new()
+            .route("/constintel", post(rest_batch))
+            .with_state(fake.clone());
         serve(listener, router, fake.switch.clone());
         fake
     }
@@ -719,16 +888,26 @@ impl FakeRest {
             RestAuth::Bearer(t) => bearer(headers) == Some(t.as_str()),
             RestAuth::Hmac(secret) => {
                 let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-                let (Some(ts), Some(sig)) = (header("x-constintel-timestamp"), header("x-constintel-signature")) else {
+                let (Some(ts), Some(sig)) = (
+                    header("x-constintel-timestamp"),
+                    header("x-constintel-signature"),
+                ) else {
                     return false;
                 };
-                let Ok(t) = ts.parse::<i64>() else { return false };
+                let Ok(t) = ts.parse::<i64>() else {
+                    return false;
+                };
                 if (chrono::Utc::now().timestamp() - t).abs() > 300 {
                     return false;
                 }
-                let Some(hex_sig) = sig.strip_prefix("sha256=") else { return false };
-                let Ok(given) = hex::decode(hex_sig) else { return false };
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+                let Some(hex_sig) = sig.strip_prefix("sha256=") else {
+                    return false;
+                };
+                let Ok(given) = hex::decode(hex_sig) else {
+                    return false;
+                };
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
                 mac.update(ts.as_bytes());
                 mac.update(b".");
                 mac.update(body);

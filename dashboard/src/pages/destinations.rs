@@ -27,7 +27,8 @@ fn outcome_tone(outcome: &str) -> &'static str {
 /// The Destinations page (`/destinations`).
 #[component]
 pub fn Destinations() -> impl IntoView {
-    let list = LocalResource::new(|| async { api::get::<Vec<DestinationView>>("/destinations").await });
+    let list =
+        LocalResource::new(|| async { api::get::<Vec<DestinationView>>("/destinations").await });
     view! {
         <div class="page-head">
             <div>
@@ -109,12 +110,25 @@ pub fn DestinationDetail() -> impl IntoView {
         message.set(None);
         leptos::task::spawn_local(async move {
             let result: Result<String, ApiError> = match what {
-                "test" => api::post_empty::<DestinationTestResult>(&format!("/destinations/{id}/test"))
-                    .await
-                    .map(|t| if t.ok { format!("Connection works: {}", t.message) } else { format!("The destination refused: {}", t.message) }),
+                "test" => {
+                    api::post_empty::<DestinationTestResult>(&format!("/destinations/{id}/test"))
+                        .await
+                        .map(|t| {
+                            if t.ok {
+                                format!("Connection works: {}", t.message)
+                            } else {
+                                format!("The destination refused: {}", t.message)
+                            }
+                        })
+                }
                 "sync" => api::post_empty::<DestinationQueued>(&format!("/destinations/{id}/sync"))
                     .await
-                    .map(|q| format!("{} profiles queued; only changed records are sent.", q.queued)),
+                    .map(|q| {
+                        format!(
+                            "{} profiles queued; only changed records are sent.",
+                            q.queued
+                        )
+                    }),
                 _ => api::post_empty::<DestinationQueued>(&format!("/destinations/{id}/replay"))
                     .await
                     .map(|q| format!("{} dead letters queued again.", q.queued)),

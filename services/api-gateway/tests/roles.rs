@@ -266,10 +266,9 @@ async fn case(gw: &Gateway, w: &World, route: &RouteAccess) -> Option<(String, B
         }
         ("GET", "/destinations") => (p.into(), Body::None),
         ("POST", "/destinations") => (p.into(), Body::Json(destination_request())),
-        ("PATCH", "/destinations/{id}") => (
-            id(p, w.destination),
-            Body::Json(json!({"enabled": true})),
-        ),
+        ("PATCH", "/destinations/{id}") => {
+            (id(p, w.destination), Body::Json(json!({"enabled": true})))
+        }
         ("GET", "/destinations/{id}")
         | ("POST", "/destinations/{id}/test")
         | ("POST", "/destinations/{id}/sync")

@@ -106,8 +106,8 @@ pub async fn run(settings: &Settings, args: DestinationArgs) -> anyhow::Result<(
             let mut creds = BTreeMap::new();
             for c in credentials {
                 let var = format!("DESTINATION_{}", c.to_uppercase());
-                let value = std::env::var(&var)
-                    .with_context(|| format!("credential `{c}`: set {var}"))?;
+                let value =
+                    std::env::var(&var).with_context(|| format!("credential `{c}`: set {var}"))?;
                 creds.insert(c, value);
             }
             let req = DestinationRequest {

@@ -164,7 +164,10 @@ impl Http {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("ConstIntel-Destinations/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "ConstIntel-Destinations/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         Ok(Self {
             client,
@@ -198,7 +201,14 @@ impl Http {
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let body = resp.text().await.unwrap_or_default();
-                (Ok(Reply { status, headers, body }), Some(status))
+                (
+                    Ok(Reply {
+                        status,
+                        headers,
+                        body,
+                    }),
+                    Some(status),
+                )
             }
             Err(e) => {
                 let what = if e.is_timeout() {
@@ -306,11 +316,19 @@ mod tests {
             p.wait().await;
         }
         // Five slots at 50 ms spacing: the fifth starts 200 ms after the first.
-        assert!(t.elapsed() >= Duration::from_millis(195), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            t.elapsed()
+        );
         p.pause(Duration::from_millis(300)).await;
         let t = Instant::now();
         p.wait().await;
-        assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]
@@ -319,7 +337,10 @@ mod tests {
         h.insert("retry-after", "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("x-hubspot-ratelimit-remaining", "0".parse().unwrap());
-        h.insert("x-hubspot-ratelimit-interval-milliseconds", "10000".parse().unwrap());
+        h.insert(
+            "x-hubspot-ratelimit-interval-milliseconds",
+            "10000".parse().unwrap(),
+        );
         assert_eq!(hubspot_window(&h), Some(Duration::from_secs(10)));
         assert_eq!(shorten("abcdef", 3), "abc…");
     }

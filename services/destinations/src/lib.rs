@@ -128,7 +128,10 @@ impl Handler for ChangeHandler {
     type Payload = ProfileChange;
 
     async fn handle(&self, batch: &[Delivery<ProfileChange>]) -> Vec<Result<(), HandlerError>> {
-        let mut ids: Vec<Uuid> = batch.iter().map(|d| d.envelope.payload.profile_id).collect();
+        let mut ids: Vec<Uuid> = batch
+            .iter()
+            .map(|d| d.envelope.payload.profile_id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         match store::enqueue_changes(&self.db, &ids).await {
@@ -138,7 +141,10 @@ impl Handler for ChangeHandler {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "queueing profile changes for destinations failed; they will be redelivered");
-                batch.iter().map(|_| Err(service_kit::handler_error(&e))).collect()
+                batch
+                    .iter()
+                    .map(|_| Err(service_kit::handler_error(&e)))
+                    .collect()
             }
         }
     }
@@ -180,7 +186,14 @@ pub async fn supervise(
                     }
                     match start_worker(&db, &key, &settings, id, policy, &shutdown).await {
                         Ok((stop, task)) => {
-                            running.insert(id, Running { version, stop, task });
+                            running.insert(
+                                id,
+                                Running {
+                                    version,
+                                    stop,
+                                    task,
+                                },
+                            );
                         }
                         Err(e) => {
                             tracing::warn!(destination = %id, error = %e, "cannot start the destination's worker");

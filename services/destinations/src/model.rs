@@ -128,10 +128,7 @@ impl Destination {
             DestinationKind::Salesforce => SALESFORCE_MAX_BATCH,
             DestinationKind::Rest => REST_MAX_BATCH,
         };
-        self.config
-            .batch_size
-            .unwrap_or(max.min(100))
-            .clamp(1, max)
+        self.config.batch_size.unwrap_or(max.min(100)).clamp(1, max)
     }
 
     /// Most requests per second (`None`: no limit).
@@ -282,7 +279,11 @@ pub fn validate(
         }
         DestinationKind::Salesforce => {
             need("client_secret")?;
-            if config.client_id.as_deref().is_none_or(|c| c.trim().is_empty()) {
+            if config
+                .client_id
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+            {
                 return invalid("a salesforce destination needs config.client_id".into());
             }
             if config.batch_size.is_some_and(|b| b > SALESFORCE_MAX_BATCH) {

@@ -84,10 +84,11 @@ pub async fn create(
     let id = Uuid::now_v7();
     let mut tx = db.begin().await?;
     if let Some(a) = req.audience_id {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audiences WHERE id = $1)")
-            .bind(a)
-            .fetch_one(&mut *tx)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audiences WHERE id = $1)")
+                .bind(a)
+                .fetch_one(&mut *tx)
+                .await?;
         if !exists {
             return Err(DestinationError::Invalid(format!("no audience {a}")));
         }
@@ -197,10 +198,11 @@ pub async fn backfill(db: &PgPool, id: Uuid) -> Result<i64, DestinationError> {
 }
 
 async fn exists(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<(), DestinationError> {
-    let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = $1)")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let found: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM destinations WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
     if found {
         Ok(())
     } else {
@@ -679,16 +681,19 @@ pub async fn load(
 
 /// Finds a destination by id or name (for `ctl`).
 pub async fn resolve(db: &PgPool, id_or_name: &str) -> Result<Uuid, DestinationError> {
-    let found: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM destinations WHERE id::text = $1 OR name = $1 LIMIT 1",
-    )
-    .bind(id_or_name)
-    .fetch_optional(db)
-    .await?;
+    let found: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM destinations WHERE id::text = $1 OR name = $1 LIMIT 1")
+            .bind(id_or_name)
+            .fetch_optional(db)
+            .await?;
     found.ok_or_else(|| DestinationError::Invalid(format!("no destination `{id_or_name}`")))
 }
 
-fn view(row: Row, status: DestinationStatus, key_names: Vec<String>) -> Result<DestinationView, DestinationError> {
+fn view(
+    row: Row,
+    status: DestinationStatus,
+    key_names: Vec<String>,
+) -> Result<DestinationView, DestinationError> {
     Ok(DestinationView {
         id: row.0,
         name: row.1,
@@ -722,10 +727,11 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<DestinationView, DestinationEr
 
 /// Every destination, oldest first, with its status.
 pub async fn list(db: &PgPool) -> Result<Vec<DestinationView>, DestinationError> {
-    let rows: Vec<Row> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM destinations ORDER BY created_at, id"))
-            .fetch_all(db)
-            .await?;
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM destinations ORDER BY created_at, id"
+    ))
+    .fetch_all(db)
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let s = status(db, row.0, row.11).await?;
@@ -801,15 +807,24 @@ pub async fn deliveries(
     id: Uuid,
     limit: i64,
 ) -> Result<Vec<DeliveryView>, DestinationError> {
-    let rows: Vec<(i64, DateTime<Utc>, String, i32, Option<i32>, String, String, String, i32)> =
-        sqlx::query_as(
-            "SELECT id, at, operation, records, status, outcome, request, response, duration_ms \
+    let rows: Vec<(
+        i64,
+        DateTime<Utc>,
+        String,
+        i32,
+        Option<i32>,
+        String,
+        String,
+        String,
+        i32,
+    )> = sqlx::query_as(
+        "SELECT id, at, operation, records, status, outcome, request, response, duration_ms \
              FROM destination_deliveries WHERE destination_id = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(id)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
     Ok(rows
         .into_iter()
         .map(
@@ -846,20 +861,26 @@ pub async fn dead_letters(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, profile_id, operation, error, failed_at)| DeadLetterView {
-            id,
-            profile_id,
-            operation,
-            error,
-            failed_at,
-        })
+        .map(
+            |(id, profile_id, operation, error, failed_at)| DeadLetterView {
+                id,
+                profile_id,
+                operation,
+                error,
+                failed_at,
+            },
+        )
         .collect())
 }
 
 /// Re-seals every destination's credentials from `old` to `new` (`ctl integration
 /// reseal` changes the key for integrations and destinations alike); returns how many
 /// were re-sealed. Credentials already under `new` are left as they are.
-pub async fn reseal(db: &PgPool, old: &SecretsKey, new: &SecretsKey) -> Result<u64, DestinationError> {
+pub async fn reseal(
+    db: &PgPool,
+    old: &SecretsKey,
+    new: &SecretsKey,
+) -> Result<u64, DestinationError> {
     let mut tx = db.begin().await?;
     let rows: Vec<(Uuid, Vec<u8>)> =
         sqlx::query_as("SELECT id, credentials FROM destinations FOR UPDATE")
@@ -871,11 +892,13 @@ pub async fn reseal(db: &PgPool, old: &SecretsKey, new: &SecretsKey) -> Result<u
             continue;
         }
         let creds = open_credentials(old, id, &sealed)?;
-        sqlx::query("UPDATE destinations SET credentials = $2, version = version + 1 WHERE id = $1")
-            .bind(id)
-            .bind(seal_credentials(new, id, &creds))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE destinations SET credentials = $2, version = version + 1 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(seal_credentials(new, id, &creds))
+        .execute(&mut *tx)
+        .await?;
         n += 1;
     }
     tx.commit().await?;

@@ -36,7 +36,9 @@ pub async fn run(
     while !shutdown.is_cancelled() {
         let pause = match store::claim(&db, dest.id, lease_size, dest.lease()).await {
             Ok(claims) if claims.is_empty() => IDLE_POLL,
-            Ok(claims) if store::version(&db, dest.id).await.ok().flatten() != Some(dest.version) => {
+            Ok(claims)
+                if store::version(&db, dest.id).await.ok().flatten() != Some(dest.version) =>
+            {
                 // Changed (mapping, settings, credentials) or removed since this worker
                 // started: hand the profiles back; the supervisor starts a new worker.
                 if let Err(e) = store::release(&db, dest.id, &claims).await {
@@ -115,17 +117,23 @@ pub async fn process(
         let state = states.get(&c.profile_id);
         match rows.get(&c.profile_id) {
             Some(None) if in_scope(&c.profile_id) => {
-                let record = docs.get(&c.profile_id).and_then(|d| mapping::record(dest, d));
+                let record = docs
+                    .get(&c.profile_id)
+                    .and_then(|d| mapping::record(dest, d));
                 match record {
-                    Some(r) if state.is_some_and(|s| s.hash == r.hash() && s.remote_key == r.key) => {
-                        metrics::counter!("destination_records_total", "outcome" => "unchanged").increment(1);
+                    Some(r)
+                        if state.is_some_and(|s| s.hash == r.hash() && s.remote_key == r.key) =>
+                    {
+                        metrics::counter!("destination_records_total", "outcome" => "unchanged")
+                            .increment(1);
                         done.push(*c);
                     }
                     Some(r) => upserts.push((*c, r)),
                     None => {
                         // No key (a HubSpot destination keyed by e-mail, a profile
                         // without one): nothing the remote can store.
-                        metrics::counter!("destination_records_total", "outcome" => "no_key").increment(1);
+                        metrics::counter!("destination_records_total", "outcome" => "no_key")
+                            .increment(1);
                         done.push(*c);
                     }
                 }
@@ -180,7 +188,16 @@ pub async fn process(
     while let Some(batch) = stack.pop() {
         let batch_claims: Vec<Claim> = batch.iter().map(|(c, _)| *c).collect();
         if let Some((message, after)) = &failed {
-            store::retry_later(db, dest.id, &batch_claims, "upsert", message, *after, policy).await?;
+            store::retry_later(
+                db,
+                dest.id,
+                &batch_claims,
+                "upsert",
+                message,
+                *after,
+                policy,
+            )
+            .await?;
             continue;
         }
         let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
@@ -213,8 +230,16 @@ pub async fn process(
                 message,
                 retry_after,
             }) => {
-                store::retry_later(db, dest.id, &batch_claims, "upsert", &message, retry_after, policy)
-                    .await?;
+                store::retry_later(
+                    db,
+                    dest.id,
+                    &batch_claims,
+                    "upsert",
+                    &message,
+                    retry_after,
+                    policy,
+                )
+                .await?;
                 failed = Some((message, retry_after));
             }
             Err(SendError::Permanent { message }) => {
@@ -233,7 +258,16 @@ pub async fn process(
     for batch in removals.chunks(dest.batch_size()) {
         let batch_claims: Vec<Claim> = batch.iter().map(|(c, _)| *c).collect();
         if let Some((message, after)) = &failed {
-            store::retry_later(db, dest.id, &batch_claims, "delete", message, *after, policy).await?;
+            store::retry_later(
+                db,
+                dest.id,
+                &batch_claims,
+                "delete",
+                message,
+                *after,
+                policy,
+            )
+            .await?;
             continue;
         }
         let records: Vec<Removal> = batch.iter().map(|(_, r)| r.clone()).collect();
@@ -260,8 +294,16 @@ pub async fn process(
                 message,
                 retry_after,
             }) => {
-                store::retry_later(db, dest.id, &batch_claims, "delete", &message, retry_after, policy)
-                    .await?;
+                store::retry_later(
+                    db,
+                    dest.id,
+                    &batch_claims,
+                    "delete",
+                    &message,
+                    retry_after,
+                    policy,
+                )
+                .await?;
                 failed = Some((message, retry_after));
             }
             Err(SendError::Permanent { message }) => {
@@ -281,7 +323,9 @@ pub async fn process(
             done.push(c);
             continue;
         };
-        let survivor_state = both.get(&survivor).map(|s| (s.remote_key.clone(), s.remote_id.clone()));
+        let survivor_state = both
+            .get(&survivor)
+            .map(|s| (s.remote_key.clone(), s.remote_id.clone()));
         let survivor_live = survivor != c.profile_id;
         if survivor_state.is_none() && survivor_live && mapping::key_field(dest).is_some() {
             // The survivor has not reached the remote yet: merge once it has.
@@ -289,13 +333,22 @@ pub async fn process(
                 .await?
                 .is_none_or(|d| mapping::record(dest, &d).is_none());
             if !survivor_keyless {
-                store::retry_later(db, dest.id, &[c], "merge", "waiting for the survivor to sync", None, policy)
-                    .await?;
+                store::retry_later(
+                    db,
+                    dest.id,
+                    &[c],
+                    "merge",
+                    "waiting for the survivor to sync",
+                    None,
+                    policy,
+                )
+                .await?;
                 continue;
             }
         }
         let survivor_ref = survivor_state.or_else(|| {
-            (survivor_live && mapping::key_field(dest).is_none()).then(|| (survivor.to_string(), None))
+            (survivor_live && mapping::key_field(dest).is_none())
+                .then(|| (survivor.to_string(), None))
         });
         let merge = Merge {
             merged: Removal {
@@ -316,7 +369,8 @@ pub async fn process(
                 message,
                 retry_after,
             }) => {
-                store::retry_later(db, dest.id, &[c], "merge", &message, retry_after, policy).await?;
+                store::retry_later(db, dest.id, &[c], "merge", &message, retry_after, policy)
+                    .await?;
                 failed = Some((message, retry_after));
             }
             Err(SendError::Permanent { message }) => {

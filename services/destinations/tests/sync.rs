@@ -26,7 +26,10 @@ async fn hubspot_backfill_of_1000_then_only_changes_are_sent() {
         &[("token", &hs.token)],
     )
     .await;
-    assert_eq!(dest.status.pending, 1000, "creating a destination queues its backfill");
+    assert_eq!(
+        dest.status.pending, 1000,
+        "creating a destination queues its backfill"
+    );
     env.spawn(destinations::run).await;
     relay(&env);
     drained(&env, dest.id, 60).await;
@@ -36,7 +39,10 @@ async fn hubspot_backfill_of_1000_then_only_changes_are_sent() {
         assert_eq!(s.upsert_inputs, 1000, "each profile sent once");
         assert!(s.largest_batch <= 100, "batches of at most 100");
         assert_eq!(s.property_creates.get("constintel_churn_risk"), Some(&1));
-        assert!(s.property_creates.values().all(|n| *n == 1), "each property created once");
+        assert!(
+            s.property_creates.values().all(|n| *n == 1),
+            "each property created once"
+        );
         let c = &s.contacts["hb7@example.com"];
         assert_eq!(c.properties["firstname"], "Asha7");
         assert_eq!(c.properties["lastname"], "Rao7");
@@ -55,16 +61,21 @@ async fn hubspot_backfill_of_1000_then_only_changes_are_sent() {
     changed(&env.db, &ids[..50], ProfileChangeKind::Updated).await;
     until(30, "the ten changes to reach HubSpot", || {
         let s = hs.state.lock().unwrap();
-        ids[..10]
-            .iter()
-            .enumerate()
-            .all(|(i, _)| s.contacts[&format!("hb{i}@example.com")].properties["constintel_orders_count"] == "42")
+        ids[..10].iter().enumerate().all(|(i, _)| {
+            s.contacts[&format!("hb{i}@example.com")].properties["constintel_orders_count"] == "42"
+        })
     })
     .await;
     drained(&env, dest.id, 30).await;
     let s = hs.state.lock().unwrap();
-    assert_eq!(s.upsert_inputs, 1010, "the forty unchanged records were not sent again");
-    assert_eq!(s.throttled, 0, "the default rate stays inside HubSpot's limit");
+    assert_eq!(
+        s.upsert_inputs, 1010,
+        "the forty unchanged records were not sent again"
+    );
+    assert_eq!(
+        s.throttled, 0,
+        "the default rate stays inside HubSpot's limit"
+    );
     drop(s);
     assert!(hs.max_requests_in(Duration::from_secs(10)) <= 100);
 }
@@ -76,18 +87,34 @@ async fn merges_and_erasures_reach_hubspot_and_rest() {
     let rest = FakeRest::start(RestAuth::Hmac("whsec-test".into())).await;
     let ids = seed(&env.db, "mg", 3).await;
     let (keep, gone, erased) = (ids[0], ids[1], ids[2]);
-    let h = create(&env, "HubSpot", DestinationKind::Hubspot,
-        json!({"base_url": hs.url}), &[("token", &hs.token)]).await;
-    let r = create(&env, "Warehouse", DestinationKind::Rest,
-        json!({"url": rest.endpoint(), "signing": "hmac"}), &[("secret", "whsec-test")]).await;
+    let h = create(
+        &env,
+        "HubSpot",
+        DestinationKind::Hubspot,
+        json!({"base_url": hs.url}),
+        &[("token", &hs.token)],
+    )
+    .await;
+    let r = create(
+        &env,
+        "Warehouse",
+        DestinationKind::Rest,
+        json!({"url": rest.endpoint(), "signing": "hmac"}),
+        &[("secret", "whsec-test")],
+    )
+    .await;
     env.spawn(destinations::run).await;
     relay(&env);
     drained(&env, h.id, 30).await;
     drained(&env, r.id, 30).await;
     assert_eq!(hs.state.lock().unwrap().contacts.len(), 3);
     assert_eq!(rest.state.lock().unwrap().records.len(), 3);
-    let gone_hs_id = hs.state.lock().unwrap().contacts["mg1@example.com"].id.clone();
-    let keep_hs_id = hs.state.lock().unwrap().contacts["mg0@example.com"].id.clone();
+    let gone_hs_id = hs.state.lock().unwrap().contacts["mg1@example.com"]
+        .id
+        .clone();
+    let keep_hs_id = hs.state.lock().unwrap().contacts["mg0@example.com"]
+        .id
+        .clone();
 
     // `gone` is merged into `keep` (its e-mail moves to the survivor), as the merger does.
     sqlx::query("UPDATE customer_profile SET merged_into = $1, merged_at = now() WHERE id = $2")
@@ -122,10 +149,14 @@ async fn merges_and_erasures_reach_hubspot_and_rest() {
         !s.merges.is_empty() && !s.gdpr_deleted.is_empty()
     })
     .await;
-    until(30, "the merge and the erasure to reach the REST endpoint", || {
-        let s = rest.state.lock().unwrap();
-        !s.merges.is_empty() && !s.deleted.is_empty()
-    })
+    until(
+        30,
+        "the merge and the erasure to reach the REST endpoint",
+        || {
+            let s = rest.state.lock().unwrap();
+            !s.merges.is_empty() && !s.deleted.is_empty()
+        },
+    )
     .await;
     {
         let s = hs.state.lock().unwrap();
@@ -143,9 +174,17 @@ async fn merges_and_erasures_reach_hubspot_and_rest() {
     }
     drained(&env, h.id, 30).await;
     // The delivery log recorded the erasure, without the secret.
-    let log = destinations::store::deliveries(&env.db, h.id, 100).await.unwrap();
-    assert!(log.iter().any(|d| d.request.contains("gdpr-delete") && d.outcome == "ok"));
-    assert!(log.iter().all(|d| !d.request.contains(&hs.token) && !d.response.contains(&hs.token)));
+    let log = destinations::store::deliveries(&env.db, h.id, 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|d| d.request.contains("gdpr-delete") && d.outcome == "ok")
+    );
+    assert!(
+        log.iter()
+            .all(|d| !d.request.contains(&hs.token) && !d.response.contains(&hs.token))
+    );
     let st = status(&env, h.id).await;
     assert_eq!(st.synced, 1, "only the survivor is left at HubSpot");
 }
@@ -157,10 +196,22 @@ async fn one_destination_down_does_not_hold_up_another() {
     let down = FakeRest::start(RestAuth::Bearer("tok-down".into())).await;
     down.switch.fail_with_503();
     seed(&env.db, "iso", 300).await;
-    let a = create(&env, "Up", DestinationKind::Rest,
-        json!({"url": up.endpoint(), "batch_size": 50}), &[("token", "tok-up")]).await;
-    let b = create(&env, "Down", DestinationKind::Rest,
-        json!({"url": down.endpoint(), "batch_size": 50}), &[("token", "tok-down")]).await;
+    let a = create(
+        &env,
+        "Up",
+        DestinationKind::Rest,
+        json!({"url": up.endpoint(), "batch_size": 50}),
+        &[("token", "tok-up")],
+    )
+    .await;
+    let b = create(
+        &env,
+        "Down",
+        DestinationKind::Rest,
+        json!({"url": down.endpoint(), "batch_size": 50}),
+        &[("token", "tok-down")],
+    )
+    .await;
     env.spawn(destinations::run).await;
     drained(&env, a.id, 30).await;
     assert_eq!(up.state.lock().unwrap().records.len(), 300);
@@ -171,9 +222,14 @@ async fn one_destination_down_does_not_hold_up_another() {
     assert_eq!(st.dead_letters, 0, "503s are retried, not dead-lettered");
     // It keeps failing for a while (several retries) while the healthy one is done.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = destinations::store::deliveries(&env.db, b.id, 50).await.unwrap();
+    let log = destinations::store::deliveries(&env.db, b.id, 50)
+        .await
+        .unwrap();
     assert!(log.len() >= 2, "retried with backoff: {log:?}");
-    assert!(log.iter().all(|d| d.outcome == "transient" && d.status == Some(503)));
+    assert!(
+        log.iter()
+            .all(|d| d.outcome == "transient" && d.status == Some(503))
+    );
     down.switch.fix();
     drained(&env, b.id, 30).await;
     assert_eq!(down.state.lock().unwrap().records.len(), 300);
@@ -185,12 +241,20 @@ async fn salesforce_token_expiry_mid_sync_refreshes_and_repeats() {
     let env = env().await;
     let sf = FakeSalesforce::start().await;
     seed(&env.db, "sf", 1000).await;
-    let d = create(&env, "Salesforce", DestinationKind::Salesforce,
+    let d = create(
+        &env,
+        "Salesforce",
+        DestinationKind::Salesforce,
         json!({"login_url": sf.url, "client_id": sf.client_id, "batch_size": 200,
                "requests_per_second": 2}),
-        &[("client_secret", &sf.client_secret)]).await;
+        &[("client_secret", &sf.client_secret)],
+    )
+    .await;
     env.spawn(destinations::run).await;
-    until(30, "the first collection to arrive", || sf.state.lock().unwrap().records.len() >= 200).await;
+    until(30, "the first collection to arrive", || {
+        sf.state.lock().unwrap().records.len() >= 200
+    })
+    .await;
     sf.expire_tokens();
     drained(&env, d.id, 60).await;
     let s = sf.state.lock().unwrap();
@@ -198,7 +262,10 @@ async fn salesforce_token_expiry_mid_sync_refreshes_and_repeats() {
     assert!(s.largest_batch <= 200);
     assert!(s.tokens_issued >= 2, "a new token after the expiry");
     assert!(s.expired_answers >= 1, "the expiry was hit mid-sync");
-    assert_eq!(s.upsert_records, 1000, "the refused request was repeated, nothing sent twice");
+    assert_eq!(
+        s.upsert_records, 1000,
+        "the refused request was repeated, nothing sent twice"
+    );
     assert_eq!(status(&env, d.id).await.dead_letters, 0);
 }
 
@@ -208,26 +275,61 @@ async fn a_refused_record_is_dead_lettered_and_replays_after_the_fix() {
     let hs = FakeHubSpot::start(100, Duration::from_secs(10)).await;
     let sf = FakeSalesforce::start().await;
     let ids = seed(&env.db, "dl", 50).await;
-    hs.state.lock().unwrap().refuse_keys.insert("dl13@example.com".into());
-    sf.state.lock().unwrap().refuse_keys.insert(ids[21].to_string());
-    let h = create(&env, "HubSpot", DestinationKind::Hubspot,
-        json!({"base_url": hs.url}), &[("token", &hs.token)]).await;
-    let s = create(&env, "Salesforce", DestinationKind::Salesforce,
+    hs.state
+        .lock()
+        .unwrap()
+        .refuse_keys
+        .insert("dl13@example.com".into());
+    sf.state
+        .lock()
+        .unwrap()
+        .refuse_keys
+        .insert(ids[21].to_string());
+    let h = create(
+        &env,
+        "HubSpot",
+        DestinationKind::Hubspot,
+        json!({"base_url": hs.url}),
+        &[("token", &hs.token)],
+    )
+    .await;
+    let s = create(
+        &env,
+        "Salesforce",
+        DestinationKind::Salesforce,
         json!({"login_url": sf.url, "client_id": sf.client_id}),
-        &[("client_secret", &sf.client_secret)]).await;
+        &[("client_secret", &sf.client_secret)],
+    )
+    .await;
     env.spawn(destinations::run).await;
     drained(&env, h.id, 30).await;
     drained(&env, s.id, 30).await;
-    assert_eq!(hs.state.lock().unwrap().contacts.len(), 49, "the other 49 went through");
+    assert_eq!(
+        hs.state.lock().unwrap().contacts.len(),
+        49,
+        "the other 49 went through"
+    );
     assert_eq!(sf.state.lock().unwrap().records.len(), 49);
-    let dead = destinations::store::dead_letters(&env.db, h.id, 10).await.unwrap();
+    let dead = destinations::store::dead_letters(&env.db, h.id, 10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].profile_id, ids[13]);
-    assert!(dead[0].error.contains("validation rule"), "{}", dead[0].error);
-    let dead = destinations::store::dead_letters(&env.db, s.id, 10).await.unwrap();
+    assert!(
+        dead[0].error.contains("validation rule"),
+        "{}",
+        dead[0].error
+    );
+    let dead = destinations::store::dead_letters(&env.db, s.id, 10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].profile_id, ids[21]);
-    assert!(dead[0].error.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION"), "{}", dead[0].error);
+    assert!(
+        dead[0].error.contains("FIELD_CUSTOM_VALIDATION_EXCEPTION"),
+        "{}",
+        dead[0].error
+    );
 
     // The cause is fixed at the remote; the dead letters replay.
     hs.state.lock().unwrap().refuse_keys.clear();
@@ -247,29 +349,57 @@ async fn a_new_mapping_resends_only_what_it_changes_and_bad_settings_are_refused
     let env = env().await;
     let rest = FakeRest::start(RestAuth::Bearer("t".into())).await;
     seed(&env.db, "mp", 20).await;
-    let d = create(&env, "Rest", DestinationKind::Rest, json!({"url": rest.endpoint()}), &[("token", "t")]).await;
+    let d = create(
+        &env,
+        "Rest",
+        DestinationKind::Rest,
+        json!({"url": rest.endpoint()}),
+        &[("token", "t")],
+    )
+    .await;
     env.spawn(destinations::run).await;
     drained(&env, d.id, 30).await;
     assert_eq!(rest.state.lock().unwrap().upserts, 20);
     let mut mapping = d.mapping.clone();
     mapping.insert("aov".into(), domain::api::ProfileField::AverageOrderValue);
-    let upd = DestinationUpdate { mapping: Some(mapping), ..Default::default() };
-    destinations::store::update(&env.db, &env.secrets_key(), d.id, &upd).await.unwrap();
+    let upd = DestinationUpdate {
+        mapping: Some(mapping),
+        ..Default::default()
+    };
+    destinations::store::update(&env.db, &env.secrets_key(), d.id, &upd)
+        .await
+        .unwrap();
     drained(&env, d.id, 30).await;
     let s = rest.state.lock().unwrap();
-    assert_eq!(s.upserts, 40, "every record changed shape, so all were resent");
+    assert_eq!(
+        s.upserts, 40,
+        "every record changed shape, so all were resent"
+    );
     assert!(s.records.values().all(|r| r.get("aov").is_some()));
     drop(s);
     // Bad settings never reach the database.
-    let bad = destinations::store::update(&env.db, &env.secrets_key(), d.id, &DestinationUpdate {
-        config: Some(json!({"url": "ftp://x"}).as_object().cloned().unwrap()), ..Default::default()
-    }).await;
+    let bad = destinations::store::update(
+        &env.db,
+        &env.secrets_key(),
+        d.id,
+        &DestinationUpdate {
+            config: Some(json!({"url": "ftp://x"}).as_object().cloned().unwrap()),
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(bad.unwrap_err().to_string().contains("http(s) URL"));
     let req = domain::api::DestinationRequest {
-        name: "HS".into(), kind: DestinationKind::Hubspot, config: Default::default(),
-        credentials: Default::default(), mapping: Default::default(),
-        mode: Default::default(), audience_id: None,
+        name: "HS".into(),
+        kind: DestinationKind::Hubspot,
+        config: Default::default(),
+        credentials: Default::default(),
+        mapping: Default::default(),
+        mode: Default::default(),
+        audience_id: None,
     };
-    let err = destinations::store::create(&env.db, &env.secrets_key(), &req, "t").await.unwrap_err();
+    let err = destinations::store::create(&env.db, &env.secrets_key(), &req, "t")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("credential `token`"), "{err}");
 }

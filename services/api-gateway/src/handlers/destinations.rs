@@ -6,12 +6,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use destinations::DestinationError;
+use destinations::store;
 use domain::api::{
     ApiErrorBody, DeadLetterView, DeliveryView, DestinationQueued, DestinationRequest,
     DestinationTestResult, DestinationUpdate, DestinationView,
 };
-use destinations::DestinationError;
-use destinations::store;
 use service_kit::ApiError;
 use uuid::Uuid;
 
@@ -90,7 +90,9 @@ pub async fn get_destination(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<DestinationView>, ApiError> {
-    Ok(Json(store::get(&app.db, id).await.map_err(destination_error)?))
+    Ok(Json(
+        store::get(&app.db, id).await.map_err(destination_error)?,
+    ))
 }
 
 /// Changes settings, credentials, mapping, or pauses/resumes a destination.
@@ -163,7 +165,9 @@ pub async fn sync_destination(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<DestinationQueued>), ApiError> {
-    let queued = store::backfill(&app.db, id).await.map_err(destination_error)?;
+    let queued = store::backfill(&app.db, id)
+        .await
+        .map_err(destination_error)?;
     Ok((StatusCode::ACCEPTED, Json(DestinationQueued { queued })))
 }
 
@@ -184,7 +188,9 @@ pub async fn replay_destination(
     Caller(caller): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<DestinationQueued>), ApiError> {
-    let queued = store::replay(&app.db, id).await.map_err(destination_error)?;
+    let queued = store::replay(&app.db, id)
+        .await
+        .map_err(destination_error)?;
     tracing::info!(destination = %id, queued, by = %caller.actor(), "destination dead letters replayed");
     Ok((StatusCode::ACCEPTED, Json(DestinationQueued { queued })))
 }

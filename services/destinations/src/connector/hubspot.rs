@@ -36,7 +36,11 @@ pub struct HubSpot {
 
 impl HubSpot {
     /// The connector of `dest` (API base: its `base_url`, else `default_base`).
-    pub fn new(dest: &Destination, http: Http, default_base: &str) -> Result<Self, DestinationError> {
+    pub fn new(
+        dest: &Destination,
+        http: Http,
+        default_base: &str,
+    ) -> Result<Self, DestinationError> {
         Ok(Self {
             http,
             base: dest
@@ -104,7 +108,12 @@ impl HubSpot {
                     });
                     let reply = self
                         .http
-                        .send("properties", 0, format!("POST {path} ({name})"), self.post(path).json(&body))
+                        .send(
+                            "properties",
+                            0,
+                            format!("POST {path} ({name})"),
+                            self.post(path).json(&body),
+                        )
                         .await?;
                     // 409: created meanwhile (another worker); fine.
                     if !reply.status.is_success() && reply.status.as_u16() != 409 {
@@ -153,7 +162,10 @@ impl Connector for HubSpot {
         // The id of each contact by its key (HubSpot lower-cases e-mails).
         let mut ids: HashMap<String, String> = HashMap::new();
         for r in body["results"].as_array().into_iter().flatten() {
-            if let (Some(id), Some(k)) = (r["id"].as_str(), r["properties"][&self.id_property].as_str()) {
+            if let (Some(id), Some(k)) = (
+                r["id"].as_str(),
+                r["properties"][&self.id_property].as_str(),
+            ) {
                 ids.insert(k.to_lowercase(), id.to_owned());
             }
         }
@@ -186,7 +198,12 @@ impl Connector for HubSpot {
             let body = json!({"objectId": r.key, "idProperty": self.id_property});
             let reply = self
                 .http
-                .send("delete", 1, format!("POST {path} (erasure)"), self.post(path).json(&body))
+                .send(
+                    "delete",
+                    1,
+                    format!("POST {path} (erasure)"),
+                    self.post(path).json(&body),
+                )
                 .await?;
             out[i] = match reply.status.as_u16() {
                 200..=299 | 404 => Outcome::Accepted(None),
@@ -235,7 +252,12 @@ impl Connector for HubSpot {
                 let body = json!({"primaryObjectId": primary, "objectIdToMerge": merged});
                 let reply = self
                     .http
-                    .send("merge", 2, format!("POST {path}"), self.post(path).json(&body))
+                    .send(
+                        "merge",
+                        2,
+                        format!("POST {path}"),
+                        self.post(path).json(&body),
+                    )
                     .await?;
                 if reply.status.is_success() {
                     Ok(Outcome::Accepted(None))

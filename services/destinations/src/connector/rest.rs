@@ -102,7 +102,12 @@ impl Rest {
             .unwrap_or_default();
         let reply = self
             .http
-            .send(operation, n, format!("POST {path} ({n} records)"), req.body(body))
+            .send(
+                operation,
+                n,
+                format!("POST {path} ({n} records)"),
+                req.body(body),
+            )
             .await?;
         if !reply.status.is_success() {
             return Err(failure(&reply));
@@ -120,7 +125,10 @@ impl Rest {
     }
 }
 
-fn outcomes<'a>(keys: impl Iterator<Item = &'a str>, rejected: &HashMap<String, String>) -> Vec<Outcome> {
+fn outcomes<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    rejected: &HashMap<String, String>,
+) -> Vec<Outcome> {
     keys.map(|k| match rejected.get(k) {
         Some(e) => Outcome::Rejected(e.clone()),
         None => Outcome::Accepted(None),
@@ -152,9 +160,11 @@ impl Connector for Rest {
         let into = merge.survivor.as_ref().map(|s| s.0.clone());
         let body = vec![json!({"op": "merge", "key": merge.merged.key, "into": into})];
         let rejected = self.post("merge", body).await?;
-        Ok(outcomes(std::iter::once(merge.merged.key.as_str()), &rejected)
-            .pop()
-            .unwrap_or(Outcome::Accepted(None)))
+        Ok(
+            outcomes(std::iter::once(merge.merged.key.as_str()), &rejected)
+                .pop()
+                .unwrap_or(Outcome::Accepted(None)),
+        )
     }
 
     async fn test(&self) -> Result<String, SendError> {

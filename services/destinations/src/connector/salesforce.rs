@@ -61,13 +61,21 @@ impl Salesforce {
                 .clone()
                 .ok_or_else(|| DestinationError::Invalid("config.client_id is missing".into()))?,
             client_secret: dest.credential("client_secret")?.to_owned(),
-            object: dest.config.object.clone().unwrap_or_else(|| "Contact".into()),
+            object: dest
+                .config
+                .object
+                .clone()
+                .unwrap_or_else(|| "Contact".into()),
             external_id: dest
                 .config
                 .external_id_field
                 .clone()
                 .unwrap_or_else(|| "ConstIntel_Id__c".into()),
-            version: dest.config.api_version.clone().unwrap_or_else(|| "v61.0".into()),
+            version: dest
+                .config
+                .api_version
+                .clone()
+                .unwrap_or_else(|| "v61.0".into()),
             token: Mutex::new(None),
         })
     }
@@ -125,8 +133,14 @@ impl Salesforce {
         let mut token = self.token(false).await?;
         for attempt in 0..2 {
             let req = build(&token).bearer_auth(&token.access);
-            let reply = self.http.send(operation, records, summary.to_owned(), req).await?;
-            if reply.status.as_u16() == 401 && reply.body.contains("INVALID_SESSION_ID") && attempt == 0 {
+            let reply = self
+                .http
+                .send(operation, records, summary.to_owned(), req)
+                .await?;
+            if reply.status.as_u16() == 401
+                && reply.body.contains("INVALID_SESSION_ID")
+                && attempt == 0
+            {
                 token = self.token(true).await?;
                 continue;
             }
@@ -205,7 +219,10 @@ impl Connector for Salesforce {
 
     async fn remove(&self, records: &[Removal]) -> Result<Vec<Outcome>, SendError> {
         let mut out = Vec::with_capacity(records.len());
-        let ids: Vec<&str> = records.iter().filter_map(|r| r.remote_id.as_deref()).collect();
+        let ids: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r.remote_id.as_deref())
+            .collect();
         let mut by_id = Vec::new();
         if !ids.is_empty() {
             let query = format!("?ids={}&allOrNone=false", ids.join(","));
@@ -214,7 +231,11 @@ impl Connector for Salesforce {
                     "delete",
                     ids.len(),
                     &format!("DELETE /composite/sobjects ({} records)", ids.len()),
-                    |t| self.http.client().delete(self.data(t, &format!("/composite/sobjects{query}"))),
+                    |t| {
+                        self.http
+                            .client()
+                            .delete(self.data(t, &format!("/composite/sobjects{query}")))
+                    },
                 )
                 .await?;
             if !reply.status.is_success() {
@@ -228,7 +249,9 @@ impl Connector for Salesforce {
                 let o = by_id.next().unwrap_or(Outcome::Accepted(None));
                 // Already gone counts as removed.
                 out.push(match o {
-                    Outcome::Rejected(e) if e.contains("ENTITY_IS_DELETED") || e.contains("NOT_FOUND") => {
+                    Outcome::Rejected(e)
+                        if e.contains("ENTITY_IS_DELETED") || e.contains("NOT_FOUND") =>
+                    {
                         Outcome::Accepted(None)
                     }
                     o => o,
@@ -237,9 +260,15 @@ impl Connector for Salesforce {
             }
             let path = format!("/sobjects/{}/{}/{}", self.object, self.external_id, r.key);
             let reply = self
-                .call("delete", 1, &format!("DELETE /sobjects/{}/{} (1 record)", self.object, self.external_id), |t| {
-                    self.http.client().delete(self.data(t, &path))
-                })
+                .call(
+                    "delete",
+                    1,
+                    &format!(
+                        "DELETE /sobjects/{}/{} (1 record)",
+                        self.object, self.external_id
+                    ),
+                    |t| self.http.client().delete(self.data(t, &path)),
+                )
                 .await?;
             out.push(match reply.status.as_u16() {
                 200..=299 | 404 => Outcome::Accepted(None),
@@ -274,7 +303,10 @@ impl Connector for Salesforce {
             })
             .await?;
         if reply.status.is_success() {
-            Ok(format!("Salesforce answered {} for {}", reply.status, self.object))
+            Ok(format!(
+                "Salesforce answered {} for {}",
+                reply.status, self.object
+            ))
         } else {
             Err(failure(&reply))
         }

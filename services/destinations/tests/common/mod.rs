@@ -57,7 +57,9 @@ pub async fn seed(db: &PgPool, tag: &str, n: usize) -> Vec<Uuid> {
 pub async fn changed(db: &PgPool, ids: &[Uuid], kind: ProfileChangeKind) {
     let mut tx = db.begin().await.unwrap();
     let changes: Vec<(Uuid, ProfileChangeKind)> = ids.iter().map(|id| (*id, kind)).collect();
-    storage::profile_changes::queue(&mut tx, &changes).await.unwrap();
+    storage::profile_changes::queue(&mut tx, &changes)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
