@@ -27,6 +27,16 @@ use test_support::crm::{FakeHubSpot, FakeRest, FakeSalesforce, RestAuth};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// A fake's destination settings, credentials, allowed rate, batch size, and how to
+/// read the requests it received.
+type Setup = (
+    serde_json::Value,
+    Vec<(&'static str, String)>,
+    f64,
+    usize,
+    Box<dyn Fn() -> usize>,
+);
+
 #[derive(Parser)]
 #[command(name = "bench-destinations", about = "Destination backfill benchmark")]
 struct Cli {
@@ -59,13 +69,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for kind in cli.kinds.split(',').map(str::trim) {
         let kind: DestinationKind = kind.parse()?;
-        let (config, creds, rate, batch, fake_requests): (
-            serde_json::Value,
-            Vec<(&str, String)>,
-            f64,
-            usize,
-            Box<dyn Fn() -> usize>,
-        ) = match kind {
+        let (config, creds, rate, batch, fake_requests): Setup = match kind {
             DestinationKind::Hubspot => {
                 let hs = FakeHubSpot::start(100, Duration::from_secs(10)).await;
                 let token = hs.token.clone();

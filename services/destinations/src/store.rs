@@ -807,19 +807,21 @@ pub async fn deliveries(
     id: Uuid,
     limit: i64,
 ) -> Result<Vec<DeliveryView>, DestinationError> {
-    let rows: Vec<(
-        i64,
-        DateTime<Utc>,
-        String,
-        i32,
-        Option<i32>,
-        String,
-        String,
-        String,
-        i32,
-    )> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct DeliveryRow {
+        id: i64,
+        at: DateTime<Utc>,
+        operation: String,
+        records: i32,
+        status: Option<i32>,
+        outcome: String,
+        request: String,
+        response: String,
+        duration_ms: i32,
+    }
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT id, at, operation, records, status, outcome, request, response, duration_ms \
-             FROM destination_deliveries WHERE destination_id = $1 ORDER BY id DESC LIMIT $2",
+         FROM destination_deliveries WHERE destination_id = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(id)
     .bind(limit)
@@ -827,21 +829,17 @@ pub async fn deliveries(
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(id, at, operation, records, status, outcome, request, response, duration_ms)| {
-                DeliveryView {
-                    id,
-                    at,
-                    operation,
-                    records,
-                    status,
-                    outcome,
-                    request,
-                    response,
-                    duration_ms,
-                }
-            },
-        )
+        .map(|r| DeliveryView {
+            id: r.id,
+            at: r.at,
+            operation: r.operation,
+            records: r.records,
+            status: r.status,
+            outcome: r.outcome,
+            request: r.request,
+            response: r.response,
+            duration_ms: r.duration_ms,
+        })
         .collect())
 }
 

@@ -47,16 +47,18 @@ async fn a_crash_mid_batch_neither_loses_nor_duplicates_remote_records() {
     rest.switch.fix();
     let _second = Process::spawn(bin, &[], &env.process_vars());
     drained(&env, d.id, 60).await;
-    let s = rest.state.lock().unwrap();
-    assert_eq!(
-        s.records.len(),
-        500,
-        "every profile exactly once at the remote"
-    );
-    assert_eq!(
-        s.upserts,
-        500 + applied_before,
-        "the unanswered batch was sent again"
-    );
+    {
+        let s = rest.state.lock().unwrap();
+        assert_eq!(
+            s.records.len(),
+            500,
+            "every profile exactly once at the remote"
+        );
+        assert_eq!(
+            s.upserts,
+            500 + applied_before,
+            "the unanswered batch was sent again"
+        );
+    }
     assert_eq!(status(&env, d.id).await.synced, 500);
 }

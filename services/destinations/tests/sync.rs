@@ -257,15 +257,17 @@ async fn salesforce_token_expiry_mid_sync_refreshes_and_repeats() {
     .await;
     sf.expire_tokens();
     drained(&env, d.id, 60).await;
-    let s = sf.state.lock().unwrap();
-    assert_eq!(s.records.len(), 1000);
-    assert!(s.largest_batch <= 200);
-    assert!(s.tokens_issued >= 2, "a new token after the expiry");
-    assert!(s.expired_answers >= 1, "the expiry was hit mid-sync");
-    assert_eq!(
-        s.upsert_records, 1000,
-        "the refused request was repeated, nothing sent twice"
-    );
+    {
+        let s = sf.state.lock().unwrap();
+        assert_eq!(s.records.len(), 1000);
+        assert!(s.largest_batch <= 200);
+        assert!(s.tokens_issued >= 2, "a new token after the expiry");
+        assert!(s.expired_answers >= 1, "the expiry was hit mid-sync");
+        assert_eq!(
+            s.upsert_records, 1000,
+            "the refused request was repeated, nothing sent twice"
+        );
+    }
     assert_eq!(status(&env, d.id).await.dead_letters, 0);
 }
 
@@ -370,13 +372,14 @@ async fn a_new_mapping_resends_only_what_it_changes_and_bad_settings_are_refused
         .await
         .unwrap();
     drained(&env, d.id, 30).await;
-    let s = rest.state.lock().unwrap();
-    assert_eq!(
-        s.upserts, 40,
-        "every record changed shape, so all were resent"
-    );
-    assert!(s.records.values().all(|r| r.get("aov").is_some()));
-    drop(s);
+    {
+        let s = rest.state.lock().unwrap();
+        assert_eq!(
+            s.upserts, 40,
+            "every record changed shape, so all were resent"
+        );
+        assert!(s.records.values().all(|r| r.get("aov").is_some()));
+    }
     // Bad settings never reach the database.
     let bad = destinations::store::update(
         &env.db,
