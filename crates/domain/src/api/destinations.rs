@@ -144,7 +144,8 @@ pub struct DestinationView {
     pub kind: DestinationKind,
     /// Settings (no secrets).
     pub config: serde_json::Map<String, serde_json::Value>,
-    /// Names of the credentials stored (never their values).
+    /// Names of the credentials the destination's kind and signing use (never their
+    /// values).
     pub credential_names: Vec<String>,
     /// Remote field ← profile field.
     pub mapping: BTreeMap<String, ProfileField>,
