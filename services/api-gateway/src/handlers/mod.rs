@@ -2,9 +2,9 @@
 //! `#[utoipa::path]` documentation; `crate::routes` mounts it with its access rule.
 
 pub mod audiences;
-pub mod destinations;
 pub mod auth;
 pub mod automations;
+pub mod destinations;
 pub mod imports;
 pub mod integrations;
 pub mod merges;
