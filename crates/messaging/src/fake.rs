@@ -48,7 +48,7 @@ pub const DEV_AUTH_TOKEN: &str = "constintel-dev-fake-twilio-token";
 /// The WhatsApp sender of the dev fleet (Twilio's sandbox number).
 pub const DEV_FROM: &str = "whatsapp:+14155238886";
 /// Where the dev fleet's fake listens.
-pub const DEV_BIND: &str = "127.0.0.1:9106";
+pub const DEV_BIND: &str = "127.0.0.1:9180";
 
 /// One message the fake accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]

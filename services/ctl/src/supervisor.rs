@@ -207,7 +207,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<()> {
 
 /// Without a Twilio account (`TWILIO_ACCOUNT_SID` empty) the fleet's automations send
 /// WhatsApp messages to the local Twilio fake (`messaging::fake`), started here on
-/// `127.0.0.1:9106` (any free port when that one is taken): the variables that point
+/// `127.0.0.1:9180` (any free port when that one is taken): the variables that point
 /// the children at it. Nothing reaches
 /// WhatsApp; the log says so.
 async fn fake_twilio(settings: &Settings) -> anyhow::Result<Arc<Vec<(&'static str, String)>>> {
