@@ -673,14 +673,10 @@ fn by_profile<T>(pairs: impl IntoIterator<Item = (Uuid, T)>) -> BTreeMap<Uuid, V
     out
 }
 
-/// Recommendations carried in a `recommend` prediction's details: a list under
-/// `recommendations` or `items` of `{sku, name, category?, score}`.
+/// Recommendations carried in a `recommend` prediction's details (none when they are
+/// malformed: the document still shows everything else).
 fn recommendations_of(details: &serde_json::Value) -> Vec<Recommendation> {
-    ["recommendations", "items"]
-        .iter()
-        .find_map(|k| details.get(*k))
-        .and_then(|v| serde_json::from_value::<Vec<Recommendation>>(v.clone()).ok())
-        .unwrap_or_default()
+    crate::recommendations::from_details(details).unwrap_or_default()
 }
 
 #[cfg(test)]

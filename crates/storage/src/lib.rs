@@ -18,6 +18,8 @@
 //! - [`customer360`]: the Customer 360 document, built from these tables, and its Redis
 //!   cache (`{STREAM_PREFIX}c360:{id}`). It lives here, not in a crate of its own,
 //!   because the document is nothing but a read of these rows; Redis only keeps a copy.
+//! - [`recommendations`]: a profile's recommended products as the `recommend` model
+//!   stored them, for the API, automation variables and destination fields.
 //! - [`users`]: users, sessions and API tokens, with the argon2id password hashing and
 //!   token digests, so a secret never leaves the module that stores its hash.
 //!
@@ -46,6 +48,7 @@ pub mod normalized;
 pub mod outbox;
 pub mod profile_changes;
 pub mod profiles;
+pub mod recommendations;
 pub mod secrets;
 pub mod users;
 

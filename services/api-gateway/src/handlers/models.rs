@@ -10,7 +10,6 @@ use domain::api::{
     ApiErrorBody, ModelQuery, ModelStatus, ModelTask, ModelVersionView, Page,
     ProfileRecommendations, RecommendationQuery, SimilarProduct, SimilarProducts,
 };
-use domain::profile::Recommendation;
 use service_kit::ApiError;
 use storage::models::{COLUMNS, ModelVersionRow};
 use uuid::Uuid;
@@ -138,32 +137,15 @@ pub async fn profile_recommendations(
     ApiQuery(q): ApiQuery<RecommendationQuery>,
 ) -> Result<Json<ProfileRecommendations>, ApiError> {
     let k = recommendation_count(q.k)?;
-    let survivor = storage::customer360::resolve(&app.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))?;
-    let row: Option<(Uuid, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
-        "SELECT model_version_id, scored_at, details FROM predictions \
-         WHERE profile_id = $1 AND task = 'recommend'",
-    )
-    .bind(survivor)
-    .fetch_optional(&app.db)
-    .await?;
-    let (model_version_id, scored_at, mut items) = match row {
-        Some((m, at, details)) => (
-            Some(m),
-            Some(at),
-            serde_json::from_value::<Vec<Recommendation>>(details["recommendations"].clone())
-                .map_err(ApiError::internal)?,
-        ),
-        None => (None, None, Vec::new()),
-    };
-    items.truncate(k as usize);
-    Ok(Json(ProfileRecommendations {
-        profile_id: survivor,
-        model_version_id,
-        scored_at,
-        items,
-    }))
+    // A malformed stored list is our fault, not the caller's: 500, not 400.
+    storage::recommendations::for_profile(&app.db, id, k as usize)
+        .await
+        .map_err(|e| match e {
+            storage::StorageError::Database(e) => ApiError::from(e),
+            other => ApiError::internal(other),
+        })?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no profile {id}")))
 }
 
 /// Products similar to one product.
