@@ -1,7 +1,7 @@
-//! `ctl ml train|status|activate|score-all|eval`, run as the real binary: against a
+//! `ctl ml train|status|activate|score-all|eval|eval-recs`, run as the real binary: against a
 //! fresh database holding a simulated brand (train, registry, activation by hand and
 //! rollback, scoring everyone), and on a transaction log written to a CSV file (eval,
-//! which needs no database).
+//! which needs no database; eval-recs likewise, with its speed figures).
 
 use std::io::Write as _;
 use std::process::{Command, Output};
@@ -225,4 +225,86 @@ async fn eval_reads_any_transaction_log_and_compares_with_baselines() {
     let out = ctl(&env, &args);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cutoff"));
+}
+
+#[tokio::test]
+async fn eval_recs_compares_the_blend_with_baselines_and_times_it_against_the_machine() {
+    let env = TestEnv::new().await;
+    let b = brand(800);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "customer_id,order_id,sku,name,category,date,quantity").unwrap();
+    for a in &b.activities {
+        if let ActivityKind::OrderPlaced {
+            order_id, items, ..
+        } = &a.kind
+        {
+            for item in items {
+                writeln!(
+                    file,
+                    "C{},{order_id},{},,{},{},{}",
+                    a.person_id,
+                    item.sku,
+                    item.category.as_deref().unwrap_or(""),
+                    a.at.format("%Y-%m-%d %H:%M:%S"),
+                    item.qty
+                )
+                .unwrap();
+            }
+        }
+    }
+    file.flush().unwrap();
+    let path = file.path().to_str().unwrap();
+    let args = [
+        "ml",
+        "eval-recs",
+        "--transactions",
+        path,
+        "--cutoff",
+        "2026-09-01",
+        "--horizon",
+        "28",
+    ];
+    let table = ok(&ctl(&env, &args));
+    for line in [
+        "machine reference: memory read",
+        "training",
+        "the 60 s goal",
+        "similar items (HNSW",
+        "the 2 ms goal",
+        "the 2,000/s goal",
+        "p_topfreq",
+        "blend / P-TopFreq",
+    ] {
+        assert!(table.contains(line), "`{line}` in\n{table}");
+    }
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let report: serde_json::Value = serde_json::from_str(&ok(&ctl(&env, &json_args))).unwrap();
+    let machine = &report["machine"];
+    assert!(machine["memory_gb_per_second"].as_f64().unwrap() > 0.0);
+    assert!(machine["dots_per_second"].as_f64().unwrap() > 0.0);
+    let eval = &report["evaluations"][0];
+    assert!(eval["customers"].as_u64().unwrap() > 50, "{eval}");
+    let similar = &eval["similar"];
+    let (p50, p99) = (
+        similar["p50_ms"].as_f64().unwrap(),
+        similar["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{similar}");
+    assert!(similar["exact_mean_ms"].as_f64().unwrap() > 0.0);
+    let methods: Vec<&str> = eval["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        ["popularity", "p_topfreq", "item_knn", "item2vec_ann", "blend"]
+    );
+    // The same data and seed give the same figures.
+    let again: serde_json::Value = serde_json::from_str(&ok(&ctl(&env, &json_args))).unwrap();
+    assert_eq!(again["evaluations"][0]["methods"], eval["methods"]);
+    assert_eq!(again["evaluations"][0]["weights"], eval["weights"]);
 }

@@ -228,6 +228,9 @@ pub struct RecsEvaluation {
     pub train_seconds: f64,
     /// Profiles scored per second by the blend.
     pub profiles_per_second: f64,
+    /// Similar-items queries (10 neighbours through the HNSW index) and exact search
+    /// beside them, timed in the same run.
+    pub similar: QueryTimes,
     /// The tuned blend weights.
     pub weights: BlendWeights,
     /// Popularity, P-TopFreq, item-kNN, item2vec-ANN, blend.
@@ -260,6 +263,107 @@ impl RecsEvaluation {
             .collect::<serde_json::Map<_, _>>()
             .into();
         metrics
+    }
+}
+
+/// How long one similar-items query takes, through the HNSW index and by exact search
+/// over every vector (the reference this machine sets in the same run).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QueryTimes {
+    /// Queries timed through the index.
+    pub queries: usize,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Mean time of an exact (brute-force) 10-nearest search over every vector,
+    /// milliseconds (200 queries).
+    pub exact_mean_ms: f64,
+}
+
+/// Times `queries` similar-items queries (items drawn with `seed`) through the model's
+/// index, one at a time, and 200 exact searches.
+pub fn time_similar_queries(model: &Recommender, queries: usize, seed: u64) -> QueryTimes {
+    use rand::{SeedableRng, seq::index::sample};
+    let e = &model.embeddings;
+    let n = e.len();
+    if n < 2 {
+        return QueryTimes {
+            queries: 0,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            exact_mean_ms: f64::NAN,
+        };
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let rows = sample(&mut rng, n, queries.min(n)).into_vec();
+    let mut times: Vec<f64> = rows
+        .iter()
+        .map(|&r| {
+            let started = Instant::now();
+            let near = model.similar(e.items[r], 10);
+            let t = started.elapsed().as_secs_f64() * 1e3;
+            std::hint::black_box(near);
+            t
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
+    let exact_rows = &rows[..rows.len().min(200)];
+    let started = Instant::now();
+    for &r in exact_rows {
+        std::hint::black_box(super::ann::exact_nearest(e, r, 10));
+    }
+    QueryTimes {
+        queries: times.len(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        exact_mean_ms: started.elapsed().as_secs_f64() * 1e3 / exact_rows.len() as f64,
+    }
+}
+
+/// What this machine does at all, measured where it is asked (so figures can be read as
+/// ratios to it): sequential memory read bandwidth and single-core dot products.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MachineReference {
+    /// GB/s summing a 256 MiB array (best of 3).
+    pub memory_gb_per_second: f64,
+    /// 32-dimension f32 dot products per second on one core (best of 3, over 4 MiB of
+    /// vectors that stay in cache).
+    pub dots_per_second: f64,
+}
+
+/// Measures the [`MachineReference`] (about a second).
+pub fn machine_reference() -> MachineReference {
+    let words = vec![1u64; 32 << 20];
+    let mut best_memory = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let sum: u64 = std::hint::black_box(&words).iter().copied().fold(0, u64::wrapping_add);
+        std::hint::black_box(sum);
+        best_memory = best_memory.min(started.elapsed().as_secs_f64());
+    }
+    drop(words);
+    const DIM: usize = 32;
+    let vectors: Vec<f32> = (0..(1usize << 20)).map(|i| (i % 97) as f32 / 97.0).collect();
+    let rows = vectors.len() / DIM;
+    let mut best_dots = f64::INFINITY;
+    const ROUNDS: usize = 20;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut acc = 0f32;
+        for round in 0..ROUNDS {
+            let q = &vectors[(round % rows) * DIM..][..DIM];
+            for r in 0..rows {
+                acc += super::item2vec::dot(q, &vectors[r * DIM..][..DIM]);
+            }
+        }
+        std::hint::black_box(acc);
+        best_dots = best_dots.min(started.elapsed().as_secs_f64());
+    }
+    MachineReference {
+        memory_gb_per_second: (32usize << 20) as f64 * 8.0 / best_memory / 1e9,
+        dots_per_second: (ROUNDS * rows) as f64 / best_dots,
     }
 }
 
@@ -487,6 +591,7 @@ pub fn evaluate(
         ),
         train_seconds,
         profiles_per_second: truth.len() as f64 / blend_seconds.max(1e-9),
+        similar: time_similar_queries(&model, 2_000, params.item2vec.seed),
         weights: model.weights,
         methods: tallies
             .into_iter()
