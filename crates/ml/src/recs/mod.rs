@@ -218,7 +218,7 @@ impl Default for RecsParams {
 }
 
 /// The candidate features, in [`BlendWeights`] order.
-pub const FEATURES: [&str; 7] = [
+pub const FEATURES: [&str; 9] = [
     "frequency",
     "recency",
     "repeat_rate",
@@ -226,6 +226,8 @@ pub const FEATURES: [&str; 7] = [
     "similarity",
     "category_popularity",
     "popularity",
+    "decayed_frequency",
+    "buyer_rate",
 ];
 const FREQ: usize = 0;
 const RECENCY: usize = 1;
@@ -234,13 +236,34 @@ const DUE: usize = 3;
 const SIM: usize = 4;
 const CAT_POP: usize = 5;
 const POP: usize = 6;
+const DECAYED: usize = 7;
+const BUYER_RATE: usize = 8;
+
+/// Time constant (days) of [`FEATURES`]' `decayed_frequency`: each past purchase counts
+/// e^(−age/90).
+const DECAY_DAYS: f32 = 90.0;
+
+/// Weights as stored: models stored before a feature was added have fewer weights; the
+/// missing ones are 0 (the feature did not count), so they score as they did.
+fn padded_weights<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BlendWeights, D::Error> {
+    let stored: Vec<f32> = Deserialize::deserialize(d)?;
+    if stored.len() > FEATURES.len() {
+        return Err(serde::de::Error::invalid_length(
+            stored.len(),
+            &"at most one weight per feature",
+        ));
+    }
+    let mut w = [0.0; FEATURES.len()];
+    w[..stored.len()].copy_from_slice(&stored);
+    Ok(w)
+}
 
 /// Weight of each candidate feature in the score.
 pub type BlendWeights = [f32; FEATURES.len()];
 
 /// P-TopFreq's ranking as a blend: frequency, ties broken by recency, popularity
 /// filling the rest (where the tuning starts).
-pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01];
+pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0];
 
 /// What the catalogue and everyone's purchases say about each item as of `as_of`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -258,6 +281,10 @@ pub struct ItemStats {
     pub recent_orders: Vec<u32>,
     /// Last time anyone bought or viewed it (Unix seconds; `i64::MIN` never).
     pub last_seen: Vec<i64>,
+    /// ln of the mean number of orders containing it per buyer (≥ 0; how much of a
+    /// staple it is). Empty in models stored before it existed.
+    #[serde(default)]
+    pub orders_per_buyer_ln: Vec<f32>,
 }
 
 /// Which source put an item on the list (for the reason and the repeat/explore split).
@@ -316,6 +343,7 @@ pub struct Recommender {
     /// item2vec vectors.
     pub embeddings: Embeddings,
     /// The blend.
+    #[serde(deserialize_with = "padded_weights")]
     pub weights: BlendWeights,
     #[serde(skip)]
     index: Option<ann::Index>,
@@ -374,7 +402,9 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         cycle_days: vec![0.0; n],
         recent_orders: vec![0; n],
         last_seen: vec![i64::MIN; n],
+        orders_per_buyer_ln: vec![0.0; n],
     };
+    let mut orders = vec![0u32; n];
     let recent_from = as_of - Duration::days(p.popularity_days);
     let mut gaps: Vec<Vec<f32>> = vec![Vec::new(); n];
     for a in &corpus.customers {
@@ -382,6 +412,7 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         for b in &a.baskets {
             for &i in &b.items {
                 let u = i as usize;
+                orders[u] += 1;
                 s.last_seen[u] = s.last_seen[u].max(b.at.timestamp());
                 if b.at >= recent_from {
                     s.recent_orders[u] += 1;
@@ -429,6 +460,11 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         .map(|g| median(g).unwrap_or(0.0))
         .collect();
     const PRIOR: f32 = 5.0;
+    for i in 0..n {
+        if s.buyers[i] > 0 {
+            s.orders_per_buyer_ln[i] = (orders[i] as f32 / s.buyers[i] as f32).ln();
+        }
+    }
     for (i, item_gaps) in gaps.iter_mut().enumerate() {
         let c = cat(i);
         let prior = if cat_buyers[c] > 0.0 {
@@ -574,12 +610,15 @@ impl Recommender {
         };
         // Repeat: what the profile bought.
         let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
+        let mut decayed: HashMap<ItemId, f32> = HashMap::new();
         let mut categories: HashMap<u32, u32> = HashMap::new();
         for b in activity.baskets.iter().filter(|b| b.at < now) {
+            let weight = (-days(b.at, now).max(0.0) / DECAY_DAYS).exp();
             for &i in &b.items {
                 let e = bought.entry(i).or_insert((0, b.at));
                 e.0 += 1;
                 e.1 = e.1.max(b.at);
+                *decayed.entry(i).or_default() += weight;
                 if let Some(c) = self.catalogue.categories.get(i as usize).copied().flatten() {
                     *categories.entry(c).or_default() += 1;
                 }
@@ -593,6 +632,13 @@ impl Recommender {
             c.features[FREQ] = (1.0 + times as f32).ln();
             c.features[RECENCY] = (-since / 30.0).exp();
             c.features[REPEAT] = self.stats.repeat_rate[i as usize];
+            c.features[DECAYED] = (1.0 + decayed.get(&i).copied().unwrap_or(0.0)).ln();
+            c.features[BUYER_RATE] = self
+                .stats
+                .orders_per_buyer_ln
+                .get(i as usize)
+                .copied()
+                .unwrap_or(0.0);
             c.features[DUE] = if cycle > 0.0 {
                 (-((since + 1.0) / (cycle + 1.0)).ln().abs()).exp()
             } else {
@@ -686,7 +732,8 @@ impl Recommender {
     fn explain(&self, c: &Candidate) -> Recommended {
         let w = &self.weights;
         let part = |f: usize| w[f] * c.features[f];
-        let repeat = part(FREQ) + part(RECENCY) + part(REPEAT) + part(DUE);
+        let repeat =
+            part(FREQ) + part(RECENCY) + part(REPEAT) + part(DUE) + part(DECAYED) + part(BUYER_RATE);
         let similar = part(SIM);
         let popular = part(CAT_POP) + part(POP);
         let score = f64::from(repeat + similar + popular);
@@ -770,22 +817,24 @@ pub fn future_purchases(
         .collect()
 }
 
-/// Objective of the tuning: mean of Recall@10 and NDCG@10 over the customers.
-fn objective(sets: &[(Vec<Candidate>, HashSet<ItemId>)], w: &BlendWeights) -> f64 {
-    let mut total = 0.0;
+/// Mean Recall@10 and NDCG@10 over the customers under `w`.
+fn recall_and_ndcg(sets: &[(Vec<Candidate>, HashSet<ItemId>)], w: &BlendWeights) -> (f64, f64) {
+    let (mut recall, mut ndcg) = (0.0, 0.0);
     for (candidates, truth) in sets {
         let top: Vec<ItemId> = rank(candidates, w, 10)
             .into_iter()
             .map(|i| candidates[i].item)
             .collect();
         let m = offline::ranking_metrics(&top, truth);
-        total += (m.recall + m.ndcg) / 2.0;
+        recall += m.recall;
+        ndcg += m.ndcg;
     }
-    total / sets.len().max(1) as f64
+    let n = sets.len().max(1) as f64;
+    (recall / n, ndcg / n)
 }
 
 /// Blend weights tuned by coordinate ascent (two passes over a small grid per weight,
-/// starting from P-TopFreq) on the `tuning_horizon_days` before `as_of`, with a model
+/// starting from P-TopFreq; Recall@10 and NDCG@10 relative to P-TopFreq's) on the `tuning_horizon_days` before `as_of`, with a model
 /// fitted before that window. Falls back to P-TopFreq's weights when the window has no
 /// buyers.
 pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeights {
@@ -805,15 +854,24 @@ pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeigh
         })
         .collect();
     const GRID: [f32; 7] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
+    // The objective is Recall@10 and NDCG@10 each relative to P-TopFreq's on the window,
+    // so both count alike (NDCG's values are several times recall's).
+    let (r0, n0) = recall_and_ndcg(&sets, &P_TOPFREQ);
+    let objective = |w: &BlendWeights| {
+        let (r, n) = recall_and_ndcg(&sets, w);
+        r / r0.max(1e-12) + n / n0.max(1e-12)
+    };
     let mut best = P_TOPFREQ;
-    let mut best_value = objective(&sets, &best);
+    let mut best_value = objective(&best);
     for _ in 0..2 {
-        // Frequency stays at 1: the scale of the others is relative to it.
-        for f in 1..FEATURES.len() {
+        for f in 0..FEATURES.len() {
             for &g in &GRID {
                 let mut w = best;
                 w[f] = g;
-                let v = objective(&sets, &w);
+                if w.iter().all(|x| *x == 0.0) {
+                    continue;
+                }
+                let v = objective(&w);
                 if v > best_value + 1e-9 {
                     best = w;
                     best_value = v;
@@ -899,7 +957,7 @@ mod tests {
 
     /// A blend that values neighbours (the brand's tuning window has no A-then-B buyers
     /// to learn that from).
-    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01];
+    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0];
 
     fn skus(model: &Recommender, recs: &[Recommended]) -> Vec<String> {
         recs.iter()
@@ -955,7 +1013,7 @@ mod tests {
             &corpus,
             at(90),
             &params(),
-            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5],
+            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0],
         );
         let nobody = Activity::default();
         let recs = model.recommend(&nobody, at(90), 3);
@@ -1029,6 +1087,28 @@ mod tests {
             "{}",
             recs[0].reason
         );
+    }
+
+    #[test]
+    fn a_model_stored_before_the_newer_features_still_loads_and_scores() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let mut stored = serde_json::to_value(&model).unwrap();
+        stored["weights"] = serde_json::json!([1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01]);
+        stored["stats"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_per_buyer_ln");
+        let mut old: Recommender = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(old.weights, P_TOPFREQ, "missing weights are 0");
+        old.build_index();
+        let someone = &corpus.customers[45];
+        assert_eq!(
+            model.recommend(someone, at(90), 10),
+            old.recommend(someone, at(90), 10)
+        );
+        stored["weights"] = serde_json::json!([0.0; FEATURES.len() + 1]);
+        assert!(serde_json::from_value::<Recommender>(stored).is_err());
     }
 
     #[test]
