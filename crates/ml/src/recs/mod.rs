@@ -460,9 +460,9 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         .map(|g| median(g).unwrap_or(0.0))
         .collect();
     const PRIOR: f32 = 5.0;
-    for i in 0..n {
-        if s.buyers[i] > 0 {
-            s.orders_per_buyer_ln[i] = (orders[i] as f32 / s.buyers[i] as f32).ln();
+    for ((rate, &orders), &buyers) in s.orders_per_buyer_ln.iter_mut().zip(&orders).zip(&s.buyers) {
+        if buyers > 0 {
+            *rate = (orders as f32 / buyers as f32).ln();
         }
     }
     for (i, item_gaps) in gaps.iter_mut().enumerate() {
@@ -1107,7 +1107,7 @@ mod tests {
             model.recommend(someone, at(90), 10),
             old.recommend(someone, at(90), 10)
         );
-        stored["weights"] = serde_json::json!([0.0; FEATURES.len() + 1]);
+        stored["weights"] = serde_json::json!(vec![0.0; FEATURES.len() + 1]);
         assert!(serde_json::from_value::<Recommender>(stored).is_err());
     }
 
