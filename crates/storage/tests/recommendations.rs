@@ -109,9 +109,5 @@ async fn stored_recommendations_for_one_profile_and_many() {
     assert_eq!(many.len(), 1);
     assert_eq!(many[&survivor].len(), 5);
     assert_eq!(many[&survivor][4].sku, "SKU-4");
-    assert!(
-        for_profiles(&env.db, &[survivor, broken], 5)
-            .await
-            .is_err()
-    );
+    assert!(for_profiles(&env.db, &[survivor, broken], 5).await.is_err());
 }

@@ -522,7 +522,8 @@ fn print_recs_evaluation(
         q.p99_ms / 2.0,
         q.exact_mean_ms,
         q.exact_mean_ms / q.p99_ms.max(1e-9),
-        100.0 * r.embedded_items as f64 / (q.exact_mean_ms / 1e3).max(1e-12)
+        100.0 * r.embedded_items as f64
+            / (q.exact_mean_ms / 1e3).max(1e-12)
             / machine.dots_per_second.max(1.0)
     );
     println!(

@@ -301,7 +301,13 @@ async fn eval_recs_compares_the_blend_with_baselines_and_times_it_against_the_ma
         .collect();
     assert_eq!(
         methods,
-        ["popularity", "p_topfreq", "item_knn", "item2vec_ann", "blend"]
+        [
+            "popularity",
+            "p_topfreq",
+            "item_knn",
+            "item2vec_ann",
+            "blend"
+        ]
     );
     // The same data and seed give the same figures.
     let again: serde_json::Value = serde_json::from_str(&ok(&ctl(&env, &json_args))).unwrap();

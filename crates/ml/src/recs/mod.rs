@@ -732,8 +732,12 @@ impl Recommender {
     fn explain(&self, c: &Candidate) -> Recommended {
         let w = &self.weights;
         let part = |f: usize| w[f] * c.features[f];
-        let repeat =
-            part(FREQ) + part(RECENCY) + part(REPEAT) + part(DUE) + part(DECAYED) + part(BUYER_RATE);
+        let repeat = part(FREQ)
+            + part(RECENCY)
+            + part(REPEAT)
+            + part(DUE)
+            + part(DECAYED)
+            + part(BUYER_RATE);
         let similar = part(SIM);
         let popular = part(CAT_POP) + part(POP);
         let score = f64::from(repeat + similar + popular);

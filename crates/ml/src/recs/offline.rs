@@ -339,13 +339,18 @@ pub fn machine_reference() -> MachineReference {
     let mut best_memory = f64::INFINITY;
     for _ in 0..3 {
         let started = Instant::now();
-        let sum: u64 = std::hint::black_box(&words).iter().copied().fold(0, u64::wrapping_add);
+        let sum: u64 = std::hint::black_box(&words)
+            .iter()
+            .copied()
+            .fold(0, u64::wrapping_add);
         std::hint::black_box(sum);
         best_memory = best_memory.min(started.elapsed().as_secs_f64());
     }
     drop(words);
     const DIM: usize = 32;
-    let vectors: Vec<f32> = (0..(1usize << 20)).map(|i| (i % 97) as f32 / 97.0).collect();
+    let vectors: Vec<f32> = (0..(1usize << 20))
+        .map(|i| (i % 97) as f32 / 97.0)
+        .collect();
     let rows = vectors.len() / DIM;
     let mut best_dots = f64::INFINITY;
     const ROUNDS: usize = 20;
