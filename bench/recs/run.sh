@@ -8,6 +8,9 @@
 # Usage: bench/recs/run.sh [extra ctl ml eval-recs flags, e.g. --json]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The project's own tools (the newer cmake LightGBM needs) first on PATH, as `just` has them.
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 dir=.data/recs
 mkdir -p "$dir"
