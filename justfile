@@ -117,8 +117,11 @@ test-suite: build
     if cargo nextest --version >/dev/null 2>&1; then
         cargo nextest run {{ locked }} {{ host }} --no-fail-fast
         cargo test {{ locked }} {{ host }} --doc
+        # The dashboard's own unit tests (formatting, the builders' drafts) run on the host.
+        cargo nextest run {{ locked }} -p dashboard --lib
     else
         cargo test {{ locked }} {{ host }} --no-fail-fast
+        cargo test {{ locked }} -p dashboard --lib
     fi
 
 # The API fuzzer: schemathesis (installed by setup) against the gateway's served OpenAPI document as an admin, a bounded number of examples per operation.

@@ -249,7 +249,8 @@ mod tests {
             "₹59.5M"
         );
         assert_eq!(kpi_figure("₹595,068.20", 595_068.2, Some("INR")), "₹595k");
-        assert_eq!(kpi_figure("12,345,678", 12_345_678.0, None), "12.3M");
+        assert_eq!(kpi_figure("12,345,678", 12_345_678.0, None), "12,345,678");
+        assert_eq!(kpi_figure("123,456,789", 123_456_789.0, None), "123M");
         assert!(
             kpi_figure("₹1,234,567,890.00", 1_234_567_890.0, Some("INR"))
                 .chars()
