@@ -615,12 +615,17 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
     let mut tombstones_of = by_profile(tombstones);
     let mut purchases_of = by_profile(orders(db, &live, PURCHASES_SHOWN).await?);
     let mut predictions_of = by_profile(predictions(db, &live).await?);
+    let mut states: Vec<ProfileState> = profiles
+        .iter()
+        .map(|p| serde_json::from_value(p.state.0.clone()).unwrap_or_default())
+        .collect();
+    fill_sent_texts(db, &mut states).await?;
 
     let computed_at = Utc::now();
     Ok(profiles
         .into_iter()
-        .map(|p| {
-            let state: ProfileState = serde_json::from_value(p.state.0).unwrap_or_default();
+        .zip(states)
+        .map(|(p, state)| {
             let predictions = predictions_of.remove(&p.id).unwrap_or_default();
             let recommendations = predictions
                 .iter()
@@ -662,6 +667,65 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
             }
         })
         .collect())
+}
+
+/// Fills in the text of outbound messages the automations sent: Twilio's status
+/// callbacks carry no text, so an outbound entry known only from its callbacks gets the
+/// body (or the template and its variables) recorded with the send (`automation_send`,
+/// matched by the provider's message id). One query for all the documents.
+async fn fill_sent_texts(db: &PgPool, states: &mut [ProfileState]) -> Result<(), sqlx::Error> {
+    let sids: Vec<String> = states
+        .iter()
+        .flat_map(|s| &s.recent_messages)
+        .filter(|m| m.body.is_none() && m.direction == domain::profile::MessageDirection::Outbound)
+        .filter_map(|m| m.message_sid.clone())
+        .collect();
+    if sids.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(
+        String,
+        sqlx::types::Json<domain::api::automations::RenderedMessage>,
+    )> = sqlx::query_as(
+        "SELECT provider_id, rendered FROM automation_send \
+             WHERE provider_id = ANY($1) AND rendered IS NOT NULL",
+    )
+    .bind(&sids)
+    .fetch_all(db)
+    .await?;
+    let texts: BTreeMap<String, String> = rows
+        .into_iter()
+        .map(|(sid, r)| (sid, sent_text(&r.0)))
+        .collect();
+    for m in states
+        .iter_mut()
+        .flat_map(|s| s.recent_messages.iter_mut())
+        .filter(|m| m.body.is_none())
+    {
+        m.body = m
+            .message_sid
+            .as_ref()
+            .and_then(|sid| texts.get(sid))
+            .cloned();
+    }
+    Ok(())
+}
+
+/// What a rendered message said: its free-form body, or its template and variables.
+fn sent_text(r: &domain::api::automations::RenderedMessage) -> String {
+    match (&r.body, &r.content_sid) {
+        (Some(body), _) => body.clone(),
+        (None, Some(template)) if r.content_variables.is_empty() => format!("template {template}"),
+        (None, Some(template)) => {
+            let vars: Vec<String> = r
+                .content_variables
+                .iter()
+                .map(|(k, v)| format!("{{{{{k}}}}} = {v}"))
+                .collect();
+            format!("template {template} ({})", vars.join(", "))
+        }
+        (None, None) => String::new(),
+    }
 }
 
 /// Groups `(profile, item)` pairs by profile, keeping their order.

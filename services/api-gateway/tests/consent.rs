@@ -161,6 +161,43 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
         "whatsapp_keyword"
     );
 
+    // An automation sent a message (recorded with its text, as the engine does);
+    // Twilio's callbacks about it carry no text.
+    let (automation, run) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("INSERT INTO automations (id, name, spec) VALUES ($1, 'cart reminder', '{}')")
+        .bind(automation)
+        .execute(gw.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO automation_run (id, automation_id, profile_id, occurrence, status, \
+                                     outcome, triggered_at, wake_at) \
+         VALUES ($1, $2, $3, 'test', 'done', 'acted', now(), now())",
+    )
+    .bind(run)
+    .bind(automation)
+    .bind(id)
+    .execute(gw.db())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO automation_send (id, run_id, automation_id, profile_id, action_index, \
+                                      channel, status, provider_id, rendered) \
+         VALUES ($1, $2, $3, $4, 0, 'whatsapp', 'queued', 'SMout1', $5)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(run)
+    .bind(automation)
+    .bind(id)
+    .bind(json!({
+        "channel": "whatsapp", "to": "whatsapp:+919800000001",
+        "body": "Your indigo kurta is still in your cart",
+        "content_sid": null, "content_variables": {}, "in_session_window": true,
+    }))
+    .execute(gw.db())
+    .await
+    .unwrap();
+
     // START opts back in; an outbound message's status callbacks arrive out of order.
     let t1 = t0 + Duration::minutes(10);
     deliver(
@@ -186,6 +223,10 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
     assert_eq!(
         (&out["message_sid"], &out["direction"], &out["status"]),
         (&json!("SMout1"), &json!("outbound"), &json!("read"))
+    );
+    assert_eq!(
+        out["body"], "Your indigo kurta is still in your cart",
+        "the text the automation recorded with the send"
     );
     assert_eq!(messages[1]["direction"], "inbound");
     assert_eq!(messages[1]["body"], "START");
