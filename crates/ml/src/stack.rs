@@ -2,8 +2,8 @@
 //!
 //! On small or purchase-only data (a transaction log with recency, frequency, age and
 //! spend) a boosted tree ensemble can lose to a smooth model of the same few signals:
-//! on the CDNOW sample LightGBM ranked churn worse than BG/NBD. So [`ChurnModel`]
-//! (`crate::train`) fits three candidates and keeps the one that ranks its validation
+//! on the CDNOW sample LightGBM ranked churn worse than BG/NBD. So
+//! [`ChurnModel`](crate::train::ChurnModel) fits three candidates and keeps the one that ranks its validation
 //! fold best — customers none of the candidates trained on, never the evaluated ones:
 //!
 //! - **LightGBM** alone;
