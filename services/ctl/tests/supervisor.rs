@@ -51,6 +51,7 @@ async fn up_restarts_a_killed_child_and_stops_all_on_sigint() {
         [
             "api-gateway",
             "automations",
+            "destinations",
             "identity-merger",
             "ingest",
             "ml-inference",
