@@ -15,7 +15,7 @@ use domain::automation::{
     Action, AutomationSpec, QuietHours, RunOutcome, SendChannel, SendStatus, Variable, Wait,
     WhatsappMessage, in_control_group, parse_time_of_day,
 };
-use domain::profile::{BrowsingEntry, Recommendation};
+use domain::profile::BrowsingEntry;
 use domain::{EventType, IdentifierKind};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -247,15 +247,12 @@ pub async fn load_profile(db: &mut PgConnection, id: Uuid) -> Result<Option<Prof
         if task == "churn" {
             churn_label = label;
         } else {
-            let recs: Vec<Recommendation> = serde_json::from_value(
-                details
-                    .0
-                    .get("recommendations")
-                    .cloned()
-                    .unwrap_or(Value::Null),
-            )
-            .unwrap_or_default();
-            recommended = recs.into_iter().map(|r| r.name).collect();
+            // A malformed stored list fills no variable rather than stopping the send.
+            recommended = storage::recommendations::from_details(&details.0)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
         }
     }
     Ok(Some(Profile {
