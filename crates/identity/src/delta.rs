@@ -29,6 +29,7 @@ use crate::engine::{
 use crate::facts::ProfileFacts;
 use crate::memory::MemoryResolver;
 use crate::model::{EventKey, ProfileId};
+use crate::redirect::{self, Retirement};
 use crate::rules::{MergeRule, PartnerSet, Withheld};
 
 /// An identifier's entry in the identifier index, aggregated over its sightings on
@@ -135,8 +136,13 @@ pub struct Delta {
     /// Profile rows that must exist before tombstones point at them (every profile
     /// created, even one absorbed at once).
     pub created: Vec<ProfileId>,
-    /// Profiles merged away: `(absorbed, survivor)`.
+    /// Profiles merged away: `(absorbed, survivor)`. The write also re-points every
+    /// tombstone that pointed at an absorbed profile (no pointer targets a tombstone).
     pub tombstones: Vec<(ProfileId, ProfileId)>,
+    /// Existing tombstones to re-point, `(tombstone, live profile)`: those whose
+    /// creating event changed profile (see [`crate::redirect`]). Ids that are not
+    /// tombstones are ignored by the write.
+    pub repoint: Vec<(ProfileId, ProfileId)>,
     /// Live profiles, rewritten whole; their order aggregates are recomputed.
     pub profiles: Vec<ProfileRow>,
     /// Events and the profile each belongs to.
@@ -450,6 +456,7 @@ impl Step {
                 .iter()
                 .map(|a| (*a, absorbed.final_of(*a)))
                 .collect(),
+            repoint: Vec::new(),
             profiles,
             assignment: self
                 .assignment
@@ -466,35 +473,6 @@ impl Step {
             predictions: live.into_iter().collect(),
         }
     }
-}
-
-/// Old live profiles that no longer exist after a region replay or a rebuild: each
-/// becomes a tombstone of the profile that received most of its events (ties: the
-/// smaller id). `moved` gives, per event that changed profile, `(old, new)`. A
-/// profile none of whose events moved (it has none left: all erased) is left alone.
-pub fn retire(
-    old_live: impl IntoIterator<Item = ProfileId>,
-    new_live: &BTreeSet<ProfileId>,
-    moved: impl IntoIterator<Item = (ProfileId, ProfileId)>,
-) -> Vec<(ProfileId, ProfileId)> {
-    let mut counts: HashMap<ProfileId, BTreeMap<ProfileId, usize>> = HashMap::new();
-    for (old, new) in moved {
-        if old != new {
-            *counts.entry(old).or_default().entry(new).or_default() += 1;
-        }
-    }
-    let old_live: BTreeSet<ProfileId> = old_live.into_iter().collect();
-    old_live
-        .into_iter()
-        .filter(|p| !new_live.contains(p))
-        .filter_map(|p| {
-            let (into, _) = counts
-                .get(&p)?
-                .iter()
-                .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
-            Some((p, *into))
-        })
-        .collect()
 }
 
 /// The merge history of retired profiles: one row per profile that received any,
@@ -554,7 +532,8 @@ pub struct RegionReplay<'a> {
 }
 
 /// The delta of a region replay: the region's profiles rewritten from its events,
-/// retired profiles tombstoned into the profile that took most of their events.
+/// retired profiles tombstoned into the profile now holding their creating event, and
+/// stored tombstones whose creating event moved re-pointed ([`redirect::retire`]).
 pub fn region(replay: RegionReplay<'_>) -> Delta {
     let RegionReplay {
         old,
@@ -580,10 +559,13 @@ pub fn region(replay: RegionReplay<'_>) -> Delta {
         let p = absorbed.final_of(outcome.profile_id);
         effects.event(event, usable, p, &graph);
         assignment.push((event.event_id, p));
-        moved.extend(before.map(|b| (b, p)));
+        moved.extend(before.map(|b| (event.event_id, b, p)));
     }
     let new_live: BTreeSet<ProfileId> = assignment.iter().map(|(_, p)| *p).collect();
-    let tombstones = retire(old_profiles.iter().copied(), &new_live, moved);
+    let Retirement {
+        tombstones,
+        repoint,
+    } = redirect::retire(old_profiles, &new_live, moved);
     let snapshots: HashMap<ProfileId, AbsorbedProfile> = old
         .iter()
         .map(|(id, node)| (*id, AbsorbedProfile::of(*id, node)))
@@ -603,6 +585,7 @@ pub fn region(replay: RegionReplay<'_>) -> Delta {
         },
         created: new_live.iter().copied().collect(),
         tombstones,
+        repoint,
         profiles,
         assignment,
         holdings: effects.holdings(&absorbed),
@@ -622,14 +605,17 @@ pub fn region(replay: RegionReplay<'_>) -> Delta {
 
 /// The delta of a rebuild: `effects` recorded every stored event with its rebuilt
 /// profile (read back in canonical order), `memory` resolved them all, `before` gives
-/// each event's profile before the rebuild and `held` what every old live profile
-/// held. Only events whose profile changed are reassigned, and only their profiles
-/// ask for new predictions.
+/// each event's profile before the rebuild, `held` what every old live profile held
+/// and `stored` every stored tombstone with its pointer. Only events whose profile
+/// changed are reassigned, and only their profiles ask for new predictions; every
+/// tombstone ends pointing at the profile holding its creating event
+/// ([`redirect::settle`]).
 pub fn rebuild(
     mut effects: Effects,
     mut memory: MemoryResolver,
     before: &HashMap<Uuid, Option<ProfileId>>,
     held: &HashMap<ProfileId, AbsorbedProfile>,
+    stored: &HashMap<ProfileId, ProfileId>,
     actor: &str,
 ) -> Delta {
     let new_live: BTreeSet<ProfileId> = memory.graph.profiles.keys().copied().collect();
@@ -639,13 +625,20 @@ pub fn rebuild(
         match before.get(event).copied().flatten() {
             Some(old) if old == *new => {}
             Some(old) => {
-                moved.push((old, *new));
+                moved.push((*event, old, *new));
                 assignment.push((*event, *new));
             }
             None => assignment.push((*event, *new)),
         }
     }
-    let tombstones = retire(held.keys().copied(), &new_live, moved);
+    let old_live: BTreeSet<ProfileId> = held.keys().copied().collect();
+    let tombstones = redirect::retire(&old_live, &new_live, moved).tombstones;
+    let repoint = redirect::settle(
+        stored,
+        memory.assignment().iter().map(|(e, p)| (*e, *p)),
+        &new_live,
+        &tombstones,
+    );
     let merges = retirement_history(&tombstones, held, MergeRule::Replay, None);
     let identifiers = identifier_states(memory.graph.identifiers.keys(), &memory.graph, |id| {
         memory.partners().get(id)
@@ -666,6 +659,7 @@ pub fn rebuild(
         rewrite: Rewrite::Everything,
         created: new_live.into_iter().collect(),
         tombstones,
+        repoint,
         profiles,
         assignment,
         holdings: effects.holdings(&none),
@@ -807,21 +801,9 @@ mod tests {
     }
 
     #[test]
-    fn retired_profiles_go_where_most_of_their_events_went() {
+    fn retired_profiles_are_recorded_with_what_they_held() {
         let id = Uuid::from_u128;
-        let new_live: BTreeSet<ProfileId> = [id(10), id(11), id(1)].into();
-        let moved = [
-            (id(1), id(1)), // stayed: not a move
-            (id(2), id(10)),
-            (id(2), id(11)),
-            (id(2), id(11)),
-            (id(3), id(11)),
-            (id(3), id(10)), // a tie: the smaller id
-        ];
-        let got = retire([id(1), id(2), id(3), id(4)], &new_live, moved);
-        assert_eq!(got, vec![(id(2), id(11)), (id(3), id(10))]);
-        // Profile 4 had no events left: left alone. Profile 1 still exists.
-
+        let got = vec![(id(2), id(11)), (id(3), id(10))];
         let held: HashMap<ProfileId, AbsorbedProfile> = [2, 3, 10]
             .map(|n| {
                 (
@@ -896,7 +878,12 @@ mod tests {
                 events: vec![e1.event_id, e2.event_id],
             }
         );
-        assert_eq!(d.tombstones, vec![(early.profile_id, now)]);
+        assert_eq!(
+            d.tombstones,
+            vec![(early.profile_id, now)],
+            "into the holder of its creating event"
+        );
+        assert!(d.repoint.is_empty(), "no older tombstone: {:?}", d.repoint);
         assert_eq!(d.changed().collect::<Vec<_>>(), vec![now]);
         assert_eq!(d.merges.len(), 1);
         assert_eq!(d.merges[0].rule, MergeRule::Replay);
@@ -957,7 +944,19 @@ mod tests {
             effects.event(e, &usable, memory.assignment()[&e.event_id], &memory.graph);
         }
         let cookie_profile = crate::model::profile_id_for(events[3].event_id);
-        let d = rebuild(effects, memory, &before, &held, "ctl identity rebuild");
+        // A tombstone left by an earlier arrival order, pointing at the phone's profile:
+        // its creating event (the third) is in the first profile now.
+        let early = crate::model::profile_id_for(events[2].event_id);
+        let stored: HashMap<ProfileId, ProfileId> = [(early, second)].into();
+        let d = rebuild(
+            effects,
+            memory,
+            &before,
+            &held,
+            &stored,
+            "ctl identity rebuild",
+        );
+        assert_eq!(d.repoint, vec![(early, first)]);
         assert_eq!(d.rewrite, Rewrite::Everything);
         let mut moved: Vec<Uuid> = d.assignment.iter().map(|(e, _)| *e).collect();
         moved.sort();

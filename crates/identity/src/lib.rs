@@ -9,7 +9,8 @@
 //!   graph, replays regions), [`region`] (which profiles a replay takes in, for
 //!   both resolvers), [`memory`] (the whole graph in memory: rebuild and
 //!   arrival-order simulation), [`delta`] (what one write changes, computed from the
-//!   engine's outcomes), [`facts`] (the Customer 360 facts a profile accumulates),
+//!   engine's outcomes), [`redirect`] (where retired profile ids point: the holder of
+//!   the event that created them), [`facts`] (the Customer 360 facts a profile accumulates),
 //!   [`quality`] (pairwise precision and recall against a ground truth);
 //! - I/O: [`resolver`] (applies the engine to Postgres under advisory locks and writes
 //!   each computed delta in one set-based pass: forward steps, region replays,
@@ -35,6 +36,7 @@ pub mod facts;
 pub mod memory;
 pub mod model;
 pub mod quality;
+pub mod redirect;
 pub mod region;
 pub mod resolver;
 pub mod rules;

@@ -6,7 +6,8 @@
 //! one at a time in any arrival order, exactly as the streaming resolver does (apply
 //! when in order, otherwise replay the affected region; replay when an identifier
 //! turns suspect), so property tests can check that arrival order never changes the
-//! result without a database.
+//! result without a database — the profiles and where retired profile ids point (the
+//! tombstones the streaming resolver would store, kept by [`crate::redirect`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::{Constraints, Engine, Graph, MergeRecord, Outcome, ReviewRecord};
 use crate::model::{EventKey, Observation, ProfileId};
+use crate::redirect::{self, Redirects};
 use crate::region::RegionWalk;
 use crate::rules::{PartnerSet, Withheld, observe_partners};
 
@@ -36,6 +38,8 @@ pub struct MemoryResolver {
     pub reviews: Vec<ReviewRecord>,
     /// Regions replayed because an event arrived late or an identifier turned suspect.
     pub replays: usize,
+    /// Retired profile ids and where they point, as the streaming resolver stores them.
+    redirects: Redirects,
 }
 
 impl MemoryResolver {
@@ -55,6 +59,7 @@ impl MemoryResolver {
             merges: Vec::new(),
             reviews: Vec::new(),
             replays: 0,
+            redirects: Redirects::default(),
         }
     }
 
@@ -73,7 +78,7 @@ impl MemoryResolver {
         }
         for obs in events {
             let outcome = me.engine.apply(&mut me.graph, &obs);
-            me.record(&obs, outcome);
+            me.forward(&obs, outcome);
             me.events.insert(obs.key.event_id, obs);
         }
         me
@@ -91,7 +96,7 @@ impl MemoryResolver {
         }
         if newly.is_empty() && self.engine.in_order(&self.graph, &obs) {
             let outcome = self.engine.apply(&mut self.graph, &obs);
-            self.record(&obs, outcome);
+            self.forward(&obs, outcome);
             self.events.insert(obs.key.event_id, obs);
             return;
         }
@@ -158,8 +163,10 @@ impl MemoryResolver {
         self.replays += 1;
         events.sort_by_key(|o| o.key);
         events.dedup_by_key(|o| o.key);
+        let mut before: Vec<(Uuid, ProfileId)> = Vec::new();
         for p in region {
             for k in self.members.remove(p).unwrap_or_default() {
+                before.push((k.event_id, *p));
                 self.assignment.remove(&k.event_id);
                 if let Some(obs) = self.events.get(&k.event_id) {
                     for id in &obs.identifiers {
@@ -176,6 +183,29 @@ impl MemoryResolver {
             debug_assert_eq!(obs.key.event_id, outcome.event_id);
             self.record(obs, outcome);
         }
+        // As the Postgres write of a region replay: what no longer exists is retired,
+        // tombstones whose creating event moved are re-pointed; profiles created and
+        // absorbed within the replay are never stored, so they leave no tombstone.
+        let new_live: BTreeSet<ProfileId> = keys
+            .iter()
+            .filter_map(|o| self.assignment.get(&o.key.event_id))
+            .copied()
+            .collect();
+        let moved = before
+            .iter()
+            .filter_map(|(e, b)| Some((*e, *b, *self.assignment.get(e)?)));
+        let retirement = redirect::retire(region, &new_live, moved);
+        self.redirects.apply(&new_live, &retirement);
+    }
+
+    /// Records an event applied in order: its merges leave tombstones.
+    fn forward(&mut self, obs: &Observation, outcome: Outcome) {
+        for m in &outcome.merges {
+            for a in &m.absorbed {
+                self.redirects.retire(a.profile_id, m.survivor);
+            }
+        }
+        self.record(obs, outcome);
     }
 
     fn record(&mut self, obs: &Observation, outcome: Outcome) {
@@ -211,6 +241,11 @@ impl MemoryResolver {
     /// The profile each event belongs to.
     pub fn assignment(&self) -> &HashMap<Uuid, ProfileId> {
         &self.assignment
+    }
+
+    /// Every retired profile id with the live profile it points at, sorted.
+    pub fn redirects(&self) -> BTreeMap<ProfileId, ProfileId> {
+        self.redirects.map()
     }
 
     /// The partition of events into profiles, as sorted sets of event ids (comparable
@@ -357,8 +392,81 @@ mod tests {
         assert_eq!(m.partition(), expected.partition());
     }
 
+    /// A seeded shuffle of `0..n` (the property tests' arrival orders).
+    fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = seed;
+        for i in (1..order.len()).rev() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        order
+    }
+
+    /// Every retired id points at a live profile: the one holding the event that created
+    /// it. Returns the redirects.
+    fn canonical_redirects(
+        m: &MemoryResolver,
+        events: &[Observation],
+    ) -> Result<BTreeMap<ProfileId, ProfileId>, TestCaseError> {
+        let creators: HashMap<ProfileId, Uuid> = events
+            .iter()
+            .map(|o| (crate::model::profile_id_for(o.key.event_id), o.key.event_id))
+            .collect();
+        let redirects = m.redirects();
+        for (retired, to) in &redirects {
+            prop_assert!(
+                m.graph.profiles.contains_key(to),
+                "{retired} -> {to}: not live"
+            );
+            prop_assert!(!m.graph.profiles.contains_key(retired), "{retired} is live");
+            let creator = creators.get(retired);
+            prop_assert!(creator.is_some(), "{retired} was created by no event");
+            prop_assert_eq!(
+                m.assignment().get(creator.unwrap()),
+                Some(to),
+                "{} points where its creating event is not",
+                retired
+            );
+        }
+        Ok(redirects)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever order events arrive in, every retired profile id points at the live
+        /// profile holding the event that created it, so an id both runs retired points
+        /// at the same profile in both — in canonical order, sorted streaming and
+        /// shuffled streaming alike (every guard on: suspects and refusals split
+        /// profiles and move events between replays).
+        #[test]
+        fn arrival_order_never_changes_where_retired_ids_point(
+            events in events_strategy(40, 6),
+            seed in any::<u64>(),
+        ) {
+            let engine = engine(Guards::ALL);
+            let expected = canonical(&engine, &events);
+            let sorted = streamed(&engine, &events, &(0..events.len()).collect::<Vec<_>>());
+            let got = streamed(&engine, &events, &shuffled(events.len(), seed));
+            prop_assert_eq!(got.assignment(), expected.assignment());
+            let runs = [
+                canonical_redirects(&expected, &events)?,
+                canonical_redirects(&sorted, &events)?,
+                canonical_redirects(&got, &events)?,
+            ];
+            for a in &runs {
+                for b in &runs {
+                    for (retired, to) in a {
+                        if let Some(there) = b.get(retired) {
+                            prop_assert_eq!(there, to, "{} points elsewhere", retired);
+                        }
+                    }
+                }
+            }
+        }
 
         /// Whatever order events arrive in, streaming equals canonical rebuild, with every
         /// guard on (review items included): late events replay their region.
@@ -368,12 +476,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let engine = engine(Guards::ALL);
-            let mut order: Vec<usize> = (0..events.len()).collect();
-            let mut rng = seed;
-            for i in (1..order.len()).rev() {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                order.swap(i, (rng >> 33) as usize % (i + 1));
-            }
+            let order = shuffled(events.len(), seed);
             let expected = canonical(&engine, &events);
             let got = streamed(&engine, &events, &order);
             prop_assert_eq!(got.partition(), expected.partition());

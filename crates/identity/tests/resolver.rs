@@ -1,7 +1,7 @@
 //! The resolver on the real Postgres and Redis: profiles, merges, orders, the cache,
 //! redelivery, and late events replayed into canonical order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{
@@ -242,7 +242,7 @@ async fn late_events_are_replayed_into_time_order() {
     assert!(replays > 0);
     let engine = Engine::new(Policy::from_settings(&env.settings.identity));
     let expected = MemoryResolver::rebuild(
-        engine,
+        engine.clone(),
         Constraints::default(),
         events.iter().map(Observation::of).collect(),
     );
@@ -259,6 +259,30 @@ async fn late_events_are_replayed_into_time_order() {
         expected.assignment(),
         "the same profile ids as time order gives"
     );
+    // The profiles the backwards arrival created and retired are tombstones, each
+    // pointing straight at the live profile holding the event that created it — the
+    // table the in-memory resolver keeps for the same arrival order.
+    let stored: BTreeMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+        "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert!(!stored.is_empty(), "replays retired profiles");
+    let mut streamed = MemoryResolver::new(engine, Constraints::default());
+    for ev in events.iter().rev() {
+        streamed.ingest(Observation::of(ev));
+    }
+    assert_eq!(stored, streamed.redirects());
+    for (tombstone, into) in &stored {
+        let creator = events
+            .iter()
+            .find(|e| identity::model::profile_id_for(e.event_id) == *tombstone)
+            .expect("created by an event");
+        assert_eq!(ids[&creator.event_id], *into, "{tombstone}");
+    }
     // The identifier index agrees with the profiles.
     let holders: Vec<(String, String, Uuid)> =
         sqlx::query_as("SELECT kind, value, profile_id FROM profile_identifier")

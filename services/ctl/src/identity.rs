@@ -100,7 +100,8 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     let r = resolver.rebuild().await.context("rebuilding profiles")?;
     println!(
         "rebuilt {} events into {} profiles in {:.1}s (resolve {:.1}s, write {:.1}s): \
-         {} events moved, {} profiles retired, {} new review items, {} suspect identifiers",
+         {} events moved, {} profiles retired, {} tombstones re-pointed, {} new review items, \
+         {} suspect identifiers",
         r.events,
         r.profiles,
         started.elapsed().as_secs_f64(),
@@ -108,6 +109,7 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
         r.write_time.as_secs_f64(),
         r.moved_events,
         r.retired_profiles,
+        r.repointed_tombstones,
         r.reviews,
         r.suspects
     );

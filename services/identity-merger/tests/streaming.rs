@@ -145,8 +145,11 @@ async fn three_replicas_give_the_profiles_of_one_and_rebuild_reproduces_them() {
     assert_eq!(report.events, s.events.len());
     assert_eq!(report.moved_events, 0, "{report:?}");
     assert_eq!(report.retired_profiles, 0, "{report:?}");
+    assert_eq!(report.repointed_tombstones, 0, "{report:?}");
     assert_eq!(partition(&three).await, by_one, "rebuild = streaming");
     assert_totals_exact(&three, &s).await;
+    assert_tombstones_canonical(&one, &s).await;
+    assert_tombstones_canonical(&three, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,6 +238,46 @@ async fn outcome(env: &TestEnv) -> Vec<String> {
     profiles.into_iter().chain(identifiers).collect()
 }
 
+/// Every tombstone points directly at a live profile: the one holding the event that
+/// created it (profile ids are derived from their creating events). Returns how many
+/// tombstones there are.
+async fn assert_tombstones_canonical(env: &TestEnv, s: &IdentityScenario) -> usize {
+    let creators: std::collections::HashMap<Uuid, Uuid> = s
+        .events
+        .iter()
+        .map(|e| (identity::model::profile_id_for(e.event_id), e.event_id))
+        .collect();
+    let rows: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
+        "SELECT t.id, t.merged_into, live.merged_into FROM customer_profile t \
+         JOIN customer_profile live ON live.id = t.merged_into WHERE t.merged_into IS NOT NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    let holders: std::collections::HashMap<Uuid, Uuid> =
+        sqlx::query_as::<_, (Uuid, Uuid)>("SELECT event_id, profile_id FROM normalized_event")
+            .fetch_all(&env.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (tombstone, into, into_merged) in &rows {
+        assert_eq!(
+            *into_merged, None,
+            "{tombstone} points at the tombstone {into}"
+        );
+        let creator = creators
+            .get(tombstone)
+            .unwrap_or_else(|| panic!("{tombstone} was created by no event"));
+        assert_eq!(
+            holders.get(creator),
+            Some(into),
+            "{tombstone} points where its creating event is not"
+        );
+    }
+    rows.len()
+}
+
 /// Every stored profile (live or tombstone) with the live profile it ends in, following
 /// tombstones.
 async fn ends(env: &TestEnv) -> std::collections::BTreeMap<Uuid, Uuid> {
@@ -267,7 +310,8 @@ async fn named_by_history(env: &TestEnv) -> BTreeSet<Uuid> {
 /// The same events delivered shuffled — within and across small batches, some twice —
 /// to three replicas give exactly what one replica fed them sorted gives: the same
 /// profiles (ids, events, identifiers, facts, order totals) and identifier states, and
-/// every profile the sorted run merged away is merged away (or never created) there.
+/// every profile the sorted run merged away is merged away (or never created) there,
+/// redirecting to the same live profile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run() {
     let s = generate(&IdentityConfig::with_customers(60));
@@ -321,7 +365,7 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
     let named = named_by_history(&sorted).await;
     let (end_sorted, end_shuffled) = (ends(&sorted).await, ends(&shuffled).await);
     assert!(!named.is_empty(), "the scenario merges profiles");
-    let (mut compared, mut redirected_elsewhere) = (0, 0);
+    let mut compared = 0;
     for profile in &named {
         let Some(there) = end_shuffled.get(profile) else {
             continue;
@@ -333,17 +377,20 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
             "{profile} is live in one run only"
         );
         compared += 1;
-        // Known limit (docs/identity.md, "Order independence"): a tombstone left by a
-        // region replay points at the profile that received most of its events at that
-        // replay; a later replay moving those events does not move the pointer.
-        if there != here {
-            redirected_elsewhere += 1;
-        }
+        assert_eq!(
+            there, here,
+            "{profile} redirects to different live profiles"
+        );
     }
     assert!(compared > 0, "merged profiles exist in both runs");
+    // Every tombstone of either run (also those only one run created) points at the
+    // profile holding its creating event: the same in both.
+    let sorted_tombstones = assert_tombstones_canonical(&sorted, &s).await;
+    let shuffled_tombstones = assert_tombstones_canonical(&shuffled, &s).await;
     eprintln!(
-        "{compared} profiles of the sorted run's merge history also exist in the shuffled run; \
-         {redirected_elsewhere} of their tombstones point at a different live profile"
+        "{compared} profiles of the sorted run's merge history also exist in the shuffled run, \
+         each redirecting to the same live profile; tombstones: {sorted_tombstones} sorted, \
+         {shuffled_tombstones} shuffled"
     );
 }
 

@@ -8,8 +8,9 @@
 //! writes it. Profile ids derive from the events that create them, so a rebuild of what
 //! streaming produced rewrites the same profiles under the same ids, and only what
 //! differs moves. Old profiles that no longer exist become tombstones of the profile
-//! that received most of their events (`merge_history` rule `replay`, actor
-//! `ctl identity rebuild`).
+//! that now holds the event that created them (`merge_history` rule `replay`, actor
+//! `ctl identity rebuild`), and every stored tombstone is settled to point there too
+//! ([`crate::redirect`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub struct RebuildReport {
     pub moved_events: usize,
     /// Old live profiles that became tombstones.
     pub retired_profiles: usize,
+    /// Existing tombstones re-pointed (at the profile now holding their creating
+    /// event); none after a rebuild of what streaming produced.
+    pub repointed_tombstones: usize,
     /// Review items raised (new ones; items already in the queue are kept).
     pub reviews: usize,
     /// Identifiers found to be shared by many people.
@@ -131,7 +135,7 @@ impl Resolver {
         }
 
         // What every old live profile held: old profiles that no longer exist go to the
-        // profile with most of their events, with this snapshot in the merge history.
+        // profile holding their creating event, with this snapshot in the merge history.
         let old_live: Vec<(ProfileId, Vec<String>, Vec<String>)> = sqlx::query_as(
             "SELECT id, name_keys, \
                     ARRAY(SELECT kind || ':' || value FROM profile_identifier pi WHERE pi.profile_id = p.id) \
@@ -161,13 +165,32 @@ impl Resolver {
             })
             .collect();
 
-        let delta = delta::rebuild(effects, memory, &before, &held, "ctl identity rebuild");
+        // Every stored tombstone, to settle where each points.
+        let stored: HashMap<ProfileId, ProfileId> = sqlx::query_as::<_, (ProfileId, ProfileId)>(
+            "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        let delta = delta::rebuild(
+            effects,
+            memory,
+            &before,
+            &held,
+            &stored,
+            "ctl identity rebuild",
+        );
         let written = write(&mut tx, &delta, self.debounce).await?;
         tx.commit().await?;
 
         // Documents: rewrite what changed, drop what retired.
         let mut refresh: Vec<ProfileId> = delta.predictions.clone();
         refresh.extend(delta.removed());
+        refresh.extend(delta.repoint.iter().map(|(_, into)| *into));
+        refresh.sort();
+        refresh.dedup();
         for chunk in refresh.chunks(1_000) {
             if let Err(e) = self.cache.refresh_many(chunk).await {
                 tracing::warn!(error = %e, "refreshing Customer 360 documents after the rebuild failed");
@@ -179,6 +202,7 @@ impl Resolver {
             profiles: delta.profiles.len(),
             moved_events: delta.assignment.len(),
             retired_profiles: delta.tombstones.len(),
+            repointed_tombstones: delta.repoint.len(),
             reviews: written.reviews,
             suspects,
             resolve_time,

@@ -11,8 +11,10 @@
 //! rewritten ([`delta::region`](crate::delta::region), written by the resolver's one
 //! write). Profile ids are derived from creating events, so profiles that come out the
 //! same keep their ids; a profile that no longer exists becomes a tombstone of the
-//! profile that received most of its events, and every profile that now joins several
-//! old ones gets a `replay` merge-history row with their snapshots.
+//! profile that now holds the event that created it, every stored tombstone whose
+//! creating event moved is re-pointed there ([`crate::redirect`]), and every profile
+//! that now joins several old ones gets a `replay` merge-history row with their
+//! snapshots.
 
 use std::collections::{BTreeSet, HashMap};
 

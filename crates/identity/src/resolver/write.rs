@@ -75,6 +75,7 @@ pub(crate) async fn write(
         }
     }
     tombstone(conn, &delta.tombstones).await?;
+    repoint(conn, &delta.repoint).await?;
     upsert_profiles(conn, &delta.profiles).await?;
     assign_events(conn, &delta.assignment).await?;
     upsert_holdings(conn, &delta.holdings).await?;
@@ -142,7 +143,9 @@ async fn upsert_profiles(conn: &mut PgConnection, rows: &[ProfileRow]) -> Result
 
 /// Turns `absorbed` profiles into tombstones of `into` (pairs), moving their events,
 /// identifiers and orders, and dropping their stale predictions, features and queued
-/// prediction requests.
+/// prediction requests. Tombstones that pointed at an absorbed profile point at its
+/// survivor too, so no pointer targets a tombstone (a survivor that was itself such a
+/// tombstone is revived by the profile upsert that follows).
 async fn tombstone(
     conn: &mut PgConnection,
     pairs: &[(ProfileId, ProfileId)],
@@ -155,6 +158,15 @@ async fn tombstone(
         "UPDATE customer_profile p SET merged_into = u.into_id, merged_at = now(), updated_at = now(), \
              identifiers = '[]'::jsonb, version = p.version + 1 \
          FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) WHERE p.id = u.from_id",
+    )
+    .bind(&from)
+    .bind(&into)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE customer_profile p SET merged_into = u.into_id, updated_at = now(), version = p.version + 1 \
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) \
+         WHERE p.merged_into = u.from_id AND p.id <> u.into_id",
     )
     .bind(&from)
     .bind(&into)
@@ -179,6 +191,27 @@ async fn tombstone(
             .bind(&from)
             .execute(&mut *conn)
             .await?;
+    }
+    Ok(())
+}
+
+/// Re-points existing tombstones (pairs `(tombstone, live profile)`); ids that are not
+/// tombstones, or already point there, are left alone.
+async fn repoint(
+    conn: &mut PgConnection,
+    pairs: &[(ProfileId, ProfileId)],
+) -> Result<(), sqlx::Error> {
+    for chunk in pairs.chunks(10_000) {
+        let (from, into): (Vec<Uuid>, Vec<Uuid>) = chunk.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE customer_profile p SET merged_into = u.into_id, updated_at = now(), version = p.version + 1 \
+             FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) \
+             WHERE p.id = u.from_id AND p.merged_into IS NOT NULL AND p.merged_into <> u.into_id",
+        )
+        .bind(&from)
+        .bind(&into)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
