@@ -67,7 +67,7 @@ pub fn retire(
     }
     let tombstones = old_live
         .iter()
-        .filter(|p| !new_live.contains(p))
+        .filter(|p| !new_live.contains(*p))
         .filter_map(|p| {
             let into = creators.get(p).copied().or_else(|| {
                 counts
@@ -131,7 +131,7 @@ pub fn settle(
     };
     let mut changes: Vec<(ProfileId, ProfileId)> = stored
         .iter()
-        .filter(|(id, _)| !new_live.contains(id))
+        .filter(|(id, _)| !new_live.contains(*id))
         .filter_map(|(id, pointer)| {
             let to = destination(*id)?;
             (to != *pointer).then_some((*id, to))
@@ -263,14 +263,18 @@ mod tests {
         let [a, b, c, d] = [1, 2, 3, 4].map(id);
         t.retire(a, b);
         t.retire(b, c);
-        assert_eq!(t.map(), [(a, c), (b, c)].into(), "a no longer points at b");
+        assert_eq!(
+            t.map(),
+            BTreeMap::from([(a, c), (b, c)]),
+            "a no longer points at b"
+        );
         t.repoint(d, a); // d is no tombstone: nothing
         assert_eq!(t.get(&d), None);
         t.revive(b);
         t.repoint(a, b);
-        assert_eq!(t.map(), [(a, b)].into());
+        assert_eq!(t.map(), BTreeMap::from([(a, b)]));
         t.retire(b, c);
-        assert_eq!(t.map(), [(a, c), (b, c)].into());
+        assert_eq!(t.map(), BTreeMap::from([(a, c), (b, c)]));
         t.apply(
             &[b].into(),
             &Retirement {
@@ -278,7 +282,7 @@ mod tests {
                 repoint: vec![(a, b)],
             },
         );
-        assert_eq!(t.map(), [(a, b), (c, d)].into());
+        assert_eq!(t.map(), BTreeMap::from([(a, b), (c, d)]));
     }
 
     #[test]
@@ -299,7 +303,7 @@ mod tests {
         assert_eq!(changes, expected);
         // A retired live profile at the end of a chain: the chain ends where it went.
         let stored: HashMap<ProfileId, ProfileId> = [(gone, p3)].into();
-        let changes = settle(&stored, [], &[p1].into(), &[(p3, p1)]);
+        let changes = settle(&stored, Vec::new(), &[p1].into(), &[(p3, p1)]);
         assert_eq!(changes, vec![(gone, p1)]);
     }
 }
