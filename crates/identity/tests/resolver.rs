@@ -283,6 +283,34 @@ async fn late_events_are_replayed_into_time_order() {
             .expect("created by an event");
         assert_eq!(ids[&creator.event_id], *into, "{tombstone}");
     }
+
+    // A tombstone pointing elsewhere (as older versions could leave one) is settled by a
+    // rebuild: back at the holder of its creating event, nothing else moved.
+    let (&tombstone, &into) = stored.iter().next().unwrap();
+    let elsewhere = ids
+        .values()
+        .copied()
+        .find(|p| *p != into)
+        .expect("more than one live profile");
+    sqlx::query("UPDATE customer_profile SET merged_into = $2 WHERE id = $1")
+        .bind(tombstone)
+        .bind(elsewhere)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let report = resolver.rebuild().await.unwrap();
+    assert_eq!(report.repointed_tombstones, 1, "{report:?}");
+    assert_eq!(report.moved_events, 0, "{report:?}");
+    assert_eq!(report.retired_profiles, 0, "{report:?}");
+    let settled: BTreeMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+        "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(settled, stored);
     // The identifier index agrees with the profiles.
     let holders: Vec<(String, String, Uuid)> =
         sqlx::query_as("SELECT kind, value, profile_id FROM profile_identifier")
