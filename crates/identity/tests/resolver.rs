@@ -185,6 +185,18 @@ async fn events_make_profiles_merges_and_orders() {
     assert_eq!(partition(&env).await, parts);
 }
 
+/// Every tombstone with where it points.
+async fn tombstones(env: &TestEnv) -> BTreeMap<Uuid, Uuid> {
+    sqlx::query_as::<_, (Uuid, Uuid)>(
+        "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
 #[tokio::test]
 async fn late_events_are_replayed_into_time_order() {
     let env = TestEnv::new().await;
@@ -262,14 +274,7 @@ async fn late_events_are_replayed_into_time_order() {
     // The profiles the backwards arrival created and retired are tombstones, each
     // pointing straight at the live profile holding the event that created it — the
     // table the in-memory resolver keeps for the same arrival order.
-    let stored: BTreeMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-        "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
-    )
-    .fetch_all(&env.db)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let stored = tombstones(&env).await;
     assert!(!stored.is_empty(), "replays retired profiles");
     let mut streamed = MemoryResolver::new(engine, Constraints::default());
     for ev in events.iter().rev() {
@@ -302,14 +307,7 @@ async fn late_events_are_replayed_into_time_order() {
     assert_eq!(report.repointed_tombstones, 1, "{report:?}");
     assert_eq!(report.moved_events, 0, "{report:?}");
     assert_eq!(report.retired_profiles, 0, "{report:?}");
-    let settled: BTreeMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-        "SELECT id, merged_into FROM customer_profile WHERE merged_into IS NOT NULL",
-    )
-    .fetch_all(&env.db)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let settled = tombstones(&env).await;
     assert_eq!(settled, stored);
     // The identifier index agrees with the profiles.
     let holders: Vec<(String, String, Uuid)> =
