@@ -584,6 +584,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ltv_artefact_says_which_head_it_serves() {
+        let btyd = Btyd::default();
+        let stored = serde_json::json!({"kind": "lightgbm", "btyd": btyd, "model": "tree"});
+        // Stored before heads were chosen: the expected spend.
+        match serde_json::from_value(stored).unwrap() {
+            LtvArtefact::Lightgbm { head, .. } => assert_eq!(head, LtvHead::Mean),
+            other => panic!("{other:?}"),
+        }
+        let median = LtvArtefact::Lightgbm {
+            btyd,
+            model: "tree".into(),
+            head: LtvHead::Median,
+        };
+        let text = serde_json::to_string(&median).unwrap();
+        assert!(text.contains(r#""head":"median""#), "{text}");
+        assert_eq!(serde_json::from_str::<LtvArtefact>(&text).unwrap(), median);
+    }
+
+    #[test]
     fn reasons_are_the_largest_contributions() {
         let mut x = vec![0.0_f32; N_INPUTS];
         x[0] = 200.0;
