@@ -176,7 +176,8 @@ fn main() {
     );
     let gg = l.baselines.bgnbd_gamma_gamma.as_ref();
     println!(
-        "    LTV R² {:.4}, RMSE {:.0}, MAE {:.0} (BG/NBD × Gamma-Gamma: R² {:.4}, RMSE {:.0}, MAE {:.0}; past spend rate: R² {:.4}, RMSE {:.0})",
+        "    LTV (served: {} head) R² {:.4}, RMSE {:.0}, MAE {:.0} (BG/NBD × Gamma-Gamma: R² {:.4}, RMSE {:.0}, MAE {:.0}; past spend rate: R² {:.4}, RMSE {:.0})",
+        l.head.as_str(),
         l.metrics.r2,
         l.metrics.rmse,
         l.metrics.mae,
@@ -186,6 +187,14 @@ fn main() {
         l.baselines.past_spend_rate.r2,
         l.baselines.past_spend_rate.rmse
     );
+    for (name, m) in [("expected spend", &l.mean), ("median", &l.median)] {
+        if let Some(m) = m {
+            println!(
+                "      head {name}: R² {:.4}, RMSE {:.0}, MAE {:.0}",
+                m.r2, m.rmse, m.mae
+            );
+        }
+    }
     println!("  features as of now       {t_now:>7.2}s");
     println!(
         "  segments (KMeans k={}..8) {t_segments:>6.2}s  k={} silhouette {:.4} inertia {:.4} on {} buyers",
@@ -221,7 +230,11 @@ fn main() {
             version_id: Uuid::nil(),
             scorer: LtvScorer::Gbm {
                 btyd: ltv_model.btyd,
-                model: ltv_model.model,
+                head: ltv_model.choice.head,
+                model: match ltv_model.choice.head {
+                    train::LtvHead::Mean => ltv_model.model,
+                    train::LtvHead::Median => ltv_model.median,
+                },
             },
             horizon_days: horizon as u32,
         }),

@@ -13,12 +13,12 @@ pub struct MlSettings {
     pub ml_seed: u64,
     /// Profiles scored per batch.
     pub ml_batch_size: usize,
-    /// How far below the active model's main metric a candidate may be and still be
-    /// activated.
+    /// How far behind the active model's main metric a candidate may be and still be
+    /// activated (a share of it for LTV's MAE, where lower is better).
     pub ml_activation_tolerance: f64,
-    /// By how much a new model's main metric (churn ROC-AUC, LTV R²) must beat chance
-    /// and each baseline (recency, BG/NBD, Gamma-Gamma × BG/NBD, past spend rate) on its
-    /// cross-fitted evaluation to serve.
+    /// By how much a new model's main metric (churn ROC-AUC; LTV MAE, as a share) must
+    /// beat chance and each baseline (recency, BG/NBD, Gamma-Gamma × BG/NBD, past spend
+    /// rate, a constant forecast) on its cross-fitted evaluation to serve.
     pub ml_baseline_margin: f64,
     /// Calibrated churn probability from which a buyer is in the `high` risk tier.
     pub ml_churn_tier_high: f64,

@@ -144,13 +144,14 @@ impl Calibrator {
     /// others), then fitted on the whole fold. A calibrator is used only when it beats
     /// the probabilities as they are by more than one standard error of the paired
     /// per-customer difference: on a small fold, a calibrator that only seems better
-    /// adds noise to a model that is already calibrated.
+    /// adds noise to a model that is already calibrated. Also returns the chosen
+    /// method's cross-fitted probabilities (the scores themselves for none).
     pub fn choose(
         scores: &[f64],
         labels: &[bool],
         ids: &[uuid::Uuid],
         seed: u64,
-    ) -> (Self, CalibrationChoice) {
+    ) -> (Self, CalibrationChoice, Vec<f64>) {
         let k = crate::stack::INNER_FOLDS;
         let folds: Vec<usize> = ids
             .iter()
@@ -165,6 +166,7 @@ impl Calibrator {
         };
         let none = squared(scores);
         let mut briers = [crate::metrics::brier(scores, labels), 0.0, 0.0];
+        let mut outs = [scores.to_vec(), Vec::new(), Vec::new()];
         let mut clear_win = [true, false, false];
         // Isotonic regression only on folds large enough for a free-form curve: on
         // small ones its steps tie scores and cost ranking (ROC-AUC).
@@ -198,6 +200,7 @@ impl Calibrator {
                 let sd = (diff.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
                 clear_win[m + 1] = mean > sd / n.sqrt();
             }
+            outs[m + 1] = out;
         }
         let best = (0..3)
             .filter(|m| clear_win[*m])
@@ -211,13 +214,26 @@ impl Calibrator {
             _ => None,
         };
         let chosen = fitted.unwrap_or(Self::Identity);
+        let out = match chosen {
+            Self::Identity => std::mem::take(&mut outs[0]),
+            _ => std::mem::take(&mut outs[best]),
+        };
+        // The logistic recalibration of the scores on the whole fold: slope 1 and
+        // intercept 0 when they are calibrated already.
+        let (slope, intercept) = match Self::platt(scores, labels) {
+            Ok(Self::Platt { a, b }) => (Some(a), Some(b)),
+            _ => (None, None),
+        };
         let choice = CalibrationChoice {
             brier_none: briers[0],
             brier_platt: briers[1],
             brier_isotonic: briers[2],
             method: chosen.method().into(),
+            rows: scores.len(),
+            slope,
+            intercept,
         };
-        (chosen, choice)
+        (chosen, choice, out)
     }
 
     fn fit_checked(scores: &[f64], labels: &[bool]) -> bool {
@@ -270,6 +286,16 @@ pub struct CalibrationChoice {
     pub brier_isotonic: f64,
     /// The method chosen.
     pub method: String,
+    /// Rows it was chosen on.
+    #[serde(default)]
+    pub rows: usize,
+    /// Calibration slope: Platt scaling's `a` fitted on every row (1 when the scores
+    /// are calibrated; below 1 when over-confident).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slope: Option<f64>,
+    /// Calibration intercept: Platt scaling's `b` (0 when calibrated in the large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<f64>,
 }
 
 /// One bin of a reliability curve.
@@ -365,8 +391,11 @@ mod tests {
         // Over-confident scores: a calibrator is chosen and lowers the Brier score on
         // customers it did not see.
         let (s, y) = overconfident(3_000, 4);
-        let (c, choice) = Calibrator::choose(&s, &y, &ids, 7);
+        let (c, choice, _) = Calibrator::choose(&s, &y, &ids, 7);
         assert_ne!(choice.method, "identity", "{choice:?}");
+        // The recalibration slope and intercept read the miscalibration off.
+        assert!((choice.slope.unwrap() - 0.5).abs() < 0.1, "{choice:?}");
+        assert!((choice.intercept.unwrap() + 0.6).abs() < 0.2, "{choice:?}");
         assert!(choice.brier_platt.min(choice.brier_isotonic) < choice.brier_none - 0.01);
         let (test_s, test_y) = overconfident(20_000, 5);
         assert!(brier(&c.apply_all(&test_s), &test_y) < brier(&test_s, &test_y) - 0.01);
@@ -379,7 +408,10 @@ mod tests {
                 (p, rng.random::<f64>() < p)
             })
             .unzip();
-        let (_, choice) = Calibrator::choose(&s, &y, &ids, 7);
+        let (_, choice, out) = Calibrator::choose(&s, &y, &ids, 7);
+        assert!((choice.slope.unwrap() - 1.0).abs() < 0.15, "{choice:?}");
+        assert!(choice.intercept.unwrap().abs() < 0.15, "{choice:?}");
+        assert_eq!(out.len(), s.len());
         let chosen = match choice.method.as_str() {
             "identity" => choice.brier_none,
             "platt" => choice.brier_platt,

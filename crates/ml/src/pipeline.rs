@@ -22,7 +22,7 @@ use crate::recs::{Catalogue, Corpus, Recommender, RecsParams, offline};
 use crate::registry::{self, ActivationPolicy, Decision, NewModelVersion, Task};
 use crate::scoring::{ActiveModels, ChurnArtefact, LtvArtefact, RiskTiers};
 use crate::store;
-use crate::train::{self, TrainOptions, TrainedModels, input_names};
+use crate::train::{self, LtvHead, TrainOptions, TrainedModels, input_names};
 
 /// Profiles read per query when loading everyone.
 const PAGE: i64 = 2_000;
@@ -195,10 +195,15 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                     version(
                         Task::Ltv,
                         "bgnbd_gamma_gamma",
-                        merged(json!({"btyd": ltv_btyd}), &split),
+                        merged(json!({"btyd": ltv_btyd, "head": LtvHead::Mean}), &split),
                         rows(ev.summary.customers),
                         rows(ev.summary.customers),
-                        serde_json::to_value(b).unwrap_or_default(),
+                        // Gated like the model: against a constant forecast.
+                        merged(
+                            serde_json::to_value(b).unwrap_or_default(),
+                            &json!({"baselines": {"constant": ev.summary.ltv.baselines.constant},
+                                    "in_place_of": "lightgbm"}),
+                        ),
                         serde_json::to_string(&LtvArtefact::BgnbdGammaGamma {
                             btyd: ev.ltv_model.btyd,
                         })
@@ -210,7 +215,9 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                     Task::Ltv,
                     "lightgbm",
                     merged(
-                        json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd}),
+                        json!({"lightgbm": ev.ltv_model.params.to_lightgbm(), "btyd": ltv_btyd,
+                               "head": ev.ltv_model.choice.head,
+                               "head_choice": ev.ltv_model.choice}),
                         &split,
                     ),
                     rows(ev.summary.ltv.train_rows),
@@ -218,7 +225,8 @@ pub fn model_versions(trained: &TrainedModels, opts: &TrainOptions) -> Result<Ve
                     serde_json::to_value(&ev.summary.ltv)?,
                     serde_json::to_string(&LtvArtefact::Lightgbm {
                         btyd: ev.ltv_model.btyd,
-                        model: ev.ltv_model.model.to_text()?,
+                        model: ev.ltv_model.served().to_text()?,
+                        head: ev.ltv_model.choice.head,
                     })?,
                 ),
                 fallback: ltv_fallback,

@@ -4,15 +4,17 @@
 //! Activation rule, in two steps ([`judge`], then [`should_activate`]):
 //!
 //! 1. **The gate.** A version must beat chance (churn: the lower end of its ROC-AUC
-//!    interval above 0.5; LTV: R² above 0) and every baseline recorded in its metrics
-//!    (`metrics.baselines.<name>.<main metric>`: recency and BG/NBD for churn,
-//!    BG/NBD × Gamma-Gamma and the past spend rate for LTV, whatever a future task
-//!    lists) by `ML_BASELINE_MARGIN` on its main metric. A version that fails, or was
+//!    interval above 0.5) and every baseline recorded in its metrics
+//!    (`metrics.baselines.<name>.<main metric>`: recency and BG/NBD for churn;
+//!    BG/NBD × Gamma-Gamma, the past spend rate and a constant forecast — LTV's
+//!    chance — for LTV; whatever a future task lists) by `ML_BASELINE_MARGIN` on its
+//!    main metric (for LTV's MAE, where lower is better, by that share of theirs). A version that fails, or was
 //!    trained on too little data, is `rejected` and never serves; the training run
 //!    then offers the best baseline instead (see [`crate::pipeline`]).
 //! 2. **The active version.** A version that passed becomes active when there is no
-//!    active version, or when its main metric (churn ROC-AUC, LTV R², segment
-//!    silhouette) is at least the active one's minus `ML_ACTIVATION_TOLERANCE`;
+//!    active version, or when its main metric (churn ROC-AUC, LTV MAE, segment
+//!    silhouette) is within `ML_ACTIVATION_TOLERANCE` of the active one's (relative
+//!    for the MAE);
 //!    otherwise it stays a candidate. The replaced version is `retired`, so
 //!    `ctl ml activate --rollback TASK` can bring back the most recently retired one.
 //!
@@ -172,7 +174,12 @@ pub fn judge(task: Task, metrics: &serde_json::Value, margin: f64) -> Result<Str
                 continue;
             };
             let label = baseline.replace('_', " ");
-            if value < theirs + margin {
+            if !beats(task, value, theirs, margin) {
+                let margin = if task.lower_is_better() {
+                    format!("{:.1} %", margin * 100.0)
+                } else {
+                    margin.to_string()
+                };
                 return Err(format!(
                     "{name} {value:.3} does not beat {label} ({theirs:.3}) by the margin of {margin}"
                 ));
@@ -187,9 +194,23 @@ pub fn judge(task: Task, metrics: &serde_json::Value, margin: f64) -> Result<Str
     })
 }
 
+/// Whether `value` of `task`'s main metric beats `reference` by `margin`: by at least
+/// `margin` where higher is better, by at least the share `margin` of `reference` where
+/// lower is better (an error in currency has no absolute scale). A negative margin is a
+/// tolerance.
+pub fn beats(task: Task, value: f64, reference: f64, margin: f64) -> bool {
+    if task.lower_is_better() {
+        value <= reference * (1.0 - margin)
+    } else {
+        value >= reference + margin
+    }
+}
+
 /// The activation rule: activate unless an active model's main metric beats the new
-/// one's by more than `tolerance` (a missing new metric never beats a present one).
+/// one's by more than `tolerance` (relative where lower is better; a missing new metric
+/// never beats a present one).
 pub fn should_activate(
+    task: Task,
     new_metric: Option<f64>,
     active_metric: Option<f64>,
     tolerance: f64,
@@ -197,7 +218,7 @@ pub fn should_activate(
     match (new_metric, active_metric) {
         (_, None) => true,
         (None, Some(_)) => false,
-        (Some(new), Some(active)) => new >= active - tolerance,
+        (Some(new), Some(active)) => beats(task, new, active, -tolerance),
     }
 }
 
@@ -270,7 +291,7 @@ pub async fn register(
             },
             reason,
         ),
-        Ok(beaten) if should_activate(new_metric, active_metric, policy.tolerance) => {
+        Ok(beaten) if should_activate(new.task, new_metric, active_metric, policy.tolerance) => {
             let replaced = active.as_ref().map(|(id, _)| *id);
             let reason = match (replaced, active_metric) {
                 (Some(old), Some(m)) => format!("{beaten}; replaces {old} ({name} {m:.3})"),
@@ -483,27 +504,32 @@ mod tests {
 
     #[test]
     fn activation_rule() {
+        let churn = Task::Churn;
         assert!(
-            should_activate(Some(0.7), None, 0.005),
+            should_activate(churn, Some(0.7), None, 0.005),
             "first model always wins"
         );
-        assert!(should_activate(None, None, 0.005));
+        assert!(should_activate(churn, None, None, 0.005));
         assert!(
-            should_activate(Some(0.80), Some(0.80), 0.005),
+            should_activate(churn, Some(0.80), Some(0.80), 0.005),
             "equal is good enough"
         );
         assert!(
-            should_activate(Some(0.797), Some(0.80), 0.005),
+            should_activate(churn, Some(0.797), Some(0.80), 0.005),
             "within tolerance"
         );
         assert!(
-            !should_activate(Some(0.79), Some(0.80), 0.005),
+            !should_activate(churn, Some(0.79), Some(0.80), 0.005),
             "worse beyond tolerance"
         );
         assert!(
-            !should_activate(None, Some(0.80), 0.005),
+            !should_activate(churn, None, Some(0.80), 0.005),
             "no metric never replaces one"
         );
+        // LTV's main metric is an error: lower wins, the tolerance is relative.
+        assert!(should_activate(Task::Ltv, Some(30.1), Some(30.0), 0.005));
+        assert!(!should_activate(Task::Ltv, Some(30.2), Some(30.0), 0.005));
+        assert!(should_activate(Task::Ltv, Some(20.0), Some(30.0), 0.005));
         for t in Task::ALL {
             assert_eq!(t.as_str().parse::<Task>().unwrap(), t);
         }
@@ -530,14 +556,21 @@ mod tests {
         assert!(within_margin.is_err(), "a tie with a baseline is not a win");
         let chance = judge(Task::Churn, &churn(0.53, 0.49, 0.5, 0.5), 0.005).unwrap_err();
         assert!(chance.contains("chance"), "{chance}");
-        // A task whose baselines are listed differently is judged the same way.
-        let ltv = serde_json::json!({"r2": 0.3, "baselines": {"bgnbd_gamma_gamma": {"r2": 0.35}}});
+        // A task whose baselines are listed differently is judged the same way; LTV's
+        // main metric, the MAE, must be lower by the margin as a share.
+        let ltv = |mae: f64| {
+            serde_json::json!({"mae": mae, "baselines": {
+                "bgnbd_gamma_gamma": {"mae": 30.0}, "constant": {"mae": 31.0}}})
+        };
         assert!(
-            judge(Task::Ltv, &ltv, 0.005)
+            judge(Task::Ltv, &ltv(29.9), 0.005)
                 .unwrap_err()
-                .contains("bgnbd gamma gamma")
+                .contains("bgnbd gamma gamma (30.000) by the margin of 0.5 %")
         );
-        let no_skill = serde_json::json!({"r2": -0.003});
+        let ok = judge(Task::Ltv, &ltv(25.0), 0.005).unwrap();
+        assert!(ok.starts_with("MAE 25.000 beats"), "{ok}");
+        // No better than a constant forecast: no skill.
+        let no_skill = serde_json::json!({"mae": 31.0, "baselines": {"constant": {"mae": 31.0}}});
         assert!(judge(Task::Ltv, &no_skill, 0.005).is_err());
         let thin = serde_json::json!({"not_enough_data": "12 customers"});
         assert_eq!(

@@ -36,7 +36,9 @@ use crate::recs::{Activity, Recommender};
 use crate::registry::{ModelVersion, Task};
 use crate::segments::SegmentModel;
 use crate::stack::{LR_INPUT_NAMES, Stack};
-use crate::train::{N_INPUTS, bgnbd_score, input_names, inputs, lr_rows, ltv_spend, recency_score};
+use crate::train::{
+    LtvHead, N_INPUTS, bgnbd_score, head_spend, input_names, inputs, lr_rows, recency_score,
+};
 
 /// Churn reasons reported per profile.
 const TOP_REASONS: usize = 3;
@@ -134,8 +136,11 @@ pub enum LtvArtefact {
     Lightgbm {
         /// BTYD models whose outputs are inputs.
         btyd: Btyd,
-        /// LightGBM model text.
+        /// LightGBM model text of the serving head.
         model: String,
+        /// Which head it is (versions stored before heads were chosen: the mean).
+        #[serde(default)]
+        head: LtvHead,
     },
     /// BG/NBD expected purchases × Gamma-Gamma expected order value.
     BgnbdGammaGamma {
@@ -194,6 +199,8 @@ pub enum LtvScorer {
         btyd: Btyd,
         /// The regression.
         model: GbmModel,
+        /// Which forecast it makes.
+        head: LtvHead,
     },
     /// BG/NBD × Gamma-Gamma.
     BgnbdGammaGamma {
@@ -318,9 +325,10 @@ impl ActiveModels {
                 Task::Ltv => {
                     let scorer =
                         match serde_json::from_str(&v.artefact).map_err(|e| artefact(&e))? {
-                            LtvArtefact::Lightgbm { btyd, model } => LtvScorer::Gbm {
+                            LtvArtefact::Lightgbm { btyd, model, head } => LtvScorer::Gbm {
                                 btyd,
                                 model: gbm(&model).map_err(|e| artefact(&e))?,
+                                head,
                             },
                             LtvArtefact::BgnbdGammaGamma { btyd } => {
                                 LtvScorer::BgnbdGammaGamma { btyd }
@@ -498,11 +506,16 @@ impl ActiveModels {
             }
         }
         if let (Some(ltv), false) = (&self.ltv, buyers.is_empty()) {
-            let (spend, model) = match &ltv.scorer {
-                LtvScorer::Gbm { btyd, model } => (ltv_spend(btyd, model, &features)?, "lightgbm"),
+            let (spend, model, head) = match &ltv.scorer {
+                LtvScorer::Gbm { btyd, model, head } => (
+                    head_spend(btyd, model, *head, &features)?,
+                    "lightgbm",
+                    *head,
+                ),
                 LtvScorer::BgnbdGammaGamma { btyd } => (
                     btyd.derived(&features).iter().map(|d| d[4]).collect(),
                     "bgnbd_gamma_gamma",
+                    LtvHead::Mean,
                 ),
             };
             for (i, (id, _)) in buyers.iter().enumerate() {
@@ -513,7 +526,7 @@ impl ActiveModels {
                     model_version_id: ltv.version_id,
                     score: value.is_finite().then_some(value.max(0.0)),
                     label: None,
-                    details: json!({"model": model, "horizon_days": ltv.horizon_days}),
+                    details: json!({"model": model, "head": head, "horizon_days": ltv.horizon_days}),
                 });
             }
         }
@@ -569,6 +582,25 @@ fn top_reasons(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ltv_artefact_says_which_head_it_serves() {
+        let btyd = Btyd::default();
+        let stored = serde_json::json!({"kind": "lightgbm", "btyd": btyd, "model": "tree"});
+        // Stored before heads were chosen: the expected spend.
+        match serde_json::from_value(stored).unwrap() {
+            LtvArtefact::Lightgbm { head, .. } => assert_eq!(head, LtvHead::Mean),
+            other => panic!("{other:?}"),
+        }
+        let median = LtvArtefact::Lightgbm {
+            btyd,
+            model: "tree".into(),
+            head: LtvHead::Median,
+        };
+        let text = serde_json::to_string(&median).unwrap();
+        assert!(text.contains(r#""head":"median""#), "{text}");
+        assert_eq!(serde_json::from_str::<LtvArtefact>(&text).unwrap(), median);
+    }
 
     #[test]
     fn reasons_are_the_largest_contributions() {

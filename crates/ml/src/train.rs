@@ -12,8 +12,8 @@
 //! - **Fitting** ([`ChurnModel::fit`], [`LtvModel::fit`]): BG/NBD and Gamma-Gamma on the
 //!   training customers, whose outputs join the features; 20 % of the training
 //!   customers are a validation fold for early stopping and for calibrating the churn
-//!   probability; LightGBM's capacity follows the number of rows
-//!   ([`GbmParams::adapted`]).
+//!   probability and for choosing the LTV head (expected or median spend) by MAE;
+//!   LightGBM's capacity follows the number of rows ([`GbmParams::adapted`]).
 //! - **Evaluation by cross-fitting** ([`crate::crossfit`]): customers are split into k
 //!   folds; each fold is scored by a model fitted on the other folds only (all of a
 //!   customer's rows, at every cutoff, stay on one side), so every customer is scored
@@ -352,7 +352,7 @@ impl ChurnModel {
             _ => (None, None, raw),
         };
         let (calibrator, calibration) = if both {
-            let (c, choice) = Calibrator::choose(&scores, &labels, &valid.profile_ids, seed);
+            let (c, choice, _) = Calibrator::choose(&scores, &labels, &valid.profile_ids, seed);
             (c, Some(choice))
         } else {
             (Calibrator::Identity, None)
@@ -400,26 +400,67 @@ impl ChurnModel {
     }
 }
 
-/// A trained spend regression with its BTYD inputs.
+/// Which of an LTV model's forecasts serves: the one with the lower mean absolute
+/// error on the validation fold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LtvHead {
+    /// The expected spend (BG/NBD × Gamma-Gamma plus LightGBM's residual): adds up
+    /// across customers to the spend a group is expected to bring.
+    #[default]
+    Mean,
+    /// The median spend (LightGBM, absolute error): the typical customer's spend, zero
+    /// for most where most customers buy nothing in the horizon; the least absolute
+    /// error per customer, but it does not add up across customers.
+    Median,
+}
+
+impl LtvHead {
+    /// The head's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LtvHead::Mean => "mean",
+            LtvHead::Median => "median",
+        }
+    }
+}
+
+/// The LTV heads' mean absolute errors on the validation fold, and the one chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeadChoice {
+    /// The expected spend's validation MAE.
+    pub mean_mae: f64,
+    /// The median forecast's validation MAE.
+    pub median_mae: f64,
+    /// The head that serves.
+    pub head: LtvHead,
+}
+
+/// A trained spend regression with its BTYD inputs: an expected-spend head and a
+/// median head, one of which serves.
 #[derive(Debug)]
 pub struct LtvModel {
     /// BG/NBD and Gamma-Gamma, fitted on the training customers.
     pub btyd: Btyd,
-    /// The LightGBM regression.
+    /// The LightGBM regression of the expected spend's residual.
     pub model: GbmModel,
     /// Hyper-parameters it was trained with.
     pub params: GbmParams,
-    /// A median forecast of the spend (LightGBM, absolute error): the forecast with
-    /// the least mean absolute error, reported beside the expected spend that serves.
+    /// A median forecast of the spend (LightGBM, absolute error).
     pub median: GbmModel,
+    /// Which head serves, chosen on the validation fold by MAE.
+    pub choice: HeadChoice,
+    /// The median spend of the training rows: a constant forecast, LTV's chance level.
+    pub constant: f64,
 }
 
 impl LtvModel {
-    /// Fits on `rows` (see the module doc). LightGBM learns the *residual* of the
+    /// Fits on `rows` (see the module doc). The mean head learns the *residual* of the
     /// BG/NBD × Gamma-Gamma forecast: boosting starts from the baseline, so on a
     /// validation fold it can only stay level with it or improve on it (early stopping
     /// picks the rounds), where trees fitted from scratch on heavy-tailed spend lose to
-    /// it on real logs.
+    /// it on real logs. The median head learns the spend with an absolute-error
+    /// objective. The head with the lower MAE on the validation fold serves.
     pub fn fit(rows: &LabelledRows, horizon_days: u32, seed: u64) -> Result<Self, MlError> {
         ensure_learnable(rows)?;
         let (fit, valid) = split_validation(rows, seed);
@@ -446,27 +487,81 @@ impl LtvModel {
             N_INPUTS,
             &GbmParams::adapted(Objective::Median, seed, fit.len()),
         )?;
+        let actual = valid.spend();
+        let mean_mae = mae(
+            &head_spend(&btyd, &model, LtvHead::Mean, &valid.features)?,
+            &actual,
+        );
+        let median_mae = mae(
+            &head_spend(&btyd, &median, LtvHead::Median, &valid.features)?,
+            &actual,
+        );
+        // Ties (and an empty fold, NaN) go to the expected spend, which adds up.
+        let head = if median_mae < mean_mae {
+            LtvHead::Median
+        } else {
+            LtvHead::Mean
+        };
         Ok(Self {
             btyd,
             model,
             params,
             median,
+            choice: HeadChoice {
+                mean_mae,
+                median_mae,
+                head,
+            },
+            constant: median_of(&fit.spend()),
         })
+    }
+
+    /// The serving head's LightGBM model.
+    pub fn served(&self) -> &GbmModel {
+        match self.choice.head {
+            LtvHead::Mean => &self.model,
+            LtvHead::Median => &self.median,
+        }
     }
 
     /// The median forecast of each profile's spend in the horizon (never negative).
     pub fn predict_median(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
-        Ok(self
-            .median
-            .predict(&inputs(features, &self.btyd))?
-            .into_iter()
-            .map(|v| v.max(0.0))
-            .collect())
+        head_spend(&self.btyd, &self.median, LtvHead::Median, features)
     }
 
-    /// Predicted spend in the horizon for each profile (never negative).
+    /// The expected spend of each profile in the horizon (never negative).
+    pub fn predict_mean(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
+        head_spend(&self.btyd, &self.model, LtvHead::Mean, features)
+    }
+
+    /// The serving head's forecast of each profile's spend in the horizon.
     pub fn predict(&self, features: &[Features]) -> Result<Vec<f64>, MlError> {
-        ltv_spend(&self.btyd, &self.model, features)
+        head_spend(&self.btyd, self.served(), self.choice.head, features)
+    }
+}
+
+/// Mean absolute error (`NaN` when empty).
+fn mae(predicted: &[f64], actual: &[f64]) -> f64 {
+    predicted
+        .iter()
+        .zip(actual)
+        .map(|(p, a)| (p - a).abs())
+        .sum::<f64>()
+        / actual.len() as f64
+}
+
+/// The median of `values` (0 when empty).
+fn median_of(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -479,18 +574,23 @@ pub fn btyd_spend(btyd: &Btyd, features: &[Features]) -> Vec<f64> {
         .collect()
 }
 
-/// Spend predicted by an LTV LightGBM model over its BTYD baseline (never negative).
-pub fn ltv_spend(
+/// Spend predicted by an LTV head's LightGBM model (never negative): for the mean head
+/// the model's residual over BG/NBD × Gamma-Gamma, for the median head the spend itself.
+pub fn head_spend(
     btyd: &Btyd,
     model: &GbmModel,
+    head: LtvHead,
     features: &[Features],
 ) -> Result<Vec<f64>, MlError> {
-    Ok(model
-        .predict(&inputs(features, btyd))?
-        .into_iter()
-        .zip(btyd_spend(btyd, features))
-        .map(|(r, base)| (base + r).max(0.0))
-        .collect())
+    let raw = model.predict(&inputs(features, btyd))?;
+    Ok(match head {
+        LtvHead::Mean => raw
+            .into_iter()
+            .zip(btyd_spend(btyd, features))
+            .map(|(r, base)| (base + r).max(0.0))
+            .collect(),
+        LtvHead::Median => raw.into_iter().map(|v| v.max(0.0)).collect(),
+    })
 }
 
 /// A ranking metric with its bootstrap interval.
@@ -521,13 +621,14 @@ pub struct ChurnBaselines {
 /// How the churn model did on cross-fitted customers, beside its baselines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChurnReport {
-    /// The model's metrics (calibrated probabilities; threshold metrics at the
-    /// threshold each fold's model chose on its own validation fold).
+    /// The model's metrics (probabilities calibrated on out-of-fold scores, cross-fitted;
+    /// threshold metrics at the threshold each fold's model chose on its own
+    /// validation fold).
     #[serde(flatten)]
     pub metrics: ClassificationMetrics,
     /// 95 % bootstrap interval of the ROC-AUC.
     pub roc_auc_ci: Interval,
-    /// Brier score of LightGBM's probability before calibration.
+    /// Brier score of the chosen candidate's probability before calibration.
     pub brier_uncalibrated: f64,
     /// Predicted against observed churn rate by bins of calibrated probability.
     pub reliability: Vec<ReliabilityBin>,
@@ -547,7 +648,8 @@ pub struct ChurnReport {
     /// validation ROC-AUC, and the one chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates: Option<Choice>,
-    /// The served model's calibration methods by cross-fitted validation Brier score.
+    /// The calibration methods by Brier score, cross-fitted over every customer's
+    /// out-of-fold score, with the calibration slope and intercept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationChoice>,
 }
@@ -560,20 +662,33 @@ pub struct LtvBaselines {
     pub bgnbd_gamma_gamma: Option<RegressionMetrics>,
     /// Past spend rate carried over the horizon.
     pub past_spend_rate: RegressionMetrics,
+    /// The training folds' median spend for everyone: a forecast without skill, the
+    /// chance level of the MAE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<RegressionMetrics>,
 }
 
 /// How the LTV model did on cross-fitted customers, beside its baselines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LtvReport {
-    /// The model's metrics.
+    /// The served forecast's metrics (each fold's model serving the head it chose on
+    /// its own validation fold).
     #[serde(flatten)]
     pub metrics: RegressionMetrics,
+    /// The head the served model (fitted on every customer) serves.
+    #[serde(default)]
+    pub head: LtvHead,
+    /// The served model's heads by validation MAE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_choice: Option<HeadChoice>,
+    /// The expected-spend head on the same customers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<RegressionMetrics>,
     /// The past-spend-rate baseline (kept at the top level for older readers).
     pub baseline_past_spend_rate: RegressionMetrics,
     /// Every baseline on the same customers.
     pub baselines: LtvBaselines,
-    /// The median forecast (not served: a median does not add up across customers)
-    /// on the same customers; its MAE is the least a forecast of this data reaches.
+    /// The median head on the same customers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub median: Option<RegressionMetrics>,
     /// Customer folds of the cross-fitting.
@@ -594,7 +709,9 @@ struct OutOfFold {
     bgnbd_raw: f64,
     bgnbd: f64,
     spend: f64,
+    spend_mean: f64,
     spend_median: f64,
+    constant: f64,
     bgnbd_gg_spend: f64,
 }
 
@@ -662,8 +779,12 @@ pub fn evaluate_and_fit(
         },
         |(churn, ltv), test| {
             let raw = churn.uncalibrated(&test.features)?;
-            let spend = ltv.predict(&test.features)?;
+            let spend_mean = ltv.predict_mean(&test.features)?;
             let spend_median = ltv.predict_median(&test.features)?;
+            let spend = match ltv.choice.head {
+                LtvHead::Mean => &spend_mean,
+                LtvHead::Median => &spend_median,
+            };
             let bgnbd = bgnbd_score(&churn.btyd, &test.features);
             let gg = ltv.btyd.derived(&test.features);
             Ok((0..test.len())
@@ -680,7 +801,9 @@ pub fn evaluate_and_fit(
                         .as_ref()
                         .map_or(f64::NAN, |c| c.apply(bgnbd[i])),
                     spend: spend[i],
+                    spend_mean: spend_mean[i],
                     spend_median: spend_median[i],
+                    constant: ltv.constant,
                     bgnbd_gg_spend: gg[i][4],
                 })
                 .collect())
@@ -689,8 +812,12 @@ pub fn evaluate_and_fit(
 
     let churned = main.churned();
     let spend = main.spend();
-    let p: Vec<f64> = oof.iter().map(|o| o.churn).collect();
     let raw: Vec<f64> = oof.iter().map(|o| o.churn_uncalibrated).collect();
+    // The served model's calibration is fitted on every customer's out-of-fold score
+    // (a model that never saw them), not on its own validation fold: five times the
+    // rows, so isotonic regression becomes possible from 5,000 customers. `p` is the
+    // chosen calibration's cross-fitted probability (none: the scores as they are).
+    let (calibrator, calibration, p) = Calibrator::choose(&raw, &churned, &main.profile_ids, seed);
     // Rankings from the raw scores (calibration may tie them); Brier from the
     // calibrated ones.
     let recency: Vec<f64> = main
@@ -741,7 +868,10 @@ pub fn evaluate_and_fit(
         brier: Some(brier(&bgnbd_p, &churned)),
     });
 
-    let churn_model = ChurnModel::fit(&rows, horizon_days, seed)?;
+    let mut churn_model = ChurnModel::fit(&rows, horizon_days, seed)?;
+    churn_model.threshold = best_f1_threshold(&p, &churned).0;
+    churn_model.calibrator = calibrator;
+    churn_model.calibration = Some(calibration);
     let ltv_model = LtvModel::fit(&rows, horizon_days, seed)?;
 
     let churn = ChurnReport {
@@ -770,8 +900,14 @@ pub fn evaluate_and_fit(
         .map(|f| features::past_spend_rate_forecast(f, horizon_days))
         .collect();
     let past_spend_rate = RegressionMetrics::measure(&past, &spend);
+    let measured = |f: fn(&OutOfFold) -> f64| {
+        RegressionMetrics::measure(&oof.iter().map(f).collect::<Vec<_>>(), &spend)
+    };
     let ltv = LtvReport {
         metrics: RegressionMetrics::measure(&predicted, &spend),
+        head: ltv_model.choice.head,
+        head_choice: Some(ltv_model.choice),
+        mean: Some(measured(|o| o.spend_mean)),
         baseline_past_spend_rate: past_spend_rate.clone(),
         baselines: LtvBaselines {
             bgnbd_gamma_gamma: gg
@@ -779,14 +915,12 @@ pub fn evaluate_and_fit(
                 .all(|v| v.is_finite())
                 .then(|| RegressionMetrics::measure(&gg, &spend)),
             past_spend_rate,
+            constant: Some(measured(|o| o.constant)),
         },
-        median: Some(RegressionMetrics::measure(
-            &oof.iter().map(|o| o.spend_median).collect::<Vec<_>>(),
-            &spend,
-        )),
+        median: Some(measured(|o| o.spend_median)),
         folds: k,
         train_rows: rows.len(),
-        rounds: ltv_model.model.rounds(),
+        rounds: ltv_model.served().rounds(),
     };
 
     Ok(Evaluated {

@@ -31,6 +31,9 @@ test("every model version says why it is or is not active, beside its baselines"
     const baselines = await lightgbm.locator("[data-baselines]").textContent();
     assert.match(baselines, /Recency only 0\.\d{3}/);
     assert.match(baselines, /BG\/NBD 0\.\d{3}/);
+    // The serving LTV version says which forecast it serves (expected or median spend).
+    const head = page.locator("section[data-task=ltv] tr[data-status=active] [data-head]");
+    assert.match(await head.textContent(), /\((mean|median) spend\)/);
     // The reliability curve: a dot per group of customers, over the diagonal.
     const curve = page.locator('section[data-task=churn] [data-reliability] svg[aria-label^="Reliability"]');
     await curve.waitFor();

@@ -43,16 +43,6 @@ pub fn metric(v: &serde_json::Value) -> String {
     }
 }
 
-/// The metric that decides activation, and the baselines it is compared with.
-fn main_metric(t: ModelTask) -> &'static str {
-    match t {
-        ModelTask::Churn => "roc_auc",
-        ModelTask::Ltv => "r2",
-        ModelTask::Segment => "silhouette",
-        ModelTask::Recommend => "recall_at_10",
-    }
-}
-
 /// How people call a baseline.
 fn baseline_label(name: &str) -> String {
     match name {
@@ -170,7 +160,8 @@ pub fn Models() -> impl IntoView {
 #[component]
 fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView {
     let metrics = headline_metrics(task);
-    let main = main_metric(task);
+    // The metric that decides activation, and the baselines it is compared with.
+    let main = task.main_metric();
     // The newest churn version with a reliability curve: the active one if it has one.
     let calibrated = versions
         .iter()
@@ -204,11 +195,17 @@ fn TaskModels(task: ModelTask, versions: Vec<ModelVersionView>) -> impl IntoView
                         let reason = v.status_reason.clone().unwrap_or_else(|| "—".into());
                         let reason_class = if v.status == ModelStatus::Rejected { "model-reason why-rejected" } else { "model-reason" };
                         let main_ci = interval(&v.metrics, main);
+                        // LTV: which forecast serves (expected or median spend).
+                        let head = v.params["head"].as_str().map(str::to_owned);
+                        let algorithm = match &head {
+                            Some(h) => format!("{} ({h} spend)", v.algorithm),
+                            None => v.algorithm.clone(),
+                        };
                         view! {
                             <tr data-status=v.status.as_str() data-algorithm=v.algorithm.clone()>
                                 <td>{format::datetime(v.created_at)}</td>
                                 <td><Badge text=v.status.as_str() tone=status_tone(v.status)/></td>
-                                <td>{v.algorithm.clone()}</td>
+                                <td data-head=head.clone()>{algorithm}</td>
                                 <td class="hide-phone">{window}</td>
                                 <td class="num hide-phone">{format!("{} / {}", format::count(v.train_rows.into()), format::count(v.test_rows.into()))}</td>
                                 {metrics.iter().map(|m| {

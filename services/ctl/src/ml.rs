@@ -167,7 +167,7 @@ pub async fn run(settings: &Settings, args: MlArgs) -> anyhow::Result<()> {
                         active_metric,
                         new_metric,
                     } => format!(
-                        "candidate: {} {new_metric:.4} < active {active} {active_metric:.4} - tolerance",
+                        "candidate: {} {new_metric:.4} loses to active {active} {active_metric:.4} beyond the tolerance",
                         m.task.main_metric()
                     ),
                     Decision::Rejected { reason } => format!("rejected: {reason}"),
@@ -659,9 +659,15 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
     }
     if let Some(k) = &c.calibration {
         println!(
-            "  calibration (served model, cross-fitted validation brier): none {:.4}, \
-             platt {:.4}, isotonic {:.4} → {}",
-            k.brier_none, k.brier_platt, k.brier_isotonic, k.method
+            "  calibration (on {} out-of-fold scores, cross-fitted brier): none {:.4}, \
+             platt {:.4}, isotonic {:.4} → {}; slope {:.3}, intercept {:.3}",
+            k.rows,
+            k.brier_none,
+            k.brier_platt,
+            k.brier_isotonic,
+            k.method,
+            k.slope.unwrap_or(f64::NAN),
+            k.intercept.unwrap_or(f64::NAN)
         );
     }
     for (name, v) in [
@@ -684,7 +690,7 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
     println!("\nLTV (spend in the {horizon} days after the cutoff)");
     println!(
         "  {:<12} {:>12} {:>20} {:>16}",
-        "metric", "model", "BG/NBD x Gamma-Gamma", "past spend rate"
+        "metric", "served", "BG/NBD x Gamma-Gamma", "past spend rate"
     );
     let gg = l.baselines.bgnbd_gamma_gamma.as_ref();
     let past = &l.baselines.past_spend_rate;
@@ -704,10 +710,26 @@ fn print_evaluation(report: &ml::train::EvaluationSummary) {
             g.map_or("-".into(), |g| format!("{g:.4}"))
         );
     }
-    if let Some(m) = &l.median {
+    if let Some(m) = &l.baselines.constant {
         println!(
-            "  median forecast (not served): mae {:.4}, rmse {:.4}, r2 {:.4}",
+            "  constant (training median spend, no skill): mae {:.4}, rmse {:.4}, r2 {:.4}",
             m.mae, m.rmse, m.r2
+        );
+    }
+    for (name, head) in [("expected spend", &l.mean), ("median", &l.median)] {
+        if let Some(m) = head {
+            println!(
+                "  head {name:<15} mae {:.4}, rmse {:.4}, r2 {:.4}",
+                m.mae, m.rmse, m.r2
+            );
+        }
+    }
+    if let Some(k) = &l.head_choice {
+        println!(
+            "  head (served model, validation mae): mean {:.4}, median {:.4} → {}",
+            k.mean_mae,
+            k.median_mae,
+            k.head.as_str()
         );
     }
 }

@@ -23,23 +23,30 @@ names! {
 
 impl ModelTask {
     /// The metric (a key of a version's `metrics`) that decides which version of the
-    /// task serves; higher is better.
+    /// task serves; higher is better except where [`ModelTask::lower_is_better`] says
+    /// otherwise.
     pub fn main_metric(self) -> &'static str {
         match self {
             ModelTask::Churn => "roc_auc",
-            ModelTask::Ltv => "r2",
+            ModelTask::Ltv => "mae",
             ModelTask::Segment => "silhouette",
             ModelTask::Recommend => "recall_at_10",
         }
     }
 
+    /// Whether a lower main metric is the better one (an error, such as LTV's mean
+    /// absolute error); margins on such a metric are relative.
+    pub fn lower_is_better(self) -> bool {
+        matches!(self, ModelTask::Ltv)
+    }
+
     /// The main metric of a model no better than chance, if the task has one: a
-    /// version must beat it to serve.
+    /// version must beat it to serve. (LTV's chance is data-dependent: a constant
+    /// forecast, recorded as a baseline.)
     pub fn chance_level(self) -> Option<f64> {
         match self {
             ModelTask::Churn => Some(0.5),
-            ModelTask::Ltv => Some(0.0),
-            ModelTask::Segment | ModelTask::Recommend => None,
+            ModelTask::Ltv | ModelTask::Segment | ModelTask::Recommend => None,
         }
     }
 
@@ -47,7 +54,7 @@ impl ModelTask {
     pub fn main_metric_label(self) -> &'static str {
         match self {
             ModelTask::Churn => "ROC-AUC",
-            ModelTask::Ltv => "R²",
+            ModelTask::Ltv => "MAE",
             ModelTask::Segment => "silhouette",
             ModelTask::Recommend => "recall@10",
         }
