@@ -22,8 +22,10 @@ const PIPELINE_SECS: u64 = 60;
 const RECOMMEND_SECS: u64 = 120;
 
 /// The generated brand (`ctl demo`) the overview and the screenshots show: people and
-/// months of history, about 15,000 deliveries, enough for every model to train.
-const GENERATED: (usize, u32) = (250, 10);
+/// months of history, enough for every model to train and pass its gate. With 250
+/// people the recommendation model was rejected in some runs (recall@10 0.333 against
+/// P-TopFreq's 0.351 on 58 evaluation customers), leaving Asha's card empty.
+const GENERATED: (usize, u32) = (500, 10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_deep_links_and_sign_out() {
