@@ -54,6 +54,22 @@ test("Customer 360 shows identifiers from web, WhatsApp and POS merged", async (
     await page.locator("[data-testid=merge-history] tbody tr").first().waitFor();
     await page.locator("[data-testid=timeline] li").first().waitFor();
     assert.ok(await page.locator("[data-testid=purchases] tbody tr").count() >= 2);
+    // The recommendation model (trained with the generated brand) scored her before the
+    // specs started (the harness waits for it): the card lists products, each with its
+    // name and the reason it is there.
+    const recs = page.locator("[data-testid=recommendations] li");
+    await recs.first().waitFor();
+    const items = await recs.evaluateAll((lis) =>
+      lis.map((li) => ({
+        name: [...li.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent).join("").trim(),
+        reason: li.querySelector("small.muted")?.textContent ?? "",
+      })));
+    assert.ok(items.length >= 1 && items.length <= 10, `1 to 10 recommendations, saw ${items.length}`);
+    for (const { name, reason } of items) {
+      assert.ok(name.length > 0, `a recommended product has a name: ${JSON.stringify(items)}`);
+      assert.match(reason, /^(bought (once|\d+ times)|similar to .+ you (bought|viewed)|popular (now|in .+))/, `reason of ${name}`);
+    }
+
     // A deep link: the same page after a reload.
     await page.reload();
     await page.locator("[data-testid=identifiers] tbody tr").first().waitFor();

@@ -20,8 +20,8 @@ use anyhow::bail;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use domain::Source;
 use domain::api::{
-    CreateIntegrationRequest, CreateUserRequest, IntegrationSecret, Page, ProfileSummary, Role,
-    UserView,
+    CreateIntegrationRequest, CreateUserRequest, IntegrationSecret, ModelStatus, ModelVersionView,
+    Page, ProfileRecommendations, ProfileSummary, ProfileView, Role, UserView,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -824,6 +824,73 @@ pub async fn wait_for_review(fleet: &Fleet, admin: &Session, secs: u64) -> anyho
     }
     bail!(
         "after {secs}s no review item was raised for Vikram's four profiles: {} [{}]",
+        last.unwrap_or_default(),
+        pipeline_report(fleet).await
+    )
+}
+
+/// Waits (through the API) until the `recommend` model has scored `profile` and the
+/// Customer 360 document the dashboard reads (`GET /profiles/{id}`) lists its
+/// recommended products; returns how many. The recommendations land after the
+/// profile's first document, so a spec that looked at once could see an empty card.
+/// Fails at once, with the registry's reason, when the recommendation model trained
+/// with the brand was not activated (nothing would ever score her).
+pub async fn wait_for_recommendations(
+    fleet: &Fleet,
+    admin: &Session,
+    profile: Uuid,
+    secs: u64,
+) -> anyhow::Result<usize> {
+    let mut last = None;
+    for _ in 0..secs * 4 {
+        match admin
+            .get::<ProfileView>(&format!("/profiles/{profile}"))
+            .await
+        {
+            Ok(v) if !v.profile.recommendations.is_empty() => {
+                return Ok(v.profile.recommendations.len());
+            }
+            Ok(_) => last = Some("her Customer 360 lists no recommendations yet".to_owned()),
+            Err(e) => last = Some(format!("{e:#}")),
+        }
+        let models: Page<ModelVersionView> = admin.get("/models?task=recommend").await?;
+        if !models.items.is_empty() && models.items.iter().all(|m| m.status != ModelStatus::Active)
+        {
+            bail!(
+                "the recommendation model trained with the brand was not activated, so \
+                 nothing scores {profile}: {}",
+                models
+                    .items
+                    .iter()
+                    .map(|m| format!(
+                        "{} {}: {} (metrics {})",
+                        m.id,
+                        m.status,
+                        m.status_reason.as_deref().unwrap_or("no reason"),
+                        m.metrics
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // What the model side says, so the message tells scoring apart from the document.
+    let scored = match admin
+        .get::<ProfileRecommendations>(&format!("/profiles/{profile}/recommendations"))
+        .await
+    {
+        Ok(r) => format!(
+            "GET /profiles/{profile}/recommendations: {} products, model {:?}, scored at {:?}",
+            r.items.len(),
+            r.model_version_id,
+            r.scored_at
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    bail!(
+        "after {secs}s the Customer 360 of {profile} showed no recommended products: {} \
+         ({scored}) [{}]",
         last.unwrap_or_default(),
         pipeline_report(fleet).await
     )

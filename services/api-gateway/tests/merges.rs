@@ -229,3 +229,96 @@ async fn manual_merges_and_unmerges_are_validated_then_published() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// Every merge decision, not only an erase, is accepted while Redis refuses the
+/// publish: 202 once the request is stored in `api_merge_requests`, and the gateway's
+/// outbox relay publishes each one once Redis answers again (so the OpenAPI document
+/// lists no 503 for them).
+#[tokio::test]
+async fn decisions_accepted_while_redis_refuses_them_are_published_by_the_outbox_relay() {
+    let gw = Gateway::start_with(vec![("OUTBOX_RELAY_AFTER_SECS", "0".to_owned())]).await;
+    let db = gw.db();
+    let a = common::seed_profile(db, ProfileSeed::default()).await;
+    let b = common::seed_profile(db, ProfileSeed::default()).await;
+    let gone = common::seed_profile(db, ProfileSeed::default()).await;
+    let merge = common::seed_merge(db, a, gone, MergeRule::StrongIdentifier).await;
+    let to_approve = common::seed_review(db, &[a, b]).await;
+    let to_reject = common::seed_review(db, &[a, b]).await;
+    let analyst = gw.session(Role::Analyst).await;
+    // The stream's key holds a string: every XADD to it fails, as with Redis down.
+    let key = Topic::MergeRequests.key(gw.env.prefix());
+    let mut redis = gw.env.redis.clone();
+    let () = redis::AsyncCommands::set(&mut redis, &key, "not a stream")
+        .await
+        .unwrap();
+
+    let mut accepted = Vec::new();
+    for (path, body, action) in [
+        (
+            format!("/reviews/{to_approve}/approve"),
+            Value::Null,
+            "approve_review",
+        ),
+        (
+            format!("/reviews/{to_reject}/reject"),
+            Value::Null,
+            "reject_review",
+        ),
+        (
+            "/merges".to_owned(),
+            json!({"profile_ids": [a, b]}),
+            "manual_merge",
+        ),
+        (format!("/merges/{merge}/unmerge"), Value::Null, "unmerge"),
+    ] {
+        let (status, answer) = gw.post(&path, &analyst, body).await;
+        assert_eq!(status, 202, "{path} is durable in Postgres: {answer}");
+        assert_eq!(answer["action"], action);
+        let id: Uuid = answer["request_id"].as_str().unwrap().parse().unwrap();
+        let unpublished: bool = sqlx::query_scalar(
+            "SELECT published_at IS NULL AND entry_id IS NULL FROM api_merge_requests \
+             WHERE id = $1 AND action = $2",
+        )
+        .bind(id)
+        .bind(action)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        assert!(unpublished, "{path}: stored, not published");
+        accepted.push((id, action));
+    }
+
+    // Redis recovers: the relay publishes every stored request, each once.
+    let () = redis::AsyncCommands::del(&mut redis, &key).await.unwrap();
+    let entries = test_support::eventually(20, "the relay publishing the decisions", || async {
+        let entries = gw.stream_entries(Topic::MergeRequests).await;
+        (entries.len() >= accepted.len()).then_some(entries)
+    })
+    .await;
+    let mut published: Vec<(Uuid, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().parse().unwrap(),
+                e["payload"]["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    published.sort();
+    let mut expected: Vec<(Uuid, String)> = accepted
+        .iter()
+        .map(|(id, action)| (*id, (*action).to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(published, expected);
+    test_support::eventually(20, "the requests marked published", || async {
+        let unpublished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM api_merge_requests WHERE published_at IS NULL",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        (unpublished == 0).then_some(())
+    })
+    .await;
+}

@@ -94,6 +94,32 @@ async fn document_lists_every_route_with_its_rules_and_errors() {
     assert!(doc["components"]["securitySchemes"]["session"].is_object());
 }
 
+/// The operations that hand a decision to the identity merger answer 202 whether or not
+/// Redis takes the publish (the request is stored first and an outbox relay publishes
+/// it), so none of them documents a 503.
+#[tokio::test]
+async fn merge_decisions_document_202_and_no_503() {
+    let gw = Gateway::start().await;
+    let (_, doc) = gw.get("/openapi.json", &Credentials::Anonymous).await;
+    for path in [
+        "/merges",
+        "/merges/{id}/unmerge",
+        "/reviews/{id}/approve",
+        "/reviews/{id}/reject",
+        "/profiles/{id}/erase",
+    ] {
+        let responses = doc["paths"][path]["post"]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("POST {path} is documented"));
+        assert!(responses.contains_key("202"), "POST {path} documents 202");
+        assert!(
+            !responses.contains_key("503"),
+            "POST {path} never answers 503: {:?}",
+            responses.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Every documented operation reaches a handler: with an admin token and placeholder
 /// ids the answer is never the router's own "no API route" 404 or a 405.
 #[tokio::test]

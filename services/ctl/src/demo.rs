@@ -321,9 +321,7 @@ async fn import_csv(
 
 /// Runs `ctl demo`.
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
-    let db = storage::connect(&settings.database_url, 4)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 4, crate::db::Statements::Unlimited).await?;
     storage::migrate(&db).await.context("migrating")?;
     let streams = streams::Streams::connect(
         &settings.redis_url,

@@ -80,9 +80,7 @@ enum DestinationCommand {
 
 /// Runs `ctl destination`.
 pub async fn run(settings: &Settings, args: DestinationArgs) -> anyhow::Result<()> {
-    let db = storage::connect(&settings.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 2, crate::db::Statements::Limited).await?;
     let key = || service_kit::secrets_key(settings);
     match args.command {
         DestinationCommand::Add {

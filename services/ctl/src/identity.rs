@@ -90,9 +90,7 @@ pub async fn run(settings: &Settings, args: IdentityArgs) -> anyhow::Result<()> 
 }
 
 async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
-    let db = storage::connect(&settings.database_url, 4)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 4, crate::db::Statements::Unlimited).await?;
     storage::migrate(&db).await.context("migrating")?;
     let redis = service_kit::connect_redis(&settings.redis_url).await?;
     let resolver = Resolver::new(db, redis, settings);

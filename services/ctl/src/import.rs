@@ -53,9 +53,7 @@ pub async fn run(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
     let mut mapping = CsvMapping::parse_pairs(&mapping)?;
     mapping.default_currency = currency;
     mapping.customer_id_namespace = customer_id_namespace;
-    let db = storage::connect(&settings.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 2, crate::db::Statements::Limited).await?;
     let streams = streams::Streams::connect(
         &settings.redis_url,
         settings.stream_prefix.clone(),

@@ -58,9 +58,7 @@ enum IntegrationCommand {
 
 /// Runs `ctl integration`.
 pub async fn run(settings: &Settings, args: IntegrationArgs) -> anyhow::Result<()> {
-    let db = storage::connect(&settings.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 2, crate::db::Statements::Limited).await?;
     // `kinds` needs no key; everything that reads or writes a secret does.
     let key = || service_kit::secrets_key(settings);
     let base = &settings.ingest.public_base_url;

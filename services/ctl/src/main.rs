@@ -9,6 +9,7 @@
 //! `tests/e2e.rs` runs the whole fleet as processes on the demo brand and wipes Redis
 //! mid-load). The demo's load and quality figures are in docs/demo.md.
 
+mod db;
 mod demo;
 mod destination;
 mod identity;
@@ -79,9 +80,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let created = storage::ensure_database(&settings.database_url).await?;
-            let pool = storage::connect(&settings.database_url, 2)
-                .await
-                .context("connecting to Postgres")?;
+            let pool = db::connect(&settings, 2, db::Statements::Unlimited).await?;
             storage::migrate(&pool).await.context("migrating")?;
             println!(
                 "database {} ({}), migrations applied",

@@ -147,9 +147,12 @@ pub async fn run(settings: &Settings, args: MlArgs) -> anyhow::Result<()> {
         MlCommand::EvalRecs(eval) => return run_eval_recs(settings, eval).await,
         _ => {}
     }
-    let db = storage::connect(&settings.database_url, 4)
-        .await
-        .context("connecting to Postgres")?;
+    // Training and re-scoring everyone are bulk jobs; the rest are short.
+    let statements = match args.command {
+        MlCommand::Train { .. } | MlCommand::ScoreAll { .. } => crate::db::Statements::Unlimited,
+        _ => crate::db::Statements::Limited,
+    };
+    let db = crate::db::connect(settings, 4, statements).await?;
     storage::migrate(&db).await.context("migrating")?;
     match args.command {
         MlCommand::Train { as_of, no_score } => {

@@ -100,9 +100,7 @@ pub async fn republish(db: &PgPool, hours: Option<u32>) -> anyhow::Result<Republ
 
 /// Runs `ctl republish`.
 pub async fn run(settings: &Settings, args: RepublishArgs) -> anyhow::Result<()> {
-    let db = storage::connect(&settings.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 2, crate::db::Statements::Unlimited).await?;
     let done = republish(&db, args.hours).await?;
     println!(
         "republish: {} raw events handed to ingest's outbox relay (published within \

@@ -61,9 +61,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    let db = storage::connect(&settings.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let db = crate::db::connect(settings, 2, crate::db::Statements::Limited).await?;
     storage::migrate(&db).await.context("migrating")?;
     Ok(db)
 }

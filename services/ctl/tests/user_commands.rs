@@ -132,3 +132,46 @@ async fn users_and_tokens_from_the_shell() {
     assert_eq!(found.name, "warehouse");
     assert_eq!(found.role(), Role::Viewer);
 }
+
+/// Short commands run under the services' statement and lock timeouts: behind a lock
+/// that is not released, `ctl user add` fails with Postgres' reason instead of waiting
+/// forever, and succeeds once the lock is gone.
+#[tokio::test]
+async fn a_short_command_gives_up_behind_a_held_lock() {
+    let env = TestEnv::new().await;
+    let add = [
+        "user",
+        "add",
+        "--email",
+        "late@example.com",
+        "--role",
+        "viewer",
+    ];
+    let mut tx = env.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let out = ctl(&env, &add, &[("DATABASE_LOCK_TIMEOUT_MS", "300")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused behind the lock");
+    assert!(
+        stderr.contains("lock timeout"),
+        "names the lock timeout: {stderr}"
+    );
+    tx.rollback().await.unwrap();
+    assert!(
+        storage::users::find_user_by_email(&env.db, "late@example.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing half-written"
+    );
+
+    let out = ctl(&env, &add, &[("DATABASE_LOCK_TIMEOUT_MS", "300")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -227,11 +227,10 @@ pub async fn get_merge(
                    the oldest and logs the merge with rule `manual`.",
     request_body = ManualMergeRequest,
     responses(
-        (status = 202, description = "Merge requested", body = Accepted),
+        (status = 202, description = "Merge requested: stored, and published now or by the outbox relay once Redis answers", body = Accepted),
         (status = 400, description = "Fewer than 2 or more than 10 profiles, or repeated ids (`bad_request`)", body = ApiErrorBody),
         (status = 404, description = "A profile does not exist (`not_found`)", body = ApiErrorBody),
         (status = 409, description = "A profile was merged away already (`conflict`)", body = ApiErrorBody),
-        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
     )
 )]
 pub async fn manual_merge(
@@ -297,11 +296,10 @@ pub async fn manual_merge(
                    `undone_at`.",
     params(("id" = Uuid, Path, description = "Merge id")),
     responses(
-        (status = 202, description = "Unmerge requested", body = Accepted),
+        (status = 202, description = "Unmerge requested: stored, and published now or by the outbox relay once Redis answers", body = Accepted),
         (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
         (status = 404, description = "No such merge (`not_found`)", body = ApiErrorBody),
         (status = 409, description = "Already undone (`conflict`)", body = ApiErrorBody),
-        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
     )
 )]
 pub async fn unmerge(
@@ -533,11 +531,10 @@ async fn decide(
                    while the item is pending is harmless.",
     params(("id" = Uuid, Path, description = "Review item id")),
     responses(
-        (status = 202, description = "Approval sent", body = Accepted),
+        (status = 202, description = "Approval sent: stored, and published now or by the outbox relay once Redis answers", body = Accepted),
         (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
         (status = 404, description = "No such review item (`not_found`)", body = ApiErrorBody),
         (status = 409, description = "The item is no longer pending (`conflict`)", body = ApiErrorBody),
-        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
     )
 )]
 pub async fn approve_review(
@@ -558,11 +555,10 @@ pub async fn approve_review(
                    `rejected` once the merger has recorded it.",
     params(("id" = Uuid, Path, description = "Review item id")),
     responses(
-        (status = 202, description = "Rejection sent", body = Accepted),
+        (status = 202, description = "Rejection sent: stored, and published now or by the outbox relay once Redis answers", body = Accepted),
         (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
         (status = 404, description = "No such review item (`not_found`)", body = ApiErrorBody),
         (status = 409, description = "The item is no longer pending (`conflict`)", body = ApiErrorBody),
-        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
     )
 )]
 pub async fn reject_review(

@@ -551,11 +551,10 @@ pub async fn export_profile(
                    erase the survivor it names.",
     params(("id" = Uuid, Path, description = "Profile id")),
     responses(
-        (status = 202, description = "Erasure requested", body = Accepted),
+        (status = 202, description = "Erasure requested: stored, and published now or by the outbox relay once Redis answers", body = Accepted),
         (status = 400, description = "Malformed id (`bad_path`)", body = ApiErrorBody),
         (status = 404, description = "No such profile (`not_found`)", body = ApiErrorBody),
         (status = 409, description = "The profile was merged into another (`conflict`)", body = ApiErrorBody),
-        (status = 503, description = "The request could not be published (`unavailable`)", body = ApiErrorBody),
     )
 )]
 pub async fn erase_profile(
