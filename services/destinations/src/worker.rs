@@ -31,13 +31,21 @@ use crate::store::{self, Claim, RetryPolicy, Synced};
 /// How long an idle worker waits before looking at its queue again.
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 
-/// Most requests of one destination in flight at once (its pacer still spaces their
-/// starts to the configured rate).
+/// Most requests of one plan in flight at once (the pacer still spaces their starts to
+/// the configured rate); with [`PLANS_IN_FLIGHT`] plans, twice that per destination.
 pub const IN_FLIGHT: usize = 4;
 
 /// Batches leased at a time: enough that the pacing, not the queue round-trips, sets
 /// the pace.
 const BATCHES_PER_LEASE: usize = 4;
+
+/// Leases prepared at once (each a few database round trips that would otherwise
+/// set the pace on a busy database).
+const PREPARERS: usize = 2;
+
+/// Plans delivered at once, so one plan's last answers and bookkeeping overlap the
+/// next plan's requests.
+const PLANS_IN_FLIGHT: usize = 2;
 
 /// Runs `dest`'s worker until `shutdown`.
 pub async fn run(
@@ -48,32 +56,43 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     tracing::info!(destination = %dest.name, kind = %dest.kind, "destination worker started");
-    // Capacity one: the preparer leases the next profiles only once the sender has
-    // taken the previous plan, so at most one plan waits with its lease running.
-    let (tx, mut rx) = mpsc::channel::<Plan>(1);
-    let preparer = tokio::spawn(prepare_loop(db.clone(), dest.clone(), tx, shutdown.clone()));
-    loop {
-        let plan = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            plan = rx.recv() => match plan {
-                Some(p) => p,
-                // The preparer stopped: the destination changed or was removed.
-                None => break,
-            },
-        };
-        if plan.leased_at.elapsed() > dest.lease() / 2 {
-            // Waited too long behind a slow delivery: another worker may lease these
-            // once the lease lapses; sending them now could race it.
-            tracing::warn!(destination = %dest.name, "a prepared batch waited past half its lease; its profiles are left to lapse");
-            continue;
-        }
-        if let Err(e) = deliver(&db, &dest, connector.as_ref(), plan, &policy).await {
-            tracing::warn!(destination = %dest.name, error = %e, "destination batch failed; its lease will lapse");
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+    // As many plans wait as there are preparers: a preparer leases the next profiles
+    // only once there is room, so a waiting plan's lease is not running out behind a
+    // long queue.
+    let (tx, mut rx) = mpsc::channel::<Plan>(PREPARERS);
+    let preparers: Vec<_> = (0..PREPARERS)
+        .map(|_| {
+            tokio::spawn(prepare_loop(
+                db.clone(),
+                dest.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    drop(tx);
+    {
+        // Ends when shut down, or when every preparer stopped (the destination changed
+        // or was removed).
+        let plans =
+            futures::stream::poll_fn(|cx| rx.poll_recv(cx)).take_until(shutdown.cancelled());
+        plans
+            .for_each_concurrent(PLANS_IN_FLIGHT, |plan| async {
+                if plan.leased_at.elapsed() > dest.lease() / 2 {
+                    // Waited too long behind a slow delivery: another worker may lease
+                    // these once the lease lapses; sending them now could race it.
+                    tracing::warn!(destination = %dest.name, "a prepared batch waited past half its lease; its profiles are left to lapse");
+                    return;
+                }
+                if let Err(e) = deliver(&db, &dest, connector.as_ref(), plan, &policy).await {
+                    tracing::warn!(destination = %dest.name, error = %e, "destination batch failed; its lease will lapse");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            })
+            .await;
     }
     // Hand back what was prepared but not sent, so a restart need not wait for leases.
     rx.close();
@@ -82,10 +101,13 @@ pub async fn run(
             tracing::warn!(destination = %dest.name, error = %e, "releasing leased profiles failed; their lease will lapse");
         }
     }
-    let _ = preparer.await;
+    for p in preparers {
+        let _ = p.await;
+    }
 }
 
-/// Leases due profiles and turns them into [`Plan`]s for the sender, one ahead.
+/// Leases due profiles and turns them into [`Plan`]s for the sender, while there is
+/// room for one.
 async fn prepare_loop(
     db: PgPool,
     dest: Destination,
