@@ -265,31 +265,30 @@ fn hs_error(status: StatusCode, category: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The `inputs` of a HubSpot batch request: JSON, present, at most 100; else the 400
+/// `VALIDATION_ERROR` HubSpot answers.
+fn batch_inputs(body: &[u8]) -> Result<Vec<Value>, Box<Response>> {
+    let bad = |m: &str| Box::new(hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m));
+    let body: Value = serde_json::from_slice(body).map_err(|_| bad("Invalid input JSON"))?;
+    let inputs = body["inputs"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| bad("inputs is required"))?;
+    if inputs.len() > 100 {
+        return Err(bad("Batch input size exceeds the limit of 100"));
+    }
+    Ok(inputs)
+}
+
 async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(i) => i,
+        Err(r) => return *r,
     };
-    let Some(inputs) = body["inputs"].as_array() else {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
-    };
-    if inputs.len() > 100 {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Batch input size exceeds the limit of 100",
-        );
-    }
+    let inputs = &inputs;
     let mut s = f.state.lock().unwrap();
     s.largest_batch = s.largest_batch.max(inputs.len());
     // Validate the whole batch first: HubSpot refuses it as a whole.
@@ -375,23 +374,10 @@ async fn hs_update(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let Some(inputs) = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|b| b["inputs"].as_array().cloned())
-    else {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(i) => i,
+        Err(r) => return *r,
     };
-    if inputs.len() > 100 {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Batch input size exceeds the limit of 100",
-        );
-    }
     let mut s = f.state.lock().unwrap();
     s.largest_batch = s.largest_batch.max(inputs.len());
     let (mut results, mut errors) = (Vec::new(), Vec::new());
@@ -460,27 +446,17 @@ async fn hs_update(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
     (status, axum::Json(body)).into_response()
 }
 
-async fn hs_archive(
-    State(f): State<FakeHubSpot>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
+async fn hs_archive(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let ids: Vec<String> = body["inputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str().map(str::to_owned))
-        .collect();
-    if ids.len() > 100 {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Batch input size exceeds the limit of 100",
-        );
-    }
+    let ids: Vec<String> = match batch_inputs(&body) {
+        Ok(inputs) => inputs
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect(),
+        Err(r) => return *r,
+    };
     let mut s = f.state.lock().unwrap();
     s.contacts.retain(|_, c| !ids.contains(&c.id));
     s.archived.extend(ids);

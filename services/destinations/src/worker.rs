@@ -4,11 +4,13 @@
 //! destination has its own worker, queue and pacing, so one that is slow or down only
 //! delays itself.
 //!
-//! The worker is a pipeline: a preparer leases the next profiles and builds their
-//! records (Customer 360 documents, mapping, hash against what the remote has) while
-//! the sender delivers the previous lease, up to [`IN_FLIGHT`] requests at once. The
+//! The worker is a pipeline: preparers lease the next profiles and build their records
+//! (Customer 360 documents, mapping, hash against what the remote has) while earlier
+//! leases are delivered, up to [`IN_FLIGHT`] requests per lease at once. The
 //! connector's pacer alone decides when a request starts, so the rate limit, not the
-//! database work, sets the pace, and the limit is never exceeded.
+//! database work, sets the pace, and the limit is never exceeded. A profile is in one
+//! lease at a time (its queue row stays leased until settled), so batches in flight
+//! together never hold the same profile.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
