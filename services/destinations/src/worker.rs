@@ -34,7 +34,7 @@ use crate::store::{self, Claim, RetryPolicy, Synced};
 pub const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Most requests of one plan in flight at once (the pacer still spaces their starts to
-/// the configured rate); with [`PLANS_IN_FLIGHT`] plans, twice that per destination.
+/// the configured rate); with two plans in flight, twice that per destination.
 pub const IN_FLIGHT: usize = 4;
 
 /// Batches leased at a time: enough that the pacing, not the queue round-trips, sets
