@@ -46,27 +46,24 @@ impl Switch {
     pub fn fix(&self) {
         *self.0.lock().unwrap() = Switches::default();
     }
-
-    /// The 503 to answer, if switched to failing.
-    async fn gate(&self) -> Option<Response> {
-        let unavailable = self.0.lock().unwrap().unavailable;
-        unavailable.then(|| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("retry-after", "1")],
-                "service unavailable",
-            )
-                .into_response()
-        })
-    }
 }
 
-/// Holds each response for the switch's delay.
-async fn delay_after(
+/// What every fake does before and after its handler, as the switch says: answers 503
+/// (with `Retry-After: 1`) without handling the request while failing, else handles it
+/// and holds the response for the switch's delay.
+async fn switched(
     State(switch): State<Switch>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if switch.0.lock().unwrap().unavailable {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "service unavailable",
+        )
+            .into_response();
+    }
     let response = next.run(request).await;
     let delay = switch.0.lock().unwrap().delay;
     if !delay.is_zero() {
@@ -85,7 +82,7 @@ async fn bind() -> (TcpListener, String) {
 }
 
 fn serve(listener: TcpListener, router: Router, switch: Switch) {
-    let router = router.layer(axum::middleware::from_fn_with_state(switch, delay_after));
+    let router = router.layer(axum::middleware::from_fn_with_state(switch, switched));
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -135,6 +132,8 @@ pub struct HubSpotState {
     pub upsert_inputs: usize,
     /// Batch upsert requests accepted.
     pub upsert_requests: usize,
+    /// Inputs received by batch update (by contact id), in total.
+    pub update_inputs: usize,
     /// Largest batch received.
     pub largest_batch: usize,
     /// Merges done: (primary, merged) ids.
@@ -195,6 +194,7 @@ impl FakeHubSpot {
         };
         let router = Router::new()
             .route("/crm/v3/objects/contacts/batch/upsert", post(hs_upsert))
+            .route("/crm/v3/objects/contacts/batch/update", post(hs_update))
             .route("/crm/v3/objects/contacts/batch/archive", post(hs_archive))
             .route("/crm/v3/objects/contacts/merge", post(hs_merge))
             .route("/crm/v3/objects/contacts/gdpr-delete", post(hs_gdpr_delete))
@@ -215,9 +215,6 @@ impl FakeHubSpot {
 
     /// Checks the switch, the token and the rate limit; `Err` is the answer to give.
     async fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
-        if let Some(r) = self.switch.gate().await {
-            return Err(r);
-        }
         if bearer(headers) != Some(self.token.as_str()) {
             return Err(hs_error(
                 StatusCode::UNAUTHORIZED,
@@ -268,31 +265,30 @@ fn hs_error(status: StatusCode, category: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The `inputs` of a HubSpot batch request: JSON, present, at most 100; else the 400
+/// `VALIDATION_ERROR` HubSpot answers.
+fn batch_inputs(body: &[u8]) -> Result<Vec<Value>, Box<Response>> {
+    let bad = |m: &str| Box::new(hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m));
+    let body: Value = serde_json::from_slice(body).map_err(|_| bad("Invalid input JSON"))?;
+    let inputs = body["inputs"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| bad("inputs is required"))?;
+    if inputs.len() > 100 {
+        return Err(bad("Batch input size exceeds the limit of 100"));
+    }
+    Ok(inputs)
+}
+
 async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Invalid input JSON",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(i) => i,
+        Err(r) => return *r,
     };
-    let Some(inputs) = body["inputs"].as_array() else {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "inputs is required",
-        );
-    };
-    if inputs.len() > 100 {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Batch input size exceeds the limit of 100",
-        );
-    }
+    let inputs = &inputs;
     let mut s = f.state.lock().unwrap();
     s.largest_batch = s.largest_batch.max(inputs.len());
     // Validate the whole batch first: HubSpot refuses it as a whole.
@@ -370,27 +366,97 @@ async fn hs_upsert(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes
     axum::Json(json!({"status": "COMPLETE", "results": results})).into_response()
 }
 
-async fn hs_archive(
-    State(f): State<FakeHubSpot>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
+/// Batch update by contact id: at most 100 inputs, each `{id, properties}`; an unknown
+/// id fails alone (`OBJECT_NOT_FOUND`), and so does a change of the unique property to
+/// a value another contact holds (`CONFLICT`) — answered 207 with `errors` naming the
+/// ids, the other inputs applied.
+async fn hs_update(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = f.admit(&headers).await {
         return r;
     }
-    let ids: Vec<String> = body["inputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str().map(str::to_owned))
-        .collect();
-    if ids.len() > 100 {
-        return hs_error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "Batch input size exceeds the limit of 100",
-        );
+    let inputs = match batch_inputs(&body) {
+        Ok(i) => i,
+        Err(r) => return *r,
+    };
+    let mut s = f.state.lock().unwrap();
+    s.largest_batch = s.largest_batch.max(inputs.len());
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for input in &inputs {
+        let Some(id) = input["id"].as_str() else {
+            return hs_error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "id is required",
+            );
+        };
+        let props = input["properties"].as_object().cloned().unwrap_or_default();
+        if let Some(name) = props.keys().find(|n| !s.properties.contains(*n)) {
+            return hs_error(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!("Property \"{name}\" does not exist (PROPERTY_DOESNT_EXIST)"),
+            );
+        }
+        s.update_inputs += 1;
+        let Some(old_key) = s
+            .contacts
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(k, _)| k.clone())
+        else {
+            errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                               "message": format!("Object not found. objectId: {id}"),
+                               "context": {"ids": [id]}}));
+            continue;
+        };
+        // Contacts are held by their e-mail: a new one moves the contact.
+        let new_key = props
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| old_key.clone());
+        if new_key != old_key
+            && let Some(other) = s.contacts.get(&new_key)
+        {
+            errors.push(json!({"status": "error", "category": "CONFLICT",
+                               "message": format!("Contact already exists. Existing ID: {}", other.id),
+                               "context": {"ids": [id]}}));
+            continue;
+        }
+        let mut contact = s.contacts.remove(&old_key).expect("found above");
+        for (k, v) in props {
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            contact.properties.insert(k, v);
+        }
+        contact.properties.insert("email".into(), new_key.clone());
+        results.push(json!({"id": contact.id, "properties": contact.properties}));
+        s.contacts.insert(new_key, contact);
     }
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let body = json!({"status": "COMPLETE", "results": results, "errors": errors,
+                      "numErrors": errors.len()});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn hs_archive(State(f): State<FakeHubSpot>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = f.admit(&headers).await {
+        return r;
+    }
+    let ids: Vec<String> = match batch_inputs(&body) {
+        Ok(inputs) => inputs
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect(),
+        Err(r) => return *r,
+    };
     let mut s = f.state.lock().unwrap();
     s.contacts.retain(|_, c| !ids.contains(&c.id));
     s.archived.extend(ids);
@@ -602,9 +668,6 @@ impl FakeSalesforce {
     }
 
     async fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
-        if let Some(r) = self.switch.gate().await {
-            return Err(r);
-        }
         let mut s = self.state.lock().unwrap();
         if !bearer(headers).is_some_and(|t| s.valid.contains(t)) {
             s.expired_answers += 1;
@@ -620,9 +683,6 @@ impl FakeSalesforce {
 }
 
 async fn sf_token(State(f): State<FakeSalesforce>, body: Bytes) -> Response {
-    if let Some(r) = f.switch.gate().await {
-        return r;
-    }
     let form: HashMap<String, String> = serde_urlencoded_pairs(&body);
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"}))).into_response();
@@ -918,9 +978,6 @@ impl FakeRest {
 }
 
 async fn rest_batch(State(f): State<FakeRest>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = f.switch.gate().await {
-        return r;
-    }
     if !f.authentic(&headers, &body) {
         f.state.lock().unwrap().refused += 1;
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();

@@ -54,3 +54,35 @@ pub async fn attributed_order(
         .fetch_one(db)
         .await
 }
+
+/// `n` live profiles as the identity merger writes them, each with an e-mail
+/// `{tag}{i}@example.com` (seen `n - i` seconds ago), a name `Asha{i} Rao{i}` and `i % 7`
+/// orders of 499 INR; their ids in order.
+pub async fn profiles_with_email(db: &PgPool, tag: &str, n: usize) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let emails: Vec<String> = (0..n).map(|i| format!("{tag}{i}@example.com")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("Asha{i} Rao{i}")).collect();
+    let orders: Vec<i32> = (0..n).map(|i| (i % 7) as i32).collect();
+    sqlx::query(
+        "INSERT INTO customer_profile (id, display_name, orders_count, total_spent, currency) \
+         SELECT id, name, o, o * 499, 'INR' FROM unnest($1::uuid[], $2::text[], $3::int[]) AS u(id, name, o)",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&orders)
+    .execute(db)
+    .await
+    .expect("seeding profiles");
+    sqlx::query(
+        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
+         SELECT 'email', e, id, 'shopify', now() - make_interval(secs => n), \
+                now() - make_interval(secs => n) \
+         FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, e, n)",
+    )
+    .bind(&ids)
+    .bind(&emails)
+    .execute(db)
+    .await
+    .expect("seeding e-mails");
+    ids
+}

@@ -5,13 +5,14 @@
 //! names them with `--credential NAME` and reads each value from the environment
 //! variable `DESTINATION_<NAME>` (`DESTINATION_TOKEN`, `DESTINATION_CLIENT_SECRET`,
 //! `DESTINATION_SECRET`). They are sealed under `INTEGRATION_SECRETS_KEY` and never
-//! shown again.
+//! shown again. A HubSpot destination added without `--credential token` takes the
+//! private-app token from `HUBSPOT_TOKEN`, and stores it the same way.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use config::Settings;
+use config::{ExposeSecret as _, Settings};
 use domain::api::{DestinationKind, DestinationMode, DestinationRequest, ProfileField};
 use uuid::Uuid;
 
@@ -37,7 +38,7 @@ enum DestinationCommand {
         #[arg(long, default_value = "{}")]
         config: String,
         /// A credential's name (`token`, `client_secret`, `secret`); its value is read
-        /// from `DESTINATION_<NAME>`. Repeatable.
+        /// from `DESTINATION_<NAME>`. Repeatable. HubSpot without it: `HUBSPOT_TOKEN`.
         #[arg(long = "credential")]
         credentials: Vec<String>,
         /// Field mapping as a JSON object, remote field → profile field; the kind's
@@ -107,6 +108,14 @@ pub async fn run(settings: &Settings, args: DestinationArgs) -> anyhow::Result<(
                 let value =
                     std::env::var(&var).with_context(|| format!("credential `{c}`: set {var}"))?;
                 creds.insert(c, value);
+            }
+            if kind == DestinationKind::Hubspot
+                && !creds.contains_key("token")
+                && let Some(token) = &settings.api.hubspot_token
+            {
+                // The deployment's HubSpot token is the default credential; it is
+                // sealed with the destination like one given with --credential.
+                creds.insert("token".into(), token.expose_secret().to_owned());
             }
             let req = DestinationRequest {
                 name,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
 use sqlx::PgPool;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::store::{self, Delivery};
@@ -55,43 +54,123 @@ pub fn shorten(text: &str, max: usize) -> String {
     out
 }
 
-/// Spaces requests at least `interval` apart, and holds them while the remote's window
-/// is spent.
+/// Keeps a destination inside its rate limit as the remote counts it:
+/// - request starts are spaced at least `interval` apart (the configured rate);
+/// - at most `limit` requests reach the remote in any `window`: a request may start
+///   only `window` after the request `limit` places before it has been answered (its
+///   arrival at the remote lies between its start and its answer), so neither network
+///   jitter nor requests in flight at once can push the remote's count over;
+/// - [`Pacer::pause`] holds every request while the remote says its window is spent.
+///
+/// Several requests may be in flight at once; the pacer alone decides when each starts.
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
-    next: Mutex<Instant>,
+    window: Duration,
+    limit: usize,
+    state: std::sync::Mutex<PacerState>,
+    answered: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct PacerState {
+    next: Instant,
+    /// Sequence number of the next request.
+    issued: u64,
+    /// When each of the last `limit` requests was answered (`None`: in flight), oldest
+    /// first, with its sequence number.
+    recent: std::collections::VecDeque<(u64, Option<Instant>)>,
+}
+
+/// A request's place in its [`Pacer`]; dropping it marks the request answered.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    pacer: &'a Pacer,
+    seq: u64,
+    /// When the request was allowed to start.
+    pub at: Instant,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        {
+            let mut s = self.pacer.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = s.recent.iter_mut().find(|(seq, _)| *seq == self.seq) {
+                entry.1 = Some(now);
+            }
+        }
+        self.pacer.answered.notify_waiters();
+    }
 }
 
 impl Pacer {
-    /// A pacer for `per_second` requests a second (`None`: unpaced).
-    pub fn new(per_second: Option<f64>) -> Self {
-        let interval = per_second
-            .filter(|r| r.is_finite() && *r >= 0.01)
+    /// A pacer for `per_second` requests a second (`None`: unpaced), counted by the
+    /// remote over `window` (HubSpot: 10 s; else 1 s).
+    pub fn new(per_second: Option<f64>, window: Duration) -> Self {
+        let rate = per_second.filter(|r| r.is_finite() && *r >= 0.01);
+        let interval = rate
             .map(|r| Duration::from_secs_f64(1.0 / r))
             .unwrap_or_default();
+        let limit = rate.map_or(0, |r| ((r * window.as_secs_f64()).floor() as usize).max(1));
         Self {
             interval,
-            next: Mutex::new(Instant::now()),
+            window,
+            limit,
+            state: std::sync::Mutex::new(PacerState {
+                next: Instant::now(),
+                issued: 0,
+                recent: std::collections::VecDeque::new(),
+            }),
+            answered: tokio::sync::Notify::new(),
         }
     }
 
-    /// Waits for this request's slot.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
+    /// Waits for this request's slot; hold the [`Slot`] until the answer has arrived.
+    pub async fn wait(&self) -> Slot<'_> {
+        let (seq, at) = loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let mut at = s.next.max(now);
+                let mut blocked = false;
+                if self.limit > 0 && s.recent.len() >= self.limit {
+                    // The request `limit` places back must have been answered a
+                    // window ago.
+                    match s.recent[s.recent.len() - self.limit].1 {
+                        Some(done) => at = at.max(done + self.window),
+                        None => blocked = true,
+                    }
+                }
+                if !blocked {
+                    let seq = s.issued;
+                    s.issued += 1;
+                    s.next = at + self.interval;
+                    s.recent.push_back((seq, None));
+                    while s.recent.len() > self.limit.max(1) {
+                        s.recent.pop_front();
+                    }
+                    break (seq, at);
+                }
+            }
+            answered.await;
         };
-        tokio::time::sleep_until(slot.into()).await;
+        let slot = Slot {
+            pacer: self,
+            seq,
+            at,
+        };
+        tokio::time::sleep_until(at.into()).await;
+        slot
     }
 
     /// Holds every request until `wait` from now.
-    pub async fn pause(&self, wait: Duration) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + wait);
+    pub fn pause(&self, wait: Duration) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.next = s.next.max(Instant::now() + wait);
     }
 }
 
@@ -153,12 +232,13 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client for `destination`, at most `per_second` requests a second, each within
-    /// `timeout`.
+    /// A client for `destination`, at most `per_second` requests a second (counted by the
+    /// remote over `window`), each within `timeout`.
     pub fn new(
         db: PgPool,
         destination: Uuid,
         per_second: Option<f64>,
+        window: Duration,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -171,7 +251,7 @@ impl Http {
             .build()?;
         Ok(Self {
             client,
-            pacer: Arc::new(Pacer::new(per_second)),
+            pacer: Arc::new(Pacer::new(per_second, window)),
             db,
             destination,
         })
@@ -193,7 +273,7 @@ impl Http {
         summary: String,
         request: RequestBuilder,
     ) -> Result<Reply, SendError> {
-        self.pacer.wait().await;
+        let slot = self.pacer.wait().await;
         let started = Instant::now();
         let result = request.send().await;
         let (reply, status) = match result {
@@ -201,6 +281,7 @@ impl Http {
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let body = resp.text().await.unwrap_or_default();
+                drop(slot);
                 (
                     Ok(Reply {
                         status,
@@ -211,6 +292,7 @@ impl Http {
                 )
             }
             Err(e) => {
+                drop(slot);
                 let what = if e.is_timeout() {
                     "timed out"
                 } else if e.is_connect() {
@@ -236,7 +318,7 @@ impl Http {
                 hubspot_window(&r.headers)
             };
             if let Some(w) = wait {
-                self.pacer.pause(w).await;
+                self.pacer.pause(w);
             }
         }
         let outcome = match (&reply, status) {
@@ -310,25 +392,38 @@ mod tests {
 
     #[tokio::test]
     async fn the_pacer_spaces_requests_and_pauses() {
-        let p = Pacer::new(Some(20.0));
-        let t = Instant::now();
+        let p = Pacer::new(Some(20.0), Duration::from_secs(1));
+        let mut starts = Vec::new();
         for _ in 0..5 {
-            p.wait().await;
+            starts.push(p.wait().await.at);
         }
-        // Five slots at 50 ms spacing: the fifth starts 200 ms after the first.
-        assert!(
-            t.elapsed() >= Duration::from_millis(195),
-            "{:?}",
-            t.elapsed()
-        );
-        p.pause(Duration::from_millis(300)).await;
-        let t = Instant::now();
-        p.wait().await;
-        assert!(
-            t.elapsed() >= Duration::from_millis(250),
-            "{:?}",
-            t.elapsed()
-        );
+        for w in starts.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(50), "{starts:?}");
+        }
+        let before = Instant::now();
+        p.pause(Duration::from_millis(300));
+        let next = p.wait().await.at;
+        assert!(next >= before + Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_a_window_after_the_answer_limit_places_back() {
+        // Two a second: the third request waits until a second after the first was
+        // answered, and cannot even be scheduled while the first is in flight.
+        let p = Pacer::new(Some(2.0), Duration::from_secs(1));
+        let first = p.wait().await;
+        let second = p.wait().await;
+        {
+            let third = p.wait();
+            tokio::pin!(third);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(third.as_mut().poll(&mut cx).is_pending());
+        }
+        let before_answer = Instant::now();
+        drop(first);
+        drop(second);
+        let third = p.wait().await;
+        assert!(third.at >= before_answer + Duration::from_secs(1));
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn connector_for(
         db.clone(),
         dest.id,
         dest.requests_per_second(),
+        dest.rate_window(),
         dest.timeout(),
     )?;
     connector::build(dest, http, &settings.api.hubspot_api_base)

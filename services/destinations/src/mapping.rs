@@ -21,6 +21,10 @@ pub struct Record {
     /// Remote field → value; fields with no value are sent as null so the remote
     /// clears what it had (HubSpot: empty string).
     pub fields: Map<String, Value>,
+    /// The remote's id for this profile's record, when the remote has it under another
+    /// key (the key changed, e.g. a new e-mail): the connector updates that record by
+    /// its id rather than leaving it behind. Not part of the hash.
+    pub replaces: Option<String>,
 }
 
 impl Record {
@@ -185,6 +189,7 @@ pub fn record(dest: &Destination, doc: &Customer360) -> Option<Record> {
         profile_id: doc.profile_id,
         key,
         fields,
+        replaces: None,
     })
 }
 

@@ -140,6 +140,17 @@ impl Destination {
         })
     }
 
+    /// The window the remote counts its rate limit over: HubSpot's ten-second rolling
+    /// window; one second for the others.
+    pub fn rate_window(&self) -> std::time::Duration {
+        match self.kind {
+            DestinationKind::Hubspot => std::time::Duration::from_secs(10),
+            DestinationKind::Salesforce | DestinationKind::Rest => {
+                std::time::Duration::from_secs(1)
+            }
+        }
+    }
+
     /// How long one request may take.
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.config.timeout_secs.unwrap_or(30).clamp(1, 300))

@@ -18,20 +18,12 @@ async fn hubspot_backfill_of_1000_then_only_changes_are_sent() {
     let env = env().await;
     let hs = FakeHubSpot::start(100, Duration::from_secs(10)).await;
     let ids = seed(&env.db, "hb", 1000).await;
-    let dest = create(
-        &env,
-        "HubSpot",
-        DestinationKind::Hubspot,
-        json!({"base_url": hs.url}),
-        &[("token", &hs.token)],
-    )
-    .await;
+    let dest = hubspot(&env, "HubSpot", &hs).await;
     assert_eq!(
         dest.status.pending, 1000,
         "creating a destination queues its backfill"
     );
-    env.spawn(destinations::run).await;
-    relay(&env);
+    start(&env).await;
     drained(&env, dest.id, 60).await;
     {
         let s = hs.state.lock().unwrap();
@@ -84,31 +76,16 @@ async fn hubspot_backfill_of_1000_then_only_changes_are_sent() {
 async fn merges_and_erasures_reach_hubspot_and_rest() {
     let env = env().await;
     let hs = FakeHubSpot::start(100, Duration::from_secs(10)).await;
-    let rest = FakeRest::start(RestAuth::Hmac("whsec-test".into())).await;
+    let web = FakeRest::start(RestAuth::Hmac("whsec-test".into())).await;
     let ids = seed(&env.db, "mg", 3).await;
     let (keep, gone, erased) = (ids[0], ids[1], ids[2]);
-    let h = create(
-        &env,
-        "HubSpot",
-        DestinationKind::Hubspot,
-        json!({"base_url": hs.url}),
-        &[("token", &hs.token)],
-    )
-    .await;
-    let r = create(
-        &env,
-        "Warehouse",
-        DestinationKind::Rest,
-        json!({"url": rest.endpoint(), "signing": "hmac"}),
-        &[("secret", "whsec-test")],
-    )
-    .await;
-    env.spawn(destinations::run).await;
-    relay(&env);
+    let h = hubspot(&env, "HubSpot", &hs).await;
+    let r = rest(&env, "Warehouse", &web, json!({})).await;
+    start(&env).await;
     drained(&env, h.id, 30).await;
     drained(&env, r.id, 30).await;
     assert_eq!(hs.state.lock().unwrap().contacts.len(), 3);
-    assert_eq!(rest.state.lock().unwrap().records.len(), 3);
+    assert_eq!(web.state.lock().unwrap().records.len(), 3);
     let gone_hs_id = hs.state.lock().unwrap().contacts["mg1@example.com"]
         .id
         .clone();
@@ -153,7 +130,7 @@ async fn merges_and_erasures_reach_hubspot_and_rest() {
         30,
         "the merge and the erasure to reach the REST endpoint",
         || {
-            let s = rest.state.lock().unwrap();
+            let s = web.state.lock().unwrap();
             !s.merges.is_empty() && !s.deleted.is_empty()
         },
     )
@@ -165,7 +142,7 @@ async fn merges_and_erasures_reach_hubspot_and_rest() {
         assert_eq!(s.contacts.len(), 1);
     }
     {
-        let s = rest.state.lock().unwrap();
+        let s = web.state.lock().unwrap();
         assert_eq!(s.merges, vec![(gone.to_string(), Some(keep.to_string()))]);
         assert_eq!(s.deleted, vec![(erased.to_string(), true)]);
         assert_eq!(s.refused, 0, "every request was signed");
@@ -196,23 +173,9 @@ async fn one_destination_down_does_not_hold_up_another() {
     let down = FakeRest::start(RestAuth::Bearer("tok-down".into())).await;
     down.switch.fail_with_503();
     seed(&env.db, "iso", 300).await;
-    let a = create(
-        &env,
-        "Up",
-        DestinationKind::Rest,
-        json!({"url": up.endpoint(), "batch_size": 50}),
-        &[("token", "tok-up")],
-    )
-    .await;
-    let b = create(
-        &env,
-        "Down",
-        DestinationKind::Rest,
-        json!({"url": down.endpoint(), "batch_size": 50}),
-        &[("token", "tok-down")],
-    )
-    .await;
-    env.spawn(destinations::run).await;
+    let a = rest(&env, "Up", &up, json!({"batch_size": 50})).await;
+    let b = rest(&env, "Down", &down, json!({"batch_size": 50})).await;
+    start(&env).await;
     drained(&env, a.id, 30).await;
     assert_eq!(up.state.lock().unwrap().records.len(), 300);
     assert_eq!(down.state.lock().unwrap().records.len(), 0);
@@ -241,16 +204,14 @@ async fn salesforce_token_expiry_mid_sync_refreshes_and_repeats() {
     let env = env().await;
     let sf = FakeSalesforce::start().await;
     seed(&env.db, "sf", 1000).await;
-    let d = create(
+    let d = salesforce(
         &env,
         "Salesforce",
-        DestinationKind::Salesforce,
-        json!({"login_url": sf.url, "client_id": sf.client_id, "batch_size": 200,
-               "requests_per_second": 2}),
-        &[("client_secret", &sf.client_secret)],
+        &sf,
+        json!({"batch_size": 200, "requests_per_second": 2}),
     )
     .await;
-    env.spawn(destinations::run).await;
+    start(&env).await;
     until(30, "the first collection to arrive", || {
         sf.state.lock().unwrap().records.len() >= 200
     })
@@ -287,23 +248,9 @@ async fn a_refused_record_is_dead_lettered_and_replays_after_the_fix() {
         .unwrap()
         .refuse_keys
         .insert(ids[21].to_string());
-    let h = create(
-        &env,
-        "HubSpot",
-        DestinationKind::Hubspot,
-        json!({"base_url": hs.url}),
-        &[("token", &hs.token)],
-    )
-    .await;
-    let s = create(
-        &env,
-        "Salesforce",
-        DestinationKind::Salesforce,
-        json!({"login_url": sf.url, "client_id": sf.client_id}),
-        &[("client_secret", &sf.client_secret)],
-    )
-    .await;
-    env.spawn(destinations::run).await;
+    let h = hubspot(&env, "HubSpot", &hs).await;
+    let s = salesforce(&env, "Salesforce", &sf, json!({})).await;
+    start(&env).await;
     drained(&env, h.id, 30).await;
     drained(&env, s.id, 30).await;
     assert_eq!(
@@ -349,19 +296,12 @@ async fn a_refused_record_is_dead_lettered_and_replays_after_the_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_mapping_resends_only_what_it_changes_and_bad_settings_are_refused() {
     let env = env().await;
-    let rest = FakeRest::start(RestAuth::Bearer("t".into())).await;
+    let web = FakeRest::start(RestAuth::Bearer("t".into())).await;
     seed(&env.db, "mp", 20).await;
-    let d = create(
-        &env,
-        "Rest",
-        DestinationKind::Rest,
-        json!({"url": rest.endpoint()}),
-        &[("token", "t")],
-    )
-    .await;
-    env.spawn(destinations::run).await;
+    let d = rest(&env, "Rest", &web, json!({})).await;
+    start(&env).await;
     drained(&env, d.id, 30).await;
-    assert_eq!(rest.state.lock().unwrap().upserts, 20);
+    assert_eq!(web.state.lock().unwrap().upserts, 20);
     let mut mapping = d.mapping.clone();
     mapping.insert("aov".into(), domain::api::ProfileField::AverageOrderValue);
     let upd = DestinationUpdate {
@@ -373,7 +313,7 @@ async fn a_new_mapping_resends_only_what_it_changes_and_bad_settings_are_refused
         .unwrap();
     drained(&env, d.id, 30).await;
     {
-        let s = rest.state.lock().unwrap();
+        let s = web.state.lock().unwrap();
         assert_eq!(
             s.upserts, 40,
             "every record changed shape, so all were resent"
@@ -405,4 +345,90 @@ async fn a_new_mapping_resends_only_what_it_changes_and_bad_settings_are_refused
         .await
         .unwrap_err();
     assert!(err.to_string().contains("credential `token`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_email_moves_the_hubspot_contact_instead_of_leaving_it_behind() {
+    let env = env().await;
+    let hs = FakeHubSpot::start(100, Duration::from_secs(10)).await;
+    let ids = seed(&env.db, "ke", 3).await;
+    let h = hubspot(&env, "HubSpot", &hs).await;
+    start(&env).await;
+    drained(&env, h.id, 30).await;
+    let id_of = |key: &str| hs.state.lock().unwrap().contacts[key].id.clone();
+    let (first, second) = (id_of("ke0@example.com"), id_of("ke1@example.com"));
+    {
+        let mut s = hs.state.lock().unwrap();
+        // A contact someone created in HubSpot holds the address the second moves to.
+        s.contacts.insert(
+            "taken@example.com".into(),
+            test_support::crm::HubSpotContact {
+                id: "900001".into(),
+                properties: [("email".to_owned(), "taken@example.com".to_owned())].into(),
+            },
+        );
+        // The third's contact was deleted in HubSpot meanwhile.
+        s.contacts.remove("ke2@example.com");
+    }
+    // Each profile is seen with a new e-mail (the latest identifier is the key).
+    for (id, email) in ids
+        .iter()
+        .zip(["new0@example.com", "taken@example.com", "new2@example.com"])
+    {
+        sqlx::query(
+            "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, \
+             last_seen_at) VALUES ('email', $1, $2, 'shopify', now(), now())",
+        )
+        .bind(email)
+        .bind(id)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    }
+    changed(&env.db, &ids, ProfileChangeKind::Updated).await;
+    until(30, "the changes to reach HubSpot", || {
+        let s = hs.state.lock().unwrap();
+        s.contacts.contains_key("new0@example.com") && s.contacts.contains_key("new2@example.com")
+    })
+    .await;
+    drained(&env, h.id, 30).await;
+    {
+        let s = hs.state.lock().unwrap();
+        // The first contact now has the new address: same contact, none left behind.
+        assert_eq!(s.contacts["new0@example.com"].id, first);
+        assert!(!s.contacts.contains_key("ke0@example.com"));
+        assert_eq!(
+            s.contacts["new0@example.com"].properties["firstname"],
+            "Asha0"
+        );
+        // The second would take another contact's address: refused, nothing changed.
+        assert_eq!(s.contacts["ke1@example.com"].id, second);
+        assert_eq!(s.contacts["taken@example.com"].id, "900001");
+        // The third's old contact was gone: it is created under the new address.
+        assert!(s.contacts.contains_key("new2@example.com"));
+        assert_eq!(s.contacts.len(), 4);
+        assert_eq!(
+            s.update_inputs, 3,
+            "each changed key went through batch update"
+        );
+    }
+    let dead = destinations::store::dead_letters(&env.db, h.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].profile_id, ids[1]);
+    assert!(
+        dead[0].error.contains("Contact already exists"),
+        "{}",
+        dead[0].error
+    );
+    let st = destinations::store::states(&env.db, h.id, &ids)
+        .await
+        .unwrap();
+    assert_eq!(st[&ids[0]].remote_key, "new0@example.com");
+    assert_eq!(st[&ids[0]].remote_id.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        st[&ids[1]].remote_key, "ke1@example.com",
+        "still the old record"
+    );
 }

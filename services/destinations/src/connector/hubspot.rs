@@ -6,6 +6,12 @@
 //!   contact's `id`), `207` with `errors` naming the failed ids, or `400` for the batch;
 //! - "CRM API | Properties": `GET /crm/v3/properties/contacts` lists the properties,
 //!   `POST /crm/v3/properties/contacts` creates a missing one (done once per property);
+//! - batch update by id: `POST /crm/v3/objects/contacts/batch/update` with
+//!   `{"inputs": [{"id", "properties"}]}` — used when a profile's key changed (a new
+//!   e-mail), so the contact stored under the old key is updated rather than left
+//!   behind with a second contact beside it; `207` `errors` name the ids that failed
+//!   (`OBJECT_NOT_FOUND`: deleted in HubSpot meanwhile → upserted by the new key;
+//!   `CONFLICT`: another contact has the new key → a dead letter with HubSpot's text);
 //! - merge: `POST /crm/v3/objects/contacts/merge` (`primaryObjectId`, `objectIdToMerge`);
 //!   GDPR delete: `POST /crm/v3/objects/contacts/gdpr-delete` (`objectId`,
 //!   `idProperty`); archive: `POST /crm/v3/objects/contacts/batch/archive`;
@@ -127,22 +133,16 @@ impl HubSpot {
     }
 }
 
-/// `constintel_churn_risk` → `Constintel churn risk`.
-fn label(name: &str) -> String {
-    let spaced = name.replace('_', " ");
-    let mut c = spaced.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
-}
-
-#[async_trait]
-impl Connector for HubSpot {
-    async fn upsert(&self, records: &[Record]) -> Result<Vec<Outcome>, SendError> {
-        self.ensure_properties().await?;
-        let inputs: Vec<Value> = records
+impl HubSpot {
+    /// Batch upsert of `records[which]` by the id property; one outcome each.
+    async fn upsert_by_key(
+        &self,
+        records: &[Record],
+        which: &[usize],
+    ) -> Result<Vec<Outcome>, SendError> {
+        let inputs: Vec<Value> = which
             .iter()
+            .map(|i| &records[*i])
             .map(|r| json!({"idProperty": self.id_property, "id": r.key, "properties": r.fields}))
             .collect();
         let path = "/crm/v3/objects/contacts/batch/upsert";
@@ -150,8 +150,8 @@ impl Connector for HubSpot {
             .http
             .send(
                 "upsert",
-                records.len(),
-                format!("POST {path} ({} contacts)", records.len()),
+                which.len(),
+                format!("POST {path} ({} contacts)", which.len()),
                 self.post(path).json(&json!({ "inputs": inputs })),
             )
             .await?;
@@ -169,24 +169,112 @@ impl Connector for HubSpot {
                 ids.insert(k.to_lowercase(), id.to_owned());
             }
         }
-        let mut rejected: HashMap<String, String> = HashMap::new();
-        for e in body["errors"].as_array().into_iter().flatten() {
-            let message = e["message"].as_str().unwrap_or("rejected").to_owned();
-            for k in e["context"]["ids"].as_array().into_iter().flatten() {
-                if let Some(k) = k.as_str() {
-                    rejected.insert(k.to_lowercase(), message.clone());
-                }
-            }
-        }
-        Ok(records
+        let rejected = errors_by_id(&body);
+        Ok(which
             .iter()
-            .map(|r| {
-                let k = r.key.to_lowercase();
+            .map(|i| {
+                let k = records[*i].key.to_lowercase();
                 match rejected.get(&k) {
-                    Some(m) => Outcome::Rejected(m.clone()),
+                    Some((_, m)) => Outcome::Rejected(m.clone()),
                     None => Outcome::Accepted(ids.get(&k).cloned()),
                 }
             })
+            .collect())
+    }
+
+    /// Batch update of `records[which]` by the id of the contact HubSpot has under
+    /// their old key; `None` for a record whose contact no longer exists (to be
+    /// upserted by its key instead).
+    async fn update_by_id(
+        &self,
+        records: &[Record],
+        which: &[usize],
+    ) -> Result<Vec<Option<Outcome>>, SendError> {
+        let inputs: Vec<Value> = which
+            .iter()
+            .map(|i| &records[*i])
+            .map(|r| json!({"id": r.replaces, "properties": r.fields}))
+            .collect();
+        let path = "/crm/v3/objects/contacts/batch/update";
+        let reply = self
+            .http
+            .send(
+                "upsert",
+                which.len(),
+                format!("POST {path} ({} contacts, key changed)", which.len()),
+                self.post(path).json(&json!({ "inputs": inputs })),
+            )
+            .await?;
+        if !reply.status.is_success() {
+            return Err(failure(&reply));
+        }
+        let errors = errors_by_id(&reply.json());
+        Ok(which
+            .iter()
+            .map(|i| {
+                let id = records[*i].replaces.clone().unwrap_or_default();
+                match errors.get(&id.to_lowercase()) {
+                    Some((category, _)) if category == "OBJECT_NOT_FOUND" => None,
+                    Some((_, message)) => Some(Outcome::Rejected(message.clone())),
+                    None => Some(Outcome::Accepted(Some(id))),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The `errors` of a batch answer by the (lower-cased) ids they name: category and
+/// message.
+fn errors_by_id(body: &Value) -> HashMap<String, (String, String)> {
+    let mut out = HashMap::new();
+    for e in body["errors"].as_array().into_iter().flatten() {
+        let category = e["category"].as_str().unwrap_or("").to_owned();
+        let message = e["message"].as_str().unwrap_or("rejected").to_owned();
+        for k in e["context"]["ids"].as_array().into_iter().flatten() {
+            if let Some(k) = k.as_str() {
+                out.insert(k.to_lowercase(), (category.clone(), message.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `constintel_churn_risk` → `Constintel churn risk`.
+fn label(name: &str) -> String {
+    let spaced = name.replace('_', " ");
+    let mut c = spaced.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+#[async_trait]
+impl Connector for HubSpot {
+    async fn upsert(&self, records: &[Record]) -> Result<Vec<Outcome>, SendError> {
+        self.ensure_properties().await?;
+        let mut out: Vec<Option<Outcome>> = vec![None; records.len()];
+        // Records whose key changed: updated by the id of the contact HubSpot has.
+        let rekeyed: Vec<usize> = (0..records.len())
+            .filter(|i| records[*i].replaces.is_some())
+            .collect();
+        if !rekeyed.is_empty() {
+            let updated = self.update_by_id(records, &rekeyed).await?;
+            for (i, o) in rekeyed.into_iter().zip(updated) {
+                out[i] = o;
+            }
+        }
+        // The others (and those whose old contact is gone): upserted by key.
+        let by_key: Vec<usize> = (0..records.len()).filter(|i| out[*i].is_none()).collect();
+        if !by_key.is_empty() {
+            let upserted = self.upsert_by_key(records, &by_key).await?;
+            for (i, o) in by_key.into_iter().zip(upserted) {
+                out[i] = Some(o);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Accepted(None)))
             .collect())
     }
 

@@ -80,9 +80,13 @@ impl Salesforce {
         })
     }
 
-    async fn token(&self, renew: bool) -> Result<Token, SendError> {
+    /// The token to use: the one held, unless it is `expired` (then a new one; a
+    /// request that failed alongside gets the one another already renewed).
+    async fn token(&self, expired: Option<&str>) -> Result<Token, SendError> {
         let mut held = self.token.lock().await;
-        if !renew && let Some(t) = held.as_ref() {
+        if let Some(t) = held.as_ref()
+            && expired != Some(t.access.as_str())
+        {
             return Ok(t.clone());
         }
         let path = "/services/oauth2/token";
@@ -130,7 +134,7 @@ impl Salesforce {
         summary: &str,
         build: impl Fn(&Token) -> reqwest::RequestBuilder,
     ) -> Result<Reply, SendError> {
-        let mut token = self.token(false).await?;
+        let mut token = self.token(None).await?;
         for attempt in 0..2 {
             let req = build(&token).bearer_auth(&token.access);
             let reply = self
@@ -141,7 +145,7 @@ impl Salesforce {
                 && reply.body.contains("INVALID_SESSION_ID")
                 && attempt == 0
             {
-                token = self.token(true).await?;
+                token = self.token(Some(&token.access)).await?;
                 continue;
             }
             return Ok(reply);

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use domain::ProfileChangeKind;
 use domain::api::{DestinationKind, DestinationMode, DestinationRequest, DestinationView};
+use serde_json::json;
 use sqlx::PgPool;
 use test_support::TestEnv;
+use test_support::crm::{FakeHubSpot, FakeRest, FakeSalesforce, RestAuth};
 use uuid::Uuid;
 
 /// A test env whose retries are quick (100 ms doubling to 1 s).
@@ -25,32 +27,7 @@ pub async fn env() -> TestEnv {
 /// `n` live profiles with an e-mail `{tag}{i}@example.com`, a name and orders; their
 /// ids in order.
 pub async fn seed(db: &PgPool, tag: &str, n: usize) -> Vec<Uuid> {
-    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let emails: Vec<String> = (0..n).map(|i| format!("{tag}{i}@example.com")).collect();
-    let names: Vec<String> = (0..n).map(|i| format!("Asha{i} Rao{i}")).collect();
-    let orders: Vec<i32> = (0..n).map(|i| (i % 7) as i32).collect();
-    sqlx::query(
-        "INSERT INTO customer_profile (id, display_name, orders_count, total_spent, currency) \
-         SELECT id, name, o, o * 499, 'INR' FROM unnest($1::uuid[], $2::text[], $3::int[]) AS u(id, name, o)",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&orders)
-    .execute(db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
-         SELECT 'email', e, id, 'shopify', now() - make_interval(secs => n), \
-                now() - make_interval(secs => n) \
-         FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, e, n)",
-    )
-    .bind(&ids)
-    .bind(&emails)
-    .execute(db)
-    .await
-    .unwrap();
-    ids
+    test_support::seed::profiles_with_email(db, tag, n).await
 }
 
 /// Queues `kind` changes of `ids` as the merger does (published by [`relay`]).
@@ -97,6 +74,70 @@ pub async fn create(
     destinations::store::create(&env.db, &env.secrets_key(), &req, "test")
         .await
         .unwrap()
+}
+
+/// A HubSpot destination on the fake `hs`, with its token.
+pub async fn hubspot(env: &TestEnv, name: &str, hs: &FakeHubSpot) -> DestinationView {
+    create(
+        env,
+        name,
+        DestinationKind::Hubspot,
+        json!({"base_url": hs.url}),
+        &[("token", &hs.token)],
+    )
+    .await
+}
+
+/// A Salesforce destination on the fake `sf` (login URL, client id and secret), with
+/// the settings of `config` added.
+pub async fn salesforce(
+    env: &TestEnv,
+    name: &str,
+    sf: &FakeSalesforce,
+    config: serde_json::Value,
+) -> DestinationView {
+    let mut c = json!({"login_url": sf.url, "client_id": sf.client_id});
+    merge(&mut c, config);
+    create(
+        env,
+        name,
+        DestinationKind::Salesforce,
+        c,
+        &[("client_secret", &sf.client_secret)],
+    )
+    .await
+}
+
+/// A REST destination on the fake `rest`, signed as the fake checks (bearer or HMAC),
+/// with the settings of `config` added.
+pub async fn rest(
+    env: &TestEnv,
+    name: &str,
+    rest: &FakeRest,
+    config: serde_json::Value,
+) -> DestinationView {
+    let mut c = json!({"url": rest.endpoint()});
+    let credential = match &rest.auth {
+        RestAuth::Bearer(t) => ("token", t.as_str()),
+        RestAuth::Hmac(s) => {
+            merge(&mut c, json!({"signing": "hmac"}));
+            ("secret", s.as_str())
+        }
+    };
+    merge(&mut c, config);
+    create(env, name, DestinationKind::Rest, c, &[credential]).await
+}
+
+fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), more) {
+        a.extend(b);
+    }
+}
+
+/// Starts the destinations service and the `profiles.changes` relay of this env.
+pub async fn start(env: &TestEnv) {
+    env.spawn(destinations::run).await;
+    relay(env);
 }
 
 /// A destination's status now.
