@@ -637,10 +637,17 @@ struct StageWatch {
     task: tokio::task::JoinHandle<anyhow::Result<Timeline>>,
 }
 
-/// Per stage: handled entries at the start, and samples of (seconds since the start,
-/// handled, waiting).
+/// What the watch saw of every stage.
 struct Timeline {
-    stages: Vec<(&'static str, u64, Vec<(f64, u64, u64)>)>,
+    stages: Vec<Stage>,
+}
+
+/// One stage: entries it had handled when the watch began, and samples of (seconds
+/// since then, entries handled since then, entries waiting).
+struct Stage {
+    name: &'static str,
+    baseline: u64,
+    samples: Vec<(f64, u64, u64)>,
 }
 
 impl StageWatch {
@@ -655,7 +662,11 @@ impl StageWatch {
         let mut stages = Vec::new();
         for ((group, _), key) in STAGES.iter().zip(&keys) {
             let (handled, _) = group_progress(&mut conn, key, group).await?;
-            stages.push((*group, handled, Vec::new()));
+            stages.push(Stage {
+                name: group,
+                baseline: handled,
+                samples: Vec::new(),
+            });
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -669,7 +680,9 @@ impl StageWatch {
                     .zip(keys.iter().zip(timeline.stages.iter_mut()))
                 {
                     let (handled, waiting) = group_progress(&mut conn, key, group).await?;
-                    stage.2.push((at, handled.saturating_sub(stage.1), waiting));
+                    stage
+                        .samples
+                        .push((at, handled.saturating_sub(stage.baseline), waiting));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -720,7 +733,7 @@ impl Timeline {
             posting.as_secs_f64(),
             events as f64 / posting.as_secs_f64()
         );
-        for (name, _, samples) in &self.stages {
+        for Stage { name, samples, .. } in &self.stages {
             let done = samples.iter().find(|(_, handled, _)| *handled >= events);
             let most = samples.iter().map(|s| s.2).max().unwrap_or(0);
             match done {
