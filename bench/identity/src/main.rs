@@ -13,17 +13,17 @@
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
 
-use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bench_support::{
+    clear_prefix, engine_rate, fresh_database, load_average, release_binary,
+    require_bench_database, round_trip_rate, upsert_rate,
+};
 use clap::{Parser, Subcommand};
 use config::Settings;
 use domain::NormalizedEvent;
-use identity::engine::Constraints;
-use identity::memory::MemoryResolver;
-use identity::{Engine, Observation, Policy};
 use scenario::brand::Simulator;
 use scenario::identity::{IdentityConfig, generate, person_events};
 use sqlx::PgPool;
@@ -59,6 +59,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
+    require_bench_database(&settings)?;
     match cli.command {
         Command::Stream { people, replicas } => {
             let counts: Vec<usize> = replicas
@@ -72,105 +73,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let path = me.parent().context("binary folder")?.join(name);
-    anyhow::ensure!(
-        path.is_file(),
-        "{} missing: cargo build --release -p {name}",
-        path.display()
-    );
-    Ok(path)
-}
-
-/// A fresh database for one run (dropped first if a previous run left it).
-async fn fresh_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let admin = with_database(&settings.database_url, "postgres")?;
-    let name = database_name(&settings.database_url)?;
-    let pool = storage::connect(&admin, 1).await?;
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        storage::quote_ident(&name)
-    ))
-    .execute(&pool)
-    .await?;
-    pool.close().await;
-    storage::ensure_database(&settings.database_url).await?;
-    let db = storage::connect(&settings.database_url, 8).await?;
-    storage::migrate(&db).await?;
-    Ok(db)
-}
-
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let (base, _) = url
-        .rsplit_once('/')
-        .context("DATABASE_URL has no database name")?;
-    Ok(format!("{base}/{name}"))
-}
-
-fn database_name(url: &str) -> anyhow::Result<String> {
-    let (_, name) = url
-        .rsplit_once('/')
-        .context("DATABASE_URL has no database name")?;
-    Ok(name.split('?').next().unwrap_or(name).to_owned())
-}
-
-async fn clear_prefix(settings: &Settings) -> anyhow::Result<()> {
-    let client = redis::Client::open(settings.redis_url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", settings.stream_prefix))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
 /// Sequential round trips/s, and rows/s of a batched upsert like the identifier index.
 async fn postgres_ceilings(db: &PgPool) -> anyhow::Result<(f64, f64)> {
-    let n = 2_000;
-    let started = Instant::now();
-    for _ in 0..n {
-        sqlx::query("SELECT 1").execute(db).await?;
-    }
-    let round_trips = f64::from(n) / started.elapsed().as_secs_f64();
-    let mut conn = db.acquire().await?;
-    sqlx::query("CREATE TEMP TABLE ceiling (kind TEXT, value TEXT, profile_id UUID, seen BIGINT, PRIMARY KEY (kind, value))")
-        .execute(&mut *conn)
-        .await?;
-    let rows = 200_000usize;
-    let started = Instant::now();
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(5_000) {
-        let kinds: Vec<&str> = chunk.iter().map(|_| "email").collect();
-        let values: Vec<String> = chunk.iter().map(|i| format!("person{i}@mail.in")).collect();
-        let profiles: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
-        sqlx::query(
-            "INSERT INTO ceiling SELECT k, v, p, 1 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(k, v, p) \
-             ON CONFLICT (kind, value) DO UPDATE SET seen = ceiling.seen + 1",
-        )
-        .bind(&kinds)
-        .bind(&values)
-        .bind(&profiles)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let upserts = rows as f64 / started.elapsed().as_secs_f64();
-    Ok((round_trips, upserts))
+    Ok((round_trip_rate(db).await?, upsert_rate(db).await?))
 }
 
 async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow::Result<()> {
@@ -180,21 +85,14 @@ async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow:
     println!("scenario: {people} people, {events} events");
 
     // The rules alone: the whole event set through the pure engine, in memory.
-    let started = Instant::now();
-    let engine = Engine::new(Policy::from_settings(&settings.identity));
-    let m = MemoryResolver::rebuild(
-        engine,
-        Constraints::default(),
-        s.events.iter().map(Observation::of).collect(),
-    );
-    let engine_rate = events as f64 / started.elapsed().as_secs_f64();
+    let (engine_rate, profiles) = engine_rate(settings, &s.events);
     println!(
-        "pure engine: {engine_rate:.0} events/s ({} profiles)",
-        m.graph.profiles.len()
+        "pure engine: {engine_rate:.0} events/s ({profiles} profiles) | load {}",
+        load_average()
     );
 
     for &replicas in counts {
-        let db = fresh_database(settings).await?;
+        let db = fresh_database(settings, 8).await?;
         clear_prefix(settings).await?;
         let (round_trips, upserts) = postgres_ceilings(&db).await?;
         identity::seed::store_events(&db, &s.events).await?;
@@ -249,10 +147,11 @@ async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow:
         println!(
             "{replicas} replica(s): {events} events in {:.1}s = {rate:.0} events/s | {:.1}% of the pure engine | \
              Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s | \
-             {:.3} events per round trip | {merges} merges ({replays} from replays)",
+             {:.3} events per round trip | {merges} merges ({replays} from replays) | load {}",
             elapsed.as_secs_f64(),
             100.0 * rate / engine_rate,
             rate / round_trips,
+            load_average(),
         );
         db.close().await;
     }
@@ -262,7 +161,7 @@ async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow:
 
 async fn rebuild(settings: &Settings, target: usize) -> anyhow::Result<()> {
     let ctl = release_binary("ctl")?;
-    let db = fresh_database(settings).await?;
+    let db = fresh_database(settings, 8).await?;
     let (round_trips, upserts) = postgres_ceilings(&db).await?;
     // About 80 events per person in the default brand.
     let people = (target / 80).max(1);
@@ -320,6 +219,9 @@ async fn rebuild(settings: &Settings, target: usize) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stdout).trim()
         );
     }
-    println!("Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s");
+    println!(
+        "Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s | load {}",
+        load_average()
+    );
     Ok(())
 }

@@ -25,23 +25,25 @@
 //! runs against them — the load average is printed with every table for that reason.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bench_support::{
+    clear_prefix, engine_rate, fresh_database, load_average, release_dir, require_bench_database,
+    upsert_rate,
+};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use config::Settings;
 use domain::{Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Source};
-use identity::engine::Constraints;
-use identity::memory::MemoryResolver;
 use identity::resolver::Resolver;
-use identity::{Engine, Observation, Policy};
 use scenario::identity::{IdentityConfig, generate};
 use sqlx::PgPool;
+use streams::Topic;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -89,15 +91,8 @@ const EVENTS_PER_PERSON: usize = 5;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    anyhow::ensure!(
-        database_name(&settings.database_url)?.contains("bench"),
-        "DATABASE_URL must name a benchmark database (run bench/pipeline/run.sh)"
-    );
-    anyhow::ensure!(
-        !settings.stream_prefix.is_empty(),
-        "set STREAM_PREFIX for the benchmark"
-    );
-    let db = fresh_database(&settings).await?;
+    require_bench_database(&settings)?;
+    let db = fresh_database(&settings, 4).await?;
     clear_prefix(&settings).await?;
     let result = run(&cli, &settings, &db).await;
     db.close().await;
@@ -109,9 +104,12 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     println!("load before the run: {}", load_average());
 
     // The machine's limits, in this run.
-    let upserts = postgres_upsert_rate(db).await?;
+    let upserts = upsert_rate(db).await?;
     let xadds = redis_xadd_rate(settings).await?;
-    let engine = engine_rate(settings);
+    let (engine, _) = engine_rate(
+        settings,
+        &generate(&IdentityConfig::with_customers(750)).events,
+    );
     println!(
         "limits here: Postgres batched upsert {upserts:.0} rows/s | Redis XADD {xadds:.0} entries/s | \
          pure engine {engine:.0} events/s"
@@ -135,12 +133,13 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     });
 
     let mut next_person: u64 = 0;
+    let load_started = Utc::now();
     if cli.steady_rate > 0 {
         let people = (cli.steady_rate * cli.steady_seconds) as usize / EVENTS_PER_PERSON;
         let started = Utc::now();
         let sent = post_people(&target, next_person, people, Some(cli.steady_rate), 4).await?;
         next_person += people as u64;
-        drain(db, cli.timeout).await?;
+        drain(db, load_started, cli.timeout).await?;
         let f = freshness(db, started).await?;
         println!(
             "steady {} events/s for {}s ({sent} events, {} profiles before): freshness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | load {}",
@@ -158,10 +157,12 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     let started = Utc::now();
     let clock = Instant::now();
     let before = fleet.cpu();
+    let stages = StageWatch::start(settings).await?;
     let posted = post_people(&target, next_person, cli.people, None, cli.connections).await?;
     let posting = clock.elapsed();
-    drain(db, cli.timeout).await?;
+    drain(db, load_started, cli.timeout).await?;
     let elapsed = clock.elapsed();
+    let timeline = stages.stop().await?;
     let after = fleet.cpu();
     let f = freshness(db, started).await?;
     let rate = posted as f64 / elapsed.as_secs_f64();
@@ -196,6 +197,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
         cores()
     ));
     println!("{line}");
+    println!("{}", timeline.describe(posted, posting));
     let outcome = sqlx::query_as::<_, (i64, i64, i64)>(
         "SELECT (SELECT count(*) FROM customer_profile WHERE merged_into IS NULL), \
                 (SELECT count(*) FROM merge_history), \
@@ -211,91 +213,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     Ok(())
 }
 
-// ---------------------------------------------------------------- database and Redis
-
-async fn fresh_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let (base, _) = settings
-        .database_url
-        .rsplit_once('/')
-        .context("DATABASE_URL has no database name")?;
-    let name = database_name(&settings.database_url)?;
-    let admin = storage::connect(&format!("{base}/postgres"), 1).await?;
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        storage::quote_ident(&name)
-    ))
-    .execute(&admin)
-    .await?;
-    admin.close().await;
-    storage::ensure_database(&settings.database_url).await?;
-    let db = storage::connect(&settings.database_url, 4).await?;
-    storage::migrate(&db).await?;
-    Ok(db)
-}
-
-fn database_name(url: &str) -> anyhow::Result<String> {
-    let (_, name) = url
-        .rsplit_once('/')
-        .context("DATABASE_URL has no database name")?;
-    Ok(name.split('?').next().unwrap_or(name).to_owned())
-}
-
-async fn clear_prefix(settings: &Settings) -> anyhow::Result<()> {
-    let mut conn = redis::Client::open(settings.redis_url.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", settings.stream_prefix))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
 // ---------------------------------------------------------------- limits
-
-/// Rows/s of a batched upsert shaped like the identifier index (5,000 rows a statement).
-async fn postgres_upsert_rate(db: &PgPool) -> anyhow::Result<f64> {
-    let mut conn = db.acquire().await?;
-    sqlx::query(
-        "CREATE TEMP TABLE ceiling (kind TEXT, value TEXT, profile_id UUID, seen BIGINT, \
-         PRIMARY KEY (kind, value))",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let rows = 200_000usize;
-    let started = Instant::now();
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(5_000) {
-        let kinds: Vec<&str> = chunk.iter().map(|_| "email").collect();
-        let values: Vec<String> = chunk.iter().map(|i| format!("person{i}@mail.in")).collect();
-        let profiles: Vec<Uuid> = chunk.iter().map(|_| Uuid::new_v4()).collect();
-        sqlx::query(
-            "INSERT INTO ceiling SELECT k, v, p, 1 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(k, v, p) \
-             ON CONFLICT (kind, value) DO UPDATE SET seen = ceiling.seen + 1",
-        )
-        .bind(&kinds)
-        .bind(&values)
-        .bind(&profiles)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
 
 /// Entries/s of pipelined `XADD` (1,000 a pipeline) of a ~700-byte envelope.
 async fn redis_xadd_rate(settings: &Settings) -> anyhow::Result<f64> {
@@ -327,20 +245,6 @@ async fn redis_xadd_rate(settings: &Settings) -> anyhow::Result<f64> {
         .query_async::<()>(&mut conn)
         .await?;
     Ok(rate)
-}
-
-/// Events/s of the pure engine over the scenario generator's events (no I/O).
-fn engine_rate(settings: &Settings) -> f64 {
-    let s = generate(&IdentityConfig::with_customers(750));
-    let started = Instant::now();
-    let m = MemoryResolver::rebuild(
-        Engine::new(Policy::from_settings(&settings.identity)),
-        Constraints::default(),
-        s.events.iter().map(Observation::of).collect(),
-    );
-    let rate = s.events.len() as f64 / started.elapsed().as_secs_f64();
-    std::hint::black_box(m.graph.profiles.len());
-    rate
 }
 
 // ---------------------------------------------------------------- existing profiles
@@ -403,11 +307,6 @@ fn phone(n: u64) -> String {
 }
 
 // ---------------------------------------------------------------- the fleet
-
-fn release_dir() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    Ok(me.parent().context("binary folder")?.to_path_buf())
-}
 
 struct Fleet {
     children: Vec<(String, Child)>,
@@ -528,12 +427,6 @@ fn machine_busy() -> Option<f64> {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 async fn create_integration(settings: &Settings, db: &PgPool) -> anyhow::Result<String> {
@@ -692,27 +585,169 @@ async fn post_people(
     Ok(accepted)
 }
 
-/// Waits until every stored raw event is normalised and every normalised event is
-/// attached to a profile.
-async fn drain(db: &PgPool, timeout: u64) -> anyhow::Result<()> {
+/// Waits until every raw event stored since `since` is normalised and every normalised
+/// event is attached to a profile. Each poll is cheap whatever the database's size (the
+/// unresolved events have an index of their own; the counts read index ranges of this
+/// run only), so the waiting does not compete with the pipeline it waits for.
+async fn drain(db: &PgPool, since: DateTime<Utc>, timeout: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let (raw, normalized, open): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM customer_raw_event), \
-                    (SELECT count(*) FROM normalized_event WHERE source = 'segment' \
-                       AND integration_id IS NOT NULL), \
-                    (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
-        )
-        .fetch_one(db)
-        .await?;
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
+                .fetch_one(db)
+                .await?;
+        let (raw, normalized) = if open == 0 {
+            // The load's events occur at most a second before they are posted; the
+            // existing profiles' events a year before.
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT count(*) FROM customer_raw_event WHERE received_at >= $1), \
+                        (SELECT count(*) FROM normalized_event \
+                          WHERE occurred_at >= $1 - interval '1 hour' AND integration_id IS NOT NULL)",
+            )
+            .bind(since)
+            .fetch_one(db)
+            .await?
+        } else {
+            (-1, -1)
+        };
         if open == 0 && normalized >= raw {
             return Ok(());
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(timeout),
-            "not drained after {timeout} s: {raw} raw, {normalized} normalised, {open} unresolved"
+            "not drained after {timeout} s: {open} unresolved"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- stages
+
+/// The consuming stages of the pipeline, each a consumer group on its input stream.
+const STAGES: [(&str, Topic); 2] = [
+    (normalizer::GROUP, Topic::EventsRaw),
+    (identity_merger::GROUP, Topic::EventsNormalized),
+];
+
+/// Watches each stage's consumer group during the burst (every 100 ms, `XINFO GROUPS`:
+/// O(1) in Redis, nothing asked of Postgres): how many entries it has handled and how
+/// many wait for it. The stage whose backlog grows is the bottleneck.
+struct StageWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Timeline>>,
+}
+
+/// What the watch saw of every stage.
+struct Timeline {
+    stages: Vec<Stage>,
+}
+
+/// One stage: entries it had handled when the watch began, and samples of (seconds
+/// since then, entries handled since then, entries waiting).
+struct Stage {
+    name: &'static str,
+    baseline: u64,
+    samples: Vec<(f64, u64, u64)>,
+}
+
+impl StageWatch {
+    async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let mut conn = redis::Client::open(settings.redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = STAGES
+            .iter()
+            .map(|(_, t)| t.key(&settings.stream_prefix))
+            .collect();
+        let mut stages = Vec::new();
+        for ((group, _), key) in STAGES.iter().zip(&keys) {
+            let (handled, _) = group_progress(&mut conn, key, group).await?;
+            stages.push(Stage {
+                name: group,
+                baseline: handled,
+                samples: Vec::new(),
+            });
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut timeline = Timeline { stages };
+            let clock = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let at = clock.elapsed().as_secs_f64();
+                for ((group, _), (key, stage)) in STAGES
+                    .iter()
+                    .zip(keys.iter().zip(timeline.stages.iter_mut()))
+                {
+                    let (handled, waiting) = group_progress(&mut conn, key, group).await?;
+                    stage
+                        .samples
+                        .push((at, handled.saturating_sub(stage.baseline), waiting));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(timeline)
+        });
+        Ok(Self { stop, task })
+    }
+
+    async fn stop(self) -> anyhow::Result<Timeline> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?
+    }
+}
+
+/// Entries a group has handled (read and acknowledged) and entries waiting for it (not
+/// yet read, or read and not acknowledged).
+async fn group_progress(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let exists: bool = redis::cmd("EXISTS").arg(key).query_async(conn).await?;
+    if !exists {
+        return Ok((0, 0));
+    }
+    let reply: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    let Some(g) = reply.groups.into_iter().find(|g| g.name == group) else {
+        return Ok((0, 0));
+    };
+    let read = g.entries_read.unwrap_or(0) as u64;
+    let pending = g.pending as u64;
+    Ok((
+        read.saturating_sub(pending),
+        g.lag.unwrap_or(0) as u64 + pending,
+    ))
+}
+
+impl Timeline {
+    /// One line per stage: when it had handled every event of the burst, its rate up
+    /// to then, and its largest backlog.
+    fn describe(&self, events: u64, posting: Duration) -> String {
+        let mut out = format!(
+            "  stages: ingest stored every event after {:.1}s ({:.0} events/s)",
+            posting.as_secs_f64(),
+            events as f64 / posting.as_secs_f64()
+        );
+        for Stage { name, samples, .. } in &self.stages {
+            let done = samples.iter().find(|(_, handled, _)| *handled >= events);
+            let most = samples.iter().map(|s| s.2).max().unwrap_or(0);
+            match done {
+                Some((at, _, _)) => out.push_str(&format!(
+                    " | {name} after {at:.1}s ({:.0} events/s), backlog at most {most}",
+                    events as f64 / at
+                )),
+                None => out.push_str(&format!(
+                    " | {name}: {} handled, backlog at most {most}",
+                    samples.last().map_or(0, |s| s.1)
+                )),
+            }
+        }
+        out
     }
 }
 
