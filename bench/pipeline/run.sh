@@ -9,7 +9,7 @@
 #        bench/pipeline/run.sh --profiles 1000000 --steady-rate 0
 #
 # Builds the services and the load generator in release mode and uses a throw-away
-# database (constintel_bench_pipeline) and stream prefix, dropped at the end. Ingest
+# database (constintel_bench_pipeline) and stream prefix (dropped and recreated at the start of each run). Ingest
 # listens on 127.0.0.1:18491 (BENCH_INGEST_PORT). Not part of `just test`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
