@@ -1186,20 +1186,24 @@ mod tests {
         );
     }
 
+    /// A newcomer whose one order, yesterday (day 89), was `item`.
+    fn bought_yesterday(item: ItemId) -> Activity {
+        Activity {
+            baskets: vec![Basket {
+                at: at(89),
+                items: vec![item],
+            }],
+            views: Vec::new(),
+        }
+    }
+
     #[test]
     fn after_a_comes_b() {
         let corpus = brand();
         let model = Recommender::fit(&corpus, at(90), &params(), EXPLORING);
         let a = corpus.catalogue.get("A").unwrap();
         let b = corpus.catalogue.get("B").unwrap();
-        // A newcomer who just bought A.
-        let newcomer = Activity {
-            baskets: vec![Basket {
-                at: at(89),
-                items: vec![a],
-            }],
-            views: Vec::new(),
-        };
+        let newcomer = bought_yesterday(a);
         let recs = model.recommend(&newcomer, at(90), 5);
         let b_rec = recs.iter().find(|r| r.item == b);
         assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &recs));
@@ -1345,13 +1349,7 @@ mod tests {
         let mut model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
         let a = corpus.catalogue.get("A").unwrap();
         let b = corpus.catalogue.get("B").unwrap();
-        let newcomer = Activity {
-            baskets: vec![Basket {
-                at: at(89),
-                items: vec![a],
-            }],
-            views: Vec::new(),
-        };
+        let newcomer = bought_yesterday(a);
         let without = model.recommend(&newcomer, at(90), 5);
         assert!(without.iter().all(|r| r.source != Source::Similar));
         model.explore = Explore {
