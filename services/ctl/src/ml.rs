@@ -455,9 +455,12 @@ async fn run_eval_recs(settings: &Settings, args: EvalRecsArgs) -> anyhow::Resul
     let machine = tokio::task::spawn_blocking(ml::recs::offline::machine_reference).await?;
     if !args.json {
         println!(
-            "machine reference: memory read {:.1} GB/s, {:.0} M 32-dim dot products/s on one core",
+            "machine reference: memory read {:.1} GB/s, {:.0} M 32-dim dot products/s on one core; \
+             {} cores, load average {}",
             machine.memory_gb_per_second,
-            machine.dots_per_second / 1e6
+            machine.dots_per_second / 1e6,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ml::recs::offline::load_average()
         );
     }
     let corpus = Arc::new(log.corpus);
@@ -474,7 +477,9 @@ async fn run_eval_recs(settings: &Settings, args: EvalRecsArgs) -> anyhow::Resul
             other => other.into(),
         })?;
         if !args.json {
-            print_recs_evaluation(&report, &machine);
+            let mut text = String::new();
+            ml::recs::offline::write_report(&mut text, &report, &machine)?;
+            print!("{text}");
         }
         reports.push(report);
     }
@@ -487,94 +492,6 @@ async fn run_eval_recs(settings: &Settings, args: EvalRecsArgs) -> anyhow::Resul
         );
     }
     Ok(())
-}
-
-fn print_recs_evaluation(
-    r: &ml::recs::offline::RecsEvaluation,
-    machine: &ml::recs::offline::MachineReference,
-) {
-    println!(
-        "\ncutoff {}, horizon {} days: {} customers ({} bought something again, {} something \
-         new to them); {} products sold before the cutoff, {} with a vector",
-        r.cutoff.format("%Y-%m-%d"),
-        r.horizon_days,
-        r.customers,
-        r.repeat_customers,
-        r.explore_customers,
-        r.catalogue_items,
-        r.embedded_items
-    );
-    let q = &r.similar;
-    // Reference: an exact 10-nearest search of every item with a vector, at this run's
-    // measured exact-search speed.
-    let all_exact_s = q.exact_mean_ms / 1e3 * r.embedded_items as f64;
-    println!(
-        "  training {:.1} s: {:.2}x the 60 s goal, {:.2}x an exact all-items 10-nearest search \
-         here ({:.1} s)",
-        r.train_seconds,
-        r.train_seconds / 60.0,
-        r.train_seconds / all_exact_s.max(1e-9),
-        all_exact_s
-    );
-    println!(
-        "  similar items (HNSW, {} queries): p50 {:.3} ms, p99 {:.3} ms: {:.3}x the 2 ms goal; \
-         exact search {:.3} ms = {:.1}x the p99 (at {:.0}% of this core's measured dot-product rate)",
-        q.queries,
-        q.p50_ms,
-        q.p99_ms,
-        q.p99_ms / 2.0,
-        q.exact_mean_ms,
-        q.exact_mean_ms / q.p99_ms.max(1e-9),
-        100.0 * r.embedded_items as f64
-            / (q.exact_mean_ms / 1e3).max(1e-12)
-            / machine.dots_per_second.max(1.0)
-    );
-    println!(
-        "  scoring {:.0} profiles/s: {:.2}x the 2,000/s goal; one profile costs {:.2} exact searches",
-        r.profiles_per_second,
-        r.profiles_per_second / 2000.0,
-        1e3 / r.profiles_per_second.max(1e-9) / q.exact_mean_ms.max(1e-9)
-    );
-    println!(
-        "  HNSW recall@10 vs exact {:.3}; blend weights {}",
-        r.ann_recall_at_10,
-        ml::recs::FEATURES
-            .iter()
-            .zip(r.weights)
-            .map(|(f, w)| format!("{f} {w}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "  {:<13} {:>9} {:>9} {:>8} {:>8} {:>10} {:>11} {:>9}",
-        "method", "recall", "rec/norm", "ndcg", "hit", "repeat rec", "explore rec", "coverage"
-    );
-    for m in &r.methods {
-        println!(
-            "  {:<13} {:>9.4} {:>9.4} {:>8.4} {:>8.4} {:>10.4} {:>11.4} {:>9.4}",
-            m.method,
-            m.recall_at_10,
-            m.recall_norm_at_10,
-            m.ndcg_at_10,
-            m.hit_rate_at_10,
-            m.repeat_recall_at_10,
-            m.explore_recall_at_10,
-            m.coverage
-        );
-    }
-    if let (Some(b), Some(p), Some(pop)) = (
-        r.method("blend"),
-        r.method("p_topfreq"),
-        r.method("popularity"),
-    ) {
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-        println!(
-            "  blend / P-TopFreq: recall {:.3}x, NDCG {:.3}x; explore recall blend / popularity {:.2}x",
-            ratio(b.recall_at_10, p.recall_at_10),
-            ratio(b.ndcg_at_10, p.ndcg_at_10),
-            ratio(b.explore_recall_at_10, pop.explore_recall_at_10)
-        );
-    }
 }
 
 fn ci(i: &ml::crossfit::Interval) -> String {

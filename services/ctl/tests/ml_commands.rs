@@ -269,8 +269,12 @@ async fn eval_recs_compares_the_blend_with_baselines_and_times_it_against_the_ma
         "machine reference: memory read",
         "training",
         "the 60 s goal",
-        "similar items (HNSW",
+        "similar items (",
+        "cached neighbours",
+        "an HNSW search",
         "the 2 ms goal",
+        "explore slots",
+        "load average",
         "the 2,000/s goal",
         "p_topfreq",
         "blend / P-TopFreq",
@@ -292,6 +296,11 @@ async fn eval_recs_compares_the_blend_with_baselines_and_times_it_against_the_ma
         similar["p99_ms"].as_f64().unwrap(),
     );
     assert!(p50 > 0.0 && p50 <= p99, "{similar}");
+    let (hnsw_p50, hnsw_p99) = (
+        similar["hnsw_p50_ms"].as_f64().unwrap(),
+        similar["hnsw_p99_ms"].as_f64().unwrap(),
+    );
+    assert!(hnsw_p50 > 0.0 && hnsw_p50 <= hnsw_p99, "{similar}");
     assert!(similar["exact_mean_ms"].as_f64().unwrap() > 0.0);
     let methods: Vec<&str> = eval["methods"]
         .as_array()

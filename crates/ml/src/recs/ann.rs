@@ -63,12 +63,38 @@ impl Index {
         let Some(map) = &self.map else {
             return Vec::new();
         };
-        let query = UnitVector(embeddings.vector(row).to_vec());
-        let mut search = Search::default();
-        map.search(&query, &mut search)
-            .filter(|hit| *hit.value as usize != row)
-            .take(k)
-            .map(|hit| (*hit.value as usize, 1.0 - hit.distance))
+        search_row(map, embeddings, row, k, &mut Search::default())
+    }
+}
+
+fn search_row(
+    map: &HnswMap<UnitVector, u32>,
+    embeddings: &Embeddings,
+    row: usize,
+    k: usize,
+    search: &mut Search,
+) -> Vec<(usize, f32)> {
+    let query = UnitVector(embeddings.vector(row).to_vec());
+    map.search(&query, search)
+        .filter(|hit| *hit.value as usize != row)
+        .take(k)
+        .map(|hit| (*hit.value as usize, 1.0 - hit.distance))
+        .collect()
+}
+
+impl Index {
+    /// The `k` nearest rows of every row (as [`Index::nearest`]), searched on all cores:
+    /// each search is independent, so the result does not depend on the thread count.
+    pub fn nearest_all(&self, embeddings: &Embeddings, k: usize) -> Vec<Vec<(usize, f32)>> {
+        use rayon::prelude::*;
+        let Some(map) = &self.map else {
+            return vec![Vec::new(); embeddings.len()];
+        };
+        (0..embeddings.len())
+            .into_par_iter()
+            .map_init(Search::default, |search, row| {
+                search_row(map, embeddings, row, k, search)
+            })
             .collect()
     }
 }

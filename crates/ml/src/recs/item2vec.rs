@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand::{Rng, RngCore, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,14 @@ pub struct Item2VecParams {
     pub learning_rate: f32,
     /// Items seen in fewer sequences get no vector.
     pub min_count: u32,
+    /// Subsampling of frequent items, as word2vec's `t` but relative to the catalogue:
+    /// with `t = subsample / items` (so `subsample` × the mean item's share), an
+    /// occurrence of an item making up a share `f` of all occurrences is kept with
+    /// probability `√(t/f) + t/f`: the staples everyone buys stop dominating the updates,
+    /// while a small catalogue of similar sellers keeps everything. `0` keeps everything;
+    /// models stored before it existed load with `0`.
+    #[serde(default)]
+    pub subsample: f32,
     /// Seed of the one random generator.
     pub seed: u64,
 }
@@ -44,6 +52,7 @@ impl Default for Item2VecParams {
             context: 5,
             learning_rate: 0.025,
             min_count: 3,
+            subsample: 30.0,
             seed: 42,
         }
     }
@@ -110,8 +119,24 @@ impl Embeddings {
     }
 }
 
+/// Dot product in eight independent lanes (so the compiler can keep it in vector
+/// registers; a single running sum would force one addition after another).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -122,6 +147,53 @@ fn sigmoid(x: f32) -> f32 {
     } else {
         1.0 / (1.0 + (-x).exp())
     }
+}
+
+/// Entries of the negative-sampling table: an item's share of them is its share of
+/// count^0.75 (word2vec's unigram table), so a draw is one random index.
+const NEGATIVE_TABLE: usize = 1 << 20;
+
+fn negative_table(items: &[ItemId], counts: &HashMap<ItemId, u32>) -> Vec<u32> {
+    let weights: Vec<f64> = items
+        .iter()
+        .map(|i| f64::from(counts[i]).powf(0.75))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let size = NEGATIVE_TABLE.max(items.len());
+    let mut table = Vec::with_capacity(size);
+    let mut cumulative = 0.0;
+    let mut row = 0usize;
+    for slot in 0..size {
+        let at = (slot as f64 + 0.5) / size as f64 * total;
+        while row + 1 < items.len() && cumulative + weights[row] <= at {
+            cumulative += weights[row];
+            row += 1;
+        }
+        table.push(row as u32);
+    }
+    table
+}
+
+/// Per row, the draw (of a uniform `u32`) below which an occurrence is kept;
+/// `u32::MAX` always keeps it without a draw (see [`Item2VecParams::subsample`]).
+fn keep_thresholds(items: &[ItemId], counts: &HashMap<ItemId, u32>, subsample: f32) -> Vec<u32> {
+    let mean: f64 =
+        items.iter().map(|i| f64::from(counts[i])).sum::<f64>() / items.len().max(1) as f64;
+    items
+        .iter()
+        .map(|i| {
+            if subsample <= 0.0 {
+                return u32::MAX;
+            }
+            let ratio = f64::from(subsample) * mean / f64::from(counts[i]);
+            let keep = ratio.sqrt() + ratio;
+            if keep >= 1.0 {
+                u32::MAX
+            } else {
+                (keep * f64::from(u32::MAX)) as u32
+            }
+        })
+        .collect()
 }
 
 /// Learns vectors from item sets (baskets, sessions). Items in fewer than
@@ -153,13 +225,11 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
     if n == 0 || sets.is_empty() {
         return Embeddings::new(dim, Vec::new(), Vec::new());
     }
-    // Negatives are drawn in proportion to count^0.75 (word2vec's unigram table).
-    let mut cumulative = Vec::with_capacity(n);
-    let mut total = 0.0f64;
-    for item in &items {
-        total += f64::from(counts[item]).powf(0.75);
-        cumulative.push(total);
-    }
+    let table = negative_table(&items, &counts);
+    let draw_negative = |rng: &mut ChaCha8Rng| {
+        table[((u64::from(rng.next_u32()) * table.len() as u64) >> 32) as usize] as usize
+    };
+    let keep = keep_thresholds(&items, &counts, p.subsample);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let mut input: Vec<f32> = (0..n * dim)
         .map(|_| (rng.random::<f32>() - 0.5) / dim as f32)
@@ -170,12 +240,22 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
     let mut done = 0f32;
     let mut grad = vec![0f32; dim];
     let mut partners = Vec::new();
+    let mut set = Vec::new();
     for _ in 0..p.epochs.max(1) {
         order.shuffle(&mut rng);
         for &s in &order {
             let lr = (p.learning_rate * (1.0 - done / steps)).max(p.learning_rate * 1e-4);
             done += 1.0;
-            let set = &sets[s];
+            set.clear();
+            set.extend(
+                sets[s]
+                    .iter()
+                    .copied()
+                    .filter(|&i| keep[i as usize] == u32::MAX || rng.next_u32() < keep[i as usize]),
+            );
+            if set.len() < 2 {
+                continue;
+            }
             for (pos, &target) in set.iter().enumerate() {
                 partners.clear();
                 if set.len() - 1 <= p.context {
@@ -200,8 +280,7 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
                         let (o, label) = if d == 0 {
                             (context as usize, 1.0)
                         } else {
-                            let x = rng.random::<f64>() * total;
-                            let o = cumulative.partition_point(|&c| c <= x).min(n - 1);
+                            let o = draw_negative(&mut rng);
                             if o == context as usize {
                                 continue;
                             }
@@ -276,5 +355,18 @@ mod tests {
         let e = train(&sets, &Item2VecParams::default());
         assert!(e.row(99).is_none() && e.row(0).is_some());
         assert!(train(&[], &Item2VecParams::default()).is_empty());
+    }
+
+    #[test]
+    fn staples_are_subsampled_and_rare_items_always_kept() {
+        let counts: HashMap<ItemId, u32> = [(0, 100_000), (1, 10)].into();
+        let keep = keep_thresholds(&[0, 1], &counts, 0.01);
+        assert!(keep[0] < u32::MAX / 10, "a staple is mostly dropped");
+        assert_eq!(keep[1], u32::MAX, "a rare item is always kept");
+        assert_eq!(keep_thresholds(&[0, 1], &counts, 0.0), [u32::MAX; 2]);
+        let table = negative_table(&[0, 1], &counts);
+        let rare = table.iter().filter(|&&r| r == 1).count() as f64 / table.len() as f64;
+        let expected = 10f64.powf(0.75) / (100_000f64.powf(0.75) + 10f64.powf(0.75));
+        assert!((rare - expected).abs() < 1e-4, "{rare} vs {expected}");
     }
 }

@@ -13,7 +13,9 @@
 //! Each candidate carries a few features; the score is their weighted sum, with weights
 //! tuned by coordinate ascent on a past window (trained before `as_of − horizon`, judged
 //! on the horizon before `as_of`), so the blend is fitted on data the evaluation never
-//! sees. Exclusions: items not bought or viewed by anyone for `stale_days` (no longer in
+//! sees. The last few places of a list can be kept for explore candidates (items never
+//! bought, near what was bought or viewed) when that window says they pay ([`Explore`]).
+//! Exclusions: items not bought or viewed by anyone for `stale_days` (no longer in
 //! the catalogue) and items the profile bought in the last `just_bought_days` unless
 //! they are repeat items. [`offline`] measures it against the baselines.
 
@@ -265,6 +267,21 @@ pub type BlendWeights = [f32; FEATURES.len()];
 /// filling the rest (where the tuning starts).
 pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0];
 
+/// Explore slots: places at the end of a top list kept for items the profile never
+/// bought that are item2vec neighbours of what it bought or viewed, ranked by their own
+/// weights. Models stored before them load with none (and score as they did).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Explore {
+    /// Places reserved (0: none; the tuning picks it).
+    pub slots: usize,
+    /// Weights ranking the explore candidates ([`FEATURES`] order).
+    #[serde(deserialize_with = "padded_weights")]
+    pub weights: BlendWeights,
+}
+
+/// Where explore weights start: similarity alone.
+const EXPLORE_START: BlendWeights = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+
 /// What the catalogue and everyone's purchases say about each item as of `as_of`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemStats {
@@ -345,9 +362,20 @@ pub struct Recommender {
     /// The blend.
     #[serde(deserialize_with = "padded_weights")]
     pub weights: BlendWeights,
+    /// Explore slots and their ranking.
+    #[serde(default)]
+    pub explore: Explore,
     #[serde(skip)]
     index: Option<ann::Index>,
+    /// Per item2vec row, its nearest items through the index, most similar first:
+    /// found once when the index is built, so scoring and similar-items queries are
+    /// lookups.
+    #[serde(skip)]
+    neighbours: Vec<Vec<(ItemId, f32)>>,
 }
+
+/// Neighbours cached per item (at least the `neighbours` setting).
+pub const CACHED_NEIGHBOURS: usize = 20;
 
 fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f32 {
     (to - from).num_seconds() as f32 / 86_400.0
@@ -528,7 +556,9 @@ impl Recommender {
             category_popular,
             embeddings,
             weights,
+            explore: Explore::default(),
             index: None,
+            neighbours: Vec::new(),
         };
         model.build_index();
         model
@@ -537,18 +567,37 @@ impl Recommender {
     /// Tunes the blend on the window before `as_of` (see the module doc), then fits on
     /// everything before `as_of` with the tuned weights.
     pub fn train(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Self {
-        let weights = tune(corpus, as_of, p);
-        Self::fit(corpus, as_of, p, weights)
+        let (weights, explore) = tune(corpus, as_of, p);
+        let mut model = Self::fit(corpus, as_of, p, weights);
+        model.explore = explore;
+        model
     }
 
-    /// Rebuilds what is not stored (lookups, the HNSW graph) after deserialising.
+    /// Rebuilds what is not stored (lookups, the HNSW graph, each item's cached
+    /// neighbours) after deserialising.
     pub fn build_index(&mut self) {
         self.catalogue.reindex();
         self.embeddings.reindex();
-        self.index = Some(ann::Index::build(
-            &self.embeddings,
-            self.params.item2vec.seed,
-        ));
+        let index = ann::Index::build(&self.embeddings, self.params.item2vec.seed);
+        let items = &self.embeddings.items;
+        self.neighbours = index
+            .nearest_all(&self.embeddings, self.cached_neighbours())
+            .into_iter()
+            .map(|near| near.into_iter().map(|(r, sim)| (items[r], sim)).collect())
+            .collect();
+        self.index = Some(index);
+    }
+
+    fn cached_neighbours(&self) -> usize {
+        self.params.neighbours.max(CACHED_NEIGHBOURS)
+    }
+
+    /// The cached nearest items of `item` (empty without a vector), most similar first.
+    fn nearest_cached(&self, item: ItemId) -> &[(ItemId, f32)] {
+        self.embeddings
+            .row(item)
+            .and_then(|row| self.neighbours.get(row))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The HNSW index (built on load).
@@ -568,8 +617,17 @@ impl Recommender {
         f64::from(self.stats.repeat_rate[item as usize]) >= self.params.repeat_threshold
     }
 
-    /// Items most similar to `item` (by the HNSW index), with cosine similarity.
+    /// Items most similar to `item` (by the HNSW index), with cosine similarity: a
+    /// lookup in the cached neighbours when `k` is within them, a graph search otherwise.
     pub fn similar(&self, item: ItemId, k: usize) -> Vec<(ItemId, f32)> {
+        if k <= self.cached_neighbours() && self.index.is_some() {
+            return self.nearest_cached(item).iter().take(k).copied().collect();
+        }
+        self.similar_uncached(item, k)
+    }
+
+    /// Items most similar to `item` by a search of the HNSW graph (what the cache holds).
+    pub fn similar_uncached(&self, item: ItemId, k: usize) -> Vec<(ItemId, f32)> {
         let (Some(row), Some(index)) = (self.embeddings.row(item), &self.index) else {
             return Vec::new();
         };
@@ -670,7 +728,8 @@ impl Recommender {
             if !seen_anchor.insert(anchor) {
                 continue;
             }
-            for (i, sim) in self.similar(anchor, self.params.neighbours) {
+            let near = self.nearest_cached(anchor);
+            for &(i, sim) in near.iter().take(self.params.neighbours) {
                 let c = out.entry(i).or_insert_with(|| blank(i));
                 if sim > c.features[SIM] {
                     c.features[SIM] = sim;
@@ -722,11 +781,29 @@ impl Recommender {
     /// The top `k` products for a profile as of `now`, each with its reason.
     pub fn recommend(&self, activity: &Activity, now: DateTime<Utc>, k: usize) -> Vec<Recommended> {
         let candidates = self.candidates(activity, now);
-        let order = rank(&candidates, &self.weights, k);
-        order
+        select(&candidates, &self.weights, &self.explore, k)
             .into_iter()
-            .map(|ix| self.explain(&candidates[ix]))
+            .map(|(ix, explored)| {
+                let c = &candidates[ix];
+                match c.anchor.filter(|_| explored) {
+                    Some(anchor) => Recommended {
+                        item: c.item,
+                        score: f64::from(score(c, &self.explore.weights)),
+                        source: Source::Similar,
+                        reason: self.similar_reason(anchor),
+                    },
+                    None => self.explain(c),
+                }
+            })
             .collect()
+    }
+
+    fn similar_reason(&self, (anchor, viewed): (ItemId, bool)) -> String {
+        let how = if viewed { "viewed" } else { "bought" };
+        format!(
+            "similar to {} you {how}",
+            self.catalogue.names[anchor as usize]
+        )
     }
 
     fn explain(&self, c: &Candidate) -> Recommended {
@@ -754,15 +831,8 @@ impl Recommender {
                 times
             };
             (Source::Repeat, reason)
-        } else if let Some((anchor, viewed)) = c.anchor.filter(|_| similar >= popular) {
-            let how = if viewed { "viewed" } else { "bought" };
-            (
-                Source::Similar,
-                format!(
-                    "similar to {} you {how}",
-                    self.catalogue.names[anchor as usize]
-                ),
-            )
+        } else if let Some(anchor) = c.anchor.filter(|_| similar >= popular) {
+            (Source::Similar, self.similar_reason(anchor))
         } else {
             let reason = match self.catalogue.category_of(c.item) {
                 Some(cat) if c.features[CAT_POP] > 0.0 => format!("popular in {cat}"),
@@ -779,21 +849,86 @@ impl Recommender {
     }
 }
 
+fn score(c: &Candidate, weights: &BlendWeights) -> f32 {
+    c.features.iter().zip(weights).map(|(f, w)| f * w).sum()
+}
+
 /// Indices of the `k` best candidates under `weights`, best first (ties by item id, so
 /// the order is deterministic).
 pub fn rank(candidates: &[Candidate], weights: &BlendWeights, k: usize) -> Vec<usize> {
-    let scores: Vec<f32> = candidates
-        .iter()
-        .map(|c| c.features.iter().zip(weights).map(|(f, w)| f * w).sum())
-        .collect();
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| {
+    rank_among(candidates, (0..candidates.len()).collect(), weights, k)
+}
+
+/// [`rank`] over the candidates at `pool` only.
+fn rank_among(
+    candidates: &[Candidate],
+    mut order: Vec<usize>,
+    weights: &BlendWeights,
+    k: usize,
+) -> Vec<usize> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let scores: Vec<f32> = candidates.iter().map(|c| score(c, weights)).collect();
+    let better = |&a: &usize, &b: &usize| {
         scores[b]
             .total_cmp(&scores[a])
             .then(candidates[a].item.cmp(&candidates[b].item))
-    });
-    order.truncate(k);
+    };
+    // The order is total (ties by item), so selecting the best k first and sorting only
+    // them gives the same list as sorting everything.
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, better);
+        order.truncate(k);
+    }
+    order.sort_by(better);
     order
+}
+
+/// Whether a candidate may fill an explore slot: never bought, near an anchor.
+fn explorable(c: &Candidate) -> bool {
+    c.times_bought == 0 && c.anchor.is_some()
+}
+
+/// The top `k` under the blend with its last `explore.slots` places given to the best
+/// explore candidates not already listed (the blend's next picks fill any place the
+/// explore candidates cannot): indices into `candidates`, each with whether an explore
+/// slot put it there.
+pub fn select(
+    candidates: &[Candidate],
+    weights: &BlendWeights,
+    explore: &Explore,
+    k: usize,
+) -> Vec<(usize, bool)> {
+    let main = rank(candidates, weights, k);
+    let slots = explore.slots.min(k);
+    if slots == 0 {
+        return main.into_iter().map(|i| (i, false)).collect();
+    }
+    let mut top: Vec<(usize, bool)> = main[..main.len().min(k - slots)]
+        .iter()
+        .map(|&i| (i, false))
+        .collect();
+    let pool = (0..candidates.len())
+        .filter(|&i| explorable(&candidates[i]))
+        .collect();
+    for i in rank_among(candidates, pool, &explore.weights, k) {
+        if top.len() >= k {
+            break;
+        }
+        if !top.iter().any(|&(j, _)| j == i) {
+            top.push((i, true));
+        }
+    }
+    for &i in &main {
+        if top.len() >= k {
+            break;
+        }
+        if !top.iter().any(|&(j, _)| j == i) {
+            top.push((i, false));
+        }
+    }
+    top
 }
 
 /// Customers active before `cutoff` who bought in `[cutoff, cutoff + horizon)`, with the
@@ -821,58 +956,63 @@ pub fn future_purchases(
         .collect()
 }
 
-/// Mean Recall@10 and NDCG@10 over the customers under `w`.
-fn recall_and_ndcg(sets: &[(Vec<Candidate>, HashSet<ItemId>)], w: &BlendWeights) -> (f64, f64) {
+/// One tuning customer: candidates, what they bought in the window, and which of it
+/// was new to them.
+struct TuningCase {
+    candidates: Vec<Candidate>,
+    truth: HashSet<ItemId>,
+    new: HashSet<ItemId>,
+}
+
+/// Mean Recall@10 and NDCG@10 over the customers under a blend and explore slots.
+fn recall_and_ndcg(cases: &[TuningCase], w: &BlendWeights, explore: &Explore) -> (f64, f64) {
     let (mut recall, mut ndcg) = (0.0, 0.0);
-    for (candidates, truth) in sets {
-        let top: Vec<ItemId> = rank(candidates, w, 10)
+    for case in cases {
+        let top: Vec<ItemId> = select(&case.candidates, w, explore, 10)
             .into_iter()
-            .map(|i| candidates[i].item)
+            .map(|(i, _)| case.candidates[i].item)
             .collect();
-        let m = offline::ranking_metrics(&top, truth);
+        let m = offline::ranking_metrics(&top, &case.truth);
         recall += m.recall;
         ndcg += m.ndcg;
     }
-    let n = sets.len().max(1) as f64;
+    let n = cases.len().max(1) as f64;
     (recall / n, ndcg / n)
 }
 
-/// Blend weights tuned by coordinate ascent (two passes over a small grid per weight,
-/// starting from P-TopFreq; Recall@10 and NDCG@10 relative to P-TopFreq's) on the `tuning_horizon_days` before `as_of`, with a model
-/// fitted before that window. Falls back to P-TopFreq's weights when the window has no
-/// buyers.
-pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeights {
-    let start = as_of - Duration::days(p.tuning_horizon_days);
-    let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
-    if truth.is_empty() {
-        return P_TOPFREQ;
+/// Mean recall of the new items among the best `slots` explore candidates, over the
+/// customers who bought something new.
+fn explore_recall(cases: &[TuningCase], w: &BlendWeights, slots: usize) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for case in cases.iter().filter(|c| !c.new.is_empty()) {
+        let pool = (0..case.candidates.len())
+            .filter(|&i| explorable(&case.candidates[i]))
+            .collect();
+        let hits = rank_among(&case.candidates, pool, w, slots)
+            .into_iter()
+            .filter(|&i| case.new.contains(&case.candidates[i].item))
+            .count();
+        sum += hits as f64 / case.new.len() as f64;
+        n += 1;
     }
-    let past = Recommender::fit(corpus, start, p, P_TOPFREQ);
-    let sets: Vec<(Vec<Candidate>, HashSet<ItemId>)> = truth
-        .into_iter()
-        .map(|(c, t)| {
-            (
-                past.candidates(&corpus.customers[c].before(start), start),
-                t,
-            )
-        })
-        .collect();
+    sum / n.max(1) as f64
+}
+
+/// Coordinate ascent: two passes over a small grid per weight from `start`, keeping a
+/// change only when it raises `objective`.
+fn coordinate_ascent(
+    start: BlendWeights,
+    objective: impl Fn(&BlendWeights) -> f64,
+) -> BlendWeights {
     const GRID: [f32; 7] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
-    // The objective is Recall@10 and NDCG@10 each relative to P-TopFreq's on the window,
-    // so both count alike (NDCG's values are several times recall's).
-    let (r0, n0) = recall_and_ndcg(&sets, &P_TOPFREQ);
-    let objective = |w: &BlendWeights| {
-        let (r, n) = recall_and_ndcg(&sets, w);
-        r / r0.max(1e-12) + n / n0.max(1e-12)
-    };
-    let mut best = P_TOPFREQ;
+    let mut best = start;
     let mut best_value = objective(&best);
     for _ in 0..2 {
         for f in 0..FEATURES.len() {
             for &g in &GRID {
                 let mut w = best;
                 w[f] = g;
-                if w.iter().all(|x| *x == 0.0) {
+                if w.iter().all(|x| *x == 0.0) || w == best {
                     continue;
                 }
                 let v = objective(&w);
@@ -884,6 +1024,68 @@ pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> BlendWeigh
         }
     }
     best
+}
+
+/// Most explore slots the tuning tries.
+const MAX_EXPLORE_SLOTS: usize = 4;
+
+/// The blend and its explore slots, tuned on the `tuning_horizon_days` before `as_of`
+/// with a model fitted before that window: the blend's weights by coordinate ascent
+/// from P-TopFreq's on Recall@10 and NDCG@10, each relative to P-TopFreq's there; the
+/// explore weights by coordinate ascent from similarity alone on the recall of new
+/// items; then the number of explore slots (0 to 4) that scores best on the blend's
+/// objective. Falls back to P-TopFreq without exploring when the window has no buyers.
+pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> (BlendWeights, Explore) {
+    let start = as_of - Duration::days(p.tuning_horizon_days);
+    let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
+    if truth.is_empty() {
+        return (P_TOPFREQ, Explore::default());
+    }
+    let past = Recommender::fit(corpus, start, p, P_TOPFREQ);
+    let cases: Vec<TuningCase> = truth
+        .into_iter()
+        .map(|(c, truth)| {
+            let history = corpus.customers[c].before(start);
+            let bought: HashSet<ItemId> = history
+                .baskets
+                .iter()
+                .flat_map(|b| b.items.iter().copied())
+                .collect();
+            TuningCase {
+                candidates: past.candidates(&history, start),
+                new: truth
+                    .iter()
+                    .copied()
+                    .filter(|i| !bought.contains(i))
+                    .collect(),
+                truth,
+            }
+        })
+        .collect();
+    // Recall@10 and NDCG@10 each relative to P-TopFreq's on the window, so both count
+    // alike (NDCG's values are several times recall's).
+    let none = Explore::default();
+    let (r0, n0) = recall_and_ndcg(&cases, &P_TOPFREQ, &none);
+    let objective = |w: &BlendWeights, e: &Explore| {
+        let (r, n) = recall_and_ndcg(&cases, w, e);
+        r / r0.max(1e-12) + n / n0.max(1e-12)
+    };
+    let weights = coordinate_ascent(P_TOPFREQ, |w| objective(w, &none));
+    let explore_weights = coordinate_ascent(EXPLORE_START, |w| {
+        explore_recall(&cases, w, MAX_EXPLORE_SLOTS)
+    });
+    let mut best = (none, objective(&weights, &none));
+    for slots in 1..=MAX_EXPLORE_SLOTS {
+        let e = Explore {
+            slots,
+            weights: explore_weights,
+        };
+        let v = objective(&weights, &e);
+        if v > best.1 + 1e-9 {
+            best = (e, v);
+        }
+    }
+    (weights, best.0)
 }
 
 #[cfg(test)]
@@ -984,20 +1186,24 @@ mod tests {
         );
     }
 
+    /// A newcomer whose one order, yesterday (day 89), was `item`.
+    fn bought_yesterday(item: ItemId) -> Activity {
+        Activity {
+            baskets: vec![Basket {
+                at: at(89),
+                items: vec![item],
+            }],
+            views: Vec::new(),
+        }
+    }
+
     #[test]
     fn after_a_comes_b() {
         let corpus = brand();
         let model = Recommender::fit(&corpus, at(90), &params(), EXPLORING);
         let a = corpus.catalogue.get("A").unwrap();
         let b = corpus.catalogue.get("B").unwrap();
-        // A newcomer who just bought A.
-        let newcomer = Activity {
-            baskets: vec![Basket {
-                at: at(89),
-                items: vec![a],
-            }],
-            views: Vec::new(),
-        };
+        let newcomer = bought_yesterday(a);
         let recs = model.recommend(&newcomer, at(90), 5);
         let b_rec = recs.iter().find(|r| r.item == b);
         assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &recs));
@@ -1103,8 +1309,15 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("orders_per_buyer_ln");
+        stored.as_object_mut().unwrap().remove("explore");
+        stored["params"]["item2vec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("subsample");
         let mut old: Recommender = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(old.weights, P_TOPFREQ, "missing weights are 0");
+        assert_eq!(old.explore, Explore::default(), "no explore slots");
+        assert_eq!(old.params.item2vec.subsample, 0.0, "no subsampling");
         old.build_index();
         let someone = &corpus.customers[45];
         assert_eq!(
@@ -1127,5 +1340,72 @@ mod tests {
             model.recommend(someone, at(90), 10),
             again.recommend(someone, at(90), 10)
         );
+    }
+
+    #[test]
+    fn explore_slots_give_the_last_places_to_neighbours_never_bought() {
+        let corpus = brand();
+        // The blend alone ignores similarity; two explore slots bring B in after A.
+        let mut model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let a = corpus.catalogue.get("A").unwrap();
+        let b = corpus.catalogue.get("B").unwrap();
+        let newcomer = bought_yesterday(a);
+        let without = model.recommend(&newcomer, at(90), 5);
+        assert!(without.iter().all(|r| r.source != Source::Similar));
+        model.explore = Explore {
+            slots: 2,
+            weights: EXPLORE_START,
+        };
+        let with = model.recommend(&newcomer, at(90), 5);
+        assert_eq!(with.len(), 5);
+        assert_eq!(with[..3], without[..3], "the blend keeps the first places");
+        let b_rec = with[3..].iter().find(|r| r.item == b);
+        assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &with));
+        assert_eq!(b_rec.unwrap().source, Source::Similar);
+        assert_eq!(b_rec.unwrap().reason, "similar to Kurta A you bought");
+        // A staple buyer's explore slots never hold what they already bought.
+        let staple_buyer = corpus.customers[45].before(at(90));
+        let bought: HashSet<ItemId> = staple_buyer
+            .baskets
+            .iter()
+            .flat_map(|b| b.items.iter().copied())
+            .collect();
+        let candidates = model.candidates(&staple_buyer, at(90));
+        for (i, explored) in select(&candidates, &model.weights, &model.explore, 10) {
+            assert!(!explored || !bought.contains(&candidates[i].item));
+        }
+    }
+
+    #[test]
+    fn cached_neighbours_are_what_the_graph_search_returns() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        assert!(!model.embeddings.is_empty());
+        for &item in &model.embeddings.items {
+            for k in [1, 5, CACHED_NEIGHBOURS] {
+                assert_eq!(model.similar(item, k), model.similar_uncached(item, k));
+            }
+        }
+        // The cache is the same however many threads fill it.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ));
+        assert_eq!(one.neighbours, model.neighbours);
+    }
+
+    #[test]
+    fn selecting_the_best_k_matches_sorting_everything() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let candidates = model.candidates(&corpus.customers[45].before(at(90)), at(90));
+        let all = rank(&candidates, &P_TOPFREQ, candidates.len());
+        for k in [0, 1, 3, 10, candidates.len() + 5] {
+            assert_eq!(
+                rank(&candidates, &P_TOPFREQ, k),
+                all[..k.min(all.len())].to_vec()
+            );
+        }
     }
 }

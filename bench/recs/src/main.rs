@@ -1,0 +1,68 @@
+//! `recs-bench FILE.csv HORIZON_DAYS CUTOFF...`: what `ctl ml eval-recs --transactions
+//! FILE.csv --horizon HORIZON_DAYS --cutoff CUTOFF...` prints (same evaluation, same
+//! report), built from the `ml` crate alone so release figures need no fleet build.
+//! Seed: `ML_SEED` (default 42).
+
+use std::io::BufReader;
+
+use anyhow::{Context, bail};
+use ml::eval::parse_date;
+use ml::recs::RecsParams;
+use ml::recs::item2vec::Item2VecParams;
+use ml::recs::offline::{
+    evaluate, load_average, machine_reference, read_transactions, write_report,
+};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [path, horizon, cutoffs @ ..] = args.as_slice() else {
+        bail!("usage: recs-bench FILE.csv HORIZON_DAYS CUTOFF...");
+    };
+    let horizon: i64 = horizon
+        .parse()
+        .with_context(|| format!("horizon `{horizon}` is not a number of days"))?;
+    let cutoffs = cutoffs
+        .iter()
+        .map(|c| parse_date(c).with_context(|| format!("unreadable cutoff `{c}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if cutoffs.is_empty() {
+        bail!("give at least one cutoff");
+    }
+    let seed = match std::env::var("ML_SEED") {
+        Ok(s) => s.parse().with_context(|| format!("ML_SEED `{s}`"))?,
+        Err(_) => 42,
+    };
+    let started = std::time::Instant::now();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let log = read_transactions(BufReader::new(file))?;
+    println!(
+        "{} rows ({} skipped), {} customers, {} products; read in {:.1}s",
+        log.rows,
+        log.skipped,
+        log.corpus.customers.len(),
+        log.corpus.catalogue.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let machine = machine_reference();
+    println!(
+        "machine reference: memory read {:.1} GB/s, {:.0} M 32-dim dot products/s on one core; \
+         load average {}",
+        machine.memory_gb_per_second,
+        machine.dots_per_second / 1e6,
+        load_average()
+    );
+    let params = RecsParams {
+        item2vec: Item2VecParams {
+            seed,
+            ..Item2VecParams::default()
+        },
+        ..RecsParams::default()
+    };
+    for cutoff in cutoffs {
+        let report = evaluate(&log.corpus, cutoff, horizon, &params)?;
+        let mut text = String::new();
+        write_report(&mut text, &report, &machine)?;
+        print!("{text}");
+    }
+    Ok(())
+}
