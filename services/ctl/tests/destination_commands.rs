@@ -2,29 +2,20 @@
 //! fresh database and local fakes of HubSpot and a REST endpoint, with the destinations
 //! service syncing in between.
 
-use std::process::{Command, Output};
+mod ctl_cli;
+
+use std::process::Output;
 use std::time::Duration;
 
 use test_support::TestEnv;
 use test_support::crm::{FakeHubSpot, FakeRest, RestAuth};
 use uuid::Uuid;
 
-/// Runs `ctl` with the env's settings plus `extra` variables.
+/// Runs `ctl destination ARGS` with the env's settings plus `extra` variables.
 fn run(env: &TestEnv, extra: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut vars = env.process_vars();
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .arg("destination")
-        .args(args)
-        .env_clear()
-        .envs(vars)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("running ctl")
+    let mut all = vec!["destination"];
+    all.extend_from_slice(args);
+    ctl_cli::run(env, &all, extra)
 }
 
 /// `ctl destination ARGS`, which must succeed; its standard output.

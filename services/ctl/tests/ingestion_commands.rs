@@ -1,23 +1,16 @@
 //! `ctl integration add|list` and `ctl import csv`, run as the real binary against a
 //! fresh database.
 
-use std::process::Command;
+mod ctl_cli;
 
 use test_support::TestEnv;
 
 fn ctl(env: &TestEnv, args: &[&str]) -> String {
-    let mut vars = env.process_vars();
-    vars.push((
-        "PUBLIC_BASE_URL".into(),
-        "https://ingest.example.com/".into(),
-    ));
-    let out = Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env_clear()
-        .envs(vars)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("running ctl");
+    let out = ctl_cli::run(
+        env,
+        args,
+        &[("PUBLIC_BASE_URL", "https://ingest.example.com/")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

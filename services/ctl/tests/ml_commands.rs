@@ -3,8 +3,10 @@
 //! rollback, scoring everyone), and on a transaction log written to a CSV file (eval,
 //! which needs no database; eval-recs likewise, with its speed figures).
 
+mod ctl_cli;
+
 use std::io::Write as _;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use chrono::{TimeZone, Utc};
 use ml::registry::{self, Task};
@@ -12,13 +14,7 @@ use scenario::{ActivityKind, Brand, BrandConfig, generate};
 use test_support::TestEnv;
 
 fn ctl(env: &TestEnv, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env_clear()
-        .envs(env.process_vars())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("running ctl")
+    ctl_cli::run(env, args, &[])
 }
 
 fn ok(out: &Output) -> String {

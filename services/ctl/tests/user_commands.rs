@@ -2,26 +2,14 @@
 //! database: what they make signs in and authenticates through the same store the
 //! api-gateway uses.
 
-use std::process::{Command, Output};
+mod ctl_cli;
+
+use std::process::Output;
 
 use domain::api::Role;
 use test_support::TestEnv;
 
-fn ctl(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    let mut vars = env.process_vars();
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env_clear()
-        .envs(vars)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("running ctl")
-}
+use ctl_cli::run as ctl;
 
 fn field(out: &Output, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout)
