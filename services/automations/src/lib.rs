@@ -124,13 +124,8 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         .check(&ctx.db)
         .await
         .map_err(anyhow::Error::msg)?;
-    let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
-    // Replicas in one process (tests) need distinct consumer names.
-    opts.consumer = format!(
-        "{}-{}",
-        opts.consumer,
-        &Uuid::new_v4().simple().to_string()[..8]
-    );
+    // Consumer names are distinct per replica (host, process, and a counter within it).
+    let opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
     let consumer = tokio::spawn(streams::run_consumer(
         ctx.streams(),
         Topic::ProfileChanges,

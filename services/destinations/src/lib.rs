@@ -233,16 +233,11 @@ async fn start_worker(
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let key = service_kit::secrets_key(&ctx.settings)?;
-    let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
-    opts.consumer = format!(
-        "{}-{}",
-        opts.consumer,
-        &Uuid::new_v4().simple().to_string()[..8]
-    );
+    // Consumer names are distinct per replica (host, process, and a counter within it).
     let consumer = tokio::spawn(streams::run_consumer(
         ctx.streams(),
         Topic::ProfileChanges,
-        opts,
+        ConsumerOptions::from_settings(&ctx.settings, GROUP),
         Arc::new(ChangeHandler { db: ctx.db.clone() }),
         ctx.shutdown.clone(),
     ));

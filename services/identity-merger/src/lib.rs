@@ -114,18 +114,10 @@ impl Handler for RequestHandler {
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let streams = ctx.streams();
     let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
-    // Replicas of one host (and tests running several in one process) need distinct
-    // consumer names.
-    let name = |topic: &str| {
-        let mut opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
-        opts.consumer = format!(
-            "{}-{topic}-{}",
-            opts.consumer,
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        opts
-    };
-    let mut events_opts = name("events");
+    // Consumer names are distinct per replica and per consumer (host, process, and a
+    // counter within it), so replicas of one host, and tests running several in one
+    // process, never share one.
+    let mut events_opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
     events_opts.batch_size = ctx.settings.identity.identity_merger_batch_size.max(1);
     let events = tokio::spawn(streams::run_consumer(
         streams.clone(),
@@ -139,7 +131,7 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     let requests = tokio::spawn(streams::run_consumer(
         streams.clone(),
         Topic::MergeRequests,
-        name("requests"),
+        ConsumerOptions::from_settings(&ctx.settings, GROUP),
         Arc::new(RequestHandler { resolver }),
         ctx.shutdown.clone(),
     ));
