@@ -259,8 +259,38 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
             .await
             .unwrap();
     let tasks: BTreeSet<&str> = active.iter().map(|(t, _)| t.as_str()).collect();
-    for task in ["churn", "ltv", "segment"] {
+    for task in ["churn", "segment"] {
         assert!(tasks.contains(task), "no active {task} model: {active:?}");
+    }
+    // LTV is gated against a constant forecast (docs/ml.md): on a brand of 150 people
+    // the validation MAE of BG/NBD x Gamma-Gamma and of LightGBM can tie with the
+    // training median, and then, by design, no LTV model serves. That is the only
+    // reason accepted here: every LTV version of the last run must have been refused for not
+    // beating a baseline (never for a missing metric, too little data or an error).
+    let ltv_active = tasks.contains("ltv");
+    if !ltv_active {
+        let reasons: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT algorithm, status, status_reason FROM model_version WHERE task = 'ltv' \
+             AND data_window_end = (SELECT max(data_window_end) FROM model_version WHERE task = 'ltv')",
+        )
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+        assert!(!reasons.is_empty(), "no LTV model was trained: {active:?}");
+        for (algorithm, status, reason) in &reasons {
+            let reason = reason.as_deref().unwrap_or_default();
+            assert!(
+                status == "rejected" && reason.contains("does not beat"),
+                "LTV {algorithm} is {status} ({reason}) and no LTV model is active"
+            );
+        }
+        assert!(
+            reasons
+                .iter()
+                .any(|(_, _, r)| r.as_deref().unwrap_or_default().contains("constant")),
+            "no LTV model is active, yet none was refused for a constant forecast: {reasons:?}"
+        );
+        eprintln!("e2e: no LTV model serves: {reasons:?}");
     }
     let (live, without_features, unsegmented, buyers, unscored_buyers): (i64, i64, i64, i64, i64) =
         sqlx::query_as(
@@ -278,8 +308,9 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
                     (SELECT count(*) FROM live WHERE frequency > 0), \
                     (SELECT count(*) FROM live l WHERE l.frequency > 0 AND ( \
                         NOT EXISTS (SELECT 1 FROM scored s WHERE s.profile_id = l.id AND s.task = 'churn') \
-                        OR NOT EXISTS (SELECT 1 FROM scored s WHERE s.profile_id = l.id AND s.task = 'ltv')))",
+                        OR ($1 AND NOT EXISTS (SELECT 1 FROM scored s WHERE s.profile_id = l.id AND s.task = 'ltv'))))",
         )
+        .bind(ltv_active)
         .fetch_one(&env.db)
         .await
         .unwrap();
