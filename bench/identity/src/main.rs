@@ -8,7 +8,8 @@
 //!   started and timed until every event is resolved. Prints events/s and the ratio to
 //!   the pure engine's events/s on the same events (the ceiling of the rules alone),
 //!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
-//!   shaped like the identifier index.
+//!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
+//!   time order (scrambled within each run of N) to measure what late events cost.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
