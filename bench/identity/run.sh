@@ -4,6 +4,7 @@
 #
 # Usage: bench/identity/run.sh [stream|rebuild] [extra bench-identity arguments]
 #   stream   events/s through 1 and 3 identity-merger replicas (default scenario, ~60k events)
+#            (--shuffle-window N: events delivered out of time order within runs of N)
 #   rebuild  `ctl identity rebuild` on 1M stored events
 #
 # Builds the merger, ctl and the benchmark in release mode and uses a throw-away

@@ -8,7 +8,8 @@
 //!   started and timed until every event is resolved. Prints events/s and the ratio to
 //!   the pure engine's events/s on the same events (the ceiling of the rules alone),
 //!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
-//!   shaped like the identifier index.
+//!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
+//!   time order (scrambled within each run of N) to measure what late events cost.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
@@ -46,6 +47,13 @@ enum Command {
         /// Replica counts to run, comma separated.
         #[arg(long, default_value = "1,3")]
         replicas: String,
+        /// Deliver the events out of time order: each run of this many consecutive
+        /// events (in time order) is published in a fixed scrambled order, so events
+        /// arrive up to that many places late, as retries and per-lane senders deliver
+        /// them. 0 (the default) publishes in time order; a number above the event
+        /// count shuffles the whole stream.
+        #[arg(long, default_value_t = 0)]
+        shuffle_window: usize,
     },
     /// Time `ctl identity rebuild` on about this many stored events.
     Rebuild {
@@ -61,13 +69,17 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     require_bench_database(&settings)?;
     match cli.command {
-        Command::Stream { people, replicas } => {
+        Command::Stream {
+            people,
+            replicas,
+            shuffle_window,
+        } => {
             let counts: Vec<usize> = replicas
                 .split(',')
                 .map(|r| r.trim().parse())
                 .collect::<Result<_, _>>()
                 .context("--replicas is a comma separated list of numbers")?;
-            stream(&settings, people, &counts).await
+            stream(&settings, people, &counts, shuffle_window).await
         }
         Command::Rebuild { events } => rebuild(&settings, events).await,
     }
@@ -78,11 +90,46 @@ async fn postgres_ceilings(db: &PgPool) -> anyhow::Result<(f64, f64)> {
     Ok((round_trip_rate(db).await?, upsert_rate(db).await?))
 }
 
-async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow::Result<()> {
+/// `events` (in time order) in delivery order: within each run of `window` events a
+/// fixed permutation (an odd multiplier scrambles the v7 ids' time prefix, as the
+/// streaming tests' shuffle does); `window` 0 keeps time order.
+fn delivery_order(events: &[NormalizedEvent], window: usize) -> Vec<&NormalizedEvent> {
+    let mut out: Vec<&NormalizedEvent> = events.iter().collect();
+    if window > 1 {
+        for run in out.chunks_mut(window) {
+            run.sort_by_key(|e| {
+                e.event_id
+                    .as_u128()
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+            });
+        }
+    }
+    out
+}
+
+async fn stream(
+    settings: &Settings,
+    people: usize,
+    counts: &[usize],
+    shuffle_window: usize,
+) -> anyhow::Result<()> {
     let merger = release_binary("identity-merger")?;
     let s = generate(&IdentityConfig::with_customers(people));
     let events = s.events.len();
-    println!("scenario: {people} people, {events} events");
+    let delivered = delivery_order(&s.events, shuffle_window);
+    let displaced = delivered
+        .iter()
+        .zip(&s.events)
+        .filter(|(a, b)| a.event_id != b.event_id)
+        .count();
+    println!(
+        "scenario: {people} people, {events} events, delivered {} ({displaced} out of place)",
+        if shuffle_window > 1 {
+            format!("shuffled within runs of {shuffle_window}")
+        } else {
+            "in time order".to_owned()
+        }
+    );
 
     // The rules alone: the whole event set through the pure engine, in memory.
     let (engine_rate, profiles) = engine_rate(settings, &s.events);
@@ -102,10 +149,10 @@ async fn stream(settings: &Settings, people: usize, counts: &[usize]) -> anyhow:
             10_000_000,
         )
         .await?;
-        for chunk in s.events.chunks(5_000) {
+        for chunk in delivered.chunks(5_000) {
             let envs: Vec<Envelope<&NormalizedEvent>> = chunk
                 .iter()
-                .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), e))
+                .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), *e))
                 .collect();
             streams.publish_many(Topic::EventsNormalized, &envs).await?;
         }

@@ -44,7 +44,6 @@ pub(crate) async fn write(
     delta: &Delta,
     debounce: Duration,
 ) -> Result<Written, sqlx::Error> {
-    profiles::insert_ids(conn, &delta.created).await?;
     match &delta.rewrite {
         Rewrite::Nothing => {}
         Rewrite::Region {
@@ -74,9 +73,22 @@ pub(crate) async fn write(
                 .await?;
         }
     }
+    // Orders first (no foreign key), so each live profile's row is written once, its
+    // order aggregates computed in the same statement; then the bare rows of profiles
+    // created only to be merged away, which tombstones need.
+    move_orders(conn, &delta.tombstones).await?;
+    attribute_orders(conn, &delta.orders).await?;
+    upsert_profiles(conn, &delta.profiles).await?;
+    let live: std::collections::HashSet<ProfileId> = delta.changed().collect();
+    let bare: Vec<ProfileId> = delta
+        .created
+        .iter()
+        .copied()
+        .filter(|p| !live.contains(p))
+        .collect();
+    profiles::insert_ids(conn, &bare).await?;
     tombstone(conn, &delta.tombstones).await?;
     repoint(conn, &delta.repoint).await?;
-    upsert_profiles(conn, &delta.profiles).await?;
     assign_events(conn, &delta.assignment).await?;
     upsert_holdings(conn, &delta.holdings).await?;
     if delta.rewrite == Rewrite::Everything {
@@ -102,9 +114,6 @@ pub(crate) async fn write(
     insert_refused(conn, &delta.refused).await?;
     let merge_ids = insert_merges(conn, &delta.merges, &delta.actor).await?;
     let reviews = insert_reviews(conn, &delta.reviews).await?;
-    attribute_orders(conn, &delta.orders).await?;
-    let live: Vec<ProfileId> = delta.changed().collect();
-    refresh_order_aggregates(conn, &live).await?;
     queue_predictions(conn, &delta.predictions, debounce).await?;
     queue_changes(conn, delta).await?;
     Ok(Written { merge_ids, reviews })
@@ -141,11 +150,11 @@ async fn upsert_profiles(conn: &mut PgConnection, rows: &[ProfileRow]) -> Result
     profiles::upsert(conn, &writes).await
 }
 
-/// Turns `absorbed` profiles into tombstones of `into` (pairs), moving their events,
-/// identifiers and orders, and dropping their stale predictions, features and queued
+/// Turns `absorbed` profiles into tombstones of `into` (pairs), moving their events
+/// and identifiers (their orders moved first, [`move_orders`]), and dropping their stale predictions, features and queued
 /// prediction requests. Tombstones that pointed at an absorbed profile point at its
 /// survivor too, so no pointer targets a tombstone (a survivor that was itself such a
-/// tombstone is revived by the profile upsert that follows).
+/// tombstone was revived by the profile upsert before, so it is not re-pointed).
 async fn tombstone(
     conn: &mut PgConnection,
     pairs: &[(ProfileId, ProfileId)],
@@ -172,19 +181,8 @@ async fn tombstone(
     .bind(&into)
     .execute(&mut *conn)
     .await?;
-    for (table, column) in [
-        ("normalized_event", "profile_id"),
-        ("profile_identifier", "profile_id"),
-        ("orders", "profile_id"),
-    ] {
-        sqlx::query(&format!(
-            "UPDATE {table} t SET {column} = u.into_id \
-             FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) WHERE t.{column} = u.from_id"
-        ))
-        .bind(&from)
-        .bind(&into)
-        .execute(&mut *conn)
-        .await?;
+    for table in ["normalized_event", "profile_identifier"] {
+        move_profile_rows(conn, table, &from, &into).await?;
     }
     for table in ["predictions", "features", "identity_prediction_outbox"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE profile_id = ANY($1)"))
@@ -192,6 +190,37 @@ async fn tombstone(
             .execute(&mut *conn)
             .await?;
     }
+    Ok(())
+}
+
+/// Moves the orders of `absorbed` profiles to their survivors (pairs), before the
+/// survivors' rows are written with their order aggregates.
+async fn move_orders(
+    conn: &mut PgConnection,
+    pairs: &[(ProfileId, ProfileId)],
+) -> Result<(), sqlx::Error> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let (from, into): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    move_profile_rows(conn, "orders", &from, &into).await
+}
+
+/// Points the `profile_id` of `table`'s rows of each `from` profile at its `into`.
+async fn move_profile_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    from: &[Uuid],
+    into: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE {table} t SET profile_id = u.into_id \
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(from_id, into_id) WHERE t.profile_id = u.from_id"
+    ))
+    .bind(from)
+    .bind(into)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -255,7 +284,9 @@ async fn upsert_holdings(
 
 /// Writes identifier states (latest event kept as the later of stored and given; the
 /// partner set as given, since it was read and merged under the identifier's lock),
-/// and flags the index rows of suspect or shared identifiers.
+/// and flags the index rows of suspect or shared identifiers. A state that would come
+/// out unchanged (a region replay rewrites every identifier of its region, most of
+/// them as they were) is not rewritten.
 async fn upsert_identifier_states(
     conn: &mut PgConnection,
     rows: &[(Identifier, IdentifierState)],
@@ -282,7 +313,12 @@ async fn upsert_identifier_states(
                  partners = EXCLUDED.partners, \
                  suspect = identity_identifier.suspect OR EXCLUDED.suspect, \
                  suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since), \
-                 shared = EXCLUDED.shared",
+                 shared = EXCLUDED.shared \
+             WHERE (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
+                       > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
+                OR EXCLUDED.partners IS DISTINCT FROM identity_identifier.partners \
+                OR (EXCLUDED.suspect AND NOT identity_identifier.suspect) \
+                OR EXCLUDED.shared IS DISTINCT FROM identity_identifier.shared",
         )
         .bind(&kinds)
         .bind(&values)
@@ -472,42 +508,6 @@ async fn attribute_orders(
     .bind(&profiles)
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-/// Recomputes the order aggregates of `profiles` from the `orders` table: orders that
-/// were not cancelled, spend net of refunds (saturating at ±`domain::MAX_TOTAL`), the
-/// most used currency, the last order. Rows whose aggregates come out unchanged (most
-/// profiles of a step: an event without an order) are not rewritten, so a step writes
-/// each profile row once, not twice.
-async fn refresh_order_aggregates(
-    conn: &mut PgConnection,
-    profiles: &[ProfileId],
-) -> Result<(), sqlx::Error> {
-    for chunk in profiles.chunks(10_000) {
-        sqlx::query(
-            "UPDATE customer_profile p SET \
-                 orders_count = COALESCE(a.n, 0), \
-                 total_spent = LEAST(GREATEST(COALESCE(a.spent, 0), -$2::numeric), $2::numeric), \
-                 currency = COALESCE(a.currency, p.currency), last_order_at = a.last_order_at \
-             FROM unnest($1::uuid[]) AS ids(id) \
-             LEFT JOIN (SELECT profile_id, count(*)::int AS n, sum(total - refunded_total) AS spent, \
-                               mode() WITHIN GROUP (ORDER BY currency) AS currency, \
-                               max(placed_at) AS last_order_at \
-                        FROM orders WHERE profile_id = ANY($1) AND status <> 'cancelled' \
-                        GROUP BY profile_id) a ON a.profile_id = ids.id \
-             WHERE p.id = ids.id \
-               AND (p.orders_count, p.total_spent, p.currency, p.last_order_at) IS DISTINCT FROM \
-                   (COALESCE(a.n, 0), LEAST(GREATEST(COALESCE(a.spent, 0), -$2::numeric), $2::numeric), \
-                    COALESCE(a.currency, p.currency), a.last_order_at)",
-        )
-        .bind(chunk)
-        // Any number of orders of any admitted amount: the sum saturates
-        // (domain::MAX_TOTAL) instead of overflowing the column and failing the write.
-        .bind(domain::MAX_TOTAL)
-        .execute(&mut *conn)
-        .await?;
-    }
     Ok(())
 }
 
