@@ -38,5 +38,8 @@ trap stop EXIT
     start
 echo "private Postgres on port $port ($("${as_pg[@]}" "$bin/postgres" --version))"
 
+# Its own stream prefix and ingest port, so a plain run.sh may run beside it.
 BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_pipeline" \
+    BENCH_STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-pipeline-pgstat:}" \
+    BENCH_INGEST_PORT="${BENCH_INGEST_PORT:-18492}" \
     bench/pipeline/run.sh --pg-stats "$@"
