@@ -341,3 +341,47 @@ async fn many_views_of_one_product_in_a_batch_are_one_write_and_repeats_write_no
         ("Kurta v3", first, t0() + Duration::hours(1))
     );
 }
+
+#[tokio::test]
+async fn order_lines_are_checked_against_orders_by_key_after_the_table_grew() {
+    let env = TestEnv::new().await;
+    let mut conn = env.db.acquire().await.unwrap();
+    let order = |n: usize, at: DateTime<Utc>| {
+        let mut w = report(at, OrderStatus::Paid, vec![item("A", 100), item("B", 200)]);
+        w.order.as_mut().unwrap().external_order_id = format!("o-{n}");
+        w
+    };
+    // This connection's foreign-key checks of order_items first run while orders is tiny.
+    for n in 0..8 {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        storage::normalized::write(&mut tx, &mut [order(n, t0())])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO orders (id, source, external_order_id, event_id, status, channel, placed_at, \
+                             updated_at, currency, total, refunded_total) \
+         SELECT gen_random_uuid(), 'shopify', 'bulk-' || g, gen_random_uuid(), 'paid', 'web', \
+                now(), now(), 'INR', 1, 0 FROM generate_series(1, 50000) g",
+    )
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let mut batch: Vec<EventWrite> = (100..120).map(|n| order(n, t0())).collect();
+    storage::normalized::write(&mut tx, &mut batch)
+        .await
+        .unwrap();
+    let scans: i64 = sqlx::query_scalar(
+        "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        scans, 0,
+        "no line of the batch scanned the whole orders table"
+    );
+}
