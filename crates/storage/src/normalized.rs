@@ -12,7 +12,8 @@
 //! - refunds are keyed by the source's refund id, and `refunded_total` is recomputed as
 //!   their sum, so a refund seen in its own webhook and in the updated order counts once
 //!   (a refund arriving before its order is kept and counted when the order arrives);
-//! - products are upserted by SKU, the most recently seen name and price winning.
+//! - products are upserted by SKU, the most recently seen name and price winning; a
+//!   sighting that changes nothing (a redelivery, an older sighting) writes nothing.
 //!
 //! Set-based: a batch costs a handful of statements whatever its size. Writes to one
 //! order are applied in batch order, in rounds (the n-th write of every order in round
