@@ -46,6 +46,8 @@ use sqlx::PgPool;
 use streams::Topic;
 use uuid::Uuid;
 
+mod pgstats;
+
 #[derive(Parser)]
 #[command(
     name = "bench-pipeline",
@@ -82,6 +84,11 @@ struct Cli {
     /// Give up waiting for the pipeline to drain after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// After the run, print what the load asked of Postgres (top statements, table
+    /// rows, WAL per 1,000 events); needs `pg_stat_statements` preloaded
+    /// (`bench/pipeline/pgstat.sh`).
+    #[arg(long)]
+    pg_stats: bool,
 }
 
 /// Messages per person: three anonymous product views, an identify, an order.
@@ -132,13 +139,18 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
         batch: cli.batch.max(EVENTS_PER_PERSON),
     });
 
+    if cli.pg_stats {
+        pgstats::reset(db).await?;
+    }
     let mut next_person: u64 = 0;
+    let mut all_posted: u64 = 0;
     let load_started = Utc::now();
     if cli.steady_rate > 0 {
         let people = (cli.steady_rate * cli.steady_seconds) as usize / EVENTS_PER_PERSON;
         let started = Utc::now();
         let sent = post_people(&target, next_person, people, Some(cli.steady_rate), 4).await?;
         next_person += people as u64;
+        all_posted += sent;
         drain(db, load_started, cli.timeout).await?;
         let f = freshness(db, started).await?;
         println!(
@@ -210,6 +222,9 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
         outcome.0, outcome.1, outcome.2
     );
     fleet.stop();
+    if cli.pg_stats {
+        pgstats::report(db, all_posted + posted).await?;
+    }
     Ok(())
 }
 

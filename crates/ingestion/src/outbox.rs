@@ -1,15 +1,17 @@
 //! The outbox of `events.raw`: raw events committed but not yet published.
 //!
-//! `customer_raw_event.published_at IS NULL` is the outbox (a partial index keeps it
-//! cheap to scan). Normally the ingest publisher empties it within milliseconds; rows
-//! stay when Redis refused the publish or the process died between commit and publish.
-//! [`RawEventOutbox`] lets the streams runtime's relay (`streams::run_outbox_relay`) find
-//! rows older than a grace period, rebuild their envelopes exactly as ingest would have,
-//! publish them and mark them published.
+//! `raw_event_outbox` is the outbox: a narrow row (id, arrival time) inserted with each
+//! new `customer_raw_event` row in the same statement ([`crate::raw`]) and deleted once
+//! the event is on `events.raw`. Normally the ingest publisher empties it within
+//! milliseconds; rows stay when Redis refused the publish or the process died between
+//! commit and publish. [`RawEventOutbox`] lets the streams runtime's relay
+//! (`streams::run_outbox_relay`) find rows older than a grace period, rebuild their
+//! envelopes exactly as ingest would have, publish them and take them out.
 //!
 //! Guarantee: every committed raw event reaches `events.raw` at least once. An event can
 //! be published twice (the relay races a slow publisher, or two ingest replicas relay at
-//! once); the normalizer is idempotent on the raw id, so effects happen once.
+//! once); the normalizer is idempotent on the raw id, so effects happen once. An outbox
+//! row whose raw event was erased before it was published is dropped by the relay.
 
 use std::time::Duration;
 
@@ -43,62 +45,89 @@ impl RawEventOutbox {
         type Row = (
             Uuid,
             Option<Uuid>,
-            String,
-            String,
-            String,
-            DateTime<Utc>,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
             Option<DateTime<Utc>>,
-            sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
-            serde_json::Value,
+            Option<DateTime<Utc>>,
+            Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
+            Option<serde_json::Value>,
         );
+        // Raw ids are UUIDv7: key order is arrival order.
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, integration_id, source, source_event_id, kind, received_at, occurred_at, \
-                    headers, payload \
-             FROM customer_raw_event \
-             WHERE published_at IS NULL AND received_at <= now() - $2::interval \
-             ORDER BY received_at \
+            "SELECT o.id, r.id, r.integration_id, r.source, r.source_event_id, r.kind, \
+                    r.received_at, r.occurred_at, r.headers, r.payload \
+             FROM raw_event_outbox o LEFT JOIN customer_raw_event r ON r.id = o.id \
+             WHERE o.received_at <= now() - $2::interval \
+             ORDER BY o.id \
              LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(older_than)
         .fetch_all(&self.db)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    integration_id,
-                    source,
-                    source_event_id,
-                    kind,
-                    received_at,
-                    occurred_at,
-                    headers,
-                    body,
-                )| {
-                    Envelope {
-                        v: streams::ENVELOPE_VERSION,
-                        id,
-                        source,
-                        kind,
-                        received_at,
-                        occurred_at,
-                        payload: RawPayload {
-                            integration_id,
-                            source_event_id,
-                            headers: headers.0,
-                            body,
-                        },
-                    }
-                },
+        let mut erased = Vec::new();
+        let mut pending = Vec::with_capacity(rows.len());
+        for (
+            queued,
+            id,
+            integration_id,
+            source,
+            source_event_id,
+            kind,
+            received_at,
+            occurred_at,
+            headers,
+            body,
+        ) in rows
+        {
+            let (
+                Some(id),
+                Some(source),
+                Some(source_event_id),
+                Some(kind),
+                Some(received_at),
+                Some(headers),
+                Some(body),
+            ) = (
+                id,
+                source,
+                source_event_id,
+                kind,
+                received_at,
+                headers,
+                body,
             )
-            .collect())
+            else {
+                // The raw event was erased before it was published: nothing to send.
+                erased.push(queued);
+                continue;
+            };
+            pending.push(Envelope {
+                v: streams::ENVELOPE_VERSION,
+                id,
+                source,
+                kind,
+                received_at,
+                occurred_at,
+                payload: RawPayload {
+                    integration_id,
+                    source_event_id,
+                    headers: headers.0,
+                    body,
+                },
+            });
+        }
+        if !erased.is_empty() {
+            raw::mark_published(&self.db, &erased).await?;
+        }
+        Ok(pending)
     }
 
     /// How many raw events wait in the outbox (for metrics and `ctl`).
     pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL")
+        sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
             .fetch_one(&self.db)
             .await
     }

@@ -9,12 +9,13 @@
 //! waiters. Many requests, one round trip, one WAL flush: that is how signed ingest keeps
 //! up with a 2-core machine.
 //!
-//! After the commit, newly stored rows go to a publisher task that appends them to
-//! `events.raw` (one pipeline per batch) and then sets `published_at`. If publishing
-//! fails, or the process dies between commit and publish, the rows keep
-//! `published_at IS NULL` and the outbox relay ([`crate::outbox`]) publishes them later.
-//! Delivery on `events.raw` is therefore at least once; the normalizer is idempotent on
-//! the raw id.
+//! The same statement queues each new row in `raw_event_outbox` (its id and arrival time:
+//! a narrow row, so the wide raw row is written once and never rewritten). After the
+//! commit, newly stored rows go to a publisher task that appends them to `events.raw`
+//! (one pipeline per batch) and then deletes their outbox rows. If publishing fails, or
+//! the process dies between commit and publish, the outbox rows stay and the outbox
+//! relay ([`crate::outbox`]) publishes them later. Delivery on `events.raw` is therefore
+//! at least once; the normalizer is idempotent on the raw id.
 //!
 //! One bad request never fails the others: when Postgres refuses a shared INSERT for
 //! its data ([`is_data_error`]: a value out of range, a key too long for its index),
@@ -67,13 +68,18 @@ pub enum StoreError {
     Stopped,
 }
 
+/// The raw rows and, for those that are new, their outbox rows: one statement, so a
+/// stored event is always queued for publishing.
 const INSERT_SQL: &str = "\
-INSERT INTO customer_raw_event \
-    (id, integration_id, source, source_event_id, kind, received_at, occurred_at, headers, payload) \
-SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                     $6::timestamptz[], $7::timestamptz[], $8::jsonb[], $9::jsonb[]) \
-ON CONFLICT (source, source_event_id) DO NOTHING \
-RETURNING id";
+WITH stored AS ( \
+    INSERT INTO customer_raw_event \
+        (id, integration_id, source, source_event_id, kind, received_at, occurred_at, headers, payload) \
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                         $6::timestamptz[], $7::timestamptz[], $8::jsonb[], $9::jsonb[]) \
+    ON CONFLICT (source, source_event_id) DO NOTHING \
+    RETURNING id, received_at), \
+queued AS (INSERT INTO raw_event_outbox (id, received_at) SELECT id, received_at FROM stored) \
+SELECT id FROM stored";
 
 /// Writes `events` with one INSERT and reports, per event and in order, whether it was
 /// new or a duplicate. Duplicates within `events` itself are stored once.
@@ -173,18 +179,15 @@ async fn resolve_duplicate_ids(
     Ok(())
 }
 
-/// Marks rows as published on `events.raw`.
+/// Marks rows as published on `events.raw`: takes them out of the outbox.
 pub async fn mark_published(db: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE customer_raw_event SET published_at = now() \
-         WHERE id = ANY($1) AND published_at IS NULL",
-    )
-    .bind(ids)
-    .execute(db)
-    .await?;
+    sqlx::query("DELETE FROM raw_event_outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

@@ -170,11 +170,10 @@ async fn order_exports_group_lines_into_orders() {
         "2026-11-20T13:12:08+00:00",
         "occurred at the order time"
     );
-    let unpublished: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL")
-            .fetch_one(&env.db)
-            .await
-            .unwrap();
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
     assert_eq!(unpublished, 3, "without streams, rows wait in the outbox");
 }
 

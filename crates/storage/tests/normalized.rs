@@ -218,3 +218,170 @@ async fn seeds_of_events_alone_write_orders_like_the_normalizer() {
     .unwrap();
     assert_eq!(order_row(&env).await.2, "cancelled");
 }
+
+/// The line count and the row's physical place (`ctid`): a new place means Postgres
+/// wrote another version of the row.
+async fn order_version(env: &TestEnv) -> (i64, String) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM order_items i WHERE i.order_id = o.id), o.ctid::text \
+         FROM orders o WHERE o.source = 'shopify' AND o.external_order_id = '1001'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_order_is_written_once_and_newer_reports_replace_its_lines() {
+    let env = TestEnv::new().await;
+    let first = report(t0(), OrderStatus::Paid, vec![item("A", 300)]);
+    write_batch(&env.db, &mut [first]).await.unwrap();
+    assert_eq!(
+        order_version(&env).await,
+        (1, "(0,1)".to_owned()),
+        "a new order without refunds is one row version: no second write for its refunded total"
+    );
+
+    // A newer report in a later batch replaces the lines.
+    let second = report(
+        t0() + Duration::hours(1),
+        OrderStatus::Paid,
+        vec![item("A", 300), item("B", 200)],
+    );
+    write_batch(&env.db, &mut [second]).await.unwrap();
+    assert_eq!(order_version(&env).await.0, 2);
+
+    // Within one batch: the order inserted by one report, replaced by the next.
+    let other = TestEnv::new().await;
+    let mut batch = vec![
+        report(
+            t0(),
+            OrderStatus::Placed,
+            vec![item("A", 300), item("B", 200)],
+        ),
+        report(
+            t0() + Duration::hours(1),
+            OrderStatus::Paid,
+            vec![item("C", 100)],
+        ),
+    ];
+    write_batch(&other.db, &mut batch).await.unwrap();
+    let (total, _, status, lines) = order_row(&other).await;
+    assert_eq!(
+        (total, status.as_str(), lines),
+        (Decimal::new(100, 0), "paid", 1),
+        "the second report's single line replaced the first report's two"
+    );
+}
+
+/// A product view: a catalogue-only write of `sku` named `name`, seen at `at`.
+fn view(sku: &str, name: &str, at: DateTime<Utc>) -> EventWrite {
+    EventWrite {
+        event_id: Uuid::now_v7(),
+        source: Source::Segment,
+        occurred_at: at,
+        event: None,
+        order: None,
+        products: vec![Product {
+            sku: sku.into(),
+            name: name.into(),
+            category: Some("kurta".into()),
+            price: Some(Decimal::new(1299, 0)),
+            currency: Some("INR".into()),
+        }],
+    }
+}
+
+async fn product_row(env: &TestEnv) -> (String, DateTime<Utc>, DateTime<Utc>, String) {
+    sqlx::query_as(
+        "SELECT name, first_seen_at, last_seen_at, ctid::text FROM products WHERE sku = 'K-1'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn many_views_of_one_product_in_a_batch_are_one_write_and_repeats_write_nothing() {
+    let env = TestEnv::new().await;
+    // Forty views of one product, out of time order; the latest one names it "Kurta v2".
+    let mut batch: Vec<EventWrite> = (0..40)
+        .map(|i| view("K-1", "Kurta", t0() + Duration::minutes((i * 7) % 40)))
+        .collect();
+    batch.push(view("K-1", "Kurta v2", t0() + Duration::minutes(45)));
+    batch.push(view("K-1", "Kurta", t0() - Duration::minutes(5)));
+    write_batch(&env.db, &mut batch).await.unwrap();
+    let (name, first, last, place) = product_row(&env).await;
+    assert_eq!(name, "Kurta v2", "the latest sighting's name");
+    assert_eq!(first, t0() - Duration::minutes(5), "the earliest sighting");
+    assert_eq!(last, t0() + Duration::minutes(45));
+    assert_eq!(place, "(0,1)", "one row version for the whole batch");
+
+    // The same batch again, and older sightings saying what the row says: no new version.
+    write_batch(&env.db, &mut batch).await.unwrap();
+    write_batch(&env.db, &mut [view("K-1", "Kurta v2", t0())])
+        .await
+        .unwrap();
+    assert_eq!(product_row(&env).await, (name, first, last, place));
+
+    // An older sighting with another name does not rename it; a newer one does.
+    write_batch(&env.db, &mut [view("K-1", "Old name", t0())])
+        .await
+        .unwrap();
+    assert_eq!(product_row(&env).await.0, "Kurta v2");
+    write_batch(
+        &env.db,
+        &mut [view("K-1", "Kurta v3", t0() + Duration::hours(1))],
+    )
+    .await
+    .unwrap();
+    let (name, first_now, last_now, _) = product_row(&env).await;
+    assert_eq!(
+        (name.as_str(), first_now, last_now),
+        ("Kurta v3", first, t0() + Duration::hours(1))
+    );
+}
+
+#[tokio::test]
+async fn order_lines_are_checked_against_orders_by_key_after_the_table_grew() {
+    let env = TestEnv::new().await;
+    let mut conn = env.db.acquire().await.unwrap();
+    let order = |n: usize, at: DateTime<Utc>| {
+        let mut w = report(at, OrderStatus::Paid, vec![item("A", 100), item("B", 200)]);
+        w.order.as_mut().unwrap().external_order_id = format!("o-{n}");
+        w
+    };
+    // This connection's foreign-key checks of order_items first run while orders is tiny.
+    for n in 0..8 {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        storage::normalized::write(&mut tx, &mut [order(n, t0())])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO orders (id, source, external_order_id, event_id, status, channel, placed_at, \
+                             updated_at, currency, total, refunded_total) \
+         SELECT gen_random_uuid(), 'shopify', 'bulk-' || g, gen_random_uuid(), 'paid', 'web', \
+                now(), now(), 'INR', 1, 0 FROM generate_series(1, 50000) g",
+    )
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let mut batch: Vec<EventWrite> = (100..120).map(|n| order(n, t0())).collect();
+    storage::normalized::write(&mut tx, &mut batch)
+        .await
+        .unwrap();
+    let scans: i64 = sqlx::query_scalar(
+        "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        scans, 0,
+        "no line of the batch scanned the whole orders table"
+    );
+}

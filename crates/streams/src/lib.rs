@@ -39,8 +39,8 @@
 //! **Redis loss.** Redis holds no truth. Every topic is derived from Postgres rows (the
 //! raw events, normalised events, review decisions, profiles), so a wiped Redis loses
 //! only in-flight entries, and those are republished from Postgres: the outbox relay
-//! publishes every raw event not marked published, and clearing `published_at` on recent
-//! rows makes it publish them again (consumers being idempotent, re-sent work is
+//! publishes every raw event still in `raw_event_outbox`, and queueing recent rows there
+//! again makes it publish them again (consumers being idempotent, re-sent work is
 //! harmless). Consumers re-create their groups when they find them gone and carry on.
 //!
 //! # Assumptions, running, testing

@@ -7,8 +7,9 @@
 //! each through the outbox its owner already relays, so nothing here builds a stream
 //! entry by hand:
 //!
-//! - raw events whose normalised event is missing or not yet attached to a profile get
-//!   `published_at` cleared: ingest's outbox relay publishes them on `events.raw` again,
+//! - raw events whose normalised event is missing or not yet attached to a profile are
+//!   queued in `raw_event_outbox` again: ingest's outbox relay publishes them on
+//!   `events.raw` again,
 //!   the normalizer rewrites nothing it already has and publishes on
 //!   `events.normalized`, and the identity merger resolves what it had not;
 //! - analysts' requests the merger has not marked done (an erase above all) get
@@ -48,11 +49,13 @@ pub struct Republished {
 /// Queues everything not yet fully processed for publishing again.
 pub async fn republish(db: &PgPool, hours: Option<u32>) -> anyhow::Result<Republished> {
     let raw_events = sqlx::query(
-        "UPDATE customer_raw_event r SET published_at = NULL \
-         WHERE r.published_at IS NOT NULL \
-           AND ($1::int IS NULL OR r.received_at > now() - make_interval(hours => $1::int)) \
+        "INSERT INTO raw_event_outbox (id, received_at) \
+         SELECT r.id, r.received_at FROM customer_raw_event r \
+         WHERE ($1::int IS NULL OR r.received_at > now() - make_interval(hours => $1::int)) \
            AND NOT EXISTS (SELECT 1 FROM normalized_event n \
-                           WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL)",
+                           WHERE n.event_id = r.id AND n.resolved_at IS NOT NULL) \
+         ORDER BY r.id \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(hours.map(|h| i32::try_from(h).unwrap_or(i32::MAX)))
     .execute(db)

@@ -84,7 +84,7 @@ type Counts = (i64, i64, i64, i64, i64);
 async fn counts(db: &PgPool) -> anyhow::Result<Counts> {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM customer_raw_event), \
-                (SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL), \
+                (SELECT count(*) FROM raw_event_outbox), \
                 (SELECT count(*) FROM normalized_event), \
                 (SELECT count(*) FROM customer_raw_event r WHERE NOT EXISTS \
                     (SELECT 1 FROM normalized_event n WHERE n.event_id = r.id)), \

@@ -34,7 +34,7 @@ pub async fn raw_count(env: &TestEnv) -> i64 {
 
 /// Rows in `customer_raw_event` not yet published.
 pub async fn unpublished_count(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL")
+    sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
         .fetch_one(&env.db)
         .await
         .unwrap()
