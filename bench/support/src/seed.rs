@@ -130,11 +130,7 @@ pub async fn settle_outboxes(db: &PgPool) -> anyhow::Result<()> {
 
 /// Puts `count` resolved people in place (see the module doc), their events a year
 /// ago, one second apart.
-pub async fn seed_people(
-    db: &PgPool,
-    resolver: &Resolver,
-    count: usize,
-) -> anyhow::Result<Seeded> {
+pub async fn seed_people(db: &PgPool, resolver: &Resolver, count: usize) -> anyhow::Result<Seeded> {
     let started = Instant::now();
     let base = Utc::now() - chrono::Duration::days(365);
     let mut seeded = Seeded::default();

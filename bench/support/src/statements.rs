@@ -66,9 +66,8 @@ pub async fn top(db: &PgPool, limit: i64) -> Result<Vec<Statement>, sqlx::Error>
 /// One line per statement: calls, time, rows and buffers per call, and the text
 /// (whitespace folded, cut at `width` characters).
 pub fn describe(statements: &[Statement], width: usize) -> String {
-    let mut out = String::from(
-        "  calls | total ms | ms/call | rows/call | buffers/call | statement\n",
-    );
+    let mut out =
+        String::from("  calls | total ms | ms/call | rows/call | buffers/call | statement\n");
     for s in statements {
         let text: String = s.query.split_whitespace().collect::<Vec<_>>().join(" ");
         let text: String = text.chars().take(width).collect();

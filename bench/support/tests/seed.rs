@@ -20,9 +20,21 @@ const TABLES: [(&str, &str, &[&str]); 9] = [
     ("profile_identifier", "kind, value", &[]),
     ("identity_identifier", "kind, value", &["suspect_since"]),
     ("identity_refused_link", "kind, value, event_id", &[]),
-    ("merge_history", "survivor_id, trigger_event_id", &["id", "created_at"]),
-    ("manual_merge_queue", "trigger_event_id, reason", &["id", "created_at"]),
-    ("orders", "source, external_order_id", &["created_at", "updated_at"]),
+    (
+        "merge_history",
+        "survivor_id, trigger_event_id",
+        &["id", "created_at"],
+    ),
+    (
+        "manual_merge_queue",
+        "trigger_event_id, reason",
+        &["id", "created_at"],
+    ),
+    (
+        "orders",
+        "source, external_order_id",
+        &["created_at", "updated_at"],
+    ),
     ("products", "sku", &["first_seen_at", "last_seen_at"]),
 ];
 
@@ -66,12 +78,16 @@ async fn the_bulk_seed_writes_what_streaming_and_the_rebuild_write() {
     assert_eq!((stored, profiles), (40, 40));
 
     let streamed = TestEnv::new().await;
-    identity::seed::store_events(&streamed.db, &events).await.unwrap();
+    identity::seed::store_events(&streamed.db, &events)
+        .await
+        .unwrap();
     let report = resolver(&streamed).resolve(&events).await.unwrap();
     assert_eq!(report.resolved, 40);
 
     let rebuilt = TestEnv::new().await;
-    identity::seed::store_events(&rebuilt.db, &events).await.unwrap();
+    identity::seed::store_events(&rebuilt.db, &events)
+        .await
+        .unwrap();
     let report = resolver(&rebuilt).rebuild().await.unwrap();
     assert_eq!(report.profiles, 40);
 
@@ -89,12 +105,17 @@ async fn the_bulk_seed_writes_what_streaming_and_the_rebuild_write() {
         );
     }
     let rows = dump(&bulk.db, "customer_profile", "id", &[]).await;
-    assert_eq!(rows.as_array().map(Vec::len), Some(40), "one profile per person");
-    let unresolved: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE profile_id IS NULL OR resolved_at IS NULL")
-            .fetch_one(&bulk.db)
-            .await
-            .unwrap();
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(40),
+        "one profile per person"
+    );
+    let unresolved: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM normalized_event WHERE profile_id IS NULL OR resolved_at IS NULL",
+    )
+    .fetch_one(&bulk.db)
+    .await
+    .unwrap();
     assert_eq!(unresolved, 0);
 
     // The queued requests and changes are streaming's, until the seed empties them.
@@ -122,7 +143,11 @@ async fn people_who_are_already_known_are_refused_whole() {
     identity::seed::store_events(&env.db, &again).await.unwrap();
     let ids: Vec<uuid::Uuid> = again.iter().map(|e| e.event_id).collect();
     let outcome = resolver.resolve_disjoint(&ids).await.unwrap();
-    assert_eq!(outcome, Disjoint::Overlaps(9), "three identifiers of three people");
+    assert_eq!(
+        outcome,
+        Disjoint::Overlaps(9),
+        "three identifiers of three people"
+    );
     let unresolved: i64 =
         sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
             .fetch_one(&env.db)

@@ -82,8 +82,11 @@ impl Resolver {
         }
 
         let constraints = store::all_constraints(&mut tx).await?;
-        let memory =
-            MemoryResolver::rebuild(self.engine.clone(), Constraints::new(constraints), observations);
+        let memory = MemoryResolver::rebuild(
+            self.engine.clone(),
+            Constraints::new(constraints),
+            observations,
+        );
         let mut effects = Effects::default();
         for ev in &events {
             let Some(&p) = memory.assignment().get(&ev.event_id) else {
