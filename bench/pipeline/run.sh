@@ -35,4 +35,4 @@ export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     cargo build --release -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
 fi
-exec target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"
+target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"

@@ -9,8 +9,9 @@
 //!    like the identifier index (rows/s), pipelined `XADD` of envelope-sized entries
 //!    (entries/s), and the pure identity engine over the scenario generator's events
 //!    (events/s, no I/O);
-//! 3. `--profiles` people already resolved (stored as identify events and put in place
-//!    by `ctl identity rebuild`'s code), so the hot path meets a database of that size;
+//! 3. `--profiles` people already resolved (stored as identify events and resolved in
+//!    bulk by the rebuild's code, `bench_support::seed`), so the hot path meets a
+//!    database of that size;
 //! 4. the services as release processes (ingest, normalizer, `--replicas` identity
 //!    mergers, ml-inference);
 //! 5. a **steady** run: `--steady-rate` events/s for `--steady-seconds`, then freshness
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bench_support::seed::{phone, seed_people};
 use bench_support::{
     clear_prefix, engine_rate, fresh_database, load_average, release_dir, require_bench_database,
     upsert_rate,
@@ -39,12 +41,10 @@ use bench_support::{
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use config::Settings;
-use domain::{Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Source};
 use identity::resolver::Resolver;
 use scenario::identity::{IdentityConfig, generate};
 use sqlx::PgPool;
 use streams::Topic;
-use uuid::Uuid;
 
 mod pgstats;
 
@@ -123,7 +123,6 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     );
 
     seed_profiles(settings, db, cli.profiles).await?;
-
     // The fleet.
     let bins = release_dir()?;
     let integration = create_integration(settings, db).await?;
@@ -264,61 +263,28 @@ async fn redis_xadd_rate(settings: &Settings) -> anyhow::Result<f64> {
 
 // ---------------------------------------------------------------- existing profiles
 
-/// Puts `count` resolved people in place: one identify event each (e-mail, phone, user
-/// id), stored as the normalizer would and resolved by the rebuild.
+/// Puts `count` resolved people in place (`bench_support::seed`: one identify event
+/// each — e-mail, phone, user id — stored by the normalizer's writer and resolved by the
+/// rebuild's code in bulk), so the hot path meets a database of that size.
 async fn seed_profiles(settings: &Settings, db: &PgPool, count: usize) -> anyhow::Result<()> {
     if count == 0 {
         return Ok(());
     }
-    let started = Instant::now();
-    let base = Utc::now() - chrono::Duration::days(365);
-    let mut stored = 0;
-    for chunk in (0..count).collect::<Vec<_>>().chunks(20_000) {
-        let events: Vec<NormalizedEvent> = chunk
-            .iter()
-            .map(|&i| seed_event(i as u64, base + chrono::Duration::seconds(i as i64)))
-            .collect::<anyhow::Result<_>>()?;
-        stored += identity::seed::store_events(db, &events).await?;
-    }
     let redis = redis::Client::open(settings.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
-    let report = Resolver::new(db.clone(), redis, settings).rebuild().await?;
-    sqlx::query("VACUUM ANALYZE").execute(db).await?;
+    let resolver = Resolver::new(db.clone(), redis, settings);
+    let seeded = seed_people(db, &resolver, count).await?;
     println!(
-        "existing profiles: {} ({stored} identify events stored and resolved in {:.1}s)",
-        report.profiles,
-        started.elapsed().as_secs_f64()
+        "existing profiles: {} ({} identify events stored and resolved in {:.1}s, \
+         {:.0} people/s; outboxes emptied and VACUUM ANALYZE in {:.1}s) | load {}",
+        seeded.profiles,
+        seeded.events,
+        seeded.load.as_secs_f64(),
+        seeded.events as f64 / seeded.load.as_secs_f64(),
+        seeded.vacuum.as_secs_f64(),
+        load_average()
     );
     Ok(())
-}
-
-fn seed_event(i: u64, at: DateTime<Utc>) -> anyhow::Result<NormalizedEvent> {
-    let id = |kind, value: String| {
-        Identifier::parse(kind, &value, "IN").with_context(|| format!("seed identifier {value}"))
-    };
-    Ok(NormalizedEvent {
-        event_id: Uuid::now_v7(),
-        occurred_at: at,
-        received_at: at,
-        source: Source::Segment,
-        integration_id: None,
-        channel: Channel::Web,
-        event_type: EventType::Identify,
-        name: None,
-        identifiers: vec![
-            id(IdentifierKind::Email, format!("existing{i}@mail.example"))?,
-            id(IdentifierKind::Phone, phone(5_000_000 + i))?,
-            id(IdentifierKind::CustomerId, format!("segment:existing-{i}"))?,
-        ],
-        traits: serde_json::Map::new(),
-        properties: serde_json::Map::new(),
-        order: None,
-    })
-}
-
-/// A distinct Indian mobile number per `n` (below 10 million).
-fn phone(n: u64) -> String {
-    format!("+9197{:08}", 10_000_000 + n % 89_999_999)
 }
 
 // ---------------------------------------------------------------- the fleet

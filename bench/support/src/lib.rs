@@ -18,6 +18,8 @@ use identity::{Engine, Observation, Policy};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod seed;
+
 /// The database name of a Postgres URL (without query parameters).
 pub fn database_name(url: &str) -> anyhow::Result<String> {
     let (_, name) = url

@@ -23,6 +23,7 @@
 //! documents are rewritten in Redis. A crash at any point loses nothing: the stream
 //! entries are redelivered and resolved events are skipped.
 
+pub mod disjoint;
 mod erasure;
 pub mod locks;
 pub mod outbox;
