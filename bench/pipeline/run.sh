@@ -9,7 +9,8 @@
 #        bench/pipeline/run.sh --profiles 1000000 --steady-rate 0
 #
 # Builds the services and the load generator in release mode and uses a throw-away
-# database (constintel_bench_pipeline) and stream prefix (dropped and recreated at the start of each run). Ingest
+# database (constintel_bench_pipeline, BENCH_DATABASE_URL) and stream prefix (bench-pipeline:,
+# BENCH_STREAM_PREFIX), dropped and recreated at the start of each run. Ingest
 # listens on 127.0.0.1:18491 (BENCH_INGEST_PORT). Not part of `just test`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +20,7 @@ source scripts/lib.sh
 port="${BENCH_INGEST_PORT:-18491}"
 export DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/constintel_bench_pipeline}"
 export REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
-export STREAM_PREFIX="bench-pipeline:"
+export STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-pipeline:}"
 export INTEGRATION_SECRETS_KEY="${INTEGRATION_SECRETS_KEY:-$(head -c 32 /dev/urandom | base64)}"
 export INGEST_BIND="127.0.0.1:$port"
 export PUBLIC_BASE_URL="http://$INGEST_BIND"

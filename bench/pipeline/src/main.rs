@@ -340,6 +340,13 @@ impl Fleet {
             if !bind.is_empty() {
                 cmd.env(bind, "127.0.0.1:0");
             }
+            // ml-inference may log in as a role of its own, so Postgres's statement
+            // statistics tell its work apart (bench/pipeline/statements.sh).
+            if name == "ml-inference"
+                && let Ok(url) = std::env::var("BENCH_ML_DATABASE_URL")
+            {
+                cmd.env("DATABASE_URL", url);
+            }
             let child = cmd
                 .stdout(Stdio::null())
                 .spawn()
