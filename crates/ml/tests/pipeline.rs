@@ -9,8 +9,8 @@ use chrono::{Duration, TimeZone, Utc};
 use domain::{Channel, EventType, NormalizedEvent, Order, OrderStatus, Source};
 use ml::features::{self, Features};
 use ml::pipeline::{self, CacheUpdate};
-use ml::store::Rewrite;
 use ml::registry::{self, Decision, NewModelVersion, Task};
+use ml::store::Rewrite;
 use ml::{FEATURE_NAMES, synthetic};
 use redis::AsyncCommands;
 use rust_decimal::Decimal;
@@ -488,7 +488,9 @@ async fn train_register_score_and_activation_rule() {
 }
 
 /// Profiles with a queued `profiles.changes` entry, and each profile's features `as_of`.
-async fn outbox_and_feature_times(env: &TestEnv) -> (Vec<Uuid>, Vec<(Uuid, chrono::DateTime<Utc>)>) {
+async fn outbox_and_feature_times(
+    env: &TestEnv,
+) -> (Vec<Uuid>, Vec<(Uuid, chrono::DateTime<Utc>)>) {
     let queued = sqlx::query_scalar("SELECT profile_id FROM profile_change_outbox ORDER BY 1")
         .fetch_all(&env.db)
         .await
@@ -517,12 +519,22 @@ async fn a_rescore_writes_only_what_changed() {
         .await
         .unwrap();
     let score = |at, rewrite| {
-        let (db, mut redis, models, ids) = (env.db.clone(), redis.clone(), models.clone(), ids.clone());
+        let (db, mut redis, models, ids) =
+            (env.db.clone(), redis.clone(), models.clone(), ids.clone());
         let prefix = env.prefix().to_owned();
         async move {
-            pipeline::score_profiles(&db, &mut redis, &prefix, &models, &ids, at, CacheUpdate::Invalidate, rewrite)
-                .await
-                .unwrap()
+            pipeline::score_profiles(
+                &db,
+                &mut redis,
+                &prefix,
+                &models,
+                &ids,
+                at,
+                CacheUpdate::Invalidate,
+                rewrite,
+            )
+            .await
+            .unwrap()
         }
     };
     let selective = Rewrite {
@@ -548,10 +560,20 @@ async fn a_rescore_writes_only_what_changed() {
         .execute(&env.db)
         .await
         .unwrap();
-    let again = score(as_of, Rewrite { tolerance: 0.0, force: &[] }).await;
+    let again = score(
+        as_of,
+        Rewrite {
+            tolerance: 0.0,
+            force: &[],
+        },
+    )
+    .await;
     assert_eq!(again.profiles, 400);
     assert!(again.changed.is_empty(), "{:?}", again.changed);
-    assert_eq!(outbox_and_feature_times(&env).await, (vec![], features.clone()));
+    assert_eq!(
+        outbox_and_feature_times(&env).await,
+        (vec![], features.clone())
+    );
     let unchanged: Vec<(Uuid, String, chrono::DateTime<Utc>)> =
         sqlx::query_as("SELECT profile_id, task, scored_at FROM predictions ORDER BY 1, 2")
             .fetch_all(&env.db)
@@ -562,7 +584,14 @@ async fn a_rescore_writes_only_what_changed() {
     // A forced profile is written although nothing changed.
     let forced = [ids[7]];
     let later = as_of + Duration::seconds(1);
-    let one = score(later, Rewrite { tolerance: 0.001, force: &forced }).await;
+    let one = score(
+        later,
+        Rewrite {
+            tolerance: 0.001,
+            force: &forced,
+        },
+    )
+    .await;
     assert!(one.changed.contains(&ids[7]));
     let (queued, _) = outbox_and_feature_times(&env).await;
     assert_eq!(queued, one.changed);

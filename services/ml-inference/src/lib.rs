@@ -117,9 +117,8 @@ pub fn consumer_options(settings: &config::Settings) -> ConsumerOptions {
 /// Longest a batch waits for the pipeline's backlog: `ML_DEFER_MAX_MS`, but never more
 /// than half of the claim timeout, so no replica claims a waiting batch.
 pub fn max_defer(settings: &config::Settings) -> Duration {
-    Duration::from_millis(settings.ml.ml_defer_max_ms).min(Duration::from_millis(
-        settings.stream_claim_idle_ms / 2,
-    ))
+    Duration::from_millis(settings.ml.ml_defer_max_ms)
+        .min(Duration::from_millis(settings.stream_claim_idle_ms / 2))
 }
 
 /// How long ago Redis appended the entry `entry_id` (`<ms>-<seq>`), by this host's
@@ -339,7 +338,11 @@ impl Handler for Scorer {
     async fn handle(&self, batch: &[Delivery<PredictionRequest>]) -> Vec<Result<(), HandlerError>> {
         let waited = self.defer(batch).await;
         if !waited.is_zero() {
-            tracing::debug!(requests = batch.len(), waited_ms = waited.as_millis() as u64, "scoring deferred by the pipeline's backlog");
+            tracing::debug!(
+                requests = batch.len(),
+                waited_ms = waited.as_millis() as u64,
+                "scoring deferred by the pipeline's backlog"
+            );
         }
         let mut ids: Vec<Uuid> = batch
             .iter()

@@ -145,7 +145,11 @@ async fn scoring_waits_for_the_backlog_and_then_scores_every_request() {
     request(&env, rest).await;
     request(&env, &rest[..10]).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(scored(&env, &ids).await, 0, "nothing scored during the backlog");
+    assert_eq!(
+        scored(&env, &ids).await,
+        0,
+        "nothing scored during the backlog"
+    );
     let (held, queued) = requests_state(&env).await;
     assert!(held <= 40, "one batch in hand: {held}");
     assert_eq!(
