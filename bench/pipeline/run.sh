@@ -34,4 +34,6 @@ export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     cargo build --release -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
 fi
-exec target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"
+# BENCH_PROFILE=debug runs the debug binaries (counting statements only: rates of a debug
+# build mean nothing).
+exec "target/${BENCH_PROFILE:-release}/bench-pipeline" --ingest-url "http://$INGEST_BIND" "$@"
