@@ -3,8 +3,8 @@
 //!
 //! LightGBM's `Booster` is a handle to C++ state and is neither `Send` nor `Sync` in
 //! Rust's eyes, yet the scorer keeps one model for the life of the service and uses it
-//! from blocking worker threads. [`GbmModel`] wraps it in the one place this workspace
-//! allows `unsafe`: LightGBM guards a booster with its own internal lock (predictions
+//! from blocking worker threads. [`GbmModel`] wraps it in this module, the one place
+//! this workspace allows `unsafe` (the other use is [`cap_threads`]' FFI call): LightGBM guards a booster with its own internal lock (predictions
 //! take a shared lock, training and single-row fast paths an exclusive one), so moving
 //! and sharing the handle across threads is sound as long as nothing mutates it through
 //! `&self` — and the wrapper exposes no `&mut` access.
@@ -162,6 +162,29 @@ impl GbmParams {
             params["early_stopping_rounds"] = json!(self.early_stopping_rounds);
         }
         params
+    }
+}
+
+/// Caps the threads every later LightGBM call of this process may use (training,
+/// prediction, explanations) at `threads`; 0 lifts the cap (every core). A process-wide
+/// setting (`LGBM_SetMaxThreads`): ml-inference sets it once at start-up from
+/// `ML_LIGHTGBM_THREADS`, since OpenMP's worker threads spin on a busy machine and a
+/// per-call `num_threads` cannot reach the explanations (`predict_contrib` takes no
+/// parameters).
+pub fn cap_threads(threads: u32) -> Result<(), GbmError> {
+    let n = if threads == 0 {
+        -1
+    } else {
+        i32::try_from(threads).unwrap_or(i32::MAX)
+    };
+    // SAFETY: `LGBM_SetMaxThreads` only stores an integer in LightGBM's global
+    // configuration (read at the start of each parallel region); it takes no pointers.
+    #[allow(unsafe_code)]
+    let status = unsafe { lightgbm3_sys::LGBM_SetMaxThreads(n) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(GbmError(format!("LGBM_SetMaxThreads({n}) failed")))
     }
 }
 

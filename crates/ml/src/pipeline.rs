@@ -21,7 +21,7 @@ use crate::recs::item2vec::Item2VecParams;
 use crate::recs::{Catalogue, Corpus, Recommender, RecsParams, offline};
 use crate::registry::{self, ActivationPolicy, Decision, NewModelVersion, Task};
 use crate::scoring::{ActiveModels, ChurnArtefact, LtvArtefact, RiskTiers};
-use crate::store;
+use crate::store::{self, Rewrite};
 use crate::train::{self, LtvHead, TrainOptions, TrainedModels, input_names};
 
 /// Profiles read per query when loading everyone.
@@ -429,20 +429,34 @@ pub async fn train_recommender(
     .map_err(|e| MlError::Task(e.to_string()))?
 }
 
-/// What to do with the Customer 360 documents of re-scored profiles.
+/// What to do with the Customer 360 documents of profiles whose predictions changed.
 #[derive(Clone, Copy)]
 pub enum CacheUpdate<'a> {
-    /// Rebuild and re-cache each document now (online scoring: the next read is fast
-    /// and already shows the new predictions).
+    /// Rebuild and re-cache their documents now, all in one go (online scoring: the next
+    /// read is fast and already shows the new predictions).
     Refresh(&'a Customer360Cache),
     /// Drop the cached documents; readers rebuild them on demand (bulk re-scoring,
     /// where rebuilding every document eagerly would cost more than it saves).
     Invalidate,
 }
 
-/// Scores `ids` (resolved to live profiles) with `models` as of `as_of`: writes their
-/// features and predictions, then updates their Customer 360 cache. Returns the number
-/// of live profiles scored.
+/// What [`score_profiles`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scored {
+    /// Live profiles scored.
+    pub profiles: usize,
+    /// Those whose predictions were written (ascending); the others' stored predictions
+    /// still hold (see [`store::save_scores`]).
+    pub changed: Vec<Uuid>,
+}
+
+/// Scores `ids` (resolved to live profiles) with `models` as of `as_of`, with a fixed
+/// number of statements whatever the batch's size: one read per source of facts (orders,
+/// events, and for recommendations order lines and product views) for the whole batch,
+/// one transaction writing the predictions that changed materially (`rewrite`), their
+/// features and their `profiles.changes` entries, then the Customer 360 update of the
+/// changed profiles only.
+#[allow(clippy::too_many_arguments)]
 pub async fn score_profiles(
     db: &PgPool,
     redis: &mut ConnectionManager,
@@ -451,10 +465,11 @@ pub async fn score_profiles(
     ids: &[Uuid],
     as_of: DateTime<Utc>,
     cache: CacheUpdate<'_>,
-) -> Result<usize, MlError> {
+    rewrite: Rewrite<'_>,
+) -> Result<Scored, MlError> {
     let live = store::resolve_live(db, ids).await?;
     if live.is_empty() {
-        return Ok(0);
+        return Ok(Scored::default());
     }
     let histories = store::load_histories(db, &live, Some(as_of)).await?;
     let activities = match &models.recommend {
@@ -476,23 +491,28 @@ pub async fn score_profiles(
     })
     .await
     .map_err(|e| MlError::Task(e.to_string()))??;
-    store::save_features(db, redis, prefix, &rows, as_of).await?;
-    store::save_predictions(db, &predictions).await?;
-    match cache {
-        CacheUpdate::Refresh(c360) => {
-            for id in &live {
-                c360.refresh(*id)
+    let changed =
+        store::save_scores(db, redis, prefix, &rows, &predictions, as_of, rewrite).await?;
+    if !changed.is_empty() {
+        match cache {
+            CacheUpdate::Refresh(c360) => {
+                c360.refresh_many(&changed)
                     .await
                     .map_err(|e| MlError::Cache(e.to_string()))?;
             }
+            CacheUpdate::Invalidate => {
+                store::invalidate_customer360(redis, prefix, &changed).await?;
+            }
         }
-        CacheUpdate::Invalidate => store::invalidate_customer360(redis, prefix, &live).await?,
     }
-    Ok(live.len())
+    Ok(Scored {
+        profiles: live.len(),
+        changed,
+    })
 }
 
-/// Scores every live profile in batches of `batch_size`, invalidating their cached
-/// Customer 360 documents. Returns how many.
+/// Scores every live profile in batches of `batch_size`, writing every prediction and
+/// invalidating their cached Customer 360 documents. Returns how many.
 pub async fn score_all(
     db: &PgPool,
     redis: &mut ConnectionManager,
@@ -516,8 +536,10 @@ pub async fn score_all(
             &ids,
             as_of,
             CacheUpdate::Invalidate,
+            Rewrite::ALL,
         )
-        .await?;
+        .await?
+        .profiles;
         after = Some(last);
     }
     Ok(scored)

@@ -167,75 +167,126 @@ pub fn feature_key(prefix: &str, profile_id: Uuid) -> String {
     format!("{prefix}features:{profile_id}")
 }
 
-/// Writes feature vectors to the `features` table and the Redis feature store.
-pub async fn save_features(
+/// When a re-score replaces a stored prediction (see [`save_scores`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rewrite<'a> {
+    /// Relative change of a score below which the stored prediction stays
+    /// (`ML_PREDICTION_TOLERANCE`; 0: any change of a score is written).
+    pub tolerance: f64,
+    /// Profiles whose predictions and features are written whether or not they changed
+    /// (a batch whose cache updates failed after its commit, scored again).
+    pub force: &'a [Uuid],
+}
+
+impl Rewrite<'_> {
+    /// Write every prediction and feature vector (bulk re-scoring after training).
+    pub const ALL: Rewrite<'static> = Rewrite {
+        tolerance: -1.0,
+        force: &[],
+    };
+}
+
+/// Saves a batch's scores in one transaction and returns the profiles whose
+/// predictions were written (ascending, distinct):
+///
+/// - a prediction is upserted unless the stored one of its profile and task has the
+///   same model, the same label, a score within `rewrite.tolerance` (relative) of the
+///   new one and — for recommendations, which have neither score nor label — the same
+///   ranked products; so a re-score that changes nothing material writes nothing;
+/// - each profile with a written prediction gets a `predicted` change queued for
+///   `profiles.changes`;
+/// - its feature vector is written to the `features` table with it (the table holds
+///   the inputs of the stored predictions), as is the vector of a profile that has
+///   none of this feature set yet;
+///
+/// after the commit the written vectors go to the Redis feature store
+/// (`{prefix}features:{profile_id}`).
+pub async fn save_scores(
     db: &PgPool,
     redis: &mut ConnectionManager,
     prefix: &str,
     rows: &[(Uuid, Features)],
+    predictions: &[Prediction],
     as_of: DateTime<Utc>,
-) -> Result<(), MlError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
-    let values: Vec<serde_json::Value> = rows.iter().map(|(_, f)| f.to_json()).collect();
-    sqlx::query(
-        "INSERT INTO features (profile_id, feature_set_version, as_of, values, computed_at) \
-         SELECT id, $3, $4, v, now() FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(id, v) \
-         ON CONFLICT (profile_id, feature_set_version) DO UPDATE \
-           SET as_of = EXCLUDED.as_of, values = EXCLUDED.values, computed_at = EXCLUDED.computed_at",
-    )
-    .bind(&ids)
-    .bind(&values)
-    .bind(FEATURE_SET_VERSION)
-    .bind(as_of)
-    .execute(db)
-    .await?;
-    let mut pipe = redis::pipe();
-    for (id, v) in ids.iter().zip(&values) {
-        let doc = serde_json::json!({"feature_set_version": FEATURE_SET_VERSION, "as_of": as_of, "values": v});
-        pipe.set(feature_key(prefix, *id), doc.to_string()).ignore();
-    }
-    pipe.query_async::<()>(redis).await?;
-    Ok(())
-}
-
-/// Upserts the latest prediction per profile and task and, in the same transaction,
-/// queues a `predicted` change of each profile for `profiles.changes`.
-pub async fn save_predictions(db: &PgPool, predictions: &[Prediction]) -> Result<(), MlError> {
-    if predictions.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = predictions.iter().map(|p| p.profile_id).collect();
-    let tasks: Vec<&str> = predictions.iter().map(|p| p.task.as_str()).collect();
-    let models: Vec<Uuid> = predictions.iter().map(|p| p.model_version_id).collect();
-    let scores: Vec<Option<f64>> = predictions.iter().map(|p| p.score).collect();
-    let labels: Vec<Option<String>> = predictions.iter().map(|p| p.label.clone()).collect();
-    let details: Vec<serde_json::Value> = predictions.iter().map(|p| p.details.clone()).collect();
+    rewrite: Rewrite<'_>,
+) -> Result<Vec<Uuid>, MlError> {
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO predictions (profile_id, task, model_version_id, scored_at, score, label, details) \
-         SELECT id, t, m, now(), s, l, d \
-         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $5::text[], $6::jsonb[]) AS x(id, t, m, s, l, d) \
-         ON CONFLICT (profile_id, task) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, \
-           scored_at = EXCLUDED.scored_at, score = EXCLUDED.score, label = EXCLUDED.label, details = EXCLUDED.details",
-    )
-    .bind(&ids)
-    .bind(&tasks)
-    .bind(&models)
-    .bind(&scores)
-    .bind(&labels)
-    .bind(&details)
-    .execute(&mut *tx)
-    .await?;
-    let changes: Vec<(Uuid, ProfileChangeKind)> = ids
+    let mut changed: Vec<Uuid> = if predictions.is_empty() {
+        Vec::new()
+    } else {
+        let ids: Vec<Uuid> = predictions.iter().map(|p| p.profile_id).collect();
+        let tasks: Vec<&str> = predictions.iter().map(|p| p.task.as_str()).collect();
+        let models: Vec<Uuid> = predictions.iter().map(|p| p.model_version_id).collect();
+        let scores: Vec<Option<f64>> = predictions.iter().map(|p| p.score).collect();
+        let labels: Vec<Option<String>> = predictions.iter().map(|p| p.label.clone()).collect();
+        let details: Vec<serde_json::Value> =
+            predictions.iter().map(|p| p.details.clone()).collect();
+        sqlx::query_scalar(
+            "INSERT INTO predictions AS p (profile_id, task, model_version_id, scored_at, score, label, details) \
+             SELECT id, t, m, now(), s, l, d \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::float8[], $5::text[], $6::jsonb[]) AS x(id, t, m, s, l, d) \
+             ON CONFLICT (profile_id, task) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, \
+               scored_at = EXCLUDED.scored_at, score = EXCLUDED.score, label = EXCLUDED.label, details = EXCLUDED.details \
+             WHERE $7::float8 < 0 OR p.profile_id = ANY($8) \
+               OR p.model_version_id IS DISTINCT FROM EXCLUDED.model_version_id \
+               OR p.label IS DISTINCT FROM EXCLUDED.label \
+               OR (p.score IS NULL) <> (EXCLUDED.score IS NULL) \
+               OR abs(p.score - EXCLUDED.score) > $7 * greatest(abs(p.score), abs(EXCLUDED.score)) \
+               OR (EXCLUDED.score IS NULL AND EXCLUDED.label IS NULL \
+                   AND jsonb_path_query_array(p.details, '$.recommendations[*].sku') \
+                       IS DISTINCT FROM jsonb_path_query_array(EXCLUDED.details, '$.recommendations[*].sku')) \
+             RETURNING profile_id",
+        )
+        .bind(&ids)
+        .bind(&tasks)
+        .bind(&models)
+        .bind(&scores)
+        .bind(&labels)
+        .bind(&details)
+        .bind(rewrite.tolerance)
+        .bind(rewrite.force)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    changed.sort_unstable();
+    changed.dedup();
+    let written: Vec<(Uuid, serde_json::Value)> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let values: Vec<serde_json::Value> = rows.iter().map(|(_, f)| f.to_json()).collect();
+        sqlx::query_as(
+            "INSERT INTO features AS f (profile_id, feature_set_version, as_of, values, computed_at) \
+             SELECT id, $3, $4, v, now() FROM UNNEST($1::uuid[], $2::jsonb[]) AS x(id, v) \
+             ON CONFLICT (profile_id, feature_set_version) DO UPDATE \
+               SET as_of = EXCLUDED.as_of, values = EXCLUDED.values, computed_at = EXCLUDED.computed_at \
+             WHERE $6::float8 < 0 OR f.profile_id = ANY($5) \
+             RETURNING profile_id, values",
+        )
+        .bind(&ids)
+        .bind(&values)
+        .bind(FEATURE_SET_VERSION)
+        .bind(as_of)
+        .bind(&changed)
+        .bind(rewrite.tolerance)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let changes: Vec<(Uuid, ProfileChangeKind)> = changed
         .iter()
         .map(|id| (*id, ProfileChangeKind::Predicted))
         .collect();
     storage::profile_changes::queue(&mut tx, &changes).await?;
     tx.commit().await?;
-    Ok(())
+    if !written.is_empty() {
+        let mut pipe = redis::pipe();
+        for (id, v) in &written {
+            let doc = serde_json::json!({"feature_set_version": FEATURE_SET_VERSION, "as_of": as_of, "values": v});
+            pipe.set(feature_key(prefix, *id), doc.to_string()).ignore();
+        }
+        pipe.query_async::<()>(redis).await?;
+    }
+    Ok(changed)
 }
 
 /// Drops the cached Customer 360 documents of `ids`, so the next read rebuilds them

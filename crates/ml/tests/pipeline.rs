@@ -10,6 +10,7 @@ use domain::{Channel, EventType, NormalizedEvent, Order, OrderStatus, Source};
 use ml::features::{self, Features};
 use ml::pipeline::{self, CacheUpdate};
 use ml::registry::{self, Decision, NewModelVersion, Task};
+use ml::store::Rewrite;
 use ml::{FEATURE_NAMES, synthetic};
 use redis::AsyncCommands;
 use rust_decimal::Decimal;
@@ -468,6 +469,11 @@ async fn train_register_score_and_activation_rule() {
         &[profile],
         b.config.end,
         CacheUpdate::Invalidate,
+        // A new model is a change whatever the scores say.
+        Rewrite {
+            tolerance: 1.0,
+            force: &[],
+        },
     )
     .await
     .unwrap();
@@ -479,6 +485,150 @@ async fn train_register_score_and_activation_rule() {
     .await
     .unwrap();
     assert_eq!(model, worse_id);
+}
+
+/// Profiles with a queued `profiles.changes` entry, and each profile's features `as_of`.
+async fn outbox_and_feature_times(
+    env: &TestEnv,
+) -> (Vec<Uuid>, Vec<(Uuid, chrono::DateTime<Utc>)>) {
+    let queued = sqlx::query_scalar("SELECT profile_id FROM profile_change_outbox ORDER BY 1")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    let features = sqlx::query_as("SELECT profile_id, as_of FROM features ORDER BY 1")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    (queued, features)
+}
+
+#[tokio::test]
+async fn a_rescore_writes_only_what_changed() {
+    let env = TestEnv::new().await;
+    let b = brand(27, 400);
+    ml::load::load_brand(&env.db, &b).await.unwrap();
+    let settings = env.settings.ml.clone();
+    let as_of = b.config.end;
+    pipeline::train_and_register(&env.db, &settings, as_of)
+        .await
+        .unwrap();
+    let models = Arc::new(pipeline::load_active(&env.db, &settings).await.unwrap());
+    let mut redis = env.redis.clone();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM customer_profile ORDER BY id")
+        .fetch_all(&env.db)
+        .await
+        .unwrap();
+    let score = |at, rewrite| {
+        let (db, mut redis, models, ids) =
+            (env.db.clone(), redis.clone(), models.clone(), ids.clone());
+        let prefix = env.prefix().to_owned();
+        async move {
+            pipeline::score_profiles(
+                &db,
+                &mut redis,
+                &prefix,
+                &models,
+                &ids,
+                at,
+                CacheUpdate::Invalidate,
+                rewrite,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let selective = Rewrite {
+        tolerance: 0.001,
+        force: &[],
+    };
+
+    // The first scoring writes everything and queues a change of every profile.
+    let first = score(as_of, selective).await;
+    assert_eq!(first.profiles, 400);
+    assert_eq!(first.changed, ids, "every profile gets at least a segment");
+    let (queued, features) = outbox_and_feature_times(&env).await;
+    assert_eq!(queued, ids);
+    assert!(features.iter().all(|(_, at)| *at == as_of) && features.len() == 400);
+    let stored: Vec<(Uuid, String, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT profile_id, task, scored_at FROM predictions ORDER BY 1, 2")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+
+    // The same facts at the same time: nothing is written, nothing queued.
+    sqlx::query("DELETE FROM profile_change_outbox")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let again = score(
+        as_of,
+        Rewrite {
+            tolerance: 0.0,
+            force: &[],
+        },
+    )
+    .await;
+    assert_eq!(again.profiles, 400);
+    assert!(again.changed.is_empty(), "{:?}", again.changed);
+    assert_eq!(
+        outbox_and_feature_times(&env).await,
+        (vec![], features.clone())
+    );
+    let unchanged: Vec<(Uuid, String, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT profile_id, task, scored_at FROM predictions ORDER BY 1, 2")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(unchanged, stored, "no prediction row was rewritten");
+
+    // A forced profile is written although nothing changed.
+    let forced = [ids[7]];
+    let later = as_of + Duration::seconds(1);
+    let one = score(
+        later,
+        Rewrite {
+            tolerance: 0.001,
+            force: &forced,
+        },
+    )
+    .await;
+    assert!(one.changed.contains(&ids[7]));
+    let (queued, _) = outbox_and_feature_times(&env).await;
+    assert_eq!(queued, one.changed);
+
+    // Half a year on, recency moves the scores: exactly the profiles whose predictions
+    // changed get new features (with the new as_of) and a queued change.
+    sqlx::query("DELETE FROM profile_change_outbox")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let much_later = as_of + Duration::days(180);
+    let moved = score(much_later, selective).await;
+    assert!(!moved.changed.is_empty());
+    // Prospects without activity keep their one prediction (segment `Prospects`).
+    let constant: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT profile_id FROM predictions GROUP BY profile_id \
+         HAVING bool_and(task = 'segment' AND label = 'Prospects')",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert!(constant.iter().all(|id| !moved.changed.contains(id)));
+    let (queued, features) = outbox_and_feature_times(&env).await;
+    assert_eq!(queued, moved.changed);
+    for (id, at) in &features {
+        assert_eq!(
+            *at == much_later,
+            moved.changed.contains(id),
+            "features of {id} are the inputs of its stored predictions"
+        );
+    }
+    let stored: Option<String> = redis
+        .get(ml::store::feature_key(env.prefix(), moved.changed[0]))
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored.unwrap()).unwrap();
+    assert_eq!(stored["as_of"], serde_json::json!(much_later));
 }
 
 #[tokio::test]

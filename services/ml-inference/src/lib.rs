@@ -2,14 +2,27 @@
 //!
 //! - **Online scoring.** Consumes `predictions.requests` (payload
 //!   [`domain::PredictionRequest`], published by the identity merger when a profile's
-//!   facts change) in batches through the shared stream runner: de-duplicates the batch,
-//!   computes features as of now, writes them to the feature store, scores with the
-//!   active models, upserts `predictions` and refreshes each profile's Customer 360
-//!   cache. A batch is all-or-nothing: a failure fails every entry, by its class
+//!   facts change) in batches of up to `ML_BATCH_SIZE` entries through the shared stream
+//!   runner: de-duplicates the batch, reads the facts of all its profiles with one query
+//!   per source, computes features as of now, scores with the active models, and in one
+//!   transaction writes the predictions that changed materially
+//!   (`ML_PREDICTION_TOLERANCE`), their features and their `profiles.changes` entries;
+//!   then rebuilds the Customer 360 documents of those profiles in one go. A batch is
+//!   all-or-nothing: a failure fails every entry, by its class
 //!   (`service_kit::handler_error`): an outage is held and retried uncounted, anything
 //!   else makes the stream runner hand the batch back in halves until the failing
-//!   profile's request is alone. Scoring is idempotent (features and predictions are
-//!   upserts), so a redelivered entry only re-scores the profile.
+//!   profile's request is alone. Scoring is idempotent, so a redelivered entry only
+//!   re-scores the profile; the profiles of a failed batch are scored again with the next
+//!   batch with every write forced, so a cache write that failed after the commit is
+//!   made good.
+//! - **Backlog deferral.** Before scoring a batch it waits while `events.raw` or
+//!   `events.normalized` holds more than `ML_DEFER_BACKLOG` entries (read with `XINFO
+//!   GROUPS`, every [`DEFER_POLL`]), at most until its oldest request is
+//!   `ML_DEFER_MAX_MS` old: a burst's scoring yields Postgres and the cores to the
+//!   normalizer and the merger, its requests coalesce into full batches, and every
+//!   request is still scored within that bound (plus the scoring itself).
+//! - **Threads.** LightGBM is capped at `ML_LIGHTGBM_THREADS` threads in this process
+//!   (`ml::gbm::cap_threads`).
 //! - **Model reloads.** Before each batch the scorer compares the registry's active
 //!   version ids with those it holds (one indexed query) and reloads on any change —
 //!   after a training run, `ctl ml activate` or a rollback.
@@ -31,6 +44,7 @@
 //! are in `crates/ml`). Benchmark: `bench/ml/run.sh` (training time and scoring
 //! throughput).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,10 +52,11 @@ use anyhow::Context as _;
 use chrono::Utc;
 use domain::PredictionRequest;
 use ml::pipeline::{self, CacheUpdate};
+use ml::store::Rewrite;
 use ml::{ActiveModels, registry};
 use service_kit::ServiceContext;
 use storage::customer360::Customer360Cache;
-use streams::{ConsumerOptions, Delivery, Handler, HandlerError, Topic};
+use streams::{ConsumerOptions, Delivery, Handler, HandlerError, StreamError, Topic};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -55,13 +70,22 @@ pub const PROFILE_CHANGES_PASS: Duration = Duration::from_millis(200);
 /// Advisory lock key that lets one replica train at a time.
 pub const TRAINING_LOCK: i64 = 0x004D_4C54_5241_494E;
 
+/// How often a batch waiting for the pipeline's backlog looks at it again.
+pub const DEFER_POLL: Duration = Duration::from_millis(250);
+
+/// The streams whose backlog defers online scoring: the normalizer's and the merger's.
+pub const WATCHED: [Topic; 2] = [Topic::EventsRaw, Topic::EventsNormalized];
+
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
+    if let Err(e) = ml::gbm::cap_threads(ctx.settings.ml.ml_lightgbm_threads) {
+        tracing::warn!(error = %e, "capping LightGBM's threads failed; it uses every core");
+    }
     let scorer = Arc::new(Scorer::new(&ctx));
     let consumer = tokio::spawn(streams::run_consumer(
         ctx.streams(),
         Topic::PredictionsRequests,
-        ConsumerOptions::from_settings(&ctx.settings, GROUP),
+        consumer_options(&ctx.settings),
         Arc::clone(&scorer),
         ctx.shutdown.clone(),
     ));
@@ -82,11 +106,41 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     served
 }
 
+/// How this service reads `predictions.requests`: the fleet's options with batches of
+/// `ML_BATCH_SIZE` entries.
+pub fn consumer_options(settings: &config::Settings) -> ConsumerOptions {
+    let mut opts = ConsumerOptions::from_settings(settings, GROUP);
+    opts.batch_size = settings.ml.ml_batch_size.max(1);
+    opts
+}
+
+/// Longest a batch waits for the pipeline's backlog: `ML_DEFER_MAX_MS`, but never more
+/// than half of the claim timeout, so no replica claims a waiting batch.
+pub fn max_defer(settings: &config::Settings) -> Duration {
+    Duration::from_millis(settings.ml.ml_defer_max_ms)
+        .min(Duration::from_millis(settings.stream_claim_idle_ms / 2))
+}
+
+/// How long ago Redis appended the entry `entry_id` (`<ms>-<seq>`), by this host's
+/// clock; zero when the id is not of that form or lies in the future.
+fn entry_age(entry_id: &str, now_ms: i64) -> Duration {
+    entry_id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+        .and_then(|at| u64::try_from(now_ms - at).ok())
+        .map_or(Duration::ZERO, Duration::from_millis)
+}
+
 /// Scores profiles with the registry's active models, reloading them when they change.
 pub struct Scorer {
     ctx: ServiceContext,
     cache: Customer360Cache,
     models: Mutex<Arc<ActiveModels>>,
+    /// Profiles of batches that failed, possibly after their commit (a Redis write of
+    /// the feature store or the Customer 360 cache): scored again with the next batch
+    /// with every write forced, so no cache stays stale because the retry found
+    /// nothing changed.
+    owed: Mutex<BTreeSet<Uuid>>,
 }
 
 impl Scorer {
@@ -102,6 +156,7 @@ impl Scorer {
             ctx: ctx.clone(),
             cache,
             models: Mutex::new(Arc::new(ActiveModels::default())),
+            owed: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -125,25 +180,110 @@ impl Scorer {
         Ok(Arc::clone(&held))
     }
 
-    /// Scores `ids` now and refreshes their Customer 360 documents. Returns how many
-    /// live profiles were scored.
+    /// Scores `ids` now — with those of earlier failed batches, whose writes are
+    /// forced — and refreshes the Customer 360 documents of the profiles whose
+    /// predictions changed. Returns how many live profiles were scored.
     pub async fn score(&self, ids: &[Uuid]) -> anyhow::Result<usize> {
         let models = self.current_models().await?;
         let mut redis = self.ctx.redis.clone();
         let started = Instant::now();
-        let n = pipeline::score_profiles(
+        let mut owed = self.owed.lock().await;
+        let force: Vec<Uuid> = owed.iter().copied().collect();
+        let mut all: Vec<Uuid> = ids.iter().chain(&force).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        let scored = pipeline::score_profiles(
             &self.ctx.db,
             &mut redis,
             &self.ctx.settings.stream_prefix,
             &models,
-            ids,
+            &all,
             Utc::now(),
             CacheUpdate::Refresh(&self.cache),
+            Rewrite {
+                tolerance: self.ctx.settings.ml.ml_prediction_tolerance.max(0.0),
+                force: &force,
+            },
         )
-        .await?;
-        metrics::counter!("ml_profiles_scored_total").increment(n as u64);
+        .await;
+        let scored = match scored {
+            Ok(s) => {
+                owed.clear();
+                s
+            }
+            Err(e) => {
+                owed.extend(ids.iter().copied());
+                return Err(e.into());
+            }
+        };
+        drop(owed);
+        metrics::counter!("ml_profiles_scored_total").increment(scored.profiles as u64);
+        metrics::counter!("ml_predictions_changed_total").increment(scored.changed.len() as u64);
         metrics::histogram!("ml_score_batch_seconds").record(started.elapsed().as_secs_f64());
-        Ok(n)
+        Ok(scored.profiles)
+    }
+
+    /// Entries waiting in the watched streams ([`WATCHED`]): for each, undelivered
+    /// (`lag`) plus pending entries of its deepest consumer group (a group whose lag
+    /// Redis cannot tell counts its pending entries only); the larger of the two.
+    pub async fn backlog(&self) -> Result<u64, StreamError> {
+        let streams = self.ctx.streams();
+        let mut deepest = 0;
+        for topic in WATCHED {
+            let stats = streams.topic_stats(topic).await?;
+            for g in &stats.groups {
+                deepest = deepest.max(g.lag.unwrap_or(0) + g.pending);
+            }
+        }
+        Ok(deepest)
+    }
+
+    /// Waits while the watched streams hold more than `ML_DEFER_BACKLOG` entries, so a
+    /// burst's scoring does not take Postgres and the cores from the normalizer and the
+    /// merger — but never past [`max_defer`] after the oldest request of `batch` was
+    /// published, nor past shutdown. Meanwhile further requests queue up and coalesce
+    /// into the next batches. Returns how long it waited.
+    pub async fn defer(&self, batch: &[Delivery<PredictionRequest>]) -> Duration {
+        let threshold = self.ctx.settings.ml.ml_defer_backlog;
+        let longest = max_defer(&self.ctx.settings);
+        if threshold == 0 || longest.is_zero() {
+            return Duration::ZERO;
+        }
+        let now_ms = Utc::now().timestamp_millis();
+        let oldest = batch
+            .iter()
+            .map(|d| entry_age(&d.entry_id, now_ms))
+            .max()
+            .unwrap_or_default();
+        let started = Instant::now();
+        let deadline = started + longest.saturating_sub(oldest);
+        let mut slept = false;
+        loop {
+            match self.backlog().await {
+                Ok(n) if n > threshold => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the pipeline's backlog failed; scoring now");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            slept = true;
+            tokio::select! {
+                () = self.ctx.shutdown.cancelled() => break,
+                () = tokio::time::sleep(DEFER_POLL.min(deadline - now)) => {}
+            }
+        }
+        if !slept {
+            return Duration::ZERO;
+        }
+        let waited = started.elapsed();
+        metrics::counter!("ml_score_deferrals_total").increment(1);
+        metrics::histogram!("ml_score_deferred_seconds").record(waited.as_secs_f64());
+        waited
     }
 
     /// Trains and registers every model, reloads, and re-scores every profile — unless
@@ -196,6 +336,14 @@ impl Handler for Scorer {
     type Payload = PredictionRequest;
 
     async fn handle(&self, batch: &[Delivery<PredictionRequest>]) -> Vec<Result<(), HandlerError>> {
+        let waited = self.defer(batch).await;
+        if !waited.is_zero() {
+            tracing::debug!(
+                requests = batch.len(),
+                waited_ms = waited.as_millis() as u64,
+                "scoring deferred by the pipeline's backlog"
+            );
+        }
         let mut ids: Vec<Uuid> = batch
             .iter()
             .map(|d| d.envelope.payload.profile_id)
