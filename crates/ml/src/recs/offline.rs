@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::{
     Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ItemId, Recommender, RecsParams,
-    future_purchases,
+    TrainTimes, future_purchases, select,
 };
 use crate::MlError;
 use crate::eval::{missing_column, open_csv, parse_date};
@@ -229,6 +229,8 @@ pub struct RecsEvaluation {
     /// CPU seconds the process spent training (all threads; NaN where the system does
     /// not report it): what a loaded machine's wall time hides.
     pub train_cpu_seconds: f64,
+    /// Where the training's time went, phase by phase.
+    pub train_phases: TrainTimes,
     /// Profiles scored per second by the blend.
     pub profiles_per_second: f64,
     /// Profiles scored per CPU second by the blend (same pass).
@@ -240,6 +242,10 @@ pub struct RecsEvaluation {
     pub weights: BlendWeights,
     /// The tuned explore slots.
     pub explore: Explore,
+    /// Whether the re-ranker was kept.
+    pub ranker_kept: bool,
+    /// How the re-ranker did against the blend on held-out tuning customers.
+    pub ranker_trial: Option<super::ranker::HeldOut>,
     /// Popularity, P-TopFreq, item-kNN, item2vec-ANN, blend.
     pub methods: Vec<MethodReport>,
 }
@@ -459,6 +465,15 @@ pub fn write_report(
         r.train_seconds / all_exact_s.max(1e-9),
         all_exact_s
     )?;
+    for (phase, t) in &r.train_phases.phases {
+        writeln!(
+            out,
+            "    {phase:<36} {:>7.2} CPU s ({:>4.1}% of the training's CPU), {:>7.2} s",
+            t.cpu_seconds,
+            100.0 * t.cpu_seconds / r.train_cpu_seconds.max(1e-9),
+            t.seconds
+        )?;
+    }
     writeln!(
         out,
         "  similar items ({} queries): cached neighbours p50 {:.4} ms, p99 {:.4} ms: {:.4}x the \
@@ -500,6 +515,18 @@ pub fn write_report(
         r.ann_recall_at_10,
         named(&r.weights)
     )?;
+    match r.ranker_trial {
+        Some(t) => writeln!(
+            out,
+            "  re-ranker (LightGBM over the blend's best {}): {} — on held-out tuning \
+             customers its objective {:.4} vs the blend's {:.4}",
+            super::ranker::RERANK_TOP,
+            if r.ranker_kept { "kept" } else { "not kept" },
+            t.ranker,
+            t.blend
+        )?,
+        None => writeln!(out, "  re-ranker: not tried (too few tuning purchases)")?,
+    }
     if r.explore.slots > 0 {
         writeln!(
             out,
@@ -549,12 +576,14 @@ pub fn write_report(
     writeln!(out, "  load average: {}", load_average())
 }
 
-/// Method names, in report order.
-pub const METHODS: [&str; 5] = [
+/// Method names, in report order (`linear_blend`: the blend's weighted sum and explore
+/// slots without the re-ranker; the same as `blend` when none was kept).
+pub const METHODS: [&str; 6] = [
     "popularity",
     "p_topfreq",
     "item_knn",
     "item2vec_ann",
+    "linear_blend",
     "blend",
 ];
 
@@ -693,7 +722,7 @@ pub fn evaluate(
         )));
     }
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
-    let model = Recommender::train(corpus, cutoff, params);
+    let (model, train_phases) = Recommender::train_timed(corpus, cutoff, params);
     let train_seconds = started.elapsed().as_secs_f64();
     let train_cpu_seconds = process_cpu_seconds() - cpu_started;
     let train = corpus.before(cutoff);
@@ -747,11 +776,17 @@ pub fn evaluate(
             .into_iter()
             .map(|r| r.item)
             .collect();
+        let candidates = model.candidates(history, cutoff);
+        let linear: Vec<ItemId> = select(&candidates, &model.weights, &model.explore, K)
+            .into_iter()
+            .map(|(i, _)| candidates[i].item)
+            .collect();
         let lists = [
             popular.clone(),
             p_topfreq(history, &model.popular, K),
             fill_with(top_by_score(knn_scores, K), &popular, K),
             fill_with(top_by_score(ann_scores, K), &popular, K),
+            linear,
             blend,
         ];
         for (tally, top) in tallies.iter_mut().zip(&lists) {
@@ -778,11 +813,14 @@ pub fn evaluate(
         ),
         train_seconds,
         train_cpu_seconds,
+        train_phases,
         profiles_per_second: truth.len() as f64 / blend_seconds.max(1e-9),
         profiles_per_cpu_second: truth.len() as f64 / blend_cpu_seconds.max(1e-9),
         similar: time_similar_queries(&model, 2_000, params.item2vec.seed),
         weights: model.weights,
         explore: model.explore,
+        ranker_kept: model.ranker.is_some(),
+        ranker_trial: model.ranker_trial,
         methods: tallies
             .into_iter()
             .zip(METHODS)
