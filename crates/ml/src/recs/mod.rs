@@ -974,7 +974,7 @@ impl Recommender {
         };
         let top = rank(candidates, &self.weights, k.max(ranker::RERANK_TOP));
         let rows = self.ranker_rows(candidates, &top, &self.weights);
-        match model.predict(&rows) {
+        match model.predict_on_this_thread(&rows) {
             Ok(scores) => {
                 let mut order = ranker::reorder(&top, &scores);
                 order.truncate(k);

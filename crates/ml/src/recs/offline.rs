@@ -242,6 +242,12 @@ pub struct RecsEvaluation {
     pub weights: BlendWeights,
     /// The tuned explore slots.
     pub explore: Explore,
+    /// The explore ceiling: for a number of places, the mean over customers who bought
+    /// something new of the share of those new items an oracle would place there,
+    /// picking perfectly among the profile's candidates it never bought (item2vec
+    /// neighbours, popular in its categories and overall). What no ranking of these
+    /// candidates can beat.
+    pub explore_oracle: Vec<(usize, f64)>,
     /// Whether the re-ranker was kept.
     pub ranker_kept: bool,
     /// How the re-ranker did against the blend on held-out tuning customers.
@@ -573,6 +579,16 @@ pub fn write_report(
             ratio(b.explore_recall_at_10, pop.explore_recall_at_10)
         )?;
     }
+    let oracle: Vec<String> = r
+        .explore_oracle
+        .iter()
+        .map(|(places, recall)| format!("{places} places {recall:.4}"))
+        .collect();
+    writeln!(
+        out,
+        "  explore oracle (perfect picks among never-bought candidates): {}",
+        oracle.join(", ")
+    )?;
     writeln!(out, "  load average: {}", load_average())
 }
 
@@ -707,6 +723,9 @@ impl Tally {
     }
 }
 
+/// Places the explore oracle fills ([`RecsEvaluation::explore_oracle`]).
+const ORACLE_PLACES: [usize; 4] = [1, 2, 4, 10];
+
 /// Trains on everything before `cutoff` and scores the horizon (see the module doc).
 pub fn evaluate(
     corpus: &Corpus,
@@ -734,6 +753,7 @@ pub fn evaluate(
         .filter(|&&t| t > i64::MIN)
         .count();
     let mut tallies: Vec<Tally> = METHODS.iter().map(|_| Tally::default()).collect();
+    let mut oracle = [0.0f64; ORACLE_PLACES.len()];
     let (mut repeat_customers, mut explore_customers) = (0, 0);
     // Scoring speed: one pass of the blend alone over every customer.
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
@@ -777,6 +797,20 @@ pub fn evaluate(
             .map(|r| r.item)
             .collect();
         let candidates = model.candidates(history, cutoff);
+        let new: Vec<ItemId> = bought
+            .iter()
+            .copied()
+            .filter(|i| !before.contains(i))
+            .collect();
+        if !new.is_empty() {
+            let reachable = candidates
+                .iter()
+                .filter(|c| c.times_bought == 0 && new.contains(&c.item))
+                .count();
+            for (sum, places) in oracle.iter_mut().zip(ORACLE_PLACES) {
+                *sum += reachable.min(places) as f64 / new.len() as f64;
+            }
+        }
         let linear: Vec<ItemId> = select(&candidates, &model.weights, &model.explore, K)
             .into_iter()
             .map(|(i, _)| candidates[i].item)
@@ -819,6 +853,11 @@ pub fn evaluate(
         similar: time_similar_queries(&model, 2_000, params.item2vec.seed),
         weights: model.weights,
         explore: model.explore,
+        explore_oracle: ORACLE_PLACES
+            .into_iter()
+            .zip(oracle)
+            .map(|(places, sum)| (places, sum / explore_customers.max(1) as f64))
+            .collect(),
         ranker_kept: model.ranker.is_some(),
         ranker_trial: model.ranker_trial,
         methods: tallies
