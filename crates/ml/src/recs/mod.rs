@@ -1413,7 +1413,8 @@ fn tune_timed(
 /// Fits the re-ranker on the even tuning customers (the blend's best
 /// [`ranker::RERANK_TOP`] candidates of each, labelled by whether they bought it) and
 /// judges it against the blend on the odd ones by `relative` (the tuning's objective);
-/// when it wins there, it is refitted on every customer and kept.
+/// when it wins there by at least [`ranker::MIN_GAIN`], it is refitted on every customer
+/// and kept.
 fn fit_ranker(
     past: &Recommender,
     cases: &[TuningCase],
@@ -1478,7 +1479,7 @@ fn fit_ranker(
         blend,
         ranker: reranked,
     };
-    if reranked <= blend + 1e-9 {
+    if reranked < blend * (1.0 + ranker::MIN_GAIN) {
         return (None, Some(trial));
     }
     let (x, y) = gather(&|_| true);
