@@ -305,6 +305,20 @@ impl GbmModel {
         Ok(self.booster.0.predict(x, self.n_features as i32, true)?)
     }
 
+    /// [`GbmModel::predict`] on the calling thread alone: for small batches (a few dozen
+    /// rows), where waking OpenMP's threads costs more than the rows, and stalls on a
+    /// busy machine.
+    pub fn predict_on_this_thread(&self, x: &[f32]) -> Result<Vec<f64>, GbmError> {
+        self.check(x)?;
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .booster
+            .0
+            .predict_with_params(x, self.n_features as i32, true, "num_threads=1")?)
+    }
+
     /// Per-row feature contributions (SHAP values, in raw score units): `n_features + 1`
     /// numbers per row, the last being the expected value.
     pub fn contributions(&self, x: &[f32]) -> Result<Vec<f64>, GbmError> {

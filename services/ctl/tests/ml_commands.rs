@@ -311,6 +311,7 @@ async fn eval_recs_compares_the_blend_with_baselines_and_times_it_against_the_ma
             "p_topfreq",
             "item_knn",
             "item2vec_ann",
+            "linear_blend",
             "blend"
         ]
     );

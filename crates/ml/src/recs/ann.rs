@@ -83,16 +83,21 @@ fn search_row(
 }
 
 impl Index {
-    /// The `k` nearest rows of every row (as [`Index::nearest`]), searched on all cores:
-    /// each search is independent, so the result does not depend on the thread count.
-    pub fn nearest_all(&self, embeddings: &Embeddings, k: usize) -> Vec<Vec<(usize, f32)>> {
+    /// The `k` nearest rows of each of `rows` (as [`Index::nearest`]), searched on all
+    /// cores: each search is independent, so the result does not depend on the thread
+    /// count.
+    pub fn nearest_of(
+        &self,
+        embeddings: &Embeddings,
+        rows: &[usize],
+        k: usize,
+    ) -> Vec<Vec<(usize, f32)>> {
         use rayon::prelude::*;
         let Some(map) = &self.map else {
-            return vec![Vec::new(); embeddings.len()];
+            return vec![Vec::new(); rows.len()];
         };
-        (0..embeddings.len())
-            .into_par_iter()
-            .map_init(Search::default, |search, row| {
+        rows.par_iter()
+            .map_init(Search::default, |search, &row| {
                 search_row(map, embeddings, row, k, search)
             })
             .collect()

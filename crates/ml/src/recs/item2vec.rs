@@ -196,9 +196,33 @@ fn keep_thresholds(items: &[ItemId], counts: &HashMap<ItemId, u32>, subsample: f
         .collect()
 }
 
+/// A fit's whole state: the unit vectors it serves, and the raw input and output
+/// vectors a later fit over more sets continues from ([`fit`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trained {
+    /// The unit vectors.
+    pub embeddings: Embeddings,
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
 /// Learns vectors from item sets (baskets, sessions). Items in fewer than
 /// `min_count` sets, and sets left with fewer than two items, are skipped.
 pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
+    fit(sets, None, p).embeddings
+}
+
+/// [`train`], or, given `(previous, new)`, its continuation: which items get a vector,
+/// the negative-sampling table and the subsampling still count every set, but the
+/// passes go over the sets `new` marks only (one flag per set), and the items
+/// `previous` knows start from its vectors (the others from random ones). Training on
+/// a corpus once and continuing on what was added later costs the new sets' passes
+/// instead of everything's.
+pub fn fit(
+    sets: &[Vec<ItemId>],
+    continued: Option<(&Trained, &[bool])>,
+    p: &Item2VecParams,
+) -> Trained {
     let mut counts: HashMap<ItemId, u32> = HashMap::new();
     for set in sets {
         for &item in set {
@@ -218,12 +242,17 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
         .collect();
     let sets: Vec<Vec<u32>> = sets
         .iter()
-        .map(|s| s.iter().filter_map(|i| row_of.get(i).copied()).collect())
+        .enumerate()
+        .filter(|(s, _)| continued.is_none_or(|(_, new)| new[*s]))
+        .map(|(_, s)| s.iter().filter_map(|i| row_of.get(i).copied()).collect())
         .filter(|s: &Vec<u32>| s.len() >= 2)
         .collect();
     let (n, dim) = (items.len(), p.dim.max(1));
-    if n == 0 || sets.is_empty() {
-        return Embeddings::new(dim, Vec::new(), Vec::new());
+    if n == 0 || (sets.is_empty() && continued.is_none()) {
+        return Trained {
+            embeddings: Embeddings::new(dim, Vec::new(), Vec::new()),
+            ..Trained::default()
+        };
     }
     let table = negative_table(&items, &counts);
     let draw_negative = |rng: &mut ChaCha8Rng| {
@@ -235,8 +264,19 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
         .map(|_| (rng.random::<f32>() - 0.5) / dim as f32)
         .collect();
     let mut output = vec![0f32; n * dim];
+    if let Some((previous, _)) = continued
+        && previous.embeddings.dim == dim
+    {
+        for (row, &item) in items.iter().enumerate() {
+            if let Some(old) = previous.embeddings.row(item) {
+                let (to, from) = (row * dim..(row + 1) * dim, old * dim..(old + 1) * dim);
+                input[to.clone()].copy_from_slice(&previous.input[from.clone()]);
+                output[to].copy_from_slice(&previous.output[from]);
+            }
+        }
+    }
     let mut order: Vec<usize> = (0..sets.len()).collect();
-    let steps = (p.epochs.max(1) * sets.len()) as f32;
+    let steps = (p.epochs.max(1) * sets.len()).max(1) as f32;
     let mut done = 0f32;
     let mut grad = vec![0f32; dim];
     let mut partners = Vec::new();
@@ -301,13 +341,18 @@ pub fn train(sets: &[Vec<ItemId>], p: &Item2VecParams) -> Embeddings {
             }
         }
     }
-    for row in input.chunks_mut(dim) {
+    let mut unit = input.clone();
+    for row in unit.chunks_mut(dim) {
         let norm = dot(row, row).sqrt();
         if norm > 0.0 {
             row.iter_mut().for_each(|x| *x /= norm);
         }
     }
-    Embeddings::new(dim, items, input)
+    Trained {
+        embeddings: Embeddings::new(dim, items, unit),
+        input,
+        output,
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +391,33 @@ mod tests {
         for row in 0..e.len() {
             assert!((e.similarity(row, row) - 1.0).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn a_continued_fit_starts_from_the_previous_vectors_and_learns_the_new_sets() {
+        let p = Item2VecParams::default();
+        let old = two_worlds();
+        let previous = fit(&old, None, &p);
+        // Nothing new: the known items keep their vectors exactly.
+        let none = vec![false; old.len()];
+        let same = fit(&old, Some((&previous, &none)), &p);
+        assert_eq!(same.embeddings, previous.embeddings);
+        // New sets put a new item 20 with items 0 and 1.
+        let mut sets = old.clone();
+        sets.extend((0..300).map(|_| vec![0, 1, 20]));
+        let new: Vec<bool> = (0..sets.len()).map(|s| s >= old.len()).collect();
+        let next = fit(&sets, Some((&previous, &new)), &p);
+        assert_eq!(
+            next,
+            fit(&sets, Some((&previous, &new)), &p),
+            "deterministic"
+        );
+        let e = &next.embeddings;
+        let r = |i| e.row(i).unwrap();
+        let (near, far) = (e.similarity(r(20), r(0)), e.similarity(r(20), r(11)));
+        assert!(near > far, "new item: with 0 {near}, with 11 {far}");
+        let (near, far) = (e.similarity(r(0), r(2)), e.similarity(r(0), r(12)));
+        assert!(near > far, "kept: with 2 {near}, with 12 {far}");
     }
 
     #[test]

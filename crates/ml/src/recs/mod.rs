@@ -22,6 +22,7 @@
 pub mod ann;
 pub mod item2vec;
 pub mod offline;
+pub mod ranker;
 
 use std::collections::{HashMap, HashSet};
 
@@ -340,6 +341,8 @@ pub struct Candidate {
     pub times_bought: u32,
     /// The anchor it is most similar to, and whether the anchor was viewed (not bought).
     pub anchor: Option<(ItemId, bool)>,
+    /// The profile's baskets before `now` (the same for all its candidates).
+    pub profile_baskets: u32,
 }
 
 /// A trained recommender.
@@ -365,6 +368,14 @@ pub struct Recommender {
     /// Explore slots and their ranking.
     #[serde(default)]
     pub explore: Explore,
+    /// The LightGBM re-ranker of the blend's best candidates, when it beat the blend on
+    /// the tuning window (models stored before it load without).
+    #[serde(default)]
+    pub ranker: Option<ranker::Ranker>,
+    /// How a re-ranker did against the blend on tuning customers it was not fitted on
+    /// (whether or not it was kept; none when none was tried).
+    #[serde(default)]
+    pub ranker_trial: Option<ranker::HeldOut>,
     #[serde(skip)]
     index: Option<ann::Index>,
     /// Per item2vec row, its nearest items through the index, most similar first:
@@ -374,8 +385,69 @@ pub struct Recommender {
     neighbours: Vec<Vec<(ItemId, f32)>>,
 }
 
+/// How [`Recommender::fit_timed`] fits.
+struct Fitting<'a> {
+    /// The blend's weights.
+    weights: BlendWeights,
+    /// Cache neighbours only for these items (the tuning's model needs them only for
+    /// its customers' anchors; each item's search is independent, so those it caches
+    /// are the same as with everything cached). `None`: every item.
+    cache_for: Option<&'a HashSet<ItemId>>,
+    /// Continue item2vec from a fit on the same corpus before this instant, passing
+    /// only over the sets completed since ([`item2vec::fit`]).
+    continued: Option<(&'a item2vec::Trained, DateTime<Utc>)>,
+}
+
 /// Neighbours cached per item (at least the `neighbours` setting).
 pub const CACHED_NEIGHBOURS: usize = 20;
+
+/// Wall-clock and CPU seconds of one training phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PhaseTime {
+    /// Wall-clock seconds (inflated on a loaded machine).
+    pub seconds: f64,
+    /// CPU seconds of the process over all its threads (what load does not distort;
+    /// NaN where the system does not report it).
+    pub cpu_seconds: f64,
+}
+
+/// Where a training's time went, phase by phase in the order they ran (a phase that
+/// ran more than once is summed under its name).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrainTimes {
+    /// Phase name and its time.
+    pub phases: Vec<(String, PhaseTime)>,
+}
+
+impl TrainTimes {
+    /// Runs `f`, adding its time to the phase `name`.
+    pub fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let (started, cpu) = (std::time::Instant::now(), offline::process_cpu_seconds());
+        let out = f();
+        let spent = PhaseTime {
+            seconds: started.elapsed().as_secs_f64(),
+            cpu_seconds: offline::process_cpu_seconds() - cpu,
+        };
+        match self.phases.iter_mut().find(|(n, _)| n == name) {
+            Some((_, t)) => {
+                t.seconds += spent.seconds;
+                t.cpu_seconds += spent.cpu_seconds;
+            }
+            None => self.phases.push((name.to_string(), spent)),
+        }
+        out
+    }
+
+    /// All phases together.
+    pub fn total(&self) -> PhaseTime {
+        self.phases
+            .iter()
+            .fold(PhaseTime::default(), |a, (_, t)| PhaseTime {
+                seconds: a.seconds + t.seconds,
+                cpu_seconds: a.cpu_seconds + t.cpu_seconds,
+            })
+    }
+}
 
 fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> f32 {
     (to - from).num_seconds() as f32 / 86_400.0
@@ -393,31 +465,40 @@ fn median(v: &mut [f32]) -> Option<f32> {
 /// `NEXT_BASKET_DAYS` apart (so "A, then B" makes A and B neighbours); and browsing
 /// sessions (views less than 30 minutes apart).
 pub fn training_sets(corpus: &Corpus) -> Vec<Vec<ItemId>> {
+    dated_training_sets(corpus)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// [`training_sets`], each with when it was complete (its basket; the later basket of
+/// a pair; the last view of a session).
+fn dated_training_sets(corpus: &Corpus) -> Vec<(DateTime<Utc>, Vec<ItemId>)> {
     const NEXT_BASKET_DAYS: i64 = 60;
     let mut sets = Vec::new();
     for a in &corpus.customers {
-        sets.extend(a.baskets.iter().map(|b| b.items.clone()));
+        sets.extend(a.baskets.iter().map(|b| (b.at, b.items.clone())));
         for pair in a.baskets.windows(2) {
             if pair[1].at - pair[0].at <= Duration::days(NEXT_BASKET_DAYS) {
                 let mut union = pair[0].items.clone();
                 union.extend(pair[1].items.iter().filter(|i| !pair[0].items.contains(i)));
-                sets.push(union);
+                sets.push((pair[1].at, union));
             }
         }
         let mut session: Vec<ItemId> = Vec::new();
         let mut last: Option<DateTime<Utc>> = None;
         for v in &a.views {
-            if last.is_some_and(|l| v.at - l > Duration::minutes(30)) {
-                sets.push(std::mem::take(&mut session));
+            if let Some(l) = last.filter(|l| v.at - *l > Duration::minutes(30)) {
+                sets.push((l, std::mem::take(&mut session)));
             }
             if !session.contains(&v.item) {
                 session.push(v.item);
             }
             last = Some(v.at);
         }
-        sets.push(session);
+        sets.push((last.unwrap_or(DateTime::<Utc>::MIN_UTC), session));
     }
-    sets.retain(|s| s.len() >= 2);
+    sets.retain(|(_, s)| s.len() >= 2);
     sets
 }
 
@@ -531,22 +612,62 @@ impl Recommender {
         p: &RecsParams,
         weights: BlendWeights,
     ) -> Self {
-        let corpus = corpus.before(as_of);
-        let stats = item_stats(&corpus, as_of, p);
-        let n = corpus.catalogue.len() as ItemId;
-        let popular = by_recent_orders(0..n, &stats, 100);
-        let mut per_category: Vec<Vec<ItemId>> =
-            vec![Vec::new(); corpus.catalogue.category_names.len()];
-        for i in 0..n {
-            if let Some(c) = corpus.catalogue.categories[i as usize] {
-                per_category[c as usize].push(i);
-            }
-        }
-        let category_popular = per_category
-            .into_iter()
-            .map(|items| by_recent_orders(items.into_iter(), &stats, 20))
-            .collect();
-        let embeddings = item2vec::train(&training_sets(&corpus), &p.item2vec);
+        Self::fit_timed(
+            corpus,
+            as_of,
+            p,
+            Fitting {
+                weights,
+                cache_for: None,
+                continued: None,
+            },
+            &mut TrainTimes::default(),
+            "fit",
+        )
+        .0
+    }
+
+    /// [`Recommender::fit`] as [`Fitting`] says, timing each phase under `stage`; with
+    /// the item2vec state it ends with (which a later fit can continue from).
+    fn fit_timed(
+        corpus: &Corpus,
+        as_of: DateTime<Utc>,
+        p: &RecsParams,
+        how: Fitting<'_>,
+        times: &mut TrainTimes,
+        stage: &str,
+    ) -> (Self, item2vec::Trained) {
+        let (corpus, stats, popular, category_popular) =
+            times.time(&format!("{stage}: item statistics"), || {
+                let corpus = corpus.before(as_of);
+                let stats = item_stats(&corpus, as_of, p);
+                let n = corpus.catalogue.len() as ItemId;
+                let popular = by_recent_orders(0..n, &stats, 100);
+                let mut per_category: Vec<Vec<ItemId>> =
+                    vec![Vec::new(); corpus.catalogue.category_names.len()];
+                for i in 0..n {
+                    if let Some(c) = corpus.catalogue.categories[i as usize] {
+                        per_category[c as usize].push(i);
+                    }
+                }
+                let category_popular: Vec<Vec<ItemId>> = per_category
+                    .into_iter()
+                    .map(|items| by_recent_orders(items.into_iter(), &stats, 20))
+                    .collect();
+                (corpus, stats, popular, category_popular)
+            });
+        let trained = times.time(&format!("{stage}: item2vec"), || {
+            let dated = dated_training_sets(&corpus);
+            let new: Vec<bool> = match how.continued {
+                Some((_, since)) => dated.iter().map(|(at, _)| *at >= since).collect(),
+                None => Vec::new(),
+            };
+            let sets: Vec<Vec<ItemId>> = dated.into_iter().map(|(_, s)| s).collect();
+            let continued = how
+                .continued
+                .map(|(previous, _)| (previous, new.as_slice()));
+            item2vec::fit(&sets, continued, &p.item2vec)
+        });
         let mut model = Self {
             params: *p,
             as_of,
@@ -554,37 +675,100 @@ impl Recommender {
             stats,
             popular,
             category_popular,
-            embeddings,
-            weights,
+            embeddings: trained.embeddings.clone(),
+            weights: how.weights,
             explore: Explore::default(),
+            ranker: None,
+            ranker_trial: None,
             index: None,
             neighbours: Vec::new(),
         };
-        model.build_index();
-        model
+        model.build_index_timed(how.cache_for, times, stage);
+        (model, trained)
     }
 
     /// Tunes the blend on the window before `as_of` (see the module doc), then fits on
     /// everything before `as_of` with the tuned weights.
     pub fn train(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Self {
-        let (weights, explore) = tune(corpus, as_of, p);
-        let mut model = Self::fit(corpus, as_of, p, weights);
-        model.explore = explore;
-        model
+        Self::train_timed(corpus, as_of, p).0
+    }
+
+    /// [`Recommender::train`], with where its time went.
+    pub fn train_timed(
+        corpus: &Corpus,
+        as_of: DateTime<Utc>,
+        p: &RecsParams,
+    ) -> (Self, TrainTimes) {
+        let mut times = TrainTimes::default();
+        let tuned = tune_timed(corpus, as_of, p, &mut times);
+        let (mut model, _) = Self::fit_timed(
+            corpus,
+            as_of,
+            p,
+            Fitting {
+                weights: tuned.weights,
+                cache_for: None,
+                continued: tuned
+                    .item2vec
+                    .as_ref()
+                    .map(|(trained, since)| (trained, *since)),
+            },
+            &mut times,
+            "final fit",
+        );
+        model.explore = tuned.explore;
+        model.ranker = tuned.ranker;
+        model.ranker_trial = tuned.ranker_trial;
+        (model, times)
     }
 
     /// Rebuilds what is not stored (lookups, the HNSW graph, each item's cached
     /// neighbours) after deserialising.
     pub fn build_index(&mut self) {
+        self.build_index_timed(None, &mut TrainTimes::default(), "load");
+    }
+
+    /// [`Recommender::build_index`], caching the neighbours of the items in `cache_for`
+    /// only when it is given.
+    fn build_index_timed(
+        &mut self,
+        cache_for: Option<&HashSet<ItemId>>,
+        times: &mut TrainTimes,
+        stage: &str,
+    ) {
         self.catalogue.reindex();
         self.embeddings.reindex();
-        let index = ann::Index::build(&self.embeddings, self.params.item2vec.seed);
+        if let Some(r) = &mut self.ranker
+            && r.model().is_none()
+            && let Err(e) = r.load()
+        {
+            tracing::warn!(error = %e, "the recommender's ranker does not load; ranking by the blend");
+            self.ranker = None;
+        }
+        let seed = self.params.item2vec.seed;
+        let index = times.time(&format!("{stage}: HNSW graph"), || {
+            ann::Index::build(&self.embeddings, seed)
+        });
+        let rows: Vec<usize> = match cache_for {
+            None => (0..self.embeddings.len()).collect(),
+            Some(items) => {
+                let mut rows: Vec<usize> = items
+                    .iter()
+                    .filter_map(|&i| self.embeddings.row(i))
+                    .collect();
+                rows.sort_unstable();
+                rows
+            }
+        };
+        let k = self.cached_neighbours();
+        let found = times.time(&format!("{stage}: neighbour cache"), || {
+            index.nearest_of(&self.embeddings, &rows, k)
+        });
         let items = &self.embeddings.items;
-        self.neighbours = index
-            .nearest_all(&self.embeddings, self.cached_neighbours())
-            .into_iter()
-            .map(|near| near.into_iter().map(|(r, sim)| (items[r], sim)).collect())
-            .collect();
+        self.neighbours = vec![Vec::new(); self.embeddings.len()];
+        for (row, near) in rows.into_iter().zip(found) {
+            self.neighbours[row] = near.into_iter().map(|(r, sim)| (items[r], sim)).collect();
+        }
         self.index = Some(index);
     }
 
@@ -660,11 +844,13 @@ impl Recommender {
     /// Every candidate for a profile as of `now`, exclusions applied.
     pub fn candidates(&self, activity: &Activity, now: DateTime<Utc>) -> Vec<Candidate> {
         let mut out: HashMap<ItemId, Candidate> = HashMap::new();
+        let profile_baskets = activity.baskets.iter().filter(|b| b.at < now).count() as u32;
         let blank = |item| Candidate {
             item,
             features: [0.0; FEATURES.len()],
             times_bought: 0,
             anchor: None,
+            profile_baskets,
         };
         // Repeat: what the profile bought.
         let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
@@ -704,27 +890,8 @@ impl Recommender {
             };
         }
         // Explore: neighbours of the last baskets' items and the last views.
-        let mut anchors: Vec<(ItemId, bool)> = Vec::new();
-        for b in activity
-            .baskets
-            .iter()
-            .filter(|b| b.at < now)
-            .rev()
-            .take(self.params.anchor_baskets)
-        {
-            anchors.extend(b.items.iter().map(|&i| (i, false)));
-        }
-        anchors.extend(
-            activity
-                .views
-                .iter()
-                .filter(|v| v.at < now)
-                .rev()
-                .take(self.params.anchor_views)
-                .map(|v| (v.item, true)),
-        );
         let mut seen_anchor = HashSet::new();
-        for (anchor, viewed) in anchors {
+        for (anchor, viewed) in anchors(activity, now, &self.params) {
             if !seen_anchor.insert(anchor) {
                 continue;
             }
@@ -781,7 +948,8 @@ impl Recommender {
     /// The top `k` products for a profile as of `now`, each with its reason.
     pub fn recommend(&self, activity: &Activity, now: DateTime<Utc>, k: usize) -> Vec<Recommended> {
         let candidates = self.candidates(activity, now);
-        select(&candidates, &self.weights, &self.explore, k)
+        let main = self.main_ranking(&candidates, k);
+        select_from(&candidates, main, &self.explore, k)
             .into_iter()
             .map(|(ix, explored)| {
                 let c = &candidates[ix];
@@ -796,6 +964,43 @@ impl Recommender {
                 }
             })
             .collect()
+    }
+
+    /// The best `k` candidates before explore slots: the blend's order, re-ordered by
+    /// the ranker when there is one.
+    fn main_ranking(&self, candidates: &[Candidate], k: usize) -> Vec<usize> {
+        let Some(model) = self.ranker.as_ref().and_then(ranker::Ranker::model) else {
+            return rank(candidates, &self.weights, k);
+        };
+        let top = rank(candidates, &self.weights, k.max(ranker::RERANK_TOP));
+        let rows = self.ranker_rows(candidates, &top, &self.weights);
+        match model.predict_on_this_thread(&rows) {
+            Ok(scores) => {
+                let mut order = ranker::reorder(&top, &scores);
+                order.truncate(k);
+                order
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the recommender's ranker failed; ranking by the blend");
+                top.into_iter().take(k).collect()
+            }
+        }
+    }
+
+    /// The ranker's inputs of the candidates at `top`, one row each.
+    fn ranker_rows(&self, candidates: &[Candidate], top: &[usize], w: &BlendWeights) -> Vec<f32> {
+        let mut rows = Vec::with_capacity(top.len() * ranker::RANKER_INPUTS);
+        for &i in top {
+            let c = &candidates[i];
+            let item = c.item as usize;
+            let ctx = ranker::Context {
+                blend: score(c, w),
+                cycle_days: self.stats.cycle_days[item],
+                buyers: self.stats.buyers[item],
+            };
+            ranker::push_inputs(c, ctx, &mut rows);
+        }
+        rows
     }
 
     fn similar_reason(&self, (anchor, viewed): (ItemId, bool)) -> String {
@@ -849,6 +1054,32 @@ impl Recommender {
     }
 }
 
+/// The items whose neighbours are a profile's explore candidates as of `now`: those of
+/// its last `anchor_baskets` baskets, then its last `anchor_views` views (each with
+/// whether it was viewed rather than bought).
+fn anchors(activity: &Activity, now: DateTime<Utc>, p: &RecsParams) -> Vec<(ItemId, bool)> {
+    let mut anchors: Vec<(ItemId, bool)> = Vec::new();
+    for b in activity
+        .baskets
+        .iter()
+        .filter(|b| b.at < now)
+        .rev()
+        .take(p.anchor_baskets)
+    {
+        anchors.extend(b.items.iter().map(|&i| (i, false)));
+    }
+    anchors.extend(
+        activity
+            .views
+            .iter()
+            .filter(|v| v.at < now)
+            .rev()
+            .take(p.anchor_views)
+            .map(|v| (v.item, true)),
+    );
+    anchors
+}
+
 fn score(c: &Candidate, weights: &BlendWeights) -> f32 {
     c.features.iter().zip(weights).map(|(f, w)| f * w).sum()
 }
@@ -900,7 +1131,16 @@ pub fn select(
     explore: &Explore,
     k: usize,
 ) -> Vec<(usize, bool)> {
-    let main = rank(candidates, weights, k);
+    select_from(candidates, rank(candidates, weights, k), explore, k)
+}
+
+/// [`select`] with the main ranking given (`main`: the best candidates, best first).
+fn select_from(
+    candidates: &[Candidate],
+    main: Vec<usize>,
+    explore: &Explore,
+    k: usize,
+) -> Vec<(usize, bool)> {
     let slots = explore.slots.min(k);
     if slots == 0 {
         return main.into_iter().map(|i| (i, false)).collect();
@@ -966,17 +1206,30 @@ struct TuningCase {
 
 /// Mean Recall@10 and NDCG@10 over the customers under a blend and explore slots.
 fn recall_and_ndcg(cases: &[TuningCase], w: &BlendWeights, explore: &Explore) -> (f64, f64) {
-    let (mut recall, mut ndcg) = (0.0, 0.0);
-    for case in cases {
-        let top: Vec<ItemId> = select(&case.candidates, w, explore, 10)
+    mean_metrics(
+        cases.iter().map(|c| (c, rank(&c.candidates, w, 10))),
+        explore,
+    )
+}
+
+/// Mean Recall@10 and NDCG@10 over customers, each given with its main ranking (its
+/// best candidates, best first), with explore slots.
+fn mean_metrics<'a>(
+    judged: impl Iterator<Item = (&'a TuningCase, Vec<usize>)>,
+    explore: &Explore,
+) -> (f64, f64) {
+    let (mut recall, mut ndcg, mut n) = (0.0, 0.0, 0usize);
+    for (case, main) in judged {
+        let top: Vec<ItemId> = select_from(&case.candidates, main, explore, 10)
             .into_iter()
             .map(|(i, _)| case.candidates[i].item)
             .collect();
         let m = offline::ranking_metrics(&top, &case.truth);
         recall += m.recall;
         ndcg += m.ndcg;
+        n += 1;
     }
-    let n = cases.len().max(1) as f64;
+    let n = n.max(1) as f64;
     (recall / n, ndcg / n)
 }
 
@@ -1035,57 +1288,207 @@ const MAX_EXPLORE_SLOTS: usize = 4;
 /// explore weights by coordinate ascent from similarity alone on the recall of new
 /// items; then the number of explore slots (0 to 4) that scores best on the blend's
 /// objective. Falls back to P-TopFreq without exploring when the window has no buyers.
-pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> (BlendWeights, Explore) {
+pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Tuned {
+    tune_timed(corpus, as_of, p, &mut TrainTimes::default())
+}
+
+/// What [`tune`] chose.
+#[derive(Debug)]
+pub struct Tuned {
+    /// The blend's weights.
+    pub weights: BlendWeights,
+    /// Explore slots and their weights.
+    pub explore: Explore,
+    /// The re-ranker, when it beat the blend on held-out tuning customers.
+    pub ranker: Option<ranker::Ranker>,
+    /// How the re-ranker did against the blend there (none when it was not tried).
+    pub ranker_trial: Option<ranker::HeldOut>,
+    /// The tuning model's item2vec state and the instant its corpus ends (the final
+    /// fit continues from it).
+    item2vec: Option<(item2vec::Trained, DateTime<Utc>)>,
+}
+
+/// [`tune`], timing its phases.
+fn tune_timed(
+    corpus: &Corpus,
+    as_of: DateTime<Utc>,
+    p: &RecsParams,
+    times: &mut TrainTimes,
+) -> Tuned {
     let start = as_of - Duration::days(p.tuning_horizon_days);
     let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
     if truth.is_empty() {
-        return (P_TOPFREQ, Explore::default());
+        return Tuned {
+            weights: P_TOPFREQ,
+            explore: Explore::default(),
+            ranker: None,
+            ranker_trial: None,
+            item2vec: None,
+        };
     }
-    let past = Recommender::fit(corpus, start, p, P_TOPFREQ);
-    let cases: Vec<TuningCase> = truth
+    let histories: Vec<(Activity, HashSet<ItemId>)> = truth
         .into_iter()
-        .map(|(c, truth)| {
-            let history = corpus.customers[c].before(start);
-            let bought: HashSet<ItemId> = history
-                .baskets
-                .iter()
-                .flat_map(|b| b.items.iter().copied())
-                .collect();
-            TuningCase {
-                candidates: past.candidates(&history, start),
-                new: truth
-                    .iter()
-                    .copied()
-                    .filter(|i| !bought.contains(i))
-                    .collect(),
-                truth,
-            }
-        })
+        .map(|(c, truth)| (corpus.customers[c].before(start), truth))
         .collect();
+    let anchored: HashSet<ItemId> = histories
+        .iter()
+        .flat_map(|(h, _)| anchors(h, start, p))
+        .map(|(i, _)| i)
+        .collect();
+    let (mut past, trained) = Recommender::fit_timed(
+        corpus,
+        start,
+        p,
+        Fitting {
+            weights: P_TOPFREQ,
+            cache_for: Some(&anchored),
+            continued: None,
+        },
+        times,
+        "tuning fit",
+    );
+    let cases: Vec<TuningCase> = times.time("tuning: candidates", || {
+        histories
+            .into_iter()
+            .map(|(history, truth)| {
+                let bought: HashSet<ItemId> = history
+                    .baskets
+                    .iter()
+                    .flat_map(|b| b.items.iter().copied())
+                    .collect();
+                TuningCase {
+                    candidates: past.candidates(&history, start),
+                    new: truth
+                        .iter()
+                        .copied()
+                        .filter(|i| !bought.contains(i))
+                        .collect(),
+                    truth,
+                }
+            })
+            .collect()
+    });
     // Recall@10 and NDCG@10 each relative to P-TopFreq's on the window, so both count
     // alike (NDCG's values are several times recall's).
     let none = Explore::default();
     let (r0, n0) = recall_and_ndcg(&cases, &P_TOPFREQ, &none);
-    let objective = |w: &BlendWeights, e: &Explore| {
-        let (r, n) = recall_and_ndcg(&cases, w, e);
-        r / r0.max(1e-12) + n / n0.max(1e-12)
-    };
-    let weights = coordinate_ascent(P_TOPFREQ, |w| objective(w, &none));
-    let explore_weights = coordinate_ascent(EXPLORE_START, |w| {
-        explore_recall(&cases, w, MAX_EXPLORE_SLOTS)
+    let relative = |(r, n): (f64, f64)| r / r0.max(1e-12) + n / n0.max(1e-12);
+    past.weights = times.time("tuning: weight search", || {
+        coordinate_ascent(P_TOPFREQ, |w| relative(recall_and_ndcg(&cases, w, &none)))
     });
-    let mut best = (none, objective(&weights, &none));
-    for slots in 1..=MAX_EXPLORE_SLOTS {
-        let e = Explore {
-            slots,
-            weights: explore_weights,
-        };
-        let v = objective(&weights, &e);
-        if v > best.1 + 1e-9 {
-            best = (e, v);
+    let (ranker, ranker_trial) =
+        times.time("tuning: ranker", || fit_ranker(&past, &cases, &relative));
+    past.ranker = ranker;
+    times.time("tuning: explore slots", || {
+        let explore_weights = coordinate_ascent(EXPLORE_START, |w| {
+            explore_recall(&cases, w, MAX_EXPLORE_SLOTS)
+        });
+        let mains: Vec<Vec<usize>> = cases
+            .iter()
+            .map(|c| past.main_ranking(&c.candidates, 10))
+            .collect();
+        let objective =
+            |e: &Explore| relative(mean_metrics(cases.iter().zip(mains.iter().cloned()), e));
+        let mut best = (none, objective(&none));
+        for slots in 1..=MAX_EXPLORE_SLOTS {
+            let e = Explore {
+                slots,
+                weights: explore_weights,
+            };
+            let v = objective(&e);
+            if v > best.1 + 1e-9 {
+                best = (e, v);
+            }
         }
+        Tuned {
+            weights: past.weights,
+            explore: best.0,
+            ranker: past.ranker.take(),
+            ranker_trial,
+            item2vec: Some((trained, start)),
+        }
+    })
+}
+
+/// Fits the re-ranker on the even tuning customers (the blend's best
+/// [`ranker::RERANK_TOP`] candidates of each, labelled by whether they bought it) and
+/// judges it against the blend on the odd ones by `relative` (the tuning's objective);
+/// when it wins there by at least [`ranker::MIN_GAIN`], it is refitted on every customer
+/// and kept.
+fn fit_ranker(
+    past: &Recommender,
+    cases: &[TuningCase],
+    relative: &dyn Fn((f64, f64)) -> f64,
+) -> (Option<ranker::Ranker>, Option<ranker::HeldOut>) {
+    let w = &past.weights;
+    let seed = past.params.item2vec.seed;
+    let tops: Vec<Vec<usize>> = cases
+        .iter()
+        .map(|c| rank(&c.candidates, w, ranker::RERANK_TOP))
+        .collect();
+    let gather = |keep: &dyn Fn(usize) -> bool| {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (_, (case, top)) in cases
+            .iter()
+            .zip(&tops)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+        {
+            x.extend(past.ranker_rows(&case.candidates, top, w));
+            y.extend(
+                top.iter()
+                    .map(|&j| f32::from(u8::from(case.truth.contains(&case.candidates[j].item)))),
+            );
+        }
+        (x, y)
+    };
+    let fit = |x: &[f32], y: &[f32]| {
+        let positives = y.iter().filter(|v| **v > 0.0).count();
+        if positives < 20 || positives == y.len() {
+            return None;
+        }
+        ranker::Ranker::fit(x, y, seed)
+            .map_err(|e| tracing::warn!(error = %e, "fitting the recommender's ranker"))
+            .ok()
+    };
+    let (x, y) = gather(&|i| i % 2 == 0);
+    let Some(model) = fit(&x, &y) else {
+        return (None, None);
+    };
+    let (judge_x, _) = gather(&|i| i % 2 == 1);
+    let Ok(scores) = model.predict(&judge_x) else {
+        return (None, None);
+    };
+    let none = Explore::default();
+    let judged = || cases.iter().zip(&tops).skip(1).step_by(2);
+    let blend = relative(mean_metrics(
+        judged().map(|(c, top)| (c, top.iter().take(10).copied().collect())),
+        &none,
+    ));
+    let mut offset = 0;
+    let reranked = relative(mean_metrics(
+        judged().map(|(c, top)| {
+            let mut order = ranker::reorder(top, &scores[offset..offset + top.len()]);
+            offset += top.len();
+            order.truncate(10);
+            (c, order)
+        }),
+        &none,
+    ));
+    let trial = ranker::HeldOut {
+        blend,
+        ranker: reranked,
+    };
+    if reranked < blend * (1.0 + ranker::MIN_GAIN) {
+        return (None, Some(trial));
     }
-    (weights, best.0)
+    let (x, y) = gather(&|_| true);
+    let kept = fit(&x, &y).and_then(|m| {
+        ranker::Ranker::new(m)
+            .map_err(|e| tracing::warn!(error = %e, "saving the recommender's ranker"))
+            .ok()
+    });
+    (kept, Some(trial))
 }
 
 #[cfg(test)]
@@ -1407,5 +1810,108 @@ mod tests {
                 all[..k.min(all.len())].to_vec()
             );
         }
+    }
+
+    /// Tuning customers whose candidates are the brand's items with seeded random
+    /// features; each buys the items `bought` picks from its candidates.
+    fn synthetic_cases(
+        model: &Recommender,
+        seed: u64,
+        bought: impl Fn(&Candidate) -> bool,
+    ) -> Vec<TuningCase> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..400)
+            .map(|_| {
+                let candidates: Vec<Candidate> = (0..model.catalogue.len() as ItemId)
+                    .map(|item| {
+                        let mut features = [0.0; FEATURES.len()];
+                        features.iter_mut().for_each(|f| *f = rng.random::<f32>());
+                        Candidate {
+                            item,
+                            features,
+                            times_bought: rng.random_range(1..10),
+                            anchor: None,
+                            profile_baskets: 10,
+                        }
+                    })
+                    .collect();
+                let truth: HashSet<ItemId> = candidates
+                    .iter()
+                    .filter(|c| bought(c))
+                    .map(|c| c.item)
+                    .collect();
+                TuningCase {
+                    candidates,
+                    new: HashSet::new(),
+                    truth,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ranker_is_kept_only_when_it_beats_the_blend_on_held_out_customers() {
+        let corpus = brand();
+        let mut model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let relative = |(r, n): (f64, f64)| r + n;
+        // Bought: a middle band of frequency, which no weighted sum ranks first.
+        let band = synthetic_cases(&model, 1, |c| (0.4..0.6).contains(&c.features[FREQ]));
+        let (ranker, trial) = fit_ranker(&model, &band, &relative);
+        let trial = trial.expect("tried");
+        assert!(trial.ranker > trial.blend + 0.1, "{trial:?}");
+        let ranker = ranker.expect("kept");
+        // Bought: the blend's own top 3, which nothing can rank better.
+        let own = synthetic_cases(&model, 2, |_| false);
+        let own: Vec<TuningCase> = own
+            .into_iter()
+            .map(|mut case| {
+                case.truth = rank(&case.candidates, &P_TOPFREQ, 3)
+                    .into_iter()
+                    .map(|i| case.candidates[i].item)
+                    .collect();
+                case
+            })
+            .collect();
+        let (none, trial) = fit_ranker(&model, &own, &relative);
+        assert!(none.is_none(), "{trial:?}");
+        // A kept ranker re-orders the blend's best candidates, and does so the same
+        // after the model is stored and loaded.
+        model.ranker = Some(ranker);
+        let someone = corpus.customers[45].before(at(90));
+        let recs = model.recommend(&someone, at(90), 10);
+        let candidates = model.candidates(&someone, at(90));
+        let best: HashSet<ItemId> = rank(&candidates, &model.weights, ranker::RERANK_TOP)
+            .into_iter()
+            .map(|i| candidates[i].item)
+            .collect();
+        assert!(recs.iter().all(|r| best.contains(&r.item)));
+        let mut again: Recommender =
+            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
+        again.build_index();
+        assert!(again.ranker.as_ref().is_some_and(|r| r.model().is_some()));
+        assert_eq!(recs, again.recommend(&someone, at(90), 10));
+    }
+
+    #[test]
+    fn training_reports_where_its_time_went() {
+        let (model, times) = Recommender::train_timed(&brand(), at(90), &params());
+        let names: Vec<&str> = times.phases.iter().map(|(n, _)| n.as_str()).collect();
+        for phase in [
+            "tuning fit: item2vec",
+            "tuning fit: HNSW graph",
+            "tuning fit: neighbour cache",
+            "tuning: candidates",
+            "tuning: weight search",
+            "final fit: item2vec",
+            "final fit: neighbour cache",
+        ] {
+            assert!(names.contains(&phase), "{phase} in {names:?}");
+        }
+        let total = times.total();
+        assert!(total.seconds > 0.0 && total.cpu_seconds >= 0.0, "{total:?}");
+        // The tuning's model cached neighbours only for its customers' anchors; the
+        // served model has them for every item.
+        assert!(model.neighbours.iter().all(|n| !n.is_empty()));
     }
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::{
     Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ItemId, Recommender, RecsParams,
-    future_purchases,
+    TrainTimes, future_purchases, select,
 };
 use crate::MlError;
 use crate::eval::{missing_column, open_csv, parse_date};
@@ -229,6 +229,8 @@ pub struct RecsEvaluation {
     /// CPU seconds the process spent training (all threads; NaN where the system does
     /// not report it): what a loaded machine's wall time hides.
     pub train_cpu_seconds: f64,
+    /// Where the training's time went, phase by phase.
+    pub train_phases: TrainTimes,
     /// Profiles scored per second by the blend.
     pub profiles_per_second: f64,
     /// Profiles scored per CPU second by the blend (same pass).
@@ -240,6 +242,16 @@ pub struct RecsEvaluation {
     pub weights: BlendWeights,
     /// The tuned explore slots.
     pub explore: Explore,
+    /// The explore ceiling: for a number of places, the mean over customers who bought
+    /// something new of the share of those new items an oracle would place there,
+    /// picking perfectly among the profile's candidates it never bought (item2vec
+    /// neighbours, popular in its categories and overall). What no ranking of these
+    /// candidates can beat.
+    pub explore_oracle: Vec<(usize, f64)>,
+    /// Whether the re-ranker was kept.
+    pub ranker_kept: bool,
+    /// How the re-ranker did against the blend on held-out tuning customers.
+    pub ranker_trial: Option<super::ranker::HeldOut>,
     /// Popularity, P-TopFreq, item-kNN, item2vec-ANN, blend.
     pub methods: Vec<MethodReport>,
 }
@@ -459,6 +471,15 @@ pub fn write_report(
         r.train_seconds / all_exact_s.max(1e-9),
         all_exact_s
     )?;
+    for (phase, t) in &r.train_phases.phases {
+        writeln!(
+            out,
+            "    {phase:<36} {:>7.2} CPU s ({:>4.1}% of the training's CPU), {:>7.2} s",
+            t.cpu_seconds,
+            100.0 * t.cpu_seconds / r.train_cpu_seconds.max(1e-9),
+            t.seconds
+        )?;
+    }
     writeln!(
         out,
         "  similar items ({} queries): cached neighbours p50 {:.4} ms, p99 {:.4} ms: {:.4}x the \
@@ -500,6 +521,18 @@ pub fn write_report(
         r.ann_recall_at_10,
         named(&r.weights)
     )?;
+    match r.ranker_trial {
+        Some(t) => writeln!(
+            out,
+            "  re-ranker (LightGBM over the blend's best {}): {} — on held-out tuning \
+             customers its objective {:.4} vs the blend's {:.4}",
+            super::ranker::RERANK_TOP,
+            if r.ranker_kept { "kept" } else { "not kept" },
+            t.ranker,
+            t.blend
+        )?,
+        None => writeln!(out, "  re-ranker: not tried (too few tuning purchases)")?,
+    }
     if r.explore.slots > 0 {
         writeln!(
             out,
@@ -546,15 +579,27 @@ pub fn write_report(
             ratio(b.explore_recall_at_10, pop.explore_recall_at_10)
         )?;
     }
+    let oracle: Vec<String> = r
+        .explore_oracle
+        .iter()
+        .map(|(places, recall)| format!("{places} places {recall:.4}"))
+        .collect();
+    writeln!(
+        out,
+        "  explore oracle (perfect picks among never-bought candidates): {}",
+        oracle.join(", ")
+    )?;
     writeln!(out, "  load average: {}", load_average())
 }
 
-/// Method names, in report order.
-pub const METHODS: [&str; 5] = [
+/// Method names, in report order (`linear_blend`: the blend's weighted sum and explore
+/// slots without the re-ranker; the same as `blend` when none was kept).
+pub const METHODS: [&str; 6] = [
     "popularity",
     "p_topfreq",
     "item_knn",
     "item2vec_ann",
+    "linear_blend",
     "blend",
 ];
 
@@ -678,6 +723,9 @@ impl Tally {
     }
 }
 
+/// Places the explore oracle fills ([`RecsEvaluation::explore_oracle`]).
+const ORACLE_PLACES: [usize; 4] = [1, 2, 4, 10];
+
 /// Trains on everything before `cutoff` and scores the horizon (see the module doc).
 pub fn evaluate(
     corpus: &Corpus,
@@ -693,7 +741,7 @@ pub fn evaluate(
         )));
     }
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
-    let model = Recommender::train(corpus, cutoff, params);
+    let (model, train_phases) = Recommender::train_timed(corpus, cutoff, params);
     let train_seconds = started.elapsed().as_secs_f64();
     let train_cpu_seconds = process_cpu_seconds() - cpu_started;
     let train = corpus.before(cutoff);
@@ -705,6 +753,7 @@ pub fn evaluate(
         .filter(|&&t| t > i64::MIN)
         .count();
     let mut tallies: Vec<Tally> = METHODS.iter().map(|_| Tally::default()).collect();
+    let mut oracle = [0.0f64; ORACLE_PLACES.len()];
     let (mut repeat_customers, mut explore_customers) = (0, 0);
     // Scoring speed: one pass of the blend alone over every customer.
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
@@ -747,11 +796,31 @@ pub fn evaluate(
             .into_iter()
             .map(|r| r.item)
             .collect();
+        let candidates = model.candidates(history, cutoff);
+        let new: Vec<ItemId> = bought
+            .iter()
+            .copied()
+            .filter(|i| !before.contains(i))
+            .collect();
+        if !new.is_empty() {
+            let reachable = candidates
+                .iter()
+                .filter(|c| c.times_bought == 0 && new.contains(&c.item))
+                .count();
+            for (sum, places) in oracle.iter_mut().zip(ORACLE_PLACES) {
+                *sum += reachable.min(places) as f64 / new.len() as f64;
+            }
+        }
+        let linear: Vec<ItemId> = select(&candidates, &model.weights, &model.explore, K)
+            .into_iter()
+            .map(|(i, _)| candidates[i].item)
+            .collect();
         let lists = [
             popular.clone(),
             p_topfreq(history, &model.popular, K),
             fill_with(top_by_score(knn_scores, K), &popular, K),
             fill_with(top_by_score(ann_scores, K), &popular, K),
+            linear,
             blend,
         ];
         for (tally, top) in tallies.iter_mut().zip(&lists) {
@@ -778,11 +847,19 @@ pub fn evaluate(
         ),
         train_seconds,
         train_cpu_seconds,
+        train_phases,
         profiles_per_second: truth.len() as f64 / blend_seconds.max(1e-9),
         profiles_per_cpu_second: truth.len() as f64 / blend_cpu_seconds.max(1e-9),
         similar: time_similar_queries(&model, 2_000, params.item2vec.seed),
         weights: model.weights,
         explore: model.explore,
+        explore_oracle: ORACLE_PLACES
+            .into_iter()
+            .zip(oracle)
+            .map(|(places, sum)| (places, sum / explore_customers.max(1) as f64))
+            .collect(),
+        ranker_kept: model.ranker.is_some(),
+        ranker_trial: model.ranker_trial,
         methods: tallies
             .into_iter()
             .zip(METHODS)
