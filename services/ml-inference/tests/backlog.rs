@@ -5,11 +5,13 @@
 //! ends at `ML_DEFER_MAX_MS`.
 
 use chrono::{TimeZone, Utc};
-use domain::PredictionRequest;
 use scenario::{BrandConfig, generate};
-use streams::{Envelope, Topic};
+use streams::Topic;
 use test_support::{TestEnv, eventually};
 use uuid::Uuid;
+
+mod common;
+use common::request;
 
 /// The consumer group whose backlog is simulated (the merger's, which is not running).
 const MERGER: &str = "identity-merger";
@@ -76,25 +78,6 @@ async fn drain(env: &TestEnv) {
         .arg(Topic::EventsNormalized.key(env.prefix()))
         .arg(MERGER)
         .query_async::<()>(&mut redis)
-        .await
-        .unwrap();
-}
-
-async fn request(env: &TestEnv, ids: &[Uuid]) {
-    let envs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            Envelope::new(
-                Uuid::now_v7(),
-                "test",
-                "profile_changed",
-                PredictionRequest { profile_id: *id },
-            )
-        })
-        .collect();
-    env.context()
-        .streams()
-        .publish_many(Topic::PredictionsRequests, &envs)
         .await
         .unwrap();
 }

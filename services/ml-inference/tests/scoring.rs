@@ -4,13 +4,14 @@
 //! scheduled training run registers models and re-scores everyone.
 
 use chrono::{TimeZone, Utc};
-use domain::PredictionRequest;
 use ml::registry::{self, NewModelVersion, Task};
 use redis::AsyncCommands;
 use scenario::{Brand, BrandConfig, generate};
-use streams::{Envelope, Topic};
 use test_support::{TestEnv, eventually};
 use uuid::Uuid;
+
+mod common;
+use common::request;
 
 fn brand() -> Brand {
     generate(&BrandConfig {
@@ -28,25 +29,6 @@ async fn env_with_brand() -> (TestEnv, Brand) {
     let b = brand();
     ml::load::load_brand(&env.db, &b).await.unwrap();
     (env, b)
-}
-
-async fn request(env: &TestEnv, ids: &[Uuid]) {
-    let streams = env.context().streams();
-    let envs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            Envelope::new(
-                Uuid::now_v7(),
-                "test",
-                "profile_changed",
-                PredictionRequest { profile_id: *id },
-            )
-        })
-        .collect();
-    streams
-        .publish_many(Topic::PredictionsRequests, &envs)
-        .await
-        .unwrap();
 }
 
 async fn prediction(
