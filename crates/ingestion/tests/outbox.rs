@@ -11,7 +11,7 @@ use ingestion::outbox::RawEventOutbox;
 use ingestion::raw::{RawEventStore, WriterOptions};
 use ingestion::raw_event::NewRawEvent;
 use serde_json::json;
-use streams::{Streams, Topic};
+use streams::Streams;
 use test_support::TestEnv;
 use uuid::Uuid;
 
@@ -58,29 +58,6 @@ async fn raw_rows(env: &TestEnv) -> Vec<(Uuid, String)> {
         .unwrap()
 }
 
-async fn stream_ids(env: &TestEnv) -> Vec<Uuid> {
-    let mut conn = env.redis.clone();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(Topic::EventsRaw.key(env.prefix()))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let body = &fields
-                .iter()
-                .find(|(k, _)| k == streams::BODY_FIELD)
-                .unwrap()
-                .1;
-            let env: serde_json::Value = serde_json::from_str(body).unwrap();
-            env["id"].as_str().unwrap().parse().unwrap()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn stored_events_wait_in_the_outbox_until_published_and_the_raw_row_is_never_rewritten() {
     let env = TestEnv::new().await;
@@ -114,7 +91,7 @@ async fn stored_events_wait_in_the_outbox_until_published_and_the_raw_row_is_nev
     .unwrap();
     assert_eq!(relayed, 3);
     assert_eq!(
-        stream_ids(&env).await,
+        env.raw_stream_ids().await,
         vec![ids[0], ids[2], ids[3]],
         "published oldest first; the erased event is not published"
     );
@@ -135,7 +112,7 @@ async fn stored_events_wait_in_the_outbox_until_published_and_the_raw_row_is_nev
     let fresh_ids: Vec<Uuid> = fresh.iter().map(|e| e.id).collect();
     store(&env, Some(streams.clone()), fresh).await;
     assert!(queued(&env).await.is_empty());
-    assert_eq!(stream_ids(&env).await[3..], fresh_ids[..]);
+    assert_eq!(env.raw_stream_ids().await[3..], fresh_ids[..]);
     assert_eq!(
         RawEventOutbox::new(env.db.clone()).backlog().await.unwrap(),
         0

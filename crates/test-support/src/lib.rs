@@ -145,6 +145,45 @@ impl TestEnv {
         &self.settings.stream_prefix
     }
 
+    /// The bodies of every entry on the stream `key` (e.g. `Topic::EventsRaw.key(prefix)`
+    /// or a dead-letter key), oldest first: parsed JSON, the raw text when it is not
+    /// JSON, `Null` for an entry without a body field.
+    pub async fn stream_bodies(&self, key: &str) -> Vec<serde_json::Value> {
+        let mut conn = self.redis.clone();
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE of a test stream");
+        entries
+            .into_iter()
+            .map(|(_, fields)| {
+                fields
+                    .into_iter()
+                    .find(|(k, _)| k == streams::BODY_FIELD)
+                    .map(|(_, v)| serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)))
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect()
+    }
+
+    /// The envelope ids on `events.raw`, in stream order.
+    pub async fn raw_stream_ids(&self) -> Vec<uuid::Uuid> {
+        self.stream_bodies(&streams::Topic::EventsRaw.key(self.prefix()))
+            .await
+            .iter()
+            .map(|env| {
+                env["id"]
+                    .as_str()
+                    .expect("an envelope id")
+                    .parse()
+                    .expect("a uuid")
+            })
+            .collect()
+    }
+
     /// The key this env's integration secrets are sealed with.
     pub fn secrets_key(&self) -> storage::secrets::SecretsKey {
         service_kit::secrets_key(&self.settings).expect("every test env has a secrets key")

@@ -104,7 +104,7 @@ async fn a_killed_ingest_loses_nothing_and_doubles_nothing() {
         (unpublished_count(&env).await == 0).then_some(())
     })
     .await;
-    let published = raw_stream_ids(&env).await;
+    let published = env.raw_stream_ids().await;
     let stored: HashSet<Uuid> = sqlx::query_scalar("SELECT id FROM customer_raw_event")
         .fetch_all(&env.db)
         .await

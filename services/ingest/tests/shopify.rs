@@ -37,7 +37,7 @@ async fn a_signed_webhook_is_stored_once_and_published() {
     })
     .await;
     assert_eq!(raw_stream_len(&env).await, 1, "published once");
-    let ids = raw_stream_ids(&env).await;
+    let ids = env.raw_stream_ids().await;
     assert_eq!(ids[0].to_string(), first["id"].as_str().unwrap());
 
     let (kind, key, topic, shop): (String, String, String, String) = sqlx::query_as(

@@ -51,27 +51,6 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&env.db).await.unwrap()
 }
 
-async fn stream_entries(env: &TestEnv, key: String) -> Vec<Value> {
-    let mut conn = env.redis.clone();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            fields
-                .into_iter()
-                .find(|(k, _)| k == streams::BODY_FIELD)
-                .map(|(_, v)| serde_json::from_str(&v).unwrap_or(Value::String(v)))
-                .unwrap_or(Value::Null)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn an_order_is_normalised_stored_and_published() {
     let env = TestEnv::new().await;
@@ -81,7 +60,9 @@ async fn an_order_is_normalised_stored_and_published() {
     publish(&streams, &[&order]).await;
 
     let published = eventually(15, "events.normalized", || async {
-        let entries = stream_entries(&env, Topic::EventsNormalized.key(env.prefix())).await;
+        let entries = env
+            .stream_bodies(&Topic::EventsNormalized.key(env.prefix()))
+            .await;
         (!entries.is_empty()).then_some(entries)
     })
     .await;
@@ -164,7 +145,9 @@ async fn repeated_and_out_of_order_deliveries_converge() {
     assert_eq!(count(&env, "SELECT count(*) FROM order_items").await, 2);
 
     // The refund event is published with the order's status as stored.
-    let published = stream_entries(&env, Topic::EventsNormalized.key(env.prefix())).await;
+    let published = env
+        .stream_bodies(&Topic::EventsNormalized.key(env.prefix()))
+        .await;
     let refund_status = published
         .iter()
         .find(|e| e["payload"]["type"] == "refund_issued")
@@ -216,7 +199,9 @@ async fn unmappable_events_are_dead_lettered_and_bad_identifiers_counted() {
     publish(&streams, &all).await;
 
     let dead = eventually(15, "a dead letter", || async {
-        let entries = stream_entries(&env, Topic::EventsRaw.dlq_key(env.prefix())).await;
+        let entries = env
+            .stream_bodies(&Topic::EventsRaw.dlq_key(env.prefix()))
+            .await;
         (!entries.is_empty()).then_some(entries)
     })
     .await;

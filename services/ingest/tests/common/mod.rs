@@ -50,30 +50,6 @@ pub async fn raw_stream_len(env: &TestEnv) -> u64 {
         .unwrap()
 }
 
-/// The envelope ids on `events.raw`, in stream order.
-pub async fn raw_stream_ids(env: &TestEnv) -> Vec<Uuid> {
-    let mut conn = env.redis.clone();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(streams::Topic::EventsRaw.key(env.prefix()))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let body = &fields
-                .iter()
-                .find(|(k, _)| k == streams::BODY_FIELD)
-                .unwrap()
-                .1;
-            let env: serde_json::Value = serde_json::from_str(body).unwrap();
-            env["id"].as_str().unwrap().parse().unwrap()
-        })
-        .collect()
-}
-
 /// Connection log rows of an integration: (status, error).
 pub async fn connection_logs(env: &TestEnv, integration: Uuid) -> Vec<(i16, Option<String>)> {
     sqlx::query_as(
