@@ -6,6 +6,8 @@
 #
 # Usage: bench/pipeline/pgstat.sh [bench-pipeline arguments]
 #   e.g. BENCH_NO_BUILD=1 bench/pipeline/pgstat.sh --profiles 1000 --people 4000 --steady-seconds 5 --no-ml
+#        PGSTAT_BENCH=identity bench/pipeline/pgstat.sh stream --replicas 1 --shuffle-window 2000
+#   PGSTAT_BENCH=identity runs bench/identity/run.sh (its `stream` mode) instead.
 #
 # The cluster lives in target/pgstat (created fresh, on a free port, Postgres's default
 # settings as the machine's own server has them) and is stopped at the end, whatever
@@ -38,6 +40,11 @@ trap stop EXIT
     start
 echo "private Postgres on port $port ($("${as_pg[@]}" "$bin/postgres" --version))"
 
+if [ "${PGSTAT_BENCH:-pipeline}" = identity ]; then
+    BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_identity" \
+        bench/identity/run.sh "$@" --pg-stats
+    exit
+fi
 # Its own stream prefix and ingest port, so a plain run.sh may run beside it.
 BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_pipeline" \
     BENCH_STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-pipeline-pgstat:}" \

@@ -9,7 +9,8 @@
 //!   the pure engine's events/s on the same events (the ceiling of the rules alone),
 //!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
 //!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
-//!   time order (scrambled within each run of N) to measure what late events cost.
+//!   time order (scrambled within each run of N) to measure what late events cost;
+//!   `--pg-stats` prints what each run asked of Postgres per 1,000 events.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
@@ -54,6 +55,11 @@ enum Command {
         /// count shuffles the whole stream.
         #[arg(long, default_value_t = 0)]
         shuffle_window: usize,
+        /// Print what each run asked of Postgres per 1,000 events (top statements,
+        /// rows per table, WAL); needs `pg_stat_statements` preloaded
+        /// (`PGSTAT_BENCH=identity bench/pipeline/pgstat.sh stream …` starts such a server).
+        #[arg(long)]
+        pg_stats: bool,
     },
     /// Time `ctl identity rebuild` on about this many stored events.
     Rebuild {
@@ -73,13 +79,14 @@ async fn main() -> anyhow::Result<()> {
             people,
             replicas,
             shuffle_window,
+            pg_stats,
         } => {
             let counts: Vec<usize> = replicas
                 .split(',')
                 .map(|r| r.trim().parse())
                 .collect::<Result<_, _>>()
                 .context("--replicas is a comma separated list of numbers")?;
-            stream(&settings, people, &counts, shuffle_window).await
+            stream(&settings, people, &counts, shuffle_window, pg_stats).await
         }
         Command::Rebuild { events } => rebuild(&settings, events).await,
     }
@@ -112,6 +119,7 @@ async fn stream(
     people: usize,
     counts: &[usize],
     shuffle_window: usize,
+    pg_stats: bool,
 ) -> anyhow::Result<()> {
     let merger = release_binary("identity-merger")?;
     let s = generate(&IdentityConfig::with_customers(people));
@@ -155,6 +163,9 @@ async fn stream(
                 .map(|e| Envelope::new(e.event_id, "normalizer", e.event_type.as_str(), *e))
                 .collect();
             streams.publish_many(Topic::EventsNormalized, &envs).await?;
+        }
+        if pg_stats {
+            bench_support::pgstats::reset(&db).await?;
         }
         let started = Instant::now();
         let mut children: Vec<Child> = (0..replicas)
@@ -200,6 +211,9 @@ async fn stream(
             rate / round_trips,
             load_average(),
         );
+        if pg_stats {
+            bench_support::pgstats::report(&db, events as u64).await?;
+        }
         db.close().await;
     }
     clear_prefix(settings).await?;

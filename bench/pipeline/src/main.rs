@@ -46,7 +46,6 @@ use scenario::identity::{IdentityConfig, generate};
 use sqlx::PgPool;
 use streams::Topic;
 
-mod pgstats;
 
 #[derive(Parser)]
 #[command(
@@ -139,7 +138,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     });
 
     if cli.pg_stats {
-        pgstats::reset(db).await?;
+        bench_support::pgstats::reset(db).await?;
     }
     let mut next_person: u64 = 0;
     let mut all_posted: u64 = 0;
@@ -222,7 +221,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     );
     fleet.stop();
     if cli.pg_stats {
-        pgstats::report(db, all_posted + posted).await?;
+        bench_support::pgstats::report(db, all_posted + posted).await?;
     }
     Ok(())
 }

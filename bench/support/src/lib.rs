@@ -18,6 +18,7 @@ use identity::{Engine, Observation, Policy};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub mod pgstats;
 pub mod seed;
 
 /// The database name of a Postgres URL (without query parameters).

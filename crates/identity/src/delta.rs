@@ -16,7 +16,7 @@
 //! profiles and the prediction requests to queue — plus which of the derived tables a
 //! replay or rebuild rewrites from scratch first ([`Rewrite`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use domain::{Identifier, NormalizedEvent, Source};
@@ -113,7 +113,9 @@ pub enum Rewrite {
     /// Nothing: a forward step only adds and updates.
     Nothing,
     /// A replayed region: the identifier-index rows of its old profiles and of the
-    /// identifiers that just turned suspect, and the refused links of its events.
+    /// identifiers that just turned suspect, and the refused links of its events. The
+    /// index rows are not deleted wholesale: rows no holding names go, the holdings
+    /// replace the rest, and a row equal to its holding is not written.
     Region {
         /// The region's profiles before the replay.
         profiles: Vec<ProfileId>,
@@ -174,6 +176,31 @@ impl Delta {
     /// The profiles it turns into tombstones.
     pub fn removed(&self) -> impl Iterator<Item = ProfileId> + '_ {
         self.tombstones.iter().map(|(p, _)| *p)
+    }
+
+    /// Leaves out the live profiles that come out exactly as `before` holds them (node
+    /// and facts as stored): a region replay recomputes every profile of its region,
+    /// and most come out unchanged. Such a profile's row is not rewritten, it asks for
+    /// no new prediction and no `profiles.changes` entry, and its Customer 360 document
+    /// is not rebuilt. A profile that gained or lost an event, an identifier, a name or
+    /// a fact differs and stays.
+    pub fn without_unchanged(&mut self, before: &HashMap<ProfileId, (ProfileNode, ProfileFacts)>) {
+        let same: HashSet<ProfileId> = self
+            .profiles
+            .iter()
+            .filter(|r| {
+                before
+                    .get(&r.id)
+                    .is_some_and(|(node, facts)| *node == r.node && *facts == r.facts)
+            })
+            .map(|r| r.id)
+            .collect();
+        if same.is_empty() {
+            return;
+        }
+        self.profiles.retain(|r| !same.contains(&r.id));
+        self.created.retain(|p| !same.contains(p));
+        self.predictions.retain(|p| !same.contains(p));
     }
 }
 
@@ -733,6 +760,39 @@ mod tests {
             step.record(e, &usable, &outcome, &graph);
         }
         step.finish(&graph, &HashMap::new(), "identity-merger")
+    }
+
+    #[test]
+    fn profiles_that_come_out_as_stored_are_left_out() {
+        let a = email("asha@mail.in");
+        let p = phone("+919812345678");
+        let events = [
+            event(1, std::slice::from_ref(&a), None),
+            event(2, std::slice::from_ref(&p), None),
+        ];
+        let mut d = forward(&events);
+        let first = crate::model::profile_id_for(events[0].event_id);
+        let second = crate::model::profile_id_for(events[1].event_id);
+        assert_eq!(d.changed().collect::<BTreeSet<_>>(), [first, second].into());
+        let row = |id: ProfileId| d.profiles.iter().find(|r| r.id == id).unwrap().clone();
+        // As stored: the first exactly; the second with one event fewer.
+        let mut stale = row(second);
+        stale.facts.state.events_count -= 1;
+        let before: HashMap<ProfileId, (ProfileNode, ProfileFacts)> = [
+            (first, (row(first).node, row(first).facts)),
+            (second, (stale.node, stale.facts)),
+        ]
+        .into();
+        d.without_unchanged(&before);
+        assert_eq!(d.changed().collect::<Vec<_>>(), vec![second]);
+        assert_eq!(d.created, vec![second]);
+        assert_eq!(d.predictions, vec![second]);
+        assert_eq!(d.holdings.len(), 2, "the identifier index is the write's to diff");
+
+        // A profile that was not stored live (new, or a tombstone coming back) stays.
+        let mut d = forward(&events);
+        d.without_unchanged(&HashMap::new());
+        assert_eq!(d.changed().count(), 2);
     }
 
     #[test]

@@ -324,6 +324,148 @@ async fn late_events_are_replayed_into_time_order() {
     }
 }
 
+/// Where a row of `table` physically is (a rewritten row moves).
+async fn place(env: &TestEnv, table: &str, filter: &str, bind: Uuid) -> String {
+    sqlx::query_scalar(&format!(
+        "SELECT ctid::text FROM {table} WHERE {filter} = $1"
+    ))
+    .bind(bind)
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_rewrites_only_what_the_late_event_changed() {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    use IdentifierKind::*;
+    let named = |n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>| {
+        let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
+        if let Some(name) = name {
+            ev.traits.insert("first_name".into(), name.into());
+        }
+        ev
+    };
+    let late = named(1, &[(CookieId, "c1")], None);
+    let events = vec![
+        named(2, &[(Email, "asha@mail.in"), (Phone, "+919812345678")], Some("Asha")),
+        named(3, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
+        // Ravi typed Asha's phone: refused (name conflict), so Ravi's profile is in the
+        // region of everything Asha's phone reaches, and comes out of its replay as it was.
+        named(4, &[(Email, "ravi@mail.in"), (Phone, "+919812345678")], Some("Ravi")),
+        named(5, &[(Email, "ravi@mail.in")], Some("Ravi")),
+    ];
+    let all: Vec<NormalizedEvent> = events.iter().cloned().chain([late.clone()]).collect();
+    identity::seed::store_events(&env.db, &all).await.unwrap();
+    for ev in &events {
+        assert_eq!(resolver.resolve(std::slice::from_ref(ev)).await.unwrap().replays, 0);
+    }
+    let ravi = identity::model::profile_id_for(events[2].event_id);
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM identity_refused_link WHERE event_id = $1",
+    )
+    .bind(events[2].event_id)
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(refused, 1, "Ravi's event refused Asha's phone");
+    let version = |env: &TestEnv| {
+        let db = env.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT version FROM customer_profile WHERE id = $1")
+                .bind(ravi)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let ravi_version = version(&env).await;
+    let ravi_profile = place(&env, "customer_profile", "id", ravi).await;
+    let ravi_email = place(&env, "profile_identifier", "profile_id", ravi).await;
+    let ravi_refused =
+        place(&env, "identity_refused_link", "event_id", events[2].event_id).await;
+    let asha_email: String = sqlx::query_scalar(
+        "SELECT ctid::text FROM profile_identifier WHERE kind = 'email' AND value = 'asha@mail.in'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    for table in ["identity_prediction_outbox", "profile_change_outbox"] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&env.db)
+            .await
+            .unwrap();
+    }
+
+    let report = resolver.resolve(std::slice::from_ref(&late)).await.unwrap();
+    assert_eq!(report.replays, 1, "{report:?}");
+    // Canonical order: the late cookie event created the profile the others joined.
+    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let expected = MemoryResolver::rebuild(
+        engine,
+        Constraints::default(),
+        all.iter().map(Observation::of).collect(),
+    );
+    assert_eq!(partition(&env).await, expected.partition());
+    let asha = identity::model::profile_id_for(late.event_id);
+    assert_eq!(expected.assignment()[&events[0].event_id], asha);
+    assert_eq!(expected.assignment()[&events[2].event_id], ravi);
+
+    // Ravi's profile was replayed and came out the same: nothing of it was written.
+    assert!(!report.changed.contains(&ravi), "{report:?}");
+    assert!(report.changed.contains(&asha), "{report:?}");
+    assert_eq!(version(&env).await, ravi_version);
+    assert_eq!(place(&env, "customer_profile", "id", ravi).await, ravi_profile);
+    assert_eq!(place(&env, "profile_identifier", "profile_id", ravi).await, ravi_email);
+    assert_eq!(
+        place(&env, "identity_refused_link", "event_id", events[2].event_id).await,
+        ravi_refused
+    );
+    for table in ["identity_prediction_outbox", "profile_change_outbox"] {
+        let queued: Vec<Uuid> = sqlx::query_scalar(&format!("SELECT profile_id FROM {table}"))
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+        assert!(queued.contains(&asha), "{table}: {queued:?}");
+        assert!(!queued.contains(&ravi), "{table}: {queued:?}");
+    }
+    // Asha's e-mail moved to the profile the late event created: rewritten in place.
+    let (holder, count): (Uuid, i64) = sqlx::query_as(
+        "SELECT profile_id, seen_count FROM profile_identifier WHERE kind = 'email' AND value = 'asha@mail.in'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!((holder, count), (asha, 1));
+    let moved: String = sqlx::query_scalar(
+        "SELECT ctid::text FROM profile_identifier WHERE kind = 'email' AND value = 'asha@mail.in'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_ne!(moved, asha_email);
+    // The index agrees with the profiles, with the counts time order gives.
+    let holders: Vec<(String, String, Uuid, i64)> =
+        sqlx::query_as("SELECT kind, value, profile_id, seen_count FROM profile_identifier")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(holders.len(), 4, "{holders:?}");
+    for (kind, value, p, n) in holders {
+        let ident = Identifier {
+            kind: kind.parse().unwrap(),
+            value: value.clone(),
+        };
+        assert_eq!(expected.graph.identifiers[&ident].owner, Some(p), "{ident}");
+        let seen = all
+            .iter()
+            .filter(|e| expected.assignment()[&e.event_id] == p && e.identifiers.contains(&ident))
+            .count() as i64;
+        assert_eq!(n, seen, "{ident}");
+    }
+}
+
 /// A server-side Segment `alias` (no anonymousId): the previous id arrives in both the
 /// forms it may have had, link-only, as the normaliser maps it. The anonymous visitor
 /// and the signed-up user become one profile, the form nobody held is given to no one,

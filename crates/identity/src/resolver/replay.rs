@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use domain::{Identifier, NormalizedEvent};
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use super::locks::{identifier_lock, profile_lock, try_lock_all};
 use super::store;
@@ -27,6 +28,7 @@ use super::write::write;
 use super::{ResolveReport, Resolver};
 use crate::delta::{self, RegionReplay};
 use crate::engine::{Graph, ProfileNode};
+use crate::facts::ProfileFacts;
 use crate::model::{EventKey, Observation, ProfileId};
 use crate::region::RegionWalk;
 use crate::rules::{MergeRule, PartnerSet};
@@ -57,6 +59,17 @@ pub(crate) struct Region {
 }
 
 impl Region {
+    /// Whether `other` has the same profiles and the same events on the same profiles.
+    fn same_as(&self, other: &Region) -> bool {
+        self.profiles == other.profiles
+            && self.events.len() == other.events.len()
+            && self
+                .events
+                .iter()
+                .zip(&other.events)
+                .all(|((p, e), (q, f))| p == q && e.event_id == f.event_id)
+    }
+
     fn lock_keys(&self, policy: &crate::rules::Policy, extra: &[Identifier]) -> BTreeSet<i64> {
         let mut keys: BTreeSet<i64> = self.profiles.iter().map(|p| profile_lock(*p)).collect();
         for (_, ev) in &self.events {
@@ -83,16 +96,18 @@ impl Resolver {
         newly: &[Identifier],
         keys: &mut BTreeSet<i64>,
     ) -> Result<Option<Region>, sqlx::Error> {
-        let region = self.closure(conn, seed, newly).await?;
+        let region = self.closure(conn, seed, newly, None).await?;
         let needed = region.lock_keys(&self.engine.policy, seed);
         let missing: BTreeSet<i64> = needed.difference(keys).copied().collect();
         keys.extend(needed);
         if !try_lock_all(conn, &missing).await? {
             return Ok(None);
         }
-        // Under the locks the region must not have grown since it was read.
-        let again = self.closure(conn, seed, newly).await?;
-        if again.profiles != region.profiles || again.events.len() != region.events.len() {
+        // Under the locks the region must not have changed since it was read. The walk
+        // is repeated, but the events already read are not read again: only their ids
+        // are listed, and only events it did not know are fetched whole.
+        let again = self.closure(conn, seed, newly, Some(&region)).await?;
+        if !again.same_as(&region) {
             keys.extend(again.lock_keys(&self.engine.policy, seed));
             return Ok(None);
         }
@@ -101,16 +116,21 @@ impl Resolver {
 
     /// The closed region of an event carrying `seed` (plus what `newly` suspect
     /// identifiers linked), by the closure rule of [`crate::region`], answered from
-    /// Postgres one frontier at a time.
+    /// Postgres one frontier at a time. With `known` (the same region read before), an
+    /// event still on the profile it had there is taken from it instead of read again.
     async fn closure(
         &self,
         conn: &mut PgConnection,
         seed: &[Identifier],
         newly: &[Identifier],
+        known: Option<&Region>,
     ) -> Result<Region, sqlx::Error> {
         let policy = &self.engine.policy;
         let mut walk = RegionWalk::new(policy, seed, newly);
         let mut events: Vec<(ProfileId, NormalizedEvent)> = Vec::new();
+        let known: HashMap<Uuid, (ProfileId, &NormalizedEvent)> = known
+            .map(|r| r.events.iter().map(|(p, e)| (e.event_id, (*p, e))).collect())
+            .unwrap_or_default();
         loop {
             let frontier = walk.next_batch();
             if frontier.is_empty() {
@@ -131,18 +151,9 @@ impl Resolver {
             if new.is_empty() {
                 continue;
             }
-            let rows = sqlx::query(&format!(
-                "SELECT profile_id, {} FROM normalized_event WHERE profile_id = ANY($1)",
-                store::EVENT_COLUMNS
-            ))
-            .bind(&new)
-            .fetch_all(&mut *conn)
-            .await?;
-            for r in rows {
-                if let Some(e) = store::event_of(&r) {
-                    walk.follow(policy.usable(&Observation::of(&e).identifiers));
-                    events.push((r.get("profile_id"), e));
-                }
+            for (p, e) in region_events(conn, &new, &known).await? {
+                walk.follow(policy.usable(&Observation::of(&e).identifiers));
+                events.push((p, e));
             }
         }
         events.sort_by_key(|(_, e)| EventKey::of(e));
@@ -183,10 +194,15 @@ impl Resolver {
 
         // The region's graph: its profiles, the identifiers its events carry.
         let old_profiles: Vec<ProfileId> = region.profiles.iter().copied().collect();
-        let old: HashMap<ProfileId, ProfileNode> = store::profiles(conn, &old_profiles)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.node))
+        let stored: HashMap<ProfileId, (ProfileNode, ProfileFacts)> =
+            store::profiles(conn, &old_profiles)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, (p.node, p.facts)))
+                .collect();
+        let old: HashMap<ProfileId, ProfileNode> = stored
+            .iter()
+            .map(|(id, (node, _))| (*id, node.clone()))
             .collect();
         let states = store::identifier_states(conn, &all_ids).await?;
         let owners = store::owners(conn, &all_ids).await?;
@@ -216,7 +232,7 @@ impl Resolver {
             tracing::debug!(event_id = %o.event_id, profile_id = %o.profile_id, "event resolved by a region replay");
         }
 
-        let delta = delta::region(RegionReplay {
+        let mut delta = delta::region(RegionReplay {
             old: &old,
             old_profiles: &region.profiles,
             events: &events,
@@ -228,6 +244,7 @@ impl Resolver {
             actor: &history.actor,
             trigger: new_events.first().map(|e| e.event_id),
         });
+        delta.without_unchanged(&stored);
         let written = write(conn, &delta, self.debounce).await?;
         if !newly.is_empty() {
             tracing::info!(
@@ -246,4 +263,60 @@ impl Resolver {
             ..ResolveReport::default()
         })
     }
+}
+
+/// The events of `profiles`, each with its profile. Events found in `known` on the same
+/// profile are taken from there; only the others are read whole (the walk under the
+/// locks lists the region's events by id and reads nothing it already has).
+async fn region_events(
+    conn: &mut PgConnection,
+    profiles: &[ProfileId],
+    known: &HashMap<Uuid, (ProfileId, &NormalizedEvent)>,
+) -> Result<Vec<(ProfileId, NormalizedEvent)>, sqlx::Error> {
+    let mut out = Vec::new();
+    let unknown: Vec<Uuid> = if known.is_empty() {
+        Vec::new()
+    } else {
+        let listed: Vec<(Uuid, ProfileId)> = sqlx::query_as(
+            "SELECT event_id, profile_id FROM normalized_event WHERE profile_id = ANY($1)",
+        )
+        .bind(profiles)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut unknown = Vec::new();
+        for (id, p) in listed {
+            match known.get(&id) {
+                Some((q, e)) if *q == p => out.push((p, (*e).clone())),
+                _ => unknown.push(id),
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(out);
+        }
+        unknown
+    };
+    let rows = if known.is_empty() {
+        sqlx::query(&format!(
+            "SELECT profile_id, {} FROM normalized_event WHERE profile_id = ANY($1)",
+            store::EVENT_COLUMNS
+        ))
+        .bind(profiles)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        sqlx::query(&format!(
+            "SELECT profile_id, {} FROM normalized_event WHERE event_id = ANY($1) AND profile_id = ANY($2)",
+            store::EVENT_COLUMNS
+        ))
+        .bind(&unknown)
+        .bind(profiles)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    for r in rows {
+        if let Some(e) = store::event_of(&r) {
+            out.push((r.get("profile_id"), e));
+        }
+    }
+    Ok(out)
 }

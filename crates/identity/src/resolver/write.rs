@@ -49,11 +49,20 @@ pub(crate) async fn write(
         Rewrite::Region {
             profiles, suspects, ..
         } => {
+            // Only the rows the replay no longer gives anyone go; the others are
+            // rewritten in place below, and only where they changed.
             if !profiles.is_empty() {
-                sqlx::query("DELETE FROM profile_identifier WHERE profile_id = ANY($1)")
-                    .bind(profiles)
-                    .execute(&mut *conn)
-                    .await?;
+                let (kinds, values) = split(delta.holdings.iter().map(|(i, _)| i));
+                sqlx::query(
+                    "DELETE FROM profile_identifier pi WHERE pi.profile_id = ANY($1) AND NOT EXISTS ( \
+                         SELECT 1 FROM unnest($2::text[], $3::text[]) AS u(kind, value) \
+                         WHERE u.kind = pi.kind AND u.value = pi.value)",
+                )
+                .bind(profiles)
+                .bind(&kinds)
+                .bind(&values)
+                .execute(&mut *conn)
+                .await?;
             }
             if !suspects.is_empty() {
                 let (kinds, values) = split(suspects);
@@ -90,7 +99,8 @@ pub(crate) async fn write(
     tombstone(conn, &delta.tombstones).await?;
     repoint(conn, &delta.repoint).await?;
     assign_events(conn, &delta.assignment).await?;
-    upsert_holdings(conn, &delta.holdings).await?;
+    let replace = matches!(delta.rewrite, Rewrite::Region { .. });
+    upsert_holdings(conn, &delta.holdings, replace).await?;
     if delta.rewrite == Rewrite::Everything {
         sqlx::query("DELETE FROM identity_identifier")
             .execute(&mut *conn)
@@ -100,10 +110,23 @@ pub(crate) async fn write(
     match &delta.rewrite {
         Rewrite::Nothing => {}
         Rewrite::Region { events, .. } => {
-            sqlx::query("DELETE FROM identity_refused_link WHERE event_id = ANY($1)")
-                .bind(events)
-                .execute(&mut *conn)
-                .await?;
+            // Only the refused links the replay no longer makes go; the rest stay
+            // (the insert below skips them).
+            let (kinds, values, ids, reasons) = refused_columns(&delta.refused);
+            sqlx::query(
+                "DELETE FROM identity_refused_link r WHERE r.event_id = ANY($1) AND NOT EXISTS ( \
+                     SELECT 1 FROM unnest($2::text[], $3::text[], $4::uuid[], $5::text[]) \
+                         AS u(kind, value, event_id, reason) \
+                     WHERE u.kind = r.kind AND u.value = r.value AND u.event_id = r.event_id \
+                       AND u.reason = r.reason)",
+            )
+            .bind(events)
+            .bind(&kinds)
+            .bind(&values)
+            .bind(&ids)
+            .bind(&reasons)
+            .execute(&mut *conn)
+            .await?;
         }
         Rewrite::Everything => {
             sqlx::query("DELETE FROM identity_refused_link")
@@ -246,11 +269,36 @@ async fn repoint(
 }
 
 /// Records sightings in the identifier index: claims or moves each identifier to its
-/// profile, widens first/last seen, adds to the count.
+/// profile, widens first/last seen, adds to the count. With `replace` (a region replay,
+/// whose holdings count every event of the region from nothing) each row is set to the
+/// holding instead, and a row already equal to it is left alone.
 async fn upsert_holdings(
     conn: &mut PgConnection,
     rows: &[(Identifier, Holding)],
+    replace: bool,
 ) -> Result<(), sqlx::Error> {
+    let on_conflict = if replace {
+        "ON CONFLICT (kind, value) DO UPDATE SET profile_id = EXCLUDED.profile_id, source = EXCLUDED.source, \
+             first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at, \
+             seen_count = EXCLUDED.seen_count \
+         WHERE (profile_identifier.profile_id, profile_identifier.source, profile_identifier.first_seen_at, \
+                profile_identifier.last_seen_at, profile_identifier.seen_count) \
+               IS DISTINCT FROM \
+               (EXCLUDED.profile_id, EXCLUDED.source, EXCLUDED.first_seen_at, EXCLUDED.last_seen_at, \
+                EXCLUDED.seen_count)"
+    } else {
+        "ON CONFLICT (kind, value) DO UPDATE SET profile_id = EXCLUDED.profile_id, \
+             first_seen_at = LEAST(profile_identifier.first_seen_at, EXCLUDED.first_seen_at), \
+             source = CASE WHEN EXCLUDED.first_seen_at < profile_identifier.first_seen_at \
+                           THEN EXCLUDED.source ELSE profile_identifier.source END, \
+             last_seen_at = GREATEST(profile_identifier.last_seen_at, EXCLUDED.last_seen_at), \
+             seen_count = profile_identifier.seen_count + EXCLUDED.seen_count"
+    };
+    let statement = format!(
+        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at, seen_count) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], \
+                              $6::timestamptz[], $7::bigint[]) {on_conflict}"
+    );
     for chunk in rows.chunks(5_000) {
         let (kinds, values) = split(chunk.iter().map(|(i, _)| i));
         let profiles: Vec<Uuid> = chunk.iter().map(|(_, h)| h.profile).collect();
@@ -258,17 +306,7 @@ async fn upsert_holdings(
         let firsts: Vec<DateTime<Utc>> = chunk.iter().map(|(_, h)| h.first_seen).collect();
         let lasts: Vec<DateTime<Utc>> = chunk.iter().map(|(_, h)| h.last_seen).collect();
         let counts: Vec<i64> = chunk.iter().map(|(_, h)| h.count).collect();
-        sqlx::query(
-            "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at, seen_count) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], \
-                                  $6::timestamptz[], $7::bigint[]) \
-             ON CONFLICT (kind, value) DO UPDATE SET profile_id = EXCLUDED.profile_id, \
-                 first_seen_at = LEAST(profile_identifier.first_seen_at, EXCLUDED.first_seen_at), \
-                 source = CASE WHEN EXCLUDED.first_seen_at < profile_identifier.first_seen_at \
-                               THEN EXCLUDED.source ELSE profile_identifier.source END, \
-                 last_seen_at = GREATEST(profile_identifier.last_seen_at, EXCLUDED.last_seen_at), \
-                 seen_count = profile_identifier.seen_count + EXCLUDED.seen_count",
-        )
+        sqlx::query(&statement)
         .bind(&kinds)
         .bind(&values)
         .bind(&profiles)
@@ -371,20 +409,27 @@ async fn assign_events(
     Ok(())
 }
 
-/// Records events that carry identifiers their profile does not hold.
+/// Refused links as parallel arrays for binding: kinds, values, events, reasons.
+fn refused_columns(rows: &[RefusedLink]) -> (Vec<String>, Vec<String>, Vec<Uuid>, Vec<String>) {
+    let (kinds, values) = split(rows.iter().map(|r| &r.identifier));
+    let events: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    let reasons: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    (kinds, values, events, reasons)
+}
+
+/// Records events that carry identifiers their profile does not hold (a link already
+/// recorded is left as it is).
 async fn insert_refused(conn: &mut PgConnection, rows: &[RefusedLink]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(5_000) {
-        let (kinds, values) = split(chunk.iter().map(|r| &r.identifier));
-        let events: Vec<Uuid> = chunk.iter().map(|r| r.event_id).collect();
-        let reasons: Vec<String> = chunk
-            .iter()
-            .map(|r| {
-                serde_json::to_value(r.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
-            .collect();
+        let (kinds, values, events, reasons) = refused_columns(chunk);
         sqlx::query(
             "INSERT INTO identity_refused_link (kind, value, event_id, reason) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[]) ON CONFLICT DO NOTHING",

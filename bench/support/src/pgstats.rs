@@ -1,11 +1,12 @@
-//! `--pg-stats`: what the load asked of Postgres, from `pg_stat_statements`,
-//! `pg_stat_user_tables` and `pg_stat_wal`, per 1,000 events posted. Counts, rows,
+//! `--pg-stats` (`bench-pipeline`, `bench-identity stream`): what the load asked of
+//! Postgres, from `pg_stat_statements`, `pg_stat_user_tables` and `pg_stat_wal`, per
+//! 1,000 events. Counts, rows,
 //! blocks and WAL bytes hardly move with the machine's load; the milliseconds do, so
 //! read them as shares of the run's total.
 //!
 //! Needs a server started with `shared_preload_libraries=pg_stat_statements` (the
 //! shared one is not): `bench/pipeline/pgstat.sh` starts a private one and runs the
-//! benchmark against it.
+//! benchmark against it (`PGSTAT_BENCH=identity` for `bench-identity stream`).
 
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ type StatementRow = (String, i64, i64, f64, f64, i64, i64, i64, i64);
 type TableRow = (String, i64, i64, i64, i64);
 
 /// Prints the top statements, the table counters and the WAL written since [`reset`],
-/// per 1,000 of the `events` posted. Call it after the fleet has stopped: backends
+/// per 1,000 of the `events` the run handled. Call it after the fleet has stopped: backends
 /// report their table counters when they end.
 pub async fn report(db: &PgPool, events: u64) -> anyhow::Result<()> {
     // Backends of the benchmark's own pool flush their table counters at most once a
