@@ -6,12 +6,13 @@
 //! identifier (checked under those locks, which an erase holds too), lock the profiles
 //! owning the identifiers (see [`locks`]), load that neighbourhood of
 //! the identity graph, and apply the events in canonical order with
-//! [`Engine::apply`]. The first event that is *late* (something it touches already saw
-//! a later event) or that makes an identifier suspect ends the transaction early; it
-//! is then resolved on its own by a region replay (`replay.rs`): every event of the
-//! profiles it could affect is re-applied in canonical order, so the result is what
-//! processing all events in time order gives, whatever order they arrived in and
-//! however many replicas shared the work.
+//! [`Engine::apply`]. Events that are *late* (something they touch already saw a
+//! later event) or that make an identifier suspect — and the step's events touching
+//! what those touch — are resolved together by the step's one region replay
+//! (`replay.rs`): every event of the profiles they could affect is re-applied in
+//! canonical order, so the result is what processing all events in time order gives,
+//! whatever order they arrived in and however many replicas shared the work. The
+//! replay reads its region's events once and writes only what came out different.
 //!
 //! Everything a change implies is computed as one [`Delta`](crate::delta::Delta) by
 //! pure code and written in the same transaction by the one set-based write
