@@ -9,15 +9,16 @@
 #        PGSTAT_BENCH=identity bench/pipeline/pgstat.sh stream --replicas 1 --shuffle-window 2000
 #   PGSTAT_BENCH=identity runs bench/identity/run.sh (its `stream` mode) instead.
 #
-# The cluster lives in target/pgstat (created fresh, on a free port, Postgres's default
-# settings as the machine's own server has them) and is stopped at the end, whatever
+# The cluster lives in target/pgstat (PGSTAT_DIR: two runs at once need their own), created
+# fresh, on a free port, with Postgres's default settings as the machine's own server
+# has them, and is stopped at the end, whatever
 # happens. The machine's shared Postgres is not touched; Redis is the shared one, with
 # the benchmark's own stream prefix as always.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bin="$(dirname "$(readlink -f "$(command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")")"
-dir="$PWD/target/pgstat"
+dir="${PGSTAT_DIR:-$PWD/target/pgstat}"
 as_pg=()
 if [ "$(id -u)" = 0 ]; then as_pg=(runuser -u postgres --); fi
 

@@ -46,7 +46,6 @@ use scenario::identity::{IdentityConfig, generate};
 use sqlx::PgPool;
 use streams::Topic;
 
-
 #[derive(Parser)]
 #[command(
     name = "bench-pipeline",

@@ -787,7 +787,11 @@ mod tests {
         assert_eq!(d.changed().collect::<Vec<_>>(), vec![second]);
         assert_eq!(d.created, vec![second]);
         assert_eq!(d.predictions, vec![second]);
-        assert_eq!(d.holdings.len(), 2, "the identifier index is the write's to diff");
+        assert_eq!(
+            d.holdings.len(),
+            2,
+            "the identifier index is the write's to diff"
+        );
 
         // A profile that was not stored live (new, or a tombstone coming back) stays.
         let mut d = forward(&events);

@@ -349,26 +349,40 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     };
     let late = named(1, &[(CookieId, "c1")], None);
     let events = vec![
-        named(2, &[(Email, "asha@mail.in"), (Phone, "+919812345678")], Some("Asha")),
+        named(
+            2,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            Some("Asha"),
+        ),
         named(3, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
         // Ravi typed Asha's phone: refused (name conflict), so Ravi's profile is in the
         // region of everything Asha's phone reaches, and comes out of its replay as it was.
-        named(4, &[(Email, "ravi@mail.in"), (Phone, "+919812345678")], Some("Ravi")),
+        named(
+            4,
+            &[(Email, "ravi@mail.in"), (Phone, "+919812345678")],
+            Some("Ravi"),
+        ),
         named(5, &[(Email, "ravi@mail.in")], Some("Ravi")),
     ];
     let all: Vec<NormalizedEvent> = events.iter().cloned().chain([late.clone()]).collect();
     identity::seed::store_events(&env.db, &all).await.unwrap();
     for ev in &events {
-        assert_eq!(resolver.resolve(std::slice::from_ref(ev)).await.unwrap().replays, 0);
+        assert_eq!(
+            resolver
+                .resolve(std::slice::from_ref(ev))
+                .await
+                .unwrap()
+                .replays,
+            0
+        );
     }
     let ravi = identity::model::profile_id_for(events[2].event_id);
-    let refused: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM identity_refused_link WHERE event_id = $1",
-    )
-    .bind(events[2].event_id)
-    .fetch_one(&env.db)
-    .await
-    .unwrap();
+    let refused: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM identity_refused_link WHERE event_id = $1")
+            .bind(events[2].event_id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
     assert_eq!(refused, 1, "Ravi's event refused Asha's phone");
     let version = |env: &TestEnv| {
         let db = env.db.clone();
@@ -383,8 +397,13 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let ravi_version = version(&env).await;
     let ravi_profile = place(&env, "customer_profile", "id", ravi).await;
     let ravi_email = place(&env, "profile_identifier", "profile_id", ravi).await;
-    let ravi_refused =
-        place(&env, "identity_refused_link", "event_id", events[2].event_id).await;
+    let ravi_refused = place(
+        &env,
+        "identity_refused_link",
+        "event_id",
+        events[2].event_id,
+    )
+    .await;
     let asha_email: String = sqlx::query_scalar(
         "SELECT ctid::text FROM profile_identifier WHERE kind = 'email' AND value = 'asha@mail.in'",
     )
@@ -416,10 +435,22 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     assert!(!report.changed.contains(&ravi), "{report:?}");
     assert!(report.changed.contains(&asha), "{report:?}");
     assert_eq!(version(&env).await, ravi_version);
-    assert_eq!(place(&env, "customer_profile", "id", ravi).await, ravi_profile);
-    assert_eq!(place(&env, "profile_identifier", "profile_id", ravi).await, ravi_email);
     assert_eq!(
-        place(&env, "identity_refused_link", "event_id", events[2].event_id).await,
+        place(&env, "customer_profile", "id", ravi).await,
+        ravi_profile
+    );
+    assert_eq!(
+        place(&env, "profile_identifier", "profile_id", ravi).await,
+        ravi_email
+    );
+    assert_eq!(
+        place(
+            &env,
+            "identity_refused_link",
+            "event_id",
+            events[2].event_id
+        )
+        .await,
         ravi_refused
     );
     for table in ["identity_prediction_outbox", "profile_change_outbox"] {

@@ -129,7 +129,12 @@ impl Resolver {
         let mut walk = RegionWalk::new(policy, seed, newly);
         let mut events: Vec<(ProfileId, NormalizedEvent)> = Vec::new();
         let known: HashMap<Uuid, (ProfileId, &NormalizedEvent)> = known
-            .map(|r| r.events.iter().map(|(p, e)| (e.event_id, (*p, e))).collect())
+            .map(|r| {
+                r.events
+                    .iter()
+                    .map(|(p, e)| (e.event_id, (*p, e)))
+                    .collect()
+            })
             .unwrap_or_default();
         loop {
             let frontier = walk.next_batch();

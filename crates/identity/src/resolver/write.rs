@@ -307,15 +307,15 @@ async fn upsert_holdings(
         let lasts: Vec<DateTime<Utc>> = chunk.iter().map(|(_, h)| h.last_seen).collect();
         let counts: Vec<i64> = chunk.iter().map(|(_, h)| h.count).collect();
         sqlx::query(&statement)
-        .bind(&kinds)
-        .bind(&values)
-        .bind(&profiles)
-        .bind(&sources)
-        .bind(&firsts)
-        .bind(&lasts)
-        .bind(&counts)
-        .execute(&mut *conn)
-        .await?;
+            .bind(&kinds)
+            .bind(&values)
+            .bind(&profiles)
+            .bind(&sources)
+            .bind(&firsts)
+            .bind(&lasts)
+            .bind(&counts)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
