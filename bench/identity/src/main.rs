@@ -192,6 +192,10 @@ async fn stream(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let elapsed = started.elapsed();
+        let cpu: f64 = children
+            .iter()
+            .filter_map(|c| bench_support::cpu_seconds(c.id()))
+            .sum();
         for c in &mut children {
             let _ = c.kill();
             let _ = c.wait();
@@ -205,10 +209,12 @@ async fn stream(
         println!(
             "{replicas} replica(s): {events} events in {:.1}s = {rate:.0} events/s | {:.1}% of the pure engine | \
              Postgres here: {round_trips:.0} round trips/s, {upserts:.0} upserted rows/s | \
-             {:.3} events per round trip | {merges} merges ({replays} from replays) | load {}",
+             {:.3} events per round trip | {merges} merges ({replays} from replays) | \
+             merger CPU {cpu:.1} s ({:.0} ms per 1,000 events) | load {}",
             elapsed.as_secs_f64(),
             100.0 * rate / engine_rate,
             rate / round_trips,
+            1_000.0 * cpu * 1_000.0 / events as f64,
             load_average(),
         );
         if pg_stats {

@@ -167,6 +167,20 @@ pub fn release_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/{pid}/stat`
+/// (clock ticks of 1/100 s, as Linux reports them); `None` if it cannot be read. A
+/// count that a busy machine does not inflate the way it inflates wall time.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -177,6 +191,18 @@ pub fn load_average() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_of_this_process() {
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i.wrapping_mul(i)));
+        }
+        assert!(x > 0);
+        let used = cpu_seconds(std::process::id()).expect("own /proc stat");
+        assert!(used > 0.0, "{used}");
+        assert!(cpu_seconds(u32::MAX).is_none());
+    }
 
     #[test]
     fn database_names() {
