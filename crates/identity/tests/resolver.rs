@@ -43,6 +43,15 @@ fn event(n: u32, ids: Vec<Identifier>) -> NormalizedEvent {
     }
 }
 
+/// An event carrying `ids`, naming its person `name` (a `first_name` trait) if given.
+fn named(n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>) -> NormalizedEvent {
+    let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
+    if let Some(name) = name {
+        ev.traits.insert("first_name".into(), name.into());
+    }
+    ev
+}
+
 fn order_event(
     n: u32,
     ids: Vec<Identifier>,
@@ -201,13 +210,7 @@ async fn tombstones(env: &TestEnv) -> BTreeMap<Uuid, Uuid> {
 async fn late_events_are_replayed_into_time_order() {
     let env = TestEnv::new().await;
     let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    let e = |n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>| {
-        let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
-        if let Some(name) = name {
-            ev.traits.insert("first_name".into(), name.into());
-        }
-        ev
-    };
+    let e = named;
     use IdentifierKind::*;
     let events = vec![
         e(1, &[(CookieId, "c1")], None),
@@ -340,13 +343,6 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let env = TestEnv::new().await;
     let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
     use IdentifierKind::*;
-    let named = |n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>| {
-        let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
-        if let Some(name) = name {
-            ev.traits.insert("first_name".into(), name.into());
-        }
-        ev
-    };
     let late = named(1, &[(CookieId, "c1")], None);
     let events = vec![
         named(
