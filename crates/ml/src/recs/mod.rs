@@ -399,8 +399,8 @@ pub struct Fitted {
 /// model's `as_of` are ever neighbours: nothing else can be recommended).
 #[derive(Debug, Clone, Copy)]
 enum Neighbours<'a> {
-    /// An HNSW graph over the items still sold, with the neighbours of each of them
-    /// cached (the anchors scoring reads; any other item is searched when asked).
+    /// An HNSW graph over the items still sold, with the neighbours of every item with
+    /// a vector cached.
     Graph,
     /// No graph: the neighbours of these items only, by exact search. The tuning's
     /// model reads only its customers' anchors, a few thousand items, where exact
@@ -797,12 +797,16 @@ impl Recommender {
             Neighbours::Graph => {
                 let seed = self.params.item2vec.seed;
                 let index = times.time(&format!("{stage}: HNSW graph"), || {
-                    ann::Index::build_over(&self.embeddings, live.clone(), seed)
+                    ann::Index::build_over(&self.embeddings, live, seed)
                 });
+                // Every item with a vector is cached, sold or not: a similar-items query
+                // or an anchor may name any of them, and a lookup is what keeps those
+                // within their latency goal.
+                let all: Vec<usize> = (0..self.embeddings.len()).collect();
                 let found = times.time(&format!("{stage}: neighbour cache"), || {
-                    index.nearest_of(&self.embeddings, &live, k)
+                    index.nearest_of(&self.embeddings, &all, k)
                 });
-                (Some(index), live, found)
+                (Some(index), all, found)
             }
             Neighbours::ExactFor(items) => {
                 let mut rows: Vec<usize> = items
@@ -1982,16 +1986,14 @@ mod tests {
         assert!(!names.contains(&"tuning fit: HNSW graph"), "{names:?}");
         let total = times.total();
         assert!(total.seconds > 0.0 && total.cpu_seconds >= 0.0, "{total:?}");
-        // The served model has the neighbours of every item still sold cached.
-        let live = model.live_rows();
-        assert!(!live.is_empty());
-        for row in live {
-            assert!(
-                model.neighbours[row]
-                    .as_ref()
-                    .is_some_and(|n| !n.is_empty())
-            );
-        }
+        // The served model has the neighbours of every item cached.
+        assert!(!model.neighbours.is_empty());
+        assert!(
+            model
+                .neighbours
+                .iter()
+                .all(|n| n.as_ref().is_some_and(|n| !n.is_empty()))
+        );
     }
 
     #[test]
@@ -2030,8 +2032,7 @@ mod tests {
                 "GONE found as a neighbour of {item}"
             );
         }
-        // It can still be asked for its own neighbours (searched, not cached)...
-        assert!(model.neighbours[row].is_none());
+        // It can still be asked for its own neighbours...
         let near = model.similar(gone, 5);
         assert!(!near.is_empty());
         assert_eq!(near, model.similar_uncached(gone, 5));
