@@ -364,7 +364,9 @@ pub const RECS_HORIZON_DAYS: i64 = 28;
 /// Trains the recommender on every live profile's order lines and product views before
 /// `as_of` and measures it: trained before `as_of − RECS_HORIZON_DAYS`, judged on the
 /// purchases after (its metrics name P-TopFreq and popularity as the baselines the gate
-/// wants beaten), then trained again on everything for serving.
+/// wants beaten), then trained again on everything for serving. The served model's
+/// tuning needs a fit on everything before `as_of − RECS_HORIZON_DAYS`, which is the
+/// evaluated model: it tunes on that one rather than fitting the same data twice.
 pub async fn train_recommender(
     db: &PgPool,
     settings: &MlSettings,
@@ -409,18 +411,20 @@ pub async fn train_recommender(
             metrics: json!({}),
             artefact: String::new(),
         };
-        match offline::evaluate(&corpus, cutoff, RECS_HORIZON_DAYS, &params) {
-            Ok(ev) => {
+        let evaluated = match offline::evaluate_keeping(&corpus, cutoff, RECS_HORIZON_DAYS, &params) {
+            Ok((ev, evaluated)) => {
                 version.metrics = ev.registry_metrics();
                 version.test_rows = rows(ev.customers);
+                evaluated
             }
             Err(MlError::NotEnoughData(why)) => {
                 version.metrics = json!({"not_enough_data": why});
                 return Ok(version);
             }
             Err(e) => return Err(e),
-        }
-        let model = Recommender::train(&corpus, as_of, &params);
+        };
+        let (trained, _) = Recommender::train_after(&corpus, as_of, &params, Some(evaluated));
+        let model = trained.model;
         version.params["weights"] = json!(model.weights);
         version.artefact = serde_json::to_string(&model)?;
         Ok(version)

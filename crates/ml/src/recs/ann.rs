@@ -1,14 +1,17 @@
 //! Approximate nearest neighbours over item vectors: an HNSW graph
 //! (`instant-distance`, the role FAISS plays in the brief), with exact search beside it
-//! to measure the graph's recall.
+//! to measure the graph's recall (and to serve a model that needs the neighbours of a
+//! few items only, where building a graph would cost more than searching everything).
 //!
-//! Vectors are unit length, so the distance is `1 − cosine`. The graph is rebuilt from
-//! the vectors when a model is loaded (a few hundred milliseconds for tens of thousands
-//! of items) rather than stored: the vectors are the artefact.
+//! Vectors are unit length, so the distance is `1 − cosine`. An index covers a chosen
+//! set of rows (the items that can still be recommended) while any row can be a query.
+//! The graph is rebuilt from the vectors when a model is loaded rather than stored: the
+//! vectors are the artefact.
 
 use instant_distance::{Builder, HnswMap, Search};
 use rand::{SeedableRng, seq::index::sample};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::item2vec::{Embeddings, dot};
 
@@ -23,18 +26,22 @@ impl instant_distance::Point for UnitVector {
 }
 
 /// Breadth of the graph search, when building and when querying.
-const EF_CONSTRUCTION: usize = 100;
-const EF_SEARCH: usize = 64;
+pub const EF_CONSTRUCTION: usize = 40;
+/// Breadth of a query's graph search.
+pub const EF_SEARCH: usize = 64;
 
-/// An HNSW index over the rows of an [`Embeddings`].
+/// An HNSW index over some rows of an [`Embeddings`].
 pub struct Index {
     map: Option<HnswMap<UnitVector, u32>>,
+    /// The rows in the graph, ascending.
+    rows: Vec<usize>,
 }
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
             .field("built", &self.map.is_some())
+            .field("rows", &self.rows.len())
             .finish()
     }
 }
@@ -42,19 +49,36 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// Builds the graph over every row (layer assignment seeded).
     pub fn build(embeddings: &Embeddings, seed: u64) -> Self {
-        if embeddings.is_empty() {
-            return Self { map: None };
+        Self::build_over(embeddings, (0..embeddings.len()).collect(), seed)
+    }
+
+    /// Builds the graph over the given rows only (the others can still be queries, and
+    /// are never found).
+    pub fn build_over(embeddings: &Embeddings, mut rows: Vec<usize>, seed: u64) -> Self {
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.is_empty() {
+            return Self { map: None, rows };
         }
-        let points = (0..embeddings.len())
-            .map(|r| UnitVector(embeddings.vector(r).to_vec()))
+        let points = rows
+            .iter()
+            .map(|&r| UnitVector(embeddings.vector(r).to_vec()))
             .collect();
-        let rows = (0..embeddings.len() as u32).collect();
+        let values = rows.iter().map(|&r| r as u32).collect();
         let map = Builder::default()
             .ef_construction(EF_CONSTRUCTION)
             .ef_search(EF_SEARCH)
             .seed(seed)
-            .build(points, rows);
-        Self { map: Some(map) }
+            .build(points, values);
+        Self {
+            map: Some(map),
+            rows,
+        }
+    }
+
+    /// The rows in the graph, ascending.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
     }
 
     /// The `k` rows nearest to `row` (itself left out), with their cosine similarity,
@@ -92,7 +116,6 @@ impl Index {
         rows: &[usize],
         k: usize,
     ) -> Vec<Vec<(usize, f32)>> {
-        use rayon::prelude::*;
         let Some(map) = &self.map else {
             return vec![Vec::new(); rows.len()];
         };
@@ -104,24 +127,97 @@ impl Index {
     }
 }
 
-/// The `k` rows nearest to `row` by brute force (itself left out), most similar first.
-pub fn exact_nearest(embeddings: &Embeddings, row: usize, k: usize) -> Vec<(usize, f32)> {
-    let mut all: Vec<(usize, f32)> = (0..embeddings.len())
-        .filter(|&r| r != row)
-        .map(|r| (r, embeddings.similarity(row, r)))
-        .collect();
-    let k = k.min(all.len());
-    if k == 0 {
-        return Vec::new();
+/// The `k` rows nearest to `row` among `among` by brute force (itself left out), most
+/// similar first (equal similarities by row, so the result is fully determined).
+pub fn exact_nearest(
+    embeddings: &Embeddings,
+    among: &[usize],
+    row: usize,
+    k: usize,
+) -> Vec<(usize, f32)> {
+    let query = embeddings.vector(row);
+    let mut best = Best::new(k);
+    for &r in among {
+        if r != row {
+            best.offer(r, dot(query, embeddings.vector(r)));
+        }
     }
-    all.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-    all.truncate(k);
-    all.sort_by(|a, b| b.1.total_cmp(&a.1));
-    all
+    best.into_sorted()
 }
 
-/// Recall@k of the index against exact search, averaged over up to `queries` rows
-/// drawn with `seed`: the share of each row's true `k` nearest that the index returns.
+/// [`exact_nearest`] for each of `rows`, on all cores: each search is independent and
+/// fully determined, so the result does not depend on the thread count. The vectors
+/// searched are first copied side by side, so a search streams through memory.
+pub fn exact_nearest_of(
+    embeddings: &Embeddings,
+    among: &[usize],
+    rows: &[usize],
+    k: usize,
+) -> Vec<Vec<(usize, f32)>> {
+    let dim = embeddings.dim;
+    let packed: Vec<f32> = among
+        .iter()
+        .flat_map(|&r| embeddings.vector(r).iter().copied())
+        .collect();
+    rows.par_iter()
+        .map(|&row| {
+            let query = embeddings.vector(row);
+            let mut best = Best::new(k);
+            for (&r, v) in among.iter().zip(packed.chunks_exact(dim.max(1))) {
+                if r != row {
+                    best.offer(r, dot(query, v));
+                }
+            }
+            best.into_sorted()
+        })
+        .collect()
+}
+
+/// The `k` best (row, similarity) pairs offered so far: higher similarity first, then
+/// lower row.
+struct Best {
+    k: usize,
+    /// Kept sorted best first.
+    kept: Vec<(usize, f32)>,
+}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            kept: Vec::with_capacity(k + 1),
+        }
+    }
+
+    fn better(a: &(usize, f32), b: &(usize, f32)) -> std::cmp::Ordering {
+        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+    }
+
+    fn offer(&mut self, row: usize, similarity: f32) {
+        if self.k == 0 {
+            return;
+        }
+        let pair = (row, similarity);
+        if self.kept.len() == self.k
+            && Self::better(&pair, &self.kept[self.k - 1]) != std::cmp::Ordering::Less
+        {
+            return;
+        }
+        let at = self
+            .kept
+            .partition_point(|kept| Self::better(kept, &pair) == std::cmp::Ordering::Less);
+        self.kept.insert(at, pair);
+        self.kept.truncate(self.k);
+    }
+
+    fn into_sorted(self) -> Vec<(usize, f32)> {
+        self.kept
+    }
+}
+
+/// Recall@k of the index against exact search over the same rows, averaged over up to
+/// `queries` rows drawn with `seed`: the share of each row's true `k` nearest that the
+/// index returns.
 pub fn recall_at_k(
     embeddings: &Embeddings,
     index: &Index,
@@ -130,14 +226,14 @@ pub fn recall_at_k(
     seed: u64,
 ) -> f64 {
     let n = embeddings.len();
-    if n < 2 {
+    if n < 2 || index.rows.is_empty() {
         return f64::NAN;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rows = sample(&mut rng, n, queries.min(n));
     let (mut found, mut wanted) = (0usize, 0usize);
     for row in rows.iter() {
-        let truth = exact_nearest(embeddings, row, k);
+        let truth = exact_nearest(embeddings, &index.rows, row, k);
         let got: Vec<usize> = index
             .nearest(embeddings, row, k)
             .into_iter()
@@ -175,5 +271,63 @@ mod tests {
         assert!(near.windows(2).all(|w| w[0].1 >= w[1].1));
         // The nearest neighbours of item 0 are its own cluster (items 1..8).
         assert!(near.iter().all(|(r, _)| e.items[*r] < 8), "{near:?}");
+    }
+
+    fn clusters() -> Embeddings {
+        let sets: Vec<Vec<u32>> = (0..3000u32)
+            .map(|i| {
+                let c = i % 60;
+                (0..5).map(|j| c * 8 + (i / 60 + j) % 8).collect()
+            })
+            .collect();
+        train(&sets, &Item2VecParams::default())
+    }
+
+    #[test]
+    fn a_graph_over_some_rows_finds_only_them_and_answers_any_row() {
+        let e = clusters();
+        // Every third row is indexed; the others are only queries.
+        let indexed: Vec<usize> = (0..e.len()).filter(|r| r % 3 == 0).collect();
+        let index = Index::build_over(&e, indexed.clone(), 1);
+        assert_eq!(index.rows(), indexed.as_slice());
+        for row in [0, 1, 2, 100, 479] {
+            let near = index.nearest(&e, row, 10);
+            assert_eq!(near.len(), 10, "row {row}");
+            assert!(
+                near.iter().all(|(r, _)| r % 3 == 0 && *r != row),
+                "{near:?}"
+            );
+        }
+        let recall = recall_at_k(&e, &index, 10, 200, 3);
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        let empty = Index::build_over(&e, Vec::new(), 1);
+        assert!(empty.nearest(&e, 0, 5).is_empty());
+        assert!(recall_at_k(&e, &empty, 10, 20, 3).is_nan());
+    }
+
+    #[test]
+    fn exact_search_in_bulk_is_sorting_everything_on_any_number_of_threads() {
+        let e = clusters();
+        let among: Vec<usize> = (0..e.len()).filter(|r| r % 2 == 1).collect();
+        let queries: Vec<usize> = (0..e.len()).step_by(7).collect();
+        let bulk = exact_nearest_of(&e, &among, &queries, 20);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| exact_nearest_of(&e, &among, &queries, 20));
+        assert_eq!(bulk, one);
+        for (&row, got) in queries.iter().zip(&bulk) {
+            let mut all: Vec<(usize, f32)> = among
+                .iter()
+                .filter(|&&r| r != row)
+                .map(|&r| (r, e.similarity(row, r)))
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            all.truncate(20);
+            assert_eq!(got, &all, "row {row}");
+            assert_eq!(got, &exact_nearest(&e, &among, row, 20));
+        }
+        assert!(exact_nearest(&e, &among, 0, 0).is_empty());
     }
 }

@@ -378,21 +378,42 @@ pub struct Recommender {
     pub ranker_trial: Option<ranker::HeldOut>,
     #[serde(skip)]
     index: Option<ann::Index>,
-    /// Per item2vec row, its nearest items through the index, most similar first:
+    /// Per item2vec row, its nearest items (most similar first) when they were cached:
     /// found once when the index is built, so scoring and similar-items queries are
-    /// lookups.
+    /// lookups; a row left out is searched when asked (the same answer).
     #[serde(skip)]
-    neighbours: Vec<Vec<(ItemId, f32)>>,
+    neighbours: Vec<Option<Vec<(ItemId, f32)>>>,
+}
+
+/// A trained recommender with its item2vec state (input and output vectors), which a
+/// training on the same corpus `tuning_horizon_days` later tunes on and continues from
+/// ([`Recommender::train_after`]).
+#[derive(Debug)]
+pub struct Fitted {
+    /// The model.
+    pub model: Recommender,
+    item2vec: item2vec::Trained,
+}
+
+/// How a fitted model finds each item's neighbours (only items still sold as of the
+/// model's `as_of` are ever neighbours: nothing else can be recommended).
+#[derive(Debug, Clone, Copy)]
+enum Neighbours<'a> {
+    /// An HNSW graph over the items still sold, with the neighbours of every item with
+    /// a vector cached.
+    Graph,
+    /// No graph: the neighbours of these items only, by exact search. The tuning's
+    /// model reads only its customers' anchors, a few thousand items, where exact
+    /// search costs less than building a graph (and misses nothing).
+    ExactFor(&'a HashSet<ItemId>),
 }
 
 /// How [`Recommender::fit_timed`] fits.
 struct Fitting<'a> {
     /// The blend's weights.
     weights: BlendWeights,
-    /// Cache neighbours only for these items (the tuning's model needs them only for
-    /// its customers' anchors; each item's search is independent, so those it caches
-    /// are the same as with everything cached). `None`: every item.
-    cache_for: Option<&'a HashSet<ItemId>>,
+    /// How neighbours are found.
+    neighbours: Neighbours<'a>,
     /// Continue item2vec from a fit on the same corpus before this instant, passing
     /// only over the sets completed since ([`item2vec::fit`]).
     continued: Option<(&'a item2vec::Trained, DateTime<Utc>)>,
@@ -618,7 +639,7 @@ impl Recommender {
             p,
             Fitting {
                 weights,
-                cache_for: None,
+                neighbours: Neighbours::Graph,
                 continued: None,
             },
             &mut TrainTimes::default(),
@@ -683,7 +704,7 @@ impl Recommender {
             index: None,
             neighbours: Vec::new(),
         };
-        model.build_index_timed(how.cache_for, times, stage);
+        model.build_index_timed(how.neighbours, times, stage);
         (model, trained)
     }
 
@@ -699,15 +720,31 @@ impl Recommender {
         as_of: DateTime<Utc>,
         p: &RecsParams,
     ) -> (Self, TrainTimes) {
+        let (fitted, times) = Self::train_after(corpus, as_of, p, None);
+        (fitted.model, times)
+    }
+
+    /// [`Recommender::train_timed`], given (when there is one) a model trained by this
+    /// procedure on the same corpus and settings as of `as_of − tuning_horizon_days`:
+    /// that is a fit on exactly the data the tuning's model needs, so the tuning uses it
+    /// (with its blend reset to P-TopFreq's) instead of fitting it again, and the final
+    /// item2vec continues from it. A model as of another instant is ignored. Returns the
+    /// model with its item2vec state (what a later training can continue from).
+    pub fn train_after(
+        corpus: &Corpus,
+        as_of: DateTime<Utc>,
+        p: &RecsParams,
+        earlier: Option<Fitted>,
+    ) -> (Fitted, TrainTimes) {
         let mut times = TrainTimes::default();
-        let tuned = tune_timed(corpus, as_of, p, &mut times);
-        let (mut model, _) = Self::fit_timed(
+        let tuned = tune_timed(corpus, as_of, p, earlier, &mut times);
+        let (mut model, trained) = Self::fit_timed(
             corpus,
             as_of,
             p,
             Fitting {
                 weights: tuned.weights,
-                cache_for: None,
+                neighbours: Neighbours::Graph,
                 continued: tuned
                     .item2vec
                     .as_ref()
@@ -719,23 +756,32 @@ impl Recommender {
         model.explore = tuned.explore;
         model.ranker = tuned.ranker;
         model.ranker_trial = tuned.ranker_trial;
-        (model, times)
+        (
+            Fitted {
+                model,
+                item2vec: trained,
+            },
+            times,
+        )
     }
 
-    /// Rebuilds what is not stored (lookups, the HNSW graph, each item's cached
-    /// neighbours) after deserialising.
+    /// Rebuilds what is not stored (lookups, the HNSW graph over the items still sold,
+    /// their cached neighbours) after deserialising.
     pub fn build_index(&mut self) {
-        self.build_index_timed(None, &mut TrainTimes::default(), "load");
+        self.build_index_timed(Neighbours::Graph, &mut TrainTimes::default(), "load");
     }
 
-    /// [`Recommender::build_index`], caching the neighbours of the items in `cache_for`
-    /// only when it is given.
-    fn build_index_timed(
-        &mut self,
-        cache_for: Option<&HashSet<ItemId>>,
-        times: &mut TrainTimes,
-        stage: &str,
-    ) {
+    /// The item2vec rows of the items still sold as of `as_of` (ascending): the only
+    /// items that can be recommended, so the only ones worth finding as neighbours.
+    fn live_rows(&self) -> Vec<usize> {
+        let e = &self.embeddings;
+        (0..e.len())
+            .filter(|&r| self.is_live(e.items[r], self.as_of))
+            .collect()
+    }
+
+    /// [`Recommender::build_index`], finding neighbours as `how` says.
+    fn build_index_timed(&mut self, how: Neighbours<'_>, times: &mut TrainTimes, stage: &str) {
         self.catalogue.reindex();
         self.embeddings.reindex();
         if let Some(r) = &mut self.ranker
@@ -745,43 +791,57 @@ impl Recommender {
             tracing::warn!(error = %e, "the recommender's ranker does not load; ranking by the blend");
             self.ranker = None;
         }
-        let seed = self.params.item2vec.seed;
-        let index = times.time(&format!("{stage}: HNSW graph"), || {
-            ann::Index::build(&self.embeddings, seed)
-        });
-        let rows: Vec<usize> = match cache_for {
-            None => (0..self.embeddings.len()).collect(),
-            Some(items) => {
+        let live = self.live_rows();
+        let k = self.cached_neighbours();
+        let (index, rows, found) = match how {
+            Neighbours::Graph => {
+                let seed = self.params.item2vec.seed;
+                let index = times.time(&format!("{stage}: HNSW graph"), || {
+                    ann::Index::build_over(&self.embeddings, live, seed)
+                });
+                // Every item with a vector is cached, sold or not: a similar-items query
+                // or an anchor may name any of them, and a lookup is what keeps those
+                // within their latency goal.
+                let all: Vec<usize> = (0..self.embeddings.len()).collect();
+                let found = times.time(&format!("{stage}: neighbour cache"), || {
+                    index.nearest_of(&self.embeddings, &all, k)
+                });
+                (Some(index), all, found)
+            }
+            Neighbours::ExactFor(items) => {
                 let mut rows: Vec<usize> = items
                     .iter()
                     .filter_map(|&i| self.embeddings.row(i))
                     .collect();
                 rows.sort_unstable();
-                rows
+                let found = times.time(&format!("{stage}: exact neighbours"), || {
+                    ann::exact_nearest_of(&self.embeddings, &live, &rows, k)
+                });
+                (None, rows, found)
             }
         };
-        let k = self.cached_neighbours();
-        let found = times.time(&format!("{stage}: neighbour cache"), || {
-            index.nearest_of(&self.embeddings, &rows, k)
-        });
         let items = &self.embeddings.items;
-        self.neighbours = vec![Vec::new(); self.embeddings.len()];
+        self.neighbours = vec![None; self.embeddings.len()];
         for (row, near) in rows.into_iter().zip(found) {
-            self.neighbours[row] = near.into_iter().map(|(r, sim)| (items[r], sim)).collect();
+            self.neighbours[row] = Some(near.into_iter().map(|(r, sim)| (items[r], sim)).collect());
         }
-        self.index = Some(index);
+        self.index = index;
     }
 
     fn cached_neighbours(&self) -> usize {
         self.params.neighbours.max(CACHED_NEIGHBOURS)
     }
 
-    /// The cached nearest items of `item` (empty without a vector), most similar first.
-    fn nearest_cached(&self, item: ItemId) -> &[(ItemId, f32)] {
-        self.embeddings
-            .row(item)
-            .and_then(|row| self.neighbours.get(row))
-            .map_or(&[], Vec::as_slice)
+    /// The nearest items of `item` (empty without a vector), most similar first: the
+    /// cached ones, or a graph search for an item whose neighbours were not cached.
+    fn nearest_cached(&self, item: ItemId) -> std::borrow::Cow<'_, [(ItemId, f32)]> {
+        let Some(row) = self.embeddings.row(item) else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        match self.neighbours.get(row) {
+            Some(Some(near)) => std::borrow::Cow::Borrowed(near.as_slice()),
+            _ => std::borrow::Cow::Owned(self.similar_uncached(item, self.cached_neighbours())),
+        }
     }
 
     /// The HNSW index (built on load).
@@ -1289,7 +1349,7 @@ const MAX_EXPLORE_SLOTS: usize = 4;
 /// items; then the number of explore slots (0 to 4) that scores best on the blend's
 /// objective. Falls back to P-TopFreq without exploring when the window has no buyers.
 pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Tuned {
-    tune_timed(corpus, as_of, p, &mut TrainTimes::default())
+    tune_timed(corpus, as_of, p, None, &mut TrainTimes::default())
 }
 
 /// What [`tune`] chose.
@@ -1313,6 +1373,7 @@ fn tune_timed(
     corpus: &Corpus,
     as_of: DateTime<Utc>,
     p: &RecsParams,
+    earlier: Option<Fitted>,
     times: &mut TrainTimes,
 ) -> Tuned {
     let start = as_of - Duration::days(p.tuning_horizon_days);
@@ -1335,18 +1396,31 @@ fn tune_timed(
         .flat_map(|(h, _)| anchors(h, start, p))
         .map(|(i, _)| i)
         .collect();
-    let (mut past, trained) = Recommender::fit_timed(
-        corpus,
-        start,
-        p,
-        Fitting {
-            weights: P_TOPFREQ,
-            cache_for: Some(&anchored),
-            continued: None,
-        },
-        times,
-        "tuning fit",
-    );
+    let (mut past, trained) =
+        match earlier.filter(|e| e.model.as_of == start && e.model.params == *p) {
+            Some(Fitted {
+                mut model,
+                item2vec,
+            }) => {
+                model.weights = P_TOPFREQ;
+                model.explore = Explore::default();
+                model.ranker = None;
+                model.ranker_trial = None;
+                (model, item2vec)
+            }
+            None => Recommender::fit_timed(
+                corpus,
+                start,
+                p,
+                Fitting {
+                    weights: P_TOPFREQ,
+                    neighbours: Neighbours::ExactFor(&anchored),
+                    continued: None,
+                },
+                times,
+                "tuning fit",
+            ),
+        };
     let cases: Vec<TuningCase> = times.time("tuning: candidates", || {
         histories
             .into_iter()
@@ -1899,19 +1973,119 @@ mod tests {
         let names: Vec<&str> = times.phases.iter().map(|(n, _)| n.as_str()).collect();
         for phase in [
             "tuning fit: item2vec",
-            "tuning fit: HNSW graph",
-            "tuning fit: neighbour cache",
+            "tuning fit: exact neighbours",
             "tuning: candidates",
             "tuning: weight search",
             "final fit: item2vec",
+            "final fit: HNSW graph",
             "final fit: neighbour cache",
         ] {
             assert!(names.contains(&phase), "{phase} in {names:?}");
         }
+        // The tuning's model builds no graph.
+        assert!(!names.contains(&"tuning fit: HNSW graph"), "{names:?}");
         let total = times.total();
         assert!(total.seconds > 0.0 && total.cpu_seconds >= 0.0, "{total:?}");
-        // The tuning's model cached neighbours only for its customers' anchors; the
-        // served model has them for every item.
-        assert!(model.neighbours.iter().all(|n| !n.is_empty()));
+        // The served model has the neighbours of every item cached.
+        assert!(!model.neighbours.is_empty());
+        assert!(
+            model
+                .neighbours
+                .iter()
+                .all(|n| n.as_ref().is_some_and(|n| !n.is_empty()))
+        );
+    }
+
+    #[test]
+    fn an_item_no_longer_sold_is_never_indexed_found_as_a_neighbour_nor_recommended() {
+        let mut corpus = brand();
+        let milk = corpus.catalogue.get("MILK").unwrap();
+        let bread = corpus.catalogue.get("BREAD").unwrap();
+        // GONE sold with milk and bread for a while, then not for 200 days (past the
+        // 120 days of `stale_days`): it has a vector, near milk's.
+        let gone = corpus
+            .catalogue
+            .intern("GONE", Some("Old milk"), Some("Dairy"));
+        for c in 0..30 {
+            corpus.customers.push(Activity {
+                baskets: (0..3)
+                    .map(|w| Basket {
+                        at: at(-200 + w * 7 + c % 5),
+                        items: vec![gone, milk, bread],
+                    })
+                    .collect(),
+                views: Vec::new(),
+            });
+        }
+        let model = Recommender::fit(&corpus, at(90), &params(), EXPLORING);
+        assert!(!model.is_live(gone, at(90)) && model.is_live(milk, at(90)));
+        let row = model.embeddings.row(gone).expect("GONE has a vector");
+        let index = model.index().unwrap();
+        assert!(!index.rows().contains(&row), "not in the graph");
+        assert!(index.rows().contains(&model.embeddings.row(milk).unwrap()));
+        for &item in &model.embeddings.items {
+            assert!(
+                model
+                    .similar(item, CACHED_NEIGHBOURS + 5)
+                    .iter()
+                    .all(|(i, _)| *i != gone),
+                "GONE found as a neighbour of {item}"
+            );
+        }
+        // It can still be asked for its own neighbours...
+        let near = model.similar(gone, 5);
+        assert!(!near.is_empty());
+        assert_eq!(near, model.similar_uncached(gone, 5));
+        // ...but is recommended to nobody: not to someone who bought it with milk, not
+        // to someone who just bought milk.
+        let fan = Activity {
+            baskets: vec![Basket {
+                at: at(-180),
+                items: vec![gone, milk],
+            }],
+            views: vec![View {
+                at: at(89),
+                item: gone,
+            }],
+        };
+        for who in [&fan, &bought_yesterday(milk), &corpus.customers[45]] {
+            let recs = model.recommend(who, at(90), 10);
+            assert!(!recs.is_empty());
+            assert!(recs.iter().all(|r| r.item != gone), "{recs:?}");
+        }
+    }
+
+    #[test]
+    fn a_training_after_an_earlier_one_tunes_on_its_fit_instead_of_fitting_again() {
+        let corpus = brand();
+        let p = params();
+        let earlier_at = at(90) - Duration::days(p.tuning_horizon_days);
+        let phases =
+            |t: &TrainTimes| -> Vec<String> { t.phases.iter().map(|(n, _)| n.clone()).collect() };
+        let (earlier, _) = Recommender::train_after(&corpus, earlier_at, &p, None);
+        let (later, times) = Recommender::train_after(&corpus, at(90), &p, Some(earlier));
+        let names = phases(&times);
+        assert!(
+            names.iter().all(|n| !n.starts_with("tuning fit")),
+            "no second fit: {names:?}"
+        );
+        assert!(names.contains(&"tuning: weight search".to_string()));
+        assert!(names.contains(&"final fit: item2vec".to_string()));
+        // Deterministic given the seed, like a training from nothing.
+        let (again, _) = Recommender::train_after(&corpus, earlier_at, &p, None);
+        let (later2, _) = Recommender::train_after(&corpus, at(90), &p, Some(again));
+        assert_eq!(later.model.embeddings, later2.model.embeddings);
+        assert_eq!(later.model.weights, later2.model.weights);
+        let someone = &corpus.customers[45];
+        let recs = later.model.recommend(someone, at(90), 10);
+        assert!(!recs.is_empty());
+        assert_eq!(recs, later2.model.recommend(someone, at(90), 10));
+        // A model as of another instant is no tuning fit: it is ignored.
+        let (other, _) = Recommender::train_after(&corpus, at(50), &p, None);
+        let (ignored, times) = Recommender::train_after(&corpus, at(90), &p, Some(other));
+        let (plain, _) = Recommender::train_after(&corpus, at(90), &p, None);
+        assert!(phases(&times).contains(&"tuning fit: item2vec".to_string()));
+        assert_eq!(ignored.model.embeddings, plain.model.embeddings);
+        assert_eq!(ignored.model.weights, plain.model.weights);
     }
 }

@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ItemId, Recommender, RecsParams,
-    TrainTimes, future_purchases, select,
+    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, Fitted, ItemId, Recommender,
+    RecsParams, TrainTimes, future_purchases, select,
 };
 use crate::MlError;
 use crate::eval::{missing_column, open_csv, parse_date};
@@ -222,6 +222,9 @@ pub struct RecsEvaluation {
     pub catalogue_items: usize,
     /// Items with a vector.
     pub embedded_items: usize,
+    /// Of them, the items still sold at the cutoff: those the HNSW graph holds (the only
+    /// ones that can be recommended).
+    pub indexed_items: usize,
     /// Recall@10 of the HNSW index against exact search (1,000 random items).
     pub ann_recall_at_10: f64,
     /// Seconds to train (tuning included).
@@ -300,7 +303,7 @@ pub struct QueryTimes {
     pub hnsw_p50_ms: f64,
     /// 99th percentile of a search of the HNSW graph, milliseconds.
     pub hnsw_p99_ms: f64,
-    /// Mean time of an exact (brute-force) 10-nearest search over every vector,
+    /// Mean time of an exact (brute-force) 10-nearest search over the indexed vectors,
     /// milliseconds (200 queries).
     pub exact_mean_ms: f64,
 }
@@ -345,9 +348,13 @@ pub fn time_similar_queries(model: &Recommender, queries: usize, seed: u64) -> Q
         std::hint::black_box(model.similar_uncached(e.items[r], 10));
     });
     let exact_rows = &rows[..rows.len().min(200)];
+    let among = model
+        .index()
+        .map(super::ann::Index::rows)
+        .unwrap_or_default();
     let started = Instant::now();
     for &r in exact_rows {
-        std::hint::black_box(super::ann::exact_nearest(e, r, 10));
+        std::hint::black_box(super::ann::exact_nearest(e, among, r, 10));
     }
     QueryTimes {
         queries: rows.len(),
@@ -448,14 +455,16 @@ pub fn write_report(
     writeln!(
         out,
         "\ncutoff {}, horizon {} days: {} customers ({} bought something again, {} something \
-         new to them); {} products sold before the cutoff, {} with a vector",
+         new to them); {} products sold before the cutoff, {} with a vector, {} of them still \
+         sold (indexed)",
         r.cutoff.format("%Y-%m-%d"),
         r.horizon_days,
         r.customers,
         r.repeat_customers,
         r.explore_customers,
         r.catalogue_items,
-        r.embedded_items
+        r.embedded_items,
+        r.indexed_items
     )?;
     let q = &r.similar;
     // Reference: an exact 10-nearest search of every item with a vector, at this run's
@@ -493,7 +502,7 @@ pub fn write_report(
         q.hnsw_p99_ms,
         q.exact_mean_ms,
         q.exact_mean_ms / q.hnsw_p99_ms.max(1e-9),
-        100.0 * r.embedded_items as f64
+        100.0 * r.indexed_items as f64
             / (q.exact_mean_ms / 1e3).max(1e-12)
             / machine.dots_per_second.max(1.0)
     )?;
@@ -733,6 +742,18 @@ pub fn evaluate(
     horizon_days: i64,
     params: &RecsParams,
 ) -> Result<RecsEvaluation, MlError> {
+    evaluate_keeping(corpus, cutoff, horizon_days, params).map(|(evaluation, _)| evaluation)
+}
+
+/// [`evaluate`], keeping the model it trained (with its item2vec state): a training
+/// `tuning_horizon_days` after `cutoff` tunes on it instead of fitting the same data
+/// again ([`Recommender::train_after`]).
+pub fn evaluate_keeping(
+    corpus: &Corpus,
+    cutoff: DateTime<Utc>,
+    horizon_days: i64,
+    params: &RecsParams,
+) -> Result<(RecsEvaluation, Fitted), MlError> {
     const K: usize = 10;
     let truth = future_purchases(corpus, cutoff, horizon_days);
     if truth.is_empty() {
@@ -741,7 +762,8 @@ pub fn evaluate(
         )));
     }
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
-    let (model, train_phases) = Recommender::train_timed(corpus, cutoff, params);
+    let (fitted, train_phases) = Recommender::train_after(corpus, cutoff, params, None);
+    let model = &fitted.model;
     let train_seconds = started.elapsed().as_secs_f64();
     let train_cpu_seconds = process_cpu_seconds() - cpu_started;
     let train = corpus.before(cutoff);
@@ -830,7 +852,7 @@ pub fn evaluate(
     let index = model
         .index()
         .ok_or_else(|| MlError::Invalid("the recommender has no index".into()))?;
-    Ok(RecsEvaluation {
+    let evaluation = RecsEvaluation {
         cutoff,
         horizon_days,
         customers: truth.len(),
@@ -838,6 +860,7 @@ pub fn evaluate(
         explore_customers,
         catalogue_items,
         embedded_items: model.embeddings.len(),
+        indexed_items: index.rows().len(),
         ann_recall_at_10: super::ann::recall_at_k(
             &model.embeddings,
             index,
@@ -850,7 +873,7 @@ pub fn evaluate(
         train_phases,
         profiles_per_second: truth.len() as f64 / blend_seconds.max(1e-9),
         profiles_per_cpu_second: truth.len() as f64 / blend_cpu_seconds.max(1e-9),
-        similar: time_similar_queries(&model, 2_000, params.item2vec.seed),
+        similar: time_similar_queries(model, 2_000, params.item2vec.seed),
         weights: model.weights,
         explore: model.explore,
         explore_oracle: ORACLE_PLACES
@@ -865,7 +888,8 @@ pub fn evaluate(
             .zip(METHODS)
             .map(|(t, m)| t.report(m, truth.len(), catalogue_items))
             .collect(),
-    })
+    };
+    Ok((evaluation, fitted))
 }
 
 #[cfg(test)]
