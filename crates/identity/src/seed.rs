@@ -18,12 +18,8 @@ const CHUNK: usize = 2_000;
 
 /// Stores `events` and their orders. Returns how many events were new.
 pub async fn store_events(db: &PgPool, events: &[NormalizedEvent]) -> Result<usize, sqlx::Error> {
-    let (placements, cancellations): (Vec<&NormalizedEvent>, Vec<&NormalizedEvent>) = events
-        .iter()
-        .partition(|e| e.event_type != EventType::OrderCancelled);
-    let ordered: Vec<&NormalizedEvent> = placements.into_iter().chain(cancellations).collect();
     let mut new = 0;
-    for chunk in ordered.chunks(CHUNK) {
+    for chunk in in_write_order(events).chunks(CHUNK) {
         let mut writes: Vec<EventWrite> = chunk
             .iter()
             .map(|&e| EventWrite::of_event(e.clone()))
@@ -31,4 +27,26 @@ pub async fn store_events(db: &PgPool, events: &[NormalizedEvent]) -> Result<usi
         new += normalized::write_batch(db, &mut writes).await?;
     }
     Ok(new)
+}
+
+/// Stores what the normalizer stores for `events` before publishing them: their
+/// orders and products, not the events' rows (the resolver stores each one, attached,
+/// when it resolves the published event).
+pub async fn store_effects(db: &PgPool, events: &[NormalizedEvent]) -> Result<(), sqlx::Error> {
+    for chunk in in_write_order(events).chunks(CHUNK) {
+        let mut writes: Vec<EventWrite> = chunk
+            .iter()
+            .map(|&e| EventWrite::of_event(e.clone()))
+            .collect();
+        normalized::write_batch_leaving_events(db, &mut writes).await?;
+    }
+    Ok(())
+}
+
+/// Cancellations after every placement (see the module doc).
+fn in_write_order(events: &[NormalizedEvent]) -> Vec<&NormalizedEvent> {
+    let (placements, cancellations): (Vec<&NormalizedEvent>, Vec<&NormalizedEvent>) = events
+        .iter()
+        .partition(|e| e.event_type != EventType::OrderCancelled);
+    placements.into_iter().chain(cancellations).collect()
 }
