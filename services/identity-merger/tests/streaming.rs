@@ -26,7 +26,7 @@ fn scenario() -> IdentityScenario {
 /// Stores what the normalizer stores (orders and products; the merger stores each
 /// event's row, attached) and publishes the events, in time order.
 async fn feed(env: &TestEnv, events: &[NormalizedEvent]) {
-    identity::seed::store_effects(&env.db, events).await.unwrap();
+    let events = &identity::seed::store_effects(&env.db, events).await.unwrap();
     let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000_000);
     for chunk in events.chunks(2_000) {
         let envs: Vec<Envelope<&NormalizedEvent>> = chunk
@@ -355,9 +355,17 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
     identity::seed::store_events(&sorted.db, &s.events)
         .await
         .unwrap();
-    identity::seed::store_effects(&shuffled.db, &s.events)
-        .await
-        .unwrap();
+    let published: std::collections::HashMap<Uuid, NormalizedEvent> =
+        identity::seed::store_effects(&shuffled.db, &s.events)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event_id, e))
+            .collect();
+    let shuffled_events: Vec<NormalizedEvent> = shuffled_events
+        .iter()
+        .map(|e| published[&e.event_id].clone())
+        .collect();
     publish(&sorted, &sorted_events).await;
     publish(&shuffled, &shuffled_events).await;
     replicas(&sorted, 1).await;
