@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use domain::{EventType, NormalizedEvent};
 use sqlx::PgPool;
-use uuid::Uuid;
 use storage::normalized::{self, EventWrite};
+use uuid::Uuid;
 
 /// Events written per transaction.
 const CHUNK: usize = 2_000;
@@ -47,7 +47,11 @@ pub async fn store_effects(
             .map(|&e| EventWrite::of_event(e.clone()))
             .collect();
         normalized::write_batch_leaving_events(db, &mut writes).await?;
-        written.extend(writes.into_iter().filter_map(|w| Some((w.event_id, w.event?))));
+        written.extend(
+            writes
+                .into_iter()
+                .filter_map(|w| Some((w.event_id, w.event?))),
+        );
     }
     Ok(events
         .iter()

@@ -428,7 +428,10 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
         .await
         .unwrap()
     };
-    assert!(rows(env.db.clone()).await.is_empty(), "no row before the merger");
+    assert!(
+        rows(env.db.clone()).await.is_empty(),
+        "no row before the merger"
+    );
     for _ in 0..3 {
         let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
         let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);

@@ -140,7 +140,10 @@ pub async fn write(
 }
 
 /// Writes a batch's orders and products (everything but the events' rows).
-async fn write_effects(conn: &mut PgConnection, batch: &mut [EventWrite]) -> Result<(), sqlx::Error> {
+async fn write_effects(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<(), sqlx::Error> {
     // Plan each statement for this batch's values, including the foreign-key checks of
     // `order_items` (one per line). Those checks are planned once per connection and
     // kept: planned while `orders` was still small (a fresh database, a new brand), the

@@ -26,7 +26,9 @@ fn scenario() -> IdentityScenario {
 /// Stores what the normalizer stores (orders and products; the merger stores each
 /// event's row, attached) and publishes the events, in time order.
 async fn feed(env: &TestEnv, events: &[NormalizedEvent]) {
-    let events = &identity::seed::store_effects(&env.db, events).await.unwrap();
+    let events = &identity::seed::store_effects(&env.db, events)
+        .await
+        .unwrap();
     let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000_000);
     for chunk in events.chunks(2_000) {
         let envs: Vec<Envelope<&NormalizedEvent>> = chunk
