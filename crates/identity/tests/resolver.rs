@@ -84,33 +84,33 @@ async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
     }))
 }
 
-#[tokio::test]
-async fn events_make_profiles_merges_and_orders() {
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+/// One buyer seen by cookie, e-mail and phone: two orders (500 and 300), a refund of
+/// 200 carrying no customer identifier (it still finds the order's profile); the phone
+/// profile merges into the cookie's.
+fn one_buyer() -> Vec<NormalizedEvent> {
     let email = id(IdentifierKind::Email, "asha@mail.in");
     let phone = id(IdentifierKind::Phone, "+919812345678");
     let cookie = id(IdentifierKind::CookieId, "ck-1");
-    let events = vec![
+    vec![
         event(1, vec![cookie.clone()]),
         order_event(
             2,
-            vec![email.clone(), cookie.clone()],
+            vec![email.clone(), cookie],
             "1001",
             500,
             EventType::OrderPlaced,
         ),
         event(3, vec![phone.clone()]),
-        order_event(
-            4,
-            vec![phone.clone(), email.clone()],
-            "1002",
-            300,
-            EventType::OrderPlaced,
-        ),
-        // A refund carrying no customer identifier still finds the order's profile.
+        order_event(4, vec![phone, email], "1002", 300, EventType::OrderPlaced),
         order_event(5, vec![], "1001", 200, EventType::RefundIssued),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn events_make_profiles_merges_and_orders() {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let events = one_buyer();
     identity::seed::store_events(&env.db, &events)
         .await
         .unwrap();
@@ -380,24 +380,9 @@ async fn an_alias_joins_anonymous_browsing_to_the_user() {
 /// once (a redelivery racing the first delivery) store and count each event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
-    let email = id(IdentifierKind::Email, "asha@mail.in");
-    let phone = id(IdentifierKind::Phone, "+919812345678");
-    let cookie = id(IdentifierKind::CookieId, "ck-1");
-    let mut events = vec![
-        event(1, vec![cookie.clone()]),
-        order_event(
-            2,
-            vec![email.clone(), cookie.clone()],
-            "1001",
-            500,
-            EventType::OrderPlaced,
-        ),
-        event(3, vec![phone.clone()]),
-        order_event(4, vec![phone, email], "1002", 300, EventType::OrderPlaced),
-        order_event(5, vec![], "1001", 200, EventType::RefundIssued),
-        // No identifier at all: no lock orders the two resolvers on it.
-        event(6, vec![]),
-    ];
+    let mut events = one_buyer();
+    // No identifier at all: no lock orders the two resolvers on it.
+    events.push(event(6, vec![]));
     events[0]
         .properties
         .insert("path".into(), serde_json::json!("/kurtas"));
