@@ -418,10 +418,10 @@ impl Resolver {
             // the write (which moves the rows of merged-away profiles; these carry their
             // final profile already): one insert of the wide row instead of an insert by
             // the normalizer and an update here that can never be HOT.
-            let (attached, assigned): (Vec<(Uuid, ProfileId)>, Vec<(Uuid, ProfileId)>) =
-                std::mem::take(&mut delta.assignment)
-                    .into_iter()
-                    .partition(|(e, _)| fresh.contains_key(e));
+            let assignment = std::mem::take(&mut delta.assignment);
+            let (attached, assigned): (Vec<_>, Vec<_>) = assignment
+                .into_iter()
+                .partition(|(e, _)| fresh.contains_key(e));
             delta.assignment = assigned;
             let written = write(&mut tx, &delta, self.debounce).await?;
             let rows: Vec<(&NormalizedEvent, Uuid)> = attached
