@@ -31,8 +31,17 @@ export RUST_LOG="${RUST_LOG:-error}"
 # One load generator on one integration: the abuse limits would measure themselves.
 export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
 
-# BENCH_NO_BUILD=1 reuses the release binaries already built.
+# BENCH_NO_BUILD=1 reuses the binaries already built. BENCH_PROFILE=debug runs the dev
+# build instead of the release one: slower, but its statement, row, block and WAL
+# counts per event (bench/pipeline/pgstat.sh) are the release build's, and it builds in
+# minutes where a release build of the fleet takes half an hour on a busy machine.
+profile="${BENCH_PROFILE:-release}"
+case "$profile" in
+    release) flag=(--release) ;;
+    debug) flag=() ;;
+    *) echo "BENCH_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    cargo build --release -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
+    cargo build "${flag[@]}" -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
 fi
-target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"
+"target/$profile/bench-pipeline" --ingest-url "http://$INGEST_BIND" "$@"

@@ -148,7 +148,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
         let sent = post_people(&target, next_person, people, Some(cli.steady_rate), 4).await?;
         next_person += people as u64;
         all_posted += sent;
-        drain(db, load_started, cli.timeout).await?;
+        drain(db, settings, load_started, cli.timeout).await?;
         let f = freshness(db, started).await?;
         println!(
             "steady {} events/s for {}s ({sent} events, {} profiles before): freshness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | load {}",
@@ -169,7 +169,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     let stages = StageWatch::start(settings).await?;
     let posted = post_people(&target, next_person, cli.people, None, cli.connections).await?;
     let posting = clock.elapsed();
-    drain(db, load_started, cli.timeout).await?;
+    drain(db, settings, load_started, cli.timeout).await?;
     let elapsed = clock.elapsed();
     let timeline = stages.stop().await?;
     let after = fleet.cpu();
@@ -565,16 +565,37 @@ async fn post_people(
 }
 
 /// Waits until every raw event stored since `since` is normalised and every normalised
-/// event is attached to a profile. Each poll is cheap whatever the database's size (the
-/// unresolved events have an index of their own; the counts read index ranges of this
-/// run only), so the waiting does not compete with the pipeline it waits for.
-async fn drain(db: &PgPool, since: DateTime<Utc>, timeout: u64) -> anyhow::Result<()> {
+/// event is attached to a profile. Each poll is cheap whatever the database's size: it
+/// asks Redis how many entries wait for each stage (`XINFO GROUPS`, acknowledged after
+/// commit) and Postgres for stored rows not yet attached (the unresolved events have an
+/// index of their own); only when both are zero does it count this run's raw events
+/// against its attached events (index ranges of this run, but tens of milliseconds
+/// under load: the merger stores each event's row attached, so "no unresolved row" alone
+/// no longer says the merger is done). So the waiting does not compete with the
+/// pipeline it waits for.
+async fn drain(
+    db: &PgPool,
+    settings: &Settings,
+    since: DateTime<Utc>,
+    timeout: u64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let mut conn = redis::Client::open(settings.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
     loop {
-        let open: i64 =
+        let mut waiting = 0;
+        for (group, topic) in STAGES {
+            let key = topic.key(&settings.stream_prefix);
+            waiting += group_progress(&mut conn, &key, group).await?.1;
+        }
+        let open: i64 = if waiting == 0 {
             sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
                 .fetch_one(db)
-                .await?;
+                .await?
+        } else {
+            -1
+        };
         let (raw, normalized) = if open == 0 {
             // The load's events occur at most a second before they are posted; the
             // existing profiles' events a year before.
@@ -594,7 +615,7 @@ async fn drain(db: &PgPool, since: DateTime<Utc>, timeout: u64) -> anyhow::Resul
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(timeout),
-            "not drained after {timeout} s: {open} unresolved"
+            "not drained after {timeout} s: {waiting} stream entries waiting, {open} unresolved"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

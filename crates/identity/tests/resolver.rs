@@ -93,33 +93,33 @@ async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
     }))
 }
 
-#[tokio::test]
-async fn events_make_profiles_merges_and_orders() {
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+/// One buyer seen by cookie, e-mail and phone: two orders (500 and 300), a refund of
+/// 200 carrying no customer identifier (it still finds the order's profile); the phone
+/// profile merges into the cookie's.
+fn one_buyer() -> Vec<NormalizedEvent> {
     let email = id(IdentifierKind::Email, "asha@mail.in");
     let phone = id(IdentifierKind::Phone, "+919812345678");
     let cookie = id(IdentifierKind::CookieId, "ck-1");
-    let events = vec![
+    vec![
         event(1, vec![cookie.clone()]),
         order_event(
             2,
-            vec![email.clone(), cookie.clone()],
+            vec![email.clone(), cookie],
             "1001",
             500,
             EventType::OrderPlaced,
         ),
         event(3, vec![phone.clone()]),
-        order_event(
-            4,
-            vec![phone.clone(), email.clone()],
-            "1002",
-            300,
-            EventType::OrderPlaced,
-        ),
-        // A refund carrying no customer identifier still finds the order's profile.
+        order_event(4, vec![phone, email], "1002", 300, EventType::OrderPlaced),
         order_event(5, vec![], "1001", 200, EventType::RefundIssued),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn events_make_profiles_merges_and_orders() {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let events = one_buyer();
     identity::seed::store_events(&env.db, &events)
         .await
         .unwrap();
@@ -542,4 +542,76 @@ async fn an_alias_joins_anonymous_browsing_to_the_user() {
         assert_eq!(rebuilt.events, 3);
         assert_eq!(partition(&env).await, parts, "a rebuild agrees");
     }
+}
+
+/// Events published without a row (the normalizer's path) are stored by the resolver,
+/// attached, with the columns a seed stores; two resolvers handed the same events at
+/// once (a redelivery racing the first delivery) store and count each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
+    let mut events = one_buyer();
+    // No identifier at all: no lock orders the two resolvers on it.
+    events.push(event(6, vec![]));
+    events[0]
+        .properties
+        .insert("path".into(), serde_json::json!("/kurtas"));
+
+    let seeded = TestEnv::new().await;
+    identity::seed::store_events(&seeded.db, &events)
+        .await
+        .unwrap();
+    let report = Resolver::new(seeded.db.clone(), seeded.redis.clone(), &seeded.settings)
+        .resolve(&events)
+        .await
+        .unwrap();
+    assert_eq!(report.stored, 0, "a seed stored the rows: they are updated");
+
+    let env = TestEnv::new().await;
+    // What the normalizer publishes (a refund carries its order's stored status).
+    let published = identity::seed::store_effects(&env.db, &events)
+        .await
+        .unwrap();
+    let rows = |db: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT concat_ws(' | ', event_id, occurred_at, received_at, source, integration_id, channel, \
+                    type, name, identifiers::text, traits::text, properties::text, order_data::text, \
+                    profile_id, resolved_at IS NOT NULL) \
+             FROM normalized_event ORDER BY event_id",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    assert!(
+        rows(env.db.clone()).await.is_empty(),
+        "no row before the merger"
+    );
+    for _ in 0..3 {
+        let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        let (ra, rb) = tokio::join!(a.resolve(&published), b.resolve(&published));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert!(ra.stored + rb.stored <= events.len(), "{ra:?} {rb:?}");
+    }
+    assert_eq!(
+        rows(env.db.clone()).await,
+        rows(seeded.db.clone()).await,
+        "stored attached = stored first, attached after"
+    );
+    let (counted, orders, spent): (i64, i64, Decimal) = sqlx::query_as(
+        "SELECT sum((state->>'events_count')::bigint)::bigint, sum(orders_count)::bigint, sum(total_spent) \
+         FROM customer_profile WHERE merged_into IS NULL",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(counted, events.len() as i64, "each event counted once");
+    assert_eq!((orders, spent), (2, Decimal::new(600, 0)));
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT seen_count FROM profile_identifier WHERE kind = 'cookie_id' AND value = 'ck-1'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(seen, 2, "each sighting counted once");
 }

@@ -1,8 +1,11 @@
 //! The one writer of normalised events and what they change: `normalized_event`,
 //! `orders` with `order_items` and `order_refunds`, and `products`. The normalizer
-//! writes every batch through it, and so does every seed of normalised events
-//! (`identity::seed` behind `ctl identity eval`, the benchmarks and the tests), so the
-//! tables hold the same rows whichever path wrote them.
+//! writes every batch's orders and products through it
+//! ([`write_batch_leaving_events`]) and the identity merger the event rows, already
+//! attached to their profiles ([`insert_attached`]); every seed of normalised events
+//! (`identity::seed` behind `ctl identity eval`, the benchmarks and the tests) writes
+//! both at once ([`write_batch`], rows unattached), so the tables hold the same rows
+//! whichever path wrote them.
 //!
 //! Every write is idempotent, because a stream entry may be delivered twice:
 //! - `normalized_event` is keyed by the raw event id (`ON CONFLICT DO NOTHING`);
@@ -108,6 +111,23 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
     Ok(new)
 }
 
+/// Writes what a batch changes in `orders`, `order_items`, `order_refunds` and
+/// `products`, in one transaction, but not the events' own rows: the normalizer's
+/// path. The identity merger stores each `normalized_event` row from the published
+/// event, already attached to its profile ([`insert_attached`]), so the wide row is
+/// written once instead of inserted here and rewritten by the merger (an update that
+/// can never be HOT: `profile_id` is indexed). Until the merger has stored it, an event
+/// lives in `customer_raw_event` and on the stream (`ctl republish` re-drives raw
+/// events that have no attached row).
+pub async fn write_batch_leaving_events(
+    db: &PgPool,
+    batch: &mut [EventWrite],
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    write_effects(&mut tx, batch).await?;
+    tx.commit().await
+}
+
 /// Writes a batch on `conn` (the caller owns the transaction) and returns how many of
 /// its events were new. A refund event's order status becomes the stored order's
 /// (a refund webhook does not say what the order's status became).
@@ -115,6 +135,15 @@ pub async fn write(
     conn: &mut PgConnection,
     batch: &mut [EventWrite],
 ) -> Result<usize, sqlx::Error> {
+    write_effects(conn, batch).await?;
+    insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+}
+
+/// Writes a batch's orders and products (everything but the events' rows).
+async fn write_effects(
+    conn: &mut PgConnection,
+    batch: &mut [EventWrite],
+) -> Result<(), sqlx::Error> {
     // Plan each statement for this batch's values, including the foreign-key checks of
     // `order_items` (one per line). Those checks are planned once per connection and
     // kept: planned while `orders` was still small (a fresh database, a new brand), the
@@ -129,8 +158,7 @@ pub async fn write(
         .iter()
         .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at)))
         .collect();
-    upsert_products(conn, &sightings).await?;
-    insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+    upsert_products(conn, &sightings).await
 }
 
 /// Attributes each written event, and the order whose full state it wrote, to the
@@ -575,11 +603,44 @@ async fn insert_events<'a>(
     conn: &mut PgConnection,
     events: impl Iterator<Item = &'a NormalizedEvent>,
 ) -> Result<usize, sqlx::Error> {
-    let mut events: Vec<&NormalizedEvent> = events.collect();
+    let events: Vec<(&NormalizedEvent, Option<Uuid>)> = events.map(|e| (e, None)).collect();
+    insert_rows(conn, events).await
+}
+
+/// Stores events that no writer stored yet (see [`write_batch_leaving_events`]), each
+/// attached to the profile given with it and resolved now, in the caller's
+/// transaction. Returns how many rows it inserted: an event whose row exists already
+/// (another merger replica stored it first) is left as it is and not counted, so a
+/// caller that gets fewer than it gave knows it raced and must roll back.
+pub async fn insert_attached(
+    conn: &mut PgConnection,
+    events: &[(&NormalizedEvent, Uuid)],
+) -> Result<usize, sqlx::Error> {
+    insert_rows(conn, events.iter().map(|(e, p)| (*e, Some(*p))).collect()).await
+}
+
+/// Stores events that no writer stored yet without a profile, in the caller's
+/// transaction (for the merger's paths that attach or drop an event by its stored
+/// row: region replays and erased identifiers). Returns how many rows it inserted.
+pub async fn insert_unattached(
+    conn: &mut PgConnection,
+    events: &[&NormalizedEvent],
+) -> Result<usize, sqlx::Error> {
+    insert_rows(conn, events.iter().map(|e| (*e, None)).collect()).await
+}
+
+/// The one `INSERT` of `normalized_event`: rows in event-id order (so concurrent
+/// writers take the key locks in one order), a profile making the row resolved now.
+async fn insert_rows(
+    conn: &mut PgConnection,
+    mut events: Vec<(&NormalizedEvent, Option<Uuid>)>,
+) -> Result<usize, sqlx::Error> {
     if events.is_empty() {
         return Ok(0);
     }
-    events.sort_by_key(|e| e.event_id);
+    events.sort_by_key(|(e, _)| e.event_id);
+    let profiles: Vec<Option<Uuid>> = events.iter().map(|(_, p)| *p).collect();
+    let events: Vec<&NormalizedEvent> = events.into_iter().map(|(e, _)| e).collect();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
     let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
@@ -598,10 +659,13 @@ async fn insert_events<'a>(
         events.iter().map(|e| e.order.as_ref().map(Json)).collect();
     let new: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, integration_id, \
-                                       channel, type, name, identifiers, traits, properties, order_data) \
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
-                              $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
-                              $11::jsonb[], $12::jsonb[]) \
+                                       channel, type, name, identifiers, traits, properties, order_data, \
+                                       profile_id, resolved_at) \
+         SELECT u.*, CASE WHEN u.p IS NOT NULL THEN now() END \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
+                     $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
+                     $11::jsonb[], $12::jsonb[], $13::uuid[]) \
+              AS u(e, o, r, s, i, c, t, n, ids, tr, pr, od, p) \
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
@@ -616,6 +680,7 @@ async fn insert_events<'a>(
     .bind(&traits)
     .bind(&properties)
     .bind(&orders)
+    .bind(&profiles)
     .fetch_all(&mut *conn)
     .await?;
     Ok(new.len())

@@ -1,6 +1,6 @@
 //! A send's lifecycle from Twilio's signed status callbacks, through the real ingest
-//! (signature check against the Twilio integration's auth token) and normalizer, to the
-//! send row: queued → sent → delivered → read, and failed with Twilio's error code.
+//! (signature check against the Twilio integration's auth token), normalizer and identity
+//! merger, to the send row: queued → sent → delivered → read, and failed with Twilio's error code.
 
 mod common;
 
@@ -38,6 +38,8 @@ async fn status_callbacks_move_sends_to_read_or_failed_with_the_error_code() {
         .unwrap();
     tokio::spawn(ingest::run(env.context(), listener));
     env.spawn(normalizer::run).await;
+    // The merger stores the callbacks' event rows (attached), which the sends read.
+    env.spawn(identity_merger::run).await;
 
     let mut template = on_checkout("Template");
     template["trigger"]["event"]["name"] = json!("Checkout Started");

@@ -56,18 +56,12 @@ impl Handler for EventHandler {
                     .increment(report.resolved as u64);
                 metrics::counter!("identity_events_redelivered_total")
                     .increment(report.already_resolved as u64);
-                metrics::counter!("identity_events_missing_total").increment(report.missing as u64);
+                metrics::counter!("identity_events_stored_total").increment(report.stored as u64);
                 metrics::counter!("identity_events_suppressed_total")
                     .increment(report.suppressed as u64);
                 metrics::counter!("identity_merges_total").increment(report.merges as u64);
                 metrics::counter!("identity_review_items_total").increment(report.reviews as u64);
                 metrics::counter!("identity_replays_total").increment(report.replays as u64);
-                if report.missing > 0 {
-                    tracing::warn!(
-                        missing = report.missing,
-                        "events without a stored row were skipped"
-                    );
-                }
                 batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {

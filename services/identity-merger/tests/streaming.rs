@@ -23,9 +23,12 @@ fn scenario() -> IdentityScenario {
     generate(&IdentityConfig::with_customers(250))
 }
 
-/// Stores the events as the normalizer does and publishes them, in time order.
+/// Stores what the normalizer stores (orders and products; the merger stores each
+/// event's row, attached) and publishes the events, in time order.
 async fn feed(env: &TestEnv, events: &[NormalizedEvent]) {
-    identity::seed::store_events(&env.db, events).await.unwrap();
+    let events = &identity::seed::store_effects(&env.db, events)
+        .await
+        .unwrap();
     let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000_000);
     for chunk in events.chunks(2_000) {
         let envs: Vec<Envelope<&NormalizedEvent>> = chunk
@@ -39,14 +42,12 @@ async fn feed(env: &TestEnv, events: &[NormalizedEvent]) {
     }
 }
 
+/// Waits until `total` events are stored and resolved (whether the normalizer's path
+/// left their rows to the merger or a seed stored them unresolved).
 async fn wait_resolved(env: &TestEnv, total: usize, secs: u64) {
     test_support::eventually(secs, "every event resolved", || async {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
-                .fetch_one(&env.db)
-                .await
-                .unwrap();
-        (left == 0).then_some(())
+        let done = resolved(env).await;
+        (done == total as i64).then_some(())
     })
     .await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM normalized_event")
@@ -54,6 +55,14 @@ async fn wait_resolved(env: &TestEnv, total: usize, secs: u64) {
         .await
         .unwrap();
     assert_eq!(n as usize, total);
+}
+
+/// Events stored and resolved.
+async fn resolved(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NOT NULL")
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
 }
 
 async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
@@ -161,23 +170,16 @@ async fn a_merger_killed_mid_stream_loses_and_doubles_nothing() {
     let mut first = Process::spawn(binary, &[], &env.process_vars());
     // Kill it hard once it is well into the stream.
     test_support::eventually(300, "the first replica to resolve some events", || async {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM normalized_event WHERE resolved_at IS NOT NULL",
-        )
-        .fetch_one(&env.db)
-        .await
-        .unwrap();
+        let done = resolved(&env).await;
         (done > (s.events.len() / 4) as i64).then_some(())
     })
     .await;
     first.signal(Signal::SIGKILL);
     first.wait_exit(30).await;
-    let left: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL")
-            .fetch_one(&env.db)
-            .await
-            .unwrap();
-    assert!(left > 0, "killed before the end");
+    assert!(
+        (resolved(&env).await as usize) < s.events.len(),
+        "killed before the end"
+    );
     // A new replica takes over the dead one's pending entries and the rest.
     let _second = Process::spawn(binary, &[], &env.process_vars());
     wait_resolved(&env, s.events.len(), 600).await;
@@ -236,6 +238,19 @@ async fn outcome(env: &TestEnv) -> Vec<String> {
     .await
     .unwrap();
     profiles.into_iter().chain(identifiers).collect()
+}
+
+/// Every stored event row, all columns but `resolved_at` (a time of day), in id order.
+async fn event_rows(env: &TestEnv) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT concat_ws(' | ', event_id, occurred_at, received_at, source, integration_id, channel, type, \
+                name, identifiers::text, traits::text, properties::text, order_data::text, profile_id, \
+                resolved_at IS NOT NULL) \
+         FROM normalized_event ORDER BY event_id",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
 }
 
 /// Every tombstone points directly at a live profile: the one holding the event that
@@ -336,12 +351,23 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
 
     let sorted = TestEnv::with_settings([("IDENTITY_MERGER_BATCH_SIZE", "1000".to_owned())]).await;
     let shuffled = TestEnv::with_settings([("IDENTITY_MERGER_BATCH_SIZE", "37".to_owned())]).await;
+    // The sorted run's event rows are stored first, unresolved (a seed's path: the
+    // merger updates them); the shuffled run's are left to the merger, which stores
+    // them attached (the normalizer's path). Both end with the same rows.
     identity::seed::store_events(&sorted.db, &s.events)
         .await
         .unwrap();
-    identity::seed::store_events(&shuffled.db, &s.events)
-        .await
-        .unwrap();
+    let published: std::collections::HashMap<Uuid, NormalizedEvent> =
+        identity::seed::store_effects(&shuffled.db, &s.events)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event_id, e))
+            .collect();
+    let shuffled_events: Vec<NormalizedEvent> = shuffled_events
+        .iter()
+        .map(|e| published[&e.event_id].clone())
+        .collect();
     publish(&sorted, &sorted_events).await;
     publish(&shuffled, &shuffled_events).await;
     replicas(&sorted, 1).await;
@@ -355,6 +381,11 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
     for (e, g) in expected.iter().zip(&got) {
         assert_eq!(e, g, "shuffled 3 replicas = sorted 1 replica");
     }
+    assert_eq!(
+        event_rows(&sorted).await,
+        event_rows(&shuffled).await,
+        "the rows the merger stored = the rows stored first and attached after"
+    );
     assert_eq!(partition(&sorted).await, canonical(&sorted, &s).partition());
     assert_totals_exact(&sorted, &s).await;
     assert_totals_exact(&shuffled, &s).await;

@@ -1,5 +1,6 @@
-//! The `events.raw` consumer: maps each raw event, writes the batch, then publishes the
-//! normalised events on `events.normalized`.
+//! The `events.raw` consumer: maps each raw event, writes the batch's orders and
+//! products, then publishes the normalised events on `events.normalized` (the identity
+//! merger stores each event's row, attached).
 //!
 //! - An event that cannot be mapped (unknown kind, payload missing what the mapping
 //!   needs) is permanent: it goes to the dead-letter stream with the reason.
@@ -65,7 +66,7 @@ impl Handler for RawEventHandler {
 
         let (mut writes, mut dropped): (Vec<EventWrite>, Vec<Vec<Dropped>>) =
             mapped.into_iter().unzip();
-        if let Err(e) = normalized::write_batch(&self.db, &mut writes).await {
+        if let Err(e) = normalized::write_batch_leaving_events(&self.db, &mut writes).await {
             if storage::fault::classify(&e) == Fault::Transient {
                 // An outage fails every event alike: no point in trying them one by one.
                 tracing::warn!(error = %e, events = writes.len(), "batch write failed: database outage");
@@ -80,7 +81,7 @@ impl Handler for RawEventHandler {
             let mut written_positions = Vec::new();
             for ((w, d), pos) in writes.into_iter().zip(dropped).zip(positions) {
                 let mut one = [w];
-                match normalized::write_batch(&self.db, &mut one).await {
+                match normalized::write_batch_leaving_events(&self.db, &mut one).await {
                     Ok(_) => {
                         let [w] = one;
                         written.push(w);

@@ -1,8 +1,9 @@
 //! The normalizer service: consumes `events.raw` (consumer group `normalizer`), maps
 //! every source and kind to the normalised event (see `ingestion::normalize`), writes
-//! `normalized_event`, `orders`, `order_items`, `order_refunds` and `products` through
-//! their one writer (`storage::normalized`), and
-//! publishes each event on `events.normalized` (envelope id = raw event id). Raw events
+//! `orders`, `order_items`, `order_refunds` and `products` through their one writer
+//! (`storage::normalized`), and publishes each event on `events.normalized` (envelope
+//! id = raw event id). The event's own `normalized_event` row is stored by the identity
+//! merger, already attached to its profile, so the wide row is written once. Raw events
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.

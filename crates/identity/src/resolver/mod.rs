@@ -41,6 +41,7 @@ use domain::{Identifier, NormalizedEvent};
 use redis::aio::ConnectionManager;
 use sqlx::{PgConnection, PgPool, Row};
 use storage::customer360::Customer360Cache;
+use storage::normalized;
 use uuid::Uuid;
 
 use crate::delta::Step;
@@ -76,8 +77,9 @@ pub struct ResolveReport {
     pub resolved: usize,
     /// Events already resolved (redeliveries).
     pub already_resolved: usize,
-    /// Events with no stored row (not written by the normalizer, or erased).
-    pub missing: usize,
+    /// Events the resolver stored itself (the normalizer publishes events without a
+    /// row; the resolver writes it already attached, see [`Resolver::resolve`]).
+    pub stored: usize,
     /// Events dropped because they carry an erased identifier.
     pub suppressed: usize,
     /// Merges performed.
@@ -98,7 +100,7 @@ impl ResolveReport {
     fn absorb(&mut self, other: ResolveReport) {
         self.resolved += other.resolved;
         self.already_resolved += other.already_resolved;
-        self.missing += other.missing;
+        self.stored += other.stored;
         self.suppressed += other.suppressed;
         self.merges += other.merges;
         self.reviews += other.reviews;
@@ -123,9 +125,11 @@ pub struct Resolver {
 
 /// Where each event of a batch stands before resolution.
 enum Status {
+    /// Stored by a seed (`identity::seed`, tests), not yet attached: its row is updated.
     Pending,
     Resolved(Option<ProfileId>),
-    Missing,
+    /// Published by the normalizer without a row: the resolver stores it, attached.
+    New,
 }
 
 impl Resolver {
@@ -215,14 +219,17 @@ impl Resolver {
             let statuses = statuses(&mut tx, pending).await?;
 
             let mut candidates: Vec<(usize, Observation, Vec<Identifier>)> = Vec::new();
+            let mut fresh: HashMap<Uuid, &NormalizedEvent> = HashMap::new();
             for (i, ev) in pending.iter().enumerate() {
                 match &statuses[i] {
-                    Status::Missing => report.missing += 1,
                     Status::Resolved(p) => {
                         report.already_resolved += 1;
                         report.changed.extend(*p);
                     }
-                    Status::Pending => {
+                    Status::Pending | Status::New => {
+                        if matches!(statuses[i], Status::New) {
+                            fresh.insert(ev.event_id, *ev);
+                        }
                         let obs = Observation::of(ev);
                         let usable = self.engine.policy.usable(&obs.identifiers);
                         candidates.push((i, obs, usable));
@@ -254,6 +261,17 @@ impl Resolver {
             if !suppressed.is_empty() {
                 report.suppressed += suppressed.len();
                 candidates.retain(|(i, _, _)| !suppressed.contains(&pending[*i].event_id));
+                // An unstored event is stored first, so the one drop removes it with its
+                // raw event and its unowned order, as for a stored one (erasures are rare).
+                let unstored: Vec<&NormalizedEvent> = suppressed
+                    .iter()
+                    .filter_map(|id| fresh.remove(id))
+                    .collect();
+                if normalized::insert_unattached(&mut tx, &unstored).await? < unstored.len() {
+                    // Another replica stored one meanwhile: start again and see it.
+                    tx.rollback().await?;
+                    continue;
+                }
                 drop_events(&mut tx, &suppressed.iter().copied().collect::<Vec<_>>()).await?;
             }
             if candidates.is_empty() {
@@ -396,14 +414,50 @@ impl Resolver {
                 delta.record(pending[*i], usable, &outcome, &graph);
             }
             let resolved = delta.events();
-            let delta = delta.finish(&graph, &partners, &self.actor);
+            let mut delta = delta.finish(&graph, &partners, &self.actor);
+            // Events published without a row are stored here, already attached, after
+            // the write (which moves the rows of merged-away profiles; these carry their
+            // final profile already): one insert of the wide row instead of an insert by
+            // the normalizer and an update here that can never be HOT.
+            let assignment = std::mem::take(&mut delta.assignment);
+            let (attached, assigned): (Vec<_>, Vec<_>) = assignment
+                .into_iter()
+                .partition(|(e, _)| fresh.contains_key(e));
+            delta.assignment = assigned;
             let written = write(&mut tx, &delta, self.debounce).await?;
+            let rows: Vec<(&NormalizedEvent, Uuid)> = attached
+                .iter()
+                .filter_map(|(e, p)| Some((*fresh.get(e)?, *p)))
+                .collect();
+            let stored = normalized::insert_attached(&mut tx, &rows).await?;
+            if stored < rows.len() {
+                // Another replica stored one of them first (the same entry delivered to
+                // both, and an event that takes no identifier lock): its commit stands,
+                // this step starts again and finds the event resolved.
+                tx.rollback().await?;
+                continue;
+            }
+            report.stored += stored;
             report.resolved += resolved;
             report.merges += delta.merges.len();
             report.reviews += written.reviews;
             report.removed.extend(delta.removed());
             report.changed.extend(delta.changed());
             if !late.is_empty() {
+                // A region replay attaches events by their stored rows: the late events
+                // published without one are stored first (unattached; the replay's
+                // write attaches them).
+                let unstored: Vec<&NormalizedEvent> = late
+                    .iter()
+                    .filter(|e| fresh.contains_key(&e.event_id))
+                    .copied()
+                    .collect();
+                let stored = normalized::insert_unattached(&mut tx, &unstored).await?;
+                if stored < unstored.len() {
+                    tx.rollback().await?;
+                    continue;
+                }
+                report.stored += stored;
                 let seed: Vec<Identifier> = tainted_ids.iter().cloned().collect();
                 let Some(region) = self
                     .lock_region(&mut tx, &seed, &newly_suspect, &mut keys)
@@ -499,7 +553,7 @@ async fn statuses(
     Ok(pending
         .iter()
         .map(|e| match found.get(&e.event_id) {
-            None => Status::Missing,
+            None => Status::New,
             Some((p, true)) => Status::Resolved(*p),
             Some((_, false)) => Status::Pending,
         })

@@ -37,9 +37,11 @@ pub struct Snapshot {
     pub unpublished: i64,
     /// Normalised events stored.
     pub normalized: i64,
-    /// Raw events without a normalised event yet.
+    /// Raw events without a stored normalised event yet (the merger stores it when it
+    /// attaches the event).
     pub missing: i64,
-    /// Normalised events not yet attached to a profile by the merger.
+    /// Stored normalised events not yet attached to a profile by the merger (rows
+    /// stored by seeds; the fleet's rows are stored attached).
     pub unresolved: i64,
     /// Statistics of the event topics.
     pub topics: Vec<TopicStats>,
@@ -65,9 +67,10 @@ impl Snapshot {
 
     /// Whether everything stored has gone all the way through (or to a dead letter).
     pub fn drained(&self) -> bool {
+        // A dead letter of either stage leaves its raw event without a stored row.
         self.unpublished == 0
-            && self.missing <= self.dlq(Topic::EventsRaw)
-            && self.unresolved <= self.dlq(Topic::EventsNormalized)
+            && self.missing + self.unresolved
+                <= self.dlq(Topic::EventsRaw) + self.dlq(Topic::EventsNormalized)
             && self.in_flight() == 0
     }
 
