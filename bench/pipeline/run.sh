@@ -8,10 +8,10 @@
 #   e.g. bench/pipeline/run.sh --profiles 1000
 #        bench/pipeline/run.sh --profiles 1000000 --steady-rate 0
 #
-# Builds the services and the load generator in release mode and uses a throw-away
-# database (constintel_bench_pipeline, BENCH_DATABASE_URL) and stream prefix
-# (bench-pipeline:, BENCH_STREAM_PREFIX), dropped and recreated at the start of each run:
-# two runs at once on one machine need their own of each. Ingest listens on
+# Builds the services and the load generator in release mode (BENCH_PROFILE=dev: debug)
+# and uses a throw-away database (constintel_bench_pipeline, BENCH_DATABASE_URL) and
+# stream prefix (bench-pipeline:, BENCH_STREAM_PREFIX), dropped and recreated at the
+# start of each run: two runs at once on one machine need their own of each. Ingest listens on
 # 127.0.0.1:18491 (BENCH_INGEST_PORT). Not part of `just test`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,8 +31,16 @@ export RUST_LOG="${RUST_LOG:-error}"
 # One load generator on one integration: the abuse limits would measure themselves.
 export INGEST_RATE_PER_INTEGRATION=0 INGEST_RATE_PER_CLIENT=0
 
-# BENCH_NO_BUILD=1 reuses the release binaries already built.
+# BENCH_NO_BUILD=1 reuses the binaries already built. BENCH_PROFILE=dev runs the debug
+# build instead (counts such as pgstat.sh's per-1,000-event figures hardly depend on it;
+# rates do).
+profile="${BENCH_PROFILE:-release}"
+case "$profile" in
+    release) dir=release ;;
+    dev) dir=debug ;;
+    *) echo "BENCH_PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
+esac
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    cargo build --release -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
+    cargo build --profile "$profile" -q -p ingest -p normalizer -p identity-merger -p ml-inference -p bench-pipeline
 fi
-target/release/bench-pipeline --ingest-url "http://$INGEST_BIND" "$@"
+"target/$dir/bench-pipeline" --ingest-url "http://$INGEST_BIND" "$@"
