@@ -374,3 +374,48 @@ async fn an_alias_joins_anonymous_browsing_to_the_user() {
         assert_eq!(partition(&env).await, parts, "a rebuild agrees");
     }
 }
+
+/// Identifier-index rows whose suspect flag disagrees with what the merger learned of
+/// the identifier (suspect or shared), and rows flagged.
+async fn flags(env: &TestEnv) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE pi.suspect <> (ii.suspect OR ii.shared)), \
+                count(*) FILTER (WHERE pi.suspect) \
+         FROM profile_identifier pi JOIN identity_identifier ii USING (kind, value)",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_shared_device_is_flagged_in_the_identifier_index() {
+    use IdentifierKind::*;
+    // Two people on one device: the cookie links different e-mails, so it turns shared
+    // and the profile holding it keeps it flagged. Arriving late, the first event
+    // replays the region, which rewrites the flags too.
+    let device = id(CookieId, "family-tablet");
+    let events = vec![
+        event(1, vec![device.clone(), id(Email, "asha@mail.in")]),
+        event(2, vec![device.clone(), id(Email, "ravi@mail.in")]),
+        event(3, vec![device.clone()]),
+    ];
+    for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
+        let env = TestEnv::new().await;
+        let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        identity::seed::store_events(&env.db, &events)
+            .await
+            .unwrap();
+        for i in arrival {
+            resolver
+                .resolve(std::slice::from_ref(&events[i]))
+                .await
+                .unwrap();
+        }
+        let (wrong, flagged) = flags(&env).await;
+        assert_eq!(wrong, 0, "every index row's flag is its identifier's");
+        assert_eq!(flagged, 1, "the device is flagged where it is held");
+        resolver.rebuild().await.unwrap();
+        assert_eq!(flags(&env).await, (0, 1), "a rebuild flags the same row");
+    }
+}
