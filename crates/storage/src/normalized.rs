@@ -130,7 +130,14 @@ pub async fn write(
         .flat_map(|w| w.products.iter().map(|p| (p, w.occurred_at)))
         .collect();
     upsert_products(conn, &sightings).await?;
-    insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+    insert_events(
+        conn,
+        batch
+            .iter()
+            .filter_map(|w| w.event.as_ref())
+            .map(|e| (e, None)),
+    )
+    .await
 }
 
 /// Attributes each written event, and the order whose full state it wrote, to the
@@ -570,16 +577,31 @@ async fn upsert_products(
     Ok(())
 }
 
-/// Inserts the events (new ones only) and returns how many were new.
+/// Inserts events already attached to their profiles (`None`: not attached), each row
+/// written once with its `profile_id` and `resolved_at` (now) instead of inserted and
+/// then updated by the identity merger: for a bulk seed that resolves events in the
+/// same transaction (`identity::resolver::Resolver::seed_disjoint`). Events already
+/// stored are left alone. Returns how many were new.
+pub async fn insert_attached<'a>(
+    conn: &mut PgConnection,
+    events: impl Iterator<Item = (&'a NormalizedEvent, Option<Uuid>)>,
+) -> Result<usize, sqlx::Error> {
+    insert_events(conn, events).await
+}
+
+/// Inserts the events (new ones only), attached to the profile given with each (the
+/// normalizer: none), and returns how many were new.
 async fn insert_events<'a>(
     conn: &mut PgConnection,
-    events: impl Iterator<Item = &'a NormalizedEvent>,
+    events: impl Iterator<Item = (&'a NormalizedEvent, Option<Uuid>)>,
 ) -> Result<usize, sqlx::Error> {
-    let mut events: Vec<&NormalizedEvent> = events.collect();
-    if events.is_empty() {
+    let mut rows: Vec<(&NormalizedEvent, Option<Uuid>)> = events.collect();
+    if rows.is_empty() {
         return Ok(0);
     }
-    events.sort_by_key(|e| e.event_id);
+    rows.sort_by_key(|(e, _)| e.event_id);
+    let profiles: Vec<Option<Uuid>> = rows.iter().map(|(_, p)| *p).collect();
+    let events: Vec<&NormalizedEvent> = rows.into_iter().map(|(e, _)| e).collect();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
     let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
@@ -598,10 +620,13 @@ async fn insert_events<'a>(
         events.iter().map(|e| e.order.as_ref().map(Json)).collect();
     let new: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, integration_id, \
-                                       channel, type, name, identifiers, traits, properties, order_data) \
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
-                              $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
-                              $11::jsonb[], $12::jsonb[]) \
+                                       channel, type, name, identifiers, traits, properties, order_data, \
+                                       profile_id, resolved_at) \
+         SELECT e, o, r, s, i, c, t, n, ids, tr, pr, od, p, CASE WHEN p IS NOT NULL THEN now() END \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
+                     $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
+                     $11::jsonb[], $12::jsonb[], $13::uuid[]) \
+              AS u(e, o, r, s, i, c, t, n, ids, tr, pr, od, p) \
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
     )
     .bind(&ids)
@@ -616,6 +641,7 @@ async fn insert_events<'a>(
     .bind(&traits)
     .bind(&properties)
     .bind(&orders)
+    .bind(&profiles)
     .fetch_all(&mut *conn)
     .await?;
     Ok(new.len())

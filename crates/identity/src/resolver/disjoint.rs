@@ -17,7 +17,8 @@
 //! - [`Resolver::resolve_disjoint`] resolves events the normalizer's writer already
 //!   stored (each event row is then written twice: stored, then attributed).
 //! - [`Resolver::seed_disjoint`] stores and resolves new events in the same transaction,
-//!   each event row inserted once with its profile. As a superuser it also skips the
+//!   each event row inserted once with its profile (by the normalizer's writer,
+//!   `storage::normalized::insert_attached`). As a superuser it also skips the
 //!   identifier index's per-row foreign-key check (a key-share lock, with its WAL, on the
 //!   profile row for every identifier): the profiles it references are inserted by the
 //!   same transaction, which checks them in one set-based query before committing
@@ -25,10 +26,8 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use domain::{Identifier, NormalizedEvent};
 use sqlx::PgConnection;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::locks::fleet_exclusive;
@@ -160,7 +159,12 @@ impl Resolver {
                 .await?;
         }
         let profile_of: HashMap<Uuid, Uuid> = delta.assignment.iter().copied().collect();
-        insert_attached(&mut tx, &events, &profile_of).await?;
+        for chunk in events.chunks(EVENT_CHUNK) {
+            let attached = chunk
+                .iter()
+                .map(|e| (e, profile_of.get(&e.event_id).copied()));
+            storage::normalized::insert_attached(&mut tx, attached).await?;
+        }
         write(&mut tx, &delta, self.debounce)
             .await
             .map_err(ResolveError::from)?;
@@ -213,6 +217,9 @@ impl Resolver {
     }
 }
 
+/// Events inserted per statement.
+const EVENT_CHUNK: usize = 5_000;
+
 /// How many of the identifiers `observations` carry are already known.
 async fn known_identifiers(
     conn: &mut PgConnection,
@@ -231,64 +238,6 @@ async fn known_identifiers(
     .bind(&values)
     .fetch_one(conn)
     .await
-}
-
-/// Events inserted per statement.
-const EVENT_CHUNK: usize = 5_000;
-
-/// Inserts `events` as the normalizer's writer stores them, each already attached to
-/// its profile in `profile_of` and resolved now (as the resolver's write marks it).
-async fn insert_attached(
-    conn: &mut PgConnection,
-    events: &[NormalizedEvent],
-    profile_of: &HashMap<Uuid, Uuid>,
-) -> Result<(), sqlx::Error> {
-    let mut events: Vec<&NormalizedEvent> = events.iter().collect();
-    events.sort_by_key(|e| e.event_id);
-    for chunk in events.chunks(EVENT_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|e| e.event_id).collect();
-        let occurred: Vec<DateTime<Utc>> = chunk.iter().map(|e| e.occurred_at).collect();
-        let received: Vec<DateTime<Utc>> = chunk.iter().map(|e| e.received_at).collect();
-        let sources: Vec<&str> = chunk.iter().map(|e| e.source.as_str()).collect();
-        let integrations: Vec<Option<Uuid>> = chunk.iter().map(|e| e.integration_id).collect();
-        let channels: Vec<&str> = chunk.iter().map(|e| e.channel.as_str()).collect();
-        let types: Vec<&str> = chunk.iter().map(|e| e.event_type.as_str()).collect();
-        let names: Vec<Option<&str>> = chunk.iter().map(|e| e.name.as_deref()).collect();
-        let identifiers: Vec<Json<&Vec<Identifier>>> =
-            chunk.iter().map(|e| Json(&e.identifiers)).collect();
-        let traits: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
-            chunk.iter().map(|e| Json(&e.traits)).collect();
-        let properties: Vec<Json<&serde_json::Map<String, serde_json::Value>>> =
-            chunk.iter().map(|e| Json(&e.properties)).collect();
-        let profiles: Vec<Option<Uuid>> = chunk
-            .iter()
-            .map(|e| profile_of.get(&e.event_id).copied())
-            .collect();
-        sqlx::query(
-            "INSERT INTO normalized_event (event_id, occurred_at, received_at, source, integration_id, \
-                                           channel, type, name, identifiers, traits, properties, \
-                                           profile_id, resolved_at) \
-             SELECT e, o, r, s, i, c, t, n, ids, tr, pr, p, CASE WHEN p IS NOT NULL THEN now() END \
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::uuid[], \
-                         $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::jsonb[], \
-                         $12::uuid[]) AS u(e, o, r, s, i, c, t, n, ids, tr, pr, p)",
-        )
-        .bind(&ids)
-        .bind(&occurred)
-        .bind(&received)
-        .bind(&sources)
-        .bind(&integrations)
-        .bind(&channels)
-        .bind(&types)
-        .bind(&names)
-        .bind(&identifiers)
-        .bind(&traits)
-        .bind(&properties)
-        .bind(&profiles)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Profiles `delta` references (from identifier-index rows and tombstones) that have
