@@ -530,12 +530,12 @@ async fn load(
 
     println!("measuring this machine's ceilings ...");
     let xadd = xadd_rate(settings, 5).await?;
-    let url = settings.database_url.as_str();
-    let insert_small = insert_rate(url, 6, segment_message(1), false).await?;
-    let marked_small = insert_rate(url, 6, segment_message(1), true).await?;
+    let database_url = settings.database_url.as_str();
+    let insert_small = insert_rate(database_url, 6, segment_message(1), false).await?;
+    let marked_small = insert_rate(database_url, 6, segment_message(1), true).await?;
     let shopify_json: serde_json::Value = serde_json::from_str(&ShopifyBody::new().with_id(1))?;
-    let insert_large = insert_rate(url, 6, shopify_json.clone(), false).await?;
-    let marked_large = insert_rate(url, 6, shopify_json, true).await?;
+    let insert_large = insert_rate(database_url, 6, shopify_json.clone(), false).await?;
+    let marked_large = insert_rate(database_url, 6, shopify_json, true).await?;
 
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let key = storage::secrets::SecretsKey::from_base64(
