@@ -611,15 +611,31 @@ async fn load(
 
     println!();
     println!("ceilings measured in this run");
-    println!("  redis XADD (pipelined, ~1 KB entries)           {xadd:>10.0} entries/s");
-    println!(
-        "  postgres batched INSERT + outbox row, Segment-sized    {insert_small:>10.0} rows/s"
-    );
-    println!(
-        "  postgres batched INSERT + outbox row, Shopify-order    {insert_large:>10.0} rows/s"
-    );
-    println!("  … then outbox row deleted (published), Segment-sized {marked_small:>10.0} rows/s");
-    println!("  … then outbox row deleted (published), Shopify-order {marked_large:>10.0} rows/s");
+    for (label, rate, unit) in [
+        ("redis XADD (pipelined, ~1 KB entries)", xadd, "entries/s"),
+        (
+            "postgres INSERT + outbox row, Segment-sized",
+            insert_small,
+            "rows/s",
+        ),
+        (
+            "postgres INSERT + outbox row, Shopify-order",
+            insert_large,
+            "rows/s",
+        ),
+        (
+            "… then outbox row deleted, Segment-sized",
+            marked_small,
+            "rows/s",
+        ),
+        (
+            "… then outbox row deleted, Shopify-order",
+            marked_large,
+            "rows/s",
+        ),
+    ] {
+        println!("  {label:<46} {rate:>10.0} {unit}");
+    }
     println!();
     println!(
         "{:<18} {:>9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>12} {:>8}",
