@@ -6,6 +6,7 @@
 #
 # Usage: bench/pipeline/pgstat.sh [bench-pipeline arguments]
 #   e.g. BENCH_NO_BUILD=1 bench/pipeline/pgstat.sh --profiles 1000 --people 4000 --steady-seconds 5 --no-ml
+#   (BENCH_PROFILE=dev: the debug build; the counts per 1,000 events hardly depend on it)
 #
 # The cluster lives in target/pgstat (created fresh, on a free port, Postgres's default
 # settings as the machine's own server has them) and is stopped at the end, whatever

@@ -328,6 +328,20 @@ async fn late_events_are_replayed_into_time_order() {
 /// forms it may have had, link-only, as the normaliser maps it. The anonymous visitor
 /// and the signed-up user become one profile, the form nobody held is given to no one,
 /// and arrival order and a rebuild from Postgres agree.
+/// A fresh database with `events` stored, resolved one at a time in `arrival` order.
+async fn resolved_one_by_one(events: &[NormalizedEvent], arrival: &[usize]) -> (TestEnv, Resolver) {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    identity::seed::store_events(&env.db, events).await.unwrap();
+    for &i in arrival {
+        resolver
+            .resolve(std::slice::from_ref(&events[i]))
+            .await
+            .unwrap();
+    }
+    (env, resolver)
+}
+
 #[tokio::test]
 async fn an_alias_joins_anonymous_browsing_to_the_user() {
     use IdentifierKind::*;
@@ -347,17 +361,7 @@ async fn an_alias_joins_anonymous_browsing_to_the_user() {
         alias,
     ];
     for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
-        let env = TestEnv::new().await;
-        let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-        identity::seed::store_events(&env.db, &events)
-            .await
-            .unwrap();
-        for i in arrival {
-            resolver
-                .resolve(std::slice::from_ref(&events[i]))
-                .await
-                .unwrap();
-        }
+        let (env, resolver) = resolved_one_by_one(&events, &arrival).await;
         let parts = partition(&env).await;
         assert_eq!(parts.len(), 1, "one person: {parts:?}");
         let held: Vec<(String, String)> =
@@ -401,17 +405,7 @@ async fn a_shared_device_is_flagged_in_the_identifier_index() {
         event(3, vec![device.clone()]),
     ];
     for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
-        let env = TestEnv::new().await;
-        let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-        identity::seed::store_events(&env.db, &events)
-            .await
-            .unwrap();
-        for i in arrival {
-            resolver
-                .resolve(std::slice::from_ref(&events[i]))
-                .await
-                .unwrap();
-        }
+        let (env, resolver) = resolved_one_by_one(&events, &arrival).await;
         let (wrong, flagged) = flags(&env).await;
         assert_eq!(wrong, 0, "every index row's flag is its identifier's");
         assert_eq!(flagged, 1, "the device is flagged where it is held");
