@@ -8,6 +8,7 @@
 #   e.g. BENCH_NO_BUILD=1 bench/pipeline/pgstat.sh --profiles 1000 --people 4000 --steady-seconds 5 --no-ml
 #        PGSTAT_BENCH=identity bench/pipeline/pgstat.sh stream --replicas 1 --shuffle-window 2000
 #   PGSTAT_BENCH=identity runs bench/identity/run.sh (its `stream` mode) instead.
+#   (BENCH_PROFILE=dev: the debug build; the counts per 1,000 events hardly depend on it)
 #
 # The cluster lives in target/pgstat (PGSTAT_DIR: two runs at once need their own), created
 # fresh, on a free port, with Postgres's default settings as the machine's own server

@@ -4,8 +4,9 @@
 //! - `prepare` / `cleanup`: create (and migrate) or drop the benchmark database and
 //!   delete the benchmark's Redis keys; `bench/ingest/run.sh` wraps the whole run.
 //! - `load --url URL`: first measures the ceilings (pipelined `XADD` of an envelope-sized
-//!   entry; batched `INSERT … SELECT * FROM UNNEST … ON CONFLICT DO NOTHING` of
-//!   raw-event rows into a copy of `customer_raw_event`), then drives the running ingest
+//!   entry; ingest's own group-commit statement — raw rows and their `raw_event_outbox`
+//!   rows — into copies of those tables, with and without taking the rows out of the
+//!   outbox as the publisher does), then drives the running ingest
 //!   with signed Shopify `orders/create` webhooks, Segment batches and a mix of both, and
 //!   prints events/s, requests/s, p50/p99 latency and the ratios to the ceilings. At the
 //!   end it counts the rows in Postgres: only events actually committed are reported.
@@ -13,6 +14,7 @@
 //!   and samples this process's resident memory while it runs (N/10 rows first, so the
 //!   two peaks can be compared: flat memory means the same peak).
 
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use config::Settings;
-use sqlx::PgPool;
+use domain::Source;
+use ingestion::raw_event::NewRawEvent;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -240,21 +243,40 @@ async fn xadd_rate(settings: &Settings, secs: u64) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// Batched INSERTs of 512 raw-event rows (the group commit's statement) from two
-/// writers into a copy of `customer_raw_event` for `secs`; with `mark_published`, each
-/// batch is then marked published as ingest's publisher does.
+/// The schema of the ceiling's own copies of `customer_raw_event` and
+/// `raw_event_outbox`, so the running ingest's outbox relay never sees its rows.
+const LIMITS_SCHEMA: &str = "bench_limits";
+
+/// Raw events stored for `secs` by ingest's own group-commit statement
+/// (`ingestion::raw::insert_batch`: the raw row and its outbox row, 512 events a batch)
+/// from two writers, into copies of `customer_raw_event` and `raw_event_outbox` (a
+/// schema of their own, first on the search path); with `mark_published`, each batch is
+/// then taken out of the outbox as ingest's publisher does (`ingestion::raw::mark_published`).
 async fn insert_rate(
-    db: &PgPool,
+    database_url: &str,
     secs: u64,
     body: serde_json::Value,
     mark_published: bool,
 ) -> anyhow::Result<f64> {
-    sqlx::query("DROP TABLE IF EXISTS bench_raw_event")
-        .execute(db)
-        .await?;
-    sqlx::query("CREATE TABLE bench_raw_event (LIKE customer_raw_event INCLUDING ALL)")
-        .execute(db)
-        .await?;
+    let options = sqlx::postgres::PgConnectOptions::from_str(database_url)?
+        .options([("search_path", LIMITS_SCHEMA)]);
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .context("connecting for the INSERT ceiling")?;
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {LIMITS_SCHEMA} CASCADE"),
+        format!("CREATE SCHEMA {LIMITS_SCHEMA}"),
+        format!(
+            "CREATE TABLE {LIMITS_SCHEMA}.customer_raw_event (LIKE public.customer_raw_event INCLUDING ALL)"
+        ),
+        format!(
+            "CREATE TABLE {LIMITS_SCHEMA}.raw_event_outbox (LIKE public.raw_event_outbox INCLUDING ALL)"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&db).await?;
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let total = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -263,38 +285,25 @@ async fn insert_rate(
         let (db, total, body) = (db.clone(), Arc::clone(&total), body.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let n = 512;
-                let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-                let keys: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-                let now = chrono::Utc::now();
-                let inserted: Vec<Uuid> = sqlx::query_scalar(
-                    "INSERT INTO bench_raw_event (id, integration_id, source, source_event_id, kind, \
-                                                  received_at, occurred_at, headers, payload) \
-                     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                                          $6::timestamptz[], $7::timestamptz[], $8::jsonb[], $9::jsonb[]) \
-                     ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id",
-                )
-                .bind(&ids)
-                .bind(vec![None::<Uuid>; n])
-                .bind(vec!["segment"; n])
-                .bind(&keys)
-                .bind(vec!["track"; n])
-                .bind(vec![now; n])
-                .bind(vec![Some(now); n])
-                .bind(vec![serde_json::json!({}); n])
-                .bind(vec![&body; n])
-                .fetch_all(&db)
-                .await?;
+                let events: Vec<NewRawEvent> = (0..512)
+                    .map(|_| {
+                        let key = Uuid::now_v7().to_string();
+                        let mut e =
+                            NewRawEvent::new(None, Source::Segment, key, "track", body.clone());
+                        e.occurred_at = Some(e.received_at);
+                        e
+                    })
+                    .collect();
+                let outcomes = ingestion::raw::insert_batch(&db, &events).await?;
+                let stored: Vec<Uuid> = outcomes
+                    .iter()
+                    .filter(|o| !o.duplicate)
+                    .map(|o| o.id)
+                    .collect();
                 if mark_published {
-                    sqlx::query(
-                        "UPDATE bench_raw_event SET published_at = now() \
-                         WHERE id = ANY($1) AND published_at IS NULL",
-                    )
-                    .bind(&inserted)
-                    .execute(&db)
-                    .await?;
+                    ingestion::raw::mark_published(&db, &stored).await?;
                 }
-                total.fetch_add(inserted.len() as u64, Ordering::Relaxed);
+                total.fetch_add(stored.len() as u64, Ordering::Relaxed);
             }
             anyhow::Ok(())
         }));
@@ -303,9 +312,10 @@ async fn insert_rate(
         t.await??;
     }
     let rate = total.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    sqlx::query("DROP TABLE bench_raw_event")
-        .execute(db)
+    sqlx::query(&format!("DROP SCHEMA {LIMITS_SCHEMA} CASCADE"))
+        .execute(&db)
         .await?;
+    db.close().await;
     Ok(rate)
 }
 
@@ -520,11 +530,12 @@ async fn load(
 
     println!("measuring this machine's ceilings ...");
     let xadd = xadd_rate(settings, 5).await?;
-    let insert_small = insert_rate(&db, 6, segment_message(1), false).await?;
-    let marked_small = insert_rate(&db, 6, segment_message(1), true).await?;
+    let database_url = settings.database_url.as_str();
+    let insert_small = insert_rate(database_url, 6, segment_message(1), false).await?;
+    let marked_small = insert_rate(database_url, 6, segment_message(1), true).await?;
     let shopify_json: serde_json::Value = serde_json::from_str(&ShopifyBody::new().with_id(1))?;
-    let insert_large = insert_rate(&db, 6, shopify_json.clone(), false).await?;
-    let marked_large = insert_rate(&db, 6, shopify_json, true).await?;
+    let insert_large = insert_rate(database_url, 6, shopify_json.clone(), false).await?;
+    let marked_large = insert_rate(database_url, 6, shopify_json, true).await?;
 
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let key = storage::secrets::SecretsKey::from_base64(
@@ -600,11 +611,31 @@ async fn load(
 
     println!();
     println!("ceilings measured in this run");
-    println!("  redis XADD (pipelined, ~1 KB entries)           {xadd:>10.0} entries/s");
-    println!("  postgres batched INSERT, Segment-sized rows      {insert_small:>10.0} rows/s");
-    println!("  postgres batched INSERT, Shopify-order rows      {insert_large:>10.0} rows/s");
-    println!("  … INSERT + mark published, Segment-sized rows   {marked_small:>10.0} rows/s");
-    println!("  … INSERT + mark published, Shopify-order rows   {marked_large:>10.0} rows/s");
+    for (label, rate, unit) in [
+        ("redis XADD (pipelined, ~1 KB entries)", xadd, "entries/s"),
+        (
+            "postgres INSERT + outbox row, Segment-sized",
+            insert_small,
+            "rows/s",
+        ),
+        (
+            "postgres INSERT + outbox row, Shopify-order",
+            insert_large,
+            "rows/s",
+        ),
+        (
+            "… then outbox row deleted, Segment-sized",
+            marked_small,
+            "rows/s",
+        ),
+        (
+            "… then outbox row deleted, Shopify-order",
+            marked_large,
+            "rows/s",
+        ),
+    ] {
+        println!("  {label:<46} {rate:>10.0} {unit}");
+    }
     println!();
     println!(
         "{:<18} {:>9} {:>8} {:>8} {:>8} {:>7} {:>10} {:>12} {:>8}",

@@ -1,13 +1,13 @@
 //! Existing people for a benchmark: a database of a given size before the load starts.
 //!
 //! Person `i` is one identify event (e-mail, phone, user id) a year ago. Each chunk of
-//! people is stored by the normalizer's own writer ([`identity::seed::store_events`])
-//! and resolved by [`Resolver::resolve_disjoint`]: the rebuild's code over just those
-//! events, written by the resolver's one set-based write. Storing the next chunk runs
-//! beside resolving the previous one. No two people share an identifier, so the rows
-//! are the ones streaming or `ctl identity rebuild` makes for the same events
-//! (`tests/seed.rs` compares all three), at a few hundred thousand rows a second
-//! instead of a forward step per batch.
+//! people is stored and resolved in one transaction by [`Resolver::seed_disjoint`]: the
+//! rebuild's code over just those events in memory, each event row inserted once already
+//! attached, the rest written by the resolver's one set-based write (as a superuser
+//! without the identifier index's per-row foreign-key checks, checked in one query
+//! instead). No two people share an identifier, so the rows are the ones streaming or
+//! `ctl identity rebuild` makes for the same events (`tests/seed.rs` compares all
+//! three), and a chunk that touches a known identifier is refused whole.
 //!
 //! Afterwards the outboxes those writes fill (a prediction request and a profile change
 //! per new person) are emptied, as if the services had published them long ago: a
@@ -40,6 +40,13 @@ pub struct Seeded {
     pub load: Duration,
     /// Wall time of emptying the outboxes and `VACUUM ANALYZE`.
     pub vacuum: Duration,
+}
+
+/// A year ago, to the second (Postgres keeps microseconds: a time it would round is
+/// not the time resolving in memory sees).
+pub fn a_year_ago() -> DateTime<Utc> {
+    let at = Utc::now() - chrono::Duration::days(365);
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 
 /// The identify event of existing person `i`, occurring at `at`.
@@ -84,44 +91,38 @@ pub fn existing_people(
 }
 
 /// Stores and resolves `events` (people who share nothing with what is stored), in
-/// chunks of `chunk` events, storing one chunk while the previous one is resolved.
-/// Returns (events stored, profiles made).
+/// transactions of `chunk` events. Returns (events stored, profiles made).
 pub async fn store_resolved(
-    db: &PgPool,
     resolver: &Resolver,
     events: &[NormalizedEvent],
     chunk: usize,
 ) -> anyhow::Result<(usize, usize)> {
     let mut stored = 0;
     let mut profiles = 0;
-    let mut previous: Option<Vec<Uuid>> = None;
     for chunk in events.chunks(chunk.max(1)) {
-        let store = async { anyhow::Ok(identity::seed::store_events(db, chunk).await?) };
-        let (new, made) = tokio::try_join!(store, resolve(resolver, previous.as_deref()))?;
-        stored += new;
-        profiles += made;
-        previous = Some(chunk.iter().map(|e| e.event_id).collect());
-    }
-    profiles += resolve(resolver, previous.as_deref()).await?;
-    Ok((stored, profiles))
-}
-
-async fn resolve(resolver: &Resolver, ids: Option<&[Uuid]>) -> Result<usize, anyhow::Error> {
-    let Some(ids) = ids else {
-        return Ok(0);
-    };
-    match resolver.resolve_disjoint(ids).await? {
-        Disjoint::Resolved { profiles, .. } => Ok(profiles),
-        Disjoint::Overlaps(n) => {
-            anyhow::bail!("{n} identifiers of the seeded people are already in the database")
+        match resolver.seed_disjoint(chunk).await? {
+            Disjoint::Resolved {
+                events,
+                profiles: made,
+            } => {
+                stored += events;
+                profiles += made;
+            }
+            Disjoint::Overlaps(n) => {
+                anyhow::bail!("{n} identifiers of the seeded people are already in the database")
+            }
+            Disjoint::Stored(n) => {
+                anyhow::bail!("{n} events of the seeded people are already stored")
+            }
         }
     }
+    Ok((stored, profiles))
 }
 
 /// Empties the outboxes the seed's writes filled (see the module doc).
 pub async fn settle_outboxes(db: &PgPool) -> anyhow::Result<()> {
     for table in ["identity_prediction_outbox", "profile_change_outbox"] {
-        sqlx::query(&format!("DELETE FROM {table}"))
+        sqlx::query(&format!("TRUNCATE {table}"))
             .execute(db)
             .await?;
     }
@@ -132,14 +133,14 @@ pub async fn settle_outboxes(db: &PgPool) -> anyhow::Result<()> {
 /// ago, one second apart.
 pub async fn seed_people(db: &PgPool, resolver: &Resolver, count: usize) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    let base = Utc::now() - chrono::Duration::days(365);
+    let base = a_year_ago();
     let mut seeded = Seeded::default();
-    // Generated a chunk pair at a time, so a million people never sit in memory at once.
+    // Generated a few chunks at a time, so a million people never sit in memory at once.
     let mut next = 0usize;
     while next < count {
         let n = (count - next).min(CHUNK * 8);
         let events = existing_people(next as u64, n, base)?;
-        let (events, profiles) = store_resolved(db, resolver, &events, CHUNK).await?;
+        let (events, profiles) = store_resolved(resolver, &events, CHUNK).await?;
         seeded.events += events;
         seeded.profiles += profiles;
         next += n;

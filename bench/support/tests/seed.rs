@@ -1,11 +1,10 @@
 //! The bulk seed makes exactly what the resolver makes: the same people stored and
-//! resolved by `bench_support::seed` (in small chunks, so chunk boundaries and the
-//! overlap of storing and resolving are exercised), by streaming them through
-//! `Resolver::resolve`, and by `ctl identity rebuild`'s code give the same rows in every
-//! table the resolver writes, apart from write times.
+//! resolved by `bench_support::seed` (in small chunks, so chunk boundaries are
+//! exercised), by streaming them through `Resolver::resolve`, and by `ctl identity
+//! rebuild`'s code give the same rows in every table the resolver writes, apart from
+//! write times. Sets that touch what is stored are refused whole.
 
-use bench_support::seed::{existing_people, settle_outboxes, store_resolved};
-use chrono::Utc;
+use bench_support::seed::{a_year_ago, existing_people, settle_outboxes, store_resolved};
 use domain::NormalizedEvent;
 use identity::resolver::Resolver;
 use identity::resolver::disjoint::Disjoint;
@@ -64,7 +63,7 @@ fn resolver(env: &TestEnv) -> Resolver {
 }
 
 fn people(count: usize) -> Vec<NormalizedEvent> {
-    existing_people(0, count, Utc::now() - chrono::Duration::days(365)).unwrap()
+    existing_people(0, count, a_year_ago()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +71,7 @@ async fn the_bulk_seed_writes_what_streaming_and_the_rebuild_write() {
     let events = people(40);
 
     let bulk = TestEnv::new().await;
-    let (stored, profiles) = store_resolved(&bulk.db, &resolver(&bulk), &events, 7)
-        .await
-        .unwrap();
+    let (stored, profiles) = store_resolved(&resolver(&bulk), &events, 7).await.unwrap();
     assert_eq!((stored, profiles), (40, 40));
 
     let streamed = TestEnv::new().await;
@@ -135,9 +132,7 @@ async fn people_who_are_already_known_are_refused_whole() {
     let env = TestEnv::new().await;
     let resolver = resolver(&env);
     let events = people(5);
-    store_resolved(&env.db, &resolver, &events[..3], 10)
-        .await
-        .unwrap();
+    store_resolved(&resolver, &events[..3], 10).await.unwrap();
     // The same three people again (new events, same identifiers) and two new ones.
     let again = people(5);
     identity::seed::store_events(&env.db, &again).await.unwrap();
@@ -161,6 +156,82 @@ async fn people_who_are_already_known_are_refused_whole() {
         Disjoint::Resolved {
             events: 2,
             profiles: 2
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_refuses_known_people_stored_events_and_orders_whole() {
+    let env = TestEnv::new().await;
+    let resolver = resolver(&env);
+    let events = people(5);
+    assert_eq!(
+        resolver.seed_disjoint(&events[..3]).await.unwrap(),
+        Disjoint::Resolved {
+            events: 3,
+            profiles: 3
+        }
+    );
+    let count = |sql: &'static str| {
+        let db = env.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let before = (
+        count("SELECT count(*) FROM normalized_event").await,
+        count("SELECT count(*) FROM customer_profile").await,
+        count("SELECT count(*) FROM profile_identifier").await,
+    );
+    assert_eq!(before, (3, 3, 9));
+
+    // The same people again (new events, same identifiers) beside two new ones.
+    let again = people(5);
+    assert_eq!(
+        resolver.seed_disjoint(&again).await.unwrap(),
+        Disjoint::Overlaps(9),
+        "three identifiers of three people"
+    );
+    // Events already stored, even of new people.
+    let mut stored = events[3..].to_vec();
+    identity::seed::store_events(&env.db, &stored[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        resolver.seed_disjoint(&stored).await.unwrap(),
+        Disjoint::Stored(1)
+    );
+    // Orders belong to the normalizer's writer.
+    let mut ordered = existing_people(100, 1, a_year_ago()).unwrap();
+    ordered[0].order = Some(
+        serde_json::from_value(serde_json::json!({
+            "order_id": "SEED-1", "currency": "INR", "total": "10.00", "items": []
+        }))
+        .unwrap(),
+    );
+    assert!(matches!(
+        resolver.seed_disjoint(&ordered).await,
+        Err(identity::resolver::disjoint::SeedError::CarriesOrder(_))
+    ));
+    assert_eq!(
+        (
+            count("SELECT count(*) FROM normalized_event").await,
+            count("SELECT count(*) FROM customer_profile").await,
+            count("SELECT count(*) FROM profile_identifier").await,
+        ),
+        (4, 3, 9),
+        "nothing of a refused set written (the one event stored beside them aside)"
+    );
+    // The new person whose event is not stored yet is seeded alone.
+    stored.remove(0);
+    assert_eq!(
+        resolver.seed_disjoint(&stored).await.unwrap(),
+        Disjoint::Resolved {
+            events: 1,
+            profiles: 1
         }
     );
 }

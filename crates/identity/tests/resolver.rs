@@ -497,6 +497,20 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
 /// forms it may have had, link-only, as the normaliser maps it. The anonymous visitor
 /// and the signed-up user become one profile, the form nobody held is given to no one,
 /// and arrival order and a rebuild from Postgres agree.
+/// A fresh database with `events` stored, resolved one at a time in `arrival` order.
+async fn resolved_one_by_one(events: &[NormalizedEvent], arrival: &[usize]) -> (TestEnv, Resolver) {
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    identity::seed::store_events(&env.db, events).await.unwrap();
+    for &i in arrival {
+        resolver
+            .resolve(std::slice::from_ref(&events[i]))
+            .await
+            .unwrap();
+    }
+    (env, resolver)
+}
+
 #[tokio::test]
 async fn an_alias_joins_anonymous_browsing_to_the_user() {
     use IdentifierKind::*;
@@ -516,17 +530,7 @@ async fn an_alias_joins_anonymous_browsing_to_the_user() {
         alias,
     ];
     for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
-        let env = TestEnv::new().await;
-        let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-        identity::seed::store_events(&env.db, &events)
-            .await
-            .unwrap();
-        for i in arrival {
-            resolver
-                .resolve(std::slice::from_ref(&events[i]))
-                .await
-                .unwrap();
-        }
+        let (env, resolver) = resolved_one_by_one(&events, &arrival).await;
         let parts = partition(&env).await;
         assert_eq!(parts.len(), 1, "one person: {parts:?}");
         let held: Vec<(String, String)> =
@@ -614,4 +618,37 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
     .await
     .unwrap();
     assert_eq!(seen, 2, "each sighting counted once");
+/// Identifier-index rows whose suspect flag disagrees with what the merger learned of
+/// the identifier (suspect or shared), and rows flagged.
+async fn flags(env: &TestEnv) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE pi.suspect <> (ii.suspect OR ii.shared)), \
+                count(*) FILTER (WHERE pi.suspect) \
+         FROM profile_identifier pi JOIN identity_identifier ii USING (kind, value)",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_shared_device_is_flagged_in_the_identifier_index() {
+    use IdentifierKind::*;
+    // Two people on one device: the cookie links different e-mails, so it turns shared
+    // and the profile holding it keeps it flagged. Arriving late, the first event
+    // replays the region, which rewrites the flags too.
+    let device = id(CookieId, "family-tablet");
+    let events = vec![
+        event(1, vec![device.clone(), id(Email, "asha@mail.in")]),
+        event(2, vec![device.clone(), id(Email, "ravi@mail.in")]),
+        event(3, vec![device.clone()]),
+    ];
+    for arrival in [vec![0, 1, 2], vec![2, 1, 0]] {
+        let (env, resolver) = resolved_one_by_one(&events, &arrival).await;
+        let (wrong, flagged) = flags(&env).await;
+        assert_eq!(wrong, 0, "every index row's flag is its identifier's");
+        assert_eq!(flagged, 1, "the device is flagged where it is held");
+        resolver.rebuild().await.unwrap();
+        assert_eq!(flags(&env).await, (0, 1), "a rebuild flags the same row");
+    }
 }

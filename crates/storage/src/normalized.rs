@@ -598,7 +598,7 @@ async fn upsert_products(
     Ok(())
 }
 
-/// Inserts the events (new ones only) and returns how many were new.
+/// Inserts the events (new ones only), not attached, and returns how many were new.
 async fn insert_events<'a>(
     conn: &mut PgConnection,
     events: impl Iterator<Item = &'a NormalizedEvent>,

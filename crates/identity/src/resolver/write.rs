@@ -367,22 +367,37 @@ async fn upsert_identifier_states(
         .bind(&shared)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
-            "UPDATE profile_identifier pi SET suspect = u.flag \
-             FROM unnest($1::text[], $2::text[], $3::bool[]) AS u(k, v, flag) \
-             WHERE pi.kind = u.k AND pi.value = u.v AND pi.suspect <> u.flag",
-        )
-        .bind(&kinds)
-        .bind(&values)
-        .bind(
-            suspect
-                .iter()
-                .zip(&shared)
-                .map(|(a, b)| *a || *b)
-                .collect::<Vec<bool>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
+        // Flags only change for the few identifiers that are (or were) suspect or
+        // shared: the rest are not looked up in the identifier index at all. Raising
+        // probes the primary key for the flagged ones only; clearing probes the partial
+        // index of flagged rows (`profile_identifier_suspect`), which stays small
+        // however many identifiers there are.
+        let flag: Vec<bool> = suspect.iter().zip(&shared).map(|(a, b)| *a || *b).collect();
+        let (raise, clear): (Vec<usize>, Vec<usize>) = (0..chunk.len()).partition(|&i| flag[i]);
+        if !raise.is_empty() {
+            let pick = |v: &[String]| raise.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+            sqlx::query(
+                "UPDATE profile_identifier pi SET suspect = TRUE \
+                 FROM unnest($1::text[], $2::text[]) AS u(k, v) \
+                 WHERE pi.kind = u.k AND pi.value = u.v AND NOT pi.suspect",
+            )
+            .bind(pick(&kinds))
+            .bind(pick(&values))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !clear.is_empty() {
+            let pick = |v: &[String]| clear.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+            sqlx::query(
+                "UPDATE profile_identifier pi SET suspect = FALSE \
+                 FROM unnest($1::text[], $2::text[]) AS u(k, v) \
+                 WHERE pi.suspect AND pi.kind = u.k AND pi.value = u.v",
+            )
+            .bind(pick(&kinds))
+            .bind(pick(&values))
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }
