@@ -618,6 +618,8 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
     .await
     .unwrap();
     assert_eq!(seen, 2, "each sighting counted once");
+}
+
 /// Identifier-index rows whose suspect flag disagrees with what the merger learned of
 /// the identifier (suspect or shared), and rows flagged.
 async fn flags(env: &TestEnv) -> (i64, i64) {
