@@ -1022,10 +1022,8 @@ impl Recommender {
         now: DateTime<Utc>,
         k: usize,
     ) -> Vec<Vec<Recommended>> {
-        let candidates: Vec<Vec<Candidate>> = activities
-            .iter()
-            .map(|a| self.candidates(a, now))
-            .collect();
+        let candidates: Vec<Vec<Candidate>> =
+            activities.iter().map(|a| self.candidates(a, now)).collect();
         let lists: Vec<&[Candidate]> = candidates.iter().map(Vec::as_slice).collect();
         let mains = self.main_rankings(&lists, k);
         candidates
@@ -1061,10 +1059,7 @@ impl Recommender {
                 .map(|c| rank(c, &self.weights, k))
                 .collect();
         };
-        let pools: Vec<Vec<usize>> = candidates
-            .iter()
-            .map(|c| self.ranker_pool(c, k))
-            .collect();
+        let pools: Vec<Vec<usize>> = candidates.iter().map(|c| self.ranker_pool(c, k)).collect();
         let mut rows = Vec::new();
         for (c, pool) in candidates.iter().zip(&pools) {
             rows.extend(self.ranker_rows(c, pool, &self.weights));
@@ -1263,7 +1258,13 @@ pub fn select(
     explore: &Explore,
     k: usize,
 ) -> Vec<(usize, bool)> {
-    select_from(candidates, rank(candidates, weights, k), weights, explore, k)
+    select_from(
+        candidates,
+        rank(candidates, weights, k),
+        weights,
+        explore,
+        k,
+    )
 }
 
 /// Whether a profile gets its explore slots: there are slots, and its repeat candidates
@@ -1398,13 +1399,8 @@ fn mean_metrics<'a>(
     let mut sum = WindowMetrics::default();
     let (mut n, mut with_new) = (0usize, 0usize);
     for (case, main) in judged {
-        sum.share_exploring += f64::from(u8::from(explores(
-            &case.candidates,
-            &main,
-            w,
-            explore,
-            10,
-        )));
+        sum.share_exploring +=
+            f64::from(u8::from(explores(&case.candidates, &main, w, explore, 10)));
         let top: Vec<ItemId> = select_from(&case.candidates, main, w, explore, 10)
             .into_iter()
             .map(|(i, _)| case.candidates[i].item)
@@ -1414,8 +1410,8 @@ fn mean_metrics<'a>(
         sum.ndcg += m.ndcg;
         n += 1;
         if !case.new.is_empty() {
-            sum.explore_recall += top.iter().filter(|i| case.new.contains(i)).count() as f64
-                / case.new.len() as f64;
+            sum.explore_recall +=
+                top.iter().filter(|i| case.new.contains(i)).count() as f64 / case.new.len() as f64;
             with_new += 1;
         }
     }
@@ -1586,7 +1582,13 @@ fn tune_timed(
     times.time("tuning: explore slots", || {
         let lists: Vec<&[Candidate]> = cases.iter().map(|c| c.candidates.as_slice()).collect();
         let mains = past.main_rankings(&lists, 10);
-        let trials = explore_trials(&cases, &mains, &past.weights, past.explore.weights, (r0, n0));
+        let trials = explore_trials(
+            &cases,
+            &mains,
+            &past.weights,
+            past.explore.weights,
+            (r0, n0),
+        );
         let explore = choose_explore(&trials);
         Tuned {
             weights: past.weights,
@@ -1637,16 +1639,14 @@ fn explore_trials(
         let mut pushed_out: Vec<f32> = cases
             .iter()
             .zip(mains)
-            .filter_map(|(case, main)| {
-                main.get(10 - slots)
-                    .map(|&i| score(&case.candidates[i], w))
-            })
+            .filter_map(|(case, main)| main.get(10 - slots).map(|&i| score(&case.candidates[i], w)))
             .collect();
         pushed_out.sort_by(f32::total_cmp);
         let mut bars: Vec<Option<f32>> = WEAK_QUANTILES
             .iter()
             .filter_map(|q| {
-                let at = ((pushed_out.len() as f64 * q) as usize).min(pushed_out.len().checked_sub(1)?);
+                let at =
+                    ((pushed_out.len() as f64 * q) as usize).min(pushed_out.len().checked_sub(1)?);
                 Some(Some(pushed_out[at]))
             })
             .collect();
@@ -1922,7 +1922,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("orders_per_buyer_ln");
-        stored["stats"].as_object_mut().unwrap().remove("prior_orders");
+        stored["stats"]
+            .as_object_mut()
+            .unwrap()
+            .remove("prior_orders");
         stored.as_object_mut().unwrap().remove("explore");
         stored["params"]["item2vec"]
             .as_object_mut()
@@ -2052,7 +2055,11 @@ mod tests {
         let recs = model.recommend(&someone, at(90), 3);
         assert_eq!(recs[..2], without[..2]);
         let last = &recs[2];
-        assert!(![a, milk, bread].contains(&last.item), "{:?}", skus(&model, &recs));
+        assert!(
+            ![a, milk, bread].contains(&last.item),
+            "{:?}",
+            skus(&model, &recs)
+        );
         assert_eq!(last.source, Source::Popular);
         // The best seller among what it never bought.
         let best = (0..model.catalogue.len() as ItemId)
@@ -2110,17 +2117,26 @@ mod tests {
         assert!((trials[0].recall_ratio - 1.0).abs() < 1e-9);
         let chosen = choose_explore(&trials);
         assert!(chosen.slots > 0, "{trials:#?}");
-        let bar = chosen.weak_below.expect("a bar: only the weak profiles explore");
+        let bar = chosen
+            .weak_below
+            .expect("a bar: only the weak profiles explore");
         let kept = trials.iter().find(|t| t.explore == chosen).unwrap();
         assert!(
             (kept.share_exploring - 0.5).abs() < 0.05,
             "the weak half explores: {kept:?}"
         );
-        assert!(kept.explore_recall > 0.9 && kept.recall_ratio > 1.0, "{kept:?}");
+        assert!(
+            kept.explore_recall > 0.9 && kept.recall_ratio > 1.0,
+            "{kept:?}"
+        );
         // The bar sits between the two halves' pushed-out scores.
         for (n, (case, main)) in cases.iter().zip(&mains).enumerate() {
             let pushed_out = score(&case.candidates[main[10 - chosen.slots]], &P_TOPFREQ);
-            assert_eq!(pushed_out < bar, n % 2 == 1, "case {n}: {pushed_out} vs {bar}");
+            assert_eq!(
+                pushed_out < bar,
+                n % 2 == 1,
+                "case {n}: {pushed_out} vs {bar}"
+            );
         }
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::item2vec::Item2VecParams;
 use super::{
-    Activity, Basket, Candidate, Catalogue, Corpus, FEATURES, ItemId, RecsParams, Recommender,
+    Activity, Basket, Candidate, Catalogue, Corpus, FEATURES, ItemId, Recommender, RecsParams,
     TuningCase,
 };
 
@@ -81,7 +81,6 @@ pub(super) fn params() -> RecsParams {
     }
 }
 
-
 /// Tuning customers whose candidates are the brand's items with seeded random
 /// features; each buys the items `bought` picks from its candidates.
 pub(super) fn synthetic_cases(
@@ -120,4 +119,3 @@ pub(super) fn synthetic_cases(
         })
         .collect()
 }
-
