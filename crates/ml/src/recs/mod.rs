@@ -1608,6 +1608,12 @@ fn tune_timed(
 /// P-TopFreq is the price set on them.
 pub const EXPLORE_ALLOWANCE: f64 = 0.01;
 
+/// The least gain in explore recall (over the most accurate policy, on the tuning
+/// window) for which an exploring policy is kept: a tenth of a percent of the customers'
+/// new items; less is noise on a window of a few thousand customers, and would cost
+/// accuracy for nothing.
+pub const MIN_EXPLORE_GAIN: f64 = 0.001;
+
 /// Quantiles of the window's "pushed out" scores tried as the bar under which a profile
 /// counts as having weak repeat candidates (plus no bar: every profile).
 const WEAK_QUANTILES: [f64; 4] = [0.1, 0.25, 0.5, 0.75];
@@ -1665,7 +1671,9 @@ fn explore_trials(
 
 /// The explore policy to keep among `trials`: the one with the best explore recall
 /// among those within [`EXPLORE_ALLOWANCE`] of the most accurate one (by Recall@10 and
-/// NDCG@10 relative to P-TopFreq, summed) on both figures; ties go to the more accurate.
+/// NDCG@10 relative to P-TopFreq, summed) on both figures, when it finds at least
+/// [`MIN_EXPLORE_GAIN`] more of the new items than the most accurate one; otherwise the
+/// most accurate one. Ties go to the more accurate.
 fn choose_explore(trials: &[ExploreTrial]) -> Explore {
     let accuracy = |t: &ExploreTrial| t.recall_ratio + t.ndcg_ratio;
     let Some(best) = trials
@@ -1685,6 +1693,7 @@ fn choose_explore(trials: &[ExploreTrial]) -> Explore {
                 .total_cmp(&b.explore_recall)
                 .then(accuracy(a).total_cmp(&accuracy(b)))
         })
+        .filter(|t| t.explore_recall >= best.explore_recall + MIN_EXPLORE_GAIN)
         .map_or(best.explore, |t| t.explore)
 }
 
@@ -2163,6 +2172,9 @@ mod tests {
         let beyond = trial(2, 1.04, 1.05, 0.04);
         assert_eq!(choose_explore(&[none, within, beyond]), within.explore);
         assert_eq!(choose_explore(&[none, beyond]), none.explore);
+        // Within the allowance but finding next to nothing new: not worth its cost.
+        let idle = trial(4, 1.055, 1.055, 0.001 + MIN_EXPLORE_GAIN / 2.0);
+        assert_eq!(choose_explore(&[none, idle]), none.explore);
         // A policy more accurate than none is the reference.
         let better = trial(3, 1.08, 1.08, 0.002);
         assert_eq!(choose_explore(&[none, within, better]), better.explore);
