@@ -555,7 +555,7 @@ pub fn write_report(
     } else {
         writeln!(
             out,
-            "  explore slots: none (on the tuning window none was within the allowance)"
+            "  explore slots: none (on the tuning window no exploring policy was worth its cost)"
         )?;
     }
     for t in &r.explore_trials {
