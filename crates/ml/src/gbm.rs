@@ -22,6 +22,13 @@ use serde_json::{Value, json};
 #[error("LightGBM: {0}")]
 pub struct GbmError(String);
 
+impl GbmError {
+    /// An error with this message (for checks of a model made outside this module).
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        GbmError(message.into())
+    }
+}
+
 impl From<lightgbm3::Error> for GbmError {
     fn from(e: lightgbm3::Error) -> Self {
         GbmError(e.to_string())

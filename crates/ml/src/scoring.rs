@@ -241,6 +241,10 @@ pub struct ActiveRecommender {
 /// Products recommended per profile.
 pub const RECOMMENDATIONS: usize = 10;
 
+/// Profiles whose recommendations are ranked together: the re-ranker is one LightGBM
+/// call per batch, whose fixed cost a single profile's rows do not pay for.
+pub const RECOMMEND_BATCH: usize = 256;
+
 /// The models currently active in the registry, ready to score.
 #[derive(Debug, Default)]
 pub struct ActiveModels {
@@ -386,11 +390,15 @@ impl ActiveModels {
             return Vec::new();
         };
         let m = &active.model;
+        let lists = activities.chunks(RECOMMEND_BATCH).flat_map(|batch| {
+            let batch: Vec<&Activity> = batch.iter().map(|(_, a)| a).collect();
+            m.recommend_many(&batch, as_of, RECOMMENDATIONS)
+        });
         activities
             .iter()
-            .map(|(profile_id, activity)| {
-                let items: Vec<serde_json::Value> = m
-                    .recommend(activity, as_of, RECOMMENDATIONS)
+            .zip(lists)
+            .map(|((profile_id, _), recommended)| {
+                let items: Vec<serde_json::Value> = recommended
                     .into_iter()
                     .map(|r| {
                         json!({

@@ -23,6 +23,8 @@ pub mod ann;
 pub mod item2vec;
 pub mod offline;
 pub mod ranker;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{HashMap, HashSet};
 
@@ -221,7 +223,7 @@ impl Default for RecsParams {
 }
 
 /// The candidate features, in [`BlendWeights`] order.
-pub const FEATURES: [&str; 9] = [
+pub const FEATURES: [&str; 11] = [
     "frequency",
     "recency",
     "repeat_rate",
@@ -231,6 +233,8 @@ pub const FEATURES: [&str; 9] = [
     "popularity",
     "decayed_frequency",
     "buyer_rate",
+    "category_share",
+    "trend",
 ];
 const FREQ: usize = 0;
 const RECENCY: usize = 1;
@@ -241,6 +245,12 @@ const CAT_POP: usize = 5;
 const POP: usize = 6;
 const DECAYED: usize = 7;
 const BUYER_RATE: usize = 8;
+/// Share of the profile's purchases (item lines) in the candidate's category: how much
+/// the profile buys what the item is, whether or not it bought the item.
+const CAT_SHARE: usize = 9;
+/// ln((1 + orders in the last `popularity_days`) / (1 + orders in the `popularity_days`
+/// before)): whether the item sells more than it did.
+const TREND: usize = 10;
 
 /// Time constant (days) of [`FEATURES`]' `decayed_frequency`: each past purchase counts
 /// e^(−age/90).
@@ -266,11 +276,12 @@ pub type BlendWeights = [f32; FEATURES.len()];
 
 /// P-TopFreq's ranking as a blend: frequency, ties broken by recency, popularity
 /// filling the rest (where the tuning starts).
-pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0];
+pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0];
 
 /// Explore slots: places at the end of a top list kept for items the profile never
-/// bought that are item2vec neighbours of what it bought or viewed, ranked by their own
-/// weights. Models stored before them load with none (and score as they did).
+/// bought — item2vec neighbours of what it bought or viewed, or popular in its
+/// categories — ranked by their own weights, for the profiles whose repeat candidates
+/// are weak. Models stored before them load with none (and score as they did).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Explore {
     /// Places reserved (0: none; the tuning picks it).
@@ -278,10 +289,30 @@ pub struct Explore {
     /// Weights ranking the explore candidates ([`FEATURES`] order).
     #[serde(deserialize_with = "padded_weights")]
     pub weights: BlendWeights,
+    /// The slots go only to profiles whose best candidate they would push out of the
+    /// list scores below this under the blend (its repeat candidates are weak); `None`:
+    /// every profile (as models stored before it did).
+    #[serde(default)]
+    pub weak_below: Option<f32>,
+}
+
+/// One explore policy the tuning tried, with what it did on the tuning window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExploreTrial {
+    /// The policy.
+    pub explore: Explore,
+    /// Share of the window's profiles it gave explore slots.
+    pub share_exploring: f64,
+    /// Recall@10 relative to P-TopFreq's on the window.
+    pub recall_ratio: f64,
+    /// NDCG@10 relative to P-TopFreq's on the window.
+    pub ndcg_ratio: f64,
+    /// Recall@10 of the items new to each profile (over profiles that bought any).
+    pub explore_recall: f64,
 }
 
 /// Where explore weights start: similarity alone.
-const EXPLORE_START: BlendWeights = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+const EXPLORE_START: BlendWeights = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
 
 /// What the catalogue and everyone's purchases say about each item as of `as_of`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -297,6 +328,10 @@ pub struct ItemStats {
     pub cycle_days: Vec<f32>,
     /// Orders containing it in the `popularity_days` before `as_of`.
     pub recent_orders: Vec<u32>,
+    /// Orders containing it in the `popularity_days` before those (empty in models
+    /// stored before it existed).
+    #[serde(default)]
+    pub prior_orders: Vec<u32>,
     /// Last time anyone bought or viewed it (Unix seconds; `i64::MIN` never).
     pub last_seen: Vec<i64>,
     /// ln of the mean number of orders containing it per buyer (≥ 0; how much of a
@@ -343,6 +378,8 @@ pub struct Candidate {
     pub anchor: Option<(ItemId, bool)>,
     /// The profile's baskets before `now` (the same for all its candidates).
     pub profile_baskets: u32,
+    /// Days since the profile last bought it (none: never).
+    pub days_since_bought: Option<f32>,
 }
 
 /// A trained recommender.
@@ -368,6 +405,10 @@ pub struct Recommender {
     /// Explore slots and their ranking.
     #[serde(default)]
     pub explore: Explore,
+    /// The explore policies the tuning weighed, with their figures on its window
+    /// (empty when it weighed none, and in models stored before them).
+    #[serde(default)]
+    pub explore_trials: Vec<ExploreTrial>,
     /// The LightGBM re-ranker of the blend's best candidates, when it beat the blend on
     /// the tuning window (models stored before it load without).
     #[serde(default)]
@@ -531,11 +572,13 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         repeat_rate: vec![0.0; n],
         cycle_days: vec![0.0; n],
         recent_orders: vec![0; n],
+        prior_orders: vec![0; n],
         last_seen: vec![i64::MIN; n],
         orders_per_buyer_ln: vec![0.0; n],
     };
     let mut orders = vec![0u32; n];
     let recent_from = as_of - Duration::days(p.popularity_days);
+    let prior_from = recent_from - Duration::days(p.popularity_days);
     let mut gaps: Vec<Vec<f32>> = vec![Vec::new(); n];
     for a in &corpus.customers {
         let mut last_bought: HashMap<ItemId, (DateTime<Utc>, u32)> = HashMap::new();
@@ -546,6 +589,8 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
                 s.last_seen[u] = s.last_seen[u].max(b.at.timestamp());
                 if b.at >= recent_from {
                     s.recent_orders[u] += 1;
+                } else if b.at >= prior_from {
+                    s.prior_orders[u] += 1;
                 }
                 match last_bought.get_mut(&i) {
                     Some((t, times)) => {
@@ -699,6 +744,7 @@ impl Recommender {
             embeddings: trained.embeddings.clone(),
             weights: how.weights,
             explore: Explore::default(),
+            explore_trials: Vec::new(),
             ranker: None,
             ranker_trial: None,
             index: None,
@@ -754,6 +800,7 @@ impl Recommender {
             "final fit",
         );
         model.explore = tuned.explore;
+        model.explore_trials = tuned.explore_trials;
         model.ranker = tuned.ranker;
         model.ranker_trial = tuned.ranker_trial;
         (
@@ -911,6 +958,7 @@ impl Recommender {
             times_bought: 0,
             anchor: None,
             profile_baskets,
+            days_since_bought: None,
         };
         // Repeat: what the profile bought.
         let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
@@ -933,6 +981,7 @@ impl Recommender {
             let cycle = self.stats.cycle_days[i as usize];
             let c = out.entry(i).or_insert_with(|| blank(i));
             c.times_bought = times;
+            c.days_since_bought = Some(since);
             c.features[FREQ] = (1.0 + times as f32).ln();
             c.features[RECENCY] = (-since / 30.0).exp();
             c.features[REPEAT] = self.stats.repeat_rate[i as usize];
@@ -987,6 +1036,11 @@ impl Recommender {
             out.entry(i).or_insert_with(|| blank(i));
         }
         let just_bought = now - Duration::days(self.params.just_bought_days);
+        let lines: u32 = top_categories.iter().map(|(_, n)| n).sum();
+        let share: HashMap<u32, f32> = top_categories
+            .iter()
+            .map(|&(cat, n)| (cat, n as f32 / lines.max(1) as f32))
+            .collect();
         let mut list: Vec<Candidate> = out
             .into_values()
             .filter(|c| self.is_live(c.item, now))
@@ -997,7 +1051,14 @@ impl Recommender {
                 !recent || self.is_repeat_item(c.item)
             })
             .map(|mut c| {
-                c.features[POP] = self.stats.recent_orders[c.item as usize] as f32 / max_recent;
+                let recent = self.stats.recent_orders[c.item as usize] as f32;
+                c.features[POP] = recent / max_recent;
+                if let Some(&prior) = self.stats.prior_orders.get(c.item as usize) {
+                    c.features[TREND] = ((1.0 + recent) / (1.0 + prior as f32)).ln();
+                }
+                c.features[CAT_SHARE] = self.catalogue.categories[c.item as usize]
+                    .and_then(|cat| share.get(&cat).copied())
+                    .unwrap_or(0.0);
                 c
             })
             .collect();
@@ -1007,44 +1068,102 @@ impl Recommender {
 
     /// The top `k` products for a profile as of `now`, each with its reason.
     pub fn recommend(&self, activity: &Activity, now: DateTime<Utc>, k: usize) -> Vec<Recommended> {
-        let candidates = self.candidates(activity, now);
-        let main = self.main_ranking(&candidates, k);
-        select_from(&candidates, main, &self.explore, k)
-            .into_iter()
-            .map(|(ix, explored)| {
-                let c = &candidates[ix];
-                match c.anchor.filter(|_| explored) {
-                    Some(anchor) => Recommended {
-                        item: c.item,
-                        score: f64::from(score(c, &self.explore.weights)),
-                        source: Source::Similar,
-                        reason: self.similar_reason(anchor),
-                    },
-                    None => self.explain(c),
-                }
+        self.recommend_many(&[activity], now, k)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// [`Recommender::recommend`] for many profiles at once: the same lists, with one
+    /// call of the re-ranker for all of them (a LightGBM call has a fixed cost that a
+    /// profile's few rows do not pay for).
+    pub fn recommend_many(
+        &self,
+        activities: &[&Activity],
+        now: DateTime<Utc>,
+        k: usize,
+    ) -> Vec<Vec<Recommended>> {
+        let candidates: Vec<Vec<Candidate>> =
+            activities.iter().map(|a| self.candidates(a, now)).collect();
+        let lists: Vec<&[Candidate]> = candidates.iter().map(Vec::as_slice).collect();
+        let mains = self.main_rankings(&lists, k);
+        candidates
+            .iter()
+            .zip(mains)
+            .map(|(candidates, main)| {
+                select_from(candidates, main, &self.weights, &self.explore, k)
+                    .into_iter()
+                    .map(|(ix, explored)| {
+                        let c = &candidates[ix];
+                        match c.anchor.filter(|_| explored) {
+                            Some(anchor) => Recommended {
+                                item: c.item,
+                                score: f64::from(score(c, &self.explore.weights)),
+                                source: Source::Similar,
+                                reason: self.similar_reason(anchor),
+                            },
+                            None => self.explain(c),
+                        }
+                    })
+                    .collect()
             })
             .collect()
     }
 
-    /// The best `k` candidates before explore slots: the blend's order, re-ordered by
-    /// the ranker when there is one.
-    fn main_ranking(&self, candidates: &[Candidate], k: usize) -> Vec<usize> {
+    /// Per profile (its candidates), the best `k` candidates before explore slots: the
+    /// blend's order, re-ordered by the ranker when there is one (one call of it for all
+    /// the profiles).
+    fn main_rankings(&self, candidates: &[&[Candidate]], k: usize) -> Vec<Vec<usize>> {
         let Some(model) = self.ranker.as_ref().and_then(ranker::Ranker::model) else {
-            return rank(candidates, &self.weights, k);
+            return candidates
+                .iter()
+                .map(|c| rank(c, &self.weights, k))
+                .collect();
         };
-        let top = rank(candidates, &self.weights, k.max(ranker::RERANK_TOP));
-        let rows = self.ranker_rows(candidates, &top, &self.weights);
-        match model.predict_on_this_thread(&rows) {
-            Ok(scores) => {
-                let mut order = ranker::reorder(&top, &scores);
-                order.truncate(k);
-                order
-            }
+        let pools: Vec<Vec<usize>> = candidates.iter().map(|c| self.ranker_pool(c, k)).collect();
+        let mut rows = Vec::new();
+        for (c, pool) in candidates.iter().zip(&pools) {
+            rows.extend(self.ranker_rows(c, pool, &self.weights));
+        }
+        let scores = match model.predict_on_this_thread(&rows) {
+            Ok(scores) => scores,
             Err(e) => {
                 tracing::warn!(error = %e, "the recommender's ranker failed; ranking by the blend");
-                top.into_iter().take(k).collect()
+                return candidates
+                    .iter()
+                    .map(|c| rank(c, &self.weights, k))
+                    .collect();
             }
+        };
+        let mut offset = 0;
+        pools
+            .into_iter()
+            .map(|pool| {
+                let mut order = ranker::reorder(&pool, &scores[offset..offset + pool.len()]);
+                offset += pool.len();
+                order.truncate(k);
+                order
+            })
+            .collect()
+    }
+
+    /// What the ranker re-orders: the blend's best [`ranker::RERANK_TOP`] (at least
+    /// `k`), then the best [`ranker::RERANK_EXPLORE`] explore candidates under the
+    /// explore weights that are not among them (so a likely new item can reach the top).
+    fn ranker_pool(&self, candidates: &[Candidate], k: usize) -> Vec<usize> {
+        let mut pool = rank(candidates, &self.weights, k.max(ranker::RERANK_TOP));
+        if self.explore.weights.iter().any(|w| *w != 0.0) {
+            let listed: HashSet<usize> = pool.iter().copied().collect();
+            let explorable: Vec<usize> = (0..candidates.len())
+                .filter(|i| !listed.contains(i) && explorable(&candidates[*i]))
+                .collect();
+            pool.extend(rank_among(
+                candidates,
+                explorable,
+                &self.explore.weights,
+                ranker::RERANK_EXPLORE,
+            ));
         }
+        pool
     }
 
     /// The ranker's inputs of the candidates at `top`, one row each.
@@ -1080,8 +1199,15 @@ impl Recommender {
             + part(DUE)
             + part(DECAYED)
             + part(BUYER_RATE);
+        // The profile's taste for the category backs what it bought when it bought the
+        // item, and what is popular there otherwise.
+        let (repeat, taste) = if c.times_bought > 0 {
+            (repeat + part(CAT_SHARE), 0.0)
+        } else {
+            (repeat, part(CAT_SHARE))
+        };
         let similar = part(SIM);
-        let popular = part(CAT_POP) + part(POP);
+        let popular = part(CAT_POP) + part(POP) + part(TREND) + taste;
         let score = f64::from(repeat + similar + popular);
         let (source, reason) = if c.times_bought > 0 && repeat >= similar && repeat >= popular {
             let times = if c.times_bought == 1 {
@@ -1176,9 +1302,10 @@ fn rank_among(
     order
 }
 
-/// Whether a candidate may fill an explore slot: never bought, near an anchor.
+/// Whether a candidate may fill an explore slot: never bought by the profile (a
+/// neighbour of what it bought or viewed, or popular in its categories or overall).
 fn explorable(c: &Candidate) -> bool {
-    c.times_bought == 0 && c.anchor.is_some()
+    c.times_bought == 0
 }
 
 /// The top `k` under the blend with its last `explore.slots` places given to the best
@@ -1191,20 +1318,48 @@ pub fn select(
     explore: &Explore,
     k: usize,
 ) -> Vec<(usize, bool)> {
-    select_from(candidates, rank(candidates, weights, k), explore, k)
+    select_from(
+        candidates,
+        rank(candidates, weights, k),
+        weights,
+        explore,
+        k,
+    )
+}
+
+/// Whether a profile gets its explore slots: there are slots, and its repeat candidates
+/// are weak — the best candidate of `main` (its main ranking, best first) that the slots
+/// would push out of the top `k` scores below `explore.weak_below` under the blend
+/// `weights` (always when no bar is set, or when nothing would be pushed out).
+fn explores(
+    candidates: &[Candidate],
+    main: &[usize],
+    weights: &BlendWeights,
+    explore: &Explore,
+    k: usize,
+) -> bool {
+    let slots = explore.slots.min(k);
+    if slots == 0 {
+        return false;
+    }
+    match (explore.weak_below, main.get(k - slots)) {
+        (Some(bar), Some(&pushed_out)) => score(&candidates[pushed_out], weights) < bar,
+        _ => true,
+    }
 }
 
 /// [`select`] with the main ranking given (`main`: the best candidates, best first).
 fn select_from(
     candidates: &[Candidate],
     main: Vec<usize>,
+    weights: &BlendWeights,
     explore: &Explore,
     k: usize,
 ) -> Vec<(usize, bool)> {
-    let slots = explore.slots.min(k);
-    if slots == 0 {
-        return main.into_iter().map(|i| (i, false)).collect();
+    if !explores(candidates, &main, weights, explore, k) {
+        return main.into_iter().take(k).map(|i| (i, false)).collect();
     }
+    let slots = explore.slots.min(k);
     let mut top: Vec<(usize, bool)> = main[..main.len().min(k - slots)]
         .iter()
         .map(|&i| (i, false))
@@ -1264,33 +1419,69 @@ struct TuningCase {
     new: HashSet<ItemId>,
 }
 
+/// Mean figures of the top 10 lists of tuning customers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct WindowMetrics {
+    /// Recall@10.
+    recall: f64,
+    /// NDCG@10.
+    ndcg: f64,
+    /// Recall@10 of the items new to the customer (over customers who bought any).
+    explore_recall: f64,
+    /// Share of the customers given explore slots.
+    share_exploring: f64,
+}
+
+impl WindowMetrics {
+    /// Recall@10 and NDCG@10 (what the tuning's objective weighs).
+    fn accuracy(&self) -> (f64, f64) {
+        (self.recall, self.ndcg)
+    }
+}
+
 /// Mean Recall@10 and NDCG@10 over the customers under a blend and explore slots.
 fn recall_and_ndcg(cases: &[TuningCase], w: &BlendWeights, explore: &Explore) -> (f64, f64) {
     mean_metrics(
         cases.iter().map(|c| (c, rank(&c.candidates, w, 10))),
+        w,
         explore,
     )
+    .accuracy()
 }
 
-/// Mean Recall@10 and NDCG@10 over customers, each given with its main ranking (its
-/// best candidates, best first), with explore slots.
+/// Mean figures over customers, each given with its main ranking (its best candidates,
+/// best first), with explore slots (which profiles get them judged under the blend `w`).
 fn mean_metrics<'a>(
     judged: impl Iterator<Item = (&'a TuningCase, Vec<usize>)>,
+    w: &BlendWeights,
     explore: &Explore,
-) -> (f64, f64) {
-    let (mut recall, mut ndcg, mut n) = (0.0, 0.0, 0usize);
+) -> WindowMetrics {
+    let mut sum = WindowMetrics::default();
+    let (mut n, mut with_new) = (0usize, 0usize);
     for (case, main) in judged {
-        let top: Vec<ItemId> = select_from(&case.candidates, main, explore, 10)
+        sum.share_exploring +=
+            f64::from(u8::from(explores(&case.candidates, &main, w, explore, 10)));
+        let top: Vec<ItemId> = select_from(&case.candidates, main, w, explore, 10)
             .into_iter()
             .map(|(i, _)| case.candidates[i].item)
             .collect();
         let m = offline::ranking_metrics(&top, &case.truth);
-        recall += m.recall;
-        ndcg += m.ndcg;
+        sum.recall += m.recall;
+        sum.ndcg += m.ndcg;
         n += 1;
+        if !case.new.is_empty() {
+            sum.explore_recall +=
+                top.iter().filter(|i| case.new.contains(i)).count() as f64 / case.new.len() as f64;
+            with_new += 1;
+        }
     }
     let n = n.max(1) as f64;
-    (recall / n, ndcg / n)
+    WindowMetrics {
+        recall: sum.recall / n,
+        ndcg: sum.ndcg / n,
+        explore_recall: sum.explore_recall / with_new.max(1) as f64,
+        share_exploring: sum.share_exploring / n,
+    }
 }
 
 /// Mean recall of the new items among the best `slots` explore candidates, over the
@@ -1311,17 +1502,25 @@ fn explore_recall(cases: &[TuningCase], w: &BlendWeights, slots: usize) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// Coordinate ascent: two passes over a small grid per weight from `start`, keeping a
-/// change only when it raises `objective`.
+/// The blend's weight search covers the first this many [`FEATURES`]: category share
+/// and trend serve the explore ranking and the re-ranker only. On a quarter of Complete
+/// Journey's households (cutoff 2017-09-01) the search gave category share 0.25, which
+/// raised the tuning window's objective and lowered the blend at the cutoff (Recall@10
+/// 1.037× → 1.007× P-TopFreq): a window-specific fit.
+const BLEND_SEARCHED: usize = 9;
+
+/// Coordinate ascent: two passes over a small grid per weight of the first `searched`
+/// features from `start`, keeping a change only when it raises `objective`.
 fn coordinate_ascent(
     start: BlendWeights,
+    searched: usize,
     objective: impl Fn(&BlendWeights) -> f64,
 ) -> BlendWeights {
     const GRID: [f32; 7] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
     let mut best = start;
     let mut best_value = objective(&best);
     for _ in 0..2 {
-        for f in 0..FEATURES.len() {
+        for f in 0..searched.min(FEATURES.len()) {
             for &g in &GRID {
                 let mut w = best;
                 w[f] = g;
@@ -1359,6 +1558,8 @@ pub struct Tuned {
     pub weights: BlendWeights,
     /// Explore slots and their weights.
     pub explore: Explore,
+    /// Every explore policy weighed, with its figures on the tuning window.
+    pub explore_trials: Vec<ExploreTrial>,
     /// The re-ranker, when it beat the blend on held-out tuning customers.
     pub ranker: Option<ranker::Ranker>,
     /// How the re-ranker did against the blend there (none when it was not tried).
@@ -1382,6 +1583,7 @@ fn tune_timed(
         return Tuned {
             weights: P_TOPFREQ,
             explore: Explore::default(),
+            explore_trials: Vec::new(),
             ranker: None,
             ranker_trial: None,
             item2vec: None,
@@ -1448,35 +1650,34 @@ fn tune_timed(
     let (r0, n0) = recall_and_ndcg(&cases, &P_TOPFREQ, &none);
     let relative = |(r, n): (f64, f64)| r / r0.max(1e-12) + n / n0.max(1e-12);
     past.weights = times.time("tuning: weight search", || {
-        coordinate_ascent(P_TOPFREQ, |w| relative(recall_and_ndcg(&cases, w, &none)))
+        coordinate_ascent(P_TOPFREQ, BLEND_SEARCHED, |w| {
+            relative(recall_and_ndcg(&cases, w, &none))
+        })
+    });
+    // The explore ranking first: the ranker weighs the best explore candidates too.
+    past.explore.weights = times.time("tuning: explore weights", || {
+        coordinate_ascent(EXPLORE_START, FEATURES.len(), |w| {
+            explore_recall(&cases, w, MAX_EXPLORE_SLOTS)
+        })
     });
     let (ranker, ranker_trial) =
         times.time("tuning: ranker", || fit_ranker(&past, &cases, &relative));
     past.ranker = ranker;
     times.time("tuning: explore slots", || {
-        let explore_weights = coordinate_ascent(EXPLORE_START, |w| {
-            explore_recall(&cases, w, MAX_EXPLORE_SLOTS)
-        });
-        let mains: Vec<Vec<usize>> = cases
-            .iter()
-            .map(|c| past.main_ranking(&c.candidates, 10))
-            .collect();
-        let objective =
-            |e: &Explore| relative(mean_metrics(cases.iter().zip(mains.iter().cloned()), e));
-        let mut best = (none, objective(&none));
-        for slots in 1..=MAX_EXPLORE_SLOTS {
-            let e = Explore {
-                slots,
-                weights: explore_weights,
-            };
-            let v = objective(&e);
-            if v > best.1 + 1e-9 {
-                best = (e, v);
-            }
-        }
+        let lists: Vec<&[Candidate]> = cases.iter().map(|c| c.candidates.as_slice()).collect();
+        let mains = past.main_rankings(&lists, 10);
+        let trials = explore_trials(
+            &cases,
+            &mains,
+            &past.weights,
+            past.explore.weights,
+            (r0, n0),
+        );
+        let explore = choose_explore(&trials);
         Tuned {
             weights: past.weights,
-            explore: best.0,
+            explore,
+            explore_trials: trials,
             ranker: past.ranker.take(),
             ranker_trial,
             item2vec: Some((trained, start)),
@@ -1484,11 +1685,107 @@ fn tune_timed(
     })
 }
 
-/// Fits the re-ranker on the even tuning customers (the blend's best
-/// [`ranker::RERANK_TOP`] candidates of each, labelled by whether they bought it) and
+/// How much of P-TopFreq's Recall@10 and of its NDCG@10 (each, on the tuning window)
+/// explore slots may cost against the most accurate policy: within it, the policy that
+/// finds the most items new to the customers is kept. New products are what a brand
+/// wants a recommender for beyond reminding people of their staples; one percent of
+/// P-TopFreq is the price set on them.
+pub const EXPLORE_ALLOWANCE: f64 = 0.01;
+
+/// The least gain in explore recall (over the most accurate policy, on the tuning
+/// window) for which an exploring policy is kept: a tenth of a percent of the customers'
+/// new items; less is noise on a window of a few thousand customers, and would cost
+/// accuracy for nothing.
+pub const MIN_EXPLORE_GAIN: f64 = 0.001;
+
+/// Quantiles of the window's "pushed out" scores tried as the bar under which a profile
+/// counts as having weak repeat candidates (plus no bar: every profile).
+const WEAK_QUANTILES: [f64; 4] = [0.1, 0.25, 0.5, 0.75];
+
+/// Every explore policy the tuning weighs — no slots; 1 to [`MAX_EXPLORE_SLOTS`] slots
+/// for every profile or only for those whose best candidate the slots push out scores
+/// below a quantile of that score over the window — judged on the window (`mains`: each
+/// customer's main ranking; `base`: P-TopFreq's Recall@10 and NDCG@10 there). The first
+/// is no slots.
+fn explore_trials(
+    cases: &[TuningCase],
+    mains: &[Vec<usize>],
+    w: &BlendWeights,
+    explore_weights: BlendWeights,
+    (r0, n0): (f64, f64),
+) -> Vec<ExploreTrial> {
+    let judge = |explore: Explore| {
+        let m = mean_metrics(cases.iter().zip(mains.iter().cloned()), w, &explore);
+        ExploreTrial {
+            explore,
+            share_exploring: m.share_exploring,
+            recall_ratio: m.recall / r0.max(1e-12),
+            ndcg_ratio: m.ndcg / n0.max(1e-12),
+            explore_recall: m.explore_recall,
+        }
+    };
+    let mut trials = vec![judge(Explore::default())];
+    for slots in 1..=MAX_EXPLORE_SLOTS {
+        let mut pushed_out: Vec<f32> = cases
+            .iter()
+            .zip(mains)
+            .filter_map(|(case, main)| main.get(10 - slots).map(|&i| score(&case.candidates[i], w)))
+            .collect();
+        pushed_out.sort_by(f32::total_cmp);
+        let mut bars: Vec<Option<f32>> = WEAK_QUANTILES
+            .iter()
+            .filter_map(|q| {
+                let at =
+                    ((pushed_out.len() as f64 * q) as usize).min(pushed_out.len().checked_sub(1)?);
+                Some(Some(pushed_out[at]))
+            })
+            .collect();
+        bars.dedup();
+        bars.push(None);
+        for weak_below in bars {
+            trials.push(judge(Explore {
+                slots,
+                weights: explore_weights,
+                weak_below,
+            }));
+        }
+    }
+    trials
+}
+
+/// The explore policy to keep among `trials`: the one with the best explore recall
+/// among those within [`EXPLORE_ALLOWANCE`] of the most accurate one (by Recall@10 and
+/// NDCG@10 relative to P-TopFreq, summed) on both figures, when it finds at least
+/// [`MIN_EXPLORE_GAIN`] more of the new items than the most accurate one; otherwise the
+/// most accurate one. Ties go to the more accurate.
+fn choose_explore(trials: &[ExploreTrial]) -> Explore {
+    let accuracy = |t: &ExploreTrial| t.recall_ratio + t.ndcg_ratio;
+    let Some(best) = trials
+        .iter()
+        .max_by(|a, b| accuracy(a).total_cmp(&accuracy(b)))
+    else {
+        return Explore::default();
+    };
+    trials
+        .iter()
+        .filter(|t| {
+            t.recall_ratio >= best.recall_ratio - EXPLORE_ALLOWANCE - 1e-12
+                && t.ndcg_ratio >= best.ndcg_ratio - EXPLORE_ALLOWANCE - 1e-12
+        })
+        .max_by(|a, b| {
+            a.explore_recall
+                .total_cmp(&b.explore_recall)
+                .then(accuracy(a).total_cmp(&accuracy(b)))
+        })
+        .filter(|t| t.explore_recall >= best.explore_recall + MIN_EXPLORE_GAIN)
+        .map_or(best.explore, |t| t.explore)
+}
+
+/// Fits the re-ranker on the even tuning customers (the candidates of each that it
+/// re-orders — [`Recommender::ranker_pool`] —, labelled by whether they bought it) and
 /// judges it against the blend on the odd ones by `relative` (the tuning's objective);
-/// when it wins there by at least [`ranker::MIN_GAIN`], it is refitted on every customer
-/// and kept.
+/// when it wins there by more than the noise of those customers
+/// ([`ranker::HeldOut::keeps`]), it is refitted on every customer and kept.
 fn fit_ranker(
     past: &Recommender,
     cases: &[TuningCase],
@@ -1498,7 +1795,7 @@ fn fit_ranker(
     let seed = past.params.item2vec.seed;
     let tops: Vec<Vec<usize>> = cases
         .iter()
-        .map(|c| rank(&c.candidates, w, ranker::RERANK_TOP))
+        .map(|c| past.ranker_pool(&c.candidates, 10))
         .collect();
     let gather = |keep: &dyn Fn(usize) -> bool| {
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -1533,27 +1830,27 @@ fn fit_ranker(
     let Ok(scores) = model.predict(&judge_x) else {
         return (None, None);
     };
+    // Each held-out customer's objective under the blend and under the ranker (the
+    // objective is a mean over customers, so a customer's share of it is its own value).
     let none = Explore::default();
-    let judged = || cases.iter().zip(&tops).skip(1).step_by(2);
-    let blend = relative(mean_metrics(
-        judged().map(|(c, top)| (c, top.iter().take(10).copied().collect())),
-        &none,
-    ));
     let mut offset = 0;
-    let reranked = relative(mean_metrics(
-        judged().map(|(c, top)| {
+    let paired: Vec<(f64, f64)> = cases
+        .iter()
+        .zip(&tops)
+        .skip(1)
+        .step_by(2)
+        .map(|(case, top)| {
             let mut order = ranker::reorder(top, &scores[offset..offset + top.len()]);
             offset += top.len();
             order.truncate(10);
-            (c, order)
-        }),
-        &none,
-    ));
-    let trial = ranker::HeldOut {
-        blend,
-        ranker: reranked,
-    };
-    if reranked < blend * (1.0 + ranker::MIN_GAIN) {
+            let one = |main: Vec<usize>| {
+                relative(mean_metrics(std::iter::once((case, main)), w, &none).accuracy())
+            };
+            (one(top.iter().take(10).copied().collect()), one(order))
+        })
+        .collect();
+    let trial = ranker::HeldOut::of(&paired);
+    if !trial.keeps() {
         return (None, Some(trial));
     }
     let (x, y) = gather(&|_| true);
@@ -1567,80 +1864,12 @@ fn fit_ranker(
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{at, brand, params, synthetic_cases};
     use super::*;
-    use chrono::TimeZone;
-
-    fn at(day: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap() + Duration::days(day)
-    }
-
-    /// A brand where a group of customers always buys A, then B a week later; others
-    /// buy staples (milk, bread) every week and browse; a few buy once from "Dupattas".
-    fn brand() -> Corpus {
-        let mut catalogue = Catalogue::default();
-        let a = catalogue.intern("A", Some("Kurta A"), Some("Kurtas"));
-        let b = catalogue.intern("B", Some("Dupatta B"), Some("Dupattas"));
-        let milk = catalogue.intern("MILK", Some("Milk"), Some("Dairy"));
-        let bread = catalogue.intern("BREAD", Some("Bread"), Some("Bakery"));
-        let old = catalogue.intern("OLD", Some("Discontinued"), Some("Dairy"));
-        let fillers: Vec<ItemId> = (0..20)
-            .map(|i| catalogue.intern(&format!("D{i}"), None, Some("Dupattas")))
-            .collect();
-        let mut customers = Vec::new();
-        for c in 0..40 {
-            let mut act = Activity::default();
-            let start = c % 7;
-            act.baskets.push(Basket {
-                at: at(start),
-                items: vec![a, fillers[c as usize % 3]],
-            });
-            act.baskets.push(Basket {
-                at: at(start + 7),
-                items: vec![b, fillers[c as usize % 3]],
-            });
-            customers.push(act);
-        }
-        for c in 0..40 {
-            let mut act = Activity::default();
-            for w in 0..12 {
-                act.baskets.push(Basket {
-                    at: at(w * 7 + c % 5),
-                    items: vec![milk, bread, fillers[(c + w) as usize % 20]],
-                });
-            }
-            customers.push(act);
-        }
-        // Someone bought the discontinued item long ago.
-        customers.push(Activity {
-            baskets: vec![Basket {
-                at: at(-400),
-                items: vec![old, milk],
-            }],
-            views: Vec::new(),
-        });
-        for a in &mut customers {
-            a.sort();
-        }
-        Corpus {
-            catalogue,
-            customers,
-        }
-    }
-
-    fn params() -> RecsParams {
-        RecsParams {
-            item2vec: Item2VecParams {
-                min_count: 2,
-                epochs: 20,
-                ..Item2VecParams::default()
-            },
-            ..RecsParams::default()
-        }
-    }
 
     /// A blend that values neighbours (the brand's tuning window has no A-then-B buyers
     /// to learn that from).
-    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0];
+    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0];
 
     fn skus(model: &Recommender, recs: &[Recommended]) -> Vec<String> {
         recs.iter()
@@ -1700,7 +1929,7 @@ mod tests {
             &corpus,
             at(90),
             &params(),
-            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0],
+            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0],
         );
         let nobody = Activity::default();
         let recs = model.recommend(&nobody, at(90), 3);
@@ -1786,6 +2015,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("orders_per_buyer_ln");
+        stored["stats"]
+            .as_object_mut()
+            .unwrap()
+            .remove("prior_orders");
         stored.as_object_mut().unwrap().remove("explore");
         stored["params"]["item2vec"]
             .as_object_mut()
@@ -1832,6 +2065,7 @@ mod tests {
         model.explore = Explore {
             slots: 2,
             weights: EXPLORE_START,
+            weak_below: None,
         };
         let with = model.recommend(&newcomer, at(90), 5);
         assert_eq!(with.len(), 5);
@@ -1851,6 +2085,184 @@ mod tests {
         for (i, explored) in select(&candidates, &model.weights, &model.explore, 10) {
             assert!(!explored || !bought.contains(&candidates[i].item));
         }
+    }
+
+    #[test]
+    fn explore_slots_go_only_to_profiles_whose_repeat_candidates_are_weak() {
+        let corpus = brand();
+        let mut model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let b = corpus.catalogue.get("B").unwrap();
+        let newcomer = bought_yesterday(corpus.catalogue.get("A").unwrap());
+        let staple_buyer = corpus.customers[45].before(at(90));
+        let without = model.recommend(&staple_buyer, at(90), 10);
+        // The staple buyer's 9th place was bought before (frequency ln 2 and more); the
+        // newcomer's is a popular item it never bought (a score near 0).
+        model.explore = Explore {
+            slots: 2,
+            weights: EXPLORE_START,
+            weak_below: Some(0.5),
+        };
+        assert_eq!(
+            model.recommend(&staple_buyer, at(90), 10),
+            without,
+            "strong repeat candidates keep every place"
+        );
+        let recs = model.recommend(&newcomer, at(90), 10);
+        let b_rec = recs[8..].iter().find(|r| r.item == b);
+        assert!(b_rec.is_some(), "B after A: {:?}", skus(&model, &recs));
+        assert_eq!(b_rec.unwrap().source, Source::Similar);
+        // Without a bar, everyone explores, the staple buyer too.
+        model.explore.weak_below = None;
+        assert_ne!(model.recommend(&staple_buyer, at(90), 10), without);
+    }
+
+    #[test]
+    fn explore_slots_may_hold_popular_items_never_bought() {
+        let corpus = brand();
+        let mut model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        // No neighbours: the only candidates never bought are popular ones.
+        model.params.neighbours = 0;
+        let (a, milk, bread) = (
+            corpus.catalogue.get("A").unwrap(),
+            corpus.catalogue.get("MILK").unwrap(),
+            corpus.catalogue.get("BREAD").unwrap(),
+        );
+        let someone = Activity {
+            baskets: [20, 40]
+                .map(|day| Basket {
+                    at: at(day),
+                    items: vec![a, milk, bread],
+                })
+                .to_vec(),
+            views: Vec::new(),
+        };
+        let without = model.recommend(&someone, at(90), 3);
+        assert!(without.iter().all(|r| r.source == Source::Repeat));
+        let mut popular_first = [0.0; FEATURES.len()];
+        popular_first[POP] = 1.0;
+        model.explore = Explore {
+            slots: 1,
+            weights: popular_first,
+            weak_below: None,
+        };
+        let recs = model.recommend(&someone, at(90), 3);
+        assert_eq!(recs[..2], without[..2]);
+        let last = &recs[2];
+        assert!(
+            ![a, milk, bread].contains(&last.item),
+            "{:?}",
+            skus(&model, &recs)
+        );
+        assert_eq!(last.source, Source::Popular);
+        // The best seller among what it never bought.
+        let best = (0..model.catalogue.len() as ItemId)
+            .filter(|i| ![a, milk, bread].contains(i))
+            .max_by_key(|&i| (model.stats.recent_orders[i as usize], std::cmp::Reverse(i)))
+            .unwrap();
+        assert_eq!(last.item, best);
+    }
+
+    #[test]
+    fn the_explore_policy_is_tuned_on_the_window_for_the_weak_profiles() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        // Half the customers have strong repeat candidates and buy their blend's top 10;
+        // the other half have weak ones (all features scaled down), buy one of them and
+        // a new item: the neighbour most similar to their anchors, never bought.
+        let cases: Vec<TuningCase> = synthetic_cases(&model, 3, |_| false)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut case)| {
+                let weak = n % 2 == 1;
+                let explore_item = case.candidates[0].item;
+                for c in &mut case.candidates {
+                    c.features[SIM] = 0.0;
+                    if weak {
+                        c.features.iter_mut().for_each(|f| *f *= 0.1);
+                    }
+                }
+                let first = &mut case.candidates[0];
+                first.times_bought = 0;
+                first.anchor = Some((explore_item, false));
+                first.features = [0.0; FEATURES.len()];
+                first.features[SIM] = 0.9;
+                let top = rank(&case.candidates, &P_TOPFREQ, 10);
+                case.truth = top
+                    .iter()
+                    .take(if weak { 1 } else { 10 })
+                    .map(|&i| case.candidates[i].item)
+                    .collect();
+                case.new.clear();
+                if weak {
+                    case.truth.insert(explore_item);
+                    case.new.insert(explore_item);
+                }
+                case
+            })
+            .collect();
+        let mains: Vec<Vec<usize>> = cases
+            .iter()
+            .map(|c| rank(&c.candidates, &P_TOPFREQ, 10))
+            .collect();
+        let (r0, n0) = recall_and_ndcg(&cases, &P_TOPFREQ, &Explore::default());
+        let trials = explore_trials(&cases, &mains, &P_TOPFREQ, EXPLORE_START, (r0, n0));
+        assert_eq!(trials[0].explore, Explore::default(), "no slots is weighed");
+        assert!((trials[0].recall_ratio - 1.0).abs() < 1e-9);
+        let chosen = choose_explore(&trials);
+        assert!(chosen.slots > 0, "{trials:#?}");
+        let bar = chosen
+            .weak_below
+            .expect("a bar: only the weak profiles explore");
+        let kept = trials.iter().find(|t| t.explore == chosen).unwrap();
+        assert!(
+            (kept.share_exploring - 0.5).abs() < 0.05,
+            "the weak half explores: {kept:?}"
+        );
+        assert!(
+            kept.explore_recall > 0.9 && kept.recall_ratio > 1.0,
+            "{kept:?}"
+        );
+        // The bar sits between the two halves' pushed-out scores.
+        for (n, (case, main)) in cases.iter().zip(&mains).enumerate() {
+            let pushed_out = score(&case.candidates[main[10 - chosen.slots]], &P_TOPFREQ);
+            assert_eq!(
+                pushed_out < bar,
+                n % 2 == 1,
+                "case {n}: {pushed_out} vs {bar}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_explore_policy_trades_at_most_the_allowance_of_accuracy() {
+        let trial = |slots, recall_ratio, ndcg_ratio, explore_recall| ExploreTrial {
+            explore: Explore {
+                slots,
+                weights: EXPLORE_START,
+                weak_below: None,
+            },
+            share_exploring: 1.0,
+            recall_ratio,
+            ndcg_ratio,
+            explore_recall,
+        };
+        let none = ExploreTrial {
+            explore: Explore::default(),
+            share_exploring: 0.0,
+            ..trial(0, 1.06, 1.06, 0.001)
+        };
+        // Within the allowance on both figures: the most exploring one.
+        let within = trial(1, 1.06 - EXPLORE_ALLOWANCE / 2.0, 1.055, 0.02);
+        let beyond = trial(2, 1.04, 1.05, 0.04);
+        assert_eq!(choose_explore(&[none, within, beyond]), within.explore);
+        assert_eq!(choose_explore(&[none, beyond]), none.explore);
+        // Within the allowance but finding next to nothing new: not worth its cost.
+        let idle = trial(4, 1.055, 1.055, 0.001 + MIN_EXPLORE_GAIN / 2.0);
+        assert_eq!(choose_explore(&[none, idle]), none.explore);
+        // A policy more accurate than none is the reference.
+        let better = trial(3, 1.08, 1.08, 0.002);
+        assert_eq!(choose_explore(&[none, within, better]), better.explore);
+        assert_eq!(choose_explore(&[]), Explore::default());
     }
 
     #[test]
@@ -1884,44 +2296,6 @@ mod tests {
                 all[..k.min(all.len())].to_vec()
             );
         }
-    }
-
-    /// Tuning customers whose candidates are the brand's items with seeded random
-    /// features; each buys the items `bought` picks from its candidates.
-    fn synthetic_cases(
-        model: &Recommender,
-        seed: u64,
-        bought: impl Fn(&Candidate) -> bool,
-    ) -> Vec<TuningCase> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..400)
-            .map(|_| {
-                let candidates: Vec<Candidate> = (0..model.catalogue.len() as ItemId)
-                    .map(|item| {
-                        let mut features = [0.0; FEATURES.len()];
-                        features.iter_mut().for_each(|f| *f = rng.random::<f32>());
-                        Candidate {
-                            item,
-                            features,
-                            times_bought: rng.random_range(1..10),
-                            anchor: None,
-                            profile_baskets: 10,
-                        }
-                    })
-                    .collect();
-                let truth: HashSet<ItemId> = candidates
-                    .iter()
-                    .filter(|c| bought(c))
-                    .map(|c| c.item)
-                    .collect();
-                TuningCase {
-                    candidates,
-                    new: HashSet::new(),
-                    truth,
-                }
-            })
-            .collect()
     }
 
     #[test]
@@ -1960,6 +2334,12 @@ mod tests {
             .map(|i| candidates[i].item)
             .collect();
         assert!(recs.iter().all(|r| best.contains(&r.item)));
+        // Ranking many profiles at once (one call of the ranker) lists the same.
+        let others = [corpus.customers[3].before(at(90)), bought_yesterday(0)];
+        let many = model.recommend_many(&[&someone, &others[0], &others[1]], at(90), 10);
+        assert_eq!(many[0], recs);
+        assert_eq!(many[1], model.recommend(&others[0], at(90), 10));
+        assert_eq!(many[2], model.recommend(&others[1], at(90), 10));
         let mut again: Recommender =
             serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
         again.build_index();

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, Fitted, ItemId, Recommender,
+    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ExploreTrial, Fitted, ItemId, Recommender,
     RecsParams, TrainTimes, future_purchases, select,
 };
 use crate::MlError;
@@ -245,6 +245,8 @@ pub struct RecsEvaluation {
     pub weights: BlendWeights,
     /// The tuned explore slots.
     pub explore: Explore,
+    /// The explore policies the tuning weighed, with their figures on its window.
+    pub explore_trials: Vec<ExploreTrial>,
     /// The explore ceiling: for a number of places, the mean over customers who bought
     /// something new of the share of those new items an oracle would place there,
     /// picking perfectly among the profile's candidates it never bought (item2vec
@@ -533,26 +535,49 @@ pub fn write_report(
     match r.ranker_trial {
         Some(t) => writeln!(
             out,
-            "  re-ranker (LightGBM over the blend's best {}): {} — on held-out tuning \
-             customers its objective {:.4} vs the blend's {:.4}",
+            "  re-ranker (LightGBM over the blend's best {} and {} explore candidates): {} — on \
+             held-out tuning customers its objective {:.4} vs the blend's {:.4} (gain {:.1} \
+             standard errors of {:.4}; kept from {})",
             super::ranker::RERANK_TOP,
+            super::ranker::RERANK_EXPLORE,
             if r.ranker_kept { "kept" } else { "not kept" },
             t.ranker,
-            t.blend
+            t.blend,
+            (t.ranker - t.blend) / t.standard_error.max(1e-12),
+            t.standard_error,
+            super::ranker::MIN_STANDARD_ERRORS
         )?,
         None => writeln!(out, "  re-ranker: not tried (too few tuning purchases)")?,
     }
+    let weak = |e: &Explore| match e.weak_below {
+        Some(bar) => format!("when the best candidate pushed out scores below {bar:.3}"),
+        None => "for every profile".to_string(),
+    };
     if r.explore.slots > 0 {
         writeln!(
             out,
-            "  explore slots {} of 10, ranked by {}",
+            "  explore slots {} of 10 {}, ranked by {}",
             r.explore.slots,
+            weak(&r.explore),
             named(&r.explore.weights)
         )?;
     } else {
         writeln!(
             out,
-            "  explore slots: none (the tuning window says they do not pay)"
+            "  explore slots: none (on the tuning window no exploring policy was worth its cost)"
+        )?;
+    }
+    for t in &r.explore_trials {
+        writeln!(
+            out,
+            "    tuning window: {} slots {:<52} to {:>5.1}% of profiles: recall {:.3}x, NDCG \
+             {:.3}x P-TopFreq, explore recall {:.4}",
+            t.explore.slots,
+            weak(&t.explore),
+            100.0 * t.share_exploring,
+            t.recall_ratio,
+            t.ndcg_ratio,
+            t.explore_recall
         )?;
     }
     writeln!(
@@ -732,6 +757,9 @@ impl Tally {
     }
 }
 
+/// Profiles scored together in the speed pass (the scorer's batch size).
+const SCORING_BATCH: usize = crate::scoring::RECOMMEND_BATCH;
+
 /// Places the explore oracle fills ([`RecsEvaluation::explore_oracle`]).
 const ORACLE_PLACES: [usize; 4] = [1, 2, 4, 10];
 
@@ -777,10 +805,12 @@ pub fn evaluate_keeping(
     let mut tallies: Vec<Tally> = METHODS.iter().map(|_| Tally::default()).collect();
     let mut oracle = [0.0f64; ORACLE_PLACES.len()];
     let (mut repeat_customers, mut explore_customers) = (0, 0);
-    // Scoring speed: one pass of the blend alone over every customer.
+    // Scoring speed: one pass of the blend alone over every customer, in batches as
+    // the scorer sends them.
     let (started, cpu_started) = (Instant::now(), process_cpu_seconds());
-    for (c, _) in &truth {
-        std::hint::black_box(model.recommend(&train.customers[*c], cutoff, K));
+    for batch in truth.chunks(SCORING_BATCH) {
+        let activities: Vec<&Activity> = batch.iter().map(|(c, _)| &train.customers[*c]).collect();
+        std::hint::black_box(model.recommend_many(&activities, cutoff, K));
     }
     let blend_seconds = started.elapsed().as_secs_f64();
     let blend_cpu_seconds = process_cpu_seconds() - cpu_started;
@@ -876,6 +906,7 @@ pub fn evaluate_keeping(
         similar: time_similar_queries(model, 2_000, params.item2vec.seed),
         weights: model.weights,
         explore: model.explore,
+        explore_trials: model.explore_trials.clone(),
         explore_oracle: ORACLE_PLACES
             .into_iter()
             .zip(oracle)
