@@ -65,11 +65,20 @@ impl Index {
             .map(|&r| UnitVector(embeddings.vector(r).to_vec()))
             .collect();
         let values = rows.iter().map(|&r| r as u32).collect();
-        let map = Builder::default()
-            .ef_construction(EF_CONSTRUCTION)
-            .ef_search(EF_SEARCH)
-            .seed(seed)
-            .build(points, values);
+        // `instant-distance` inserts a layer's points in parallel, so with more than one
+        // thread the graph (and every neighbour list read from it) depends on thread
+        // timing. One thread keeps the model a function of its seed and data.
+        let build = || {
+            Builder::default()
+                .ef_construction(EF_CONSTRUCTION)
+                .ef_search(EF_SEARCH)
+                .seed(seed)
+                .build(points, values)
+        };
+        let map = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+            Ok(pool) => pool.install(build),
+            Err(_) => build(),
+        };
         Self {
             map: Some(map),
             rows,
@@ -303,6 +312,42 @@ mod tests {
         let empty = Index::build_over(&e, Vec::new(), 1);
         assert!(empty.nearest(&e, 0, 5).is_empty());
         assert!(recall_at_k(&e, &empty, 10, 20, 3).is_nan());
+    }
+
+    /// `n` seeded random unit vectors of length 16 (more points than `clusters`, so a
+    /// layer's inserts run long enough to race on several threads).
+    fn random_unit_vectors(n: usize) -> Embeddings {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let dim = 16;
+        let mut e = Embeddings::default();
+        e.dim = dim;
+        e.items = (0..n as u32).collect();
+        for _ in 0..n {
+            let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            e.vectors.extend(v.iter().map(|x| x / norm));
+        }
+        e.reindex();
+        e
+    }
+
+    #[test]
+    fn the_graph_is_the_same_whatever_the_thread_timing() {
+        let e = random_unit_vectors(20_000);
+        let sample: Vec<usize> = (0..e.len()).step_by(13).collect();
+        let neighbours = |index: &Index| -> Vec<Vec<(usize, f32)>> {
+            sample.iter().map(|&r| index.nearest(&e, r, 10)).collect()
+        };
+        let first = neighbours(&Index::build(&e, 7));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for round in 0..2 {
+            let again = pool.install(|| Index::build(&e, 7));
+            assert!(neighbours(&again) == first, "round {round}: another graph");
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ExploreTrial, Fitted, ItemId, Recommender,
-    RecsParams, TrainTimes, future_purchases, select,
+    Activity, Basket, BlendWeights, Catalogue, Corpus, Explore, ExploreTrial, Fitted, ItemId,
+    Recommender, RecsParams, TrainTimes, future_purchases, select,
 };
 use crate::MlError;
 use crate::eval::{missing_column, open_csv, parse_date};
