@@ -105,13 +105,13 @@ async fn counts(db: &PgPool) -> anyhow::Result<Counts> {
     .context("counting events")
 }
 
-/// The counts that only read partial indexes of what is still open — raw events not
-/// yet published (`customer_raw_event_outbox`) and normalised events not yet attached
-/// (`normalized_event_unresolved`) — so they cost the same whatever the size of the
-/// history: (unpublished, unresolved).
+/// The counts that only read what is still open — raw events not yet published (the
+/// narrow `raw_event_outbox`) and normalised events stored but not yet attached (the
+/// partial index `normalized_event_unresolved`) — so they cost the same whatever the
+/// size of the history: (unpublished, unresolved).
 async fn open_counts(db: &PgPool) -> anyhow::Result<(i64, i64)> {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM customer_raw_event WHERE published_at IS NULL), \
+        "SELECT (SELECT count(*) FROM raw_event_outbox), \
                 (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
     )
     .fetch_one(db)
@@ -310,6 +310,18 @@ mod tests {
     use test_support::servers::PrivateRedis;
 
     use super::*;
+
+    /// Regression: the cheap counts asked for a column the raw outbox migration had
+    /// dropped, so every poll while entries moved failed and was retried.
+    #[tokio::test]
+    async fn the_open_counts_agree_with_the_full_counts() {
+        let env = TestEnv::new().await;
+        let (_, unpublished, _, _, unresolved) = counts(&env.db).await.unwrap();
+        assert_eq!(
+            open_counts(&env.db).await.unwrap(),
+            (unpublished, unresolved)
+        );
+    }
 
     /// Regression: the wait gave up with "broken pipe" when Redis restarted under it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
