@@ -136,7 +136,8 @@ pub async fn write(
     batch: &mut [EventWrite],
 ) -> Result<usize, sqlx::Error> {
     write_effects(conn, batch).await?;
-    insert_events(conn, batch.iter().filter_map(|w| w.event.as_ref())).await
+    let events: Vec<&NormalizedEvent> = batch.iter().filter_map(|w| w.event.as_ref()).collect();
+    insert_unattached(conn, &events).await
 }
 
 /// Writes a batch's orders and products (everything but the events' rows).
@@ -598,15 +599,6 @@ async fn upsert_products(
     Ok(())
 }
 
-/// Inserts the events (new ones only), not attached, and returns how many were new.
-async fn insert_events<'a>(
-    conn: &mut PgConnection,
-    events: impl Iterator<Item = &'a NormalizedEvent>,
-) -> Result<usize, sqlx::Error> {
-    let events: Vec<(&NormalizedEvent, Option<Uuid>)> = events.map(|e| (e, None)).collect();
-    insert_rows(conn, events).await
-}
-
 /// Stores events that no writer stored yet (see [`write_batch_leaving_events`]), each
 /// attached to the profile given with it and resolved now, in the caller's
 /// transaction. Returns how many rows it inserted: an event whose row exists already
@@ -620,8 +612,9 @@ pub async fn insert_attached(
 }
 
 /// Stores events that no writer stored yet without a profile, in the caller's
-/// transaction (for the merger's paths that attach or drop an event by its stored
-/// row: region replays and erased identifiers). Returns how many rows it inserted.
+/// transaction (seeds through [`write`], and the merger's paths that attach or drop
+/// an event by its stored row: region replays and erased identifiers). Returns how
+/// many rows it inserted.
 pub async fn insert_unattached(
     conn: &mut PgConnection,
     events: &[&NormalizedEvent],
