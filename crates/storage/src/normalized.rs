@@ -612,7 +612,7 @@ pub async fn insert_attached(
 }
 
 /// Stores events that no writer stored yet without a profile, in the caller's
-/// transaction (seeds through [`write`], and the merger's paths that attach or drop
+/// transaction (seeds through [`write()`], and the merger's paths that attach or drop
 /// an event by its stored row: region replays and erased identifiers). Returns how
 /// many rows it inserted.
 pub async fn insert_unattached(
