@@ -237,12 +237,18 @@ async fn consent_from_replies_status_callbacks_and_the_api() {
             .contains(&json!("whatsapp"))
     );
     assert_eq!(whatsapp(&doc)["source"], "whatsapp_keyword");
-    // The outbound message is on the timeline.
-    let (_, timeline) = gw
-        .get(
-            &format!("/profiles/{id}/timeline?type=message_status"),
-            &viewer,
-        )
+    // The outbound message is on the timeline: all three callbacks, once the two that
+    // arrived after the later "read" (late events, resolved by a region replay) are in.
+    let timeline =
+        test_support::eventually(30, "three status callbacks on the timeline", || async {
+            let (_, timeline) = gw
+                .get(
+                    &format!("/profiles/{id}/timeline?type=message_status"),
+                    &viewer,
+                )
+                .await;
+            (timeline["items"].as_array().map_or(0, Vec::len) >= 3).then_some(timeline)
+        })
         .await;
     assert_eq!(timeline["items"].as_array().unwrap().len(), 3, "{timeline}");
 
