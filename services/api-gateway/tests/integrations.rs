@@ -232,7 +232,7 @@ async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["id"], raw_id.to_string());
     let published: bool =
-        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM raw_event_outbox WHERE id = $1)")
+        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM raw_event_outbox_events WHERE id = $1)")
             .bind(raw_id)
             .fetch_one(gw.db())
             .await
