@@ -46,7 +46,7 @@ pub const GROUP: &str = "identity-merger";
 /// Hands batches of normalised events to the resolver.
 pub struct EventHandler {
     resolver: Resolver,
-    /// The profiles each committed batch changed, for the [`refresher`].
+    /// The profiles each committed batch changed, for the refresher task.
     refresh: mpsc::UnboundedSender<Vec<Uuid>>,
 }
 
