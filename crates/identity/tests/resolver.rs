@@ -654,3 +654,33 @@ async fn a_shared_device_is_flagged_in_the_identifier_index() {
         assert_eq!(flags(&env).await, (0, 1), "a rebuild flags the same row");
     }
 }
+
+#[tokio::test]
+async fn a_resolver_transaction_holds_the_fleet_lock_from_its_begin() {
+    use identity::resolver::locks::{FLEET_LOCK, begin_shared};
+    let env = TestEnv::new().await;
+    let exclusive = "SELECT pg_try_advisory_lock($1, $2)";
+    let tx = begin_shared(&env.db).await.unwrap();
+    let mut other = env.db.acquire().await.unwrap();
+    let taken: bool = sqlx::query_scalar(exclusive)
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(!taken, "a rebuild cannot start while the transaction is open");
+    tx.commit().await.unwrap();
+    let taken: bool = sqlx::query_scalar(exclusive)
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(taken, "the commit released it");
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+}
