@@ -79,12 +79,7 @@ impl Handler for EventHandler {
             batch.iter().map(|d| d.envelope.payload.clone()).collect();
         match self.resolver.resolve_deferred(&events).await {
             Ok(report) => {
-                let changed: Vec<Uuid> = report
-                    .changed
-                    .iter()
-                    .chain(report.removed.iter())
-                    .copied()
-                    .collect();
+                let changed = report.stale_documents();
                 if !changed.is_empty() {
                     // The refresher outlives every handler; a send can only fail while
                     // the process is going down, when documents expire on their own.

@@ -97,6 +97,16 @@ pub struct ResolveReport {
 }
 
 impl ResolveReport {
+    /// The profiles whose Customer 360 documents the call made stale: those changed and
+    /// those merged away.
+    pub fn stale_documents(&self) -> Vec<ProfileId> {
+        self.changed
+            .iter()
+            .chain(self.removed.iter())
+            .copied()
+            .collect()
+    }
+
     fn absorb(&mut self, other: ResolveReport) {
         self.resolved += other.resolved;
         self.already_resolved += other.already_resolved;
@@ -225,12 +235,7 @@ impl Resolver {
     /// Rewrites the cached documents of what a step changed. A Redis failure is only
     /// logged: documents expire, and the next change or read rebuilds them.
     pub(crate) async fn after_commit(&self, step: &ResolveReport) {
-        let ids: Vec<ProfileId> = step
-            .changed
-            .iter()
-            .chain(step.removed.iter())
-            .copied()
-            .collect();
+        let ids = step.stale_documents();
         if let Err(e) = self.cache.refresh_many(&ids).await {
             tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
         }
