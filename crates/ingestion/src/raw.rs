@@ -190,26 +190,25 @@ async fn resolve_duplicate_ids(
 /// deleted when every event it lists is in `ids`, so a partial list takes nothing out
 /// and the relay publishes the batch again (at least once) rather than never.
 pub async fn mark_stored_published(db: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM raw_event_outbox_batch WHERE id = ANY($1) AND event_ids <@ $1")
-        .bind(ids)
-        .execute(db)
-        .await?;
-    Ok(())
+    delete_outbox_rows(
+        db,
+        "DELETE FROM raw_event_outbox_batch WHERE id = ANY($1) AND event_ids <@ $1",
+        ids,
+    )
+    .await
 }
 
 /// Marks single queued events (`raw_event_outbox`: what the relay publishes, and what
 /// `ctl republish` queues) as published on `events.raw`: takes them out of the outbox.
 pub async fn mark_published(db: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+    delete_outbox_rows(db, "DELETE FROM raw_event_outbox WHERE id = ANY($1)", ids).await
+}
+
+/// Runs one of the outbox's `DELETE`s (`$1`: the published ids), unless `ids` is empty.
+async fn delete_outbox_rows(db: &PgPool, sql: &str, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query(sql).bind(ids).execute(db).await?;
     }
-    sqlx::query("DELETE FROM raw_event_outbox WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(db)
-        .await?;
     Ok(())
 }
 
