@@ -126,7 +126,9 @@ async fn a_stored_batch_is_one_outbox_row_taken_out_only_when_all_of_it_is_publi
     let mut ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     ids.sort();
 
-    ingestion::raw::insert_batch(&env.db, &events).await.unwrap();
+    ingestion::raw::insert_batch(&env.db, &events)
+        .await
+        .unwrap();
     let batches: Vec<(Uuid, Vec<Uuid>)> =
         sqlx::query_as("SELECT id, event_ids FROM raw_event_outbox_batch")
             .fetch_all(&env.db)
