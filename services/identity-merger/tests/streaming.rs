@@ -556,7 +556,7 @@ async fn every_live_profile_gets_its_current_customer360_document_and_merged_one
     test_support::eventually(30, "every live profile's document is current", || async {
         let mut redis = redis.clone();
         for id in &live {
-            let key = storage::customer360::cache_key(&env.prefix(), *id);
+            let key = storage::customer360::cache_key(env.prefix(), *id);
             let cached: Option<String> = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
             let cached: domain::profile::Customer360 = serde_json::from_str(&cached?).ok()?;
             let built = storage::customer360::build(&env.db, *id).await.unwrap()?;
@@ -568,7 +568,7 @@ async fn every_live_profile_gets_its_current_customer360_document_and_merged_one
     })
     .await;
     for id in &merged {
-        let key = storage::customer360::cache_key(&env.prefix(), *id);
+        let key = storage::customer360::cache_key(env.prefix(), *id);
         let cached: Option<String> = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
         assert_eq!(cached, None, "profile {id} was merged away: no document");
     }
