@@ -4,8 +4,8 @@
 //! - `prepare` / `cleanup`: create (and migrate) or drop the benchmark database and
 //!   delete the benchmark's Redis keys; `bench/ingest/run.sh` wraps the whole run.
 //! - `load --url URL`: first measures the ceilings (pipelined `XADD` of an envelope-sized
-//!   entry; ingest's own group-commit statement — raw rows and their `raw_event_outbox`
-//!   rows — into copies of those tables, with and without taking the rows out of the
+//!   entry; ingest's own group-commit statement — raw rows and the batch's
+//!   `raw_event_outbox_batch` row — into copies of those tables, with and without taking the rows out of the
 //!   outbox as the publisher does), then drives the running ingest
 //!   with signed Shopify `orders/create` webhooks, Segment batches and a mix of both, and
 //!   prints events/s, requests/s, p50/p99 latency and the ratios to the ceilings. At the
@@ -244,14 +244,15 @@ async fn xadd_rate(settings: &Settings, secs: u64) -> anyhow::Result<f64> {
 }
 
 /// The schema of the ceiling's own copies of `customer_raw_event` and
-/// `raw_event_outbox`, so the running ingest's outbox relay never sees its rows.
+/// `raw_event_outbox_batch`, so the running ingest's outbox relay never sees its rows.
 const LIMITS_SCHEMA: &str = "bench_limits";
 
 /// Raw events stored for `secs` by ingest's own group-commit statement
-/// (`ingestion::raw::insert_batch`: the raw row and its outbox row, 512 events a batch)
-/// from two writers, into copies of `customer_raw_event` and `raw_event_outbox` (a
-/// schema of their own, first on the search path); with `mark_published`, each batch is
-/// then taken out of the outbox as ingest's publisher does (`ingestion::raw::mark_published`).
+/// (`ingestion::raw::insert_batch`: the raw rows and the batch's outbox row, 512 events a
+/// batch) from two writers, into copies of `customer_raw_event` and
+/// `raw_event_outbox_batch` (a schema of their own, first on the search path); with
+/// `mark_published`, each batch is then taken out of the outbox as ingest's publisher
+/// does (`ingestion::raw::mark_stored_published`).
 async fn insert_rate(
     database_url: &str,
     secs: u64,
@@ -272,7 +273,7 @@ async fn insert_rate(
             "CREATE TABLE {LIMITS_SCHEMA}.customer_raw_event (LIKE public.customer_raw_event INCLUDING ALL)"
         ),
         format!(
-            "CREATE TABLE {LIMITS_SCHEMA}.raw_event_outbox (LIKE public.raw_event_outbox INCLUDING ALL)"
+            "CREATE TABLE {LIMITS_SCHEMA}.raw_event_outbox_batch (LIKE public.raw_event_outbox_batch INCLUDING ALL)"
         ),
     ] {
         sqlx::query(&sql).execute(&db).await?;
@@ -301,7 +302,7 @@ async fn insert_rate(
                     .map(|o| o.id)
                     .collect();
                 if mark_published {
-                    ingestion::raw::mark_published(&db, &stored).await?;
+                    ingestion::raw::mark_stored_published(&db, &stored).await?;
                 }
                 total.fetch_add(stored.len() as u64, Ordering::Relaxed);
             }

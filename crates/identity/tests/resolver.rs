@@ -654,3 +654,40 @@ async fn a_shared_device_is_flagged_in_the_identifier_index() {
         assert_eq!(flags(&env).await, (0, 1), "a rebuild flags the same row");
     }
 }
+
+/// Whether `conn` can take the fleet lock exclusively, as a rebuild does (released
+/// again at once when taken).
+async fn fleet_free(conn: &mut sqlx::PgConnection) -> bool {
+    use identity::resolver::locks::FLEET_LOCK;
+    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(FLEET_LOCK.0)
+        .bind(FLEET_LOCK.1)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    if taken {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(FLEET_LOCK.0)
+            .bind(FLEET_LOCK.1)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    taken
+}
+
+#[tokio::test]
+async fn a_resolver_transaction_holds_the_fleet_lock_from_its_begin() {
+    let env = TestEnv::new().await;
+    let mut other = env.db.acquire().await.unwrap();
+    assert!(fleet_free(&mut other).await);
+    let tx = identity::resolver::locks::begin_shared(&env.db)
+        .await
+        .unwrap();
+    assert!(
+        !fleet_free(&mut other).await,
+        "a rebuild cannot start while the transaction is open"
+    );
+    tx.commit().await.unwrap();
+    assert!(fleet_free(&mut other).await, "the commit released it");
+}

@@ -8,8 +8,8 @@
 //! - [`raw_event`]: the raw event row, its `events.raw` payload and the mappings' view.
 //! - [`raw`]: the durable raw-event store with group commit, and publishing to
 //!   `events.raw` after the commit.
-//! - [`outbox`]: the `events.raw` outbox (`raw_event_outbox`), for the
-//!   streams runtime's relay.
+//! - [`outbox`]: the `events.raw` outbox (`raw_event_outbox_batch`, `raw_event_outbox`),
+//!   for the streams runtime's relay.
 //! - [`connection_log`]: the batched per-integration delivery log.
 //! - [`integrations`]: creating integrations and rotating their secrets, per the
 //!   registry.

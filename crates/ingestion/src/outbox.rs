@@ -1,12 +1,17 @@
 //! The outbox of `events.raw`: raw events committed but not yet published.
 //!
-//! `raw_event_outbox` is the outbox: a narrow row (id, arrival time) inserted with each
-//! new `customer_raw_event` row in the same statement ([`crate::raw`]) and deleted once
-//! the event is on `events.raw`. Normally the ingest publisher empties it within
-//! milliseconds; rows stay when Redis refused the publish or the process died between
-//! commit and publish. [`RawEventOutbox`] lets the streams runtime's relay
-//! (`streams::run_outbox_relay`) find rows older than a grace period, rebuild their
-//! envelopes exactly as ingest would have, publish them and take them out.
+//! The outbox is two narrow tables: `raw_event_outbox_batch`, one row per stored batch
+//! (its arrival time and every new event id) inserted with the batch's
+//! `customer_raw_event` rows in the same statement ([`crate::raw`]) and deleted once the
+//! batch is on `events.raw`; and `raw_event_outbox`, one row (id, arrival time) per
+//! event, which the relay publishes from (`ctl republish` queues events there too).
+//! Normally the ingest publisher empties the batch table within milliseconds; rows stay
+//! when Redis refused the publish or the process died between commit and publish.
+//! [`RawEventOutbox`] lets the streams runtime's relay (`streams::run_outbox_relay`)
+//! find what is older than a grace period — batch rows are first turned into single
+//! rows, in one statement — rebuild the envelopes exactly as ingest would have, publish
+//! them and take them out. The view `raw_event_outbox_events` lists every waiting event
+//! of both tables.
 //!
 //! Guarantee: every committed raw event reaches `events.raw` at least once. An event can
 //! be published twice (the relay races a slow publisher, or two ingest replicas relay at
@@ -54,6 +59,18 @@ impl RawEventOutbox {
             Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>>,
             Option<serde_json::Value>,
         );
+        // Batches ingest has not taken out within the grace period become single rows
+        // (in one statement: a batch is in one table or the other, never in neither).
+        sqlx::query(
+            "WITH due AS (DELETE FROM raw_event_outbox_batch \
+                          WHERE received_at <= now() - $1::interval \
+                          RETURNING received_at, event_ids) \
+             INSERT INTO raw_event_outbox (id, received_at) \
+             SELECT unnest(event_ids), received_at FROM due ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(older_than)
+        .execute(&self.db)
+        .await?;
         // Raw ids are UUIDv7: key order is arrival order.
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT o.id, r.id, r.integration_id, r.source, r.source_event_id, r.kind, \
@@ -127,7 +144,7 @@ impl RawEventOutbox {
 
     /// How many raw events wait in the outbox (for metrics and `ctl`).
     pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
+        sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox_events")
             .fetch_one(&self.db)
             .await
     }

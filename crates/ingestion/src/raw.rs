@@ -9,13 +9,15 @@
 //! waiters. Many requests, one round trip, one WAL flush: that is how signed ingest keeps
 //! up with a 2-core machine.
 //!
-//! The same statement queues each new row in `raw_event_outbox` (its id and arrival time:
-//! a narrow row, so the wide raw row is written once and never rewritten). After the
-//! commit, newly stored rows go to a publisher task that appends them to `events.raw`
-//! (one pipeline per batch) and then deletes their outbox rows. If publishing fails, or
-//! the process dies between commit and publish, the outbox rows stay and the outbox
-//! relay ([`crate::outbox`]) publishes them later. Delivery on `events.raw` is therefore
-//! at least once; the normalizer is idempotent on the raw id.
+//! The same statement queues the batch's new rows in `raw_event_outbox_batch`: one
+//! narrow row per batch (keyed by its smallest new id, with every new id), so the wide
+//! raw row is written once and never rewritten, and the outbox costs one index insert and
+//! one delete per batch instead of per event. After the commit, newly stored rows go to
+//! a publisher task that appends them to `events.raw` (one pipeline per batch) and then
+//! deletes their batch rows. If publishing fails, or the process dies between commit and
+//! publish, the batch rows stay and the outbox relay ([`crate::outbox`]) publishes them
+//! later. Delivery on `events.raw` is therefore at least once; the normalizer is
+//! idempotent on the raw id.
 //!
 //! One bad request never fails the others: when Postgres refuses a shared INSERT for
 //! its data ([`is_data_error`]: a value out of range, a key too long for its index),
@@ -68,8 +70,9 @@ pub enum StoreError {
     Stopped,
 }
 
-/// The raw rows and, for those that are new, their outbox rows: one statement, so a
-/// stored event is always queued for publishing.
+/// The raw rows and, when some are new, the batch's one outbox row (keyed by its
+/// smallest new id, listing every new id): one statement, so a stored event is always
+/// queued for publishing.
 const INSERT_SQL: &str = "\
 WITH stored AS ( \
     INSERT INTO customer_raw_event \
@@ -78,7 +81,9 @@ WITH stored AS ( \
                          $6::timestamptz[], $7::timestamptz[], $8::jsonb[], $9::jsonb[]) \
     ON CONFLICT (source, source_event_id) DO NOTHING \
     RETURNING id, received_at), \
-queued AS (INSERT INTO raw_event_outbox (id, received_at) SELECT id, received_at FROM stored) \
+batch AS (SELECT array_agg(id ORDER BY id) AS ids, min(received_at) AS received_at FROM stored), \
+queued AS (INSERT INTO raw_event_outbox_batch (id, received_at, event_ids) \
+           SELECT ids[1], received_at, ids FROM batch WHERE ids IS NOT NULL) \
 SELECT id FROM stored";
 
 /// Writes `events` with one INSERT and reports, per event and in order, whether it was
@@ -179,20 +184,37 @@ async fn resolve_duplicate_ids(
     Ok(())
 }
 
-/// Marks rows as published on `events.raw`: takes them out of the outbox.
+/// Marks events stored by [`insert_batch`] as published on `events.raw`: takes the
+/// outbox rows of their batches out. `ids` must hold whole batches (every new event of
+/// each [`insert_batch`] call, as [`publish_stored`] gets them): a batch row is only
+/// deleted when every event it lists is in `ids`, so a partial list takes nothing out
+/// and the relay publishes the batch again (at least once) rather than never.
+pub async fn mark_stored_published(db: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    delete_outbox_rows(
+        db,
+        "DELETE FROM raw_event_outbox_batch WHERE id = ANY($1) AND event_ids <@ $1",
+        ids,
+    )
+    .await
+}
+
+/// Marks single queued events (`raw_event_outbox`: what the relay publishes, and what
+/// `ctl republish` queues) as published on `events.raw`: takes them out of the outbox.
 pub async fn mark_published(db: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+    delete_outbox_rows(db, "DELETE FROM raw_event_outbox WHERE id = ANY($1)", ids).await
+}
+
+/// Runs one of the outbox's `DELETE`s (`$1`: the published ids), unless `ids` is empty.
+async fn delete_outbox_rows(db: &PgPool, sql: &str, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query(sql).bind(ids).execute(db).await?;
     }
-    sqlx::query("DELETE FROM raw_event_outbox WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(db)
-        .await?;
     Ok(())
 }
 
-/// Publishes newly stored events on `events.raw`, then marks them published. A failure is
-/// logged and counted: the rows stay in the outbox for the relay.
+/// Publishes newly stored events on `events.raw`, then marks them published
+/// ([`mark_stored_published`]: `events` must hold whole batches of [`insert_batch`]). A
+/// failure is logged and counted: the rows stay in the outbox for the relay.
 pub async fn publish_stored(streams: &Streams, db: &PgPool, events: &[NewRawEvent]) -> bool {
     if events.is_empty() {
         return true;
@@ -205,7 +227,7 @@ pub async fn publish_stored(streams: &Streams, db: &PgPool, events: &[NewRawEven
         return false;
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    if let Err(e) = mark_published(db, &ids).await {
+    if let Err(e) = mark_stored_published(db, &ids).await {
         // Published but not marked: the relay publishes them again later, which
         // at-least-once delivery allows for.
         tracing::warn!(error = %e, "marking raw events published failed");

@@ -170,7 +170,7 @@ async fn order_exports_group_lines_into_orders() {
         "2026-11-20T13:12:08+00:00",
         "occurred at the order time"
     );
-    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
+    let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox_events")
         .fetch_one(&env.db)
         .await
         .unwrap();

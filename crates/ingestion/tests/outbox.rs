@@ -44,7 +44,7 @@ async fn store(env: &TestEnv, streams: Option<Streams>, events: Vec<NewRawEvent>
 }
 
 async fn queued(env: &TestEnv) -> Vec<Uuid> {
-    sqlx::query_scalar("SELECT id FROM raw_event_outbox ORDER BY id")
+    sqlx::query_scalar("SELECT id FROM raw_event_outbox_events ORDER BY id")
         .fetch_all(&env.db)
         .await
         .unwrap()
@@ -117,4 +117,42 @@ async fn stored_events_wait_in_the_outbox_until_published_and_the_raw_row_is_nev
         RawEventOutbox::new(env.db.clone()).backlog().await.unwrap(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_stored_batch_is_one_outbox_row_taken_out_only_when_all_of_it_is_published() {
+    let env = TestEnv::new().await;
+    let events: Vec<NewRawEvent> = (0..5).map(|i| event(&format!("b-{i}"))).collect();
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    ids.sort();
+
+    ingestion::raw::insert_batch(&env.db, &events)
+        .await
+        .unwrap();
+    let batches: Vec<(Uuid, Vec<Uuid>)> =
+        sqlx::query_as("SELECT id, event_ids FROM raw_event_outbox_batch")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        batches,
+        vec![(ids[0], ids.clone())],
+        "one row for the batch, keyed by its smallest id, listing every event"
+    );
+    let singles: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(singles, 0, "no row per event");
+    assert_eq!(queued(&env).await, ids);
+
+    // A publisher that sent only part of the batch takes nothing out.
+    ingestion::raw::mark_stored_published(&env.db, &ids[..4])
+        .await
+        .unwrap();
+    assert_eq!(queued(&env).await, ids);
+    ingestion::raw::mark_stored_published(&env.db, &ids)
+        .await
+        .unwrap();
+    assert!(queued(&env).await.is_empty());
 }

@@ -39,7 +39,7 @@
 //! **Redis loss.** Redis holds no truth. Every topic is derived from Postgres rows (the
 //! raw events, normalised events, review decisions, profiles), so a wiped Redis loses
 //! only in-flight entries, and those are republished from Postgres: the outbox relay
-//! publishes every raw event still in `raw_event_outbox`, and queueing recent rows there
+//! publishes every raw event still in ingest's outbox, and queueing recent rows there
 //! again makes it publish them again (consumers being idempotent, re-sent work is
 //! harmless). Consumers re-create their groups when they find them gone and carry on.
 //!

@@ -1,7 +1,7 @@
 //! The outbox relay: rows that a service stored durably but has not yet published (the
 //! process died, or Redis was down, between commit and `XADD`) are published later.
 //!
-//! The store (for ingest: the `raw_event_outbox` rows of `customer_raw_event`) says
+//! The store (for ingest: the outbox rows of `customer_raw_event`) says
 //! what is unpublished and records what was published; the relay only moves rows from
 //! one to the other. A row is marked after its entry is appended, so a crash in between
 //! publishes it twice — at-least-once, which idempotent consumers absorb — and never

@@ -713,7 +713,7 @@ pub async fn pipeline_report(fleet: &Fleet) -> String {
         ("raw events", "SELECT count(*) FROM customer_raw_event"),
         (
             "unpublished raw events",
-            "SELECT count(*) FROM raw_event_outbox",
+            "SELECT count(*) FROM raw_event_outbox_events",
         ),
         ("normalized events", "SELECT count(*) FROM normalized_event"),
         (

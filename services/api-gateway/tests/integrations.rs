@@ -231,12 +231,13 @@ async fn a_test_event_goes_through_the_ingestion_store_and_stream() {
     let entries = gw.stream_entries(Topic::EventsRaw).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["id"], raw_id.to_string());
-    let published: bool =
-        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM raw_event_outbox WHERE id = $1)")
-            .bind(raw_id)
-            .fetch_one(gw.db())
-            .await
-            .unwrap();
+    let published: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM raw_event_outbox_events WHERE id = $1)",
+    )
+    .bind(raw_id)
+    .fetch_one(gw.db())
+    .await
+    .unwrap();
     assert!(published);
 
     let (_, log) = gw

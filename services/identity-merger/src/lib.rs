@@ -3,7 +3,9 @@
 //! Runs, until shutdown, in one process:
 //! - a consumer of `events.normalized` (group `identity-merger`) handing each batch to
 //!   the [`Resolver`], which attaches events to profiles, merges, raises review items
-//!   and keeps Customer 360 facts and the cache fresh;
+//!   and keeps Customer 360 facts fresh;
+//! - the refresher rewriting the Customer 360 documents of what each batch changed,
+//!   while the next batch is resolved;
 //! - a consumer of `profiles.merge_requests` (same group) applying analysts' decisions
 //!   (approve/reject review items, manual merges, unmerges, GDPR erasure), so every
 //!   profile write goes through this service;
@@ -25,6 +27,7 @@
 //! `crates/identity`). Benchmark: `bench/identity/run.sh` (events/s through 1 and 3
 //! replicas).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ use identity::resolver::outbox::PredictionOutbox;
 use service_kit::ServiceContext;
 use streams::{ConsumerOptions, Delivery, Handler, HandlerError, OutboxOptions, Topic};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use uuid::Uuid;
 
 /// The consumer group of every merger replica.
 pub const GROUP: &str = "identity-merger";
@@ -41,6 +46,28 @@ pub const GROUP: &str = "identity-merger";
 /// Hands batches of normalised events to the resolver.
 pub struct EventHandler {
     resolver: Resolver,
+    /// The profiles each committed batch changed, for the refresher task.
+    refresh: mpsc::UnboundedSender<Vec<Uuid>>,
+}
+
+/// Rewrites the Customer 360 documents of the profiles the event batches changed, off
+/// the merger's critical path: the next batch is read and resolved while the documents
+/// of the last one are built (six reads and a Redis pipeline each). One task, in commit
+/// order, so a document is never written back older than one written before it; what
+/// queued up meanwhile is refreshed at once (each profile once). Returns when every
+/// sender is gone and the queue is empty. Failures are only logged, as before: documents
+/// expire, and the next change or read rebuilds them.
+async fn refresher(resolver: Resolver, mut queue: mpsc::UnboundedReceiver<Vec<Uuid>>) {
+    while let Some(first) = queue.recv().await {
+        let mut ids: BTreeSet<Uuid> = first.into_iter().collect();
+        while let Ok(more) = queue.try_recv() {
+            ids.extend(more);
+        }
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        if let Err(e) = resolver.refresh(&ids).await {
+            tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -50,8 +77,14 @@ impl Handler for EventHandler {
     async fn handle(&self, batch: &[Delivery<NormalizedEvent>]) -> Vec<Result<(), HandlerError>> {
         let events: Vec<NormalizedEvent> =
             batch.iter().map(|d| d.envelope.payload.clone()).collect();
-        match self.resolver.resolve(&events).await {
+        match self.resolver.resolve_deferred(&events).await {
             Ok(report) => {
+                let changed = report.stale_documents();
+                if !changed.is_empty() {
+                    // The refresher outlives every handler; a send can only fail while
+                    // the process is going down, when documents expire on their own.
+                    let _ = self.refresh.send(changed);
+                }
                 metrics::counter!("identity_events_resolved_total")
                     .increment(report.resolved as u64);
                 metrics::counter!("identity_events_redelivered_total")
@@ -113,12 +146,15 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     // process, never share one.
     let mut events_opts = ConsumerOptions::from_settings(&ctx.settings, GROUP);
     events_opts.batch_size = ctx.settings.identity.identity_merger_batch_size.max(1);
+    let (refresh, queue) = mpsc::unbounded_channel();
+    let refreshing = tokio::spawn(refresher(resolver.clone(), queue));
     let events = tokio::spawn(streams::run_consumer(
         streams.clone(),
         Topic::EventsNormalized,
         events_opts,
         Arc::new(EventHandler {
             resolver: resolver.clone(),
+            refresh,
         }),
         ctx.shutdown.clone(),
     ));
@@ -155,5 +191,8 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
     for task in [events, requests, relay, changes] {
         task.await??;
     }
+    // The event consumer (and with it the queue's only sender) is gone: the refresher
+    // writes what is left and returns.
+    refreshing.await?;
     served
 }

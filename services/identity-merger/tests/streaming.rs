@@ -524,3 +524,52 @@ async fn profiles_on(streams: &Streams, topic: Topic, kinds: &[&str]) -> BTreeSe
         .filter_map(|env| env.payload["profile_id"].as_str()?.parse().ok())
         .collect()
 }
+
+#[tokio::test]
+async fn every_live_profile_gets_its_current_customer360_document_and_merged_ones_none() {
+    let s = generate(&IdentityConfig::with_customers(10));
+    let env = TestEnv::new().await;
+    feed(&env, &s.events).await;
+    replicas(&env, 1).await;
+    wait_resolved(&env, s.events.len(), 120).await;
+    let live: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customer_profile WHERE merged_into IS NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    let merged: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM customer_profile WHERE merged_into IS NOT NULL")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert!(!merged.is_empty(), "the scenario merges");
+    // The document as stored, without the time it was computed and what decays with
+    // that time (category weights, recomputed to the last float digit at each build).
+    let current = |doc: &domain::profile::Customer360| {
+        let mut v = serde_json::to_value(doc).unwrap();
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("computed_at");
+        fields.remove("category_affinity");
+        v
+    };
+    let mut redis = env.redis.clone();
+    test_support::eventually(30, "every live profile's document is current", || async {
+        let mut redis = redis.clone();
+        for id in &live {
+            let key = storage::customer360::cache_key(env.prefix(), *id);
+            let cached: Option<String> = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
+            let cached: domain::profile::Customer360 = serde_json::from_str(&cached?).ok()?;
+            let built = storage::customer360::build(&env.db, *id).await.unwrap()?;
+            if current(&cached) != current(&built) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for id in &merged {
+        let key = storage::customer360::cache_key(env.prefix(), *id);
+        let cached: Option<String> = redis::AsyncCommands::get(&mut redis, &key).await.unwrap();
+        assert_eq!(cached, None, "profile {id} was merged away: no document");
+    }
+}

@@ -49,7 +49,7 @@ use crate::engine::{Engine, Graph};
 use crate::facts::ProfileFacts;
 use crate::model::{EventKey, Observation, ProfileId, suppression_hash};
 use crate::rules::{PartnerSet, Policy, observe_partners};
-use locks::{fleet_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
+use locks::{begin_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
 use write::write;
 
 /// Attempts at one transaction before giving up (each retry takes more locks up front).
@@ -97,6 +97,16 @@ pub struct ResolveReport {
 }
 
 impl ResolveReport {
+    /// The profiles whose Customer 360 documents the call made stale: those changed and
+    /// those merged away.
+    pub fn stale_documents(&self) -> Vec<ProfileId> {
+        self.changed
+            .iter()
+            .chain(self.removed.iter())
+            .copied()
+            .collect()
+    }
+
     fn absorb(&mut self, other: ResolveReport) {
         self.resolved += other.resolved;
         self.already_resolved += other.already_resolved;
@@ -179,28 +189,53 @@ impl Resolver {
     /// Resolves a batch of events (any order, duplicates allowed). Each committed step
     /// refreshes its profiles' Customer 360 documents before the next begins.
     pub async fn resolve(&self, events: &[NormalizedEvent]) -> Result<ResolveReport, ResolveError> {
+        self.resolve_steps(events, true).await
+    }
+
+    /// [`resolve`](Self::resolve) without refreshing Customer 360 documents: the caller
+    /// refreshes the report's `changed` and `removed` profiles itself, after this returns
+    /// ([`refresh`](Self::refresh)). The merger does so off its critical path, so the
+    /// documents' reads overlap its next batch (docs/performance.md).
+    pub async fn resolve_deferred(
+        &self,
+        events: &[NormalizedEvent],
+    ) -> Result<ResolveReport, ResolveError> {
+        self.resolve_steps(events, false).await
+    }
+
+    async fn resolve_steps(
+        &self,
+        events: &[NormalizedEvent],
+        refresh: bool,
+    ) -> Result<ResolveReport, ResolveError> {
         let mut pending: Vec<&NormalizedEvent> = events.iter().collect();
         pending.sort_by_key(|e| EventKey::of(e));
         pending.dedup_by_key(|e| e.event_id);
         let mut report = ResolveReport::default();
         while !pending.is_empty() {
             let (consumed, step) = self.step(&pending).await?;
-            self.after_commit(&step).await;
+            if refresh {
+                self.after_commit(&step).await;
+            }
             report.absorb(step);
             pending.drain(..consumed.max(1));
         }
         Ok(report)
     }
 
+    /// Rewrites the cached Customer 360 documents of `profiles` from what is committed
+    /// (tombstones and unknown ids lose theirs). Returns how many documents were written.
+    pub async fn refresh(
+        &self,
+        profiles: &[ProfileId],
+    ) -> Result<usize, storage::customer360::Customer360Error> {
+        self.cache.refresh_many(profiles).await
+    }
+
     /// Rewrites the cached documents of what a step changed. A Redis failure is only
     /// logged: documents expire, and the next change or read rebuilds them.
     pub(crate) async fn after_commit(&self, step: &ResolveReport) {
-        let ids: Vec<ProfileId> = step
-            .changed
-            .iter()
-            .chain(step.removed.iter())
-            .copied()
-            .collect();
+        let ids = step.stale_documents();
         if let Err(e) = self.cache.refresh_many(&ids).await {
             tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
         }
@@ -213,8 +248,7 @@ impl Resolver {
     ) -> Result<(usize, ResolveReport), ResolveError> {
         let mut extra: BTreeSet<i64> = BTreeSet::new();
         for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
-            fleet_shared(&mut tx).await?;
+            let mut tx = begin_shared(&self.db).await?;
             let mut report = ResolveReport::default();
             let statuses = statuses(&mut tx, pending).await?;
 
@@ -334,7 +368,9 @@ impl Resolver {
             }
             // Between reading the owners and locking them another replica may have merged
             // one away: then start again with the new owners in the locked set.
-            let owners_now = store::owners(&mut tx, &all_ids).await?;
+            // Read with the identifiers' states, which the step needs next anyway: one
+            // round trip.
+            let (owners_now, states) = store::owners_and_states(&mut tx, &all_ids).await?;
             let live: BTreeSet<ProfileId> = loaded.iter().map(|p| p.id).collect();
             if owners_now != owners || owners.values().any(|p| !live.contains(p)) {
                 tx.rollback().await?;
@@ -344,7 +380,6 @@ impl Resolver {
             }
 
             // The neighbourhood of the graph.
-            let states = store::identifier_states(&mut tx, &all_ids).await?;
             let mut graph = Graph::default();
             let mut partners: HashMap<Identifier, PartnerSet> = HashMap::new();
             for id in &all_ids {

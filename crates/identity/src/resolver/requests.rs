@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::erasure::{Erasure, erase_unlinked};
-use super::locks::{fleet_shared, identifier_lock, lock_all, profile_lock};
+use super::locks::{begin_shared, identifier_lock, lock_all, profile_lock};
 use super::replay::History;
 use super::store::{self, split};
 use super::{MAX_ATTEMPTS, ResolveError, ResolveReport, Resolver};
@@ -118,8 +118,7 @@ impl Resolver {
     }
 
     async fn reject(&self, review_id: Uuid, actor: &str) -> Result<RequestOutcome, ResolveError> {
-        let mut tx = self.db.begin().await?;
-        fleet_shared(&mut tx).await?;
+        let mut tx = begin_shared(&self.db).await?;
         let row: Option<(String, Vec<Uuid>)> = sqlx::query_as(
             "SELECT status, candidate_profile_ids FROM manual_merge_queue WHERE id = $1 FOR UPDATE",
         )
@@ -194,8 +193,7 @@ impl Resolver {
         };
         let mut extra = BTreeSet::new();
         for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
-            fleet_shared(&mut tx).await?;
+            let mut tx = begin_shared(&self.db).await?;
             let before = holdings(&mut tx, live).await?;
             let seed: Vec<Identifier> = before.values().flatten().cloned().collect();
             let mut keys: BTreeSet<i64> = live.iter().map(|p| profile_lock(*p)).collect();
@@ -276,8 +274,7 @@ impl Resolver {
         };
         let mut extra = BTreeSet::new();
         for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
-            fleet_shared(&mut tx).await?;
+            let mut tx = begin_shared(&self.db).await?;
             let mut seed: BTreeSet<Identifier> = kept
                 .iter()
                 .chain(absorbed.iter().flatten())
@@ -354,8 +351,7 @@ impl Resolver {
         };
         let mut extra = BTreeSet::new();
         for _ in 0..MAX_ATTEMPTS {
-            let mut tx = self.db.begin().await?;
-            fleet_shared(&mut tx).await?;
+            let mut tx = begin_shared(&self.db).await?;
             let before = holdings(&mut tx, &[live]).await?;
             let held: BTreeSet<Identifier> = before.values().flatten().cloned().collect();
             let mut keys: BTreeSet<i64> = held.iter().map(identifier_lock).collect();

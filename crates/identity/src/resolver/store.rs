@@ -83,24 +83,69 @@ pub(crate) async fn identifier_states(
     .bind(&values)
     .fetch_all(conn)
     .await?;
-    let mut out = HashMap::new();
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((identifier(r.get("kind"), r.get("value"))?, state_of(r))))
+        .collect())
+}
+
+/// Who owns each of `ids` now ([`owners`]) and what the merger has learned of them
+/// ([`identifier_states`]), in one round trip.
+pub(crate) async fn owners_and_states(
+    conn: &mut PgConnection,
+    ids: &[Identifier],
+) -> Result<IdentifierStates, sqlx::Error> {
+    let mut owners = HashMap::new();
+    let mut states = HashMap::new();
+    if ids.is_empty() {
+        return Ok((owners, states));
+    }
+    let (kinds, values) = split(ids);
+    let rows = sqlx::query(
+        "SELECT u.kind, u.value, pi.profile_id, t.last_event_at, t.last_event_id, t.partners, \
+                t.suspect, t.shared, t.kind IS NOT NULL AS known \
+         FROM unnest($1::text[], $2::text[]) AS u(kind, value) \
+         LEFT JOIN profile_identifier pi ON pi.kind = u.kind AND pi.value = u.value \
+         LEFT JOIN identity_identifier t ON t.kind = u.kind AND t.value = u.value \
+         WHERE pi.kind IS NOT NULL OR t.kind IS NOT NULL",
+    )
+    .bind(&kinds)
+    .bind(&values)
+    .fetch_all(conn)
+    .await?;
     for r in rows {
         let Some(id) = identifier(r.get("kind"), r.get("value")) else {
             continue;
         };
-        let partners: Json<PartnerSet> = r.get("partners");
-        let node = IdentifierNode {
-            owner: None,
-            suspect: r.get("suspect"),
-            shared: r.get("shared"),
-            last_key: Some(EventKey {
-                occurred_at: r.get("last_event_at"),
-                event_id: r.get("last_event_id"),
-            }),
-        };
-        out.insert(id, (node, partners.0));
+        if let Some(owner) = r.get::<Option<ProfileId>, _>("profile_id") {
+            owners.insert(id.clone(), owner);
+        }
+        if r.get::<bool, _>("known") {
+            states.insert(id, state_of(&r));
+        }
     }
-    Ok(out)
+    Ok((owners, states))
+}
+
+/// Owners and learned states of identifiers ([`owners_and_states`]).
+pub(crate) type IdentifierStates = (
+    HashMap<Identifier, ProfileId>,
+    HashMap<Identifier, (IdentifierNode, PartnerSet)>,
+);
+
+/// An identifier state row of `identity_identifier` (owner left for the caller).
+fn state_of(r: &sqlx::postgres::PgRow) -> (IdentifierNode, PartnerSet) {
+    let partners: Json<PartnerSet> = r.get("partners");
+    let node = IdentifierNode {
+        owner: None,
+        suspect: r.get("suspect"),
+        shared: r.get("shared"),
+        last_key: Some(EventKey {
+            occurred_at: r.get("last_event_at"),
+            event_id: r.get("last_event_id"),
+        }),
+    };
+    (node, partners.0)
 }
 
 /// A live profile as the resolver needs it.
@@ -118,27 +163,19 @@ pub(crate) async fn profiles(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // One round trip: each profile with what it holds, aggregated beside it.
     let rows = sqlx::query(
-        "SELECT id, created_at, first_event_at, first_event_id, last_event_at, last_event_id, \
-                name_keys, traits, state, first_seen_at, last_seen_at, channels \
-         FROM customer_profile WHERE id = ANY($1) AND merged_into IS NULL",
+        "SELECT p.id, p.created_at, p.first_event_at, p.first_event_id, p.last_event_at, \
+                p.last_event_id, p.name_keys, p.traits, p.state, p.first_seen_at, p.last_seen_at, \
+                p.channels, h.kinds, h.vals \
+         FROM customer_profile p \
+         LEFT JOIN LATERAL (SELECT array_agg(pi.kind) AS kinds, array_agg(pi.value) AS vals \
+                            FROM profile_identifier pi WHERE pi.profile_id = p.id) h ON TRUE \
+         WHERE p.id = ANY($1) AND p.merged_into IS NULL",
     )
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    let live: Vec<ProfileId> = rows.iter().map(|r| r.get("id")).collect();
-    let held = sqlx::query(
-        "SELECT kind, value, profile_id FROM profile_identifier WHERE profile_id = ANY($1)",
-    )
-    .bind(&live)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut holdings: HashMap<ProfileId, BTreeSet<Identifier>> = HashMap::new();
-    for r in held {
-        if let Some(id) = identifier(r.get("kind"), r.get("value")) {
-            holdings.entry(r.get("profile_id")).or_default().insert(id);
-        }
-    }
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -175,13 +212,25 @@ pub(crate) async fn profiles(
                 node: ProfileNode {
                     first_key,
                     last_key,
-                    identifiers: holdings.remove(&id).unwrap_or_default(),
+                    identifiers: held(&r),
                     names: names.into_iter().collect(),
                 },
                 facts,
             }
         })
         .collect())
+}
+
+/// The identifiers a profile row of [`profiles`] holds (its aggregated `kinds`, `vals`).
+fn held(r: &sqlx::postgres::PgRow) -> BTreeSet<Identifier> {
+    let kinds: Option<Vec<String>> = r.get("kinds");
+    let values: Option<Vec<String>> = r.get("vals");
+    kinds
+        .unwrap_or_default()
+        .iter()
+        .zip(values.unwrap_or_default())
+        .filter_map(|(k, v)| identifier(k, v))
+        .collect()
 }
 
 /// Constraints mentioning any of `ids`.

@@ -337,26 +337,43 @@ async fn upsert_identifier_states(
             chunk.iter().map(|(_, s)| Json(&s.partners)).collect();
         let suspect: Vec<bool> = chunk.iter().map(|(_, s)| s.suspect).collect();
         let shared: Vec<bool> = chunk.iter().map(|(_, s)| s.shared).collect();
+        let flag: Vec<bool> = suspect.iter().zip(&shared).map(|(a, b)| *a || *b).collect();
+        let (raise, clear): (Vec<usize>, Vec<usize>) = (0..chunk.len()).partition(|&i| flag[i]);
+        // One statement: the states, then (data-modifying CTEs, all run) the index rows'
+        // flags. Flags only change for the few identifiers that are (or were) suspect or
+        // shared: the rest are not looked up in the identifier index at all. Raising
+        // probes the primary key for the flagged ones only; clearing probes the partial
+        // index of flagged rows (`profile_identifier_suspect`), which stays small
+        // however many identifiers there are. The two touch disjoint rows (an
+        // identifier is flagged or not).
         sqlx::query(
-            "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners, suspect, \
-                                             suspect_since, shared) \
-             SELECT k, v, a, i, p, s, CASE WHEN s THEN now() END, sh \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::jsonb[], $6::bool[], \
-                         $7::bool[]) AS u(k, v, a, i, p, s, sh) \
-             ON CONFLICT (kind, value) DO UPDATE SET \
-                 last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
-                                           > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
-                                      THEN EXCLUDED.last_event_id ELSE identity_identifier.last_event_id END, \
-                 last_event_at = GREATEST(identity_identifier.last_event_at, EXCLUDED.last_event_at), \
-                 partners = EXCLUDED.partners, \
-                 suspect = identity_identifier.suspect OR EXCLUDED.suspect, \
-                 suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since), \
-                 shared = EXCLUDED.shared \
-             WHERE (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
-                       > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
-                OR EXCLUDED.partners IS DISTINCT FROM identity_identifier.partners \
-                OR (EXCLUDED.suspect AND NOT identity_identifier.suspect) \
-                OR EXCLUDED.shared IS DISTINCT FROM identity_identifier.shared",
+            "WITH states AS ( \
+                 INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners, \
+                                                  suspect, suspect_since, shared) \
+                 SELECT k, v, a, i, p, s, CASE WHEN s THEN now() END, sh \
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::jsonb[], \
+                             $6::bool[], $7::bool[]) AS u(k, v, a, i, p, s, sh) \
+                 ON CONFLICT (kind, value) DO UPDATE SET \
+                     last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
+                                               > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
+                                          THEN EXCLUDED.last_event_id ELSE identity_identifier.last_event_id END, \
+                     last_event_at = GREATEST(identity_identifier.last_event_at, EXCLUDED.last_event_at), \
+                     partners = EXCLUDED.partners, \
+                     suspect = identity_identifier.suspect OR EXCLUDED.suspect, \
+                     suspect_since = COALESCE(identity_identifier.suspect_since, EXCLUDED.suspect_since), \
+                     shared = EXCLUDED.shared \
+                 WHERE (EXCLUDED.last_event_at, EXCLUDED.last_event_id) \
+                           > (identity_identifier.last_event_at, identity_identifier.last_event_id) \
+                    OR EXCLUDED.partners IS DISTINCT FROM identity_identifier.partners \
+                    OR (EXCLUDED.suspect AND NOT identity_identifier.suspect) \
+                    OR EXCLUDED.shared IS DISTINCT FROM identity_identifier.shared), \
+             raised AS ( \
+                 UPDATE profile_identifier pi SET suspect = TRUE \
+                 FROM unnest($8::text[], $9::text[]) AS u(k, v) \
+                 WHERE pi.kind = u.k AND pi.value = u.v AND NOT pi.suspect) \
+             UPDATE profile_identifier pi SET suspect = FALSE \
+             FROM unnest($10::text[], $11::text[]) AS u(k, v) \
+             WHERE pi.suspect AND pi.kind = u.k AND pi.value = u.v",
         )
         .bind(&kinds)
         .bind(&values)
@@ -365,41 +382,19 @@ async fn upsert_identifier_states(
         .bind(&partners)
         .bind(&suspect)
         .bind(&shared)
+        .bind(pick(&kinds, &raise))
+        .bind(pick(&values, &raise))
+        .bind(pick(&kinds, &clear))
+        .bind(pick(&values, &clear))
         .execute(&mut *conn)
         .await?;
-        // Flags only change for the few identifiers that are (or were) suspect or
-        // shared: the rest are not looked up in the identifier index at all. Raising
-        // probes the primary key for the flagged ones only; clearing probes the partial
-        // index of flagged rows (`profile_identifier_suspect`), which stays small
-        // however many identifiers there are.
-        let flag: Vec<bool> = suspect.iter().zip(&shared).map(|(a, b)| *a || *b).collect();
-        let (raise, clear): (Vec<usize>, Vec<usize>) = (0..chunk.len()).partition(|&i| flag[i]);
-        if !raise.is_empty() {
-            let pick = |v: &[String]| raise.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
-            sqlx::query(
-                "UPDATE profile_identifier pi SET suspect = TRUE \
-                 FROM unnest($1::text[], $2::text[]) AS u(k, v) \
-                 WHERE pi.kind = u.k AND pi.value = u.v AND NOT pi.suspect",
-            )
-            .bind(pick(&kinds))
-            .bind(pick(&values))
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !clear.is_empty() {
-            let pick = |v: &[String]| clear.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
-            sqlx::query(
-                "UPDATE profile_identifier pi SET suspect = FALSE \
-                 FROM unnest($1::text[], $2::text[]) AS u(k, v) \
-                 WHERE pi.suspect AND pi.kind = u.k AND pi.value = u.v",
-            )
-            .bind(pick(&kinds))
-            .bind(pick(&values))
-            .execute(&mut *conn)
-            .await?;
-        }
     }
     Ok(())
+}
+
+/// The elements of `v` at `at`.
+fn pick(v: &[String], at: &[usize]) -> Vec<String> {
+    at.iter().map(|&i| v[i].clone()).collect()
 }
 
 /// Sets each event's profile and marks it resolved.

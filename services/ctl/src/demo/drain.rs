@@ -94,7 +94,7 @@ type Counts = (i64, i64, i64, i64, i64);
 async fn counts(db: &PgPool) -> anyhow::Result<Counts> {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM customer_raw_event), \
-                (SELECT count(*) FROM raw_event_outbox), \
+                (SELECT count(*) FROM raw_event_outbox_events), \
                 (SELECT count(*) FROM normalized_event), \
                 (SELECT count(*) FROM customer_raw_event r WHERE NOT EXISTS \
                     (SELECT 1 FROM normalized_event n WHERE n.event_id = r.id)), \
@@ -106,12 +106,12 @@ async fn counts(db: &PgPool) -> anyhow::Result<Counts> {
 }
 
 /// The counts that only read what is still open — raw events not yet published (the
-/// narrow `raw_event_outbox`) and normalised events stored but not yet attached (the
-/// partial index `normalized_event_unresolved`) — so they cost the same whatever the
-/// size of the history: (unpublished, unresolved).
+/// narrow outbox tables, through `raw_event_outbox_events`) and normalised events stored
+/// but not yet attached (the partial index `normalized_event_unresolved`) — so they cost
+/// the same whatever the size of the history: (unpublished, unresolved).
 async fn open_counts(db: &PgPool) -> anyhow::Result<(i64, i64)> {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM raw_event_outbox), \
+        "SELECT (SELECT count(*) FROM raw_event_outbox_events), \
                 (SELECT count(*) FROM normalized_event WHERE resolved_at IS NULL)",
     )
     .fetch_one(db)

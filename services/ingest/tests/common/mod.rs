@@ -34,7 +34,7 @@ pub async fn raw_count(env: &TestEnv) -> i64 {
 
 /// Rows in `customer_raw_event` not yet published.
 pub async fn unpublished_count(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox")
+    sqlx::query_scalar("SELECT count(*) FROM raw_event_outbox_events")
         .fetch_one(&env.db)
         .await
         .unwrap()
