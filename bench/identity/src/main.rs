@@ -170,7 +170,8 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
         seen.add(r);
     }
     back.sort_unstable();
-    let at = |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1)));
+    let at =
+        |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1)));
     println!(
         "{} events, batches of {batch}, shuffled within runs of {shuffle_window}: {} arrive after          a later event (places back: median {:?}, p90 {:?}, max {:?})",
         arrivals.len(),

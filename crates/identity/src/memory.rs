@@ -458,7 +458,11 @@ mod tests {
         for o in [first.clone(), later.clone(), late.clone()] {
             m.ingest(o);
         }
-        assert_eq!((m.settled, m.replays), (1, 0), "the first event witnesses it");
+        assert_eq!(
+            (m.settled, m.replays),
+            (1, 0),
+            "the first event witnesses it"
+        );
         assert_eq!(m.assignment(), expected.assignment());
 
         // Without a witness: nothing its profile holds is earlier than the late event
@@ -483,7 +487,11 @@ mod tests {
         BTreeMap<ProfileId, ProfileId>,
     ) {
         (
-            m.graph.profiles.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            m.graph
+                .profiles
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
             m.graph
                 .identifiers
                 .iter()

@@ -679,10 +679,18 @@ async fn late_events_with_a_witness_are_applied_in_place_and_end_as_time_order()
     let e = named;
     let events = vec![
         e(1, &[(CookieId, "c1")], None),
-        e(2, &[(CookieId, "c1"), (Email, "asha@mail.in")], Some("Asha")),
+        e(
+            2,
+            &[(CookieId, "c1"), (Email, "asha@mail.in")],
+            Some("Asha"),
+        ),
         e(3, &[(CookieId, "c1")], None),
         e(4, &[(CookieId, "c1")], None),
-        e(5, &[(CookieId, "c1"), (Email, "ravi@mail.in")], Some("Ravi")),
+        e(
+            5,
+            &[(CookieId, "c1"), (Email, "ravi@mail.in")],
+            Some("Ravi"),
+        ),
         e(6, &[(Email, "ravi@mail.in")], None),
         e(7, &[(CookieId, "c2"), (Email, "ravi@mail.in")], None),
         e(8, &[(CookieId, "c2")], None),
@@ -693,7 +701,9 @@ async fn late_events_with_a_witness_are_applied_in_place_and_end_as_time_order()
     // cookie: no witness).
     let env = TestEnv::new().await;
     let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    identity::seed::store_events(&env.db, &events).await.unwrap();
+    identity::seed::store_events(&env.db, &events)
+        .await
+        .unwrap();
     let (mut settled, mut replays) = (0, 0);
     for i in [0, 1, 3, 2, 4, 6, 8, 7, 5] {
         let report = resolver

@@ -374,9 +374,13 @@ impl Resolver {
 
             // Late events whose outcome canonical order provably shares are applied in
             // place (`settled.rs`); asked once for the step, and only if it has any.
-            let witnessed =
-                settled::witnessed(&mut tx, &self.engine, &graph, candidates.iter().map(|c| &c.1))
-                    .await?;
+            let witnessed = settled::witnessed(
+                &mut tx,
+                &self.engine,
+                &graph,
+                candidates.iter().map(|c| &c.1),
+            )
+            .await?;
 
             // Apply in canonical order. An event that is late (and not settled), that
             // makes an identifier suspect, or that touches what such an event touched,
