@@ -173,7 +173,8 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
     let at =
         |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1)));
     println!(
-        "{} events, batches of {batch}, shuffled within runs of {shuffle_window}: {} arrive after          a later event (places back: median {:?}, p90 {:?}, max {:?})",
+        "{} events, batches of {batch}, shuffled within runs of {shuffle_window}: {} arrive after \
+         a later event (places back: median {:?}, p90 {:?}, max {:?})",
         arrivals.len(),
         back.len(),
         at(0.5),
@@ -191,7 +192,8 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
             m.ingest(o.clone());
         }
         println!(
-            "{}: {} replays re-applying {} events ({:.1} per replay), {} late events applied in              place, {} profiles, {:.2} s CPU in memory",
+            "{}: {} replays re-applying {} events ({:.1} per replay), {} late events applied in \
+             place, {} profiles, {:.2} s CPU in memory",
             if settling {
                 "late events applied in place when settled"
             } else {

@@ -477,15 +477,16 @@ mod tests {
 
     /// What the streaming resolver stores of a memory resolver's state: profiles,
     /// identifier states, refused links, events' profiles, where retired ids point.
-    fn stored_state(
-        m: &MemoryResolver,
-    ) -> (
+    type StoredState = (
         BTreeMap<ProfileId, crate::engine::ProfileNode>,
         BTreeMap<Identifier, crate::engine::IdentifierNode>,
         BTreeMap<Identifier, BTreeMap<Uuid, Withheld>>,
         BTreeMap<Uuid, ProfileId>,
         BTreeMap<ProfileId, ProfileId>,
-    ) {
+    );
+
+    /// The [`StoredState`] of `m`.
+    fn stored_state(m: &MemoryResolver) -> StoredState {
         (
             m.graph
                 .profiles
