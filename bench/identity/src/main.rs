@@ -11,6 +11,12 @@
 //!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
 //!   time order (scrambled within each run of N) to measure what late events cost;
 //!   `--pg-stats` prints what each run asked of Postgres per 1,000 events.
+//! - `lateness --people N --shuffle-window W --batch B`: what late events look like and
+//!   what resolving them costs, in memory (no database, deterministic): the scenario
+//!   delivered as `stream` delivers it, sorted per batch of B as the merger's step does,
+//!   through the in-memory resolver twice — replaying every late event's region (the
+//!   old path) and applying settled, witnessed late events in place — printing how far
+//!   back late events land, how many replays and how many events they re-apply.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
@@ -26,6 +32,10 @@ use bench_support::{
 use clap::{Parser, Subcommand};
 use config::Settings;
 use domain::NormalizedEvent;
+use identity::engine::{Constraints, Engine};
+use identity::memory::MemoryResolver;
+use identity::model::{EventKey, Observation};
+use identity::rules::Policy;
 use scenario::brand::Simulator;
 use scenario::identity::{IdentityConfig, generate, person_events};
 use sqlx::PgPool;
@@ -61,6 +71,18 @@ enum Command {
         #[arg(long)]
         pg_stats: bool,
     },
+    /// What late events look like and what resolving them costs, in memory.
+    Lateness {
+        /// People in the scenario (750 gives about 60,000 events).
+        #[arg(long, default_value_t = 750)]
+        people: usize,
+        /// As `stream --shuffle-window`.
+        #[arg(long, default_value_t = 2_000)]
+        shuffle_window: usize,
+        /// Events per merger step (`IDENTITY_MERGER_BATCH_SIZE`).
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
     /// Time `ctl identity rebuild` on about this many stored events.
     Rebuild {
         /// Events to store.
@@ -88,6 +110,14 @@ async fn main() -> anyhow::Result<()> {
                 .context("--replicas is a comma separated list of numbers")?;
             stream(&settings, people, &counts, shuffle_window, pg_stats).await
         }
+        Command::Lateness {
+            people,
+            shuffle_window,
+            batch,
+        } => {
+            lateness(&settings, people, shuffle_window, batch);
+            Ok(())
+        }
         Command::Rebuild { events } => rebuild(&settings, events).await,
     }
 }
@@ -112,6 +142,98 @@ fn delivery_order(events: &[NormalizedEvent], window: usize) -> Vec<&NormalizedE
         }
     }
     out
+}
+
+/// Delivers the scenario as `stream` does, each batch sorted as the merger's step sorts
+/// it, through the in-memory resolver with and without late events applied in place.
+fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: usize) {
+    let s = generate(&IdentityConfig::with_customers(people));
+    let delivered = delivery_order(&s.events, shuffle_window);
+    let mut arrivals: Vec<Observation> = Vec::with_capacity(delivered.len());
+    for chunk in delivered.chunks(batch.max(1)) {
+        let mut sorted: Vec<Observation> = chunk.iter().map(|e| Observation::of(e)).collect();
+        sorted.sort_by_key(|o| o.key);
+        arrivals.extend(sorted);
+    }
+    // How far back late events land: events already delivered that come later in time.
+    let mut canonical: Vec<EventKey> = arrivals.iter().map(|o| o.key).collect();
+    canonical.sort();
+    let rank = |k: &EventKey| canonical.binary_search(k).unwrap_or_default();
+    let mut seen = Fenwick::new(canonical.len());
+    let mut back: Vec<usize> = Vec::new();
+    for (n, o) in arrivals.iter().enumerate() {
+        let r = rank(&o.key);
+        let later = n - seen.count_upto(r);
+        if later > 0 {
+            back.push(later);
+        }
+        seen.add(r);
+    }
+    back.sort_unstable();
+    let at =
+        |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1)));
+    println!(
+        "{} events, batches of {batch}, shuffled within runs of {shuffle_window}: {} arrive after \
+         a later event (places back: median {:?}, p90 {:?}, max {:?})",
+        arrivals.len(),
+        back.len(),
+        at(0.5),
+        at(0.9),
+        back.last(),
+    );
+    let policy = Policy::from_settings(&settings.identity);
+    for settling in [false, true] {
+        let mut m = MemoryResolver::new(Engine::new(policy.clone()), Constraints::default());
+        if !settling {
+            m = m.replaying_every_late_event();
+        }
+        let started = Instant::now();
+        for o in &arrivals {
+            m.ingest(o.clone());
+        }
+        println!(
+            "{}: {} replays re-applying {} events ({:.1} per replay), {} late events applied in \
+             place, {} profiles, {:.2} s CPU in memory",
+            if settling {
+                "late events applied in place when settled"
+            } else {
+                "every late event replays its region"
+            },
+            m.replays,
+            m.replayed_events,
+            m.replayed_events as f64 / m.replays.max(1) as f64,
+            m.settled,
+            m.graph.profiles.len(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+/// Counts of ranks seen so far (a binary indexed tree).
+struct Fenwick(Vec<usize>);
+
+impl Fenwick {
+    fn new(n: usize) -> Self {
+        Self(vec![0; n + 1])
+    }
+
+    fn add(&mut self, rank: usize) {
+        let mut i = rank + 1;
+        while i < self.0.len() {
+            self.0[i] += 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// How many ranks `<= rank` were added.
+    fn count_upto(&self, rank: usize) -> usize {
+        let (mut i, mut sum) = (rank + 1, 0);
+        while i > 0 {
+            sum += self.0[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
 }
 
 async fn stream(

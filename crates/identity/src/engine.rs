@@ -284,6 +284,51 @@ impl Engine {
         })
     }
 
+    /// For a late event (see [`Engine::in_order`]) that may be applied in place instead
+    /// of replaying its region: its *linking identifiers* (usable, not suspect), when
+    /// the graph alone allows it — the event links only through identifiers one live
+    /// profile holds, none shared, none an order reference, no analyst's constraint
+    /// names anything that profile holds, and the event states no first name (with the
+    /// name guard on) and no link-only identifier. `None` otherwise.
+    ///
+    /// The caller must still find a *witness* (see `docs/identity.md`, "Late events
+    /// applied in place"): a stored event earlier in canonical order that carried every
+    /// linking identifier and was refused nothing. Its existence proves that, in
+    /// canonical order, one profile held all of them when the late event occurred (an
+    /// event refused nothing leaves every identifier it links by on its profile, and
+    /// only merges move identifiers, all of a profile's together), so the event attaches
+    /// to that profile's lineage, adds nothing, merges nothing and raises nothing: the
+    /// graph changes only by keys that no later decision reads, and every later event
+    /// decides as before.
+    pub fn settled_late(&self, graph: &Graph, obs: &Observation) -> Option<Vec<Identifier>> {
+        if !obs.link_only.is_empty() || (self.policy.guards.names && obs.name.is_some()) {
+            return None;
+        }
+        let mut holder: Option<ProfileId> = None;
+        let mut linking = Vec::new();
+        for id in self.policy.usable(&obs.identifiers) {
+            let node = graph.identifiers.get(&id)?;
+            if self.suspect(node) {
+                continue;
+            }
+            let owner = node.owner?;
+            if node.shared || id.is_order_reference() || holder.is_some_and(|h| h != owner) {
+                return None;
+            }
+            holder = Some(owner);
+            linking.push(id);
+        }
+        let profile = graph.profiles.get(&holder?)?;
+        if profile
+            .identifiers
+            .iter()
+            .any(|id| graph.constraints.mentions(id))
+        {
+            return None;
+        }
+        Some(linking)
+    }
+
     fn suspect(&self, node: &IdentifierNode) -> bool {
         self.policy.guards.suspect && node.suspect
     }

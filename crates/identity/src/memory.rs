@@ -38,6 +38,12 @@ pub struct MemoryResolver {
     pub reviews: Vec<ReviewRecord>,
     /// Regions replayed because an event arrived late or an identifier turned suspect.
     pub replays: usize,
+    /// Events re-applied by those replays (the region's events plus the late one).
+    pub replayed_events: usize,
+    /// Late events applied in place: settled and witnessed (see [`Engine::settled_late`]).
+    pub settled: usize,
+    /// Whether late events may be applied in place (on unless [`Self::replaying_every_late_event`]).
+    settling: bool,
     /// Retired profile ids and where they point, as the streaming resolver stores them.
     redirects: Redirects,
 }
@@ -59,8 +65,19 @@ impl MemoryResolver {
             merges: Vec::new(),
             reviews: Vec::new(),
             replays: 0,
+            replayed_events: 0,
+            settled: 0,
+            settling: true,
             redirects: Redirects::default(),
         }
+    }
+
+    /// The same resolver replaying the region of every late event, as before late events
+    /// could be applied in place: what the property tests and the lateness benchmark
+    /// compare the in-place path with.
+    pub fn replaying_every_late_event(mut self) -> Self {
+        self.settling = false;
+        self
     }
 
     /// Resolves a complete event set in canonical order.
@@ -94,7 +111,13 @@ impl MemoryResolver {
         if self.engine.policy.guards.suspect {
             newly = observe_partners(&self.engine.policy, &mut self.partners, &usable);
         }
-        if newly.is_empty() && self.engine.in_order(&self.graph, &obs) {
+        let in_place = newly.is_empty()
+            && (self.engine.in_order(&self.graph, &obs) || {
+                let settled = self.settling && self.witnessed(&obs);
+                self.settled += usize::from(settled);
+                settled
+            });
+        if in_place {
             let outcome = self.engine.apply(&mut self.graph, &obs);
             self.forward(&obs, outcome);
             self.events.insert(obs.key.event_id, obs);
@@ -119,6 +142,31 @@ impl MemoryResolver {
         events.push(obs.clone());
         self.events.insert(obs.key.event_id, obs);
         self.replay(&region, events);
+    }
+
+    /// Whether a late event may be applied in place: [`Engine::settled_late`] allows it
+    /// and an earlier event of the profile holding its linking identifiers carried them
+    /// all and was refused nothing (the witness).
+    fn witnessed(&self, obs: &Observation) -> bool {
+        let Some(linking) = self.engine.settled_late(&self.graph, obs) else {
+            return false;
+        };
+        let Some(holder) = self.graph.identifiers[&linking[0]].owner else {
+            return false;
+        };
+        let refused = |e: &Observation| {
+            e.identifiers.iter().any(|id| {
+                self.refused
+                    .get(id)
+                    .is_some_and(|m| m.contains_key(&e.key.event_id))
+            })
+        };
+        self.members
+            .get(&holder)
+            .into_iter()
+            .flat_map(|keys| keys.range(..obs.key))
+            .map(|k| &self.events[&k.event_id])
+            .any(|e| linking.iter().all(|id| e.identifiers.contains(id)) && !refused(e))
     }
 
     /// The live profiles whose events must be replayed together with an event
@@ -161,6 +209,7 @@ impl MemoryResolver {
 
     fn replay(&mut self, region: &BTreeSet<ProfileId>, mut events: Vec<Observation>) {
         self.replays += 1;
+        self.replayed_events += events.len();
         events.sort_by_key(|o| o.key);
         events.dedup_by_key(|o| o.key);
         let mut before: Vec<(Uuid, ProfileId)> = Vec::new();
@@ -392,6 +441,73 @@ mod tests {
         assert_eq!(m.partition(), expected.partition());
     }
 
+    /// A late event whose cookie its profile already held, through an earlier event
+    /// refused nothing, is applied in place; one that came before anything its profile
+    /// knew (it creates the profile in canonical order) is replayed.
+    #[test]
+    fn a_late_event_with_a_witness_is_applied_in_place_and_one_without_is_replayed() {
+        let cookie = || id(CookieId, "ck-1");
+        let first = obs(1, vec![id(Email, "asha@mail.in"), cookie()], None);
+        let late = obs(2, vec![cookie()], None);
+        let later = obs(3, vec![cookie()], None);
+        let events = vec![first.clone(), late.clone(), later.clone()];
+        let engine = engine(Guards::ALL);
+        let expected = canonical(&engine, &events);
+
+        let mut m = MemoryResolver::new(engine.clone(), Constraints::default());
+        for o in [first.clone(), later.clone(), late.clone()] {
+            m.ingest(o);
+        }
+        assert_eq!(
+            (m.settled, m.replays),
+            (1, 0),
+            "the first event witnesses it"
+        );
+        assert_eq!(m.assignment(), expected.assignment());
+
+        // Without a witness: nothing its profile holds is earlier than the late event
+        // (in time order it joins the first event's profile, not the later one's).
+        let mut m = MemoryResolver::new(engine, Constraints::default());
+        for o in [later, late, first] {
+            m.ingest(o);
+        }
+        assert_eq!((m.settled, m.replays), (0, 2));
+        assert_eq!(m.assignment(), expected.assignment());
+    }
+
+    /// What the streaming resolver stores of a memory resolver's state: profiles,
+    /// identifier states, refused links, events' profiles, where retired ids point.
+    type StoredState = (
+        BTreeMap<ProfileId, crate::engine::ProfileNode>,
+        BTreeMap<Identifier, crate::engine::IdentifierNode>,
+        BTreeMap<Identifier, BTreeMap<Uuid, Withheld>>,
+        BTreeMap<Uuid, ProfileId>,
+        BTreeMap<ProfileId, ProfileId>,
+    );
+
+    /// The [`StoredState`] of `m`.
+    fn stored_state(m: &MemoryResolver) -> StoredState {
+        (
+            m.graph
+                .profiles
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            m.graph
+                .identifiers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            m.refused
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            m.assignment.iter().map(|(k, v)| (*k, *v)).collect(),
+            m.redirects(),
+        )
+    }
+
     /// A seeded shuffle of `0..n` (the property tests' arrival orders).
     fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
@@ -481,6 +597,29 @@ mod tests {
             let got = streamed(&engine, &events, &order);
             prop_assert_eq!(got.partition(), expected.partition());
             prop_assert_eq!(got.assignment(), expected.assignment(), "profile ids agree too");
+        }
+
+        /// Applying late events in place (when settled and witnessed) leaves exactly the
+        /// state that replaying each one's region leaves — profiles, identifier states,
+        /// refused links, events' profiles and where retired ids point — and both equal
+        /// canonical order; every guard on.
+        #[test]
+        fn late_events_applied_in_place_leave_what_their_replay_leaves(
+            events in events_strategy(40, 6),
+            seed in any::<u64>(),
+        ) {
+            let engine = engine(Guards::ALL);
+            let order = shuffled(events.len(), seed);
+            let mut replayed =
+                MemoryResolver::new(engine.clone(), Constraints::default()).replaying_every_late_event();
+            for &i in &order {
+                replayed.ingest(events[i].clone());
+            }
+            let settled = streamed(&engine, &events, &order);
+            prop_assert_eq!(replayed.settled, 0);
+            prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
+            let expected = canonical(&engine, &events);
+            prop_assert_eq!(settled.assignment(), expected.assignment());
         }
 
         /// Merging is order-independent where no review item is raised: without guards the

@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod rebuild;
 mod replay;
 pub mod requests;
+mod settled;
 pub(crate) mod store;
 mod write;
 
@@ -88,6 +89,8 @@ pub struct ResolveReport {
     pub reviews: usize,
     /// Regions replayed.
     pub replays: usize,
+    /// Late events applied in place, without a replay (see `settled.rs`).
+    pub settled: usize,
     /// Merge history rows written by region rewrites.
     pub merge_ids: Vec<Uuid>,
     /// Live profiles changed (their documents were refreshed).
@@ -115,6 +118,7 @@ impl ResolveReport {
         self.merges += other.merges;
         self.reviews += other.reviews;
         self.replays += other.replays;
+        self.settled += other.settled;
         self.merge_ids.extend(other.merge_ids);
         self.removed.extend(other.removed);
         self.changed.extend(other.changed);
@@ -403,9 +407,19 @@ impl Resolver {
                 graph.constraints.push(c);
             }
 
-            // Apply in canonical order. An event that is late, that makes an identifier
-            // suspect, or that touches what such an event touched, waits for the one
-            // region replay of this step.
+            // Late events whose outcome canonical order provably shares are applied in
+            // place (`settled.rs`); asked once for the step, and only if it has any.
+            let witnessed = settled::witnessed(
+                &mut tx,
+                &self.engine,
+                &graph,
+                candidates.iter().map(|c| &c.1),
+            )
+            .await?;
+
+            // Apply in canonical order. An event that is late (and not settled), that
+            // makes an identifier suspect, or that touches what such an event touched,
+            // waits for the one region replay of this step.
             let mut delta = Step::new(facts);
             let mut late: Vec<&NormalizedEvent> = Vec::new();
             let mut newly_suspect: Vec<Identifier> = Vec::new();
@@ -428,7 +442,11 @@ impl Resolver {
                     .collect();
                 let tainted = usable.iter().any(|id| tainted_ids.contains(id))
                     || owners_of.iter().any(|p| tainted_profiles.contains(p));
-                if tainted || !newly.is_empty() || !self.engine.in_order(&graph, obs) {
+                let in_order = self.engine.in_order(&graph, obs);
+                let settled = !in_order
+                    && witnessed.contains(&obs.key.event_id)
+                    && self.engine.settled_late(&graph, obs).is_some();
+                if tainted || !newly.is_empty() || !(in_order || settled) {
                     tracing::debug!(event_id = %obs.key.event_id, "event resolved with its region's replay");
                     late.push(pending[*i]);
                     tainted_ids.extend(usable.iter().cloned());
@@ -436,6 +454,10 @@ impl Resolver {
                     tainted_profiles.extend(owners_of);
                     newly_suspect.extend(newly);
                     continue;
+                }
+                if settled {
+                    report.settled += 1;
+                    tracing::debug!(event_id = %obs.key.event_id, "late event applied in place");
                 }
                 let outcome = self.engine.apply(&mut graph, obs);
                 tracing::debug!(

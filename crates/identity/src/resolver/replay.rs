@@ -17,6 +17,7 @@
 //! snapshots.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use domain::{Identifier, NormalizedEvent};
 use sqlx::{PgConnection, Row};
@@ -54,8 +55,9 @@ impl History {
 #[derive(Debug, PartialEq)]
 pub(crate) struct Region {
     profiles: BTreeSet<ProfileId>,
-    /// Every event of the region with its current profile.
-    events: Vec<(ProfileId, NormalizedEvent)>,
+    /// Every event of the region with its current profile. Shared, so the walk repeated
+    /// under the locks takes the events it already read without copying them.
+    events: Vec<(ProfileId, Arc<NormalizedEvent>)>,
 }
 
 impl Region {
@@ -127,8 +129,8 @@ impl Resolver {
     ) -> Result<Region, sqlx::Error> {
         let policy = &self.engine.policy;
         let mut walk = RegionWalk::new(policy, seed, newly);
-        let mut events: Vec<(ProfileId, NormalizedEvent)> = Vec::new();
-        let known: HashMap<Uuid, (ProfileId, &NormalizedEvent)> = known
+        let mut events: Vec<(ProfileId, Arc<NormalizedEvent>)> = Vec::new();
+        let known: HashMap<Uuid, (ProfileId, &Arc<NormalizedEvent>)> = known
             .map(|r| {
                 r.events
                     .iter()
@@ -182,7 +184,7 @@ impl Resolver {
         let mut events: Vec<(Option<ProfileId>, &NormalizedEvent, Vec<Identifier>)> = region
             .events
             .iter()
-            .map(|(p, e)| (Some(*p), e))
+            .map(|(p, e)| (Some(*p), &**e))
             .chain(new_events.iter().map(|e| (None, *e)))
             .map(|(p, e)| (p, e, policy.usable(&Observation::of(e).identifiers)))
             .collect();
@@ -276,8 +278,8 @@ impl Resolver {
 async fn region_events(
     conn: &mut PgConnection,
     profiles: &[ProfileId],
-    known: &HashMap<Uuid, (ProfileId, &NormalizedEvent)>,
-) -> Result<Vec<(ProfileId, NormalizedEvent)>, sqlx::Error> {
+    known: &HashMap<Uuid, (ProfileId, &Arc<NormalizedEvent>)>,
+) -> Result<Vec<(ProfileId, Arc<NormalizedEvent>)>, sqlx::Error> {
     let mut out = Vec::new();
     let unknown: Vec<Uuid> = if known.is_empty() {
         Vec::new()
@@ -291,7 +293,7 @@ async fn region_events(
         let mut unknown = Vec::new();
         for (id, p) in listed {
             match known.get(&id) {
-                Some((q, e)) if *q == p => out.push((p, (*e).clone())),
+                Some((q, e)) if *q == p => out.push((p, Arc::clone(e))),
                 _ => unknown.push(id),
             }
         }
@@ -320,7 +322,7 @@ async fn region_events(
     };
     for r in rows {
         if let Some(e) = store::event_of(&r) {
-            out.push((r.get("profile_id"), e));
+            out.push((r.get("profile_id"), Arc::new(e)));
         }
     }
     Ok(out)
