@@ -1,7 +1,8 @@
 //! `recs-bench FILE.csv HORIZON_DAYS CUTOFF...`: what `ctl ml eval-recs --transactions
 //! FILE.csv --horizon HORIZON_DAYS --cutoff CUTOFF...` prints (same evaluation, same
 //! report), built from the `ml` crate alone so release figures need no fleet build.
-//! Seed: `ML_SEED` (default 42).
+//! Seed: `ML_SEED` (default 42). item2vec's shards and epochs: `RECS_SHARDS`,
+//! `RECS_EPOCHS` (default: the served settings), to measure other settings.
 
 use std::io::BufReader;
 
@@ -28,10 +29,16 @@ fn main() -> anyhow::Result<()> {
     if cutoffs.is_empty() {
         bail!("give at least one cutoff");
     }
-    let seed = match std::env::var("ML_SEED") {
-        Ok(s) => s.parse().with_context(|| format!("ML_SEED `{s}`"))?,
-        Err(_) => 42,
+    let setting = |name: &str, default: u64| -> anyhow::Result<u64> {
+        match std::env::var(name) {
+            Ok(s) => s.parse().with_context(|| format!("{name} `{s}`")),
+            Err(_) => Ok(default),
+        }
     };
+    let defaults = Item2VecParams::default();
+    let seed = setting("ML_SEED", 42)?;
+    let shards = setting("RECS_SHARDS", defaults.shards as u64)? as usize;
+    let epochs = setting("RECS_EPOCHS", defaults.epochs as u64)? as usize;
     let started = std::time::Instant::now();
     let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
     let log = read_transactions(BufReader::new(file))?;
@@ -54,10 +61,16 @@ fn main() -> anyhow::Result<()> {
     let params = RecsParams {
         item2vec: Item2VecParams {
             seed,
-            ..Item2VecParams::default()
+            shards,
+            epochs,
+            ..defaults
         },
         ..RecsParams::default()
     };
+    println!(
+        "item2vec: {} shards, {} epochs, seed {seed}",
+        params.item2vec.shards, params.item2vec.epochs
+    );
     for cutoff in cutoffs {
         let report = evaluate(&log.corpus, cutoff, horizon, &params)?;
         let mut text = String::new();

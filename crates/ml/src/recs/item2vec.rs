@@ -5,13 +5,17 @@
 //!
 //! A small implementation rather than a crate: the word2vec crates on crates.io train
 //! on text files with threads (not reproducible) and none takes set-shaped contexts. This
-//! one is single-threaded and driven by one seeded ChaCha generator, so the same
-//! sequences and seed give bit-identical vectors.
+//! one splits each pass into a fixed number of shards ([`Item2VecParams::shards`]) that
+//! train side by side from the same vectors, each on its own stream of one seeded ChaCha
+//! generator, and merges their changes in shard order every [`ROUND_SETS`] sets per
+//! shard (a row several shards changed moves by the mean of their changes): the same sets, settings and seed give bit-identical vectors whatever the
+//! number of threads and their timing (unlike Hogwild's lock-free sharing).
 
 use std::collections::HashMap;
 
 use rand::{Rng, RngCore, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::ItemId;
@@ -39,9 +43,27 @@ pub struct Item2VecParams {
     /// models stored before it existed load with `0`.
     #[serde(default)]
     pub subsample: f32,
-    /// Seed of the one random generator.
+    /// Shards each pass is split into, trained side by side (one thread each, when
+    /// there are threads) from the same vectors, whose changes are then merged in shard
+    /// order every [`ROUND_SETS`] sets per shard (a row changed by several shards moves
+    /// by the mean of their changes). The vectors depend on this
+    /// number, never on the threads or their timing. `1` trains on one thread; models
+    /// stored before it existed load with `1`.
+    #[serde(default = "one_shard")]
+    pub shards: usize,
+    /// Seed of the random generators (one stream for the initial vectors and the
+    /// order of the sets, one per shard and round for the rest).
     pub seed: u64,
 }
+
+fn one_shard() -> usize {
+    1
+}
+
+/// Sets a shard passes over between two merges of the shards' changes: enough that a
+/// merge (a copy and a sum of the vectors) is cheap next to the training, few enough
+/// that a shard's vectors do not drift far from the others' before they meet.
+pub const ROUND_SETS: usize = 8192;
 
 impl Default for Item2VecParams {
     fn default() -> Self {
@@ -53,6 +75,7 @@ impl Default for Item2VecParams {
             learning_rate: 0.025,
             min_count: 3,
             subsample: 30.0,
+            shards: 2,
             seed: 42,
         }
     }
@@ -139,13 +162,147 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn sigmoid(x: f32) -> f32 {
-    if x > 8.0 {
+/// The logistic function outside ±[`SIGMOID_MAX`] is taken as 0 or 1, and inside read
+/// from a table of [`SIGMOID_STEPS`] values (word2vec's `expTable`): an `exp` per
+/// update was a fifth of the training's time.
+const SIGMOID_MAX: f32 = 8.0;
+const SIGMOID_STEPS: usize = 1024;
+
+fn sigmoid_table() -> Vec<f32> {
+    (0..=SIGMOID_STEPS)
+        .map(|i| {
+            let x = (i as f32 / SIGMOID_STEPS as f32 * 2.0 - 1.0) * SIGMOID_MAX;
+            1.0 / (1.0 + (-x).exp())
+        })
+        .collect()
+}
+
+fn sigmoid(table: &[f32], x: f32) -> f32 {
+    if x >= SIGMOID_MAX {
         1.0
-    } else if x < -8.0 {
+    } else if x <= -SIGMOID_MAX {
         0.0
     } else {
-        1.0 / (1.0 + (-x).exp())
+        let at = (x + SIGMOID_MAX) / (2.0 * SIGMOID_MAX) * SIGMOID_STEPS as f32;
+        table[(at + 0.5) as usize]
+    }
+}
+
+/// Merges the shards' vectors row by row, in shard order: `into` holds the first
+/// shard's, `others` the rest, all trained from `start`. A row that k shards changed
+/// moves by the mean of their changes (k shards learning the same staple from the same
+/// start would otherwise move it k times over), a row one shard changed by all of it.
+fn merge(into: &mut [f32], others: &[&[f32]], start: &[f32], dim: usize) {
+    for (r, row) in into.chunks_mut(dim).enumerate() {
+        let span = r * dim..(r + 1) * dim;
+        let base = &start[span.clone()];
+        let mut changed = usize::from(*row != *base);
+        for other in others {
+            let theirs = &other[span.clone()];
+            if theirs != base {
+                changed += 1;
+                for ((x, t), b) in row.iter_mut().zip(theirs).zip(base) {
+                    *x += t - b;
+                }
+            }
+        }
+        if changed > 1 {
+            let k = changed as f32;
+            for (x, b) in row.iter_mut().zip(base) {
+                *x = b + (*x - b) / k;
+            }
+        }
+    }
+}
+
+/// What every pass over the sets reads.
+struct Passes<'a> {
+    /// The sets, as rows.
+    sets: &'a [Vec<u32>],
+    /// Per row, its subsampling threshold ([`keep_thresholds`]).
+    keep: &'a [u32],
+    /// The negative-sampling table ([`negative_table`]).
+    table: &'a [u32],
+    /// The logistic function's table ([`sigmoid_table`]).
+    sigmoid: Vec<f32>,
+    p: &'a Item2VecParams,
+    dim: usize,
+    /// Sets passed over in the whole training (the learning rate falls with the share
+    /// done).
+    steps: f32,
+}
+
+impl Passes<'_> {
+    /// Trains on the sets `order` names, the first being the training's `first`-th
+    /// (for the learning rate), drawing from `rng`.
+    fn pass(
+        &self,
+        order: &[usize],
+        first: usize,
+        input: &mut [f32],
+        output: &mut [f32],
+        rng: &mut ChaCha8Rng,
+    ) {
+        let (p, dim) = (self.p, self.dim);
+        let mut grad = vec![0f32; dim];
+        let mut partners = Vec::new();
+        let mut set = Vec::new();
+        for (k, &s) in order.iter().enumerate() {
+            let done = (first + k) as f32;
+            let lr = (p.learning_rate * (1.0 - done / self.steps)).max(p.learning_rate * 1e-4);
+            set.clear();
+            set.extend(self.sets[s].iter().copied().filter(|&i| {
+                let keep = self.keep[i as usize];
+                keep == u32::MAX || rng.next_u32() < keep
+            }));
+            if set.len() < 2 {
+                continue;
+            }
+            for (pos, &target) in set.iter().enumerate() {
+                partners.clear();
+                if set.len() - 1 <= p.context {
+                    partners.extend(
+                        set.iter()
+                            .enumerate()
+                            .filter(|(q, _)| *q != pos)
+                            .map(|(_, &c)| c),
+                    );
+                } else {
+                    while partners.len() < p.context {
+                        let q = rng.random_range(0..set.len());
+                        if q != pos {
+                            partners.push(set[q]);
+                        }
+                    }
+                }
+                let t = target as usize * dim;
+                for &context in &partners {
+                    grad.iter_mut().for_each(|g| *g = 0.0);
+                    for d in 0..=p.negatives {
+                        let (o, label) = if d == 0 {
+                            (context as usize, 1.0)
+                        } else {
+                            let draw = (u64::from(rng.next_u32()) * self.table.len() as u64) >> 32;
+                            let o = self.table[draw as usize] as usize;
+                            if o == context as usize {
+                                continue;
+                            }
+                            (o, 0.0)
+                        };
+                        let (target_vec, out) =
+                            (&input[t..t + dim], &mut output[o * dim..(o + 1) * dim]);
+                        let g = (label - sigmoid(&self.sigmoid, dot(target_vec, out))) * lr;
+                        for ((acc, w), x) in grad.iter_mut().zip(out.iter_mut()).zip(target_vec) {
+                            *acc += g * *w;
+                            *w += g * x;
+                        }
+                    }
+                    for (x, acc) in input[t..t + dim].iter_mut().zip(&grad) {
+                        *x += acc;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -255,9 +412,6 @@ pub fn fit(
         };
     }
     let table = negative_table(&items, &counts);
-    let draw_negative = |rng: &mut ChaCha8Rng| {
-        table[((u64::from(rng.next_u32()) * table.len() as u64) >> 32) as usize] as usize
-    };
     let keep = keep_thresholds(&items, &counts, p.subsample);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let mut input: Vec<f32> = (0..n * dim)
@@ -275,70 +429,62 @@ pub fn fit(
             }
         }
     }
+    let corpus = Passes {
+        sets: &sets,
+        keep: &keep,
+        table: &table,
+        sigmoid: sigmoid_table(),
+        p,
+        dim,
+        steps: (p.epochs.max(1) * sets.len()).max(1) as f32,
+    };
+    let shards = p.shards.max(1);
     let mut order: Vec<usize> = (0..sets.len()).collect();
-    let steps = (p.epochs.max(1) * sets.len()).max(1) as f32;
-    let mut done = 0f32;
-    let mut grad = vec![0f32; dim];
-    let mut partners = Vec::new();
-    let mut set = Vec::new();
-    for _ in 0..p.epochs.max(1) {
+    let mut round = 0u64;
+    let mut copies: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+    let mut start = (Vec::new(), Vec::new());
+    for epoch in 0..p.epochs.max(1) {
         order.shuffle(&mut rng);
-        for &s in &order {
-            let lr = (p.learning_rate * (1.0 - done / steps)).max(p.learning_rate * 1e-4);
-            done += 1.0;
-            set.clear();
-            set.extend(
-                sets[s]
-                    .iter()
-                    .copied()
-                    .filter(|&i| keep[i as usize] == u32::MAX || rng.next_u32() < keep[i as usize]),
-            );
-            if set.len() < 2 {
+        for (r, chunk) in order.chunks(ROUND_SETS * shards).enumerate() {
+            let first = epoch * sets.len() + r * ROUND_SETS * shards;
+            let share = chunk.len().div_ceil(shards);
+            let streams = 1 + round * shards as u64;
+            round += 1;
+            let stream = |shard: usize| {
+                let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+                rng.set_stream(streams + shard as u64);
+                rng
+            };
+            if shards == 1 {
+                corpus.pass(chunk, first, &mut input, &mut output, &mut stream(0));
                 continue;
             }
-            for (pos, &target) in set.iter().enumerate() {
-                partners.clear();
-                if set.len() - 1 <= p.context {
-                    partners.extend(
-                        set.iter()
-                            .enumerate()
-                            .filter(|(q, _)| *q != pos)
-                            .map(|(_, &c)| c),
-                    );
-                } else {
-                    while partners.len() < p.context {
-                        let q = rng.random_range(0..set.len());
-                        if q != pos {
-                            partners.push(set[q]);
-                        }
-                    }
-                }
-                let t = target as usize * dim;
-                for &context in &partners {
-                    grad.iter_mut().for_each(|g| *g = 0.0);
-                    for d in 0..=p.negatives {
-                        let (o, label) = if d == 0 {
-                            (context as usize, 1.0)
-                        } else {
-                            let o = draw_negative(&mut rng);
-                            if o == context as usize {
-                                continue;
-                            }
-                            (o, 0.0)
-                        };
-                        let (target_vec, out) =
-                            (&input[t..t + dim], &mut output[o * dim..(o + 1) * dim]);
-                        let g = (label - sigmoid(dot(target_vec, out))) * lr;
-                        for ((acc, w), x) in grad.iter_mut().zip(out.iter_mut()).zip(target_vec) {
-                            *acc += g * *w;
-                            *w += g * x;
-                        }
-                    }
-                    for (x, acc) in input[t..t + dim].iter_mut().zip(&grad) {
-                        *x += acc;
-                    }
-                }
+            // Every shard starts from the same vectors; their changes are merged.
+            start.0.clone_from(&input);
+            start.1.clone_from(&output);
+            copies.resize_with(shards - 1, Default::default);
+            for (i, o) in &mut copies {
+                i.clone_from(&input);
+                o.clone_from(&output);
             }
+            let mut work: Vec<(&mut [f32], &mut [f32])> =
+                vec![(input.as_mut_slice(), output.as_mut_slice())];
+            work.extend(
+                copies
+                    .iter_mut()
+                    .map(|(i, o)| (i.as_mut_slice(), o.as_mut_slice())),
+            );
+            work.into_par_iter()
+                .zip(chunk.par_chunks(share))
+                .enumerate()
+                .for_each(|(shard, ((input, output), part))| {
+                    let first = first + shard * share;
+                    corpus.pass(part, first, input, output, &mut stream(shard));
+                });
+            let others: Vec<&[f32]> = copies.iter().map(|(i, _)| i.as_slice()).collect();
+            merge(&mut input, &others, &start.0, dim);
+            let others: Vec<&[f32]> = copies.iter().map(|(_, o)| o.as_slice()).collect();
+            merge(&mut output, &others, &start.1, dim);
         }
     }
     let mut unit = input.clone();
@@ -379,6 +525,44 @@ mod tests {
         assert_eq!(a, train(&two_worlds(), &p));
         let b = train(&two_worlds(), &Item2VecParams { seed: 7, ..p });
         assert_ne!(a.vectors, b.vectors);
+    }
+
+    #[test]
+    fn sharded_training_gives_the_same_vectors_on_any_number_of_threads() {
+        // Enough sets for several rounds of four shards, with a last, partial round.
+        let sets: Vec<Vec<ItemId>> = (0..2 * 4 * ROUND_SETS + 1_000)
+            .map(|i| {
+                let g = (i % 7) as ItemId * 10;
+                vec![
+                    g,
+                    g + 1 + (i % 3) as ItemId,
+                    g + 5,
+                    (i % 50) as ItemId + 100,
+                ]
+            })
+            .collect();
+        let p = Item2VecParams {
+            epochs: 1,
+            shards: 4,
+            ..Item2VecParams::default()
+        };
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| fit(&sets, None, &p))
+        };
+        let one = on(1);
+        for threads in [3, 4] {
+            assert!(on(threads) == one, "{threads} threads: other vectors");
+        }
+        let serial = fit(&sets, None, &Item2VecParams { shards: 1, ..p });
+        assert_ne!(serial.embeddings.vectors, one.embeddings.vectors);
+        let e = &one.embeddings;
+        let r = |i| e.row(i).unwrap();
+        let (together, apart) = (e.similarity(r(0), r(5)), e.similarity(r(0), r(15)));
+        assert!(together > apart + 0.3, "together {together}, apart {apart}");
     }
 
     #[test]
