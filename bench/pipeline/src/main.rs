@@ -288,8 +288,8 @@ async fn seed_profiles(
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let resolver = Resolver::new(db.clone(), redis, settings);
     let seeded = seed_people(db, &resolver, count, settle).await?;
-    let checkpoint = seeded.checkpoint.map_or(
-        "no CHECKPOINT after it (--no-checkpoint)".into(),
+    let checkpoint = seeded.checkpoint.map_or_else(
+        || String::from("no CHECKPOINT after it (--no-checkpoint)"),
         |t| format!("CHECKPOINT in {:.1}s", t.as_secs_f64()),
     );
     println!(
@@ -708,7 +708,7 @@ impl StageWatch {
             let mut tick = 0u32;
             while !flag.load(Ordering::Relaxed) {
                 let at = clock.elapsed().as_secs_f64();
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     let tables: Vec<String> = sqlx::query_scalar(
                         "SELECT relid::regclass::text FROM pg_stat_progress_vacuum \
                          WHERE datname = current_database()",

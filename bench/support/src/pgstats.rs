@@ -164,9 +164,10 @@ pub async fn report(db: &PgPool, events: u64) -> anyhow::Result<()> {
         written.requested,
         written.by_checkpointer as f64 * per_k,
         written.by_bgwriter as f64 * per_k,
-        written
-            .by_backends
-            .map_or("(uncounted: pg_stat_io)".into(), |b| format!("{:.0}", b as f64 * per_k)),
+        written.by_backends.map_or_else(
+            || String::from("(uncounted: pg_stat_io)"),
+            |b| format!("{:.0}", b as f64 * per_k)
+        ),
         wal_records as f64 * per_k,
         wal_fpi as f64 * per_k,
         100.0 * wal_fpi as f64 / wal_records.max(1) as f64,

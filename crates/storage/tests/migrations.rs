@@ -182,10 +182,7 @@ async fn timeline_and_name_search_use_an_index() {
             "connection_logs_keyset",
         ),
     ] {
-        let plan: Vec<String> = sqlx::query_scalar(query)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(query).fetch_all(&mut *tx).await.unwrap();
         assert!(
             plan.iter().any(|line| line.contains(index)),
             "{query} does not use {index}: {plan:?}"
