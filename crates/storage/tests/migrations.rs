@@ -12,6 +12,14 @@ async fn applied_versions(url: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// A database of its own with every migration applied (kept while the guard lives).
+async fn migrated() -> (EmptyDatabase, sqlx::PgPool) {
+    let db = EmptyDatabase::create().await;
+    let pool = storage::connect(&db.url, 2).await.unwrap();
+    storage::migrate(&pool).await.unwrap();
+    (db, pool)
+}
+
 #[tokio::test]
 async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let db = EmptyDatabase::create().await;
@@ -71,9 +79,7 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
 #[tokio::test]
 async fn profile_identifiers_have_a_gin_index() {
-    let db = EmptyDatabase::create().await;
-    let pool = storage::connect(&db.url, 2).await.unwrap();
-    storage::migrate(&pool).await.unwrap();
+    let (_db, pool) = migrated().await;
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT indexname, indexdef FROM pg_indexes \
          WHERE schemaname = 'public' AND tablename = 'customer_profile'",
@@ -114,9 +120,7 @@ async fn profile_identifiers_have_a_gin_index() {
 /// constraints and stay.
 #[tokio::test]
 async fn no_index_is_a_prefix_of_another() {
-    let db = EmptyDatabase::create().await;
-    let pool = storage::connect(&db.url, 2).await.unwrap();
-    storage::migrate(&pool).await.unwrap();
+    let (_db, pool) = migrated().await;
     let covered: Vec<(String, String)> = sqlx::query_as(
         "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text \
          FROM pg_index a \
@@ -145,9 +149,7 @@ async fn no_index_is_a_prefix_of_another() {
 /// a profile's timeline (newest first) and the profile search by name prefix.
 #[tokio::test]
 async fn timeline_and_name_search_use_an_index() {
-    let db = EmptyDatabase::create().await;
-    let pool = storage::connect(&db.url, 2).await.unwrap();
-    storage::migrate(&pool).await.unwrap();
+    let (_db, pool) = migrated().await;
     let mut tx = pool.begin().await.unwrap();
     // Enough named profiles that a prefix is selective, and statistics that say so.
     for statement in [
