@@ -183,7 +183,7 @@ pub async fn report(db: &PgPool, events: u64) -> anyhow::Result<()> {
     .await?;
     println!(
         "  indexes written but never read during the load (check each against every query \
-         before dropping one): table | index | size MB | rows written to it per 1,000 events"
+         before dropping one): table | index | size MB | rows written to its table per 1,000 events (a partial index gets fewer)"
     );
     for (table, index, bytes, rows) in idle {
         println!(
