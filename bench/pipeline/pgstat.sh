@@ -8,6 +8,8 @@
 #   e.g. BENCH_NO_BUILD=1 bench/pipeline/pgstat.sh --profiles 1000 --people 4000 --steady-seconds 5 --no-ml
 #        PGSTAT_BENCH=identity bench/pipeline/pgstat.sh stream --replicas 1 --shuffle-window 2000
 #   PGSTAT_BENCH=identity runs bench/identity/run.sh (its `stream` mode) instead.
+#   PGSTAT_POSTGRES_OPTIONS adds server settings, e.g. "-c shared_buffers=1GB" to see
+#   what a database whose hot indexes fit in the shared buffers asks (docs/performance.md).
 #   (BENCH_PROFILE=dev: the debug build; the counts per 1,000 events hardly depend on it)
 #
 # The cluster lives in target/pgstat (PGSTAT_DIR: two runs at once need their own), created
@@ -38,9 +40,9 @@ if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
 stop() { "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -s stop || true; }
 trap stop EXIT
 "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -s \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top -c track_io_timing=on" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top -c track_io_timing=on ${PGSTAT_POSTGRES_OPTIONS:-}" \
     start
-echo "private Postgres on port $port ($("${as_pg[@]}" "$bin/postgres" --version))"
+echo "private Postgres on port $port ($("${as_pg[@]}" "$bin/postgres" --version); ${PGSTAT_POSTGRES_OPTIONS:-default settings})"
 
 if [ "${PGSTAT_BENCH:-pipeline}" = identity ]; then
     BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_identity" \

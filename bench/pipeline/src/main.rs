@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bench_support::seed::{phone, seed_people};
+use bench_support::seed::{Settle, phone, seed_people};
 use bench_support::{
     clear_prefix, engine_rate, fresh_database, load_average, release_dir, require_bench_database,
     upsert_rate,
@@ -87,6 +87,11 @@ struct Cli {
     /// (`bench/pipeline/pgstat.sh`).
     #[arg(long)]
     pg_stats: bool,
+    /// Measure right after seeding `--profiles`, without the `CHECKPOINT` that
+    /// otherwise follows the seed's `VACUUM ANALYZE` (the bulk load's dirty pages are
+    /// then written while the load runs, as they are not in a long-lived database).
+    #[arg(long)]
+    no_checkpoint: bool,
 }
 
 /// Messages per person: three anonymous product views, an identify, an order.
@@ -120,7 +125,12 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
          pure engine {engine:.0} events/s"
     );
 
-    seed_profiles(settings, db, cli.profiles).await?;
+    let settle = if cli.no_checkpoint {
+        Settle::VacuumOnly
+    } else {
+        Settle::Checkpoint
+    };
+    seed_profiles(settings, db, cli.profiles, settle).await?;
     // The fleet.
     let bins = release_dir()?;
     let integration = create_integration(settings, db).await?;
@@ -166,7 +176,7 @@ async fn run(cli: &Cli, settings: &Settings, db: &PgPool) -> anyhow::Result<()> 
     let started = Utc::now();
     let clock = Instant::now();
     let before = fleet.cpu();
-    let stages = StageWatch::start(settings).await?;
+    let stages = StageWatch::start(settings, db).await?;
     let posted = post_people(&target, next_person, cli.people, None, cli.connections).await?;
     let posting = clock.elapsed();
     drain(db, settings, load_started, cli.timeout).await?;
@@ -263,18 +273,28 @@ async fn redis_xadd_rate(settings: &Settings) -> anyhow::Result<f64> {
 
 /// Puts `count` resolved people in place (`bench_support::seed`: one identify event
 /// each — e-mail, phone, user id — stored by the normalizer's writer and resolved by the
-/// rebuild's code in bulk), so the hot path meets a database of that size.
-async fn seed_profiles(settings: &Settings, db: &PgPool, count: usize) -> anyhow::Result<()> {
+/// rebuild's code in bulk), so the hot path meets a database of that size; `settle`
+/// says whether a `CHECKPOINT` follows.
+async fn seed_profiles(
+    settings: &Settings,
+    db: &PgPool,
+    count: usize,
+    settle: Settle,
+) -> anyhow::Result<()> {
     if count == 0 {
         return Ok(());
     }
     let redis = redis::Client::open(settings.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let resolver = Resolver::new(db.clone(), redis, settings);
-    let seeded = seed_people(db, &resolver, count).await?;
+    let seeded = seed_people(db, &resolver, count, settle).await?;
+    let checkpoint = seeded.checkpoint.map_or_else(
+        || String::from("no CHECKPOINT after it (--no-checkpoint)"),
+        |t| format!("CHECKPOINT in {:.1}s", t.as_secs_f64()),
+    );
     println!(
         "existing profiles: {} ({} identify events stored and resolved in {:.1}s, \
-         {:.0} people/s; outboxes emptied and VACUUM ANALYZE in {:.1}s) | load {}",
+         {:.0} people/s; outboxes emptied and VACUUM ANALYZE in {:.1}s, {checkpoint}) | load {}",
         seeded.profiles,
         seeded.events,
         seeded.load.as_secs_f64(),
@@ -630,16 +650,23 @@ const STAGES: [(&str, Topic); 2] = [
 ];
 
 /// Watches each stage's consumer group during the burst (every 100 ms, `XINFO GROUPS`:
-/// O(1) in Redis, nothing asked of Postgres): how many entries it has handled and how
-/// many wait for it. The stage whose backlog grows is the bottleneck.
+/// O(1) in Redis): how many entries it has handled and how many wait for it. The stage
+/// whose backlog grows is the bottleneck. Once a second it also asks Postgres which
+/// tables of the benchmark database a vacuum is working on (`pg_stat_progress_vacuum`,
+/// a row per running vacuum: O(1) in the database's size), so background work that
+/// competes with the burst is seen, not guessed.
 struct StageWatch {
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<Timeline>>,
 }
 
-/// What the watch saw of every stage.
+/// What the watch saw of every stage, and of vacuums.
 struct Timeline {
     stages: Vec<Stage>,
+    /// Samples of `pg_stat_progress_vacuum` taken, and per table how many of them
+    /// found a vacuum working on it.
+    vacuum_samples: u32,
+    vacuuming: BTreeMap<String, u32>,
 }
 
 /// One stage: entries it had handled when the watch began, and samples of (seconds
@@ -651,7 +678,8 @@ struct Stage {
 }
 
 impl StageWatch {
-    async fn start(settings: &Settings) -> anyhow::Result<Self> {
+    async fn start(settings: &Settings, db: &PgPool) -> anyhow::Result<Self> {
+        let db = db.clone();
         let mut conn = redis::Client::open(settings.redis_url.as_str())?
             .get_multiplexed_async_connection()
             .await?;
@@ -671,10 +699,28 @@ impl StageWatch {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let mut timeline = Timeline { stages };
+            let mut timeline = Timeline {
+                stages,
+                vacuum_samples: 0,
+                vacuuming: BTreeMap::new(),
+            };
             let clock = Instant::now();
+            let mut tick = 0u32;
             while !flag.load(Ordering::Relaxed) {
                 let at = clock.elapsed().as_secs_f64();
+                if tick.is_multiple_of(10) {
+                    let tables: Vec<String> = sqlx::query_scalar(
+                        "SELECT relid::regclass::text FROM pg_stat_progress_vacuum \
+                         WHERE datname = current_database()",
+                    )
+                    .fetch_all(&db)
+                    .await?;
+                    timeline.vacuum_samples += 1;
+                    for table in tables {
+                        *timeline.vacuuming.entry(table).or_default() += 1;
+                    }
+                }
+                tick += 1;
                 for ((group, _), (key, stage)) in STAGES
                     .iter()
                     .zip(keys.iter().zip(timeline.stages.iter_mut()))
@@ -746,6 +792,16 @@ impl Timeline {
                     samples.last().map_or(0, |s| s.1)
                 )),
             }
+        }
+        out.push_str(&format!(
+            "\n  vacuums seen during the burst (pg_stat_progress_vacuum, {} samples a second apart):",
+            self.vacuum_samples
+        ));
+        if self.vacuuming.is_empty() {
+            out.push_str(" none");
+        }
+        for (table, seen) in &self.vacuuming {
+            out.push_str(&format!(" {table} in {seen} |"));
         }
         out
     }

@@ -14,7 +14,11 @@
 //! seeded database is one the fleet has caught up with, not a backlog the benchmark
 //! would then measure. Customer 360 documents are not built (a cache: the first read
 //! builds one). Then `VACUUM ANALYZE`, so the planner and the visibility map see the
-//! tables as a long-lived database's are.
+//! tables as a long-lived database's are, and (unless asked not to) a `CHECKPOINT`: a
+//! bulk load leaves the shared buffers full of dirty pages and a checkpoint due or
+//! under way, whose writes would otherwise compete with the load measured next — a
+//! brand's database is checkpointed on its steady schedule, not right after a million
+//! rows arrived at once.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,8 @@ pub struct Seeded {
     pub load: Duration,
     /// Wall time of emptying the outboxes and `VACUUM ANALYZE`.
     pub vacuum: Duration,
+    /// Wall time of the `CHECKPOINT` after it (`None`: not asked for).
+    pub checkpoint: Option<Duration>,
 }
 
 /// A year ago, to the second (Postgres keeps microseconds: a time it would round is
@@ -129,9 +135,23 @@ pub async fn settle_outboxes(db: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether [`seed_people`] ends with a `CHECKPOINT` (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// `VACUUM ANALYZE`, then `CHECKPOINT`: the steady state of a long-lived database.
+    Checkpoint,
+    /// `VACUUM ANALYZE` only: the load meets whatever writing the seed left behind.
+    VacuumOnly,
+}
+
 /// Puts `count` resolved people in place (see the module doc), their events a year
 /// ago, one second apart.
-pub async fn seed_people(db: &PgPool, resolver: &Resolver, count: usize) -> anyhow::Result<Seeded> {
+pub async fn seed_people(
+    db: &PgPool,
+    resolver: &Resolver,
+    count: usize,
+    settle: Settle,
+) -> anyhow::Result<Seeded> {
     let started = Instant::now();
     let base = a_year_ago();
     let mut seeded = Seeded::default();
@@ -150,5 +170,10 @@ pub async fn seed_people(db: &PgPool, resolver: &Resolver, count: usize) -> anyh
     settle_outboxes(db).await?;
     sqlx::query("VACUUM ANALYZE").execute(db).await?;
     seeded.vacuum = started.elapsed();
+    if settle == Settle::Checkpoint {
+        let started = Instant::now();
+        sqlx::query("CHECKPOINT").execute(db).await?;
+        seeded.checkpoint = Some(started.elapsed());
+    }
     Ok(seeded)
 }

@@ -12,6 +12,14 @@ async fn applied_versions(url: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// A database of its own with every migration applied (kept while the guard lives).
+async fn migrated() -> (EmptyDatabase, sqlx::PgPool) {
+    let db = EmptyDatabase::create().await;
+    let pool = storage::connect(&db.url, 2).await.unwrap();
+    storage::migrate(&pool).await.unwrap();
+    (db, pool)
+}
+
 #[tokio::test]
 async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let db = EmptyDatabase::create().await;
@@ -71,9 +79,7 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
 #[tokio::test]
 async fn profile_identifiers_have_a_gin_index() {
-    let db = EmptyDatabase::create().await;
-    let pool = storage::connect(&db.url, 2).await.unwrap();
-    storage::migrate(&pool).await.unwrap();
+    let (_db, pool) = migrated().await;
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT indexname, indexdef FROM pg_indexes \
          WHERE schemaname = 'public' AND tablename = 'customer_profile'",
@@ -105,4 +111,84 @@ async fn profile_identifiers_have_a_gin_index() {
         plan.iter().any(|line| line.contains(&gin)),
         "containment search does not use {gin}: {plan:?}"
     );
+}
+
+/// Every index entry is written with every row version, so an index whose columns
+/// lead another index of the same table (same order, operator classes and predicate)
+/// costs a write per row and answers nothing the longer one does not: the planner reads
+/// the longer one for every query the shorter one served. Unique indexes are
+/// constraints and stay.
+#[tokio::test]
+async fn no_index_is_a_prefix_of_another() {
+    let (_db, pool) = migrated().await;
+    let covered: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text \
+         FROM pg_index a \
+         JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid \
+         JOIN pg_class ca ON ca.oid = a.indexrelid \
+         JOIN pg_class cb ON cb.oid = b.indexrelid AND cb.relam = ca.relam \
+         JOIN pg_am am ON am.oid = ca.relam AND am.amname = 'btree' \
+         JOIN pg_namespace n ON n.oid = ca.relnamespace AND n.nspname = 'public' \
+         WHERE NOT a.indisunique AND a.indexprs IS NULL AND b.indexprs IS NULL \
+           AND (b.indkey::text || ' ') LIKE (a.indkey::text || ' %') \
+           AND (b.indoption::text || ' ') LIKE (a.indoption::text || ' %') \
+           AND (b.indclass::text || ' ') LIKE (a.indclass::text || ' %') \
+           AND pg_get_expr(a.indpred, a.indrelid) IS NOT DISTINCT FROM pg_get_expr(b.indpred, b.indrelid) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        covered.is_empty(),
+        "indexes that lead another index (covered, by): {covered:?}"
+    );
+}
+
+/// The queries the dropped indexes could have served plan onto the ones that remain:
+/// a profile's timeline (newest first) and the profile search by name prefix.
+#[tokio::test]
+async fn timeline_and_name_search_use_an_index() {
+    let (_db, pool) = migrated().await;
+    let mut tx = pool.begin().await.unwrap();
+    // Enough named profiles that a prefix is selective, and statistics that say so.
+    for statement in [
+        "INSERT INTO customer_profile (id, display_name) \
+         SELECT gen_random_uuid(), 'Shopper ' || g FROM generate_series(1, 2000) g",
+        "ANALYZE customer_profile",
+        "SET LOCAL enable_seqscan = off",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    for (query, index) in [
+        (
+            "EXPLAIN SELECT event_id FROM normalized_event \
+             WHERE profile_id = '00000000-0000-0000-0000-000000000001' \
+             ORDER BY occurred_at DESC, event_id DESC LIMIT 50",
+            "normalized_event_profile_keyset",
+        ),
+        (
+            "EXPLAIN SELECT max(occurred_at) FROM normalized_event \
+             WHERE profile_id = '00000000-0000-0000-0000-000000000001'",
+            "normalized_event_profile_keyset",
+        ),
+        (
+            "EXPLAIN SELECT id FROM customer_profile \
+             WHERE merged_into IS NULL AND lower(display_name) LIKE 'shopper 12%'",
+            "customer_profile_name_prefix",
+        ),
+        (
+            "EXPLAIN SELECT id, at FROM connection_logs \
+             WHERE integration_id = '00000000-0000-0000-0000-000000000001' \
+             ORDER BY at DESC, id DESC LIMIT 50",
+            "connection_logs_keyset",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(query).fetch_all(&mut *tx).await.unwrap();
+        assert!(
+            plan.iter().any(|line| line.contains(index)),
+            "{query} does not use {index}: {plan:?}"
+        );
+    }
+    tx.rollback().await.unwrap();
 }
