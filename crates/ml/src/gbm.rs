@@ -246,6 +246,34 @@ impl GbmModel {
         })
     }
 
+    /// Trains on `x` against `y` with a custom objective: each round, `gradients` is
+    /// given the current raw scores and the labels and fills the gradient and hessian of
+    /// the loss at each row (LightGBM's objective is then `none`, so the model predicts
+    /// raw scores). `params.objective` only names the metric, which is off.
+    pub fn train_custom(
+        x: &[f32],
+        y: &[f32],
+        n_features: usize,
+        params: &GbmParams,
+        gradients: impl FnMut(&[f64], &[f32], &mut [f32], &mut [f32]),
+    ) -> Result<Self, GbmError> {
+        if y.is_empty() || x.len() != y.len() * n_features {
+            return Err(GbmError(format!(
+                "{} values do not make {} rows of {n_features} features",
+                x.len(),
+                y.len()
+            )));
+        }
+        let dataset = Dataset::from_slice(x, y, n_features as i32, true)?;
+        let mut lightgbm = params.to_lightgbm();
+        lightgbm["metric"] = json!("none");
+        let booster = Booster::train_with_custom_objective(dataset, &lightgbm, gradients)?;
+        Ok(Self {
+            booster: SharedBooster(booster),
+            n_features,
+        })
+    }
+
     /// Trains on `x`/`y`, stopping when the loss on the validation rows `vx`/`vy` has
     /// not improved for `params.early_stopping_rounds` rounds (the rounds since the best
     /// are rolled back).
