@@ -160,9 +160,14 @@ pub fn lambdarank_gradients(
             } else {
                 1.0
             };
-            for k in 0..len {
-                gradients[start + k] = (lambdas[k] * norm) as f32;
-                hessians[start + k] = (weights[k] * norm) as f32;
+            let rows = start..start + len;
+            for ((g, h), (lambda, weight)) in gradients[rows.clone()]
+                .iter_mut()
+                .zip(&mut hessians[rows])
+                .zip(lambdas.iter().zip(&weights))
+            {
+                *g = (lambda * norm) as f32;
+                *h = (weight * norm) as f32;
             }
         }
         start += len;
