@@ -1289,6 +1289,9 @@ impl Recommender {
         } else {
             let reason = match self.catalogue.category_of(c.item) {
                 Some(cat) if c.features[CAT_POP] > 0.0 => format!("popular in {cat}"),
+                Some(cat) if c.features[NEW_IN_TASTE] > 0.0 => {
+                    format!("new to many in {cat} this month")
+                }
                 _ => "popular now".to_string(),
             };
             (Source::Popular, reason)
