@@ -285,7 +285,9 @@ pub type BlendWeights = [f32; FEATURES.len()];
 
 /// P-TopFreq's ranking as a blend: frequency, ties broken by recency, popularity
 /// filling the rest (where the tuning starts).
-pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+pub const P_TOPFREQ: BlendWeights = [
+    1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+];
 
 /// Explore slots: places at the end of a top list kept for items the profile never
 /// bought — item2vec neighbours of what it bought or viewed, or popular in its
@@ -321,7 +323,9 @@ pub struct ExploreTrial {
 }
 
 /// Where explore weights start: similarity alone.
-const EXPLORE_START: BlendWeights = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+const EXPLORE_START: BlendWeights = [
+    0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+];
 
 /// What the catalogue and everyone's purchases say about each item as of `as_of`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -748,7 +752,10 @@ impl Recommender {
                         .collect(),
                 )
             };
-            let best = (ranked(&stats.recent_orders), ranked(&stats.recent_newcomers));
+            let best = (
+                ranked(&stats.recent_orders),
+                ranked(&stats.recent_newcomers),
+            );
             (corpus, stats, best)
         });
         let ((popular, category_popular), (trying, category_trying)) = best;
@@ -1078,7 +1085,12 @@ impl Recommender {
                 out.entry(i).or_insert_with(|| blank(i));
             }
         }
-        for &i in self.popular.iter().take(30).chain(self.trying.iter().take(30)) {
+        for &i in self
+            .popular
+            .iter()
+            .take(30)
+            .chain(self.trying.iter().take(30))
+        {
             out.entry(i).or_insert_with(|| blank(i));
         }
         let newcomers = |i: ItemId| {
@@ -1110,9 +1122,7 @@ impl Recommender {
                     c.features[TREND] = ((1.0 + recent) / (1.0 + prior as f32)).ln();
                 }
                 let cat = self.catalogue.categories[c.item as usize];
-                c.features[CAT_SHARE] = cat
-                    .and_then(|cat| share.get(&cat).copied())
-                    .unwrap_or(0.0);
+                c.features[CAT_SHARE] = cat.and_then(|cat| share.get(&cat).copied()).unwrap_or(0.0);
                 let tried = newcomers(c.item);
                 c.features[NEWCOMERS] = tried / max_newcomers;
                 let top_in_category = cat
@@ -1945,7 +1955,9 @@ mod tests {
 
     /// A blend that values neighbours (the brand's tuning window has no A-then-B buyers
     /// to learn that from).
-    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    const EXPLORING: BlendWeights = [
+        1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
 
     fn skus(model: &Recommender, recs: &[Recommended]) -> Vec<String> {
         recs.iter()
@@ -2005,7 +2017,9 @@ mod tests {
             &corpus,
             at(90),
             &params(),
-            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [
+                1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            ],
         );
         let nobody = Activity::default();
         let recs = model.recommend(&nobody, at(90), 3);
@@ -2244,7 +2258,9 @@ mod tests {
         let milk = corpus.catalogue.get("MILK").unwrap();
         // NEW: thirty newcomers each bought it once in the 28 days before day 90 (far
         // fewer orders than milk's, whose buyers all bought it first months ago).
-        let new = corpus.catalogue.intern("NEW", Some("New yoghurt"), Some("Dairy"));
+        let new = corpus
+            .catalogue
+            .intern("NEW", Some("New yoghurt"), Some("Dairy"));
         for c in 0..30 {
             corpus.customers.push(Activity {
                 baskets: vec![Basket {
@@ -2276,12 +2292,18 @@ mod tests {
         // A milk-and-bread buyer never bought it: it is a candidate, first by newcomers.
         let someone = &corpus.customers[45];
         let candidates = model.candidates(someone, at(90));
-        let c = candidates.iter().find(|c| c.item == new).expect("a candidate");
+        let c = candidates
+            .iter()
+            .find(|c| c.item == new)
+            .expect("a candidate");
         assert_eq!(c.features[NEWCOMERS], 1.0);
         assert!(c.features[NEW_IN_TASTE] > 0.0, "it buys dairy: {c:?}");
         // The profile's own rhythm: 12 baskets of 3 items, from day 0 to day 90.
         assert_eq!(c.basket_size, 3.0);
-        assert!((c.baskets_per_week - 12.0 / (90.0 / 7.0)).abs() < 1e-4, "{c:?}");
+        assert!(
+            (c.baskets_per_week - 12.0 / (90.0 / 7.0)).abs() < 1e-4,
+            "{c:?}"
+        );
         // An explore slot ranked by newcomers gives it; one ranked by what sells does not.
         let slot = |f: usize| {
             let mut weights = [0.0; FEATURES.len()];

@@ -349,7 +349,13 @@ mod tests {
         // A purchase already ranked first is pushed less than one ranked last.
         let mut first = [0.0f32; 3];
         let mut hf = [0.0f32; 3];
-        lambdarank_gradients(&[3], &[2.0, 1.0, 0.0], &[1.0, 0.0, 0.0], &mut first, &mut hf);
+        lambdarank_gradients(
+            &[3],
+            &[2.0, 1.0, 0.0],
+            &[1.0, 0.0, 0.0],
+            &mut first,
+            &mut hf,
+        );
         let mut last = [0.0f32; 3];
         lambdarank_gradients(&[3], &[0.0, 1.0, 2.0], &[1.0, 0.0, 0.0], &mut last, &mut hf);
         assert!(first[0] < 0.0 && last[0] < first[0], "{first:?} {last:?}");
