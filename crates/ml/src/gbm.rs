@@ -223,6 +223,19 @@ impl std::fmt::Debug for GbmModel {
     }
 }
 
+/// LightGBM's dataset of `x` (row-major, `n_features` columns) labelled `y`, checked to
+/// hold one row per label.
+fn dataset(x: &[f32], y: &[f32], n_features: usize) -> Result<Dataset, GbmError> {
+    if y.is_empty() || x.len() != y.len() * n_features {
+        return Err(GbmError(format!(
+            "{} values do not make {} rows of {n_features} features",
+            x.len(),
+            y.len()
+        )));
+    }
+    Ok(Dataset::from_slice(x, y, n_features as i32, true)?)
+}
+
 impl GbmModel {
     /// Trains on `x` (row-major, `n_features` columns, `NaN` = missing) against `y`.
     pub fn train(
@@ -231,15 +244,28 @@ impl GbmModel {
         n_features: usize,
         params: &GbmParams,
     ) -> Result<Self, GbmError> {
-        if y.is_empty() || x.len() != y.len() * n_features {
-            return Err(GbmError(format!(
-                "{} values do not make {} rows of {n_features} features",
-                x.len(),
-                y.len()
-            )));
-        }
-        let dataset = Dataset::from_slice(x, y, n_features as i32, true)?;
-        let booster = Booster::train(dataset, &params.to_lightgbm())?;
+        let booster = Booster::train(dataset(x, y, n_features)?, &params.to_lightgbm())?;
+        Ok(Self {
+            booster: SharedBooster(booster),
+            n_features,
+        })
+    }
+
+    /// Trains on `x` against `y` with a custom objective: each round, `gradients` is
+    /// given the current raw scores and the labels and fills the gradient and hessian of
+    /// the loss at each row (LightGBM's objective is then `none`, so the model predicts
+    /// raw scores). `params.objective` only names the metric, which is off.
+    pub fn train_custom(
+        x: &[f32],
+        y: &[f32],
+        n_features: usize,
+        params: &GbmParams,
+        gradients: impl FnMut(&[f64], &[f32], &mut [f32], &mut [f32]),
+    ) -> Result<Self, GbmError> {
+        let mut lightgbm = params.to_lightgbm();
+        lightgbm["metric"] = json!("none");
+        let booster =
+            Booster::train_with_custom_objective(dataset(x, y, n_features)?, &lightgbm, gradients)?;
         Ok(Self {
             booster: SharedBooster(booster),
             n_features,

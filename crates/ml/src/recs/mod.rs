@@ -223,7 +223,7 @@ impl Default for RecsParams {
 }
 
 /// The candidate features, in [`BlendWeights`] order.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 13] = [
     "frequency",
     "recency",
     "repeat_rate",
@@ -235,6 +235,8 @@ pub const FEATURES: [&str; 11] = [
     "buyer_rate",
     "category_share",
     "trend",
+    "newcomers",
+    "newcomers_in_taste",
 ];
 const FREQ: usize = 0;
 const RECENCY: usize = 1;
@@ -251,6 +253,13 @@ const CAT_SHARE: usize = 9;
 /// ln((1 + orders in the last `popularity_days`) / (1 + orders in the `popularity_days`
 /// before)): whether the item sells more than it did.
 const TREND: usize = 10;
+/// Customers who bought the item for the first time in the last `popularity_days`, over
+/// the most such customers any item had: what people are trying now, which finds the
+/// items new to a profile far better than what sells (mostly to its regular buyers).
+const NEWCOMERS: usize = 11;
+/// The profile's category share times the item's first-time buyers over the most any
+/// item of its category had: what people try now in what the profile buys.
+const NEW_IN_TASTE: usize = 12;
 
 /// Time constant (days) of [`FEATURES`]' `decayed_frequency`: each past purchase counts
 /// e^(−age/90).
@@ -276,7 +285,9 @@ pub type BlendWeights = [f32; FEATURES.len()];
 
 /// P-TopFreq's ranking as a blend: frequency, ties broken by recency, popularity
 /// filling the rest (where the tuning starts).
-pub const P_TOPFREQ: BlendWeights = [1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0];
+pub const P_TOPFREQ: BlendWeights = [
+    1.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+];
 
 /// Explore slots: places at the end of a top list kept for items the profile never
 /// bought — item2vec neighbours of what it bought or viewed, or popular in its
@@ -312,7 +323,9 @@ pub struct ExploreTrial {
 }
 
 /// Where explore weights start: similarity alone.
-const EXPLORE_START: BlendWeights = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+const EXPLORE_START: BlendWeights = [
+    0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+];
 
 /// What the catalogue and everyone's purchases say about each item as of `as_of`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -338,6 +351,10 @@ pub struct ItemStats {
     /// staple it is). Empty in models stored before it existed.
     #[serde(default)]
     pub orders_per_buyer_ln: Vec<f32>,
+    /// Customers whose first purchase of it fell in the `popularity_days` before
+    /// `as_of` (empty in models stored before it existed).
+    #[serde(default)]
+    pub recent_newcomers: Vec<u32>,
 }
 
 /// Which source put an item on the list (for the reason and the repeat/explore split).
@@ -380,6 +397,10 @@ pub struct Candidate {
     pub profile_baskets: u32,
     /// Days since the profile last bought it (none: never).
     pub days_since_bought: Option<f32>,
+    /// The profile's mean number of distinct items per basket (0 without baskets).
+    pub basket_size: f32,
+    /// The profile's baskets per week, from its first basket to `now` (at least a week).
+    pub baskets_per_week: f32,
 }
 
 /// A trained recommender.
@@ -397,6 +418,13 @@ pub struct Recommender {
     pub popular: Vec<ItemId>,
     /// Per category, its items by recent orders, most first (top 20).
     pub category_popular: Vec<Vec<ItemId>>,
+    /// Items by recent first-time buyers ([`ItemStats::recent_newcomers`]), most first
+    /// (top 100; empty in models stored before it existed).
+    #[serde(default)]
+    pub trying: Vec<ItemId>,
+    /// Per category, its items by recent first-time buyers, most first (top 20).
+    #[serde(default)]
+    pub category_trying: Vec<Vec<ItemId>>,
     /// item2vec vectors.
     pub embeddings: Embeddings,
     /// The blend.
@@ -575,6 +603,7 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
         prior_orders: vec![0; n],
         last_seen: vec![i64::MIN; n],
         orders_per_buyer_ln: vec![0.0; n],
+        recent_newcomers: vec![0; n],
     };
     let mut orders = vec![0u32; n];
     let recent_from = as_of - Duration::days(p.popularity_days);
@@ -600,6 +629,9 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
                     }
                     None => {
                         last_bought.insert(i, (b.at, 1));
+                        if b.at >= recent_from {
+                            s.recent_newcomers[u] += 1;
+                        }
                     }
                 }
             }
@@ -658,13 +690,10 @@ fn item_stats(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> ItemStat
     s
 }
 
-fn by_recent_orders(items: impl Iterator<Item = ItemId>, s: &ItemStats, top: usize) -> Vec<ItemId> {
-    let mut v: Vec<ItemId> = items.filter(|&i| s.recent_orders[i as usize] > 0).collect();
-    v.sort_by(|a, b| {
-        s.recent_orders[*b as usize]
-            .cmp(&s.recent_orders[*a as usize])
-            .then(a.cmp(b))
-    });
+/// The `top` of `items` with the highest `counts` (none with 0), most first (ties by id).
+fn by_count(items: impl Iterator<Item = ItemId>, counts: &[u32], top: usize) -> Vec<ItemId> {
+    let mut v: Vec<ItemId> = items.filter(|&i| counts[i as usize] > 0).collect();
+    v.sort_by(|a, b| counts[*b as usize].cmp(&counts[*a as usize]).then(a.cmp(b)));
     v.truncate(top);
     v
 }
@@ -703,25 +732,33 @@ impl Recommender {
         times: &mut TrainTimes,
         stage: &str,
     ) -> (Self, item2vec::Trained) {
-        let (corpus, stats, popular, category_popular) =
-            times.time(&format!("{stage}: item statistics"), || {
-                let corpus = corpus.before(as_of);
-                let stats = item_stats(&corpus, as_of, p);
-                let n = corpus.catalogue.len() as ItemId;
-                let popular = by_recent_orders(0..n, &stats, 100);
-                let mut per_category: Vec<Vec<ItemId>> =
-                    vec![Vec::new(); corpus.catalogue.category_names.len()];
-                for i in 0..n {
-                    if let Some(c) = corpus.catalogue.categories[i as usize] {
-                        per_category[c as usize].push(i);
-                    }
+        let (corpus, stats, best) = times.time(&format!("{stage}: item statistics"), || {
+            let corpus = corpus.before(as_of);
+            let stats = item_stats(&corpus, as_of, p);
+            let n = corpus.catalogue.len() as ItemId;
+            let mut per_category: Vec<Vec<ItemId>> =
+                vec![Vec::new(); corpus.catalogue.category_names.len()];
+            for i in 0..n {
+                if let Some(c) = corpus.catalogue.categories[i as usize] {
+                    per_category[c as usize].push(i);
                 }
-                let category_popular: Vec<Vec<ItemId>> = per_category
-                    .into_iter()
-                    .map(|items| by_recent_orders(items.into_iter(), &stats, 20))
-                    .collect();
-                (corpus, stats, popular, category_popular)
-            });
+            }
+            let ranked = |counts: &[u32]| -> (Vec<ItemId>, Vec<Vec<ItemId>>) {
+                (
+                    by_count(0..n, counts, 100),
+                    per_category
+                        .iter()
+                        .map(|items| by_count(items.iter().copied(), counts, 20))
+                        .collect(),
+                )
+            };
+            let best = (
+                ranked(&stats.recent_orders),
+                ranked(&stats.recent_newcomers),
+            );
+            (corpus, stats, best)
+        });
+        let ((popular, category_popular), (trying, category_trying)) = best;
         let trained = times.time(&format!("{stage}: item2vec"), || {
             let dated = dated_training_sets(&corpus);
             let new: Vec<bool> = match how.continued {
@@ -741,6 +778,8 @@ impl Recommender {
             stats,
             popular,
             category_popular,
+            trying,
+            category_trying,
             embeddings: trained.embeddings.clone(),
             weights: how.weights,
             explore: Explore::default(),
@@ -951,7 +990,14 @@ impl Recommender {
     /// Every candidate for a profile as of `now`, exclusions applied.
     pub fn candidates(&self, activity: &Activity, now: DateTime<Utc>) -> Vec<Candidate> {
         let mut out: HashMap<ItemId, Candidate> = HashMap::new();
-        let profile_baskets = activity.baskets.iter().filter(|b| b.at < now).count() as u32;
+        let past = || activity.baskets.iter().filter(|b| b.at < now);
+        let profile_baskets = past().count() as u32;
+        let profile_lines: usize = past().map(|b| b.items.len()).sum();
+        let basket_size = profile_lines as f32 / profile_baskets.max(1) as f32;
+        let weeks = past()
+            .next()
+            .map_or(1.0, |first| (days(first.at, now) / 7.0).max(1.0));
+        let baskets_per_week = profile_baskets as f32 / weeks;
         let blank = |item| Candidate {
             item,
             features: [0.0; FEATURES.len()],
@@ -959,6 +1005,8 @@ impl Recommender {
             anchor: None,
             profile_baskets,
             days_since_bought: None,
+            basket_size,
+            baskets_per_week,
         };
         // Repeat: what the profile bought.
         let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
@@ -1032,9 +1080,26 @@ impl Recommender {
                     c.features[CAT_POP].max(self.stats.recent_orders[i as usize] as f32 / top);
             }
         }
-        for &i in self.popular.iter().take(30) {
+        for &(cat, _) in top_categories.iter().take(3) {
+            for &i in self.category_trying.get(cat as usize).into_iter().flatten() {
+                out.entry(i).or_insert_with(|| blank(i));
+            }
+        }
+        for &i in self
+            .popular
+            .iter()
+            .take(30)
+            .chain(self.trying.iter().take(30))
+        {
             out.entry(i).or_insert_with(|| blank(i));
         }
+        let newcomers = |i: ItemId| {
+            self.stats
+                .recent_newcomers
+                .get(i as usize)
+                .map_or(0.0, |&n| n as f32)
+        };
+        let max_newcomers = self.trying.first().map_or(1.0, |&i| newcomers(i).max(1.0));
         let just_bought = now - Duration::days(self.params.just_bought_days);
         let lines: u32 = top_categories.iter().map(|(_, n)| n).sum();
         let share: HashMap<u32, f32> = top_categories
@@ -1056,9 +1121,14 @@ impl Recommender {
                 if let Some(&prior) = self.stats.prior_orders.get(c.item as usize) {
                     c.features[TREND] = ((1.0 + recent) / (1.0 + prior as f32)).ln();
                 }
-                c.features[CAT_SHARE] = self.catalogue.categories[c.item as usize]
-                    .and_then(|cat| share.get(&cat).copied())
-                    .unwrap_or(0.0);
+                let cat = self.catalogue.categories[c.item as usize];
+                c.features[CAT_SHARE] = cat.and_then(|cat| share.get(&cat).copied()).unwrap_or(0.0);
+                let tried = newcomers(c.item);
+                c.features[NEWCOMERS] = tried / max_newcomers;
+                let top_in_category = cat
+                    .and_then(|cat| self.category_trying.get(cat as usize)?.first().copied())
+                    .map_or(1.0, |i| newcomers(i).max(1.0));
+                c.features[NEW_IN_TASTE] = c.features[CAT_SHARE] * tried / top_in_category;
                 c
             })
             .collect();
@@ -1176,6 +1246,7 @@ impl Recommender {
                 blend: score(c, w),
                 cycle_days: self.stats.cycle_days[item],
                 buyers: self.stats.buyers[item],
+                repeat_rate: self.stats.repeat_rate[item],
             };
             ranker::push_inputs(c, ctx, &mut rows);
         }
@@ -1207,7 +1278,8 @@ impl Recommender {
             (repeat, part(CAT_SHARE))
         };
         let similar = part(SIM);
-        let popular = part(CAT_POP) + part(POP) + part(TREND) + taste;
+        let popular =
+            part(CAT_POP) + part(POP) + part(TREND) + part(NEWCOMERS) + part(NEW_IN_TASTE) + taste;
         let score = f64::from(repeat + similar + popular);
         let (source, reason) = if c.times_bought > 0 && repeat >= similar && repeat >= popular {
             let times = if c.times_bought == 1 {
@@ -1227,6 +1299,9 @@ impl Recommender {
         } else {
             let reason = match self.catalogue.category_of(c.item) {
                 Some(cat) if c.features[CAT_POP] > 0.0 => format!("popular in {cat}"),
+                Some(cat) if c.features[NEW_IN_TASTE] > 0.0 => {
+                    format!("new to many in {cat} this month")
+                }
                 _ => "popular now".to_string(),
             };
             (Source::Popular, reason)
@@ -1782,10 +1857,11 @@ fn choose_explore(trials: &[ExploreTrial]) -> Explore {
 }
 
 /// Fits the re-ranker on the even tuning customers (the candidates of each that it
-/// re-orders — [`Recommender::ranker_pool`] —, labelled by whether they bought it) and
-/// judges it against the blend on the odd ones by `relative` (the tuning's objective);
-/// when it wins there by more than the noise of those customers
-/// ([`ranker::HeldOut::keeps`]), it is refitted on every customer and kept.
+/// re-orders — [`Recommender::ranker_pool`] —, labelled by whether they bought it), once
+/// per [`ranker::Loss`], and judges each against the blend on the odd ones by `relative`
+/// (the tuning's objective); the better of the two there, when it wins by more than the
+/// noise of those customers ([`ranker::HeldOut::keeps`]), is refitted on every customer
+/// and kept.
 fn fit_ranker(
     past: &Recommender,
     cases: &[TuningCase],
@@ -1798,7 +1874,7 @@ fn fit_ranker(
         .map(|c| past.ranker_pool(&c.candidates, 10))
         .collect();
     let gather = |keep: &dyn Fn(usize) -> bool| {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let (mut x, mut y, mut groups) = (Vec::new(), Vec::new(), Vec::new());
         for (_, (case, top)) in cases
             .iter()
             .zip(&tops)
@@ -1810,52 +1886,62 @@ fn fit_ranker(
                 top.iter()
                     .map(|&j| f32::from(u8::from(case.truth.contains(&case.candidates[j].item)))),
             );
+            groups.push(top.len());
         }
-        (x, y)
+        (x, y, groups)
     };
-    let fit = |x: &[f32], y: &[f32]| {
+    let fit = |loss, (x, y, groups): &(Vec<f32>, Vec<f32>, Vec<usize>)| {
         let positives = y.iter().filter(|v| **v > 0.0).count();
         if positives < 20 || positives == y.len() {
             return None;
         }
-        ranker::Ranker::fit(x, y, seed)
+        ranker::Ranker::fit(loss, x, y, groups, seed)
             .map_err(|e| tracing::warn!(error = %e, "fitting the recommender's ranker"))
             .ok()
     };
-    let (x, y) = gather(&|i| i % 2 == 0);
-    let Some(model) = fit(&x, &y) else {
-        return (None, None);
-    };
-    let (judge_x, _) = gather(&|i| i % 2 == 1);
-    let Ok(scores) = model.predict(&judge_x) else {
-        return (None, None);
-    };
+    let fitting = gather(&|i| i % 2 == 0);
+    let (judge_x, _, _) = gather(&|i| i % 2 == 1);
     // Each held-out customer's objective under the blend and under the ranker (the
     // objective is a mean over customers, so a customer's share of it is its own value).
     let none = Explore::default();
-    let mut offset = 0;
-    let paired: Vec<(f64, f64)> = cases
-        .iter()
-        .zip(&tops)
-        .skip(1)
-        .step_by(2)
-        .map(|(case, top)| {
-            let mut order = ranker::reorder(top, &scores[offset..offset + top.len()]);
-            offset += top.len();
-            order.truncate(10);
-            let one = |main: Vec<usize>| {
-                relative(mean_metrics(std::iter::once((case, main)), w, &none).accuracy())
-            };
-            (one(top.iter().take(10).copied().collect()), one(order))
+    let held_out = |scores: &[f64]| {
+        let mut offset = 0;
+        let paired: Vec<(f64, f64)> = cases
+            .iter()
+            .zip(&tops)
+            .skip(1)
+            .step_by(2)
+            .map(|(case, top)| {
+                let mut order = ranker::reorder(top, &scores[offset..offset + top.len()]);
+                offset += top.len();
+                order.truncate(10);
+                let one = |main: Vec<usize>| {
+                    relative(mean_metrics(std::iter::once((case, main)), w, &none).accuracy())
+                };
+                (one(top.iter().take(10).copied().collect()), one(order))
+            })
+            .collect();
+        ranker::HeldOut::of(&paired)
+    };
+    let Some((loss, trial)) = ranker::Loss::ALL
+        .into_iter()
+        .filter_map(|loss| {
+            let scores = fit(loss, &fitting)?.predict(&judge_x).ok()?;
+            Some((loss, held_out(&scores)))
         })
-        .collect();
-    let trial = ranker::HeldOut::of(&paired);
+        .max_by(|a, b| (a.1.ranker).total_cmp(&b.1.ranker))
+    else {
+        return (None, None);
+    };
+    let trial = ranker::HeldOut {
+        loss: Some(loss),
+        ..trial
+    };
     if !trial.keeps() {
         return (None, Some(trial));
     }
-    let (x, y) = gather(&|_| true);
-    let kept = fit(&x, &y).and_then(|m| {
-        ranker::Ranker::new(m)
+    let kept = fit(loss, &gather(&|_| true)).and_then(|m| {
+        ranker::Ranker::new(loss, m)
             .map_err(|e| tracing::warn!(error = %e, "saving the recommender's ranker"))
             .ok()
     });
@@ -1869,7 +1955,9 @@ mod tests {
 
     /// A blend that values neighbours (the brand's tuning window has no A-then-B buyers
     /// to learn that from).
-    const EXPLORING: BlendWeights = [1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0];
+    const EXPLORING: BlendWeights = [
+        1.0, 0.1, 0.0, 0.0, 1.0, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
 
     fn skus(model: &Recommender, recs: &[Recommended]) -> Vec<String> {
         recs.iter()
@@ -1929,7 +2017,9 @@ mod tests {
             &corpus,
             at(90),
             &params(),
-            [1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0],
+            [
+                1.0, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            ],
         );
         let nobody = Activity::default();
         let recs = model.recommend(&nobody, at(90), 3);
@@ -2160,6 +2250,74 @@ mod tests {
             .max_by_key(|&i| (model.stats.recent_orders[i as usize], std::cmp::Reverse(i)))
             .unwrap();
         assert_eq!(last.item, best);
+    }
+
+    #[test]
+    fn what_many_people_try_for_the_first_time_now_is_an_explore_candidate() {
+        let mut corpus = brand();
+        let milk = corpus.catalogue.get("MILK").unwrap();
+        // NEW: thirty newcomers each bought it once in the 28 days before day 90 (far
+        // fewer orders than milk's, whose buyers all bought it first months ago).
+        let new = corpus
+            .catalogue
+            .intern("NEW", Some("New yoghurt"), Some("Dairy"));
+        for c in 0..30 {
+            corpus.customers.push(Activity {
+                baskets: vec![Basket {
+                    at: at(65 + c % 20),
+                    items: vec![new],
+                }],
+                views: Vec::new(),
+            });
+        }
+        // TEA sells more than NEW now, to twenty regulars who all began months ago.
+        let tea = corpus.catalogue.intern("TEA", Some("Tea"), Some("Drinks"));
+        for c in 0..20 {
+            corpus.customers.push(Activity {
+                baskets: (0..13)
+                    .map(|w| Basket {
+                        at: at(w * 7 + c % 3),
+                        items: vec![tea],
+                    })
+                    .collect(),
+                views: Vec::new(),
+            });
+        }
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        assert_eq!(model.stats.recent_newcomers[new as usize], 30);
+        assert_eq!(model.stats.recent_newcomers[milk as usize], 0);
+        assert_eq!(model.stats.recent_newcomers[tea as usize], 0);
+        assert!(model.stats.recent_orders[tea as usize] > 30);
+        assert_eq!(model.trying.first(), Some(&new));
+        // A milk-and-bread buyer never bought it: it is a candidate, first by newcomers.
+        let someone = &corpus.customers[45];
+        let candidates = model.candidates(someone, at(90));
+        let c = candidates
+            .iter()
+            .find(|c| c.item == new)
+            .expect("a candidate");
+        assert_eq!(c.features[NEWCOMERS], 1.0);
+        assert!(c.features[NEW_IN_TASTE] > 0.0, "it buys dairy: {c:?}");
+        // The profile's own rhythm: 12 baskets of 3 items, from day 0 to day 90.
+        assert_eq!(c.basket_size, 3.0);
+        assert!(
+            (c.baskets_per_week - 12.0 / (90.0 / 7.0)).abs() < 1e-4,
+            "{c:?}"
+        );
+        // An explore slot ranked by newcomers gives it; one ranked by what sells does not.
+        let slot = |f: usize| {
+            let mut weights = [0.0; FEATURES.len()];
+            weights[f] = 1.0;
+            let explore = Explore {
+                slots: 1,
+                weights,
+                weak_below: None,
+            };
+            let picked = select(&candidates, &P_TOPFREQ, &explore, 10);
+            candidates[picked.last().unwrap().0].item
+        };
+        assert_eq!(slot(NEWCOMERS), new);
+        assert_eq!(slot(POP), tea);
     }
 
     #[test]

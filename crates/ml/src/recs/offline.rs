@@ -535,9 +535,10 @@ pub fn write_report(
     match r.ranker_trial {
         Some(t) => writeln!(
             out,
-            "  re-ranker (LightGBM over the blend's best {} and {} explore candidates): {} — on \
-             held-out tuning customers its objective {:.4} vs the blend's {:.4} (gain {:.1} \
-             standard errors of {:.4}; kept from {})",
+            "  re-ranker (LightGBM, {}, over the blend's best {} and {} explore candidates): {} \
+             — on held-out tuning customers its objective {:.4} vs the blend's {:.4} (gain \
+             {:.1} standard errors of {:.4}; kept from {})",
+            t.loss.unwrap_or_default().name(),
             super::ranker::RERANK_TOP,
             super::ranker::RERANK_EXPLORE,
             if r.ranker_kept { "kept" } else { "not kept" },

@@ -4,11 +4,14 @@
 //! items with a short repurchase cycle, or that a profile with 80 baskets reads its
 //! frequencies differently from one with 3. The re-ranker takes the blend's best
 //! [`RERANK_TOP`] candidates of a profile and orders them by the probability, learned by
-//! LightGBM on the tuning window, that the profile buys each in the horizon
-//! (a pointwise ranker: `lightgbm3` exposes no query groups for `lambdarank`). It is
-//! kept only when it beats the blend, by more than [`MIN_STANDARD_ERRORS`] standard
-//! errors, on customers of the window it was not fitted on (see [`super::tune`]).
-//! Scoring calls it once per batch of profiles, not once per profile.
+//! LightGBM on the tuning window, that the profile buys each in the horizon — either
+//! pointwise (the probability of a purchase, log loss) or as a learning-to-rank model
+//! ([`Loss::Lambdarank`]: LambdaMART's gradients of NDCG with each customer's pool as
+//! one query, computed here and handed to LightGBM as a custom objective, since
+//! `lightgbm3` exposes no query groups). The tuning fits both and keeps the one that
+//! does better on customers of the window it was not fitted on, and only when it beats
+//! the blend there by more than [`MIN_STANDARD_ERRORS`] standard errors (see
+//! [`super::tune`]). Scoring calls it once per batch of profiles, not once per profile.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +24,10 @@ use crate::gbm::{GbmError, GbmModel, GbmParams, Objective};
 /// chance of keeping a ranker that is no better).
 pub const MIN_STANDARD_ERRORS: f64 = 2.0;
 
-/// The blend's best candidates the ranker re-orders.
-pub const RERANK_TOP: usize = 50;
+/// The blend's best candidates the ranker re-orders: 30, not 50, since the rows the
+/// ranker scores are what scoring a profile costs with it, and the blend's places past
+/// 30 almost never reach a top 10.
+pub const RERANK_TOP: usize = 30;
 
 /// Explore candidates (never bought) the ranker also weighs, the best under the explore
 /// weights outside the blend's best [`RERANK_TOP`]: the blend rarely ranks a new item
@@ -32,9 +37,11 @@ pub const RERANK_EXPLORE: usize = 10;
 /// Ranker inputs per candidate, in order: the blend's [`FEATURES`], then the blend's
 /// score, times bought, the share of the profile's baskets that held it, the profile's
 /// number of baskets, the item's repurchase cycle (days), ln(1 + its buyers), whether
-/// it is a neighbour never bought, and the days since the profile last bought it over
-/// its cycle (−1 when never bought or the cycle is unknown).
-pub const RANKER_INPUTS: usize = FEATURES.len() + 8;
+/// it is a neighbour never bought, the days since the profile last bought it over its
+/// cycle (−1 when never bought or the cycle is unknown), those days themselves (−1 when
+/// never bought), the item's repeat rate (whether or not the profile bought it), and the
+/// profile's mean basket size and baskets per week.
+pub const RANKER_INPUTS: usize = FEATURES.len() + 12;
 
 /// The context of a candidate the blend's features leave out.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +52,8 @@ pub(super) struct Context {
     pub cycle_days: f32,
     /// Distinct buyers of the item.
     pub buyers: u32,
+    /// Share of the item's buyers who buy it again.
+    pub repeat_rate: f32,
 }
 
 /// Appends one candidate's [`RANKER_INPUTS`] to `out`.
@@ -66,12 +75,111 @@ pub(super) fn push_inputs(c: &Candidate, ctx: Context, out: &mut Vec<f32>) {
             Some(days) if ctx.cycle_days > 0.0 => days / ctx.cycle_days,
             _ => -1.0,
         },
+        c.days_since_bought.unwrap_or(-1.0),
+        ctx.repeat_rate,
+        c.basket_size,
+        c.baskets_per_week,
     ]);
+}
+
+/// What the ranker's trees are fitted to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Whether the profile buys the candidate (log loss, row by row).
+    #[default]
+    Pointwise,
+    /// The order of each profile's candidates (LambdaMART: pairwise gradients weighted
+    /// by what swapping the pair changes of NDCG).
+    Lambdarank,
+}
+
+impl Loss {
+    /// Both, in the order the tuning tries them.
+    pub const ALL: [Loss; 2] = [Loss::Pointwise, Loss::Lambdarank];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Pointwise => "pointwise",
+            Loss::Lambdarank => "lambdarank",
+        }
+    }
+}
+
+/// Places of a profile's list where LambdaMART's pairs start (a pair counts when its
+/// better-placed candidate is within them), and the depth of the NDCG it normalises by:
+/// twice the list's 10, so a candidate just outside the list still learns to rise.
+const TRUNCATION: usize = 20;
+
+/// The slope of LambdaMART's pairwise logistic (LightGBM's `sigmoid`, default 1).
+const SIGMA: f64 = 1.0;
+
+/// LambdaMART's gradients and hessians (binary gains, as LightGBM's `lambdarank` with
+/// `lambdarank_norm`) of the rows' current `scores`, for queries that are consecutive
+/// runs of `groups` rows each; a query with no purchase, or only purchases, gives 0.
+pub fn lambdarank_gradients(
+    groups: &[usize],
+    scores: &[f64],
+    labels: &[f32],
+    gradients: &mut [f32],
+    hessians: &mut [f32],
+) {
+    gradients.fill(0.0);
+    hessians.fill(0.0);
+    let discount = |rank: usize| 1.0 / (rank as f64 + 2.0).log2();
+    let mut start = 0;
+    for &len in groups {
+        let (s, l) = (&scores[start..start + len], &labels[start..start + len]);
+        let positives = l.iter().filter(|v| **v > 0.0).count();
+        if positives > 0 && positives < len {
+            let ideal: f64 = (0..positives.min(TRUNCATION)).map(discount).sum();
+            let mut order: Vec<usize> = (0..len).collect();
+            order.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+            let (mut lambdas, mut weights) = (vec![0f64; len], vec![0f64; len]);
+            let mut sum = 0.0;
+            for (ri, &i) in order.iter().enumerate().take(TRUNCATION) {
+                for (rj, &j) in order.iter().enumerate().skip(ri + 1) {
+                    if l[i] == l[j] {
+                        continue;
+                    }
+                    let (high, low) = if l[i] > l[j] { (i, j) } else { (j, i) };
+                    let delta_ndcg = (discount(ri) - discount(rj)).abs() / ideal;
+                    let p = 1.0 / (1.0 + (SIGMA * (s[high] - s[low])).exp());
+                    let lambda = -SIGMA * p * delta_ndcg;
+                    let hessian = SIGMA * SIGMA * p * (1.0 - p) * delta_ndcg;
+                    lambdas[high] += lambda;
+                    lambdas[low] -= lambda;
+                    weights[high] += hessian;
+                    weights[low] += hessian;
+                    sum -= 2.0 * lambda;
+                }
+            }
+            let norm = if sum > 0.0 {
+                (1.0 + sum).log2() / sum
+            } else {
+                1.0
+            };
+            let rows = start..start + len;
+            for ((g, h), (lambda, weight)) in gradients[rows.clone()]
+                .iter_mut()
+                .zip(&mut hessians[rows])
+                .zip(lambdas.iter().zip(&weights))
+            {
+                *g = (lambda * norm) as f32;
+                *h = (weight * norm) as f32;
+            }
+        }
+        start += len;
+    }
 }
 
 /// A trained re-ranker, stored with the recommender as LightGBM's model text.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Ranker {
+    /// What its trees were fitted to (pointwise in models stored before the choice).
+    #[serde(default)]
+    pub loss: Loss,
     /// LightGBM's model text.
     pub model_text: String,
     #[serde(skip)]
@@ -91,6 +199,10 @@ pub struct HeldOut {
     /// models stored before it was measured.
     #[serde(default)]
     pub standard_error: f64,
+    /// The loss of the ranker compared (the better of the two on these customers; none
+    /// in models stored before the choice, which were pointwise).
+    #[serde(default)]
+    pub loss: Option<Loss>,
 }
 
 impl HeldOut {
@@ -109,6 +221,7 @@ impl HeldOut {
             blend,
             ranker,
             standard_error: (variance / n).sqrt(),
+            loss: None,
         }
     }
 
@@ -135,14 +248,30 @@ fn params(seed: u64) -> GbmParams {
 }
 
 impl Ranker {
-    /// Fits the probability of a purchase on rows of [`RANKER_INPUTS`] with 0/1 labels.
-    pub fn fit(rows: &[f32], labels: &[f32], seed: u64) -> Result<GbmModel, GbmError> {
-        GbmModel::train(rows, labels, RANKER_INPUTS, &params(seed))
+    /// Fits `loss` on rows of [`RANKER_INPUTS`] with 0/1 labels (bought or not), the
+    /// rows of each profile consecutive, `groups` of them (used by
+    /// [`Loss::Lambdarank`] only).
+    pub fn fit(
+        loss: Loss,
+        rows: &[f32],
+        labels: &[f32],
+        groups: &[usize],
+        seed: u64,
+    ) -> Result<GbmModel, GbmError> {
+        match loss {
+            Loss::Pointwise => GbmModel::train(rows, labels, RANKER_INPUTS, &params(seed)),
+            Loss::Lambdarank => {
+                GbmModel::train_custom(rows, labels, RANKER_INPUTS, &params(seed), |s, l, g, h| {
+                    lambdarank_gradients(groups, s, l, g, h)
+                })
+            }
+        }
     }
 
-    /// A ranker from a fitted model.
-    pub fn new(model: GbmModel) -> Result<Self, GbmError> {
+    /// A ranker from a model fitted to `loss`.
+    pub fn new(loss: Loss, model: GbmModel) -> Result<Self, GbmError> {
         Ok(Self {
+            loss,
             model_text: model.to_text()?,
             model: Some(model),
         })
@@ -198,6 +327,73 @@ mod tests {
         // No gain, or a loss: never.
         assert!(!HeldOut::of(&[(1.0, 1.0), (2.0, 2.0)]).keeps());
         assert!(!HeldOut::of(&[(1.0, 0.5), (2.0, 1.5)]).keeps());
+    }
+
+    #[test]
+    fn lambdarank_pushes_each_query_s_purchases_up_and_the_rest_down() {
+        // Two queries of three rows and one with no purchase, all scored alike.
+        let groups = [3, 3, 2];
+        let labels = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        let scores = [0.0; 8];
+        let (mut g, mut h) = ([9.0f32; 8], [9.0f32; 8]);
+        lambdarank_gradients(&groups, &scores, &labels, &mut g, &mut h);
+        for q in [0..3, 3..6] {
+            let sum: f32 = g[q.clone()].iter().sum();
+            assert!(sum.abs() < 1e-6, "{g:?}");
+            for i in q {
+                assert!(h[i] > 0.0);
+                assert_eq!(g[i] < 0.0, labels[i] > 0.0, "{g:?}");
+            }
+        }
+        assert_eq!((&g[6..], &h[6..]), (&[0.0, 0.0][..], &[0.0, 0.0][..]));
+        // A purchase already ranked first is pushed less than one ranked last.
+        let mut first = [0.0f32; 3];
+        let mut hf = [0.0f32; 3];
+        lambdarank_gradients(
+            &[3],
+            &[2.0, 1.0, 0.0],
+            &[1.0, 0.0, 0.0],
+            &mut first,
+            &mut hf,
+        );
+        let mut last = [0.0f32; 3];
+        lambdarank_gradients(&[3], &[0.0, 1.0, 2.0], &[1.0, 0.0, 0.0], &mut last, &mut hf);
+        assert!(first[0] < 0.0 && last[0] < first[0], "{first:?} {last:?}");
+    }
+
+    #[test]
+    fn a_lambdarank_ranker_learns_an_order_no_weighted_sum_has() {
+        use rand::{Rng, SeedableRng};
+        // Queries of 20 candidates; bought: those whose first input is in a middle band.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let query = |rng: &mut rand_chacha::ChaCha8Rng| {
+            let x: Vec<f32> = (0..20 * RANKER_INPUTS).map(|_| rng.random()).collect();
+            let y: Vec<f32> = (0..20)
+                .map(|r| f32::from(u8::from((0.4..0.6).contains(&x[r * RANKER_INPUTS]))))
+                .collect();
+            (x, y)
+        };
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..300 {
+            let (qx, qy) = query(&mut rng);
+            x.extend(qx);
+            y.extend(qy);
+        }
+        let groups = vec![20; 300];
+        let model = Ranker::fit(Loss::Lambdarank, &x, &y, &groups, 1).unwrap();
+        let again = Ranker::fit(Loss::Lambdarank, &x, &y, &groups, 1).unwrap();
+        assert_eq!(model.to_text().unwrap(), again.to_text().unwrap());
+        // On new queries, the top of its order holds the purchases.
+        let (mut hits, mut bought) = (0, 0);
+        for _ in 0..50 {
+            let (qx, qy) = query(&mut rng);
+            let scores = model.predict(&qx).unwrap();
+            let n = qy.iter().filter(|v| **v > 0.0).count();
+            let order = reorder(&(0..20).collect::<Vec<_>>(), &scores);
+            hits += order[..n].iter().filter(|&&i| qy[i] > 0.0).count();
+            bought += n;
+        }
+        assert!(hits as f64 > 0.9 * bought as f64, "{hits} of {bought}");
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub(super) fn synthetic_cases(
                         anchor: None,
                         profile_baskets: 10,
                         days_since_bought: Some(rng.random_range(0.0..60.0)),
+                        basket_size: 5.0,
+                        baskets_per_week: 1.0,
                     }
                 })
                 .collect();
