@@ -55,8 +55,8 @@ pub struct EventHandler {
 /// of the last one are built (six reads and a Redis pipeline each). One task, in commit
 /// order, so a document is never written back older than one written before it; what
 /// queued up meanwhile is refreshed at once (each profile once). Returns when every
-/// sender is gone and the queue is empty. Failures are only logged, as before: documents
-/// expire, and the next change or read rebuilds them.
+/// sender is gone and the queue is empty. Failures are only logged
+/// ([`Resolver::refresh`]).
 async fn refresher(resolver: Resolver, mut queue: mpsc::UnboundedReceiver<Vec<Uuid>>) {
     while let Some(first) = queue.recv().await {
         let mut ids: BTreeSet<Uuid> = first.into_iter().collect();
@@ -64,9 +64,7 @@ async fn refresher(resolver: Resolver, mut queue: mpsc::UnboundedReceiver<Vec<Uu
             ids.extend(more);
         }
         let ids: Vec<Uuid> = ids.into_iter().collect();
-        if let Err(e) = resolver.refresh(&ids).await {
-            tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
-        }
+        resolver.refresh(&ids).await;
     }
 }
 

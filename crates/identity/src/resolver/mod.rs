@@ -228,21 +228,17 @@ impl Resolver {
     }
 
     /// Rewrites the cached Customer 360 documents of `profiles` from what is committed
-    /// (tombstones and unknown ids lose theirs). Returns how many documents were written.
-    pub async fn refresh(
-        &self,
-        profiles: &[ProfileId],
-    ) -> Result<usize, storage::customer360::Customer360Error> {
-        self.cache.refresh_many(profiles).await
+    /// (tombstones and unknown ids lose theirs). A failure is only logged: documents
+    /// expire, and the next change or read rebuilds them.
+    pub async fn refresh(&self, profiles: &[ProfileId]) {
+        if let Err(e) = self.cache.refresh_many(profiles).await {
+            tracing::warn!(error = %e, profiles = profiles.len(), "refreshing Customer 360 documents failed");
+        }
     }
 
-    /// Rewrites the cached documents of what a step changed. A Redis failure is only
-    /// logged: documents expire, and the next change or read rebuilds them.
+    /// Rewrites the cached documents of what a step changed ([`refresh`](Self::refresh)).
     pub(crate) async fn after_commit(&self, step: &ResolveReport) {
-        let ids = step.stale_documents();
-        if let Err(e) = self.cache.refresh_many(&ids).await {
-            tracing::warn!(error = %e, profiles = ids.len(), "refreshing Customer 360 documents failed");
-        }
+        self.refresh(&step.stale_documents()).await;
     }
 
     /// One transaction over a prefix of `pending`. Returns how many events it consumed.
