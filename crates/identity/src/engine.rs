@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{EventKey, Observation, ProfileId, profile_id_for};
-use crate::rules::names::{remember_name, remember_names};
+use crate::rules::names::{MAX_NAMES, remember_name, remember_names};
 use crate::rules::{
-    Candidate, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target, Withheld,
-    decide,
+    Candidate, Class, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target,
+    Withheld, decide,
 };
 
 /// What the graph knows of one identifier.
@@ -253,6 +253,65 @@ pub struct Outcome {
     pub consulted: Vec<ProfileId>,
 }
 
+/// What a witness of a late event must show ([`Engine::settled_late`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The event's linking identifiers (usable, not suspect), all held by one live
+    /// profile: the witness carried every one.
+    pub linking: Vec<Identifier>,
+    /// The first-name key the event states (with the name guard on): the witness stated
+    /// the same key.
+    pub name: Option<String>,
+}
+
+/// Why a late event cannot be applied in place ([`Engine::settled_late`]) and replays
+/// its region. Ordered: when several apply, the first is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unsettled {
+    /// Its linking identifiers belong to more than one live profile (it merges them, or
+    /// is refused by one of them).
+    Merging,
+    /// It carries an identifier no live profile holds (it would add it to its profile).
+    Fresh,
+    /// It links through a shared identifier or an order reference.
+    Shared,
+    /// It carries a link-only identifier.
+    LinkOnly,
+    /// It states a first name, and the name guard is on.
+    Named,
+    /// An analyst's constraint names an identifier of its profile.
+    Constrained,
+    /// Settled in the graph, but no witness is stored: no earlier event of its profile
+    /// carried all its linking identifiers and was refused nothing.
+    Unwitnessed,
+}
+
+impl Unsettled {
+    /// Every reason, in order.
+    pub const ALL: [Unsettled; 7] = [
+        Unsettled::Merging,
+        Unsettled::Fresh,
+        Unsettled::Shared,
+        Unsettled::LinkOnly,
+        Unsettled::Named,
+        Unsettled::Constrained,
+        Unsettled::Unwitnessed,
+    ];
+
+    /// The name the merger's metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unsettled::Merging => "merging",
+            Unsettled::Fresh => "fresh",
+            Unsettled::Shared => "shared",
+            Unsettled::LinkOnly => "link_only",
+            Unsettled::Named => "named",
+            Unsettled::Constrained => "constrained",
+            Unsettled::Unwitnessed => "unwitnessed",
+        }
+    }
+}
+
 /// Applies the decision rule to a graph.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -285,48 +344,82 @@ impl Engine {
     }
 
     /// For a late event (see [`Engine::in_order`]) that may be applied in place instead
-    /// of replaying its region: its *linking identifiers* (usable, not suspect), when
-    /// the graph alone allows it — the event links only through identifiers one live
-    /// profile holds, none shared, none an order reference, no analyst's constraint
-    /// names anything that profile holds, and the event states no first name (with the
-    /// name guard on) and no link-only identifier. `None` otherwise.
+    /// of replaying its region: what its witness must show ([`Settled`]), when the graph
+    /// alone allows it — the event links only through identifiers one live profile holds
+    /// (its *linking identifiers*: usable, not suspect), none shared, none an order
+    /// reference, no analyst's constraint names anything that profile holds, it carries
+    /// no link-only identifier, and a first name it states (with the name guard on) is
+    /// one that profile remembers, with fewer than [`MAX_NAMES`] names.
     ///
     /// The caller must still find a *witness* (see `docs/identity.md`, "Late events
     /// applied in place"): a stored event earlier in canonical order that carried every
-    /// linking identifier and was refused nothing. Its existence proves that, in
-    /// canonical order, one profile held all of them when the late event occurred (an
-    /// event refused nothing leaves every identifier it links by on its profile, and
-    /// only merges move identifiers, all of a profile's together), so the event attaches
-    /// to that profile's lineage, adds nothing, merges nothing and raises nothing: the
-    /// graph changes only by keys that no later decision reads, and every later event
-    /// decides as before.
-    pub fn settled_late(&self, graph: &Graph, obs: &Observation) -> Option<Vec<Identifier>> {
-        if !obs.link_only.is_empty() || (self.policy.guards.names && obs.name.is_some()) {
-            return None;
-        }
+    /// linking identifier, stated the same first name (if the late event states one) and
+    /// was refused nothing. Its existence proves that, in canonical order, one profile
+    /// held all of them when the late event occurred (an event refused nothing leaves
+    /// every identifier it links by on its profile, and only merges move identifiers, all
+    /// of a profile's together) and remembered that name (the witness's own name was
+    /// remembered: a profile taking an event fits its name, and with fewer than
+    /// [`MAX_NAMES`] names today its lineage always had room and never dropped one), so
+    /// the event attaches to that profile's lineage, adds nothing, merges nothing and
+    /// raises nothing: the graph changes only by keys that no later decision reads, and
+    /// every later event decides as before.
+    ///
+    /// When it may not, the error says why (the first of [`Unsettled`]'s reasons, in
+    /// their order, that applies): what the merger counts per step.
+    pub fn settled_late(&self, graph: &Graph, obs: &Observation) -> Result<Settled, Unsettled> {
         let mut holder: Option<ProfileId> = None;
         let mut linking = Vec::new();
+        let mut why: Vec<Unsettled> = Vec::new();
         for id in self.policy.usable(&obs.identifiers) {
-            let node = graph.identifiers.get(&id)?;
-            if self.suspect(node) {
+            let known = graph.identifiers.get(&id);
+            if known.is_some_and(|n| self.suspect(n)) {
                 continue;
             }
-            let owner = node.owner?;
-            if node.shared || id.is_order_reference() || holder.is_some_and(|h| h != owner) {
-                return None;
+            let Some((node, owner)) = known.and_then(|n| Some((n, n.owner?))) else {
+                // Never carried by any event, of no class (no rule reads it in what a
+                // profile holds) and named by no constraint: the event adds it, now as
+                // in canonical order, and no decision in between could have seen it.
+                let unseen = known.is_none_or(|n| n.last_key.is_none() && !n.shared);
+                if !unseen || Class::of(&id).is_some() || graph.constraints.mentions(&id) {
+                    why.push(Unsettled::Fresh);
+                }
+                continue;
+            };
+            if node.shared || id.is_order_reference() {
+                why.push(Unsettled::Shared);
+            }
+            if holder.is_some_and(|h| h != owner) {
+                why.push(Unsettled::Merging);
             }
             holder = Some(owner);
             linking.push(id);
         }
-        let profile = graph.profiles.get(&holder?)?;
+        if !obs.link_only.is_empty() {
+            why.push(Unsettled::LinkOnly);
+        }
+        let Some(profile) = holder.and_then(|h| graph.profiles.get(&h)) else {
+            return Err(why.into_iter().min().unwrap_or(Unsettled::Fresh));
+        };
+        // A stated first name: its profile must remember it, with room for more (so no
+        // name was ever dropped on its lineage), and the witness must state it too.
+        let name = obs.name.as_ref().filter(|_| self.policy.guards.names);
+        if name.is_some_and(|n| !profile.names.contains(n) || profile.names.len() >= MAX_NAMES) {
+            why.push(Unsettled::Named);
+        }
         if profile
             .identifiers
             .iter()
             .any(|id| graph.constraints.mentions(id))
         {
-            return None;
+            why.push(Unsettled::Constrained);
         }
-        Some(linking)
+        match why.into_iter().min() {
+            Some(w) => Err(w),
+            None => Ok(Settled {
+                linking,
+                name: name.cloned(),
+            }),
+        }
     }
 
     fn suspect(&self, node: &IdentifierNode) -> bool {

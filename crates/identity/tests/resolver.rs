@@ -8,9 +8,9 @@ use domain::{
     Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus,
     Source,
 };
-use identity::engine::Constraints;
+use identity::engine::{Constraints, Unsettled};
 use identity::memory::{MemoryResolver, partition_of};
-use identity::resolver::Resolver;
+use identity::resolver::{ReplayCause, Resolver};
 use identity::{Engine, Observation, Policy};
 use redis::AsyncCommands as _;
 use rust_decimal::Decimal;
@@ -751,6 +751,71 @@ async fn late_events_with_a_witness_are_applied_in_place_and_end_as_time_order()
         replays += report.replays;
     }
     assert_eq!((settled, replays), (2, 1), "3 and 8 in place, 6 replayed");
+    for table in [
+        "normalized_event",
+        "customer_profile",
+        "profile_identifier",
+        "identity_identifier",
+        "identity_refused_link",
+        "merge_history",
+        "manual_merge_queue",
+    ] {
+        assert_eq!(
+            rows(&env, table).await,
+            rows(&sorted, table).await,
+            "{table} differs from a time-ordered run"
+        );
+    }
+}
+
+/// Named late events (the name guard is on). One stating the name its profile
+/// remembers, witnessed by an earlier event that carried its e-mail and stated the same
+/// name, is applied in place; one whose cookie's only earlier carrier stated no name has
+/// no witness and replays, counted as such. Every table ends as a time-ordered run
+/// leaves it.
+#[tokio::test]
+async fn a_named_late_event_with_a_witness_stating_its_name_is_applied_in_place() {
+    use IdentifierKind::*;
+    let e = named;
+    let events = vec![
+        e(
+            1,
+            &[(CookieId, "c1"), (Email, "asha@mail.in")],
+            Some("Asha"),
+        ),
+        e(2, &[(CookieId, "c1")], None),
+        e(3, &[(Email, "asha@mail.in")], Some("asha")),
+        e(4, &[(CookieId, "c1"), (Email, "asha@mail.in")], None),
+        e(5, &[(CookieId, "c2"), (Email, "asha@mail.in")], None),
+        e(6, &[(CookieId, "c2")], Some("Asha")),
+        e(7, &[(CookieId, "c2")], None),
+    ];
+    let (sorted, _) = resolved_one_by_one(&events, &(0..events.len()).collect::<Vec<_>>()).await;
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    identity::seed::store_events(&env.db, &events)
+        .await
+        .unwrap();
+    let mut total = identity::resolver::ResolveReport::default();
+    // 3 after 4 (witness: 1), 6 after 7 (5 carried the cookie but stated no name).
+    for i in [0, 1, 3, 2, 4, 6, 5] {
+        let report = resolver
+            .resolve(std::slice::from_ref(&events[i]))
+            .await
+            .unwrap();
+        total.settled += report.settled;
+        total.replays += report.replays;
+        total.replayed_because.extend(report.replayed_because);
+    }
+    assert_eq!(
+        (total.settled, total.replays),
+        (1, 1),
+        "3 in place, 6 replayed"
+    );
+    assert_eq!(
+        total.replayed_because.into_iter().collect::<Vec<_>>(),
+        vec![(ReplayCause::Late(Unsettled::Unwitnessed), 1)]
+    );
     for table in [
         "normalized_event",
         "customer_profile",

@@ -265,6 +265,7 @@ impl Resolver {
             merges: delta.merges.len(),
             reviews: written.reviews,
             replays: 1,
+            replayed_events: events.len(),
             changed: delta.changed().collect(),
             removed: delta.removed().collect(),
             ..ResolveReport::default()
