@@ -349,7 +349,14 @@ impl Engine {
     /// (its *linking identifiers*: usable, not suspect), none shared, none an order
     /// reference, no analyst's constraint names anything that profile holds, it carries
     /// no link-only identifier, and a first name it states (with the name guard on) is
-    /// one that profile remembers, with fewer than [`MAX_NAMES`] names.
+    /// one that profile remembers, with fewer than [`MAX_NAMES`] names. Besides those it
+    /// may carry identifiers no event ever carried (no state, or no owner, no latest
+    /// event, not shared) that have no [`Class`] (order references, cookies, devices)
+    /// and no constraint names: it adds them to its profile, now as in canonical order,
+    /// and no decision in between can have read them — the rule reads what a profile
+    /// holds only by class (limits, the weak-identifier guard) and through constraints.
+    /// A merge's snapshot of what its profiles held (`merge_history`) may then lack
+    /// them, a record of what that write saw.
     ///
     /// The caller must still find a *witness* (see `docs/identity.md`, "Late events
     /// applied in place"): a stored event earlier in canonical order that carried every
