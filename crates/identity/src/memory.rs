@@ -600,6 +600,28 @@ mod tests {
         Ok(redirects)
     }
 
+    /// `events` streamed in a shuffled order (every guard on) with late events applied in
+    /// place leave the [`StoredState`] that replaying every late event leaves, and the
+    /// events' profiles of canonical order.
+    fn in_place_leaves_what_replays_leave(
+        events: &[Observation],
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let engine = engine(Guards::ALL);
+        let order = shuffled(events.len(), seed);
+        let mut replayed = MemoryResolver::new(engine.clone(), Constraints::default())
+            .replaying_every_late_event();
+        for &i in &order {
+            replayed.ingest(events[i].clone());
+        }
+        let settled = streamed(&engine, events, &order);
+        prop_assert_eq!(replayed.settled, 0);
+        prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
+        let expected = canonical(&engine, events);
+        prop_assert_eq!(settled.assignment(), expected.assignment());
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -658,18 +680,7 @@ mod tests {
             events in events_strategy(40, 6),
             seed in any::<u64>(),
         ) {
-            let engine = engine(Guards::ALL);
-            let order = shuffled(events.len(), seed);
-            let mut replayed =
-                MemoryResolver::new(engine.clone(), Constraints::default()).replaying_every_late_event();
-            for &i in &order {
-                replayed.ingest(events[i].clone());
-            }
-            let settled = streamed(&engine, &events, &order);
-            prop_assert_eq!(replayed.settled, 0);
-            prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
-            let expected = canonical(&engine, &events);
-            prop_assert_eq!(settled.assignment(), expected.assignment());
+            in_place_leaves_what_replays_leave(&events, seed)?;
         }
 
         /// Named late events and late events bringing never-seen identifiers of no class
@@ -688,17 +699,7 @@ mod tests {
             ),
             seed in any::<u64>(),
         ) {
-            let engine = engine(Guards::ALL);
-            let order = shuffled(events.len(), seed);
-            let mut replayed =
-                MemoryResolver::new(engine.clone(), Constraints::default()).replaying_every_late_event();
-            for &i in &order {
-                replayed.ingest(events[i].clone());
-            }
-            let settled = streamed(&engine, &events, &order);
-            prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
-            let expected = canonical(&engine, &events);
-            prop_assert_eq!(settled.assignment(), expected.assignment());
+            in_place_leaves_what_replays_leave(&events, seed)?;
         }
 
         /// Merging is order-independent where no review item is raised: without guards the
