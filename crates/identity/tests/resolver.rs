@@ -706,6 +706,35 @@ async fn rows(env: &TestEnv, table: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// A time-ordered run of `events` (one call each), and a fresh database with them
+/// stored unresolved and its resolver.
+async fn sorted_and_stored(events: &[NormalizedEvent]) -> (TestEnv, TestEnv, Resolver) {
+    let (sorted, _) = resolved_one_by_one(events, &(0..events.len()).collect::<Vec<_>>()).await;
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    identity::seed::store_events(&env.db, events).await.unwrap();
+    (sorted, env, resolver)
+}
+
+/// Resolves `events` one call each in `arrival` order; returns the late events applied
+/// in place and the regions replayed.
+async fn resolve_each(
+    resolver: &Resolver,
+    events: &[NormalizedEvent],
+    arrival: &[usize],
+) -> (usize, usize) {
+    let (mut settled, mut replays) = (0, 0);
+    for &i in arrival {
+        let report = resolver
+            .resolve(std::slice::from_ref(&events[i]))
+            .await
+            .unwrap();
+        settled += report.settled;
+        replays += report.replays;
+    }
+    (settled, replays)
+}
+
 /// Every table identity writes is as in `sorted` (a time-ordered run).
 async fn assert_tables_equal(env: &TestEnv, sorted: &TestEnv) {
     for table in [
@@ -752,24 +781,11 @@ async fn late_events_with_a_witness_are_applied_in_place_and_end_as_time_order()
         e(8, &[(CookieId, "c2")], None),
         e(9, &[(CookieId, "c2"), (Email, "ravi@mail.in")], None),
     ];
-    let (sorted, _) = resolved_one_by_one(&events, &(0..events.len()).collect::<Vec<_>>()).await;
     // 3 after 4 (witness: 1), 8 after 9 (witness: 7), 6 after 9 (5 was refused the
     // cookie: no witness).
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    identity::seed::store_events(&env.db, &events)
-        .await
-        .unwrap();
-    let (mut settled, mut replays) = (0, 0);
-    for i in [0, 1, 3, 2, 4, 6, 8, 7, 5] {
-        let report = resolver
-            .resolve(std::slice::from_ref(&events[i]))
-            .await
-            .unwrap();
-        settled += report.settled;
-        replays += report.replays;
-    }
-    assert_eq!((settled, replays), (2, 1), "3 and 8 in place, 6 replayed");
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    let late = resolve_each(&resolver, &events, &[0, 1, 3, 2, 4, 6, 8, 7, 5]).await;
+    assert_eq!(late, (2, 1), "3 and 8 in place, 6 replayed");
     assert_tables_equal(&env, &sorted).await;
 }
 
@@ -795,30 +811,21 @@ async fn a_named_late_event_with_a_witness_stating_its_name_is_applied_in_place(
         e(6, &[(CookieId, "c2")], Some("Asha")),
         e(7, &[(CookieId, "c2")], None),
     ];
-    let (sorted, _) = resolved_one_by_one(&events, &(0..events.len()).collect::<Vec<_>>()).await;
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    identity::seed::store_events(&env.db, &events)
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    // 3 after 4 (witness: 1), 6 after 7 (5 carried the cookie but stated no name).
+    let late = resolve_each(&resolver, &events, &[0, 1, 3, 2, 4, 6]).await;
+    // The last one alone: why its step replayed.
+    let last = resolver
+        .resolve(std::slice::from_ref(&events[5]))
         .await
         .unwrap();
-    let mut total = identity::resolver::ResolveReport::default();
-    // 3 after 4 (witness: 1), 6 after 7 (5 carried the cookie but stated no name).
-    for i in [0, 1, 3, 2, 4, 6, 5] {
-        let report = resolver
-            .resolve(std::slice::from_ref(&events[i]))
-            .await
-            .unwrap();
-        total.settled += report.settled;
-        total.replays += report.replays;
-        total.replayed_because.extend(report.replayed_because);
-    }
     assert_eq!(
-        (total.settled, total.replays),
+        (late.0 + last.settled, late.1 + last.replays),
         (1, 1),
         "3 in place, 6 replayed"
     );
     assert_eq!(
-        total.replayed_because.into_iter().collect::<Vec<_>>(),
+        last.replayed_because.into_iter().collect::<Vec<_>>(),
         vec![(ReplayCause::Late(Unsettled::Unwitnessed), 1)]
     );
     assert_tables_equal(&env, &sorted).await;
@@ -837,22 +844,9 @@ async fn a_late_order_bringing_its_new_order_reference_is_applied_in_place() {
         order_event(2, vec![email()], "1001", 250, EventType::OrderPlaced),
         event(3, vec![id(CookieId, "c1"), email()]),
     ];
-    let (sorted, _) = resolved_one_by_one(&events, &[0, 1, 2]).await;
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    identity::seed::store_events(&env.db, &events)
-        .await
-        .unwrap();
-    let (mut settled, mut replays) = (0, 0);
-    for i in [0, 2, 1] {
-        let report = resolver
-            .resolve(std::slice::from_ref(&events[i]))
-            .await
-            .unwrap();
-        settled += report.settled;
-        replays += report.replays;
-    }
-    assert_eq!((settled, replays), (1, 0), "the order is applied in place");
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    let late = resolve_each(&resolver, &events, &[0, 2, 1]).await;
+    assert_eq!(late, (1, 0), "the order is applied in place");
     assert_tables_equal(&env, &sorted).await;
     let owner: Option<Uuid> = sqlx::query_scalar("SELECT profile_id FROM orders")
         .fetch_one(&env.db)
