@@ -10,13 +10,17 @@
 //!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
 //!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
 //!   time order (scrambled within each run of N) to measure what late events cost;
-//!   `--pg-stats` prints what each run asked of Postgres per 1,000 events.
+//!   `--pg-stats` prints what each run asked of Postgres per 1,000 events. Each run
+//!   also prints what the mergers counted of late events (read from their `/metrics`):
+//!   how many were applied in place, the region replays and the events they re-applied,
+//!   and the events resolved by replays, by cause.
 //! - `lateness --people N --shuffle-window W --batch B`: what late events look like and
 //!   what resolving them costs, in memory (no database, deterministic): the scenario
 //!   delivered as `stream` delivers it, sorted per batch of B as the merger's step does,
 //!   through the in-memory resolver twice — replaying every late event's region (the
 //!   old path) and applying settled, witnessed late events in place — printing how far
-//!   back late events land, how many replays and how many events they re-apply.
+//!   back late events land, how many replays and how many events they re-apply, and why
+//!   the late events that replay could not be applied in place.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
