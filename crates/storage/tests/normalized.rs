@@ -413,9 +413,10 @@ async fn a_refund_written_while_its_orders_first_report_commits_is_counted() {
         .unwrap();
     // Meanwhile a refund of that order is written by another consumer.
     let db = env.db.clone();
-    let refunding = tokio::spawn(async move {
-        write_batch_leaving_events(&db, &mut [refund("r-1", 30)]).await
-    });
+    let refunding =
+        tokio::spawn(
+            async move { write_batch_leaving_events(&db, &mut [refund("r-1", 30)]).await },
+        );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     report_tx.commit().await.unwrap();
     refunding.await.unwrap().unwrap();
@@ -423,7 +424,12 @@ async fn a_refund_written_while_its_orders_first_report_commits_is_counted() {
     let (total, refunded, status, lines) = order_row(&env).await;
     assert_eq!(
         (total, refunded, status.as_str(), lines),
-        (Decimal::new(150, 0), Decimal::new(30, 0), "partially_refunded", 2)
+        (
+            Decimal::new(150, 0),
+            Decimal::new(30, 0),
+            "partially_refunded",
+            2
+        )
     );
 }
 
@@ -436,7 +442,11 @@ async fn concurrent_batches_over_the_same_orders_neither_deadlock_nor_count_twic
             .iter()
             .map(|id| {
                 for_order(
-                    report(t0() + Duration::hours(hours), OrderStatus::Paid, items.clone()),
+                    report(
+                        t0() + Duration::hours(hours),
+                        OrderStatus::Paid,
+                        items.clone(),
+                    ),
                     id,
                 )
             })

@@ -607,9 +607,10 @@ async fn stats_and_recent_entries_describe_the_topic() {
     assert_eq!(decoded.payload["name"], "z");
     assert!(recent[0].appended_at.is_some());
 
-    // A consumer that takes one batch of 2 and never finishes it.
+    // A consumer that takes a batch of one entry and never finishes it, having read the
+    // next batch (the second entry) ahead.
     let mut opts = options("slow", "c1");
-    opts.batch_size = 2;
+    opts.batch_size = 1;
     let task = spawn(&streams, opts, Arc::new(Stuck), &env.shutdown);
     let stats = eventually(10, "two entries pending", || async {
         let s = streams.topic_stats(TOPIC).await.unwrap();
@@ -1160,15 +1161,18 @@ async fn the_next_batch_is_read_while_the_handler_still_holds_the_current_one() 
         (pending(&env, &streams, "g").await == 32).then_some(())
     })
     .await;
-    assert_eq!(handler.calls().len(), 1, "one batch in the handler at a time");
+    assert_eq!(
+        handler.calls().len(),
+        1,
+        "one batch in the handler at a time"
+    );
     assert!(handler.committed().is_empty());
     let stats = streams.topic_stats(TOPIC).await.unwrap();
     assert_eq!(stats.groups[0].lag, Some(0), "every entry was read");
 
     handler.release.notify_one();
     eventually(10, "both batches committed and acked", || async {
-        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0)
-            .then_some(())
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0).then_some(())
     })
     .await;
     // Handed over in the order read, each once, on its first delivery.
@@ -1202,10 +1206,14 @@ async fn a_consumer_killed_with_a_batch_read_ahead_loses_nothing_and_doubles_not
 
     let handler = Recorder::accepting();
     let b = spawn(&streams, options("g", "b"), handler.clone(), &env.shutdown);
-    eventually(15, "consumer b to reclaim and commit every entry", || async {
-        (handler.committed().len() >= 32 && pending(&env, &streams, "g").await == 0)
-            .then_some(())
-    })
+    eventually(
+        15,
+        "consumer b to reclaim and commit every entry",
+        || async {
+            (handler.committed().len() >= 32 && pending(&env, &streams, "g").await == 0)
+                .then_some(())
+        },
+    )
     .await;
     let mut committed = handler.committed();
     committed.sort();
@@ -1226,8 +1234,7 @@ async fn a_batch_read_ahead_but_held_too_long_is_re_read_from_the_pending_list()
     let handler = HoldsFirstBatch::new(Some(Duration::from_millis(400)));
     let task = spawn(&streams, options("g", "c1"), handler.clone(), &env.shutdown);
     eventually(10, "both batches committed and acked", || async {
-        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0)
-            .then_some(())
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0).then_some(())
     })
     .await;
     assert_eq!(handler.committed(), names);

@@ -254,7 +254,13 @@ async fn the_process_runs_several_consumers_of_the_group() {
     let _base = env.spawn(normalizer::run).await;
     let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
     let orders: Vec<NewRawEvent> = (0..4)
-        .map(|i| shopify_event("orders/create", &format!("wh-{i}"), "shopify/orders_create.json"))
+        .map(|i| {
+            shopify_event(
+                "orders/create",
+                &format!("wh-{i}"),
+                "shopify/orders_create.json",
+            )
+        })
         .collect();
     publish(&streams, &orders.iter().collect::<Vec<_>>()).await;
     // `NORMALIZER_CONSUMERS` (2 by default): each reads the group on its own.
