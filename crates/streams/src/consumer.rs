@@ -503,7 +503,7 @@ impl<H: Handler> Runner<H> {
         let read_ahead = !self.shutdown.is_cancelled()
             && now < self.next_housekeeping
             && self.pending_scan.is_none()
-            && !self.retry_due.is_some_and(|due| now >= due);
+            && self.retry_due.is_none_or(|due| now < due);
         if !read_ahead {
             return self.process(entries, &HashMap::new()).await;
         }
