@@ -123,8 +123,8 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
 /// lives in `customer_raw_event` and on the stream (`ctl republish` re-drives raw
 /// events that have no attached row).
 ///
-/// `BEGIN` and the per-use planning of [`plan_per_use`] go in one simple-protocol
-/// message: one round trip fewer per batch.
+/// `BEGIN` and `SET LOCAL plan_cache_mode = force_custom_plan` (every statement planned
+/// for its values) go in one simple-protocol message: one round trip fewer per batch.
 pub async fn write_batch_leaving_events(
     db: &PgPool,
     batch: &mut [EventWrite],
