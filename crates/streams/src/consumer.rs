@@ -10,7 +10,8 @@
 //!    backoff, not after the claim timeout;
 //! 3. otherwise: `XREADGROUP … BLOCK … >` for new entries and process them.
 //!
-//! **Read-ahead.** While a batch of new entries is handled, the runner already reads the
+//! **Read-ahead** ([`ConsumerOptions::read_ahead`], on by default). While a batch of new
+//! entries is handled, the runner already reads the
 //! next one (`XREADGROUP … >` without `BLOCK`, on the same connection), so a busy
 //! consumer does not wait for a read after each commit. Batches are still handed to the
 //! handler one at a time and in the order they were read, each acked only after the
@@ -145,6 +146,10 @@ pub struct ConsumerOptions {
     /// How long an entry may stay pending on a consumer before another claims it. Must
     /// be longer than the slowest handler batch, or live work gets claimed twice.
     pub claim_idle: Duration,
+    /// Whether the next batch of new entries is read while one is handled (see the
+    /// module doc). On by default; off for a handler that holds its batch on purpose
+    /// (ml-inference waiting for a backlog to drain), which would hold a second one too.
+    pub read_ahead: bool,
 }
 
 impl ConsumerOptions {
@@ -163,6 +168,7 @@ impl ConsumerOptions {
             block: Self::DEFAULT_BLOCK,
             max_deliveries: s.stream_max_deliveries.max(1),
             claim_idle: Duration::from_millis(s.stream_claim_idle_ms.max(1)),
+            read_ahead: true,
         }
     }
 }
@@ -500,7 +506,8 @@ impl<H: Handler> Runner<H> {
     /// meanwhile (see the module doc).
     async fn process_new(&mut self, entries: Vec<RawEntry>) -> Result<(), StreamError> {
         let now = Instant::now();
-        let read_ahead = !self.shutdown.is_cancelled()
+        let read_ahead = self.opts.read_ahead
+            && !self.shutdown.is_cancelled()
             && now < self.next_housekeeping
             && self.pending_scan.is_none()
             && self.retry_due.is_none_or(|due| now < due);

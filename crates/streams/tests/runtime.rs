@@ -38,6 +38,7 @@ fn options(group: &str, consumer: &str) -> ConsumerOptions {
         block: Duration::from_millis(100),
         max_deliveries: 3,
         claim_idle: Duration::from_millis(300),
+        read_ahead: true,
     }
 }
 
