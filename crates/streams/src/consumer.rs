@@ -11,9 +11,9 @@
 //! 3. otherwise: `XREADGROUP … BLOCK … >` for new entries and process them.
 //!
 //! **Read-ahead** ([`ConsumerOptions::read_ahead`], on by default). While a batch of new
-//! entries is handled, the runner already reads the
-//! next one (`XREADGROUP … >` without `BLOCK`, on the same connection), so a busy
-//! consumer does not wait for a read after each commit. Batches are still handed to the
+//! entries is handled, the runner already reads the next one (`XREADGROUP … >` without
+//! `BLOCK`, on the same connection), so a busy consumer does not wait for a read after
+//! each commit. Batches are still handed to the
 //! handler one at a time and in the order they were read, each acked only after the
 //! handler has committed it: the batch read ahead is handed over at the next step,
 //! before housekeeping or a retry scan, and is itself read ahead of only when neither is
