@@ -38,7 +38,7 @@ use config::Settings;
 use domain::NormalizedEvent;
 use identity::engine::{Constraints, Engine};
 use identity::memory::MemoryResolver;
-use identity::model::{EventKey, Observation};
+use identity::model::{EventKey, Observation, ProfileIds};
 use identity::rules::Policy;
 use scenario::brand::Simulator;
 use scenario::identity::{IdentityConfig, generate, person_events};
@@ -187,7 +187,10 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
     );
     let policy = Policy::from_settings(&settings.identity);
     for settling in [false, true] {
-        let mut m = MemoryResolver::new(Engine::new(policy.clone()), Constraints::default());
+        let mut m = MemoryResolver::new(
+            Engine::new(policy.clone(), ProfileIds::TIME_ORDERED),
+            Constraints::default(),
+        );
         if !settling {
             m = m.replaying_every_late_event();
         }

@@ -24,7 +24,7 @@ use domain::Identifier;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{EventKey, Observation, ProfileId, profile_id_for};
+use crate::model::{EventKey, Observation, ProfileId, ProfileIds};
 use crate::rules::names::{MAX_NAMES, remember_name, remember_names};
 use crate::rules::{
     Candidate, Class, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target,
@@ -317,12 +317,17 @@ impl Unsettled {
 pub struct Engine {
     /// Thresholds, limits and guards.
     pub policy: Policy,
+    /// How the profiles it creates are named: the cut-over stored in the database
+    /// ([`ProfileIds`]).
+    pub ids: ProfileIds,
 }
 
 impl Engine {
-    /// An engine with `policy`.
-    pub fn new(policy: Policy) -> Self {
-        Self { policy }
+    /// An engine with `policy`, naming new profiles by `ids` (what the database stores:
+    /// [`load_profile_ids`](crate::resolver::load_profile_ids); without a database,
+    /// [`ProfileIds::TIME_ORDERED`], as a database created empty has).
+    pub fn new(policy: Policy, ids: ProfileIds) -> Self {
+        Self { policy, ids }
     }
 
     /// Whether applying `obs` now gives what canonical order gives: nothing it
@@ -493,7 +498,7 @@ impl Engine {
         let mut merges = Vec::new();
         let (target, created) = match decision.target {
             Target::New => {
-                let id = profile_id_for(obs.key.event_id);
+                let id = self.ids.profile_id(obs.key.event_id);
                 graph.profiles.insert(
                     id,
                     ProfileNode {
@@ -744,6 +749,7 @@ fn merge_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::hashed_profile_id;
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
 
@@ -765,14 +771,14 @@ mod tests {
 
     #[test]
     fn apply_creates_attaches_and_merges() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let a = engine.apply(
             &mut g,
             &obs(1, &[id(Email, "asha@mail.in"), id(CookieId, "c1")], None),
         );
         assert!(a.created);
-        assert_eq!(a.profile_id, profile_id_for(Uuid::from_u128(1)));
+        assert_eq!(a.profile_id, hashed_profile_id(Uuid::from_u128(1)));
         let b = engine.apply(&mut g, &obs(2, &[id(Phone, "+919812345678")], None));
         assert!(b.created);
         let c = engine.apply(
@@ -800,7 +806,7 @@ mod tests {
 
     #[test]
     fn junk_never_links() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let a = engine.apply(
             &mut g,
@@ -816,7 +822,7 @@ mod tests {
 
     #[test]
     fn suspect_identifiers_link_nothing() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let counter = id(Phone, "+918040001234");
         g.identifiers.insert(
@@ -839,10 +845,13 @@ mod tests {
         assert!(g.identifiers[&counter].owner.is_none());
 
         // With the suspect guard off, the counter phone links like any phone.
-        let engine = Engine::new(Policy::default().with_guards(crate::rules::Guards {
-            suspect: false,
-            ..crate::rules::Guards::ALL
-        }));
+        let engine = Engine::new(
+            Policy::default().with_guards(crate::rules::Guards {
+                suspect: false,
+                ..crate::rules::Guards::ALL
+            }),
+            ProfileIds::TIME_ORDERED,
+        );
         let mut g = Graph::default();
         g.identifiers.insert(
             counter.clone(),
@@ -863,7 +872,7 @@ mod tests {
     fn shared_identifiers_link_nothing_once_learned() {
         // Rahul's checkout with his mother's phone marks the phone shared: a later bill
         // carrying only that phone stands alone.
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let family = id(Phone, "+919812345678");
         let mother = engine.apply(
@@ -891,7 +900,7 @@ mod tests {
 
     #[test]
     fn must_links_merge_when_both_sides_exist() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         g.constraints.push(Constraint {
             id: Uuid::from_u128(9),
@@ -908,7 +917,7 @@ mod tests {
 
     #[test]
     fn in_order_detects_late_events() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         engine.apply(&mut g, &obs(5, &[id(Email, "asha@mail.in")], None));
         assert!(engine.in_order(&g, &obs(6, &[id(Email, "asha@mail.in")], None)));
@@ -918,7 +927,7 @@ mod tests {
 
     #[test]
     fn replay_restores_canonical_order() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let events = vec![
             obs(1, &[id(CookieId, "c1")], None),
             obs(2, &[id(CookieId, "c1"), id(Email, "asha@mail.in")], None),

@@ -75,6 +75,11 @@ impl MemoryResolver {
         }
     }
 
+    /// The engine it applies (its policy and profile ids).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The same resolver replaying the region of every late event, as before late events
     /// could be applied in place: what the property tests and the lateness benchmark
     /// compare the in-place path with.
@@ -256,7 +261,7 @@ impl MemoryResolver {
         let moved = before
             .iter()
             .filter_map(|(e, b)| Some((*e, *b, *self.assignment.get(e)?)));
-        let retirement = redirect::retire(region, &new_live, moved);
+        let retirement = redirect::retire(self.engine.ids, region, &new_live, moved);
         self.redirects.apply(&new_live, &retirement);
     }
 
@@ -351,6 +356,7 @@ pub fn partition_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ProfileIds;
     use crate::rules::{Guards, Policy};
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
@@ -360,13 +366,29 @@ mod tests {
         Identifier::parse(kind, v, "IN").unwrap()
     }
 
+    /// Ingest's time of the tests' events: not the order they occurred in.
+    const RECEIVED: u64 = 1_765_000_000_000;
+
+    /// Event `n`'s id: a UUIDv7 as ingest mints, received in an order unrelated to
+    /// when the event occurred.
+    fn event_id(n: u32) -> Uuid {
+        let ms = RECEIVED + u64::from(n) * 37 % 101;
+        let mut bits = [0u8; 10];
+        bits[..4].copy_from_slice(&n.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis(ms, &bits).into_uuid()
+    }
+
+    /// The tests' profile ids: hashed for events received before the middle of the
+    /// tests' times, time-ordered after, so every property holds across a cut-over.
+    const IDS: ProfileIds = ProfileIds::from_millis(RECEIVED as i64 + 50);
+
     fn obs(n: u32, ids: Vec<Identifier>, name: Option<&str>) -> Observation {
         Observation {
             key: EventKey {
                 occurred_at: Utc
                     .timestamp_opt(1_700_000_000 + i64::from(n) * 60, 0)
                     .unwrap(),
-                event_id: Uuid::from_u128(u128::from(n) + 1),
+                event_id: event_id(n),
             },
             identifiers: ids,
             name: name.map(str::to_owned),
@@ -424,7 +446,7 @@ mod tests {
     }
 
     fn engine(guards: Guards) -> Engine {
-        Engine::new(Policy::default().with_guards(guards))
+        Engine::new(Policy::default().with_guards(guards), IDS)
     }
 
     fn canonical(engine: &Engine, events: &[Observation]) -> MemoryResolver {
@@ -579,7 +601,7 @@ mod tests {
     ) -> Result<BTreeMap<ProfileId, ProfileId>, TestCaseError> {
         let creators: HashMap<ProfileId, Uuid> = events
             .iter()
-            .map(|o| (crate::model::profile_id_for(o.key.event_id), o.key.event_id))
+            .map(|o| (m.engine().ids.profile_id(o.key.event_id), o.key.event_id))
             .collect();
         let redirects = m.redirects();
         for (retired, to) in &redirects {
@@ -710,7 +732,7 @@ mod tests {
             let engine = Engine::new(Policy {
                 max_auto_merge: u32::MAX,
                 ..Policy::default().with_guards(Guards::NONE)
-            });
+            }, IDS);
             let forward = canonical(&engine, &events);
             prop_assume!(forward.reviews.is_empty());
             let mut reversed = events.clone();

@@ -118,7 +118,9 @@ fn one_buyer() -> Vec<NormalizedEvent> {
 #[tokio::test]
 async fn events_make_profiles_merges_and_orders() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     let events = one_buyer();
     identity::seed::store_events(&env.db, &events)
         .await
@@ -140,7 +142,10 @@ async fn events_make_profiles_merges_and_orders() {
     .unwrap();
     assert_eq!(live.len(), 1);
     let (profile, orders, spent) = live[0];
-    assert_eq!(profile, identity::model::profile_id_for(events[0].event_id));
+    assert_eq!(
+        profile,
+        resolver.engine().ids.profile_id(events[0].event_id)
+    );
     assert_eq!(
         (orders, spent),
         (2, Decimal::new(600, 0)),
@@ -209,7 +214,9 @@ async fn tombstones(env: &TestEnv) -> BTreeMap<Uuid, Uuid> {
 #[tokio::test]
 async fn late_events_are_replayed_into_time_order() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     let e = named;
     use IdentifierKind::*;
     let events = vec![
@@ -255,7 +262,7 @@ async fn late_events_are_replayed_into_time_order() {
             .replays;
     }
     assert!(replays > 0);
-    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let engine = resolver.engine().clone();
     let expected = MemoryResolver::rebuild(
         engine.clone(),
         Constraints::default(),
@@ -287,7 +294,7 @@ async fn late_events_are_replayed_into_time_order() {
     for (tombstone, into) in &stored {
         let creator = events
             .iter()
-            .find(|e| identity::model::profile_id_for(e.event_id) == *tombstone)
+            .find(|e| resolver.engine().ids.profile_id(e.event_id) == *tombstone)
             .expect("created by an event");
         assert_eq!(ids[&creator.event_id], *into, "{tombstone}");
     }
@@ -341,7 +348,9 @@ async fn place(env: &TestEnv, table: &str, filter: &str, bind: Uuid) -> String {
 #[tokio::test]
 async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     use IdentifierKind::*;
     let late = named(1, &[(CookieId, "c1")], None);
     let events = vec![
@@ -372,7 +381,7 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
             0
         );
     }
-    let ravi = identity::model::profile_id_for(events[2].event_id);
+    let ravi = resolver.engine().ids.profile_id(events[2].event_id);
     let refused: i64 =
         sqlx::query_scalar("SELECT count(*) FROM identity_refused_link WHERE event_id = $1")
             .bind(events[2].event_id)
@@ -416,14 +425,14 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let report = resolver.resolve(std::slice::from_ref(&late)).await.unwrap();
     assert_eq!(report.replays, 1, "{report:?}");
     // Canonical order: the late cookie event created the profile the others joined.
-    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let engine = resolver.engine().clone();
     let expected = MemoryResolver::rebuild(
         engine,
         Constraints::default(),
         all.iter().map(Observation::of).collect(),
     );
     assert_eq!(partition(&env).await, expected.partition());
-    let asha = identity::model::profile_id_for(late.event_id);
+    let asha = resolver.engine().ids.profile_id(late.event_id);
     assert_eq!(expected.assignment()[&events[0].event_id], asha);
     assert_eq!(expected.assignment()[&events[2].event_id], ravi);
 
@@ -500,7 +509,9 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
 /// A fresh database with `events` stored, resolved one at a time in `arrival` order.
 async fn resolved_one_by_one(events: &[NormalizedEvent], arrival: &[usize]) -> (TestEnv, Resolver) {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     identity::seed::store_events(&env.db, events).await.unwrap();
     for &i in arrival {
         resolver
@@ -565,6 +576,8 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
         .await
         .unwrap();
     let report = Resolver::new(seeded.db.clone(), seeded.redis.clone(), &seeded.settings)
+        .await
+        .unwrap()
         .resolve(&events)
         .await
         .unwrap();
@@ -591,8 +604,12 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
         "no row before the merger"
     );
     for _ in 0..3 {
-        let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-        let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+            .await
+            .unwrap();
+        let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+            .await
+            .unwrap();
         let (ra, rb) = tokio::join!(a.resolve(&published), b.resolve(&published));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert!(ra.stored + rb.stored <= events.len(), "{ra:?} {rb:?}");
@@ -711,7 +728,9 @@ async fn rows(env: &TestEnv, table: &str) -> Vec<String> {
 async fn sorted_and_stored(events: &[NormalizedEvent]) -> (TestEnv, TestEnv, Resolver) {
     let (sorted, _) = resolved_one_by_one(events, &(0..events.len()).collect::<Vec<_>>()).await;
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     identity::seed::store_events(&env.db, events).await.unwrap();
     (sorted, env, resolver)
 }

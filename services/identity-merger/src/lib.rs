@@ -161,7 +161,7 @@ impl Handler for RequestHandler {
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let streams = ctx.streams();
-    let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
+    let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings).await?;
     // Consumer names are distinct per replica and per consumer (host, process, and a
     // counter within it), so replicas of one host, and tests running several in one
     // process, never share one.

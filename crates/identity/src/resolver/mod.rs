@@ -35,6 +35,8 @@ mod settled;
 pub(crate) mod store;
 mod write;
 
+pub use store::load_profile_ids;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -180,23 +182,30 @@ enum Status {
 }
 
 impl Resolver {
-    /// A resolver with the policy and cache settings of `settings`.
-    pub fn new(db: PgPool, redis: ConnectionManager, settings: &config::Settings) -> Self {
+    /// A resolver with the policy and cache settings of `settings`, naming profiles by
+    /// the scheme the database stores ([`load_profile_ids`]).
+    pub async fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        settings: &config::Settings,
+    ) -> Result<Self, ResolveError> {
         Self::with_policy(
             db,
             redis,
             settings,
             Policy::from_settings(&settings.identity),
         )
+        .await
     }
 
     /// A resolver with an explicit policy (`ctl identity eval` switches guards off).
-    pub fn with_policy(
+    pub async fn with_policy(
         db: PgPool,
         redis: ConnectionManager,
         settings: &config::Settings,
         policy: Policy,
-    ) -> Self {
+    ) -> Result<Self, ResolveError> {
+        let ids = load_profile_ids(&db).await?;
         let cache = Customer360Cache::new(
             db.clone(),
             redis.clone(),
@@ -208,17 +217,17 @@ impl Resolver {
             settings.stream_prefix.clone(),
             settings.stream_maxlen,
         );
-        Self {
+        Ok(Self {
             db,
-            engine: Engine::new(policy),
+            engine: Engine::new(policy, ids),
             cache,
             streams,
             debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
             actor: "identity-merger".to_owned(),
-        }
+        })
     }
 
-    /// The engine (and its policy) this resolver applies.
+    /// The engine (its policy and profile ids) this resolver applies.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -240,6 +240,7 @@ impl Resolver {
         }
 
         let mut delta = delta::region(RegionReplay {
+            ids: self.engine.ids,
             old: &old,
             old_profiles: &region.profiles,
             events: &events,
