@@ -11,7 +11,7 @@ use domain::{
 use identity::engine::{Constraints, Unsettled};
 use identity::memory::{MemoryResolver, partition_of};
 use identity::resolver::{ReplayCause, Resolver};
-use identity::{Engine, Observation, Policy};
+use identity::Observation;
 use redis::AsyncCommands as _;
 use rust_decimal::Decimal;
 use sqlx::Row;
