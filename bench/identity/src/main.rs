@@ -10,13 +10,17 @@
 //!   plus the Postgres ceilings: sequential round trips/s and rows/s of a batched upsert
 //!   shaped like the identifier index. `--shuffle-window N` delivers the events out of
 //!   time order (scrambled within each run of N) to measure what late events cost;
-//!   `--pg-stats` prints what each run asked of Postgres per 1,000 events.
+//!   `--pg-stats` prints what each run asked of Postgres per 1,000 events. Each run
+//!   also prints what the mergers counted of late events (read from their `/metrics`):
+//!   how many were applied in place, the region replays and the events they re-applied,
+//!   and the events resolved by replays, by cause.
 //! - `lateness --people N --shuffle-window W --batch B`: what late events look like and
 //!   what resolving them costs, in memory (no database, deterministic): the scenario
 //!   delivered as `stream` delivers it, sorted per batch of B as the merger's step does,
 //!   through the in-memory resolver twice — replaying every late event's region (the
 //!   old path) and applying settled, witnessed late events in place — printing how far
-//!   back late events land, how many replays and how many events they re-apply.
+//!   back late events land, how many replays and how many events they re-apply, and why
+//!   the late events that replay could not be applied in place.
 //! - `rebuild --events N`: stores about N scenario events (streamed person by person,
 //!   never all in memory), then times `ctl identity rebuild` (the release binary) on
 //!   them, and the time it takes just to read the events back (the read ceiling).
@@ -34,7 +38,7 @@ use config::Settings;
 use domain::NormalizedEvent;
 use identity::engine::{Constraints, Engine};
 use identity::memory::MemoryResolver;
-use identity::model::{EventKey, Observation};
+use identity::model::{EventKey, Observation, ProfileIds};
 use identity::rules::Policy;
 use scenario::brand::Simulator;
 use scenario::identity::{IdentityConfig, generate, person_events};
@@ -183,7 +187,10 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
     );
     let policy = Policy::from_settings(&settings.identity);
     for settling in [false, true] {
-        let mut m = MemoryResolver::new(Engine::new(policy.clone()), Constraints::default());
+        let mut m = MemoryResolver::new(
+            Engine::new(policy.clone(), ProfileIds::TIME_ORDERED),
+            Constraints::default(),
+        );
         if !settling {
             m = m.replaying_every_late_event();
         }
@@ -193,7 +200,7 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
         }
         println!(
             "{}: {} replays re-applying {} events ({:.1} per replay), {} late events applied in \
-             place, {} profiles, {:.2} s CPU in memory",
+             place, {} profiles, {:.2} s CPU in memory{}",
             if settling {
                 "late events applied in place when settled"
             } else {
@@ -205,6 +212,16 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
             m.settled,
             m.graph.profiles.len(),
             started.elapsed().as_secs_f64(),
+            if settling {
+                let why: Vec<String> = m
+                    .unsettled
+                    .iter()
+                    .map(|(w, n)| format!("{} {n}", w.as_str()))
+                    .collect();
+                format!(" | late events replayed, by why: {}", why.join(", "))
+            } else {
+                String::new()
+            },
         );
     }
 }
@@ -289,11 +306,21 @@ async fn stream(
         if pg_stats {
             bench_support::pgstats::reset(&db).await?;
         }
-        let started = Instant::now();
-        let mut children: Vec<Child> = (0..replicas)
+        // Each replica's ops port, to read its late-event counters at the end.
+        let binds: Vec<String> = (0..replicas)
             .map(|_| {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                Ok(format!("127.0.0.1:{port}"))
+            })
+            .collect::<std::io::Result<_>>()?;
+        let started = Instant::now();
+        let mut children: Vec<Child> = binds
+            .iter()
+            .map(|bind| {
                 Process::new(&merger)
-                    .env("IDENTITY_MERGER_BIND", "127.0.0.1:0")
+                    .env("IDENTITY_MERGER_BIND", bind)
                     .stdout(Stdio::null())
                     .spawn()
             })
@@ -318,6 +345,7 @@ async fn stream(
             .iter()
             .filter_map(|c| bench_support::cpu_seconds(c.id()))
             .sum();
+        let late = late_counts(&binds).await?;
         for c in &mut children {
             let _ = c.kill();
             let _ = c.wait();
@@ -339,6 +367,7 @@ async fn stream(
             1_000.0 * cpu * 1_000.0 / events as f64,
             load_average(),
         );
+        println!("{}", late.line());
         if pg_stats {
             bench_support::pgstats::report(&db, events as u64).await?;
         }
@@ -346,6 +375,76 @@ async fn stream(
     }
     clear_prefix(settings).await?;
     Ok(())
+}
+
+/// What the mergers report about late events: how many were applied in place, and the
+/// events their steps resolved by a region replay, by cause (`identity_replayed_events_total`).
+#[derive(Default)]
+struct LateCounts {
+    in_place: u64,
+    replays: u64,
+    region_events: u64,
+    replayed: std::collections::BTreeMap<String, u64>,
+}
+
+impl LateCounts {
+    fn line(&self) -> String {
+        let total: u64 = self.replayed.values().sum();
+        let causes: Vec<String> = self
+            .replayed
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        format!(
+            "  late events applied in place: {} | {} region replays re-applying {} events and \
+             resolving {total} of the step's, by cause: {}",
+            self.in_place,
+            self.replays,
+            self.region_events,
+            if causes.is_empty() {
+                "none".to_owned()
+            } else {
+                causes.join(", ")
+            },
+        )
+    }
+}
+
+/// Sums the late-event counters of the mergers listening on `binds`.
+async fn late_counts(binds: &[String]) -> anyhow::Result<LateCounts> {
+    let http = reqwest::Client::new();
+    let mut counts = LateCounts::default();
+    for bind in binds {
+        let text = http
+            .get(format!("http://{bind}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let value = value as u64;
+            if name == "identity_late_events_in_place_total" {
+                counts.in_place += value;
+            } else if name == "identity_replays_total" {
+                counts.replays += value;
+            } else if name == "identity_replayed_region_events_total" {
+                counts.region_events += value;
+            } else if let Some(cause) = name
+                .strip_prefix("identity_replayed_events_total{cause=\"")
+                .and_then(|rest| rest.strip_suffix("\"}"))
+            {
+                *counts.replayed.entry(cause.to_owned()).or_default() += value;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 async fn rebuild(settings: &Settings, target: usize) -> anyhow::Result<()> {

@@ -286,7 +286,7 @@ async fn seed_profiles(
     }
     let redis = redis::Client::open(settings.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
-    let resolver = Resolver::new(db.clone(), redis, settings);
+    let resolver = Resolver::new(db.clone(), redis, settings).await?;
     let seeded = seed_people(db, &resolver, count, settle).await?;
     let checkpoint = seeded.checkpoint.map_or_else(
         || String::from("no CHECKPOINT after it (--no-checkpoint)"),

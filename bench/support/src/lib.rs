@@ -142,7 +142,10 @@ pub async fn upsert_rate(db: &PgPool) -> anyhow::Result<f64> {
 pub fn engine_rate(settings: &Settings, events: &[NormalizedEvent]) -> (f64, usize) {
     let started = Instant::now();
     let m = MemoryResolver::rebuild(
-        Engine::new(Policy::from_settings(&settings.identity)),
+        Engine::new(
+            Policy::from_settings(&settings.identity),
+            identity::model::ProfileIds::TIME_ORDERED,
+        ),
         Constraints::default(),
         events.iter().map(Observation::of).collect(),
     );

@@ -58,8 +58,10 @@ const PREDICTIONS: &str =
 const CHANGES: &str =
     "SELECT profile_id, change::text FROM profile_change_outbox ORDER BY profile_id, change";
 
-fn resolver(env: &TestEnv) -> Resolver {
+async fn resolver(env: &TestEnv) -> Resolver {
     Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap()
 }
 
 fn people(count: usize) -> Vec<NormalizedEvent> {
@@ -71,21 +73,23 @@ async fn the_bulk_seed_writes_what_streaming_and_the_rebuild_write() {
     let events = people(40);
 
     let bulk = TestEnv::new().await;
-    let (stored, profiles) = store_resolved(&resolver(&bulk), &events, 7).await.unwrap();
+    let (stored, profiles) = store_resolved(&resolver(&bulk).await, &events, 7)
+        .await
+        .unwrap();
     assert_eq!((stored, profiles), (40, 40));
 
     let streamed = TestEnv::new().await;
     identity::seed::store_events(&streamed.db, &events)
         .await
         .unwrap();
-    let report = resolver(&streamed).resolve(&events).await.unwrap();
+    let report = resolver(&streamed).await.resolve(&events).await.unwrap();
     assert_eq!(report.resolved, 40);
 
     let rebuilt = TestEnv::new().await;
     identity::seed::store_events(&rebuilt.db, &events)
         .await
         .unwrap();
-    let report = resolver(&rebuilt).rebuild().await.unwrap();
+    let report = resolver(&rebuilt).await.rebuild().await.unwrap();
     assert_eq!(report.profiles, 40);
 
     for (table, order, volatile) in TABLES {
@@ -130,7 +134,7 @@ async fn the_bulk_seed_writes_what_streaming_and_the_rebuild_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_who_are_already_known_are_refused_whole() {
     let env = TestEnv::new().await;
-    let resolver = resolver(&env);
+    let resolver = resolver(&env).await;
     let events = people(5);
     store_resolved(&resolver, &events[..3], 10).await.unwrap();
     // The same three people again (new events, same identifiers) and two new ones.
@@ -163,7 +167,7 @@ async fn people_who_are_already_known_are_refused_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_refuses_known_people_stored_events_and_orders_whole() {
     let env = TestEnv::new().await;
-    let resolver = resolver(&env);
+    let resolver = resolver(&env).await;
     let events = people(5);
     assert_eq!(
         resolver.seed_disjoint(&events[..3]).await.unwrap(),

@@ -18,6 +18,10 @@ pub struct IngestSettings {
     pub ingest_commit_writers: usize,
     /// Tasks publishing committed raw events to `events.raw`.
     pub ingest_publishers: usize,
+    /// Consumers each normalizer process runs on `events.raw` (in its consumer group,
+    /// like replicas): while one waits on Postgres for its batch, another writes the
+    /// next.
+    pub normalizer_consumers: usize,
     /// Milliseconds an integration (secret, enabled flag) is cached by ingest; a
     /// disabled or rotated integration takes effect within this time.
     pub ingest_integration_cache_ms: u64,
@@ -50,6 +54,7 @@ impl IngestSettings {
             ingest_commit_linger_us: 2_000,
             ingest_commit_writers: 4,
             ingest_publishers: 2,
+            normalizer_consumers: 2,
             ingest_integration_cache_ms: 1_000,
             outbox_relay_after_secs: 5,
             default_currency: "INR".into(),

@@ -28,7 +28,7 @@ use crate::engine::{
 };
 use crate::facts::ProfileFacts;
 use crate::memory::MemoryResolver;
-use crate::model::{EventKey, ProfileId};
+use crate::model::{EventKey, ProfileId, ProfileIds};
 use crate::redirect::{self, Retirement};
 use crate::rules::{MergeRule, PartnerSet, Withheld};
 
@@ -535,6 +535,9 @@ pub fn retirement_history(
 
 /// A replayed region, as [`region`] needs it.
 pub struct RegionReplay<'a> {
+    /// How the engine names the profiles events create (retired ids point at the holder
+    /// of their creating event).
+    pub ids: ProfileIds,
     /// The region's live profiles before the replay, with what they held.
     pub old: &'a HashMap<ProfileId, ProfileNode>,
     /// The region's profiles before the replay (also those not loaded as live).
@@ -563,6 +566,7 @@ pub struct RegionReplay<'a> {
 /// stored tombstones whose creating event moved re-pointed ([`redirect::retire`]).
 pub fn region(replay: RegionReplay<'_>) -> Delta {
     let RegionReplay {
+        ids,
         old,
         old_profiles,
         events,
@@ -592,7 +596,7 @@ pub fn region(replay: RegionReplay<'_>) -> Delta {
     let Retirement {
         tombstones,
         repoint,
-    } = redirect::retire(old_profiles, &new_live, moved);
+    } = redirect::retire(ids, old_profiles, &new_live, moved);
     let snapshots: HashMap<ProfileId, AbsorbedProfile> = old
         .iter()
         .map(|(id, node)| (*id, AbsorbedProfile::of(*id, node)))
@@ -659,8 +663,10 @@ pub fn rebuild(
         }
     }
     let old_live: BTreeSet<ProfileId> = held.keys().copied().collect();
-    let tombstones = redirect::retire(&old_live, &new_live, moved).tombstones;
+    let ids = memory.engine().ids;
+    let tombstones = redirect::retire(ids, &old_live, &new_live, moved).tombstones;
     let repoint = redirect::settle(
+        ids,
         stored,
         memory.assignment().iter().map(|(e, p)| (*e, *p)),
         &new_live,
@@ -709,12 +715,20 @@ mod tests {
     use chrono::TimeZone;
     use domain::{Channel, EventType, IdentifierKind, Order, OrderStatus};
 
+    /// The tests' profile ids: time-ordered, as a database created empty has.
+    const IDS: ProfileIds = ProfileIds::TIME_ORDERED;
+
     fn event(n: u32, ids: &[Identifier], order: Option<&str>) -> NormalizedEvent {
         let at = Utc
             .timestamp_opt(1_700_000_000 + i64::from(n) * 60, 0)
             .unwrap();
         NormalizedEvent {
-            event_id: Uuid::from_u128(u128::from(n)),
+            // Received (a UUIDv7, as ingest mints) when it occurred.
+            event_id: uuid::Builder::from_unix_timestamp_millis(
+                at.timestamp_millis() as u64,
+                &[n as u8; 10],
+            )
+            .into_uuid(),
             occurred_at: at,
             received_at: at,
             source: Source::Shopify,
@@ -750,7 +764,7 @@ mod tests {
 
     /// Applies `events` as one forward step and returns its delta.
     fn forward(events: &[NormalizedEvent]) -> Delta {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), IDS);
         let mut graph = Graph::default();
         let mut step = Step::new(HashMap::new());
         for e in events {
@@ -771,8 +785,8 @@ mod tests {
             event(2, std::slice::from_ref(&p), None),
         ];
         let mut d = forward(&events);
-        let first = crate::model::profile_id_for(events[0].event_id);
-        let second = crate::model::profile_id_for(events[1].event_id);
+        let first = IDS.profile_id(events[0].event_id);
+        let second = IDS.profile_id(events[1].event_id);
         assert_eq!(d.changed().collect::<BTreeSet<_>>(), [first, second].into());
         let row = |id: ProfileId| d.profiles.iter().find(|r| r.id == id).unwrap().clone();
         // As stored: the first exactly; the second with one event fewer.
@@ -809,8 +823,8 @@ mod tests {
             event(3, &[a.clone(), p.clone()], None),
         ];
         let d = forward(&events);
-        let first = crate::model::profile_id_for(events[0].event_id);
-        let second = crate::model::profile_id_for(events[1].event_id);
+        let first = IDS.profile_id(events[0].event_id);
+        let second = IDS.profile_id(events[1].event_id);
         assert_eq!(d.rewrite, Rewrite::Nothing);
         assert_eq!(d.created, {
             let mut v = vec![first, second];
@@ -898,7 +912,7 @@ mod tests {
     fn a_region_replay_rewrites_its_region_and_retires_what_no_longer_exists() {
         // Streaming saw event 2 (e-mail + phone) before event 1 (e-mail): profile of 2
         // existed; the replay in time order names the profile after event 1.
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), IDS);
         let a = email("asha@mail.in");
         let p = phone("+919812345678");
         let e1 = event(1, std::slice::from_ref(&a), None);
@@ -922,6 +936,7 @@ mod tests {
             ),
         ];
         let d = region(RegionReplay {
+            ids: IDS,
             old: &old,
             old_profiles: &old_profiles,
             events: &events,
@@ -933,7 +948,7 @@ mod tests {
             actor: "identity-merger",
             trigger: Some(e1.event_id),
         });
-        let now = crate::model::profile_id_for(e1.event_id);
+        let now = IDS.profile_id(e1.event_id);
         assert_eq!(
             d.rewrite,
             Rewrite::Region {
@@ -964,7 +979,7 @@ mod tests {
 
     #[test]
     fn a_rebuild_reassigns_only_what_moved_and_retires_what_is_gone() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), IDS);
         let a = email("asha@mail.in");
         let p = phone("+919812345678");
         let cookie = Identifier::parse(IdentifierKind::CookieId, "ck-1", "IN").unwrap();
@@ -974,8 +989,8 @@ mod tests {
             event(3, &[a.clone(), p.clone()], Some("9")),
             event(4, std::slice::from_ref(&cookie), None),
         ];
-        let first = crate::model::profile_id_for(events[0].event_id);
-        let second = crate::model::profile_id_for(events[1].event_id);
+        let first = IDS.profile_id(events[0].event_id);
+        let second = IDS.profile_id(events[1].event_id);
         // Before: the third event sat with the phone's profile, the fourth was new.
         let before: HashMap<Uuid, Option<ProfileId>> = [
             (events[0].event_id, Some(first)),
@@ -1007,10 +1022,10 @@ mod tests {
             let usable = engine.policy.usable(&Observation::of(e).identifiers);
             effects.event(e, &usable, memory.assignment()[&e.event_id], &memory.graph);
         }
-        let cookie_profile = crate::model::profile_id_for(events[3].event_id);
+        let cookie_profile = IDS.profile_id(events[3].event_id);
         // A tombstone left by an earlier arrival order, pointing at the phone's profile:
         // its creating event (the third) is in the first profile now.
-        let early = crate::model::profile_id_for(events[2].event_id);
+        let early = IDS.profile_id(events[2].event_id);
         let stored: HashMap<ProfileId, ProfileId> = [(early, second)].into();
         let d = rebuild(
             effects,

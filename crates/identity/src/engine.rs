@@ -24,11 +24,11 @@ use domain::Identifier;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{EventKey, Observation, ProfileId, profile_id_for};
-use crate::rules::names::{remember_name, remember_names};
+use crate::model::{EventKey, Observation, ProfileId, ProfileIds};
+use crate::rules::names::{MAX_NAMES, remember_name, remember_names};
 use crate::rules::{
-    Candidate, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target, Withheld,
-    decide,
+    Candidate, Class, DecisionInput, MergeRule, Policy, ReviewReason, Separations, Target,
+    Withheld, decide,
 };
 
 /// What the graph knows of one identifier.
@@ -253,17 +253,81 @@ pub struct Outcome {
     pub consulted: Vec<ProfileId>,
 }
 
+/// What a witness of a late event must show ([`Engine::settled_late`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The event's linking identifiers (usable, not suspect), all held by one live
+    /// profile: the witness carried every one.
+    pub linking: Vec<Identifier>,
+    /// The first-name key the event states (with the name guard on): the witness stated
+    /// the same key.
+    pub name: Option<String>,
+}
+
+/// Why a late event cannot be applied in place ([`Engine::settled_late`]) and replays
+/// its region. Ordered: when several apply, the first is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unsettled {
+    /// Its linking identifiers belong to more than one live profile (it merges them, or
+    /// is refused by one of them).
+    Merging,
+    /// It carries an identifier no live profile holds (it would add it to its profile).
+    Fresh,
+    /// It links through a shared identifier or an order reference.
+    Shared,
+    /// It carries a link-only identifier.
+    LinkOnly,
+    /// It states a first name, and the name guard is on.
+    Named,
+    /// An analyst's constraint names an identifier of its profile.
+    Constrained,
+    /// Settled in the graph, but no witness is stored: no earlier event of its profile
+    /// carried all its linking identifiers and was refused nothing.
+    Unwitnessed,
+}
+
+impl Unsettled {
+    /// Every reason, in order.
+    pub const ALL: [Unsettled; 7] = [
+        Unsettled::Merging,
+        Unsettled::Fresh,
+        Unsettled::Shared,
+        Unsettled::LinkOnly,
+        Unsettled::Named,
+        Unsettled::Constrained,
+        Unsettled::Unwitnessed,
+    ];
+
+    /// The name the merger's metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unsettled::Merging => "merging",
+            Unsettled::Fresh => "fresh",
+            Unsettled::Shared => "shared",
+            Unsettled::LinkOnly => "link_only",
+            Unsettled::Named => "named",
+            Unsettled::Constrained => "constrained",
+            Unsettled::Unwitnessed => "unwitnessed",
+        }
+    }
+}
+
 /// Applies the decision rule to a graph.
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// Thresholds, limits and guards.
     pub policy: Policy,
+    /// How the profiles it creates are named: the cut-over stored in the database
+    /// ([`ProfileIds`]).
+    pub ids: ProfileIds,
 }
 
 impl Engine {
-    /// An engine with `policy`.
-    pub fn new(policy: Policy) -> Self {
-        Self { policy }
+    /// An engine with `policy`, naming new profiles by `ids` (what the database stores:
+    /// [`load_profile_ids`](crate::resolver::load_profile_ids); without a database,
+    /// [`ProfileIds::TIME_ORDERED`], as a database created empty has).
+    pub fn new(policy: Policy, ids: ProfileIds) -> Self {
+        Self { policy, ids }
     }
 
     /// Whether applying `obs` now gives what canonical order gives: nothing it
@@ -285,48 +349,89 @@ impl Engine {
     }
 
     /// For a late event (see [`Engine::in_order`]) that may be applied in place instead
-    /// of replaying its region: its *linking identifiers* (usable, not suspect), when
-    /// the graph alone allows it — the event links only through identifiers one live
-    /// profile holds, none shared, none an order reference, no analyst's constraint
-    /// names anything that profile holds, and the event states no first name (with the
-    /// name guard on) and no link-only identifier. `None` otherwise.
+    /// of replaying its region: what its witness must show ([`Settled`]), when the graph
+    /// alone allows it — the event links only through identifiers one live profile holds
+    /// (its *linking identifiers*: usable, not suspect), none shared, none an order
+    /// reference, no analyst's constraint names anything that profile holds, it carries
+    /// no link-only identifier, and a first name it states (with the name guard on) is
+    /// one that profile remembers, with fewer than [`MAX_NAMES`] names. Besides those it
+    /// may carry identifiers no event ever carried (no state, or no owner, no latest
+    /// event, not shared) that have no [`Class`] (order references, cookies, devices)
+    /// and no constraint names: it adds them to its profile, now as in canonical order,
+    /// and no decision in between can have read them — the rule reads what a profile
+    /// holds only by class (limits, the weak-identifier guard) and through constraints.
+    /// A merge's snapshot of what its profiles held (`merge_history`) may then lack
+    /// them, a record of what that write saw.
     ///
     /// The caller must still find a *witness* (see `docs/identity.md`, "Late events
     /// applied in place"): a stored event earlier in canonical order that carried every
-    /// linking identifier and was refused nothing. Its existence proves that, in
-    /// canonical order, one profile held all of them when the late event occurred (an
-    /// event refused nothing leaves every identifier it links by on its profile, and
-    /// only merges move identifiers, all of a profile's together), so the event attaches
-    /// to that profile's lineage, adds nothing, merges nothing and raises nothing: the
-    /// graph changes only by keys that no later decision reads, and every later event
-    /// decides as before.
-    pub fn settled_late(&self, graph: &Graph, obs: &Observation) -> Option<Vec<Identifier>> {
-        if !obs.link_only.is_empty() || (self.policy.guards.names && obs.name.is_some()) {
-            return None;
-        }
+    /// linking identifier, stated the same first name (if the late event states one) and
+    /// was refused nothing. Its existence proves that, in canonical order, one profile
+    /// held all of them when the late event occurred (an event refused nothing leaves
+    /// every identifier it links by on its profile, and only merges move identifiers, all
+    /// of a profile's together) and remembered that name (the witness's own name was
+    /// remembered: a profile taking an event fits its name, and with fewer than
+    /// [`MAX_NAMES`] names today its lineage always had room and never dropped one), so
+    /// the event attaches to that profile's lineage, adds nothing, merges nothing and
+    /// raises nothing: the graph changes only by keys that no later decision reads, and
+    /// every later event decides as before.
+    ///
+    /// When it may not, the error says why (the first of [`Unsettled`]'s reasons, in
+    /// their order, that applies): what the merger counts per step.
+    pub fn settled_late(&self, graph: &Graph, obs: &Observation) -> Result<Settled, Unsettled> {
         let mut holder: Option<ProfileId> = None;
         let mut linking = Vec::new();
+        let mut why: Vec<Unsettled> = Vec::new();
         for id in self.policy.usable(&obs.identifiers) {
-            let node = graph.identifiers.get(&id)?;
-            if self.suspect(node) {
+            let known = graph.identifiers.get(&id);
+            if known.is_some_and(|n| self.suspect(n)) {
                 continue;
             }
-            let owner = node.owner?;
-            if node.shared || id.is_order_reference() || holder.is_some_and(|h| h != owner) {
-                return None;
+            let Some((node, owner)) = known.and_then(|n| Some((n, n.owner?))) else {
+                // Never carried by any event, of no class (no rule reads it in what a
+                // profile holds) and named by no constraint: the event adds it, now as
+                // in canonical order, and no decision in between could have seen it.
+                let unseen = known.is_none_or(|n| n.last_key.is_none() && !n.shared);
+                if !unseen || Class::of(&id).is_some() || graph.constraints.mentions(&id) {
+                    why.push(Unsettled::Fresh);
+                }
+                continue;
+            };
+            if node.shared || id.is_order_reference() {
+                why.push(Unsettled::Shared);
+            }
+            if holder.is_some_and(|h| h != owner) {
+                why.push(Unsettled::Merging);
             }
             holder = Some(owner);
             linking.push(id);
         }
-        let profile = graph.profiles.get(&holder?)?;
+        if !obs.link_only.is_empty() {
+            why.push(Unsettled::LinkOnly);
+        }
+        let Some(profile) = holder.and_then(|h| graph.profiles.get(&h)) else {
+            return Err(why.into_iter().min().unwrap_or(Unsettled::Fresh));
+        };
+        // A stated first name: its profile must remember it, with room for more (so no
+        // name was ever dropped on its lineage), and the witness must state it too.
+        let name = obs.name.as_ref().filter(|_| self.policy.guards.names);
+        if name.is_some_and(|n| !profile.names.contains(n) || profile.names.len() >= MAX_NAMES) {
+            why.push(Unsettled::Named);
+        }
         if profile
             .identifiers
             .iter()
             .any(|id| graph.constraints.mentions(id))
         {
-            return None;
+            why.push(Unsettled::Constrained);
         }
-        Some(linking)
+        match why.into_iter().min() {
+            Some(w) => Err(w),
+            None => Ok(Settled {
+                linking,
+                name: name.cloned(),
+            }),
+        }
     }
 
     fn suspect(&self, node: &IdentifierNode) -> bool {
@@ -393,7 +498,7 @@ impl Engine {
         let mut merges = Vec::new();
         let (target, created) = match decision.target {
             Target::New => {
-                let id = profile_id_for(obs.key.event_id);
+                let id = self.ids.profile_id(obs.key.event_id);
                 graph.profiles.insert(
                     id,
                     ProfileNode {
@@ -644,6 +749,7 @@ fn merge_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::hashed_profile_id;
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
 
@@ -665,14 +771,14 @@ mod tests {
 
     #[test]
     fn apply_creates_attaches_and_merges() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let a = engine.apply(
             &mut g,
             &obs(1, &[id(Email, "asha@mail.in"), id(CookieId, "c1")], None),
         );
         assert!(a.created);
-        assert_eq!(a.profile_id, profile_id_for(Uuid::from_u128(1)));
+        assert_eq!(a.profile_id, hashed_profile_id(Uuid::from_u128(1)));
         let b = engine.apply(&mut g, &obs(2, &[id(Phone, "+919812345678")], None));
         assert!(b.created);
         let c = engine.apply(
@@ -700,7 +806,7 @@ mod tests {
 
     #[test]
     fn junk_never_links() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let a = engine.apply(
             &mut g,
@@ -716,7 +822,7 @@ mod tests {
 
     #[test]
     fn suspect_identifiers_link_nothing() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let counter = id(Phone, "+918040001234");
         g.identifiers.insert(
@@ -739,10 +845,13 @@ mod tests {
         assert!(g.identifiers[&counter].owner.is_none());
 
         // With the suspect guard off, the counter phone links like any phone.
-        let engine = Engine::new(Policy::default().with_guards(crate::rules::Guards {
-            suspect: false,
-            ..crate::rules::Guards::ALL
-        }));
+        let engine = Engine::new(
+            Policy::default().with_guards(crate::rules::Guards {
+                suspect: false,
+                ..crate::rules::Guards::ALL
+            }),
+            ProfileIds::TIME_ORDERED,
+        );
         let mut g = Graph::default();
         g.identifiers.insert(
             counter.clone(),
@@ -763,7 +872,7 @@ mod tests {
     fn shared_identifiers_link_nothing_once_learned() {
         // Rahul's checkout with his mother's phone marks the phone shared: a later bill
         // carrying only that phone stands alone.
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         let family = id(Phone, "+919812345678");
         let mother = engine.apply(
@@ -791,7 +900,7 @@ mod tests {
 
     #[test]
     fn must_links_merge_when_both_sides_exist() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         g.constraints.push(Constraint {
             id: Uuid::from_u128(9),
@@ -808,7 +917,7 @@ mod tests {
 
     #[test]
     fn in_order_detects_late_events() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let mut g = Graph::default();
         engine.apply(&mut g, &obs(5, &[id(Email, "asha@mail.in")], None));
         assert!(engine.in_order(&g, &obs(6, &[id(Email, "asha@mail.in")], None)));
@@ -818,7 +927,7 @@ mod tests {
 
     #[test]
     fn replay_restores_canonical_order() {
-        let engine = Engine::new(Policy::default());
+        let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
         let events = vec![
             obs(1, &[id(CookieId, "c1")], None),
             obs(2, &[id(CookieId, "c1"), id(Email, "asha@mail.in")], None),

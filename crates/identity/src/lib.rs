@@ -43,5 +43,5 @@ pub mod rules;
 pub mod seed;
 
 pub use engine::{Engine, Graph, Outcome};
-pub use model::{EventKey, Observation, ProfileId};
+pub use model::{EventKey, Observation, ProfileId, ProfileIds};
 pub use rules::{Guards, Policy};

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use domain::Identifier;
 use uuid::Uuid;
 
-use crate::engine::{Constraints, Engine, Graph, MergeRecord, Outcome, ReviewRecord};
+use crate::engine::{Constraints, Engine, Graph, MergeRecord, Outcome, ReviewRecord, Unsettled};
 use crate::model::{EventKey, Observation, ProfileId};
 use crate::redirect::{self, Redirects};
 use crate::region::RegionWalk;
@@ -42,6 +42,8 @@ pub struct MemoryResolver {
     pub replayed_events: usize,
     /// Late events applied in place: settled and witnessed (see [`Engine::settled_late`]).
     pub settled: usize,
+    /// Late events replayed, by why they could not be applied in place.
+    pub unsettled: BTreeMap<Unsettled, usize>,
     /// Whether late events may be applied in place (on unless [`Self::replaying_every_late_event`]).
     settling: bool,
     /// Retired profile ids and where they point, as the streaming resolver stores them.
@@ -67,9 +69,15 @@ impl MemoryResolver {
             replays: 0,
             replayed_events: 0,
             settled: 0,
+            unsettled: BTreeMap::new(),
             settling: true,
             redirects: Redirects::default(),
         }
+    }
+
+    /// The engine it applies (its policy and profile ids).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The same resolver replaying the region of every late event, as before late events
@@ -112,11 +120,15 @@ impl MemoryResolver {
             newly = observe_partners(&self.engine.policy, &mut self.partners, &usable);
         }
         let in_place = newly.is_empty()
-            && (self.engine.in_order(&self.graph, &obs) || {
-                let settled = self.settling && self.witnessed(&obs);
-                self.settled += usize::from(settled);
-                settled
-            });
+            && (self.engine.in_order(&self.graph, &obs)
+                || (self.settling && {
+                    let settled = self.witnessed(&obs);
+                    match settled {
+                        Ok(()) => self.settled += 1,
+                        Err(why) => *self.unsettled.entry(why).or_default() += 1,
+                    }
+                    settled.is_ok()
+                }));
         if in_place {
             let outcome = self.engine.apply(&mut self.graph, &obs);
             self.forward(&obs, outcome);
@@ -146,13 +158,13 @@ impl MemoryResolver {
 
     /// Whether a late event may be applied in place: [`Engine::settled_late`] allows it
     /// and an earlier event of the profile holding its linking identifiers carried them
-    /// all and was refused nothing (the witness).
-    fn witnessed(&self, obs: &Observation) -> bool {
-        let Some(linking) = self.engine.settled_late(&self.graph, obs) else {
-            return false;
-        };
+    /// all, stated the same first name (if it states one) and was refused nothing (the
+    /// witness); otherwise why not.
+    fn witnessed(&self, obs: &Observation) -> Result<(), Unsettled> {
+        let settled = self.engine.settled_late(&self.graph, obs)?;
+        let linking = &settled.linking;
         let Some(holder) = self.graph.identifiers[&linking[0]].owner else {
-            return false;
+            return Err(Unsettled::Fresh);
         };
         let refused = |e: &Observation| {
             e.identifiers.iter().any(|id| {
@@ -166,7 +178,13 @@ impl MemoryResolver {
             .into_iter()
             .flat_map(|keys| keys.range(..obs.key))
             .map(|k| &self.events[&k.event_id])
-            .any(|e| linking.iter().all(|id| e.identifiers.contains(id)) && !refused(e))
+            .any(|e| {
+                linking.iter().all(|id| e.identifiers.contains(id))
+                    && (settled.name.is_none() || e.name == settled.name)
+                    && !refused(e)
+            })
+            .then_some(())
+            .ok_or(Unsettled::Unwitnessed)
     }
 
     /// The live profiles whose events must be replayed together with an event
@@ -243,7 +261,7 @@ impl MemoryResolver {
         let moved = before
             .iter()
             .filter_map(|(e, b)| Some((*e, *b, *self.assignment.get(e)?)));
-        let retirement = redirect::retire(region, &new_live, moved);
+        let retirement = redirect::retire(self.engine.ids, region, &new_live, moved);
         self.redirects.apply(&new_live, &retirement);
     }
 
@@ -338,6 +356,7 @@ pub fn partition_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ProfileIds;
     use crate::rules::{Guards, Policy};
     use chrono::{TimeZone, Utc};
     use domain::IdentifierKind::{self, *};
@@ -347,13 +366,29 @@ mod tests {
         Identifier::parse(kind, v, "IN").unwrap()
     }
 
+    /// Ingest's time of the tests' events: not the order they occurred in.
+    const RECEIVED: u64 = 1_765_000_000_000;
+
+    /// Event `n`'s id: a UUIDv7 as ingest mints, received in an order unrelated to
+    /// when the event occurred.
+    fn event_id(n: u32) -> Uuid {
+        let ms = RECEIVED + u64::from(n) * 37 % 101;
+        let mut bits = [0u8; 10];
+        bits[..4].copy_from_slice(&n.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis(ms, &bits).into_uuid()
+    }
+
+    /// The tests' profile ids: hashed for events received before the middle of the
+    /// tests' times, time-ordered after, so every property holds across a cut-over.
+    const IDS: ProfileIds = ProfileIds::from_millis(RECEIVED as i64 + 50);
+
     fn obs(n: u32, ids: Vec<Identifier>, name: Option<&str>) -> Observation {
         Observation {
             key: EventKey {
                 occurred_at: Utc
                     .timestamp_opt(1_700_000_000 + i64::from(n) * 60, 0)
                     .unwrap(),
-                event_id: Uuid::from_u128(u128::from(n) + 1),
+                event_id: event_id(n),
             },
             identifiers: ids,
             name: name.map(str::to_owned),
@@ -363,13 +398,14 @@ mod tests {
 
     /// A pool of identifiers events draw from: few enough that events collide.
     fn pool(kind_ix: u8, n: u8) -> Identifier {
-        match kind_ix % 6 {
+        match kind_ix % 7 {
             0 => id(Email, &format!("p{n}@mail.in")),
             1 => id(Phone, &format!("+9198100{:05}", u32::from(n) * 7 + 11)),
             2 => id(LoyaltyId, &format!("L-{n}")),
             3 => id(DeviceId, &format!("dev-{n}")),
             4 => id(CookieId, &format!("ck-{n}")),
-            _ => id(CustomerId, &format!("shop:{n}")),
+            5 => id(CustomerId, &format!("shop:{n}")),
+            _ => Identifier::order_reference(domain::Source::Shopify, &format!("{n}")),
         }
     }
 
@@ -377,10 +413,21 @@ mod tests {
         max_events: usize,
         pool_size: u8,
     ) -> impl Strategy<Value = Vec<Observation>> {
+        events_with_names(max_events, pool_size, 6, &["asha", "ravi", "meena"])
+    }
+
+    /// Events drawing identifiers of the first `kinds` kinds of [`pool`] (7: order
+    /// references too) and first names from `names`.
+    fn events_with_names(
+        max_events: usize,
+        pool_size: u8,
+        kinds: u8,
+        names: &[&'static str],
+    ) -> impl Strategy<Value = Vec<Observation>> {
         prop::collection::vec(
             (
-                prop::collection::vec((0u8..6, 0..pool_size), 1..4),
-                prop::option::of(prop::sample::select(vec!["asha", "ravi", "meena"])),
+                prop::collection::vec((0..kinds, 0..pool_size), 1..4),
+                prop::option::of(prop::sample::select(names.to_vec())),
             ),
             1..max_events,
         )
@@ -399,7 +446,7 @@ mod tests {
     }
 
     fn engine(guards: Guards) -> Engine {
-        Engine::new(Policy::default().with_guards(guards))
+        Engine::new(Policy::default().with_guards(guards), IDS)
     }
 
     fn canonical(engine: &Engine, events: &[Observation]) -> MemoryResolver {
@@ -475,6 +522,31 @@ mod tests {
         assert_eq!(m.assignment(), expected.assignment());
     }
 
+    /// A named late event is applied in place when an earlier event of its profile that
+    /// carried its identifiers stated the same name; a witness stating no name does not
+    /// do (the late event replays).
+    #[test]
+    fn a_named_late_event_needs_a_witness_stating_its_name() {
+        let (email, cookie) = (|| id(Email, "asha@mail.in"), || id(CookieId, "ck-2"));
+        let engine = engine(Guards::ALL);
+        for (witness_name, expected_counts) in [(Some("asha"), (1, 0)), (None, (0, 1))] {
+            let events = vec![
+                obs(1, vec![email(), id(CookieId, "ck-1")], Some("asha")),
+                obs(2, vec![email(), cookie()], witness_name),
+                obs(3, vec![cookie()], Some("asha")),
+                obs(4, vec![cookie()], None),
+            ];
+            let expected = canonical(&engine, &events);
+            let mut m = MemoryResolver::new(engine.clone(), Constraints::default());
+            for i in [0, 1, 3, 2] {
+                m.ingest(events[i].clone());
+            }
+            assert_eq!((m.settled, m.replays), expected_counts, "{witness_name:?}");
+            assert_eq!(m.assignment(), expected.assignment());
+            assert_eq!(stored_state(&m), stored_state(&expected));
+        }
+    }
+
     /// What the streaming resolver stores of a memory resolver's state: profiles,
     /// identifier states, refused links, events' profiles, where retired ids point.
     type StoredState = (
@@ -529,7 +601,7 @@ mod tests {
     ) -> Result<BTreeMap<ProfileId, ProfileId>, TestCaseError> {
         let creators: HashMap<ProfileId, Uuid> = events
             .iter()
-            .map(|o| (crate::model::profile_id_for(o.key.event_id), o.key.event_id))
+            .map(|o| (m.engine().ids.profile_id(o.key.event_id), o.key.event_id))
             .collect();
         let redirects = m.redirects();
         for (retired, to) in &redirects {
@@ -548,6 +620,28 @@ mod tests {
             );
         }
         Ok(redirects)
+    }
+
+    /// `events` streamed in a shuffled order (every guard on) with late events applied in
+    /// place leave the [`StoredState`] that replaying every late event leaves, and the
+    /// events' profiles of canonical order.
+    fn in_place_leaves_what_replays_leave(
+        events: &[Observation],
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let engine = engine(Guards::ALL);
+        let order = shuffled(events.len(), seed);
+        let mut replayed = MemoryResolver::new(engine.clone(), Constraints::default())
+            .replaying_every_late_event();
+        for &i in &order {
+            replayed.ingest(events[i].clone());
+        }
+        let settled = streamed(&engine, events, &order);
+        prop_assert_eq!(replayed.settled, 0);
+        prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
+        let expected = canonical(&engine, events);
+        prop_assert_eq!(settled.assignment(), expected.assignment());
+        Ok(())
     }
 
     proptest! {
@@ -608,18 +702,26 @@ mod tests {
             events in events_strategy(40, 6),
             seed in any::<u64>(),
         ) {
-            let engine = engine(Guards::ALL);
-            let order = shuffled(events.len(), seed);
-            let mut replayed =
-                MemoryResolver::new(engine.clone(), Constraints::default()).replaying_every_late_event();
-            for &i in &order {
-                replayed.ingest(events[i].clone());
-            }
-            let settled = streamed(&engine, &events, &order);
-            prop_assert_eq!(replayed.settled, 0);
-            prop_assert_eq!(stored_state(&settled), stored_state(&replayed));
-            let expected = canonical(&engine, &events);
-            prop_assert_eq!(settled.assignment(), expected.assignment());
+            in_place_leaves_what_replays_leave(&events, seed)?;
+        }
+
+        /// Named late events and late events bringing never-seen identifiers of no class
+        /// (order references, cookies, devices) too: applied in place only when their
+        /// profile remembers the name (with room for more) and the witness stated it,
+        /// they leave what their replay leaves. Names here agree leniently
+        /// (`raj`/`rajesh`, one typo in `rajesh`/`rajesg`) or not at all, a profile can
+        /// fill all its name slots, and order references join the identifier pool.
+        #[test]
+        fn named_late_events_applied_in_place_leave_what_their_replay_leaves(
+            events in events_with_names(
+                40,
+                4,
+                7,
+                &["asha", "raj", "rajesh", "rajesg", "ravi", "meena", "priya"],
+            ),
+            seed in any::<u64>(),
+        ) {
+            in_place_leaves_what_replays_leave(&events, seed)?;
         }
 
         /// Merging is order-independent where no review item is raised: without guards the
@@ -630,7 +732,7 @@ mod tests {
             let engine = Engine::new(Policy {
                 max_auto_merge: u32::MAX,
                 ..Policy::default().with_guards(Guards::NONE)
-            });
+            }, IDS);
             let forward = canonical(&engine, &events);
             prop_assume!(forward.reviews.is_empty());
             let mut reversed = events.clone();

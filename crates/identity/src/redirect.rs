@@ -1,7 +1,7 @@
 //! Where retired profile ids point (tombstones), as a function of the final event set.
 //!
 //! Every profile id is derived from the event that created it
-//! ([`profile_id_for`]), and which profile holds an event is the same whatever the
+//! ([`ProfileIds`]), and which profile holds an event is the same whatever the
 //! arrival order. So a retired id has one canonical destination: **the live profile
 //! that now holds the event that created it**. Every write keeps every tombstone
 //! pointing there, directly (never at another tombstone):
@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::model::{ProfileId, profile_id_for};
+use crate::model::{ProfileId, ProfileIds};
 
 /// What a region replay or a rebuild does to tombstones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,8 +39,8 @@ pub struct Retirement {
     pub repoint: Vec<(ProfileId, ProfileId)>,
 }
 
-/// The retirement of a region replay (or a rebuild): `old_live` were the live profiles
-/// before it, `new_live` are those after, and `moved` gives `(event, before, after)`
+/// The retirement of a region replay (or a rebuild): `ids` names the profile each event
+/// creates (the engine's), `old_live` were the live profiles before it, `new_live` are those after, and `moved` gives `(event, before, after)`
 /// for events that had a profile before (unchanged ones may be included).
 ///
 /// An old profile that no longer exists points at the holder of the event that created
@@ -49,6 +49,7 @@ pub struct Retirement {
 /// that received most of its events (ties: the smaller id); a profile none of whose
 /// events moved (it has none left: all erased) is left alone.
 pub fn retire(
+    ids: ProfileIds,
     old_live: &BTreeSet<ProfileId>,
     new_live: &BTreeSet<ProfileId>,
     moved: impl IntoIterator<Item = (Uuid, ProfileId, ProfileId)>,
@@ -60,7 +61,7 @@ pub fn retire(
             continue;
         }
         *counts.entry(before).or_default().entry(after).or_default() += 1;
-        let created = profile_id_for(event);
+        let created = ids.profile_id(event);
         if created != after {
             creators.insert(created, after);
         }
@@ -90,7 +91,8 @@ pub fn retire(
 }
 
 /// The tombstone pointers a rebuild must change so that every stored tombstone points
-/// at its canonical destination. `stored` is the stored table (tombstone → pointer, as
+/// at its canonical destination. `ids` names the profile each event creates (the
+/// engine's); `stored` is the stored table (tombstone → pointer, as
 /// read: possibly chained, from before this rule); `assignment` every event with its
 /// rebuilt profile; `new_live` the rebuilt live profiles; `retired` the old live
 /// profiles the rebuild retires (written as tombstones, not repeated here).
@@ -99,6 +101,7 @@ pub fn retire(
 /// creating event is gone follows its old chain, each step to its new destination. Tombstones that
 /// come back to life are left to the write that revives them.
 pub fn settle(
+    ids: ProfileIds,
     stored: &HashMap<ProfileId, ProfileId>,
     assignment: impl IntoIterator<Item = (Uuid, ProfileId)>,
     new_live: &BTreeSet<ProfileId>,
@@ -109,7 +112,7 @@ pub fn settle(
     }
     let mut canonical: HashMap<ProfileId, ProfileId> = HashMap::new();
     for (event, profile) in assignment {
-        let created = profile_id_for(event);
+        let created = ids.profile_id(event);
         if stored.contains_key(&created) {
             canonical.insert(created, profile);
         }
@@ -214,13 +217,17 @@ impl Redirects {
 mod tests {
     use super::*;
 
+    /// Event `n`: received at millisecond `n` (a UUIDv7, as ingest mints).
     fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
+        uuid::Builder::from_unix_timestamp_millis(n as u64, &[0; 10]).into_uuid()
     }
+
+    /// The tests' scheme: events from millisecond 3 on create time-ordered ids.
+    const IDS: ProfileIds = ProfileIds::from_millis(3);
 
     /// The profile id event `n` creates.
     fn created(n: u128) -> ProfileId {
-        profile_id_for(id(n))
+        IDS.profile_id(id(n))
     }
 
     #[test]
@@ -231,7 +238,7 @@ mod tests {
         let new_live: BTreeSet<ProfileId> = [p1, other].into();
         // Profile 2 had events 2, 3, 4; most went to `other`, its creating event to p1.
         let moved = [(id(2), p2, p1), (id(3), p2, other), (id(4), p2, other)];
-        let r = retire(&old_live, &new_live, moved);
+        let r = retire(IDS, &old_live, &new_live, moved);
         assert_eq!(r.tombstones, vec![(p2, p1)]);
         // Events 3 and 4 may have created profiles that are tombstones now.
         let mut expected = vec![(created(3), other), (created(4), other)];
@@ -251,7 +258,7 @@ mod tests {
             (id(104), id(3), id(11)),
             (id(105), id(3), id(10)), // a tie: the smaller id
         ];
-        let r = retire(&old_live, &new_live, moved);
+        let r = retire(IDS, &old_live, &new_live, moved);
         assert_eq!(r.tombstones, vec![(id(2), id(11)), (id(3), id(10))]);
         // Profile 4 had no events left: left alone. Profile 1 still exists.
         assert_eq!(r.repoint.len(), 5, "every moved event's id is a candidate");
@@ -297,13 +304,13 @@ mod tests {
         .into();
         let new_live: BTreeSet<ProfileId> = [p1, p4].into();
         let assignment = [(id(1), p1), (id(2), p1), (id(3), p4), (id(4), p4)];
-        let changes = settle(&stored, assignment, &new_live, &[]);
+        let changes = settle(IDS, &stored, assignment, &new_live, &[]);
         let mut expected = vec![(p3, p4), (gone, p4)];
         expected.sort();
         assert_eq!(changes, expected);
         // A retired live profile at the end of a chain: the chain ends where it went.
         let stored: HashMap<ProfileId, ProfileId> = [(gone, p3)].into();
-        let changes = settle(&stored, Vec::new(), &[p1].into(), &[(p3, p1)]);
+        let changes = settle(IDS, &stored, Vec::new(), &[p1].into(), &[(p3, p1)]);
         assert_eq!(changes, vec![(gone, p1)]);
     }
 }

@@ -4,13 +4,17 @@
 
 use identity::engine::Constraints;
 use identity::memory::MemoryResolver;
+use identity::model::ProfileIds;
 use identity::quality::{PairwiseQuality, pairwise};
 use identity::{Engine, Guards, Observation, Policy};
 use scenario::identity::{IdentityConfig, generate};
 
 fn score(customers: usize, guards: Guards) -> (PairwiseQuality, MemoryResolver) {
     let s = generate(&IdentityConfig::with_customers(customers));
-    let engine = Engine::new(Policy::default().with_guards(guards));
+    let engine = Engine::new(
+        Policy::default().with_guards(guards),
+        ProfileIds::TIME_ORDERED,
+    );
     let m = MemoryResolver::rebuild(
         engine,
         Constraints::default(),
@@ -63,7 +67,7 @@ fn diagnose() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let s = generate(&IdentityConfig::with_customers(customers));
-    let engine = Engine::new(Policy::default());
+    let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
     let m = MemoryResolver::rebuild(
         engine,
         Constraints::default(),
@@ -121,7 +125,7 @@ fn diagnose_recall() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let s = generate(&IdentityConfig::with_customers(customers));
-    let engine = Engine::new(Policy::default());
+    let engine = Engine::new(Policy::default(), ProfileIds::TIME_ORDERED);
     let m = MemoryResolver::rebuild(
         engine,
         Constraints::default(),

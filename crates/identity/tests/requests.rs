@@ -72,7 +72,9 @@ async fn live_ids(env: &TestEnv) -> BTreeSet<Uuid> {
 
 async fn setup(events: &[NormalizedEvent]) -> (TestEnv, Resolver) {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     identity::seed::store_events(&env.db, events).await.unwrap();
     resolver.resolve(events).await.unwrap();
     (env, resolver)
@@ -347,7 +349,9 @@ const PHONE: &str = "+919812345678";
 async fn setup_asha() -> (TestEnv, Resolver, Uuid) {
     use IdentifierKind::*;
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     let events = vec![
         event(1, &[(Email, EMAIL), (Phone, PHONE)], None),
         event(2, &[(Phone, PHONE), (CookieId, "cookie-asha-1")], None),

@@ -8,9 +8,9 @@ use domain::{
     Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus,
     Source,
 };
-use identity::engine::Constraints;
+use identity::engine::{Constraints, Unsettled};
 use identity::memory::{MemoryResolver, partition_of};
-use identity::resolver::Resolver;
+use identity::resolver::{ReplayCause, Resolver};
 use identity::{Engine, Observation, Policy};
 use redis::AsyncCommands as _;
 use rust_decimal::Decimal;
@@ -118,7 +118,9 @@ fn one_buyer() -> Vec<NormalizedEvent> {
 #[tokio::test]
 async fn events_make_profiles_merges_and_orders() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     let events = one_buyer();
     identity::seed::store_events(&env.db, &events)
         .await
@@ -140,7 +142,10 @@ async fn events_make_profiles_merges_and_orders() {
     .unwrap();
     assert_eq!(live.len(), 1);
     let (profile, orders, spent) = live[0];
-    assert_eq!(profile, identity::model::profile_id_for(events[0].event_id));
+    assert_eq!(
+        profile,
+        resolver.engine().ids.profile_id(events[0].event_id)
+    );
     assert_eq!(
         (orders, spent),
         (2, Decimal::new(600, 0)),
@@ -209,7 +214,9 @@ async fn tombstones(env: &TestEnv) -> BTreeMap<Uuid, Uuid> {
 #[tokio::test]
 async fn late_events_are_replayed_into_time_order() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     let e = named;
     use IdentifierKind::*;
     let events = vec![
@@ -255,7 +262,7 @@ async fn late_events_are_replayed_into_time_order() {
             .replays;
     }
     assert!(replays > 0);
-    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let engine = resolver.engine().clone();
     let expected = MemoryResolver::rebuild(
         engine.clone(),
         Constraints::default(),
@@ -287,7 +294,7 @@ async fn late_events_are_replayed_into_time_order() {
     for (tombstone, into) in &stored {
         let creator = events
             .iter()
-            .find(|e| identity::model::profile_id_for(e.event_id) == *tombstone)
+            .find(|e| resolver.engine().ids.profile_id(e.event_id) == *tombstone)
             .expect("created by an event");
         assert_eq!(ids[&creator.event_id], *into, "{tombstone}");
     }
@@ -341,7 +348,9 @@ async fn place(env: &TestEnv, table: &str, filter: &str, bind: Uuid) -> String {
 #[tokio::test]
 async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     use IdentifierKind::*;
     let late = named(1, &[(CookieId, "c1")], None);
     let events = vec![
@@ -372,7 +381,7 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
             0
         );
     }
-    let ravi = identity::model::profile_id_for(events[2].event_id);
+    let ravi = resolver.engine().ids.profile_id(events[2].event_id);
     let refused: i64 =
         sqlx::query_scalar("SELECT count(*) FROM identity_refused_link WHERE event_id = $1")
             .bind(events[2].event_id)
@@ -416,14 +425,14 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
     let report = resolver.resolve(std::slice::from_ref(&late)).await.unwrap();
     assert_eq!(report.replays, 1, "{report:?}");
     // Canonical order: the late cookie event created the profile the others joined.
-    let engine = Engine::new(Policy::from_settings(&env.settings.identity));
+    let engine = resolver.engine().clone();
     let expected = MemoryResolver::rebuild(
         engine,
         Constraints::default(),
         all.iter().map(Observation::of).collect(),
     );
     assert_eq!(partition(&env).await, expected.partition());
-    let asha = identity::model::profile_id_for(late.event_id);
+    let asha = resolver.engine().ids.profile_id(late.event_id);
     assert_eq!(expected.assignment()[&events[0].event_id], asha);
     assert_eq!(expected.assignment()[&events[2].event_id], ravi);
 
@@ -500,7 +509,9 @@ async fn a_replay_rewrites_only_what_the_late_event_changed() {
 /// A fresh database with `events` stored, resolved one at a time in `arrival` order.
 async fn resolved_one_by_one(events: &[NormalizedEvent], arrival: &[usize]) -> (TestEnv, Resolver) {
     let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
     identity::seed::store_events(&env.db, events).await.unwrap();
     for &i in arrival {
         resolver
@@ -565,6 +576,8 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
         .await
         .unwrap();
     let report = Resolver::new(seeded.db.clone(), seeded.redis.clone(), &seeded.settings)
+        .await
+        .unwrap()
         .resolve(&events)
         .await
         .unwrap();
@@ -591,8 +604,12 @@ async fn unstored_events_are_stored_attached_once_by_racing_resolvers() {
         "no row before the merger"
     );
     for _ in 0..3 {
-        let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-        let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
+        let a = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+            .await
+            .unwrap();
+        let b = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+            .await
+            .unwrap();
         let (ra, rb) = tokio::join!(a.resolve(&published), b.resolve(&published));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert!(ra.stored + rb.stored <= events.len(), "{ra:?} {rb:?}");
@@ -706,6 +723,56 @@ async fn rows(env: &TestEnv, table: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// A time-ordered run of `events` (one call each), and a fresh database with them
+/// stored unresolved and its resolver.
+async fn sorted_and_stored(events: &[NormalizedEvent]) -> (TestEnv, TestEnv, Resolver) {
+    let (sorted, _) = resolved_one_by_one(events, &(0..events.len()).collect::<Vec<_>>()).await;
+    let env = TestEnv::new().await;
+    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings)
+        .await
+        .unwrap();
+    identity::seed::store_events(&env.db, events).await.unwrap();
+    (sorted, env, resolver)
+}
+
+/// Resolves `events` one call each in `arrival` order; returns the late events applied
+/// in place and the regions replayed.
+async fn resolve_each(
+    resolver: &Resolver,
+    events: &[NormalizedEvent],
+    arrival: &[usize],
+) -> (usize, usize) {
+    let (mut settled, mut replays) = (0, 0);
+    for &i in arrival {
+        let report = resolver
+            .resolve(std::slice::from_ref(&events[i]))
+            .await
+            .unwrap();
+        settled += report.settled;
+        replays += report.replays;
+    }
+    (settled, replays)
+}
+
+/// Every table identity writes is as in `sorted` (a time-ordered run).
+async fn assert_tables_equal(env: &TestEnv, sorted: &TestEnv) {
+    for table in [
+        "normalized_event",
+        "customer_profile",
+        "profile_identifier",
+        "identity_identifier",
+        "identity_refused_link",
+        "merge_history",
+        "manual_merge_queue",
+    ] {
+        assert_eq!(
+            rows(env, table).await,
+            rows(sorted, table).await,
+            "{table} differs from a time-ordered run"
+        );
+    }
+}
+
 /// Browsing that arrives late against its own profile. A view whose cookie an earlier
 /// event of the profile carried, refused nothing, is applied in place (no replay); an
 /// e-mail whose only earlier carrier was refused a link (Ravi on Asha's browser) has no
@@ -733,37 +800,81 @@ async fn late_events_with_a_witness_are_applied_in_place_and_end_as_time_order()
         e(8, &[(CookieId, "c2")], None),
         e(9, &[(CookieId, "c2"), (Email, "ravi@mail.in")], None),
     ];
-    let (sorted, _) = resolved_one_by_one(&events, &(0..events.len()).collect::<Vec<_>>()).await;
     // 3 after 4 (witness: 1), 8 after 9 (witness: 7), 6 after 9 (5 was refused the
     // cookie: no witness).
-    let env = TestEnv::new().await;
-    let resolver = Resolver::new(env.db.clone(), env.redis.clone(), &env.settings);
-    identity::seed::store_events(&env.db, &events)
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    let late = resolve_each(&resolver, &events, &[0, 1, 3, 2, 4, 6, 8, 7, 5]).await;
+    assert_eq!(late, (2, 1), "3 and 8 in place, 6 replayed");
+    assert_tables_equal(&env, &sorted).await;
+}
+
+/// Named late events (the name guard is on). One stating the name its profile
+/// remembers, witnessed by an earlier event that carried its e-mail and stated the same
+/// name, is applied in place; one whose cookie's only earlier carrier stated no name has
+/// no witness and replays, counted as such. Every table ends as a time-ordered run
+/// leaves it.
+#[tokio::test]
+async fn a_named_late_event_with_a_witness_stating_its_name_is_applied_in_place() {
+    use IdentifierKind::*;
+    let e = named;
+    let events = vec![
+        e(
+            1,
+            &[(CookieId, "c1"), (Email, "asha@mail.in")],
+            Some("Asha"),
+        ),
+        e(2, &[(CookieId, "c1")], None),
+        e(3, &[(Email, "asha@mail.in")], Some("asha")),
+        e(4, &[(CookieId, "c1"), (Email, "asha@mail.in")], None),
+        e(5, &[(CookieId, "c2"), (Email, "asha@mail.in")], None),
+        e(6, &[(CookieId, "c2")], Some("Asha")),
+        e(7, &[(CookieId, "c2")], None),
+    ];
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    // 3 after 4 (witness: 1), 6 after 7 (5 carried the cookie but stated no name).
+    let late = resolve_each(&resolver, &events, &[0, 1, 3, 2, 4, 6]).await;
+    // The last one alone: why its step replayed.
+    let last = resolver
+        .resolve(std::slice::from_ref(&events[5]))
         .await
         .unwrap();
-    let (mut settled, mut replays) = (0, 0);
-    for i in [0, 1, 3, 2, 4, 6, 8, 7, 5] {
-        let report = resolver
-            .resolve(std::slice::from_ref(&events[i]))
-            .await
-            .unwrap();
-        settled += report.settled;
-        replays += report.replays;
-    }
-    assert_eq!((settled, replays), (2, 1), "3 and 8 in place, 6 replayed");
-    for table in [
-        "normalized_event",
-        "customer_profile",
-        "profile_identifier",
-        "identity_identifier",
-        "identity_refused_link",
-        "merge_history",
-        "manual_merge_queue",
-    ] {
-        assert_eq!(
-            rows(&env, table).await,
-            rows(&sorted, table).await,
-            "{table} differs from a time-ordered run"
-        );
-    }
+    assert_eq!(
+        (late.0 + last.settled, late.1 + last.replays),
+        (1, 1),
+        "3 in place, 6 replayed"
+    );
+    assert_eq!(
+        last.replayed_because.into_iter().collect::<Vec<_>>(),
+        vec![(ReplayCause::Late(Unsettled::Unwitnessed), 1)]
+    );
+    assert_tables_equal(&env, &sorted).await;
+}
+
+/// A late order whose e-mail its profile already held, through an earlier event refused
+/// nothing, is applied in place although its order reference is new (no event carried
+/// it, and an order reference has no class the rule reads); the tables end as a
+/// time-ordered run leaves them.
+#[tokio::test]
+async fn a_late_order_bringing_its_new_order_reference_is_applied_in_place() {
+    use IdentifierKind::*;
+    let email = || id(Email, "asha@mail.in");
+    let events = vec![
+        event(1, vec![id(CookieId, "c1"), email()]),
+        order_event(2, vec![email()], "1001", 250, EventType::OrderPlaced),
+        event(3, vec![id(CookieId, "c1"), email()]),
+    ];
+    let (sorted, env, resolver) = sorted_and_stored(&events).await;
+    let late = resolve_each(&resolver, &events, &[0, 2, 1]).await;
+    assert_eq!(late, (1, 0), "the order is applied in place");
+    assert_tables_equal(&env, &sorted).await;
+    let owner: Option<Uuid> = sqlx::query_scalar("SELECT profile_id FROM orders")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    let expected: Option<Uuid> = sqlx::query_scalar("SELECT profile_id FROM orders")
+        .fetch_one(&sorted.db)
+        .await
+        .unwrap();
+    assert_eq!(owner, expected);
+    assert!(owner.is_some());
 }

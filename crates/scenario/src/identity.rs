@@ -466,7 +466,9 @@ fn events_of(
 }
 
 impl Dresser<'_> {
-    fn event_id(&mut self) -> Uuid {
+    /// A UUIDv7 of the time ingest received the event, as ingest mints event ids (its
+    /// time decides how the profile the event may create is named: `identity::model`).
+    fn event_id(&mut self, received: DateTime<Utc>) -> Uuid {
         self.seq += 1;
         let h = mix(
             mix(self.cfg.brand.seed, u64::from(self.person.person_id) + 1),
@@ -476,7 +478,10 @@ impl Dresser<'_> {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&h.to_be_bytes());
         bytes[8..].copy_from_slice(&l.to_be_bytes());
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
+        let ms = u64::try_from(received.timestamp_millis()).unwrap_or(0);
+        let mut rest = [0u8; 10];
+        rest.copy_from_slice(&bytes[6..]);
+        uuid::Builder::from_unix_timestamp_millis(ms, &rest).into_uuid()
     }
 
     fn event(
@@ -487,14 +492,15 @@ impl Dresser<'_> {
         t: EventType,
         ids: Vec<Identifier>,
     ) -> NormalizedEvent {
-        let event_id = self.event_id();
+        let received_at = at + Duration::seconds(2);
+        let event_id = self.event_id(received_at);
         let mut identifiers = ids;
         identifiers.sort();
         identifiers.dedup();
         NormalizedEvent {
             event_id,
             occurred_at: at,
-            received_at: at + Duration::seconds(2),
+            received_at,
             source,
             integration_id: None,
             channel,

@@ -20,18 +20,21 @@
 //!
 //! Set-based: a batch costs a handful of statements whatever its size. Writes to one
 //! order are applied in batch order, in rounds (the n-th write of every order in round
-//! n), each round one statement per step. Orders that exist are locked first, in key
-//! order, and new ones are inserted in key order, so concurrent normalizer replicas
-//! cannot deadlock on each other; products are written in SKU order. `profile_id`
-//! columns are left for the identity merger.
+//! n), each round one statement per step. Every order of a batch, existing or not, is
+//! locked first (a transaction-scoped advisory lock per order, taken in ascending key
+//! order) and products are written in SKU order, so concurrent writers (the
+//! normalizer's consumers and replicas) are serialised per order and cannot deadlock on
+//! each other: a refund written beside its order's first report is counted whichever
+//! commits first. `profile_id` columns are left for the identity merger.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use domain::{
     EventType, NormalizedEvent, OrderState, OrderStatus, OrderWrite, Product, Refund, Source,
 };
 use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -119,13 +122,32 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
 /// can never be HOT: `profile_id` is indexed). Until the merger has stored it, an event
 /// lives in `customer_raw_event` and on the stream (`ctl republish` re-drives raw
 /// events that have no attached row).
+///
+/// `BEGIN` and `SET LOCAL plan_cache_mode = force_custom_plan` (every statement planned
+/// for its values) go in one simple-protocol message: one round trip fewer per batch.
 pub async fn write_batch_leaving_events(
     db: &PgPool,
     batch: &mut [EventWrite],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    write_effects(&mut tx, batch).await?;
+    let mut tx = db.begin_with(BEGIN_PLANNED_PER_USE).await?;
+    write_orders_and_products(&mut tx, batch).await?;
     tx.commit().await
+}
+
+/// `BEGIN`, then [`PLAN_PER_USE`], as one message (constants: nothing is interpolated).
+const BEGIN_PLANNED_PER_USE: &str = "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan";
+
+/// Plans each statement of the transaction for its values, including the foreign-key
+/// checks of `order_items` (one per line). Those checks are planned once per connection
+/// and kept: planned while `orders` was still small (a fresh database, a new brand), the
+/// plan is a sequential scan, repeated for every line while the table grows (39 ms per
+/// 50 lines at 6,000 orders in the pipeline benchmark). Planning per use costs
+/// microseconds. `SET LOCAL`: the caller's transaction only.
+const PLAN_PER_USE: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+
+async fn plan_per_use(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(PLAN_PER_USE).execute(conn).await?;
+    Ok(())
 }
 
 /// Writes a batch on `conn` (the caller owns the transaction) and returns how many of
@@ -135,25 +157,18 @@ pub async fn write(
     conn: &mut PgConnection,
     batch: &mut [EventWrite],
 ) -> Result<usize, sqlx::Error> {
-    write_effects(conn, batch).await?;
+    plan_per_use(conn).await?;
+    write_orders_and_products(conn, batch).await?;
     let events: Vec<&NormalizedEvent> = batch.iter().filter_map(|w| w.event.as_ref()).collect();
     insert_unattached(conn, &events).await
 }
 
-/// Writes a batch's orders and products (everything but the events' rows).
-async fn write_effects(
+/// Writes a batch's orders and products (everything but the events' rows), in a
+/// transaction that plans per use ([`plan_per_use`]).
+async fn write_orders_and_products(
     conn: &mut PgConnection,
     batch: &mut [EventWrite],
 ) -> Result<(), sqlx::Error> {
-    // Plan each statement for this batch's values, including the foreign-key checks of
-    // `order_items` (one per line). Those checks are planned once per connection and
-    // kept: planned while `orders` was still small (a fresh database, a new brand), the
-    // plan is a sequential scan, repeated for every line while the table grows (39 ms
-    // per 50 lines at 6,000 orders in the pipeline benchmark). Planning per use costs
-    // microseconds. `SET LOCAL`: the caller's transaction only.
-    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-        .execute(&mut *conn)
-        .await?;
     write_orders(conn, batch).await?;
     let sightings: Vec<(&Product, DateTime<Utc>)> = batch
         .iter()
@@ -237,19 +252,11 @@ async fn write_orders(
     if rounds.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<OrderKey<'_>> = seen.into_keys().collect();
-    keys.sort_unstable();
-    let (sources, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
-    // Orders that exist, locked in key order before anything else touches them.
-    sqlx::query(
-        "SELECT 1 FROM orders o JOIN UNNEST($1::text[], $2::text[]) AS u(s, k) \
-           ON o.source = u.s AND o.external_order_id = u.k \
-         ORDER BY o.source, o.external_order_id FOR UPDATE OF o",
-    )
-    .bind(&sources)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
+    // Every order of the batch is locked before anything touches it, whether it exists
+    // or not: a refund (or a deletion) written while its order's first report is being
+    // inserted by another transaction would otherwise see no order, and the report's
+    // recompute would not see the refund yet, so the refund would never be counted.
+    lock_orders(conn, seen.keys()).await?;
 
     let mut stored: Vec<(usize, OrderStatus)> = Vec::new();
     for mut round in rounds {
@@ -266,6 +273,42 @@ async fn write_orders(
         }
     }
     Ok(())
+}
+
+/// Takes a transaction-scoped advisory lock on each order of `keys` (existing or not),
+/// in ascending lock-key order, so two writers sharing orders are serialised on them and
+/// can never wait on each other in a cycle. Keys are 64-bit hashes of
+/// `order:<source>:<order id>`, the key space of the identity merger's identifier and
+/// profile locks, whose hashes name their kind differently.
+async fn lock_orders<'a>(
+    conn: &mut PgConnection,
+    keys: impl Iterator<Item = &'a OrderKey<'a>>,
+) -> Result<(), sqlx::Error> {
+    let locks: Vec<i64> = keys
+        .map(|(source, id)| order_lock(source, id))
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    // A function scan over the array returns its elements in order, and the aggregate
+    // consumes them in that order: the locks are taken ascending.
+    sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k")
+        .bind(&locks)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The advisory lock key of an order.
+fn order_lock(source: &str, external_order_id: &str) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(b"order:")
+        .chain_update(source.as_bytes())
+        .chain_update(b":")
+        .chain_update(external_order_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
 }
 
 /// Applies one write to each of a set of distinct orders (`round`, in key order) and

@@ -9,7 +9,7 @@ use domain::{
     Product, Refund, Source,
 };
 use rust_decimal::Decimal;
-use storage::normalized::{EventWrite, write_batch};
+use storage::normalized::{EventWrite, write_batch, write_batch_leaving_events};
 use test_support::TestEnv;
 use uuid::Uuid;
 
@@ -384,4 +384,124 @@ async fn order_lines_are_checked_against_orders_by_key_after_the_table_grew() {
         scans, 0,
         "no line of the batch scanned the whole orders table"
     );
+}
+
+/// `w` about order `id` instead of "1001".
+fn for_order(mut w: EventWrite, id: &str) -> EventWrite {
+    if let Some(o) = w.order.as_mut() {
+        o.external_order_id = id.into();
+    }
+    if let Some(o) = w.event.as_mut().and_then(|e| e.order.as_mut()) {
+        o.order_id = id.into();
+    }
+    w
+}
+
+#[tokio::test]
+async fn a_refund_written_while_its_orders_first_report_commits_is_counted() {
+    let env = TestEnv::new().await;
+    // The normalizer's first report of the order, in a transaction that has written
+    // everything but not committed yet (another consumer's batch, in flight).
+    let mut report_tx = env.db.begin().await.unwrap();
+    let mut first = [report(
+        t0() + Duration::hours(1),
+        OrderStatus::Paid,
+        vec![item("A", 100), item("B", 50)],
+    )];
+    storage::normalized::write(&mut report_tx, &mut first)
+        .await
+        .unwrap();
+    // Meanwhile a refund of that order is written by another consumer.
+    let db = env.db.clone();
+    let refunding =
+        tokio::spawn(
+            async move { write_batch_leaving_events(&db, &mut [refund("r-1", 30)]).await },
+        );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    report_tx.commit().await.unwrap();
+    refunding.await.unwrap().unwrap();
+    // Whichever committed first, the refund counts.
+    let (total, refunded, status, lines) = order_row(&env).await;
+    assert_eq!(
+        (total, refunded, status.as_str(), lines),
+        (
+            Decimal::new(150, 0),
+            Decimal::new(30, 0),
+            "partially_refunded",
+            2
+        )
+    );
+}
+
+#[tokio::test]
+async fn concurrent_batches_over_the_same_orders_neither_deadlock_nor_count_twice() {
+    let env = TestEnv::new().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("o{i:02}")).collect();
+    let reports = |hours: i64, items: Vec<OrderItem>, reverse: bool| {
+        let mut batch: Vec<EventWrite> = ids
+            .iter()
+            .map(|id| {
+                for_order(
+                    report(
+                        t0() + Duration::hours(hours),
+                        OrderStatus::Paid,
+                        items.clone(),
+                    ),
+                    id,
+                )
+            })
+            .collect();
+        if reverse {
+            batch.reverse();
+        }
+        batch
+    };
+    let refunds = |reverse: bool| {
+        let mut batch: Vec<EventWrite> = ids
+            .iter()
+            .map(|id| for_order(refund(&format!("r-{id}"), 30), id))
+            .collect();
+        if reverse {
+            batch.reverse();
+        }
+        batch
+    };
+    // Four batches in flight at once, sharing every order and product, in opposite
+    // orders: two reports of each order, and each refund delivered twice.
+    let mut batches = [
+        reports(1, vec![item("A", 100)], false),
+        reports(2, vec![item("B", 100), item("A", 50)], true),
+        refunds(true),
+        refunds(false),
+    ];
+    let [a, b, c, d] = &mut batches;
+    let written = tokio::join!(
+        write_batch_leaving_events(&env.db, a),
+        write_batch_leaving_events(&env.db, b),
+        write_batch_leaving_events(&env.db, c),
+        write_batch_leaving_events(&env.db, d),
+    );
+    for result in [written.0, written.1, written.2, written.3] {
+        result.unwrap();
+    }
+    let rows: Vec<(Decimal, Decimal, String, i64)> = sqlx::query_as(
+        "SELECT o.total, o.refunded_total, o.status, \
+                (SELECT count(*) FROM order_items i WHERE i.order_id = o.id) \
+         FROM orders o ORDER BY o.external_order_id",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), ids.len());
+    for row in rows {
+        assert_eq!(
+            row,
+            (
+                Decimal::new(150, 0),
+                Decimal::new(30, 0),
+                "partially_refunded".to_owned(),
+                2
+            )
+        );
+    }
 }

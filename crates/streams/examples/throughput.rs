@@ -1,7 +1,8 @@
 //! Throughput of the streams runtime against this machine's own Redis limits, measured
 //! in the same run: publishing through `Streams::publish_many` versus raw pipelined
-//! `XADD`s of the same bodies, and consuming through `run_consumer` (no-op handler)
-//! versus a raw `XREADGROUP` + `XACK` loop. Prints entries per second and the ratios.
+//! `XADD`s of the same bodies, and consuming through `run_consumer` (no-op handler; with
+//! and without read-ahead) versus a raw `XREADGROUP` + `XACK` loop. Prints entries per
+//! second and the ratios.
 //!
 //! Run with `bench/streams/run.sh [ENTRIES]` (default 50 000). Uses a random key prefix
 //! on `REDIS_URL` (default `redis://127.0.0.1:6379`) and deletes it afterwards.
@@ -115,17 +116,25 @@ impl Handler for Count {
     }
 }
 
-/// `run_consumer` over the topic until every entry is acked by group `runtime`.
-async fn runtime_consume(streams: &Streams, conn: &mut ConnectionManager, n: usize) -> Duration {
+/// `run_consumer` over the topic until every entry is acked by group `group`, reading
+/// ahead or not.
+async fn runtime_consume(
+    streams: &Streams,
+    conn: &mut ConnectionManager,
+    n: usize,
+    group: &str,
+    read_ahead: bool,
+) -> Duration {
     let handler = Arc::new(Count(AtomicU64::new(0)));
     let token = CancellationToken::new();
     let opts = ConsumerOptions {
-        group: "runtime".into(),
+        group: group.into(),
         consumer: "bench".into(),
         batch_size: BATCH,
         block: Duration::from_millis(100),
         max_deliveries: 5,
         claim_idle: Duration::from_secs(30),
+        read_ahead,
     };
     let start = Instant::now();
     let task = tokio::spawn(streams::run_consumer(
@@ -140,7 +149,7 @@ async fn runtime_consume(streams: &Streams, conn: &mut ConnectionManager, n: usi
         if handler.0.load(Ordering::Relaxed) as usize >= n {
             let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
                 .arg(streams.key(Topic::EventsRaw))
-                .arg("runtime")
+                .arg(group)
                 .query_async(conn)
                 .await
                 .expect("pending");
@@ -198,7 +207,8 @@ async fn main() -> anyhow::Result<()> {
     let decode = start.elapsed();
 
     let raw_con = raw_consume(&mut conn, &raw_key, n).await;
-    let rt_con = runtime_consume(&streams, &mut conn, n).await;
+    let rt_con = runtime_consume(&streams, &mut conn, n, "runtime", true).await;
+    let serial_con = runtime_consume(&streams, &mut conn, n, "serial", false).await;
 
     println!("streams throughput: {n} entries of ~{body_bytes} B, batches of {BATCH}");
     println!(
@@ -223,6 +233,11 @@ async fn main() -> anyhow::Result<()> {
         "  consume  run_consumer (no-op)  {:>8.0} entries/s  = {:.2} x raw",
         rate(n, rt_con),
         raw_con.as_secs_f64() / rt_con.as_secs_f64()
+    );
+    println!(
+        "  consume  without read-ahead    {:>8.0} entries/s  = {:.2} x raw",
+        rate(n, serial_con),
+        raw_con.as_secs_f64() / serial_con.as_secs_f64()
     );
     println!(
         "  (decoding alone, no I/O       {:>8.0} entries/s)",

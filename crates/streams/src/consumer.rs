@@ -10,6 +10,21 @@
 //!    backoff, not after the claim timeout;
 //! 3. otherwise: `XREADGROUP … BLOCK … >` for new entries and process them.
 //!
+//! **Read-ahead** ([`ConsumerOptions::read_ahead`], on by default). While a batch of new
+//! entries is handled, the runner already reads the next one (`XREADGROUP … >` without
+//! `BLOCK`, on the same connection), so a busy consumer does not wait for a read after
+//! each commit. Batches are still handed to the
+//! handler one at a time and in the order they were read, each acked only after the
+//! handler has committed it: the batch read ahead is handed over at the next step,
+//! before housekeeping or a retry scan, and is itself read ahead of only when neither is
+//! due. Entries read ahead are this consumer's pending entries like any other: killed
+//! with them in hand, they are reclaimed by another replica after `claim_idle` (or
+//! re-read by a consumer of the same name); held for half of `claim_idle` or longer
+//! (the batch before them was slow, or paused through an outage) they are not handed
+//! over from memory but re-read from this consumer's pending list, where they are only
+//! if no other replica has claimed them meanwhile. On shutdown the batch read ahead is
+//! settled with the batch in hand, and nothing is read ahead once shutdown has begun.
+//!
 //! Processing a batch: undecodable bodies and unknown envelope versions are
 //! dead-lettered at once (poison never reaches the handler and never stops the loop);
 //! the handler commits the rest and returns one result per delivery, each `Ok` or a
@@ -131,6 +146,10 @@ pub struct ConsumerOptions {
     /// How long an entry may stay pending on a consumer before another claims it. Must
     /// be longer than the slowest handler batch, or live work gets claimed twice.
     pub claim_idle: Duration,
+    /// Whether the next batch of new entries is read while one is handled (see the
+    /// module doc). On by default; off for a handler that holds its batch on purpose
+    /// (ml-inference waiting for a backlog to drain), which would hold a second one too.
+    pub read_ahead: bool,
 }
 
 impl ConsumerOptions {
@@ -149,6 +168,7 @@ impl ConsumerOptions {
             block: Self::DEFAULT_BLOCK,
             max_deliveries: s.stream_max_deliveries.max(1),
             claim_idle: Duration::from_millis(s.stream_claim_idle_ms.max(1)),
+            read_ahead: true,
         }
     }
 }
@@ -339,6 +359,8 @@ struct Runner<H: Handler> {
     /// Where a scan of this consumer's own pending entries continues (an entry id; the
     /// scan reads entries after it), while one is under way.
     pending_scan: Option<String>,
+    /// New entries read while the previous batch was handled (see the module doc).
+    read_ahead: Option<ReadAhead>,
     group_ready: bool,
     /// Ends a pause through an outage early.
     shutdown: CancellationToken,
@@ -371,6 +393,7 @@ impl<H: Handler> Runner<H> {
             retry_due: None,
             // A restarted consumer first settles what it left pending last time.
             pending_scan: Some("0".into()),
+            read_ahead: None,
             group_ready: false,
             shutdown,
         }
@@ -387,6 +410,8 @@ impl<H: Handler> Runner<H> {
                     );
                     self.group_ready = false;
                     self.claim_cursor = "0-0".into();
+                    // Its entries went with the group.
+                    self.read_ahead = None;
                 }
                 Err(e) => {
                     failures += 1;
@@ -397,12 +422,22 @@ impl<H: Handler> Runner<H> {
                 }
             }
         }
+        // Entries read ahead are in hand too: settle them before stopping (nothing more is
+        // read ahead once shutdown has begun).
+        if let Some(ahead) = self.read_ahead.take()
+            && let Err(e) = self.process_read_ahead(ahead).await
+        {
+            tracing::warn!(error = %e, "could not settle the entries read ahead; they stay pending");
+        }
     }
 
     async fn step(&mut self, shutdown: &CancellationToken) -> Result<(), StreamError> {
         if !self.group_ready {
             crate::ensure_group(&mut self.conn, &self.key, &self.opts.group).await?;
             self.group_ready = true;
+        }
+        if let Some(ahead) = self.read_ahead.take() {
+            return self.process_read_ahead(ahead).await;
         }
         let now = Instant::now();
         if now >= self.next_housekeeping {
@@ -448,8 +483,61 @@ impl<H: Handler> Runner<H> {
             }
             return Ok(());
         }
-        // Entries read with `>` are on their first delivery.
-        self.process(entries, &HashMap::new()).await
+        self.process_new(entries).await
+    }
+
+    /// Hands over a batch read ahead, unless it was held so long that another consumer
+    /// may claim its entries any moment: then they are re-read from this consumer's
+    /// pending list instead, where they are only if still this consumer's.
+    async fn process_read_ahead(&mut self, ahead: ReadAhead) -> Result<(), StreamError> {
+        if ahead.read_at.elapsed() >= self.opts.claim_idle / 2 {
+            tracing::info!(
+                entries = ahead.entries.len(),
+                "entries read ahead were held too long; re-reading them from the pending list"
+            );
+            self.pending_scan = Some("0".into());
+            return Ok(());
+        }
+        self.process_new(ahead.entries).await
+    }
+
+    /// Processes entries read with `>` (on their first delivery) and, when neither
+    /// housekeeping nor a retry is due and shutdown has not begun, reads the next batch
+    /// meanwhile (see the module doc).
+    async fn process_new(&mut self, entries: Vec<RawEntry>) -> Result<(), StreamError> {
+        let now = Instant::now();
+        let read_ahead = self.opts.read_ahead
+            && !self.shutdown.is_cancelled()
+            && now < self.next_housekeeping
+            && self.pending_scan.is_none()
+            && self.retry_due.is_none_or(|due| now < due);
+        if !read_ahead {
+            return self.process(entries, &HashMap::new()).await;
+        }
+        let cmd = self.read_cmd(ReadFrom::New, Duration::ZERO);
+        let mut conn = self.conn.clone();
+        let next = async move {
+            let reply: redis::Value = cmd.query_async(&mut conn).await?;
+            wire::parse_read_reply(reply)
+        };
+        let first_deliveries = HashMap::new();
+        let (processed, next) = tokio::join!(self.process(entries, &first_deliveries), next);
+        match next {
+            Ok(entries) if entries.is_empty() => {}
+            Ok(entries) => {
+                self.read_ahead = Some(ReadAhead {
+                    read_at: now,
+                    entries,
+                })
+            }
+            Err(e) => {
+                // The read may have delivered entries whose reply was lost: they are
+                // pending on this consumer, so scan the pending list for them.
+                tracing::debug!(error = %e, "reading ahead failed; scanning the pending list next");
+                self.pending_scan = Some("0".into());
+            }
+        }
+        processed
     }
 
     async fn read(
@@ -457,6 +545,16 @@ impl<H: Handler> Runner<H> {
         from: ReadFrom<'_>,
         wait: Duration,
     ) -> Result<Vec<RawEntry>, StreamError> {
+        let reply: redis::Value = self
+            .read_cmd(from, wait)
+            .query_async(&mut self.conn)
+            .await?;
+        wire::parse_read_reply(reply)
+    }
+
+    /// `XREADGROUP` of up to a batch from `from`, blocking up to `wait` for new entries
+    /// on a dedicated connection.
+    fn read_cmd(&self, from: ReadFrom<'_>, wait: Duration) -> redis::Cmd {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.opts.group)
@@ -472,8 +570,7 @@ impl<H: Handler> Runner<H> {
             ReadFrom::New => ">",
             ReadFrom::OwnPending(after) => after,
         });
-        let reply: redis::Value = cmd.query_async(&mut self.conn).await?;
-        wire::parse_read_reply(reply)
+        cmd
     }
 
     /// Delivery counts of entries already in this consumer's pending list.
@@ -863,6 +960,14 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return removed
 ";
+
+/// A batch of new entries read while the previous batch was handled.
+struct ReadAhead {
+    /// When the read was sent (the entries' idle time in the pending list counts from
+    /// about then).
+    read_at: Instant,
+    entries: Vec<RawEntry>,
+}
 
 #[derive(Clone, Copy)]
 enum ReadFrom<'a> {

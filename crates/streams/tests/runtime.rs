@@ -38,6 +38,7 @@ fn options(group: &str, consumer: &str) -> ConsumerOptions {
         block: Duration::from_millis(100),
         max_deliveries: 3,
         claim_idle: Duration::from_millis(300),
+        read_ahead: true,
     }
 }
 
@@ -607,9 +608,10 @@ async fn stats_and_recent_entries_describe_the_topic() {
     assert_eq!(decoded.payload["name"], "z");
     assert!(recent[0].appended_at.is_some());
 
-    // A consumer that takes one batch of 2 and never finishes it.
+    // A consumer that takes a batch of one entry and never finishes it, having read the
+    // next batch (the second entry) ahead.
     let mut opts = options("slow", "c1");
-    opts.batch_size = 2;
+    opts.batch_size = 1;
     let task = spawn(&streams, opts, Arc::new(Stuck), &env.shutdown);
     let stats = eventually(10, "two entries pending", || async {
         let s = streams.topic_stats(TOPIC).await.unwrap();
@@ -1072,6 +1074,177 @@ async fn a_dead_letter_stream_is_capped_and_what_trimming_drops_is_counted() {
         .find(|l| l.starts_with("streams_dead_letters_trimmed_total") && l.contains("events.raw"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap());
     assert_eq!(trimmed, Some(300 - kept));
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A handler that holds its first call until released (or forever), then accepts
+/// everything; records each call's entries with their delivery counts, and "commits"
+/// accepted entries.
+struct HoldsFirstBatch {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    /// How long the first call takes when it is not held for a release.
+    first_takes: Option<Duration>,
+    calls: Mutex<Vec<Vec<(String, u64)>>>,
+    committed: Mutex<Vec<String>>,
+}
+
+impl HoldsFirstBatch {
+    fn new(first_takes: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            entered: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+            first_takes,
+            calls: Mutex::default(),
+            committed: Mutex::default(),
+        })
+    }
+
+    fn calls(&self) -> Vec<Vec<(String, u64)>> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn committed(&self) -> Vec<String> {
+        self.committed.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for HoldsFirstBatch {
+    type Payload = Item;
+
+    async fn handle(&self, batch: &[Delivery<Item>]) -> Vec<Result<(), HandlerError>> {
+        let names: Vec<(String, u64)> = batch
+            .iter()
+            .map(|d| (d.envelope.payload.name.clone(), d.delivery_count))
+            .collect();
+        let first = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(names.clone());
+            calls.len() == 1
+        };
+        if first {
+            self.entered.notify_one();
+            match self.first_takes {
+                Some(d) => tokio::time::sleep(d).await,
+                None => self.release.notified().await,
+            }
+        }
+        self.committed
+            .lock()
+            .unwrap()
+            .extend(names.into_iter().map(|(n, _)| n));
+        batch.iter().map(|_| Ok(())).collect()
+    }
+}
+
+fn numbered(n: usize) -> (Vec<String>, Vec<Envelope<Item>>) {
+    let names: Vec<String> = (0..n).map(|i| format!("e{i:02}")).collect();
+    let envelopes = names.iter().map(|n| envelope(n)).collect();
+    (names, envelopes)
+}
+
+#[tokio::test]
+async fn the_next_batch_is_read_while_the_handler_still_holds_the_current_one() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    let (names, envelopes) = numbered(32);
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    let handler = HoldsFirstBatch::new(None);
+    let mut opts = options("g", "c1"); // batches of 16
+    opts.claim_idle = Duration::from_secs(30);
+    let task = spawn(&streams, opts, handler.clone(), &env.shutdown);
+    handler.entered.notified().await;
+    // The handler holds the first batch, uncommitted: the second is already read.
+    eventually(10, "the second batch read ahead", || async {
+        (pending(&env, &streams, "g").await == 32).then_some(())
+    })
+    .await;
+    assert_eq!(
+        handler.calls().len(),
+        1,
+        "one batch in the handler at a time"
+    );
+    assert!(handler.committed().is_empty());
+    let stats = streams.topic_stats(TOPIC).await.unwrap();
+    assert_eq!(stats.groups[0].lag, Some(0), "every entry was read");
+
+    handler.release.notify_one();
+    eventually(10, "both batches committed and acked", || async {
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    // Handed over in the order read, each once, on its first delivery.
+    assert_eq!(handler.committed(), names);
+    let calls = handler.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().flatten().all(|(_, count)| *count == 1));
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_consumer_killed_with_a_batch_read_ahead_loses_nothing_and_doubles_nothing() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    let (names, envelopes) = numbered(32);
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    // `a` holds its first batch forever, uncommitted, with the second read ahead.
+    let stuck = HoldsFirstBatch::new(None);
+    let a_token = CancellationToken::new();
+    let a = spawn(&streams, options("g", "a"), stuck.clone(), &a_token);
+    stuck.entered.notified().await;
+    eventually(10, "consumer a to hold both batches", || async {
+        (pending(&env, &streams, "g").await == 32).then_some(())
+    })
+    .await;
+    a.abort(); // killed: no cleanup, both batches stay pending on `a`
+    let _ = a.await;
+    assert!(stuck.committed().is_empty());
+
+    let handler = Recorder::accepting();
+    let b = spawn(&streams, options("g", "b"), handler.clone(), &env.shutdown);
+    eventually(
+        15,
+        "consumer b to reclaim and commit every entry",
+        || async {
+            (handler.committed().len() >= 32 && pending(&env, &streams, "g").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut committed = handler.committed();
+    committed.sort();
+    assert_eq!(committed, names, "every entry committed exactly once");
+    env.shutdown.cancel();
+    b.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_read_ahead_but_held_too_long_is_re_read_from_the_pending_list() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    let (names, envelopes) = numbered(32);
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    // The first batch takes longer than the claim timeout: by then another replica could
+    // have claimed the batch read ahead, so it is not handed over from memory.
+    let handler = HoldsFirstBatch::new(Some(Duration::from_millis(400)));
+    let task = spawn(&streams, options("g", "c1"), handler.clone(), &env.shutdown);
+    eventually(10, "both batches committed and acked", || async {
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(handler.committed(), names);
+    let calls = handler.calls();
+    assert!(calls[0].iter().all(|(_, count)| *count == 1), "{calls:?}");
+    assert!(
+        calls[1..].iter().flatten().all(|(_, count)| *count == 2),
+        "the second batch came again from the pending list: {calls:?}"
+    );
     env.shutdown.cancel();
     task.await.unwrap().unwrap();
 }

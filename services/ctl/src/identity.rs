@@ -93,7 +93,7 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     let db = crate::db::connect(settings, 4, crate::db::Statements::Unlimited).await?;
     storage::migrate(&db).await.context("migrating")?;
     let redis = service_kit::connect_redis(&settings.redis_url).await?;
-    let resolver = Resolver::new(db, redis, settings);
+    let resolver = Resolver::new(db, redis, settings).await?;
     let started = Instant::now();
     let r = resolver.rebuild().await.context("rebuilding profiles")?;
     println!(
@@ -136,7 +136,7 @@ async fn eval(
         run_settings.stream_prefix = format!("{name}:");
         run_settings.identity.customer360_cache_ttl_secs = 60;
         let policy = Policy::from_settings(&settings.identity).with_guards(guards);
-        let resolver = Resolver::with_policy(db.clone(), redis, &run_settings, policy);
+        let resolver = Resolver::with_policy(db.clone(), redis, &run_settings, policy).await?;
         let started = Instant::now();
         ::identity::seed::store_events(&db, &s.events).await?;
         let stored = started.elapsed();

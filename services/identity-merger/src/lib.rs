@@ -93,6 +93,29 @@ impl Handler for EventHandler {
                 metrics::counter!("identity_merges_total").increment(report.merges as u64);
                 metrics::counter!("identity_review_items_total").increment(report.reviews as u64);
                 metrics::counter!("identity_replays_total").increment(report.replays as u64);
+                metrics::counter!("identity_replayed_region_events_total")
+                    .increment(report.replayed_events as u64);
+                metrics::counter!("identity_late_events_in_place_total")
+                    .increment(report.settled as u64);
+                for (cause, n) in &report.replayed_because {
+                    metrics::counter!("identity_replayed_events_total", "cause" => cause.as_str())
+                        .increment(*n as u64);
+                }
+                if report.settled > 0 || !report.replayed_because.is_empty() {
+                    let causes: Vec<String> = report
+                        .replayed_because
+                        .iter()
+                        .map(|(c, n)| format!("{}={n}", c.as_str()))
+                        .collect();
+                    tracing::info!(
+                        events = batch.len(),
+                        late_in_place = report.settled,
+                        replays = report.replays,
+                        replayed_region_events = report.replayed_events,
+                        replayed = %causes.join(" "),
+                        "late events resolved"
+                    );
+                }
                 batch.iter().map(|_| Ok(())).collect()
             }
             Err(e) => {
@@ -138,7 +161,7 @@ impl Handler for RequestHandler {
 /// Runs the service on `listener` until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<()> {
     let streams = ctx.streams();
-    let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings);
+    let resolver = Resolver::new(ctx.db.clone(), ctx.redis.clone(), &ctx.settings).await?;
     // Consumer names are distinct per replica and per consumer (host, process, and a
     // counter within it), so replicas of one host, and tests running several in one
     // process, never share one.

@@ -85,9 +85,11 @@ async fn replicas(env: &TestEnv, replicas: usize) {
     }
 }
 
-fn canonical(env: &TestEnv, s: &IdentityScenario) -> MemoryResolver {
+/// Canonical-order resolution in memory, naming profiles as `env`'s database does.
+async fn canonical(env: &TestEnv, s: &IdentityScenario) -> MemoryResolver {
+    let ids = identity::resolver::load_profile_ids(&env.db).await.unwrap();
     MemoryResolver::rebuild(
-        Engine::new(Policy::from_settings(&env.settings.identity)),
+        Engine::new(Policy::from_settings(&env.settings.identity), ids),
         Constraints::default(),
         s.events.iter().map(Observation::of).collect(),
     )
@@ -141,7 +143,7 @@ async fn three_replicas_give_the_profiles_of_one_and_rebuild_reproduces_them() {
     wait_resolved(&one, s.events.len(), 600).await;
     wait_resolved(&three, s.events.len(), 600).await;
 
-    let expected = canonical(&one, &s);
+    let expected = canonical(&one, &s).await;
     let by_one = partition(&one).await;
     assert_eq!(by_one, partition(&three).await, "3 replicas = 1 replica");
     assert_eq!(by_one, expected.partition(), "= canonical time order");
@@ -149,7 +151,9 @@ async fn three_replicas_give_the_profiles_of_one_and_rebuild_reproduces_them() {
     assert_totals_exact(&three, &s).await;
 
     // Rebuilding from the stored events changes nothing.
-    let resolver = Resolver::new(three.db.clone(), three.redis.clone(), &three.settings);
+    let resolver = Resolver::new(three.db.clone(), three.redis.clone(), &three.settings)
+        .await
+        .unwrap();
     let report = resolver.rebuild().await.unwrap();
     assert_eq!(report.events, s.events.len());
     assert_eq!(report.moved_events, 0, "{report:?}");
@@ -183,7 +187,7 @@ async fn a_merger_killed_mid_stream_loses_and_doubles_nothing() {
     // A new replica takes over the dead one's pending entries and the rest.
     let _second = Process::spawn(binary, &[], &env.process_vars());
     wait_resolved(&env, s.events.len(), 600).await;
-    assert_eq!(partition(&env).await, canonical(&env, &s).partition());
+    assert_eq!(partition(&env).await, canonical(&env, &s).await.partition());
     assert_totals_exact(&env, &s).await;
     let history: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT unnest(absorbed_ids) AS a FROM merge_history WHERE undone_at IS NULL) m \
@@ -257,10 +261,11 @@ async fn event_rows(env: &TestEnv) -> Vec<String> {
 /// created it (profile ids are derived from their creating events). Returns how many
 /// tombstones there are.
 async fn assert_tombstones_canonical(env: &TestEnv, s: &IdentityScenario) -> usize {
+    let ids = identity::resolver::load_profile_ids(&env.db).await.unwrap();
     let creators: std::collections::HashMap<Uuid, Uuid> = s
         .events
         .iter()
-        .map(|e| (identity::model::profile_id_for(e.event_id), e.event_id))
+        .map(|e| (ids.profile_id(e.event_id), e.event_id))
         .collect();
     let rows: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
         "SELECT t.id, t.merged_into, live.merged_into FROM customer_profile t \
@@ -386,7 +391,10 @@ async fn shuffled_deliveries_to_three_replicas_equal_a_sorted_single_replica_run
         event_rows(&shuffled).await,
         "the rows the merger stored = the rows stored first and attached after"
     );
-    assert_eq!(partition(&sorted).await, canonical(&sorted, &s).partition());
+    assert_eq!(
+        partition(&sorted).await,
+        canonical(&sorted, &s).await.partition()
+    );
     assert_totals_exact(&sorted, &s).await;
     assert_totals_exact(&shuffled, &s).await;
 

@@ -107,10 +107,13 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
 }
 
 /// How this service reads `predictions.requests`: the fleet's options with batches of
-/// `ML_BATCH_SIZE` entries.
+/// `ML_BATCH_SIZE` entries, and no read-ahead: a batch may wait for the pipeline's
+/// backlog, and the requests behind it should wait unread meanwhile, to be read (and
+/// coalesced) in one batch afterwards rather than held as a second batch.
 pub fn consumer_options(settings: &config::Settings) -> ConsumerOptions {
     let mut opts = ConsumerOptions::from_settings(settings, GROUP);
     opts.batch_size = settings.ml.ml_batch_size.max(1);
+    opts.read_ahead = false;
     opts
 }
 

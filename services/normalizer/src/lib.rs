@@ -6,6 +6,10 @@
 //! merger, already attached to its profile, so the wide row is written once. Raw events
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
+//! It runs `NORMALIZER_CONSUMERS` (2) consumers of the group in one process, so one
+//! batch is written while another waits on Postgres; each reads its next batch while
+//! handling the current one (the runner's read-ahead).
+//!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.
 //!
 //! # Assumptions, running, testing
@@ -37,19 +41,28 @@ pub async fn run(ctx: ServiceContext, listener: TcpListener) -> anyhow::Result<(
         streams: streams.clone(),
         region: Arc::from(ctx.settings.default_phone_region.as_str()),
     });
-    let consumer = tokio::spawn(streams::run_consumer(
-        streams,
-        Topic::EventsRaw,
-        ConsumerOptions::from_settings(&ctx.settings, GROUP),
-        handler,
-        ctx.shutdown.clone(),
-    ));
+    // Several consumers in the group, like replicas: batches are written concurrently.
+    // The writer locks orders and products in key order, so they cannot deadlock on
+    // each other, and every write is idempotent.
+    let consumers: Vec<_> = (0..ctx.settings.ingest.normalizer_consumers.max(1))
+        .map(|_| {
+            tokio::spawn(streams::run_consumer(
+                streams.clone(),
+                Topic::EventsRaw,
+                ConsumerOptions::from_settings(&ctx.settings, GROUP),
+                handler.clone(),
+                ctx.shutdown.clone(),
+            ))
+        })
+        .collect();
     let router = service_kit::ops_router(ctx.readiness());
     let served = ctx.serve(listener, router).await;
     ctx.shutdown.cancel();
-    match consumer.await {
-        Ok(result) => result?,
-        Err(e) => anyhow::bail!("the events.raw consumer panicked: {e}"),
+    for consumer in consumers {
+        match consumer.await {
+            Ok(result) => result?,
+            Err(e) => anyhow::bail!("an events.raw consumer panicked: {e}"),
+        }
     }
     served
 }

@@ -247,3 +247,37 @@ async fn unmappable_events_are_dead_lettered_and_bad_identifiers_counted() {
         3
     );
 }
+
+#[tokio::test]
+async fn the_process_runs_several_consumers_of_the_group() {
+    let env = TestEnv::new().await;
+    let _base = env.spawn(normalizer::run).await;
+    let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
+    let orders: Vec<NewRawEvent> = (0..4)
+        .map(|i| {
+            shopify_event(
+                "orders/create",
+                &format!("wh-{i}"),
+                "shopify/orders_create.json",
+            )
+        })
+        .collect();
+    publish(&streams, &orders.iter().collect::<Vec<_>>()).await;
+    // `NORMALIZER_CONSUMERS` (2 by default): each reads the group on its own.
+    let key = Topic::EventsRaw.key(env.prefix());
+    eventually(15, "two consumers in the normalizer's group", || async {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&key)
+            .arg(normalizer::GROUP)
+            .query_async(&mut env.redis.clone())
+            .await
+            .ok()?;
+        (reply.consumers.len() == 2).then_some(())
+    })
+    .await;
+    eventually(15, "every event published", || async {
+        (published_ids(&env).await.len() == orders.len()).then_some(())
+    })
+    .await;
+}

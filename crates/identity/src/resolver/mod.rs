@@ -35,7 +35,9 @@ mod settled;
 pub(crate) mod store;
 mod write;
 
-use std::collections::{BTreeSet, HashMap};
+pub use store::load_profile_ids;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use domain::{Identifier, NormalizedEvent};
@@ -46,7 +48,7 @@ use storage::normalized;
 use uuid::Uuid;
 
 use crate::delta::Step;
-use crate::engine::{Engine, Graph};
+use crate::engine::{Engine, Graph, Unsettled};
 use crate::facts::ProfileFacts;
 use crate::model::{EventKey, Observation, ProfileId, suppression_hash};
 use crate::rules::{PartnerSet, Policy, observe_partners};
@@ -71,6 +73,30 @@ pub enum ResolveError {
     Contended(Uuid),
 }
 
+/// Why an event of a step went to the step's region replay instead of being applied
+/// where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplayCause {
+    /// It is late and may not be applied in place ([`Engine::settled_late`]).
+    Late(Unsettled),
+    /// It makes an identifier suspect.
+    NewSuspect,
+    /// In order (or late and settled), but it touches an identifier or profile that an
+    /// event of the step going to the replay touches.
+    Touching,
+}
+
+impl ReplayCause {
+    /// The name the merger's metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayCause::Late(why) => why.as_str(),
+            ReplayCause::NewSuspect => "new_suspect",
+            ReplayCause::Touching => "touching",
+        }
+    }
+}
+
 /// What a call resolved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResolveReport {
@@ -89,8 +115,13 @@ pub struct ResolveReport {
     pub reviews: usize,
     /// Regions replayed.
     pub replays: usize,
+    /// Events those replays re-applied: their regions' stored events and the step's
+    /// events they resolved (what a replay costs).
+    pub replayed_events: usize,
     /// Late events applied in place, without a replay (see `settled.rs`).
     pub settled: usize,
+    /// Events a step sent to its region replay, by why.
+    pub replayed_because: BTreeMap<ReplayCause, usize>,
     /// Merge history rows written by region rewrites.
     pub merge_ids: Vec<Uuid>,
     /// Live profiles changed (their documents were refreshed).
@@ -118,7 +149,11 @@ impl ResolveReport {
         self.merges += other.merges;
         self.reviews += other.reviews;
         self.replays += other.replays;
+        self.replayed_events += other.replayed_events;
         self.settled += other.settled;
+        for (cause, n) in other.replayed_because {
+            *self.replayed_because.entry(cause).or_default() += n;
+        }
         self.merge_ids.extend(other.merge_ids);
         self.removed.extend(other.removed);
         self.changed.extend(other.changed);
@@ -147,23 +182,30 @@ enum Status {
 }
 
 impl Resolver {
-    /// A resolver with the policy and cache settings of `settings`.
-    pub fn new(db: PgPool, redis: ConnectionManager, settings: &config::Settings) -> Self {
+    /// A resolver with the policy and cache settings of `settings`, naming profiles by
+    /// the scheme the database stores ([`load_profile_ids`]).
+    pub async fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        settings: &config::Settings,
+    ) -> Result<Self, ResolveError> {
         Self::with_policy(
             db,
             redis,
             settings,
             Policy::from_settings(&settings.identity),
         )
+        .await
     }
 
     /// A resolver with an explicit policy (`ctl identity eval` switches guards off).
-    pub fn with_policy(
+    pub async fn with_policy(
         db: PgPool,
         redis: ConnectionManager,
         settings: &config::Settings,
         policy: Policy,
-    ) -> Self {
+    ) -> Result<Self, ResolveError> {
+        let ids = load_profile_ids(&db).await?;
         let cache = Customer360Cache::new(
             db.clone(),
             redis.clone(),
@@ -175,17 +217,17 @@ impl Resolver {
             settings.stream_prefix.clone(),
             settings.stream_maxlen,
         );
-        Self {
+        Ok(Self {
             db,
-            engine: Engine::new(policy),
+            engine: Engine::new(policy, ids),
             cache,
             streams,
             debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
             actor: "identity-merger".to_owned(),
-        }
+        })
     }
 
-    /// The engine (and its policy) this resolver applies.
+    /// The engine (its policy and profile ids) this resolver applies.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -438,12 +480,25 @@ impl Resolver {
                     .collect();
                 let tainted = usable.iter().any(|id| tainted_ids.contains(id))
                     || owners_of.iter().any(|p| tainted_profiles.contains(p));
-                let in_order = self.engine.in_order(&graph, obs);
-                let settled = !in_order
-                    && witnessed.contains(&obs.key.event_id)
-                    && self.engine.settled_late(&graph, obs).is_some();
-                if tainted || !newly.is_empty() || !(in_order || settled) {
-                    tracing::debug!(event_id = %obs.key.event_id, "event resolved with its region's replay");
+                // `None` in order; otherwise whether the late event may be applied in
+                // place, or why not.
+                let lateness = (!self.engine.in_order(&graph, obs)).then(|| {
+                    self.engine.settled_late(&graph, obs).and_then(|_| {
+                        match witnessed.contains(&obs.key.event_id) {
+                            true => Ok(()),
+                            false => Err(Unsettled::Unwitnessed),
+                        }
+                    })
+                });
+                let cause = match lateness {
+                    Some(Err(why)) => Some(ReplayCause::Late(why)),
+                    _ if !newly.is_empty() => Some(ReplayCause::NewSuspect),
+                    _ if tainted => Some(ReplayCause::Touching),
+                    _ => None,
+                };
+                if let Some(cause) = cause {
+                    tracing::debug!(event_id = %obs.key.event_id, cause = cause.as_str(), "event resolved with its region's replay");
+                    *report.replayed_because.entry(cause).or_default() += 1;
                     late.push(pending[*i]);
                     tainted_ids.extend(usable.iter().cloned());
                     tainted_ids.extend(newly.iter().cloned());
@@ -451,6 +506,7 @@ impl Resolver {
                     newly_suspect.extend(newly);
                     continue;
                 }
+                let settled = lateness.is_some();
                 if settled {
                     report.settled += 1;
                     tracing::debug!(event_id = %obs.key.event_id, "late event applied in place");

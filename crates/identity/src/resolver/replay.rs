@@ -240,6 +240,7 @@ impl Resolver {
         }
 
         let mut delta = delta::region(RegionReplay {
+            ids: self.engine.ids,
             old: &old,
             old_profiles: &region.profiles,
             events: &events,
@@ -265,6 +266,7 @@ impl Resolver {
             merges: delta.merges.len(),
             reviews: written.reviews,
             replays: 1,
+            replayed_events: events.len(),
             changed: delta.changed().collect(),
             removed: delta.removed().collect(),
             ..ResolveReport::default()

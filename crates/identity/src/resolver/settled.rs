@@ -2,8 +2,9 @@
 //!
 //! A late event whose linking identifiers one profile holds ([`Engine::settled_late`])
 //! is applied in place when a *witness* is stored: an event earlier in canonical order,
-//! on that profile, that carried every one of those identifiers and was refused nothing
-//! (no `identity_refused_link` row). Then canonical order would have attached the late
+//! on that profile, that carried every one of those identifiers, stated the same first
+//! name if the late event states one, and was refused nothing (no
+//! `identity_refused_link` row). Then canonical order would have attached the late
 //! event to the same profile, adding nothing and merging nothing, and every later
 //! decision stays as it is (the argument is on [`Engine::settled_late`] and in
 //! `docs/identity.md`, "Late events applied in place"). The in-memory resolver applies
@@ -13,13 +14,15 @@
 //! One query per step that has such candidates, none otherwise: a step of in-order
 //! events costs nothing more.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use sqlx::PgConnection;
+use domain::Channel;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::engine::{Engine, Graph};
 use crate::model::Observation;
+use crate::rules::names::person_name;
 
 /// The events of `candidates` that are late in `graph` and may be applied in place:
 /// settled in the graph, with a witness stored. Events in order are not asked about.
@@ -33,42 +36,77 @@ pub(crate) async fn witnessed<'a>(
     let mut holders = Vec::new();
     let mut times = Vec::new();
     let mut linking = Vec::new();
+    let mut names: HashMap<Uuid, String> = HashMap::new();
     for obs in candidates {
         if engine.in_order(graph, obs) {
             continue;
         }
-        let Some(ids) = engine.settled_late(graph, obs) else {
+        let Ok(settled) = engine.settled_late(graph, obs) else {
             continue;
         };
-        let Some(holder) = graph.identifiers.get(&ids[0]).and_then(|n| n.owner) else {
+        let Some(holder) = graph
+            .identifiers
+            .get(&settled.linking[0])
+            .and_then(|n| n.owner)
+        else {
             continue;
         };
         events.push(obs.key.event_id);
         holders.push(holder);
         times.push(obs.key.occurred_at);
-        linking.push(serde_json::to_string(&ids).expect("identifiers serialise"));
+        linking.push(serde_json::to_string(&settled.linking).expect("identifiers serialise"));
+        names.extend(settled.name.map(|n| (obs.key.event_id, n)));
     }
     if events.is_empty() {
         return Ok(HashSet::new());
     }
+    let named: Vec<bool> = events.iter().map(|e| names.contains_key(e)).collect();
     // Newest earlier events first: the profile's keyset index walks back from the late
     // event's time and usually meets the witness at once (the previous event of the
-    // same cookie or e-mail).
-    let found: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT c.event_id FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[]) \
-             AS c(event_id, profile_id, occurred_at, linking) \
-         WHERE EXISTS ( \
-             SELECT 1 FROM normalized_event x \
+    // same cookie or e-mail). A named late event needs a witness stating the same first
+    // name: the newest few that state one are returned with the traits a name is read
+    // from, and compared here by the one definition of a name key.
+    let rows = sqlx::query(
+        "SELECT c.event_id, w.channel, w.names \
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::bool[]) \
+             AS c(event_id, profile_id, occurred_at, linking, named) \
+         CROSS JOIN LATERAL ( \
+             SELECT x.channel, CASE WHEN c.named THEN jsonb_build_object( \
+                 'first_name', x.traits->'first_name', 'firstName', x.traits->'firstName', \
+                 'name', x.traits->'name') END AS names \
+             FROM normalized_event x \
              WHERE x.profile_id = c.profile_id AND x.occurred_at <= c.occurred_at \
                AND (x.occurred_at, x.event_id) < (c.occurred_at, c.event_id) \
                AND x.identifiers @> c.linking::jsonb \
-               AND NOT EXISTS (SELECT 1 FROM identity_refused_link r WHERE r.event_id = x.event_id))",
+               AND (NOT c.named OR x.traits ?| ARRAY['first_name', 'firstName', 'name']) \
+               AND NOT EXISTS (SELECT 1 FROM identity_refused_link r WHERE r.event_id = x.event_id) \
+             ORDER BY x.occurred_at DESC, x.event_id DESC \
+             LIMIT CASE WHEN c.named THEN 4 ELSE 1 END) w",
     )
     .bind(&events)
     .bind(&holders)
     .bind(&times)
     .bind(&linking)
+    .bind(&named)
     .fetch_all(conn)
     .await?;
-    Ok(found.into_iter().collect())
+    let mut found = HashSet::new();
+    for r in rows {
+        let event_id: Uuid = r.get("event_id");
+        let Some(name) = names.get(&event_id) else {
+            found.insert(event_id);
+            continue;
+        };
+        let traits: Option<sqlx::types::Json<serde_json::Map<String, serde_json::Value>>> =
+            r.get("names");
+        let channel = r.get::<&str, _>("channel").parse::<Channel>().ok();
+        let stated = match (channel, traits) {
+            (Some(channel), Some(traits)) => person_name(channel, &traits.0),
+            _ => None,
+        };
+        if stated.as_ref() == Some(name) {
+            found.insert(event_id);
+        }
+    }
+    Ok(found)
 }

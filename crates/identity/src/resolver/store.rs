@@ -15,8 +15,27 @@ use uuid::Uuid;
 
 use crate::engine::{Constraint, ConstraintRule, IdentifierNode, ProfileNode};
 use crate::facts::ProfileFacts;
-use crate::model::{EventKey, ProfileId};
+use crate::model::{EventKey, ProfileId, ProfileIds};
 use crate::rules::PartnerSet;
+
+/// The profile-id scheme the database stores (`profile_id_scheme`, written once by its
+/// migration): the cut-over from which new profiles get time-ordered ids. Every engine
+/// that names profiles stored in this database must use it.
+pub async fn load_profile_ids(conn: impl sqlx::PgExecutor<'_>) -> Result<ProfileIds, sqlx::Error> {
+    // Milliseconds, rounded up: an event id's millisecond is at or after the cut-over
+    // exactly when it is at or after this.
+    let ms: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN time_ordered_from = '-infinity' THEN $1 \
+                     WHEN time_ordered_from = 'infinity' THEN $2 \
+                     ELSE ceil(extract(epoch FROM time_ordered_from) * 1000)::bigint END \
+         FROM profile_id_scheme",
+    )
+    .bind(i64::MIN)
+    .bind(i64::MAX)
+    .fetch_one(conn)
+    .await?;
+    Ok(ProfileIds::from_millis(ms))
+}
 
 /// Splits identifiers into parallel kind and value arrays for binding.
 pub(crate) fn split(

@@ -1169,7 +1169,12 @@ mod tests {
             seed: 11,
             ..BrandConfig::default()
         };
-        let engine = || identity::Engine::new(identity::Policy::default());
+        let engine = || {
+            identity::Engine::new(
+                identity::Policy::default(),
+                identity::model::ProfileIds::TIME_ORDERED,
+            )
+        };
         let score = |observations: Vec<identity::Observation>, truth: &HashMap<Uuid, u32>| {
             let r = identity::memory::MemoryResolver::rebuild(
                 engine(),
