@@ -7,8 +7,9 @@
 # `ctl ml eval-recs`'s, run by the small `recs-bench` binary (this folder), which needs
 # only the ml crate, so a release build does not compile the whole fleet.
 #
-# Usage: bench/recs/run.sh   (RECS_SHARDS=1 measures item2vec on one thread, RECS_EPOCHS=N
-# other epochs; ML_SEED another seed)
+# Usage: bench/recs/run.sh   (RECS_SHARDS=2 measures item2vec in two shards side by side,
+# RECS_EPOCHS=N other epochs; ML_SEED another seed; RECS_ITEM2VEC_ONLY=1 times only the
+# tuning fit's item2vec)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # The project's own tools (the newer cmake LightGBM needs) first on PATH, as `just` has them.
