@@ -8,10 +8,10 @@ use domain::{
     Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus,
     Source,
 };
+use identity::Observation;
 use identity::engine::{Constraints, Unsettled};
 use identity::memory::{MemoryResolver, partition_of};
 use identity::resolver::{ReplayCause, Resolver};
-use identity::Observation;
 use redis::AsyncCommands as _;
 use rust_decimal::Decimal;
 use sqlx::Row;
