@@ -20,7 +20,9 @@ pub struct IngestSettings {
     pub ingest_publishers: usize,
     /// Consumers each normalizer process runs on `events.raw` (in its consumer group,
     /// like replicas): while one waits on Postgres for its batch, another writes the
-    /// next.
+    /// next. One by default: a second one interleaves batches on `events.normalized`,
+    /// and with one merger the late events that makes cost more than it gains
+    /// (docs/performance.md); worth 2 with several merger replicas.
     pub normalizer_consumers: usize,
     /// Milliseconds an integration (secret, enabled flag) is cached by ingest; a
     /// disabled or rotated integration takes effect within this time.
@@ -54,7 +56,7 @@ impl IngestSettings {
             ingest_commit_linger_us: 2_000,
             ingest_commit_writers: 4,
             ingest_publishers: 2,
-            normalizer_consumers: 2,
+            normalizer_consumers: 1,
             ingest_integration_cache_ms: 1_000,
             outbox_relay_after_secs: 5,
             default_currency: "INR".into(),

@@ -6,8 +6,8 @@
 //! merger, already attached to its profile, so the wide row is written once. Raw events
 //! it cannot map go to `events.raw.dlq` with the reason.
 //!
-//! It runs `NORMALIZER_CONSUMERS` (2) consumers of the group in one process, so one
-//! batch is written while another waits on Postgres; each reads its next batch while
+//! It runs `NORMALIZER_CONSUMERS` (default 1) consumers of the group in one process, so
+//! one batch can be written while another waits on Postgres; each reads its next batch while
 //! handling the current one (the runner's read-ahead).
 //!
 //! Its port serves only `/healthz`, `/readyz` and `/metrics`.

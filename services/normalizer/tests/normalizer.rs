@@ -250,7 +250,7 @@ async fn unmappable_events_are_dead_lettered_and_bad_identifiers_counted() {
 
 #[tokio::test]
 async fn the_process_runs_several_consumers_of_the_group() {
-    let env = TestEnv::new().await;
+    let env = TestEnv::with_settings([("NORMALIZER_CONSUMERS", "2".into())]).await;
     let _base = env.spawn(normalizer::run).await;
     let streams = Streams::new(env.redis.clone(), env.prefix(), 10_000);
     let orders: Vec<NewRawEvent> = (0..4)
@@ -263,7 +263,7 @@ async fn the_process_runs_several_consumers_of_the_group() {
         })
         .collect();
     publish(&streams, &orders.iter().collect::<Vec<_>>()).await;
-    // `NORMALIZER_CONSUMERS` (2 by default): each reads the group on its own.
+    // `NORMALIZER_CONSUMERS=2`: each reads the group on its own.
     let key = Topic::EventsRaw.key(env.prefix());
     eventually(15, "two consumers in the normalizer's group", || async {
         let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
