@@ -212,10 +212,11 @@ impl Observation {
 /// A stable 64-bit key of an identifier (first 8 bytes of SHA-256 of `kind:value`):
 /// the advisory-lock key of the identifier and the form partner sets store.
 pub fn identifier_key(identifier: &Identifier) -> i64 {
-    let digest = Sha256::digest(format!("{}:{}", identifier.kind, identifier.value));
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    storage::advisory_key(&[
+        identifier.kind.to_string().as_bytes(),
+        b":",
+        identifier.value.as_bytes(),
+    ])
 }
 
 /// SHA-256 of `kind:value`, the form the suppression list stores.

@@ -53,6 +53,20 @@ pub mod secrets;
 pub mod users;
 
 pub use names::Named;
+
+/// A 64-bit advisory-lock key: the first 8 bytes (big-endian) of SHA-256 over `parts`
+/// in order. One derivation for every lock of the fleet (orders, identifiers, profiles),
+/// so keys of different kinds only differ by the prefix each kind hashes first.
+pub fn advisory_key(parts: &[&[u8]]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = parts
+        .iter()
+        .fold(Sha256::new(), |hasher, part| hasher.chain_update(part))
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
 pub use sqlx;
 
 /// Every migration in `migrations/`, compiled into the binary.

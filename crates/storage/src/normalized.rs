@@ -34,7 +34,6 @@ use domain::{
     EventType, NormalizedEvent, OrderState, OrderStatus, OrderWrite, Product, Refund, Source,
 };
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -300,15 +299,12 @@ async fn lock_orders<'a>(
 
 /// The advisory lock key of an order.
 fn order_lock(source: &str, external_order_id: &str) -> i64 {
-    let digest = Sha256::new()
-        .chain_update(b"order:")
-        .chain_update(source.as_bytes())
-        .chain_update(b":")
-        .chain_update(external_order_id.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    crate::advisory_key(&[
+        b"order:",
+        source.as_bytes(),
+        b":",
+        external_order_id.as_bytes(),
+    ])
 }
 
 /// Applies one write to each of a set of distinct orders (`round`, in key order) and

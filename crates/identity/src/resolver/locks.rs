@@ -13,7 +13,6 @@
 
 use std::collections::BTreeSet;
 
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -33,13 +32,7 @@ pub fn identifier_lock(identifier: &Identifier) -> i64 {
 
 /// The lock key of a profile.
 pub fn profile_lock(profile: Uuid) -> i64 {
-    let digest = Sha256::new()
-        .chain_update(b"profile:")
-        .chain_update(profile.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
+    storage::advisory_key(&[b"profile:", profile.as_bytes()])
 }
 
 /// `BEGIN` and the shared fleet lock as one simple-protocol message: one round trip
