@@ -16,8 +16,10 @@
 //!   and the events resolved by replays, by cause.
 //! - `lateness --people N --shuffle-window W --batch B`: what late events look like and
 //!   what resolving them costs, in memory (no database, deterministic): the scenario
-//!   delivered as `stream` delivers it, sorted per batch of B as the merger's step does,
-//!   through the in-memory resolver twice — replaying every late event's region (the
+//!   delivered as `stream` delivers it to a merger with a backlog — through the
+//!   consumer's ordering window (`streams::window`; `--no-window`: batches as read),
+//!   each step's events sorted as the merger's step sorts them — through the in-memory
+//!   resolver twice — replaying every late event's region (the
 //!   old path) and applying settled, witnessed late events in place — printing how far
 //!   back late events land, how many replays and how many events they re-apply, and why
 //!   the late events that replay could not be applied in place.
@@ -86,6 +88,11 @@ enum Command {
         /// Events per merger step (`IDENTITY_MERGER_BATCH_SIZE`).
         #[arg(long, default_value_t = 1_000)]
         batch: usize,
+        /// Hand each batch over as read, as the merger's consumer did before its
+        /// ordering window (by default batches go through the window, as the merger
+        /// reads a backlog: `streams::window`).
+        #[arg(long)]
+        no_window: bool,
     },
     /// Time `ctl identity rebuild` on about this many stored events.
     Rebuild {
@@ -118,8 +125,9 @@ async fn main() -> anyhow::Result<()> {
             people,
             shuffle_window,
             batch,
+            no_window,
         } => {
-            lateness(&settings, people, shuffle_window, batch);
+            lateness(&settings, people, shuffle_window, batch, !no_window);
             Ok(())
         }
         Command::Rebuild { events } => rebuild(&settings, events).await,
@@ -150,15 +158,22 @@ fn delivery_order(events: &[NormalizedEvent], window: usize) -> Vec<&NormalizedE
 
 /// Delivers the scenario as `stream` does, each batch sorted as the merger's step sorts
 /// it, through the in-memory resolver with and without late events applied in place.
-fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: usize) {
+fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: usize, window: bool) {
     let s = generate(&IdentityConfig::with_customers(people));
     let delivered = delivery_order(&s.events, shuffle_window);
     let mut arrivals: Vec<Observation> = Vec::with_capacity(delivered.len());
+    // The whole stream is waiting (a backlog), so every full read may be held back.
+    let mut held = Vec::new();
     for chunk in delivered.chunks(batch.max(1)) {
-        let mut sorted: Vec<Observation> = chunk.iter().map(|e| Observation::of(e)).collect();
-        sorted.sort_by_key(|o| o.key);
-        arrivals.extend(sorted);
+        let read: Vec<Observation> = chunk.iter().map(|e| Observation::of(e)).collect();
+        let more_waiting = window && read.len() >= batch;
+        let (now, later) =
+            streams::window::split(held, read, batch, more_waiting, |o: &Observation| o.key);
+        held = later;
+        // Each step applies its events sorted, as the merger's step sorts them.
+        arrivals.extend(now);
     }
+    arrivals.extend(held.into_iter().map(|(_, o)| o));
     // How far back late events land: events already delivered that come later in time.
     let mut canonical: Vec<EventKey> = arrivals.iter().map(|o| o.key).collect();
     canonical.sort();
@@ -177,9 +192,14 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
     let at =
         |q: f64| back.get(((back.len() as f64 * q) as usize).min(back.len().saturating_sub(1)));
     println!(
-        "{} events, batches of {batch}, shuffled within runs of {shuffle_window}: {} arrive after \
-         a later event (places back: median {:?}, p90 {:?}, max {:?})",
+        "{} events, batches of {batch}{}, shuffled within runs of {shuffle_window}: {} arrive \
+         after a later event (places back: median {:?}, p90 {:?}, max {:?})",
         arrivals.len(),
+        if window {
+            " through the ordering window"
+        } else {
+            " as read"
+        },
         back.len(),
         at(0.5),
         at(0.9),

@@ -25,6 +25,15 @@
 //! if no other replica has claimed them meanwhile. On shutdown the batch read ahead is
 //! settled with the batch in hand, and nothing is read ahead once shutdown has begun.
 //!
+//! **Ordering window** (handlers with an [`Handler::order_key`]; see [`crate::window`]).
+//! A full batch of new entries means more are waiting: the runner merges it with the
+//! entries it held back from the previous read, hands the handler all but the latest
+//! `batch_size` by key, and holds those back for the next read; a read that is not full
+//! (or returns nothing), a retry scan or shutdown hands every held entry over at once,
+//! and the read that follows a hold never blocks. Held entries are pending on this
+//! consumer and unacknowledged, like entries read ahead: killed with them in hand, they
+//! are reclaimed; held for half of `claim_idle`, they are re-read from the pending list.
+//!
 //! Processing a batch: undecodable bodies and unknown envelope versions are
 //! dead-lettered at once (poison never reaches the handler and never stops the loop);
 //! the handler commits the rest and returns one result per delivery, each `Ok` or a
@@ -125,6 +134,16 @@ pub trait Handler: Send + Sync + 'static {
     /// Commit the batch's effects (idempotently: an entry may be seen twice) and return
     /// one result per delivery, same order.
     async fn handle(&self, batch: &[Delivery<Self::Payload>]) -> Vec<Result<(), HandlerError>>;
+
+    /// Where `delivery` belongs in the order this handler would rather apply entries in,
+    /// which turns on the ordering window (module doc, [`crate::window`]): under a
+    /// backlog, batches are handed over merged across two reads in this order. `None`
+    /// (the default) for any delivery of a step: that step hands over what it read, as
+    /// read.
+    fn order_key(&self, delivery: &Delivery<Self::Payload>) -> Option<crate::window::OrderKey> {
+        let _ = delivery;
+        None
+    }
 }
 
 /// How a consumer reads its topic.
@@ -361,6 +380,8 @@ struct Runner<H: Handler> {
     pending_scan: Option<String>,
     /// New entries read while the previous batch was handled (see the module doc).
     read_ahead: Option<ReadAhead>,
+    /// New entries held back by the ordering window (see the module doc).
+    held_back: Option<HeldBack<H::Payload>>,
     group_ready: bool,
     /// Ends a pause through an outage early.
     shutdown: CancellationToken,
@@ -394,6 +415,7 @@ impl<H: Handler> Runner<H> {
             // A restarted consumer first settles what it left pending last time.
             pending_scan: Some("0".into()),
             read_ahead: None,
+            held_back: None,
             group_ready: false,
             shutdown,
         }
@@ -412,6 +434,7 @@ impl<H: Handler> Runner<H> {
                     self.claim_cursor = "0-0".into();
                     // Its entries went with the group.
                     self.read_ahead = None;
+                    self.held_back = None;
                 }
                 Err(e) => {
                     failures += 1;
@@ -428,6 +451,9 @@ impl<H: Handler> Runner<H> {
             && let Err(e) = self.process_read_ahead(ahead).await
         {
             tracing::warn!(error = %e, "could not settle the entries read ahead; they stay pending");
+        }
+        if let Err(e) = self.hand_over_held().await {
+            tracing::warn!(error = %e, "could not settle the entries held back; they stay pending");
         }
     }
 
@@ -458,6 +484,9 @@ impl<H: Handler> Runner<H> {
             self.pending_scan = Some("0".into());
         }
         if let Some(after) = self.pending_scan.take() {
+            // Entries held back are this consumer's pending entries: the scan reads them
+            // again, so they are not handed over from memory as well.
+            self.held_back = None;
             let entries = self
                 .read(ReadFrom::OwnPending(&after), Duration::ZERO)
                 .await?;
@@ -476,7 +505,14 @@ impl<H: Handler> Runner<H> {
         if let Some(due) = self.retry_due {
             wait = wait.min(due.saturating_duration_since(now));
         }
+        if self.held_back.is_some() {
+            // Entries held back never wait for traffic that is not already there.
+            wait = Duration::ZERO;
+        }
         let entries = self.read(ReadFrom::New, wait).await?;
+        if entries.is_empty() && self.held_back.is_some() {
+            return self.hand_over_held().await;
+        }
         if entries.is_empty() {
             if !self.blocking {
                 sleep_or_cancel(wait.min(POLL_INTERVAL), shutdown).await;
@@ -501,9 +537,9 @@ impl<H: Handler> Runner<H> {
         self.process_new(ahead.entries).await
     }
 
-    /// Processes entries read with `>` (on their first delivery) and, when neither
-    /// housekeeping nor a retry is due and shutdown has not begun, reads the next batch
-    /// meanwhile (see the module doc).
+    /// Processes entries read with `>` (on their first delivery) through the ordering
+    /// window and, when neither housekeeping nor a retry is due and shutdown has not
+    /// begun, reads the next batch meanwhile (see the module doc).
     async fn process_new(&mut self, entries: Vec<RawEntry>) -> Result<(), StreamError> {
         let now = Instant::now();
         let read_ahead = self.opts.read_ahead
@@ -511,8 +547,11 @@ impl<H: Handler> Runner<H> {
             && now < self.next_housekeeping
             && self.pending_scan.is_none()
             && self.retry_due.is_none_or(|due| now < due);
+        let full = entries.len() >= self.opts.batch_size;
+        let (deliveries, bodies) = self.decode_all(entries, &HashMap::new()).await?;
+        let (deliveries, bodies) = self.window(deliveries, bodies, full, now);
         if !read_ahead {
-            return self.process(entries, &HashMap::new()).await;
+            return self.hand_over(deliveries, bodies).await;
         }
         let cmd = self.read_cmd(ReadFrom::New, Duration::ZERO);
         let mut conn = self.conn.clone();
@@ -520,8 +559,7 @@ impl<H: Handler> Runner<H> {
             let reply: redis::Value = cmd.query_async(&mut conn).await?;
             wire::parse_read_reply(reply)
         };
-        let first_deliveries = HashMap::new();
-        let (processed, next) = tokio::join!(self.process(entries, &first_deliveries), next);
+        let (processed, next) = tokio::join!(self.hand_over(deliveries, bodies), next);
         match next {
             Ok(entries) if entries.is_empty() => {}
             Ok(entries) => {
@@ -538,6 +576,75 @@ impl<H: Handler> Runner<H> {
             }
         }
         processed
+    }
+
+    /// The ordering window (module doc, [`crate::window`]): merges the entries just
+    /// `read` (at `now`; `full`: a whole batch, so more are waiting) with those held
+    /// back, keeps back the latest batch when more are waiting and returns the rest
+    /// with their raw entries. Entries held back for half of `claim_idle` are left to
+    /// the pending list. Without an order key for every delivery, returns what it has
+    /// as it came.
+    fn window(
+        &mut self,
+        read: Vec<Delivery<H::Payload>>,
+        mut bodies: HashMap<String, RawEntry>,
+        full: bool,
+        now: Instant,
+    ) -> (Vec<Delivery<H::Payload>>, HashMap<String, RawEntry>) {
+        let mut held = Vec::new();
+        let mut held_since = now;
+        if let Some(back) = self.held_back.take() {
+            if back.read_at.elapsed() >= self.opts.claim_idle / 2 {
+                tracing::info!(
+                    entries = back.deliveries.len(),
+                    "entries held back too long; re-reading them from the pending list"
+                );
+                self.pending_scan = Some("0".into());
+            } else {
+                held = back.deliveries;
+                held_since = back.read_at;
+                bodies.extend(back.bodies);
+            }
+        }
+        let handler = self.handler.clone();
+        let keyed = |d: &Delivery<H::Payload>| handler.order_key(d);
+        if !held
+            .iter()
+            .map(|(_, d)| d)
+            .chain(&read)
+            .all(|d| keyed(d).is_some())
+        {
+            let mut all: Vec<_> = held.into_iter().map(|(_, d)| d).collect();
+            all.extend(read);
+            return (all, bodies);
+        }
+        let more_waiting = full && !self.shutdown.is_cancelled() && self.pending_scan.is_none();
+        let (now_part, later) =
+            crate::window::split(held, read, self.opts.batch_size, more_waiting, |d| keyed(d));
+        if !later.is_empty() {
+            let held_bodies = later
+                .iter()
+                .filter_map(|(_, d)| bodies.remove_entry(&d.entry_id))
+                .collect();
+            // Entries held a second time were read before this read.
+            let twice = later.iter().any(|(holds, _)| *holds > 1);
+            self.held_back = Some(HeldBack {
+                read_at: if twice { held_since } else { now },
+                deliveries: later,
+                bodies: held_bodies,
+            });
+        }
+        (now_part, bodies)
+    }
+
+    /// Hands every entry held back by the ordering window to the handler (nothing more
+    /// is waiting, or the consumer is stopping).
+    async fn hand_over_held(&mut self) -> Result<(), StreamError> {
+        if self.held_back.is_none() {
+            return Ok(());
+        }
+        let (held, bodies) = self.window(Vec::new(), HashMap::new(), false, Instant::now());
+        self.hand_over(held, bodies).await
     }
 
     async fn read(
@@ -685,6 +792,17 @@ impl<H: Handler> Runner<H> {
         entries: Vec<RawEntry>,
         counts: &HashMap<String, u64>,
     ) -> Result<(), StreamError> {
+        let (deliveries, bodies) = self.decode_all(entries, counts).await?;
+        self.hand_over(deliveries, bodies).await
+    }
+
+    /// Decodes `entries` (delivery counts as in [`Runner::process`]), dead-letters those
+    /// that can never be handled and returns the rest with their raw entries by id.
+    async fn decode_all(
+        &mut self,
+        entries: Vec<RawEntry>,
+        counts: &HashMap<String, u64>,
+    ) -> Result<(Vec<Delivery<H::Payload>>, HashMap<String, RawEntry>), StreamError> {
         let max = u64::from(self.opts.max_deliveries);
         let mut dead = Vec::new();
         let mut deliveries = Vec::with_capacity(entries.len());
@@ -719,7 +837,17 @@ impl<H: Handler> Runner<H> {
         for draft in dead {
             self.dead_letter(draft).await?;
         }
+        Ok((deliveries, bodies))
+    }
 
+    /// Hands decoded `deliveries` to the handler, acks the successes and dead-letters
+    /// what must go (`bodies`: their raw entries by id).
+    async fn hand_over(
+        &mut self,
+        mut deliveries: Vec<Delivery<H::Payload>>,
+        bodies: HashMap<String, RawEntry>,
+    ) -> Result<(), StreamError> {
+        let max = u64::from(self.opts.max_deliveries);
         let mut outages = 0u32;
         while !deliveries.is_empty() {
             let results = self.isolate(&deliveries).await;
@@ -967,6 +1095,16 @@ struct ReadAhead {
     /// about then).
     read_at: Instant,
     entries: Vec<RawEntry>,
+}
+
+/// Entries the ordering window held back, each with how many times it was held.
+struct HeldBack<P> {
+    /// When the oldest of them was read (their idle time in the pending list counts
+    /// from about then).
+    read_at: Instant,
+    deliveries: Vec<(u32, Delivery<P>)>,
+    /// Their raw entries by id (for dead letters).
+    bodies: HashMap<String, RawEntry>,
 }
 
 #[derive(Clone, Copy)]

@@ -20,7 +20,9 @@
 //! Handlers must therefore be **idempotent** (key writes by the envelope `id`, upsert,
 //! compare versions); then at-least-once delivery gives exactly-once effects. Order is
 //! preserved within a batch and between batches of one consumer, but not across
-//! redeliveries or replicas: a retried entry can be handled after later ones.
+//! redeliveries or replicas: a retried entry can be handled after later ones. A handler
+//! with an order of its own ([`Handler::order_key`]) receives, under a backlog, the
+//! entries of two reads merged in that order ([`window`]).
 //!
 //! **Giving up.** An entry whose handler fails on its `STREAM_MAX_DELIVERIES`th delivery
 //! (default 5), or says the failure is permanent, is written to `<topic>.dlq` with the
@@ -62,6 +64,7 @@ mod outbox;
 mod publisher;
 mod redact;
 mod topic;
+pub mod window;
 mod wire;
 
 pub use connection::{CONNECT_TIMEOUT, RECONNECT_MAX_DELAY, connection_config, managed_connection};

@@ -1248,3 +1248,162 @@ async fn a_batch_read_ahead_but_held_too_long_is_re_read_from_the_pending_list()
     env.shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// `inner` with an order of its own: an entry named `k<n>` belongs at time `n` seconds.
+struct Ordered<H>(Arc<H>);
+
+#[async_trait::async_trait]
+impl<H: Handler<Payload = Item>> Handler for Ordered<H> {
+    type Payload = Item;
+
+    async fn handle(&self, batch: &[Delivery<Item>]) -> Vec<Result<(), HandlerError>> {
+        self.0.handle(batch).await
+    }
+
+    fn order_key(&self, d: &Delivery<Item>) -> Option<streams::window::OrderKey> {
+        let n: i64 = d
+            .envelope
+            .payload
+            .name
+            .trim_start_matches('k')
+            .parse()
+            .ok()?;
+        Some((chrono::DateTime::from_timestamp(n, 0)?, d.envelope.id))
+    }
+}
+
+/// Entries named `k<n>` for each `n`, in that order.
+fn keyed(ns: impl IntoIterator<Item = u32>) -> Vec<Envelope<Item>> {
+    ns.into_iter().map(|n| envelope(&format!("k{n}"))).collect()
+}
+
+fn names(calls: &[Vec<(String, u64)>]) -> Vec<Vec<String>> {
+    calls
+        .iter()
+        .map(|c| c.iter().map(|(n, _)| n.clone()).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn under_a_backlog_two_reads_are_handed_over_merged_in_the_handlers_order() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    // Two batches of 16: the second holds the earlier half of the order.
+    let envelopes = keyed((100..116).chain(0..16));
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    let handler = HoldsFirstBatch::new(Some(Duration::ZERO));
+    let mut opts = options("g", "c1");
+    opts.claim_idle = Duration::from_secs(30);
+    let task = spawn(
+        &streams,
+        opts,
+        Arc::new(Ordered(handler.clone())),
+        &env.shutdown,
+    );
+    eventually(10, "every entry committed and acked", || async {
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    let expected: Vec<String> = (0..16).chain(100..116).map(|n| format!("k{n}")).collect();
+    assert_eq!(
+        handler.committed(),
+        expected,
+        "applied in the handler's order"
+    );
+    let calls = handler.calls();
+    assert_eq!(
+        names(&calls)[0],
+        expected[..16],
+        "the first step gets the earliest batch of both reads: {calls:?}"
+    );
+    assert!(calls.iter().flatten().all(|(_, count)| *count == 1));
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn without_a_backlog_nothing_is_held_back() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    // Fewer than a batch, out of order: handed over at once, in one call, sorted.
+    streams
+        .publish_many(TOPIC, &keyed([5, 3, 9, 1]))
+        .await
+        .unwrap();
+    let handler = HoldsFirstBatch::new(Some(Duration::ZERO));
+    let task = spawn(
+        &streams,
+        options("g", "c1"),
+        Arc::new(Ordered(handler.clone())),
+        &env.shutdown,
+    );
+    eventually(10, "the entries committed", || async {
+        (handler.committed().len() == 4).then_some(())
+    })
+    .await;
+    assert_eq!(names(&handler.calls()), vec![vec!["k1", "k3", "k5", "k9"]]);
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothing() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    // Three batches of 16, each later half of the order read first.
+    let envelopes = keyed((200..216).chain(100..116).chain(0..16));
+    let mut names_published: Vec<String> =
+        envelopes.iter().map(|e| e.payload.name.clone()).collect();
+    names_published.sort();
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    // `a` merges its first two reads, hands the earliest 16 to a handler that never
+    // returns, holds the other 16 back and reads the third batch ahead.
+    let stuck = HoldsFirstBatch::new(None);
+    let a_token = CancellationToken::new();
+    let mut opts = options("g", "a");
+    opts.claim_idle = Duration::from_secs(1);
+    let a = spawn(&streams, opts, Arc::new(Ordered(stuck.clone())), &a_token);
+    stuck.entered.notified().await;
+    eventually(10, "consumer a to hold every entry", || async {
+        (pending(&env, &streams, "g").await == 48).then_some(())
+    })
+    .await;
+    let first: Vec<String> = (100..116).map(|n| format!("k{n}")).collect();
+    assert_eq!(
+        names(&stuck.calls()),
+        vec![first],
+        "merged across two reads"
+    );
+    a.abort(); // killed: the batch in the handler, the held and the read-ahead entries stay pending
+    let _ = a.await;
+    assert!(stuck.committed().is_empty());
+
+    let handler = Recorder::accepting();
+    let mut opts = options("g", "b");
+    opts.claim_idle = Duration::from_secs(1);
+    let b = spawn(
+        &streams,
+        opts,
+        Arc::new(Ordered(handler.clone())),
+        &env.shutdown,
+    );
+    eventually(
+        20,
+        "consumer b to reclaim and commit every entry",
+        || async {
+            (handler.committed().len() >= 48 && pending(&env, &streams, "g").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut committed = handler.committed();
+    committed.sort();
+    assert_eq!(
+        committed, names_published,
+        "every entry committed exactly once"
+    );
+    env.shutdown.cancel();
+    b.await.unwrap().unwrap();
+}
