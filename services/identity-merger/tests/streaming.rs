@@ -582,16 +582,17 @@ async fn every_live_profile_gets_its_current_customer360_document_and_merged_one
     }
 }
 
-/// The merger's late-event counters (`/metrics` at `base`): late events applied in
-/// place, and events its replays resolved because they were late (by cause; events
+/// The merger's counters (`/metrics` at `base`): events resolved, late events applied
+/// in place, and events its replays resolved because they were late (by cause; events
 /// riding along and identifiers turning suspect are not lateness).
-async fn late_events(base: &str) -> (u64, Vec<String>) {
+async fn late_events(base: &str) -> (u64, u64, Vec<String>) {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    let mut resolved = 0;
     let mut in_place = 0;
     let mut replayed = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -599,7 +600,9 @@ async fn late_events(base: &str) -> (u64, Vec<String>) {
             continue;
         };
         let value: f64 = value.parse().unwrap_or(0.0);
-        if name == "identity_late_events_in_place_total" {
+        if name == "identity_events_resolved_total" {
+            resolved += value as u64;
+        } else if name == "identity_late_events_in_place_total" {
             in_place += value as u64;
         } else if name.starts_with("identity_replayed_events_total")
             && !name.contains("touching")
@@ -609,7 +612,7 @@ async fn late_events(base: &str) -> (u64, Vec<String>) {
             replayed.push(line.to_owned());
         }
     }
-    (in_place, replayed)
+    (resolved, in_place, replayed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -631,11 +634,21 @@ async fn a_backlog_read_out_of_time_order_across_batches_is_applied_in_time_orde
     }
     assert!(s.events.len() > 8 * batch, "{} events", s.events.len());
     publish(&env, &delivered).await;
-    let base = env.spawn(identity_merger::run).await;
+    // The binary, so its `/metrics` are its own.
+    let bind = format!("127.0.0.1:{}", test_support::process::free_port());
+    let mut vars = env.process_vars();
+    vars.push(("IDENTITY_MERGER_BIND".to_owned(), bind.clone()));
+    let _merger = Process::spawn(env!("CARGO_BIN_EXE_identity-merger"), &[], &vars);
     wait_resolved(&env, s.events.len(), 600).await;
 
     // The consumer's ordering window merged each pair of reads: nothing arrived late.
-    assert_eq!(late_events(&base).await, (0, Vec::new()));
+    let (resolved, in_place, replayed) = late_events(&format!("http://{bind}")).await;
+    assert_eq!(
+        resolved as usize,
+        s.events.len(),
+        "the counters are the merger's"
+    );
+    assert_eq!((in_place, replayed), (0, Vec::new()), "late events");
     assert_eq!(partition(&env).await, canonical(&env, &s).await.partition());
     assert_totals_exact(&env, &s).await;
 }
