@@ -1207,11 +1207,24 @@ async fn a_consumer_killed_with_a_batch_read_ahead_loses_nothing_and_doubles_not
 
     let handler = Recorder::accepting();
     let b = spawn(&streams, options("g", "b"), handler.clone(), &env.shutdown);
+    assert_each_committed_once(&env, &streams, &handler, &names).await;
+    env.shutdown.cancel();
+    b.await.unwrap().unwrap();
+}
+
+/// Waits until `handler` has committed `names` (sorted) and nothing is pending, then
+/// checks that each was committed exactly once.
+async fn assert_each_committed_once(
+    env: &TestEnv,
+    streams: &Streams,
+    handler: &Recorder,
+    names: &[String],
+) {
     eventually(
-        15,
-        "consumer b to reclaim and commit every entry",
+        20,
+        "the other consumer to reclaim and commit every entry",
         || async {
-            (handler.committed().len() >= 32 && pending(&env, &streams, "g").await == 0)
+            (handler.committed().len() >= names.len() && pending(env, streams, "g").await == 0)
                 .then_some(())
         },
     )
@@ -1219,8 +1232,6 @@ async fn a_consumer_killed_with_a_batch_read_ahead_loses_nothing_and_doubles_not
     let mut committed = handler.committed();
     committed.sort();
     assert_eq!(committed, names, "every entry committed exactly once");
-    env.shutdown.cancel();
-    b.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -1389,21 +1400,7 @@ async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothin
         Arc::new(Ordered(handler.clone())),
         &env.shutdown,
     );
-    eventually(
-        20,
-        "consumer b to reclaim and commit every entry",
-        || async {
-            (handler.committed().len() >= 48 && pending(&env, &streams, "g").await == 0)
-                .then_some(())
-        },
-    )
-    .await;
-    let mut committed = handler.committed();
-    committed.sort();
-    assert_eq!(
-        committed, names_published,
-        "every entry committed exactly once"
-    );
+    assert_each_committed_once(&env, &streams, &handler, &names_published).await;
     env.shutdown.cancel();
     b.await.unwrap().unwrap();
 }
