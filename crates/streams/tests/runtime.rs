@@ -1404,3 +1404,39 @@ async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothin
     env.shutdown.cancel();
     b.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn entries_held_back_too_long_are_re_read_from_the_pending_list() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    let envelopes = keyed((200..216).chain(100..116).chain(0..16));
+    let mut expected: Vec<String> = envelopes.iter().map(|e| e.payload.name.clone()).collect();
+    expected.sort();
+    streams.publish_many(TOPIC, &envelopes).await.unwrap();
+
+    // The first step takes longer than the claim timeout while a batch is held back (and
+    // another read ahead): by then another replica could have claimed them, so they are
+    // not handed over from memory.
+    let handler = HoldsFirstBatch::new(Some(Duration::from_millis(400)));
+    let task = spawn(
+        &streams,
+        options("g", "c1"),
+        Arc::new(Ordered(handler.clone())),
+        &env.shutdown,
+    );
+    eventually(10, "every entry committed and acked", || async {
+        (handler.committed().len() >= 48 && pending(&env, &streams, "g").await == 0).then_some(())
+    })
+    .await;
+    let mut committed = handler.committed();
+    committed.sort();
+    assert_eq!(committed, expected, "every entry committed exactly once");
+    let calls = handler.calls();
+    assert!(calls[0].iter().all(|(_, count)| *count == 1), "{calls:?}");
+    assert!(
+        calls[1..].iter().flatten().any(|(_, count)| *count == 2),
+        "the held entries came again from the pending list: {calls:?}"
+    );
+    env.shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
