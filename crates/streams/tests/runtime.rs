@@ -1288,6 +1288,15 @@ fn keyed(ns: impl IntoIterator<Item = u32>) -> Vec<Envelope<Item>> {
     ns.into_iter().map(|n| envelope(&format!("k{n}"))).collect()
 }
 
+/// Three batches of 16 entries, each later in the order than the batch after it, and
+/// their names sorted.
+fn three_batches_later_first() -> (Vec<Envelope<Item>>, Vec<String>) {
+    let envelopes = keyed((200..216).chain(100..116).chain(0..16));
+    let mut names: Vec<String> = envelopes.iter().map(|e| e.payload.name.clone()).collect();
+    names.sort();
+    (envelopes, names)
+}
+
 fn names(calls: &[Vec<(String, u64)>]) -> Vec<Vec<String>> {
     calls
         .iter()
@@ -1362,11 +1371,7 @@ async fn without_a_backlog_nothing_is_held_back() {
 async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothing() {
     let env = TestEnv::new().await;
     let streams = env.context().streams();
-    // Three batches of 16, each later half of the order read first.
-    let envelopes = keyed((200..216).chain(100..116).chain(0..16));
-    let mut names_published: Vec<String> =
-        envelopes.iter().map(|e| e.payload.name.clone()).collect();
-    names_published.sort();
+    let (envelopes, names_published) = three_batches_later_first();
     streams.publish_many(TOPIC, &envelopes).await.unwrap();
 
     // `a` merges its first two reads, hands the earliest 16 to a handler that never
@@ -1409,9 +1414,7 @@ async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothin
 async fn entries_held_back_too_long_are_re_read_from_the_pending_list() {
     let env = TestEnv::new().await;
     let streams = env.context().streams();
-    let envelopes = keyed((200..216).chain(100..116).chain(0..16));
-    let mut expected: Vec<String> = envelopes.iter().map(|e| e.payload.name.clone()).collect();
-    expected.sort();
+    let (envelopes, expected) = three_batches_later_first();
     streams.publish_many(TOPIC, &envelopes).await.unwrap();
 
     // The first step takes longer than the claim timeout while a batch is held back (and
