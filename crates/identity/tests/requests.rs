@@ -342,6 +342,56 @@ async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
     assert!(again.detail["note"].is_string());
 }
 
+/// The normalizer publishes events without storing their rows (the merger stores each
+/// one, attached): an erased person coming back that way is dropped too, with the raw
+/// event, and nothing of them is re-created.
+#[tokio::test]
+async fn an_erased_person_published_without_a_row_is_dropped() {
+    use IdentifierKind::*;
+    let events = vec![
+        event(1, &[(Email, "asha@mail.in"), (Phone, "+919812345678")], Some("Asha")),
+        event(2, &[(Email, "ravi@mail.in")], Some("Ravi")),
+    ];
+    let (env, resolver) = setup(&events).await;
+    let asha: Uuid = sqlx::query_scalar(
+        "SELECT profile_id FROM profile_identifier WHERE value = 'asha@mail.in'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    resolver
+        .apply_request(
+            Uuid::now_v7(),
+            &MergeRequest::Erase {
+                profile_id: asha,
+                actor: "dpo@brand.in".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    // Published as the normalizer publishes it: no `normalized_event` row yet.
+    let back = event(9, &[(Phone, "+91 98123 45678"), (CookieId, "c9")], None);
+    let report = resolver.resolve(std::slice::from_ref(&back)).await.unwrap();
+    assert_eq!(report.suppressed, 1, "{report:?}");
+    assert_eq!(report.resolved, 0);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE event_id = $1")
+            .bind(back.event_id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+    let phone: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM profile_identifier WHERE value = '+919812345678' OR value = 'c9'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(phone, 0, "the erased person's identifiers came back");
+    assert_eq!(live_ids(&env).await.len(), 1);
+}
+
 const EMAIL: &str = "asha@mail.in";
 const PHONE: &str = "+919812345678";
 

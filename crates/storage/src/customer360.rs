@@ -389,7 +389,33 @@ struct ProfileRow {
     currency: Option<String>,
     last_order_at: Option<DateTime<Utc>>,
     channels: Vec<String>,
-    state: sqlx::types::Json<serde_json::Value>,
+    state: OrDefault<ProfileState>,
+}
+
+/// A JSON column parsed straight into `T` (no `serde_json::Value` tree in between),
+/// or `T::default()` when it does not parse: a state written by another build reads as
+/// empty instead of failing the document.
+struct OrDefault<T>(T);
+
+impl<T> sqlx::Type<sqlx::Postgres> for OrDefault<T> {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::Deserialize<'r> + Default + 'r> sqlx::Decode<'r, sqlx::Postgres>
+    for OrDefault<T>
+{
+    fn decode(
+        value: sqlx::postgres::PgValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let parsed = <sqlx::types::Json<T> as sqlx::Decode<'r, sqlx::Postgres>>::decode(value);
+        Ok(Self(parsed.map(|j| j.0).unwrap_or_default()))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -615,9 +641,10 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
     let mut tombstones_of = by_profile(tombstones);
     let mut purchases_of = by_profile(orders(db, &live, PURCHASES_SHOWN).await?);
     let mut predictions_of = by_profile(predictions(db, &live).await?);
+    let mut profiles = profiles;
     let mut states: Vec<ProfileState> = profiles
-        .iter()
-        .map(|p| serde_json::from_value(p.state.0.clone()).unwrap_or_default())
+        .iter_mut()
+        .map(|p| std::mem::take(&mut p.state.0))
         .collect();
     fill_sent_texts(db, &mut states).await?;
 

@@ -608,7 +608,9 @@ impl Resolver {
     ) -> Result<BTreeSet<Uuid>, sqlx::Error> {
         let mut by_hash: HashMap<Vec<u8>, Vec<Uuid>> = HashMap::new();
         for (ev, status) in pending.iter().zip(statuses) {
-            if !matches!(status, Status::Pending) {
+            // Stored or not yet (the normalizer publishes events without a row): both
+            // are checked. Only events already resolved are not.
+            if matches!(status, Status::Resolved(_)) {
                 continue;
             }
             for id in suppressible(ev) {
