@@ -349,7 +349,11 @@ async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
 async fn an_erased_person_published_without_a_row_is_dropped() {
     use IdentifierKind::*;
     let events = vec![
-        event(1, &[(Email, "asha@mail.in"), (Phone, "+919812345678")], Some("Asha")),
+        event(
+            1,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            Some("Asha"),
+        ),
         event(2, &[(Email, "ravi@mail.in")], Some("Ravi")),
     ];
     let (env, resolver) = setup(&events).await;

@@ -410,9 +410,7 @@ impl<T> sqlx::Type<sqlx::Postgres> for OrDefault<T> {
 impl<'r, T: serde::Deserialize<'r> + Default + 'r> sqlx::Decode<'r, sqlx::Postgres>
     for OrDefault<T>
 {
-    fn decode(
-        value: sqlx::postgres::PgValueRef<'r>,
-    ) -> Result<Self, sqlx::error::BoxDynError> {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
         let parsed = <sqlx::types::Json<T> as sqlx::Decode<'r, sqlx::Postgres>>::decode(value);
         Ok(Self(parsed.map(|j| j.0).unwrap_or_default()))
     }

@@ -148,7 +148,9 @@ async fn an_unreadable_state_builds_a_document_with_empty_facts() {
     .execute(&env.db)
     .await
     .unwrap();
-    let docs = storage::customer360::build_many(&env.db, &[live]).await.unwrap();
+    let docs = storage::customer360::build_many(&env.db, &[live])
+        .await
+        .unwrap();
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].total_orders, 2);
     assert!(docs[0].browsing_history.is_empty());
