@@ -156,3 +156,25 @@ async fn an_unreadable_state_builds_a_document_with_empty_facts() {
     assert!(docs[0].browsing_history.is_empty());
     assert!(docs[0].category_affinity.is_empty());
 }
+
+/// A document lists every tombstone behind its profile, also one reached through a
+/// chain (the writer keeps chains flat, but older rows may hold one), each once.
+#[tokio::test]
+async fn documents_list_tombstones_through_chains() {
+    let env = TestEnv::new().await;
+    let (live, tombstone) = seed_profile(&env).await;
+    let behind = Uuid::now_v7();
+    sqlx::query("INSERT INTO customer_profile (id, merged_into, merged_at) VALUES ($1, $2, now())")
+        .bind(behind)
+        .bind(tombstone)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let docs = storage::customer360::build_many(&env.db, &[live, tombstone])
+        .await
+        .unwrap();
+    assert_eq!(docs.len(), 1);
+    let mut expected = vec![tombstone, behind];
+    expected.sort();
+    assert_eq!(docs[0].merged_profile_ids, expected);
+}
