@@ -267,19 +267,11 @@ async fn review_items_are_approved_or_rejected() {
     assert_eq!(pending, 0);
 }
 
-#[tokio::test]
-async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
-    use IdentifierKind::*;
-    let events = vec![
-        event(
-            1,
-            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
-            Some("Asha"),
-        ),
-        event(2, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
-        event(3, &[(Email, "ravi@mail.in")], Some("Ravi")),
-    ];
-    let (env, resolver) = setup(&events).await;
+/// Erases the person holding asha@mail.in: their profile and the erase's outcome.
+async fn erase_asha(
+    env: &TestEnv,
+    resolver: &Resolver,
+) -> (Uuid, identity::resolver::requests::RequestOutcome) {
     let asha: Uuid = sqlx::query_scalar(
         "SELECT profile_id FROM profile_identifier WHERE value = 'asha@mail.in'",
     )
@@ -296,6 +288,23 @@ async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
         )
         .await
         .unwrap();
+    (asha, out)
+}
+
+#[tokio::test]
+async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
+    use IdentifierKind::*;
+    let events = vec![
+        event(
+            1,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            Some("Asha"),
+        ),
+        event(2, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
+        event(3, &[(Email, "ravi@mail.in")], Some("Ravi")),
+    ];
+    let (env, resolver) = setup(&events).await;
+    let (asha, out) = erase_asha(&env, &resolver).await;
     assert_eq!(out.detail["events"], 2);
     assert_eq!(out.detail["suppressed_identifiers"], 3);
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM normalized_event")
@@ -357,22 +366,7 @@ async fn an_erased_person_published_without_a_row_is_dropped() {
         event(2, &[(Email, "ravi@mail.in")], Some("Ravi")),
     ];
     let (env, resolver) = setup(&events).await;
-    let asha: Uuid = sqlx::query_scalar(
-        "SELECT profile_id FROM profile_identifier WHERE value = 'asha@mail.in'",
-    )
-    .fetch_one(&env.db)
-    .await
-    .unwrap();
-    resolver
-        .apply_request(
-            Uuid::now_v7(),
-            &MergeRequest::Erase {
-                profile_id: asha,
-                actor: "dpo@brand.in".into(),
-            },
-        )
-        .await
-        .unwrap();
+    erase_asha(&env, &resolver).await;
 
     // Published as the normalizer publishes it: no `normalized_event` row yet.
     let back = event(9, &[(Phone, "+91 98123 45678"), (CookieId, "c9")], None);
