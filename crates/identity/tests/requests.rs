@@ -267,19 +267,11 @@ async fn review_items_are_approved_or_rejected() {
     assert_eq!(pending, 0);
 }
 
-#[tokio::test]
-async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
-    use IdentifierKind::*;
-    let events = vec![
-        event(
-            1,
-            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
-            Some("Asha"),
-        ),
-        event(2, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
-        event(3, &[(Email, "ravi@mail.in")], Some("Ravi")),
-    ];
-    let (env, resolver) = setup(&events).await;
+/// Erases the person holding asha@mail.in: their profile and the erase's outcome.
+async fn erase_asha(
+    env: &TestEnv,
+    resolver: &Resolver,
+) -> (Uuid, identity::resolver::requests::RequestOutcome) {
     let asha: Uuid = sqlx::query_scalar(
         "SELECT profile_id FROM profile_identifier WHERE value = 'asha@mail.in'",
     )
@@ -296,6 +288,23 @@ async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
         )
         .await
         .unwrap();
+    (asha, out)
+}
+
+#[tokio::test]
+async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
+    use IdentifierKind::*;
+    let events = vec![
+        event(
+            1,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            Some("Asha"),
+        ),
+        event(2, &[(Phone, "+919812345678"), (CookieId, "c1")], None),
+        event(3, &[(Email, "ravi@mail.in")], Some("Ravi")),
+    ];
+    let (env, resolver) = setup(&events).await;
+    let (asha, out) = erase_asha(&env, &resolver).await;
     assert_eq!(out.detail["events"], 2);
     assert_eq!(out.detail["suppressed_identifiers"], 3);
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM normalized_event")
@@ -340,6 +349,45 @@ async fn erasure_deletes_the_person_and_suppresses_their_identifiers() {
         .await
         .unwrap();
     assert!(again.detail["note"].is_string());
+}
+
+/// The normalizer publishes events without storing their rows (the merger stores each
+/// one, attached): an erased person coming back that way is dropped too, with the raw
+/// event, and nothing of them is re-created.
+#[tokio::test]
+async fn an_erased_person_published_without_a_row_is_dropped() {
+    use IdentifierKind::*;
+    let events = vec![
+        event(
+            1,
+            &[(Email, "asha@mail.in"), (Phone, "+919812345678")],
+            Some("Asha"),
+        ),
+        event(2, &[(Email, "ravi@mail.in")], Some("Ravi")),
+    ];
+    let (env, resolver) = setup(&events).await;
+    erase_asha(&env, &resolver).await;
+
+    // Published as the normalizer publishes it: no `normalized_event` row yet.
+    let back = event(9, &[(Phone, "+91 98123 45678"), (CookieId, "c9")], None);
+    let report = resolver.resolve(std::slice::from_ref(&back)).await.unwrap();
+    assert_eq!(report.suppressed, 1, "{report:?}");
+    assert_eq!(report.resolved, 0);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM normalized_event WHERE event_id = $1")
+            .bind(back.event_id)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+    let phone: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM profile_identifier WHERE value = '+919812345678' OR value = 'c9'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(phone, 0, "the erased person's identifiers came back");
+    assert_eq!(live_ids(&env).await.len(), 1);
 }
 
 const EMAIL: &str = "asha@mail.in";

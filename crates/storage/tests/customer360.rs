@@ -132,3 +132,49 @@ async fn documents_are_built_cached_and_follow_tombstones() {
     cache.invalidate(&[live]).await.unwrap();
     assert!(!cache.load(live).await.unwrap().unwrap().cached);
 }
+
+/// A `state` the current build cannot read (written by another build) gives a document
+/// with empty facts, not a failed refresh: the state is parsed straight into its type,
+/// and a failure there falls back to the default, as the `Value` round trip did.
+#[tokio::test]
+async fn an_unreadable_state_builds_a_document_with_empty_facts() {
+    let env = TestEnv::new().await;
+    let (live, _) = seed_profile(&env).await;
+    sqlx::query(
+        "UPDATE customer_profile SET state = '{\"events_count\": \"many\", \"recent_browsing\": 7}' \
+         WHERE id = $1",
+    )
+    .bind(live)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    let docs = storage::customer360::build_many(&env.db, &[live])
+        .await
+        .unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].total_orders, 2);
+    assert!(docs[0].browsing_history.is_empty());
+    assert!(docs[0].category_affinity.is_empty());
+}
+
+/// A document lists every tombstone behind its profile, also one reached through a
+/// chain (the writer keeps chains flat, but older rows may hold one), each once.
+#[tokio::test]
+async fn documents_list_tombstones_through_chains() {
+    let env = TestEnv::new().await;
+    let (live, tombstone) = seed_profile(&env).await;
+    let behind = Uuid::now_v7();
+    sqlx::query("INSERT INTO customer_profile (id, merged_into, merged_at) VALUES ($1, $2, now())")
+        .bind(behind)
+        .bind(tombstone)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let docs = storage::customer360::build_many(&env.db, &[live, tombstone])
+        .await
+        .unwrap();
+    assert_eq!(docs.len(), 1);
+    let mut expected = vec![tombstone, behind];
+    expected.sort();
+    assert_eq!(docs[0].merged_profile_ids, expected);
+}

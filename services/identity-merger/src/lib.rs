@@ -74,9 +74,8 @@ impl Handler for EventHandler {
     type Payload = NormalizedEvent;
 
     async fn handle(&self, batch: &[Delivery<NormalizedEvent>]) -> Vec<Result<(), HandlerError>> {
-        let events: Vec<NormalizedEvent> =
-            batch.iter().map(|d| d.envelope.payload.clone()).collect();
-        match self.resolver.resolve_deferred(&events).await {
+        let events = batch.iter().map(|d| &d.envelope.payload);
+        match self.resolver.resolve_deferred(events).await {
             Ok(report) => {
                 let changed = report.stale_documents();
                 if !changed.is_empty() {

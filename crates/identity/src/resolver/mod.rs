@@ -235,26 +235,28 @@ impl Resolver {
     /// Resolves a batch of events (any order, duplicates allowed). Each committed step
     /// refreshes its profiles' Customer 360 documents before the next begins.
     pub async fn resolve(&self, events: &[NormalizedEvent]) -> Result<ResolveReport, ResolveError> {
-        self.resolve_steps(events, true).await
+        self.resolve_steps(events.iter().collect(), true).await
     }
 
     /// [`resolve`](Self::resolve) without refreshing Customer 360 documents: the caller
     /// refreshes the report's `changed` and `removed` profiles itself, after this returns
     /// ([`refresh`](Self::refresh)). The merger does so off its critical path, so the
     /// documents' reads overlap its next batch (docs/performance.md).
-    pub async fn resolve_deferred(
+    /// The events are borrowed where they are (the merger's stream deliveries), never
+    /// copied.
+    pub async fn resolve_deferred<'a>(
         &self,
-        events: &[NormalizedEvent],
+        events: impl IntoIterator<Item = &'a NormalizedEvent>,
     ) -> Result<ResolveReport, ResolveError> {
-        self.resolve_steps(events, false).await
+        self.resolve_steps(events.into_iter().collect(), false)
+            .await
     }
 
     async fn resolve_steps(
         &self,
-        events: &[NormalizedEvent],
+        mut pending: Vec<&NormalizedEvent>,
         refresh: bool,
     ) -> Result<ResolveReport, ResolveError> {
-        let mut pending: Vec<&NormalizedEvent> = events.iter().collect();
         pending.sort_by_key(|e| EventKey::of(e));
         pending.dedup_by_key(|e| e.event_id);
         let mut report = ResolveReport::default();
@@ -608,7 +610,9 @@ impl Resolver {
     ) -> Result<BTreeSet<Uuid>, sqlx::Error> {
         let mut by_hash: HashMap<Vec<u8>, Vec<Uuid>> = HashMap::new();
         for (ev, status) in pending.iter().zip(statuses) {
-            if !matches!(status, Status::Pending) {
+            // Stored or not yet (the normalizer publishes events without a row): both
+            // are checked. Only events already resolved are not.
+            if matches!(status, Status::Resolved(_)) {
                 continue;
             }
             for id in suppressible(ev) {

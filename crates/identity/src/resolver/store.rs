@@ -214,10 +214,15 @@ pub(crate) async fn profiles(
             };
             let names: Vec<String> = r.get("name_keys");
             let traits: Json<Map<String, Value>> = r.get("traits");
-            let state: Json<Value> = r.get("state");
+            // Parsed straight into the state (no `Value` tree in between); a state that
+            // does not parse is taken as empty, as before.
+            let state = r
+                .try_get::<Json<ProfileState>, _>("state")
+                .map(|s| s.0)
+                .unwrap_or_default();
             let channels: Vec<String> = r.get("channels");
             let facts = ProfileFacts {
-                state: serde_json::from_value::<ProfileState>(state.0).unwrap_or_default(),
+                state,
                 traits: traits.0,
                 first_seen_at: r.get("first_seen_at"),
                 last_seen_at: r.get("last_seen_at"),
