@@ -9,9 +9,10 @@
 //! 2. Integrations are created (or reused: `Demo …` by kind) and every event is
 //!    rendered as its platform would send it ([`render`]): signed Shopify and
 //!    WooCommerce webhooks, Segment-style tracking, Twilio WhatsApp callbacks, POS bills.
-//! 3. The legacy CRM's customers go in as one CSV upload through the api-gateway (with
-//!    an API token made for the run and revoked after it), then everything else is sent
-//!    to ingest ([`send`]).
+//! 3. Everything is sent to ingest ([`send`]), the people's lanes kept together in the
+//!    brand's time; then the legacy CRM's customers go in as one CSV upload through the
+//!    api-gateway (with an API token made for the run and revoked after it). Its rows
+//!    are stamped on arrival, so they come after the history.
 //! 4. [`drain`] waits until every stored event is normalised and attached to a profile,
 //!    re-driving from Postgres if stream entries were lost on the way.
 //! 5. The models are trained and every profile scored ([`train`], the library `ctl ml`
