@@ -9,9 +9,10 @@
 //! 2. Integrations are created (or reused: `Demo …` by kind) and every event is
 //!    rendered as its platform would send it ([`render`]): signed Shopify and
 //!    WooCommerce webhooks, Segment-style tracking, Twilio WhatsApp callbacks, POS bills.
-//! 3. The legacy CRM's customers go in as one CSV upload through the api-gateway (with
-//!    an API token made for the run and revoked after it), then everything else is sent
-//!    to ingest ([`send`]).
+//! 3. Everything is sent to ingest ([`send`]), the people's lanes kept together in the
+//!    brand's time; then the legacy CRM's customers go in as one CSV upload through the
+//!    api-gateway (with an API token made for the run and revoked after it). Its rows
+//!    are stamped on arrival, so they come after the history.
 //! 4. [`drain`] waits until every stored event is normalised and attached to a profile,
 //!    re-driving from Postgres if stream entries were lost on the way.
 //! 5. The models are trained and every profile scored ([`train`], the library `ctl ml`
@@ -89,6 +90,11 @@ pub struct DemoArgs {
     /// ingest answers). A steady load for watching the fleet, or for fault drills.
     #[arg(long, value_name = "PER_SEC", value_parser = positive_rate)]
     pub rate: Option<f64>,
+    /// Minutes of the brand's history a lane may run ahead of the earliest delivery any
+    /// lane still has to send: deliveries of different people arrive roughly in time
+    /// order, as a live brand's platforms deliver them (0: in lock-step).
+    #[arg(long, default_value_t = send::DEFAULT_LANE_SKEW_MINS)]
+    pub lane_skew_mins: u32,
     /// Attempts per request before giving up on it: failures in transit, 5xx and 429
     /// are retried after a pause of 0.2 s doubling up to 5 s (8 attempts ride out about
     /// 15 s of ingest or Postgres being away, 20 about 80 s).
@@ -417,13 +423,13 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
         deliveries.len()
     );
 
-    let mut truth_events = import_csv(&client, &db, &api, csv, &csv_people).await?;
     let send_started = Instant::now();
     let opts = send::SendOptions {
         ingest_url: ingest.clone(),
         concurrency: args.concurrency,
         rate: args.rate,
         attempts: args.attempts,
+        lane_skew: chrono::TimeDelta::minutes(args.lane_skew_mins.into()),
         ..send::SendOptions::default()
     };
     let (report, accepted) = send::send(&client, &opts, &ep, &deliveries).await;
@@ -431,6 +437,10 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<()> {
     for e in &report.errors {
         eprintln!("demo: refused: {e}");
     }
+    // The legacy CRM goes in after the history: its rows are stamped on arrival (a CSV
+    // row carries no event time), so uploaded first they would sit "in the future" of
+    // every historical event of their customers, and each of those would arrive late.
+    let mut truth_events = import_csv(&client, &db, &api, csv, &csv_people).await?;
     truth_events.extend(
         deliveries
             .iter()

@@ -210,6 +210,22 @@ async fn a_demo_brand_goes_through_the_front_door_and_survives_a_redis_wipe() {
     .unwrap();
     assert_eq!(raw as usize, sent.len());
     assert_eq!(normalized, raw, "every raw event normalised exactly once");
+    // The legacy CRM's rows are stamped on arrival, so they come after the history:
+    // uploaded first, every later-sent event of their customers would arrive late.
+    let (csv_rows, history_after_csv): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM customer_raw_event WHERE source = 'csv'), \
+                (SELECT count(*) FROM customer_raw_event WHERE source NOT IN ('csv', 'twilio') \
+                 AND received_at > (SELECT min(received_at) FROM customer_raw_event \
+                                    WHERE source = 'csv'))",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert!(csv_rows > 0, "the legacy CRM was imported");
+    assert_eq!(
+        history_after_csv, 0,
+        "historical deliveries stored after the legacy CRM's rows"
+    );
 
     // Orders: exact totals, cancellations and refunds.
     fleet_brand::assert_orders_exact(&env.db, &truth.orders).await;

@@ -10,6 +10,17 @@
 //! are: sent in the middle of the history they would sit "in the future" of every
 //! later historical event of the same person.
 //!
+//! The lanes also keep together in time ([`Watermark`]): a lane sends a request only
+//! while its first delivery happened at most `--lane-skew-mins` after the earliest
+//! delivery any lane still has to send (in flight included). A live brand's platforms
+//! deliver each event within moments of it happening, so deliveries of different people
+//! arrive roughly in time order too, late by a delivery's delay or a retry, never by
+//! months; lanes left to run freely drift apart by months of history (one lane's people
+//! have more webhooks, sent one request each, than another's), and every event linked
+//! to a person of a lane that ran ahead (a household's phone, a store's counter phone)
+//! arrives after later events of its region, which the identity merger must then
+//! replay.
+//!
 //! With a rate (`ctl demo --rate`), every request first reserves its deliveries' share
 //! of time on one shared schedule ([`Pacer`]), so the load is steady whatever the
 //! lanes do: a fault drill sees the same arrival rate before, during and after a fault.
@@ -25,6 +36,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, Utc};
 use domain::Source;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -46,6 +58,9 @@ pub struct SendOptions {
     pub attempts: u32,
     /// Deliveries per second over every lane, or as fast as ingest answers.
     pub rate: Option<f64>,
+    /// How far in event time a lane may run ahead of the earliest delivery any lane
+    /// still has to send ([`Watermark`]).
+    pub lane_skew: TimeDelta,
 }
 
 impl Default for SendOptions {
@@ -57,6 +72,7 @@ impl Default for SendOptions {
             bill_batch: 50,
             attempts: 8,
             rate: None,
+            lane_skew: TimeDelta::minutes(DEFAULT_LANE_SKEW_MINS.into()),
         }
     }
 }
@@ -117,6 +133,66 @@ impl Pacer {
     }
 }
 
+/// How far in event time, in minutes, a lane may run ahead of the others by default
+/// (`ctl demo --lane-skew-mins`): a delivery arrives at most a day after later ones of
+/// other people.
+pub const DEFAULT_LANE_SKEW_MINS: u32 = 24 * 60;
+
+/// Where each lane is in event time: the time of the first delivery of the request it
+/// sends next (or has in flight), `None` once it has sent everything. A lane may send a
+/// request whose first delivery happened at most `skew` after the earliest of them, so
+/// the lane at the earliest time always may and the others wait for it at most `skew`
+/// ahead: of two requests, the one that arrives later happened at most `skew` before
+/// the other's first delivery.
+#[derive(Debug)]
+pub struct Watermark {
+    skew: TimeDelta,
+    lanes: Mutex<Vec<Option<DateTime<Utc>>>>,
+    moved: tokio::sync::Notify,
+}
+
+impl Watermark {
+    /// Lanes starting at the given times (`None`: a lane with nothing to send).
+    pub fn new(starts: Vec<Option<DateTime<Utc>>>, skew: TimeDelta) -> Self {
+        Self {
+            skew,
+            lanes: Mutex::new(starts),
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Moves `lane` to `at` (`None`: it is done) and says whether it may send a request
+    /// that starts there.
+    pub fn advance(&self, lane: usize, at: Option<DateTime<Utc>>) -> bool {
+        let mut lanes = self
+            .lanes
+            .lock()
+            .expect("no lane panics holding the watermark");
+        if lanes[lane] != at {
+            lanes[lane] = at;
+            // The earliest time may have moved: waiting lanes look again.
+            self.moved.notify_waiters();
+        }
+        let Some(at) = at else { return true };
+        let earliest = lanes.iter().flatten().min().copied().unwrap_or(at);
+        at <= earliest + self.skew
+    }
+
+    /// Moves `lane` to `at` and waits until it may send a request that starts there.
+    async fn wait(&self, lane: usize, at: DateTime<Utc>) {
+        loop {
+            // Registered before looking: a lane that moves after the look wakes this one.
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.advance(lane, Some(at)) {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
 /// One HTTP request carrying one or more deliveries.
 struct Request {
     path: String,
@@ -125,6 +201,13 @@ struct Request {
     members: Vec<usize>,
     /// How the answer says how many were duplicates.
     kind: Kind,
+}
+
+impl Request {
+    /// When its first delivery happened (a lane's deliveries are in time order).
+    fn at(&self, deliveries: &[Delivery]) -> DateTime<Utc> {
+        deliveries[self.members[0]].at
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -172,25 +255,41 @@ pub async fn send(
         for i in phase {
             per_lane[deliveries[i].person as usize % lanes].push(i);
         }
-        let lanes = per_lane.into_iter().map(|members| {
-            let (base, tally, pacer) = (&base, &tally, &pacer);
-            async move {
-                for r in requests(opts, ep, deliveries, &members) {
-                    if let Some(pacer) = pacer {
-                        pacer.wait(r.members.len()).await;
+        let per_lane: Vec<Vec<Request>> = per_lane
+            .iter()
+            .map(|members| requests(opts, ep, deliveries, members))
+            .collect();
+        let watermark = Watermark::new(
+            per_lane
+                .iter()
+                .map(|rs| rs.first().map(|r| r.at(deliveries)))
+                .collect(),
+            opts.lane_skew,
+        );
+        let lanes = per_lane
+            .into_iter()
+            .enumerate()
+            .map(|(lane, lane_requests)| {
+                let (base, tally, pacer, watermark) = (&base, &tally, &pacer, &watermark);
+                async move {
+                    for r in lane_requests {
+                        watermark.wait(lane, r.at(deliveries)).await;
+                        if let Some(pacer) = pacer {
+                            pacer.wait(r.members.len()).await;
+                        }
+                        let (outcome, retries) = post(client, base, &r, opts.attempts).await;
+                        record(
+                            &mut tally.lock().expect("no lane panics holding the tally"),
+                            deliveries,
+                            &r,
+                            outcome,
+                            retries,
+                            started,
+                        );
                     }
-                    let (outcome, retries) = post(client, base, &r, opts.attempts).await;
-                    record(
-                        &mut tally.lock().expect("no lane panics holding the tally"),
-                        deliveries,
-                        &r,
-                        outcome,
-                        retries,
-                        started,
-                    );
+                    watermark.advance(lane, None);
                 }
-            }
-        });
+            });
         futures::future::join_all(lanes).await;
     }
     let tally = tally
@@ -400,7 +499,6 @@ fn duplicates(kind: Kind, body: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::demo::render::Endpoint;
-    use chrono::Utc;
 
     fn delivery(source: Source, payload: Payload) -> Delivery {
         Delivery {
@@ -428,8 +526,95 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_keeps_order_and_folds_runs_of_messages_and_bills() {
-        let ep = Endpoints {
+    fn a_lane_may_run_ahead_of_the_earliest_lane_by_the_skew_and_no_further() {
+        let t0 = Utc::now();
+        let hours = |h| t0 + TimeDelta::hours(h);
+        let w = Watermark::new(
+            vec![Some(hours(0)), Some(hours(5)), None],
+            TimeDelta::hours(2),
+        );
+        // Lane 1 is 5 h ahead of lane 0: it waits; lane 0, the earliest, may always go.
+        assert!(!w.advance(1, Some(hours(5))));
+        assert!(w.advance(0, Some(hours(0))));
+        // Lane 0 moves on: lane 1 may go once it is within 2 h of it, exactly at the edge.
+        assert!(w.advance(0, Some(hours(3))));
+        assert!(w.advance(1, Some(hours(5))));
+        assert!(!w.advance(1, Some(hours(6))));
+        // Lane 0 is done: the earliest is lane 1's own time, and it goes on alone.
+        assert!(w.advance(0, None));
+        assert!(w.advance(1, Some(hours(100))));
+        // A lane that starts with nothing to send holds nobody back.
+        assert!(w.advance(2, None));
+    }
+
+    /// Deliveries of two people, one an hour apart each, to a server that answers the
+    /// first person's requests slowly: without the watermark the second person's lane
+    /// would send its whole day before the first one's second hour.
+    #[tokio::test]
+    async fn a_slow_lane_holds_the_others_back_by_the_skew_in_event_time() {
+        use axum::extract::{Path, State};
+
+        type Arrivals = std::sync::Arc<Mutex<Vec<(String, i64)>>>;
+        async fn answer(
+            State(arrivals): State<Arrivals>,
+            Path((speed, hour)): Path<(String, i64)>,
+        ) -> &'static str {
+            if speed == "slow" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            arrivals.lock().unwrap().push((speed, hour));
+            "{}"
+        }
+        let arrivals = Arrivals::default();
+        let app = axum::Router::new()
+            .route("/{speed}/{hour}", axum::routing::post(answer))
+            .with_state(arrivals.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let t0 = Utc::now();
+        let mut deliveries = Vec::new();
+        for hour in 0..24 {
+            for (person, speed) in [(0, "slow"), (1, "fast")] {
+                let mut d = delivery(
+                    Source::Shopify,
+                    Payload::Single {
+                        path: format!("/{speed}/{hour}"),
+                        headers: vec![],
+                        body: b"{}".to_vec(),
+                    },
+                );
+                d.person = person;
+                d.at = t0 + TimeDelta::hours(hour);
+                deliveries.push(d);
+            }
+        }
+        let opts = SendOptions {
+            ingest_url: format!("http://{addr}"),
+            concurrency: 2,
+            lane_skew: TimeDelta::hours(2),
+            ..SendOptions::default()
+        };
+        let (report, accepted) =
+            send(&reqwest::Client::new(), &opts, &endpoints(), &deliveries).await;
+        assert_eq!(report.accepted, 48);
+        assert!(accepted.iter().all(|a| *a));
+        let arrivals = arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), 48);
+        // Every delivery happened at most the skew before one that arrived ahead of it.
+        let mut latest = i64::MIN;
+        for (speed, hour) in &arrivals {
+            assert!(
+                latest - hour <= 2,
+                "{speed} hour {hour} arrived after hour {latest}: {arrivals:?}"
+            );
+            latest = latest.max(*hour);
+        }
+    }
+
+    fn endpoints() -> Endpoints {
+        Endpoints {
             shopify: Endpoint {
                 id: Uuid::nil(),
                 secret: "s".into(),
@@ -451,7 +636,12 @@ mod tests {
                 secret: "tok".into(),
             },
             public_base_url: "http://x".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_lane_keeps_order_and_folds_runs_of_messages_and_bills() {
+        let ep = endpoints();
         let msg = || delivery(Source::Segment, Payload::Segment(json!({"type": "page"})));
         let bill = || delivery(Source::Pos, Payload::Bill(json!({"bill_no": "1"})));
         let hook = || {
