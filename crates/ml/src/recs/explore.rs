@@ -87,11 +87,7 @@ pub(super) fn push_inputs(c: &Candidate, item: ItemContext, out: &mut Vec<f32>) 
     out.extend_from_slice(&c.features);
     out.extend_from_slice(&[
         (1.0 + c.times_bought as f32).ln(),
-        if c.profile_baskets > 0 {
-            c.times_bought as f32 / c.profile_baskets as f32
-        } else {
-            0.0
-        },
+        super::ranker::basket_share(c),
         c.profile_baskets as f32,
         c.basket_size,
         c.baskets_per_week,
@@ -179,14 +175,8 @@ impl ExploreRanker {
     /// Loads the model from its text (after deserialising); a model fitted on another
     /// number of inputs is an error.
     pub fn load(&mut self) -> Result<(), GbmError> {
-        let model = GbmModel::from_text(&self.model_text)?;
-        if model.n_features() != EXPLORE_INPUTS {
-            return Err(GbmError::new(format!(
-                "the explore ranker takes {} inputs, this one was fitted on {}",
-                EXPLORE_INPUTS,
-                model.n_features()
-            )));
-        }
+        let model =
+            super::ranker::model_from_text(&self.model_text, EXPLORE_INPUTS, "explore ranker")?;
         self.model = Some(model);
         Ok(())
     }
