@@ -14,7 +14,10 @@
 //! tuned by coordinate ascent on a past window (trained before `as_of − horizon`, judged
 //! on the horizon before `as_of`), so the blend is fitted on data the evaluation never
 //! sees. The last few places of a list can be kept for explore candidates (items never
-//! bought, near what was bought or viewed) when that window says they pay ([`Explore`]).
+//! bought, near what was bought or viewed) when that window says they pay ([`Explore`]),
+//! or, when it pays on held-out tuning customers, by a learned explore ranker that gives
+//! a place to a new item only where its probability beats that of the item it pushes
+//! out ([`explore`]).
 //! Exclusions: items not bought or viewed by anyone for `stale_days` (no longer in
 //! the catalogue) and items the profile bought in the last `just_bought_days` unless
 //! they are repeat items. [`offline`] measures it against the baselines.

@@ -670,8 +670,9 @@ pub fn write_report(
     writeln!(out, "  load average: {}", load_average())
 }
 
-/// Method names, in report order (`linear_blend`: the blend's weighted sum and explore
-/// slots without the re-ranker; the same as `blend` when none was kept).
+/// Method names, in report order (`linear_blend`: the blend's weighted sum and linear
+/// explore slots, without the re-ranker and the learned explore ranker; the same as
+/// `blend` when neither was kept).
 pub const METHODS: [&str; 6] = [
     "popularity",
     "p_topfreq",
