@@ -14,12 +14,16 @@
 //! tuned by coordinate ascent on a past window (trained before `as_of − horizon`, judged
 //! on the horizon before `as_of`), so the blend is fitted on data the evaluation never
 //! sees. The last few places of a list can be kept for explore candidates (items never
-//! bought, near what was bought or viewed) when that window says they pay ([`Explore`]).
+//! bought, near what was bought or viewed) when that window says they pay ([`Explore`]),
+//! or, when it pays on held-out tuning customers, by a learned explore ranker that gives
+//! a place to a new item only where its probability beats that of the item it pushes
+//! out ([`explore`]).
 //! Exclusions: items not bought or viewed by anyone for `stale_days` (no longer in
 //! the catalogue) and items the profile bought in the last `just_bought_days` unless
 //! they are repeat items. [`offline`] measures it against the baselines.
 
 pub mod ann;
+pub mod explore;
 pub mod item2vec;
 pub mod offline;
 pub mod ranker;
@@ -401,6 +405,29 @@ pub struct Candidate {
     pub basket_size: f32,
     /// The profile's baskets per week, from its first basket to `now` (at least a week).
     pub baskets_per_week: f32,
+    /// What the learned explore ranker reads about the profile's habits of exploring.
+    pub exploration: Exploration,
+}
+
+/// A candidate's inputs to the learned explore ranker ([`explore`]) beyond its
+/// features: how it relates to the profile's anchors and category, and how often the
+/// profile buys something new.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Exploration {
+    /// The profile's anchors whose neighbours include it.
+    pub anchor_hits: u32,
+    /// The sum of its similarities to those anchors.
+    pub similarity_sum: f32,
+    /// Days since the profile last bought anything in its category (none: never).
+    pub category_days: Option<f32>,
+    /// The profile's distinct items over its purchases (item lines) in its category: 1
+    /// when it never buys the same item twice there (0 when it never bought there).
+    pub category_variety: f32,
+    /// Share of the profile's item lines after its first basket that were new to it
+    /// when bought (NaN with one basket).
+    pub new_share: f32,
+    /// The same over its last [`explore::RECENT_BASKETS`] baskets (NaN with one basket).
+    pub recent_new_share: f32,
 }
 
 /// A trained recommender.
@@ -445,6 +472,16 @@ pub struct Recommender {
     /// (whether or not it was kept; none when none was tried).
     #[serde(default)]
     pub ranker_trial: Option<ranker::HeldOut>,
+    /// The learned explore ranker and its policy, when it found more new items than
+    /// the lists without explore places at no cost in accuracy on tuning customers it
+    /// was not fitted on; it then decides the explore places instead of [`Explore`]
+    /// (models stored before it load without).
+    #[serde(default)]
+    pub explore_ranker: Option<explore::ExploreRanker>,
+    /// The learned explore policies weighed, with their figures on those customers
+    /// (empty when none was tried, and in models stored before them).
+    #[serde(default)]
+    pub explore_ranker_trials: Vec<explore::LearnedTrial>,
     #[serde(skip)]
     index: Option<ann::Index>,
     /// Per item2vec row, its nearest items (most similar first) when they were cached:
@@ -786,6 +823,8 @@ impl Recommender {
             explore_trials: Vec::new(),
             ranker: None,
             ranker_trial: None,
+            explore_ranker: None,
+            explore_ranker_trials: Vec::new(),
             index: None,
             neighbours: Vec::new(),
         };
@@ -842,6 +881,8 @@ impl Recommender {
         model.explore_trials = tuned.explore_trials;
         model.ranker = tuned.ranker;
         model.ranker_trial = tuned.ranker_trial;
+        model.explore_ranker = tuned.explore_ranker;
+        model.explore_ranker_trials = tuned.explore_ranker_trials;
         (
             Fitted {
                 model,
@@ -876,6 +917,13 @@ impl Recommender {
         {
             tracing::warn!(error = %e, "the recommender's ranker does not load; ranking by the blend");
             self.ranker = None;
+        }
+        if let Some(r) = &mut self.explore_ranker
+            && r.model().is_none()
+            && let Err(e) = r.load()
+        {
+            tracing::warn!(error = %e, "the recommender's explore ranker does not load; exploring by the blend's policy");
+            self.explore_ranker = None;
         }
         let live = self.live_rows();
         let k = self.cached_neighbours();
@@ -1007,23 +1055,49 @@ impl Recommender {
             days_since_bought: None,
             basket_size,
             baskets_per_week,
+            exploration: Exploration::default(),
         };
         // Repeat: what the profile bought.
         let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
         let mut decayed: HashMap<ItemId, f32> = HashMap::new();
         let mut categories: HashMap<u32, u32> = HashMap::new();
-        for b in activity.baskets.iter().filter(|b| b.at < now) {
+        // Per category: when the profile last bought there, its distinct items and its
+        // item lines there.
+        let mut category_last: HashMap<u32, (DateTime<Utc>, u32, u32)> = HashMap::new();
+        // Item lines new to the profile when bought (after its first basket), and all
+        // such lines; overall and over its last baskets.
+        let recent_from = (profile_baskets as usize).saturating_sub(explore::RECENT_BASKETS);
+        let (mut new_lines, mut later_lines) = ([0u32; 2], [0u32; 2]);
+        for (n, b) in activity.baskets.iter().filter(|b| b.at < now).enumerate() {
             let weight = (-days(b.at, now).max(0.0) / DECAY_DAYS).exp();
             for &i in &b.items {
+                let first = !bought.contains_key(&i);
+                if n > 0 {
+                    for (part, counts) in [true, n >= recent_from].into_iter().enumerate() {
+                        if counts {
+                            later_lines[part] += 1;
+                            new_lines[part] += u32::from(first);
+                        }
+                    }
+                }
                 let e = bought.entry(i).or_insert((0, b.at));
                 e.0 += 1;
                 e.1 = e.1.max(b.at);
                 *decayed.entry(i).or_default() += weight;
                 if let Some(c) = self.catalogue.categories.get(i as usize).copied().flatten() {
                     *categories.entry(c).or_default() += 1;
+                    let last = category_last.entry(c).or_insert((b.at, 0, 0));
+                    last.0 = last.0.max(b.at);
+                    last.1 += u32::from(first);
+                    last.2 += 1;
                 }
             }
         }
+        let share_new = |part: usize| match later_lines[part] {
+            0 => f32::NAN,
+            lines => new_lines[part] as f32 / lines as f32,
+        };
+        let (new_share, recent_new_share) = (share_new(0), share_new(1));
         for (&i, &(times, last)) in &bought {
             let since = days(last, now).max(0.0);
             let cycle = self.stats.cycle_days[i as usize];
@@ -1055,6 +1129,8 @@ impl Recommender {
             let near = self.nearest_cached(anchor);
             for &(i, sim) in near.iter().take(self.params.neighbours) {
                 let c = out.entry(i).or_insert_with(|| blank(i));
+                c.exploration.anchor_hits += 1;
+                c.exploration.similarity_sum += sim;
                 if sim > c.features[SIM] {
                     c.features[SIM] = sim;
                     c.anchor = Some((anchor, viewed));
@@ -1129,6 +1205,16 @@ impl Recommender {
                     .and_then(|cat| self.category_trying.get(cat as usize)?.first().copied())
                     .map_or(1.0, |i| newcomers(i).max(1.0));
                 c.features[NEW_IN_TASTE] = c.features[CAT_SHARE] * tried / top_in_category;
+                let in_category = cat.and_then(|cat| category_last.get(&cat));
+                c.exploration = Exploration {
+                    category_days: in_category.map(|(last, _, _)| days(*last, now).max(0.0)),
+                    category_variety: in_category.map_or(0.0, |(_, distinct, lines)| {
+                        *distinct as f32 / (*lines).max(1) as f32
+                    }),
+                    new_share,
+                    recent_new_share,
+                    ..c.exploration
+                };
                 c
             })
             .collect();
@@ -1155,12 +1241,12 @@ impl Recommender {
         let candidates: Vec<Vec<Candidate>> =
             activities.iter().map(|a| self.candidates(a, now)).collect();
         let lists: Vec<&[Candidate]> = candidates.iter().map(Vec::as_slice).collect();
-        let mains = self.main_rankings(&lists, k);
+        let selections = self.selections(&lists, k);
         candidates
             .iter()
-            .zip(mains)
-            .map(|(candidates, main)| {
-                select_from(candidates, main, &self.weights, &self.explore, k)
+            .zip(selections)
+            .map(|(candidates, selected)| {
+                selected
                     .into_iter()
                     .map(|(ix, explored)| {
                         let c = &candidates[ix];
@@ -1177,6 +1263,112 @@ impl Recommender {
                     .collect()
             })
             .collect()
+    }
+
+    /// Per profile (its candidates), its top `k` — indices into its candidates, each with
+    /// whether an explore place put it there: the main ranking with its last places
+    /// given to items new to the profile by the learned explore ranker when there is
+    /// one (one call of it for all the profiles), otherwise by the [`Explore`] policy.
+    fn selections(&self, candidates: &[&[Candidate]], k: usize) -> Vec<Vec<(usize, bool)>> {
+        let mains = self.main_rankings(candidates, k);
+        if let Some(learned) = &self.explore_ranker
+            && let Some(model) = learned.model()
+        {
+            let from = k.saturating_sub(explore::MAX_PLACES);
+            let scored: Vec<Vec<usize>> = candidates
+                .iter()
+                .zip(&mains)
+                .map(|(c, main)| self.explore_scored(c, main, from, k))
+                .collect();
+            let mut rows = Vec::new();
+            for (c, s) in candidates.iter().zip(&scored) {
+                rows.extend(self.explore_rows(c, s));
+            }
+            match model.predict_on_this_thread(&rows) {
+                Ok(p) => {
+                    let mut offset = 0;
+                    return candidates
+                        .iter()
+                        .zip(mains)
+                        .zip(&scored)
+                        .map(|((c, main), s)| {
+                            let probabilities = &p[offset..offset + s.len()];
+                            offset += s.len();
+                            let policy = (learned.max_places, learned.margin);
+                            learned_select(c, main, from, s, probabilities, policy, k)
+                        })
+                        .collect();
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the recommender's explore ranker failed; exploring by the blend's policy"
+                ),
+            }
+        }
+        candidates
+            .iter()
+            .zip(mains)
+            .map(|(c, main)| select_from(c, main, &self.weights, &self.explore, k))
+            .collect()
+    }
+
+    /// What the learned explore ranker scores for a profile: its main list's places from
+    /// `from` to `k` (what explore places push out), then its explore pool
+    /// ([`explore::EXPLORE_POOL`]: never bought, not in the main list's first `k`).
+    fn explore_scored(
+        &self,
+        candidates: &[Candidate],
+        main: &[usize],
+        from: usize,
+        k: usize,
+    ) -> Vec<usize> {
+        let listed = &main[..main.len().min(k)];
+        let mut scored: Vec<usize> = listed.iter().skip(from).copied().collect();
+        let taken: HashSet<usize> = listed.iter().copied().collect();
+        let pool: Vec<usize> = (0..candidates.len())
+            .filter(|i| !taken.contains(i) && explorable(&candidates[*i]))
+            .collect();
+        let mut explore: Vec<usize> = rank_among(
+            candidates,
+            pool.clone(),
+            &self.explore.weights,
+            explore::LINEAR_TOP,
+        );
+        for f in EXPLORE_POOL_FEATURES {
+            let mut w = [0.0; FEATURES.len()];
+            w[f] = 1.0;
+            let best = rank_among(candidates, pool.clone(), &w, explore::EXPLORE_POOL);
+            let fresh: Vec<usize> = best
+                .into_iter()
+                .filter(|i| !explore.contains(i))
+                .take(explore::FEATURE_TOP)
+                .collect();
+            explore.extend(fresh);
+        }
+        scored.extend(explore);
+        scored
+    }
+
+    /// The learned explore ranker's inputs of the candidates at `scored`, one row each.
+    fn explore_rows(&self, candidates: &[Candidate], scored: &[usize]) -> Vec<f32> {
+        let mut rows = Vec::with_capacity(scored.len() * explore::EXPLORE_INPUTS);
+        for &i in scored {
+            let c = &candidates[i];
+            let item = c.item as usize;
+            let s = &self.stats;
+            let context = explore::ItemContext {
+                cycle_days: s.cycle_days[item],
+                buyers: s.buyers[item],
+                repeat_rate: s.repeat_rate[item],
+                orders_per_buyer_ln: s.orders_per_buyer_ln.get(item).copied().unwrap_or(0.0),
+                newcomers: s.recent_newcomers.get(item).copied().unwrap_or(0),
+                recent_orders: s.recent_orders[item],
+                blend: score(c, &self.weights),
+                linear: score(c, &self.explore.weights),
+            };
+            explore::push_inputs(c, context, &mut rows);
+        }
+        rows
     }
 
     /// Per profile (its candidates), the best `k` candidates before explore slots: the
@@ -1423,6 +1615,50 @@ fn explores(
     }
 }
 
+/// The single features whose best explore candidates join the learned explore ranker's
+/// pool ([`explore::EXPLORE_POOL`]).
+const EXPLORE_POOL_FEATURES: [usize; 5] = [SIM, NEW_IN_TASTE, NEWCOMERS, CAT_POP, POP];
+
+/// The top `k` of a profile with explore places given by the learned explore ranker:
+/// `scored` is what [`Recommender::explore_scored`] gave for `main` and `from`, with
+/// its `probabilities` (one each); `(max_places, margin)` the policy
+/// ([`explore::places`]). The explore items take the last places, best first.
+fn learned_select(
+    candidates: &[Candidate],
+    main: Vec<usize>,
+    from: usize,
+    scored: &[usize],
+    probabilities: &[f64],
+    (max_places, margin): (usize, f64),
+    k: usize,
+) -> Vec<(usize, bool)> {
+    let listed = main.len().min(k);
+    let tail = listed.saturating_sub(from);
+    // The probability of the item each explore place pushes out, the last first (0
+    // where the list has no item to push out).
+    let pushed_out: Vec<f64> = (0..max_places.min(k))
+        .map(|j| match (k - 1 - j).checked_sub(from) {
+            Some(at) if at < tail => probabilities[at],
+            _ => 0.0,
+        })
+        .collect();
+    let mut explore: Vec<usize> = (tail..scored.len()).collect();
+    explore.sort_by(|&a, &b| {
+        probabilities[b]
+            .total_cmp(&probabilities[a])
+            .then(candidates[scored[a]].item.cmp(&candidates[scored[b]].item))
+    });
+    let best: Vec<f64> = explore.iter().map(|&j| probabilities[j]).collect();
+    let n = explore::places(&best, &pushed_out, max_places, margin);
+    let mut top: Vec<(usize, bool)> = main
+        .into_iter()
+        .take(k - n.min(k))
+        .map(|i| (i, false))
+        .collect();
+    top.extend(explore.into_iter().take(n).map(|j| (scored[j], true)));
+    top
+}
+
 /// [`select`] with the main ranking given (`main`: the best candidates, best first).
 fn select_from(
     candidates: &[Candidate],
@@ -1531,12 +1767,26 @@ fn mean_metrics<'a>(
     w: &BlendWeights,
     explore: &Explore,
 ) -> WindowMetrics {
+    list_metrics(judged.map(|(case, main)| {
+        let exploring = explores(&case.candidates, &main, w, explore, 10);
+        (
+            case,
+            select_from(&case.candidates, main, w, explore, 10),
+            exploring,
+        )
+    }))
+}
+
+/// Mean figures over customers, each given with its top 10 (indices into its
+/// candidates) and whether it was given explore places.
+fn list_metrics<'a>(
+    lists: impl Iterator<Item = (&'a TuningCase, Vec<(usize, bool)>, bool)>,
+) -> WindowMetrics {
     let mut sum = WindowMetrics::default();
     let (mut n, mut with_new) = (0usize, 0usize);
-    for (case, main) in judged {
-        sum.share_exploring +=
-            f64::from(u8::from(explores(&case.candidates, &main, w, explore, 10)));
-        let top: Vec<ItemId> = select_from(&case.candidates, main, w, explore, 10)
+    for (case, list, exploring) in lists {
+        sum.share_exploring += f64::from(u8::from(exploring));
+        let top: Vec<ItemId> = list
             .into_iter()
             .map(|(i, _)| case.candidates[i].item)
             .collect();
@@ -1639,6 +1889,11 @@ pub struct Tuned {
     pub ranker: Option<ranker::Ranker>,
     /// How the re-ranker did against the blend there (none when it was not tried).
     pub ranker_trial: Option<ranker::HeldOut>,
+    /// The learned explore ranker, when a policy of it paid on held-out tuning
+    /// customers.
+    pub explore_ranker: Option<explore::ExploreRanker>,
+    /// Its policies, with their figures on those customers.
+    pub explore_ranker_trials: Vec<explore::LearnedTrial>,
     /// The tuning model's item2vec state and the instant its corpus ends (the final
     /// fit continues from it).
     item2vec: Option<(item2vec::Trained, DateTime<Utc>)>,
@@ -1661,6 +1916,8 @@ fn tune_timed(
             explore_trials: Vec::new(),
             ranker: None,
             ranker_trial: None,
+            explore_ranker: None,
+            explore_ranker_trials: Vec::new(),
             item2vec: None,
         };
     }
@@ -1738,7 +1995,7 @@ fn tune_timed(
     let (ranker, ranker_trial) =
         times.time("tuning: ranker", || fit_ranker(&past, &cases, &relative));
     past.ranker = ranker;
-    times.time("tuning: explore slots", || {
+    let (mains, trials, mut explore) = times.time("tuning: explore slots", || {
         let lists: Vec<&[Candidate]> = cases.iter().map(|c| c.candidates.as_slice()).collect();
         let mains = past.main_rankings(&lists, 10);
         let trials = explore_trials(
@@ -1749,15 +2006,29 @@ fn tune_timed(
             (r0, n0),
         );
         let explore = choose_explore(&trials);
-        Tuned {
-            weights: past.weights,
-            explore,
-            explore_trials: trials,
-            ranker: past.ranker.take(),
-            ranker_trial,
-            item2vec: Some((trained, start)),
-        }
-    })
+        (mains, trials, explore)
+    });
+    let (explore_ranker, explore_ranker_trials) = times.time("tuning: explore ranker", || {
+        fit_explore_ranker(&past, &cases, &mains)
+    });
+    if explore_ranker.is_some() {
+        // The learned ranker decides the explore places; the linear ranking still feeds
+        // its pool.
+        explore.slots = 0;
+    }
+    Tuned {
+        weights: past.weights,
+        explore: Explore {
+            weights: past.explore.weights,
+            ..explore
+        },
+        explore_trials: trials,
+        ranker: past.ranker.take(),
+        ranker_trial,
+        explore_ranker,
+        explore_ranker_trials,
+        item2vec: Some((trained, start)),
+    }
 }
 
 /// How much of P-TopFreq's Recall@10 and of its NDCG@10 (each, on the tuning window)
@@ -1834,26 +2105,163 @@ fn explore_trials(
 /// [`MIN_EXPLORE_GAIN`] more of the new items than the most accurate one; otherwise the
 /// most accurate one. Ties go to the more accurate.
 fn choose_explore(trials: &[ExploreTrial]) -> Explore {
-    let accuracy = |t: &ExploreTrial| t.recall_ratio + t.ndcg_ratio;
+    let figures = |t: &ExploreTrial| (t.recall_ratio, t.ndcg_ratio, t.explore_recall);
+    let accuracy = |t: &&ExploreTrial| t.recall_ratio + t.ndcg_ratio;
     let Some(best) = trials
         .iter()
         .max_by(|a, b| accuracy(a).total_cmp(&accuracy(b)))
     else {
         return Explore::default();
     };
+    most_exploring(trials, best, EXPLORE_ALLOWANCE, figures).explore
+}
+
+/// The trial with the best explore recall among those within `allowance` of
+/// `reference` on both Recall@10 and NDCG@10 (relative to P-TopFreq), when it finds at
+/// least [`MIN_EXPLORE_GAIN`] more of the new items than `reference`; otherwise
+/// `reference`. Ties go to the more accurate. `figures`: a trial's recall ratio, NDCG
+/// ratio and explore recall.
+fn most_exploring<'t, T>(
+    trials: &'t [T],
+    reference: &'t T,
+    allowance: f64,
+    figures: impl Fn(&T) -> (f64, f64, f64),
+) -> &'t T {
+    let (recall, ndcg, explored) = figures(reference);
+    let accuracy = |t: &T| {
+        let (r, n, _) = figures(t);
+        r + n
+    };
     trials
         .iter()
         .filter(|t| {
-            t.recall_ratio >= best.recall_ratio - EXPLORE_ALLOWANCE - 1e-12
-                && t.ndcg_ratio >= best.ndcg_ratio - EXPLORE_ALLOWANCE - 1e-12
+            let (r, n, _) = figures(t);
+            r >= recall - allowance - 1e-12 && n >= ndcg - allowance - 1e-12
         })
         .max_by(|a, b| {
-            a.explore_recall
-                .total_cmp(&b.explore_recall)
+            figures(a)
+                .2
+                .total_cmp(&figures(b).2)
                 .then(accuracy(a).total_cmp(&accuracy(b)))
         })
-        .filter(|t| t.explore_recall >= best.explore_recall + MIN_EXPLORE_GAIN)
-        .map_or(best.explore, |t| t.explore)
+        .filter(|t| figures(t).2 >= explored + MIN_EXPLORE_GAIN)
+        .unwrap_or(reference)
+}
+
+/// Margins the learned explore policy tries: an explore item takes a place when its
+/// probability beats this times that of the item it pushes out.
+const LEARNED_MARGINS: [f64; 4] = [1.0, 1.5, 2.0, 3.0];
+
+/// Most explore places per profile the learned explore policy tries.
+const LEARNED_PLACES: [usize; 3] = [1, 2, explore::MAX_PLACES];
+
+/// Fits the learned explore ranker on the even tuning customers — rows of each one's
+/// main list (`mains`) and explore pool ([`Recommender::explore_scored`]), labelled by
+/// whether they bought it — and judges its policies ([`LEARNED_PLACES`] ×
+/// [`LEARNED_MARGINS`], and no places) on the odd ones. The policy finding the most new
+/// items with Recall@10 and NDCG@10 no lower than without places (and at least
+/// [`MIN_EXPLORE_GAIN`] more new items) is kept, with the model refitted on every
+/// customer; none when no policy does. Returns the trials either way.
+fn fit_explore_ranker(
+    past: &Recommender,
+    cases: &[TuningCase],
+    mains: &[Vec<usize>],
+) -> (Option<explore::ExploreRanker>, Vec<explore::LearnedTrial>) {
+    let seed = past.params.item2vec.seed;
+    let scored: Vec<Vec<usize>> = cases
+        .iter()
+        .zip(mains)
+        .map(|(case, main)| past.explore_scored(&case.candidates, main, 0, 10))
+        .collect();
+    let gather = |keep: &dyn Fn(usize) -> bool| {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (_, (case, s)) in cases
+            .iter()
+            .zip(&scored)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+        {
+            x.extend(past.explore_rows(&case.candidates, s));
+            y.extend(
+                s.iter()
+                    .map(|&j| f32::from(u8::from(case.truth.contains(&case.candidates[j].item)))),
+            );
+        }
+        (x, y)
+    };
+    let fit = |(x, y): &(Vec<f32>, Vec<f32>)| {
+        let positives = y.iter().filter(|v| **v > 0.0).count();
+        if positives < 20 || positives == y.len() {
+            return None;
+        }
+        explore::fit(x, y, seed)
+            .map_err(|e| tracing::warn!(error = %e, "fitting the recommender's explore ranker"))
+            .ok()
+    };
+    let Some(model) = fit(&gather(&|i| i % 2 == 0)) else {
+        return (None, Vec::new());
+    };
+    let (judge_x, _) = gather(&|i| i % 2 == 1);
+    let Ok(p) = model.predict(&judge_x) else {
+        return (None, Vec::new());
+    };
+    let odd: Vec<usize> = (1..cases.len()).step_by(2).collect();
+    let mut probabilities = Vec::with_capacity(odd.len());
+    let mut offset = 0;
+    for &i in &odd {
+        probabilities.push(&p[offset..offset + scored[i].len()]);
+        offset += scored[i].len();
+    }
+    let none = Explore::default();
+    let (r0, n0) = mean_metrics(
+        odd.iter()
+            .map(|&i| (&cases[i], rank(&cases[i].candidates, &P_TOPFREQ, 10))),
+        &P_TOPFREQ,
+        &none,
+    )
+    .accuracy();
+    let judge = |max_places: usize, margin: f64| {
+        let m = list_metrics(odd.iter().zip(&probabilities).map(|(&i, p)| {
+            let case = &cases[i];
+            let policy = (max_places, margin);
+            let list = learned_select(
+                &case.candidates,
+                mains[i].clone(),
+                0,
+                &scored[i],
+                p,
+                policy,
+                10,
+            );
+            let exploring = list.iter().any(|(_, explored)| *explored);
+            (case, list, exploring)
+        }));
+        explore::LearnedTrial {
+            max_places,
+            margin,
+            share_exploring: m.share_exploring,
+            recall_ratio: m.recall / r0.max(1e-12),
+            ndcg_ratio: m.ndcg / n0.max(1e-12),
+            explore_recall: m.explore_recall,
+        }
+    };
+    let mut trials = vec![judge(0, 1.0)];
+    for places in LEARNED_PLACES {
+        for margin in LEARNED_MARGINS {
+            trials.push(judge(places, margin));
+        }
+    }
+    let figures = |t: &explore::LearnedTrial| (t.recall_ratio, t.ndcg_ratio, t.explore_recall);
+    let chosen = *most_exploring(&trials, &trials[0], 0.0, figures);
+    if chosen.max_places == 0 {
+        return (None, trials);
+    }
+    let kept = fit(&gather(&|_| true)).and_then(|m| {
+        explore::ExploreRanker::new(m, chosen.max_places, chosen.margin)
+            .map_err(|e| tracing::warn!(error = %e, "saving the recommender's explore ranker"))
+            .ok()
+    });
+    (kept, trials)
 }
 
 /// Fits the re-ranker on the even tuning customers (the candidates of each that it
@@ -2204,6 +2612,80 @@ mod tests {
         // Without a bar, everyone explores, the staple buyer too.
         model.explore.weak_below = None;
         assert_ne!(model.recommend(&staple_buyer, at(90), 10), without);
+    }
+
+    /// A brand of 60 explorers, who buy milk, bread, two of twelve pantry items at random
+    /// and a snack they never bought before every week (snack `c + week` of a row of 40,
+    /// so each next one is the neighbour of the last), and of 120 loyal buyers of milk,
+    /// bread, two pantry items and the same snack of that row every week.
+    fn explorers_and_loyal() -> Corpus {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut catalogue = Catalogue::default();
+        let milk = catalogue.intern("MILK", Some("Milk"), Some("Dairy"));
+        let bread = catalogue.intern("BREAD", Some("Bread"), Some("Bakery"));
+        let pantry: Vec<ItemId> = (0..12)
+            .map(|i| catalogue.intern(&format!("P{i}"), None, Some("Pantry")))
+            .collect();
+        let snacks: Vec<ItemId> = (0..40)
+            .map(|i| catalogue.intern(&format!("S{i}"), None, Some("Snacks")))
+            .collect();
+        let mut customers = Vec::new();
+        for (explorer, group) in [(true, 60usize), (false, 120)] {
+            for c in 0..group {
+                let mut act = Activity::default();
+                for week in 0..20usize {
+                    let snack = if explorer { (c + week) % 40 } else { c % 40 };
+                    let first = rng.random_range(0..12);
+                    let second = (first + rng.random_range(1..12)) % 12;
+                    act.baskets.push(Basket {
+                        at: at((week * 7 + c % 7) as i64),
+                        items: vec![milk, bread, pantry[first], pantry[second], snacks[snack]],
+                    });
+                }
+                customers.push(act);
+            }
+        }
+        Corpus {
+            catalogue,
+            customers,
+        }
+    }
+
+    #[test]
+    fn the_learned_explore_ranker_gives_a_new_item_to_those_who_explore_and_not_to_others() {
+        let corpus = explorers_and_loyal();
+        let now = at(140);
+        let model = Recommender::train(&corpus, now, &params());
+        assert!(
+            model.explore_ranker.is_some(),
+            "{:#?}",
+            model.explore_ranker_trials
+        );
+        // What explore places put on a customer's list.
+        let explored = |c: usize| -> Vec<&str> {
+            let candidates = model.candidates(&corpus.customers[c], now);
+            model
+                .selections(&[candidates.as_slice()], 10)
+                .remove(0)
+                .into_iter()
+                .filter(|(_, explored)| *explored)
+                .map(|(i, _)| model.catalogue.skus[candidates[i].item as usize].as_str())
+                .collect()
+        };
+        // Explorers: the next snack of the row (never bought, the neighbour of the last).
+        for c in [0, 13, 27] {
+            let next = format!("S{}", (c + 20) % 40);
+            assert!(
+                explored(c).contains(&next.as_str()),
+                "{c}: {:?}",
+                explored(c)
+            );
+        }
+        // Loyal buyers have the same neighbours, but never try them: no explore place.
+        for c in [60, 93, 147] {
+            assert!(explored(c).is_empty(), "{c}: {:?}", explored(c));
+        }
     }
 
     #[test]

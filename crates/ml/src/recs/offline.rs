@@ -253,6 +253,14 @@ pub struct RecsEvaluation {
     /// neighbours, popular in its categories and overall). What no ranking of these
     /// candidates can beat.
     pub explore_oracle: Vec<(usize, f64)>,
+    /// The same ceiling among the learned explore ranker's pool only (what it scores:
+    /// [`super::explore::EXPLORE_POOL`] never-bought candidates outside the main list).
+    pub explore_pool_oracle: Vec<(usize, f64)>,
+    /// The learned explore ranker's policy when it was kept: most places and margin.
+    pub explore_ranker: Option<(usize, f64)>,
+    /// The learned explore policies weighed, with their figures on held-out tuning
+    /// customers.
+    pub explore_ranker_trials: Vec<super::explore::LearnedTrial>,
     /// Whether the re-ranker was kept.
     pub ranker_kept: bool,
     /// How the re-ranker did against the blend on held-out tuning customers.
@@ -568,6 +576,35 @@ pub fn write_report(
             "  explore slots: none (on the tuning window no exploring policy was worth its cost)"
         )?;
     }
+    match &r.explore_ranker {
+        Some((places, margin)) => writeln!(
+            out,
+            "  learned explore ranker (LightGBM, pointwise): kept — up to {places} places, each \
+             when a new item's probability beats {margin} × that of the item it pushes out"
+        )?,
+        None if r.explore_ranker_trials.is_empty() => writeln!(
+            out,
+            "  learned explore ranker: not tried (too few tuning purchases)"
+        )?,
+        None => writeln!(
+            out,
+            "  learned explore ranker (LightGBM, pointwise): not kept (no policy found more new \
+             items at no cost in accuracy on held-out tuning customers)"
+        )?,
+    }
+    for t in &r.explore_ranker_trials {
+        writeln!(
+            out,
+            "    held-out tuning customers: up to {} places at margin {:<3} to {:>5.1}% of \
+             profiles: recall {:.3}x, NDCG {:.3}x P-TopFreq, explore recall {:.4}",
+            t.max_places,
+            t.margin,
+            100.0 * t.share_exploring,
+            t.recall_ratio,
+            t.ndcg_ratio,
+            t.explore_recall
+        )?;
+    }
     for t in &r.explore_trials {
         writeln!(
             out,
@@ -614,21 +651,28 @@ pub fn write_report(
             ratio(b.explore_recall_at_10, pop.explore_recall_at_10)
         )?;
     }
-    let oracle: Vec<String> = r
-        .explore_oracle
-        .iter()
-        .map(|(places, recall)| format!("{places} places {recall:.4}"))
-        .collect();
+    let oracle = |o: &[(usize, f64)]| {
+        o.iter()
+            .map(|(places, recall)| format!("{places} places {recall:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     writeln!(
         out,
         "  explore oracle (perfect picks among never-bought candidates): {}",
-        oracle.join(", ")
+        oracle(&r.explore_oracle)
+    )?;
+    writeln!(
+        out,
+        "  explore oracle among the learned explore ranker's pool only: {}",
+        oracle(&r.explore_pool_oracle)
     )?;
     writeln!(out, "  load average: {}", load_average())
 }
 
-/// Method names, in report order (`linear_blend`: the blend's weighted sum and explore
-/// slots without the re-ranker; the same as `blend` when none was kept).
+/// Method names, in report order (`linear_blend`: the blend's weighted sum and linear
+/// explore slots, without the re-ranker and the learned explore ranker; the same as
+/// `blend` when neither was kept).
 pub const METHODS: [&str; 6] = [
     "popularity",
     "p_topfreq",
@@ -805,6 +849,7 @@ pub fn evaluate_keeping(
         .count();
     let mut tallies: Vec<Tally> = METHODS.iter().map(|_| Tally::default()).collect();
     let mut oracle = [0.0f64; ORACLE_PLACES.len()];
+    let mut pool_oracle = [0.0f64; ORACLE_PLACES.len()];
     let (mut repeat_customers, mut explore_customers) = (0, 0);
     // Scoring speed: one pass of the blend alone over every customer, in batches as
     // the scorer sends them.
@@ -860,8 +905,16 @@ pub fn evaluate_keeping(
                 .iter()
                 .filter(|c| c.times_bought == 0 && new.contains(&c.item))
                 .count();
-            for (sum, places) in oracle.iter_mut().zip(ORACLE_PLACES) {
-                *sum += reachable.min(places) as f64 / new.len() as f64;
+            let main = model.main_rankings(&[candidates.as_slice()], K).remove(0);
+            let in_pool = model
+                .explore_scored(&candidates, &main, K, K)
+                .into_iter()
+                .filter(|&i| new.contains(&candidates[i].item))
+                .count();
+            for (sums, reached) in [(&mut oracle, reachable), (&mut pool_oracle, in_pool)] {
+                for (sum, places) in sums.iter_mut().zip(ORACLE_PLACES) {
+                    *sum += reached.min(places) as f64 / new.len() as f64;
+                }
             }
         }
         let linear: Vec<ItemId> = select(&candidates, &model.weights, &model.explore, K)
@@ -883,6 +936,13 @@ pub fn evaluate_keeping(
     let index = model
         .index()
         .ok_or_else(|| MlError::Invalid("the recommender has no index".into()))?;
+    let per_customer = |sums: [f64; ORACLE_PLACES.len()]| {
+        ORACLE_PLACES
+            .into_iter()
+            .zip(sums)
+            .map(|(places, sum)| (places, sum / explore_customers.max(1) as f64))
+            .collect()
+    };
     let evaluation = RecsEvaluation {
         cutoff,
         horizon_days,
@@ -908,11 +968,13 @@ pub fn evaluate_keeping(
         weights: model.weights,
         explore: model.explore,
         explore_trials: model.explore_trials.clone(),
-        explore_oracle: ORACLE_PLACES
-            .into_iter()
-            .zip(oracle)
-            .map(|(places, sum)| (places, sum / explore_customers.max(1) as f64))
-            .collect(),
+        explore_oracle: per_customer(oracle),
+        explore_pool_oracle: per_customer(pool_oracle),
+        explore_ranker: model
+            .explore_ranker
+            .as_ref()
+            .map(|e| (e.max_places, e.margin)),
+        explore_ranker_trials: model.explore_ranker_trials.clone(),
         ranker_kept: model.ranker.is_some(),
         ranker_trial: model.ranker_trial,
         methods: tallies

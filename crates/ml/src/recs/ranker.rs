@@ -62,11 +62,7 @@ pub(super) fn push_inputs(c: &Candidate, ctx: Context, out: &mut Vec<f32>) {
     out.extend_from_slice(&[
         ctx.blend,
         c.times_bought as f32,
-        if c.profile_baskets > 0 {
-            c.times_bought as f32 / c.profile_baskets as f32
-        } else {
-            0.0
-        },
+        basket_share(c),
         c.profile_baskets as f32,
         ctx.cycle_days,
         (1.0 + ctx.buyers as f32).ln(),
@@ -80,6 +76,15 @@ pub(super) fn push_inputs(c: &Candidate, ctx: Context, out: &mut Vec<f32>) {
         c.basket_size,
         c.baskets_per_week,
     ]);
+}
+
+/// The share of the profile's baskets that held the candidate (0 without baskets).
+pub(super) fn basket_share(c: &Candidate) -> f32 {
+    if c.profile_baskets > 0 {
+        c.times_bought as f32 / c.profile_baskets as f32
+    } else {
+        0.0
+    }
 }
 
 /// What the ranker's trees are fitted to.
@@ -280,15 +285,7 @@ impl Ranker {
     /// Loads the model from its text (after deserialising); a model fitted on another
     /// number of inputs (stored before they changed) is an error.
     pub fn load(&mut self) -> Result<(), GbmError> {
-        let model = GbmModel::from_text(&self.model_text)?;
-        if model.n_features() != RANKER_INPUTS {
-            return Err(GbmError::new(format!(
-                "the ranker takes {} inputs, this one was fitted on {}",
-                RANKER_INPUTS,
-                model.n_features()
-            )));
-        }
-        self.model = Some(model);
+        self.model = Some(model_from_text(&self.model_text, RANKER_INPUTS, "ranker")?);
         Ok(())
     }
 
@@ -296,6 +293,19 @@ impl Ranker {
     pub fn model(&self) -> Option<&GbmModel> {
         self.model.as_ref()
     }
+}
+
+/// A LightGBM model from its text, which must take `inputs` inputs (one stored before
+/// they changed is an error naming `what` it is).
+pub(super) fn model_from_text(text: &str, inputs: usize, what: &str) -> Result<GbmModel, GbmError> {
+    let model = GbmModel::from_text(text)?;
+    if model.n_features() != inputs {
+        return Err(GbmError::new(format!(
+            "the {what} takes {inputs} inputs, this one was fitted on {}",
+            model.n_features()
+        )));
+    }
+    Ok(model)
 }
 
 /// `top` (candidate indices, the blend's order) re-ordered by their scores (one each,

@@ -105,6 +105,7 @@ pub(super) fn synthetic_cases(
                         days_since_bought: Some(rng.random_range(0.0..60.0)),
                         basket_size: 5.0,
                         baskets_per_week: 1.0,
+                        exploration: Default::default(),
                     }
                 })
                 .collect();
