@@ -45,7 +45,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::Named;
+use crate::{Named, OrDefault};
 
 /// Orders listed in the document, newest first (the timeline shows the rest).
 pub const PURCHASES_SHOWN: i64 = 20;
@@ -390,30 +390,6 @@ struct ProfileRow {
     last_order_at: Option<DateTime<Utc>>,
     channels: Vec<String>,
     state: OrDefault<ProfileState>,
-}
-
-/// A JSON column parsed straight into `T` (no `serde_json::Value` tree in between),
-/// or `T::default()` when it does not parse: a state written by another build reads as
-/// empty instead of failing the document.
-struct OrDefault<T>(T);
-
-impl<T> sqlx::Type<sqlx::Postgres> for OrDefault<T> {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r, T: serde::Deserialize<'r> + Default + 'r> sqlx::Decode<'r, sqlx::Postgres>
-    for OrDefault<T>
-{
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let parsed = <sqlx::types::Json<T> as sqlx::Decode<'r, sqlx::Postgres>>::decode(value);
-        Ok(Self(parsed.map(|j| j.0).unwrap_or_default()))
-    }
 }
 
 #[derive(sqlx::FromRow)]

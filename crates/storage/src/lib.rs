@@ -93,6 +93,31 @@ pub enum StorageError {
     Conflict(String),
 }
 
+/// A JSON column parsed straight into `T` (no `serde_json::Value` tree in between),
+/// or `T::default()` when it does not parse: a profile `state` written by another build
+/// reads as empty instead of failing the read (the identity step and the Customer 360
+/// documents both read it so).
+pub struct OrDefault<T>(pub T);
+
+impl<T> sqlx::Type<sqlx::Postgres> for OrDefault<T> {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <sqlx::types::Json<T> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::Deserialize<'r> + Default + 'r> sqlx::Decode<'r, sqlx::Postgres>
+    for OrDefault<T>
+{
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let parsed = <sqlx::types::Json<T> as sqlx::Decode<'r, sqlx::Postgres>>::decode(value);
+        Ok(Self(parsed.map(|j| j.0).unwrap_or_default()))
+    }
+}
+
 /// Opens a pool of at most `max_connections` to `database_url`, with no limit on how
 /// long a statement runs (operator tools, benchmarks); services use
 /// [`connect_with_timeouts`].

@@ -11,6 +11,7 @@ use domain::{Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Or
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
+use storage::OrDefault;
 use uuid::Uuid;
 
 use crate::engine::{Constraint, ConstraintRule, IdentifierNode, ProfileNode};
@@ -214,12 +215,7 @@ pub(crate) async fn profiles(
             };
             let names: Vec<String> = r.get("name_keys");
             let traits: Json<Map<String, Value>> = r.get("traits");
-            // Parsed straight into the state (no `Value` tree in between); a state that
-            // does not parse is taken as empty, as before.
-            let state = r
-                .try_get::<Json<ProfileState>, _>("state")
-                .map(|s| s.0)
-                .unwrap_or_default();
+            let state = r.get::<OrDefault<ProfileState>, _>("state").0;
             let channels: Vec<String> = r.get("channels");
             let facts = ProfileFacts {
                 state,
