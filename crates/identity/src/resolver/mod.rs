@@ -3,7 +3,8 @@
 //!
 //! For each batch, in one transaction: skip events already resolved (redelivery) or
 //! missing, lock the batch's identifiers, drop events carrying a suppressed (erased)
-//! identifier (checked under those locks, which an erase holds too), lock the profiles
+//! identifier (read with the identifiers' owners, under those locks, which an erase
+//! holds too), lock the profiles
 //! owning the identifiers (see [`locks`]), load that neighbourhood of
 //! the identity graph, and apply the events in canonical order with
 //! [`Engine::apply`]. Events that are *late* (something they touch already saw a
@@ -50,7 +51,7 @@ use uuid::Uuid;
 use crate::delta::Step;
 use crate::engine::{Engine, Graph, Unsettled};
 use crate::facts::ProfileFacts;
-use crate::model::{EventKey, Observation, ProfileId, suppression_hash};
+use crate::model::{EventKey, Observation, ProfileId};
 use crate::rules::{PartnerSet, Policy, observe_partners};
 use locks::{begin_shared, identifier_lock, lock_all, profile_lock, try_lock_all};
 use write::write;
@@ -323,7 +324,9 @@ impl Resolver {
             // ones the suppression check reads), then check suppression: an erase holds
             // the same identifier locks while it writes `suppression`, so an event racing
             // an erase either sees the suppression or is resolved before the erase,
-            // which then erases it too. It never re-creates the person after.
+            // which then erases it too. It never re-creates the person after. The check
+            // is read with the owners of the identifiers, the step's next statement
+            // anyway (not with the locks: that statement's snapshot predates them).
             let mut keys: BTreeSet<i64> = candidates
                 .iter()
                 .flat_map(|(i, _, usable)| {
@@ -335,7 +338,25 @@ impl Resolver {
                 .collect();
             keys.extend(extra.iter().copied());
             lock_all(&mut tx, &keys).await?;
-            let suppressed = self.suppressed_events(&mut tx, pending, &statuses).await?;
+
+            // The profiles owning the identifiers, locked after them.
+            let mut all_ids = linking_ids(&candidates);
+            let unusable: Vec<Identifier> = candidates
+                .iter()
+                .flat_map(|(i, _, _)| suppressible(pending[*i]))
+                .filter(|id| all_ids.binary_search(id).is_err())
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let (mut owners, erased) =
+                store::owners_and_suppressed(&mut tx, &all_ids, &unusable).await?;
+            let suppressed: BTreeSet<Uuid> = candidates
+                .iter()
+                .map(|(i, _, _)| pending[*i])
+                .filter(|ev| suppressible(ev).any(|id| erased.contains(id)))
+                .map(|ev| ev.event_id)
+                .collect();
             if !suppressed.is_empty() {
                 report.suppressed += suppressed.len();
                 candidates.retain(|(i, _, _)| !suppressed.contains(&pending[*i].event_id));
@@ -351,19 +372,14 @@ impl Resolver {
                     continue;
                 }
                 drop_events(&mut tx, &suppressed.iter().copied().collect::<Vec<_>>()).await?;
+                if candidates.is_empty() {
+                    tx.commit().await?;
+                    return Ok((pending.len(), report));
+                }
+                // Only what the events left link by.
+                all_ids = linking_ids(&candidates);
+                owners.retain(|id, _| all_ids.binary_search(id).is_ok());
             }
-            if candidates.is_empty() {
-                tx.commit().await?;
-                return Ok((pending.len(), report));
-            }
-
-            // The profiles owning the identifiers, locked after them.
-            let all_ids: BTreeSet<Identifier> = candidates
-                .iter()
-                .flat_map(|c| c.2.iter().cloned())
-                .collect();
-            let all_ids: Vec<Identifier> = all_ids.into_iter().collect();
-            let owners = store::owners(&mut tx, &all_ids).await?;
             let mut wanted: BTreeSet<ProfileId> = owners.values().copied().collect();
             let loaded =
                 store::profiles(&mut tx, &wanted.iter().copied().collect::<Vec<_>>()).await?;
@@ -600,43 +616,15 @@ impl Resolver {
         }
         Err(ResolveError::Contended(pending[0].event_id))
     }
+}
 
-    /// The events of `pending` (still unresolved) that carry a suppressed identifier.
-    async fn suppressed_events(
-        &self,
-        conn: &mut PgConnection,
-        pending: &[&NormalizedEvent],
-        statuses: &[Status],
-    ) -> Result<BTreeSet<Uuid>, sqlx::Error> {
-        let mut by_hash: HashMap<Vec<u8>, Vec<Uuid>> = HashMap::new();
-        for (ev, status) in pending.iter().zip(statuses) {
-            // Stored or not yet (the normalizer publishes events without a row): both
-            // are checked. Only events already resolved are not.
-            if matches!(status, Status::Resolved(_)) {
-                continue;
-            }
-            for id in suppressible(ev) {
-                by_hash
-                    .entry(suppression_hash(id))
-                    .or_default()
-                    .push(ev.event_id);
-            }
-        }
-        if by_hash.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let hashes: Vec<Vec<u8>> = by_hash.keys().cloned().collect();
-        let hits: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT identifier_sha256 FROM suppression WHERE identifier_sha256 = ANY($1)",
-        )
-        .bind(&hashes)
-        .fetch_all(conn)
-        .await?;
-        Ok(hits
-            .iter()
-            .flat_map(|h| by_hash.get(h).into_iter().flatten().copied())
-            .collect())
-    }
+/// The identifiers the candidates link by, sorted and unique.
+fn linking_ids(candidates: &[(usize, Observation, Vec<Identifier>)]) -> Vec<Identifier> {
+    let ids: BTreeSet<Identifier> = candidates
+        .iter()
+        .flat_map(|c| c.2.iter().cloned())
+        .collect();
+    ids.into_iter().collect()
 }
 
 /// The identifiers of `event` an erase can suppress (order references never are).

@@ -85,6 +85,57 @@ pub(crate) async fn owners(
         .collect())
 }
 
+/// Who owns each of `ids` now ([`owners`]), and which of `ids` and `more` are on the
+/// suppression list (erased), in one statement.
+///
+/// The suppression list stores SHA-256 of `kind:value`
+/// ([`suppression_hash`](crate::model::suppression_hash)); Postgres computes it, and
+/// only when the list has any row at all (a one-time filter), so a database without
+/// erasures pays one probe of an empty table and nothing per identifier. Read after
+/// the identifiers' locks are taken, in a statement of its own, so it sees every erase
+/// that held them before (an erase writes `suppression` under the same locks).
+pub(crate) async fn owners_and_suppressed(
+    conn: &mut PgConnection,
+    ids: &[Identifier],
+    more: &[Identifier],
+) -> Result<(HashMap<Identifier, ProfileId>, BTreeSet<Identifier>), sqlx::Error> {
+    let mut owners = HashMap::new();
+    let mut suppressed = BTreeSet::new();
+    if ids.is_empty() && more.is_empty() {
+        return Ok((owners, suppressed));
+    }
+    let (kinds, values) = split(ids);
+    let (more_kinds, more_values) = split(more);
+    let rows = sqlx::query(
+        "SELECT pi.kind, pi.value, pi.profile_id, FALSE AS suppressed FROM profile_identifier pi \
+         JOIN unnest($1::text[], $2::text[]) AS u(kind, value) USING (kind, value) \
+         UNION ALL \
+         SELECT u.kind, u.value, NULL, TRUE \
+         FROM (SELECT * FROM unnest($1::text[], $2::text[]) \
+               UNION ALL SELECT * FROM unnest($3::text[], $4::text[])) AS u(kind, value) \
+         WHERE EXISTS (SELECT 1 FROM suppression) \
+           AND EXISTS (SELECT 1 FROM suppression s \
+                       WHERE s.identifier_sha256 = sha256(convert_to(u.kind || ':' || u.value, 'UTF8')))",
+    )
+    .bind(&kinds)
+    .bind(&values)
+    .bind(&more_kinds)
+    .bind(&more_values)
+    .fetch_all(conn)
+    .await?;
+    for r in rows {
+        let Some(id) = identifier(r.get("kind"), r.get("value")) else {
+            continue;
+        };
+        if r.get::<bool, _>("suppressed") {
+            suppressed.insert(id);
+        } else if let Some(owner) = r.get::<Option<ProfileId>, _>("profile_id") {
+            owners.insert(id, owner);
+        }
+    }
+    Ok((owners, suppressed))
+}
+
 /// What the merger has learned of `ids`: latest event, suspect flag and partners.
 pub(crate) async fn identifier_states(
     conn: &mut PgConnection,
