@@ -401,7 +401,7 @@ async fn every_kind_of_suppressed_identifier_is_recognised() {
     let erased = [
         id(Email, "zoë.ñandú@mail.in"),
         id(Phone, "+919812345678"),
-        id(CustomerId, "कस्टमर-7"),
+        id(CustomerId, "segment:कस्टमर-7"),
         id(LoyaltyId, "LÖYAL-1"),
         id(PosCustomer, "store-1:ç-9"),
         id(DeviceId, "dev-é"),
