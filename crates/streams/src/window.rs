@@ -1,25 +1,48 @@
-//! The ordering window: entries a consumer has already read, handed to its handler in
-//! the handler's preferred order across two batches instead of one.
+//! The ordering window: entries a consumer group has already read, handed to handlers
+//! in the handlers' preferred order across two batches instead of one — fleet-wide, so
+//! several replicas apply a backlog in that order as one would.
 //!
 //! A handler that would rather apply entries in some order (the identity merger: event
 //! time) says where each delivery belongs ([`crate::Handler::order_key`]). When a read
 //! returns a full batch, entries are waiting behind it (a backlog), so the runner does
-//! not hand the whole batch over: it merges it with the entries it held back from the
-//! previous read, sorts them by key, hands over all but the latest `batch_size` and
-//! holds those back again, to be merged with the next read ([`split`]; one entry at most
-//! [`MAX_HOLDS`] times). Under a backlog
-//! that read returns at once (it is usually already made: read-ahead), so holding costs
-//! the held entries one step and gains the next batch's earliest ones one step. A read
-//! that is not full (no backlog: a steady rate's small batches), shutdown, or a read that
-//! returns nothing hands every held entry over at once, so nothing waits for traffic
-//! that is not already there.
+//! not hand the whole batch over: it takes the entries the group holds back, merges them
+//! with its read, sorts them by key, hands over all but the latest `batch_size` and
+//! gives those back to be held, to be merged with the next read of *any* replica
+//! ([`split`]; one entry at most [`MAX_HOLDS`] times). Under a backlog that read returns
+//! at once (it is usually already made: read-ahead), so holding costs the held entries
+//! one step and gains the next batch's earliest ones one step. A read that is not full
+//! (no backlog: a steady rate's small batches), shutdown, or a read that returns nothing
+//! hands every held entry over at once, so nothing waits for traffic that is not already
+//! there.
 //!
-//! Held entries are pending on the consumer like any entry read and not yet
-//! acknowledged: a consumer killed while holding them leaves them in the pending list,
-//! where another replica claims them (or the same consumer re-reads them), and only the
-//! step that commits an entry acknowledges it. Entries held for half of the claim
-//! timeout or longer are not handed over from memory but re-read from the pending list,
-//! like a batch read ahead (module doc of `consumer`).
+//! **Held where.** Held entries stay in the group's pending list, unacknowledged, owned
+//! by a *holder*: a consumer name no process runs ([`holder`]: one per hold count, so
+//! the count survives the hand-off). Giving back is `XCLAIM … JUSTID` to the holder (no
+//! delivery counted); taking is one script ([`TAKE_HELD_SCRIPT`]) moving every held entry
+//! onto the taking consumer and returning it with its body and delivery count. Both are
+//! atomic in Redis, so an entry is always pending on exactly one owner: the replica
+//! stepping through it (killed, it leaves the entry pending, and another replica claims it
+//! after the claim timeout) or a holder (the next step of any replica takes it; if no
+//! replica steps for a claim timeout, housekeeping claims it like any idle entry). Only
+//! the step that commits an entry acknowledges it. Two replicas stepping at once may
+//! both take before either gives back: the holders then hold two batches, and the next
+//! step hands over all but the latest batch of everything — order is only ever traded
+//! for progress, never an entry for order.
+//!
+//! **Why it orders several replicas.** Each replica's reads are consecutive batches of
+//! the group's, so without a shared window replica A merges batches k and k+3 while the
+//! events that belong with batch k are in replica B's batch k+1. With one window for the
+//! group, every step hands over the earliest batch of everything read and not yet handed
+//! over, in the order steps begin; a step takes its identifiers' locks (the merger's
+//! advisory locks, ascending) before it applies anything, so steps begun in that order
+//! mostly apply shared identifiers in it (a later step that still locks first only
+//! makes the earlier step's events late, which the handler must resolve anyway). A fleet-wide *watermark* (hand over only what is
+//! earlier than every other replica's earliest held key) was considered and not built:
+//! consecutive batches interleave in time, so every replica's earliest key is about the
+//! others', and replicas would alternate steps of a few entries each.
+//!
+//! (Before, each consumer held its entries back in memory: a replica's window merged
+//! only its own reads.)
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -33,6 +56,39 @@ pub type OrderKey = (DateTime<Utc>, Uuid);
 /// split, so under a backlog no entry waits more than two steps longer than it would
 /// without the window.
 pub const MAX_HOLDS: u32 = 2;
+
+/// The consumer name holding entries held back `holds` times (1 ..= [`MAX_HOLDS`]). No
+/// process consumes under it; `ctl streams` counts it among the group's consumers while
+/// it holds entries.
+pub fn holder(holds: u32) -> String {
+    format!("~window-held-{holds}")
+}
+
+/// Moves every entry the holders hold onto the caller and returns them.
+/// `KEYS[1]` the stream; `ARGV[1]` the group, `ARGV[2]` the taking consumer, `ARGV[3]` the
+/// most entries to take, `ARGV[4..]` the holders in hold-count order. Returns
+/// `[holds, delivery count, id, fields or nil]` per entry (nil: trimmed away).
+/// `XCLAIM … JUSTID` counts no delivery and resets the idle time.
+pub(crate) const TAKE_HELD_SCRIPT: &str = r"
+local out = {}
+local limit = tonumber(ARGV[3])
+for i = 4, #ARGV do
+  if limit <= 0 then break end
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', limit, ARGV[i])
+  for s = 1, #pending, 500 do
+    local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
+    for j = s, math.min(s + 499, #pending) do claim[#claim + 1] = pending[j][1] end
+    claim[#claim + 1] = 'JUSTID'
+    redis.call(unpack(claim))
+  end
+  for _, p in ipairs(pending) do
+    local e = redis.call('XRANGE', KEYS[1], p[1], p[1])
+    out[#out + 1] = {i - 3, p[4], p[1], e[1] and e[1][2] or false}
+  end
+  limit = limit - #pending
+end
+return out
+";
 
 /// Splits the entries in hand into those handed over now and those held back.
 ///
