@@ -385,6 +385,9 @@ struct Runner<H: Handler> {
     /// Whether this consumer's last split gave entries to the fleet's window (see the
     /// module doc): its next read then does not block.
     gave_back: bool,
+    /// Consumers of the group that read lately (holders excepted), counted at
+    /// housekeeping: how many batches the ordering window holds.
+    replicas: usize,
     /// Whether the handler has an order (a delivery had an [`Handler::order_key`]): only
     /// then does an empty read, or shutdown, take the window's held entries.
     windowed: bool,
@@ -422,6 +425,7 @@ impl<H: Handler> Runner<H> {
             pending_scan: Some("0".into()),
             read_ahead: None,
             gave_back: false,
+            replicas: 1,
             windowed: false,
             group_ready: false,
             shutdown,
@@ -484,6 +488,7 @@ impl<H: Handler> Runner<H> {
                 return Ok(());
             }
             self.forget_departed_consumers().await?;
+            self.count_replicas().await?;
             self.report_gauges().await?;
             return Ok(());
         }
@@ -622,8 +627,15 @@ impl<H: Handler> Runner<H> {
             return Ok((all, bodies));
         }
         let more_waiting = full && !self.shutdown.is_cancelled() && self.pending_scan.is_none();
-        let (mut now_part, later) =
-            crate::window::split(held, read, self.opts.batch_size, more_waiting, |d| keyed(d));
+        let batches = crate::window::window_batches(self.replicas);
+        let (mut now_part, later) = crate::window::split(
+            held,
+            read,
+            self.opts.batch_size.saturating_mul(batches),
+            crate::window::max_holds(batches),
+            more_waiting,
+            |d| keyed(d),
+        );
         self.gave_back = false;
         if !later.is_empty() {
             match self.give_back(&later).await {
@@ -642,8 +654,8 @@ impl<H: Handler> Runner<H> {
         Ok((now_part, bodies))
     }
 
-    /// Takes every entry the window's holders hold (up to four batches) onto this
-    /// consumer, in one script, with how many times each was held.
+    /// Takes every entry the window's holders hold (up to twice the largest window)
+    /// onto this consumer, in one script, with how many times each was held.
     async fn take_held(
         &mut self,
     ) -> Result<(Vec<(u32, Delivery<H::Payload>)>, HashMap<String, RawEntry>), StreamError> {
@@ -652,8 +664,12 @@ impl<H: Handler> Runner<H> {
         script
             .arg(&self.opts.group)
             .arg(&self.opts.consumer)
-            .arg(self.opts.batch_size.saturating_mul(4));
-        for holds in 1..=crate::window::MAX_HOLDS {
+            .arg(
+                self.opts
+                    .batch_size
+                    .saturating_mul(2 * crate::window::MAX_WINDOW_BATCHES),
+            );
+        for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
             script.arg(crate::window::holder(holds));
         }
         let reply: redis::Value = script.invoke_async(&mut self.conn).await?;
@@ -681,7 +697,7 @@ impl<H: Handler> Runner<H> {
     /// idle time reset), each to the holder of its hold count.
     async fn give_back(&mut self, later: &[(u32, Delivery<H::Payload>)]) -> Result<(), StreamError> {
         let mut pipe = redis::pipe();
-        for holds in 1..=crate::window::MAX_HOLDS {
+        for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
             let ids: Vec<&str> = later
                 .iter()
                 .filter(|(h, _)| *h == holds)
@@ -828,6 +844,29 @@ impl<H: Handler> Runner<H> {
         if removed > 0 {
             tracing::info!(removed, "forgot consumers that left the group");
         }
+        Ok(())
+    }
+
+    /// Counts the group's consumers that read within the claim timeout: this one and
+    /// the others (`XINFO CONSUMERS`: O(consumers); holders are not replicas).
+    async fn count_replicas(&mut self) -> Result<(), StreamError> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.key)
+            .arg(&self.opts.group)
+            .query_async(&mut self.conn)
+            .await?;
+        let recent = self.opts.claim_idle.as_millis();
+        let others = reply
+            .consumers
+            .iter()
+            .filter(|c| {
+                c.name != self.opts.consumer
+                    && !c.name.starts_with(crate::window::HOLDER_PREFIX)
+                    && (c.idle as u128) < recent
+            })
+            .count();
+        self.replicas = others + 1;
         Ok(())
     }
 

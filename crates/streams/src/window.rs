@@ -51,18 +51,40 @@ use uuid::Uuid;
 /// ties (the identity merger's canonical `(occurred_at, event_id)`).
 pub type OrderKey = (DateTime<Utc>, Uuid);
 
-/// How many steps one entry may be held back: an entry later in the handler's order
-/// than a whole batch of entries read after it (a clock running ahead) goes at its third
-/// split, so under a backlog no entry waits more than two steps longer than it would
-/// without the window.
+/// How many steps one entry may be held back with one replica: an entry later in the
+/// handler's order than a whole batch of entries read after it (a clock running ahead)
+/// goes at its third split, so under a backlog no entry waits more than two steps longer
+/// than it would without the window. With `n` replicas the window holds `n` batches
+/// ([`window_batches`]) and an entry may be held `n + 1` times ([`max_holds`]).
 pub const MAX_HOLDS: u32 = 2;
+
+/// The most batches the window holds back, however many replicas step.
+pub const MAX_WINDOW_BATCHES: usize = 4;
+
+/// How many batches the group's window holds back with `replicas` consumers stepping
+/// through a backlog: one per replica (capped at [`MAX_WINDOW_BATCHES`]). Each replica
+/// has a batch in its handler and one read ahead, outside the window; steps of several
+/// replicas are in flight at once and take their reads in about, not exactly, the order
+/// read; holding a batch per replica keeps what is handed over earlier than what a
+/// replica still has in hand.
+pub fn window_batches(replicas: usize) -> usize {
+    replicas.clamp(1, MAX_WINDOW_BATCHES)
+}
+
+/// How many times one entry may be held with a window of `batches` batches.
+pub fn max_holds(batches: usize) -> u32 {
+    u32::try_from(batches).unwrap_or(u32::MAX).saturating_add(1)
+}
 
 /// The consumer name holding entries held back `holds` times (1 ..= [`MAX_HOLDS`]). No
 /// process consumes under it; `ctl streams` counts it among the group's consumers while
 /// it holds entries.
 pub fn holder(holds: u32) -> String {
-    format!("~window-held-{holds}")
+    format!("{HOLDER_PREFIX}{holds}")
 }
+
+/// How every holder's name begins.
+pub const HOLDER_PREFIX: &str = "~window-held-";
 
 /// Moves every entry the holders hold onto the caller and returns them.
 /// `KEYS[1]` the stream; `ARGV[1]` the group, `ARGV[2]` the taking consumer, `ARGV[3]` the
@@ -95,14 +117,15 @@ return out
 /// `held` are the entries held back by the previous split, each with how many times it
 /// was held; `read` the entries just read. When more entries are waiting
 /// (`more_waiting`: the read returned a full batch and the consumer may hold), the
-/// latest `batch_size` entries by `key` are held back — except those already held
-/// [`MAX_HOLDS`] times — and the rest handed over; otherwise everything is handed over.
+/// latest `hold` entries by `key` are held back — except those already held `max_holds`
+/// times — and the rest handed over; otherwise everything is handed over.
 /// Both parts are sorted by `key` (ties keep the order they came in: held entries
 /// first, then the read's).
 pub fn split<T, K: Ord>(
     held: Vec<(u32, T)>,
     read: Vec<T>,
-    batch_size: usize,
+    hold: usize,
+    max_holds: u32,
     more_waiting: bool,
     key: impl Fn(&T) -> K,
 ) -> (Vec<T>, Vec<(u32, T)>) {
@@ -112,11 +135,11 @@ pub fn split<T, K: Ord>(
     if !more_waiting {
         return (all.into_iter().map(|(_, t)| t).collect(), Vec::new());
     }
-    let cut = all.len().saturating_sub(batch_size);
+    let cut = all.len().saturating_sub(hold);
     let mut now = Vec::with_capacity(cut);
     let mut later = Vec::with_capacity(all.len() - cut);
     for (i, (holds, t)) in all.into_iter().enumerate() {
-        if i < cut || holds >= MAX_HOLDS {
+        if i < cut || holds >= max_holds {
             now.push(t);
         } else {
             later.push((holds + 1, t));
@@ -140,15 +163,15 @@ mod tests {
     #[test]
     fn a_full_read_holds_back_the_latest_batch_of_what_is_in_hand() {
         // The first full read of a backlog is held back whole ...
-        let (now, held) = split(Vec::new(), vec![9, 3, 7, 1], 4, true, k);
+        let (now, held) = split(Vec::new(), vec![9, 3, 7, 1], 4, MAX_HOLDS, true, k);
         assert!(now.is_empty());
         assert_eq!(held, vec![(1, 1), (1, 3), (1, 7), (1, 9)]);
         // ... and merged with the next one: the earliest four go, the latest four wait.
-        let (now, held) = split(held, vec![2, 8, 0, 10], 4, true, k);
+        let (now, held) = split(held, vec![2, 8, 0, 10], 4, MAX_HOLDS, true, k);
         assert_eq!(now, vec![0, 1, 2, 3]);
         assert_eq!(held, vec![(2, 7), (1, 8), (2, 9), (1, 10)]);
         // Held twice, 9 goes even though 20 and 21 came after it; 7 is simply earliest.
-        let (now, held) = split(held, vec![20, 21, 5, 6], 4, true, k);
+        let (now, held) = split(held, vec![20, 21, 5, 6], 4, MAX_HOLDS, true, k);
         assert_eq!(now, vec![5, 6, 7, 8, 9]);
         assert_eq!(items(&held), vec![10, 20, 21]);
     }
@@ -156,13 +179,32 @@ mod tests {
     #[test]
     fn nothing_is_held_without_a_backlog() {
         // A read that is not full: everything goes, held entries too.
-        let (now, held) = split(vec![(1, 5), (1, 6)], vec![4, 1], 4, false, k);
+        let (now, held) = split(vec![(1, 5), (1, 6)], vec![4, 1], 4, MAX_HOLDS, false, k);
         assert_eq!(now, vec![1, 4, 5, 6]);
         assert!(held.is_empty());
         // Nothing read (the backlog ended exactly at a batch): the held entries go.
-        let (now, held) = split(vec![(1, 5), (1, 6)], Vec::new(), 4, false, k);
+        let (now, held) = split(vec![(1, 5), (1, 6)], Vec::new(), 4, MAX_HOLDS, false, k);
         assert_eq!(now, vec![5, 6]);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn a_window_of_several_batches_holds_them_and_lets_entries_wait_longer() {
+        // Three replicas: three batches of two held; each entry may be held four times.
+        assert_eq!(window_batches(3), 3);
+        assert_eq!(max_holds(window_batches(3)), 4);
+        assert_eq!(window_batches(0), 1);
+        assert_eq!(window_batches(50), MAX_WINDOW_BATCHES);
+        let (now, held) = split(Vec::new(), vec![9, 3], 6, 4, true, k);
+        assert!(now.is_empty());
+        let (now, held) = split(held, vec![8, 1], 6, 4, true, k);
+        assert!(now.is_empty());
+        let (now, held) = split(held, vec![7, 0], 6, 4, true, k);
+        assert!(now.is_empty());
+        // The fourth read: the earliest two of everything go.
+        let (now, held) = split(held, vec![5, 2], 6, 4, true, k);
+        assert_eq!(now, vec![0, 1]);
+        assert_eq!(items(&held), vec![2, 3, 5, 7, 8, 9]);
     }
 
     #[test]
@@ -171,6 +213,7 @@ mod tests {
             vec![(1, (1, 'h'))],
             vec![(1, 'r'), (0, 'r')],
             4,
+            MAX_HOLDS,
             false,
             |t| t.0,
         );
