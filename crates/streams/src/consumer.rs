@@ -661,14 +661,11 @@ impl<H: Handler> Runner<H> {
     ) -> Result<(Vec<(u32, Delivery<H::Payload>)>, HashMap<String, RawEntry>), StreamError> {
         let take = redis::Script::new(crate::window::TAKE_HELD_SCRIPT);
         let mut script = take.key(&self.key);
-        script
-            .arg(&self.opts.group)
-            .arg(&self.opts.consumer)
-            .arg(
-                self.opts
-                    .batch_size
-                    .saturating_mul(2 * crate::window::MAX_WINDOW_BATCHES),
-            );
+        script.arg(&self.opts.group).arg(&self.opts.consumer).arg(
+            self.opts
+                .batch_size
+                .saturating_mul(2 * crate::window::MAX_WINDOW_BATCHES),
+        );
         for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
             script.arg(crate::window::holder(holds));
         }
@@ -695,7 +692,10 @@ impl<H: Handler> Runner<H> {
 
     /// Gives `later` to the window's holders (`XCLAIM … JUSTID`: no delivery counted,
     /// idle time reset), each to the holder of its hold count.
-    async fn give_back(&mut self, later: &[(u32, Delivery<H::Payload>)]) -> Result<(), StreamError> {
+    async fn give_back(
+        &mut self,
+        later: &[(u32, Delivery<H::Payload>)],
+    ) -> Result<(), StreamError> {
         let mut pipe = redis::pipe();
         for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
             let ids: Vec<&str> = later

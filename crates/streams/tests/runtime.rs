@@ -1381,8 +1381,7 @@ async fn entries_one_replica_holds_back_are_merged_into_another_replicas_next_re
         &env.shutdown,
     );
     eventually(10, "b to commit its read and the held entries", || async {
-        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 16)
-            .then_some(())
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 16).then_some(())
     })
     .await;
     let k = |r: std::ops::Range<u32>| r.map(|n| format!("k{n}")).collect::<Vec<_>>();
