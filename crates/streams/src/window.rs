@@ -18,7 +18,7 @@
 //! **Held where.** Held entries stay in the group's pending list, unacknowledged, owned
 //! by a *holder*: a consumer name no process runs ([`holder`]: one per hold count, so
 //! the count survives the hand-off). Giving back is `XCLAIM … JUSTID` to the holder (no
-//! delivery counted); taking is one script ([`TAKE_HELD_SCRIPT`]) moving every held entry
+//! delivery counted); taking is one script (`TAKE_HELD_SCRIPT`) moving every held entry
 //! onto the taking consumer and returning it with its body and delivery count. Both are
 //! atomic in Redis, so an entry is always pending on exactly one owner: the replica
 //! stepping through it (killed, it leaves the entry pending, and another replica claims it
