@@ -167,8 +167,14 @@ fn lateness(settings: &Settings, people: usize, shuffle_window: usize, batch: us
     for chunk in delivered.chunks(batch.max(1)) {
         let read: Vec<Observation> = chunk.iter().map(|e| Observation::of(e)).collect();
         let more_waiting = window && read.len() >= batch;
-        let (now, later) =
-            streams::window::split(held, read, batch, more_waiting, |o: &Observation| o.key);
+        let (now, later) = streams::window::split(
+            held,
+            read,
+            batch,
+            streams::window::MAX_HOLDS,
+            more_waiting,
+            |o: &Observation| o.key,
+        );
         held = later;
         // Each step applies its events sorted, as the merger's step sorts them.
         arrivals.extend(now);

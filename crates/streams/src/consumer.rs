@@ -26,13 +26,15 @@
 //! settled with the batch in hand, and nothing is read ahead once shutdown has begun.
 //!
 //! **Ordering window** (handlers with an [`Handler::order_key`]; see [`crate::window`]).
-//! A full batch of new entries means more are waiting: the runner merges it with the
-//! entries it held back from the previous read, hands the handler all but the latest
-//! `batch_size` by key, and holds those back for the next read; a read that is not full
-//! (or returns nothing), a retry scan or shutdown hands every held entry over at once,
-//! and the read that follows a hold never blocks. Held entries are pending on this
-//! consumer and unacknowledged, like entries read ahead: killed with them in hand, they
-//! are reclaimed; held for half of `claim_idle`, they are re-read from the pending list.
+//! Every batch of new entries is merged with the entries the group holds back (taken
+//! from the window's holders onto this consumer, whichever replica gave them back); a
+//! full batch means more are waiting, so the runner hands the handler all but the
+//! latest `batch_size` by key and gives those back to the holders for the next read of
+//! any replica. A read that is not full (or returns nothing) or shutdown hands every
+//! held entry over at once, and the read that follows giving back never blocks. Held
+//! entries stay pending, unacknowledged, on a holder: the next step of any replica takes
+//! them, and if none steps for `claim_idle`, housekeeping claims them like a dead
+//! replica's.
 //!
 //! Processing a batch: undecodable bodies and unknown envelope versions are
 //! dead-lettered at once (poison never reaches the handler and never stops the loop);
@@ -380,8 +382,15 @@ struct Runner<H: Handler> {
     pending_scan: Option<String>,
     /// New entries read while the previous batch was handled (see the module doc).
     read_ahead: Option<ReadAhead>,
-    /// New entries held back by the ordering window (see the module doc).
-    held_back: Option<HeldBack<H::Payload>>,
+    /// Whether this consumer's last split gave entries to the fleet's window (see the
+    /// module doc): its next read then does not block.
+    gave_back: bool,
+    /// Consumers of the group that read lately (holders excepted), counted at
+    /// housekeeping: how many batches the ordering window holds.
+    replicas: usize,
+    /// Whether the handler has an order (a delivery had an [`Handler::order_key`]): only
+    /// then does an empty read, or shutdown, take the window's held entries.
+    windowed: bool,
     group_ready: bool,
     /// Ends a pause through an outage early.
     shutdown: CancellationToken,
@@ -415,7 +424,9 @@ impl<H: Handler> Runner<H> {
             // A restarted consumer first settles what it left pending last time.
             pending_scan: Some("0".into()),
             read_ahead: None,
-            held_back: None,
+            gave_back: false,
+            replicas: 1,
+            windowed: false,
             group_ready: false,
             shutdown,
         }
@@ -434,7 +445,7 @@ impl<H: Handler> Runner<H> {
                     self.claim_cursor = "0-0".into();
                     // Its entries went with the group.
                     self.read_ahead = None;
-                    self.held_back = None;
+                    self.gave_back = false;
                 }
                 Err(e) => {
                     failures += 1;
@@ -452,7 +463,9 @@ impl<H: Handler> Runner<H> {
         {
             tracing::warn!(error = %e, "could not settle the entries read ahead; they stay pending");
         }
-        if let Err(e) = self.hand_over_held().await {
+        if self.windowed
+            && let Err(e) = self.hand_over_held().await
+        {
             tracing::warn!(error = %e, "could not settle the entries held back; they stay pending");
         }
     }
@@ -475,6 +488,7 @@ impl<H: Handler> Runner<H> {
                 return Ok(());
             }
             self.forget_departed_consumers().await?;
+            self.count_replicas().await?;
             self.report_gauges().await?;
             return Ok(());
         }
@@ -484,9 +498,6 @@ impl<H: Handler> Runner<H> {
             self.pending_scan = Some("0".into());
         }
         if let Some(after) = self.pending_scan.take() {
-            // Entries held back are this consumer's pending entries: the scan reads them
-            // again, so they are not handed over from memory as well.
-            self.held_back = None;
             let entries = self
                 .read(ReadFrom::OwnPending(&after), Duration::ZERO)
                 .await?;
@@ -505,15 +516,17 @@ impl<H: Handler> Runner<H> {
         if let Some(due) = self.retry_due {
             wait = wait.min(due.saturating_duration_since(now));
         }
-        if self.held_back.is_some() {
+        if self.gave_back {
             // Entries held back never wait for traffic that is not already there.
             wait = Duration::ZERO;
         }
         let entries = self.read(ReadFrom::New, wait).await?;
-        if entries.is_empty() && self.held_back.is_some() {
-            return self.hand_over_held().await;
-        }
         if entries.is_empty() {
+            // Nothing is waiting (here): whatever the fleet holds back goes now.
+            self.gave_back = false;
+            if self.windowed && self.hand_over_held().await? {
+                return Ok(());
+            }
             if !self.blocking {
                 sleep_or_cancel(wait.min(POLL_INTERVAL), shutdown).await;
             }
@@ -549,7 +562,7 @@ impl<H: Handler> Runner<H> {
             && self.retry_due.is_none_or(|due| now < due);
         let full = entries.len() >= self.opts.batch_size;
         let (deliveries, bodies) = self.decode_all(entries, &HashMap::new()).await?;
-        let (deliveries, bodies) = self.window(deliveries, bodies, full, now);
+        let (deliveries, bodies) = self.window(deliveries, bodies, full).await?;
         if !read_ahead {
             return self.hand_over(deliveries, bodies).await;
         }
@@ -578,73 +591,144 @@ impl<H: Handler> Runner<H> {
         processed
     }
 
-    /// The ordering window (module doc, [`crate::window`]): merges the entries just
-    /// `read` (at `now`; `full`: a whole batch, so more are waiting) with those held
-    /// back, keeps back the latest batch when more are waiting and returns the rest
-    /// with their raw entries. Entries held back for half of `claim_idle` are left to
-    /// the pending list. Without an order key for every delivery, returns what it has
-    /// as it came.
-    fn window(
+    /// The ordering window (module doc, [`crate::window`]): takes the entries the fleet
+    /// holds back (from the window's holders, onto this consumer), merges them with the
+    /// entries just `read` (`full`: a whole batch, so more are waiting), gives the latest
+    /// batch back to the holders when more are waiting and returns the rest with their
+    /// raw entries. Without an order key for every delivery, returns `read` as it came.
+    /// A failure to take or give back only costs the order: what could not be taken stays
+    /// held for the next step, and what could not be given back is handed over now.
+    async fn window(
         &mut self,
         read: Vec<Delivery<H::Payload>>,
         mut bodies: HashMap<String, RawEntry>,
         full: bool,
-        now: Instant,
-    ) -> (Vec<Delivery<H::Payload>>, HashMap<String, RawEntry>) {
-        let mut held = Vec::new();
-        let mut held_since = now;
-        if let Some(back) = self.held_back.take() {
-            if back.read_at.elapsed() >= self.opts.claim_idle / 2 {
-                tracing::info!(
-                    entries = back.deliveries.len(),
-                    "entries held back too long; re-reading them from the pending list"
-                );
-                self.pending_scan = Some("0".into());
-            } else {
-                held = back.deliveries;
-                held_since = back.read_at;
-                bodies.extend(back.bodies);
-            }
-        }
+    ) -> Result<(Vec<Delivery<H::Payload>>, HashMap<String, RawEntry>), StreamError> {
         let handler = self.handler.clone();
         let keyed = |d: &Delivery<H::Payload>| handler.order_key(d);
-        if !held
-            .iter()
-            .map(|(_, d)| d)
-            .chain(&read)
-            .all(|d| keyed(d).is_some())
-        {
+        if !read.iter().all(|d| keyed(d).is_some()) {
+            return Ok((read, bodies));
+        }
+        self.windowed = true;
+        let held = match self.take_held().await {
+            Ok((held, held_bodies)) => {
+                bodies.extend(held_bodies);
+                held
+            }
+            Err(e) if e.is_missing_group() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the entries held back; they stay held");
+                Vec::new()
+            }
+        };
+        if !held.iter().all(|(_, d)| keyed(d).is_some()) {
             let mut all: Vec<_> = held.into_iter().map(|(_, d)| d).collect();
             all.extend(read);
-            return (all, bodies);
+            return Ok((all, bodies));
         }
         let more_waiting = full && !self.shutdown.is_cancelled() && self.pending_scan.is_none();
-        let (now_part, later) =
-            crate::window::split(held, read, self.opts.batch_size, more_waiting, |d| keyed(d));
+        let batches = crate::window::window_batches(self.replicas);
+        let (mut now_part, later) = crate::window::split(
+            held,
+            read,
+            self.opts.batch_size.saturating_mul(batches),
+            crate::window::max_holds(batches),
+            more_waiting,
+            |d| keyed(d),
+        );
+        self.gave_back = false;
         if !later.is_empty() {
-            let held_bodies = later
-                .iter()
-                .filter_map(|(_, d)| bodies.remove_entry(&d.entry_id))
-                .collect();
-            // Entries held a second time were read before this read.
-            let twice = later.iter().any(|(holds, _)| *holds > 1);
-            self.held_back = Some(HeldBack {
-                read_at: if twice { held_since } else { now },
-                deliveries: later,
-                bodies: held_bodies,
-            });
+            match self.give_back(&later).await {
+                Ok(()) => {
+                    self.gave_back = true;
+                    for (_, d) in &later {
+                        bodies.remove(&d.entry_id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hold entries back; handing them over now");
+                    now_part.extend(later.into_iter().map(|(_, d)| d));
+                }
+            }
         }
-        (now_part, bodies)
+        Ok((now_part, bodies))
     }
 
-    /// Hands every entry held back by the ordering window to the handler (nothing more
-    /// is waiting, or the consumer is stopping).
-    async fn hand_over_held(&mut self) -> Result<(), StreamError> {
-        if self.held_back.is_none() {
-            return Ok(());
+    /// Takes every entry the window's holders hold (up to twice the largest window)
+    /// onto this consumer, in one script, with how many times each was held.
+    async fn take_held(
+        &mut self,
+    ) -> Result<(Vec<(u32, Delivery<H::Payload>)>, HashMap<String, RawEntry>), StreamError> {
+        let take = redis::Script::new(crate::window::TAKE_HELD_SCRIPT);
+        let mut script = take.key(&self.key);
+        script.arg(&self.opts.group).arg(&self.opts.consumer).arg(
+            self.opts
+                .batch_size
+                .saturating_mul(2 * crate::window::MAX_WINDOW_BATCHES),
+        );
+        for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
+            script.arg(crate::window::holder(holds));
         }
-        let (held, bodies) = self.window(Vec::new(), HashMap::new(), false, Instant::now());
-        self.hand_over(held, bodies).await
+        let reply: redis::Value = script.invoke_async(&mut self.conn).await?;
+        let taken = wire::parse_held_reply(reply)?;
+        if taken.is_empty() {
+            return Ok((Vec::new(), HashMap::new()));
+        }
+        let mut holds = HashMap::with_capacity(taken.len());
+        let mut counts = HashMap::with_capacity(taken.len());
+        let mut entries = Vec::with_capacity(taken.len());
+        for (h, count, raw) in taken {
+            holds.insert(raw.id.clone(), h);
+            counts.insert(raw.id.clone(), count);
+            entries.push(raw);
+        }
+        let (deliveries, bodies) = self.decode_all(entries, &counts).await?;
+        let held = deliveries
+            .into_iter()
+            .map(|d| (holds.get(&d.entry_id).copied().unwrap_or(1), d))
+            .collect();
+        Ok((held, bodies))
+    }
+
+    /// Gives `later` to the window's holders (`XCLAIM … JUSTID`: no delivery counted,
+    /// idle time reset), each to the holder of its hold count.
+    async fn give_back(
+        &mut self,
+        later: &[(u32, Delivery<H::Payload>)],
+    ) -> Result<(), StreamError> {
+        let mut pipe = redis::pipe();
+        for holds in 1..=crate::window::max_holds(crate::window::MAX_WINDOW_BATCHES) {
+            let ids: Vec<&str> = later
+                .iter()
+                .filter(|(h, _)| *h == holds)
+                .map(|(_, d)| d.entry_id.as_str())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            pipe.cmd("XCLAIM")
+                .arg(&self.key)
+                .arg(&self.opts.group)
+                .arg(crate::window::holder(holds))
+                .arg(0)
+                .arg(&ids)
+                .arg("JUSTID")
+                .ignore();
+        }
+        let () = pipe.query_async(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// Takes every entry the fleet's window holds back and hands it to the handler
+    /// (nothing more is waiting, or the consumer is stopping). Returns whether there was
+    /// any.
+    async fn hand_over_held(&mut self) -> Result<bool, StreamError> {
+        let (held, bodies) = self.window(Vec::new(), HashMap::new(), false).await?;
+        if held.is_empty() {
+            return Ok(false);
+        }
+        self.hand_over(held, bodies).await?;
+        Ok(true)
     }
 
     async fn read(
@@ -760,6 +844,29 @@ impl<H: Handler> Runner<H> {
         if removed > 0 {
             tracing::info!(removed, "forgot consumers that left the group");
         }
+        Ok(())
+    }
+
+    /// Counts the group's consumers that read within the claim timeout: this one and
+    /// the others (`XINFO CONSUMERS`: O(consumers); holders are not replicas).
+    async fn count_replicas(&mut self) -> Result<(), StreamError> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.key)
+            .arg(&self.opts.group)
+            .query_async(&mut self.conn)
+            .await?;
+        let recent = self.opts.claim_idle.as_millis();
+        let others = reply
+            .consumers
+            .iter()
+            .filter(|c| {
+                c.name != self.opts.consumer
+                    && !c.name.starts_with(crate::window::HOLDER_PREFIX)
+                    && (c.idle as u128) < recent
+            })
+            .count();
+        self.replicas = others + 1;
         Ok(())
     }
 
@@ -1095,16 +1202,6 @@ struct ReadAhead {
     /// about then).
     read_at: Instant,
     entries: Vec<RawEntry>,
-}
-
-/// Entries the ordering window held back, each with how many times it was held.
-struct HeldBack<P> {
-    /// When the oldest of them was read (their idle time in the pending list counts
-    /// from about then).
-    read_at: Instant,
-    deliveries: Vec<(u32, Delivery<P>)>,
-    /// Their raw entries by id (for dead letters).
-    bodies: HashMap<String, RawEntry>,
 }
 
 #[derive(Clone, Copy)]

@@ -22,7 +22,7 @@
 //! preserved within a batch and between batches of one consumer, but not across
 //! redeliveries or replicas: a retried entry can be handled after later ones. A handler
 //! with an order of its own ([`Handler::order_key`]) receives, under a backlog, the
-//! entries of two reads merged in that order ([`window`]).
+//! entries of two reads merged in that order, across the group's replicas ([`window`]).
 //!
 //! **Giving up.** An entry whose handler fails on its `STREAM_MAX_DELIVERIES`th delivery
 //! (default 5), or says the failure is permanent, is written to `<topic>.dlq` with the

@@ -170,6 +170,35 @@ pub(crate) fn parse_autoclaim_reply(
     Ok((cursor, claimed, deleted))
 }
 
+/// Parses the reply of the window's take script (`crate::window::TAKE_HELD_SCRIPT`):
+/// per entry its hold count, delivery count and the entry (nil body: trimmed away).
+pub(crate) fn parse_held_reply(v: Value) -> Result<Vec<(u32, u64, RawEntry)>, StreamError> {
+    let items = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        other => return Err(protocol("expected a list of held entries", &other)),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(parts) = item else {
+                return Err(protocol("expected a held entry", &item));
+            };
+            let [holds, count, id, fields]: [Value; 4] = parts
+                .try_into()
+                .map_err(|p: Vec<Value>| protocol("expected four parts", &Value::Array(p)))?;
+            let number = |v: Value| match v {
+                Value::Int(n) => u64::try_from(n).map_err(|_| protocol("expected a count", &v)),
+                other => Err(protocol("expected a count", &other)),
+            };
+            let holds = u32::try_from(number(holds)?)
+                .map_err(|_| StreamError::Protocol("hold count out of range".into()))?;
+            let entry = parse_entry(Value::Array(vec![id, fields]))?;
+            Ok((holds, number(count)?, entry))
+        })
+        .collect()
+}
+
 /// The millisecond timestamp part of an entry id.
 pub(crate) fn id_millis(id: &str) -> Option<i64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
@@ -220,5 +249,25 @@ mod tests {
         assert_eq!(deleted, vec!["4-0".to_owned()]);
         assert!(parse_read_reply(Value::Int(3)).is_err());
         assert_eq!(id_millis("1700000000000-3"), Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn reads_held_entries_including_trimmed_ones() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(2),
+                Value::Int(1),
+                bulk("7-0"),
+                Value::Array(vec![bulk("e"), bulk("{}")]),
+            ]),
+            Value::Array(vec![Value::Int(1), Value::Int(3), bulk("8-0"), Value::Nil]),
+        ]);
+        let held = parse_held_reply(reply).unwrap();
+        assert_eq!((held[0].0, held[0].1, held[0].2.id.as_str()), (2, 1, "7-0"));
+        assert_eq!(held[0].2.field(BODY_FIELD), Some(&b"{}"[..]));
+        assert_eq!((held[1].0, held[1].1), (1, 3));
+        assert!(held[1].2.fields.is_none(), "trimmed entry keeps a nil body");
+        assert!(parse_held_reply(Value::Nil).unwrap().is_empty());
+        assert!(parse_held_reply(Value::Array(vec![Value::Array(vec![Value::Int(1)])])).is_err());
     }
 }

@@ -1343,6 +1343,64 @@ async fn under_a_backlog_two_reads_are_handed_over_merged_in_the_handlers_order(
 }
 
 #[tokio::test]
+async fn entries_one_replica_holds_back_are_merged_into_another_replicas_next_read() {
+    let env = TestEnv::new().await;
+    let streams = env.context().streams();
+    // Two batches of 16, the second earlier in the order than the first.
+    streams
+        .publish_many(TOPIC, &keyed((100..116).chain(0..16)))
+        .await
+        .unwrap();
+    // `a` merges both reads, hands the earliest 16 (k0..k15) to a handler that never
+    // returns and gives the other 16 (k100..k115) back to be held.
+    let stuck = HoldsFirstBatch::new(None);
+    let a_token = CancellationToken::new();
+    let mut opts = options("g", "a");
+    opts.claim_idle = Duration::from_secs(30);
+    let a = spawn(&streams, opts, Arc::new(Ordered(stuck.clone())), &a_token);
+    stuck.entered.notified().await;
+    let first: Vec<String> = (0..16).map(|n| format!("k{n}")).collect();
+    assert_eq!(names(&stuck.calls()), vec![first]);
+    // `a` read ahead (finding nothing) as it handed that batch over; let that read land
+    // before publishing more, so the next batch is b's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Another replica reads the next batch, which belongs around the held entries: it
+    // merges them in, while `a` is still alive and busy.
+    streams
+        .publish_many(TOPIC, &keyed((90..98).chain(120..128)))
+        .await
+        .unwrap();
+    let handler = HoldsFirstBatch::new(Some(Duration::ZERO));
+    let mut opts = options("g", "b");
+    opts.claim_idle = Duration::from_secs(30);
+    let b = spawn(
+        &streams,
+        opts,
+        Arc::new(Ordered(handler.clone())),
+        &env.shutdown,
+    );
+    eventually(10, "b to commit its read and the held entries", || async {
+        (handler.committed().len() == 32 && pending(&env, &streams, "g").await == 16).then_some(())
+    })
+    .await;
+    let k = |r: std::ops::Range<u32>| r.map(|n| format!("k{n}")).collect::<Vec<_>>();
+    // b counts two replicas reading, so the window holds two batches: b's full read and
+    // the held entries are held together, and go, merged, when nothing more is waiting.
+    let expected = vec![[k(90..98), k(100..116), k(120..128)].concat()];
+    let calls = handler.calls();
+    assert_eq!(names(&calls), expected, "merged across replicas");
+    assert!(
+        calls.iter().flatten().all(|(_, count)| *count == 1),
+        "holding counts no delivery: {calls:?}"
+    );
+    env.shutdown.cancel();
+    b.await.unwrap().unwrap();
+    a.abort();
+    let _ = a.await;
+}
+
+#[tokio::test]
 async fn without_a_backlog_nothing_is_held_back() {
     let env = TestEnv::new().await;
     let streams = env.context().streams();
@@ -1411,15 +1469,15 @@ async fn a_consumer_killed_holding_entries_back_loses_nothing_and_doubles_nothin
 }
 
 #[tokio::test]
-async fn entries_held_back_too_long_are_re_read_from_the_pending_list() {
+async fn entries_held_back_longer_than_the_claim_timeout_are_claimed_and_committed_once() {
     let env = TestEnv::new().await;
     let streams = env.context().streams();
     let (envelopes, expected) = three_batches_later_first();
     streams.publish_many(TOPIC, &envelopes).await.unwrap();
 
     // The first step takes longer than the claim timeout while a batch is held back (and
-    // another read ahead): by then another replica could have claimed them, so they are
-    // not handed over from memory.
+    // another read ahead): the read-ahead batch is re-read from the pending list, the
+    // held one claimed from its holder like a dead replica's entries.
     let handler = HoldsFirstBatch::new(Some(Duration::from_millis(400)));
     let task = spawn(
         &streams,
@@ -1438,7 +1496,7 @@ async fn entries_held_back_too_long_are_re_read_from_the_pending_list() {
     assert!(calls[0].iter().all(|(_, count)| *count == 1), "{calls:?}");
     assert!(
         calls[1..].iter().flatten().any(|(_, count)| *count == 2),
-        "the held entries came again from the pending list: {calls:?}"
+        "the entries held came again through the pending list: {calls:?}"
     );
     env.shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -4,7 +4,8 @@
 //! - a consumer of `events.normalized` (group `identity-merger`) handing each batch to
 //!   the [`Resolver`], which attaches events to profiles, merges, raises review items
 //!   and keeps Customer 360 facts fresh; under a backlog the consumer's ordering window
-//!   hands over two reads merged in time order, so fewer events arrive late;
+//!   (one for the group, shared by every replica) hands over two reads merged in time
+//!   order, so fewer events arrive late;
 //! - the refresher rewriting the Customer 360 documents of what each batch changed,
 //!   while the next batch is resolved;
 //! - a consumer of `profiles.merge_requests` (same group) applying analysts' decisions
@@ -131,9 +132,10 @@ impl Handler for EventHandler {
         }
     }
 
-    /// Canonical order, `(occurred_at, event_id)`: under a backlog the consumer hands
-    /// over two reads merged in it (`streams::window`), so an event read one batch
-    /// after a later one is usually not late.
+    /// Canonical order, `(occurred_at, event_id)`: under a backlog the group's replicas
+    /// hand over reads merged in it across the fleet (`streams::window`), so an event
+    /// read one batch after a later one — by this replica or another — is usually not
+    /// late.
     fn order_key(&self, delivery: &Delivery<NormalizedEvent>) -> Option<streams::window::OrderKey> {
         let event = &delivery.envelope.payload;
         Some((event.occurred_at, event.event_id))
