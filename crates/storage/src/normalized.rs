@@ -124,10 +124,18 @@ pub async fn write_batch(db: &PgPool, batch: &mut [EventWrite]) -> Result<usize,
 ///
 /// `BEGIN` and `SET LOCAL plan_cache_mode = force_custom_plan` (every statement planned
 /// for its values) go in one simple-protocol message: one round trip fewer per batch.
+/// A batch with neither orders nor products (identifies, page views) opens no
+/// transaction at all.
 pub async fn write_batch_leaving_events(
     db: &PgPool,
     batch: &mut [EventWrite],
 ) -> Result<(), sqlx::Error> {
+    if batch
+        .iter()
+        .all(|w| w.order.is_none() && w.products.is_empty())
+    {
+        return Ok(());
+    }
     let mut tx = db.begin_with(BEGIN_PLANNED_PER_USE).await?;
     write_orders_and_products(&mut tx, batch).await?;
     tx.commit().await
@@ -308,14 +316,32 @@ fn order_lock(source: &str, external_order_id: &str) -> i64 {
 }
 
 /// Applies one write to each of a set of distinct orders (`round`, in key order) and
-/// returns, per write, the order's stored status afterwards (none for an order that does
-/// not exist yet, e.g. a refund that arrived first).
+/// returns, per write that needed its order's refunds recomputed (refunds, deletions,
+/// refund events, reports of orders with refunds), the order's stored status afterwards
+/// (none for an order that does not exist yet, e.g. a refund that arrived first).
 async fn write_round(
     conn: &mut PgConnection,
     batch: &[EventWrite],
     round: &[usize],
 ) -> Result<Vec<(usize, OrderStatus)>, sqlx::Error> {
     let write = |i: usize| batch[i].order.as_ref().expect("rounds hold order writes");
+
+    // The writes whose order needs its refunded total and status recomputed: refunds,
+    // deletions, refund events (whose status is the stored order's), and (added below)
+    // applied reports of orders with refunds. A report of an order without refunds (most
+    // orders) already wrote what the recompute would find, so it skips that statement.
+    let mut recompute: BTreeSet<usize> = round
+        .iter()
+        .copied()
+        .filter(|&i| {
+            !write(i).refunds.is_empty()
+                || write(i).deleted
+                || batch[i]
+                    .event
+                    .as_ref()
+                    .is_some_and(|e| e.event_type == EventType::RefundIssued)
+        })
+        .collect();
 
     // Refunds, keyed by the source's refund id.
     let mut r_source = Vec::new();
@@ -378,8 +404,10 @@ async fn write_round(
             .map(|(_, s)| s.total.round_dp(2))
             .collect();
         let versions: Vec<DateTime<Utc>> = with_state.iter().map(|(_, s)| s.version).collect();
-        // The last column: whether the row is new (`xmax = 0`), so it has no lines yet.
-        let applied: Vec<(Uuid, String, String, bool)> = sqlx::query_as(
+        // Then whether the row is new (`xmax = 0`), so it has no lines yet, and whether
+        // any refund is known for it (one that arrived first, or an earlier one of an
+        // existing order), so its refunded total and status need the recompute below.
+        let applied: Vec<(Uuid, String, String, bool, bool)> = sqlx::query_as(
             "INSERT INTO orders (id, source, external_order_id, event_id, status, channel, store, \
                                  placed_at, updated_at, currency, total, refunded_total, source_version) \
              SELECT u.id, u.s, u.k, u.e, u.st, u.c, u.sto, u.p, now(), u.cur, u.t, 0, u.v \
@@ -393,7 +421,10 @@ async fn write_round(
                  currency = EXCLUDED.currency, total = EXCLUDED.total, \
                  source_version = EXCLUDED.source_version \
              WHERE orders.source_version IS NULL OR orders.source_version <= EXCLUDED.source_version \
-             RETURNING id, source, external_order_id, xmax = 0",
+             RETURNING id, source, external_order_id, xmax = 0, \
+                 EXISTS (SELECT 1 FROM order_refunds f \
+                         WHERE f.source = orders.source \
+                           AND f.external_order_id = orders.external_order_id)",
         )
         .bind(&ids)
         .bind(&sources)
@@ -408,16 +439,34 @@ async fn write_round(
         .bind(&versions)
         .fetch_all(&mut *conn)
         .await?;
+        let state_of: HashMap<(&str, &str), usize> = with_state
+            .iter()
+            .map(|(i, _)| {
+                (
+                    (
+                        batch[*i].source.as_str(),
+                        write(*i).external_order_id.as_str(),
+                    ),
+                    *i,
+                )
+            })
+            .collect();
+        recompute.extend(
+            applied
+                .iter()
+                .filter(|(_, _, _, _, refunded)| *refunded)
+                .filter_map(|(_, s, k, _, _)| state_of.get(&(s.as_str(), k.as_str())).copied()),
+        );
         if !applied.is_empty() {
             // An applied report's lines replace the stored ones.
             let order_of: HashMap<(&str, &str), Uuid> = applied
                 .iter()
-                .map(|(id, s, k, _)| ((s.as_str(), k.as_str()), *id))
+                .map(|(id, s, k, _, _)| ((s.as_str(), k.as_str()), *id))
                 .collect();
             let replaced: Vec<Uuid> = applied
                 .iter()
-                .filter(|(_, _, _, new)| !new)
-                .map(|(id, _, _, _)| *id)
+                .filter(|(_, _, _, new, _)| !new)
+                .map(|(id, _, _, _, _)| *id)
                 .collect();
             if !replaced.is_empty() {
                 sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)")
@@ -496,8 +545,14 @@ async fn write_round(
     }
 
     // Refunded total and the status it implies, from every refund known for each order.
-    let sources: Vec<&str> = round.iter().map(|&i| batch[i].source.as_str()).collect();
-    let keys: Vec<&str> = round
+    if recompute.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources: Vec<&str> = recompute
+        .iter()
+        .map(|&i| batch[i].source.as_str())
+        .collect();
+    let keys: Vec<&str> = recompute
         .iter()
         .map(|&i| write(i).external_order_id.as_str())
         .collect();
@@ -534,7 +589,7 @@ async fn write_round(
         .iter()
         .filter_map(|(s, k, st)| Some(((s.as_str(), k.as_str()), status_named(st)?)))
         .collect();
-    Ok(round
+    Ok(recompute
         .iter()
         .filter_map(|&i| {
             let key = (

@@ -505,3 +505,50 @@ async fn concurrent_batches_over_the_same_orders_neither_deadlock_nor_count_twic
         );
     }
 }
+
+#[tokio::test]
+async fn reports_of_an_order_with_refunds_keep_them_counted_across_batches() {
+    let env = TestEnv::new().await;
+    // The refund first, in a batch of its own (its order does not exist yet), then the
+    // order's first report, then a newer report saying `paid`, each a batch of its own:
+    // a report without a refund in its batch must still count the refunds known.
+    write_batch_leaving_events(&env.db, &mut [refund("r-1", 30)])
+        .await
+        .unwrap();
+    let expected = (
+        Decimal::new(150, 0),
+        Decimal::new(30, 0),
+        "partially_refunded".to_owned(),
+        2,
+    );
+    for hours in [1, 2] {
+        let mut batch = [report(
+            t0() + Duration::hours(hours),
+            OrderStatus::Paid,
+            vec![item("A", 100), item("B", 50)],
+        )];
+        write_batch_leaving_events(&env.db, &mut batch)
+            .await
+            .unwrap();
+        assert_eq!(
+            order_row(&env).await,
+            expected,
+            "after the report of hour {hours}"
+        );
+    }
+    // Orders without refunds are left as their report wrote them.
+    let mut other = [for_order(
+        report(t0(), OrderStatus::Paid, vec![item("C", 70)]),
+        "1002",
+    )];
+    write_batch_leaving_events(&env.db, &mut other)
+        .await
+        .unwrap();
+    let (refunded, status): (Decimal, String) = sqlx::query_as(
+        "SELECT refunded_total, status FROM orders WHERE external_order_id = '1002'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!((refunded, status.as_str()), (Decimal::ZERO, "paid"));
+}
