@@ -192,3 +192,89 @@ async fn timeline_and_name_search_use_an_index() {
     }
     tx.rollback().await.unwrap();
 }
+
+/// A re-sighted identifier is updated in place (HOT: no new index entries) in both
+/// identifier tables, as the merger re-sights them: a page of rows written in one
+/// transaction, then an eighth of them seen again in the next (their first/last seen
+/// and count, their latest event). With full pages (fillfactor 100) only the rows of
+/// the last, partly filled page could be; the pages keep room for the next versions
+/// (migration `20261214100000`).
+#[tokio::test]
+async fn re_sighted_identifiers_are_updated_in_place() {
+    let (_db, pool) = migrated().await;
+    let profile = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO customer_profile (id) VALUES ($1)")
+        .bind(profile)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..2_000).map(|i| format!("person{i}@example.com")).collect();
+    let kinds = vec!["email".to_owned(); values.len()];
+    sqlx::query(
+        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
+         SELECT k, v, $3, 'segment', now(), now() FROM unnest($1::text[], $2::text[]) AS u(k, v)",
+    )
+    .bind(&kinds)
+    .bind(&values)
+    .bind(profile)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners) \
+         SELECT k, v, now(), gen_random_uuid(), '{\"phone\": [1, 2]}'::jsonb \
+         FROM unnest($1::text[], $2::text[]) AS u(k, v)",
+    )
+    .bind(&kinds)
+    .bind(&values)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let again: Vec<String> = values.iter().step_by(8).cloned().collect();
+    let again_kinds = vec!["email".to_owned(); again.len()];
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
+         SELECT k, v, $3, 'segment', now(), now() + interval '1 minute' \
+         FROM unnest($1::text[], $2::text[]) AS u(k, v) \
+         ON CONFLICT (kind, value) DO UPDATE SET profile_id = EXCLUDED.profile_id, \
+             last_seen_at = GREATEST(profile_identifier.last_seen_at, EXCLUDED.last_seen_at), \
+             seen_count = profile_identifier.seen_count + 1",
+    )
+    .bind(&again_kinds)
+    .bind(&again)
+    .bind(profile)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO identity_identifier (kind, value, last_event_at, last_event_id, partners) \
+         SELECT k, v, now() + interval '1 minute', gen_random_uuid(), '{\"phone\": [1, 2, 3]}'::jsonb \
+         FROM unnest($1::text[], $2::text[]) AS u(k, v) \
+         ON CONFLICT (kind, value) DO UPDATE SET last_event_at = EXCLUDED.last_event_at, \
+             last_event_id = EXCLUDED.last_event_id, partners = EXCLUDED.partners",
+    )
+    .bind(&again_kinds)
+    .bind(&again)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // This transaction's own counts, exact (not the collector's delayed totals).
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables \
+         WHERE relname IN ('profile_identifier', 'identity_identifier') ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for (table, updated, hot) in &counts {
+        assert_eq!(*updated, again.len() as i64, "{table}: every re-sighting updates");
+        assert!(
+            *hot * 10 >= *updated * 9,
+            "{table}: {hot} of {updated} re-sightings updated in place"
+        );
+    }
+}
