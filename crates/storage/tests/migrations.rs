@@ -208,7 +208,9 @@ async fn re_sighted_identifiers_are_updated_in_place() {
         .execute(&pool)
         .await
         .unwrap();
-    let values: Vec<String> = (0..2_000).map(|i| format!("person{i}@example.com")).collect();
+    let values: Vec<String> = (0..2_000)
+        .map(|i| format!("person{i}@example.com"))
+        .collect();
     let kinds = vec!["email".to_owned(); values.len()];
     sqlx::query(
         "INSERT INTO profile_identifier (kind, value, profile_id, source, first_seen_at, last_seen_at) \
@@ -271,7 +273,11 @@ async fn re_sighted_identifiers_are_updated_in_place() {
     tx.commit().await.unwrap();
     assert_eq!(counts.len(), 2, "{counts:?}");
     for (table, updated, hot) in &counts {
-        assert_eq!(*updated, again.len() as i64, "{table}: every re-sighting updates");
+        assert_eq!(
+            *updated,
+            again.len() as i64,
+            "{table}: every re-sighting updates"
+        );
         assert!(
             *hot * 10 >= *updated * 9,
             "{table}: {hot} of {updated} re-sightings updated in place"
