@@ -15,5 +15,5 @@
 -- Pages written from now on are filled to 80 %; existing pages are not rewritten (no
 -- lock beyond this statement's, no data touched). `ALTER TABLE … RESET (fillfactor)`
 -- undoes it.
-ALTER TABLE profile_identifier SET (fillfactor = 80);
-ALTER TABLE identity_identifier SET (fillfactor = 80);
+ALTER TABLE profile_identifier SET (fillfactor = 70);
+ALTER TABLE identity_identifier SET (fillfactor = 70);
