@@ -36,6 +36,9 @@ mod settled;
 pub(crate) mod store;
 mod write;
 
+#[cfg(test)]
+mod lost_update;
+
 pub use store::load_profile_ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -171,6 +174,10 @@ pub struct Resolver {
     pub(crate) streams: streams::Streams,
     pub(crate) debounce: Duration,
     pub(crate) actor: String,
+    /// Tests only: a future a step awaits once, after it has read the owners of its
+    /// identifiers and before it locks their profiles (where another replica may commit).
+    #[cfg(test)]
+    pub(crate) pause: std::sync::Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
 }
 
 /// Where each event of a batch stands before resolution.
@@ -225,6 +232,8 @@ impl Resolver {
             streams,
             debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
             actor: "identity-merger".to_owned(),
+            #[cfg(test)]
+            pause: Default::default(),
         })
     }
 
@@ -420,6 +429,8 @@ impl Resolver {
                 .map(|p| profile_lock(*p))
                 .filter(|k| !keys.contains(k))
                 .collect();
+            #[cfg(test)]
+            self.paused().await;
             if !try_lock_all(&mut tx, &profile_keys).await? {
                 tx.rollback().await?;
                 extra.extend(keys);
@@ -615,6 +626,17 @@ impl Resolver {
             return Ok((pending.len(), report));
         }
         Err(ResolveError::Contended(pending[0].event_id))
+    }
+}
+
+#[cfg(test)]
+impl Resolver {
+    /// Awaits the future a test left in [`pause`](Self::pause), once.
+    async fn paused(&self) {
+        let pause = self.pause.lock().expect("pause lock").take();
+        if let Some(pause) = pause {
+            pause.await;
+        }
     }
 }
 
