@@ -22,7 +22,7 @@ fn event(n: u32, ids: &[(IdentifierKind, &str)], traits: &[(&str, &str)]) -> Nor
         received_at: at(i64::from(n)),
         source: Source::Segment,
         integration_id: None,
-        channel: if n == 2 { Channel::App } else { Channel::Web },
+        channel: if n == 2 { Channel::Pos } else { Channel::Web },
         event_type: EventType::PageViewed,
         name: None,
         identifiers: ids
@@ -39,7 +39,7 @@ fn event(n: u32, ids: &[(IdentifierKind, &str)], traits: &[(&str, &str)]) -> Nor
 }
 
 /// The person's first event (email and phone), one through the email only (a first
-/// name, the app), one through the phone only (a last name).
+/// name, at the till), one through the phone only (a last name).
 fn events() -> [NormalizedEvent; 3] {
     let email = (IdentifierKind::Email, "asha@mail.in");
     let phone = (IdentifierKind::Phone, "+919812345678");
