@@ -177,7 +177,8 @@ pub struct Resolver {
     /// Tests only: a future a step awaits once, after it has read the owners of its
     /// identifiers and before it locks their profiles (where another replica may commit).
     #[cfg(test)]
-    pub(crate) pause: std::sync::Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
+    pub(crate) pause:
+        std::sync::Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
 }
 
 /// Where each event of a batch stands before resolution.
@@ -451,7 +452,10 @@ impl Resolver {
                 .filter(|p| !wanted.contains(p))
                 .collect();
             if !more.is_empty() {
-                if !self.lock_profiles(&mut tx, &more, &keys, &mut extra).await? {
+                if !self
+                    .lock_profiles(&mut tx, &more, &keys, &mut extra)
+                    .await?
+                {
                     tx.rollback().await?;
                     extra.extend(wanted.iter().map(|p| profile_lock(*p)));
                     continue;

@@ -264,7 +264,6 @@ pub(crate) async fn profiles_and_owners(
 
 /// A profile row of [`profiles_and_owners`].
 fn profile_of(r: &sqlx::postgres::PgRow) -> LoadedProfile {
-
     let id: ProfileId = r.get("id");
     let created: DateTime<Utc> = r.get("created_at");
     let first_key = EventKey {
