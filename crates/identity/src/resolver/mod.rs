@@ -416,11 +416,8 @@ impl Resolver {
                 let wanted: Vec<ProfileId> = wanted.iter().copied().collect();
                 store::profiles_and_owners(&mut tx, &wanted, &all_ids).await?
             };
-            if moved(&owners, &owners_now, &loaded) {
+            if moved(&owners, &owners_now, &loaded, &keys, &wanted, &mut extra) {
                 tx.rollback().await?;
-                extra.extend(keys);
-                extra.extend(wanted.iter().map(|p| profile_lock(*p)));
-                extra.extend(owners_now.values().map(|p| profile_lock(*p)));
                 continue;
             }
             let held: Vec<Identifier> = loaded
@@ -465,11 +462,15 @@ impl Resolver {
                 let (more_loaded, linked_now) =
                     store::profiles_and_owners(&mut tx, &more, &linked).await?;
                 loaded.extend(more_loaded);
-                if moved(&linked_owners, &linked_now, &loaded) {
+                if moved(
+                    &linked_owners,
+                    &linked_now,
+                    &loaded,
+                    &keys,
+                    &wanted,
+                    &mut extra,
+                ) {
                     tx.rollback().await?;
-                    extra.extend(keys);
-                    extra.extend(wanted.iter().map(|p| profile_lock(*p)));
-                    extra.extend(linked_now.values().map(|p| profile_lock(*p)));
                     continue;
                 }
             }
@@ -693,14 +694,24 @@ impl Resolver {
 
 /// Whether an identifier's owner changed between the step's first read (`before`) and
 /// the read under the profile locks (`now`), or one of its owners is no longer live
-/// (absent from `loaded`, which holds live profiles only).
+/// (absent from `loaded`, which holds live profiles only). If so the caller rolls back,
+/// and the next attempt takes up front (`extra`) the step's `keys`, the locks of the
+/// profiles it `locked` and those of the owners now.
 fn moved(
     before: &HashMap<Identifier, ProfileId>,
     now: &HashMap<Identifier, ProfileId>,
     loaded: &[store::LoadedProfile],
+    keys: &BTreeSet<i64>,
+    locked: &BTreeSet<ProfileId>,
+    extra: &mut BTreeSet<i64>,
 ) -> bool {
     let live: BTreeSet<ProfileId> = loaded.iter().map(|p| p.id).collect();
-    now != before || before.values().any(|p| !live.contains(p))
+    if now == before && before.values().all(|p| live.contains(p)) {
+        return false;
+    }
+    extra.extend(keys.iter().copied());
+    extra.extend(locked.iter().chain(now.values()).map(|p| profile_lock(*p)));
+    true
 }
 
 /// The identifiers the candidates link by, sorted and unique.
