@@ -659,8 +659,10 @@ impl<H: Handler> Runner<H> {
     async fn take_held(
         &mut self,
     ) -> Result<(Vec<(u32, Delivery<H::Payload>)>, HashMap<String, RawEntry>), StreamError> {
-        let take = redis::Script::new(crate::window::TAKE_HELD_SCRIPT);
-        let mut script = take.key(&self.key);
+        // Built once: `Script::new` hashes the script (SHA-1) for `EVALSHA`.
+        static TAKE: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(crate::window::TAKE_HELD_SCRIPT));
+        let mut script = TAKE.key(&self.key);
         script.arg(&self.opts.group).arg(&self.opts.consumer).arg(
             self.opts
                 .batch_size

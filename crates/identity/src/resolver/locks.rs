@@ -7,7 +7,16 @@
 //! ascending order (blocking) — two transactions can never wait on each other in a
 //! cycle that way. Keys discovered later (the profiles that own the event's
 //! identifiers, a replay region) are only *tried*; if one is busy the transaction rolls
-//! back and starts again, taking the larger set in order from the start. On top, every
+//! back and starts again, taking the larger set in order from the start.
+//!
+//! What a lock guards is read only once it is held, in a later statement (under READ
+//! COMMITTED each statement sees what was committed when it began, so a statement that
+//! takes a lock may not see a commit made just before it got it). A forward step takes
+//! its identifiers' locks, then reads their owners and states; tries the owners'
+//! locks, then reads the profiles and the owners again (an owner moved meanwhile: start
+//! again); analysts' must-links are followed the same way. A profile read before its
+//! lock could be stale, and writing it back would lose another step's commit to it.
+//! On top, every
 //! resolver transaction holds the shared *fleet lock*; `ctl identity rebuild` takes it
 //! exclusively, so a rebuild never interleaves with streaming.
 

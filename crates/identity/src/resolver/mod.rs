@@ -36,6 +36,9 @@ mod settled;
 pub(crate) mod store;
 mod write;
 
+#[cfg(test)]
+mod lost_update;
+
 pub use store::load_profile_ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -171,6 +174,11 @@ pub struct Resolver {
     pub(crate) streams: streams::Streams,
     pub(crate) debounce: Duration,
     pub(crate) actor: String,
+    /// Tests only: a future a step awaits once, after it has read the owners of its
+    /// identifiers and before it locks their profiles (where another replica may commit).
+    #[cfg(test)]
+    pub(crate) pause:
+        std::sync::Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,
 }
 
 /// Where each event of a batch stands before resolution.
@@ -225,6 +233,8 @@ impl Resolver {
             streams,
             debounce: Duration::from_millis(settings.identity.identity_predictions_debounce_ms),
             actor: "identity-merger".to_owned(),
+            #[cfg(test)]
+            pause: Default::default(),
         })
     }
 
@@ -325,8 +335,9 @@ impl Resolver {
             // the same identifier locks while it writes `suppression`, so an event racing
             // an erase either sees the suppression or is resolved before the erase,
             // which then erases it too. It never re-creates the person after. The check
-            // is read with the owners of the identifiers, the step's next statement
-            // anyway (not with the locks: that statement's snapshot predates them).
+            // is read with the owners and states of the identifiers, the step's next
+            // statement anyway (not with the locks: that statement's snapshot predates
+            // them).
             let mut keys: BTreeSet<i64> = candidates
                 .iter()
                 .flat_map(|(i, _, usable)| {
@@ -339,7 +350,9 @@ impl Resolver {
             keys.extend(extra.iter().copied());
             lock_all(&mut tx, &keys).await?;
 
-            // The profiles owning the identifiers, locked after them.
+            // The identifiers' owners and states, and suppression. The states are final for
+            // the step (written only under the identifier locks it holds); the owners are
+            // read again once their profiles are locked.
             let mut all_ids = linking_ids(&candidates);
             let unusable: Vec<Identifier> = candidates
                 .iter()
@@ -349,8 +362,8 @@ impl Resolver {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let (mut owners, erased) =
-                store::owners_and_suppressed(&mut tx, &all_ids, &unusable).await?;
+            let ((mut owners, states), erased) =
+                store::owners_states_and_suppressed(&mut tx, &all_ids, &unusable).await?;
             let suppressed: BTreeSet<Uuid> = candidates
                 .iter()
                 .map(|(i, _, _)| pending[*i])
@@ -380,9 +393,33 @@ impl Resolver {
                 all_ids = linking_ids(&candidates);
                 owners.retain(|id, _| all_ids.binary_search(id).is_ok());
             }
+            // The profiles owning the identifiers, locked after them (tried: see `locks`),
+            // and only then read, in a statement of their own: a profile read before its
+            // lock may be stale by the time the lock is held (another replica's step,
+            // through an identifier this one does not hold, committed a change to it in
+            // between), and writing it back would lose that change. The owners are read
+            // again with them: between the first read and the locks another replica may
+            // have merged one away; then start again with the new owners in the locked
+            // set. A step whose identifiers nobody owns has nothing to lock or read:
+            // an unowned identifier gains an owner only under its own lock, held here.
             let mut wanted: BTreeSet<ProfileId> = owners.values().copied().collect();
-            let loaded =
-                store::profiles(&mut tx, &wanted.iter().copied().collect::<Vec<_>>()).await?;
+            if !self
+                .lock_profiles(&mut tx, &wanted, &keys, &mut extra)
+                .await?
+            {
+                tx.rollback().await?;
+                continue;
+            }
+            let (mut loaded, owners_now) = if wanted.is_empty() {
+                Default::default()
+            } else {
+                let wanted: Vec<ProfileId> = wanted.iter().copied().collect();
+                store::profiles_and_owners(&mut tx, &wanted, &all_ids).await?
+            };
+            if moved(&owners, &owners_now, &loaded, &keys, &wanted, &mut extra) {
+                tx.rollback().await?;
+                continue;
+            }
             let held: Vec<Identifier> = loaded
                 .iter()
                 .flat_map(|p| p.node.identifiers.iter().cloned())
@@ -396,47 +433,46 @@ impl Resolver {
                     .collect::<Vec<_>>(),
             )
             .await?;
-            // Analysts' must-links may pull in the profile on the other side.
+            // Analysts' must-links may pull in the profile on the other side: locked, then
+            // read, the same way.
             let linked: Vec<Identifier> = constraints
                 .iter()
                 .filter(|c| c.rule == crate::engine::ConstraintRule::MustLink)
                 .flat_map(|c| c.left.iter().chain(c.right.iter()).cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect();
             let linked_owners = store::owners(&mut tx, &linked).await?;
-            let mut more: Vec<ProfileId> = linked_owners
+            let more: BTreeSet<ProfileId> = linked_owners
                 .values()
                 .copied()
                 .filter(|p| !wanted.contains(p))
                 .collect();
-            more.sort();
-            more.dedup();
-            let mut loaded = loaded;
             if !more.is_empty() {
+                if !self
+                    .lock_profiles(&mut tx, &more, &keys, &mut extra)
+                    .await?
+                {
+                    tx.rollback().await?;
+                    extra.extend(wanted.iter().map(|p| profile_lock(*p)));
+                    continue;
+                }
                 wanted.extend(more.iter().copied());
-                loaded.extend(store::profiles(&mut tx, &more).await?);
-            }
-            let profile_keys: BTreeSet<i64> = wanted
-                .iter()
-                .map(|p| profile_lock(*p))
-                .filter(|k| !keys.contains(k))
-                .collect();
-            if !try_lock_all(&mut tx, &profile_keys).await? {
-                tx.rollback().await?;
-                extra.extend(keys);
-                extra.extend(wanted.iter().map(|p| profile_lock(*p)));
-                continue;
-            }
-            // Between reading the owners and locking them another replica may have merged
-            // one away: then start again with the new owners in the locked set.
-            // Read with the identifiers' states, which the step needs next anyway: one
-            // round trip.
-            let (owners_now, states) = store::owners_and_states(&mut tx, &all_ids).await?;
-            let live: BTreeSet<ProfileId> = loaded.iter().map(|p| p.id).collect();
-            if owners_now != owners || owners.values().any(|p| !live.contains(p)) {
-                tx.rollback().await?;
-                extra.extend(keys);
-                extra.extend(owners_now.values().map(|p| profile_lock(*p)));
-                continue;
+                let more: Vec<ProfileId> = more.into_iter().collect();
+                let (more_loaded, linked_now) =
+                    store::profiles_and_owners(&mut tx, &more, &linked).await?;
+                loaded.extend(more_loaded);
+                if moved(
+                    &linked_owners,
+                    &linked_now,
+                    &loaded,
+                    &keys,
+                    &wanted,
+                    &mut extra,
+                ) {
+                    tx.rollback().await?;
+                    continue;
+                }
             }
 
             // The neighbourhood of the graph.
@@ -616,6 +652,66 @@ impl Resolver {
         }
         Err(ResolveError::Contended(pending[0].event_id))
     }
+}
+
+impl Resolver {
+    /// Tries the locks of `profiles` not among `keys` (the step's blocking ones). On
+    /// `false` the caller rolls back: the next attempt takes `keys` and the profiles'
+    /// locks up front (added to `extra`).
+    async fn lock_profiles(
+        &self,
+        tx: &mut PgConnection,
+        profiles: &BTreeSet<ProfileId>,
+        keys: &BTreeSet<i64>,
+        extra: &mut BTreeSet<i64>,
+    ) -> Result<bool, sqlx::Error> {
+        let profile_keys: BTreeSet<i64> = profiles
+            .iter()
+            .map(|p| profile_lock(*p))
+            .filter(|k| !keys.contains(k))
+            .collect();
+        #[cfg(test)]
+        self.paused().await;
+        if try_lock_all(tx, &profile_keys).await? {
+            return Ok(true);
+        }
+        extra.extend(keys.iter().copied());
+        extra.extend(profile_keys);
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+impl Resolver {
+    /// Awaits the future a test left in [`pause`](Self::pause), once.
+    async fn paused(&self) {
+        let pause = self.pause.lock().expect("pause lock").take();
+        if let Some(pause) = pause {
+            pause.await;
+        }
+    }
+}
+
+/// Whether an identifier's owner changed between the step's first read (`before`) and
+/// the read under the profile locks (`now`), or one of its owners is no longer live
+/// (absent from `loaded`, which holds live profiles only). If so the caller rolls back,
+/// and the next attempt takes up front (`extra`) the step's `keys`, the locks of the
+/// profiles it `locked` and those of the owners now.
+fn moved(
+    before: &HashMap<Identifier, ProfileId>,
+    now: &HashMap<Identifier, ProfileId>,
+    loaded: &[store::LoadedProfile],
+    keys: &BTreeSet<i64>,
+    locked: &BTreeSet<ProfileId>,
+    extra: &mut BTreeSet<i64>,
+) -> bool {
+    let live: BTreeSet<ProfileId> = loaded.iter().map(|p| p.id).collect();
+    if now == before && before.values().all(|p| live.contains(p)) {
+        return false;
+    }
+    extra.extend(keys.iter().copied());
+    extra.extend(locked.iter().chain(now.values()).map(|p| profile_lock(*p)));
+    true
 }
 
 /// The identifiers the candidates link by, sorted and unique.

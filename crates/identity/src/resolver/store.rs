@@ -85,8 +85,15 @@ pub(crate) async fn owners(
         .collect())
 }
 
-/// Who owns each of `ids` now ([`owners`]), and which of `ids` and `more` are on the
-/// suppression list (erased), in one statement.
+/// Who owns each of `ids` now ([`owners`]), what the merger has learned of them
+/// ([`identifier_states`]), and which of `ids` and `more` are on the suppression list
+/// (erased), in one statement: a step's first read, once it holds the identifiers'
+/// locks.
+///
+/// The states are final for the step: `identity_identifier` rows are only written by
+/// transactions holding the identifier's lock (forward steps, region replays, erasures).
+/// The owners are not (a merge moves an identifier under its *owner's* lock): the step
+/// reads them again with the profiles, once it holds those ([`profiles_and_owners`]).
 ///
 /// The suppression list stores SHA-256 of `kind:value`
 /// ([`suppression_hash`](crate::model::suppression_hash)); Postgres computes it, and
@@ -94,23 +101,28 @@ pub(crate) async fn owners(
 /// erasures pays one probe of an empty table and nothing per identifier. Read after
 /// the identifiers' locks are taken, in a statement of its own, so it sees every erase
 /// that held them before (an erase writes `suppression` under the same locks).
-pub(crate) async fn owners_and_suppressed(
+pub(crate) async fn owners_states_and_suppressed(
     conn: &mut PgConnection,
     ids: &[Identifier],
     more: &[Identifier],
-) -> Result<(HashMap<Identifier, ProfileId>, BTreeSet<Identifier>), sqlx::Error> {
+) -> Result<(IdentifierStates, BTreeSet<Identifier>), sqlx::Error> {
     let mut owners = HashMap::new();
+    let mut states = HashMap::new();
     let mut suppressed = BTreeSet::new();
     if ids.is_empty() && more.is_empty() {
-        return Ok((owners, suppressed));
+        return Ok(((owners, states), suppressed));
     }
     let (kinds, values) = split(ids);
     let (more_kinds, more_values) = split(more);
     let rows = sqlx::query(
-        "SELECT pi.kind, pi.value, pi.profile_id, FALSE AS suppressed FROM profile_identifier pi \
-         JOIN unnest($1::text[], $2::text[]) AS u(kind, value) USING (kind, value) \
+        "SELECT u.kind, u.value, pi.profile_id, t.last_event_at, t.last_event_id, t.partners, \
+                t.suspect, t.shared, t.kind IS NOT NULL AS known, FALSE AS suppressed \
+         FROM unnest($1::text[], $2::text[]) AS u(kind, value) \
+         LEFT JOIN profile_identifier pi ON pi.kind = u.kind AND pi.value = u.value \
+         LEFT JOIN identity_identifier t ON t.kind = u.kind AND t.value = u.value \
+         WHERE pi.kind IS NOT NULL OR t.kind IS NOT NULL \
          UNION ALL \
-         SELECT u.kind, u.value, NULL, TRUE \
+         SELECT u.kind, u.value, NULL, NULL, NULL, NULL, NULL, NULL, FALSE, TRUE \
          FROM (SELECT * FROM unnest($1::text[], $2::text[]) \
                UNION ALL SELECT * FROM unnest($3::text[], $4::text[])) AS u(kind, value) \
          WHERE EXISTS (SELECT 1 FROM suppression) \
@@ -129,11 +141,16 @@ pub(crate) async fn owners_and_suppressed(
         };
         if r.get::<bool, _>("suppressed") {
             suppressed.insert(id);
-        } else if let Some(owner) = r.get::<Option<ProfileId>, _>("profile_id") {
-            owners.insert(id, owner);
+            continue;
+        }
+        if let Some(owner) = r.get::<Option<ProfileId>, _>("profile_id") {
+            owners.insert(id.clone(), owner);
+        }
+        if r.get::<bool, _>("known") {
+            states.insert(id, state_of(&r));
         }
     }
-    Ok((owners, suppressed))
+    Ok(((owners, states), suppressed))
 }
 
 /// What the merger has learned of `ids`: latest event, suspect flag and partners.
@@ -160,45 +177,7 @@ pub(crate) async fn identifier_states(
         .collect())
 }
 
-/// Who owns each of `ids` now ([`owners`]) and what the merger has learned of them
-/// ([`identifier_states`]), in one round trip.
-pub(crate) async fn owners_and_states(
-    conn: &mut PgConnection,
-    ids: &[Identifier],
-) -> Result<IdentifierStates, sqlx::Error> {
-    let mut owners = HashMap::new();
-    let mut states = HashMap::new();
-    if ids.is_empty() {
-        return Ok((owners, states));
-    }
-    let (kinds, values) = split(ids);
-    let rows = sqlx::query(
-        "SELECT u.kind, u.value, pi.profile_id, t.last_event_at, t.last_event_id, t.partners, \
-                t.suspect, t.shared, t.kind IS NOT NULL AS known \
-         FROM unnest($1::text[], $2::text[]) AS u(kind, value) \
-         LEFT JOIN profile_identifier pi ON pi.kind = u.kind AND pi.value = u.value \
-         LEFT JOIN identity_identifier t ON t.kind = u.kind AND t.value = u.value \
-         WHERE pi.kind IS NOT NULL OR t.kind IS NOT NULL",
-    )
-    .bind(&kinds)
-    .bind(&values)
-    .fetch_all(conn)
-    .await?;
-    for r in rows {
-        let Some(id) = identifier(r.get("kind"), r.get("value")) else {
-            continue;
-        };
-        if let Some(owner) = r.get::<Option<ProfileId>, _>("profile_id") {
-            owners.insert(id.clone(), owner);
-        }
-        if r.get::<bool, _>("known") {
-            states.insert(id, state_of(&r));
-        }
-    }
-    Ok((owners, states))
-}
-
-/// Owners and learned states of identifiers ([`owners_and_states`]).
+/// Owners and learned states of identifiers ([`owners_states_and_suppressed`]).
 pub(crate) type IdentifierStates = (
     HashMap<Identifier, ProfileId>,
     HashMap<Identifier, (IdentifierNode, PartnerSet)>,
@@ -231,65 +210,98 @@ pub(crate) async fn profiles(
     conn: &mut PgConnection,
     ids: &[ProfileId],
 ) -> Result<Vec<LoadedProfile>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    Ok(profiles_and_owners(conn, ids, &[]).await?.0)
+}
+
+/// Live profiles ([`profiles`]) and who owns each of `identifiers` now ([`owners`]), in
+/// one statement. A step reads them once it holds the profiles' locks: the profiles are
+/// then what it writes back from, and the owners tell whether one of its identifiers
+/// moved before it held them (then it starts again).
+pub(crate) async fn profiles_and_owners(
+    conn: &mut PgConnection,
+    ids: &[ProfileId],
+    identifiers: &[Identifier],
+) -> Result<(Vec<LoadedProfile>, HashMap<Identifier, ProfileId>), sqlx::Error> {
+    let mut profiles = Vec::new();
+    let mut owners = HashMap::new();
+    if ids.is_empty() && identifiers.is_empty() {
+        return Ok((profiles, owners));
     }
-    // One round trip: each profile with what it holds, aggregated beside it.
+    let (kinds, values) = split(identifiers);
+    // One round trip: each profile with what it holds, aggregated beside it; then the
+    // owners, as rows with only `id`, `kind` and `value`.
     let rows = sqlx::query(
         "SELECT p.id, p.created_at, p.first_event_at, p.first_event_id, p.last_event_at, \
                 p.last_event_id, p.name_keys, p.traits, p.state, p.first_seen_at, p.last_seen_at, \
-                p.channels, h.kinds, h.vals \
+                p.channels, h.kinds, h.vals, NULL::text AS kind, NULL::text AS value \
          FROM customer_profile p \
          LEFT JOIN LATERAL (SELECT array_agg(pi.kind) AS kinds, array_agg(pi.value) AS vals \
                             FROM profile_identifier pi WHERE pi.profile_id = p.id) h ON TRUE \
-         WHERE p.id = ANY($1) AND p.merged_into IS NULL",
+         WHERE p.id = ANY($1) AND p.merged_into IS NULL \
+         UNION ALL \
+         SELECT pi.profile_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                NULL, NULL, NULL, pi.kind, pi.value \
+         FROM profile_identifier pi \
+         JOIN unnest($2::text[], $3::text[]) AS u(kind, value) USING (kind, value)",
     )
     .bind(ids)
+    .bind(&kinds)
+    .bind(&values)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let id: ProfileId = r.get("id");
-            let created: DateTime<Utc> = r.get("created_at");
-            let first_key = EventKey {
-                occurred_at: r
-                    .get::<Option<DateTime<Utc>>, _>("first_event_at")
-                    .unwrap_or(created),
-                event_id: r.get::<Option<Uuid>, _>("first_event_id").unwrap_or(id),
-            };
-            let last_key = EventKey {
-                occurred_at: r
-                    .get::<Option<DateTime<Utc>>, _>("last_event_at")
-                    .unwrap_or(created),
-                event_id: r.get::<Option<Uuid>, _>("last_event_id").unwrap_or(id),
-            };
-            let names: Vec<String> = r.get("name_keys");
-            let traits: Json<Map<String, Value>> = r.get("traits");
-            let state = r.get::<OrDefault<ProfileState>, _>("state").0;
-            let channels: Vec<String> = r.get("channels");
-            let facts = ProfileFacts {
-                state,
-                traits: traits.0,
-                first_seen_at: r.get("first_seen_at"),
-                last_seen_at: r.get("last_seen_at"),
-                channels: channels
-                    .iter()
-                    .filter_map(|c| c.parse::<Channel>().ok())
-                    .collect(),
-            };
-            LoadedProfile {
-                id,
-                node: ProfileNode {
-                    first_key,
-                    last_key,
-                    identifiers: held(&r),
-                    names: names.into_iter().collect(),
-                },
-                facts,
+    for r in rows {
+        match r.get::<Option<&str>, _>("kind") {
+            Some(kind) => {
+                if let Some(id) = identifier(kind, r.get("value")) {
+                    owners.insert(id, r.get("id"));
+                }
             }
-        })
-        .collect())
+            None => profiles.push(profile_of(&r)),
+        }
+    }
+    Ok((profiles, owners))
+}
+
+/// A profile row of [`profiles_and_owners`].
+fn profile_of(r: &sqlx::postgres::PgRow) -> LoadedProfile {
+    let id: ProfileId = r.get("id");
+    let created: DateTime<Utc> = r.get("created_at");
+    let first_key = EventKey {
+        occurred_at: r
+            .get::<Option<DateTime<Utc>>, _>("first_event_at")
+            .unwrap_or(created),
+        event_id: r.get::<Option<Uuid>, _>("first_event_id").unwrap_or(id),
+    };
+    let last_key = EventKey {
+        occurred_at: r
+            .get::<Option<DateTime<Utc>>, _>("last_event_at")
+            .unwrap_or(created),
+        event_id: r.get::<Option<Uuid>, _>("last_event_id").unwrap_or(id),
+    };
+    let names: Vec<String> = r.get("name_keys");
+    let traits: Json<Map<String, Value>> = r.get("traits");
+    let state = r.get::<OrDefault<ProfileState>, _>("state").0;
+    let channels: Vec<String> = r.get("channels");
+    let facts = ProfileFacts {
+        state,
+        traits: traits.0,
+        first_seen_at: r.get("first_seen_at"),
+        last_seen_at: r.get("last_seen_at"),
+        channels: channels
+            .iter()
+            .filter_map(|c| c.parse::<Channel>().ok())
+            .collect(),
+    };
+    LoadedProfile {
+        id,
+        node: ProfileNode {
+            first_key,
+            last_key,
+            identifiers: held(r),
+            names: names.into_iter().collect(),
+        },
+        facts,
+    }
 }
 
 /// The identifiers a profile row of [`profiles`] holds (its aggregated `kinds`, `vals`).
