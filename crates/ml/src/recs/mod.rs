@@ -892,6 +892,19 @@ impl Recommender {
         )
     }
 
+    /// The model as JSON (what the registry stores; what [`Recommender::build_index`]
+    /// rebuilds is left out).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+
+    /// A model from [`Recommender::to_json`]'s text, ready to serve (index rebuilt).
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        let mut model: Self = serde_json::from_str(text)?;
+        model.build_index();
+        Ok(model)
+    }
+
     /// Rebuilds what is not stored (lookups, the HNSW graph over the items still sold,
     /// their cached neighbours) after deserialising.
     pub fn build_index(&mut self) {
@@ -2540,9 +2553,7 @@ mod tests {
     fn a_stored_model_serves_the_same_after_loading() {
         let corpus = brand();
         let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
-        let mut again: Recommender =
-            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
-        again.build_index();
+        let again = Recommender::from_json(&model.to_json().unwrap()).unwrap();
         let someone = &corpus.customers[3];
         assert_eq!(
             model.recommend(someone, at(90), 10),
@@ -2980,9 +2991,7 @@ mod tests {
         assert_eq!(many[0], recs);
         assert_eq!(many[1], model.recommend(&others[0], at(90), 10));
         assert_eq!(many[2], model.recommend(&others[1], at(90), 10));
-        let mut again: Recommender =
-            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
-        again.build_index();
+        let again = Recommender::from_json(&model.to_json().unwrap()).unwrap();
         assert!(again.ranker.as_ref().is_some_and(|r| r.model().is_some()));
         assert_eq!(recs, again.recommend(&someone, at(90), 10));
     }
