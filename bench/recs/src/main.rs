@@ -120,7 +120,9 @@ fn item2vec_only(corpus: &Corpus, cutoff: &str, p: &RecsParams) {
     let e = item2vec::train(&sets, &p.item2vec);
     // Equal only when the vectors are bit-identical.
     let mut hash = Fnv::default();
-    e.vectors.iter().for_each(|x| hash.add(u64::from(x.to_bits())));
+    e.vectors
+        .iter()
+        .for_each(|x| hash.add(u64::from(x.to_bits())));
     let checksum = hash.0;
     println!(
         "cutoff {cutoff}: tuning item2vec over {} sets, {} vectors: {:.1} s wall, {:.1} CPU s \
@@ -157,10 +159,15 @@ fn score_only(
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let model = Recommender::from_json(&text)?;
     if model.as_of != cutoff {
-        bail!("{} holds a model as of {}, not {cutoff}", path.display(), model.as_of);
+        bail!(
+            "{} holds a model as of {}, not {cutoff}",
+            path.display(),
+            model.as_of
+        );
     }
     let train = corpus.before(cutoff);
     let truth = future_purchases(corpus, cutoff, horizon);
@@ -169,8 +176,16 @@ fn score_only(
         "cutoff {}: {} profiles; re-ranker {}, explore ranker {}",
         cutoff.format("%Y-%m-%d"),
         activities.len(),
-        if model.ranker.is_some() { "kept" } else { "not kept" },
-        if model.explore_ranker.is_some() { "kept" } else { "not kept" },
+        if model.ranker.is_some() {
+            "kept"
+        } else {
+            "not kept"
+        },
+        if model.explore_ranker.is_some() {
+            "kept"
+        } else {
+            "not kept"
+        },
     );
     for pass in 1..=passes {
         let (started, cpu_started) = (std::time::Instant::now(), process_cpu_seconds());

@@ -1239,8 +1239,7 @@ impl Recommender {
             c.features[NEW_IN_TASTE] = c.features[CAT_SHARE] * tried / top_in_category;
             c.exploration = Exploration {
                 category_days: tally.map(|t| days(t.last, now).max(0.0)),
-                category_variety: tally
-                    .map_or(0.0, |t| t.distinct as f32 / t.lines.max(1) as f32),
+                category_variety: tally.map_or(0.0, |t| t.distinct as f32 / t.lines.max(1) as f32),
                 new_share,
                 recent_new_share,
                 ..c.exploration
