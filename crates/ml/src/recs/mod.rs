@@ -3069,7 +3069,9 @@ mod tests {
             for now in [at(45), at(90)] {
                 let fresh = model.candidates(profile, now);
                 assert!(!fresh.is_empty());
-                assert_eq!(model.candidates_in(profile, now, &mut scratch), fresh);
+                // Compared as printed: a profile with one basket has NaN shares.
+                let reused = model.candidates_in(profile, now, &mut scratch);
+                assert_eq!(format!("{reused:?}"), format!("{fresh:?}"));
             }
         }
         assert!(scratch.items.iter().all(|&slot| slot == NO_SLOT));
