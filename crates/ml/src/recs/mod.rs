@@ -892,6 +892,19 @@ impl Recommender {
         )
     }
 
+    /// The model as JSON (what the registry stores; what [`Recommender::build_index`]
+    /// rebuilds is left out).
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+
+    /// A model from [`Recommender::to_json`]'s text, ready to serve (index rebuilt).
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        let mut model: Self = serde_json::from_str(text)?;
+        model.build_index();
+        Ok(model)
+    }
+
     /// Rebuilds what is not stored (lookups, the HNSW graph over the items still sold,
     /// their cached neighbours) after deserialising.
     pub fn build_index(&mut self) {
@@ -1037,7 +1050,17 @@ impl Recommender {
 
     /// Every candidate for a profile as of `now`, exclusions applied.
     pub fn candidates(&self, activity: &Activity, now: DateTime<Utc>) -> Vec<Candidate> {
-        let mut out: HashMap<ItemId, Candidate> = HashMap::new();
+        self.candidates_in(activity, now, &mut Scratch::default())
+    }
+
+    /// [`Recommender::candidates`], gathering them in `scratch` (reused from one profile
+    /// to the next, so a batch allocates its per-item slots once).
+    fn candidates_in(
+        &self,
+        activity: &Activity,
+        now: DateTime<Utc>,
+        scratch: &mut Scratch,
+    ) -> Vec<Candidate> {
         let past = || activity.baskets.iter().filter(|b| b.at < now);
         let profile_baskets = past().count() as u32;
         let profile_lines: usize = past().map(|b| b.items.len()).sum();
@@ -1057,21 +1080,25 @@ impl Recommender {
             baskets_per_week,
             exploration: Exploration::default(),
         };
-        // Repeat: what the profile bought.
-        let mut bought: HashMap<ItemId, (u32, DateTime<Utc>)> = HashMap::new();
-        let mut decayed: HashMap<ItemId, f32> = HashMap::new();
-        let mut categories: HashMap<u32, u32> = HashMap::new();
-        // Per category: when the profile last bought there, its distinct items and its
-        // item lines there.
-        let mut category_last: HashMap<u32, (DateTime<Utc>, u32, u32)> = HashMap::new();
+        let mut out = Gathered::new(&mut scratch.items);
+        // Repeat: what the profile bought. Its items are the first candidates, each
+        // with (when it was last bought, its purchases decayed by age) at its index.
+        let mut bought: Vec<(DateTime<Utc>, f32)> = Vec::new();
+        // Per category the profile bought in: when it last bought there, its distinct
+        // items and its item lines there.
+        let mut categories = Gathered::new(&mut scratch.categories);
         // Item lines new to the profile when bought (after its first basket), and all
         // such lines; overall and over its last baskets.
         let recent_from = (profile_baskets as usize).saturating_sub(explore::RECENT_BASKETS);
         let (mut new_lines, mut later_lines) = ([0u32; 2], [0u32; 2]);
-        for (n, b) in activity.baskets.iter().filter(|b| b.at < now).enumerate() {
+        for (n, b) in past().enumerate() {
             let weight = (-days(b.at, now).max(0.0) / DECAY_DAYS).exp();
             for &i in &b.items {
-                let first = !bought.contains_key(&i);
+                let at = out.index(i, blank);
+                let first = at == bought.len();
+                if first {
+                    bought.push((b.at, 0.0));
+                }
                 if n > 0 {
                     for (part, counts) in [true, n >= recent_from].into_iter().enumerate() {
                         if counts {
@@ -1080,16 +1107,21 @@ impl Recommender {
                         }
                     }
                 }
-                let e = bought.entry(i).or_insert((0, b.at));
-                e.0 += 1;
-                e.1 = e.1.max(b.at);
-                *decayed.entry(i).or_default() += weight;
+                out.list[at].times_bought += 1;
+                let (last, decayed) = &mut bought[at];
+                *last = (*last).max(b.at);
+                *decayed += weight;
                 if let Some(c) = self.catalogue.categories.get(i as usize).copied().flatten() {
-                    *categories.entry(c).or_default() += 1;
-                    let last = category_last.entry(c).or_insert((b.at, 0, 0));
-                    last.0 = last.0.max(b.at);
-                    last.1 += u32::from(first);
-                    last.2 += 1;
+                    let tally = categories.index(c, |cat| CategoryTally {
+                        category: cat,
+                        last: b.at,
+                        distinct: 0,
+                        lines: 0,
+                    });
+                    let tally = &mut categories.list[tally];
+                    tally.last = tally.last.max(b.at);
+                    tally.distinct += u32::from(first);
+                    tally.lines += 1;
                 }
             }
         }
@@ -1098,20 +1130,19 @@ impl Recommender {
             lines => new_lines[part] as f32 / lines as f32,
         };
         let (new_share, recent_new_share) = (share_new(0), share_new(1));
-        for (&i, &(times, last)) in &bought {
+        for (c, &(last, decayed)) in out.list.iter_mut().zip(&bought) {
+            let i = c.item as usize;
             let since = days(last, now).max(0.0);
-            let cycle = self.stats.cycle_days[i as usize];
-            let c = out.entry(i).or_insert_with(|| blank(i));
-            c.times_bought = times;
+            let cycle = self.stats.cycle_days[i];
             c.days_since_bought = Some(since);
-            c.features[FREQ] = (1.0 + times as f32).ln();
+            c.features[FREQ] = (1.0 + c.times_bought as f32).ln();
             c.features[RECENCY] = (-since / 30.0).exp();
-            c.features[REPEAT] = self.stats.repeat_rate[i as usize];
-            c.features[DECAYED] = (1.0 + decayed.get(&i).copied().unwrap_or(0.0)).ln();
+            c.features[REPEAT] = self.stats.repeat_rate[i];
+            c.features[DECAYED] = (1.0 + decayed).ln();
             c.features[BUYER_RATE] = self
                 .stats
                 .orders_per_buyer_ln
-                .get(i as usize)
+                .get(i)
                 .copied()
                 .unwrap_or(0.0);
             c.features[DUE] = if cycle > 0.0 {
@@ -1128,7 +1159,7 @@ impl Recommender {
             }
             let near = self.nearest_cached(anchor);
             for &(i, sim) in near.iter().take(self.params.neighbours) {
-                let c = out.entry(i).or_insert_with(|| blank(i));
+                let c = out.entry(i, blank);
                 c.exploration.anchor_hits += 1;
                 c.exploration.similarity_sum += sim;
                 if sim > c.features[SIM] {
@@ -1138,7 +1169,11 @@ impl Recommender {
             }
         }
         // Popular: top categories of the profile, and overall.
-        let mut top_categories: Vec<(u32, u32)> = categories.into_iter().collect();
+        let mut top_categories: Vec<(u32, u32)> = categories
+            .list
+            .iter()
+            .map(|t| (t.category, t.lines))
+            .collect();
         top_categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let max_recent = self
             .popular
@@ -1151,14 +1186,14 @@ impl Recommender {
             let Some(&best) = items.first() else { continue };
             let top = self.stats.recent_orders[best as usize] as f32;
             for &i in items {
-                let c = out.entry(i).or_insert_with(|| blank(i));
+                let c = out.entry(i, blank);
                 c.features[CAT_POP] =
                     c.features[CAT_POP].max(self.stats.recent_orders[i as usize] as f32 / top);
             }
         }
         for &(cat, _) in top_categories.iter().take(3) {
             for &i in self.category_trying.get(cat as usize).into_iter().flatten() {
-                out.entry(i).or_insert_with(|| blank(i));
+                out.index(i, blank);
             }
         }
         for &i in self
@@ -1167,7 +1202,7 @@ impl Recommender {
             .take(30)
             .chain(self.trying.iter().take(30))
         {
-            out.entry(i).or_insert_with(|| blank(i));
+            out.index(i, blank);
         }
         let newcomers = |i: ItemId| {
             self.stats
@@ -1178,46 +1213,39 @@ impl Recommender {
         let max_newcomers = self.trying.first().map_or(1.0, |&i| newcomers(i).max(1.0));
         let just_bought = now - Duration::days(self.params.just_bought_days);
         let lines: u32 = top_categories.iter().map(|(_, n)| n).sum();
-        let share: HashMap<u32, f32> = top_categories
-            .iter()
-            .map(|&(cat, n)| (cat, n as f32 / lines.max(1) as f32))
-            .collect();
-        let mut list: Vec<Candidate> = out
-            .into_values()
-            .filter(|c| self.is_live(c.item, now))
-            .filter(|c| {
-                let recent = bought
-                    .get(&c.item)
-                    .is_some_and(|(_, last)| *last >= just_bought);
-                !recent || self.is_repeat_item(c.item)
-            })
-            .map(|mut c| {
-                let recent = self.stats.recent_orders[c.item as usize] as f32;
-                c.features[POP] = recent / max_recent;
-                if let Some(&prior) = self.stats.prior_orders.get(c.item as usize) {
-                    c.features[TREND] = ((1.0 + recent) / (1.0 + prior as f32)).ln();
-                }
-                let cat = self.catalogue.categories[c.item as usize];
-                c.features[CAT_SHARE] = cat.and_then(|cat| share.get(&cat).copied()).unwrap_or(0.0);
-                let tried = newcomers(c.item);
-                c.features[NEWCOMERS] = tried / max_newcomers;
-                let top_in_category = cat
-                    .and_then(|cat| self.category_trying.get(cat as usize)?.first().copied())
-                    .map_or(1.0, |i| newcomers(i).max(1.0));
-                c.features[NEW_IN_TASTE] = c.features[CAT_SHARE] * tried / top_in_category;
-                let in_category = cat.and_then(|cat| category_last.get(&cat));
-                c.exploration = Exploration {
-                    category_days: in_category.map(|(last, _, _)| days(*last, now).max(0.0)),
-                    category_variety: in_category.map_or(0.0, |(_, distinct, lines)| {
-                        *distinct as f32 / (*lines).max(1) as f32
-                    }),
-                    new_share,
-                    recent_new_share,
-                    ..c.exploration
-                };
-                c
-            })
-            .collect();
+        let in_category = |cat: Option<u32>| categories.get(cat?).map(|at| &categories.list[at]);
+        let mut list: Vec<Candidate> = Vec::with_capacity(out.list.len());
+        for (at, mut c) in out.list.drain(..).enumerate() {
+            if !self.is_live(c.item, now) {
+                continue;
+            }
+            let recent = bought.get(at).is_some_and(|(last, _)| *last >= just_bought);
+            if recent && !self.is_repeat_item(c.item) {
+                continue;
+            }
+            let recent = self.stats.recent_orders[c.item as usize] as f32;
+            c.features[POP] = recent / max_recent;
+            if let Some(&prior) = self.stats.prior_orders.get(c.item as usize) {
+                c.features[TREND] = ((1.0 + recent) / (1.0 + prior as f32)).ln();
+            }
+            let cat = self.catalogue.categories[c.item as usize];
+            let tally = in_category(cat);
+            c.features[CAT_SHARE] = tally.map_or(0.0, |t| t.lines as f32 / lines.max(1) as f32);
+            let tried = newcomers(c.item);
+            c.features[NEWCOMERS] = tried / max_newcomers;
+            let top_in_category = cat
+                .and_then(|cat| self.category_trying.get(cat as usize)?.first().copied())
+                .map_or(1.0, |i| newcomers(i).max(1.0));
+            c.features[NEW_IN_TASTE] = c.features[CAT_SHARE] * tried / top_in_category;
+            c.exploration = Exploration {
+                category_days: tally.map(|t| days(t.last, now).max(0.0)),
+                category_variety: tally.map_or(0.0, |t| t.distinct as f32 / t.lines.max(1) as f32),
+                new_share,
+                recent_new_share,
+                ..c.exploration
+            };
+            list.push(c);
+        }
         list.sort_by_key(|c| c.item);
         list
     }
@@ -1238,8 +1266,11 @@ impl Recommender {
         now: DateTime<Utc>,
         k: usize,
     ) -> Vec<Vec<Recommended>> {
-        let candidates: Vec<Vec<Candidate>> =
-            activities.iter().map(|a| self.candidates(a, now)).collect();
+        let mut scratch = Scratch::default();
+        let candidates: Vec<Vec<Candidate>> = activities
+            .iter()
+            .map(|a| self.candidates_in(a, now, &mut scratch))
+            .collect();
         let lists: Vec<&[Candidate]> = candidates.iter().map(Vec::as_slice).collect();
         let selections = self.selections(&lists, k);
         candidates
@@ -1507,6 +1538,86 @@ impl Recommender {
     }
 }
 
+/// Per-item and per-category slots reused from one profile's candidates to the next
+/// ([`Gathered`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    items: Vec<u32>,
+    categories: Vec<u32>,
+}
+
+/// A slot holding no index.
+const NO_SLOT: u32 = u32::MAX;
+
+/// A profile's share of one category's item lines, while its candidates are gathered.
+#[derive(Debug, Clone, Copy)]
+struct CategoryTally {
+    category: u32,
+    /// When the profile last bought in it.
+    last: DateTime<Utc>,
+    /// Its distinct items the profile bought.
+    distinct: u32,
+    /// Its item lines in the profile's baskets.
+    lines: u32,
+}
+
+/// Values gathered by key in first-seen order, each key finding its value through a
+/// dense array of slots (its value's index) borrowed from a [`Scratch`]: the few hundred
+/// items of a profile among tens of thousands cost an array read each instead of a
+/// hash, and the array is allocated once per batch. The slots it used are cleared when
+/// it is dropped, so the next profile finds them empty.
+struct Gathered<'s, T> {
+    slots: &'s mut Vec<u32>,
+    keys: Vec<u32>,
+    list: Vec<T>,
+}
+
+impl<'s, T> Gathered<'s, T> {
+    fn new(slots: &'s mut Vec<u32>) -> Self {
+        Self {
+            slots,
+            keys: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+
+    /// The index of `key`'s value, if it has one.
+    fn get(&self, key: u32) -> Option<usize> {
+        match self.slots.get(key as usize) {
+            Some(&slot) if slot != NO_SLOT => Some(slot as usize),
+            _ => None,
+        }
+    }
+
+    /// The index of `key`'s value, made by `new` when it has none yet.
+    fn index(&mut self, key: u32, new: impl FnOnce(u32) -> T) -> usize {
+        let k = key as usize;
+        if k >= self.slots.len() {
+            self.slots.resize(k + 1, NO_SLOT);
+        }
+        if self.slots[k] == NO_SLOT {
+            self.slots[k] = u32::try_from(self.list.len()).expect("fewer values than slots");
+            self.keys.push(key);
+            self.list.push(new(key));
+        }
+        self.slots[k] as usize
+    }
+
+    /// `key`'s value, made by `new` when it has none yet.
+    fn entry(&mut self, key: u32, new: impl FnOnce(u32) -> T) -> &mut T {
+        let at = self.index(key, new);
+        &mut self.list[at]
+    }
+}
+
+impl<T> Drop for Gathered<'_, T> {
+    fn drop(&mut self) {
+        for &k in &self.keys {
+            self.slots[k as usize] = NO_SLOT;
+        }
+    }
+}
+
 /// The items whose neighbours are a profile's explore candidates as of `now`: those of
 /// its last `anchor_baskets` baskets, then its last `anchor_views` views (each with
 /// whether it was viewed rather than bought).
@@ -1553,19 +1664,23 @@ fn rank_among(
     if k == 0 {
         return Vec::new();
     }
-    let scores: Vec<f32> = candidates.iter().map(|c| score(c, weights)).collect();
-    let better = |&a: &usize, &b: &usize| {
-        scores[b]
-            .total_cmp(&scores[a])
-            .then(candidates[a].item.cmp(&candidates[b].item))
+    // Only the pool is scored: the explore pools are a part of a profile's candidates.
+    let mut scored: Vec<(f32, usize)> = order
+        .drain(..)
+        .map(|i| (score(&candidates[i], weights), i))
+        .collect();
+    let better = |a: &(f32, usize), b: &(f32, usize)| {
+        b.0.total_cmp(&a.0)
+            .then(candidates[a.1].item.cmp(&candidates[b.1].item))
     };
     // The order is total (ties by item), so selecting the best k first and sorting only
     // them gives the same list as sorting everything.
-    if k < order.len() {
-        order.select_nth_unstable_by(k - 1, better);
-        order.truncate(k);
+    if k < scored.len() {
+        scored.select_nth_unstable_by(k - 1, better);
+        scored.truncate(k);
     }
-    order.sort_by(better);
+    scored.sort_by(better);
+    order.extend(scored.into_iter().map(|(_, i)| i));
     order
 }
 
@@ -1956,6 +2071,7 @@ fn tune_timed(
             ),
         };
     let cases: Vec<TuningCase> = times.time("tuning: candidates", || {
+        let mut scratch = Scratch::default();
         histories
             .into_iter()
             .map(|(history, truth)| {
@@ -1965,7 +2081,7 @@ fn tune_timed(
                     .flat_map(|b| b.items.iter().copied())
                     .collect();
                 TuningCase {
-                    candidates: past.candidates(&history, start),
+                    candidates: past.candidates_in(&history, start, &mut scratch),
                     new: truth
                         .iter()
                         .copied()
@@ -2540,9 +2656,7 @@ mod tests {
     fn a_stored_model_serves_the_same_after_loading() {
         let corpus = brand();
         let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
-        let mut again: Recommender =
-            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
-        again.build_index();
+        let again = Recommender::from_json(&model.to_json().unwrap()).unwrap();
         let someone = &corpus.customers[3];
         assert_eq!(
             model.recommend(someone, at(90), 10),
@@ -2935,7 +3049,33 @@ mod tests {
                 rank(&candidates, &P_TOPFREQ, k),
                 all[..k.min(all.len())].to_vec()
             );
+            // A pool (every other candidate) ranks as the whole list with the rest
+            // left out.
+            let pool: Vec<usize> = (0..candidates.len()).step_by(2).collect();
+            let expected: Vec<usize> = all.iter().copied().filter(|i| i % 2 == 0).take(k).collect();
+            assert_eq!(rank_among(&candidates, pool, &P_TOPFREQ, k), expected);
         }
+    }
+
+    #[test]
+    fn candidates_gathered_one_profile_after_another_are_each_profile_s_own() {
+        let corpus = brand();
+        let model = Recommender::fit(&corpus, at(90), &params(), P_TOPFREQ);
+        let mut scratch = Scratch::default();
+        // Every profile twice through one scratch, long histories next to short ones.
+        let n = corpus.customers.len();
+        for c in (0..n).rev().chain(0..n) {
+            let profile = &corpus.customers[c];
+            for now in [at(45), at(90)] {
+                let fresh = model.candidates(profile, now);
+                assert!(!fresh.is_empty());
+                // Compared as printed: a profile with one basket has NaN shares.
+                let reused = model.candidates_in(profile, now, &mut scratch);
+                assert_eq!(format!("{reused:?}"), format!("{fresh:?}"));
+            }
+        }
+        assert!(scratch.items.iter().all(|&slot| slot == NO_SLOT));
+        assert!(scratch.categories.iter().all(|&slot| slot == NO_SLOT));
     }
 
     #[test]
@@ -2980,9 +3120,7 @@ mod tests {
         assert_eq!(many[0], recs);
         assert_eq!(many[1], model.recommend(&others[0], at(90), 10));
         assert_eq!(many[2], model.recommend(&others[1], at(90), 10));
-        let mut again: Recommender =
-            serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
-        again.build_index();
+        let again = Recommender::from_json(&model.to_json().unwrap()).unwrap();
         assert!(again.ranker.as_ref().is_some_and(|r| r.model().is_some()));
         assert_eq!(recs, again.recommend(&someone, at(90), 10));
     }
