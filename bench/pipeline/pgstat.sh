@@ -44,13 +44,19 @@ trap stop EXIT
     start
 echo "private Postgres on port $port ($("${as_pg[@]}" "$bin/postgres" --version); ${PGSTAT_POSTGRES_OPTIONS:-default settings})"
 
+# Stream prefixes named after the private cluster's port (free, so unique among the runs
+# on this machine): two pgstat.sh runs at once never read each other's events.
 if [ "${PGSTAT_BENCH:-pipeline}" = identity ]; then
     BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_identity" \
+        BENCH_STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-identity-pgstat-$port:}" \
         bench/identity/run.sh "$@" --pg-stats
     exit
 fi
-# Its own stream prefix and ingest port, so a plain run.sh may run beside it.
+# Its own stream prefix and a free ingest port, so a plain run.sh or another pgstat.sh
+# may run beside it.
+ingest_port=18492
+while (exec 3<>"/dev/tcp/127.0.0.1/$ingest_port") 2>/dev/null; do ingest_port=$((ingest_port + 1)); done
 BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/constintel_bench_pipeline" \
-    BENCH_STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-pipeline-pgstat:}" \
-    BENCH_INGEST_PORT="${BENCH_INGEST_PORT:-18492}" \
+    BENCH_STREAM_PREFIX="${BENCH_STREAM_PREFIX:-bench-pipeline-pgstat-$port:}" \
+    BENCH_INGEST_PORT="${BENCH_INGEST_PORT:-$ingest_port}" \
     bench/pipeline/run.sh --pg-stats "$@"
