@@ -692,7 +692,10 @@ impl Engine {
                         n.owner = None;
                     }
                     // Learned from these very events: the replay learns it again (or not).
-                    n.last_key = None;
+                    // Not its latest event: that is the latest of every event that carried
+                    // it, and a suspect or refused identifier is carried by events outside
+                    // the region too, which the replay does not re-apply (the region's own
+                    // events only raise it again to what it was).
                     n.shared = false;
                 }
             }
