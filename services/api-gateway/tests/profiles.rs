@@ -224,6 +224,16 @@ async fn filters_sorts_and_pages() {
         )
         .await;
     assert_eq!(ids(&page).len(), 3);
+    // A window open at the start holds the profiles last seen before its end, not the
+    // one never seen.
+    let before = (now - Duration::days(4) - Duration::hours(1)).to_rfc3339();
+    let (_, page) = gw
+        .get(
+            &format!("/profiles?last_seen_to={}", urlencode(&before)),
+            &viewer,
+        )
+        .await;
+    assert_eq!(ids(&page), vec![all[5].to_string(), all[6].to_string()]);
 
     // Bad filters answer 400 with the reason.
     for bad in [

@@ -114,6 +114,11 @@ fn identifier_candidates(q: &str, kind: Option<IdentifierKind>, region: &str) ->
     }
 }
 
+/// The profile list's last-seen key: a profile never seen sorts as the earliest time.
+/// The index `customer_profile_list_last_seen` is on exactly this expression (of live
+/// profiles), so the list's sort and its last-seen window must both be written with it.
+const LAST_SEEN_KEY: &str = "COALESCE(p.last_seen_at, '-infinity'::timestamptz)";
+
 /// The sort key of a profile-list row, as the cursor carries it.
 #[derive(serde::Serialize, serde::Deserialize)]
 enum SortKey {
@@ -193,16 +198,24 @@ pub async fn list_profiles(
         sql.push_bind(channel.as_str());
         sql.push("]::text[]");
     }
+    // The window compares the list's last-seen key, so the list's index
+    // (`customer_profile_list_last_seen`) answers it in any sort: `last_seen_at`
+    // itself has no index. A profile never seen is in no window: its key,
+    // `-infinity`, is below any `last_seen_from`, and excluded explicitly when only
+    // `last_seen_to` is given.
     if let Some(from) = q.last_seen_from {
-        sql.push(" AND p.last_seen_at >= ");
+        sql.push(format!(" AND {LAST_SEEN_KEY} >= "));
         sql.push_bind(from);
     }
     if let Some(to) = q.last_seen_to {
-        sql.push(" AND p.last_seen_at < ");
+        if q.last_seen_from.is_none() {
+            sql.push(format!(" AND {LAST_SEEN_KEY} > '-infinity'::timestamptz"));
+        }
+        sql.push(format!(" AND {LAST_SEEN_KEY} < "));
         sql.push_bind(to);
     }
     let key_expr = match sort {
-        ProfileSort::LastSeen => "COALESCE(p.last_seen_at, '-infinity'::timestamptz)",
+        ProfileSort::LastSeen => LAST_SEEN_KEY,
         ProfileSort::Ltv => "p.total_spent",
         ProfileSort::Orders => "p.orders_count",
     };
