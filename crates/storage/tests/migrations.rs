@@ -284,3 +284,109 @@ async fn re_sighted_identifiers_are_updated_in_place() {
         );
     }
 }
+
+/// The profile list's last-seen window and the raw events received since a time are
+/// answered by an index after the hot path's index diet (migrations `20261215100000`,
+/// `20261215100001`): `customer_profile_last_seen` (and the unread
+/// `customer_profile_created`) are gone and the window, written
+/// with the list's key as the API writes it (`COALESCE(last_seen_at, '-infinity')`),
+/// reads `customer_profile_list_last_seen` whatever the sort, a narrow open window
+/// included (the planner knows the key's distribution from the extended statistics,
+/// not a guess); `received_at` has a block-range index, which `ctl republish --hours`
+/// and the pipeline benchmark's drain count read.
+#[tokio::test]
+async fn the_last_seen_window_and_received_since_read_the_remaining_indexes() {
+    let (_db, pool) = migrated().await;
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public' \
+           AND tablename IN ('customer_profile', 'customer_raw_event') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for unread in ["customer_profile_last_seen", "customer_profile_created"] {
+        assert!(
+            !indexes.iter().any(|(name, _)| name == unread),
+            "every profile version writes an entry into {unread}, which no query needs"
+        );
+    }
+    let received = indexes
+        .iter()
+        .find(|(name, _)| name == "customer_raw_event_received")
+        .map(|(_, def)| def.as_str());
+    assert!(
+        received.is_some_and(|def| def.contains("USING brin (received_at)")),
+        "received_at: {received:?}"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    // 20,000 profiles last seen an hour apart (every 50th never), the raw events of the
+    // last 20,000 minutes in the order they were received, and statistics that say so.
+    for statement in [
+        "INSERT INTO customer_profile (id, last_seen_at, total_spent, orders_count) \
+         SELECT gen_random_uuid(), \
+                CASE WHEN g % 50 = 0 THEN NULL ELSE now() - g * interval '1 hour' END, \
+                (g * 7919) % 1000, g % 5 \
+         FROM generate_series(1, 20000) g",
+        "INSERT INTO customer_raw_event (id, source, source_event_id, kind, received_at, payload) \
+         SELECT gen_random_uuid(), 'segment', 'e' || g, 'track', \
+                now() - (20000 - g) * interval '1 minute', '{}'::jsonb \
+         FROM generate_series(1, 20000) g",
+        "ANALYZE customer_profile",
+        "ANALYZE customer_raw_event",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    let key = "COALESCE(p.last_seen_at, '-infinity'::timestamptz)";
+    for (query, index) in [
+        (
+            format!(
+                "EXPLAIN SELECT p.id FROM customer_profile p WHERE p.merged_into IS NULL \
+                 AND {key} >= now() - interval '48 hours' AND {key} < now() \
+                 ORDER BY {key} DESC, p.id DESC LIMIT 51"
+            ),
+            "customer_profile_list_last_seen",
+        ),
+        (
+            format!(
+                "EXPLAIN SELECT p.id FROM customer_profile p WHERE p.merged_into IS NULL \
+                 AND {key} >= now() - interval '48 hours' AND {key} < now() \
+                 ORDER BY p.total_spent DESC, p.id DESC LIMIT 51"
+            ),
+            "customer_profile_list_last_seen",
+        ),
+        (
+            format!(
+                "EXPLAIN SELECT p.id FROM customer_profile p WHERE p.merged_into IS NULL \
+                 AND {key} >= now() - interval '48 hours' \
+                 ORDER BY p.orders_count DESC, p.id DESC LIMIT 51"
+            ),
+            "customer_profile_list_last_seen",
+        ),
+        (
+            format!(
+                "EXPLAIN SELECT p.id FROM customer_profile p WHERE p.merged_into IS NULL \
+                 AND {key} > '-infinity'::timestamptz \
+                 AND {key} < now() - interval '19950 hours' \
+                 ORDER BY p.total_spent DESC, p.id DESC LIMIT 51"
+            ),
+            "customer_profile_list_last_seen",
+        ),
+        (
+            "EXPLAIN SELECT count(*) FROM customer_raw_event \
+             WHERE received_at >= now() - interval '1 hour'"
+                .to_owned(),
+            "customer_raw_event_received",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&query)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert!(
+            plan.iter().any(|line| line.contains(index)),
+            "{query} does not use {index}: {plan:?}"
+        );
+    }
+    tx.rollback().await.unwrap();
+}
