@@ -6,7 +6,7 @@
 //! `T` (both since the first purchase) follow closed forms for the likelihood, P(alive)
 //! and the chance of no purchase in the next `t` days. The expected number of purchases
 //! needs one integral over p, taken over Beta quantiles (see
-//! [`BgNbd::expected_purchases`]), which [`beta_quantile`] computes in a bounded number
+//! [`BgNbd::expected_purchases`]), which `beta_quantile` computes in a bounded number
 //! of steps whatever the fitted parameters.
 
 use std::collections::HashMap;
