@@ -7,26 +7,21 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use domain::{
-    Channel, EventType, Identifier, IdentifierKind, MergeRequest, NormalizedEvent, Source,
-};
+use domain::{IdentifierKind, MergeRequest, NormalizedEvent};
 use identity::engine::Constraints;
 use identity::memory::MemoryResolver;
 use identity::model::{event_time_ms, hashed_profile_id, time_ordered_profile_id};
 use identity::resolver::{Resolver, load_profile_ids};
 use identity::{Observation, ProfileIds};
 use test_support::TestEnv;
+use test_support::events::{self, at};
 use uuid::Uuid;
 
 use IdentifierKind::*;
 
-/// When the events occurred (minutes after a fixed time): unrelated to when they arrived.
-fn occurred(minutes: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + Duration::minutes(minutes)
-}
-
 /// Event `n`, received by ingest at `received` (its id a UUIDv7 of that millisecond, as
-/// ingest mints), occurring `minutes` after the fixed time, carrying `ids`.
+/// ingest mints), occurring `minutes` after the fixtures' fixed time (unrelated to when
+/// it arrived), carrying `ids`.
 fn event(
     n: u8,
     received: DateTime<Utc>,
@@ -34,23 +29,12 @@ fn event(
     ids: &[(IdentifierKind, &str)],
 ) -> NormalizedEvent {
     let ms = u64::try_from(received.timestamp_millis()).unwrap();
-    NormalizedEvent {
-        event_id: uuid::Builder::from_unix_timestamp_millis(ms, &[n; 10]).into_uuid(),
-        occurred_at: occurred(minutes),
-        received_at: received,
-        source: Source::Segment,
-        integration_id: None,
-        channel: Channel::Web,
-        event_type: EventType::PageViewed,
-        name: None,
-        identifiers: ids
-            .iter()
-            .map(|(k, v)| Identifier::parse(*k, v, "IN").unwrap())
-            .collect(),
-        traits: Default::default(),
-        properties: Default::default(),
-        order: None,
-    }
+    events::event(u32::from(n))
+        .event_id(uuid::Builder::from_unix_timestamp_millis(ms, &[n; 10]).into_uuid())
+        .occurred_at(at(minutes))
+        .received_at(received)
+        .ids(ids)
+        .build()
 }
 
 async fn resolve(env: &TestEnv, resolver: &Resolver, events: &[NormalizedEvent]) {

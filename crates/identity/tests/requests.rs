@@ -7,10 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use domain::{
-    Channel, EventType, Identifier, IdentifierKind, MergeRequest, NormalizedEvent, Source,
-};
+use domain::{EventType, IdentifierKind, MergeRequest, NormalizedEvent};
 use identity::Policy;
 use identity::memory::partition_of;
 use identity::resolver::Resolver;
@@ -19,36 +16,17 @@ use sqlx::Connection as _;
 use sqlx::Row;
 use storage::customer360::{Customer360Cache, cache_key};
 use streams::{Envelope, Streams, Topic};
+use test_support::events::{self, id};
 use test_support::{TestEnv, eventually};
 use uuid::Uuid;
 
-fn id(kind: IdentifierKind, v: &str) -> Identifier {
-    Identifier::parse(kind, v, "IN").unwrap()
-}
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
-}
-
 fn event(n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>) -> NormalizedEvent {
-    let mut traits = serde_json::Map::new();
-    if let Some(name) = name {
-        traits.insert("first_name".into(), name.into());
-    }
-    NormalizedEvent {
-        event_id: Uuid::from_u128(0xA000_0000 + u128::from(n)),
-        occurred_at: at(i64::from(n)),
-        received_at: at(i64::from(n)),
-        source: Source::Segment,
-        integration_id: None,
-        channel: Channel::Web,
-        event_type: EventType::Identify,
-        name: None,
-        identifiers: ids.iter().map(|(k, v)| id(*k, v)).collect(),
-        traits,
-        properties: Default::default(),
-        order: None,
-    }
+    events::event(n)
+        .event_id(Uuid::from_u128(0xA000_0000 + u128::from(n)))
+        .event_type(EventType::Identify)
+        .ids(ids)
+        .named(name)
+        .build()
 }
 
 async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {

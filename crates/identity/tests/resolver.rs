@@ -3,10 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, TimeZone, Utc};
 use domain::{
-    Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus,
-    Source,
+    EventType, Identifier, IdentifierKind, NormalizedEvent, Order, OrderItem, OrderStatus, Source,
 };
 use identity::Observation;
 use identity::engine::{Constraints, Unsettled};
@@ -16,40 +14,16 @@ use redis::AsyncCommands as _;
 use rust_decimal::Decimal;
 use sqlx::Row;
 use test_support::TestEnv;
+use test_support::events::{self, id};
 use uuid::Uuid;
 
-fn id(kind: IdentifierKind, v: &str) -> Identifier {
-    Identifier::parse(kind, v, "IN").unwrap()
-}
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
-}
-
 fn event(n: u32, ids: Vec<Identifier>) -> NormalizedEvent {
-    NormalizedEvent {
-        event_id: Uuid::from_u128(0xE000_0000 + u128::from(n)),
-        occurred_at: at(i64::from(n)),
-        received_at: at(i64::from(n)),
-        source: Source::Segment,
-        integration_id: None,
-        channel: Channel::Web,
-        event_type: EventType::PageViewed,
-        name: None,
-        identifiers: ids,
-        traits: Default::default(),
-        properties: Default::default(),
-        order: None,
-    }
+    events::event(n).identifiers(ids).build()
 }
 
 /// An event carrying `ids`, naming its person `name` (a `first_name` trait) if given.
 fn named(n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>) -> NormalizedEvent {
-    let mut ev = event(n, ids.iter().map(|(k, v)| id(*k, v)).collect());
-    if let Some(name) = name {
-        ev.traits.insert("first_name".into(), name.into());
-    }
-    ev
+    events::event(n).ids(ids).named(name).build()
 }
 
 fn order_event(

@@ -14,7 +14,8 @@
 //! migrations themselves; [`process`] runs the real binaries as child processes;
 //! [`seed`] writes rows through the fleet's own writers; [`fuzz`] mutates real payloads
 //! for property-based fuzzing; [`servers`] starts a Postgres and a Redis of a test's own,
-//! which it may stop, kill and wipe.
+//! which it may stop, kill and wipe; [`events`] builds normalised events on a fixed
+//! clock.
 //!
 //! # Assumptions, running, testing
 //!
@@ -36,6 +37,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 
 pub mod crm;
+pub mod events;
 pub mod fuzz;
 pub mod process;
 pub mod seed;

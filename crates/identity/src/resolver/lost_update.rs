@@ -3,40 +3,12 @@
 //! the read and the lock through an identifier the step does not hold, would be
 //! overwritten (a lost update, `write` stores the whole profile row).
 
-use chrono::{DateTime, TimeZone, Utc};
-use domain::{Channel, EventType, Identifier, IdentifierKind, NormalizedEvent, Source};
+use domain::{Channel, IdentifierKind, NormalizedEvent};
 use futures::FutureExt as _;
 use test_support::TestEnv;
-use uuid::Uuid;
+use test_support::events::event;
 
 use super::Resolver;
-
-fn at(minutes: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
-}
-
-fn event(n: u32, ids: &[(IdentifierKind, &str)], traits: &[(&str, &str)]) -> NormalizedEvent {
-    NormalizedEvent {
-        event_id: Uuid::from_u128(0xE000_0000 + u128::from(n)),
-        occurred_at: at(i64::from(n)),
-        received_at: at(i64::from(n)),
-        source: Source::Segment,
-        integration_id: None,
-        channel: if n == 2 { Channel::Pos } else { Channel::Web },
-        event_type: EventType::PageViewed,
-        name: None,
-        identifiers: ids
-            .iter()
-            .map(|(k, v)| Identifier::parse(*k, v, "IN").unwrap())
-            .collect(),
-        traits: traits
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
-            .collect(),
-        properties: Default::default(),
-        order: None,
-    }
-}
 
 /// The person's first event (email and phone), one through the email only (a first
 /// name, at the till), one through the phone only (a last name).
@@ -44,9 +16,16 @@ fn events() -> [NormalizedEvent; 3] {
     let email = (IdentifierKind::Email, "asha@mail.in");
     let phone = (IdentifierKind::Phone, "+919812345678");
     [
-        event(1, &[email, phone], &[]),
-        event(2, &[email], &[("first_name", "Asha")]),
-        event(3, &[phone], &[("last_name", "Rao")]),
+        event(1).ids(&[email, phone]).build(),
+        event(2)
+            .ids(&[email])
+            .channel(Channel::Pos)
+            .with_trait("first_name", "Asha")
+            .build(),
+        event(3)
+            .ids(&[phone])
+            .with_trait("last_name", "Rao")
+            .build(),
     ]
 }
 

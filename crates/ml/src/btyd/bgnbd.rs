@@ -6,12 +6,13 @@
 //! `T` (both since the first purchase) follow closed forms for the likelihood, P(alive)
 //! and the chance of no purchase in the next `t` days. The expected number of purchases
 //! needs one integral over p, taken over Beta quantiles (see
-//! [`BgNbd::expected_purchases`]).
+//! [`BgNbd::expected_purchases`]), which `beta_quantile` computes in a bounded number
+//! of steps whatever the fitted parameters.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{Beta, ContinuousCDF};
+use statrs::function::beta::{beta_reg, ln_beta};
 use statrs::function::gamma::ln_gamma;
 
 use super::Customer;
@@ -23,6 +24,58 @@ pub const MIN_CUSTOMERS: usize = 30;
 
 /// Quantiles of Beta(a, b + x) averaged over for the expected purchases.
 const P_NODES: usize = 64;
+
+/// Most steps [`beta_quantile`] takes (it usually needs fewer than ten).
+const QUANTILE_STEPS: usize = 100;
+
+/// The `u`-quantile of Beta(a, b) (for `0 < u < 1`): Newton's method on the regularised
+/// incomplete beta function, kept inside a bracket of the root that every step
+/// narrows; where the Newton step would leave the bracket (or is not a number) a
+/// bisection takes its place — geometric, since quantiles of a small `a` lie many
+/// orders of magnitude below the mean, and a hundredfold drop while no lower bound is
+/// known. At most [`QUANTILE_STEPS`] steps, so it ends for any parameters (a quantile
+/// far below 1e-200 comes back as a bound above it: the caller treats every p below
+/// 1e-9 alike).
+///
+/// Not statrs' `Beta::inverse_cdf`: its Newton iteration (AS 64 / AS 109) has no
+/// iteration cap and never returns once the density at its starting point overflows
+/// (b from about 10⁷ with a far smaller a). A BG/NBD fit on customers who show no
+/// dropout heterogeneity gets there: its likelihood keeps rising towards a mean dropout
+/// of 0, and Nelder–Mead stops far out (a ≈ 1.5e-6, b ≈ 1.7e10 on a fold of a
+/// 150-customer brand), where `ctl demo`'s training spun one core until CI's timeout
+/// (docs/ml.md, "Not done / known limits").
+fn beta_quantile(a: f64, b: f64, u: f64) -> f64 {
+    let ln_b = ln_beta(a, b);
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    // The mean: a start inside (0, 1) near the bulk of the mass.
+    let mut p = (a / (a + b)).clamp(f64::MIN_POSITIVE, 1.0 - f64::EPSILON);
+    for _ in 0..QUANTILE_STEPS {
+        let cdf = beta_reg(a, b, p);
+        // A CDF that is not a number says nothing of the side: taken as above.
+        if cdf < u {
+            lo = p;
+        } else {
+            hi = p;
+        }
+        if (cdf - u).abs() <= 1e-13 * u || hi - lo <= 1e-15 * hi {
+            break;
+        }
+        let density = ((a - 1.0) * p.ln() + (b - 1.0) * (-p).ln_1p() - ln_b).exp();
+        let newton = p - (cdf - u) / density;
+        let next = if newton > lo && newton < hi {
+            newton
+        } else if lo > 0.0 {
+            (lo * hi).sqrt()
+        } else {
+            hi * 0.01
+        };
+        if next == p || next < 1e-300 {
+            break;
+        }
+        p = next;
+    }
+    p
+}
 
 /// Fitted BG/NBD parameters (time unit: days).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -157,11 +210,13 @@ impl BgNbd {
             .iter()
             .map(|c| {
                 let ps = nodes.entry(c.x as u64).or_insert_with(|| {
-                    match Beta::new(self.a, self.b + c.x) {
-                        Ok(beta) => (0..P_NODES)
-                            .map(|i| beta.inverse_cdf((i as f64 + 0.5) / P_NODES as f64))
-                            .collect(),
-                        Err(_) => Vec::new(),
+                    let (a, b) = (self.a, self.b + c.x);
+                    if a > 0.0 && b > 0.0 && a.is_finite() && b.is_finite() {
+                        (0..P_NODES)
+                            .map(|i| beta_quantile(a, b, (i as f64 + 0.5) / P_NODES as f64))
+                            .collect()
+                    } else {
+                        Vec::new()
                     }
                 });
                 let base = self.alpha + c.t;
@@ -235,6 +290,68 @@ mod tests {
         let quiet = m.p_no_purchase(&customer(1.0, 1.71, 38.86), 39.0);
         let busy = m.p_no_purchase(&customer(10.0, 35.0, 38.86), 39.0);
         assert!(quiet > 0.85 && busy < 0.2, "{quiet} {busy}");
+    }
+
+    #[test]
+    fn beta_quantiles_invert_the_cdf() {
+        for (a, b) in [
+            (0.792886, 2.425752),
+            (0.792886, 12.4),
+            (0.05, 3.0),
+            (40.0, 2.0),
+        ] {
+            for u in [0.5 / 64.0, 0.1, 0.5, 0.9, 63.5 / 64.0] {
+                let q = beta_quantile(a, b, u);
+                assert!(q > 0.0 && q < 1.0, "Beta({a}, {b}) at {u}: {q}");
+                let back = beta_reg(a, b, q);
+                assert!(
+                    (back - u).abs() < 1e-10,
+                    "Beta({a}, {b}) at {u}: {q} has CDF {back}"
+                );
+            }
+        }
+    }
+
+    /// A fit on customers who show no dropout heterogeneity runs off to extreme a and
+    /// b (the second pair is one fitted in `tests/training_ends.rs`): there statrs'
+    /// Beta quantile never returned. The expected purchases come back, finite, for any
+    /// parameters; the work runs on a thread of its own so that a hang fails the test
+    /// instead of stalling it.
+    #[test]
+    fn expected_purchases_end_for_any_dropout_parameters() {
+        let extremes = [
+            (2.0, 5e7),
+            (1.491_134_935_632_943_7e-6, 16_732_810_596.032_37),
+            (1e7, 1e8),
+            (1e9, 1.0),
+            (1e-12, 1e-12),
+        ];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let customers = [
+                customer(0.0, 0.0, 100.0),
+                customer(3.0, 80.0, 100.0),
+                customer(12.0, 95.0, 100.0),
+            ];
+            for (a, b) in extremes {
+                let m = BgNbd {
+                    r: 0.8,
+                    alpha: 20.0,
+                    a,
+                    b,
+                };
+                let _ = tx.send(((a, b), m.expected_purchases(&customers, 45.0)));
+            }
+        });
+        for (a, b) in extremes {
+            let (params, expected) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("expected purchases at a = {a}, b = {b} never came"));
+            assert!(
+                expected.iter().all(|e| e.is_finite() && *e >= 0.0),
+                "{params:?}: {expected:?}"
+            );
+        }
     }
 
     #[test]
