@@ -3169,6 +3169,13 @@ mod tests {
         let relative = |(r, n): (f64, f64)| r + n;
         // Bought: a middle band of frequency, which no weighted sum ranks first.
         let band = synthetic_cases(&model, 1, |c| (0.4..0.6).contains(&c.features[FREQ]));
+        // The ranker weighs the blend's best 20 of the 25 candidates (and explore
+        // candidates, of which these have none): what the blend places lower never
+        // reaches it.
+        for case in &band {
+            let pool = model.ranker_pool(&case.candidates, 10);
+            assert_eq!(pool, rank(&case.candidates, &model.weights, 20));
+        }
         let (ranker, trial) = fit_ranker(&model, &band, &relative);
         let trial = trial.expect("tried");
         assert!(trial.ranker > trial.blend + 0.1, "{trial:?}");
