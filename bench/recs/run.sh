@@ -8,9 +8,11 @@
 # only the ml crate, so a release build does not compile the whole fleet.
 #
 # Usage: bench/recs/run.sh   (RECS_SHARDS=2 measures item2vec in two shards side by side,
-# RECS_EPOCHS=N other epochs; ML_SEED another seed; RECS_ITEM2VEC_ONLY=1 times only the
-# tuning fit's item2vec; RECS_MODEL=FILE.json times scoring alone on a stored model, with
-# a checksum of the lists to compare two builds)
+# RECS_EPOCHS=N other epochs, RECS_NEGATIVES=N other negative samples, RECS_SUBSAMPLE=T
+# another subsampling; ML_SEED another seed; RECS_ITEM2VEC_ONLY=1 times only the tuning
+# fit's item2vec; RECS_SAVE_MODELS=DIR keeps each cutoff's evaluated model;
+# RECS_MODEL=FILE.json times scoring alone on a stored model, with a checksum of the lists
+# to compare two builds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # The project's own tools (the newer cmake LightGBM needs) first on PATH, as `just` has them.

@@ -1,8 +1,9 @@
 //! `recs-bench FILE.csv HORIZON_DAYS CUTOFF...`: what `ctl ml eval-recs --transactions
 //! FILE.csv --horizon HORIZON_DAYS --cutoff CUTOFF...` prints (same evaluation, same
 //! report), built from the `ml` crate alone so release figures need no fleet build.
-//! Seed: `ML_SEED` (default 42). item2vec's shards and epochs: `RECS_SHARDS`,
-//! `RECS_EPOCHS` (default: the served settings), to measure other settings.
+//! Seed: `ML_SEED` (default 42). item2vec's shards, epochs, negative samples and
+//! subsampling: `RECS_SHARDS`, `RECS_EPOCHS`, `RECS_NEGATIVES`, `RECS_SUBSAMPLE`
+//! (default: the served settings), to measure other settings.
 //! `RECS_ITEM2VEC_ONLY=1` times only the tuning fit's item2vec at each cutoff (from
 //! scratch on every set completed before `cutoff − 28 days`, what the training spends
 //! most on), with a checksum of the vectors to compare builds.
@@ -12,6 +13,9 @@
 //! customers in the scorer's batches, each printing profiles/s and a checksum of every
 //! list (items, sources, score bits, reasons): two builds scoring the same model file
 //! list the same only when their checksums are equal.
+//! `RECS_SAVE_MODELS=DIR` writes each cutoff's evaluated model to
+//! `DIR/model-CUTOFF.json` (what `RECS_MODEL` then scores, so a scoring comparison uses
+//! the very model whose quality the evaluation printed).
 
 use std::io::BufReader;
 
@@ -19,7 +23,8 @@ use anyhow::{Context, bail};
 use ml::eval::parse_date;
 use ml::recs::item2vec::{self, Item2VecParams};
 use ml::recs::offline::{
-    evaluate, load_average, machine_reference, process_cpu_seconds, read_transactions, write_report,
+    evaluate_keeping, load_average, machine_reference, process_cpu_seconds, read_transactions,
+    write_report,
 };
 use ml::recs::{Activity, Corpus, Recommender, RecsParams, future_purchases, training_sets};
 use ml::scoring::{RECOMMEND_BATCH, RECOMMENDATIONS};
@@ -49,6 +54,11 @@ fn main() -> anyhow::Result<()> {
     let seed = setting("ML_SEED", 42)?;
     let shards = setting("RECS_SHARDS", defaults.shards as u64)? as usize;
     let epochs = setting("RECS_EPOCHS", defaults.epochs as u64)? as usize;
+    let negatives = setting("RECS_NEGATIVES", defaults.negatives as u64)? as usize;
+    let subsample = match std::env::var("RECS_SUBSAMPLE") {
+        Ok(s) => s.parse().with_context(|| format!("RECS_SUBSAMPLE `{s}`"))?,
+        Err(_) => defaults.subsample,
+    };
     let started = std::time::Instant::now();
     let file = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
     let log = read_transactions(BufReader::new(file))?;
@@ -73,13 +83,18 @@ fn main() -> anyhow::Result<()> {
             seed,
             shards,
             epochs,
+            negatives,
+            subsample,
             ..defaults
         },
         ..RecsParams::default()
     };
     println!(
-        "item2vec: {} shards, {} epochs, seed {seed}",
-        params.item2vec.shards, params.item2vec.epochs
+        "item2vec: {} shards, {} epochs, {} negatives, subsample {}, seed {seed}",
+        params.item2vec.shards,
+        params.item2vec.epochs,
+        params.item2vec.negatives,
+        params.item2vec.subsample
     );
     if std::env::var_os("RECS_ITEM2VEC_ONLY").is_some() {
         let days = u64::try_from(params.tuning_horizon_days)?;
@@ -103,11 +118,18 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let save = std::env::var_os("RECS_SAVE_MODELS").map(std::path::PathBuf::from);
     for cutoff in cutoffs {
-        let report = evaluate(&log.corpus, cutoff, horizon, &params)?;
+        let (report, fitted) = evaluate_keeping(&log.corpus, cutoff, horizon, &params)?;
         let mut text = String::new();
         write_report(&mut text, &report, &machine)?;
         print!("{text}");
+        if let Some(dir) = &save {
+            let path = dir.join(format!("model-{}.json", cutoff.format("%Y-%m-%d")));
+            std::fs::write(&path, fitted.model.to_json()?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("model written to {}", path.display());
+        }
     }
     Ok(())
 }

@@ -533,13 +533,17 @@ pub const CACHED_NEIGHBOURS: usize = 20;
 pub struct PhaseTime {
     /// Wall-clock seconds (inflated on a loaded machine).
     pub seconds: f64,
-    /// CPU seconds of the process over all its threads (what load does not distort;
-    /// NaN where the system does not report it).
+    /// CPU seconds of the process over all its threads while the phase ran (what load
+    /// does not distort; NaN where the system does not report it). The tuning's
+    /// searches and the final fit run side by side, so each of their phases also counts
+    /// what the other side spent meanwhile: their CPU seconds overlap, the training's
+    /// total does not.
     pub cpu_seconds: f64,
 }
 
-/// Where a training's time went, phase by phase in the order they ran (a phase that
-/// ran more than once is summed under its name).
+/// Where a training's time went, phase by phase (the tuning's searches before the final
+/// fit, which ran beside them; a phase that ran more than once is summed under its
+/// name).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TrainTimes {
     /// Phase name and its time.
@@ -565,7 +569,8 @@ impl TrainTimes {
         out
     }
 
-    /// All phases together.
+    /// All phases added up (more than the training's wall clock and CPU seconds where
+    /// phases ran side by side).
     pub fn total(&self) -> PhaseTime {
         self.phases
             .iter()
@@ -861,22 +866,33 @@ impl Recommender {
         earlier: Option<Fitted>,
     ) -> (Fitted, TrainTimes) {
         let mut times = TrainTimes::default();
-        let tuned = tune_timed(corpus, as_of, p, earlier, &mut times);
-        let (mut model, trained) = Self::fit_timed(
-            corpus,
-            as_of,
-            p,
-            Fitting {
-                weights: tuned.weights,
+        let final_fit = |continued, times: &mut TrainTimes| {
+            let how = Fitting {
+                weights: P_TOPFREQ,
                 neighbours: Neighbours::Graph,
-                continued: tuned
-                    .item2vec
-                    .as_ref()
-                    .map(|(trained, since)| (trained, *since)),
-            },
-            &mut times,
-            "final fit",
-        );
+                continued,
+            };
+            Self::fit_timed(corpus, as_of, p, how, times, "final fit")
+        };
+        // The final fit needs the tuning's item2vec, not its searches: the two run side
+        // by side (each deterministic on its own, so the model is the same as one after
+        // the other; only the wall clock differs).
+        let (tuned, (mut model, trained)) = match tuning_fit(corpus, as_of, p, earlier, &mut times)
+        {
+            Some(fit) => {
+                let (mut searching, mut fitting) = (TrainTimes::default(), TrainTimes::default());
+                let (trained, start) = (&fit.trained, fit.start);
+                let (tuned, fitted) = rayon::join(
+                    || tune_on(fit.past, fit.histories, start, &mut searching),
+                    || final_fit(Some((trained, start)), &mut fitting),
+                );
+                times.phases.extend(searching.phases);
+                times.phases.extend(fitting.phases);
+                (tuned, fitted)
+            }
+            None => (Tuned::p_topfreq(), final_fit(None, &mut times)),
+        };
+        model.weights = tuned.weights;
         model.explore = tuned.explore;
         model.explore_trials = tuned.explore_trials;
         model.ranker = tuned.ranker;
@@ -1355,9 +1371,9 @@ impl Recommender {
     ) -> Vec<usize> {
         let listed = &main[..main.len().min(k)];
         let mut scored: Vec<usize> = listed.iter().skip(from).copied().collect();
-        let taken: HashSet<usize> = listed.iter().copied().collect();
+        let taken = listed_mask(candidates.len(), listed);
         let pool: Vec<usize> = (0..candidates.len())
-            .filter(|i| !taken.contains(i) && explorable(&candidates[*i]))
+            .filter(|&i| !taken[i] && explorable(&candidates[i]))
             .collect();
         let mut explore: Vec<usize> = rank_among(
             candidates,
@@ -1445,9 +1461,9 @@ impl Recommender {
     fn ranker_pool(&self, candidates: &[Candidate], k: usize) -> Vec<usize> {
         let mut pool = rank(candidates, &self.weights, k.max(ranker::RERANK_TOP));
         if self.explore.weights.iter().any(|w| *w != 0.0) {
-            let listed: HashSet<usize> = pool.iter().copied().collect();
+            let listed = listed_mask(candidates.len(), &pool);
             let explorable: Vec<usize> = (0..candidates.len())
-                .filter(|i| !listed.contains(i) && explorable(&candidates[*i]))
+                .filter(|&i| !listed[i] && explorable(&candidates[i]))
                 .collect();
             pool.extend(rank_among(
                 candidates,
@@ -1682,6 +1698,16 @@ fn rank_among(
     scored.sort_by(better);
     order.extend(scored.into_iter().map(|(_, i)| i));
     order
+}
+
+/// Per candidate of a profile's `len`, whether `listed` names it: a profile's few
+/// hundred candidates cost a flag each instead of a hash.
+fn listed_mask(len: usize, listed: &[usize]) -> Vec<bool> {
+    let mut mask = vec![false; len];
+    for &i in listed {
+        mask[i] = true;
+    }
+    mask
 }
 
 /// Whether a candidate may fill an explore slot: never bought by the profile (a
@@ -1988,7 +2014,11 @@ const MAX_EXPLORE_SLOTS: usize = 4;
 /// items; then the number of explore slots (0 to 4) that scores best on the blend's
 /// objective. Falls back to P-TopFreq without exploring when the window has no buyers.
 pub fn tune(corpus: &Corpus, as_of: DateTime<Utc>, p: &RecsParams) -> Tuned {
-    tune_timed(corpus, as_of, p, None, &mut TrainTimes::default())
+    let mut times = TrainTimes::default();
+    match tuning_fit(corpus, as_of, p, None, &mut times) {
+        Some(fit) => tune_on(fit.past, fit.histories, fit.start, &mut times),
+        None => Tuned::p_topfreq(),
+    }
 }
 
 /// What [`tune`] chose.
@@ -2009,23 +2039,12 @@ pub struct Tuned {
     pub explore_ranker: Option<explore::ExploreRanker>,
     /// Its policies, with their figures on those customers.
     pub explore_ranker_trials: Vec<explore::LearnedTrial>,
-    /// The tuning model's item2vec state and the instant its corpus ends (the final
-    /// fit continues from it).
-    item2vec: Option<(item2vec::Trained, DateTime<Utc>)>,
 }
 
-/// [`tune`], timing its phases.
-fn tune_timed(
-    corpus: &Corpus,
-    as_of: DateTime<Utc>,
-    p: &RecsParams,
-    earlier: Option<Fitted>,
-    times: &mut TrainTimes,
-) -> Tuned {
-    let start = as_of - Duration::days(p.tuning_horizon_days);
-    let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
-    if truth.is_empty() {
-        return Tuned {
+impl Tuned {
+    /// P-TopFreq's blend without exploring (a window without buyers tunes nothing).
+    fn p_topfreq() -> Self {
+        Self {
             weights: P_TOPFREQ,
             explore: Explore::default(),
             explore_trials: Vec::new(),
@@ -2033,8 +2052,35 @@ fn tune_timed(
             ranker_trial: None,
             explore_ranker: None,
             explore_ranker_trials: Vec::new(),
-            item2vec: None,
-        };
+        }
+    }
+}
+
+/// The tuning's model and what its searches run on.
+struct TuningFit {
+    /// Fitted before the tuning window, with P-TopFreq's blend.
+    past: Recommender,
+    /// Its item2vec state (what the final fit continues from).
+    trained: item2vec::Trained,
+    /// The window's customers: each one's history before it and what it bought in it.
+    histories: Vec<(Activity, HashSet<ItemId>)>,
+    /// Where the window starts (the tuning model's `as_of`).
+    start: DateTime<Utc>,
+}
+
+/// The tuning's model, fitted before the window `tuning_horizon_days` before `as_of`
+/// (or `earlier`, when it is that fit); none when nobody bought in the window.
+fn tuning_fit(
+    corpus: &Corpus,
+    as_of: DateTime<Utc>,
+    p: &RecsParams,
+    earlier: Option<Fitted>,
+    times: &mut TrainTimes,
+) -> Option<TuningFit> {
+    let start = as_of - Duration::days(p.tuning_horizon_days);
+    let truth = future_purchases(&corpus.before(as_of), start, p.tuning_horizon_days);
+    if truth.is_empty() {
+        return None;
     }
     let histories: Vec<(Activity, HashSet<ItemId>)> = truth
         .into_iter()
@@ -2045,31 +2091,46 @@ fn tune_timed(
         .flat_map(|(h, _)| anchors(h, start, p))
         .map(|(i, _)| i)
         .collect();
-    let (mut past, trained) =
-        match earlier.filter(|e| e.model.as_of == start && e.model.params == *p) {
-            Some(Fitted {
-                mut model,
-                item2vec,
-            }) => {
-                model.weights = P_TOPFREQ;
-                model.explore = Explore::default();
-                model.ranker = None;
-                model.ranker_trial = None;
-                (model, item2vec)
-            }
-            None => Recommender::fit_timed(
-                corpus,
-                start,
-                p,
-                Fitting {
-                    weights: P_TOPFREQ,
-                    neighbours: Neighbours::ExactFor(&anchored),
-                    continued: None,
-                },
-                times,
-                "tuning fit",
-            ),
-        };
+    let (past, trained) = match earlier.filter(|e| e.model.as_of == start && e.model.params == *p) {
+        Some(Fitted {
+            mut model,
+            item2vec,
+        }) => {
+            model.weights = P_TOPFREQ;
+            model.explore = Explore::default();
+            model.ranker = None;
+            model.ranker_trial = None;
+            (model, item2vec)
+        }
+        None => Recommender::fit_timed(
+            corpus,
+            start,
+            p,
+            Fitting {
+                weights: P_TOPFREQ,
+                neighbours: Neighbours::ExactFor(&anchored),
+                continued: None,
+            },
+            times,
+            "tuning fit",
+        ),
+    };
+    Some(TuningFit {
+        past,
+        trained,
+        histories,
+        start,
+    })
+}
+
+/// The tuning's searches on the window starting at `start` (see [`tune`]), with `past`
+/// fitted before it and `histories` its customers.
+fn tune_on(
+    mut past: Recommender,
+    histories: Vec<(Activity, HashSet<ItemId>)>,
+    start: DateTime<Utc>,
+    times: &mut TrainTimes,
+) -> Tuned {
     let cases: Vec<TuningCase> = times.time("tuning: candidates", || {
         let mut scratch = Scratch::default();
         histories
@@ -2143,7 +2204,6 @@ fn tune_timed(
         ranker_trial,
         explore_ranker,
         explore_ranker_trials,
-        item2vec: Some((trained, start)),
     }
 }
 
@@ -2502,6 +2562,30 @@ mod tests {
             one.recommend(someone, at(90), 10),
             two.recommend(someone, at(90), 10)
         );
+    }
+
+    #[test]
+    fn the_final_fit_beside_the_tuning_gives_the_model_of_one_after_the_other() {
+        let corpus = brand();
+        let side_by_side = Recommender::train(&corpus, at(90), &params());
+        // On one thread the tuning's searches and the final fit run one after the other.
+        let one_after_the_other = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| Recommender::train(&corpus, at(90), &params()));
+        assert_eq!(
+            side_by_side.to_json().unwrap(),
+            one_after_the_other.to_json().unwrap()
+        );
+        assert_eq!(side_by_side.neighbours, one_after_the_other.neighbours);
+        for someone in [3, 45, 80] {
+            let a = &corpus.customers[someone];
+            assert_eq!(
+                side_by_side.recommend(a, at(90), 10),
+                one_after_the_other.recommend(a, at(90), 10)
+            );
+        }
     }
 
     /// A newcomer whose one order, yesterday (day 89), was `item`.
@@ -3085,6 +3169,13 @@ mod tests {
         let relative = |(r, n): (f64, f64)| r + n;
         // Bought: a middle band of frequency, which no weighted sum ranks first.
         let band = synthetic_cases(&model, 1, |c| (0.4..0.6).contains(&c.features[FREQ]));
+        // The ranker weighs the blend's best 20 of the 25 candidates (and explore
+        // candidates, of which these have none): what the blend places lower never
+        // reaches it.
+        for case in &band {
+            let pool = model.ranker_pool(&case.candidates, 10);
+            assert_eq!(pool, rank(&case.candidates, &model.weights, 20));
+        }
         let (ranker, trial) = fit_ranker(&model, &band, &relative);
         let trial = trial.expect("tried");
         assert!(trial.ranker > trial.blend + 0.1, "{trial:?}");
