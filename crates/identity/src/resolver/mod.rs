@@ -37,6 +37,8 @@ pub(crate) mod store;
 mod write;
 
 #[cfg(test)]
+mod erase_race;
+#[cfg(test)]
 mod lost_update;
 
 pub use store::load_profile_ids;
@@ -175,7 +177,9 @@ pub struct Resolver {
     pub(crate) debounce: Duration,
     pub(crate) actor: String,
     /// Tests only: a future a step awaits once, after it has read the owners of its
-    /// identifiers and before it locks their profiles (where another replica may commit).
+    /// identifiers and before it locks their profiles (where another replica may commit);
+    /// an erase awaits it once it holds its locks and has read what it erases, before it
+    /// deletes anything.
     #[cfg(test)]
     pub(crate) pause:
         std::sync::Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>>,

@@ -367,6 +367,8 @@ impl Resolver {
                 extra = keys;
                 continue;
             }
+            #[cfg(test)]
+            self.paused().await;
             let (counts, erasure) = erase_in(&mut tx, live, &held).await?;
             tx.commit().await?;
             tracing::info!(profile_id = %live, actor, "profile erased");
