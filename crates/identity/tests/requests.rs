@@ -29,7 +29,14 @@ fn event(n: u32, ids: &[(IdentifierKind, &str)], name: Option<&str>) -> Normaliz
         .build()
 }
 
+/// Which events share a profile; checks on the way that no identifier row names a
+/// profile that is missing or merged away.
 async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
+    let stray = env.stray_identifier_rows().await;
+    assert!(
+        stray.is_empty(),
+        "identifier rows name no live profile: {stray:?}"
+    );
     let rows = sqlx::query("SELECT event_id, profile_id FROM normalized_event")
         .fetch_all(&env.db)
         .await
@@ -468,6 +475,11 @@ fn erase(profile_id: Uuid) -> MergeRequest {
 
 /// Nothing of Asha is readable: no profile, identifier, event or cached document.
 async fn nothing_of_asha(env: &TestEnv, asha: Uuid) {
+    let stray = env.stray_identifier_rows().await;
+    assert!(
+        stray.is_empty(),
+        "identifier rows name no live profile: {stray:?}"
+    );
     assert_eq!(profile_of(env, EMAIL).await, None);
     assert_eq!(profile_of(env, PHONE).await, None);
     assert_eq!(

@@ -53,7 +53,14 @@ fn order_event(
     e
 }
 
+/// Which events share a profile; checks on the way that no identifier row names a
+/// profile that is missing or merged away.
 async fn partition(env: &TestEnv) -> BTreeSet<BTreeSet<Uuid>> {
+    let stray = env.stray_identifier_rows().await;
+    assert!(
+        stray.is_empty(),
+        "identifier rows name no live profile: {stray:?}"
+    );
     let rows = sqlx::query("SELECT event_id, profile_id FROM normalized_event")
         .fetch_all(&env.db)
         .await

@@ -142,6 +142,20 @@ impl TestEnv {
         })
     }
 
+    /// Identifier-index rows (`profile_identifier`: kind, value, profile) that name no
+    /// live profile: a missing one (no foreign key refuses it, the resolver's locks keep
+    /// it out) or a tombstone. Empty after every resolver write.
+    pub async fn stray_identifier_rows(&self) -> Vec<(String, String, uuid::Uuid)> {
+        sqlx::query_as(
+            "SELECT pi.kind, pi.value, pi.profile_id FROM profile_identifier pi \
+             LEFT JOIN customer_profile p ON p.id = pi.profile_id \
+             WHERE p.id IS NULL OR p.merged_into IS NOT NULL ORDER BY 1, 2",
+        )
+        .fetch_all(&self.db)
+        .await
+        .expect("reading the identifier index")
+    }
+
     /// The stream prefix of this env.
     pub fn prefix(&self) -> &str {
         &self.settings.stream_prefix

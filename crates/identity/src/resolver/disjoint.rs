@@ -246,7 +246,8 @@ async fn known_identifiers(
 }
 
 /// Profiles `delta` references (from identifier-index rows and tombstones) that have
-/// no row: what the skipped foreign-key checks would have refused, in one query.
+/// no row, in one query: what the skipped foreign-key check of tombstones would have
+/// refused, and identifier-index rows naming a missing profile (no key checks those).
 async fn dangling_references(conn: &mut PgConnection, delta: &Delta) -> Result<i64, sqlx::Error> {
     let mut profiles: Vec<Uuid> = delta
         .holdings

@@ -5,9 +5,10 @@
 //! device the step brought) is attached to anyone: the step either ran first and was
 //! erased with the person, or came after and was dropped as suppressed.
 //!
-//! Each race runs with the foreign key `profile_identifier.profile_id → customer_profile`
-//! and without it (dropped in the test database): the advisory-lock protocol (`locks.rs`)
-//! is what keeps the invariant, not the key.
+//! Each race runs without a foreign key `profile_identifier.profile_id → customer_profile`
+//! (the schema has none since migration `20261215200000`, issue 19) and with it (added
+//! back in the test database): the advisory-lock protocol (`locks.rs`) is what keeps the
+//! invariant, not the key.
 //!
 //! The interleavings are forced with the resolver's test pause: a step paused after
 //! reading its identifiers' owners while the erase starts (and waits on the email's lock),
@@ -56,7 +57,7 @@ fn person(resolver: &Resolver, email_first: bool) -> (Identifier, Uuid) {
     (email, profile)
 }
 
-/// Sets the foreign key as the race wants it.
+/// Adds the foreign key the schema dropped, or leaves it out, as the race wants it.
 async fn foreign_key(db: &PgPool, present: bool) {
     sqlx::query(
         "ALTER TABLE profile_identifier DROP CONSTRAINT IF EXISTS profile_identifier_profile_id_fkey",
@@ -105,14 +106,11 @@ fn erase(profile_id: Uuid) -> MergeRequest {
 /// What must hold after the erase and the step, whichever came first (`step_first`: the
 /// step committed the device to the person before the erase, which then erased it too).
 async fn assert_erased(env: &TestEnv, later: &Resolver, email: &Identifier, step_first: bool) {
-    let dangling: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM profile_identifier pi \
-         WHERE NOT EXISTS (SELECT 1 FROM customer_profile p WHERE p.id = pi.profile_id)",
-    )
-    .fetch_one(&env.db)
-    .await
-    .unwrap();
-    assert_eq!(dangling, 0, "an identifier row names a missing profile");
+    let stray = env.stray_identifier_rows().await;
+    assert!(
+        stray.is_empty(),
+        "identifier rows name a missing profile: {stray:?}"
+    );
     let device = id(IdentifierKind::DeviceId, DEVICE);
     let theirs = [
         email.clone(),

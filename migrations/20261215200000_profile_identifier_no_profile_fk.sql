@@ -1,0 +1,15 @@
+-- The identifier index's foreign key to customer_profile goes (issue 19: checking it cost
+-- 8–11 ms per 1,000 events on the merger's hot path, a key-share lock written on each
+-- profile's new version for every new identifier row).
+--
+-- What it guarded is kept by the resolver's advisory-lock protocol instead
+-- (crates/identity/src/resolver/locks.rs): the only statement that deletes profiles is
+-- the erase, which deletes the chain's identifier rows in the same transaction, under
+-- the live profile's lock and its identifiers' locks; a step writes an identifier row
+-- only for a profile it created in its own transaction or one whose lock it holds and
+-- read as live after taking it. crates/identity/src/resolver/erase_race.rs races an
+-- erase against a step on the same person, in every interleaving, with and without
+-- this key, and finds no identifier row naming a missing profile.
+--
+-- customer_profile.merged_into keeps its key (tombstones, written rarely).
+ALTER TABLE profile_identifier DROP CONSTRAINT IF EXISTS profile_identifier_profile_id_fkey;
