@@ -12,6 +12,18 @@ async fn applied_versions(url: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// Asserts that Postgres plans the `EXPLAIN` statement `query` onto `index`.
+async fn assert_plan_uses(conn: &mut PgConnection, query: &str, index: &str) {
+    let plan: Vec<String> = sqlx::query_scalar(query)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains(index)),
+        "{query} does not use {index}: {plan:?}"
+    );
+}
+
 /// A database of its own with every migration applied (kept while the guard lives).
 async fn migrated() -> (EmptyDatabase, sqlx::PgPool) {
     let db = EmptyDatabase::create().await;
@@ -184,11 +196,7 @@ async fn timeline_and_name_search_use_an_index() {
             "connection_logs_keyset",
         ),
     ] {
-        let plan: Vec<String> = sqlx::query_scalar(query).fetch_all(&mut *tx).await.unwrap();
-        assert!(
-            plan.iter().any(|line| line.contains(index)),
-            "{query} does not use {index}: {plan:?}"
-        );
+        assert_plan_uses(&mut tx, query, index).await;
     }
     tx.rollback().await.unwrap();
 }
@@ -379,14 +387,7 @@ async fn the_last_seen_window_and_received_since_read_the_remaining_indexes() {
             "customer_raw_event_received",
         ),
     ] {
-        let plan: Vec<String> = sqlx::query_scalar(&query)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        assert!(
-            plan.iter().any(|line| line.contains(index)),
-            "{query} does not use {index}: {plan:?}"
-        );
+        assert_plan_uses(&mut tx, &query, index).await;
     }
     tx.rollback().await.unwrap();
 }
