@@ -145,6 +145,7 @@ impl Embeddings {
 
 /// Dot product in eight independent lanes (so the compiler can keep it in vector
 /// registers; a single running sum would force one addition after another).
+#[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0f32; LANES];
@@ -233,9 +234,16 @@ struct Passes<'a> {
     steps: f32,
 }
 
+/// The vector length the training loop is compiled for (the default
+/// [`Item2VecParams::dim`]): with the length known, every row's dot product and update
+/// is a fixed run of vector instructions with no loop or remainder to check. The same
+/// operations in the same order as for any other length, so the same vectors.
+const COMPILED_DIM: usize = 32;
+
 impl Passes<'_> {
     /// Trains on the sets `order` names, the first being the training's `first`-th
-    /// (for the learning rate), drawing from `rng`.
+    /// (for the learning rate), drawing from `rng`: [`Passes::pass_with`] compiled for
+    /// [`COMPILED_DIM`] when the vectors are that long.
     fn pass(
         &self,
         order: &[usize],
@@ -244,7 +252,24 @@ impl Passes<'_> {
         output: &mut [f32],
         rng: &mut ChaCha8Rng,
     ) {
-        let (p, dim) = (self.p, self.dim);
+        if self.dim == COMPILED_DIM {
+            self.pass_with::<COMPILED_DIM>(order, first, input, output, rng);
+        } else {
+            self.pass_with::<0>(order, first, input, output, rng);
+        }
+    }
+
+    /// [`Passes::pass`] with the vector length `D` known when compiled (`0`: read from
+    /// the settings).
+    fn pass_with<const D: usize>(
+        &self,
+        order: &[usize],
+        first: usize,
+        input: &mut [f32],
+        output: &mut [f32],
+        rng: &mut ChaCha8Rng,
+    ) {
+        let (p, dim) = (self.p, if D == 0 { self.dim } else { D });
         let mut grad = vec![0f32; dim];
         let mut partners = Vec::new();
         let mut negatives = Vec::new();
@@ -585,6 +610,43 @@ mod tests {
         let r = |i| e.row(i).unwrap();
         let (together, apart) = (e.similarity(r(0), r(5)), e.similarity(r(0), r(15)));
         assert!(together > apart + 0.3, "together {together}, apart {apart}");
+    }
+
+    #[test]
+    fn the_loop_compiled_for_the_vector_length_gives_the_same_vectors() {
+        // Sets larger than `context` too, so partners are drawn.
+        let sets: Vec<Vec<u32>> = (0..2_000u32)
+            .map(|i| (0..2 + i % 9).map(|j| (i * 7 + j * 13) % 60).collect())
+            .collect();
+        let items: Vec<ItemId> = (0..60).collect();
+        let counts: HashMap<ItemId, u32> = items.iter().map(|&i| (i, 10 + i % 5)).collect();
+        let p = Item2VecParams::default();
+        assert_eq!(p.dim, COMPILED_DIM);
+        let passes = Passes {
+            sets: &sets,
+            keep: &keep_thresholds(&items, &counts, p.subsample),
+            table: &negative_table(&items, &counts),
+            sigmoid: sigmoid_table(),
+            p: &p,
+            dim: p.dim,
+            steps: sets.len() as f32,
+        };
+        let order: Vec<usize> = (0..sets.len()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let start: Vec<f32> = (0..60 * p.dim).map(|_| rng.random::<f32>() - 0.5).collect();
+        let run = |compiled: bool| {
+            let (mut input, mut output) = (start.clone(), start.clone());
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            if compiled {
+                passes.pass_with::<COMPILED_DIM>(&order, 0, &mut input, &mut output, &mut rng);
+            } else {
+                passes.pass_with::<0>(&order, 0, &mut input, &mut output, &mut rng);
+            }
+            (input, output)
+        };
+        let compiled = run(true);
+        assert_ne!(compiled.0, start, "the pass learned nothing");
+        assert!(compiled == run(false), "other vectors");
     }
 
     #[test]
