@@ -403,19 +403,51 @@ struct IdentifierRow {
     suspect: bool,
 }
 
+/// The reads of [`identifiers`], [`orders`] and their lines, by the keys of a batch
+/// of profiles (or orders): one index probe per key, whatever the table's statistics.
+///
+/// Written as `col = ANY($1)` over a batch of a few hundred keys, these reads were
+/// planned for the array's values: on a table whose statistics are missing or stale (a
+/// fresh database, a new brand's first minute, a benchmark's burst before autovacuum
+/// has analysed anything) the planner takes a few hundred keys to match most of the
+/// table and scans all of it, comparing every row with every key — a cost that grows
+/// with the table, paid by the Customer 360 refresh after every merger step. Each key
+/// instead drives its own lookup in a `LATERAL` subquery that cannot be flattened into
+/// a join (it has an `ORDER BY`, and for orders a `LIMIT`), so the only choice left to
+/// the planner is how to find one key's rows, where the index wins at any size.
+/// Public so that tests can check their plans.
+pub const IDENTIFIERS_OF_PROFILES: &str = "SELECT i.profile_id, i.kind, i.value, i.source, i.first_seen_at, i.last_seen_at, i.suspect \
+     FROM (SELECT DISTINCT unnest($1::uuid[]) AS profile_id) u \
+     CROSS JOIN LATERAL (SELECT * FROM profile_identifier pi WHERE pi.profile_id = u.profile_id \
+                         ORDER BY pi.kind, pi.value) i \
+     ORDER BY i.kind, i.value";
+
+/// See [`IDENTIFIERS_OF_PROFILES`]: each profile's newest `$2` orders, read in the order
+/// of `orders_profile` (`profile_id, placed_at DESC, id DESC`), so no sort per profile.
+pub const ORDERS_OF_PROFILES: &str = "SELECT o.id, o.profile_id, o.source, o.external_order_id, o.status, o.channel, o.store, \
+            o.placed_at, o.currency, o.total, o.refunded_total \
+     FROM (SELECT DISTINCT unnest($1::uuid[]) AS profile_id) u \
+     CROSS JOIN LATERAL (SELECT * FROM orders o WHERE o.profile_id = u.profile_id \
+                         ORDER BY o.placed_at DESC, o.id DESC LIMIT $2) o \
+     ORDER BY o.placed_at DESC, o.id DESC";
+
+/// See [`IDENTIFIERS_OF_PROFILES`]: the lines of orders `$1`, in the primary key's order.
+pub const LINES_OF_ORDERS: &str = "SELECT i.order_id, i.sku, i.name, i.category, i.qty, i.price \
+     FROM (SELECT DISTINCT unnest($1::uuid[]) AS order_id) u \
+     CROSS JOIN LATERAL (SELECT * FROM order_items i WHERE i.order_id = u.order_id \
+                         ORDER BY i.line_no) i \
+     ORDER BY i.order_id, i.line_no";
+
 /// Every identifier `profiles` hold, with the profile holding it, by kind and value.
 /// Order references (see the module documentation) are included.
 pub async fn identifiers(
     db: &PgPool,
     profiles: &[Uuid],
 ) -> Result<Vec<(Uuid, ProfileIdentifier)>, sqlx::Error> {
-    let rows: Vec<IdentifierRow> = sqlx::query_as(
-        "SELECT profile_id, kind, value, source, first_seen_at, last_seen_at, suspect \
-         FROM profile_identifier WHERE profile_id = ANY($1) ORDER BY kind, value",
-    )
-    .bind(profiles)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<IdentifierRow> = sqlx::query_as(IDENTIFIERS_OF_PROFILES)
+        .bind(profiles)
+        .fetch_all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|i| {
@@ -466,26 +498,16 @@ pub async fn orders(
     profiles: &[Uuid],
     per_profile: i64,
 ) -> Result<Vec<(Uuid, PurchaseSummary)>, sqlx::Error> {
-    let rows: Vec<OrderRow> = sqlx::query_as(
-        "SELECT id, profile_id, source, external_order_id, status, channel, store, placed_at, \
-                currency, total, refunded_total \
-         FROM (SELECT o.*, row_number() OVER (PARTITION BY profile_id \
-                                              ORDER BY placed_at DESC, id DESC) AS rank \
-               FROM orders o WHERE profile_id = ANY($1)) ranked \
-         WHERE rank <= $2 ORDER BY placed_at DESC, id DESC",
-    )
-    .bind(profiles)
-    .bind(per_profile)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<OrderRow> = sqlx::query_as(ORDERS_OF_PROFILES)
+        .bind(profiles)
+        .bind(per_profile)
+        .fetch_all(db)
+        .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<ItemRow> = sqlx::query_as(
-        "SELECT order_id, sku, name, category, qty, price FROM order_items \
-         WHERE order_id = ANY($1) ORDER BY order_id, line_no",
-    )
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
+    let items: Vec<ItemRow> = sqlx::query_as(LINES_OF_ORDERS)
+        .bind(&ids)
+        .fetch_all(db)
+        .await?;
     let mut by_order: BTreeMap<Uuid, Vec<OrderItem>> = BTreeMap::new();
     for i in items {
         by_order.entry(i.order_id).or_default().push(OrderItem {
