@@ -42,7 +42,7 @@ use domain::{Channel, Customer360, IdentifierKind, OrderItem, OrderStatus, Sourc
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{Named, OrDefault};
@@ -403,51 +403,19 @@ struct IdentifierRow {
     suspect: bool,
 }
 
-/// The reads of [`identifiers`], [`orders`] and their lines, by the keys of a batch
-/// of profiles (or orders): one index probe per key, whatever the table's statistics.
-///
-/// Written as `col = ANY($1)` over a batch of a few hundred keys, these reads were
-/// planned for the array's values: on a table whose statistics are missing or stale (a
-/// fresh database, a new brand's first minute, a benchmark's burst before autovacuum
-/// has analysed anything) the planner takes a few hundred keys to match most of the
-/// table and scans all of it, comparing every row with every key — a cost that grows
-/// with the table, paid by the Customer 360 refresh after every merger step. Each key
-/// instead drives its own lookup in a `LATERAL` subquery that cannot be flattened into
-/// a join (it has an `ORDER BY`, and for orders a `LIMIT`), so the only choice left to
-/// the planner is how to find one key's rows, where the index wins at any size.
-/// Public so that tests can check their plans.
-pub const IDENTIFIERS_OF_PROFILES: &str = "SELECT i.profile_id, i.kind, i.value, i.source, i.first_seen_at, i.last_seen_at, i.suspect \
-     FROM (SELECT DISTINCT unnest($1::uuid[]) AS profile_id) u \
-     CROSS JOIN LATERAL (SELECT * FROM profile_identifier pi WHERE pi.profile_id = u.profile_id \
-                         ORDER BY pi.kind, pi.value) i \
-     ORDER BY i.kind, i.value";
-
-/// See [`IDENTIFIERS_OF_PROFILES`]: each profile's newest `$2` orders, read in the order
-/// of `orders_profile` (`profile_id, placed_at DESC, id DESC`), so no sort per profile.
-pub const ORDERS_OF_PROFILES: &str = "SELECT o.id, o.profile_id, o.source, o.external_order_id, o.status, o.channel, o.store, \
-            o.placed_at, o.currency, o.total, o.refunded_total \
-     FROM (SELECT DISTINCT unnest($1::uuid[]) AS profile_id) u \
-     CROSS JOIN LATERAL (SELECT * FROM orders o WHERE o.profile_id = u.profile_id \
-                         ORDER BY o.placed_at DESC, o.id DESC LIMIT $2) o \
-     ORDER BY o.placed_at DESC, o.id DESC";
-
-/// See [`IDENTIFIERS_OF_PROFILES`]: the lines of orders `$1`, in the primary key's order.
-pub const LINES_OF_ORDERS: &str = "SELECT i.order_id, i.sku, i.name, i.category, i.qty, i.price \
-     FROM (SELECT DISTINCT unnest($1::uuid[]) AS order_id) u \
-     CROSS JOIN LATERAL (SELECT * FROM order_items i WHERE i.order_id = u.order_id \
-                         ORDER BY i.line_no) i \
-     ORDER BY i.order_id, i.line_no";
-
 /// Every identifier `profiles` hold, with the profile holding it, by kind and value.
 /// Order references (see the module documentation) are included.
 pub async fn identifiers(
-    db: &PgPool,
+    conn: &mut PgConnection,
     profiles: &[Uuid],
 ) -> Result<Vec<(Uuid, ProfileIdentifier)>, sqlx::Error> {
-    let rows: Vec<IdentifierRow> = sqlx::query_as(IDENTIFIERS_OF_PROFILES)
-        .bind(profiles)
-        .fetch_all(db)
-        .await?;
+    let rows: Vec<IdentifierRow> = sqlx::query_as(
+        "SELECT profile_id, kind, value, source, first_seen_at, last_seen_at, suspect \
+         FROM profile_identifier WHERE profile_id = ANY($1) ORDER BY kind, value",
+    )
+    .bind(profiles)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|i| {
@@ -494,20 +462,30 @@ struct ItemRow {
 /// The orders of `profiles` with their lines and the profile each belongs to, newest
 /// first; at most `per_profile` of each profile (`i64::MAX` for all of them).
 pub async fn orders(
-    db: &PgPool,
+    conn: &mut PgConnection,
     profiles: &[Uuid],
     per_profile: i64,
 ) -> Result<Vec<(Uuid, PurchaseSummary)>, sqlx::Error> {
-    let rows: Vec<OrderRow> = sqlx::query_as(ORDERS_OF_PROFILES)
-        .bind(profiles)
-        .bind(per_profile)
-        .fetch_all(db)
-        .await?;
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "SELECT id, profile_id, source, external_order_id, status, channel, store, placed_at, \
+                currency, total, refunded_total \
+         FROM (SELECT o.*, row_number() OVER (PARTITION BY profile_id \
+                                              ORDER BY placed_at DESC, id DESC) AS rank \
+               FROM orders o WHERE profile_id = ANY($1)) ranked \
+         WHERE rank <= $2 ORDER BY placed_at DESC, id DESC",
+    )
+    .bind(profiles)
+    .bind(per_profile)
+    .fetch_all(&mut *conn)
+    .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<ItemRow> = sqlx::query_as(LINES_OF_ORDERS)
-        .bind(&ids)
-        .fetch_all(db)
-        .await?;
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_id, sku, name, category, qty, price FROM order_items \
+         WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut by_order: BTreeMap<Uuid, Vec<OrderItem>> = BTreeMap::new();
     for i in items {
         by_order.entry(i.order_id).or_default().push(OrderItem {
@@ -555,7 +533,7 @@ struct PredictionRow {
 /// The latest prediction of each task for each of `profiles`, with the profile and the
 /// algorithm of the model that made it, by profile and task.
 pub async fn predictions(
-    db: &PgPool,
+    conn: &mut PgConnection,
     profiles: &[Uuid],
 ) -> Result<Vec<(Uuid, PredictionSummary)>, sqlx::Error> {
     let rows: Vec<PredictionRow> = sqlx::query_as(
@@ -565,7 +543,7 @@ pub async fn predictions(
          WHERE p.profile_id = ANY($1) ORDER BY p.profile_id, p.task",
     )
     .bind(profiles)
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -603,35 +581,37 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let mut tx = db.begin_with(KEY_LOOKUPS).await?;
     let profiles: Vec<ProfileRow> = sqlx::query_as(
         "SELECT id, display_name, traits, first_seen_at, last_seen_at, \
                 orders_count, total_spent, currency, last_order_at, channels, state \
          FROM customer_profile WHERE id = ANY($1) AND merged_into IS NULL ORDER BY id",
     )
     .bind(ids)
-    .fetch_all(db)
+    .fetch_all(&mut *tx)
     .await?;
     let live: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
     if live.is_empty() {
         return Ok(Vec::new());
     }
-    let tombstones = tombstones_of_many(db, &live).await?;
+    let tombstones = tombstones_of_many(&mut tx, &live).await?;
 
     let mut identifiers_of = by_profile(
-        identifiers(db, &live)
+        identifiers(&mut tx, &live)
             .await?
             .into_iter()
             .filter(|(_, i)| !is_order_reference(i.kind, &i.value)),
     );
     let mut tombstones_of = by_profile(tombstones);
-    let mut purchases_of = by_profile(orders(db, &live, PURCHASES_SHOWN).await?);
-    let mut predictions_of = by_profile(predictions(db, &live).await?);
+    let mut purchases_of = by_profile(orders(&mut tx, &live, PURCHASES_SHOWN).await?);
+    let mut predictions_of = by_profile(predictions(&mut tx, &live).await?);
     let mut profiles = profiles;
     let mut states: Vec<ProfileState> = profiles
         .iter_mut()
         .map(|p| std::mem::take(&mut p.state.0))
         .collect();
-    fill_sent_texts(db, &mut states).await?;
+    fill_sent_texts(&mut tx, &mut states).await?;
+    tx.commit().await?;
 
     let computed_at = Utc::now();
     Ok(profiles
@@ -681,6 +661,17 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
         .collect())
 }
 
+/// How [`build_many`] opens its reads: one read-only transaction (one snapshot for the
+/// whole document, one connection) with [`crate::KEY_LOOKUPS_ONLY`], sent as one message
+/// with `BEGIN` (constants: nothing is interpolated).
+///
+/// Every read of a document is a lookup by the keys of a batch of profiles (or of their
+/// orders). Without statistics the planner takes `= ANY` of a few hundred keys to match
+/// most of a table and scans it whole, comparing every row with every key: on the
+/// pipeline benchmark a tenth of Postgres's CPU went to those comparisons, growing with
+/// the tables.
+const KEY_LOOKUPS: &str = "BEGIN READ ONLY; SET LOCAL enable_seqscan = off";
+
 /// The tombstones pointing at each of `live`, directly or through a chain, as
 /// `(live profile, tombstone)` sorted. One plain lookup per level of the chains instead
 /// of a recursive query: the writer keeps every tombstone pointing at a live profile, so
@@ -689,7 +680,10 @@ pub async fn build_many(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Customer360>, s
 /// brand's first minutes, the estimate crossed `jit_above_cost` and every refresh spent
 /// about 400 ms compiling the query — 25 % of the merger's Postgres time in the
 /// identity benchmark.)
-async fn tombstones_of_many(db: &PgPool, live: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+async fn tombstones_of_many(
+    conn: &mut PgConnection,
+    live: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     let mut found: Vec<(Uuid, Uuid)> = Vec::new();
     let mut seen: std::collections::HashSet<Uuid> = live.iter().copied().collect();
     // Each id of the level being looked up, with the live profile it belongs to.
@@ -703,7 +697,7 @@ async fn tombstones_of_many(db: &PgPool, live: &[Uuid]) -> Result<Vec<(Uuid, Uui
             "SELECT merged_into, id FROM customer_profile WHERE merged_into = ANY($1)",
         )
         .bind(&ids)
-        .fetch_all(db)
+        .fetch_all(&mut *conn)
         .await?;
         let mut next = BTreeMap::new();
         for (into, id) in rows {
@@ -725,7 +719,10 @@ async fn tombstones_of_many(db: &PgPool, live: &[Uuid]) -> Result<Vec<(Uuid, Uui
 /// callbacks carry no text, so an outbound entry known only from its callbacks gets the
 /// body (or the template and its variables) recorded with the send (`automation_send`,
 /// matched by the provider's message id). One query for all the documents.
-async fn fill_sent_texts(db: &PgPool, states: &mut [ProfileState]) -> Result<(), sqlx::Error> {
+async fn fill_sent_texts(
+    conn: &mut PgConnection,
+    states: &mut [ProfileState],
+) -> Result<(), sqlx::Error> {
     let sids: Vec<String> = states
         .iter()
         .flat_map(|s| &s.recent_messages)
@@ -743,7 +740,7 @@ async fn fill_sent_texts(db: &PgPool, states: &mut [ProfileState]) -> Result<(),
              WHERE provider_id = ANY($1) AND rendered IS NOT NULL",
     )
     .bind(&sids)
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
     let texts: BTreeMap<String, String> = rows
         .into_iter()
@@ -798,6 +795,14 @@ fn recommendations_of(details: &serde_json::Value) -> Vec<Recommendation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refresh_reads_by_key_only() {
+        assert_eq!(
+            KEY_LOOKUPS,
+            format!("BEGIN READ ONLY; {}", crate::KEY_LOOKUPS_ONLY)
+        );
+    }
 
     #[test]
     fn keys_and_recommendations() {

@@ -54,6 +54,19 @@ pub mod users;
 
 pub use names::Named;
 
+/// Prices sequential scans out for the rest of the transaction (`SET LOCAL`), for
+/// transactions whose every statement reads or writes rows by keys an index serves: the
+/// merger's resolver transactions and the Customer 360 refresh's reads.
+///
+/// Postgres plans such a statement from the table's statistics and size, and a
+/// connection keeps a statement's plan once it has run a few times. Where the
+/// statistics are missing or stale (a fresh database, a new brand's first minutes, a
+/// burst before autovacuum has analysed anything), or the plan was made while the table
+/// was nearly empty, the planner scans whole tables for a batch's few hundred keys, and
+/// keeps doing so as they grow. With sequential scans priced out an index probe per key
+/// is taken at any size; a table no index can serve is still scanned.
+pub const KEY_LOOKUPS_ONLY: &str = "SET LOCAL enable_seqscan = off";
+
 /// A 64-bit advisory-lock key: the first 8 bytes (big-endian) of SHA-256 over `parts`
 /// in order. One derivation for every lock of the fleet (orders, identifiers, profiles),
 /// so keys of different kinds only differ by the prefix each kind hashes first.
