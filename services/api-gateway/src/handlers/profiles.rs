@@ -485,7 +485,7 @@ pub async fn profile_predictions(
 }
 
 async fn latest_predictions(app: &AppState, id: Uuid) -> sqlx::Result<Vec<PredictionSummary>> {
-    let rows = c360::predictions(&app.db, &[id]).await?;
+    let rows = c360::predictions(&mut *app.db.acquire().await?, &[id]).await?;
     Ok(rows.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -522,7 +522,7 @@ pub async fn export_profile(
             .bind(survivor)
             .fetch_one(&app.db)
             .await?;
-    let identifiers = c360::identifiers(&app.db, &family).await?;
+    let identifiers = c360::identifiers(&mut *app.db.acquire().await?, &family).await?;
     let events: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM normalized_event WHERE profile_id = ANY($1) \
          ORDER BY occurred_at DESC, event_id DESC"
@@ -530,7 +530,7 @@ pub async fn export_profile(
     .bind(&family)
     .fetch_all(&app.db)
     .await?;
-    let orders = c360::orders(&app.db, &family, i64::MAX).await?;
+    let orders = c360::orders(&mut *app.db.acquire().await?, &family, i64::MAX).await?;
     let predictions = latest_predictions(&app, survivor).await?;
     let merges = merges_of(&app, &family, None, i64::MAX).await?;
     tracing::info!(profile_id = %survivor, by = %caller.actor(), "profile exported");
@@ -632,13 +632,14 @@ pub async fn put_consent(
     let survivor = live(&app, id).await?;
     // Addressed by the identifiers only this profile holds: suspect ones (shared by
     // several people) would carry the consent to someone else.
-    let ids: Vec<(IdentifierKind, String)> = c360::identifiers(&app.db, &[survivor])
-        .await?
-        .into_iter()
-        .map(|(_, i)| i)
-        .filter(|i| !i.suspect)
-        .map(|i| (i.kind, i.value))
-        .collect();
+    let ids: Vec<(IdentifierKind, String)> =
+        c360::identifiers(&mut *app.db.acquire().await?, &[survivor])
+            .await?
+            .into_iter()
+            .map(|(_, i)| i)
+            .filter(|i| !i.suspect)
+            .map(|i| (i.kind, i.value))
+            .collect();
     let now = Utc::now();
     let actor = caller.actor();
     let event = ingestion::sources::segment::api_consent_event(
