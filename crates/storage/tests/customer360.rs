@@ -239,11 +239,11 @@ async fn the_refresh_reads_a_batch_through_the_indexes_without_statistics() {
     let db = storage::connect(env.settings.database_url.as_str(), 1)
         .await
         .unwrap();
-    let before = key_table_seq_scans(&mut *db.acquire().await.unwrap()).await;
+    let before = key_table_seq_scans(&mut db.acquire().await.unwrap()).await;
     let documents = storage::customer360::build_many(&db, &profiles)
         .await
         .unwrap();
-    let after = key_table_seq_scans(&mut *db.acquire().await.unwrap()).await;
+    let after = key_table_seq_scans(&mut db.acquire().await.unwrap()).await;
     assert_eq!(after - before, 0, "the batch's tables were scanned whole");
 
     assert_eq!(documents.len(), 250);

@@ -61,8 +61,10 @@ pub fn profile_lock(profile: Uuid) -> i64 {
 const BEGIN_FLEET_SHARED: &str =
     "BEGIN; SELECT pg_advisory_xact_lock_shared(7655, 1); SET LOCAL enable_seqscan = off";
 
-/// Begins a transaction holding the fleet lock shared, with sequential scans priced out,
-/// in one round trip (see [`BEGIN_FLEET_SHARED`]).
+/// Begins a transaction holding the fleet lock shared, with sequential scans priced out
+/// ([`storage::KEY_LOOKUPS_ONLY`]: every statement of a resolver transaction works by
+/// keys an index serves), in one round trip (`BEGIN`, `pg_advisory_xact_lock_shared` on
+/// [`FLEET_LOCK`], the setting).
 pub async fn begin_shared(db: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     db.begin_with(BEGIN_FLEET_SHARED).await
 }
